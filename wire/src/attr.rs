@@ -475,8 +475,9 @@ impl<'a> Attr<'a> for UnknownAttributes<'a> {
     }
     fn encode(&self, out: &mut [u8], _: &TransactionId) {
         let mut o = Out::new(out);
-        for t in self.iter() {
-            o.put(&t.0.to_be_bytes());
+        match self.0 {
+            List::Wire(w) => o.put(w),
+            List::Items(items) => items.iter().for_each(|t| o.put(&t.0.to_be_bytes())),
         }
     }
 }
@@ -607,10 +608,16 @@ impl<'a> Attr<'a> for PasswordAlgorithms<'a> {
     }
     fn encode(&self, out: &mut [u8], _: &TransactionId) {
         let mut o = Out::new(out);
-        for alg in self.iter() {
-            alg.encode_into(&mut o);
-            let padding = crate::pad4(alg.params.len()) - alg.params.len();
-            o.put([0; 3].get(..padding).unwrap_or_default());
+        match self.0 {
+            // As received: its last entry's padding may be short.
+            List::Wire(w) => o.put(w),
+            List::Items(items) => {
+                for alg in items {
+                    alg.encode_into(&mut o);
+                    let padding = crate::pad4(alg.params.len()) - alg.params.len();
+                    o.put([0; 3].get(..padding).unwrap_or_default());
+                }
+            }
         }
     }
 }
