@@ -30,6 +30,8 @@ fn cut(stream: &[u8], chunk: usize) -> Vec<Vec<u8>> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&chunk, stream)) = data.split_first() else { return };
+    let Some((&chunk, stream)) = data.split_first() else {
+        return;
+    };
     assert_eq!(cut(stream, stream.len()), cut(stream, usize::from(chunk)));
 });

@@ -5,8 +5,14 @@ use ip2p_wire::{Attribute, Message};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(msg) = Message::parse(data) else { return };
-    let _ = (msg.message_type(), msg.transaction_id(), msg.integrity_kind());
+    let Ok(msg) = Message::parse(data) else {
+        return;
+    };
+    let _ = (
+        msg.message_type(),
+        msg.transaction_id(),
+        msg.integrity_kind(),
+    );
     for attr in msg.all_attributes() {
         let _ = Attribute::decode(attr, msg.transaction_id());
     }

@@ -304,7 +304,7 @@ fn indications_are_framed_around_the_payload_in_place() {
         for size in [0, 1, 2, 3, 4, 5, 100, 1201] {
             let headroom = 64;
             let mut buf = vec![0xEE; headroom + size + 3];
-            let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let payload: Vec<u8> = (0..=255u8).cycle().take(size).collect();
             buf[headroom..headroom + size].copy_from_slice(&payload);
             let r = frame_indication(&mut buf, headroom..headroom + size, Method::DATA, peer, TID)
                 .unwrap();

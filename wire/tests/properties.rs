@@ -2,9 +2,8 @@
 //! no input makes a parser panic.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-mod support {
-    pub mod reencode;
-}
+#[path = "support/reencode.rs"]
+mod reencode;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -145,12 +144,12 @@ proptest! {
             prop_assert!(msg.verify_integrity(b"another key").is_err());
         }
         prop_assert_eq!(msg.verify_fingerprint().is_ok(), fingerprint);
-        support::reencode::check(&buf[..len]);
+        reencode::check(&buf[..len]);
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        support::reencode::check(&bytes);
+        reencode::check(&bytes);
     }
 
     #[test]
@@ -170,7 +169,7 @@ proptest! {
             let i = at % bytes.len();
             bytes[i] ^= x;
         }
-        support::reencode::check(&bytes);
+        reencode::check(&bytes);
     }
 }
 
@@ -180,7 +179,7 @@ fn fuzz_regressions() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
-        support::reencode::check(&std::fs::read(entry.unwrap().path()).unwrap());
+        reencode::check(&std::fs::read(entry.unwrap().path()).unwrap());
         n += 1;
     }
     assert!(n > 0);

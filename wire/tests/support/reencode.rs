@@ -7,7 +7,7 @@ use ip2p_wire::{Attribute, ChannelData, Message, MessageWriter, framer};
 
 /// Checks every parser on `input` and, where one accepts it, the invariants
 /// above. Panics on a violation; never on input alone.
-pub fn check(input: &[u8]) {
+pub(crate) fn check(input: &[u8]) {
     let _ = ip2p_wire::classify(input);
     if let Ok(cd) = ChannelData::parse(input) {
         assert!(cd.data().len() + 4 <= input.len());
