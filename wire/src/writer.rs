@@ -244,11 +244,13 @@ pub fn frame_indication(
         .checked_sub(overhead)
         .ok_or(Error::BufferTooSmall)?;
     let end = payload.end + (pad4(data_len) - data_len);
-    // The body is a multiple of 4, so fitting in 16 bits means <= MAX_BODY.
-    let body = u16::try_from(end - start - HEADER_LEN).map_err(|_| Error::TooLong)?;
-    let data_len16 = u16::try_from(data_len).map_err(|_| Error::TooLong)?;
     let frame = buf.get_mut(start..end).ok_or(Error::BufferTooSmall)?;
-    let (head, rest) = frame.split_at_mut(overhead);
+    // The body is a multiple of 4, so fitting in 16 bits means <= MAX_BODY.
+    let body = u16::try_from(frame.len() - HEADER_LEN).map_err(|_| Error::TooLong)?;
+    let data_len16 = u16::try_from(data_len).map_err(|_| Error::TooLong)?;
+    let (head, rest) = frame
+        .split_at_mut_checked(overhead)
+        .ok_or(Error::BufferTooSmall)?;
     let mut w = MessageWriter::new(head, MessageType::new(method, Class::Indication), tid)?;
     w.add(&XorPeerAddress(peer))?;
     // The DATA header is written by hand: its value is already in place.

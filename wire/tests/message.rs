@@ -332,4 +332,10 @@ fn indications_are_framed_around_the_payload_in_place() {
         Err(Error::BufferTooSmall)
     );
     assert!(frame_indication(&mut buf, 36..61, Method::SEND, peer, TID).is_ok());
+    #[allow(clippy::reversed_empty_ranges)]
+    let reversed = 50..40;
+    assert_eq!(
+        frame_indication(&mut buf, reversed, Method::SEND, peer, TID),
+        Err(Error::BufferTooSmall)
+    );
 }
