@@ -1,0 +1,323 @@
+//! One allocation (RFC 8656 §6): its relayed addresses, permissions and
+//! channels, each with its own expiry.
+//!
+//! Permissions and channels live in small vectors: an allocation has a
+//! handful, so a scan beats a hash. Expired entries are ignored by every
+//! lookup and pruned when the list is next changed, so no timer is needed
+//! per permission or channel.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ip2p_wire::TransactionId;
+use ip2p_wire::credentials::LongTermKey;
+use ip2p_wire::{ErrorCode, IntegrityKind};
+
+use super::ListenerId;
+use super::policy::canonical;
+
+/// RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds".
+pub(crate) const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// RFC 8656 §12: a channel binding lasts 10 minutes unless refreshed.
+pub(crate) const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// Most permissions one allocation may hold (past it: 508).
+pub(crate) const MAX_PERMISSIONS: usize = 256;
+/// Most channels one allocation may hold (past it: 508).
+pub(crate) const MAX_CHANNELS: usize = 256;
+
+/// One relayed transport address of an allocation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Relay {
+    /// The address the relay socket is bound to.
+    pub(crate) bound: SocketAddr,
+    /// The address advertised to the client (the external IP behind 1:1 NAT).
+    pub(crate) advertised: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Permission {
+    ip: IpAddr,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Channel {
+    pub(crate) number: u16,
+    pub(crate) peer: SocketAddr,
+    expires: Instant,
+}
+
+/// Why a channel cannot be bound (RFC 8656 §12.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BindError {
+    /// The number or the peer is bound to something else: 400.
+    Conflict,
+    /// Too many channels: 508.
+    Full,
+}
+
+#[derive(Debug)]
+pub(crate) struct Allocation {
+    pub(crate) listener: ListenerId,
+    pub(crate) client: SocketAddr,
+    /// Relayed addresses by family: `[IPv4, IPv6]`.
+    pub(crate) relays: [Option<Relay>; 2],
+    pub(crate) username: Box<str>,
+    pub(crate) key: LongTermKey,
+    pub(crate) integrity: IntegrityKind,
+    /// The Allocate transaction that created it: a retransmission of that
+    /// request gets the success response again, not a 437.
+    pub(crate) txid: TransactionId,
+    pub(crate) dont_fragment: bool,
+    pub(crate) expires: Instant,
+    /// Why the IPv6 half of a requested dual allocation is missing.
+    pub(crate) partial: Option<ErrorCode>,
+    permissions: Vec<Permission>,
+    channels: Vec<Channel>,
+}
+
+/// Index into `relays` for an address family.
+pub(crate) const fn family_index(ip: &IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 0,
+        IpAddr::V6(_) => 1,
+    }
+}
+
+impl Allocation {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        listener: ListenerId,
+        client: SocketAddr,
+        relays: [Option<Relay>; 2],
+        username: Box<str>,
+        key: LongTermKey,
+        integrity: IntegrityKind,
+        txid: TransactionId,
+        dont_fragment: bool,
+        expires: Instant,
+    ) -> Self {
+        Self {
+            listener,
+            client,
+            relays,
+            username,
+            key,
+            integrity,
+            txid,
+            dont_fragment,
+            expires,
+            partial: None,
+            permissions: Vec::new(),
+            channels: Vec::new(),
+        }
+    }
+
+    /// The relay that can reach `peer`: the one of the same family. An
+    /// IPv4-mapped peer is reached over IPv4.
+    pub(crate) fn relay_for(&self, peer: IpAddr) -> Option<usize> {
+        let i = family_index(&canonical(peer));
+        self.relays.get(i)?.map(|_| i)
+    }
+
+    /// Whether a live permission covers `ip` (ports do not count).
+    pub(crate) fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = canonical(ip);
+        self.permissions
+            .iter()
+            .any(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// Installs or refreshes a permission; `false` when the allocation
+    /// already holds [`MAX_PERMISSIONS`] live ones.
+    pub(crate) fn permit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let ip = canonical(ip);
+        let expires = now + PERMISSION_LIFETIME;
+        if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
+            p.expires = expires;
+            return true;
+        }
+        self.permissions.retain(|p| p.expires > now);
+        if self.permissions.len() >= MAX_PERMISSIONS {
+            return false;
+        }
+        self.permissions.push(Permission { ip, expires });
+        true
+    }
+
+    /// Whether `count` more permissions would fit.
+    pub(crate) fn has_room_for_permissions(
+        &self,
+        ips: impl Iterator<Item = IpAddr>,
+        now: Instant,
+    ) -> bool {
+        let live = self.permissions.iter().filter(|p| p.expires > now).count();
+        let new = ips.filter(|ip| !self.permits(*ip, now)).count();
+        live + new <= MAX_PERMISSIONS
+    }
+
+    /// The live channel with this number.
+    pub(crate) fn channel(&self, number: u16, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.number == number && c.expires > now)
+    }
+
+    /// The live channel bound to this peer.
+    pub(crate) fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+    }
+
+    /// Checks the rebinding rules of RFC 8656 §12.2 without changing anything.
+    pub(crate) fn can_bind(
+        &self,
+        number: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), BindError> {
+        let by_number = self.channel(number, now).map(|c| c.peer);
+        let by_peer = self.channel_to(peer, now).map(|c| c.number);
+        match (by_number, by_peer) {
+            (Some(p), _) if p != peer => Err(BindError::Conflict),
+            (_, Some(n)) if n != number => Err(BindError::Conflict),
+            (Some(_), _) => Ok(()),
+            (None, _) => {
+                let live = self.channels.iter().filter(|c| c.expires > now).count();
+                if live >= MAX_CHANNELS {
+                    Err(BindError::Full)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Creates or refreshes a channel binding checked by [`Self::can_bind`].
+    pub(crate) fn bind(&mut self, number: u16, peer: SocketAddr, now: Instant) {
+        let expires = now + CHANNEL_LIFETIME;
+        if let Some(c) = self
+            .channels
+            .iter_mut()
+            .find(|c| c.number == number && c.peer == peer)
+        {
+            c.expires = expires;
+            return;
+        }
+        // An expired binding of this number or peer is gone for good.
+        self.channels
+            .retain(|c| c.expires > now && c.number != number && c.peer != peer);
+        self.channels.push(Channel {
+            number,
+            peer,
+            expires,
+        });
+    }
+
+    /// Bytes of heap this allocation holds (for capacity reports).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.username.len()
+            + self.permissions.capacity() * size_of::<Permission>()
+            + self.channels.capacity() * size_of::<Channel>()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+    use crate::proto::tests::t0;
+
+    fn alloc(now: Instant) -> Allocation {
+        let relay = Relay {
+            bound: "127.0.0.1:50000".parse().unwrap(),
+            advertised: "127.0.0.1:50000".parse().unwrap(),
+        };
+        Allocation::new(
+            ListenerId(0),
+            "127.0.0.1:4000".parse().unwrap(),
+            [Some(relay), None],
+            "u".into(),
+            LongTermKey::Md5([0; 16]),
+            IntegrityKind::Sha1,
+            TransactionId([0; 12]),
+            false,
+            now + Duration::from_secs(600),
+        )
+    }
+
+    #[test]
+    fn permissions_expire_after_300_seconds_and_ignore_ports() {
+        let t0 = t0();
+        let mut a = alloc(t0);
+        let peer: IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(!a.permits(peer, t0));
+        assert!(a.permit(peer, t0));
+        assert!(a.permits(peer, t0 + Duration::from_secs(299)));
+        assert!(!a.permits(peer, t0 + Duration::from_secs(300)));
+        assert!(
+            a.permits("::ffff:198.51.100.1".parse().unwrap(), t0),
+            "mapped form is the same IP"
+        );
+        // Refreshing resets the 300 s.
+        assert!(a.permit(peer, t0 + Duration::from_secs(200)));
+        assert!(a.permits(peer, t0 + Duration::from_secs(499)));
+    }
+
+    #[test]
+    fn channel_rebinding_rules() {
+        let t0 = t0();
+        let mut a = alloc(t0);
+        let p1: SocketAddr = "198.51.100.1:1000".parse().unwrap();
+        let p2: SocketAddr = "198.51.100.1:2000".parse().unwrap();
+        assert_eq!(a.can_bind(0x4000, p1, t0), Ok(()));
+        a.bind(0x4000, p1, t0);
+        assert_eq!(a.can_bind(0x4000, p1, t0), Ok(()), "same pair refreshes");
+        assert_eq!(
+            a.can_bind(0x4000, p2, t0),
+            Err(BindError::Conflict),
+            "number taken"
+        );
+        assert_eq!(
+            a.can_bind(0x4001, p1, t0),
+            Err(BindError::Conflict),
+            "peer taken"
+        );
+        assert_eq!(a.can_bind(0x4001, p2, t0), Ok(()));
+        let later = t0 + CHANNEL_LIFETIME;
+        assert!(a.channel(0x4000, later).is_none(), "expired after 600 s");
+        assert_eq!(
+            a.can_bind(0x4000, p2, later),
+            Ok(()),
+            "free again once expired"
+        );
+        a.bind(0x4000, p2, later);
+        assert_eq!(a.channel(0x4000, later).unwrap().peer, p2);
+        assert!(a.channel_to(p1, later).is_none());
+    }
+
+    #[test]
+    fn permission_and_channel_counts_are_bounded() {
+        let t0 = t0();
+        let mut a = alloc(t0);
+        for i in 0..MAX_PERMISSIONS {
+            let ip = IpAddr::from([198, 51, (i / 256) as u8, (i % 256) as u8]);
+            assert!(a.permit(ip, t0));
+        }
+        assert!(!a.permit("203.0.113.1".parse().unwrap(), t0));
+        assert!(
+            a.permit("203.0.113.1".parse().unwrap(), t0 + PERMISSION_LIFETIME),
+            "expired ones make room"
+        );
+        for i in 0..MAX_CHANNELS as u16 {
+            let peer = SocketAddr::from(([198, 51, 100, 1], 1000 + i));
+            assert_eq!(a.can_bind(0x4000 + i, peer, t0), Ok(()));
+            a.bind(0x4000 + i, peer, t0);
+        }
+        assert_eq!(
+            a.can_bind(0x4FFF, "198.51.100.2:1".parse().unwrap(), t0),
+            Err(BindError::Full)
+        );
+    }
+}

@@ -1,0 +1,560 @@
+//! The TURN server as a sans-I/O state machine (RFC 8489, RFC 8656).
+//!
+//! No sockets, no clock, no threads. The datapath hands in what arrived
+//! (`now`, which listener or relay socket, from whom, the bytes) and gets
+//! back one [`Verdict`]: send a range of the receive buffer on a socket, send
+//! the reply written into the scratch buffer, or drop (counted). Relay
+//! sockets are opened and closed through the [`Sockets`] trait. Expiry runs
+//! from [`Server::poll_timeout`] and [`Server::handle_timeout`].
+//!
+//! The forwarding paths (ChannelData and Send from a client, a datagram
+//! from a peer) cost one hash lookup (client) or one slab index (peer),
+//! a scan of a few permissions and channels, and a header written in place.
+
+mod allocation;
+pub mod auth;
+pub mod policy;
+mod quota;
+mod request;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ip2p_wire::attr::{Data, XorPeerAddress};
+use ip2p_wire::{
+    ChannelData, Class, Message, Method, PacketKind, TransactionId, Transport, classify,
+    frame_channel_data, frame_indication,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use self::allocation::Allocation;
+pub use self::auth::{Credentials, UserSecret};
+pub use self::policy::PeerPolicy;
+pub use self::quota::Quotas;
+
+/// Bytes a datapath must leave free in front of a peer's datagram: the
+/// largest header the relay writes there (a Data indication for an IPv6
+/// peer is 48 bytes; ChannelData needs 4).
+pub const PEER_HEADROOM: usize = 48;
+/// Bytes a datapath must leave free after a peer's datagram (padding of a
+/// Data indication's DATA attribute).
+pub const PEER_TAILROOM: usize = 3;
+/// Size of the reply scratch buffer a datapath passes in: every response
+/// this server writes fits.
+pub const REPLY_BUFFER: usize = 1024;
+
+/// Which of the worker's listening sockets a packet came in on. With the
+/// client's address it names the 5-tuple (one listener per local address
+/// and transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub u16);
+
+/// Names one relay socket: the allocation's slot and the address family.
+/// The core chooses it when it opens the socket; the datapath hands it back
+/// with every datagram that socket receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayToken(pub u32);
+
+impl RelayToken {
+    fn new(slot: u32, family: usize) -> Self {
+        Self(slot << 1 | u32::from(family == 1))
+    }
+
+    fn slot(self) -> usize {
+        (self.0 >> 1) as usize
+    }
+
+    fn family(self) -> usize {
+        (self.0 & 1) as usize
+    }
+}
+
+/// Opens and closes relay sockets for the core.
+pub trait Sockets {
+    /// Binds a UDP socket to `addr` for relay `token`; with `dont_fragment`,
+    /// its datagrams carry DF and are never fragmented.
+    ///
+    /// # Errors
+    /// The bind's error: the core tries another port on `AddrInUse` and
+    /// answers 508 when it runs out.
+    fn open_relay(
+        &mut self,
+        token: RelayToken,
+        addr: SocketAddr,
+        dont_fragment: bool,
+    ) -> io::Result<()>;
+    /// Closes relay `token`'s socket.
+    fn close_relay(&mut self, token: RelayToken);
+}
+
+/// Which socket a transmit leaves from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A listening socket, towards a client.
+    Listener(ListenerId),
+    /// A relay socket, towards a peer.
+    Relay(RelayToken),
+}
+
+/// One datagram to send: `range` of a buffer, from `via`, to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The socket to send from.
+    pub via: Via,
+    /// The destination.
+    pub to: SocketAddr,
+    /// The bytes to send, as a range of the buffer the verdict names.
+    pub range: Range<usize>,
+}
+
+/// What to do with one received packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send a range of the receive buffer (relayed data, framed in place).
+    Forward(Transmit),
+    /// Send a range of the reply buffer (a STUN response).
+    Reply(Transmit),
+    /// Send nothing.
+    Drop(DropReason),
+}
+
+/// Why a packet was dropped: each is a counter in [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Neither STUN nor ChannelData, or a STUN message that fails the basic
+    /// checks (RFC 8489 §6.3: discarded silently).
+    NotTurn,
+    /// A STUN response, an indication we do not act on, or a malformed
+    /// indication.
+    Ignored,
+    /// No allocation on this 5-tuple (or relay socket).
+    NoAllocation,
+    /// ChannelData on a channel that is not bound.
+    NoChannel,
+    /// No permission for the peer's IP address.
+    NoPermission,
+}
+
+/// Per-worker counters. Plain integers: only this worker writes them; the
+/// node copies them out for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams relayed client → peer.
+    pub to_peer_packets: u64,
+    /// Payload bytes relayed client → peer.
+    pub to_peer_bytes: u64,
+    /// Datagrams relayed peer → client.
+    pub to_client_packets: u64,
+    /// Payload bytes relayed peer → client.
+    pub to_client_bytes: u64,
+    /// STUN requests answered.
+    pub requests: u64,
+    /// Error responses sent.
+    pub error_responses: u64,
+    /// Allocations created.
+    pub allocations_created: u64,
+    /// Allocations that expired (not deleted by the client).
+    pub allocations_expired: u64,
+    /// Requests that failed authentication (401, 438, 441).
+    pub auth_failures: u64,
+    /// Dropped: not TURN.
+    pub dropped_not_turn: u64,
+    /// Dropped: ignored message.
+    pub dropped_ignored: u64,
+    /// Dropped: no allocation.
+    pub dropped_no_allocation: u64,
+    /// Dropped: channel not bound.
+    pub dropped_no_channel: u64,
+    /// Dropped: no permission for the peer.
+    pub dropped_no_permission: u64,
+}
+
+impl Stats {
+    fn count(&mut self, reason: DropReason) {
+        let c = match reason {
+            DropReason::NotTurn => &mut self.dropped_not_turn,
+            DropReason::Ignored => &mut self.dropped_ignored,
+            DropReason::NoAllocation => &mut self.dropped_no_allocation,
+            DropReason::NoChannel => &mut self.dropped_no_channel,
+            DropReason::NoPermission => &mut self.dropped_no_permission,
+        };
+        *c += 1;
+    }
+}
+
+/// A family of relayed addresses this node offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayIp {
+    /// The local address relay sockets bind to.
+    pub bind: IpAddr,
+    /// The address to advertise in XOR-RELAYED-ADDRESS, when the node sits
+    /// behind 1:1 NAT (most clouds); `None` advertises `bind`.
+    pub external: Option<IpAddr>,
+}
+
+/// The server's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SOFTWARE in responses to Allocate and Refresh (RFC 8656 §5).
+    pub software: Option<String>,
+    /// Lifetime given when the client asks for less (RFC 8656: 600 s).
+    pub default_lifetime: Duration,
+    /// Longest lifetime granted (RFC 8656 recommends at most 3600 s).
+    pub max_lifetime: Duration,
+    /// IPv4 relay address, if the node relays IPv4.
+    pub relay_v4: Option<RelayIp>,
+    /// IPv6 relay address, if the node relays IPv6.
+    pub relay_v6: Option<RelayIp>,
+    /// The relay ports this server may use (each worker gets its own slice).
+    pub ports: RangeInclusive<u16>,
+    /// Whom peers may be.
+    pub policy: PeerPolicy,
+    /// How requests authenticate.
+    pub credentials: Credentials,
+}
+
+impl Config {
+    fn relay_ip(&self, family: usize) -> Option<RelayIp> {
+        if family == 0 {
+            self.relay_v4
+        } else {
+            self.relay_v6
+        }
+    }
+}
+
+/// The TURN server of one worker.
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<Config>,
+    quotas: Arc<Quotas>,
+    /// `now` at construction and the unix time it stands for: unix time for
+    /// nonces and REST expiry is derived from `now`, never read.
+    epoch: (Instant, u64),
+    rng: SmallRng,
+    slots: Vec<Option<Allocation>>,
+    free: Vec<u32>,
+    by_client: HashMap<(ListenerId, SocketAddr), u32, foldhash::fast::RandomState>,
+    expiries: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Relay ports in use, by family.
+    ports: [std::collections::HashSet<u16, foldhash::fast::RandomState>; 2],
+    stats: Stats,
+}
+
+impl Server {
+    /// A server whose clock reads `now` at unix time `unix_now`, with
+    /// randomness (relay ports, transaction IDs) from `seed`.
+    #[must_use]
+    pub fn new(
+        config: Arc<Config>,
+        quotas: Arc<Quotas>,
+        now: Instant,
+        unix_now: u64,
+        seed: u64,
+    ) -> Self {
+        Self {
+            config,
+            quotas,
+            epoch: (now, unix_now),
+            rng: SmallRng::seed_from_u64(seed),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_client: HashMap::default(),
+            expiries: BinaryHeap::new(),
+            ports: Default::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live allocations on this worker.
+    #[must_use]
+    pub fn allocations(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// Heap bytes held by allocations' own state (for memory reports).
+    #[must_use]
+    pub fn allocation_heap_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .map(Allocation::heap_bytes)
+            .sum::<usize>()
+            + self.slots.capacity() * size_of::<Option<Allocation>>()
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
+    }
+
+    /// Handles `packet`, which arrived on `listener` from `from`. A
+    /// [`Verdict::Forward`] names a range of `packet`; a reply is written into
+    /// `reply` (at least [`REPLY_BUFFER`] bytes).
+    pub fn handle_client(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        packet: &[u8],
+        reply: &mut [u8],
+        sockets: &mut impl Sockets,
+    ) -> Verdict {
+        let verdict = match classify(packet) {
+            PacketKind::ChannelData => self.channel_data_from_client(now, listener, from, packet),
+            PacketKind::Stun => match Message::parse(packet) {
+                Ok(msg) => self.stun_from_client(now, listener, from, &msg, reply, sockets),
+                Err(_) => Verdict::Drop(DropReason::NotTurn),
+            },
+            PacketKind::Other => Verdict::Drop(DropReason::NotTurn),
+        };
+        self.account(verdict)
+    }
+
+    fn account(&mut self, verdict: Verdict) -> Verdict {
+        match &verdict {
+            Verdict::Drop(reason) => self.stats.count(*reason),
+            Verdict::Forward(t) => {
+                let bytes = t.range.len() as u64;
+                if let Via::Relay(_) = t.via {
+                    self.stats.to_peer_packets += 1;
+                    self.stats.to_peer_bytes += bytes;
+                } else {
+                    self.stats.to_client_packets += 1;
+                    self.stats.to_client_bytes += bytes;
+                }
+            }
+            Verdict::Reply(_) => {}
+        }
+        verdict
+    }
+
+    fn allocation_of(
+        &self,
+        listener: ListenerId,
+        client: SocketAddr,
+    ) -> Option<(u32, &Allocation)> {
+        let slot = *self.by_client.get(&(listener, client))?;
+        Some((slot, self.slots.get(slot as usize)?.as_ref()?))
+    }
+
+    /// RFC 8656 §12.6: ChannelData from the client goes to the bound peer.
+    /// Receiving it refreshes nothing. We also require a live permission,
+    /// as for Send: a channel outlives its permission unless refreshed.
+    fn channel_data_from_client(
+        &self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        packet: &[u8],
+    ) -> Verdict {
+        let Ok(cd) = ChannelData::parse(packet) else {
+            return Verdict::Drop(DropReason::NotTurn);
+        };
+        let Some((slot, alloc)) = self.allocation_of(listener, from) else {
+            return Verdict::Drop(DropReason::NoAllocation);
+        };
+        let Some(channel) = alloc.channel(cd.channel(), now) else {
+            return Verdict::Drop(DropReason::NoChannel);
+        };
+        let peer = channel.peer;
+        if !alloc.permits(peer.ip(), now) {
+            return Verdict::Drop(DropReason::NoPermission);
+        }
+        let Some(family) = alloc.relay_for(peer.ip()) else {
+            return Verdict::Drop(DropReason::NoPermission);
+        };
+        let start = ip2p_wire::channel::CHANNEL_HEADER_LEN;
+        Verdict::Forward(Transmit {
+            via: Via::Relay(RelayToken::new(slot, family)),
+            to: peer,
+            range: start..start + cd.data().len(),
+        })
+    }
+
+    /// RFC 8656 §11.2: a Send indication's DATA goes to XOR-PEER-ADDRESS if
+    /// a permission allows it. The DATA value is forwarded where it lies.
+    fn send_indication(
+        &self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        msg: &Message<'_>,
+    ) -> Verdict {
+        let Some((slot, alloc)) = self.allocation_of(listener, from) else {
+            return Verdict::Drop(DropReason::NoAllocation);
+        };
+        let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(data)))) = (msg.get(), msg.get()) else {
+            return Verdict::Drop(DropReason::Ignored);
+        };
+        // DONT-FRAGMENT is honoured when the relay socket was opened with DF
+        // (asked for at Allocate); otherwise it is an unknown
+        // comprehension-required attribute and the indication is dropped.
+        let unknown = msg.unknown_comprehension_required().next().is_some()
+            || (!alloc.dont_fragment && msg.get_raw(ip2p_wire::AttrType::DONT_FRAGMENT).is_some());
+        if unknown {
+            return Verdict::Drop(DropReason::Ignored);
+        }
+        if !alloc.permits(peer.ip(), now) {
+            return Verdict::Drop(DropReason::NoPermission);
+        }
+        let Some(family) = alloc.relay_for(peer.ip()) else {
+            return Verdict::Drop(DropReason::NoPermission);
+        };
+        // `data` borrows from the packet: its position is its offset there.
+        let start = data.as_ptr() as usize - msg.as_bytes().as_ptr() as usize;
+        Verdict::Forward(Transmit {
+            via: Via::Relay(RelayToken::new(slot, family)),
+            to: peer,
+            range: start..start + data.len(),
+        })
+    }
+
+    fn stun_from_client(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        reply: &mut [u8],
+        sockets: &mut impl Sockets,
+    ) -> Verdict {
+        let len = match (msg.class(), msg.method()) {
+            (Class::Indication, Method::SEND) => {
+                return self.send_indication(now, listener, from, msg);
+            }
+            (Class::Request, _) => {
+                self.stats.requests += 1;
+                self.request(now, listener, from, msg, reply, sockets)
+            }
+            _ => return Verdict::Drop(DropReason::Ignored),
+        };
+        match len {
+            Some(len) => Verdict::Reply(Transmit {
+                via: Via::Listener(listener),
+                to: from,
+                range: 0..len,
+            }),
+            None => Verdict::Drop(DropReason::Ignored),
+        }
+    }
+
+    /// Handles a datagram that relay socket `token` received from `from`,
+    /// sitting in `buf[data]` with [`PEER_HEADROOM`] bytes free before it and
+    /// [`PEER_TAILROOM`] after. On success the datagram is framed in place
+    /// (ChannelData if a channel is bound to the peer, else a Data
+    /// indication) and forwarded to the client.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        token: RelayToken,
+        from: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Verdict {
+        let verdict = self.peer_datagram(now, token, from, buf, data);
+        self.account(verdict)
+    }
+
+    fn peer_datagram(
+        &mut self,
+        now: Instant,
+        token: RelayToken,
+        from: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Verdict {
+        let Some(Some(alloc)) = self.slots.get(token.slot()) else {
+            return Verdict::Drop(DropReason::NoAllocation);
+        };
+        if alloc
+            .relays
+            .get(token.family())
+            .copied()
+            .flatten()
+            .is_none()
+        {
+            return Verdict::Drop(DropReason::NoAllocation);
+        }
+        // RFC 8656 §9: only the IP address is compared, not the port.
+        if !alloc.permits(from.ip(), now) {
+            return Verdict::Drop(DropReason::NoPermission);
+        }
+        let (listener, client) = (alloc.listener, alloc.client);
+        let framed = match alloc.channel_to(from, now) {
+            Some(channel) => frame_channel_data(buf, data, channel.number, Transport::Datagram),
+            None => {
+                let tid = TransactionId(self.rng.random());
+                frame_indication(buf, data, Method::DATA, from, tid)
+            }
+        };
+        match framed {
+            Ok(range) => Verdict::Forward(Transmit {
+                via: Via::Listener(listener),
+                to: client,
+                range,
+            }),
+            // Only a datapath that broke the headroom contract gets here.
+            Err(_) => Verdict::Drop(DropReason::Ignored),
+        }
+    }
+
+    /// When [`Self::handle_timeout`] next has work, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.expiries.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Expires allocations whose lifetime ended by `now`, closing their
+    /// relay sockets.
+    pub fn handle_timeout(&mut self, now: Instant, sockets: &mut impl Sockets) {
+        while let Some(&Reverse((at, slot))) = self.expiries.peek() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop();
+            // A refresh pushed a later entry; this one may be stale.
+            let expired = self
+                .slots
+                .get(slot as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|a| a.expires <= now);
+            if expired {
+                self.stats.allocations_expired += 1;
+                self.remove(slot, sockets, "expired");
+            }
+        }
+    }
+
+    /// Deletes an allocation: its relay sockets, ports and quota.
+    fn remove(&mut self, slot: u32, sockets: &mut impl Sockets, why: &str) {
+        let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_client.remove(&(alloc.listener, alloc.client));
+        for (family, relay) in alloc.relays.iter().enumerate() {
+            if let Some(relay) = relay {
+                sockets.close_relay(RelayToken::new(slot, family));
+                if let Some(ports) = self.ports.get_mut(family) {
+                    ports.remove(&relay.bound.port());
+                }
+            }
+        }
+        self.quotas.release(&alloc.username);
+        self.free.push(slot);
+        tracing::info!(client = %alloc.client, user = %alloc.username, why, "allocation deleted");
+    }
+}

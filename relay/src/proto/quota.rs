@@ -1,0 +1,106 @@
+//! Allocation quotas shared by every worker of a node: a total and a
+//! per-user limit. Touched only when allocations are created and deleted,
+//! never per packet.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ip2p_wire::ErrorCode;
+
+/// Counts allocations against the node's limits.
+#[derive(Debug, Default)]
+pub struct Quotas {
+    total: AtomicUsize,
+    max_total: usize,
+    per_user: Mutex<HashMap<Box<str>, usize>>,
+    max_per_user: usize,
+}
+
+impl Quotas {
+    /// Limits of `max_total` allocations on the node and `max_per_user` per
+    /// username; 0 means no limit.
+    #[must_use]
+    pub fn new(max_total: usize, max_per_user: usize) -> Self {
+        Self {
+            max_total,
+            max_per_user,
+            ..Self::default()
+        }
+    }
+
+    /// Live allocations on the node.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Takes one allocation for `user`: 508 when the node is full, 486 when
+    /// the user is (RFC 8656 §7.2).
+    pub(crate) fn acquire(&self, user: &str) -> Result<(), ErrorCode> {
+        let limit = if self.max_total == 0 {
+            usize::MAX
+        } else {
+            self.max_total
+        };
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| ErrorCode::INSUFFICIENT_CAPACITY)?;
+        if self.max_per_user == 0 {
+            return Ok(());
+        }
+        let mut users = self
+            .per_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = users.entry(user.into()).or_default();
+        if *n >= self.max_per_user {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(ErrorCode::ALLOCATION_QUOTA_REACHED);
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    /// Gives back one allocation of `user`.
+    pub(crate) fn release(&self, user: &str) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        if self.max_per_user == 0 {
+            return;
+        }
+        let mut users = self
+            .per_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = users.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_total_and_per_user() {
+        let q = Quotas::new(3, 2);
+        assert_eq!(q.acquire("a"), Ok(()));
+        assert_eq!(q.acquire("a"), Ok(()));
+        assert_eq!(q.acquire("a"), Err(ErrorCode::ALLOCATION_QUOTA_REACHED));
+        assert_eq!(q.acquire("b"), Ok(()));
+        assert_eq!(q.acquire("c"), Err(ErrorCode::INSUFFICIENT_CAPACITY));
+        assert_eq!(q.total(), 3);
+        q.release("a");
+        assert_eq!(q.acquire("c"), Ok(()));
+        let unlimited = Quotas::new(0, 0);
+        for _ in 0..1000 {
+            assert_eq!(unlimited.acquire("x"), Ok(()));
+        }
+    }
+}

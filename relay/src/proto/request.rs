@@ -1,0 +1,610 @@
+//! STUN requests: Binding (RFC 8489), Allocate, Refresh, CreatePermission
+//! and ChannelBind (RFC 8656), each checked in the order its RFC section
+//! lists, each error mapped to the code that section names.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ip2p_wire::attr::{
+    AdditionalAddressFamily, AddressErrorCode, ChannelNumber, ErrorCodeAttr, EvenPort, Lifetime,
+    Nonce, PasswordAlgorithms, Realm, RequestedAddressFamily, RequestedTransport, Software,
+    UnknownAttributes, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+};
+use ip2p_wire::credentials::LongTermKey;
+use ip2p_wire::{
+    AddressFamily, AttrType, Class, Error as WireError, ErrorCode, IntegrityKind, Message,
+    MessageType, MessageWriter, Method, is_valid_channel,
+};
+
+use super::allocation::{Allocation, BindError, Relay};
+use super::auth::{Authed, OFFERED_ALGORITHMS, Refusal};
+use super::{ListenerId, RelayToken, Server, Sockets};
+
+/// How many unknown attributes a 420 lists at most.
+const MAX_UNKNOWN: usize = 16;
+/// How many relay ports are tried when binds fail with "address in use"
+/// before the request gets 508.
+const MAX_BIND_ATTEMPTS: usize = 64;
+
+/// The integrity to put on a response: the request's key and algorithm.
+type Integrity<'a> = Option<(&'a LongTermKey, IntegrityKind)>;
+
+fn integrity(authed: &Authed) -> Integrity<'_> {
+    Some((&authed.key, authed.integrity))
+}
+
+/// An Allocate request's wishes, checked (RFC 8656 §7.2 steps 3-9).
+struct AllocateRequest {
+    family: usize,
+    additional_v6: bool,
+    even_port: bool,
+    dont_fragment: bool,
+    lifetime: Option<u32>,
+}
+
+impl Server {
+    pub(super) fn request(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        reply: &mut [u8],
+        sockets: &mut impl Sockets,
+    ) -> Option<usize> {
+        match msg.method() {
+            Method::BINDING => self.binding(from, msg, reply),
+            Method::ALLOCATE => self.allocate(now, listener, from, msg, reply, sockets),
+            Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND => {
+                self.on_allocation(now, listener, from, msg, reply, sockets)
+            }
+            _ => self.error(reply, msg, ErrorCode::BAD_REQUEST, None),
+        }
+    }
+
+    /// RFC 8489 §7.3.1: a Binding request is answered with the client's
+    /// reflexive address; no authentication.
+    fn binding(&mut self, from: SocketAddr, msg: &Message<'_>, reply: &mut [u8]) -> Option<usize> {
+        if let Some(len) = self.unknown_attributes(reply, msg, None) {
+            return Some(len);
+        }
+        self.respond(reply, msg, Class::Success, None, |w| {
+            w.add(&XorMappedAddress(from))?;
+            Ok(())
+        })
+    }
+
+    fn allocate(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        reply: &mut [u8],
+        sockets: &mut impl Sockets,
+    ) -> Option<usize> {
+        let unix = self.unix(now);
+        let authed = match self.config.credentials.check(msg, from, unix) {
+            Ok(authed) => authed,
+            Err(refusal) => return self.refuse(reply, msg, from, unix, refusal),
+        };
+        // Step 2, and RFC 8656 §5's retransmission note: the request that
+        // created the allocation gets its success response again.
+        if let Some((slot, alloc)) = self.allocation_of(listener, from) {
+            if alloc.txid == *msg.transaction_id() && alloc.username == authed.username {
+                return self.allocate_success(now, reply, msg, slot);
+            }
+            return self.error(
+                reply,
+                msg,
+                ErrorCode::ALLOCATION_MISMATCH,
+                integrity(&authed),
+            );
+        }
+        if let Some(len) = self.unknown_attributes(reply, msg, integrity(&authed)) {
+            return Some(len);
+        }
+        let req = match self.check_allocate(msg) {
+            Ok(req) => req,
+            Err(code) => return self.error(reply, msg, code, integrity(&authed)),
+        };
+        if let Err(code) = self.quotas.acquire(&authed.username) {
+            return self.error(reply, msg, code, integrity(&authed));
+        }
+        let slot = self.reserve_slot();
+        let Some(primary) =
+            self.open_relay(slot, req.family, req.even_port, req.dont_fragment, sockets)
+        else {
+            self.quotas.release(&authed.username);
+            self.free.push(slot);
+            return self.error(
+                reply,
+                msg,
+                ErrorCode::INSUFFICIENT_CAPACITY,
+                integrity(&authed),
+            );
+        };
+        let mut relays = [None, None];
+        if let Some(r) = relays.get_mut(req.family) {
+            *r = Some(primary);
+        }
+        let mut partial = None;
+        if req.additional_v6 {
+            if self.config.relay_v6.is_none() {
+                partial = Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
+            } else {
+                relays[1] = self.open_relay(slot, 1, req.even_port, req.dont_fragment, sockets);
+                if relays[1].is_none() {
+                    partial = Some(ErrorCode::INSUFFICIENT_CAPACITY);
+                }
+            }
+        }
+        let lifetime = self.lifetime(req.lifetime);
+        let mut alloc = Allocation::new(
+            listener,
+            from,
+            relays,
+            authed.username,
+            authed.key,
+            authed.integrity,
+            *msg.transaction_id(),
+            req.dont_fragment,
+            now + lifetime,
+        );
+        alloc.partial = partial;
+        tracing::info!(
+            client = %from,
+            user = %alloc.username,
+            relayed = ?alloc.relays.iter().flatten().map(|r| r.advertised).collect::<Vec<_>>(),
+            lifetime = lifetime.as_secs(),
+            "allocation created"
+        );
+        self.place(slot, alloc);
+        self.stats.allocations_created += 1;
+        self.allocate_success(now, reply, msg, slot)
+    }
+
+    /// RFC 8656 §7.2 steps 3-9: what the Allocate asks for, or the error.
+    fn check_allocate(&self, msg: &Message<'_>) -> Result<AllocateRequest, ErrorCode> {
+        let bad = |_: WireError| ErrorCode::BAD_REQUEST;
+        match msg.get::<RequestedTransport>().map_err(bad)? {
+            None => return Err(ErrorCode::BAD_REQUEST),
+            Some(RequestedTransport::UDP) => {}
+            Some(_) => return Err(ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL),
+        }
+        let dont_fragment = msg.get_raw(AttrType::DONT_FRAGMENT).is_some();
+        let raf = msg.get::<RequestedAddressFamily>().map_err(bad)?;
+        let aaf = msg.get::<AdditionalAddressFamily>().map_err(bad)?;
+        let even = msg.get::<EvenPort>().map_err(bad)?;
+        if msg.get_raw(AttrType::RESERVATION_TOKEN).is_some() {
+            // Reservations are not offered (an R bit is refused below), so
+            // no token can be valid: 508, as step 5 says for invalid tokens.
+            return Err(if even.is_some() || raf.is_some() || aaf.is_some() {
+                ErrorCode::BAD_REQUEST
+            } else {
+                ErrorCode::INSUFFICIENT_CAPACITY
+            });
+        }
+        if raf.is_some() && aaf.is_some() {
+            return Err(ErrorCode::BAD_REQUEST);
+        }
+        let family = match raf.map(|r| r.0) {
+            None | Some(AddressFamily::IPV4) => 0,
+            Some(AddressFamily::IPV6) => 1,
+            Some(_) => return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
+        };
+        if self.config.relay_ip(family).is_none() {
+            return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
+        }
+        if even.is_some_and(|e| e.reserve_next) {
+            // Step 8. Reserving port N+1 for a later Allocate needs state
+            // shared across workers; this server declines (508), as the
+            // RFC allows a server that cannot satisfy the request.
+            return Err(if aaf.is_some() {
+                ErrorCode::BAD_REQUEST
+            } else {
+                ErrorCode::INSUFFICIENT_CAPACITY
+            });
+        }
+        let additional_v6 = match aaf.map(|a| a.0) {
+            None => false,
+            Some(AddressFamily::IPV6) => true,
+            Some(_) => return Err(ErrorCode::BAD_REQUEST),
+        };
+        let lifetime = msg.get::<Lifetime>().map_err(bad)?.map(|l| l.0);
+        Ok(AllocateRequest {
+            family,
+            additional_v6,
+            even_port: even.is_some(),
+            dont_fragment,
+            lifetime,
+        })
+    }
+
+    fn allocate_success(
+        &mut self,
+        now: Instant,
+        reply: &mut [u8],
+        msg: &Message<'_>,
+        slot: u32,
+    ) -> Option<usize> {
+        let alloc = self.slots.get(slot as usize)?.as_ref()?;
+        let (relays, client, partial, expires) =
+            (alloc.relays, alloc.client, alloc.partial, alloc.expires);
+        let (key, kind) = (alloc.key.clone(), alloc.integrity);
+        let remaining = expires.saturating_duration_since(now).as_secs();
+        self.respond(reply, msg, Class::Success, Some((&key, kind)), |w| {
+            for relay in relays.iter().flatten() {
+                w.add(&XorRelayedAddress(relay.advertised))?;
+            }
+            w.add(&Lifetime(u32::try_from(remaining).unwrap_or(u32::MAX)))?;
+            if let Some(code) = partial {
+                let reason = code.reason();
+                w.add(&AddressErrorCode {
+                    family: AddressFamily::IPV6,
+                    code,
+                    reason,
+                })?;
+            }
+            w.add(&XorMappedAddress(client))?;
+            Ok(())
+        })
+    }
+
+    /// Refresh, CreatePermission and ChannelBind: requests on an existing
+    /// allocation (RFC 8656 §5).
+    fn on_allocation(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        reply: &mut [u8],
+        sockets: &mut impl Sockets,
+    ) -> Option<usize> {
+        let unix = self.unix(now);
+        let authed = match self.config.credentials.check(msg, from, unix) {
+            Ok(authed) => authed,
+            Err(refusal) => return self.refuse(reply, msg, from, unix, refusal),
+        };
+        let Some((slot, alloc)) = self.allocation_of(listener, from) else {
+            return self.error(
+                reply,
+                msg,
+                ErrorCode::ALLOCATION_MISMATCH,
+                integrity(&authed),
+            );
+        };
+        if alloc.username != authed.username {
+            self.stats.auth_failures += 1;
+            return self.error(reply, msg, ErrorCode::WRONG_CREDENTIALS, integrity(&authed));
+        }
+        if let Some(len) = self.unknown_attributes(reply, msg, integrity(&authed)) {
+            return Some(len);
+        }
+        let result = match msg.method() {
+            Method::REFRESH => self.refresh(now, slot, msg, sockets),
+            Method::CREATE_PERMISSION => self.create_permission(now, slot, msg),
+            _ => self.channel_bind(now, slot, msg),
+        };
+        match result {
+            Ok(lifetime) => self.respond(reply, msg, Class::Success, integrity(&authed), |w| {
+                if let Some(secs) = lifetime {
+                    w.add(&Lifetime(secs))?;
+                }
+                Ok(())
+            }),
+            Err(code) => self.error(reply, msg, code, integrity(&authed)),
+        }
+    }
+
+    /// RFC 8656 §8.2. Returns the LIFETIME to answer with.
+    fn refresh(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        msg: &Message<'_>,
+        sockets: &mut impl Sockets,
+    ) -> Result<Option<u32>, ErrorCode> {
+        let bad = |_: WireError| ErrorCode::BAD_REQUEST;
+        let requested = msg.get::<Lifetime>().map_err(bad)?.map(|l| l.0);
+        let family = msg.get::<RequestedAddressFamily>().map_err(bad)?;
+        let alloc = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        let family = match family.map(|f| f.0) {
+            None => None,
+            Some(AddressFamily::IPV4) => Some(0),
+            Some(AddressFamily::IPV6) => Some(1),
+            Some(_) => return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH),
+        };
+        if family.is_some_and(|f| alloc.relays.get(f).copied().flatten().is_none()) {
+            return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+        }
+        if requested == Some(0) {
+            let dual = alloc.relays.iter().flatten().count() == 2;
+            match family {
+                // Deleting one family of a dual allocation keeps the other.
+                Some(f) if dual => self.close_family(slot, f, sockets),
+                _ => self.remove(slot, sockets, "deleted by client"),
+            }
+            return Ok(Some(0));
+        }
+        let lifetime = self.lifetime(requested);
+        let expires = now + lifetime;
+        if let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            alloc.expires = expires;
+        }
+        self.expiries.push(std::cmp::Reverse((expires, slot)));
+        Ok(Some(u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX)))
+    }
+
+    /// RFC 8656 §10.2.
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        msg: &Message<'_>,
+    ) -> Result<Option<u32>, ErrorCode> {
+        let alloc = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        let mut count = 0;
+        for peer in msg.get_all::<XorPeerAddress>() {
+            let XorPeerAddress(peer) = peer.map_err(|_| ErrorCode::BAD_REQUEST)?;
+            if alloc.relay_for(peer.ip()).is_none() {
+                return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+            }
+            if !self.config.policy.allows(peer.ip()) {
+                return Err(ErrorCode::FORBIDDEN);
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return Err(ErrorCode::BAD_REQUEST);
+        }
+        let peers = || msg.get_all::<XorPeerAddress>().flatten().map(|p| p.0.ip());
+        if !alloc.has_room_for_permissions(peers(), now) {
+            return Err(ErrorCode::INSUFFICIENT_CAPACITY);
+        }
+        let alloc = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        for ip in peers() {
+            alloc.permit(ip, now);
+        }
+        Ok(None)
+    }
+
+    /// RFC 8656 §12.2.
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        msg: &Message<'_>,
+    ) -> Result<Option<u32>, ErrorCode> {
+        let bad = |_: WireError| ErrorCode::BAD_REQUEST;
+        let number = msg.get::<ChannelNumber>().map_err(bad)?;
+        let peer = msg.get::<XorPeerAddress>().map_err(bad)?;
+        let (Some(ChannelNumber(number)), Some(XorPeerAddress(peer))) = (number, peer) else {
+            return Err(ErrorCode::BAD_REQUEST);
+        };
+        if !is_valid_channel(number) {
+            return Err(ErrorCode::BAD_REQUEST);
+        }
+        let alloc = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        match alloc.can_bind(number, peer, now) {
+            Err(BindError::Conflict) => return Err(ErrorCode::BAD_REQUEST),
+            Err(BindError::Full) => return Err(ErrorCode::INSUFFICIENT_CAPACITY),
+            Ok(()) => {}
+        }
+        if alloc.relay_for(peer.ip()).is_none() {
+            return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+        }
+        if !self.config.policy.allows(peer.ip()) {
+            return Err(ErrorCode::FORBIDDEN);
+        }
+        if !alloc.has_room_for_permissions(std::iter::once(peer.ip()), now) {
+            return Err(ErrorCode::INSUFFICIENT_CAPACITY);
+        }
+        let alloc = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        alloc.bind(number, peer, now);
+        alloc.permit(peer.ip(), now);
+        Ok(None)
+    }
+
+    /// RFC 8656 §7.2: min(requested, max), but never below the default.
+    fn lifetime(&self, requested: Option<u32>) -> Duration {
+        let requested = requested.map_or(Duration::ZERO, |s| Duration::from_secs(u64::from(s)));
+        requested
+            .min(self.config.max_lifetime)
+            .max(self.config.default_lifetime)
+    }
+
+    /// A free slot for a new allocation; filled by [`Self::place`] or given
+    /// back to `free`.
+    fn reserve_slot(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+        })
+    }
+
+    fn place(&mut self, slot: u32, alloc: Allocation) {
+        self.by_client.insert((alloc.listener, alloc.client), slot);
+        self.expiries.push(std::cmp::Reverse((alloc.expires, slot)));
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = Some(alloc);
+        }
+    }
+
+    /// Binds a relay socket of `family` on a random free port of the range
+    /// (an even one if asked), trying others while ports turn out in use.
+    fn open_relay(
+        &mut self,
+        slot: u32,
+        family: usize,
+        even: bool,
+        df: bool,
+        sockets: &mut impl Sockets,
+    ) -> Option<Relay> {
+        let ip = self.config.relay_ip(family)?;
+        let (lo, hi) = (*self.config.ports.start(), *self.config.ports.end());
+        let span = u32::from(hi.checked_sub(lo)?) + 1;
+        let start = rand::Rng::random_range(&mut self.rng, 0..span);
+        let used = self.ports.get_mut(family)?;
+        let mut attempts = 0;
+        for i in 0..span {
+            let port = u16::try_from(u32::from(lo) + (start + i) % span).ok()?;
+            if (even && port % 2 == 1) || used.contains(&port) {
+                continue;
+            }
+            let bound = SocketAddr::new(ip.bind, port);
+            match sockets.open_relay(RelayToken::new(slot, family), bound, df) {
+                Ok(()) => {
+                    used.insert(port);
+                    let advertised = SocketAddr::new(ip.external.unwrap_or(ip.bind), port);
+                    return Some(Relay { bound, advertised });
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && attempts < MAX_BIND_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%bound, error = %e, "cannot open a relay socket");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    fn close_family(&mut self, slot: u32, family: usize, sockets: &mut impl Sockets) {
+        let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(relay) = alloc.relays.get_mut(family).and_then(Option::take) {
+            sockets.close_relay(RelayToken::new(slot, family));
+            if let Some(ports) = self.ports.get_mut(family) {
+                ports.remove(&relay.bound.port());
+            }
+        }
+    }
+
+    /// RFC 8489 §6.3.1: a request with comprehension-required attributes we
+    /// do not know gets 420 listing them.
+    fn unknown_attributes(
+        &mut self,
+        reply: &mut [u8],
+        msg: &Message<'_>,
+        auth: Integrity<'_>,
+    ) -> Option<usize> {
+        let mut unknown = [AttrType(0); MAX_UNKNOWN];
+        let mut n = 0;
+        for (slot, t) in unknown.iter_mut().zip(msg.unknown_comprehension_required()) {
+            *slot = t;
+            n += 1;
+        }
+        if n == 0 {
+            return None;
+        }
+        let listed = unknown.get(..n).unwrap_or_default();
+        self.stats.error_responses += 1;
+        self.respond(reply, msg, Class::Error, auth, |w| {
+            w.add(&ErrorCodeAttr::new(ErrorCode::UNKNOWN_ATTRIBUTE))?;
+            w.add(&UnknownAttributes::new(listed))?;
+            Ok(())
+        })
+    }
+
+    /// Answers a request that failed authentication (RFC 8489 §9.2.4).
+    fn refuse(
+        &mut self,
+        reply: &mut [u8],
+        msg: &Message<'_>,
+        from: SocketAddr,
+        unix: u64,
+        refusal: Refusal,
+    ) -> Option<usize> {
+        let code = match refusal {
+            Refusal::BadRequest => return self.error(reply, msg, ErrorCode::BAD_REQUEST, None),
+            Refusal::Challenge => ErrorCode::UNAUTHENTICATED,
+            Refusal::Unauthenticated => {
+                self.stats.auth_failures += 1;
+                ErrorCode::UNAUTHENTICATED
+            }
+            Refusal::StaleNonce => {
+                self.stats.auth_failures += 1;
+                ErrorCode::STALE_NONCE
+            }
+        };
+        let nonce = self.config.credentials.nonce(from, unix);
+        let config = self.config.clone();
+        self.stats.error_responses += 1;
+        self.respond(reply, msg, Class::Error, None, |w| {
+            w.add(&ErrorCodeAttr::new(code))?;
+            w.add(&Realm(&config.credentials.realm))?;
+            w.add(&Nonce(core::str::from_utf8(&nonce).unwrap_or_default()))?;
+            w.add(&PasswordAlgorithms::new(&OFFERED_ALGORITHMS))?;
+            Ok(())
+        })
+    }
+
+    fn error(
+        &mut self,
+        reply: &mut [u8],
+        msg: &Message<'_>,
+        code: ErrorCode,
+        auth: Integrity<'_>,
+    ) -> Option<usize> {
+        self.stats.error_responses += 1;
+        self.respond(reply, msg, Class::Error, auth, |w| {
+            w.add(&ErrorCodeAttr::new(code))?;
+            Ok(())
+        })
+    }
+
+    /// Writes a response: `body`, SOFTWARE, the integrity of the request's
+    /// key if it authenticated, and FINGERPRINT if the request had one.
+    fn respond(
+        &self,
+        reply: &mut [u8],
+        msg: &Message<'_>,
+        class: Class,
+        auth: Integrity<'_>,
+        body: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), WireError>,
+    ) -> Option<usize> {
+        let typ = MessageType::new(msg.method(), class);
+        let mut w = MessageWriter::new(reply, typ, *msg.transaction_id()).ok()?;
+        body(&mut w).ok()?;
+        if let Some(software) = &self.config.software {
+            w.add(&Software(software)).ok()?;
+        }
+        match auth {
+            Some((key, IntegrityKind::Sha1)) => w.integrity(key.as_bytes()).ok()?,
+            Some((key, IntegrityKind::Sha256)) => w.integrity_sha256(key.as_bytes()).ok()?,
+            None => &mut w,
+        };
+        if msg.has_fingerprint() {
+            w.fingerprint().ok()
+        } else {
+            Some(w.finish())
+        }
+    }
+}

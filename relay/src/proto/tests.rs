@@ -1,0 +1,1118 @@
+//! Deterministic tests of the TURN core: fake sockets, a virtual clock, and
+//! a minimal client that does the long-term credential dance.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ip2p_wire::attr::*;
+use ip2p_wire::credentials::LongTermKey;
+use ip2p_wire::{
+    AddressFamily, Attribute, ChannelData, Class, ErrorCode, IntegrityKind, Message, MessageType,
+    MessageWriter, Method, TransactionId, Transport, write_channel_data,
+};
+
+use super::*;
+
+const REALM: &str = "ip2p.test";
+const UNIX0: u64 = 1_800_000_000;
+
+#[allow(clippy::disallowed_methods)] // tests need some Instant to start from
+pub(super) fn t0() -> Instant {
+    Instant::now()
+}
+
+#[derive(Default)]
+struct FakeSockets {
+    open: HashMap<RelayToken, (SocketAddr, bool)>,
+    /// Addresses some other process holds: binding them fails.
+    taken: HashSet<SocketAddr>,
+    closed: Vec<RelayToken>,
+}
+
+impl Sockets for FakeSockets {
+    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, df: bool) -> io::Result<()> {
+        if self.taken.contains(&addr) || self.open.values().any(|(a, _)| *a == addr) {
+            return Err(io::ErrorKind::AddrInUse.into());
+        }
+        assert!(
+            self.open.insert(token, (addr, df)).is_none(),
+            "token reused while open"
+        );
+        Ok(())
+    }
+    fn close_relay(&mut self, token: RelayToken) {
+        assert!(
+            self.open.remove(&token).is_some(),
+            "closing a socket that is not open"
+        );
+        self.closed.push(token);
+    }
+}
+
+fn config() -> Config {
+    let mut users = std::collections::HashMap::new();
+    users.insert(
+        "alice".to_owned(),
+        UserSecret::Password("wonderland".into()),
+    );
+    users.insert("bob".to_owned(), UserSecret::Password("builder".into()));
+    users.insert(
+        "carol".to_owned(),
+        UserSecret::Md5Key(
+            *LongTermKey::md5("carol", REALM, "c")
+                .as_bytes()
+                .first_chunk()
+                .unwrap(),
+        ),
+    );
+    Config {
+        software: Some("ip2p test".into()),
+        default_lifetime: Duration::from_secs(600),
+        max_lifetime: Duration::from_secs(3600),
+        relay_v4: Some(RelayIp {
+            bind: "127.0.0.1".parse().unwrap(),
+            external: None,
+        }),
+        relay_v6: None,
+        ports: 50000..=50099,
+        policy: PeerPolicy {
+            allow: vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()],
+            deny: vec![],
+            own: vec!["127.0.0.1".parse().unwrap()],
+        },
+        credentials: Credentials {
+            realm: REALM.into(),
+            users,
+            rest_secrets: vec![b"old secret".to_vec(), b"new secret".to_vec()],
+            nonce_secret: [3; 32],
+            nonce_lifetime: 600,
+        },
+    }
+}
+
+struct Harness {
+    server: Server,
+    sockets: FakeSockets,
+    now: Instant,
+    reply: Vec<u8>,
+    next_tid: u8,
+}
+
+/// The client's side of an exchange: an owned copy of the response.
+struct Response(Vec<u8>);
+
+impl Response {
+    fn msg(&self) -> Message<'_> {
+        Message::parse(&self.0).unwrap()
+    }
+    fn class(&self) -> Class {
+        self.msg().class()
+    }
+    fn code(&self) -> Option<u16> {
+        self.msg()
+            .get::<ErrorCodeAttr>()
+            .unwrap()
+            .map(|e| e.code.code())
+    }
+    fn nonce(&self) -> String {
+        self.msg().get::<Nonce>().unwrap().unwrap().0.to_owned()
+    }
+    fn relayed(&self) -> Vec<SocketAddr> {
+        self.msg()
+            .get_all::<XorRelayedAddress>()
+            .map(|a| a.unwrap().0)
+            .collect()
+    }
+    fn lifetime(&self) -> Option<u32> {
+        self.msg().get::<Lifetime>().unwrap().map(|l| l.0)
+    }
+}
+
+/// Credentials a test client presents.
+#[derive(Clone)]
+struct Creds {
+    user: String,
+    password: String,
+    sha256: bool,
+}
+
+fn creds(user: &str, password: &str) -> Creds {
+    Creds {
+        user: user.into(),
+        password: password.into(),
+        sha256: false,
+    }
+}
+
+const CLIENT: &str = "127.0.0.1:40000";
+const PEER: &str = "127.0.0.1:7000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(config(), Quotas::new(0, 0))
+    }
+
+    fn with(config: Config, quotas: Quotas) -> Self {
+        let now = t0();
+        Self {
+            server: Server::new(Arc::new(config), Arc::new(quotas), now, UNIX0, 42),
+            sockets: FakeSockets::default(),
+            now,
+            reply: vec![0; REPLY_BUFFER],
+            next_tid: 0,
+        }
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.server.handle_timeout(self.now, &mut self.sockets);
+    }
+
+    fn tid(&mut self) -> TransactionId {
+        self.next_tid += 1;
+        TransactionId([self.next_tid; 12])
+    }
+
+    fn send(&mut self, from: &str, packet: &[u8]) -> Verdict {
+        self.server.handle_client(
+            self.now,
+            ListenerId(0),
+            addr(from),
+            packet,
+            &mut self.reply,
+            &mut self.sockets,
+        )
+    }
+
+    /// Sends a request and returns the response.
+    fn exchange(&mut self, from: &str, packet: &[u8]) -> Response {
+        match self.send(from, packet) {
+            Verdict::Reply(t) => {
+                assert_eq!((t.via, t.to), (Via::Listener(ListenerId(0)), addr(from)));
+                Response(self.reply[t.range].to_vec())
+            }
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    /// A request with `attrs` and, given `auth`, USERNAME, REALM, NONCE and
+    /// integrity.
+    fn build(
+        &mut self,
+        method: Method,
+        tid: TransactionId,
+        attrs: &[Attribute<'_>],
+        auth: Option<(&Creds, &str)>,
+    ) -> Vec<u8> {
+        let mut buf = vec![0u8; 1024];
+        let mut w =
+            MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
+        for a in attrs {
+            w.add_attribute(a).unwrap();
+        }
+        if let Some((c, nonce)) = auth {
+            w.add(&Username(&c.user)).unwrap();
+            w.add(&Realm(REALM)).unwrap();
+            w.add(&Nonce(nonce)).unwrap();
+            if c.sha256 {
+                w.add(&PasswordAlgorithms::new(&super::auth::OFFERED_ALGORITHMS))
+                    .unwrap();
+                w.add(&PasswordAlgorithm::new(AlgorithmId::SHA256)).unwrap();
+                let key =
+                    LongTermKey::derive(AlgorithmId::SHA256, &c.user, REALM, &c.password).unwrap();
+                w.integrity_sha256(key.as_bytes()).unwrap();
+            } else {
+                w.integrity(LongTermKey::md5(&c.user, REALM, &c.password).as_bytes())
+                    .unwrap();
+            }
+        }
+        let len = w.finish();
+        buf.truncate(len);
+        buf
+    }
+
+    /// The full dance: unauthenticated request, 401, authenticated request.
+    fn authed(
+        &mut self,
+        from: &str,
+        method: Method,
+        attrs: &[Attribute<'_>],
+        c: &Creds,
+    ) -> Response {
+        let tid = self.tid();
+        let first = self.build(method, tid, attrs, None);
+        let challenge = self.exchange(from, &first);
+        assert_eq!(challenge.code(), Some(401));
+        let nonce = challenge.nonce();
+        let tid = self.tid();
+        let second = self.build(method, tid, attrs, Some((c, &nonce)));
+        self.exchange(from, &second)
+    }
+
+    fn allocate(&mut self, from: &str, c: &Creds) -> SocketAddr {
+        let r = self.authed(
+            from,
+            Method::ALLOCATE,
+            &[Attribute::RequestedTransport(RequestedTransport::UDP)],
+            c,
+        );
+        assert_eq!(r.class(), Class::Success, "allocate failed: {:?}", r.code());
+        r.relayed()[0]
+    }
+
+    fn alice() -> Creds {
+        creds("alice", "wonderland")
+    }
+
+    /// A datagram from `peer` to relay `token`, as a datapath presents it.
+    fn peer_sends(&mut self, token: RelayToken, peer: &str, payload: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut buf = vec![0xAA; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
+        buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
+        let v = self.server.handle_peer(
+            self.now,
+            token,
+            addr(peer),
+            &mut buf,
+            PEER_HEADROOM..PEER_HEADROOM + payload.len(),
+        );
+        (v, buf)
+    }
+
+    fn only_token(&self) -> RelayToken {
+        assert_eq!(self.sockets.open.len(), 1);
+        *self.sockets.open.keys().next().unwrap()
+    }
+}
+
+fn peer_attr(s: &str) -> Attribute<'static> {
+    Attribute::XorPeerAddress(XorPeerAddress(addr(s)))
+}
+
+#[test]
+fn binding_answers_with_the_reflexive_address_and_mirrors_fingerprint() {
+    let mut h = Harness::new();
+    let tid = h.tid();
+    let mut buf = [0u8; 64];
+    let w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Request),
+        tid,
+    )
+    .unwrap();
+    let len = w.fingerprint().unwrap();
+    let r = h.exchange(CLIENT, &buf[..len]);
+    let m = r.msg();
+    assert_eq!(
+        m.message_type(),
+        MessageType::new(Method::BINDING, Class::Success)
+    );
+    assert_eq!(m.transaction_id(), &tid);
+    assert_eq!(
+        m.get::<XorMappedAddress>().unwrap(),
+        Some(XorMappedAddress(addr(CLIENT)))
+    );
+    assert!(m.verify_fingerprint().is_ok());
+
+    let plain = h.build(Method::BINDING, tid, &[], None);
+    assert!(!h.exchange(CLIENT, &plain).msg().has_fingerprint());
+
+    let unknown = h.build(
+        Method::BINDING,
+        tid,
+        &[Attribute::Unknown(RawAttribute {
+            typ: AttrType(0x0024),
+            value: &[0; 4],
+        })],
+        None,
+    );
+    let r = h.exchange(CLIENT, &unknown);
+    assert_eq!(r.code(), Some(420));
+    let listed: Vec<_> = r
+        .msg()
+        .get::<UnknownAttributes>()
+        .unwrap()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(listed, [AttrType(0x0024)]);
+}
+
+#[test]
+fn allocate_challenges_then_allocates() {
+    let mut h = Harness::new();
+    let tid = h.tid();
+    let req = h.build(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(RequestedTransport::UDP)],
+        None,
+    );
+    let challenge = h.exchange(CLIENT, &req);
+    assert_eq!(challenge.code(), Some(401));
+    let m = challenge.msg();
+    assert_eq!(m.get::<Realm>().unwrap(), Some(Realm(REALM)));
+    assert!(challenge.nonce().starts_with("obMatJos2AAAB"));
+    assert!(m.get::<PasswordAlgorithms>().unwrap().is_some());
+    assert_eq!(m.integrity_kind(), None);
+    assert!(h.sockets.open.is_empty());
+
+    let c = Harness::alice();
+    let tid = h.tid();
+    let req = h.build(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(RequestedTransport::UDP)],
+        Some((&c, &challenge.nonce())),
+    );
+    let r = h.exchange(CLIENT, &req);
+    let m = r.msg();
+    assert_eq!(m.class(), Class::Success);
+    assert_eq!(
+        m.verify_integrity(LongTermKey::md5("alice", REALM, "wonderland").as_bytes()),
+        Ok(IntegrityKind::Sha1)
+    );
+    let relayed = r.relayed();
+    assert_eq!(relayed.len(), 1);
+    assert!((50000..=50099).contains(&relayed[0].port()));
+    assert_eq!(r.lifetime(), Some(600));
+    assert_eq!(
+        m.get::<XorMappedAddress>().unwrap(),
+        Some(XorMappedAddress(addr(CLIENT)))
+    );
+    assert_eq!(m.get::<Software>().unwrap(), Some(Software("ip2p test")));
+    assert_eq!(h.sockets.open.values().next(), Some(&(relayed[0], false)));
+    assert_eq!(h.server.allocations(), 1);
+
+    // A retransmission of the same request gets the same answer, not 437.
+    let again = h.exchange(CLIENT, &req);
+    assert_eq!(again.class(), Class::Success);
+    assert_eq!(again.relayed(), relayed);
+    assert_eq!(h.sockets.open.len(), 1);
+    // A new Allocate on the same 5-tuple is a mismatch.
+    let tid = h.tid();
+    let other = h.build(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(RequestedTransport::UDP)],
+        Some((&c, &challenge.nonce())),
+    );
+    let r = h.exchange(CLIENT, &other);
+    assert_eq!(r.code(), Some(437));
+    assert!(
+        r.msg()
+            .verify_integrity(LongTermKey::md5("alice", REALM, "wonderland").as_bytes())
+            .is_ok()
+    );
+}
+
+#[test]
+fn wrong_credentials_and_stale_nonces() {
+    let mut h = Harness::new();
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
+    let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &creds("alice", "wrong"));
+    assert_eq!(r.code(), Some(401));
+    assert!(
+        r.msg().get::<Nonce>().unwrap().is_some(),
+        "401 carries a fresh nonce"
+    );
+    let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &creds("mallory", "x"));
+    assert_eq!(r.code(), Some(401));
+
+    // A nonce older than its lifetime gets 438 and a new nonce that works.
+    let tid = h.tid();
+    let first = h.build(Method::ALLOCATE, tid, &udp, None);
+    let nonce = h.exchange(CLIENT, &first).nonce();
+    h.advance(601);
+    let c = Harness::alice();
+    let tid = h.tid();
+    let stale = h.build(Method::ALLOCATE, tid, &udp, Some((&c, &nonce)));
+    let r = h.exchange(CLIENT, &stale);
+    assert_eq!(r.code(), Some(438));
+    let fresh = r.nonce();
+    assert_ne!(fresh, nonce);
+    let tid = h.tid();
+    let retry = h.build(Method::ALLOCATE, tid, &udp, Some((&c, &fresh)));
+    assert_eq!(h.exchange(CLIENT, &retry).class(), Class::Success);
+
+    // A nonce issued to another client address is not accepted.
+    let tid = h.tid();
+    let stolen = h.build(Method::ALLOCATE, tid, &udp, Some((&c, &fresh)));
+    assert_eq!(h.exchange("127.0.0.1:40001", &stolen).code(), Some(438));
+
+    // Integrity without USERNAME, REALM or NONCE is a bad request.
+    let tid = h.tid();
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        tid,
+    )
+    .unwrap();
+    w.add(&RequestedTransport::UDP).unwrap();
+    w.integrity(b"k").unwrap();
+    let len = w.finish();
+    assert_eq!(h.exchange(CLIENT, &buf[..len]).code(), Some(400));
+    assert_eq!(h.server.stats().auth_failures, 4);
+}
+
+#[test]
+fn allocate_validates_transport_and_lifetime() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    assert_eq!(
+        h.authed(CLIENT, Method::ALLOCATE, &[], &c).code(),
+        Some(400)
+    );
+    let tcp = [Attribute::RequestedTransport(RequestedTransport::TCP)];
+    assert_eq!(
+        h.authed(CLIENT, Method::ALLOCATE, &tcp, &c).code(),
+        Some(442)
+    );
+    for (i, (asked, granted)) in [(10, 600), (1200, 1200), (100_000, 3600)]
+        .into_iter()
+        .enumerate()
+    {
+        let from = format!("127.0.0.1:{}", 41000 + i);
+        let attrs = [
+            Attribute::RequestedTransport(RequestedTransport::UDP),
+            Attribute::Lifetime(Lifetime(asked)),
+        ];
+        assert_eq!(
+            h.authed(&from, Method::ALLOCATE, &attrs, &c).lifetime(),
+            Some(granted),
+            "asked {asked}"
+        );
+    }
+    assert!(h.sockets.open.is_empty() || h.sockets.open.len() == 3);
+}
+
+#[test]
+fn address_families_and_dual_allocations() {
+    let mut cfg = config();
+    cfg.relay_v6 = Some(RelayIp {
+        bind: "::1".parse().unwrap(),
+        external: None,
+    });
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let c = Harness::alice();
+    let udp = Attribute::RequestedTransport(RequestedTransport::UDP);
+    let v6 = [
+        udp,
+        Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily::IPV6)),
+    ];
+    let r = h.authed("127.0.0.1:41001", Method::ALLOCATE, &v6, &c);
+    assert!(r.relayed()[0].is_ipv6());
+    let dual = [
+        udp,
+        Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV6)),
+    ];
+    let r = h.authed("127.0.0.1:41002", Method::ALLOCATE, &dual, &c);
+    let relayed = r.relayed();
+    assert_eq!(relayed.len(), 2);
+    assert!(relayed[0].is_ipv4() && relayed[1].is_ipv6());
+    let both = [
+        udp,
+        Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily::IPV4)),
+        Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV6)),
+    ];
+    assert_eq!(
+        h.authed("127.0.0.1:41003", Method::ALLOCATE, &both, &c)
+            .code(),
+        Some(400)
+    );
+    let aaf_v4 = [
+        udp,
+        Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV4)),
+    ];
+    assert_eq!(
+        h.authed("127.0.0.1:41004", Method::ALLOCATE, &aaf_v4, &c)
+            .code(),
+        Some(400)
+    );
+    let unknown = [
+        udp,
+        Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily(9))),
+    ];
+    assert_eq!(
+        h.authed("127.0.0.1:41005", Method::ALLOCATE, &unknown, &c)
+            .code(),
+        Some(440)
+    );
+
+    // Refresh of the dual allocation deleting only IPv6.
+    let del_v6 = [
+        Attribute::Lifetime(Lifetime(0)),
+        Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily::IPV6)),
+    ];
+    let r = h.authed("127.0.0.1:41002", Method::REFRESH, &del_v6, &c);
+    assert_eq!((r.class(), r.lifetime()), (Class::Success, Some(0)));
+    assert_eq!(
+        h.sockets.open.len(),
+        2,
+        "v6-only allocation and the dual's v4 remain"
+    );
+    let v6_again = [Attribute::RequestedAddressFamily(RequestedAddressFamily(
+        AddressFamily::IPV6,
+    ))];
+    assert_eq!(
+        h.authed("127.0.0.1:41002", Method::REFRESH, &v6_again, &c)
+            .code(),
+        Some(443)
+    );
+
+    // Without IPv6 relaying: 440 for IPv6, partial success for dual.
+    let mut h = Harness::new();
+    assert_eq!(
+        h.authed("127.0.0.1:41006", Method::ALLOCATE, &v6, &c)
+            .code(),
+        Some(440)
+    );
+    let r = h.authed("127.0.0.1:41007", Method::ALLOCATE, &dual, &c);
+    assert_eq!(r.relayed().len(), 1);
+    let e = r.msg().get::<AddressErrorCode>().unwrap().unwrap();
+    assert_eq!(
+        (e.family, e.code),
+        (AddressFamily::IPV6, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED)
+    );
+}
+
+#[test]
+fn even_port_reservation_and_dont_fragment() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    let udp = Attribute::RequestedTransport(RequestedTransport::UDP);
+    for i in 0..10 {
+        let r = h.authed(
+            &format!("127.0.0.1:{}", 42000 + i),
+            Method::ALLOCATE,
+            &[
+                udp,
+                Attribute::EvenPort(EvenPort {
+                    reserve_next: false,
+                }),
+            ],
+            &c,
+        );
+        assert_eq!(r.relayed()[0].port() % 2, 0);
+    }
+    let reserve = [udp, Attribute::EvenPort(EvenPort { reserve_next: true })];
+    assert_eq!(
+        h.authed("127.0.0.1:42100", Method::ALLOCATE, &reserve, &c)
+            .code(),
+        Some(508)
+    );
+    let token = [udp, Attribute::ReservationToken(ReservationToken(&[1; 8]))];
+    assert_eq!(
+        h.authed("127.0.0.1:42101", Method::ALLOCATE, &token, &c)
+            .code(),
+        Some(508)
+    );
+    let token_even = [
+        udp,
+        Attribute::ReservationToken(ReservationToken(&[1; 8])),
+        Attribute::EvenPort(EvenPort {
+            reserve_next: false,
+        }),
+    ];
+    assert_eq!(
+        h.authed("127.0.0.1:42102", Method::ALLOCATE, &token_even, &c)
+            .code(),
+        Some(400)
+    );
+
+    let df = [udp, Attribute::DontFragment(DontFragment)];
+    let relayed = h
+        .authed("127.0.0.1:42103", Method::ALLOCATE, &df, &c)
+        .relayed()[0];
+    assert!(h.sockets.open.values().any(|&(a, df)| a == relayed && df));
+}
+
+#[test]
+fn refresh_extends_and_deletes() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    h.advance(500);
+    let r = h.authed(
+        CLIENT,
+        Method::REFRESH,
+        &[Attribute::Lifetime(Lifetime(900))],
+        &c,
+    );
+    assert_eq!(r.lifetime(), Some(900));
+    h.advance(800);
+    assert_eq!(h.server.allocations(), 1, "refreshed at 500 s for 900 s");
+    let r = h.authed(CLIENT, Method::REFRESH, &[], &c);
+    assert_eq!(r.lifetime(), Some(600), "no LIFETIME: the default");
+    assert_eq!(
+        h.authed(CLIENT, Method::REFRESH, &[], &creds("bob", "builder"))
+            .code(),
+        Some(441)
+    );
+    let r = h.authed(
+        CLIENT,
+        Method::REFRESH,
+        &[Attribute::Lifetime(Lifetime(0))],
+        &c,
+    );
+    assert_eq!((r.class(), r.lifetime()), (Class::Success, Some(0)));
+    assert_eq!(h.server.allocations(), 0);
+    assert!(h.sockets.open.is_empty());
+    assert_eq!(h.authed(CLIENT, Method::REFRESH, &[], &c).code(), Some(437));
+    assert_eq!(
+        h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c)
+            .code(),
+        Some(437)
+    );
+}
+
+#[test]
+fn allocations_expire_and_release_their_ports_and_quota() {
+    let mut h = Harness::with(config(), Quotas::new(0, 1));
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
+    assert_eq!(
+        h.authed("127.0.0.1:40001", Method::ALLOCATE, &udp, &c)
+            .code(),
+        Some(486)
+    );
+    assert_eq!(
+        h.server.poll_timeout(),
+        Some(h.now + Duration::from_secs(600))
+    );
+    h.advance(599);
+    assert_eq!(h.server.allocations(), 1);
+    h.advance(1);
+    assert_eq!(h.server.allocations(), 0);
+    assert!(h.sockets.open.is_empty());
+    assert_eq!(h.server.stats().allocations_expired, 1);
+    h.allocate("127.0.0.1:40001", &c);
+}
+
+#[test]
+fn permissions_gate_peer_traffic_both_ways() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let token = h.only_token();
+
+    // Without a permission, nothing passes either way.
+    let (v, _) = h.peer_sends(token, PEER, b"hi");
+    assert_eq!(v, Verdict::Drop(DropReason::NoPermission));
+    let tid = h.tid();
+    let send = h.build_send(tid, PEER, b"hello");
+    assert_eq!(
+        h.send(CLIENT, &send),
+        Verdict::Drop(DropReason::NoPermission)
+    );
+
+    let r = h.authed(
+        CLIENT,
+        Method::CREATE_PERMISSION,
+        &[peer_attr(PEER), peer_attr("[::1]:9")],
+        &c,
+    );
+    assert_eq!(
+        r.code(),
+        Some(443),
+        "an IPv6 peer needs an IPv6 relayed address"
+    );
+    let r = h.authed(
+        CLIENT,
+        Method::CREATE_PERMISSION,
+        &[peer_attr(PEER), peer_attr("127.0.0.2:1")],
+        &c,
+    );
+    assert_eq!(r.code(), Some(403), "127.0.0.2 is not allowed");
+    let (v, _) = h.peer_sends(token, PEER, b"hi");
+    assert_eq!(
+        v,
+        Verdict::Drop(DropReason::NoPermission),
+        "a refused request installs nothing"
+    );
+    assert_eq!(
+        h.authed(CLIENT, Method::CREATE_PERMISSION, &[], &c).code(),
+        Some(400)
+    );
+    let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c);
+    assert_eq!(r.class(), Class::Success);
+
+    // Send indication: forwarded where the DATA value lies.
+    let v = h.send(CLIENT, &send);
+    let Verdict::Forward(t) = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!((t.via, t.to), (Via::Relay(token), addr(PEER)));
+    assert_eq!(&send[t.range], b"hello");
+
+    // A peer datagram (any port of the permitted IP) becomes a Data indication.
+    let (v, buf) = h.peer_sends(token, "127.0.0.1:7777", b"world!");
+    let Verdict::Forward(t) = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!((t.via, t.to), (Via::Listener(ListenerId(0)), addr(CLIENT)));
+    let m = Message::parse(&buf[t.range]).unwrap();
+    assert_eq!(
+        m.message_type(),
+        MessageType::new(Method::DATA, Class::Indication)
+    );
+    assert_eq!(
+        m.get::<XorPeerAddress>().unwrap(),
+        Some(XorPeerAddress(addr("127.0.0.1:7777")))
+    );
+    assert_eq!(m.get::<Data>().unwrap(), Some(Data(b"world!")));
+
+    // Permissions last 300 s.
+    h.advance(299);
+    assert!(matches!(
+        h.peer_sends(token, PEER, b"x").0,
+        Verdict::Forward(_)
+    ));
+    h.advance(1);
+    assert_eq!(
+        h.peer_sends(token, PEER, b"x").0,
+        Verdict::Drop(DropReason::NoPermission)
+    );
+    let stats = h.server.stats();
+    assert_eq!((stats.to_peer_packets, stats.to_client_packets), (1, 2));
+    assert_eq!(stats.dropped_no_permission, 4);
+}
+
+#[test]
+fn channels_bind_and_carry_data_both_ways() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let token = h.only_token();
+    let bind = |n: u16, p: &'static str| [Attribute::ChannelNumber(ChannelNumber(n)), peer_attr(p)];
+
+    assert_eq!(
+        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x3FFF, PEER), &c)
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x5000, PEER), &c)
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.authed(CLIENT, Method::CHANNEL_BIND, &[peer_attr(PEER)], &c)
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.authed(
+            CLIENT,
+            Method::CHANNEL_BIND,
+            &bind(0x4000, "10.0.0.1:5"),
+            &c
+        )
+        .code(),
+        Some(403)
+    );
+    assert_eq!(
+        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c)
+            .class(),
+        Class::Success
+    );
+    assert_eq!(
+        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c)
+            .class(),
+        Class::Success,
+        "rebind refreshes"
+    );
+    assert_eq!(
+        h.authed(
+            CLIENT,
+            Method::CHANNEL_BIND,
+            &bind(0x4000, "127.0.0.1:7001"),
+            &c
+        )
+        .code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4001, PEER), &c)
+            .code(),
+        Some(400)
+    );
+
+    // Client → peer: the ChannelData payload, in place.
+    let mut cd = [0u8; 16];
+    let len = write_channel_data(&mut cd, 0x4000, b"ping", Transport::Datagram).unwrap();
+    let Verdict::Forward(t) = h.send(CLIENT, &cd[..len]) else {
+        panic!()
+    };
+    assert_eq!(
+        (t.via, t.to, &cd[t.range.clone()]),
+        (Via::Relay(token), addr(PEER), &b"ping"[..])
+    );
+    let len = write_channel_data(&mut cd, 0x4001, b"ping", Transport::Datagram).unwrap();
+    assert_eq!(
+        h.send(CLIENT, &cd[..len]),
+        Verdict::Drop(DropReason::NoChannel)
+    );
+    assert_eq!(
+        h.send("127.0.0.1:1", &cd[..len]),
+        Verdict::Drop(DropReason::NoAllocation)
+    );
+
+    // Peer → client: ChannelData framed in the headroom (the bind installed
+    // the permission); another port of the same IP gets a Data indication.
+    let (v, buf) = h.peer_sends(token, PEER, b"pong");
+    let Verdict::Forward(t) = v else { panic!() };
+    assert_eq!(t.range.len(), 8);
+    let framed = ChannelData::parse(&buf[t.range]).unwrap();
+    assert_eq!((framed.channel(), framed.data()), (0x4000, &b"pong"[..]));
+    let (v, buf) = h.peer_sends(token, "127.0.0.1:7001", b"pong");
+    let Verdict::Forward(t) = v else { panic!() };
+    assert!(Message::parse(&buf[t.range]).is_ok());
+
+    // The permission (300 s) lapses before the channel (600 s) does:
+    // traffic stops until the client refreshes it.
+    h.advance(300);
+    let len = write_channel_data(&mut cd, 0x4000, b"ping", Transport::Datagram).unwrap();
+    assert_eq!(
+        h.send(CLIENT, &cd[..len]),
+        Verdict::Drop(DropReason::NoPermission)
+    );
+    assert_eq!(
+        h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c)
+            .class(),
+        Class::Success
+    );
+    assert!(matches!(h.send(CLIENT, &cd[..len]), Verdict::Forward(_)));
+    assert_eq!(
+        h.authed(CLIENT, Method::REFRESH, &[], &c).lifetime(),
+        Some(600),
+        "keep the allocation alive"
+    );
+    h.advance(300);
+    assert_eq!(
+        h.send(CLIENT, &cd[..len]),
+        Verdict::Drop(DropReason::NoChannel),
+        "channel expired at 600 s"
+    );
+    // Once expired, the number can go to another peer.
+    assert_eq!(
+        h.authed(
+            CLIENT,
+            Method::CHANNEL_BIND,
+            &bind(0x4000, "127.0.0.1:7001"),
+            &c
+        )
+        .class(),
+        Class::Success
+    );
+}
+
+#[test]
+fn own_relayed_addresses_are_always_allowed_peers() {
+    let mut cfg = config();
+    cfg.policy.allow.clear(); // 127.0.0.0/8 is now denied, except our own address
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let c = Harness::alice();
+    let a = h.allocate(CLIENT, &c);
+    let b = h.allocate("127.0.0.1:40001", &creds("bob", "builder"));
+    let r = h.authed(
+        CLIENT,
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(XorPeerAddress(b))],
+        &c,
+    );
+    assert_eq!(r.class(), Class::Success);
+    assert_ne!(a, b);
+    assert_eq!(
+        h.authed(
+            CLIENT,
+            Method::CREATE_PERMISSION,
+            &[peer_attr("127.0.0.2:5")],
+            &c
+        )
+        .code(),
+        Some(403)
+    );
+}
+
+#[test]
+fn rest_api_credentials_with_rotation_and_expiry() {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let rest = |secret: &[u8], user: &str| {
+        let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret).unwrap();
+        mac.update(user.as_bytes());
+        creds(
+            user,
+            &base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()),
+        )
+    };
+    let mut h = Harness::new();
+    let live = format!("{}:web-user", UNIX0 + 3600);
+    h.allocate("127.0.0.1:43000", &rest(b"old secret", &live));
+    h.allocate("127.0.0.1:43001", &rest(b"new secret", &live));
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
+    assert_eq!(
+        h.authed(
+            "127.0.0.1:43002",
+            Method::ALLOCATE,
+            &udp,
+            &rest(b"other", &live)
+        )
+        .code(),
+        Some(401)
+    );
+    let expired = format!("{}:web-user", UNIX0 - 1);
+    assert_eq!(
+        h.authed(
+            "127.0.0.1:43003",
+            Method::ALLOCATE,
+            &udp,
+            &rest(b"new secret", &expired)
+        )
+        .code(),
+        Some(401)
+    );
+    let garbage = "not-a-number:web-user";
+    assert_eq!(
+        h.authed(
+            "127.0.0.1:43004",
+            Method::ALLOCATE,
+            &udp,
+            &rest(b"new secret", garbage)
+        )
+        .code(),
+        Some(401)
+    );
+}
+
+#[test]
+fn sha256_password_algorithm_and_precomputed_keys() {
+    let mut h = Harness::new();
+    let mut c = Harness::alice();
+    c.sha256 = true;
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
+    let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &c);
+    assert_eq!(r.class(), Class::Success);
+    let key = LongTermKey::derive(AlgorithmId::SHA256, "alice", REALM, "wonderland").unwrap();
+    assert_eq!(
+        r.msg().verify_integrity(key.as_bytes()),
+        Ok(IntegrityKind::Sha256)
+    );
+
+    // carol has only an MD5 key: MD5 works, SHA-256 cannot.
+    h.allocate("127.0.0.1:44000", &creds("carol", "c"));
+    let mut carol = creds("carol", "c");
+    carol.sha256 = true;
+    assert_eq!(
+        h.authed("127.0.0.1:44001", Method::ALLOCATE, &udp, &carol)
+            .code(),
+        Some(401)
+    );
+
+    // A client that alters PASSWORD-ALGORITHMS (a downgrade) gets 400.
+    let tid = h.tid();
+    let first = h.build(Method::ALLOCATE, tid, &udp, None);
+    let nonce = h.exchange("127.0.0.1:44002", &first).nonce();
+    let only_md5 = [PasswordAlgorithm::new(AlgorithmId::MD5)];
+    let tampered = [
+        udp[0],
+        Attribute::PasswordAlgorithms(PasswordAlgorithms::new(&only_md5)),
+        Attribute::PasswordAlgorithm(PasswordAlgorithm::new(AlgorithmId::MD5)),
+    ];
+    let tid = h.tid();
+    let req = h.build(
+        Method::ALLOCATE,
+        tid,
+        &tampered,
+        Some((&Harness::alice(), &nonce)),
+    );
+    assert_eq!(h.exchange("127.0.0.1:44002", &req).code(), Some(400));
+}
+
+#[test]
+fn capacity_limits_answer_508() {
+    let mut cfg = config();
+    cfg.ports = 50000..=50002;
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    h.sockets.taken.insert(addr("127.0.0.1:50001"));
+    let c = Harness::alice();
+    let a = h.allocate("127.0.0.1:45000", &c);
+    let b = h.allocate("127.0.0.1:45001", &c);
+    let mut ports = [a.port(), b.port()];
+    ports.sort_unstable();
+    assert_eq!(ports, [50000, 50002], "the taken port is skipped");
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
+    assert_eq!(
+        h.authed("127.0.0.1:45002", Method::ALLOCATE, &udp, &c)
+            .code(),
+        Some(508)
+    );
+    assert_eq!(h.server.allocations(), 2);
+
+    let mut h = Harness::with(config(), Quotas::new(1, 0));
+    h.allocate("127.0.0.1:45003", &c);
+    assert_eq!(
+        h.authed("127.0.0.1:45004", Method::ALLOCATE, &udp, &c)
+            .code(),
+        Some(508)
+    );
+}
+
+#[test]
+fn what_is_not_a_request_is_dropped_quietly() {
+    let mut h = Harness::new();
+    assert_eq!(h.send(CLIENT, b""), Verdict::Drop(DropReason::NotTurn));
+    assert_eq!(
+        h.send(CLIENT, &[0x80; 40]),
+        Verdict::Drop(DropReason::NotTurn)
+    );
+    assert_eq!(
+        h.send(CLIENT, &[0x00, 0x01, 0x00, 0x00]),
+        Verdict::Drop(DropReason::NotTurn)
+    );
+    let tid = h.tid();
+    let mut buf = [0u8; 64];
+    let w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Success),
+        tid,
+    )
+    .unwrap();
+    let len = w.finish();
+    assert_eq!(
+        h.send(CLIENT, &buf[..len]),
+        Verdict::Drop(DropReason::Ignored)
+    );
+    let unknown_method = h.build(Method::new(0x0FF).unwrap(), tid, &[], None);
+    assert_eq!(h.exchange(CLIENT, &unknown_method).code(), Some(400));
+    let token = RelayToken(77);
+    assert_eq!(
+        h.peer_sends(token, PEER, b"x").0,
+        Verdict::Drop(DropReason::NoAllocation)
+    );
+}
+
+impl Harness {
+    fn build_send(&mut self, tid: TransactionId, peer: &str, data: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; 256];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(Method::SEND, Class::Indication),
+            tid,
+        )
+        .unwrap();
+        w.add(&XorPeerAddress(addr(peer))).unwrap();
+        w.add(&Data(data)).unwrap();
+        let len = w.finish();
+        buf.truncate(len);
+        buf
+    }
+}
