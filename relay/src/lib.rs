@@ -1,7 +1,14 @@
 //! ip2p-relay: a STUN/TURN relay node.
 //!
 //! - [`proto`]: the TURN server as a sans-I/O state machine.
+//! - [`config`]: the TOML config, command-line flags and their validation.
+//! - [`node`]: worker threads, their sockets and datapaths.
+//! - [`client`]: a small blocking TURN client, for tests and tools.
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod client;
+pub mod config;
+pub mod datapath;
+pub mod node;
 pub mod proto;

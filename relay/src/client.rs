@@ -1,0 +1,455 @@
+//! A small blocking TURN client over UDP: enough to drive a relay in tests
+//! and tools (allocate, permissions, channels, data both ways, refresh).
+//! It speaks standard TURN, so it works against any TURN server.
+#![allow(clippy::disallowed_methods)] // a blocking client times its own waits
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use ip2p_wire::attr::{
+    ChannelNumber, Data, ErrorCodeAttr, Lifetime, Nonce, Realm, RequestedTransport, Username,
+    XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+};
+use ip2p_wire::credentials::LongTermKey;
+use ip2p_wire::{
+    Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind,
+    TransactionId, Transport, classify, write_channel_data,
+};
+
+/// Why a client operation failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A socket error, or no answer after the retransmissions.
+    Io(io::Error),
+    /// The server answered with an error response.
+    Rejected(u16, String),
+    /// The server's answer was malformed or lacked what it must carry.
+    Protocol(&'static str),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Rejected(code, reason) => write!(f, "server answered {code} {reason}"),
+            Self::Protocol(what) => write!(f, "protocol error: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl ClientError {
+    /// The error code, when the server rejected the request.
+    #[must_use]
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Self::Rejected(code, _) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// What arrived from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A Data indication.
+    Data {
+        /// The peer.
+        peer: SocketAddr,
+        /// Its payload.
+        data: Vec<u8>,
+    },
+    /// ChannelData.
+    Channel {
+        /// The channel.
+        channel: u16,
+        /// Its payload.
+        data: Vec<u8>,
+    },
+}
+
+/// One client with (after [`Client::allocate`]) one allocation.
+#[derive(Debug)]
+pub struct Client {
+    socket: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    password: String,
+    realm: String,
+    nonce: String,
+    key: Option<LongTermKey>,
+    /// The relayed address, once allocated.
+    pub relayed: Option<SocketAddr>,
+    /// The server-reflexive address the server reported.
+    pub mapped: Option<SocketAddr>,
+    /// The lifetime the server granted last.
+    pub lifetime: Option<u32>,
+    next_tid: u64,
+    buf: Vec<u8>,
+}
+
+/// Retransmission timeout of the first attempt (RFC 8489 §6.2.1 uses 500 ms
+/// on the internet; on loopback a shorter first wait is enough).
+const RTO: Duration = Duration::from_millis(250);
+const ATTEMPTS: u32 = 5;
+
+impl Client {
+    /// A client on a fresh loopback (or unspecified) socket.
+    ///
+    /// # Errors
+    /// The socket cannot be bound.
+    pub fn new(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
+        let local: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(io::Error::other)?;
+        let local = if server.ip().is_loopback() {
+            SocketAddr::new(server.ip(), 0)
+        } else {
+            local
+        };
+        Ok(Self {
+            socket: UdpSocket::bind(local)?,
+            server,
+            username: username.into(),
+            password: password.into(),
+            realm: String::new(),
+            nonce: String::new(),
+            key: None,
+            relayed: None,
+            mapped: None,
+            lifetime: None,
+            next_tid: rand::random(),
+            buf: vec![0; 65_536],
+        })
+    }
+
+    /// The client's own address.
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn tid(&mut self) -> TransactionId {
+        self.next_tid = self.next_tid.wrapping_add(1);
+        let mut t = [0u8; 12];
+        if let Some(head) = t.first_chunk_mut::<8>() {
+            *head = self.next_tid.to_be_bytes();
+        }
+        TransactionId(t)
+    }
+
+    /// Sends a request (retransmitting) and waits for its response; the
+    /// response's bytes are in `self.buf[..len]`.
+    fn transact(&mut self, request: &[u8], tid: TransactionId) -> Result<usize, ClientError> {
+        let mut rto = RTO;
+        for _ in 0..ATTEMPTS {
+            self.socket.send_to(request, self.server)?;
+            let deadline = Instant::now() + rto;
+            while let Some(left) = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+            {
+                self.socket.set_read_timeout(Some(left))?;
+                let (len, from) = match self.socket.recv_from(&mut self.buf) {
+                    Ok(r) => r,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(bytes) = self.buf.get(..len) else {
+                    continue;
+                };
+                if from == self.server
+                    && let Ok(msg) = Message::parse(bytes)
+                    && *msg.transaction_id() == tid
+                    && matches!(msg.class(), Class::Success | Class::Error)
+                {
+                    return Ok(len);
+                }
+            }
+            rto *= 2;
+        }
+        Err(ClientError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no response from the TURN server",
+        )))
+    }
+
+    /// Builds and runs an authenticated request, answering one 401 or 438
+    /// challenge. Returns the success response's length in `self.buf`.
+    fn request(&mut self, method: Method, attrs: &[Attribute<'_>]) -> Result<usize, ClientError> {
+        for _ in 0..3 {
+            let tid = self.tid();
+            let mut out = vec![0u8; 2048];
+            let mut w = MessageWriter::new(&mut out, MessageType::new(method, Class::Request), tid)
+                .map_err(|_| ClientError::Protocol("request too large"))?;
+            for a in attrs {
+                w.add_attribute(a)
+                    .map_err(|_| ClientError::Protocol("request too large"))?;
+            }
+            if let Some(key) = &self.key {
+                w.add(&Username(&self.username))
+                    .map_err(|_| ClientError::Protocol("request too large"))?;
+                w.add(&Realm(&self.realm))
+                    .map_err(|_| ClientError::Protocol("request too large"))?;
+                w.add(&Nonce(&self.nonce))
+                    .map_err(|_| ClientError::Protocol("request too large"))?;
+                w.integrity(key.as_bytes())
+                    .map_err(|_| ClientError::Protocol("request too large"))?;
+            }
+            let len = w.finish();
+            let rlen = self.transact(out.get(..len).unwrap_or_default(), tid)?;
+            let msg = Message::parse(self.buf.get(..rlen).unwrap_or_default())
+                .map_err(|_| ClientError::Protocol("malformed response"))?;
+            if msg.class() == Class::Success {
+                if let Some(key) = &self.key
+                    && msg.verify_integrity(key.as_bytes()).is_err()
+                {
+                    return Err(ClientError::Protocol("response integrity does not verify"));
+                }
+                return Ok(rlen);
+            }
+            let error = msg
+                .get::<ErrorCodeAttr>()
+                .ok()
+                .flatten()
+                .ok_or(ClientError::Protocol("error without ERROR-CODE"))?;
+            let (code, reason) = (error.code.code(), error.reason.to_owned());
+            let challenged = code == 438 || (code == 401 && self.key.is_none());
+            if challenged
+                && let (Ok(Some(Realm(realm))), Ok(Some(Nonce(nonce)))) =
+                    (msg.get::<Realm>(), msg.get::<Nonce>())
+            {
+                self.realm = realm.to_owned();
+                self.nonce = nonce.to_owned();
+                self.key = Some(LongTermKey::md5(
+                    &self.username,
+                    &self.realm,
+                    &self.password,
+                ));
+                continue;
+            }
+            return Err(ClientError::Rejected(code, reason));
+        }
+        Err(ClientError::Protocol("too many challenges"))
+    }
+
+    fn response(&self, len: usize) -> Result<Message<'_>, ClientError> {
+        Message::parse(self.buf.get(..len).unwrap_or_default())
+            .map_err(|_| ClientError::Protocol("malformed response"))
+    }
+
+    /// Allocates a UDP relayed address (with a LIFETIME hint if given).
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn allocate(&mut self, lifetime: Option<u32>) -> Result<SocketAddr, ClientError> {
+        let mut attrs = vec![Attribute::RequestedTransport(RequestedTransport::UDP)];
+        if let Some(l) = lifetime {
+            attrs.push(Attribute::Lifetime(Lifetime(l)));
+        }
+        let len = self.request(Method::ALLOCATE, &attrs)?;
+        let msg = self.response(len)?;
+        let relayed = msg
+            .get::<XorRelayedAddress>()
+            .ok()
+            .flatten()
+            .ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))?
+            .0;
+        let mapped = msg.get::<XorMappedAddress>().ok().flatten().map(|a| a.0);
+        let lifetime = msg.get::<Lifetime>().ok().flatten().map(|l| l.0);
+        self.relayed = Some(relayed);
+        self.mapped = mapped;
+        self.lifetime = lifetime;
+        Ok(relayed)
+    }
+
+    /// Refreshes the allocation; a lifetime of 0 deletes it.
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn refresh(&mut self, lifetime: Option<u32>) -> Result<u32, ClientError> {
+        let attrs: Vec<Attribute<'_>> = lifetime
+            .map(|l| Attribute::Lifetime(Lifetime(l)))
+            .into_iter()
+            .collect();
+        let len = self.request(Method::REFRESH, &attrs)?;
+        let granted = self
+            .response(len)?
+            .get::<Lifetime>()
+            .ok()
+            .flatten()
+            .map_or(0, |l| l.0);
+        self.lifetime = Some(granted);
+        Ok(granted)
+    }
+
+    /// Installs permissions for these peers' IP addresses.
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn create_permission(&mut self, peers: &[SocketAddr]) -> Result<(), ClientError> {
+        let attrs: Vec<Attribute<'_>> = peers
+            .iter()
+            .map(|p| Attribute::XorPeerAddress(XorPeerAddress(*p)))
+            .collect();
+        self.request(Method::CREATE_PERMISSION, &attrs).map(|_| ())
+    }
+
+    /// Binds `channel` to `peer`.
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Result<(), ClientError> {
+        let attrs = [
+            Attribute::ChannelNumber(ChannelNumber(channel)),
+            Attribute::XorPeerAddress(XorPeerAddress(peer)),
+        ];
+        self.request(Method::CHANNEL_BIND, &attrs).map(|_| ())
+    }
+
+    /// Sends `data` to `peer` in a Send indication.
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let tid = self.tid();
+        let mut out = vec![0u8; data.len() + 64];
+        let mut w = MessageWriter::new(
+            &mut out,
+            MessageType::new(Method::SEND, Class::Indication),
+            tid,
+        )
+        .map_err(io::Error::other)?;
+        w.add(&XorPeerAddress(peer)).map_err(io::Error::other)?;
+        w.add(&Data(data)).map_err(io::Error::other)?;
+        let len = w.finish();
+        self.socket
+            .send_to(out.get(..len).unwrap_or_default(), self.server)
+            .map(|_| ())
+    }
+
+    /// Sends `data` on a bound channel.
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn send_channel(&mut self, channel: u16, data: &[u8]) -> io::Result<()> {
+        let mut out = vec![0u8; data.len() + 8];
+        let len = write_channel_data(&mut out, channel, data, Transport::Datagram)
+            .map_err(io::Error::other)?;
+        self.socket
+            .send_to(out.get(..len).unwrap_or_default(), self.server)
+            .map(|_| ())
+    }
+
+    /// Sends raw bytes to the server (for tests of what it does with them).
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        self.socket.send_to(bytes, self.server).map(|_| ())
+    }
+
+    /// Waits up to `timeout` for data relayed from a peer; `None` if none came.
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Option<Received>> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        {
+            self.socket.set_read_timeout(Some(left))?;
+            let (len, from) = match self.socket.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(bytes) = self.buf.get(..len) else {
+                continue;
+            };
+            if from != self.server {
+                continue;
+            }
+            match classify(bytes) {
+                PacketKind::ChannelData => {
+                    if let Ok(cd) = ChannelData::parse(bytes) {
+                        return Ok(Some(Received::Channel {
+                            channel: cd.channel(),
+                            data: cd.data().to_vec(),
+                        }));
+                    }
+                }
+                PacketKind::Stun => {
+                    let Ok(msg) = Message::parse(bytes) else {
+                        continue;
+                    };
+                    if msg.message_type() != MessageType::new(Method::DATA, Class::Indication) {
+                        continue;
+                    }
+                    if let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(data)))) =
+                        (msg.get(), msg.get())
+                    {
+                        return Ok(Some(Received::Data {
+                            peer,
+                            data: data.to_vec(),
+                        }));
+                    }
+                }
+                PacketKind::Other => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// A STUN Binding request; returns the reflexive address.
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn binding(&mut self) -> Result<SocketAddr, ClientError> {
+        let tid = self.tid();
+        let mut out = [0u8; 20];
+        let w = MessageWriter::new(
+            &mut out,
+            MessageType::new(Method::BINDING, Class::Request),
+            tid,
+        )
+        .map_err(|_| ClientError::Protocol("request"))?;
+        let len = w.finish();
+        let rlen = self.transact(out.get(..len).unwrap_or_default(), tid)?;
+        let msg = self.response(rlen)?;
+        msg.get::<XorMappedAddress>()
+            .ok()
+            .flatten()
+            .map(|a| a.0)
+            .ok_or(ClientError::Protocol("no XOR-MAPPED-ADDRESS"))
+    }
+}

@@ -1,0 +1,641 @@
+//! Configuration: a TOML file (every key documented in
+//! `deploy/ip2p-relay.example.toml`), command-line flags that override it,
+//! and validation that names the offending key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::proto::{self, Credentials, PeerPolicy, RelayIp, UserSecret};
+
+/// Which datapath moves the packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DatapathKind {
+    /// io_uring if the kernel offers what it needs, else epoll.
+    #[default]
+    Auto,
+    /// io_uring only: fail to start without it.
+    #[value(name = "io_uring")]
+    IoUring,
+    /// epoll (through mio) with recvmmsg/sendmmsg.
+    Epoll,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `ip2p-relay`: a STUN/TURN relay.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ip2p-relay",
+    version,
+    about = "A STUN/TURN relay (RFC 8489, RFC 8656)"
+)]
+pub struct Cli {
+    /// A subcommand; without one the relay runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The relay's options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file (and any flags given with it), print the
+    /// resolved settings, and exit: 0 if valid, 1 if not.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+/// Options of a running relay. Each flag overrides its config key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Development defaults: listen on 127.0.0.1:3478, a demo user whose
+    /// credentials are printed, loopback peers allowed.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address to serve STUN/TURN on, over UDP (repeatable). [listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// The REALM. [realm]
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// A static user (repeatable). [auth.users]
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    pub users: Vec<String>,
+    /// A TURN REST API shared secret (repeatable, for rotation). [auth.secrets]
+    #[arg(long = "auth-secret", value_name = "SECRET")]
+    pub auth_secrets: Vec<String>,
+    /// Allow relaying to a range the defaults deny (repeatable). [peers.allow]
+    #[arg(long = "allow-peer", value_name = "CIDR")]
+    pub allow_peers: Vec<String>,
+    /// Deny relaying to a range (repeatable). [peers.deny]
+    #[arg(long = "deny-peer", value_name = "CIDR")]
+    pub deny_peers: Vec<String>,
+    /// Local address relay sockets bind to; one per family. [relay.ips]
+    #[arg(long = "relay-ip", value_name = "IP")]
+    pub relay_ips: Vec<IpAddr>,
+    /// Public address to advertise behind 1:1 NAT; one per family. [relay.external_ips]
+    #[arg(long = "external-ip", value_name = "IP")]
+    pub external_ips: Vec<IpAddr>,
+    /// Relay port range. [relay.ports]
+    #[arg(long = "relay-ports", value_name = "LOW-HIGH")]
+    pub relay_ports: Option<String>,
+    /// Worker threads; 0 = one per core. [workers]
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Datapath. [datapath]
+    #[arg(long, value_enum)]
+    pub datapath: Option<DatapathKind>,
+}
+
+/// The config file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<Vec<SocketAddr>>,
+    realm: Option<String>,
+    software: Option<String>,
+    workers: Option<usize>,
+    datapath: Option<DatapathKind>,
+    #[serde(default)]
+    relay: RelaySection,
+    #[serde(default)]
+    allocation: AllocationSection,
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
+    peers: PeersSection,
+    #[serde(default)]
+    log: LogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelaySection {
+    ips: Option<Vec<IpAddr>>,
+    external_ips: Option<Vec<IpAddr>>,
+    ports: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllocationSection {
+    default_lifetime: Option<u64>,
+    max_lifetime: Option<u64>,
+    max_allocations: Option<usize>,
+    user_quota: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    #[serde(default)]
+    users: Vec<UserEntry>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    nonce_secret: Option<String>,
+    nonce_lifetime: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    password: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersSection {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    level: Option<String>,
+    format: Option<LogFormat>,
+}
+
+/// A configuration error: which key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key (`relay.ports`) or flag (`--relay-ports`) at fault; empty for
+    /// a file that does not parse.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The validated settings the node runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Addresses to listen on (UDP).
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Datapath choice.
+    pub datapath: DatapathKind,
+    /// The TURN core's configuration (each worker narrows `ports`).
+    pub proto: proto::Config,
+    /// Allocations on the node; 0 = no limit.
+    pub max_allocations: usize,
+    /// Allocations per username; 0 = no limit.
+    pub user_quota: usize,
+    /// `tracing` filter, e.g. `info` or `ip2p_relay=debug`.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Whether the nonce secret was generated (nonces do not survive a
+    /// restart and other nodes cannot check them).
+    pub nonce_secret_generated: bool,
+    /// Development mode: print the demo credentials.
+    pub dev: bool,
+}
+
+/// Demo credentials of `--dev`.
+pub const DEV_USER: (&str, &str) = ("demo", "demo-password");
+
+impl Settings {
+    /// Reads the config file named by `args` (if any) and applies the flags.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key or flag at fault.
+    pub fn load(args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        Self::resolve(file, args)
+    }
+
+    /// Parses config text (for `check-config` and tests).
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn from_toml(text: &str, args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+        Self::resolve(file, args)
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn resolve(file: File, args: &RunArgs) -> Result<Self, ConfigError> {
+        let dev = args.dev;
+        let listen = pick(&args.listen, file.listen, || {
+            vec![
+                if dev {
+                    "127.0.0.1:3478"
+                } else {
+                    "0.0.0.0:3478"
+                }
+                .parse()
+                .unwrap_or(SocketAddr::from(([0; 4], 3478))),
+            ]
+        });
+        if listen.is_empty() {
+            return Err(err("listen", "at least one address is needed"));
+        }
+
+        let realm = args
+            .realm
+            .clone()
+            .or(file.realm)
+            .unwrap_or_else(|| "ip2p".into());
+        if realm.is_empty() || realm.len() > 763 {
+            return Err(err("realm", "must be 1 to 763 bytes"));
+        }
+
+        let workers = match args.workers.or(file.workers).unwrap_or(0) {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n if n > 1024 => return Err(err("workers", format!("{n} is more than 1024"))),
+            n => n,
+        };
+        let datapath = args.datapath.or(file.datapath).unwrap_or_default();
+
+        // Relay addresses: one per family, defaulting to the listen address.
+        let mut ips = pick(&args.relay_ips, file.relay.ips, Vec::new);
+        if ips.is_empty() {
+            ips = listen
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| !ip.is_unspecified())
+                .take(1)
+                .collect();
+        }
+        if ips.is_empty() {
+            return Err(err(
+                "relay.ips",
+                "needed when listening on an unspecified address (0.0.0.0 or ::): \
+                 give this host's address with --relay-ip",
+            ));
+        }
+        let externals = pick(&args.external_ips, file.relay.external_ips, Vec::new);
+        let mut relay = [None, None];
+        for ip in &ips {
+            let slot = family_slot(&mut relay, ip);
+            if slot.is_some() {
+                return Err(err(
+                    "relay.ips",
+                    "at most one address per family (one IPv4, one IPv6)",
+                ));
+            }
+            *slot = Some(RelayIp {
+                bind: *ip,
+                external: None,
+            });
+        }
+        for ip in &externals {
+            if ip.is_unspecified() {
+                return Err(err(
+                    "relay.external_ips",
+                    format!("{ip} cannot be advertised"),
+                ));
+            }
+            match family_slot(&mut relay, ip) {
+                Some(r) if r.external.is_none() => r.external = Some(*ip),
+                Some(_) => return Err(err("relay.external_ips", "at most one address per family")),
+                None => {
+                    return Err(err(
+                        "relay.external_ips",
+                        format!("{ip} has no relay address of its family"),
+                    ));
+                }
+            }
+        }
+        for r in relay.iter().flatten() {
+            if r.bind.is_unspecified() && r.external.is_none() {
+                return Err(err(
+                    "relay.external_ips",
+                    format!(
+                        "relay address {} is unspecified: give the address to advertise",
+                        r.bind
+                    ),
+                ));
+            }
+        }
+        let [relay_v4, relay_v6] = relay;
+
+        let ports_text = args
+            .relay_ports
+            .clone()
+            .or(file.relay.ports)
+            .unwrap_or_else(|| "49152-65535".into());
+        let ports = parse_ports(&ports_text).ok_or_else(|| {
+            err(
+                "relay.ports",
+                format!("expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {ports_text:?}"),
+            )
+        })?;
+        if usize::from(ports.1 - ports.0) + 1 < workers {
+            return Err(err(
+                "relay.ports",
+                format!("{ports_text} has fewer ports than the {workers} workers"),
+            ));
+        }
+
+        let a = file.allocation;
+        let default_lifetime = a.default_lifetime.unwrap_or(600);
+        let max_lifetime = a.max_lifetime.unwrap_or(3600);
+        if default_lifetime == 0 {
+            return Err(err(
+                "allocation.default_lifetime",
+                "must be at least 1 second",
+            ));
+        }
+        if max_lifetime < default_lifetime {
+            return Err(err(
+                "allocation.max_lifetime",
+                format!("{max_lifetime} is below default_lifetime"),
+            ));
+        }
+
+        let mut users = HashMap::new();
+        for (i, u) in file.auth.users.iter().enumerate() {
+            let key = format!("auth.users[{i}]");
+            if u.name.is_empty() {
+                return Err(err(&key, "name is empty"));
+            }
+            let secret = match (&u.password, &u.key) {
+                (Some(p), None) => UserSecret::Password(p.clone()),
+                (None, Some(k)) => {
+                    let mut md5 = [0u8; 16];
+                    hex::decode_to_slice(k, &mut md5).map_err(|_| {
+                        err(&key, "key must be 32 hex digits: MD5(name:realm:password)")
+                    })?;
+                    UserSecret::Md5Key(md5)
+                }
+                _ => return Err(err(&key, "give exactly one of password or key")),
+            };
+            if users.insert(u.name.clone(), secret).is_some() {
+                return Err(err(&key, format!("user {:?} is listed twice", u.name)));
+            }
+        }
+        for spec in &args.users {
+            let (name, password) = spec
+                .split_once(':')
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| err("--user", format!("expected NAME:PASSWORD, got {spec:?}")))?;
+            users.insert(name.to_owned(), UserSecret::Password(password.to_owned()));
+        }
+        if dev && users.is_empty() {
+            users.insert(DEV_USER.0.into(), UserSecret::Password(DEV_USER.1.into()));
+        }
+        let secrets = pick(&args.auth_secrets, Some(file.auth.secrets), Vec::new);
+        if secrets.iter().any(String::is_empty) {
+            return Err(err("auth.secrets", "a secret is empty"));
+        }
+        if users.is_empty() && secrets.is_empty() {
+            return Err(err(
+                "auth",
+                "no credentials: add a user (--user NAME:PASSWORD) or a REST secret (--auth-secret); \
+                 ip2p does not run an open relay",
+            ));
+        }
+        let (nonce_secret, nonce_secret_generated) = match &file.auth.nonce_secret {
+            Some(hex_text) => {
+                let mut secret = [0u8; 32];
+                hex::decode_to_slice(hex_text, &mut secret)
+                    .map_err(|_| err("auth.nonce_secret", "must be 64 hex digits (32 bytes)"))?;
+                (secret, false)
+            }
+            None => (rand::random(), true),
+        };
+        let nonce_lifetime = file.auth.nonce_lifetime.unwrap_or(600);
+        if nonce_lifetime == 0 {
+            return Err(err("auth.nonce_lifetime", "must be at least 1 second"));
+        }
+
+        let mut allow = parse_nets(
+            "peers.allow",
+            pick(&args.allow_peers, Some(file.peers.allow), Vec::new),
+        )?;
+        if dev && allow.is_empty() {
+            allow = parse_nets("peers.allow", vec!["127.0.0.0/8".into(), "::1/128".into()])?;
+        }
+        let deny = parse_nets(
+            "peers.deny",
+            pick(&args.deny_peers, Some(file.peers.deny), Vec::new),
+        )?;
+        let own = [relay_v4, relay_v6]
+            .iter()
+            .flatten()
+            .flat_map(|r| [Some(r.bind), r.external])
+            .flatten()
+            .collect();
+
+        let log_level = file.log.level.unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&log_level)
+            .map_err(|e| err("log.level", e.to_string()))?;
+
+        let software = match file.software {
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(s),
+            None => Some(concat!("ip2p ", env!("CARGO_PKG_VERSION")).to_owned()),
+        };
+        Ok(Self {
+            listen,
+            workers,
+            datapath,
+            proto: proto::Config {
+                software,
+                default_lifetime: Duration::from_secs(default_lifetime),
+                max_lifetime: Duration::from_secs(max_lifetime),
+                relay_v4,
+                relay_v6,
+                ports: ports.0..=ports.1,
+                policy: PeerPolicy { allow, deny, own },
+                credentials: Credentials {
+                    realm,
+                    users,
+                    rest_secrets: secrets.into_iter().map(String::into_bytes).collect(),
+                    nonce_secret,
+                    nonce_lifetime,
+                },
+            },
+            max_allocations: a.max_allocations.unwrap_or(0),
+            user_quota: a.user_quota.unwrap_or(0),
+            log_level,
+            log_format: file.log.format.unwrap_or_default(),
+            nonce_secret_generated,
+            dev,
+        })
+    }
+}
+
+fn family_slot<'a>(relay: &'a mut [Option<RelayIp>; 2], ip: &IpAddr) -> &'a mut Option<RelayIp> {
+    let [v4, v6] = relay;
+    if ip.is_ipv6() { v6 } else { v4 }
+}
+
+/// Flags win over the file; the file over the default.
+fn pick<T: Clone>(flag: &[T], file: Option<Vec<T>>, default: impl FnOnce() -> Vec<T>) -> Vec<T> {
+    if !flag.is_empty() {
+        return flag.to_vec();
+    }
+    match file {
+        Some(v) if !v.is_empty() => v,
+        _ => default(),
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| err("", format!("{}: {e}", path.display())))
+}
+
+fn parse_ports(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = s.split_once('-')?;
+    let (lo, hi): (u16, u16) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
+}
+
+fn parse_nets(key: &str, specs: Vec<String>) -> Result<Vec<IpNet>, ConfigError> {
+    specs
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| err(key, format!("{s:?} is not an address or CIDR range")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
+        let mut a = RunArgs::default();
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../deploy/ip2p-relay.example.toml");
+        let s = Settings::from_toml(text, &RunArgs::default()).unwrap();
+        assert_eq!(s.listen, ["0.0.0.0:3478".parse().unwrap()]);
+        assert_eq!(s.proto.ports, 49152..=65535);
+        assert_eq!(s.proto.credentials.realm, "example.org");
+        assert!(!s.nonce_secret_generated);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let text = r#"
+            listen = ["127.0.0.1:3478"]
+            realm = "file"
+            [auth]
+            users = [{ name = "a", password = "b" }]
+            [relay]
+            ports = "50000-50010"
+        "#;
+        let a = args(|a| {
+            a.realm = Some("flag".into());
+            a.relay_ports = Some("40000-40100".into());
+            a.listen = vec!["127.0.0.2:5000".parse().unwrap()];
+        });
+        let s = Settings::from_toml(text, &a).unwrap();
+        assert_eq!(s.proto.credentials.realm, "flag");
+        assert_eq!(s.proto.ports, 40000..=40100);
+        assert_eq!(s.listen, ["127.0.0.2:5000".parse().unwrap()]);
+        assert_eq!(
+            s.proto.relay_v4.unwrap().bind,
+            "127.0.0.2".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = args(|a| {
+            a.users = vec!["u:p".into()];
+            a.relay_ips = vec!["127.0.0.1".parse().unwrap()];
+        });
+        let cases: &[(&str, &str)] = &[
+            ("lisen = []", "unknown field `lisen`"),
+            ("[relay]\nports = \"10-5\"", "relay.ports"),
+            ("[relay]\nports = \"x\"", "relay.ports"),
+            ("[relay]\nexternal_ips = [\"::1\"]", "relay.external_ips"),
+            ("[allocation]\nmax_lifetime = 10", "allocation.max_lifetime"),
+            ("[peers]\nallow = [\"300.1.1.1/8\"]", "peers.allow"),
+            ("[auth]\nnonce_secret = \"abc\"", "auth.nonce_secret"),
+            ("[auth]\nusers = [{ name = \"a\" }]", "auth.users[0]"),
+            (
+                "[auth]\nusers = [{ name = \"a\", key = \"zz\" }]",
+                "auth.users[0]",
+            ),
+            ("[log]\nlevel = \"[[\"", "log.level"),
+            ("workers = 5000", "workers"),
+        ];
+        for (text, expected) in cases {
+            let e = Settings::from_toml(text, &base).unwrap_err();
+            assert!(e.to_string().contains(expected), "{text:?}: got {e}");
+        }
+        let e = Settings::from_toml("", &args(|a| a.users = vec!["u:p".into()])).unwrap_err();
+        assert_eq!(e.key, "relay.ips", "0.0.0.0 gives no relay address");
+        let e = Settings::from_toml("listen = [\"127.0.0.1:1\"]", &RunArgs::default()).unwrap_err();
+        assert_eq!(e.key, "auth", "no credentials at all");
+        let e = Settings::from_toml(
+            "listen = [\"127.0.0.1:1\"]",
+            &args(|a| a.users = vec!["nocolon".into()]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "--user");
+    }
+
+    #[test]
+    fn dev_mode_works_with_nothing_else() {
+        let s = Settings::from_toml("", &args(|a| a.dev = true)).unwrap();
+        assert_eq!(s.listen, ["127.0.0.1:3478".parse().unwrap()]);
+        assert!(s.proto.credentials.users.contains_key(DEV_USER.0));
+        assert!(s.proto.policy.allows("127.0.0.1".parse().unwrap()));
+        assert!(s.nonce_secret_generated);
+    }
+}

@@ -1,0 +1,199 @@
+//! recvmmsg/sendmmsg batches for the epoll datapath: one syscall moves up
+//! to [`BATCH`] datagrams.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+
+use crate::proto::{PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER};
+
+/// Datagrams per syscall.
+pub(crate) const BATCH: usize = 32;
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+/// One receive buffer: headroom for the header the relay writes in front of
+/// a peer's datagram, the datagram, and tailroom for padding.
+pub(crate) const SLOT: usize = PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM;
+
+/// One received datagram's metadata.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    pub(crate) from: SocketAddr,
+    pub(crate) len: usize,
+    pub(crate) truncated: bool,
+}
+
+/// Receive buffers, their metadata, and a reply buffer per datagram.
+pub(crate) struct RecvBatch {
+    pub(crate) bufs: Vec<Box<[u8]>>,
+    pub(crate) replies: Vec<Box<[u8]>>,
+    pub(crate) meta: Vec<Received>,
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn to_socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+impl RecvBatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            bufs: (0..BATCH)
+                .map(|_| vec![0u8; SLOT].into_boxed_slice())
+                .collect(),
+            replies: (0..BATCH)
+                .map(|_| vec![0u8; REPLY_BUFFER].into_boxed_slice())
+                .collect(),
+            meta: Vec::with_capacity(BATCH),
+            headers: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+
+    /// Receives up to [`BATCH`] datagrams, each at `offset` in its buffer.
+    /// Returns how many; `WouldBlock` when there is none.
+    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>, offset: usize) -> io::Result<usize> {
+        self.meta.clear();
+        let end = SLOT - PEER_TAILROOM;
+        let mut bufs = self.bufs.iter_mut();
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+            [IoSliceMut::new(
+                bufs.next()
+                    .and_then(|b| b.get_mut(offset..end))
+                    .unwrap_or(&mut []),
+            )]
+        });
+        let results = recvmmsg(
+            fd.as_raw_fd(),
+            &mut self.headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        for r in results {
+            let Some(from) = r.address.as_ref().and_then(to_socket_addr) else {
+                continue;
+            };
+            self.meta.push(Received {
+                from,
+                len: r.bytes,
+                truncated: r.flags.contains(MsgFlags::MSG_TRUNC),
+            });
+        }
+        Ok(self.meta.len())
+    }
+}
+
+/// Headers for sendmmsg.
+pub(crate) struct SendBatch {
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendBatch")
+    }
+}
+
+impl SendBatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            headers: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+
+    /// Sends each `(destination, bytes)` on `fd`. A datagram the kernel
+    /// refuses (full buffer, unreachable destination) is skipped and
+    /// counted; the others still go. Returns the number that failed.
+    pub(crate) fn send(&mut self, fd: BorrowedFd<'_>, msgs: &[(SocketAddr, &[u8])]) -> u64 {
+        let mut failed = 0;
+        let mut rest = msgs;
+        while !rest.is_empty() {
+            let chunk = rest.get(..rest.len().min(BATCH)).unwrap_or_default();
+            let n = chunk.len();
+            let slices: [[IoSlice<'_>; 1]; BATCH] =
+                std::array::from_fn(|i| [IoSlice::new(chunk.get(i).map_or(&[], |(_, b)| b))]);
+            let addrs: [Option<SockaddrStorage>; BATCH] =
+                std::array::from_fn(|i| chunk.get(i).map(|(to, _)| SockaddrStorage::from(*to)));
+            let (slices, addrs) = (
+                slices.get(..n).unwrap_or_default(),
+                addrs.get(..n).unwrap_or_default(),
+            );
+            let sent = match sendmmsg(
+                fd.as_raw_fd(),
+                &mut self.headers,
+                slices,
+                addrs,
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(results) => results.count(),
+                Err(_) => 0,
+            };
+            // sendmmsg stops at the first datagram that fails: count it and
+            // carry on after it.
+            let done = if sent < chunk.len() {
+                failed += 1;
+                sent + 1
+            } else {
+                sent
+            };
+            rest = rest.get(done..).unwrap_or_default();
+        }
+        failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn addresses_convert_both_ways() {
+        for a in ["127.0.0.1:5", "[::1]:7"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(to_socket_addr(&SockaddrStorage::from(a)), Some(a));
+        }
+    }
+
+    #[test]
+    fn a_batch_goes_out_and_comes_back() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let to = b.local_addr().unwrap();
+        let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; usize::from(i) + 1]).collect();
+        let msgs: Vec<_> = payloads.iter().map(|p| (to, p.as_slice())).collect();
+        assert_eq!(SendBatch::new().send(a.as_fd(), &msgs), 0);
+        let mut rx = RecvBatch::new();
+        let mut got = Vec::new();
+        while got.len() < 40 {
+            match rx.recv(b.as_fd(), PEER_HEADROOM) {
+                Ok(n) => {
+                    for k in 0..n {
+                        let m = rx.meta[k];
+                        assert_eq!(m.from, a.local_addr().unwrap());
+                        got.push(rx.bufs[k][PEER_HEADROOM..PEER_HEADROOM + m.len].to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, payloads);
+    }
+}

@@ -1,0 +1,98 @@
+//! UDP sockets as the relay needs them.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Receive and send buffer size asked of the kernel for listening sockets:
+/// every client's traffic arrives on them (the kernel caps it at
+/// `net.core.rmem_max`; deploy/sysctl.d raises that).
+const LISTENER_BUFFER: usize = 4 << 20;
+
+/// A non-blocking UDP socket bound to `addr`; with `reuse_port`, one of a
+/// group the kernel spreads datagrams over by 4-tuple hash.
+pub(crate) fn bind_udp(
+    addr: SocketAddr,
+    reuse_port: bool,
+    dont_fragment: bool,
+) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+        // Best effort: a smaller buffer only means drops under bursts.
+        let _ = socket.set_recv_buffer_size(LISTENER_BUFFER);
+        let _ = socket.set_send_buffer_size(LISTENER_BUFFER);
+    }
+    if dont_fragment {
+        set_dont_fragment(&socket, addr)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// RFC 8656 §14: DF on every datagram, never fragment locally
+/// (IP_PMTUDISC_DO), which neither nix nor socket2 wraps.
+fn set_dont_fragment(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if addr.is_ipv4() {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    };
+    let len = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: the fd is open for the call's duration (borrowed from
+    // `socket`), and the option value points to a live c_int of `len` bytes.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Binds one socket per worker on each listen address, all sharing the
+/// port; a port of 0 is chosen by the kernel for the first worker and
+/// reused by the others. Returns `sockets[worker][listener]`.
+pub(crate) fn bind_listeners(
+    listen: &[SocketAddr],
+    workers: usize,
+) -> io::Result<Vec<Vec<UdpSocket>>> {
+    let mut by_worker: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+    for addr in listen {
+        let first = bind_udp(*addr, true, false).map_err(|e| context(e, *addr))?;
+        let actual = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(bind_udp(actual, true, false).map_err(|e| context(e, actual))?);
+        }
+        for (worker, socket) in by_worker.iter_mut().zip(sockets) {
+            worker.push(socket);
+        }
+    }
+    Ok(by_worker)
+}
+
+fn context(e: io::Error, addr: SocketAddr) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+}

@@ -1,0 +1,148 @@
+//! `ip2p-relay`: command line, config, logging and signals; the work is in
+//! the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ip2p_relay::config::{Cli, Command, DEV_USER, LogFormat, RunArgs, Settings};
+use ip2p_relay::node;
+use nix::sys::signal::{SigSet, Signal};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(file, cli.run),
+        None => run(&cli.run),
+    }
+}
+
+fn check_config(file: std::path::PathBuf, mut args: RunArgs) -> ExitCode {
+    args.config = Some(file.clone());
+    match Settings::load(&args) {
+        Ok(s) => {
+            println!("{}: valid", file.display());
+            println!("  listen        {:?}", s.listen);
+            println!("  workers       {} ({:?} datapath)", s.workers, s.datapath);
+            println!(
+                "  relay         {:?} {:?}",
+                s.proto.relay_v4, s.proto.relay_v6
+            );
+            println!("  relay ports   {:?}", s.proto.ports);
+            println!("  realm         {}", s.proto.credentials.realm);
+            println!(
+                "  credentials   {} users, {} REST secrets",
+                s.proto.credentials.users.len(),
+                s.proto.credentials.rest_secrets.len()
+            );
+            println!(
+                "  lifetimes     default {:?}, max {:?}",
+                s.proto.default_lifetime, s.proto.max_lifetime
+            );
+            if s.nonce_secret_generated {
+                println!(
+                    "  note          auth.nonce_secret is not set: nonces will not survive a restart"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ip2p-relay: {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let settings = match Settings::load(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ip2p-relay: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+
+    // Signals go to this thread only: block them before workers inherit
+    // the mask, then wait for them here.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        eprintln!("ip2p-relay: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    let node = match node::start(&settings) {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("ip2p-relay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if settings.nonce_secret_generated {
+        tracing::info!(
+            "auth.nonce_secret not set: using a random one (nonces end with this process)"
+        );
+    }
+    if settings.dev {
+        print_dev_banner(&settings, node.local_addrs());
+    }
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => {
+                tracing::warn!("SIGHUP: reloading is not supported yet; restart to apply changes")
+            }
+            Ok(signal) => {
+                tracing::info!(?signal, "shutting down");
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "waiting for signals failed; shutting down");
+                break;
+            }
+        }
+    }
+    match node.shutdown() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "a worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn print_dev_banner(settings: &Settings, local: &[std::net::SocketAddr]) {
+    let addr = local
+        .first()
+        .map_or_else(|| "127.0.0.1:3478".to_owned(), ToString::to_string);
+    let realm = &settings.proto.credentials.realm;
+    println!("ip2p-relay (development mode) on {addr}, realm {realm:?}");
+    println!("  user:     {}", DEV_USER.0);
+    println!("  password: {}", DEV_USER.1);
+    println!("  peers:    loopback allowed");
+    let port = local.first().map_or(3478, std::net::SocketAddr::port);
+    println!(
+        "  try:      turnutils_uclient -p {port} -u {} -w {} -r {realm} -y 127.0.0.1",
+        DEV_USER.0, DEV_USER.1
+    );
+    println!(
+        "  WebRTC:   {{ urls: \"turn:{addr}\", username: \"{}\", credential: \"{}\" }}",
+        DEV_USER.0, DEV_USER.1
+    );
+    println!("Ctrl-C stops it.");
+}

@@ -1,0 +1,231 @@
+//! The node: worker threads (one per core by default), their sockets, and a
+//! control handle for stats and shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::config::{DatapathKind, Settings};
+use crate::datapath::{self, Command, Worker, WorkerStats, now};
+use crate::proto::{Quotas, Server};
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    workers: Vec<WorkerHandle>,
+    local: Vec<SocketAddr>,
+    datapath: DatapathKind,
+    quotas: Arc<Quotas>,
+}
+
+#[derive(Debug)]
+struct WorkerHandle {
+    thread: Option<JoinHandle<io::Result<()>>>,
+    commands: Sender<Command>,
+    wake: Arc<EventFd>,
+}
+
+impl WorkerHandle {
+    fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the node is where wall-clock time comes from
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Which datapath to run: `auto` picks io_uring when it works here.
+fn resolve_datapath(kind: DatapathKind) -> io::Result<DatapathKind> {
+    match kind {
+        DatapathKind::Epoll | DatapathKind::Auto => Ok(DatapathKind::Epoll),
+        DatapathKind::IoUring => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the io_uring datapath is not built yet: use epoll",
+        )),
+    }
+}
+
+/// Worker `i`'s share of the relay port range: contiguous slices, so each
+/// worker can hand out even ports on its own.
+fn port_share(lo: u16, hi: u16, workers: usize, i: usize) -> (u16, u16) {
+    let span = usize::from(hi - lo) + 1;
+    let start = usize::from(lo) + span * i / workers;
+    let end = usize::from(lo) + span * (i + 1) / workers - 1;
+    (
+        u16::try_from(start).unwrap_or(hi),
+        u16::try_from(end).unwrap_or(hi),
+    )
+}
+
+/// Starts the node: binds every listening socket (so a bad address fails
+/// here, not later) and spawns the workers.
+///
+/// # Errors
+/// A socket that cannot be bound, or a thread that cannot be spawned.
+pub fn start(settings: &Settings) -> io::Result<Node> {
+    let datapath = resolve_datapath(settings.datapath)?;
+    let sockets = datapath::socket::bind_listeners(&settings.listen, settings.workers)?;
+    let local = sockets
+        .first()
+        .map(|s| s.iter().filter_map(|s| s.local_addr().ok()).collect())
+        .unwrap_or_default();
+    let quotas = Arc::new(Quotas::new(settings.max_allocations, settings.user_quota));
+    let (lo, hi) = (*settings.proto.ports.start(), *settings.proto.ports.end());
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut workers = Vec::new();
+    for (id, listeners) in sockets.into_iter().enumerate() {
+        let (wlo, whi) = port_share(lo, hi, settings.workers, id);
+        let mut config = settings.proto.clone();
+        config.ports = wlo..=whi;
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let wake = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+        )?);
+        let server = Server::new(
+            Arc::new(config),
+            quotas.clone(),
+            now(),
+            unix_now(),
+            rand::random(),
+        );
+        let worker = Worker {
+            id,
+            server,
+            listeners,
+            commands: receiver,
+            wake: wake.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ip2p-worker-{id}"))
+            .spawn(move || {
+                pin_to_core(id % cores);
+                let result = datapath::epoll::run(worker);
+                if let Err(e) = &result {
+                    tracing::error!(worker = id, error = %e, "worker stopped");
+                }
+                result
+            })?;
+        workers.push(WorkerHandle {
+            thread: Some(thread),
+            commands,
+            wake,
+        });
+    }
+    tracing::info!(listen = ?local, workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
+    Ok(Node {
+        workers,
+        local,
+        datapath,
+        quotas,
+    })
+}
+
+fn pin_to_core(core: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(core).is_ok() {
+        // Best effort: a container may not allow it.
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+impl Node {
+    /// The addresses the node listens on (ports resolved when 0 was asked).
+    #[must_use]
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// The datapath in use.
+    #[must_use]
+    pub fn datapath(&self) -> DatapathKind {
+        self.datapath
+    }
+
+    /// Live allocations on the node.
+    #[must_use]
+    pub fn allocations(&self) -> usize {
+        self.quotas.total()
+    }
+
+    /// Every worker's counters.
+    #[must_use]
+    pub fn stats(&self) -> Vec<WorkerStats> {
+        let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
+        for w in &self.workers {
+            w.send(Command::Stats(tx.clone()));
+        }
+        drop(tx);
+        let mut all: Vec<WorkerStats> = (0..self.workers.len())
+            .filter_map(|_| rx.recv_timeout(Duration::from_secs(2)).ok())
+            .collect();
+        all.sort_by_key(|s| s.worker);
+        all
+    }
+
+    /// Stops every worker and waits for them.
+    ///
+    /// # Errors
+    /// The first error a worker stopped with.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        for w in &self.workers {
+            w.send(Command::Shutdown);
+        }
+        let mut result = Ok(());
+        for w in &mut self.workers {
+            if let Some(thread) = w.thread.take() {
+                let r = thread
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_shares_cover_the_range_without_overlap() {
+        for (lo, hi, n) in [
+            (49152, 65535, 2),
+            (50000, 50000, 1),
+            (1000, 1006, 3),
+            (1, 65535, 7),
+        ] {
+            let mut next = lo;
+            for i in 0..n {
+                let (a, b) = port_share(lo, hi, n, i);
+                assert_eq!(a, next);
+                assert!(a <= b);
+                next = b.wrapping_add(1);
+            }
+            assert_eq!(next, hi.wrapping_add(1));
+        }
+    }
+}

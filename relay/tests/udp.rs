@@ -1,0 +1,318 @@
+//! The relay over real loopback sockets, driven by the in-crate TURN
+//! client. Every test runs on each datapath.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use ip2p_relay::client::{Client, Received};
+use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
+use ip2p_relay::node::{self, Node};
+
+const WAIT: Duration = Duration::from_secs(2);
+
+fn start(datapath: DatapathKind, extra: &str) -> Node {
+    start_with(datapath, "", extra)
+}
+
+/// A node with `auth` added to its [auth] table and `extra` after it.
+fn start_with(datapath: DatapathKind, auth: &str, extra: &str) -> Node {
+    let text = format!(
+        r#"
+        listen = ["127.0.0.1:0"]
+        realm = "ip2p.test"
+        workers = 2
+        [auth]
+        users = [{{ name = "alice", password = "wonderland" }}, {{ name = "bob", password = "builder" }}]
+        secrets = ["rest-secret"]
+        {auth}
+        [peers]
+        allow = ["127.0.0.1/32"]
+        {extra}
+        "#
+    );
+    let args = RunArgs { datapath: Some(datapath), ..RunArgs::default() };
+    let settings = Settings::from_toml(&text, &args).unwrap();
+    node::start(&settings).unwrap()
+}
+
+fn server(node: &Node) -> SocketAddr {
+    node.local_addrs()[0]
+}
+
+/// A plain UDP peer on loopback.
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+fn recv(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = peer.recv_from(&mut buf).expect("the peer received nothing");
+    (buf[..n].to_vec(), from)
+}
+
+fn binding_reports_the_reflexive_address(dp: DatapathKind) {
+    let node = start(dp, "");
+    let mut c = Client::new(server(&node), "", "").unwrap();
+    assert_eq!(c.binding().unwrap(), c.local_addr().unwrap());
+}
+
+fn send_and_data_indications(dp: DatapathKind) {
+    let node = start(dp, "");
+    let p = peer();
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    assert_eq!(c.lifetime, Some(600));
+    assert_eq!(c.mapped, Some(c.local_addr().unwrap()));
+    c.create_permission(&[p.local_addr().unwrap()]).unwrap();
+    c.send_indication(p.local_addr().unwrap(), b"hello peer")
+        .unwrap();
+    let (data, from) = recv(&p);
+    assert_eq!((data.as_slice(), from), (&b"hello peer"[..], relayed));
+    p.send_to(b"hello client", relayed).unwrap();
+    let got = c.recv(WAIT).unwrap();
+    assert_eq!(
+        got,
+        Some(Received::Data {
+            peer: p.local_addr().unwrap(),
+            data: b"hello client".to_vec()
+        })
+    );
+}
+
+fn channels_both_ways(dp: DatapathKind) {
+    let node = start(dp, "");
+    let p = peer();
+    let paddr = p.local_addr().unwrap();
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    c.channel_bind(0x4001, paddr).unwrap();
+    for size in [0, 1, 3, 100, 1200, 8000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        c.send_channel(0x4001, &payload).unwrap();
+        let (data, from) = recv(&p);
+        assert_eq!(from, relayed);
+        assert!(
+            data == payload,
+            "size {size}: the peer got {} bytes",
+            data.len()
+        );
+        p.send_to(&payload, relayed).unwrap();
+        let got = c.recv(WAIT).unwrap();
+        assert!(
+            got == Some(Received::Channel {
+                channel: 0x4001,
+                data: payload
+            }),
+            "size {size} back"
+        );
+    }
+}
+
+fn two_clients_relay_to_each_other(dp: DatapathKind) {
+    let node = start(dp, "");
+    let mut a = Client::new(server(&node), "alice", "wonderland").unwrap();
+    let mut b = Client::new(server(&node), "bob", "builder").unwrap();
+    let ra = a.allocate(None).unwrap();
+    let rb = b.allocate(None).unwrap();
+    a.channel_bind(0x4000, rb).unwrap();
+    b.channel_bind(0x4000, ra).unwrap();
+    for i in 0..20u8 {
+        a.send_channel(0x4000, &[i; 50]).unwrap();
+        assert_eq!(
+            b.recv(WAIT).unwrap(),
+            Some(Received::Channel {
+                channel: 0x4000,
+                data: vec![i; 50]
+            })
+        );
+        b.send_channel(0x4000, &[i; 60]).unwrap();
+        assert_eq!(
+            a.recv(WAIT).unwrap(),
+            Some(Received::Channel {
+                channel: 0x4000,
+                data: vec![i; 60]
+            })
+        );
+    }
+}
+
+fn refresh_and_deallocate(dp: DatapathKind) {
+    let node = start(dp, "");
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    c.allocate(Some(1200)).unwrap();
+    assert_eq!(c.lifetime, Some(1200));
+    assert_eq!(c.refresh(Some(100_000)).unwrap(), 3600);
+    assert_eq!(node.allocations(), 1);
+    assert_eq!(c.refresh(Some(0)).unwrap(), 0);
+    assert_eq!(node.allocations(), 0);
+    assert_eq!(c.refresh(None).unwrap_err().code(), Some(437));
+}
+
+fn expiry_closes_the_allocation(dp: DatapathKind) {
+    let node = start(dp, "[allocation]\ndefault_lifetime = 1\nmax_lifetime = 1");
+    let p = peer();
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    c.create_permission(&[p.local_addr().unwrap()]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(node.allocations(), 0);
+    assert_eq!(c.refresh(None).unwrap_err().code(), Some(437));
+    // The relay socket is gone: nothing comes back through it.
+    p.send_to(b"late", relayed).unwrap();
+    assert_eq!(c.recv(Duration::from_millis(200)).unwrap(), None);
+    assert!(
+        node.stats()
+            .iter()
+            .map(|s| s.proto.allocations_expired)
+            .sum::<u64>()
+            >= 1
+    );
+}
+
+fn credentials_and_nonces(dp: DatapathKind) {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let node = start_with(dp, "nonce_lifetime = 1", "");
+    let mut wrong = Client::new(server(&node), "alice", "nope").unwrap();
+    assert_eq!(wrong.allocate(None).unwrap_err().code(), Some(401));
+
+    let user = format!(
+        "{}:web",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600
+    );
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"rest-secret").unwrap();
+    mac.update(user.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let mut rest = Client::new(server(&node), &user, &password).unwrap();
+    rest.allocate(None).unwrap();
+    // The nonce lives 1 s: the next request gets 438, and the client's
+    // retry with the fresh nonce succeeds.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(rest.refresh(None).unwrap(), 600);
+    let failures: u64 = node.stats().iter().map(|s| s.proto.auth_failures).sum();
+    assert_eq!(failures, 2, "one 401 for the wrong password, one 438");
+}
+
+fn denied_peers_and_quotas(dp: DatapathKind) {
+    let node = start(dp, "[allocation]\nuser_quota = 1");
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    c.allocate(None).unwrap();
+    // 127.0.0.2 is loopback and not in the allow list.
+    let denied: SocketAddr = "127.0.0.2:9".parse().unwrap();
+    assert_eq!(
+        c.create_permission(&[denied]).unwrap_err().code(),
+        Some(403)
+    );
+    assert_eq!(
+        c.channel_bind(0x4000, denied).unwrap_err().code(),
+        Some(403)
+    );
+    let mut second = Client::new(server(&node), "alice", "wonderland").unwrap();
+    assert_eq!(second.allocate(None).unwrap_err().code(), Some(486));
+    let mut other = Client::new(server(&node), "bob", "builder").unwrap();
+    other.allocate(None).unwrap();
+}
+
+fn unpermitted_peers_are_dropped_and_counted(dp: DatapathKind) {
+    let node = start(dp, "");
+    let p = peer();
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    p.send_to(b"unsolicited", relayed).unwrap();
+    assert_eq!(c.recv(Duration::from_millis(300)).unwrap(), None);
+    let dropped: u64 = node
+        .stats()
+        .iter()
+        .map(|s| s.proto.dropped_no_permission)
+        .sum();
+    assert_eq!(dropped, 1);
+}
+
+fn many_clients_at_once(dp: DatapathKind) {
+    let node = start(dp, "");
+    let p = peer();
+    let paddr = p.local_addr().unwrap();
+    let mut clients: Vec<Client> = (0..60)
+        .map(|_| Client::new(server(&node), "bob", "builder").unwrap())
+        .collect();
+    let mut relayed = Vec::new();
+    for c in &mut clients {
+        relayed.push(c.allocate(None).unwrap());
+        c.channel_bind(0x4abc, paddr).unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_channel(0x4abc, &(i as u32).to_be_bytes()).unwrap();
+    }
+    let mut seen = vec![false; clients.len()];
+    for _ in 0..clients.len() {
+        let (data, from) = recv(&p);
+        let i = u32::from_be_bytes(data.try_into().unwrap()) as usize;
+        assert_eq!(from, relayed[i]);
+        seen[i] = true;
+    }
+    assert!(seen.iter().all(|s| *s));
+    let per_worker: Vec<usize> = node.stats().iter().map(|s| s.allocations).collect();
+    assert_eq!(per_worker.iter().sum::<usize>(), 60);
+}
+
+macro_rules! on_datapath {
+    ($module:ident, $kind:expr) => {
+        mod $module {
+            use super::*;
+            #[test]
+            fn binding() {
+                binding_reports_the_reflexive_address($kind);
+            }
+            #[test]
+            fn send_and_data() {
+                send_and_data_indications($kind);
+            }
+            #[test]
+            fn channels() {
+                channels_both_ways($kind);
+            }
+            #[test]
+            fn client_to_client() {
+                two_clients_relay_to_each_other($kind);
+            }
+            #[test]
+            fn refresh() {
+                refresh_and_deallocate($kind);
+            }
+            #[test]
+            fn expiry() {
+                expiry_closes_the_allocation($kind);
+            }
+            #[test]
+            fn credentials() {
+                credentials_and_nonces($kind);
+            }
+            #[test]
+            fn policy_and_quota() {
+                denied_peers_and_quotas($kind);
+            }
+            #[test]
+            fn unpermitted_peer() {
+                unpermitted_peers_are_dropped_and_counted($kind);
+            }
+            #[test]
+            fn many_clients() {
+                many_clients_at_once($kind);
+            }
+        }
+    };
+}
+
+on_datapath!(epoll, DatapathKind::Epoll);
