@@ -1,5 +1,6 @@
 //! The relay over real loopback sockets, driven by the in-crate TURN
 //! client. Every test runs on each datapath.
+#![allow(clippy::disallowed_methods, clippy::cast_possible_truncation)] // tests read the clock, count small
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -36,7 +37,10 @@ fn start_with(datapath: DatapathKind, auth: &str, extra: &str) -> Node {
         {extra}
         "#
     );
-    let args = RunArgs { datapath: Some(datapath), ..RunArgs::default() };
+    let args = RunArgs {
+        datapath: Some(datapath),
+        ..RunArgs::default()
+    };
     let settings = Settings::from_toml(&text, &args).unwrap();
     node::start(&settings).unwrap()
 }
