@@ -15,9 +15,6 @@ fuzz_target!(|data: &[u8]| {
     for transport in [Transport::Datagram, Transport::Stream] {
         let range = frame_channel_data(&mut buf, 4..4 + len, channel, transport).unwrap();
         let again = ChannelData::parse(&buf[range]).unwrap();
-        assert_eq!(
-            (again.channel(), again.data()),
-            (channel, &data[4..4 + len])
-        );
+        assert_eq!((again.channel(), again.data()), (channel, &data[4..4 + len]));
     }
 });

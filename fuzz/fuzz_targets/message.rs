@@ -8,11 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(msg) = Message::parse(data) else {
         return;
     };
-    let _ = (
-        msg.message_type(),
-        msg.transaction_id(),
-        msg.integrity_kind(),
-    );
+    let _ = (msg.message_type(), msg.transaction_id(), msg.integrity_kind());
     for attr in msg.all_attributes() {
         let _ = Attribute::decode(attr, msg.transaction_id());
     }

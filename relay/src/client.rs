@@ -8,13 +8,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
-    ChannelNumber, Data, ErrorCodeAttr, Lifetime, Nonce, Realm, RequestedTransport, Username,
-    XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+    ChannelNumber, Data, ErrorCodeAttr, Lifetime, Nonce, Realm, RequestedTransport, Username, XorMappedAddress,
+    XorPeerAddress, XorRelayedAddress,
 };
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{
-    Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind,
-    TransactionId, Transport, classify, write_channel_data,
+    Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind, TransactionId, Transport,
+    classify, write_channel_data,
 };
 
 /// Why a client operation failed.
@@ -107,18 +107,9 @@ impl Client {
     /// # Errors
     /// The socket cannot be bound.
     pub fn new(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
-        let local: SocketAddr = if server.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        }
-        .parse()
-        .map_err(io::Error::other)?;
-        let local = if server.ip().is_loopback() {
-            SocketAddr::new(server.ip(), 0)
-        } else {
-            local
-        };
+        let local: SocketAddr =
+            if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(io::Error::other)?;
+        let local = if server.ip().is_loopback() { SocketAddr::new(server.ip(), 0) } else { local };
         Ok(Self {
             socket: UdpSocket::bind(local)?,
             server,
@@ -159,19 +150,11 @@ impl Client {
         for _ in 0..ATTEMPTS {
             self.socket.send_to(request, self.server)?;
             let deadline = Instant::now() + rto;
-            while let Some(left) = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-            {
+            while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
                 self.socket.set_read_timeout(Some(left))?;
                 let (len, from) = match self.socket.recv_from(&mut self.buf) {
                     Ok(r) => r,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                         break;
                     }
                     Err(e) => return Err(e.into()),
@@ -189,10 +172,7 @@ impl Client {
             }
             rto *= 2;
         }
-        Err(ClientError::Io(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no response from the TURN server",
-        )))
+        Err(ClientError::Io(io::Error::new(io::ErrorKind::TimedOut, "no response from the TURN server")))
     }
 
     /// Builds and runs an authenticated request, answering one 401 or 438
@@ -204,18 +184,13 @@ impl Client {
             let mut w = MessageWriter::new(&mut out, MessageType::new(method, Class::Request), tid)
                 .map_err(|_| ClientError::Protocol("request too large"))?;
             for a in attrs {
-                w.add_attribute(a)
-                    .map_err(|_| ClientError::Protocol("request too large"))?;
+                w.add_attribute(a).map_err(|_| ClientError::Protocol("request too large"))?;
             }
             if let Some(key) = &self.key {
-                w.add(&Username(&self.username))
-                    .map_err(|_| ClientError::Protocol("request too large"))?;
-                w.add(&Realm(&self.realm))
-                    .map_err(|_| ClientError::Protocol("request too large"))?;
-                w.add(&Nonce(&self.nonce))
-                    .map_err(|_| ClientError::Protocol("request too large"))?;
-                w.integrity(key.as_bytes())
-                    .map_err(|_| ClientError::Protocol("request too large"))?;
+                w.add(&Username(&self.username)).map_err(|_| ClientError::Protocol("request too large"))?;
+                w.add(&Realm(&self.realm)).map_err(|_| ClientError::Protocol("request too large"))?;
+                w.add(&Nonce(&self.nonce)).map_err(|_| ClientError::Protocol("request too large"))?;
+                w.integrity(key.as_bytes()).map_err(|_| ClientError::Protocol("request too large"))?;
             }
             let len = w.finish();
             let rlen = self.transact(out.get(..len).unwrap_or_default(), tid)?;
@@ -229,24 +204,16 @@ impl Client {
                 }
                 return Ok(rlen);
             }
-            let error = msg
-                .get::<ErrorCodeAttr>()
-                .ok()
-                .flatten()
-                .ok_or(ClientError::Protocol("error without ERROR-CODE"))?;
+            let error =
+                msg.get::<ErrorCodeAttr>().ok().flatten().ok_or(ClientError::Protocol("error without ERROR-CODE"))?;
             let (code, reason) = (error.code.code(), error.reason.to_owned());
             let challenged = code == 438 || (code == 401 && self.key.is_none());
             if challenged
-                && let (Ok(Some(Realm(realm))), Ok(Some(Nonce(nonce)))) =
-                    (msg.get::<Realm>(), msg.get::<Nonce>())
+                && let (Ok(Some(Realm(realm))), Ok(Some(Nonce(nonce)))) = (msg.get::<Realm>(), msg.get::<Nonce>())
             {
                 self.realm = realm.to_owned();
                 self.nonce = nonce.to_owned();
-                self.key = Some(LongTermKey::md5(
-                    &self.username,
-                    &self.realm,
-                    &self.password,
-                ));
+                self.key = Some(LongTermKey::md5(&self.username, &self.realm, &self.password));
                 continue;
             }
             return Err(ClientError::Rejected(code, reason));
@@ -255,8 +222,7 @@ impl Client {
     }
 
     fn response(&self, len: usize) -> Result<Message<'_>, ClientError> {
-        Message::parse(self.buf.get(..len).unwrap_or_default())
-            .map_err(|_| ClientError::Protocol("malformed response"))
+        Message::parse(self.buf.get(..len).unwrap_or_default()).map_err(|_| ClientError::Protocol("malformed response"))
     }
 
     /// Allocates a UDP relayed address (with a LIFETIME hint if given).
@@ -270,12 +236,8 @@ impl Client {
         }
         let len = self.request(Method::ALLOCATE, &attrs)?;
         let msg = self.response(len)?;
-        let relayed = msg
-            .get::<XorRelayedAddress>()
-            .ok()
-            .flatten()
-            .ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))?
-            .0;
+        let relayed =
+            msg.get::<XorRelayedAddress>().ok().flatten().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))?.0;
         let mapped = msg.get::<XorMappedAddress>().ok().flatten().map(|a| a.0);
         let lifetime = msg.get::<Lifetime>().ok().flatten().map(|l| l.0);
         self.relayed = Some(relayed);
@@ -289,17 +251,9 @@ impl Client {
     /// # Errors
     /// The server's rejection, or no answer.
     pub fn refresh(&mut self, lifetime: Option<u32>) -> Result<u32, ClientError> {
-        let attrs: Vec<Attribute<'_>> = lifetime
-            .map(|l| Attribute::Lifetime(Lifetime(l)))
-            .into_iter()
-            .collect();
+        let attrs: Vec<Attribute<'_>> = lifetime.map(|l| Attribute::Lifetime(Lifetime(l))).into_iter().collect();
         let len = self.request(Method::REFRESH, &attrs)?;
-        let granted = self
-            .response(len)?
-            .get::<Lifetime>()
-            .ok()
-            .flatten()
-            .map_or(0, |l| l.0);
+        let granted = self.response(len)?.get::<Lifetime>().ok().flatten().map_or(0, |l| l.0);
         self.lifetime = Some(granted);
         Ok(granted)
     }
@@ -309,10 +263,7 @@ impl Client {
     /// # Errors
     /// The server's rejection, or no answer.
     pub fn create_permission(&mut self, peers: &[SocketAddr]) -> Result<(), ClientError> {
-        let attrs: Vec<Attribute<'_>> = peers
-            .iter()
-            .map(|p| Attribute::XorPeerAddress(XorPeerAddress(*p)))
-            .collect();
+        let attrs: Vec<Attribute<'_>> = peers.iter().map(|p| Attribute::XorPeerAddress(XorPeerAddress(*p))).collect();
         self.request(Method::CREATE_PERMISSION, &attrs).map(|_| ())
     }
 
@@ -321,10 +272,7 @@ impl Client {
     /// # Errors
     /// The server's rejection, or no answer.
     pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Result<(), ClientError> {
-        let attrs = [
-            Attribute::ChannelNumber(ChannelNumber(channel)),
-            Attribute::XorPeerAddress(XorPeerAddress(peer)),
-        ];
+        let attrs = [Attribute::ChannelNumber(ChannelNumber(channel)), Attribute::XorPeerAddress(XorPeerAddress(peer))];
         self.request(Method::CHANNEL_BIND, &attrs).map(|_| ())
     }
 
@@ -335,18 +283,12 @@ impl Client {
     pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
         let tid = self.tid();
         let mut out = vec![0u8; data.len() + 64];
-        let mut w = MessageWriter::new(
-            &mut out,
-            MessageType::new(Method::SEND, Class::Indication),
-            tid,
-        )
-        .map_err(io::Error::other)?;
+        let mut w = MessageWriter::new(&mut out, MessageType::new(Method::SEND, Class::Indication), tid)
+            .map_err(io::Error::other)?;
         w.add(&XorPeerAddress(peer)).map_err(io::Error::other)?;
         w.add(&Data(data)).map_err(io::Error::other)?;
         let len = w.finish();
-        self.socket
-            .send_to(out.get(..len).unwrap_or_default(), self.server)
-            .map(|_| ())
+        self.socket.send_to(out.get(..len).unwrap_or_default(), self.server).map(|_| ())
     }
 
     /// Sends `data` on a bound channel.
@@ -355,11 +297,8 @@ impl Client {
     /// From the socket.
     pub fn send_channel(&mut self, channel: u16, data: &[u8]) -> io::Result<()> {
         let mut out = vec![0u8; data.len() + 8];
-        let len = write_channel_data(&mut out, channel, data, Transport::Datagram)
-            .map_err(io::Error::other)?;
-        self.socket
-            .send_to(out.get(..len).unwrap_or_default(), self.server)
-            .map(|_| ())
+        let len = write_channel_data(&mut out, channel, data, Transport::Datagram).map_err(io::Error::other)?;
+        self.socket.send_to(out.get(..len).unwrap_or_default(), self.server).map(|_| ())
     }
 
     /// Sends raw bytes to the server (for tests of what it does with them).
@@ -376,19 +315,11 @@ impl Client {
     /// From the socket.
     pub fn recv(&mut self, timeout: Duration) -> io::Result<Option<Received>> {
         let deadline = Instant::now() + timeout;
-        while let Some(left) = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-        {
+        while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
             self.socket.set_read_timeout(Some(left))?;
             let (len, from) = match self.socket.recv_from(&mut self.buf) {
                 Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Ok(None);
                 }
                 Err(e) => return Err(e),
@@ -402,10 +333,7 @@ impl Client {
             match classify(bytes) {
                 PacketKind::ChannelData => {
                     if let Ok(cd) = ChannelData::parse(bytes) {
-                        return Ok(Some(Received::Channel {
-                            channel: cd.channel(),
-                            data: cd.data().to_vec(),
-                        }));
+                        return Ok(Some(Received::Channel { channel: cd.channel(), data: cd.data().to_vec() }));
                     }
                 }
                 PacketKind::Stun => {
@@ -415,13 +343,8 @@ impl Client {
                     if msg.message_type() != MessageType::new(Method::DATA, Class::Indication) {
                         continue;
                     }
-                    if let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(data)))) =
-                        (msg.get(), msg.get())
-                    {
-                        return Ok(Some(Received::Data {
-                            peer,
-                            data: data.to_vec(),
-                        }));
+                    if let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(data)))) = (msg.get(), msg.get()) {
+                        return Ok(Some(Received::Data { peer, data: data.to_vec() }));
                     }
                 }
                 PacketKind::Other => {}
@@ -437,19 +360,11 @@ impl Client {
     pub fn binding(&mut self) -> Result<SocketAddr, ClientError> {
         let tid = self.tid();
         let mut out = [0u8; 20];
-        let w = MessageWriter::new(
-            &mut out,
-            MessageType::new(Method::BINDING, Class::Request),
-            tid,
-        )
-        .map_err(|_| ClientError::Protocol("request"))?;
+        let w = MessageWriter::new(&mut out, MessageType::new(Method::BINDING, Class::Request), tid)
+            .map_err(|_| ClientError::Protocol("request"))?;
         let len = w.finish();
         let rlen = self.transact(out.get(..len).unwrap_or_default(), tid)?;
         let msg = self.response(rlen)?;
-        msg.get::<XorMappedAddress>()
-            .ok()
-            .flatten()
-            .map(|a| a.0)
-            .ok_or(ClientError::Protocol("no XOR-MAPPED-ADDRESS"))
+        msg.get::<XorMappedAddress>().ok().flatten().map(|a| a.0).ok_or(ClientError::Protocol("no XOR-MAPPED-ADDRESS"))
     }
 }

@@ -41,11 +41,7 @@ pub enum LogFormat {
 
 /// `ip2p-relay`: a STUN/TURN relay.
 #[derive(Debug, Parser)]
-#[command(
-    name = "ip2p-relay",
-    version,
-    about = "A STUN/TURN relay (RFC 8489, RFC 8656)"
-)]
+#[command(name = "ip2p-relay", version, about = "A STUN/TURN relay (RFC 8489, RFC 8656)")]
 pub struct Cli {
     /// A subcommand; without one the relay runs.
     #[command(subcommand)]
@@ -76,37 +72,37 @@ pub struct RunArgs {
     /// credentials are printed, loopback peers allowed.
     #[arg(long)]
     pub dev: bool,
-    /// Address to serve STUN/TURN on, over UDP (repeatable). [listen]
+    /// Address to serve STUN/TURN on, over UDP (repeatable). (config: listen)
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
-    /// The REALM. [realm]
+    /// The REALM. (config: realm)
     #[arg(long)]
     pub realm: Option<String>,
-    /// A static user (repeatable). [auth.users]
+    /// A static user (repeatable). (config: auth.users)
     #[arg(long = "user", value_name = "NAME:PASSWORD")]
     pub users: Vec<String>,
-    /// A TURN REST API shared secret (repeatable, for rotation). [auth.secrets]
+    /// A TURN REST API shared secret (repeatable, for rotation). (config: auth.secrets)
     #[arg(long = "auth-secret", value_name = "SECRET")]
     pub auth_secrets: Vec<String>,
-    /// Allow relaying to a range the defaults deny (repeatable). [peers.allow]
+    /// Allow relaying to a range the defaults deny (repeatable). (config: peers.allow)
     #[arg(long = "allow-peer", value_name = "CIDR")]
     pub allow_peers: Vec<String>,
-    /// Deny relaying to a range (repeatable). [peers.deny]
+    /// Deny relaying to a range (repeatable). (config: peers.deny)
     #[arg(long = "deny-peer", value_name = "CIDR")]
     pub deny_peers: Vec<String>,
-    /// Local address relay sockets bind to; one per family. [relay.ips]
+    /// Local address relay sockets bind to; one per family. (config: relay.ips)
     #[arg(long = "relay-ip", value_name = "IP")]
     pub relay_ips: Vec<IpAddr>,
-    /// Public address to advertise behind 1:1 NAT; one per family. [relay.external_ips]
+    /// Public address to advertise behind 1:1 NAT; one per family. (config: relay.external_ips)
     #[arg(long = "external-ip", value_name = "IP")]
     pub external_ips: Vec<IpAddr>,
-    /// Relay port range. [relay.ports]
+    /// Relay port range. (config: relay.ports)
     #[arg(long = "relay-ports", value_name = "LOW-HIGH")]
     pub relay_ports: Option<String>,
-    /// Worker threads; 0 = one per core. [workers]
+    /// Worker threads; 0 = one per core. (config: workers)
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Datapath. [datapath]
+    /// Datapath. (config: datapath)
     #[arg(long, value_enum)]
     pub datapath: Option<DatapathKind>,
 }
@@ -143,6 +139,7 @@ struct RelaySection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AllocationSection {
+    channel_numbers: Option<crate::proto::ChannelNumbers>,
     default_lifetime: Option<u64>,
     max_lifetime: Option<u64>,
     max_allocations: Option<usize>,
@@ -196,21 +193,14 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
+        if self.key.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.key, self.message) }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError { key: key.into(), message: message.into() }
 }
 
 /// The validated settings the node runs with.
@@ -269,24 +259,14 @@ impl Settings {
         let dev = args.dev;
         let listen = pick(&args.listen, file.listen, || {
             vec![
-                if dev {
-                    "127.0.0.1:3478"
-                } else {
-                    "0.0.0.0:3478"
-                }
-                .parse()
-                .unwrap_or(SocketAddr::from(([0; 4], 3478))),
+                if dev { "127.0.0.1:3478" } else { "0.0.0.0:3478" }.parse().unwrap_or(SocketAddr::from(([0; 4], 3478))),
             ]
         });
         if listen.is_empty() {
             return Err(err("listen", "at least one address is needed"));
         }
 
-        let realm = args
-            .realm
-            .clone()
-            .or(file.realm)
-            .unwrap_or_else(|| "ip2p".into());
+        let realm = args.realm.clone().or(file.realm).unwrap_or_else(|| "ip2p".into());
         if realm.is_empty() || realm.len() > 763 {
             return Err(err("realm", "must be 1 to 763 bytes"));
         }
@@ -301,12 +281,7 @@ impl Settings {
         // Relay addresses: one per family, defaulting to the listen address.
         let mut ips = pick(&args.relay_ips, file.relay.ips, Vec::new);
         if ips.is_empty() {
-            ips = listen
-                .iter()
-                .map(SocketAddr::ip)
-                .filter(|ip| !ip.is_unspecified())
-                .take(1)
-                .collect();
+            ips = listen.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).take(1).collect();
         }
         if ips.is_empty() {
             return Err(err(
@@ -320,31 +295,19 @@ impl Settings {
         for ip in &ips {
             let slot = family_slot(&mut relay, ip);
             if slot.is_some() {
-                return Err(err(
-                    "relay.ips",
-                    "at most one address per family (one IPv4, one IPv6)",
-                ));
+                return Err(err("relay.ips", "at most one address per family (one IPv4, one IPv6)"));
             }
-            *slot = Some(RelayIp {
-                bind: *ip,
-                external: None,
-            });
+            *slot = Some(RelayIp { bind: *ip, external: None });
         }
         for ip in &externals {
             if ip.is_unspecified() {
-                return Err(err(
-                    "relay.external_ips",
-                    format!("{ip} cannot be advertised"),
-                ));
+                return Err(err("relay.external_ips", format!("{ip} cannot be advertised")));
             }
             match family_slot(&mut relay, ip) {
                 Some(r) if r.external.is_none() => r.external = Some(*ip),
                 Some(_) => return Err(err("relay.external_ips", "at most one address per family")),
                 None => {
-                    return Err(err(
-                        "relay.external_ips",
-                        format!("{ip} has no relay address of its family"),
-                    ));
+                    return Err(err("relay.external_ips", format!("{ip} has no relay address of its family")));
                 }
             }
         }
@@ -352,47 +315,28 @@ impl Settings {
             if r.bind.is_unspecified() && r.external.is_none() {
                 return Err(err(
                     "relay.external_ips",
-                    format!(
-                        "relay address {} is unspecified: give the address to advertise",
-                        r.bind
-                    ),
+                    format!("relay address {} is unspecified: give the address to advertise", r.bind),
                 ));
             }
         }
         let [relay_v4, relay_v6] = relay;
 
-        let ports_text = args
-            .relay_ports
-            .clone()
-            .or(file.relay.ports)
-            .unwrap_or_else(|| "49152-65535".into());
+        let ports_text = args.relay_ports.clone().or(file.relay.ports).unwrap_or_else(|| "49152-65535".into());
         let ports = parse_ports(&ports_text).ok_or_else(|| {
-            err(
-                "relay.ports",
-                format!("expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {ports_text:?}"),
-            )
+            err("relay.ports", format!("expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {ports_text:?}"))
         })?;
         if usize::from(ports.1 - ports.0) + 1 < workers {
-            return Err(err(
-                "relay.ports",
-                format!("{ports_text} has fewer ports than the {workers} workers"),
-            ));
+            return Err(err("relay.ports", format!("{ports_text} has fewer ports than the {workers} workers")));
         }
 
         let a = file.allocation;
         let default_lifetime = a.default_lifetime.unwrap_or(600);
         let max_lifetime = a.max_lifetime.unwrap_or(3600);
         if default_lifetime == 0 {
-            return Err(err(
-                "allocation.default_lifetime",
-                "must be at least 1 second",
-            ));
+            return Err(err("allocation.default_lifetime", "must be at least 1 second"));
         }
         if max_lifetime < default_lifetime {
-            return Err(err(
-                "allocation.max_lifetime",
-                format!("{max_lifetime} is below default_lifetime"),
-            ));
+            return Err(err("allocation.max_lifetime", format!("{max_lifetime} is below default_lifetime")));
         }
 
         let mut users = HashMap::new();
@@ -405,9 +349,8 @@ impl Settings {
                 (Some(p), None) => UserSecret::Password(p.clone()),
                 (None, Some(k)) => {
                     let mut md5 = [0u8; 16];
-                    hex::decode_to_slice(k, &mut md5).map_err(|_| {
-                        err(&key, "key must be 32 hex digits: MD5(name:realm:password)")
-                    })?;
+                    hex::decode_to_slice(k, &mut md5)
+                        .map_err(|_| err(&key, "key must be 32 hex digits: MD5(name:realm:password)"))?;
                     UserSecret::Md5Key(md5)
                 }
                 _ => return Err(err(&key, "give exactly one of password or key")),
@@ -451,27 +394,15 @@ impl Settings {
             return Err(err("auth.nonce_lifetime", "must be at least 1 second"));
         }
 
-        let mut allow = parse_nets(
-            "peers.allow",
-            pick(&args.allow_peers, Some(file.peers.allow), Vec::new),
-        )?;
+        let mut allow = parse_nets("peers.allow", pick(&args.allow_peers, Some(file.peers.allow), Vec::new))?;
         if dev && allow.is_empty() {
             allow = parse_nets("peers.allow", vec!["127.0.0.0/8".into(), "::1/128".into()])?;
         }
-        let deny = parse_nets(
-            "peers.deny",
-            pick(&args.deny_peers, Some(file.peers.deny), Vec::new),
-        )?;
-        let own = [relay_v4, relay_v6]
-            .iter()
-            .flatten()
-            .flat_map(|r| [Some(r.bind), r.external])
-            .flatten()
-            .collect();
+        let deny = parse_nets("peers.deny", pick(&args.deny_peers, Some(file.peers.deny), Vec::new))?;
+        let own = [relay_v4, relay_v6].iter().flatten().flat_map(|r| [Some(r.bind), r.external]).flatten().collect();
 
         let log_level = file.log.level.unwrap_or_else(|| "info".into());
-        tracing_subscriber::EnvFilter::try_new(&log_level)
-            .map_err(|e| err("log.level", e.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| err("log.level", e.to_string()))?;
 
         let software = match file.software {
             Some(s) if s.is_empty() => None,
@@ -489,6 +420,7 @@ impl Settings {
                 relay_v4,
                 relay_v6,
                 ports: ports.0..=ports.1,
+                channel_numbers: a.channel_numbers.unwrap_or_default(),
                 policy: PeerPolicy { allow, deny, own },
                 credentials: Credentials {
                     realm,
@@ -525,8 +457,7 @@ fn pick<T: Clone>(flag: &[T], file: Option<Vec<T>>, default: impl FnOnce() -> Ve
 }
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| err("", format!("{}: {e}", path.display())))
 }
 
@@ -586,10 +517,7 @@ mod tests {
         assert_eq!(s.proto.credentials.realm, "flag");
         assert_eq!(s.proto.ports, 40000..=40100);
         assert_eq!(s.listen, ["127.0.0.2:5000".parse().unwrap()]);
-        assert_eq!(
-            s.proto.relay_v4.unwrap().bind,
-            "127.0.0.2".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(s.proto.relay_v4.unwrap().bind, "127.0.0.2".parse::<IpAddr>().unwrap());
     }
 
     #[test]
@@ -607,10 +535,7 @@ mod tests {
             ("[peers]\nallow = [\"300.1.1.1/8\"]", "peers.allow"),
             ("[auth]\nnonce_secret = \"abc\"", "auth.nonce_secret"),
             ("[auth]\nusers = [{ name = \"a\" }]", "auth.users[0]"),
-            (
-                "[auth]\nusers = [{ name = \"a\", key = \"zz\" }]",
-                "auth.users[0]",
-            ),
+            ("[auth]\nusers = [{ name = \"a\", key = \"zz\" }]", "auth.users[0]"),
             ("[log]\nlevel = \"[[\"", "log.level"),
             ("workers = 5000", "workers"),
         ];
@@ -622,11 +547,8 @@ mod tests {
         assert_eq!(e.key, "relay.ips", "0.0.0.0 gives no relay address");
         let e = Settings::from_toml("listen = [\"127.0.0.1:1\"]", &RunArgs::default()).unwrap_err();
         assert_eq!(e.key, "auth", "no credentials at all");
-        let e = Settings::from_toml(
-            "listen = [\"127.0.0.1:1\"]",
-            &args(|a| a.users = vec!["nocolon".into()]),
-        )
-        .unwrap_err();
+        let e =
+            Settings::from_toml("listen = [\"127.0.0.1:1\"]", &args(|a| a.users = vec!["nocolon".into()])).unwrap_err();
         assert_eq!(e.key, "--user");
     }
 

@@ -23,10 +23,7 @@ fn check_config(file: std::path::PathBuf, mut args: RunArgs) -> ExitCode {
             println!("{}: valid", file.display());
             println!("  listen        {:?}", s.listen);
             println!("  workers       {} ({:?} datapath)", s.workers, s.datapath);
-            println!(
-                "  relay         {:?} {:?}",
-                s.proto.relay_v4, s.proto.relay_v6
-            );
+            println!("  relay         {:?} {:?}", s.proto.relay_v4, s.proto.relay_v6);
             println!("  relay ports   {:?}", s.proto.ports);
             println!("  realm         {}", s.proto.credentials.realm);
             println!(
@@ -34,14 +31,9 @@ fn check_config(file: std::path::PathBuf, mut args: RunArgs) -> ExitCode {
                 s.proto.credentials.users.len(),
                 s.proto.credentials.rest_secrets.len()
             );
-            println!(
-                "  lifetimes     default {:?}, max {:?}",
-                s.proto.default_lifetime, s.proto.max_lifetime
-            );
+            println!("  lifetimes     default {:?}, max {:?}", s.proto.default_lifetime, s.proto.max_lifetime);
             if s.nonce_secret_generated {
-                println!(
-                    "  note          auth.nonce_secret is not set: nonces will not survive a restart"
-                );
+                println!("  note          auth.nonce_secret is not set: nonces will not survive a restart");
             }
             ExitCode::SUCCESS
         }
@@ -82,9 +74,7 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     if settings.nonce_secret_generated {
-        tracing::info!(
-            "auth.nonce_secret not set: using a random one (nonces end with this process)"
-        );
+        tracing::info!("auth.nonce_secret not set: using a random one (nonces end with this process)");
     }
     if settings.dev {
         print_dev_banner(&settings, node.local_addrs());
@@ -117,9 +107,7 @@ fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -127,22 +115,14 @@ fn init_logging(settings: &Settings) {
 }
 
 fn print_dev_banner(settings: &Settings, local: &[std::net::SocketAddr]) {
-    let addr = local
-        .first()
-        .map_or_else(|| "127.0.0.1:3478".to_owned(), ToString::to_string);
+    let addr = local.first().map_or_else(|| "127.0.0.1:3478".to_owned(), ToString::to_string);
     let realm = &settings.proto.credentials.realm;
     println!("ip2p-relay (development mode) on {addr}, realm {realm:?}");
     println!("  user:     {}", DEV_USER.0);
     println!("  password: {}", DEV_USER.1);
     println!("  peers:    loopback allowed");
     let port = local.first().map_or(3478, std::net::SocketAddr::port);
-    println!(
-        "  try:      turnutils_uclient -p {port} -u {} -w {} -r {realm} -y 127.0.0.1",
-        DEV_USER.0, DEV_USER.1
-    );
-    println!(
-        "  WebRTC:   {{ urls: \"turn:{addr}\", username: \"{}\", credential: \"{}\" }}",
-        DEV_USER.0, DEV_USER.1
-    );
+    println!("  try:      turnutils_uclient -p {port} -u {} -w {} -r {realm} -y 127.0.0.1", DEV_USER.0, DEV_USER.1);
+    println!("  WebRTC:   {{ urls: \"turn:{addr}\", username: \"{}\", credential: \"{}\" }}", DEV_USER.0, DEV_USER.1);
     println!("Ctrl-C stops it.");
 }

@@ -12,7 +12,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::config::{DatapathKind, Settings};
 use crate::datapath::{self, Command, Worker, WorkerStats, now};
-use crate::proto::{Quotas, Server};
+use crate::proto::{Quotas, Server, Shared};
 
 /// A running node.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct Node {
     workers: Vec<WorkerHandle>,
     local: Vec<SocketAddr>,
     datapath: DatapathKind,
-    quotas: Arc<Quotas>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
@@ -40,19 +40,16 @@ impl WorkerHandle {
 
 #[allow(clippy::disallowed_methods)] // the node is where wall-clock time comes from
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Which datapath to run: `auto` picks io_uring when it works here.
 fn resolve_datapath(kind: DatapathKind) -> io::Result<DatapathKind> {
     match kind {
         DatapathKind::Epoll | DatapathKind::Auto => Ok(DatapathKind::Epoll),
-        DatapathKind::IoUring => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the io_uring datapath is not built yet: use epoll",
-        )),
+        DatapathKind::IoUring => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, "the io_uring datapath is not built yet: use epoll"))
+        }
     }
 }
 
@@ -62,10 +59,7 @@ fn port_share(lo: u16, hi: u16, workers: usize, i: usize) -> (u16, u16) {
     let span = usize::from(hi - lo) + 1;
     let start = usize::from(lo) + span * i / workers;
     let end = usize::from(lo) + span * (i + 1) / workers - 1;
-    (
-        u16::try_from(start).unwrap_or(hi),
-        u16::try_from(end).unwrap_or(hi),
-    )
+    (u16::try_from(start).unwrap_or(hi), u16::try_from(end).unwrap_or(hi))
 }
 
 /// Starts the node: binds every listening socket (so a bad address fails
@@ -76,11 +70,8 @@ fn port_share(lo: u16, hi: u16, workers: usize, i: usize) -> (u16, u16) {
 pub fn start(settings: &Settings) -> io::Result<Node> {
     let datapath = resolve_datapath(settings.datapath)?;
     let sockets = datapath::socket::bind_listeners(&settings.listen, settings.workers)?;
-    let local = sockets
-        .first()
-        .map(|s| s.iter().filter_map(|s| s.local_addr().ok()).collect())
-        .unwrap_or_default();
-    let quotas = Arc::new(Quotas::new(settings.max_allocations, settings.user_quota));
+    let local = sockets.first().map(|s| s.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
+    let shared = Arc::new(Shared::new(Quotas::new(settings.max_allocations, settings.user_quota)));
     let (lo, hi) = (*settings.proto.ports.start(), *settings.proto.ports.end());
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut workers = Vec::new();
@@ -89,46 +80,21 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         let mut config = settings.proto.clone();
         config.ports = wlo..=whi;
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let wake = Arc::new(EventFd::from_flags(
-            EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
-        )?);
-        let server = Server::new(
-            Arc::new(config),
-            quotas.clone(),
-            now(),
-            unix_now(),
-            rand::random(),
-        );
-        let worker = Worker {
-            id,
-            server,
-            listeners,
-            commands: receiver,
-            wake: wake.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("ip2p-worker-{id}"))
-            .spawn(move || {
-                pin_to_core(id % cores);
-                let result = datapath::epoll::run(worker);
-                if let Err(e) = &result {
-                    tracing::error!(worker = id, error = %e, "worker stopped");
-                }
-                result
-            })?;
-        workers.push(WorkerHandle {
-            thread: Some(thread),
-            commands,
-            wake,
-        });
+        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
+        let server = Server::new(Arc::new(config), shared.clone(), now(), unix_now(), rand::random());
+        let worker = Worker { id, server, listeners, commands: receiver, wake: wake.clone() };
+        let thread = std::thread::Builder::new().name(format!("ip2p-worker-{id}")).spawn(move || {
+            pin_to_core(id % cores);
+            let result = datapath::epoll::run(worker);
+            if let Err(e) = &result {
+                tracing::error!(worker = id, error = %e, "worker stopped");
+            }
+            result
+        })?;
+        workers.push(WorkerHandle { thread: Some(thread), commands, wake });
     }
     tracing::info!(listen = ?local, workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
-    Ok(Node {
-        workers,
-        local,
-        datapath,
-        quotas,
-    })
+    Ok(Node { workers, local, datapath, shared })
 }
 
 fn pin_to_core(core: usize) {
@@ -155,7 +121,7 @@ impl Node {
     /// Live allocations on the node.
     #[must_use]
     pub fn allocations(&self) -> usize {
-        self.quotas.total()
+        self.shared.quotas.total()
     }
 
     /// Every worker's counters.
@@ -166,9 +132,8 @@ impl Node {
             w.send(Command::Stats(tx.clone()));
         }
         drop(tx);
-        let mut all: Vec<WorkerStats> = (0..self.workers.len())
-            .filter_map(|_| rx.recv_timeout(Duration::from_secs(2)).ok())
-            .collect();
+        let mut all: Vec<WorkerStats> =
+            (0..self.workers.len()).filter_map(|_| rx.recv_timeout(Duration::from_secs(2)).ok()).collect();
         all.sort_by_key(|s| s.worker);
         all
     }
@@ -188,9 +153,7 @@ impl Node {
         let mut result = Ok(());
         for w in &mut self.workers {
             if let Some(thread) = w.thread.take() {
-                let r = thread
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
+                let r = thread.join().unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
                 if result.is_ok() {
                     result = r;
                 }
@@ -212,12 +175,7 @@ mod tests {
 
     #[test]
     fn port_shares_cover_the_range_without_overlap() {
-        for (lo, hi, n) in [
-            (49152, 65535, 2),
-            (50000, 50000, 1),
-            (1000, 1006, 3),
-            (1, 65535, 7),
-        ] {
+        for (lo, hi, n) in [(49152, 65535, 2), (50000, 50000, 1), (1000, 1006, 3), (1, 65535, 7)] {
             let mut next = lo;
             for i in 0..n {
                 let (a, b) = port_share(lo, hi, n, i);

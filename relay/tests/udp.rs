@@ -1,12 +1,7 @@
 //! The relay over real loopback sockets, driven by the in-crate TURN
 //! client. Every test runs on each datapath.
 #![allow(clippy::disallowed_methods, clippy::cast_possible_truncation)] // tests read the clock, count small
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -37,10 +32,7 @@ fn start_with(datapath: DatapathKind, auth: &str, extra: &str) -> Node {
         {extra}
         "#
     );
-    let args = RunArgs {
-        datapath: Some(datapath),
-        ..RunArgs::default()
-    };
+    let args = RunArgs { datapath: Some(datapath), ..RunArgs::default() };
     let settings = Settings::from_toml(&text, &args).unwrap();
     node::start(&settings).unwrap()
 }
@@ -76,19 +68,12 @@ fn send_and_data_indications(dp: DatapathKind) {
     assert_eq!(c.lifetime, Some(600));
     assert_eq!(c.mapped, Some(c.local_addr().unwrap()));
     c.create_permission(&[p.local_addr().unwrap()]).unwrap();
-    c.send_indication(p.local_addr().unwrap(), b"hello peer")
-        .unwrap();
+    c.send_indication(p.local_addr().unwrap(), b"hello peer").unwrap();
     let (data, from) = recv(&p);
     assert_eq!((data.as_slice(), from), (&b"hello peer"[..], relayed));
     p.send_to(b"hello client", relayed).unwrap();
     let got = c.recv(WAIT).unwrap();
-    assert_eq!(
-        got,
-        Some(Received::Data {
-            peer: p.local_addr().unwrap(),
-            data: b"hello client".to_vec()
-        })
-    );
+    assert_eq!(got, Some(Received::Data { peer: p.local_addr().unwrap(), data: b"hello client".to_vec() }));
 }
 
 fn channels_both_ways(dp: DatapathKind) {
@@ -103,20 +88,10 @@ fn channels_both_ways(dp: DatapathKind) {
         c.send_channel(0x4001, &payload).unwrap();
         let (data, from) = recv(&p);
         assert_eq!(from, relayed);
-        assert!(
-            data == payload,
-            "size {size}: the peer got {} bytes",
-            data.len()
-        );
+        assert!(data == payload, "size {size}: the peer got {} bytes", data.len());
         p.send_to(&payload, relayed).unwrap();
         let got = c.recv(WAIT).unwrap();
-        assert!(
-            got == Some(Received::Channel {
-                channel: 0x4001,
-                data: payload
-            }),
-            "size {size} back"
-        );
+        assert!(got == Some(Received::Channel { channel: 0x4001, data: payload }), "size {size} back");
     }
 }
 
@@ -130,21 +105,9 @@ fn two_clients_relay_to_each_other(dp: DatapathKind) {
     b.channel_bind(0x4000, ra).unwrap();
     for i in 0..20u8 {
         a.send_channel(0x4000, &[i; 50]).unwrap();
-        assert_eq!(
-            b.recv(WAIT).unwrap(),
-            Some(Received::Channel {
-                channel: 0x4000,
-                data: vec![i; 50]
-            })
-        );
+        assert_eq!(b.recv(WAIT).unwrap(), Some(Received::Channel { channel: 0x4000, data: vec![i; 50] }));
         b.send_channel(0x4000, &[i; 60]).unwrap();
-        assert_eq!(
-            a.recv(WAIT).unwrap(),
-            Some(Received::Channel {
-                channel: 0x4000,
-                data: vec![i; 60]
-            })
-        );
+        assert_eq!(a.recv(WAIT).unwrap(), Some(Received::Channel { channel: 0x4000, data: vec![i; 60] }));
     }
 }
 
@@ -172,13 +135,7 @@ fn expiry_closes_the_allocation(dp: DatapathKind) {
     // The relay socket is gone: nothing comes back through it.
     p.send_to(b"late", relayed).unwrap();
     assert_eq!(c.recv(Duration::from_millis(200)).unwrap(), None);
-    assert!(
-        node.stats()
-            .iter()
-            .map(|s| s.proto.allocations_expired)
-            .sum::<u64>()
-            >= 1
-    );
+    assert!(node.stats().iter().map(|s| s.proto.allocations_expired).sum::<u64>() >= 1);
 }
 
 fn credentials_and_nonces(dp: DatapathKind) {
@@ -188,14 +145,8 @@ fn credentials_and_nonces(dp: DatapathKind) {
     let mut wrong = Client::new(server(&node), "alice", "nope").unwrap();
     assert_eq!(wrong.allocate(None).unwrap_err().code(), Some(401));
 
-    let user = format!(
-        "{}:web",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 600
-    );
+    let user =
+        format!("{}:web", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600);
     let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"rest-secret").unwrap();
     mac.update(user.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -215,14 +166,8 @@ fn denied_peers_and_quotas(dp: DatapathKind) {
     c.allocate(None).unwrap();
     // 127.0.0.2 is loopback and not in the allow list.
     let denied: SocketAddr = "127.0.0.2:9".parse().unwrap();
-    assert_eq!(
-        c.create_permission(&[denied]).unwrap_err().code(),
-        Some(403)
-    );
-    assert_eq!(
-        c.channel_bind(0x4000, denied).unwrap_err().code(),
-        Some(403)
-    );
+    assert_eq!(c.create_permission(&[denied]).unwrap_err().code(), Some(403));
+    assert_eq!(c.channel_bind(0x4000, denied).unwrap_err().code(), Some(403));
     let mut second = Client::new(server(&node), "alice", "wonderland").unwrap();
     assert_eq!(second.allocate(None).unwrap_err().code(), Some(486));
     let mut other = Client::new(server(&node), "bob", "builder").unwrap();
@@ -236,11 +181,7 @@ fn unpermitted_peers_are_dropped_and_counted(dp: DatapathKind) {
     let relayed = c.allocate(None).unwrap();
     p.send_to(b"unsolicited", relayed).unwrap();
     assert_eq!(c.recv(Duration::from_millis(300)).unwrap(), None);
-    let dropped: u64 = node
-        .stats()
-        .iter()
-        .map(|s| s.proto.dropped_no_permission)
-        .sum();
+    let dropped: u64 = node.stats().iter().map(|s| s.proto.dropped_no_permission).sum();
     assert_eq!(dropped, 1);
 }
 
@@ -248,9 +189,7 @@ fn many_clients_at_once(dp: DatapathKind) {
     let node = start(dp, "");
     let p = peer();
     let paddr = p.local_addr().unwrap();
-    let mut clients: Vec<Client> = (0..60)
-        .map(|_| Client::new(server(&node), "bob", "builder").unwrap())
-        .collect();
+    let mut clients: Vec<Client> = (0..60).map(|_| Client::new(server(&node), "bob", "builder").unwrap()).collect();
     let mut relayed = Vec::new();
     for c in &mut clients {
         relayed.push(c.allocate(None).unwrap());

@@ -9,13 +9,12 @@ use std::net::SocketAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ip2p_wire::attr::{
-    Lifetime, Nonce, Realm, RequestedTransport, Software, Username, XorMappedAddress,
-    XorRelayedAddress,
+    Lifetime, Nonce, Realm, RequestedTransport, Software, Username, XorMappedAddress, XorRelayedAddress,
 };
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{
-    ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind, TransactionId,
-    Transport, classify, frame_channel_data, frame_indication,
+    ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind, TransactionId, Transport, classify,
+    frame_channel_data, frame_indication,
 };
 
 const TID: TransactionId = TransactionId([0x5a; 12]);
@@ -25,18 +24,12 @@ const TID: TransactionId = TransactionId([0x5a; 12]);
 /// FINGERPRINT.
 fn allocate_request(key: &LongTermKey) -> Vec<u8> {
     let mut buf = vec![0u8; 512];
-    let mut w = MessageWriter::new(
-        &mut buf,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        TID,
-    )
-    .unwrap();
+    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), TID).unwrap();
     w.add(&RequestedTransport::UDP).unwrap();
     w.add(&Lifetime(600)).unwrap();
     w.add(&Username("1767225600:alice")).unwrap();
     w.add(&Realm("ip2p.example")).unwrap();
-    w.add(&Nonce("obMatJos2AAABZGVhZGJlZWZkZWFkYmVlZmRlYWRiZWVm"))
-        .unwrap();
+    w.add(&Nonce("obMatJos2AAABZGVhZGJlZWZkZWFkYmVlZmRlYWRiZWVm")).unwrap();
     w.integrity(key.as_bytes()).unwrap();
     let len = w.fingerprint().unwrap();
     buf.truncate(len);
@@ -50,9 +43,7 @@ fn forwarding(c: &mut Criterion) {
         b.iter(|| {
             let p = black_box(&packet[..]);
             match classify(p) {
-                PacketKind::ChannelData => ChannelData::parse(p)
-                    .map(|cd| (cd.channel(), cd.data().len()))
-                    .ok(),
+                PacketKind::ChannelData => ChannelData::parse(p).map(|cd| (cd.channel(), cd.data().len())).ok(),
                 _ => None,
             }
         });
@@ -60,21 +51,11 @@ fn forwarding(c: &mut Criterion) {
 
     let mut buf = vec![0u8; 64 + 1200 + 4];
     c.bench_function("forward/frame_channel_data_in_place", |b| {
-        b.iter(|| {
-            frame_channel_data(
-                black_box(&mut buf),
-                64..64 + 1200,
-                0x4001,
-                Transport::Datagram,
-            )
-            .unwrap()
-        });
+        b.iter(|| frame_channel_data(black_box(&mut buf), 64..64 + 1200, 0x4001, Transport::Datagram).unwrap());
     });
     let peer: SocketAddr = "198.51.100.20:40000".parse().unwrap();
     c.bench_function("forward/frame_data_indication_in_place", |b| {
-        b.iter(|| {
-            frame_indication(black_box(&mut buf), 64..64 + 1200, Method::DATA, peer, TID).unwrap()
-        });
+        b.iter(|| frame_indication(black_box(&mut buf), 64..64 + 1200, Method::DATA, peer, TID).unwrap());
     });
 }
 
@@ -89,13 +70,7 @@ fn requests(c: &mut Criterion) {
             let nonce = msg.get::<Nonce>().unwrap();
             let transport = msg.get::<RequestedTransport>().unwrap();
             let lifetime = msg.get::<Lifetime>().unwrap();
-            (
-                user,
-                nonce,
-                transport,
-                lifetime,
-                msg.unknown_comprehension_required().next(),
-            )
+            (user, nonce, transport, lifetime, msg.unknown_comprehension_required().next())
         });
     });
     let msg = Message::parse(&request).unwrap();
@@ -109,23 +84,14 @@ fn requests(c: &mut Criterion) {
         b.iter(|| LongTermKey::md5(black_box("1767225600:alice"), "ip2p.example", "s3cret"));
     });
     let mut sha = vec![0u8; 512];
-    let mut w = MessageWriter::new(
-        &mut sha,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        TID,
-    )
-    .unwrap();
+    let mut w = MessageWriter::new(&mut sha, MessageType::new(Method::ALLOCATE, Class::Request), TID).unwrap();
     w.add(&Username("alice")).unwrap();
     w.add(&Realm("ip2p.example")).unwrap();
     w.integrity_sha256(key.as_bytes()).unwrap();
     let len = w.finish();
     let sha_msg = Message::parse(&sha[..len]).unwrap();
     c.bench_function("request/verify_integrity_sha256", |b| {
-        b.iter(|| {
-            black_box(&sha_msg)
-                .verify_integrity(key.as_bytes())
-                .unwrap()
-        });
+        b.iter(|| black_box(&sha_msg).verify_integrity(key.as_bytes()).unwrap());
     });
 
     let relayed: SocketAddr = "203.0.113.1:50000".parse().unwrap();

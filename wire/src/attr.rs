@@ -302,11 +302,7 @@ pub struct MessageIntegritySha256<'a>(pub &'a [u8]);
 impl<'a> Attr<'a> for MessageIntegritySha256<'a> {
     const TYPE: AttrType = AttrType::MESSAGE_INTEGRITY_SHA256;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, Error> {
-        if (16..=32).contains(&value.len()) && value.len() % 4 == 0 {
-            Ok(Self(value))
-        } else {
-            invalid(Self::TYPE)
-        }
+        if (16..=32).contains(&value.len()) && value.len() % 4 == 0 { Ok(Self(value)) } else { invalid(Self::TYPE) }
     }
     fn value_len(&self) -> usize {
         self.0.len()
@@ -346,10 +342,7 @@ impl<'a> ErrorCodeAttr<'a> {
     /// The code with the RFC's reason phrase.
     #[must_use]
     pub const fn new(code: ErrorCode) -> ErrorCodeAttr<'static> {
-        ErrorCodeAttr {
-            code,
-            reason: code.reason(),
-        }
+        ErrorCodeAttr { code, reason: code.reason() }
     }
 }
 
@@ -360,11 +353,7 @@ fn decode_code(value: &[u8], t: AttrType) -> Result<(u8, ErrorCode, &str), Error
         return invalid(t);
     };
     let code = u16::from(class & 0x07) * 100 + u16::from(*number);
-    match (
-        ErrorCode::new(code),
-        *number < 100,
-        core::str::from_utf8(reason),
-    ) {
+    match (ErrorCode::new(code), *number < 100, core::str::from_utf8(reason)) {
         (Some(code), true, Ok(reason)) if reason.len() <= 763 => Ok((*first, code, reason)),
         _ => invalid(t),
     }
@@ -402,11 +391,7 @@ impl<'a> Attr<'a> for AddressErrorCode<'a> {
     const TYPE: AttrType = AttrType::ADDRESS_ERROR_CODE;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, Error> {
         let (family, code, reason) = decode_code(value, Self::TYPE)?;
-        Ok(Self {
-            family: AddressFamily(family),
-            code,
-            reason,
-        })
+        Ok(Self { family: AddressFamily(family), code, reason })
     }
     fn value_len(&self) -> usize {
         4 + self.reason.len()
@@ -461,11 +446,7 @@ impl Eq for UnknownAttributes<'_> {}
 impl<'a> Attr<'a> for UnknownAttributes<'a> {
     const TYPE: AttrType = AttrType::UNKNOWN_ATTRIBUTES;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, Error> {
-        if value.len() % 2 == 0 {
-            Ok(Self(List::Wire(value)))
-        } else {
-            invalid(Self::TYPE)
-        }
+        if value.len() % 2 == 0 { Ok(Self(List::Wire(value))) } else { invalid(Self::TYPE) }
     }
     fn value_len(&self) -> usize {
         match self.0 {
@@ -506,10 +487,7 @@ impl<'a> PasswordAlgorithm<'a> {
     /// An algorithm without parameters.
     #[must_use]
     pub const fn new(algorithm: AlgorithmId) -> Self {
-        Self {
-            algorithm,
-            params: &[],
-        }
+        Self { algorithm, params: &[] }
     }
 
     /// Splits one algorithm entry off the front of `value`; the entry's
@@ -519,13 +497,7 @@ impl<'a> PasswordAlgorithm<'a> {
         let len = usize::from(u16::from_be_bytes([*l0, *l1]));
         let params = rest.get(..len)?;
         let rest = rest.get(crate::pad4(len).min(rest.len())..)?;
-        Some((
-            Self {
-                algorithm: AlgorithmId(u16::from_be_bytes([*a0, *a1])),
-                params,
-            },
-            rest,
-        ))
+        Some((Self { algorithm: AlgorithmId(u16::from_be_bytes([*a0, *a1])), params }, rest))
     }
 
     fn encode_into(&self, o: &mut Out<'_>) {
@@ -623,7 +595,7 @@ impl<'a> Attr<'a> for PasswordAlgorithms<'a> {
 }
 
 /// CHANNEL-NUMBER (RFC 8656 §18.1). Any number decodes; the server
-/// checks the 0x4000..=0x4FFF range (see [`crate::channel::is_valid_channel`]).
+/// checks the range it allows (see [`crate::channel::is_valid_channel`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelNumber(pub u16);
 
@@ -652,9 +624,7 @@ pub struct EvenPort {
 impl<'a> Attr<'a> for EvenPort {
     const TYPE: AttrType = AttrType::EVEN_PORT;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, Error> {
-        array::<1>(value, Self::TYPE).map(|b| Self {
-            reserve_next: b[0] & 0x80 != 0,
-        })
+        array::<1>(value, Self::TYPE).map(|b| Self { reserve_next: b[0] & 0x80 != 0 })
     }
     fn value_len(&self) -> usize {
         1
@@ -697,11 +667,7 @@ pub struct DontFragment;
 impl<'a> Attr<'a> for DontFragment {
     const TYPE: AttrType = AttrType::DONT_FRAGMENT;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, Error> {
-        if value.is_empty() {
-            Ok(Self)
-        } else {
-            invalid(Self::TYPE)
-        }
+        if value.is_empty() { Ok(Self) } else { invalid(Self::TYPE) }
     }
     fn value_len(&self) -> usize {
         0
@@ -725,11 +691,7 @@ impl<'a> Attr<'a> for Icmp {
     const TYPE: AttrType = AttrType::ICMP;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, Error> {
         let [_, _, icmp_type, code, d0, d1, d2, d3] = *array::<8>(value, Self::TYPE)?;
-        Ok(Self {
-            icmp_type,
-            code,
-            error_data: u32::from_be_bytes([d0, d1, d2, d3]),
-        })
+        Ok(Self { icmp_type, code, error_data: u32::from_be_bytes([d0, d1, d2, d3]) })
     }
     fn value_len(&self) -> usize {
         8

@@ -13,21 +13,35 @@ use crate::pad4;
 pub const CHANNEL_HEADER_LEN: usize = 4;
 
 /// The ChannelData header exactly as it sits on the wire.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct ChannelHeader {
-    /// Channel number, 0x4000..=0x4FFF.
+    /// Channel number, 0x4000..=0x7FFF.
     pub channel: U16,
     /// Length of the application data, without padding.
     pub length: U16,
 }
 
-/// Whether `n` is a channel number a client may bind (RFC 8656 §12).
+/// Whether `n` is a channel number RFC 8656 lets a client bind
+/// (0x4000..=0x4FFF).
 #[must_use]
 pub const fn is_valid_channel(n: u16) -> bool {
     n >= 0x4000 && n <= 0x4FFF
+}
+
+/// Whether `n` is a channel number RFC 5766 let a client bind
+/// (0x4000..=0x7FFE). RFC 8656 narrowed the range, and notes that this
+/// breaks RFC 5766 clients; coturn's own client tools still use it.
+#[must_use]
+pub const fn is_rfc5766_channel(n: u16) -> bool {
+    n >= 0x4000 && n <= 0x7FFE
+}
+
+/// Whether `n` has the ChannelData form: its two top bits are 01
+/// (0x4000..=0x7FFF). Which of these a server binds is its policy.
+#[must_use]
+pub const fn is_channel_number(n: u16) -> bool {
+    n & 0xC000 == 0x4000
 }
 
 /// How a ChannelData message travels, which decides its padding.
@@ -65,17 +79,17 @@ impl<'a> ChannelData<'a> {
     /// # Errors
     /// [`Error::Truncated`] if `buf` is shorter than the header or the
     /// length it claims (RFC 8656 §12.5: discard), [`Error::InvalidChannel`]
-    /// for a number outside 0x4000..=0x4FFF.
+    /// for a number outside 0x4000..=0x7FFF. Whether the channel may be
+    /// bound at all (RFC 8656 allows 0x4000..=0x4FFF, RFC 5766 up to
+    /// 0x7FFE) is the server's check: an unbound channel's data is dropped.
     #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         let (header, rest) = ChannelHeader::ref_from_prefix(buf).map_err(|_| Error::Truncated)?;
         let channel = header.channel.get();
-        if !is_valid_channel(channel) {
+        if !is_channel_number(channel) {
             return Err(Error::InvalidChannel);
         }
-        let data = rest
-            .get(..usize::from(header.length.get()))
-            .ok_or(Error::Truncated)?;
+        let data = rest.get(..usize::from(header.length.get())).ok_or(Error::Truncated)?;
         Ok(Self { channel, data })
     }
 
@@ -96,27 +110,16 @@ impl<'a> ChannelData<'a> {
 /// `buf`; returns its length (with padding for [`Transport::Stream`]).
 ///
 /// # Errors
-/// [`Error::InvalidChannel`], [`Error::TooLong`] for more than 65,535 bytes
+/// [`Error::InvalidChannel`] outside 0x4000..=0x7FFF, [`Error::TooLong`] for more than 65,535 bytes
 /// of data, [`Error::BufferTooSmall`].
-pub fn write_channel_data(
-    buf: &mut [u8],
-    channel: u16,
-    data: &[u8],
-    transport: Transport,
-) -> Result<usize, Error> {
+pub fn write_channel_data(buf: &mut [u8], channel: u16, data: &[u8], transport: Transport) -> Result<usize, Error> {
     let total = transport.framed_len(data.len());
     let frame = buf.get_mut(..total).ok_or(Error::BufferTooSmall)?;
     let (_, rest) = frame.split_at_mut(CHANNEL_HEADER_LEN);
     let (dst, pad) = rest.split_at_mut(data.len());
     dst.copy_from_slice(data);
     pad.fill(0);
-    frame_channel_data(
-        buf,
-        CHANNEL_HEADER_LEN..CHANNEL_HEADER_LEN + data.len(),
-        channel,
-        transport,
-    )
-    .map(|r| r.len())
+    frame_channel_data(buf, CHANNEL_HEADER_LEN..CHANNEL_HEADER_LEN + data.len(), channel, transport).map(|r| r.len())
 }
 
 /// Wraps data that already sits in `buf[data]` into a ChannelData message
@@ -126,7 +129,7 @@ pub fn write_channel_data(
 /// datagram for a client with a channel.
 ///
 /// # Errors
-/// [`Error::InvalidChannel`], [`Error::TooLong`] for more than 65,535 bytes
+/// [`Error::InvalidChannel`] outside 0x4000..=0x7FFF, [`Error::TooLong`] for more than 65,535 bytes
 /// of data, [`Error::BufferTooSmall`] without the headroom or tailroom.
 #[inline]
 pub fn frame_channel_data(
@@ -135,23 +138,15 @@ pub fn frame_channel_data(
     channel: u16,
     transport: Transport,
 ) -> Result<Range<usize>, Error> {
-    if !is_valid_channel(channel) {
+    if !is_channel_number(channel) {
         return Err(Error::InvalidChannel);
     }
     let length = u16::try_from(data.len()).map_err(|_| Error::TooLong)?;
-    let start = data
-        .start
-        .checked_sub(CHANNEL_HEADER_LEN)
-        .ok_or(Error::BufferTooSmall)?;
+    let start = data.start.checked_sub(CHANNEL_HEADER_LEN).ok_or(Error::BufferTooSmall)?;
     let end = start + transport.framed_len(data.len());
     let frame = buf.get_mut(start..end).ok_or(Error::BufferTooSmall)?;
-    let header = ChannelHeader {
-        channel: U16::new(channel),
-        length: U16::new(length),
-    };
-    header
-        .write_to_prefix(frame)
-        .map_err(|_| Error::BufferTooSmall)?;
+    let header = ChannelHeader { channel: U16::new(channel), length: U16::new(length) };
+    header.write_to_prefix(frame).map_err(|_| Error::BufferTooSmall)?;
     if let Some(pad) = frame.get_mut(CHANNEL_HEADER_LEN + data.len()..) {
         pad.fill(0);
     }
@@ -172,18 +167,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_channels_and_short_data() {
-        assert_eq!(
-            ChannelData::parse(&[0x3f, 0xff, 0, 0]),
-            Err(Error::InvalidChannel)
-        );
-        assert_eq!(
-            ChannelData::parse(&[0x50, 0x00, 0, 0]),
-            Err(Error::InvalidChannel)
-        );
-        assert_eq!(
-            ChannelData::parse(&[0x40, 0x00, 0, 4, 1, 2, 3]),
-            Err(Error::Truncated)
-        );
+        assert_eq!(ChannelData::parse(&[0x3f, 0xff, 0, 0]), Err(Error::InvalidChannel));
+        assert_eq!(ChannelData::parse(&[0x80, 0x00, 0, 0]), Err(Error::InvalidChannel));
+        assert!(ChannelData::parse(&[0x56, 0x9d, 0, 0]).is_ok(), "RFC 5766 range parses");
+        assert_eq!(ChannelData::parse(&[0x40, 0x00, 0, 4, 1, 2, 3]), Err(Error::Truncated));
         assert_eq!(ChannelData::parse(&[0x40, 0x00, 0]), Err(Error::Truncated));
         assert!(ChannelData::parse(&[0x4f, 0xff, 0, 0]).is_ok());
     }
@@ -194,41 +181,20 @@ mod tests {
         buf[4..9].copy_from_slice(b"hello");
         let r = frame_channel_data(&mut buf, 4..9, 0x4123, Transport::Stream).unwrap();
         assert_eq!(r, 0..12);
-        assert_eq!(
-            &buf[..12],
-            &[0x41, 0x23, 0, 5, b'h', b'e', b'l', b'l', b'o', 0, 0, 0]
-        );
+        assert_eq!(&buf[..12], &[0x41, 0x23, 0, 5, b'h', b'e', b'l', b'l', b'o', 0, 0, 0]);
         let r = frame_channel_data(&mut buf, 4..9, 0x4123, Transport::Datagram).unwrap();
         assert_eq!(r, 0..9);
-        assert_eq!(
-            frame_channel_data(&mut buf, 3..9, 0x4123, Transport::Datagram),
-            Err(Error::BufferTooSmall)
-        );
-        assert_eq!(
-            frame_channel_data(&mut buf, 4..16, 0x4123, Transport::Stream),
-            Ok(0..16)
-        );
-        assert_eq!(
-            frame_channel_data(&mut buf, 5..14, 0x4123, Transport::Stream),
-            Err(Error::BufferTooSmall)
-        );
-        assert_eq!(
-            frame_channel_data(&mut buf, 4..9, 0x5000, Transport::Stream),
-            Err(Error::InvalidChannel)
-        );
+        assert_eq!(frame_channel_data(&mut buf, 3..9, 0x4123, Transport::Datagram), Err(Error::BufferTooSmall));
+        assert_eq!(frame_channel_data(&mut buf, 4..16, 0x4123, Transport::Stream), Ok(0..16));
+        assert_eq!(frame_channel_data(&mut buf, 5..14, 0x4123, Transport::Stream), Err(Error::BufferTooSmall));
+        assert_eq!(frame_channel_data(&mut buf, 4..9, 0x8000, Transport::Stream), Err(Error::InvalidChannel));
     }
 
     #[test]
     fn write_copies_data() {
         let mut buf = [0u8; 8];
-        assert_eq!(
-            write_channel_data(&mut buf, 0x4000, b"xyz", Transport::Stream),
-            Ok(8)
-        );
+        assert_eq!(write_channel_data(&mut buf, 0x4000, b"xyz", Transport::Stream), Ok(8));
         assert_eq!(ChannelData::parse(&buf).unwrap().data(), b"xyz");
-        assert_eq!(
-            write_channel_data(&mut buf, 0x4000, b"xyzxy", Transport::Stream),
-            Err(Error::BufferTooSmall)
-        );
+        assert_eq!(write_channel_data(&mut buf, 0x4000, b"xyzxy", Transport::Stream), Err(Error::BufferTooSmall));
     }
 }

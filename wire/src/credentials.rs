@@ -39,19 +39,10 @@ impl LongTermKey {
     /// Derives the key for a password algorithm; `None` for an algorithm
     /// other than MD5 and SHA-256.
     #[must_use]
-    pub fn derive(
-        algorithm: AlgorithmId,
-        username: &str,
-        realm: &str,
-        password: &str,
-    ) -> Option<Self> {
+    pub fn derive(algorithm: AlgorithmId, username: &str, realm: &str, password: &str) -> Option<Self> {
         match algorithm {
-            AlgorithmId::MD5 => Some(Self::Md5(
-                hash_joined::<Md5>(&[username, realm, password]).into(),
-            )),
-            AlgorithmId::SHA256 => Some(Self::Sha256(
-                hash_joined::<Sha256>(&[username, realm, password]).into(),
-            )),
+            AlgorithmId::MD5 => Some(Self::Md5(hash_joined::<Md5>(&[username, realm, password]).into())),
+            AlgorithmId::SHA256 => Some(Self::Sha256(hash_joined::<Sha256>(&[username, realm, password]).into())),
             _ => None,
         }
     }
@@ -161,16 +152,12 @@ mod tests {
 
     #[test]
     fn cookie_round_trips_and_plain_nonces_have_none() {
-        let both =
-            SecurityFeatures::PASSWORD_ALGORITHMS.union(SecurityFeatures::USERNAME_ANONYMITY);
+        let both = SecurityFeatures::PASSWORD_ALGORITHMS.union(SecurityFeatures::USERNAME_ANONYMITY);
         let cookie = both.cookie();
         let nonce = core::str::from_utf8(&cookie).unwrap();
         assert_eq!(SecurityFeatures::from_nonce(nonce), Some(both));
         assert!(both.contains(SecurityFeatures::PASSWORD_ALGORITHMS));
-        assert_eq!(
-            SecurityFeatures::from_nonce("f//499k954d6OL34oL9FSTvy64sA"),
-            None
-        );
+        assert_eq!(SecurityFeatures::from_nonce("f//499k954d6OL34oL9FSTvy64sA"), None);
         assert_eq!(SecurityFeatures::from_nonce("obMatJos2AA"), None);
         assert_eq!(SecurityFeatures::from_nonce("obMatJos2!!!!"), None);
     }
@@ -179,10 +166,7 @@ mod tests {
     fn keys_follow_the_rfc_formula() {
         // MD5("user:realm:pass"), computed independently.
         let k = LongTermKey::md5("user", "realm", "pass");
-        assert_eq!(
-            k.as_bytes(),
-            &hex_literal::hex!("8493fbc53ba582fb4c044c456bdc40eb")
-        );
+        assert_eq!(k.as_bytes(), &hex_literal::hex!("8493fbc53ba582fb4c044c456bdc40eb"));
         assert_eq!(LongTermKey::derive(AlgorithmId(3), "u", "r", "p"), None);
         assert!(!format!("{k:?}").contains("84"));
     }

@@ -126,11 +126,7 @@ impl ErrorCode {
     /// An error code from its number; `None` outside 300..=699.
     #[must_use]
     pub const fn new(code: u16) -> Option<Self> {
-        if code >= 300 && code <= 699 {
-            Some(Self(code))
-        } else {
-            None
-        }
+        if code >= 300 && code <= 699 { Some(Self(code)) } else { None }
     }
 
     /// The numeric code, e.g. 401.

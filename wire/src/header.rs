@@ -13,9 +13,7 @@ pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 pub const HEADER_LEN: usize = 20;
 
 /// The STUN header exactly as it sits on the wire.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct Header {
     /// Message type: two zero bits, then method and class interleaved.
@@ -29,19 +27,7 @@ pub struct Header {
 }
 
 /// The 96-bit transaction ID that pairs a response with its request.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(transparent)]
 pub struct TransactionId(pub [u8; 12]);
 
@@ -99,11 +85,7 @@ impl Method {
     /// A method from its number; `None` if it does not fit in 12 bits.
     #[must_use]
     pub const fn new(method: u16) -> Option<Self> {
-        if method <= 0x0FFF {
-            Some(Self(method))
-        } else {
-            None
-        }
+        if method <= 0x0FFF { Some(Self(method)) } else { None }
     }
 
     /// The 12-bit method number.
@@ -169,10 +151,7 @@ impl MessageType {
             0b10 => Class::Success,
             _ => Class::Error,
         };
-        Self {
-            method: Method(method),
-            class,
-        }
+        Self { method: Method(method), class }
     }
 
     /// Encodes method and class into the message type field.
@@ -185,11 +164,7 @@ impl MessageType {
             Class::Success => 0b10,
             Class::Error => 0b11,
         };
-        (m & 0x000F)
-            | ((m & 0x0070) << 1)
-            | ((m & 0x0F80) << 2)
-            | ((c & 0b01) << 4)
-            | ((c & 0b10) << 7)
+        (m & 0x000F) | ((m & 0x0070) << 1) | ((m & 0x0F80) << 2) | ((c & 0b01) << 4) | ((c & 0b10) << 7)
     }
 }
 
@@ -222,12 +197,7 @@ mod tests {
     #[test]
     fn every_method_and_class_round_trips() {
         for m in 0..=0x0FFF {
-            for class in [
-                Class::Request,
-                Class::Indication,
-                Class::Success,
-                Class::Error,
-            ] {
+            for class in [Class::Request, Class::Indication, Class::Success, Class::Error] {
                 let t = MessageType::new(Method(m), class);
                 assert_eq!(t.to_u16() & 0xC000, 0);
                 assert_eq!(MessageType::from_u16(t.to_u16()), t);

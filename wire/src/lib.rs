@@ -49,7 +49,8 @@ mod writer;
 pub use addr::AddressFamily;
 pub use attr::{Attr, AttrType, Attribute, RawAttribute};
 pub use channel::{
-    ChannelData, Transport, frame_channel_data, is_valid_channel, write_channel_data,
+    ChannelData, Transport, frame_channel_data, is_channel_number, is_rfc5766_channel, is_valid_channel,
+    write_channel_data,
 };
 pub use error::{Error, ErrorCode};
 pub use header::{Class, HEADER_LEN, Header, MAGIC_COOKIE, MessageType, Method, TransactionId};
@@ -62,9 +63,11 @@ pub use writer::{MessageWriter, frame_indication, indication_overhead};
 pub enum PacketKind {
     /// First byte 0..=3: a STUN message.
     Stun,
-    /// First byte 0x40..=0x4F: ChannelData (channels 0x4000..=0x4FFF).
+    /// First byte 0x40..=0x7F: ChannelData (RFC 8656 binds channels
+    /// 0x4000..=0x4FFF, RFC 5766 up to 0x7FFE; a server drops data on
+    /// channels it did not bind).
     ChannelData,
-    /// Anything else (empty, reserved channel range, DTLS, RTP...).
+    /// Anything else (empty, DTLS, RTP...).
     Other,
 }
 
@@ -75,7 +78,7 @@ pub enum PacketKind {
 pub fn classify(packet: &[u8]) -> PacketKind {
     match packet.first() {
         Some(0x00..=0x03) => PacketKind::Stun,
-        Some(0x40..=0x4F) => PacketKind::ChannelData,
+        Some(0x40..=0x7F) => PacketKind::ChannelData,
         _ => PacketKind::Other,
     }
 }

@@ -51,23 +51,14 @@ impl<'a> Message<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         let (header, body) = Header::ref_from_prefix(buf).map_err(|_| Error::Truncated)?;
         let length = usize::from(header.length.get());
-        if header.message_type.get() & 0xC000 != 0
-            || header.cookie.get() != MAGIC_COOKIE
-            || length % 4 != 0
-        {
+        if header.message_type.get() & 0xC000 != 0 || header.cookie.get() != MAGIC_COOKIE || length % 4 != 0 {
             return Err(Error::NotStun);
         }
         if body.len() != length {
             return Err(Error::LengthMismatch);
         }
-        let mut msg = Self {
-            buf,
-            header,
-            attrs_end: buf.len(),
-            integrity: None,
-            integrity_sha256: None,
-            fingerprint: None,
-        };
+        let mut msg =
+            Self { buf, header, attrs_end: buf.len(), integrity: None, integrity_sha256: None, fingerprint: None };
         let mut pos = HEADER_LEN;
         let mut rest = body;
         while let Some((&[t0, t1, l0, l1], after)) = rest.split_first_chunk::<4>() {
@@ -82,9 +73,7 @@ impl<'a> Message<'a> {
                 // RFC 8489 §14.5, §14.6: after MESSAGE-INTEGRITY only
                 // MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count; after
                 // MESSAGE-INTEGRITY-SHA256 only FINGERPRINT.
-                AttrType::MESSAGE_INTEGRITY
-                    if msg.integrity.is_none() && msg.integrity_sha256.is_none() =>
-                {
+                AttrType::MESSAGE_INTEGRITY if msg.integrity.is_none() && msg.integrity_sha256.is_none() => {
                     if len != 20 {
                         return Err(invalid);
                     }
@@ -105,9 +94,7 @@ impl<'a> Message<'a> {
                 _ => {}
             }
             if msg.attrs_end == buf.len()
-                && (msg.integrity.is_some()
-                    || msg.integrity_sha256.is_some()
-                    || msg.fingerprint.is_some())
+                && (msg.integrity.is_some() || msg.integrity_sha256.is_some() || msg.fingerprint.is_some())
             {
                 msg.attrs_end = pos;
             }
@@ -158,18 +145,14 @@ impl<'a> Message<'a> {
     /// §14.5 says anything after MESSAGE-INTEGRITY is to be ignored.
     #[must_use]
     pub fn attributes(&self) -> RawAttributes<'a> {
-        RawAttributes {
-            rest: self.buf.get(HEADER_LEN..self.attrs_end).unwrap_or_default(),
-        }
+        RawAttributes { rest: self.buf.get(HEADER_LEN..self.attrs_end).unwrap_or_default() }
     }
 
     /// Every attribute in the message, including the integrity and
     /// fingerprint attributes and anything after them.
     #[must_use]
     pub fn all_attributes(&self) -> RawAttributes<'a> {
-        RawAttributes {
-            rest: self.buf.get(HEADER_LEN..).unwrap_or_default(),
-        }
+        RawAttributes { rest: self.buf.get(HEADER_LEN..).unwrap_or_default() }
     }
 
     /// The first processed attribute of type `typ`.
@@ -183,17 +166,13 @@ impl<'a> Message<'a> {
     /// # Errors
     /// [`Error::InvalidAttribute`] if it is present but malformed.
     pub fn get<A: Attr<'a>>(&self) -> Result<Option<A>, Error> {
-        self.get_raw(A::TYPE)
-            .map(|raw| A::decode(raw.value, self.transaction_id()))
-            .transpose()
+        self.get_raw(A::TYPE).map(|raw| A::decode(raw.value, self.transaction_id())).transpose()
     }
 
     /// Every processed attribute of type `A` (several XOR-PEER-ADDRESS, say).
     pub fn get_all<A: Attr<'a>>(&self) -> impl Iterator<Item = Result<A, Error>> + 'a {
         let tid = self.transaction_id();
-        self.attributes()
-            .filter(|a| a.typ == A::TYPE)
-            .map(move |a| A::decode(a.value, tid))
+        self.attributes().filter(|a| a.typ == A::TYPE).map(move |a| A::decode(a.value, tid))
     }
 
     /// The processed attributes, decoded.
@@ -205,9 +184,7 @@ impl<'a> Message<'a> {
     /// The comprehension-required attribute types (below 0x8000) that this
     /// crate does not know: what a 420 response lists in UNKNOWN-ATTRIBUTES.
     pub fn unknown_comprehension_required(&self) -> impl Iterator<Item = AttrType> + 'a {
-        self.attributes()
-            .map(|a| a.typ)
-            .filter(|t| t.is_comprehension_required() && !t.is_known())
+        self.attributes().map(|a| a.typ).filter(|t| t.is_comprehension_required() && !t.is_known())
     }
 
     /// The integrity attribute a receiver checks: MESSAGE-INTEGRITY-SHA256
@@ -232,14 +209,12 @@ impl<'a> Message<'a> {
         let mismatch = |_| Error::IntegrityMismatch;
         if let Some(pos) = self.integrity_sha256 {
             let tag = self.value_at(pos);
-            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-                .map_err(|_| Error::IntegrityMismatch)?;
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).map_err(|_| Error::IntegrityMismatch)?;
             self.feed(&mut mac, pos, 4 + tag.len());
             mac.verify_truncated_left(tag).map_err(mismatch)?;
             Ok(IntegrityKind::Sha256)
         } else if let Some(pos) = self.integrity {
-            let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(key)
-                .map_err(|_| Error::IntegrityMismatch)?;
+            let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(key).map_err(|_| Error::IntegrityMismatch)?;
             self.feed(&mut mac, pos, 24);
             mac.verify_slice(self.value_at(pos)).map_err(mismatch)?;
             Ok(IntegrityKind::Sha1)
@@ -261,20 +236,13 @@ impl<'a> Message<'a> {
     pub fn verify_fingerprint(&self) -> Result<(), Error> {
         let pos = self.fingerprint.ok_or(Error::FingerprintMismatch)?;
         let expected = fingerprint(self.buf.get(..pos).unwrap_or_default());
-        if self.value_at(pos) == expected.to_be_bytes() {
-            Ok(())
-        } else {
-            Err(Error::FingerprintMismatch)
-        }
+        if self.value_at(pos) == expected.to_be_bytes() { Ok(()) } else { Err(Error::FingerprintMismatch) }
     }
 
     /// The value of the attribute whose header starts at `pos` (a position
     /// the parse recorded, so it is in bounds).
     fn value_at(&self, pos: usize) -> &'a [u8] {
-        self.buf
-            .get(pos..)
-            .and_then(|attr| RawAttributes { rest: attr }.next())
-            .map_or(&[], |a| a.value)
+        self.buf.get(pos..).and_then(|attr| RawAttributes { rest: attr }.next()).map_or(&[], |a| a.value)
     }
 
     /// Feeds a MAC the message up to `pos` as RFC 8489 §14.5 says: with the
@@ -282,9 +250,7 @@ impl<'a> Message<'a> {
     /// integrity attribute of `attr_len` bytes that starts at `pos`.
     fn feed(&self, mac: &mut impl Mac, pos: usize, attr_len: usize) {
         let mut header = *self.header;
-        header
-            .length
-            .set(u16::try_from(pos + attr_len - HEADER_LEN).unwrap_or(u16::MAX));
+        header.length.set(u16::try_from(pos + attr_len - HEADER_LEN).unwrap_or(u16::MAX));
         mac.update(zerocopy::IntoBytes::as_bytes(&header));
         mac.update(self.buf.get(HEADER_LEN..pos).unwrap_or_default());
     }
@@ -312,9 +278,6 @@ impl<'a> Iterator for RawAttributes<'a> {
         let len = usize::from(u16::from_be_bytes([l0, l1]));
         let value = after.get(..len)?;
         self.rest = after.get(pad4(len)..).unwrap_or_default();
-        Some(RawAttribute {
-            typ: AttrType(u16::from_be_bytes([t0, t1])),
-            value,
-        })
+        Some(RawAttribute { typ: AttrType(u16::from_be_bytes([t0, t1])), value })
     }
 }

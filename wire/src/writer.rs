@@ -63,15 +63,8 @@ impl<'b> MessageWriter<'b> {
             cookie: U32::new(MAGIC_COOKIE),
             transaction_id: tid,
         };
-        header
-            .write_to_prefix(buf)
-            .map_err(|_| Error::BufferTooSmall)?;
-        Ok(Self {
-            buf,
-            len: HEADER_LEN,
-            tid,
-            padding: 0,
-        })
+        header.write_to_prefix(buf).map_err(|_| Error::BufferTooSmall)?;
+        Ok(Self { buf, len: HEADER_LEN, tid, padding: 0 })
     }
 
     /// Sets the byte used to pad attribute values to 4 bytes (default 0).
@@ -198,9 +191,7 @@ impl<'b> MessageWriter<'b> {
         if let Some(l) = self.buf.get_mut(2..4) {
             l.copy_from_slice(&body.to_be_bytes());
         }
-        self.buf
-            .get_mut(start + 4..start + 4 + value_len)
-            .ok_or(Error::BufferTooSmall)
+        self.buf.get_mut(start + 4..start + 4 + value_len).ok_or(Error::BufferTooSmall)
     }
 }
 
@@ -239,18 +230,13 @@ pub fn frame_indication(
 ) -> Result<Range<usize>, Error> {
     let overhead = indication_overhead(&peer);
     let data_len = payload.len();
-    let start = payload
-        .start
-        .checked_sub(overhead)
-        .ok_or(Error::BufferTooSmall)?;
+    let start = payload.start.checked_sub(overhead).ok_or(Error::BufferTooSmall)?;
     let end = payload.end + (pad4(data_len) - data_len);
     let frame = buf.get_mut(start..end).ok_or(Error::BufferTooSmall)?;
     // The body is a multiple of 4, so fitting in 16 bits means <= MAX_BODY.
     let body = u16::try_from(frame.len() - HEADER_LEN).map_err(|_| Error::TooLong)?;
     let data_len16 = u16::try_from(data_len).map_err(|_| Error::TooLong)?;
-    let (head, rest) = frame
-        .split_at_mut_checked(overhead)
-        .ok_or(Error::BufferTooSmall)?;
+    let (head, rest) = frame.split_at_mut_checked(overhead).ok_or(Error::BufferTooSmall)?;
     let mut w = MessageWriter::new(head, MessageType::new(method, Class::Indication), tid)?;
     w.add(&XorPeerAddress(peer))?;
     // The DATA header is written by hand: its value is already in place.

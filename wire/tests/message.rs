@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use ip2p_wire::attr::*;
 use ip2p_wire::{
-    AddressFamily, Attribute, Class, Error, ErrorCode, IntegrityKind, Message, MessageType,
-    MessageWriter, Method, RawAttribute, TransactionId, frame_indication, indication_overhead,
+    AddressFamily, Attribute, Class, Error, ErrorCode, IntegrityKind, Message, MessageType, MessageWriter, Method,
+    RawAttribute, TransactionId, frame_indication, indication_overhead,
 };
 
 const TID: TransactionId = TransactionId([0x42; 12]);
@@ -24,13 +24,8 @@ fn every_attribute_round_trips() {
     let mi = [9u8; 20];
     let token = [1u8, 2, 3, 4, 5, 6, 7, 8];
     let unknown = [AttrType(0x0024), AttrType(0x7777)];
-    let algs = [
-        PasswordAlgorithm::new(AlgorithmId::SHA256),
-        PasswordAlgorithm {
-            algorithm: AlgorithmId(9),
-            params: b"xyz",
-        },
-    ];
+    let algs =
+        [PasswordAlgorithm::new(AlgorithmId::SHA256), PasswordAlgorithm { algorithm: AlgorithmId(9), params: b"xyz" }];
     let attrs = [
         Attribute::MappedAddress(MappedAddress(v4)),
         Attribute::XorMappedAddress(XorMappedAddress(v6)),
@@ -62,16 +57,9 @@ fn every_attribute_round_trips() {
         Attribute::RequestedTransport(RequestedTransport::UDP),
         Attribute::DontFragment(DontFragment),
         Attribute::ReservationToken(ReservationToken(&token)),
-        Attribute::Icmp(Icmp {
-            icmp_type: 3,
-            code: 4,
-            error_data: 1400,
-        }),
+        Attribute::Icmp(Icmp { icmp_type: 3, code: 4, error_data: 1400 }),
         Attribute::ConnectionId(ConnectionId(0xDEAD_BEEF)),
-        Attribute::Unknown(RawAttribute {
-            typ: AttrType(0xC001),
-            value: b"opaque",
-        }),
+        Attribute::Unknown(RawAttribute { typ: AttrType(0xC001), value: b"opaque" }),
         Attribute::MessageIntegrity(MessageIntegrity(&mi)),
     ];
     let mut buf = [0u8; 1024];
@@ -84,17 +72,9 @@ fn every_attribute_round_trips() {
     // MESSAGE-INTEGRITY ends what a receiver processes.
     let decoded: Vec<_> = msg.decoded().collect::<Result<_, _>>().unwrap();
     assert_eq!(decoded, attrs[..attrs.len() - 1]);
-    let all: Vec<_> = msg
-        .all_attributes()
-        .map(|a| Attribute::decode(a, &TID).unwrap())
-        .collect();
+    let all: Vec<_> = msg.all_attributes().map(|a| Attribute::decode(a, &TID).unwrap()).collect();
     assert_eq!(all, attrs);
-    assert_eq!(
-        msg.get_all::<XorPeerAddress>()
-            .map(|a| a.unwrap().0)
-            .collect::<Vec<_>>(),
-        [v4, v6]
-    );
+    assert_eq!(msg.get_all::<XorPeerAddress>().map(|a| a.unwrap().0).collect::<Vec<_>>(), [v4, v6]);
     assert_eq!(msg.unknown_comprehension_required().count(), 0);
 }
 
@@ -116,10 +96,7 @@ fn basic_checks_discard_what_is_not_stun() {
     let mut b = good.clone();
     b[3] = 7; // length not a multiple of 4
     assert_eq!(Message::parse(&b).unwrap_err(), Error::NotStun);
-    assert_eq!(
-        Message::parse(&good[..len - 4]).unwrap_err(),
-        Error::LengthMismatch
-    );
+    assert_eq!(Message::parse(&good[..len - 4]).unwrap_err(), Error::LengthMismatch);
     assert_eq!(Message::parse(&good[..19]).unwrap_err(), Error::Truncated);
     let mut b = good.clone();
     b[23] = 8; // LIFETIME claims 8 bytes, 4 are there
@@ -127,14 +104,8 @@ fn basic_checks_discard_what_is_not_stun() {
     for e in [Error::NotStun, Error::LengthMismatch, Error::Truncated] {
         assert_eq!(e.response(), None, "{e} is discarded silently");
     }
-    assert_eq!(
-        Error::AttributeOverflow.response(),
-        Some(ErrorCode::BAD_REQUEST)
-    );
-    assert_eq!(
-        Error::IntegrityMismatch.response(),
-        Some(ErrorCode::UNAUTHENTICATED)
-    );
+    assert_eq!(Error::AttributeOverflow.response(), Some(ErrorCode::BAD_REQUEST));
+    assert_eq!(Error::IntegrityMismatch.response(), Some(ErrorCode::UNAUTHENTICATED));
 }
 
 #[test]
@@ -159,19 +130,13 @@ fn attributes_after_integrity_are_ignored_and_fingerprint_is_last() {
     w.add(&Fingerprint(0)).unwrap();
     w.add(&Lifetime(1)).unwrap();
     let len = w.finish();
-    assert_eq!(
-        Message::parse(&buf[..len]).unwrap_err(),
-        Error::InvalidAttribute(AttrType::FINGERPRINT)
-    );
+    assert_eq!(Message::parse(&buf[..len]).unwrap_err(), Error::InvalidAttribute(AttrType::FINGERPRINT));
 
     let mut buf = [0u8; 64];
     let mut w = writer(&mut buf);
     w.add_raw(AttrType::MESSAGE_INTEGRITY, &[0; 16]).unwrap();
     let len = w.finish();
-    assert_eq!(
-        Message::parse(&buf[..len]).unwrap_err(),
-        Error::InvalidAttribute(AttrType::MESSAGE_INTEGRITY)
-    );
+    assert_eq!(Message::parse(&buf[..len]).unwrap_err(), Error::InvalidAttribute(AttrType::MESSAGE_INTEGRITY));
 }
 
 #[test]
@@ -185,15 +150,9 @@ fn truncated_sha256_integrity_verifies() {
     let before = w.len();
     // Compute the MAC as if the attribute were 16 bytes long, then write it.
     let mut scratch = full;
-    let mut ws = MessageWriter::new(
-        &mut scratch,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        TID,
-    )
-    .unwrap();
+    let mut ws = MessageWriter::new(&mut scratch, MessageType::new(Method::ALLOCATE, Class::Request), TID).unwrap();
     ws.add(&Username("carol")).unwrap();
-    ws.add_raw(AttrType::MESSAGE_INTEGRITY_SHA256, &[0; 16])
-        .unwrap();
+    ws.add_raw(AttrType::MESSAGE_INTEGRITY_SHA256, &[0; 16]).unwrap();
     let len = ws.finish();
     use hmac::{KeyInit, Mac};
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
@@ -236,43 +195,23 @@ fn invalid_values_are_reported_with_their_type() {
     let mut w = writer(&mut buf);
     w.add(&Username(&long)).unwrap();
     let len = w.finish();
-    assert!(
-        Message::parse(&buf[..len])
-            .unwrap()
-            .get::<Username>()
-            .is_err()
-    );
+    assert!(Message::parse(&buf[..len]).unwrap().get::<Username>().is_err());
 }
 
 #[test]
 fn unknown_values_are_data_not_errors() {
     let mut buf = [0u8; 64];
     let mut w = writer(&mut buf);
-    w.add_raw(AttrType::REQUESTED_TRANSPORT, &[6, 0, 0, 0])
-        .unwrap();
-    w.add_raw(AttrType::REQUESTED_ADDRESS_FAMILY, &[3, 0, 0, 0])
-        .unwrap();
-    w.add_raw(AttrType::CHANNEL_NUMBER, &[0x30, 0, 0, 0])
-        .unwrap();
+    w.add_raw(AttrType::REQUESTED_TRANSPORT, &[6, 0, 0, 0]).unwrap();
+    w.add_raw(AttrType::REQUESTED_ADDRESS_FAMILY, &[3, 0, 0, 0]).unwrap();
+    w.add_raw(AttrType::CHANNEL_NUMBER, &[0x30, 0, 0, 0]).unwrap();
     w.add_raw(AttrType(0x0031), b"??").unwrap();
     let len = w.finish();
     let msg = Message::parse(&buf[..len]).unwrap();
-    assert_eq!(
-        msg.get::<RequestedTransport>().unwrap(),
-        Some(RequestedTransport::TCP)
-    );
-    assert_eq!(
-        msg.get::<RequestedAddressFamily>().unwrap(),
-        Some(RequestedAddressFamily(AddressFamily(3)))
-    );
-    assert_eq!(
-        msg.get::<ChannelNumber>().unwrap(),
-        Some(ChannelNumber(0x3000))
-    );
-    assert_eq!(
-        msg.unknown_comprehension_required().collect::<Vec<_>>(),
-        [AttrType(0x0031)]
-    );
+    assert_eq!(msg.get::<RequestedTransport>().unwrap(), Some(RequestedTransport::TCP));
+    assert_eq!(msg.get::<RequestedAddressFamily>().unwrap(), Some(RequestedAddressFamily(AddressFamily(3))));
+    assert_eq!(msg.get::<ChannelNumber>().unwrap(), Some(ChannelNumber(0x3000)));
+    assert_eq!(msg.unknown_comprehension_required().collect::<Vec<_>>(), [AttrType(0x0031)]);
 }
 
 #[test]
@@ -282,12 +221,7 @@ fn writer_refuses_what_does_not_fit() {
     assert_eq!(w.add(&Data(&[0; 8])).unwrap_err(), Error::BufferTooSmall);
     assert!(w.is_empty(), "a failed add leaves the message as it was");
     assert_eq!(
-        MessageWriter::new(
-            &mut [0u8; 19],
-            MessageType::new(Method::BINDING, Class::Request),
-            TID
-        )
-        .unwrap_err(),
+        MessageWriter::new(&mut [0u8; 19], MessageType::new(Method::BINDING, Class::Request), TID).unwrap_err(),
         Error::BufferTooSmall
     );
     let mut big = vec![0u8; 70_000];
@@ -306,36 +240,20 @@ fn indications_are_framed_around_the_payload_in_place() {
             let mut buf = vec![0xEE; headroom + size + 3];
             let payload: Vec<u8> = (0..=255u8).cycle().take(size).collect();
             buf[headroom..headroom + size].copy_from_slice(&payload);
-            let r = frame_indication(&mut buf, headroom..headroom + size, Method::DATA, peer, TID)
-                .unwrap();
+            let r = frame_indication(&mut buf, headroom..headroom + size, Method::DATA, peer, TID).unwrap();
             assert_eq!(r.start, headroom - indication_overhead(&peer));
             let msg = Message::parse(&buf[r]).unwrap();
-            assert_eq!(
-                msg.message_type(),
-                MessageType::new(Method::DATA, Class::Indication)
-            );
-            assert_eq!(
-                msg.get::<XorPeerAddress>().unwrap(),
-                Some(XorPeerAddress(peer))
-            );
+            assert_eq!(msg.message_type(), MessageType::new(Method::DATA, Class::Indication));
+            assert_eq!(msg.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(peer)));
             assert_eq!(msg.get::<Data>().unwrap(), Some(Data(&payload)));
         }
     }
     let peer: SocketAddr = "198.51.100.9:5000".parse().unwrap();
     let mut buf = [0u8; 64];
-    assert_eq!(
-        frame_indication(&mut buf, 35..40, Method::SEND, peer, TID),
-        Err(Error::BufferTooSmall)
-    );
-    assert_eq!(
-        frame_indication(&mut buf, 37..62, Method::SEND, peer, TID),
-        Err(Error::BufferTooSmall)
-    );
+    assert_eq!(frame_indication(&mut buf, 35..40, Method::SEND, peer, TID), Err(Error::BufferTooSmall));
+    assert_eq!(frame_indication(&mut buf, 37..62, Method::SEND, peer, TID), Err(Error::BufferTooSmall));
     assert!(frame_indication(&mut buf, 36..61, Method::SEND, peer, TID).is_ok());
     #[allow(clippy::reversed_empty_ranges)]
     let reversed = 50..40;
-    assert_eq!(
-        frame_indication(&mut buf, reversed, Method::SEND, peer, TID),
-        Err(Error::BufferTooSmall)
-    );
+    assert_eq!(frame_indication(&mut buf, reversed, Method::SEND, peer, TID), Err(Error::BufferTooSmall));
 }

@@ -9,8 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use ip2p_wire::attr::*;
 use ip2p_wire::{
-    AddressFamily, Attribute, Class, ErrorCode, Message, MessageType, MessageWriter, Method,
-    RawAttribute, TransactionId,
+    AddressFamily, Attribute, Class, ErrorCode, Message, MessageType, MessageWriter, Method, RawAttribute,
+    TransactionId,
 };
 use proptest::prelude::*;
 
@@ -62,23 +62,13 @@ impl Spec {
             Spec::Family(additional, f) if *additional => {
                 Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily(*f)))
             }
-            Spec::Family(_, f) => {
-                Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily(*f)))
+            Spec::Family(_, f) => Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily(*f))),
+            Spec::Error(code, reason) => {
+                Attribute::ErrorCode(ErrorCodeAttr { code: ErrorCode::new(*code).unwrap(), reason })
             }
-            Spec::Error(code, reason) => Attribute::ErrorCode(ErrorCodeAttr {
-                code: ErrorCode::new(*code).unwrap(),
-                reason,
-            }),
             Spec::DontFragment => Attribute::DontFragment(DontFragment),
-            Spec::Icmp(t, c, d) => Attribute::Icmp(Icmp {
-                icmp_type: *t,
-                code: *c,
-                error_data: *d,
-            }),
-            Spec::Unknown(t, v) => Attribute::Unknown(RawAttribute {
-                typ: AttrType(*t),
-                value: v,
-            }),
+            Spec::Icmp(t, c, d) => Attribute::Icmp(Icmp { icmp_type: *t, code: *c, error_data: *d }),
+            Spec::Unknown(t, v) => Attribute::Unknown(RawAttribute { typ: AttrType(*t), value: v }),
         }
     }
 }
@@ -95,8 +85,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         (any::<u8>(), socket_addr()).prop_map(|(k, a)| Spec::Addr(k, a)),
         (any::<u8>(), "\\PC{0,60}").prop_map(|(k, s)| Spec::Text(k, s)),
         (any::<u8>(), any::<u32>()).prop_map(|(k, n)| Spec::Number(k, n)),
-        (any::<u8>(), proptest::collection::vec(any::<u8>(), 8..200))
-            .prop_map(|(k, b)| Spec::Bytes(k, b)),
+        (any::<u8>(), proptest::collection::vec(any::<u8>(), 8..200)).prop_map(|(k, b)| Spec::Bytes(k, b)),
         any::<u16>().prop_map(Spec::Channel),
         any::<bool>().prop_map(Spec::EvenPort),
         any::<u8>().prop_map(Spec::Transport),

@@ -3,14 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use hex_literal::hex;
-use ip2p_wire::attr::{
-    AlgorithmId, Nonce, PasswordAlgorithm, Realm, Software, Userhash, Username, XorMappedAddress,
-};
+use ip2p_wire::attr::{AlgorithmId, Nonce, PasswordAlgorithm, Realm, Software, Userhash, Username, XorMappedAddress};
 use ip2p_wire::credentials::{LongTermKey, SecurityFeatures, userhash};
-use ip2p_wire::{
-    AttrType, Class, Error, IntegrityKind, Message, MessageType, MessageWriter, Method,
-    TransactionId,
-};
+use ip2p_wire::{AttrType, Class, Error, IntegrityKind, Message, MessageType, MessageWriter, Method, TransactionId};
 
 const SHORT_TERM_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
 const TID: TransactionId = TransactionId(hex!("b7e7a701bc34d686fa87dfae"));
@@ -70,26 +65,14 @@ const REQUEST_SHA256: [u8; 164] = hex!(
 #[test]
 fn rfc5769_sample_request() {
     let msg = Message::parse(&REQUEST).unwrap();
-    assert_eq!(
-        msg.message_type(),
-        MessageType::new(Method::BINDING, Class::Request)
-    );
+    assert_eq!(msg.message_type(), MessageType::new(Method::BINDING, Class::Request));
     assert_eq!(msg.transaction_id(), &TID);
-    assert_eq!(
-        msg.get::<Software>().unwrap(),
-        Some(Software("STUN test client"))
-    );
+    assert_eq!(msg.get::<Software>().unwrap(), Some(Software("STUN test client")));
     assert_eq!(msg.get::<Username>().unwrap(), Some(Username("evtj:h6vY")));
     // PRIORITY (0x0024) is an ICE attribute this codec does not decode: it is
     // comprehension-required, so a server would answer 420 listing it.
-    assert_eq!(
-        msg.unknown_comprehension_required().collect::<Vec<_>>(),
-        [AttrType(0x0024)]
-    );
-    assert_eq!(
-        msg.verify_integrity(SHORT_TERM_PASSWORD),
-        Ok(IntegrityKind::Sha1)
-    );
+    assert_eq!(msg.unknown_comprehension_required().collect::<Vec<_>>(), [AttrType(0x0024)]);
+    assert_eq!(msg.verify_integrity(SHORT_TERM_PASSWORD), Ok(IntegrityKind::Sha1));
     assert_eq!(msg.verify_fingerprint(), Ok(()));
 
     let mut buf = [0u8; 256];
@@ -97,8 +80,7 @@ fn rfc5769_sample_request() {
     w.set_padding(b' ');
     w.add(&Software("STUN test client")).unwrap();
     w.add_raw(AttrType(0x0024), &hex!("6e0001ff")).unwrap();
-    w.add_raw(AttrType(0x8029), &hex!("932ff9b151263b36"))
-        .unwrap();
+    w.add_raw(AttrType(0x8029), &hex!("932ff9b151263b36")).unwrap();
     w.add(&Username("evtj:h6vY")).unwrap();
     w.integrity(SHORT_TERM_PASSWORD).unwrap();
     let len = w.fingerprint().unwrap();
@@ -107,31 +89,15 @@ fn rfc5769_sample_request() {
 
 #[test]
 fn rfc5769_sample_responses() {
-    for (vector, addr) in [
-        (&RESPONSE_V4[..], "192.0.2.1:32853"),
-        (
-            &RESPONSE_V6[..],
-            "[2001:db8:1234:5678:11:2233:4455:6677]:32853",
-        ),
-    ] {
+    for (vector, addr) in
+        [(&RESPONSE_V4[..], "192.0.2.1:32853"), (&RESPONSE_V6[..], "[2001:db8:1234:5678:11:2233:4455:6677]:32853")]
+    {
         let addr = addr.parse().unwrap();
         let msg = Message::parse(vector).unwrap();
-        assert_eq!(
-            msg.message_type(),
-            MessageType::new(Method::BINDING, Class::Success)
-        );
-        assert_eq!(
-            msg.get::<XorMappedAddress>().unwrap(),
-            Some(XorMappedAddress(addr))
-        );
-        assert_eq!(
-            msg.get::<Software>().unwrap(),
-            Some(Software("test vector"))
-        );
-        assert_eq!(
-            msg.verify_integrity(SHORT_TERM_PASSWORD),
-            Ok(IntegrityKind::Sha1)
-        );
+        assert_eq!(msg.message_type(), MessageType::new(Method::BINDING, Class::Success));
+        assert_eq!(msg.get::<XorMappedAddress>().unwrap(), Some(XorMappedAddress(addr)));
+        assert_eq!(msg.get::<Software>().unwrap(), Some(Software("test vector")));
+        assert_eq!(msg.verify_integrity(SHORT_TERM_PASSWORD), Ok(IntegrityKind::Sha1));
         assert_eq!(msg.verify_fingerprint(), Ok(()));
 
         let mut buf = [0u8; 128];
@@ -155,21 +121,12 @@ fn rfc5769_long_term_request() {
 
     let msg = Message::parse(&REQUEST_LONG_TERM).unwrap();
     assert_eq!(msg.get::<Username>().unwrap(), Some(Username(USER)));
-    assert_eq!(
-        msg.get::<Nonce>().unwrap(),
-        Some(Nonce("f//499k954d6OL34oL9FSTvy64sA"))
-    );
+    assert_eq!(msg.get::<Nonce>().unwrap(), Some(Nonce("f//499k954d6OL34oL9FSTvy64sA")));
     assert_eq!(msg.get::<Realm>().unwrap(), Some(Realm(REALM)));
-    assert_eq!(
-        msg.verify_integrity(key.as_bytes()),
-        Ok(IntegrityKind::Sha1)
-    );
+    assert_eq!(msg.verify_integrity(key.as_bytes()), Ok(IntegrityKind::Sha1));
     assert!(!msg.has_fingerprint());
     let wrong = LongTermKey::md5(USER, REALM, "TheMatrIx");
-    assert_eq!(
-        msg.verify_integrity(wrong.as_bytes()),
-        Err(Error::IntegrityMismatch)
-    );
+    assert_eq!(msg.verify_integrity(wrong.as_bytes()), Err(Error::IntegrityMismatch));
 
     let mut buf = [0u8; 128];
     let mut w = MessageWriter::new(&mut buf, msg.message_type(), TID_AUTH).unwrap();
@@ -190,23 +147,11 @@ fn rfc8489_sha256_request_with_userhash() {
     let hash = userhash(USER, REALM);
     assert_eq!(msg.get::<Userhash>().unwrap(), Some(Userhash(&hash)));
     assert_eq!(msg.get::<Nonce>().unwrap(), Some(Nonce(nonce)));
-    assert_eq!(
-        SecurityFeatures::from_nonce(nonce),
-        Some(SecurityFeatures::USERNAME_ANONYMITY)
-    );
-    assert_eq!(
-        msg.get::<PasswordAlgorithm>().unwrap(),
-        Some(PasswordAlgorithm::new(AlgorithmId::SHA256))
-    );
-    assert_eq!(
-        msg.verify_integrity(key.as_bytes()),
-        Ok(IntegrityKind::Sha256)
-    );
+    assert_eq!(SecurityFeatures::from_nonce(nonce), Some(SecurityFeatures::USERNAME_ANONYMITY));
+    assert_eq!(msg.get::<PasswordAlgorithm>().unwrap(), Some(PasswordAlgorithm::new(AlgorithmId::SHA256)));
+    assert_eq!(msg.verify_integrity(key.as_bytes()), Ok(IntegrityKind::Sha256));
     let md5 = LongTermKey::md5(USER, REALM, "TheMatrIX");
-    assert_eq!(
-        msg.verify_integrity(md5.as_bytes()),
-        Err(Error::IntegrityMismatch)
-    );
+    assert_eq!(msg.verify_integrity(md5.as_bytes()), Err(Error::IntegrityMismatch));
 
     let mut buf = [0u8; 256];
     let mut w = MessageWriter::new(&mut buf, msg.message_type(), TID_AUTH).unwrap();
@@ -224,18 +169,12 @@ fn tampering_breaks_integrity_and_fingerprint() {
     let mut bytes = REQUEST;
     bytes[30] ^= 0x01; // inside SOFTWARE
     let msg = Message::parse(&bytes).unwrap();
-    assert_eq!(
-        msg.verify_integrity(SHORT_TERM_PASSWORD),
-        Err(Error::IntegrityMismatch)
-    );
+    assert_eq!(msg.verify_integrity(SHORT_TERM_PASSWORD), Err(Error::IntegrityMismatch));
     assert_eq!(msg.verify_fingerprint(), Err(Error::FingerprintMismatch));
 
     let mut bytes = REQUEST_SHA256;
     bytes[100] ^= 0x80; // inside REALM
     let msg = Message::parse(&bytes).unwrap();
     let key = LongTermKey::derive(AlgorithmId::SHA256, USER, REALM, "TheMatrIX").unwrap();
-    assert_eq!(
-        msg.verify_integrity(key.as_bytes()),
-        Err(Error::IntegrityMismatch)
-    );
+    assert_eq!(msg.verify_integrity(key.as_bytes()), Err(Error::IntegrityMismatch));
 }

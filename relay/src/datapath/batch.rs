@@ -35,9 +35,7 @@ pub(crate) struct RecvBatch {
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecvBatch")
-            .field("meta", &self.meta)
-            .finish_non_exhaustive()
+        f.debug_struct("RecvBatch").field("meta", &self.meta).finish_non_exhaustive()
     }
 }
 
@@ -51,12 +49,8 @@ pub(crate) fn to_socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
 impl RecvBatch {
     pub(crate) fn new() -> Self {
         Self {
-            bufs: (0..BATCH)
-                .map(|_| vec![0u8; SLOT].into_boxed_slice())
-                .collect(),
-            replies: (0..BATCH)
-                .map(|_| vec![0u8; REPLY_BUFFER].into_boxed_slice())
-                .collect(),
+            bufs: (0..BATCH).map(|_| vec![0u8; SLOT].into_boxed_slice()).collect(),
+            replies: (0..BATCH).map(|_| vec![0u8; REPLY_BUFFER].into_boxed_slice()).collect(),
             meta: Vec::with_capacity(BATCH),
             headers: MultiHeaders::preallocate(BATCH, None),
         }
@@ -69,28 +63,14 @@ impl RecvBatch {
         let end = SLOT - PEER_TAILROOM;
         let mut bufs = self.bufs.iter_mut();
         let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
-            [IoSliceMut::new(
-                bufs.next()
-                    .and_then(|b| b.get_mut(offset..end))
-                    .unwrap_or(&mut []),
-            )]
+            [IoSliceMut::new(bufs.next().and_then(|b| b.get_mut(offset..end)).unwrap_or(&mut []))]
         });
-        let results = recvmmsg(
-            fd.as_raw_fd(),
-            &mut self.headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )?;
+        let results = recvmmsg(fd.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
         for r in results {
             let Some(from) = r.address.as_ref().and_then(to_socket_addr) else {
                 continue;
             };
-            self.meta.push(Received {
-                from,
-                len: r.bytes,
-                truncated: r.flags.contains(MsgFlags::MSG_TRUNC),
-            });
+            self.meta.push(Received { from, len: r.bytes, truncated: r.flags.contains(MsgFlags::MSG_TRUNC) });
         }
         Ok(self.meta.len())
     }
@@ -109,9 +89,7 @@ impl std::fmt::Debug for SendBatch {
 
 impl SendBatch {
     pub(crate) fn new() -> Self {
-        Self {
-            headers: MultiHeaders::preallocate(BATCH, None),
-        }
+        Self { headers: MultiHeaders::preallocate(BATCH, None) }
     }
 
     /// Sends each `(destination, bytes)` on `fd`. A datagram the kernel
@@ -127,18 +105,8 @@ impl SendBatch {
                 std::array::from_fn(|i| [IoSlice::new(chunk.get(i).map_or(&[], |(_, b)| b))]);
             let addrs: [Option<SockaddrStorage>; BATCH] =
                 std::array::from_fn(|i| chunk.get(i).map(|(to, _)| SockaddrStorage::from(*to)));
-            let (slices, addrs) = (
-                slices.get(..n).unwrap_or_default(),
-                addrs.get(..n).unwrap_or_default(),
-            );
-            let sent = match sendmmsg(
-                fd.as_raw_fd(),
-                &mut self.headers,
-                slices,
-                addrs,
-                [],
-                MsgFlags::MSG_DONTWAIT,
-            ) {
+            let (slices, addrs) = (slices.get(..n).unwrap_or_default(), addrs.get(..n).unwrap_or_default());
+            let sent = match sendmmsg(fd.as_raw_fd(), &mut self.headers, slices, addrs, [], MsgFlags::MSG_DONTWAIT) {
                 Ok(results) => results.count(),
                 Err(_) => 0,
             };

@@ -28,16 +28,10 @@ struct Relays<'a> {
 }
 
 impl Sockets for Relays<'_> {
-    fn open_relay(
-        &mut self,
-        token: RelayToken,
-        addr: SocketAddr,
-        dont_fragment: bool,
-    ) -> io::Result<()> {
+    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
         let mut socket = UdpSocket::from_std(bind_udp(addr, false, dont_fragment)?);
         let index = token.0 as usize;
-        self.registry
-            .register(&mut socket, Token(RELAY_BASE + index), Interest::READABLE)?;
+        self.registry.register(&mut socket, Token(RELAY_BASE + index), Interest::READABLE)?;
         if self.sockets.len() <= index {
             self.sockets.resize_with(index + 1, || None);
         }
@@ -48,11 +42,7 @@ impl Sockets for Relays<'_> {
     }
 
     fn close_relay(&mut self, token: RelayToken) {
-        if let Some(mut socket) = self
-            .sockets
-            .get_mut(token.0 as usize)
-            .and_then(Option::take)
-        {
+        if let Some(mut socket) = self.sockets.get_mut(token.0 as usize).and_then(Option::take) {
             let _ = self.registry.deregister(&mut socket);
         }
     }
@@ -97,17 +87,12 @@ struct Loop {
 /// Runs a worker until it is told to shut down.
 pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    let mut listeners: Vec<UdpSocket> = worker
-        .listeners
-        .drain(..)
-        .map(UdpSocket::from_std)
-        .collect();
+    let mut listeners: Vec<UdpSocket> = worker.listeners.drain(..).map(UdpSocket::from_std).collect();
     for (i, l) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
     }
     let wake_fd = worker.wake.as_fd().as_raw_fd();
-    poll.registry()
-        .register(&mut SourceFd(&wake_fd), WAKE, Interest::READABLE)?;
+    poll.registry().register(&mut SourceFd(&wake_fd), WAKE, Interest::READABLE)?;
     let registry = poll.registry().try_clone()?;
     let mut l = Loop {
         worker,
@@ -122,11 +107,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     };
     let mut events = Events::with_capacity(1024);
     loop {
-        let timeout = l
-            .worker
-            .server
-            .poll_timeout()
-            .map(|at| at.saturating_duration_since(now()));
+        let timeout = l.worker.server.poll_timeout().map(|at| at.saturating_duration_since(now()));
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -149,10 +130,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
 
 impl Loop {
     fn expire(&mut self) {
-        let mut relays = Relays {
-            registry: &self.registry,
-            sockets: &mut self.relays,
-        };
+        let mut relays = Relays { registry: &self.registry, sockets: &mut self.relays };
         self.worker.server.handle_timeout(now(), &mut relays);
     }
 
@@ -188,10 +166,7 @@ impl Loop {
                 }
             };
             let now = now();
-            let mut relays = Relays {
-                registry: &self.registry,
-                sockets: &mut self.relays,
-            };
+            let mut relays = Relays { registry: &self.registry, sockets: &mut self.relays };
             for k in 0..n {
                 let Some(m) = self.rx.meta.get(k).copied() else {
                     break;
@@ -200,19 +175,12 @@ impl Loop {
                     self.truncated += 1;
                     continue;
                 }
-                let (Some(buf), Some(reply)) = (self.rx.bufs.get(k), self.rx.replies.get_mut(k))
-                else {
+                let (Some(buf), Some(reply)) = (self.rx.bufs.get(k), self.rx.replies.get_mut(k)) else {
                     break;
                 };
                 let packet = buf.get(..m.len).unwrap_or_default();
-                let verdict = self.worker.server.handle_client(
-                    now,
-                    ListenerId(listener_id),
-                    m.from,
-                    packet,
-                    reply,
-                    &mut relays,
-                );
+                let verdict =
+                    self.worker.server.handle_client(now, ListenerId(listener_id), m.from, packet, reply, &mut relays);
                 queue(&mut self.pending, verdict, k);
             }
             self.flush();
@@ -252,10 +220,7 @@ impl Loop {
                     break;
                 };
                 let data = PEER_HEADROOM..PEER_HEADROOM + m.len;
-                let verdict = self
-                    .worker
-                    .server
-                    .handle_peer(now, token, m.from, buf, data);
+                let verdict = self.worker.server.handle_peer(now, token, m.from, buf, data);
                 queue(&mut self.pending, verdict, k);
             }
             self.flush();
@@ -271,36 +236,25 @@ impl Loop {
         let mut start = 0;
         while let Some(first) = self.pending.get(start) {
             let via = first.via;
-            let end = self
-                .pending
-                .iter()
-                .skip(start)
-                .position(|p| p.via != via)
-                .map_or(self.pending.len(), |n| start + n);
+            let end =
+                self.pending.iter().skip(start).position(|p| p.via != via).map_or(self.pending.len(), |n| start + n);
             let group = self.pending.get(start..end).unwrap_or_default();
             let socket = match via {
                 Via::Listener(l) => self.listeners.get(usize::from(l.0)),
                 Via::Relay(t) => self.relays.get(t.0 as usize).and_then(Option::as_ref),
             };
             if let Some(socket) = socket {
-                let mut msgs: [(SocketAddr, &[u8]); BATCH] =
-                    [(SocketAddr::from(([0; 4], 0)), &[]); BATCH];
+                let mut msgs: [(SocketAddr, &[u8]); BATCH] = [(SocketAddr::from(([0; 4], 0)), &[]); BATCH];
                 let mut n = 0;
                 for (slot, p) in msgs.iter_mut().zip(group) {
                     let bytes = match p.source {
-                        Source::Received(k) => {
-                            self.rx.bufs.get(k).and_then(|b| b.get(p.range.clone()))
-                        }
-                        Source::Reply(k) => {
-                            self.rx.replies.get(k).and_then(|b| b.get(p.range.clone()))
-                        }
+                        Source::Received(k) => self.rx.bufs.get(k).and_then(|b| b.get(p.range.clone())),
+                        Source::Reply(k) => self.rx.replies.get(k).and_then(|b| b.get(p.range.clone())),
                     };
                     *slot = (p.to, bytes.unwrap_or_default());
                     n += 1;
                 }
-                self.send_errors += self
-                    .tx
-                    .send(socket.as_fd(), msgs.get(..n).unwrap_or_default());
+                self.send_errors += self.tx.send(socket.as_fd(), msgs.get(..n).unwrap_or_default());
             }
             start = end;
         }
@@ -310,18 +264,10 @@ impl Loop {
 
 fn queue(pending: &mut Vec<Pending>, verdict: Verdict, k: usize) {
     match verdict {
-        Verdict::Forward(t) => pending.push(Pending {
-            via: t.via,
-            to: t.to,
-            source: Source::Received(k),
-            range: t.range,
-        }),
-        Verdict::Reply(t) => pending.push(Pending {
-            via: t.via,
-            to: t.to,
-            source: Source::Reply(k),
-            range: t.range,
-        }),
+        Verdict::Forward(t) => {
+            pending.push(Pending { via: t.via, to: t.to, source: Source::Received(k), range: t.range })
+        }
+        Verdict::Reply(t) => pending.push(Pending { via: t.via, to: t.to, source: Source::Reply(k), range: t.range }),
         Verdict::Drop(_) => {}
     }
 }

@@ -1,6 +1,6 @@
 //! Moving bytes between sockets and the TURN core.
 //!
-//! Two backends run the same worker loop contract: [`epoll`] (mio, with
+//! Two backends run the same worker loop contract: epoll (mio, with
 //! recvmmsg/sendmmsg batches) and, where the kernel allows, io_uring. Both
 //! hand every datagram to [`crate::proto::Server`] and send what its
 //! [`crate::proto::Verdict`] names, straight from the receive buffer.

@@ -12,11 +12,7 @@ const LISTENER_BUFFER: usize = 4 << 20;
 
 /// A non-blocking UDP socket bound to `addr`; with `reuse_port`, one of a
 /// group the kernel spreads datagrams over by 4-tuple hash.
-pub(crate) fn bind_udp(
-    addr: SocketAddr,
-    reuse_port: bool,
-    dont_fragment: bool,
-) -> io::Result<UdpSocket> {
+pub(crate) fn bind_udp(addr: SocketAddr, reuse_port: bool, dont_fragment: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -40,44 +36,21 @@ pub(crate) fn bind_udp(
 fn set_dont_fragment(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (level, name, value) = if addr.is_ipv4() {
-        (
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-        )
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
     } else {
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_DO,
-        )
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
     };
     let len = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
     // SAFETY: the fd is open for the call's duration (borrowed from
     // `socket`), and the option value points to a live c_int of `len` bytes.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            len,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let rc = unsafe { libc::setsockopt(socket.as_raw_fd(), level, name, (&raw const value).cast(), len) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Binds one socket per worker on each listen address, all sharing the
 /// port; a port of 0 is chosen by the kernel for the first worker and
 /// reused by the others. Returns `sockets[worker][listener]`.
-pub(crate) fn bind_listeners(
-    listen: &[SocketAddr],
-    workers: usize,
-) -> io::Result<Vec<Vec<UdpSocket>>> {
+pub(crate) fn bind_listeners(listen: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec<UdpSocket>>> {
     let mut by_worker: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
     for addr in listen {
         let first = bind_udp(*addr, true, false).map_err(|e| context(e, *addr))?;

@@ -72,6 +72,8 @@ pub(crate) struct Allocation {
     pub(crate) expires: Instant,
     /// Why the IPv6 half of a requested dual allocation is missing.
     pub(crate) partial: Option<ErrorCode>,
+    /// The token of the port reserved next to this one (EVEN-PORT R bit).
+    pub(crate) reservation: Option<[u8; 8]>,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
 }
@@ -108,6 +110,7 @@ impl Allocation {
             dont_fragment,
             expires,
             partial: None,
+            reservation: None,
             permissions: Vec::new(),
             channels: Vec::new(),
         }
@@ -123,9 +126,7 @@ impl Allocation {
     /// Whether a live permission covers `ip` (ports do not count).
     pub(crate) fn permits(&self, ip: IpAddr, now: Instant) -> bool {
         let ip = canonical(ip);
-        self.permissions
-            .iter()
-            .any(|p| p.ip == ip && p.expires > now)
+        self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
     }
 
     /// Installs or refreshes a permission; `false` when the allocation
@@ -146,11 +147,7 @@ impl Allocation {
     }
 
     /// Whether `count` more permissions would fit.
-    pub(crate) fn has_room_for_permissions(
-        &self,
-        ips: impl Iterator<Item = IpAddr>,
-        now: Instant,
-    ) -> bool {
+    pub(crate) fn has_room_for_permissions(&self, ips: impl Iterator<Item = IpAddr>, now: Instant) -> bool {
         let live = self.permissions.iter().filter(|p| p.expires > now).count();
         let new = ips.filter(|ip| !self.permits(*ip, now)).count();
         live + new <= MAX_PERMISSIONS
@@ -158,25 +155,16 @@ impl Allocation {
 
     /// The live channel with this number.
     pub(crate) fn channel(&self, number: u16, now: Instant) -> Option<&Channel> {
-        self.channels
-            .iter()
-            .find(|c| c.number == number && c.expires > now)
+        self.channels.iter().find(|c| c.number == number && c.expires > now)
     }
 
     /// The live channel bound to this peer.
     pub(crate) fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
-        self.channels
-            .iter()
-            .find(|c| c.peer == peer && c.expires > now)
+        self.channels.iter().find(|c| c.peer == peer && c.expires > now)
     }
 
     /// Checks the rebinding rules of RFC 8656 §12.2 without changing anything.
-    pub(crate) fn can_bind(
-        &self,
-        number: u16,
-        peer: SocketAddr,
-        now: Instant,
-    ) -> Result<(), BindError> {
+    pub(crate) fn can_bind(&self, number: u16, peer: SocketAddr, now: Instant) -> Result<(), BindError> {
         let by_number = self.channel(number, now).map(|c| c.peer);
         let by_peer = self.channel_to(peer, now).map(|c| c.number);
         match (by_number, by_peer) {
@@ -185,11 +173,7 @@ impl Allocation {
             (Some(_), _) => Ok(()),
             (None, _) => {
                 let live = self.channels.iter().filter(|c| c.expires > now).count();
-                if live >= MAX_CHANNELS {
-                    Err(BindError::Full)
-                } else {
-                    Ok(())
-                }
+                if live >= MAX_CHANNELS { Err(BindError::Full) } else { Ok(()) }
             }
         }
     }
@@ -197,22 +181,13 @@ impl Allocation {
     /// Creates or refreshes a channel binding checked by [`Self::can_bind`].
     pub(crate) fn bind(&mut self, number: u16, peer: SocketAddr, now: Instant) {
         let expires = now + CHANNEL_LIFETIME;
-        if let Some(c) = self
-            .channels
-            .iter_mut()
-            .find(|c| c.number == number && c.peer == peer)
-        {
+        if let Some(c) = self.channels.iter_mut().find(|c| c.number == number && c.peer == peer) {
             c.expires = expires;
             return;
         }
         // An expired binding of this number or peer is gone for good.
-        self.channels
-            .retain(|c| c.expires > now && c.number != number && c.peer != peer);
-        self.channels.push(Channel {
-            number,
-            peer,
-            expires,
-        });
+        self.channels.retain(|c| c.expires > now && c.number != number && c.peer != peer);
+        self.channels.push(Channel { number, peer, expires });
     }
 
     /// Bytes of heap this allocation holds (for capacity reports).
@@ -230,10 +205,7 @@ mod tests {
     use crate::proto::tests::t0;
 
     fn alloc(now: Instant) -> Allocation {
-        let relay = Relay {
-            bound: "127.0.0.1:50000".parse().unwrap(),
-            advertised: "127.0.0.1:50000".parse().unwrap(),
-        };
+        let relay = Relay { bound: "127.0.0.1:50000".parse().unwrap(), advertised: "127.0.0.1:50000".parse().unwrap() };
         Allocation::new(
             ListenerId(0),
             "127.0.0.1:4000".parse().unwrap(),
@@ -256,10 +228,7 @@ mod tests {
         assert!(a.permit(peer, t0));
         assert!(a.permits(peer, t0 + Duration::from_secs(299)));
         assert!(!a.permits(peer, t0 + Duration::from_secs(300)));
-        assert!(
-            a.permits("::ffff:198.51.100.1".parse().unwrap(), t0),
-            "mapped form is the same IP"
-        );
+        assert!(a.permits("::ffff:198.51.100.1".parse().unwrap(), t0), "mapped form is the same IP");
         // Refreshing resets the 300 s.
         assert!(a.permit(peer, t0 + Duration::from_secs(200)));
         assert!(a.permits(peer, t0 + Duration::from_secs(499)));
@@ -274,24 +243,12 @@ mod tests {
         assert_eq!(a.can_bind(0x4000, p1, t0), Ok(()));
         a.bind(0x4000, p1, t0);
         assert_eq!(a.can_bind(0x4000, p1, t0), Ok(()), "same pair refreshes");
-        assert_eq!(
-            a.can_bind(0x4000, p2, t0),
-            Err(BindError::Conflict),
-            "number taken"
-        );
-        assert_eq!(
-            a.can_bind(0x4001, p1, t0),
-            Err(BindError::Conflict),
-            "peer taken"
-        );
+        assert_eq!(a.can_bind(0x4000, p2, t0), Err(BindError::Conflict), "number taken");
+        assert_eq!(a.can_bind(0x4001, p1, t0), Err(BindError::Conflict), "peer taken");
         assert_eq!(a.can_bind(0x4001, p2, t0), Ok(()));
         let later = t0 + CHANNEL_LIFETIME;
         assert!(a.channel(0x4000, later).is_none(), "expired after 600 s");
-        assert_eq!(
-            a.can_bind(0x4000, p2, later),
-            Ok(()),
-            "free again once expired"
-        );
+        assert_eq!(a.can_bind(0x4000, p2, later), Ok(()), "free again once expired");
         a.bind(0x4000, p2, later);
         assert_eq!(a.channel(0x4000, later).unwrap().peer, p2);
         assert!(a.channel_to(p1, later).is_none());
@@ -306,18 +263,12 @@ mod tests {
             assert!(a.permit(ip, t0));
         }
         assert!(!a.permit("203.0.113.1".parse().unwrap(), t0));
-        assert!(
-            a.permit("203.0.113.1".parse().unwrap(), t0 + PERMISSION_LIFETIME),
-            "expired ones make room"
-        );
+        assert!(a.permit("203.0.113.1".parse().unwrap(), t0 + PERMISSION_LIFETIME), "expired ones make room");
         for i in 0..MAX_CHANNELS as u16 {
             let peer = SocketAddr::from(([198, 51, 100, 1], 1000 + i));
             assert_eq!(a.can_bind(0x4000 + i, peer, t0), Ok(()));
             a.bind(0x4000 + i, peer, t0);
         }
-        assert_eq!(
-            a.can_bind(0x4FFF, "198.51.100.2:1".parse().unwrap(), t0),
-            Err(BindError::Full)
-        );
+        assert_eq!(a.can_bind(0x4FFF, "198.51.100.2:1".parse().unwrap(), t0), Err(BindError::Full));
     }
 }

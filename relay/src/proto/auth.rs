@@ -8,19 +8,15 @@ use std::net::SocketAddr;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
-use ip2p_wire::attr::{
-    AlgorithmId, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm, Userhash, Username,
-};
+use ip2p_wire::attr::{AlgorithmId, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm, Userhash, Username};
 use ip2p_wire::credentials::{LongTermKey, SecurityFeatures};
 use ip2p_wire::{Error as WireError, IntegrityKind, Message};
 use sha1::Sha1;
 use sha2::Sha256;
 
 /// The algorithms offered in PASSWORD-ALGORITHMS, in order of preference.
-pub(crate) const OFFERED_ALGORITHMS: [PasswordAlgorithm<'static>; 2] = [
-    PasswordAlgorithm::new(AlgorithmId::SHA256),
-    PasswordAlgorithm::new(AlgorithmId::MD5),
-];
+pub(crate) const OFFERED_ALGORITHMS: [PasswordAlgorithm<'static>; 2] =
+    [PasswordAlgorithm::new(AlgorithmId::SHA256), PasswordAlgorithm::new(AlgorithmId::MD5)];
 
 /// What a static user's password is stored as.
 #[derive(Clone)]
@@ -106,8 +102,7 @@ impl Credentials {
 
     #[allow(clippy::expect_used)] // HMAC accepts a key of any length
     fn nonce_mac(&self, ts: [u8; 4], client: SocketAddr) -> [u8; 12] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.nonce_secret)
-            .expect("HMAC takes any key");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.nonce_secret).expect("HMAC takes any key");
         mac.update(&ts);
         match client {
             SocketAddr::V4(a) => mac.update(&a.ip().octets()),
@@ -122,9 +117,7 @@ impl Credentials {
 
     /// Whether `nonce` is one of ours, for `client`, and young enough.
     fn nonce_valid(&self, nonce: &str, client: SocketAddr, unix_now: u64) -> bool {
-        let Some(encoded) =
-            nonce.strip_prefix(core::str::from_utf8(&FEATURES.cookie()).unwrap_or_default())
-        else {
+        let Some(encoded) = nonce.strip_prefix(core::str::from_utf8(&FEATURES.cookie()).unwrap_or_default()) else {
             return false;
         };
         let mut body = [0u8; NONCE_BODY + 2];
@@ -136,17 +129,11 @@ impl Credentials {
         let issued = u64::from(u32::from_be_bytes(ts));
         let fresh = issued <= unix_now && unix_now - issued < self.nonce_lifetime;
         let expected = self.nonce_mac(ts, client);
-        ip2p_wire::credentials::constant_time_eq(mac.get(..12).unwrap_or_default(), &expected)
-            && fresh
+        ip2p_wire::credentials::constant_time_eq(mac.get(..12).unwrap_or_default(), &expected) && fresh
     }
 
     /// Authenticates a request as RFC 8489 §9.2.4 orders the checks.
-    pub(crate) fn check(
-        &self,
-        msg: &Message<'_>,
-        client: SocketAddr,
-        unix_now: u64,
-    ) -> Result<Authed, Refusal> {
+    pub(crate) fn check(&self, msg: &Message<'_>, client: SocketAddr, unix_now: u64) -> Result<Authed, Refusal> {
         let Some(integrity) = msg.integrity_kind() else {
             return Err(Refusal::Challenge);
         };
@@ -180,18 +167,11 @@ impl Credentials {
             Some(UserSecret::Password(password)) => {
                 LongTermKey::derive(algorithm, username, &self.realm, password).and_then(verify)
             }
-            Some(UserSecret::Md5Key(key)) if algorithm == AlgorithmId::MD5 => {
-                verify(LongTermKey::Md5(*key))
-            }
+            Some(UserSecret::Md5Key(key)) if algorithm == AlgorithmId::MD5 => verify(LongTermKey::Md5(*key)),
             Some(UserSecret::Md5Key(_)) => None,
             None => self.rest_key(username, algorithm, unix_now, verify),
         };
-        key.map(|key| Authed {
-            username: username.into(),
-            key,
-            integrity,
-        })
-        .ok_or(Refusal::Unauthenticated)
+        key.map(|key| Authed { username: username.into(), key, integrity }).ok_or(Refusal::Unauthenticated)
     }
 
     /// TURN REST API: the username is `<unix-expiry>:<user>` and the
@@ -222,12 +202,8 @@ impl Credentials {
 /// names none; otherwise it must echo our PASSWORD-ALGORITHMS unchanged
 /// (downgrade protection) and pick one of them.
 fn negotiated_algorithm(msg: &Message<'_>, nonce: &str) -> Result<AlgorithmId, Refusal> {
-    let algs = msg
-        .get::<PasswordAlgorithms>()
-        .map_err(|_| Refusal::BadRequest)?;
-    let alg = msg
-        .get::<PasswordAlgorithm>()
-        .map_err(|_| Refusal::BadRequest)?;
+    let algs = msg.get::<PasswordAlgorithms>().map_err(|_| Refusal::BadRequest)?;
+    let alg = msg.get::<PasswordAlgorithm>().map_err(|_| Refusal::BadRequest)?;
     let ours = SecurityFeatures::from_nonce(nonce).is_some_and(|f| f.contains(FEATURES));
     match (algs, alg) {
         (None, None) => Ok(AlgorithmId::MD5),
@@ -235,9 +211,7 @@ fn negotiated_algorithm(msg: &Message<'_>, nonce: &str) -> Result<AlgorithmId, R
             if ours
                 && algs == PasswordAlgorithms::new(&OFFERED_ALGORITHMS)
                 && alg.params.is_empty()
-                && OFFERED_ALGORITHMS
-                    .iter()
-                    .any(|o| o.algorithm == alg.algorithm) =>
+                && OFFERED_ALGORITHMS.iter().any(|o| o.algorithm == alg.algorithm) =>
         {
             Ok(alg.algorithm)
         }

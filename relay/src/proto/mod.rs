@@ -14,8 +14,8 @@
 mod allocation;
 pub mod auth;
 pub mod policy;
-mod quota;
 mod request;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{Data, XorPeerAddress};
 use ip2p_wire::{
-    ChannelData, Class, Message, Method, PacketKind, TransactionId, Transport, classify,
-    frame_channel_data, frame_indication,
+    ChannelData, Class, Message, Method, PacketKind, TransactionId, Transport, classify, frame_channel_data,
+    frame_indication,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -38,7 +38,7 @@ use rand::{Rng, SeedableRng};
 use self::allocation::Allocation;
 pub use self::auth::{Credentials, UserSecret};
 pub use self::policy::PeerPolicy;
-pub use self::quota::Quotas;
+pub use self::shared::{Quotas, Shared};
 
 /// Bytes a datapath must leave free in front of a peer's datagram: the
 /// largest header the relay writes there (a Data indication for an IPv6
@@ -85,12 +85,7 @@ pub trait Sockets {
     /// # Errors
     /// The bind's error: the core tries another port on `AddrInUse` and
     /// answers 508 when it runs out.
-    fn open_relay(
-        &mut self,
-        token: RelayToken,
-        addr: SocketAddr,
-        dont_fragment: bool,
-    ) -> io::Result<()>;
+    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()>;
     /// Closes relay `token`'s socket.
     fn close_relay(&mut self, token: RelayToken);
 }
@@ -200,6 +195,29 @@ pub struct RelayIp {
     pub external: Option<IpAddr>,
 }
 
+/// Which channel numbers ChannelBind accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelNumbers {
+    /// 0x4000..=0x7FFE, as RFC 5766 allowed: what coturn accepts and its
+    /// client tools use.
+    #[default]
+    Rfc5766,
+    /// 0x4000..=0x4FFF only, as RFC 8656 says.
+    Rfc8656,
+}
+
+impl ChannelNumbers {
+    /// Whether ChannelBind may bind `n`.
+    #[must_use]
+    pub const fn allows(self, n: u16) -> bool {
+        match self {
+            Self::Rfc5766 => ip2p_wire::is_rfc5766_channel(n),
+            Self::Rfc8656 => ip2p_wire::is_valid_channel(n),
+        }
+    }
+}
+
 /// The server's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -215,6 +233,8 @@ pub struct Config {
     pub relay_v6: Option<RelayIp>,
     /// The relay ports this server may use (each worker gets its own slice).
     pub ports: RangeInclusive<u16>,
+    /// Which channel numbers may be bound.
+    pub channel_numbers: ChannelNumbers,
     /// Whom peers may be.
     pub policy: PeerPolicy,
     /// How requests authenticate.
@@ -223,11 +243,7 @@ pub struct Config {
 
 impl Config {
     fn relay_ip(&self, family: usize) -> Option<RelayIp> {
-        if family == 0 {
-            self.relay_v4
-        } else {
-            self.relay_v6
-        }
+        if family == 0 { self.relay_v4 } else { self.relay_v6 }
     }
 }
 
@@ -235,7 +251,7 @@ impl Config {
 #[derive(Debug)]
 pub struct Server {
     config: Arc<Config>,
-    quotas: Arc<Quotas>,
+    shared: Arc<Shared>,
     /// `now` at construction and the unix time it stands for: unix time for
     /// nonces and REST expiry is derived from `now`, never read.
     epoch: (Instant, u64),
@@ -253,16 +269,10 @@ impl Server {
     /// A server whose clock reads `now` at unix time `unix_now`, with
     /// randomness (relay ports, transaction IDs) from `seed`.
     #[must_use]
-    pub fn new(
-        config: Arc<Config>,
-        quotas: Arc<Quotas>,
-        now: Instant,
-        unix_now: u64,
-        seed: u64,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, shared: Arc<Shared>, now: Instant, unix_now: u64, seed: u64) -> Self {
         Self {
             config,
-            quotas,
+            shared,
             epoch: (now, unix_now),
             rng: SmallRng::seed_from_u64(seed),
             slots: Vec::new(),
@@ -289,11 +299,7 @@ impl Server {
     /// Heap bytes held by allocations' own state (for memory reports).
     #[must_use]
     pub fn allocation_heap_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .flatten()
-            .map(Allocation::heap_bytes)
-            .sum::<usize>()
+        self.slots.iter().flatten().map(Allocation::heap_bytes).sum::<usize>()
             + self.slots.capacity() * size_of::<Option<Allocation>>()
     }
 
@@ -342,11 +348,7 @@ impl Server {
         verdict
     }
 
-    fn allocation_of(
-        &self,
-        listener: ListenerId,
-        client: SocketAddr,
-    ) -> Option<(u32, &Allocation)> {
+    fn allocation_of(&self, listener: ListenerId, client: SocketAddr) -> Option<(u32, &Allocation)> {
         let slot = *self.by_client.get(&(listener, client))?;
         Some((slot, self.slots.get(slot as usize)?.as_ref()?))
     }
@@ -354,13 +356,7 @@ impl Server {
     /// RFC 8656 §12.6: ChannelData from the client goes to the bound peer.
     /// Receiving it refreshes nothing. We also require a live permission,
     /// as for Send: a channel outlives its permission unless refreshed.
-    fn channel_data_from_client(
-        &self,
-        now: Instant,
-        listener: ListenerId,
-        from: SocketAddr,
-        packet: &[u8],
-    ) -> Verdict {
+    fn channel_data_from_client(&self, now: Instant, listener: ListenerId, from: SocketAddr, packet: &[u8]) -> Verdict {
         let Ok(cd) = ChannelData::parse(packet) else {
             return Verdict::Drop(DropReason::NotTurn);
         };
@@ -387,13 +383,7 @@ impl Server {
 
     /// RFC 8656 §11.2: a Send indication's DATA goes to XOR-PEER-ADDRESS if
     /// a permission allows it. The DATA value is forwarded where it lies.
-    fn send_indication(
-        &self,
-        now: Instant,
-        listener: ListenerId,
-        from: SocketAddr,
-        msg: &Message<'_>,
-    ) -> Verdict {
+    fn send_indication(&self, now: Instant, listener: ListenerId, from: SocketAddr, msg: &Message<'_>) -> Verdict {
         let Some((slot, alloc)) = self.allocation_of(listener, from) else {
             return Verdict::Drop(DropReason::NoAllocation);
         };
@@ -443,11 +433,7 @@ impl Server {
             _ => return Verdict::Drop(DropReason::Ignored),
         };
         match len {
-            Some(len) => Verdict::Reply(Transmit {
-                via: Via::Listener(listener),
-                to: from,
-                range: 0..len,
-            }),
+            Some(len) => Verdict::Reply(Transmit { via: Via::Listener(listener), to: from, range: 0..len }),
             None => Verdict::Drop(DropReason::Ignored),
         }
     }
@@ -480,13 +466,7 @@ impl Server {
         let Some(Some(alloc)) = self.slots.get(token.slot()) else {
             return Verdict::Drop(DropReason::NoAllocation);
         };
-        if alloc
-            .relays
-            .get(token.family())
-            .copied()
-            .flatten()
-            .is_none()
-        {
+        if alloc.relays.get(token.family()).copied().flatten().is_none() {
             return Verdict::Drop(DropReason::NoAllocation);
         }
         // RFC 8656 §9: only the IP address is compared, not the port.
@@ -502,11 +482,7 @@ impl Server {
             }
         };
         match framed {
-            Ok(range) => Verdict::Forward(Transmit {
-                via: Via::Listener(listener),
-                to: client,
-                range,
-            }),
+            Ok(range) => Verdict::Forward(Transmit { via: Via::Listener(listener), to: client, range }),
             // Only a datapath that broke the headroom contract gets here.
             Err(_) => Verdict::Drop(DropReason::Ignored),
         }
@@ -527,11 +503,7 @@ impl Server {
             }
             self.expiries.pop();
             // A refresh pushed a later entry; this one may be stale.
-            let expired = self
-                .slots
-                .get(slot as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|a| a.expires <= now);
+            let expired = self.slots.get(slot as usize).and_then(Option::as_ref).is_some_and(|a| a.expires <= now);
             if expired {
                 self.stats.allocations_expired += 1;
                 self.remove(slot, sockets, "expired");
@@ -553,7 +525,7 @@ impl Server {
                 }
             }
         }
-        self.quotas.release(&alloc.username);
+        self.shared.quotas.release(&alloc.username);
         self.free.push(slot);
         tracing::info!(client = %alloc.client, user = %alloc.username, why, "allocation deleted");
     }

@@ -96,16 +96,12 @@ fn contains(net: &IpNet, ip: IpAddr) -> bool {
 /// Whether `ip` (canonical) is in a special-purpose range.
 fn is_special(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(a) => DENIED_V4
-            .iter()
-            .any(|&(n, len)| Ipv4Net::new_assert(n, len).contains(&a)),
+        IpAddr::V4(a) => DENIED_V4.iter().any(|&(n, len)| Ipv4Net::new_assert(n, len).contains(&a)),
         IpAddr::V6(a) => {
             if let Some(v4) = embedded_v4(a) {
                 return is_special(IpAddr::V4(v4));
             }
-            DENIED_V6
-                .iter()
-                .any(|&(n, len)| Ipv6Net::new_assert(n, len).contains(&a))
+            DENIED_V6.iter().any(|&(n, len)| Ipv6Net::new_assert(n, len).contains(&a))
         }
     }
 }
@@ -116,9 +112,7 @@ fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
     let o = a.octets();
     match a.segments() {
         [0x2002, ..] => Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])),
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] | [0, 0, 0, 0, 0, 0, _, _] => {
-            Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
-        }
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(Ipv4Addr::new(o[12], o[13], o[14], o[15])),
         _ => None,
     }
 }
@@ -162,14 +156,7 @@ mod tests {
         ] {
             assert!(!p.allows(ip(s)), "{s} should be denied");
         }
-        for s in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-            "2002:808:808::",
-            "64:ff9b::808:808",
-        ] {
+        for s in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "2002:808:808::", "64:ff9b::808:808"] {
             assert!(p.allows(ip(s)), "{s} should be allowed");
         }
     }
@@ -177,14 +164,8 @@ mod tests {
     #[test]
     fn allow_reopens_deny_closes_own_always_open() {
         let p = PeerPolicy {
-            allow: vec![
-                "127.0.0.1/32".parse().unwrap(),
-                "10.0.0.0/8".parse().unwrap(),
-            ],
-            deny: vec![
-                "10.9.0.0/16".parse().unwrap(),
-                "8.8.8.0/24".parse().unwrap(),
-            ],
+            allow: vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+            deny: vec!["10.9.0.0/16".parse().unwrap(), "8.8.8.0/24".parse().unwrap()],
             own: vec![ip("192.168.7.7")],
         };
         assert!(p.allows(ip("127.0.0.1")));

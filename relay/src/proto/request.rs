@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
-    AdditionalAddressFamily, AddressErrorCode, ChannelNumber, ErrorCodeAttr, EvenPort, Lifetime,
-    Nonce, PasswordAlgorithms, Realm, RequestedAddressFamily, RequestedTransport, Software,
+    AdditionalAddressFamily, AddressErrorCode, ChannelNumber, ErrorCodeAttr, EvenPort, Lifetime, Nonce,
+    PasswordAlgorithms, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Software,
     UnknownAttributes, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
 };
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{
-    AddressFamily, AttrType, Class, Error as WireError, ErrorCode, IntegrityKind, Message,
-    MessageType, MessageWriter, Method, is_valid_channel,
+    AddressFamily, AttrType, Class, Error as WireError, ErrorCode, IntegrityKind, Message, MessageType, MessageWriter,
+    Method,
 };
 
 use super::allocation::{Allocation, BindError, Relay};
@@ -33,13 +33,29 @@ fn integrity(authed: &Authed) -> Integrity<'_> {
     Some((&authed.key, authed.integrity))
 }
 
+/// RFC 8656 §7.2: a reservation is held "for at least 30 seconds".
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
 /// An Allocate request's wishes, checked (RFC 8656 §7.2 steps 3-9).
 struct AllocateRequest {
     family: usize,
     additional_v6: bool,
     even_port: bool,
+    /// EVEN-PORT's R bit: reserve port N+1 too.
+    reserve_next: bool,
+    /// RESERVATION-TOKEN: use the address reserved under it.
+    token: Option<[u8; 8]>,
     dont_fragment: bool,
     lifetime: Option<u32>,
+}
+
+/// How to choose a relay port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortChoice {
+    Any,
+    Even,
+    /// An even port N whose N+1 is free too, to be reserved.
+    EvenPair,
 }
 
 impl Server {
@@ -94,12 +110,7 @@ impl Server {
             if alloc.txid == *msg.transaction_id() && alloc.username == authed.username {
                 return self.allocate_success(now, reply, msg, slot);
             }
-            return self.error(
-                reply,
-                msg,
-                ErrorCode::ALLOCATION_MISMATCH,
-                integrity(&authed),
-            );
+            return self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(&authed));
         }
         if let Some(len) = self.unknown_attributes(reply, msg, integrity(&authed)) {
             return Some(len);
@@ -108,24 +119,33 @@ impl Server {
             Ok(req) => req,
             Err(code) => return self.error(reply, msg, code, integrity(&authed)),
         };
-        if let Err(code) = self.quotas.acquire(&authed.username) {
+        if let Err(code) = self.shared.quotas.acquire(&authed.username) {
             return self.error(reply, msg, code, integrity(&authed));
         }
         let slot = self.reserve_slot();
-        let Some(primary) =
-            self.open_relay(slot, req.family, req.even_port, req.dont_fragment, sockets)
-        else {
-            self.quotas.release(&authed.username);
+        let choice = match (req.reserve_next, req.even_port) {
+            (true, _) => PortChoice::EvenPair,
+            (false, true) => PortChoice::Even,
+            (false, false) => PortChoice::Any,
+        };
+        let primary = match req.token {
+            // Step 5: a token that is unknown, expired or whose address is
+            // taken is "not valid": 508.
+            Some(token) => self
+                .shared
+                .reservations
+                .take(&token, now)
+                .and_then(|addr| self.open_exact(slot, addr, req.dont_fragment, sockets))
+                .map(|relay| (relay, None)),
+            None => self.open_relay(now, slot, req.family, choice, req.dont_fragment, sockets),
+        };
+        let Some((primary, reservation)) = primary else {
+            self.shared.quotas.release(&authed.username);
             self.free.push(slot);
-            return self.error(
-                reply,
-                msg,
-                ErrorCode::INSUFFICIENT_CAPACITY,
-                integrity(&authed),
-            );
+            return self.error(reply, msg, ErrorCode::INSUFFICIENT_CAPACITY, integrity(&authed));
         };
         let mut relays = [None, None];
-        if let Some(r) = relays.get_mut(req.family) {
+        if let Some(r) = relays.get_mut(super::allocation::family_index(&primary.bound.ip())) {
             *r = Some(primary);
         }
         let mut partial = None;
@@ -133,7 +153,8 @@ impl Server {
             if self.config.relay_v6.is_none() {
                 partial = Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
             } else {
-                relays[1] = self.open_relay(slot, 1, req.even_port, req.dont_fragment, sockets);
+                let choice = if req.even_port { PortChoice::Even } else { PortChoice::Any };
+                relays[1] = self.open_relay(now, slot, 1, choice, req.dont_fragment, sockets).map(|(r, _)| r);
                 if relays[1].is_none() {
                     partial = Some(ErrorCode::INSUFFICIENT_CAPACITY);
                 }
@@ -152,6 +173,7 @@ impl Server {
             now + lifetime,
         );
         alloc.partial = partial;
+        alloc.reservation = reservation;
         tracing::info!(
             client = %from,
             user = %alloc.username,
@@ -176,13 +198,20 @@ impl Server {
         let raf = msg.get::<RequestedAddressFamily>().map_err(bad)?;
         let aaf = msg.get::<AdditionalAddressFamily>().map_err(bad)?;
         let even = msg.get::<EvenPort>().map_err(bad)?;
-        if msg.get_raw(AttrType::RESERVATION_TOKEN).is_some() {
-            // Reservations are not offered (an R bit is refused below), so
-            // no token can be valid: 508, as step 5 says for invalid tokens.
-            return Err(if even.is_some() || raf.is_some() || aaf.is_some() {
-                ErrorCode::BAD_REQUEST
-            } else {
-                ErrorCode::INSUFFICIENT_CAPACITY
+        let lifetime = msg.get::<Lifetime>().map_err(bad)?.map(|l| l.0);
+        if let Some(ReservationToken(token)) = msg.get::<ReservationToken>().map_err(bad)? {
+            // Step 5: the token names the address (and so the family).
+            if even.is_some() || raf.is_some() || aaf.is_some() {
+                return Err(ErrorCode::BAD_REQUEST);
+            }
+            return Ok(AllocateRequest {
+                family: 0,
+                additional_v6: false,
+                even_port: false,
+                reserve_next: false,
+                token: Some(*token),
+                dont_fragment,
+                lifetime,
             });
         }
         if raf.is_some() && aaf.is_some() {
@@ -196,41 +225,30 @@ impl Server {
         if self.config.relay_ip(family).is_none() {
             return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
         }
-        if even.is_some_and(|e| e.reserve_next) {
-            // Step 8. Reserving port N+1 for a later Allocate needs state
-            // shared across workers; this server declines (508), as the
-            // RFC allows a server that cannot satisfy the request.
-            return Err(if aaf.is_some() {
-                ErrorCode::BAD_REQUEST
-            } else {
-                ErrorCode::INSUFFICIENT_CAPACITY
-            });
+        let reserve_next = even.is_some_and(|e| e.reserve_next);
+        if reserve_next && aaf.is_some() {
+            return Err(ErrorCode::BAD_REQUEST); // step 8
         }
         let additional_v6 = match aaf.map(|a| a.0) {
             None => false,
             Some(AddressFamily::IPV6) => true,
             Some(_) => return Err(ErrorCode::BAD_REQUEST),
         };
-        let lifetime = msg.get::<Lifetime>().map_err(bad)?.map(|l| l.0);
         Ok(AllocateRequest {
             family,
             additional_v6,
             even_port: even.is_some(),
+            reserve_next,
+            token: None,
             dont_fragment,
             lifetime,
         })
     }
 
-    fn allocate_success(
-        &mut self,
-        now: Instant,
-        reply: &mut [u8],
-        msg: &Message<'_>,
-        slot: u32,
-    ) -> Option<usize> {
+    fn allocate_success(&mut self, now: Instant, reply: &mut [u8], msg: &Message<'_>, slot: u32) -> Option<usize> {
         let alloc = self.slots.get(slot as usize)?.as_ref()?;
-        let (relays, client, partial, expires) =
-            (alloc.relays, alloc.client, alloc.partial, alloc.expires);
+        let (relays, client, partial, expires) = (alloc.relays, alloc.client, alloc.partial, alloc.expires);
+        let reservation = alloc.reservation;
         let (key, kind) = (alloc.key.clone(), alloc.integrity);
         let remaining = expires.saturating_duration_since(now).as_secs();
         self.respond(reply, msg, Class::Success, Some((&key, kind)), |w| {
@@ -238,13 +256,12 @@ impl Server {
                 w.add(&XorRelayedAddress(relay.advertised))?;
             }
             w.add(&Lifetime(u32::try_from(remaining).unwrap_or(u32::MAX)))?;
+            if let Some(token) = &reservation {
+                w.add(&ReservationToken(token))?;
+            }
             if let Some(code) = partial {
                 let reason = code.reason();
-                w.add(&AddressErrorCode {
-                    family: AddressFamily::IPV6,
-                    code,
-                    reason,
-                })?;
+                w.add(&AddressErrorCode { family: AddressFamily::IPV6, code, reason })?;
             }
             w.add(&XorMappedAddress(client))?;
             Ok(())
@@ -268,12 +285,7 @@ impl Server {
             Err(refusal) => return self.refuse(reply, msg, from, unix, refusal),
         };
         let Some((slot, alloc)) = self.allocation_of(listener, from) else {
-            return self.error(
-                reply,
-                msg,
-                ErrorCode::ALLOCATION_MISMATCH,
-                integrity(&authed),
-            );
+            return self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(&authed));
         };
         if alloc.username != authed.username {
             self.stats.auth_failures += 1;
@@ -309,11 +321,7 @@ impl Server {
         let bad = |_: WireError| ErrorCode::BAD_REQUEST;
         let requested = msg.get::<Lifetime>().map_err(bad)?.map(|l| l.0);
         let family = msg.get::<RequestedAddressFamily>().map_err(bad)?;
-        let alloc = self
-            .slots
-            .get(slot as usize)
-            .and_then(Option::as_ref)
-            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        let alloc = self.slots.get(slot as usize).and_then(Option::as_ref).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         let family = match family.map(|f| f.0) {
             None => None,
             Some(AddressFamily::IPV4) => Some(0),
@@ -342,17 +350,8 @@ impl Server {
     }
 
     /// RFC 8656 §10.2.
-    fn create_permission(
-        &mut self,
-        now: Instant,
-        slot: u32,
-        msg: &Message<'_>,
-    ) -> Result<Option<u32>, ErrorCode> {
-        let alloc = self
-            .slots
-            .get(slot as usize)
-            .and_then(Option::as_ref)
-            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+    fn create_permission(&mut self, now: Instant, slot: u32, msg: &Message<'_>) -> Result<Option<u32>, ErrorCode> {
+        let alloc = self.slots.get(slot as usize).and_then(Option::as_ref).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         let mut count = 0;
         for peer in msg.get_all::<XorPeerAddress>() {
             let XorPeerAddress(peer) = peer.map_err(|_| ErrorCode::BAD_REQUEST)?;
@@ -371,11 +370,7 @@ impl Server {
         if !alloc.has_room_for_permissions(peers(), now) {
             return Err(ErrorCode::INSUFFICIENT_CAPACITY);
         }
-        let alloc = self
-            .slots
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        let alloc = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         for ip in peers() {
             alloc.permit(ip, now);
         }
@@ -383,26 +378,17 @@ impl Server {
     }
 
     /// RFC 8656 §12.2.
-    fn channel_bind(
-        &mut self,
-        now: Instant,
-        slot: u32,
-        msg: &Message<'_>,
-    ) -> Result<Option<u32>, ErrorCode> {
+    fn channel_bind(&mut self, now: Instant, slot: u32, msg: &Message<'_>) -> Result<Option<u32>, ErrorCode> {
         let bad = |_: WireError| ErrorCode::BAD_REQUEST;
         let number = msg.get::<ChannelNumber>().map_err(bad)?;
         let peer = msg.get::<XorPeerAddress>().map_err(bad)?;
         let (Some(ChannelNumber(number)), Some(XorPeerAddress(peer))) = (number, peer) else {
             return Err(ErrorCode::BAD_REQUEST);
         };
-        if !is_valid_channel(number) {
+        if !self.config.channel_numbers.allows(number) {
             return Err(ErrorCode::BAD_REQUEST);
         }
-        let alloc = self
-            .slots
-            .get(slot as usize)
-            .and_then(Option::as_ref)
-            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        let alloc = self.slots.get(slot as usize).and_then(Option::as_ref).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         match alloc.can_bind(number, peer, now) {
             Err(BindError::Conflict) => return Err(ErrorCode::BAD_REQUEST),
             Err(BindError::Full) => return Err(ErrorCode::INSUFFICIENT_CAPACITY),
@@ -417,11 +403,7 @@ impl Server {
         if !alloc.has_room_for_permissions(std::iter::once(peer.ip()), now) {
             return Err(ErrorCode::INSUFFICIENT_CAPACITY);
         }
-        let alloc = self
-            .slots
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
+        let alloc = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         alloc.bind(number, peer, now);
         alloc.permit(peer.ip(), now);
         Ok(None)
@@ -430,9 +412,7 @@ impl Server {
     /// RFC 8656 §7.2: min(requested, max), but never below the default.
     fn lifetime(&self, requested: Option<u32>) -> Duration {
         let requested = requested.map_or(Duration::ZERO, |s| Duration::from_secs(u64::from(s)));
-        requested
-            .min(self.config.max_lifetime)
-            .max(self.config.default_lifetime)
+        requested.min(self.config.max_lifetime).max(self.config.default_lifetime)
     }
 
     /// A free slot for a new allocation; filled by [`Self::place`] or given
@@ -453,37 +433,49 @@ impl Server {
     }
 
     /// Binds a relay socket of `family` on a random free port of the range
-    /// (an even one if asked), trying others while ports turn out in use.
+    /// (as `choice` says), trying others while ports turn out in use. For
+    /// [`PortChoice::EvenPair`], port N+1 is reserved and its token returned.
     fn open_relay(
         &mut self,
+        now: Instant,
         slot: u32,
         family: usize,
-        even: bool,
+        choice: PortChoice,
         df: bool,
         sockets: &mut impl Sockets,
-    ) -> Option<Relay> {
+    ) -> Option<(Relay, Option<[u8; 8]>)> {
         let ip = self.config.relay_ip(family)?;
         let (lo, hi) = (*self.config.ports.start(), *self.config.ports.end());
         let span = u32::from(hi.checked_sub(lo)?) + 1;
         let start = rand::Rng::random_range(&mut self.rng, 0..span);
-        let used = self.ports.get_mut(family)?;
         let mut attempts = 0;
         for i in 0..span {
             let port = u16::try_from(u32::from(lo) + (start + i) % span).ok()?;
-            if (even && port % 2 == 1) || used.contains(&port) {
+            let free = |p: u16, s: &Self| {
+                !s.ports.get(family).is_some_and(|used| used.contains(&p))
+                    && !s.shared.reservations.holds(SocketAddr::new(ip.bind, p), now)
+            };
+            let fits = match choice {
+                PortChoice::Any => true,
+                PortChoice::Even => port % 2 == 0,
+                PortChoice::EvenPair => port % 2 == 0 && port < hi && free(port + 1, self),
+            };
+            if !fits || !free(port, self) {
                 continue;
             }
             let bound = SocketAddr::new(ip.bind, port);
             match sockets.open_relay(RelayToken::new(slot, family), bound, df) {
                 Ok(()) => {
-                    used.insert(port);
-                    let advertised = SocketAddr::new(ip.external.unwrap_or(ip.bind), port);
-                    return Some(Relay { bound, advertised });
+                    let relay = self.record(family, bound);
+                    let token = (choice == PortChoice::EvenPair).then(|| {
+                        let token: [u8; 8] = rand::Rng::random(&mut self.rng);
+                        let next = SocketAddr::new(ip.bind, port + 1);
+                        self.shared.reservations.reserve(token, next, now + RESERVATION_LIFETIME);
+                        token
+                    });
+                    return Some((relay, token));
                 }
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::AddrInUse
-                        && attempts < MAX_BIND_ATTEMPTS =>
-                {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < MAX_BIND_ATTEMPTS => {
                     attempts += 1;
                 }
                 Err(e) => {
@@ -493,6 +485,24 @@ impl Server {
             }
         }
         None
+    }
+
+    /// Binds a relay socket on exactly `bound` (a reserved address).
+    fn open_exact(&mut self, slot: u32, bound: SocketAddr, df: bool, sockets: &mut impl Sockets) -> Option<Relay> {
+        let family = super::allocation::family_index(&bound.ip());
+        self.config.relay_ip(family)?;
+        sockets.open_relay(RelayToken::new(slot, family), bound, df).ok()?;
+        Some(self.record(family, bound))
+    }
+
+    /// Marks `bound`'s port used and returns the relay with its advertised
+    /// address.
+    fn record(&mut self, family: usize, bound: SocketAddr) -> Relay {
+        if let Some(used) = self.ports.get_mut(family) {
+            used.insert(bound.port());
+        }
+        let external = self.config.relay_ip(family).and_then(|ip| ip.external).unwrap_or(bound.ip());
+        Relay { bound, advertised: SocketAddr::new(external, bound.port()) }
     }
 
     fn close_family(&mut self, slot: u32, family: usize, sockets: &mut impl Sockets) {
@@ -509,12 +519,7 @@ impl Server {
 
     /// RFC 8489 §6.3.1: a request with comprehension-required attributes we
     /// do not know gets 420 listing them.
-    fn unknown_attributes(
-        &mut self,
-        reply: &mut [u8],
-        msg: &Message<'_>,
-        auth: Integrity<'_>,
-    ) -> Option<usize> {
+    fn unknown_attributes(&mut self, reply: &mut [u8], msg: &Message<'_>, auth: Integrity<'_>) -> Option<usize> {
         let mut unknown = [AttrType(0); MAX_UNKNOWN];
         let mut n = 0;
         for (slot, t) in unknown.iter_mut().zip(msg.unknown_comprehension_required()) {
@@ -566,13 +571,7 @@ impl Server {
         })
     }
 
-    fn error(
-        &mut self,
-        reply: &mut [u8],
-        msg: &Message<'_>,
-        code: ErrorCode,
-        auth: Integrity<'_>,
-    ) -> Option<usize> {
+    fn error(&mut self, reply: &mut [u8], msg: &Message<'_>, code: ErrorCode, auth: Integrity<'_>) -> Option<usize> {
         self.stats.error_responses += 1;
         self.respond(reply, msg, Class::Error, auth, |w| {
             w.add(&ErrorCodeAttr::new(code))?;
@@ -601,10 +600,6 @@ impl Server {
             Some((key, IntegrityKind::Sha256)) => w.integrity_sha256(key.as_bytes()).ok()?,
             None => &mut w,
         };
-        if msg.has_fingerprint() {
-            w.fingerprint().ok()
-        } else {
-            Some(w.finish())
-        }
+        if msg.has_fingerprint() { w.fingerprint().ok() } else { Some(w.finish()) }
     }
 }

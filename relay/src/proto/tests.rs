@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use ip2p_wire::attr::*;
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{
-    AddressFamily, Attribute, ChannelData, Class, ErrorCode, IntegrityKind, Message, MessageType,
-    MessageWriter, Method, TransactionId, Transport, write_channel_data,
+    AddressFamily, Attribute, ChannelData, Class, ErrorCode, IntegrityKind, Message, MessageType, MessageWriter,
+    Method, TransactionId, Transport, write_channel_data,
 };
 
 use super::*;
@@ -36,47 +36,31 @@ impl Sockets for FakeSockets {
         if self.taken.contains(&addr) || self.open.values().any(|(a, _)| *a == addr) {
             return Err(io::ErrorKind::AddrInUse.into());
         }
-        assert!(
-            self.open.insert(token, (addr, df)).is_none(),
-            "token reused while open"
-        );
+        assert!(self.open.insert(token, (addr, df)).is_none(), "token reused while open");
         Ok(())
     }
     fn close_relay(&mut self, token: RelayToken) {
-        assert!(
-            self.open.remove(&token).is_some(),
-            "closing a socket that is not open"
-        );
+        assert!(self.open.remove(&token).is_some(), "closing a socket that is not open");
         self.closed.push(token);
     }
 }
 
 fn config() -> Config {
     let mut users = std::collections::HashMap::new();
-    users.insert(
-        "alice".to_owned(),
-        UserSecret::Password("wonderland".into()),
-    );
+    users.insert("alice".to_owned(), UserSecret::Password("wonderland".into()));
     users.insert("bob".to_owned(), UserSecret::Password("builder".into()));
     users.insert(
         "carol".to_owned(),
-        UserSecret::Md5Key(
-            *LongTermKey::md5("carol", REALM, "c")
-                .as_bytes()
-                .first_chunk()
-                .unwrap(),
-        ),
+        UserSecret::Md5Key(*LongTermKey::md5("carol", REALM, "c").as_bytes().first_chunk().unwrap()),
     );
     Config {
         software: Some("ip2p test".into()),
         default_lifetime: Duration::from_secs(600),
         max_lifetime: Duration::from_secs(3600),
-        relay_v4: Some(RelayIp {
-            bind: "127.0.0.1".parse().unwrap(),
-            external: None,
-        }),
+        relay_v4: Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), external: None }),
         relay_v6: None,
         ports: 50000..=50099,
+        channel_numbers: ChannelNumbers::Rfc8656,
         policy: PeerPolicy {
             allow: vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()],
             deny: vec![],
@@ -111,19 +95,13 @@ impl Response {
         self.msg().class()
     }
     fn code(&self) -> Option<u16> {
-        self.msg()
-            .get::<ErrorCodeAttr>()
-            .unwrap()
-            .map(|e| e.code.code())
+        self.msg().get::<ErrorCodeAttr>().unwrap().map(|e| e.code.code())
     }
     fn nonce(&self) -> String {
         self.msg().get::<Nonce>().unwrap().unwrap().0.to_owned()
     }
     fn relayed(&self) -> Vec<SocketAddr> {
-        self.msg()
-            .get_all::<XorRelayedAddress>()
-            .map(|a| a.unwrap().0)
-            .collect()
+        self.msg().get_all::<XorRelayedAddress>().map(|a| a.unwrap().0).collect()
     }
     fn lifetime(&self) -> Option<u32> {
         self.msg().get::<Lifetime>().unwrap().map(|l| l.0)
@@ -139,11 +117,7 @@ struct Creds {
 }
 
 fn creds(user: &str, password: &str) -> Creds {
-    Creds {
-        user: user.into(),
-        password: password.into(),
-        sha256: false,
-    }
+    Creds { user: user.into(), password: password.into(), sha256: false }
 }
 
 const CLIENT: &str = "127.0.0.1:40000";
@@ -161,7 +135,7 @@ impl Harness {
     fn with(config: Config, quotas: Quotas) -> Self {
         let now = t0();
         Self {
-            server: Server::new(Arc::new(config), Arc::new(quotas), now, UNIX0, 42),
+            server: Server::new(Arc::new(config), Arc::new(Shared::new(quotas)), now, UNIX0, 42),
             sockets: FakeSockets::default(),
             now,
             reply: vec![0; REPLY_BUFFER],
@@ -180,14 +154,7 @@ impl Harness {
     }
 
     fn send(&mut self, from: &str, packet: &[u8]) -> Verdict {
-        self.server.handle_client(
-            self.now,
-            ListenerId(0),
-            addr(from),
-            packet,
-            &mut self.reply,
-            &mut self.sockets,
-        )
+        self.server.handle_client(self.now, ListenerId(0), addr(from), packet, &mut self.reply, &mut self.sockets)
     }
 
     /// Sends a request and returns the response.
@@ -211,8 +178,7 @@ impl Harness {
         auth: Option<(&Creds, &str)>,
     ) -> Vec<u8> {
         let mut buf = vec![0u8; 1024];
-        let mut w =
-            MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
+        let mut w = MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
         for a in attrs {
             w.add_attribute(a).unwrap();
         }
@@ -221,15 +187,12 @@ impl Harness {
             w.add(&Realm(REALM)).unwrap();
             w.add(&Nonce(nonce)).unwrap();
             if c.sha256 {
-                w.add(&PasswordAlgorithms::new(&super::auth::OFFERED_ALGORITHMS))
-                    .unwrap();
+                w.add(&PasswordAlgorithms::new(&super::auth::OFFERED_ALGORITHMS)).unwrap();
                 w.add(&PasswordAlgorithm::new(AlgorithmId::SHA256)).unwrap();
-                let key =
-                    LongTermKey::derive(AlgorithmId::SHA256, &c.user, REALM, &c.password).unwrap();
+                let key = LongTermKey::derive(AlgorithmId::SHA256, &c.user, REALM, &c.password).unwrap();
                 w.integrity_sha256(key.as_bytes()).unwrap();
             } else {
-                w.integrity(LongTermKey::md5(&c.user, REALM, &c.password).as_bytes())
-                    .unwrap();
+                w.integrity(LongTermKey::md5(&c.user, REALM, &c.password).as_bytes()).unwrap();
             }
         }
         let len = w.finish();
@@ -238,13 +201,7 @@ impl Harness {
     }
 
     /// The full dance: unauthenticated request, 401, authenticated request.
-    fn authed(
-        &mut self,
-        from: &str,
-        method: Method,
-        attrs: &[Attribute<'_>],
-        c: &Creds,
-    ) -> Response {
+    fn authed(&mut self, from: &str, method: Method, attrs: &[Attribute<'_>], c: &Creds) -> Response {
         let tid = self.tid();
         let first = self.build(method, tid, attrs, None);
         let challenge = self.exchange(from, &first);
@@ -256,12 +213,7 @@ impl Harness {
     }
 
     fn allocate(&mut self, from: &str, c: &Creds) -> SocketAddr {
-        let r = self.authed(
-            from,
-            Method::ALLOCATE,
-            &[Attribute::RequestedTransport(RequestedTransport::UDP)],
-            c,
-        );
+        let r = self.authed(from, Method::ALLOCATE, &[Attribute::RequestedTransport(RequestedTransport::UDP)], c);
         assert_eq!(r.class(), Class::Success, "allocate failed: {:?}", r.code());
         r.relayed()[0]
     }
@@ -299,24 +251,13 @@ fn binding_answers_with_the_reflexive_address_and_mirrors_fingerprint() {
     let mut h = Harness::new();
     let tid = h.tid();
     let mut buf = [0u8; 64];
-    let w = MessageWriter::new(
-        &mut buf,
-        MessageType::new(Method::BINDING, Class::Request),
-        tid,
-    )
-    .unwrap();
+    let w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), tid).unwrap();
     let len = w.fingerprint().unwrap();
     let r = h.exchange(CLIENT, &buf[..len]);
     let m = r.msg();
-    assert_eq!(
-        m.message_type(),
-        MessageType::new(Method::BINDING, Class::Success)
-    );
+    assert_eq!(m.message_type(), MessageType::new(Method::BINDING, Class::Success));
     assert_eq!(m.transaction_id(), &tid);
-    assert_eq!(
-        m.get::<XorMappedAddress>().unwrap(),
-        Some(XorMappedAddress(addr(CLIENT)))
-    );
+    assert_eq!(m.get::<XorMappedAddress>().unwrap(), Some(XorMappedAddress(addr(CLIENT))));
     assert!(m.verify_fingerprint().is_ok());
 
     let plain = h.build(Method::BINDING, tid, &[], None);
@@ -325,21 +266,12 @@ fn binding_answers_with_the_reflexive_address_and_mirrors_fingerprint() {
     let unknown = h.build(
         Method::BINDING,
         tid,
-        &[Attribute::Unknown(RawAttribute {
-            typ: AttrType(0x0024),
-            value: &[0; 4],
-        })],
+        &[Attribute::Unknown(RawAttribute { typ: AttrType(0x0024), value: &[0; 4] })],
         None,
     );
     let r = h.exchange(CLIENT, &unknown);
     assert_eq!(r.code(), Some(420));
-    let listed: Vec<_> = r
-        .msg()
-        .get::<UnknownAttributes>()
-        .unwrap()
-        .unwrap()
-        .iter()
-        .collect();
+    let listed: Vec<_> = r.msg().get::<UnknownAttributes>().unwrap().unwrap().iter().collect();
     assert_eq!(listed, [AttrType(0x0024)]);
 }
 
@@ -347,12 +279,7 @@ fn binding_answers_with_the_reflexive_address_and_mirrors_fingerprint() {
 fn allocate_challenges_then_allocates() {
     let mut h = Harness::new();
     let tid = h.tid();
-    let req = h.build(
-        Method::ALLOCATE,
-        tid,
-        &[Attribute::RequestedTransport(RequestedTransport::UDP)],
-        None,
-    );
+    let req = h.build(Method::ALLOCATE, tid, &[Attribute::RequestedTransport(RequestedTransport::UDP)], None);
     let challenge = h.exchange(CLIENT, &req);
     assert_eq!(challenge.code(), Some(401));
     let m = challenge.msg();
@@ -373,18 +300,12 @@ fn allocate_challenges_then_allocates() {
     let r = h.exchange(CLIENT, &req);
     let m = r.msg();
     assert_eq!(m.class(), Class::Success);
-    assert_eq!(
-        m.verify_integrity(LongTermKey::md5("alice", REALM, "wonderland").as_bytes()),
-        Ok(IntegrityKind::Sha1)
-    );
+    assert_eq!(m.verify_integrity(LongTermKey::md5("alice", REALM, "wonderland").as_bytes()), Ok(IntegrityKind::Sha1));
     let relayed = r.relayed();
     assert_eq!(relayed.len(), 1);
     assert!((50000..=50099).contains(&relayed[0].port()));
     assert_eq!(r.lifetime(), Some(600));
-    assert_eq!(
-        m.get::<XorMappedAddress>().unwrap(),
-        Some(XorMappedAddress(addr(CLIENT)))
-    );
+    assert_eq!(m.get::<XorMappedAddress>().unwrap(), Some(XorMappedAddress(addr(CLIENT))));
     assert_eq!(m.get::<Software>().unwrap(), Some(Software("ip2p test")));
     assert_eq!(h.sockets.open.values().next(), Some(&(relayed[0], false)));
     assert_eq!(h.server.allocations(), 1);
@@ -404,11 +325,7 @@ fn allocate_challenges_then_allocates() {
     );
     let r = h.exchange(CLIENT, &other);
     assert_eq!(r.code(), Some(437));
-    assert!(
-        r.msg()
-            .verify_integrity(LongTermKey::md5("alice", REALM, "wonderland").as_bytes())
-            .is_ok()
-    );
+    assert!(r.msg().verify_integrity(LongTermKey::md5("alice", REALM, "wonderland").as_bytes()).is_ok());
 }
 
 #[test]
@@ -417,10 +334,7 @@ fn wrong_credentials_and_stale_nonces() {
     let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
     let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &creds("alice", "wrong"));
     assert_eq!(r.code(), Some(401));
-    assert!(
-        r.msg().get::<Nonce>().unwrap().is_some(),
-        "401 carries a fresh nonce"
-    );
+    assert!(r.msg().get::<Nonce>().unwrap().is_some(), "401 carries a fresh nonce");
     let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &creds("mallory", "x"));
     assert_eq!(r.code(), Some(401));
 
@@ -448,12 +362,7 @@ fn wrong_credentials_and_stale_nonces() {
     // Integrity without USERNAME, REALM or NONCE is a bad request.
     let tid = h.tid();
     let mut buf = [0u8; 256];
-    let mut w = MessageWriter::new(
-        &mut buf,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        tid,
-    )
-    .unwrap();
+    let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), tid).unwrap();
     w.add(&RequestedTransport::UDP).unwrap();
     w.integrity(b"k").unwrap();
     let len = w.finish();
@@ -465,29 +374,13 @@ fn wrong_credentials_and_stale_nonces() {
 fn allocate_validates_transport_and_lifetime() {
     let mut h = Harness::new();
     let c = Harness::alice();
-    assert_eq!(
-        h.authed(CLIENT, Method::ALLOCATE, &[], &c).code(),
-        Some(400)
-    );
+    assert_eq!(h.authed(CLIENT, Method::ALLOCATE, &[], &c).code(), Some(400));
     let tcp = [Attribute::RequestedTransport(RequestedTransport::TCP)];
-    assert_eq!(
-        h.authed(CLIENT, Method::ALLOCATE, &tcp, &c).code(),
-        Some(442)
-    );
-    for (i, (asked, granted)) in [(10, 600), (1200, 1200), (100_000, 3600)]
-        .into_iter()
-        .enumerate()
-    {
+    assert_eq!(h.authed(CLIENT, Method::ALLOCATE, &tcp, &c).code(), Some(442));
+    for (i, (asked, granted)) in [(10, 600), (1200, 1200), (100_000, 3600)].into_iter().enumerate() {
         let from = format!("127.0.0.1:{}", 41000 + i);
-        let attrs = [
-            Attribute::RequestedTransport(RequestedTransport::UDP),
-            Attribute::Lifetime(Lifetime(asked)),
-        ];
-        assert_eq!(
-            h.authed(&from, Method::ALLOCATE, &attrs, &c).lifetime(),
-            Some(granted),
-            "asked {asked}"
-        );
+        let attrs = [Attribute::RequestedTransport(RequestedTransport::UDP), Attribute::Lifetime(Lifetime(asked))];
+        assert_eq!(h.authed(&from, Method::ALLOCATE, &attrs, &c).lifetime(), Some(granted), "asked {asked}");
     }
     assert!(h.sockets.open.is_empty() || h.sockets.open.len() == 3);
 }
@@ -495,23 +388,14 @@ fn allocate_validates_transport_and_lifetime() {
 #[test]
 fn address_families_and_dual_allocations() {
     let mut cfg = config();
-    cfg.relay_v6 = Some(RelayIp {
-        bind: "::1".parse().unwrap(),
-        external: None,
-    });
+    cfg.relay_v6 = Some(RelayIp { bind: "::1".parse().unwrap(), external: None });
     let mut h = Harness::with(cfg, Quotas::new(0, 0));
     let c = Harness::alice();
     let udp = Attribute::RequestedTransport(RequestedTransport::UDP);
-    let v6 = [
-        udp,
-        Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily::IPV6)),
-    ];
+    let v6 = [udp, Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily::IPV6))];
     let r = h.authed("127.0.0.1:41001", Method::ALLOCATE, &v6, &c);
     assert!(r.relayed()[0].is_ipv6());
-    let dual = [
-        udp,
-        Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV6)),
-    ];
+    let dual = [udp, Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV6))];
     let r = h.authed("127.0.0.1:41002", Method::ALLOCATE, &dual, &c);
     let relayed = r.relayed();
     assert_eq!(relayed.len(), 2);
@@ -521,29 +405,11 @@ fn address_families_and_dual_allocations() {
         Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily::IPV4)),
         Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV6)),
     ];
-    assert_eq!(
-        h.authed("127.0.0.1:41003", Method::ALLOCATE, &both, &c)
-            .code(),
-        Some(400)
-    );
-    let aaf_v4 = [
-        udp,
-        Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV4)),
-    ];
-    assert_eq!(
-        h.authed("127.0.0.1:41004", Method::ALLOCATE, &aaf_v4, &c)
-            .code(),
-        Some(400)
-    );
-    let unknown = [
-        udp,
-        Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily(9))),
-    ];
-    assert_eq!(
-        h.authed("127.0.0.1:41005", Method::ALLOCATE, &unknown, &c)
-            .code(),
-        Some(440)
-    );
+    assert_eq!(h.authed("127.0.0.1:41003", Method::ALLOCATE, &both, &c).code(), Some(400));
+    let aaf_v4 = [udp, Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV4))];
+    assert_eq!(h.authed("127.0.0.1:41004", Method::ALLOCATE, &aaf_v4, &c).code(), Some(400));
+    let unknown = [udp, Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily(9)))];
+    assert_eq!(h.authed("127.0.0.1:41005", Method::ALLOCATE, &unknown, &c).code(), Some(440));
 
     // Refresh of the dual allocation deleting only IPv6.
     let del_v6 = [
@@ -552,34 +418,17 @@ fn address_families_and_dual_allocations() {
     ];
     let r = h.authed("127.0.0.1:41002", Method::REFRESH, &del_v6, &c);
     assert_eq!((r.class(), r.lifetime()), (Class::Success, Some(0)));
-    assert_eq!(
-        h.sockets.open.len(),
-        2,
-        "v6-only allocation and the dual's v4 remain"
-    );
-    let v6_again = [Attribute::RequestedAddressFamily(RequestedAddressFamily(
-        AddressFamily::IPV6,
-    ))];
-    assert_eq!(
-        h.authed("127.0.0.1:41002", Method::REFRESH, &v6_again, &c)
-            .code(),
-        Some(443)
-    );
+    assert_eq!(h.sockets.open.len(), 2, "v6-only allocation and the dual's v4 remain");
+    let v6_again = [Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily::IPV6))];
+    assert_eq!(h.authed("127.0.0.1:41002", Method::REFRESH, &v6_again, &c).code(), Some(443));
 
     // Without IPv6 relaying: 440 for IPv6, partial success for dual.
     let mut h = Harness::new();
-    assert_eq!(
-        h.authed("127.0.0.1:41006", Method::ALLOCATE, &v6, &c)
-            .code(),
-        Some(440)
-    );
+    assert_eq!(h.authed("127.0.0.1:41006", Method::ALLOCATE, &v6, &c).code(), Some(440));
     let r = h.authed("127.0.0.1:41007", Method::ALLOCATE, &dual, &c);
     assert_eq!(r.relayed().len(), 1);
     let e = r.msg().get::<AddressErrorCode>().unwrap().unwrap();
-    assert_eq!(
-        (e.family, e.code),
-        (AddressFamily::IPV6, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED)
-    );
+    assert_eq!((e.family, e.code), (AddressFamily::IPV6, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED));
 }
 
 #[test]
@@ -591,46 +440,66 @@ fn even_port_reservation_and_dont_fragment() {
         let r = h.authed(
             &format!("127.0.0.1:{}", 42000 + i),
             Method::ALLOCATE,
-            &[
-                udp,
-                Attribute::EvenPort(EvenPort {
-                    reserve_next: false,
-                }),
-            ],
+            &[udp, Attribute::EvenPort(EvenPort { reserve_next: false })],
             &c,
         );
         assert_eq!(r.relayed()[0].port() % 2, 0);
     }
-    let reserve = [udp, Attribute::EvenPort(EvenPort { reserve_next: true })];
-    assert_eq!(
-        h.authed("127.0.0.1:42100", Method::ALLOCATE, &reserve, &c)
-            .code(),
-        Some(508)
-    );
-    let token = [udp, Attribute::ReservationToken(ReservationToken(&[1; 8]))];
-    assert_eq!(
-        h.authed("127.0.0.1:42101", Method::ALLOCATE, &token, &c)
-            .code(),
-        Some(508)
-    );
     let token_even = [
         udp,
         Attribute::ReservationToken(ReservationToken(&[1; 8])),
-        Attribute::EvenPort(EvenPort {
-            reserve_next: false,
-        }),
+        Attribute::EvenPort(EvenPort { reserve_next: false }),
     ];
-    assert_eq!(
-        h.authed("127.0.0.1:42102", Method::ALLOCATE, &token_even, &c)
-            .code(),
-        Some(400)
-    );
+    assert_eq!(h.authed("127.0.0.1:42102", Method::ALLOCATE, &token_even, &c).code(), Some(400));
+    let unknown = [udp, Attribute::ReservationToken(ReservationToken(&[1; 8]))];
+    assert_eq!(h.authed("127.0.0.1:42101", Method::ALLOCATE, &unknown, &c).code(), Some(508));
 
     let df = [udp, Attribute::DontFragment(DontFragment)];
-    let relayed = h
-        .authed("127.0.0.1:42103", Method::ALLOCATE, &df, &c)
-        .relayed()[0];
+    let relayed = h.authed("127.0.0.1:42103", Method::ALLOCATE, &df, &c).relayed()[0];
     assert!(h.sockets.open.values().any(|&(a, df)| a == relayed && df));
+}
+
+#[test]
+fn even_port_reservations_pair_rtp_and_rtcp() {
+    // RFC 8656 §7.2: R=1 allocates an even port N and reserves N+1 for the
+    // Allocate that presents the token (coturn's uclient does this for
+    // RTP/RTCP pairs).
+    let mut cfg = config();
+    cfg.ports = 50000..=50005;
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let c = Harness::alice();
+    let udp = Attribute::RequestedTransport(RequestedTransport::UDP);
+    let r =
+        h.authed("127.0.0.1:46000", Method::ALLOCATE, &[udp, Attribute::EvenPort(EvenPort { reserve_next: true })], &c);
+    let rtp = r.relayed()[0];
+    assert_eq!(rtp.port() % 2, 0);
+    let token = *r.msg().get::<ReservationToken>().unwrap().unwrap().0;
+
+    // Other allocations never get the reserved port.
+    let mut ports = vec![rtp.port()];
+    for i in 0..4 {
+        ports.push(h.allocate(&format!("127.0.0.1:{}", 46001 + i), &c).port());
+    }
+    assert!(!ports.contains(&(rtp.port() + 1)), "{ports:?}");
+    let with_token = [udp, Attribute::ReservationToken(ReservationToken(&token))];
+    let r = h.authed("127.0.0.1:46010", Method::ALLOCATE, &with_token, &c);
+    assert_eq!(r.relayed(), [SocketAddr::new(rtp.ip(), rtp.port() + 1)]);
+    assert_eq!(h.authed("127.0.0.1:46011", Method::ALLOCATE, &with_token, &c).code(), Some(508), "used up");
+
+    // A reservation lapses after 30 s.
+    let mut h = Harness::new();
+    let r =
+        h.authed("127.0.0.1:46020", Method::ALLOCATE, &[udp, Attribute::EvenPort(EvenPort { reserve_next: true })], &c);
+    let token = *r.msg().get::<ReservationToken>().unwrap().unwrap().0;
+    h.advance(31);
+    let with_token = [udp, Attribute::ReservationToken(ReservationToken(&token))];
+    assert_eq!(h.authed("127.0.0.1:46021", Method::ALLOCATE, &with_token, &c).code(), Some(508));
+    let dual_reserve = [
+        udp,
+        Attribute::EvenPort(EvenPort { reserve_next: true }),
+        Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV6)),
+    ];
+    assert_eq!(h.authed("127.0.0.1:46022", Method::ALLOCATE, &dual_reserve, &c).code(), Some(400));
 }
 
 #[test]
@@ -639,37 +508,19 @@ fn refresh_extends_and_deletes() {
     let c = Harness::alice();
     h.allocate(CLIENT, &c);
     h.advance(500);
-    let r = h.authed(
-        CLIENT,
-        Method::REFRESH,
-        &[Attribute::Lifetime(Lifetime(900))],
-        &c,
-    );
+    let r = h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(900))], &c);
     assert_eq!(r.lifetime(), Some(900));
     h.advance(800);
     assert_eq!(h.server.allocations(), 1, "refreshed at 500 s for 900 s");
     let r = h.authed(CLIENT, Method::REFRESH, &[], &c);
     assert_eq!(r.lifetime(), Some(600), "no LIFETIME: the default");
-    assert_eq!(
-        h.authed(CLIENT, Method::REFRESH, &[], &creds("bob", "builder"))
-            .code(),
-        Some(441)
-    );
-    let r = h.authed(
-        CLIENT,
-        Method::REFRESH,
-        &[Attribute::Lifetime(Lifetime(0))],
-        &c,
-    );
+    assert_eq!(h.authed(CLIENT, Method::REFRESH, &[], &creds("bob", "builder")).code(), Some(441));
+    let r = h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c);
     assert_eq!((r.class(), r.lifetime()), (Class::Success, Some(0)));
     assert_eq!(h.server.allocations(), 0);
     assert!(h.sockets.open.is_empty());
     assert_eq!(h.authed(CLIENT, Method::REFRESH, &[], &c).code(), Some(437));
-    assert_eq!(
-        h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c)
-            .code(),
-        Some(437)
-    );
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).code(), Some(437));
 }
 
 #[test]
@@ -678,15 +529,8 @@ fn allocations_expire_and_release_their_ports_and_quota() {
     let c = Harness::alice();
     h.allocate(CLIENT, &c);
     let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
-    assert_eq!(
-        h.authed("127.0.0.1:40001", Method::ALLOCATE, &udp, &c)
-            .code(),
-        Some(486)
-    );
-    assert_eq!(
-        h.server.poll_timeout(),
-        Some(h.now + Duration::from_secs(600))
-    );
+    assert_eq!(h.authed("127.0.0.1:40001", Method::ALLOCATE, &udp, &c).code(), Some(486));
+    assert_eq!(h.server.poll_timeout(), Some(h.now + Duration::from_secs(600)));
     h.advance(599);
     assert_eq!(h.server.allocations(), 1);
     h.advance(1);
@@ -708,78 +552,38 @@ fn permissions_gate_peer_traffic_both_ways() {
     assert_eq!(v, Verdict::Drop(DropReason::NoPermission));
     let tid = h.tid();
     let send = h.build_send(tid, PEER, b"hello");
-    assert_eq!(
-        h.send(CLIENT, &send),
-        Verdict::Drop(DropReason::NoPermission)
-    );
+    assert_eq!(h.send(CLIENT, &send), Verdict::Drop(DropReason::NoPermission));
 
-    let r = h.authed(
-        CLIENT,
-        Method::CREATE_PERMISSION,
-        &[peer_attr(PEER), peer_attr("[::1]:9")],
-        &c,
-    );
-    assert_eq!(
-        r.code(),
-        Some(443),
-        "an IPv6 peer needs an IPv6 relayed address"
-    );
-    let r = h.authed(
-        CLIENT,
-        Method::CREATE_PERMISSION,
-        &[peer_attr(PEER), peer_attr("127.0.0.2:1")],
-        &c,
-    );
+    let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER), peer_attr("[::1]:9")], &c);
+    assert_eq!(r.code(), Some(443), "an IPv6 peer needs an IPv6 relayed address");
+    let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER), peer_attr("127.0.0.2:1")], &c);
     assert_eq!(r.code(), Some(403), "127.0.0.2 is not allowed");
     let (v, _) = h.peer_sends(token, PEER, b"hi");
-    assert_eq!(
-        v,
-        Verdict::Drop(DropReason::NoPermission),
-        "a refused request installs nothing"
-    );
-    assert_eq!(
-        h.authed(CLIENT, Method::CREATE_PERMISSION, &[], &c).code(),
-        Some(400)
-    );
+    assert_eq!(v, Verdict::Drop(DropReason::NoPermission), "a refused request installs nothing");
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[], &c).code(), Some(400));
     let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c);
     assert_eq!(r.class(), Class::Success);
 
     // Send indication: forwarded where the DATA value lies.
     let v = h.send(CLIENT, &send);
-    let Verdict::Forward(t) = v else {
-        panic!("{v:?}")
-    };
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
     assert_eq!((t.via, t.to), (Via::Relay(token), addr(PEER)));
     assert_eq!(&send[t.range], b"hello");
 
     // A peer datagram (any port of the permitted IP) becomes a Data indication.
     let (v, buf) = h.peer_sends(token, "127.0.0.1:7777", b"world!");
-    let Verdict::Forward(t) = v else {
-        panic!("{v:?}")
-    };
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
     assert_eq!((t.via, t.to), (Via::Listener(ListenerId(0)), addr(CLIENT)));
     let m = Message::parse(&buf[t.range]).unwrap();
-    assert_eq!(
-        m.message_type(),
-        MessageType::new(Method::DATA, Class::Indication)
-    );
-    assert_eq!(
-        m.get::<XorPeerAddress>().unwrap(),
-        Some(XorPeerAddress(addr("127.0.0.1:7777")))
-    );
+    assert_eq!(m.message_type(), MessageType::new(Method::DATA, Class::Indication));
+    assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(addr("127.0.0.1:7777"))));
     assert_eq!(m.get::<Data>().unwrap(), Some(Data(b"world!")));
 
     // Permissions last 300 s.
     h.advance(299);
-    assert!(matches!(
-        h.peer_sends(token, PEER, b"x").0,
-        Verdict::Forward(_)
-    ));
+    assert!(matches!(h.peer_sends(token, PEER, b"x").0, Verdict::Forward(_)));
     h.advance(1);
-    assert_eq!(
-        h.peer_sends(token, PEER, b"x").0,
-        Verdict::Drop(DropReason::NoPermission)
-    );
+    assert_eq!(h.peer_sends(token, PEER, b"x").0, Verdict::Drop(DropReason::NoPermission));
     let stats = h.server.stats();
     assert_eq!((stats.to_peer_packets, stats.to_client_packets), (1, 2));
     assert_eq!(stats.dropped_no_permission, 4);
@@ -793,77 +597,27 @@ fn channels_bind_and_carry_data_both_ways() {
     let token = h.only_token();
     let bind = |n: u16, p: &'static str| [Attribute::ChannelNumber(ChannelNumber(n)), peer_attr(p)];
 
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x3FFF, PEER), &c).code(), Some(400));
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x5000, PEER), &c).code(), Some(400), "RFC 8656 range");
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &[peer_attr(PEER)], &c).code(), Some(400));
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, "10.0.0.1:5"), &c).code(), Some(403));
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
     assert_eq!(
-        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x3FFF, PEER), &c)
-            .code(),
-        Some(400)
-    );
-    assert_eq!(
-        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x5000, PEER), &c)
-            .code(),
-        Some(400)
-    );
-    assert_eq!(
-        h.authed(CLIENT, Method::CHANNEL_BIND, &[peer_attr(PEER)], &c)
-            .code(),
-        Some(400)
-    );
-    assert_eq!(
-        h.authed(
-            CLIENT,
-            Method::CHANNEL_BIND,
-            &bind(0x4000, "10.0.0.1:5"),
-            &c
-        )
-        .code(),
-        Some(403)
-    );
-    assert_eq!(
-        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c)
-            .class(),
-        Class::Success
-    );
-    assert_eq!(
-        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c)
-            .class(),
+        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(),
         Class::Success,
         "rebind refreshes"
     );
-    assert_eq!(
-        h.authed(
-            CLIENT,
-            Method::CHANNEL_BIND,
-            &bind(0x4000, "127.0.0.1:7001"),
-            &c
-        )
-        .code(),
-        Some(400)
-    );
-    assert_eq!(
-        h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4001, PEER), &c)
-            .code(),
-        Some(400)
-    );
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, "127.0.0.1:7001"), &c).code(), Some(400));
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4001, PEER), &c).code(), Some(400));
 
     // Client → peer: the ChannelData payload, in place.
     let mut cd = [0u8; 16];
     let len = write_channel_data(&mut cd, 0x4000, b"ping", Transport::Datagram).unwrap();
-    let Verdict::Forward(t) = h.send(CLIENT, &cd[..len]) else {
-        panic!()
-    };
-    assert_eq!(
-        (t.via, t.to, &cd[t.range.clone()]),
-        (Via::Relay(token), addr(PEER), &b"ping"[..])
-    );
+    let Verdict::Forward(t) = h.send(CLIENT, &cd[..len]) else { panic!() };
+    assert_eq!((t.via, t.to, &cd[t.range.clone()]), (Via::Relay(token), addr(PEER), &b"ping"[..]));
     let len = write_channel_data(&mut cd, 0x4001, b"ping", Transport::Datagram).unwrap();
-    assert_eq!(
-        h.send(CLIENT, &cd[..len]),
-        Verdict::Drop(DropReason::NoChannel)
-    );
-    assert_eq!(
-        h.send("127.0.0.1:1", &cd[..len]),
-        Verdict::Drop(DropReason::NoAllocation)
-    );
+    assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::NoChannel));
+    assert_eq!(h.send("127.0.0.1:1", &cd[..len]), Verdict::Drop(DropReason::NoAllocation));
 
     // Peer → client: ChannelData framed in the headroom (the bind installed
     // the permission); another port of the same IP gets a Data indication.
@@ -880,38 +634,33 @@ fn channels_bind_and_carry_data_both_ways() {
     // traffic stops until the client refreshes it.
     h.advance(300);
     let len = write_channel_data(&mut cd, 0x4000, b"ping", Transport::Datagram).unwrap();
-    assert_eq!(
-        h.send(CLIENT, &cd[..len]),
-        Verdict::Drop(DropReason::NoPermission)
-    );
-    assert_eq!(
-        h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c)
-            .class(),
-        Class::Success
-    );
+    assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::NoPermission));
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).class(), Class::Success);
     assert!(matches!(h.send(CLIENT, &cd[..len]), Verdict::Forward(_)));
-    assert_eq!(
-        h.authed(CLIENT, Method::REFRESH, &[], &c).lifetime(),
-        Some(600),
-        "keep the allocation alive"
-    );
+    assert_eq!(h.authed(CLIENT, Method::REFRESH, &[], &c).lifetime(), Some(600), "keep the allocation alive");
     h.advance(300);
-    assert_eq!(
-        h.send(CLIENT, &cd[..len]),
-        Verdict::Drop(DropReason::NoChannel),
-        "channel expired at 600 s"
-    );
+    assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::NoChannel), "channel expired at 600 s");
     // Once expired, the number can go to another peer.
-    assert_eq!(
-        h.authed(
-            CLIENT,
-            Method::CHANNEL_BIND,
-            &bind(0x4000, "127.0.0.1:7001"),
-            &c
-        )
-        .class(),
-        Class::Success
-    );
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, "127.0.0.1:7001"), &c).class(), Class::Success);
+}
+
+#[test]
+fn rfc5766_channel_numbers_when_configured() {
+    let mut cfg = config();
+    cfg.channel_numbers = ChannelNumbers::Rfc5766;
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let bind = |n: u16| [Attribute::ChannelNumber(ChannelNumber(n)), peer_attr(PEER)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x7FFF), &c).code(), Some(400));
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x569d), &c).class(), Class::Success);
+    let mut cd = [0u8; 16];
+    let len = write_channel_data(&mut cd, 0x569d, b"rtcp", Transport::Datagram).unwrap();
+    let Verdict::Forward(t) = h.send(CLIENT, &cd[..len]) else { panic!() };
+    assert_eq!(&cd[t.range], b"rtcp");
+    // Data on an unbound channel of either range is dropped.
+    let len = write_channel_data(&mut cd, 0x5000, b"x", Transport::Datagram).unwrap();
+    assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::NoChannel));
 }
 
 #[test]
@@ -922,24 +671,10 @@ fn own_relayed_addresses_are_always_allowed_peers() {
     let c = Harness::alice();
     let a = h.allocate(CLIENT, &c);
     let b = h.allocate("127.0.0.1:40001", &creds("bob", "builder"));
-    let r = h.authed(
-        CLIENT,
-        Method::CREATE_PERMISSION,
-        &[Attribute::XorPeerAddress(XorPeerAddress(b))],
-        &c,
-    );
+    let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(XorPeerAddress(b))], &c);
     assert_eq!(r.class(), Class::Success);
     assert_ne!(a, b);
-    assert_eq!(
-        h.authed(
-            CLIENT,
-            Method::CREATE_PERMISSION,
-            &[peer_attr("127.0.0.2:5")],
-            &c
-        )
-        .code(),
-        Some(403)
-    );
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr("127.0.0.2:5")], &c).code(), Some(403));
 }
 
 #[test]
@@ -949,48 +684,18 @@ fn rest_api_credentials_with_rotation_and_expiry() {
     let rest = |secret: &[u8], user: &str| {
         let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret).unwrap();
         mac.update(user.as_bytes());
-        creds(
-            user,
-            &base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()),
-        )
+        creds(user, &base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
     };
     let mut h = Harness::new();
     let live = format!("{}:web-user", UNIX0 + 3600);
     h.allocate("127.0.0.1:43000", &rest(b"old secret", &live));
     h.allocate("127.0.0.1:43001", &rest(b"new secret", &live));
     let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
-    assert_eq!(
-        h.authed(
-            "127.0.0.1:43002",
-            Method::ALLOCATE,
-            &udp,
-            &rest(b"other", &live)
-        )
-        .code(),
-        Some(401)
-    );
+    assert_eq!(h.authed("127.0.0.1:43002", Method::ALLOCATE, &udp, &rest(b"other", &live)).code(), Some(401));
     let expired = format!("{}:web-user", UNIX0 - 1);
-    assert_eq!(
-        h.authed(
-            "127.0.0.1:43003",
-            Method::ALLOCATE,
-            &udp,
-            &rest(b"new secret", &expired)
-        )
-        .code(),
-        Some(401)
-    );
+    assert_eq!(h.authed("127.0.0.1:43003", Method::ALLOCATE, &udp, &rest(b"new secret", &expired)).code(), Some(401));
     let garbage = "not-a-number:web-user";
-    assert_eq!(
-        h.authed(
-            "127.0.0.1:43004",
-            Method::ALLOCATE,
-            &udp,
-            &rest(b"new secret", garbage)
-        )
-        .code(),
-        Some(401)
-    );
+    assert_eq!(h.authed("127.0.0.1:43004", Method::ALLOCATE, &udp, &rest(b"new secret", garbage)).code(), Some(401));
 }
 
 #[test]
@@ -1002,20 +707,13 @@ fn sha256_password_algorithm_and_precomputed_keys() {
     let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &c);
     assert_eq!(r.class(), Class::Success);
     let key = LongTermKey::derive(AlgorithmId::SHA256, "alice", REALM, "wonderland").unwrap();
-    assert_eq!(
-        r.msg().verify_integrity(key.as_bytes()),
-        Ok(IntegrityKind::Sha256)
-    );
+    assert_eq!(r.msg().verify_integrity(key.as_bytes()), Ok(IntegrityKind::Sha256));
 
     // carol has only an MD5 key: MD5 works, SHA-256 cannot.
     h.allocate("127.0.0.1:44000", &creds("carol", "c"));
     let mut carol = creds("carol", "c");
     carol.sha256 = true;
-    assert_eq!(
-        h.authed("127.0.0.1:44001", Method::ALLOCATE, &udp, &carol)
-            .code(),
-        Some(401)
-    );
+    assert_eq!(h.authed("127.0.0.1:44001", Method::ALLOCATE, &udp, &carol).code(), Some(401));
 
     // A client that alters PASSWORD-ALGORITHMS (a downgrade) gets 400.
     let tid = h.tid();
@@ -1028,12 +726,7 @@ fn sha256_password_algorithm_and_precomputed_keys() {
         Attribute::PasswordAlgorithm(PasswordAlgorithm::new(AlgorithmId::MD5)),
     ];
     let tid = h.tid();
-    let req = h.build(
-        Method::ALLOCATE,
-        tid,
-        &tampered,
-        Some((&Harness::alice(), &nonce)),
-    );
+    let req = h.build(Method::ALLOCATE, tid, &tampered, Some((&Harness::alice(), &nonce)));
     assert_eq!(h.exchange("127.0.0.1:44002", &req).code(), Some(400));
 }
 
@@ -1050,65 +743,35 @@ fn capacity_limits_answer_508() {
     ports.sort_unstable();
     assert_eq!(ports, [50000, 50002], "the taken port is skipped");
     let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
-    assert_eq!(
-        h.authed("127.0.0.1:45002", Method::ALLOCATE, &udp, &c)
-            .code(),
-        Some(508)
-    );
+    assert_eq!(h.authed("127.0.0.1:45002", Method::ALLOCATE, &udp, &c).code(), Some(508));
     assert_eq!(h.server.allocations(), 2);
 
     let mut h = Harness::with(config(), Quotas::new(1, 0));
     h.allocate("127.0.0.1:45003", &c);
-    assert_eq!(
-        h.authed("127.0.0.1:45004", Method::ALLOCATE, &udp, &c)
-            .code(),
-        Some(508)
-    );
+    assert_eq!(h.authed("127.0.0.1:45004", Method::ALLOCATE, &udp, &c).code(), Some(508));
 }
 
 #[test]
 fn what_is_not_a_request_is_dropped_quietly() {
     let mut h = Harness::new();
     assert_eq!(h.send(CLIENT, b""), Verdict::Drop(DropReason::NotTurn));
-    assert_eq!(
-        h.send(CLIENT, &[0x80; 40]),
-        Verdict::Drop(DropReason::NotTurn)
-    );
-    assert_eq!(
-        h.send(CLIENT, &[0x00, 0x01, 0x00, 0x00]),
-        Verdict::Drop(DropReason::NotTurn)
-    );
+    assert_eq!(h.send(CLIENT, &[0x80; 40]), Verdict::Drop(DropReason::NotTurn));
+    assert_eq!(h.send(CLIENT, &[0x00, 0x01, 0x00, 0x00]), Verdict::Drop(DropReason::NotTurn));
     let tid = h.tid();
     let mut buf = [0u8; 64];
-    let w = MessageWriter::new(
-        &mut buf,
-        MessageType::new(Method::BINDING, Class::Success),
-        tid,
-    )
-    .unwrap();
+    let w = MessageWriter::new(&mut buf, MessageType::new(Method::BINDING, Class::Success), tid).unwrap();
     let len = w.finish();
-    assert_eq!(
-        h.send(CLIENT, &buf[..len]),
-        Verdict::Drop(DropReason::Ignored)
-    );
+    assert_eq!(h.send(CLIENT, &buf[..len]), Verdict::Drop(DropReason::Ignored));
     let unknown_method = h.build(Method::new(0x0FF).unwrap(), tid, &[], None);
     assert_eq!(h.exchange(CLIENT, &unknown_method).code(), Some(400));
     let token = RelayToken(77);
-    assert_eq!(
-        h.peer_sends(token, PEER, b"x").0,
-        Verdict::Drop(DropReason::NoAllocation)
-    );
+    assert_eq!(h.peer_sends(token, PEER, b"x").0, Verdict::Drop(DropReason::NoAllocation));
 }
 
 impl Harness {
     fn build_send(&mut self, tid: TransactionId, peer: &str, data: &[u8]) -> Vec<u8> {
         let mut buf = vec![0u8; 256];
-        let mut w = MessageWriter::new(
-            &mut buf,
-            MessageType::new(Method::SEND, Class::Indication),
-            tid,
-        )
-        .unwrap();
+        let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::SEND, Class::Indication), tid).unwrap();
         w.add(&XorPeerAddress(addr(peer))).unwrap();
         w.add(&Data(data)).unwrap();
         let len = w.finish();

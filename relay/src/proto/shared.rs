@@ -1,12 +1,62 @@
-//! Allocation quotas shared by every worker of a node: a total and a
-//! per-user limit. Touched only when allocations are created and deleted,
+//! State every worker of a node shares: allocation quotas and relay port
+//! reservations. Touched only when allocations are created and deleted,
 //! never per packet.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use ip2p_wire::ErrorCode;
+
+/// What the workers of one node share.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Allocation limits.
+    pub quotas: Quotas,
+    pub(crate) reservations: Reservations,
+}
+
+impl Shared {
+    /// Shared state with these quotas.
+    #[must_use]
+    pub fn new(quotas: Quotas) -> Self {
+        Self { quotas, reservations: Reservations::default() }
+    }
+}
+
+/// Relay addresses reserved by an Allocate with EVEN-PORT's R bit, for a
+/// later Allocate with the RESERVATION-TOKEN (RFC 8656 §7.2). That request
+/// comes on another 5-tuple, so possibly to another worker: the table is
+/// node-wide.
+#[derive(Debug, Default)]
+pub(crate) struct Reservations {
+    by_token: Mutex<HashMap<[u8; 8], (SocketAddr, Instant)>>,
+}
+
+impl Reservations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 8], (SocketAddr, Instant)>> {
+        self.by_token.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn reserve(&self, token: [u8; 8], addr: SocketAddr, until: Instant) {
+        self.lock().insert(token, (addr, until));
+    }
+
+    /// The address reserved under `token`, if the reservation is live; it
+    /// is used up either way.
+    pub(crate) fn take(&self, token: &[u8; 8], now: Instant) -> Option<SocketAddr> {
+        self.lock().remove(token).filter(|(_, until)| *until > now).map(|(addr, _)| addr)
+    }
+
+    /// Whether `addr` is held by a live reservation (dropping dead ones).
+    pub(crate) fn holds(&self, addr: SocketAddr, now: Instant) -> bool {
+        let mut table = self.lock();
+        table.retain(|_, (_, until)| *until > now);
+        table.values().any(|(a, _)| *a == addr)
+    }
+}
 
 /// Counts allocations against the node's limits.
 #[derive(Debug, Default)]
@@ -22,11 +72,7 @@ impl Quotas {
     /// username; 0 means no limit.
     #[must_use]
     pub fn new(max_total: usize, max_per_user: usize) -> Self {
-        Self {
-            max_total,
-            max_per_user,
-            ..Self::default()
-        }
+        Self { max_total, max_per_user, ..Self::default() }
     }
 
     /// Live allocations on the node.
@@ -38,23 +84,14 @@ impl Quotas {
     /// Takes one allocation for `user`: 508 when the node is full, 486 when
     /// the user is (RFC 8656 §7.2).
     pub(crate) fn acquire(&self, user: &str) -> Result<(), ErrorCode> {
-        let limit = if self.max_total == 0 {
-            usize::MAX
-        } else {
-            self.max_total
-        };
+        let limit = if self.max_total == 0 { usize::MAX } else { self.max_total };
         self.total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
             .map_err(|_| ErrorCode::INSUFFICIENT_CAPACITY)?;
         if self.max_per_user == 0 {
             return Ok(());
         }
-        let mut users = self
-            .per_user
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut users = self.per_user.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = users.entry(user.into()).or_default();
         if *n >= self.max_per_user {
             self.total.fetch_sub(1, Ordering::AcqRel);
@@ -70,10 +107,7 @@ impl Quotas {
         if self.max_per_user == 0 {
             return;
         }
-        let mut users = self
-            .per_user
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut users = self.per_user.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = users.get_mut(user) {
             *n -= 1;
             if *n == 0 {

@@ -1,0 +1,209 @@
+//! Interoperability with clients we did not write: coturn's
+//! `turnutils_uclient`, `turnutils_peer` and `turnutils_stunclient`
+//! (Debian package coturn; `.ci/run` installs it). Every test runs on each
+//! datapath.
+#![allow(clippy::disallowed_methods)] // tests time their child processes
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
+use ip2p_relay::node::{self, Node};
+
+const USER: &str = "coturn-user";
+const PASSWORD: &str = "coturn-password";
+const REALM: &str = "ip2p.test";
+const SECRET: &str = "coturn-rest-secret";
+
+fn start(datapath: DatapathKind) -> Node {
+    let text = format!(
+        r#"
+        listen = ["127.0.0.1:0"]
+        realm = "{REALM}"
+        workers = 2
+        [auth]
+        users = [{{ name = "{USER}", password = "{PASSWORD}" }}]
+        secrets = ["{SECRET}"]
+        [peers]
+        allow = ["127.0.0.1/32"]
+        "#
+    );
+    let args = RunArgs { datapath: Some(datapath), ..RunArgs::default() };
+    node::start(&Settings::from_toml(&text, &args).unwrap()).unwrap()
+}
+
+fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{name} is not installed: `apt-get install coturn` (.ci/run does)");
+    Command::new(name)
+}
+
+/// `turnutils_peer`, an echo server, on a free loopback port.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    fn start() -> Self {
+        // The tool takes a port, not 0: find a free one, then let it bind.
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = tool("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        Self { child, port }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `turnutils_uclient` against the node, bounded in time.
+fn uclient(server: SocketAddr, args: &[&str]) -> String {
+    let mut cmd = tool("turnutils_uclient");
+    cmd.args(["-p", &server.port().to_string(), "-n", "30", "-l", "170"]).args(args).arg(server.ip().to_string());
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let Output { stdout, stderr, .. } = wait_bounded(child, Duration::from_secs(60));
+    format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr))
+}
+
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("timed out; output so far:\n{}", String::from_utf8_lossy(&out.stdout));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Checks uclient's summary: at least `at_least` messages were sent (it may
+/// run more sessions than `-m` asks, e.g. one more with a peer), all came
+/// back, and it reports no loss.
+fn assert_no_loss(output: &str, at_least: u64) {
+    let totals = output
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let rest = l.split("tot_send_msgs=").nth(1)?;
+            let (sent, rest) = rest.split_once(", tot_recv_msgs=")?;
+            Some((sent.trim().parse::<u64>().ok()?, rest.trim().parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no totals in uclient output:\n{output}"));
+    assert!(totals.0 >= at_least && totals.0 == totals.1, "sent/received {totals:?}:\n{output}");
+    assert!(output.contains("Total lost packets 0 (0.000000%)"), "loss reported:\n{output}");
+}
+
+fn channels_to_a_peer(dp: DatapathKind) {
+    let node = start(dp);
+    let peer = Peer::start();
+    let out = uclient(
+        node.local_addrs()[0],
+        &["-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", &peer.port.to_string(), "-m", "5"],
+    );
+    assert_no_loss(&out, 5 * 30);
+}
+
+fn send_indications_to_a_peer(dp: DatapathKind) {
+    let node = start(dp);
+    let peer = Peer::start();
+    let out = uclient(
+        node.local_addrs()[0],
+        &["-s", "-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", &peer.port.to_string(), "-m", "5"],
+    );
+    assert_no_loss(&out, 5 * 30);
+}
+
+fn client_to_client(dp: DatapathKind) {
+    let node = start(dp);
+    let out = uclient(node.local_addrs()[0], &["-y", "-u", USER, "-w", PASSWORD, "-m", "4"]);
+    // -y pairs the clients: each sends its messages to another's relay.
+    assert_no_loss(&out, 4 * 30);
+    let out = uclient(node.local_addrs()[0], &["-y", "-s", "-u", USER, "-w", PASSWORD, "-m", "4"]);
+    assert_no_loss(&out, 4 * 30);
+}
+
+fn rest_api_secret(dp: DatapathKind) {
+    let node = start(dp);
+    let peer = Peer::start();
+    let port = peer.port.to_string();
+    let out = uclient(node.local_addrs()[0], &["-W", SECRET, "-u", "web", "-e", "127.0.0.1", "-r", &port, "-m", "3"]);
+    assert_no_loss(&out, 3 * 30);
+    let out = uclient(node.local_addrs()[0], &["-W", "not-the-secret", "-u", "web", "-y", "-m", "1"]);
+    assert!(out.contains("Cannot complete Allocation"), "a wrong secret must be refused:\n{out}");
+}
+
+fn fifty_clients(dp: DatapathKind) {
+    let node = start(dp);
+    let peer = Peer::start();
+    let out = uclient(
+        node.local_addrs()[0],
+        &["-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", &peer.port.to_string(), "-m", "50"],
+    );
+    assert_no_loss(&out, 50 * 30);
+}
+
+fn stun_binding(dp: DatapathKind) {
+    let node = start(dp);
+    let server = node.local_addrs()[0];
+    let child = tool("turnutils_stunclient")
+        .args(["-p", &server.port().to_string(), &server.ip().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(20));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
+}
+
+macro_rules! on_datapath {
+    ($module:ident, $kind:expr) => {
+        mod $module {
+            use super::*;
+            #[test]
+            fn uclient_channels() {
+                channels_to_a_peer($kind);
+            }
+            #[test]
+            fn uclient_send_indications() {
+                send_indications_to_a_peer($kind);
+            }
+            #[test]
+            fn uclient_client_to_client() {
+                client_to_client($kind);
+            }
+            #[test]
+            fn uclient_rest_secret() {
+                rest_api_secret($kind);
+            }
+            #[test]
+            fn uclient_fifty_clients() {
+                fifty_clients($kind);
+            }
+            #[test]
+            fn stunclient() {
+                stun_binding($kind);
+            }
+        }
+    };
+}
+
+on_datapath!(epoll, DatapathKind::Epoll);
