@@ -43,13 +43,22 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Which datapath to run: `auto` picks io_uring when it works here.
+/// Which datapath to run: `auto` picks io_uring when it works here, and
+/// says why when it does not.
 fn resolve_datapath(kind: DatapathKind) -> io::Result<DatapathKind> {
     match kind {
-        DatapathKind::Epoll | DatapathKind::Auto => Ok(DatapathKind::Epoll),
-        DatapathKind::IoUring => {
-            Err(io::Error::new(io::ErrorKind::Unsupported, "the io_uring datapath is not built yet: use epoll"))
-        }
+        DatapathKind::Epoll => Ok(DatapathKind::Epoll),
+        DatapathKind::IoUring => match datapath::uring::probe() {
+            Ok(()) => Ok(DatapathKind::IoUring),
+            Err(e) => Err(io::Error::new(e.kind(), format!("io_uring datapath unavailable: {e}"))),
+        },
+        DatapathKind::Auto => match datapath::uring::probe() {
+            Ok(()) => Ok(DatapathKind::IoUring),
+            Err(e) => {
+                tracing::warn!(reason = %e, "io_uring unavailable, using epoll");
+                Ok(DatapathKind::Epoll)
+            }
+        },
     }
 }
 
@@ -74,7 +83,9 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     let shared = Arc::new(Shared::new(Quotas::new(settings.max_allocations, settings.user_quota)));
     let (lo, hi) = (*settings.proto.ports.start(), *settings.proto.ports.end());
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    raise_fd_limit();
     let mut workers = Vec::new();
+    let mut readiness = Vec::new();
     for (id, listeners) in sockets.into_iter().enumerate() {
         let (wlo, whi) = port_share(lo, hi, settings.workers, id);
         let mut config = settings.proto.clone();
@@ -82,19 +93,55 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         let (commands, receiver) = crossbeam_channel::unbounded();
         let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
         let server = Server::new(Arc::new(config), shared.clone(), now(), unix_now(), rand::random());
-        let worker = Worker { id, server, listeners, commands: receiver, wake: wake.clone() };
+        let (ready, ready_rx) = crossbeam_channel::bounded(2);
+        let worker =
+            Worker { id, server, listeners, commands: receiver, wake: wake.clone(), ready: Some(ready.clone()) };
         let thread = std::thread::Builder::new().name(format!("ip2p-worker-{id}")).spawn(move || {
             pin_to_core(id % cores);
-            let result = datapath::epoll::run(worker);
+            let result = match datapath {
+                DatapathKind::IoUring => datapath::uring::run(worker),
+                _ => datapath::epoll::run(worker),
+            };
             if let Err(e) = &result {
                 tracing::error!(worker = id, error = %e, "worker stopped");
+                let _ = ready.send(Err(io::Error::new(e.kind(), e.to_string())));
             }
             result
         })?;
         workers.push(WorkerHandle { thread: Some(thread), commands, wake });
+        readiness.push(ready_rx);
     }
-    tracing::info!(listen = ?local, workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
-    Ok(Node { workers, local, datapath, shared })
+    let mut node = Node { workers, local, datapath, shared };
+    // A worker that cannot run fails the start: no half-working node.
+    for (id, ready) in readiness.iter().enumerate() {
+        match ready.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = node.stop();
+                return Err(io::Error::new(e.kind(), format!("worker {id} cannot start: {e}")));
+            }
+            Err(_) => {
+                let _ = node.stop();
+                return Err(io::Error::other(format!("worker {id} did not start")));
+            }
+        }
+    }
+    tracing::info!(listen = ?node.local, workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
+    Ok(node)
+}
+
+/// Every allocation holds a relay socket: raise the soft fd limit to the
+/// hard one, as servers with many sockets do.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open file limit"),
+            Err(e) => tracing::warn!(error = %e, limit = soft, "cannot raise the open file limit"),
+        }
+    }
 }
 
 fn pin_to_core(core: usize) {

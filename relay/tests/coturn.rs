@@ -207,3 +207,4 @@ macro_rules! on_datapath {
 }
 
 on_datapath!(epoll, DatapathKind::Epoll);
+on_datapath!(io_uring, DatapathKind::IoUring);

@@ -106,6 +106,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         truncated: 0,
     };
     let mut events = Events::with_capacity(1024);
+    l.worker.report_ready();
     loop {
         let timeout = l.worker.server.poll_timeout().map(|at| at.saturating_duration_since(now()));
         match poll.poll(&mut events, timeout) {

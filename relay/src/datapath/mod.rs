@@ -1,14 +1,17 @@
 //! Moving bytes between sockets and the TURN core.
 //!
 //! Two backends run the same worker loop contract: epoll (mio, with
-//! recvmmsg/sendmmsg batches) and, where the kernel allows, io_uring. Both
+//! recvmmsg/sendmmsg batches) and io_uring (multishot receives into a
+//! provided-buffer ring, sends from the receive buffer). Both
 //! hand every datagram to [`crate::proto::Server`] and send what its
 //! [`crate::proto::Verdict`] names, straight from the receive buffer.
 
 pub(crate) mod batch;
 pub(crate) mod epoll;
 pub(crate) mod socket;
+pub(crate) mod uring;
 
+use std::io;
 use std::net::UdpSocket;
 use std::sync::Arc;
 
@@ -40,6 +43,9 @@ pub struct WorkerStats {
     pub send_errors: u64,
     /// Datagrams too large for a receive buffer.
     pub truncated: u64,
+    /// Times io_uring ran out of provided receive buffers (receives are
+    /// re-armed when buffers come back; datagrams may be lost meanwhile).
+    pub out_of_buffers: u64,
 }
 
 /// Everything a worker owns.
@@ -53,9 +59,18 @@ pub(crate) struct Worker {
     pub(crate) commands: Receiver<Command>,
     /// Written by the node after queueing a command.
     pub(crate) wake: Arc<EventFd>,
+    /// Told once the worker is set up (or why it could not be).
+    pub(crate) ready: Option<Sender<io::Result<()>>>,
 }
 
 impl Worker {
+    /// Tells the node the worker runs.
+    pub(crate) fn report_ready(&mut self) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+    }
+
     pub(crate) fn stats(&self, send_errors: u64, truncated: u64) -> WorkerStats {
         WorkerStats {
             worker: self.id,
@@ -63,6 +78,7 @@ impl Worker {
             allocations: self.server.allocations(),
             send_errors,
             truncated,
+            out_of_buffers: 0,
         }
     }
 }

@@ -1,0 +1,651 @@
+//! The io_uring datapath: one ring per worker (single issuer, deferred task
+//! running), a provided-buffer ring, a multishot recvmsg on every UDP
+//! socket (listeners and relay sockets, all registered files), and sends
+//! that point into the receive buffer, submitted together with the next
+//! wait. A buffer goes back to the ring when its send completes.
+//!
+//! Where io_uring cannot run (Docker's default seccomp profile,
+//! `kernel.io_uring_disabled`, gVisor, old kernels) [`probe`] says why and
+//! the node uses epoll.
+//!
+//! Every `unsafe` block of the project is in this file.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
+use socket2::SockAddr;
+
+use super::socket::bind_udp;
+use super::{Command, Worker, now};
+use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
+
+/// Submission queue entries.
+const ENTRIES: u32 = 4096;
+/// Provided receive buffers (a power of two).
+const BUFFERS: u16 = 512;
+/// Bytes the kernel reserves for the source address in each received
+/// buffer. With the 16-byte `io_uring_recvmsg_out` header the payload
+/// starts at byte 80: headroom for the largest header the relay writes.
+const NAME_LEN: u32 = 64;
+const PAYLOAD_OFFSET: usize = 16 + NAME_LEN as usize;
+/// One receive buffer: header, name, the largest UDP payload, tailroom.
+const BUF_SIZE: usize = PAYLOAD_OFFSET + 65_535 + PEER_TAILROOM;
+/// The buffer group of the provided-buffer ring.
+const BGID: u16 = 0;
+/// Reply buffers for STUN responses.
+const REPLIES: usize = 64;
+/// Most registered file slots (listeners first, then relay sockets by
+/// token); the kernel also caps them at the fd limit.
+const MAX_FIXED_FILES: u32 = 1 << 17;
+
+const _: () = assert!(PAYLOAD_OFFSET >= PEER_HEADROOM);
+
+/// What a completion is about: the top byte of `user_data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    RecvListener = 1,
+    RecvRelay = 2,
+    Send = 3,
+    Wake = 4,
+    Cancel = 5,
+}
+
+fn user_data(op: Op, generation: u32, index: u32) -> u64 {
+    (op as u64) << 56 | u64::from(generation & 0x00FF_FFFF) << 32 | u64::from(index)
+}
+
+fn decode(user_data: u64) -> (Option<Op>, u32, u32) {
+    let op = match user_data >> 56 {
+        1 => Some(Op::RecvListener),
+        2 => Some(Op::RecvRelay),
+        3 => Some(Op::Send),
+        4 => Some(Op::Wake),
+        5 => Some(Op::Cancel),
+        _ => None,
+    };
+    let generation = ((user_data >> 32) & 0x00FF_FFFF) as u32;
+    (op, generation, (user_data & 0xFFFF_FFFF) as u32)
+}
+
+/// Checks that this kernel and process can run the io_uring datapath.
+///
+/// # Errors
+/// Why not: the ring cannot be created (seccomp, `io_uring_disabled`), an
+/// opcode is missing, or buffer rings are not supported.
+pub(crate) fn probe() -> io::Result<()> {
+    // On a thread of its own: a ring's teardown may notify the thread that
+    // made it, interrupting that thread's blocking calls.
+    std::thread::spawn(probe_here).join().unwrap_or_else(|_| Err(io::Error::other("io_uring probe panicked")))
+}
+
+fn probe_here() -> io::Result<()> {
+    let ring = build_ring(8)?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (code, name) in [
+        (opcode::RecvMsgMulti::CODE, "recvmsg"),
+        (opcode::Send::CODE, "send"),
+        (opcode::AsyncCancel::CODE, "async cancel"),
+        (opcode::PollAdd::CODE, "poll"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {name}")));
+        }
+    }
+    let mut bufs = BufRing::new()?;
+    bufs.register(&ring)?;
+    ring.submitter().unregister_buf_ring(BGID)?;
+    Ok(())
+}
+
+fn build_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .setup_submit_all()
+        .build(entries)
+}
+
+/// The provided-buffer ring and the buffers it hands out.
+struct BufRing {
+    entries: *mut BufRingEntry,
+    memory: *mut u8,
+    /// Our copy of the tail; published to the kernel by [`Self::publish`].
+    tail: u16,
+    /// Buffers the kernel can use now.
+    available: usize,
+}
+
+impl BufRing {
+    const RING_LAYOUT: Layout = match Layout::from_size_align(BUFFERS as usize * size_of::<BufRingEntry>(), 4096) {
+        Ok(l) => l,
+        Err(_) => panic!("buffer ring layout"),
+    };
+    const MEMORY_LAYOUT: Layout = match Layout::from_size_align(BUFFERS as usize * BUF_SIZE, 4096) {
+        Ok(l) => l,
+        Err(_) => panic!("buffer memory layout"),
+    };
+
+    /// Allocates the ring and the buffers. Allocate it before the
+    /// `IoUring` it is registered with, so that the ring is dropped first.
+    fn new() -> io::Result<Self> {
+        // SAFETY: both layouts have non-zero size. Zeroed memory is a valid
+        // (empty) buffer ring; the buffers' pages are only touched as
+        // datagrams land in them.
+        let (entries, memory) = unsafe { (alloc_zeroed(Self::RING_LAYOUT), alloc_zeroed(Self::MEMORY_LAYOUT)) };
+        if entries.is_null() || memory.is_null() {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "cannot allocate receive buffers"));
+        }
+        Ok(Self { entries: entries.cast(), memory, tail: 0, available: 0 })
+    }
+
+    /// Registers the ring with `ring` and provides every buffer.
+    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: the ring memory is page-aligned, BUFFERS entries long, and
+        // outlives the registration: it is freed only in `Drop`, after the
+        // `IoUring` (declared later, or an earlier field of `Loop`) is gone
+        // or has unregistered it.
+        unsafe { ring.submitter().register_buf_ring_with_flags(self.entries as u64, BUFFERS, BGID, 0)? };
+        for bid in 0..BUFFERS {
+            self.provide(bid);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Hands buffer `bid` back to the kernel (visible after `publish`).
+    fn provide(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (BUFFERS - 1));
+        // SAFETY: `index` < BUFFERS, inside the ring allocation; the kernel
+        // only reads entries up to the published tail, and this one is past it.
+        let entry = unsafe { &mut *self.entries.add(index) };
+        // SAFETY: `bid` < BUFFERS, so the buffer lies inside `memory`.
+        entry.set_addr(unsafe { self.memory.add(usize::from(bid) * BUF_SIZE) } as u64);
+        entry.set_len(u32::try_from(BUF_SIZE - PEER_TAILROOM).unwrap_or(u32::MAX));
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        self.available += 1;
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the first entry's `resv`, inside
+        // the ring allocation, and is shared with the kernel: write it
+        // atomically, with release ordering so the entries are seen first.
+        let tail = unsafe { &*BufRingEntry::tail(self.entries).cast::<AtomicU16>() };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Buffer `bid`, whole.
+    fn buffer(&mut self, bid: u16) -> &mut [u8] {
+        let bid = usize::from(bid.min(BUFFERS - 1));
+        // SAFETY: inside `memory`; the kernel is done with this buffer (its
+        // completion was reaped) and does not get it back before `provide`.
+        unsafe { std::slice::from_raw_parts_mut(self.memory.add(bid * BUF_SIZE), BUF_SIZE) }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; the ring that used
+        // them is gone (dropped earlier).
+        unsafe {
+            dealloc(self.entries.cast(), Self::RING_LAYOUT);
+            dealloc(self.memory, Self::MEMORY_LAYOUT);
+        }
+    }
+}
+
+/// What an in-flight send holds until it completes.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    Buffer(u16),
+    Reply(usize),
+}
+
+/// An in-flight send: its destination must live until completion.
+struct SendSlot {
+    to: SockAddr,
+    hold: Hold,
+}
+
+struct RelaySocket {
+    _fd: OwnedFd,
+    generation: u32,
+}
+
+/// The worker's sockets and the ring, lent to the core to open and close
+/// relay sockets.
+struct Io {
+    ring: IoUring,
+    listeners: usize,
+    relays: Vec<Option<RelaySocket>>,
+    next_generation: u32,
+    msghdr: Box<libc::msghdr>,
+    /// Size of the registered file table.
+    fixed_files: u32,
+}
+
+impl Io {
+    fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: every pointer in the entries pushed here (buffers,
+            // addresses, the msghdr) outlives the operation: see `SendSlot`,
+            // `BufRing` and `msghdr`.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                tracing::warn!(error = %e, "io_uring submit failed");
+            }
+        }
+    }
+
+    fn arm_recv(&mut self, fixed: u32, user_data: u64) {
+        let entry = opcode::RecvMsgMulti::new(Fixed(fixed), &raw const *self.msghdr, BGID).build().user_data(user_data);
+        self.push(&entry);
+    }
+
+    fn relay_fixed(&self, token: RelayToken) -> Option<u32> {
+        let index = u32::try_from(self.listeners).ok()?.checked_add(token.0)?;
+        (index < self.fixed_files).then_some(index)
+    }
+}
+
+impl Sockets for Io {
+    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+        let fixed = self.relay_fixed(token).ok_or_else(|| io::Error::other("too many relay sockets on this worker"))?;
+        let socket = bind_udp(addr, false, dont_fragment)?;
+        self.ring.submitter().register_files_update(fixed, &[socket.as_raw_fd()])?;
+        self.next_generation = self.next_generation.wrapping_add(1) & 0x00FF_FFFF;
+        let generation = self.next_generation;
+        let index = token.0 as usize;
+        if self.relays.len() <= index {
+            self.relays.resize_with(index + 1, || None);
+        }
+        if let Some(slot) = self.relays.get_mut(index) {
+            *slot = Some(RelaySocket { _fd: OwnedFd::from(socket), generation });
+        }
+        self.arm_recv(fixed, user_data(Op::RecvRelay, generation, token.0));
+        Ok(())
+    }
+
+    fn close_relay(&mut self, token: RelayToken) {
+        let Some(socket) = self.relays.get_mut(token.0 as usize).and_then(Option::take) else { return };
+        let recv = user_data(Op::RecvRelay, socket.generation, token.0);
+        self.push(&opcode::AsyncCancel::new(recv).build().user_data(user_data(Op::Cancel, 0, 0)));
+        if let Some(fixed) = self.relay_fixed(token) {
+            let _ = self.ring.submitter().register_files_update(fixed, &[-1]);
+        }
+        // The fd closes here; the cancelled receive completes on its own.
+    }
+}
+
+/// The loop's state. Field order matters: `io` (the ring) drops before
+/// `bufs` (the memory it may still reference).
+struct Loop {
+    io: Io,
+    bufs: BufRing,
+    worker: Worker,
+    _listeners: Vec<UdpSocket>,
+    sends: Vec<Option<SendSlot>>,
+    free_sends: Vec<usize>,
+    replies: Vec<Box<[u8]>>,
+    free_replies: Vec<usize>,
+    /// Receives whose multishot ended and must be re-armed.
+    rearm: Vec<u64>,
+    completions: Vec<(u64, i32, u32)>,
+    send_errors: u64,
+    truncated: u64,
+    out_of_buffers: u64,
+}
+
+/// Runs a worker until it is told to shut down.
+pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
+    let mut bufs = BufRing::new()?;
+    let ring = build_ring(ENTRIES)?;
+    bufs.register(&ring)?;
+    let fixed_files = fixed_file_slots();
+    ring.submitter().register_files_sparse(fixed_files)?;
+    let listeners: Vec<UdpSocket> = std::mem::take(&mut worker.listeners);
+    let fds: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    ring.submitter().register_files_update(0, &fds)?;
+    // SAFETY: an all-zero msghdr is valid (no iovecs, no name).
+    let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+    msghdr.msg_namelen = NAME_LEN;
+    let capacity = usize::from(BUFFERS) + REPLIES;
+    let mut l = Loop {
+        io: Io { ring, listeners: listeners.len(), relays: Vec::new(), next_generation: 0, msghdr, fixed_files },
+        bufs,
+        worker,
+        _listeners: listeners,
+        sends: (0..capacity).map(|_| None).collect(),
+        free_sends: (0..capacity).rev().collect(),
+        replies: (0..REPLIES).map(|_| vec![0u8; REPLY_BUFFER].into_boxed_slice()).collect(),
+        free_replies: (0..REPLIES).rev().collect(),
+        rearm: Vec::new(),
+        completions: Vec::with_capacity(1024),
+        send_errors: 0,
+        truncated: 0,
+        out_of_buffers: 0,
+    };
+    for i in 0..l.io.listeners {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        l.io.arm_recv(i, user_data(Op::RecvListener, 0, i));
+    }
+    l.arm_wake();
+    l.worker.report_ready();
+    loop {
+        let timeout = l.worker.server.poll_timeout().map(|at| at.saturating_duration_since(now()));
+        l.wait(timeout)?;
+        l.worker.server.handle_timeout(now(), &mut l.io);
+        l.completions.clear();
+        l.completions.extend(l.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        let completions = std::mem::take(&mut l.completions);
+        for &(data, result, flags) in &completions {
+            if l.complete(data, result, flags) {
+                return Ok(());
+            }
+        }
+        l.completions = completions;
+        l.bufs.publish();
+        l.rearm_receives();
+    }
+}
+
+impl Loop {
+    fn arm_wake(&mut self) {
+        let fd = std::os::fd::AsFd::as_fd(&*self.worker.wake).as_raw_fd();
+        let entry = opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data(Op::Wake, 0, 0));
+        self.io.push(&entry);
+    }
+
+    /// Submits what is queued and waits for a completion or the timeout.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let ts = timeout.map(|d| Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()));
+        let args = match &ts {
+            Some(ts) => SubmitArgs::new().timespec(ts),
+            None => SubmitArgs::new(),
+        };
+        match self.io.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles one completion; `true` on shutdown.
+    fn complete(&mut self, data: u64, result: i32, flags: u32) -> bool {
+        let (op, generation, index) = decode(data);
+        let buffer = cqueue::buffer_select(flags);
+        if buffer.is_some() {
+            self.bufs.available = self.bufs.available.saturating_sub(1);
+        }
+        match op {
+            Some(Op::RecvListener) => {
+                if !cqueue::more(flags) {
+                    self.rearm.push(data);
+                }
+                self.received(buffer, result, |l, bid, from, payload| l.client_datagram(index, bid, from, payload));
+            }
+            Some(Op::RecvRelay) => {
+                let current = self.io.relays.get(index as usize).and_then(Option::as_ref).map(|r| r.generation);
+                if current != Some(generation) {
+                    // A closed relay socket: give the buffer back, nothing else.
+                    if let Some(bid) = buffer {
+                        self.bufs.provide(bid);
+                    }
+                    return false;
+                }
+                if !cqueue::more(flags) {
+                    self.rearm.push(data);
+                }
+                self.received(buffer, result, |l, bid, from, payload| l.peer_datagram(index, bid, from, payload));
+            }
+            Some(Op::Send) => self.sent(index as usize, result),
+            Some(Op::Wake) => {
+                if !cqueue::more(flags) {
+                    self.arm_wake();
+                }
+                return self.commands();
+            }
+            Some(Op::Cancel) | None => {
+                if let Some(bid) = buffer {
+                    self.bufs.provide(bid);
+                }
+            }
+        }
+        false
+    }
+
+    /// Parses a multishot receive's buffer and hands the datagram to `then`,
+    /// which owns returning the buffer.
+    fn received(
+        &mut self,
+        buffer: Option<u16>,
+        result: i32,
+        then: impl FnOnce(&mut Self, u16, SocketAddr, std::ops::Range<usize>),
+    ) {
+        let Some(bid) = buffer else {
+            if result == -libc::ENOBUFS {
+                self.out_of_buffers += 1;
+            }
+            return;
+        };
+        let len = usize::try_from(result).unwrap_or(0);
+        let parsed = {
+            let msghdr = &*self.io.msghdr;
+            let buf = self.bufs.buffer(bid);
+            let base = buf.as_ptr() as usize;
+            RecvMsgOut::parse(buf.get(..len).unwrap_or_default(), msghdr).ok().and_then(|out| {
+                if out.is_payload_truncated() {
+                    return Some(Err(()));
+                }
+                let from = parse_name(out.name_data())?;
+                let payload = out.payload_data();
+                let start = payload.as_ptr() as usize - base;
+                Some(Ok((from, start..start + payload.len())))
+            })
+        };
+        match parsed {
+            Some(Ok((from, payload))) => then(self, bid, from, payload),
+            Some(Err(())) => {
+                self.truncated += 1;
+                self.bufs.provide(bid);
+            }
+            None => self.bufs.provide(bid),
+        }
+    }
+
+    fn client_datagram(&mut self, listener: u32, bid: u16, from: SocketAddr, payload: std::ops::Range<usize>) {
+        let Ok(listener) = u16::try_from(listener) else { return self.bufs.provide(bid) };
+        let reply_index = self.free_replies.pop();
+        let mut scratch = [0u8; 0];
+        let verdict = {
+            let packet = self.bufs.buffer(bid).get(payload.clone()).unwrap_or_default();
+            // Disjoint borrows: the packet lives in `bufs`, the reply in
+            // `replies`, the sockets in `io`.
+            let reply = match reply_index.and_then(|i| self.replies.get_mut(i)) {
+                Some(r) => &mut r[..],
+                None => &mut scratch[..],
+            };
+            self.worker.server.handle_client(now(), ListenerId(listener), from, packet, reply, &mut self.io)
+        };
+        match verdict {
+            Verdict::Forward(t) => {
+                if let Some(r) = reply_index {
+                    self.free_replies.push(r);
+                }
+                let range = payload.start + t.range.start..payload.start + t.range.end;
+                self.send(t.via, t.to, Hold::Buffer(bid), range);
+            }
+            Verdict::Reply(t) => {
+                self.bufs.provide(bid);
+                match reply_index {
+                    Some(r) => self.send(t.via, t.to, Hold::Reply(r), t.range),
+                    None => self.send_errors += 1,
+                }
+            }
+            Verdict::Drop(_) => {
+                self.bufs.provide(bid);
+                if let Some(r) = reply_index {
+                    self.free_replies.push(r);
+                }
+            }
+        }
+    }
+
+    fn peer_datagram(&mut self, token: u32, bid: u16, from: SocketAddr, payload: std::ops::Range<usize>) {
+        let buf = self.bufs.buffer(bid);
+        match self.worker.server.handle_peer(now(), RelayToken(token), from, buf, payload) {
+            Verdict::Forward(t) => self.send(t.via, t.to, Hold::Buffer(bid), t.range),
+            Verdict::Reply(_) | Verdict::Drop(_) => self.bufs.provide(bid),
+        }
+    }
+
+    /// Queues a send of `range` of the held buffer to `to` from `via`.
+    fn send(&mut self, via: Via, to: SocketAddr, hold: Hold, range: std::ops::Range<usize>) {
+        let fixed = match via {
+            Via::Listener(l) => Some(u32::from(l.0)),
+            Via::Relay(t) => self.io.relays.get(t.0 as usize).and_then(Option::as_ref).and(self.io.relay_fixed(t)),
+        };
+        let (Some(fixed), Some(slot)) = (fixed, self.free_sends.pop()) else {
+            self.send_errors += 1;
+            return self.release(hold);
+        };
+        let bytes: *const u8 = match hold {
+            Hold::Buffer(bid) => self.bufs.buffer(bid).get(range.clone()).map_or(std::ptr::null(), <[u8]>::as_ptr),
+            Hold::Reply(r) => {
+                self.replies.get(r).and_then(|b| b.get(range.clone())).map_or(std::ptr::null(), <[u8]>::as_ptr)
+            }
+        };
+        let Some(entry) = self.sends.get_mut(slot) else { return self.release(hold) };
+        let stored = entry.insert(SendSlot { to: SockAddr::from(to), hold });
+        let len = u32::try_from(range.len()).unwrap_or(0);
+        if bytes.is_null() {
+            self.send_errors += 1;
+            return self.sent(slot, 0);
+        }
+        let sqe = opcode::Send::new(Fixed(fixed), bytes, len)
+            .dest_addr(stored.to.as_ptr().cast())
+            .dest_addr_len(stored.to.len())
+            .build()
+            .user_data(user_data(Op::Send, 0, u32::try_from(slot).unwrap_or(u32::MAX)));
+        self.io.push(&sqe);
+    }
+
+    fn sent(&mut self, slot: usize, result: i32) {
+        if result < 0 {
+            self.send_errors += 1;
+        }
+        if let Some(done) = self.sends.get_mut(slot).and_then(Option::take) {
+            self.release(done.hold);
+            self.free_sends.push(slot);
+        }
+    }
+
+    fn release(&mut self, hold: Hold) {
+        match hold {
+            Hold::Buffer(bid) => self.bufs.provide(bid),
+            Hold::Reply(r) => self.free_replies.push(r),
+        }
+    }
+
+    /// Re-arms receives whose multishot ended, once buffers are available
+    /// again (an ENOBUFS end with none would fail at once).
+    fn rearm_receives(&mut self) {
+        if self.bufs.available == 0 {
+            return;
+        }
+        for data in std::mem::take(&mut self.rearm) {
+            let (op, generation, index) = decode(data);
+            let fixed = match op {
+                Some(Op::RecvListener) => Some(index),
+                Some(Op::RecvRelay) => {
+                    let live = self.io.relays.get(index as usize).and_then(Option::as_ref);
+                    live.filter(|r| r.generation == generation).and(self.io.relay_fixed(RelayToken(index)))
+                }
+                _ => None,
+            };
+            if let Some(fixed) = fixed {
+                self.io.arm_recv(fixed, data);
+            }
+        }
+    }
+
+    /// Handles queued commands; `true` on shutdown.
+    fn commands(&mut self) -> bool {
+        let _ = self.worker.wake.read();
+        while let Ok(command) = self.worker.commands.try_recv() {
+            match command {
+                Command::Shutdown => return true,
+                Command::Stats(reply) => {
+                    let mut stats = self.worker.stats(self.send_errors, self.truncated);
+                    stats.out_of_buffers = self.out_of_buffers;
+                    let _ = reply.send(stats);
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Registered file slots: as many as the fd limit allows (the kernel
+/// refuses more), at most [`MAX_FIXED_FILES`].
+fn fixed_file_slots() -> u32 {
+    let soft =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    u32::try_from(soft.min(u64::from(MAX_FIXED_FILES))).unwrap_or(1024)
+}
+
+/// The source address the kernel wrote into a received buffer.
+fn parse_name(name: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes(*name.first_chunk::<2>()?));
+    let port = u16::from_be_bytes(*name.get(2..4)?.first_chunk::<2>()?);
+    match family {
+        libc::AF_INET => {
+            let ip: [u8; 4] = *name.get(4..8)?.first_chunk()?;
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
+        }
+        libc::AF_INET6 => {
+            let flow = u32::from_be_bytes(*name.get(4..8)?.first_chunk()?);
+            let ip: [u8; 16] = *name.get(8..24)?.first_chunk()?;
+            let scope = u32::from_ne_bytes(*name.get(24..28)?.first_chunk()?);
+            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for (op, g, i) in [(Op::RecvRelay, 0x00AB_CDEF, 77), (Op::Send, 0, u32::MAX), (Op::Wake, 1, 0)] {
+            assert_eq!(decode(user_data(op, g, i)), (Some(op), g, i));
+        }
+    }
+
+    #[test]
+    fn socket_names_parse() {
+        for a in ["127.0.0.1:5", "[::1]:7", "[2001:db8::1]:65535"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let s = SockAddr::from(a);
+            // SAFETY: `s` holds `len` initialised bytes of sockaddr.
+            let bytes = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len() as usize) };
+            assert_eq!(parse_name(bytes), Some(a));
+        }
+        assert_eq!(parse_name(&[0; 3]), None);
+    }
+}
