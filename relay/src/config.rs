@@ -116,6 +116,7 @@ struct File {
     software: Option<String>,
     workers: Option<usize>,
     datapath: Option<DatapathKind>,
+    io_uring_buffers: Option<u16>,
     #[serde(default)]
     relay: RelaySection,
     #[serde(default)]
@@ -212,6 +213,8 @@ pub struct Settings {
     pub workers: usize,
     /// Datapath choice.
     pub datapath: DatapathKind,
+    /// Provided receive buffers per io_uring worker (a power of two).
+    pub io_uring_buffers: u16,
     /// The TURN core's configuration (each worker narrows `ports`).
     pub proto: proto::Config,
     /// Allocations on the node; 0 = no limit.
@@ -277,6 +280,10 @@ impl Settings {
             n => n,
         };
         let datapath = args.datapath.or(file.datapath).unwrap_or_default();
+        let io_uring_buffers = file.io_uring_buffers.unwrap_or(crate::datapath::uring::DEFAULT_BUFFERS);
+        if !io_uring_buffers.is_power_of_two() || io_uring_buffers > 32_768 {
+            return Err(err("io_uring_buffers", format!("{io_uring_buffers} is not a power of two up to 32768")));
+        }
 
         // Relay addresses: one per family, defaulting to the listen address.
         let mut ips = pick(&args.relay_ips, file.relay.ips, Vec::new);
@@ -413,6 +420,7 @@ impl Settings {
             listen,
             workers,
             datapath,
+            io_uring_buffers,
             proto: proto::Config {
                 software,
                 default_lifetime: Duration::from_secs(default_lifetime),
@@ -538,6 +546,7 @@ mod tests {
             ("[auth]\nusers = [{ name = \"a\", key = \"zz\" }]", "auth.users[0]"),
             ("[log]\nlevel = \"[[\"", "log.level"),
             ("workers = 5000", "workers"),
+            ("io_uring_buffers = 100", "io_uring_buffers"),
         ];
         for (text, expected) in cases {
             let e = Settings::from_toml(text, &base).unwrap_err();

@@ -94,8 +94,15 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
         let server = Server::new(Arc::new(config), shared.clone(), now(), unix_now(), rand::random());
         let (ready, ready_rx) = crossbeam_channel::bounded(2);
-        let worker =
-            Worker { id, server, listeners, commands: receiver, wake: wake.clone(), ready: Some(ready.clone()) };
+        let worker = Worker {
+            id,
+            server,
+            listeners,
+            commands: receiver,
+            wake: wake.clone(),
+            ready: Some(ready.clone()),
+            io_uring_buffers: settings.io_uring_buffers,
+        };
         let thread = std::thread::Builder::new().name(format!("ip2p-worker-{id}")).spawn(move || {
             pin_to_core(id % cores);
             let result = match datapath {

@@ -61,6 +61,8 @@ pub(crate) struct Worker {
     pub(crate) wake: Arc<EventFd>,
     /// Told once the worker is set up (or why it could not be).
     pub(crate) ready: Option<Sender<io::Result<()>>>,
+    /// Provided receive buffers of the io_uring datapath.
+    pub(crate) io_uring_buffers: u16,
 }
 
 impl Worker {

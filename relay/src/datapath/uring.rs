@@ -27,8 +27,8 @@ use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, Relay
 
 /// Submission queue entries.
 const ENTRIES: u32 = 4096;
-/// Provided receive buffers (a power of two).
-const BUFFERS: u16 = 512;
+/// Provided receive buffers by default (a power of two).
+pub(crate) const DEFAULT_BUFFERS: u16 = 512;
 /// Bytes the kernel reserves for the source address in each received
 /// buffer. With the 16-byte `io_uring_recvmsg_out` header the payload
 /// starts at byte 80: headroom for the largest header the relay writes.
@@ -98,7 +98,7 @@ fn probe_here() -> io::Result<()> {
             return Err(io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {name}")));
         }
     }
-    let mut bufs = BufRing::new()?;
+    let mut bufs = BufRing::new(2)?;
     bufs.register(&ring)?;
     ring.submitter().unregister_buf_ring(BGID)?;
     Ok(())
@@ -117,6 +117,8 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
 struct BufRing {
     entries: *mut BufRingEntry,
     memory: *mut u8,
+    /// Number of buffers, a power of two.
+    count: u16,
     /// Our copy of the tail; published to the kernel by [`Self::publish`].
     tail: u16,
     /// Buffers the kernel can use now.
@@ -124,36 +126,39 @@ struct BufRing {
 }
 
 impl BufRing {
-    const RING_LAYOUT: Layout = match Layout::from_size_align(BUFFERS as usize * size_of::<BufRingEntry>(), 4096) {
-        Ok(l) => l,
-        Err(_) => panic!("buffer ring layout"),
-    };
-    const MEMORY_LAYOUT: Layout = match Layout::from_size_align(BUFFERS as usize * BUF_SIZE, 4096) {
-        Ok(l) => l,
-        Err(_) => panic!("buffer memory layout"),
-    };
+    fn layouts(count: u16) -> io::Result<(Layout, Layout)> {
+        let bad = |_| io::Error::new(io::ErrorKind::InvalidInput, "bad buffer ring size");
+        let ring = Layout::from_size_align(usize::from(count) * size_of::<BufRingEntry>(), 4096).map_err(bad)?;
+        let memory = Layout::from_size_align(usize::from(count) * BUF_SIZE, 4096).map_err(bad)?;
+        Ok((ring, memory))
+    }
 
-    /// Allocates the ring and the buffers. Allocate it before the
-    /// `IoUring` it is registered with, so that the ring is dropped first.
-    fn new() -> io::Result<Self> {
+    /// Allocates the ring and `count` buffers (a power of two). Allocate
+    /// it before the `IoUring` it is registered with, so that the ring is
+    /// dropped first.
+    fn new(count: u16) -> io::Result<Self> {
+        if !count.is_power_of_two() || count > 32_768 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "io_uring buffers must be a power of two"));
+        }
+        let (ring, memory) = Self::layouts(count)?;
         // SAFETY: both layouts have non-zero size. Zeroed memory is a valid
         // (empty) buffer ring; the buffers' pages are only touched as
         // datagrams land in them.
-        let (entries, memory) = unsafe { (alloc_zeroed(Self::RING_LAYOUT), alloc_zeroed(Self::MEMORY_LAYOUT)) };
+        let (entries, memory) = unsafe { (alloc_zeroed(ring), alloc_zeroed(memory)) };
         if entries.is_null() || memory.is_null() {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "cannot allocate receive buffers"));
         }
-        Ok(Self { entries: entries.cast(), memory, tail: 0, available: 0 })
+        Ok(Self { entries: entries.cast(), memory, count, tail: 0, available: 0 })
     }
 
     /// Registers the ring with `ring` and provides every buffer.
     fn register(&mut self, ring: &IoUring) -> io::Result<()> {
-        // SAFETY: the ring memory is page-aligned, BUFFERS entries long, and
+        // SAFETY: the ring memory is page-aligned, `count` entries long, and
         // outlives the registration: it is freed only in `Drop`, after the
         // `IoUring` (declared later, or an earlier field of `Loop`) is gone
         // or has unregistered it.
-        unsafe { ring.submitter().register_buf_ring_with_flags(self.entries as u64, BUFFERS, BGID, 0)? };
-        for bid in 0..BUFFERS {
+        unsafe { ring.submitter().register_buf_ring_with_flags(self.entries as u64, self.count, BGID, 0)? };
+        for bid in 0..self.count {
             self.provide(bid);
         }
         self.publish();
@@ -162,11 +167,12 @@ impl BufRing {
 
     /// Hands buffer `bid` back to the kernel (visible after `publish`).
     fn provide(&mut self, bid: u16) {
-        let index = usize::from(self.tail & (BUFFERS - 1));
-        // SAFETY: `index` < BUFFERS, inside the ring allocation; the kernel
+        let index = usize::from(self.tail & (self.count - 1));
+        let bid = bid.min(self.count - 1);
+        // SAFETY: `index` < count, inside the ring allocation; the kernel
         // only reads entries up to the published tail, and this one is past it.
         let entry = unsafe { &mut *self.entries.add(index) };
-        // SAFETY: `bid` < BUFFERS, so the buffer lies inside `memory`.
+        // SAFETY: `bid` < count, so the buffer lies inside `memory`.
         entry.set_addr(unsafe { self.memory.add(usize::from(bid) * BUF_SIZE) } as u64);
         entry.set_len(u32::try_from(BUF_SIZE - PEER_TAILROOM).unwrap_or(u32::MAX));
         entry.set_bid(bid);
@@ -184,7 +190,7 @@ impl BufRing {
 
     /// Buffer `bid`, whole.
     fn buffer(&mut self, bid: u16) -> &mut [u8] {
-        let bid = usize::from(bid.min(BUFFERS - 1));
+        let bid = usize::from(bid.min(self.count - 1));
         // SAFETY: inside `memory`; the kernel is done with this buffer (its
         // completion was reaped) and does not get it back before `provide`.
         unsafe { std::slice::from_raw_parts_mut(self.memory.add(bid * BUF_SIZE), BUF_SIZE) }
@@ -193,11 +199,13 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the ring that used
-        // them is gone (dropped earlier).
-        unsafe {
-            dealloc(self.entries.cast(), Self::RING_LAYOUT);
-            dealloc(self.memory, Self::MEMORY_LAYOUT);
+        if let Ok((ring, memory)) = Self::layouts(self.count) {
+            // SAFETY: allocated in `new` with these layouts; the ring that
+            // used them is gone (dropped earlier) or unregistered them.
+            unsafe {
+                dealloc(self.entries.cast(), ring);
+                dealloc(self.memory, memory);
+            }
         }
     }
 }
@@ -308,7 +316,7 @@ struct Loop {
 
 /// Runs a worker until it is told to shut down.
 pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
-    let mut bufs = BufRing::new()?;
+    let mut bufs = BufRing::new(worker.io_uring_buffers)?;
     let ring = build_ring(ENTRIES)?;
     bufs.register(&ring)?;
     let fixed_files = fixed_file_slots();
@@ -319,7 +327,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     // SAFETY: an all-zero msghdr is valid (no iovecs, no name).
     let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
     msghdr.msg_namelen = NAME_LEN;
-    let capacity = usize::from(BUFFERS) + REPLIES;
+    let capacity = usize::from(bufs.count) + REPLIES;
     let mut l = Loop {
         io: Io { ring, listeners: listeners.len(), relays: Vec::new(), next_generation: 0, msghdr, fixed_files },
         bufs,
