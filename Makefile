@@ -2,7 +2,7 @@ SHELL := /bin/bash
 # ip2p: everyday commands. `make help` lists them.
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := message reencode channel_data framer
+FUZZ_TARGETS := message reencode channel_data framer turn_server
 
 .PHONY: help build run test lint fuzz bench clean
 

@@ -245,6 +245,28 @@ fn burst_beyond_the_buffers(dp: DatapathKind) {
     }
 }
 
+/// Sends to a peer that is gone (its port answers with ICMP unreachable)
+/// are the peer's problem: the allocation's traffic to others goes on.
+fn a_gone_peer_does_not_disturb_the_others(dp: DatapathKind) {
+    let node = start(dp, "");
+    let gone = peer();
+    let gone_addr = gone.local_addr().unwrap();
+    drop(gone);
+    let alive = peer();
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    c.channel_bind(0x4010, gone_addr).unwrap();
+    c.channel_bind(0x4011, alive.local_addr().unwrap()).unwrap();
+    for i in 0..50u8 {
+        c.send_channel(0x4010, &[i; 100]).unwrap();
+        c.send_channel(0x4011, &[i; 100]).unwrap();
+        assert_eq!(recv(&alive), (vec![i; 100], relayed));
+    }
+    alive.send_to(b"still here", relayed).unwrap();
+    assert_eq!(c.recv(WAIT).unwrap(), Some(Received::Channel { channel: 0x4011, data: b"still here".to_vec() }));
+    assert_eq!(c.refresh(None).unwrap(), 600);
+}
+
 macro_rules! on_datapath {
     ($module:ident, $kind:expr) => {
         mod $module {
@@ -292,6 +314,10 @@ macro_rules! on_datapath {
             #[test]
             fn burst() {
                 burst_beyond_the_buffers($kind);
+            }
+            #[test]
+            fn gone_peer() {
+                a_gone_peer_does_not_disturb_the_others($kind);
             }
         }
     };

@@ -503,6 +503,20 @@ fn even_port_reservations_pair_rtp_and_rtcp() {
 }
 
 #[test]
+fn external_addresses_are_advertised_and_bound_locally() {
+    // Behind 1:1 NAT the relay binds its local address and advertises the
+    // public one with the same port.
+    let mut cfg = config();
+    cfg.relay_v4 =
+        Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), external: Some("203.0.113.10".parse().unwrap()) });
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let relayed = h.allocate(CLIENT, &Harness::alice());
+    assert_eq!(relayed.ip(), "203.0.113.10".parse::<std::net::IpAddr>().unwrap());
+    let bound = h.sockets.open.values().next().unwrap().0;
+    assert_eq!(bound, SocketAddr::new("127.0.0.1".parse().unwrap(), relayed.port()));
+}
+
+#[test]
 fn refresh_extends_and_deletes() {
     let mut h = Harness::new();
     let c = Harness::alice();

@@ -1,0 +1,98 @@
+//! The `ip2p-relay` binary: config checking, refusing bad configs with the
+//! key at fault, and the `--dev` mode `make run` uses, stopped by SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(clippy::disallowed_methods)] // tests time their child processes
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ip2p_relay::client::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
+
+fn temp_config(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("ip2p-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ip2p-relay.example.toml");
+    let out = Command::new(BIN).args(["check-config", example]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("valid") && stdout.contains("49152..=65535"), "{stdout}");
+}
+
+#[test]
+fn bad_configs_are_refused_naming_the_key() {
+    let bad =
+        temp_config("bad", "listen = [\"127.0.0.1:3478\"]\n[relay]\nports = \"9-1\"\n[auth]\nsecrets = [\"s\"]\n");
+    let out = Command::new(BIN).args(["check-config", bad.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("relay.ports"), "{stderr}");
+
+    let out = Command::new(BIN).args(["--config", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad config never starts the server");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("relay.ports"));
+
+    let out = Command::new(BIN).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials"));
+
+    let out = Command::new(BIN).args(["--dev", "--relay-ports", "1-0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("relay.ports"));
+    std::fs::remove_file(bad).unwrap();
+}
+
+#[test]
+fn a_taken_port_fails_the_start() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN).args(["--dev", "--listen", &addr]).stdout(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
+
+#[test]
+fn dev_mode_serves_and_stops_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["--dev", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let addr: SocketAddr = banner
+        .split_once(" on ")
+        .and_then(|(_, rest)| rest.split(',').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"));
+    let user = lines.next().unwrap().unwrap();
+    let password = lines.next().unwrap().unwrap();
+    let user = user.split_whitespace().last().unwrap();
+    let password = password.split_whitespace().last().unwrap();
+
+    let mut c = Client::new(addr, user, password).unwrap();
+    assert_eq!(c.binding().unwrap(), c.local_addr().unwrap());
+    c.allocate(None).unwrap();
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
