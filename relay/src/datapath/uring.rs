@@ -241,23 +241,28 @@ struct Io {
 }
 
 impl Io {
-    fn push(&mut self, entry: &squeue::Entry) {
-        loop {
+    /// Queues an operation; when the submission queue is full, submits
+    /// what is queued and tries once more. `false` if it still does not
+    /// fit: the caller gives back what the operation would have held.
+    fn push(&mut self, entry: &squeue::Entry) -> bool {
+        for _ in 0..2 {
             // SAFETY: every pointer in the entries pushed here (buffers,
             // addresses, the msghdr) outlives the operation: see `SendSlot`,
             // `BufRing` and `msghdr`.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                return;
+                return true;
             }
             if let Err(e) = self.ring.submit() {
-                tracing::warn!(error = %e, "io_uring submit failed");
+                tracing::debug!(error = %e, "io_uring submit failed");
             }
         }
+        false
     }
 
-    fn arm_recv(&mut self, fixed: u32, user_data: u64) {
+    /// Arms a multishot receive; `false` if the queue is full (re-arm later).
+    fn arm_recv(&mut self, fixed: u32, user_data: u64) -> bool {
         let entry = opcode::RecvMsgMulti::new(Fixed(fixed), &raw const *self.msghdr, BGID).build().user_data(user_data);
-        self.push(&entry);
+        self.push(&entry)
     }
 
     fn relay_fixed(&self, token: RelayToken) -> Option<u32> {
@@ -280,14 +285,22 @@ impl Sockets for Io {
         if let Some(slot) = self.relays.get_mut(index) {
             *slot = Some(RelaySocket { _fd: OwnedFd::from(socket), generation });
         }
-        self.arm_recv(fixed, user_data(Op::RecvRelay, generation, token.0));
+        if !self.arm_recv(fixed, user_data(Op::RecvRelay, generation, token.0)) {
+            if let Some(slot) = self.relays.get_mut(index) {
+                *slot = None;
+            }
+            let _ = self.ring.submitter().register_files_update(fixed, &[-1]);
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "io_uring submission queue full"));
+        }
         Ok(())
     }
 
     fn close_relay(&mut self, token: RelayToken) {
         let Some(socket) = self.relays.get_mut(token.0 as usize).and_then(Option::take) else { return };
         let recv = user_data(Op::RecvRelay, socket.generation, token.0);
-        self.push(&opcode::AsyncCancel::new(recv).build().user_data(user_data(Op::Cancel, 0, 0)));
+        // If the cancel cannot be queued, unregistering the file below still
+        // ends the receive: its completions carry a stale generation.
+        let _ = self.push(&opcode::AsyncCancel::new(recv).build().user_data(user_data(Op::Cancel, 0, 0)));
         if let Some(fixed) = self.relay_fixed(token) {
             let _ = self.ring.submitter().register_files_update(fixed, &[-1]);
         }
@@ -345,7 +358,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     };
     for i in 0..l.io.listeners {
         let i = u32::try_from(i).unwrap_or(u32::MAX);
-        l.io.arm_recv(i, user_data(Op::RecvListener, 0, i));
+        if !l.io.arm_recv(i, user_data(Op::RecvListener, 0, i)) {
+            return Err(io::Error::other("cannot queue the listeners' receives"));
+        }
     }
     l.arm_wake();
     l.worker.report_ready();
@@ -374,7 +389,10 @@ impl Loop {
             .multi(true)
             .build()
             .user_data(user_data(Op::Wake, 0, 0));
-        self.io.push(&entry);
+        if !self.io.push(&entry) {
+            // Try again at the end of this round of completions.
+            self.rearm.push(user_data(Op::Wake, 0, 0));
+        }
     }
 
     /// Submits what is queued and waits for a completion or the timeout.
@@ -548,7 +566,10 @@ impl Loop {
             .dest_addr_len(stored.to.len())
             .build()
             .user_data(user_data(Op::Send, 0, u32::try_from(slot).unwrap_or(u32::MAX)));
-        self.io.push(&sqe);
+        if !self.io.push(&sqe) {
+            self.send_errors += 1;
+            self.sent(slot, 0);
+        }
     }
 
     fn sent(&mut self, slot: usize, result: i32) {
@@ -576,6 +597,10 @@ impl Loop {
         }
         for data in std::mem::take(&mut self.rearm) {
             let (op, generation, index) = decode(data);
+            if op == Some(Op::Wake) {
+                self.arm_wake();
+                continue;
+            }
             let fixed = match op {
                 Some(Op::RecvListener) => Some(index),
                 Some(Op::RecvRelay) => {
@@ -584,8 +609,10 @@ impl Loop {
                 }
                 _ => None,
             };
-            if let Some(fixed) = fixed {
-                self.io.arm_recv(fixed, data);
+            if let Some(fixed) = fixed
+                && !self.io.arm_recv(fixed, data)
+            {
+                self.rearm.push(data);
             }
         }
     }

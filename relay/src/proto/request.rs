@@ -470,7 +470,7 @@ impl Server {
                     let token = (choice == PortChoice::EvenPair).then(|| {
                         let token: [u8; 8] = rand::Rng::random(&mut self.rng);
                         let next = SocketAddr::new(ip.bind, port + 1);
-                        self.shared.reservations.reserve(token, next, now + RESERVATION_LIFETIME);
+                        self.shared.reservations.reserve(token, next, now + RESERVATION_LIFETIME, now);
                         token
                     });
                     return Some((relay, token));

@@ -32,29 +32,45 @@ impl Shared {
 /// node-wide.
 #[derive(Debug, Default)]
 pub(crate) struct Reservations {
-    by_token: Mutex<HashMap<[u8; 8], (SocketAddr, Instant)>>,
+    inner: Mutex<ReservationTable>,
+}
+
+#[derive(Debug, Default)]
+struct ReservationTable {
+    by_token: HashMap<[u8; 8], SocketAddr>,
+    by_addr: HashMap<SocketAddr, ([u8; 8], Instant)>,
 }
 
 impl Reservations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 8], (SocketAddr, Instant)>> {
-        self.by_token.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReservationTable> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn reserve(&self, token: [u8; 8], addr: SocketAddr, until: Instant) {
-        self.lock().insert(token, (addr, until));
+    pub(crate) fn reserve(&self, token: [u8; 8], addr: SocketAddr, until: Instant, now: Instant) {
+        let mut t = self.lock();
+        // Prune here, so lookups stay O(1) and the table stays small.
+        let expired: Vec<SocketAddr> = t.by_addr.iter().filter(|(_, (_, u))| *u <= now).map(|(a, _)| *a).collect();
+        for a in expired {
+            if let Some((tok, _)) = t.by_addr.remove(&a) {
+                t.by_token.remove(&tok);
+            }
+        }
+        t.by_token.insert(token, addr);
+        t.by_addr.insert(addr, (token, until));
     }
 
     /// The address reserved under `token`, if the reservation is live; it
     /// is used up either way.
     pub(crate) fn take(&self, token: &[u8; 8], now: Instant) -> Option<SocketAddr> {
-        self.lock().remove(token).filter(|(_, until)| *until > now).map(|(addr, _)| addr)
+        let mut t = self.lock();
+        let addr = t.by_token.remove(token)?;
+        let (_, until) = t.by_addr.remove(&addr)?;
+        (until > now).then_some(addr)
     }
 
-    /// Whether `addr` is held by a live reservation (dropping dead ones).
+    /// Whether `addr` is held by a live reservation.
     pub(crate) fn holds(&self, addr: SocketAddr, now: Instant) -> bool {
-        let mut table = self.lock();
-        table.retain(|_, (_, until)| *until > now);
-        table.values().any(|(a, _)| *a == addr)
+        self.lock().by_addr.get(&addr).is_some_and(|(_, until)| *until > now)
     }
 }
 
