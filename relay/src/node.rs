@@ -82,7 +82,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     let local = sockets.first().map(|s| s.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
     let shared = Arc::new(Shared::new(Quotas::new(settings.max_allocations, settings.user_quota)));
     let (lo, hi) = (*settings.proto.ports.start(), *settings.proto.ports.end());
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let cpus = allowed_cpus();
     raise_fd_limit();
     let mut workers = Vec::new();
     let mut readiness = Vec::new();
@@ -103,8 +103,11 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             ready: Some(ready.clone()),
             io_uring_buffers: settings.io_uring_buffers,
         };
+        let cpu = cpus.get(id % cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new().name(format!("ip2p-worker-{id}")).spawn(move || {
-            pin_to_core(id % cores);
+            if let Some(cpu) = cpu {
+                pin_to_cpu(cpu);
+            }
             let result = match datapath {
                 DatapathKind::IoUring => datapath::uring::run(worker),
                 _ => datapath::epoll::run(worker),
@@ -151,9 +154,16 @@ fn raise_fd_limit() {
     }
 }
 
-fn pin_to_core(core: usize) {
+/// The CPUs this process may run on (taskset, cgroups, systemd's
+/// CPUAffinity): workers are pinned within them, never outside.
+fn allowed_cpus() -> Vec<usize> {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else { return Vec::new() };
+    (0..nix::sched::CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect()
+}
+
+fn pin_to_cpu(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
-    if set.set(core).is_ok() {
+    if set.set(cpu).is_ok() {
         // Best effort: a container may not allow it.
         let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
     }
