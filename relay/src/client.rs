@@ -126,6 +126,69 @@ impl Client {
         })
     }
 
+    /// The client's socket (to send and receive data on it directly).
+    #[must_use]
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// The server's address.
+    #[must_use]
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Sends, without waiting for the answers, what keeps an allocation
+    /// alive: a Refresh, and a ChannelBind or CreatePermission for `peer`
+    /// (which refreshes the permission). Call [`Client::absorb`] with the
+    /// STUN answers the data path receives.
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn send_keepalives(&mut self, channel: Option<u16>, peer: SocketAddr) -> io::Result<()> {
+        let refresh = self.signed(Method::REFRESH, &[])?;
+        self.socket.send_to(&refresh, self.server)?;
+        let keep = match channel {
+            Some(n) => self.signed(
+                Method::CHANNEL_BIND,
+                &[Attribute::ChannelNumber(ChannelNumber(n)), Attribute::XorPeerAddress(XorPeerAddress(peer))],
+            )?,
+            None => self.signed(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(XorPeerAddress(peer))])?,
+        };
+        self.socket.send_to(&keep, self.server).map(|_| ())
+    }
+
+    /// Takes note of a STUN answer received outside a transaction: a
+    /// 438 carries the nonce to use from now on. Returns its error code.
+    pub fn absorb(&mut self, msg: &Message<'_>) -> Option<u16> {
+        let code = msg.get::<ErrorCodeAttr>().ok().flatten()?.code.code();
+        if code == 438
+            && let Ok(Some(Nonce(nonce))) = msg.get::<Nonce>()
+        {
+            self.nonce = nonce.to_owned();
+        }
+        Some(code)
+    }
+
+    /// An authenticated request with the current nonce.
+    fn signed(&mut self, method: Method, attrs: &[Attribute<'_>]) -> io::Result<Vec<u8>> {
+        let key = self.key.clone().ok_or_else(|| io::Error::other("not authenticated yet"))?;
+        let tid = self.tid();
+        let mut out = vec![0u8; 1024];
+        let mut w =
+            MessageWriter::new(&mut out, MessageType::new(method, Class::Request), tid).map_err(io::Error::other)?;
+        for a in attrs {
+            w.add_attribute(a).map_err(io::Error::other)?;
+        }
+        w.add(&Username(&self.username)).map_err(io::Error::other)?;
+        w.add(&Realm(&self.realm)).map_err(io::Error::other)?;
+        w.add(&Nonce(&self.nonce)).map_err(io::Error::other)?;
+        w.integrity(key.as_bytes()).map_err(io::Error::other)?;
+        let len = w.finish();
+        out.truncate(len);
+        Ok(out)
+    }
+
     /// The client's own address.
     ///
     /// # Errors

@@ -1,0 +1,250 @@
+//! `ip2p-bench`: load-test any TURN server with open-loop traffic and
+//! honest latency percentiles.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ip2p_bench::run::{Credentials, Mode, RunConfig, run};
+use ip2p_bench::stats::{Summary, percentile_file};
+
+#[derive(Debug, Parser)]
+#[command(name = "ip2p-bench", version, about = "Open-loop TURN load generator and latency harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One run at a fixed rate: loss, reordering, latency percentiles.
+    Latency(Load),
+    /// Raise the rate step by step; report the highest that holds.
+    Capacity {
+        #[command(flatten)]
+        load: Load,
+        /// Highest rate to try, packets per second.
+        #[arg(long, default_value_t = 1_000_000.0)]
+        max_rate: f64,
+        /// Each step multiplies the rate by this.
+        #[arg(long, default_value_t = 1.25)]
+        step: f64,
+        /// A step fails above this loss, in percent.
+        #[arg(long, default_value_t = 0.1)]
+        max_loss: f64,
+        /// A step fails above this p99 latency, in microseconds.
+        #[arg(long, default_value_t = 1000.0)]
+        max_p99_us: f64,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+struct Load {
+    /// The TURN server.
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    server: SocketAddr,
+    /// Username (with --password).
+    #[arg(long, default_value = "demo")]
+    user: String,
+    /// Password.
+    #[arg(long, default_value = "demo-password")]
+    password: String,
+    /// TURN REST API secret, instead of --user/--password.
+    #[arg(long)]
+    auth_secret: Option<String>,
+    /// Topology.
+    #[arg(long, value_enum, default_value_t = Mode::Pairs)]
+    mode: Mode,
+    /// Sending sessions (allocations).
+    #[arg(long, default_value_t = 10)]
+    sessions: usize,
+    /// Packets per second over all sessions (the starting rate for capacity).
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Payload bytes (at least 24).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Measured seconds (per step for capacity).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds sent first and not measured.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Sender/receiver threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Send/Data indications instead of ChannelData.
+    #[arg(long)]
+    indications: bool,
+    /// Label in reports.
+    #[arg(long)]
+    label: Option<String>,
+    /// Write the summary (all steps for capacity) as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the latency distribution as an HdrHistogram percentile file.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+}
+
+impl Load {
+    fn config(&self, rate: f64) -> RunConfig {
+        let credentials = match &self.auth_secret {
+            Some(s) => Credentials::Secret(s.clone()),
+            None => Credentials::User { name: self.user.clone(), password: self.password.clone() },
+        };
+        let mode = match self.mode {
+            Mode::Pairs => "pairs",
+            Mode::Echo => "echo",
+            Mode::Direct => "direct",
+            Mode::DirectEcho => "direct-echo",
+        };
+        RunConfig {
+            label: self.label.clone().unwrap_or_else(|| format!("{mode} {}B", self.size)),
+            server: self.server,
+            credentials,
+            mode: self.mode,
+            sessions: self.sessions,
+            rate,
+            size: self.size,
+            duration: Duration::from_secs_f64(self.duration.clamp(0.1, 24.0 * 3600.0)),
+            warmup: Duration::from_secs_f64(self.warmup.clamp(0.0, 3600.0)),
+            threads: self.threads,
+            indications: self.indications,
+        }
+    }
+}
+
+/// Ctrl-C sets the flag; the run stops and reports what it measured.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    use nix::sys::signal::{SigSet, Signal};
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_ok() {
+        let flag = stop.clone();
+        let _ = std::thread::Builder::new().name("ip2p-bench-signals".into()).spawn(move || {
+            if set.wait().is_ok() {
+                eprintln!("stopping: reporting what was measured");
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    stop
+}
+
+const HEADER: &str = "run                        sent   received     lost  loss%    dup  reord       pkt/s   Mbit/s      p50      p90      p99    p99.9   p99.99      max  lag-p99  valid";
+
+fn row(s: &Summary) -> String {
+    let l = &s.latency_us;
+    format!(
+        "{:<22} {:>10} {:>10} {:>8} {:>6.3} {:>6} {:>6} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}  {}",
+        s.label,
+        s.sent,
+        s.received,
+        s.lost,
+        s.loss_percent,
+        s.duplicates,
+        s.reordered,
+        s.packets_per_second,
+        s.mbit_per_second,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p99_9,
+        l.p99_99,
+        l.max,
+        s.send_lag_p99_us,
+        if s.valid { "yes" } else { "NO" }
+    )
+}
+
+fn write(path: &PathBuf, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stop = stop_on_ctrl_c();
+    let result = match cli.command {
+        Command::Latency(load) => latency(&load, &stop),
+        Command::Capacity { load, max_rate, step, max_loss, max_p99_us } => {
+            capacity(&load, max_rate, step, max_loss, max_p99_us, &stop)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ip2p-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn latency(load: &Load, stop: &Arc<AtomicBool>) -> Result<(), String> {
+    let cfg = load.config(load.rate);
+    eprintln!(
+        "{}: {} sessions, {:.0} pkt/s, {} B, {:?} + {:?} warm-up, {} thread(s)",
+        cfg.label, cfg.sessions, cfg.rate, cfg.size, cfg.duration, cfg.warmup, cfg.threads
+    );
+    let (summary, hist) = run(&cfg, stop).map_err(|e| e.to_string())?;
+    println!("{HEADER}");
+    println!("{}", row(&summary));
+    println!("(latency and lag in microseconds; latency counts from each packet's scheduled send time)");
+    if let Some(path) = &load.json {
+        write(path, &serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?)?;
+    }
+    if let Some(path) = &load.hgrm {
+        write(path, &percentile_file(&hist))?;
+    }
+    Ok(())
+}
+
+fn capacity(
+    load: &Load,
+    max_rate: f64,
+    step: f64,
+    max_loss: f64,
+    max_p99_us: f64,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), String> {
+    let step = step.max(1.01);
+    let mut rate = load.rate.max(1.0);
+    let mut steps = Vec::new();
+    let mut best: Option<Summary> = None;
+    println!("{HEADER}");
+    while rate <= max_rate && !stop.load(Ordering::Relaxed) {
+        let mut cfg = load.config(rate);
+        cfg.label = format!("{:.0} pkt/s", rate);
+        let (s, _) = run(&cfg, stop).map_err(|e| e.to_string())?;
+        println!("{}", row(&s));
+        let holds = s.valid && s.loss_percent <= max_loss && s.latency_us.p99 <= max_p99_us;
+        steps.push(s.clone());
+        if !holds {
+            if !s.valid {
+                println!(
+                    "the bench fell behind its schedule at this rate: the limit found is the bench's, not the server's"
+                );
+            }
+            break;
+        }
+        best = Some(s);
+        rate *= step;
+    }
+    match &best {
+        Some(b) => println!(
+            "capacity: {} (loss <= {max_loss}%, p99 <= {max_p99_us} us): {:.0} pkt/s received",
+            b.label, b.packets_per_second
+        ),
+        None => println!("capacity: even the first step failed"),
+    }
+    if let Some(path) = &load.json {
+        write(path, &serde_json::to_string_pretty(&steps).map_err(|e| e.to_string())?)?;
+    }
+    Ok(())
+}

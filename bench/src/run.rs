@@ -1,0 +1,436 @@
+//! One measured run: set up sessions (allocations, channels), send on the
+//! open-loop schedule from several threads, receive, and summarize.
+#![allow(clippy::disallowed_methods)] // a load generator is made of clocks
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ip2p_relay::client::Client;
+use ip2p_wire::attr::{Data, XorPeerAddress};
+use ip2p_wire::{
+    ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind, TransactionId, Transport, classify,
+    write_channel_data,
+};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::schedule::Schedule;
+use crate::stamp::{STAMP_LEN, Stamp};
+use crate::stats::{Percentiles, Sequence, Summary, histogram};
+
+/// Who talks to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Two allocations per pair, each the other's peer: both ends relayed.
+    Pairs,
+    /// Each allocation's peer is a UDP echo responder the bench runs.
+    Echo,
+    /// The same pairs traffic, client to client, with no relay: the floor.
+    Direct,
+    /// The same echo traffic with no relay.
+    DirectEcho,
+}
+
+/// How sessions authenticate.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// A static user.
+    User {
+        /// Name.
+        name: String,
+        /// Password.
+        password: String,
+    },
+    /// A TURN REST API secret: usernames `<expiry>:bench`.
+    Secret(String),
+}
+
+impl Credentials {
+    fn for_session(&self) -> (String, String) {
+        match self {
+            Self::User { name, password } => (name.clone(), password.clone()),
+            Self::Secret(secret) => {
+                use hmac::{KeyInit, Mac};
+                let expiry =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+                        + 24 * 3600;
+                let user = format!("{expiry}:ip2p-bench");
+                let password = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret.as_bytes()).map_or_else(
+                    |_| String::new(),
+                    |mut mac| {
+                        mac.update(user.as_bytes());
+                        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, mac.finalize().into_bytes())
+                    },
+                );
+                (user, password)
+            }
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// A label for reports.
+    pub label: String,
+    /// The TURN server (unused in the direct modes).
+    pub server: SocketAddr,
+    /// Credentials for the server.
+    pub credentials: Credentials,
+    /// Topology.
+    pub mode: Mode,
+    /// Sending sessions (in pairs modes, rounded up to an even number).
+    pub sessions: usize,
+    /// Packets per second, over all sessions.
+    pub rate: f64,
+    /// Payload bytes (at least the 24-byte stamp).
+    pub size: usize,
+    /// Measured time, after the warm-up.
+    pub duration: Duration,
+    /// Time sent but not measured, first.
+    pub warmup: Duration,
+    /// Sender/receiver threads.
+    pub threads: usize,
+    /// Send and Data indications instead of ChannelData.
+    pub indications: bool,
+}
+
+const CHANNEL: u16 = 0x4000;
+/// How long to wait for stragglers after the last packet is sent.
+const GRACE: Duration = Duration::from_millis(500);
+/// Keepalives for runs longer than a permission's 300 s.
+const KEEPALIVE: Duration = Duration::from_secs(120);
+/// Most packets sent in one go before receiving again.
+const SEND_BURST: u64 = 64;
+
+/// One sending and receiving endpoint.
+struct Session {
+    id: u32,
+    socket: UdpSocket,
+    /// Where packets go: the server (relayed) or the peer (direct).
+    to: SocketAddr,
+    /// The packet as sent, with the stamp at `stamp_at`.
+    packet: Vec<u8>,
+    stamp_at: usize,
+    seq: u64,
+    client: Option<Client>,
+    /// The peer the keepalives name.
+    peer: SocketAddr,
+}
+
+fn relayed(mode: Mode) -> bool {
+    matches!(mode, Mode::Pairs | Mode::Echo)
+}
+
+/// The packet a session sends: ChannelData or a Send indication around the
+/// payload (relayed), or the bare payload (direct).
+fn template(cfg: &RunConfig, peer: SocketAddr) -> (Vec<u8>, usize) {
+    let payload = vec![0u8; cfg.size.max(STAMP_LEN)];
+    if !relayed(cfg.mode) {
+        return (payload, 0);
+    }
+    let mut out = vec![0u8; payload.len() + 64];
+    if cfg.indications {
+        let typ = MessageType::new(Method::SEND, Class::Indication);
+        let Ok(mut w) = MessageWriter::new(&mut out, typ, TransactionId([0; 12])) else { return (Vec::new(), 0) };
+        if w.add(&XorPeerAddress(peer)).is_err() || w.add(&Data(&payload)).is_err() {
+            return (Vec::new(), 0);
+        }
+        let len = w.finish();
+        out.truncate(len);
+        // DATA is the last attribute: its value, then up to 3 padding bytes.
+        let at = len - ip2p_wire::pad4(payload.len());
+        (out, at)
+    } else {
+        let len = write_channel_data(&mut out, CHANNEL, &payload, Transport::Datagram).unwrap_or(0);
+        out.truncate(len);
+        (out, 4)
+    }
+}
+
+/// Sets up the sessions: allocations and channels (or permissions) for
+/// the relayed modes, plain sockets for the direct ones. In the echo
+/// modes, session `i`'s peer is `echoes[i % threads]`, served by the thread
+/// that runs session `i`.
+fn sessions(cfg: &RunConfig, echoes: &[SocketAddr]) -> io::Result<Vec<Session>> {
+    let pairs = matches!(cfg.mode, Mode::Pairs | Mode::Direct);
+    let n = if pairs { cfg.sessions.max(2).div_ceil(2) * 2 } else { cfg.sessions.max(1) };
+    let mut sockets = Vec::new();
+    let mut clients = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..n {
+        if relayed(cfg.mode) {
+            let (user, password) = cfg.credentials.for_session();
+            let mut c = Client::new(cfg.server, &user, &password)?;
+            let relayed = c.allocate(None).map_err(|e| io::Error::other(format!("allocate: {e}")))?;
+            addrs.push(relayed);
+            clients.push(Some(c));
+        } else {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            addrs.push(s.local_addr()?);
+            sockets.push(Some(s));
+            clients.push(None);
+        }
+    }
+    let mut out = Vec::new();
+    for i in 0..n {
+        let peer = if pairs { addrs.get(i ^ 1).copied() } else { echoes.get(i % echoes.len().max(1)).copied() }
+            .ok_or_else(|| io::Error::other("no peer for a session"))?;
+        let mut client = clients.get_mut(i).and_then(Option::take);
+        if let Some(c) = &mut client {
+            let r = if cfg.indications { c.create_permission(&[peer]) } else { c.channel_bind(CHANNEL, peer) };
+            r.map_err(|e| io::Error::other(format!("permission/channel: {e}")))?;
+        }
+        let socket = match &client {
+            Some(c) => c.socket().try_clone()?,
+            None => sockets.get_mut(i).and_then(Option::take).ok_or_else(|| io::Error::other("socket"))?,
+        };
+        socket.set_nonblocking(true)?;
+        let to = if relayed(cfg.mode) { cfg.server } else { peer };
+        let (packet, stamp_at) = template(cfg, peer);
+        out.push(Session {
+            id: u32::try_from(i).unwrap_or(u32::MAX),
+            socket,
+            to,
+            packet,
+            stamp_at,
+            seq: 0,
+            client,
+            peer,
+        });
+    }
+    Ok(out)
+}
+
+/// What one thread measured.
+struct Measured {
+    sent: HashMap<u32, u64>,
+    received: HashMap<u32, Sequence>,
+    latency: Histogram<u64>,
+    lag: Histogram<u64>,
+    errors: u64,
+}
+
+/// Extracts the payload of a received datagram.
+fn payload(relayed: bool, bytes: &[u8]) -> Option<&[u8]> {
+    if !relayed {
+        return Some(bytes);
+    }
+    match classify(bytes) {
+        PacketKind::ChannelData => ChannelData::parse(bytes).ok().map(|cd| cd.data()),
+        PacketKind::Stun => {
+            let msg = Message::parse(bytes).ok()?;
+            match msg.get::<Data>() {
+                Ok(Some(Data(d))) if msg.method() == Method::DATA => Some(d),
+                _ => None,
+            }
+        }
+        PacketKind::Other => None,
+    }
+}
+
+/// The token of a thread's echo socket.
+const ECHO: Token = Token(usize::MAX);
+
+#[allow(clippy::too_many_lines)]
+fn thread_loop(
+    cfg: &RunConfig,
+    mut sessions: Vec<Session>,
+    echo: Option<UdpSocket>,
+    start: Instant,
+    stop: &AtomicBool,
+) -> io::Result<Measured> {
+    let relayed = relayed(cfg.mode);
+    let threads = cfg.threads.max(1) as f64;
+    let total = cfg.warmup + cfg.duration;
+    let mut schedule = Schedule::new(cfg.rate / threads, total);
+    let warmup_ns = u64::try_from(cfg.warmup.as_nanos()).unwrap_or(u64::MAX);
+    let mut poll = Poll::new()?;
+    for (i, s) in sessions.iter().enumerate() {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s.socket);
+        poll.registry().register(&mut mio::unix::SourceFd(&fd), Token(i), Interest::READABLE)?;
+    }
+    if let Some(e) = &echo {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(e);
+        poll.registry().register(&mut mio::unix::SourceFd(&fd), ECHO, Interest::READABLE)?;
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut m =
+        Measured { sent: HashMap::new(), received: HashMap::new(), latency: histogram(), lag: histogram(), errors: 0 };
+    let mut buf = vec![0u8; 65_536];
+    let mut next_keepalive = start + KEEPALIVE;
+    let n = sessions.len().max(1) as u64;
+    let mut done_at: Option<Instant> = None;
+    loop {
+        let elapsed = start.elapsed();
+        let elapsed_ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        for k in schedule.take_due(elapsed_ns, SEND_BURST) {
+            let due = schedule.due_ns(k);
+            let Some(s) = sessions.get_mut((k % n) as usize) else { continue };
+            let stamp = Stamp { session: s.id, seq: s.seq, intended_ns: due };
+            s.seq += 1;
+            if let Some(p) = s.packet.get_mut(s.stamp_at..) {
+                stamp.write(p);
+            }
+            let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            m.lag.saturating_record(now_ns.saturating_sub(due).max(1));
+            if s.socket.send_to(&s.packet, s.to).is_err() {
+                m.errors += 1;
+            }
+            if due >= warmup_ns {
+                *m.sent.entry(s.id).or_default() += 1;
+            }
+        }
+        if schedule.finished() && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|d| d.elapsed() > GRACE) || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if Instant::now() >= next_keepalive {
+            next_keepalive += KEEPALIVE;
+            for s in &mut sessions {
+                let channel = (!cfg.indications).then_some(CHANNEL);
+                if let Some(c) = &mut s.client {
+                    let _ = c.send_keepalives(channel, s.peer);
+                }
+            }
+        }
+        // Sleep until the next packet is due, but poll without sleeping in
+        // its last 2 ms: epoll's millisecond timeouts would make us late.
+        let wait = schedule.next_due_ns().map_or(Duration::from_millis(10), |due| {
+            let left = Duration::from_nanos(due.saturating_sub(elapsed_ns));
+            left.saturating_sub(Duration::from_millis(2))
+        });
+        poll.poll(&mut events, Some(wait.min(Duration::from_millis(10))))?;
+        for event in &events {
+            if event.token() == ECHO {
+                // The echo responder: back to where it came from.
+                if let Some(e) = &echo {
+                    while let Ok((len, from)) = e.recv_from(&mut buf) {
+                        let _ = e.send_to(buf.get(..len).unwrap_or_default(), from);
+                    }
+                }
+                continue;
+            }
+            let Some(s) = sessions.get_mut(event.token().0) else { continue };
+            loop {
+                let (len, _) = match s.socket.recv_from(&mut buf) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        m.errors += 1;
+                        break;
+                    }
+                };
+                let received_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let bytes = buf.get(..len).unwrap_or_default();
+                match payload(relayed, bytes).and_then(Stamp::read) {
+                    Some(stamp) if stamp.intended_ns >= warmup_ns => {
+                        m.latency.saturating_record(received_ns.saturating_sub(stamp.intended_ns).max(1));
+                        m.received.entry(stamp.session).or_default().record(stamp.seq);
+                    }
+                    Some(_) => {}
+                    None => {
+                        // A STUN answer (keepalives): note a new nonce.
+                        if let (Some(c), Ok(msg)) = (&mut s.client, Message::parse(bytes)) {
+                            if c.absorb(&msg).is_some_and(|code| code != 438) {
+                                m.errors += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Leave cleanly: delete the allocations.
+    for s in &mut sessions {
+        if let Some(c) = &mut s.client {
+            let _ = c.socket().set_nonblocking(false);
+            let _ = c.refresh(Some(0));
+        }
+    }
+    Ok(m)
+}
+
+/// Runs one measurement. `stop` ends it early (Ctrl-C); what was measured
+/// until then is still reported.
+///
+/// # Errors
+/// Setup failed (the server refused an allocation, a socket error...).
+pub fn run(cfg: &RunConfig, stop: &Arc<AtomicBool>) -> io::Result<(Summary, Histogram<u64>)> {
+    let threads = cfg.threads.max(1).min(cfg.sessions.max(1));
+    let mut echoes = Vec::new();
+    if matches!(cfg.mode, Mode::Echo | Mode::DirectEcho) {
+        for _ in 0..threads {
+            let e = UdpSocket::bind("127.0.0.1:0")?;
+            e.set_nonblocking(true)?;
+            echoes.push(e);
+        }
+    }
+    let echo_addrs = echoes.iter().map(UdpSocket::local_addr).collect::<io::Result<Vec<_>>>()?;
+    let all = sessions(cfg, &echo_addrs)?;
+    let mut echoes = echoes.into_iter();
+    let mut groups: Vec<Vec<Session>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, s) in all.into_iter().enumerate() {
+        if let Some(g) = groups.get_mut(i % threads) {
+            g.push(s);
+        }
+    }
+    let cfg = RunConfig { threads, ..cfg.clone() };
+    let start = Instant::now();
+    let results: Vec<io::Result<Measured>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|g| {
+                let (cfg, stop, echo) = (&cfg, &**stop, echoes.next());
+                scope.spawn(move || thread_loop(cfg, g, echo, start, stop))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("bench thread panicked"))))
+            .collect()
+    });
+    let measured_for = start.elapsed().saturating_sub(cfg.warmup).saturating_sub(GRACE);
+    let mut latency = histogram();
+    let mut lag = histogram();
+    let (mut sent, mut unique, mut duplicates, mut reordered) = (0u64, 0u64, 0u64, 0u64);
+    for r in results {
+        let m = r?;
+        latency.add(&m.latency).map_err(io::Error::other)?;
+        lag.add(&m.lag).map_err(io::Error::other)?;
+        sent += m.sent.values().sum::<u64>();
+        for seq in m.received.values() {
+            unique += seq.unique;
+            duplicates += seq.duplicates;
+            reordered += seq.reordered;
+        }
+    }
+    let lost = sent.saturating_sub(unique);
+    let secs = measured_for.as_secs_f64().max(1e-9);
+    let lag_p99 = lag.value_at_quantile(0.99) as f64 / 1000.0;
+    let summary = Summary {
+        label: cfg.label.clone(),
+        sent,
+        received: unique,
+        lost,
+        loss_percent: if sent == 0 { 0.0 } else { 100.0 * lost as f64 / sent as f64 },
+        duplicates,
+        reordered,
+        packets_per_second: unique as f64 / secs,
+        mbit_per_second: unique as f64 * cfg.size.max(STAMP_LEN) as f64 * 8.0 / secs / 1e6,
+        latency_us: Percentiles::of(&latency),
+        send_lag_p99_us: lag_p99,
+        send_lag_max_us: lag.max() as f64 / 1000.0,
+        // Latency counts from when a packet was due: a bench that was late
+        // by more than the relay's own latency measures itself.
+        valid: lag_p99 < 1000.0 && sent > 0,
+    };
+    Ok((summary, latency))
+}
