@@ -40,6 +40,30 @@ enum Command {
         #[arg(long, default_value_t = 1000.0)]
         max_p99_us: f64,
     },
+    /// Allocation setup rate and concurrent allocations held.
+    Allocs {
+        /// The TURN server.
+        #[arg(long, default_value = "127.0.0.1:3478")]
+        server: SocketAddr,
+        /// Username (with --password).
+        #[arg(long, default_value = "demo")]
+        user: String,
+        /// Password.
+        #[arg(long, default_value = "demo-password")]
+        password: String,
+        /// TURN REST API secret, instead of --user/--password.
+        #[arg(long)]
+        auth_secret: Option<String>,
+        /// Allocations to make (all held until the end).
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Allocations in progress at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Write the summary as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -176,6 +200,13 @@ fn main() -> ExitCode {
         Command::Capacity { load, max_rate, step, max_loss, max_p99_us } => {
             capacity(&load, max_rate, step, max_loss, max_p99_us, &stop)
         }
+        Command::Allocs { server, user, password, auth_secret, count, concurrency, json } => {
+            let credentials = match auth_secret {
+                Some(s) => Credentials::Secret(s),
+                None => Credentials::User { name: user, password },
+            };
+            allocs(server, &credentials, count, concurrency, json.as_ref(), &stop)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -184,6 +215,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn allocs(
+    server: SocketAddr,
+    credentials: &Credentials,
+    count: usize,
+    concurrency: usize,
+    json: Option<&PathBuf>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), String> {
+    let s = ip2p_bench::allocs::allocs(server, credentials, count, concurrency, stop).map_err(|e| e.to_string())?;
+    println!(
+        "allocations: {} of {} in {:.2} s: {:.0}/s; held at once: {}; failures: {:?}",
+        s.succeeded, s.attempted, s.seconds, s.per_second, s.succeeded, s.failures
+    );
+    if let Some(path) = json {
+        write(path, &serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?)?;
+    }
+    Ok(())
 }
 
 fn latency(load: &Load, stop: &Arc<AtomicBool>) -> Result<(), String> {

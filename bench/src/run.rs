@@ -51,7 +51,9 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    fn for_session(&self) -> (String, String) {
+    /// The username and password one session uses.
+    #[must_use]
+    pub fn for_session(&self) -> (String, String) {
         match self {
             Self::User { name, password } => (name.clone(), password.clone()),
             Self::Secret(secret) => {

@@ -1,0 +1,99 @@
+//! Allocation setup rate: how fast a server completes the Allocate
+//! exchange (401 challenge, authenticated Allocate), with bounded
+//! concurrency, and how many allocations it holds at once.
+#![allow(clippy::disallowed_methods)] // a load generator is made of clocks
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ip2p_relay::client::{Client, ClientError};
+use serde::Serialize;
+
+use crate::run::Credentials;
+
+/// What an allocation run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AllocSummary {
+    /// Allocations attempted.
+    pub attempted: usize,
+    /// Allocations that succeeded (all held at once at the end).
+    pub succeeded: usize,
+    /// Failures by STUN error code ("timeout" and "io" for the others).
+    pub failures: BTreeMap<String, usize>,
+    /// Seconds from the first request to the last answer.
+    pub seconds: f64,
+    /// Successful allocations per second.
+    pub per_second: f64,
+}
+
+/// Makes `count` allocations on `server`, `concurrency` at a time, keeps
+/// them all, then deletes them.
+///
+/// # Errors
+/// A socket cannot be created.
+pub fn allocs(
+    server: SocketAddr,
+    credentials: &Credentials,
+    count: usize,
+    concurrency: usize,
+    stop: &AtomicBool,
+) -> io::Result<AllocSummary> {
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(BTreeMap::<String, usize>::new());
+    let held = Mutex::new(Vec::<Client>::with_capacity(count));
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.clamp(1, 1024) {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) && next.fetch_add(1, Ordering::Relaxed) < count {
+                    let (user, password) = credentials.for_session();
+                    let outcome = Client::new(server, &user, &password).map_err(ClientError::Io).and_then(|mut c| {
+                        c.allocate(None)?;
+                        Ok(c)
+                    });
+                    match outcome {
+                        Ok(c) => held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c),
+                        Err(e) => {
+                            let key = match &e {
+                                ClientError::Rejected(code, _) => code.to_string(),
+                                ClientError::Io(e) if e.kind() == io::ErrorKind::TimedOut => "timeout".into(),
+                                _ => "io".into(),
+                            };
+                            *failures
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .entry(key)
+                                .or_default() += 1;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let seconds = start.elapsed().as_secs_f64().max(1e-9);
+    let mut held = held.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let succeeded = held.len();
+    // Clean up: delete every allocation, a few threads at a time.
+    std::thread::scope(|scope| {
+        let per = held.len().div_ceil(8).max(1);
+        for chunk in held.chunks_mut(per) {
+            scope.spawn(move || {
+                for c in chunk {
+                    let _ = c.refresh(Some(0));
+                }
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_millis(10));
+    Ok(AllocSummary {
+        attempted: count.min(next.load(Ordering::Relaxed)),
+        succeeded,
+        failures: failures.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+        seconds,
+        per_second: succeeded as f64 / seconds,
+    })
+}

@@ -1,0 +1,115 @@
+//! Short bench runs against ip2p-relay (started here) and coturn (started
+//! here): the results must be complete and consistent.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use ip2p_bench::run::{Credentials, Mode, RunConfig, run};
+use ip2p_bench::stats::Summary;
+use ip2p_relay::client::Client;
+use ip2p_relay::config::{RunArgs, Settings};
+use ip2p_relay::node;
+
+fn config(server: SocketAddr, mode: Mode) -> RunConfig {
+    RunConfig {
+        label: format!("{mode:?}"),
+        server,
+        credentials: Credentials::User { name: "demo".into(), password: "demo-password".into() },
+        mode,
+        sessions: 4,
+        rate: 2000.0,
+        size: 100,
+        duration: Duration::from_millis(800),
+        warmup: Duration::from_millis(200),
+        threads: 2,
+        indications: false,
+    }
+}
+
+/// Every packet sent after the warm-up is received or lost, and at this
+/// gentle rate on loopback none is lost.
+fn check(s: &Summary) {
+    assert!(s.sent >= 1400, "{s:?}");
+    assert_eq!(s.received + s.lost, s.sent, "{s:?}");
+    assert_eq!(s.lost, 0, "{s:?}");
+    assert_eq!(s.duplicates, 0, "{s:?}");
+    let l = &s.latency_us;
+    assert!(l.p50 > 0.0 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max, "{s:?}");
+}
+
+fn ip2p() -> node::Node {
+    let text = r#"
+        listen = ["127.0.0.1:0"]
+        workers = 1
+        [auth]
+        users = [{ name = "demo", password = "demo-password" }]
+        [peers]
+        allow = ["127.0.0.1/32"]
+    "#;
+    node::start(&Settings::from_toml(text, &RunArgs::default()).unwrap()).unwrap()
+}
+
+#[test]
+fn pairs_and_echo_through_ip2p() {
+    let node = ip2p();
+    let stop = Arc::new(AtomicBool::new(false));
+    for mode in [Mode::Pairs, Mode::Echo] {
+        let (s, hist) = run(&config(node.local_addrs()[0], mode), &stop).unwrap();
+        check(&s);
+        assert_eq!(hist.len(), s.received, "one latency sample per packet received");
+    }
+    let mut indications = config(node.local_addrs()[0], Mode::Pairs);
+    indications.indications = true;
+    check(&run(&indications, &stop).unwrap().0);
+    assert_eq!(node.allocations(), 0, "the bench deletes its allocations");
+}
+
+#[test]
+fn direct_modes_need_no_server() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for mode in [Mode::Direct, Mode::DirectEcho] {
+        check(&run(&config(nowhere, mode), &stop).unwrap().0);
+    }
+}
+
+struct Coturn(Child);
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pairs_through_coturn() {
+    assert!(
+        Command::new("turnserver").arg("--version").output().is_ok(),
+        "coturn's turnserver is not installed: `apt-get install coturn` (.ci/run does)"
+    );
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = std::env::temp_dir().join(format!("ip2p-bench-coturn-{}.log", std::process::id()));
+    let child = Command::new("turnserver")
+        .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "-a", "--realm=ip2p"])
+        .args(["--user=demo:demo-password", "--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls"])
+        .arg(format!("--listening-port={port}"))
+        .arg(format!("--log-file={}", log.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _coturn = Coturn(child);
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Client::new(server, "", "").unwrap().binding().is_err() {
+        assert!(Instant::now() < deadline, "coturn did not start");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    check(&run(&config(server, Mode::Pairs), &stop).unwrap().0);
+    let _ = std::fs::remove_file(log);
+}
