@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := message reencode channel_data framer turn_server
 
-.PHONY: help build run test lint fuzz bench clean
+.PHONY: help build run test lint fuzz bench bench-compare clean
 
 help:
 	@echo "make build   build the workspace (release)"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint    rustfmt check, clippy -D warnings on all targets, docs build"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 30) on nightly"
 	@echo "make bench   criterion benchmarks"
+	@echo "make bench-compare  ip2p-relay vs coturn vs direct with ip2p-bench (needs coturn)"
 
 build:
 	$(CARGO) build --workspace --release --locked
@@ -48,6 +49,10 @@ fuzz:
 
 bench:
 	$(CARGO) bench --workspace --locked
+
+# ip2p-relay, coturn and the direct path in one run, one table.
+bench-compare:
+	bench/compare.sh
 
 clean:
 	$(CARGO) clean

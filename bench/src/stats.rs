@@ -79,8 +79,8 @@ pub struct Summary {
     pub send_lag_p99_us: f64,
     /// See `send_lag_p99_us`.
     pub send_lag_max_us: f64,
-    /// `false` when the bench fell behind its own schedule: the numbers
-    /// then describe the bench, not the server.
+    /// `false` when the bench fell behind its own schedule (p99 send lag
+    /// over 100 µs): the numbers then describe the bench, not the server.
     pub valid: bool,
 }
 

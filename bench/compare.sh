@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# make bench-compare: ip2p-relay, coturn and the direct path measured in one
+# run with ip2p-bench, and one table of the results with their ratios.
+#
+# Servers get one worker / one relay thread (then each its defaults), pinned
+# to SERVER_CPU; the bench is pinned to BENCH_CPU. Tunables (env):
+# RATE (latency runs, pkt/s), DURATION (s), CAP_START, CAP_STEP_DURATION (s),
+# SIZES, MODES.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATE=${RATE:-20000}
+DURATION=${DURATION:-5}
+CAP_START=${CAP_START:-20000}
+CAP_STEP_DURATION=${CAP_STEP_DURATION:-2}
+SIZES=${SIZES:-"100 1200"}
+MODES=${MODES:-"pairs echo"}
+SESSIONS=${SESSIONS:-20}
+OUT=${OUT:-target/bench-compare}
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.cpu
+
+command -v turnserver >/dev/null || { echo "coturn is not installed: apt-get install coturn" >&2; exit 1; }
+cargo build --release --locked -p ip2p-relay -p ip2p-bench
+RELAY=target/release/ip2p-relay
+BENCH=target/release/ip2p-bench
+
+if [ "$(nproc)" -ge 2 ]; then SERVER_CPU=${SERVER_CPU:-1}; BENCH_CPU=${BENCH_CPU:-0}; else SERVER_CPU=0; BENCH_CPU=0; fi
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+start_ip2p() { # workers
+  local port; port=$(free_port)
+  taskset -c "$SERVER_CPU" "$RELAY" --workers "$1" --listen "127.0.0.1:$port" --user demo:demo-password \
+    --realm ip2p --allow-peer 127.0.0.1/32 >"$OUT/ip2p.log" 2>&1 &
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
+}
+start_coturn() { # relay threads ("" for the default)
+  local port; port=$(free_port)
+  local threads=(); [ -n "$1" ] && threads=(--relay-threads="$1")
+  taskset -c "$SERVER_CPU" turnserver -n --listening-ip=127.0.0.1 --listening-port="$port" --relay-ip=127.0.0.1 \
+    -a --user=demo:demo-password --realm=ip2p "${threads[@]}" --allow-loopback-peers --no-cli --no-tls --no-dtls \
+    --log-file="$OUT/coturn.log" --simple-log >/dev/null 2>&1 &
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+wait_ready() { sleep 1; }
+
+bench() { taskset -c "$BENCH_CPU" "$BENCH" "$@" 2>/dev/null; }
+
+# latency <name> <mode> <size>: one fixed-rate run; records server CPU.
+latency() {
+  local name=$1 mode=$2 size=$3 json="$OUT/latency-$1-$2-$3.json"
+  local bmode=$mode server=()
+  if [ "$name" = direct ]; then
+    [ "$mode" = pairs ] && bmode=direct || bmode=direct-echo
+    bench latency --mode "$bmode" --size "$size" --rate "$RATE" --sessions "$SESSIONS" --duration "$DURATION" \
+      --label "direct $mode ${size}B" --json "$json" | sed -n 2p
+    return
+  fi
+  local c0 c1; c0=$(cpu_ticks "$SERVER_PID")
+  bench latency --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$RATE" \
+    --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B" --json "$json" | sed -n 2p
+  c1=$(cpu_ticks "$SERVER_PID")
+  echo "$(( c1 - c0 )) $(getconf CLK_TCK)" >"$OUT/latency-$name-$mode-$size.cpu"
+}
+
+capacity() {
+  local name=$1 mode=$2 size=$3
+  bench capacity --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$CAP_START" \
+    --sessions "$SESSIONS" --duration "$CAP_STEP_DURATION" --warmup 0.5 --label "$name" \
+    --json "$OUT/capacity-$name-$mode-$size.json" | tail -n 1
+}
+
+echo "ip2p-bench compare: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
+echo "servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; latency runs at $RATE pkt/s, $SESSIONS sessions, ${DURATION}s"
+echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)"
+for size in $SIZES; do
+  for mode in $MODES; do
+    echo "== $mode, $size B"
+    start_ip2p 1; wait_ready
+    latency ip2p "$mode" "$size"
+    capacity ip2p "$mode" "$size"
+    stop_server
+    start_coturn 1; wait_ready
+    latency coturn "$mode" "$size"
+    capacity coturn "$mode" "$size"
+    stop_server
+    latency direct "$mode" "$size"
+  done
+done
+echo "== defaults (ip2p: one worker per CPU, coturn: its default relay threads), pairs, 100 B"
+SERVER_CPU=$(seq -s, 0 $(( $(nproc) - 1 )))
+start_ip2p 0; wait_ready; latency ip2p-default pairs 100; stop_server
+start_coturn ""; wait_ready; latency coturn-default pairs 100; stop_server
+echo
+python3 bench/compare_table.py "$OUT"
