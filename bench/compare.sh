@@ -18,7 +18,7 @@ MODES=${MODES:-"pairs echo"}
 SESSIONS=${SESSIONS:-20}
 OUT=${OUT:-target/bench-compare}
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.cpu
+rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/*.hgrm "$OUT"/*.svg
 
 command -v turnserver >/dev/null || { echo "coturn is not installed: apt-get install coturn" >&2; exit 1; }
 cargo build --release --locked -p ip2p-relay -p ip2p-bench
@@ -59,12 +59,13 @@ latency() {
   if [ "$name" = direct ]; then
     [ "$mode" = pairs ] && bmode=direct || bmode=direct-echo
     bench latency --mode "$bmode" --size "$size" --rate "$RATE" --sessions "$SESSIONS" --duration "$DURATION" \
-      --label "direct $mode ${size}B" --json "$json" | sed -n 2p
+      --label "direct $mode ${size}B" --json "$json" --hgrm "$OUT/$mode-$size-direct.hgrm" | sed -n 2p
     return
   fi
   local c0 c1; c0=$(cpu_ticks "$SERVER_PID")
   bench latency --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$RATE" \
-    --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B" --json "$json" | sed -n 2p
+    --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B" --json "$json" \
+    --hgrm "$OUT/$mode-$size-$name.hgrm" | sed -n 2p
   c1=$(cpu_ticks "$SERVER_PID")
   echo "$(( c1 - c0 )) $(getconf CLK_TCK)" >"$OUT/latency-$name-$mode-$size.cpu"
 }
@@ -91,6 +92,8 @@ for size in $SIZES; do
     capacity coturn "$mode" "$size"
     stop_server
     latency direct "$mode" "$size"
+    "$BENCH" plot --title "$mode, $size B payloads, $RATE pkt/s" --out "$OUT/latency-$mode-$size.svg" \
+      "$OUT/$mode-$size-ip2p.hgrm" "$OUT/$mode-$size-coturn.hgrm" "$OUT/$mode-$size-direct.hgrm"
   done
 done
 echo "== defaults (ip2p: one worker per CPU, coturn: its default relay threads), pairs, 100 B"
@@ -99,3 +102,4 @@ start_ip2p 0; wait_ready; latency ip2p-default pairs 100; stop_server
 start_coturn ""; wait_ready; latency coturn-default pairs 100; stop_server
 echo
 python3 bench/compare_table.py "$OUT"
+echo "latency plots: $OUT/latency-*.svg"

@@ -5,12 +5,14 @@
 //! - [`stats`]: loss, duplicates, reordering and latency percentiles.
 //! - [`run`]: sessions, the sending and receiving threads, one run.
 //! - [`allocs`]: allocation setup rate and concurrent allocations.
+//! - [`plot`]: latency percentile plots of several runs, as SVG.
 
 // Schedules and rates are float arithmetic on nanoseconds and counts, all
 // far below 2^53: the casts back to integers are exact where it matters.
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
 pub mod allocs;
+pub mod plot;
 pub mod run;
 pub mod schedule;
 pub mod stamp;

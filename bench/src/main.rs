@@ -40,6 +40,18 @@ enum Command {
         #[arg(long, default_value_t = 1000.0)]
         max_p99_us: f64,
     },
+    /// Overlay the latency percentiles of runs (their --hgrm files) in an SVG.
+    Plot {
+        /// The SVG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The plot's title.
+        #[arg(long, default_value = "latency by percentile")]
+        title: String,
+        /// Percentile files; each is labelled with its file name.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Allocation setup rate and concurrent allocations held.
     Allocs {
         /// The TURN server.
@@ -200,6 +212,7 @@ fn main() -> ExitCode {
         Command::Capacity { load, max_rate, step, max_loss, max_p99_us } => {
             capacity(&load, max_rate, step, max_loss, max_p99_us, &stop)
         }
+        Command::Plot { out, title, files } => plot(&out, &title, &files),
         Command::Allocs { server, user, password, auth_secret, count, concurrency, json } => {
             let credentials = match auth_secret {
                 Some(s) => Credentials::Secret(s),
@@ -215,6 +228,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn plot(out: &PathBuf, title: &str, files: &[PathBuf]) -> Result<(), String> {
+    let mut series = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let points = ip2p_bench::plot::parse_hgrm(&text);
+        if points.is_empty() {
+            return Err(format!("{}: no percentiles in it (write one with --hgrm)", f.display()));
+        }
+        let label = f.file_stem().map_or_else(|| f.display().to_string(), |s| s.to_string_lossy().into_owned());
+        series.push((label, points));
+    }
+    write(out, &ip2p_bench::plot::svg(title, &series))
 }
 
 fn allocs(

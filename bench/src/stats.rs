@@ -127,7 +127,7 @@ impl Percentiles {
 pub fn percentile_file(h: &Histogram<u64>) -> String {
     use std::fmt::Write as _;
     let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
-    for v in h.iter_quantiles(1) {
+    for v in h.iter_quantiles(5) {
         let q = v.quantile_iterated_to();
         let inverse = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".to_owned() };
         let _ = writeln!(
