@@ -240,6 +240,16 @@ fn payload(relayed: bool, bytes: &[u8]) -> Option<&[u8]> {
 
 /// The token of a thread's echo socket.
 const ECHO: Token = Token(usize::MAX);
+/// How often a run longer than [`PROGRESS_FROM`] prints its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const PROGRESS_FROM: Duration = Duration::from_secs(10);
+
+/// Counts the threads publish about once a second, for progress lines.
+#[derive(Debug, Default)]
+struct Progress {
+    sent: std::sync::atomic::AtomicU64,
+    received: std::sync::atomic::AtomicU64,
+}
 
 #[allow(clippy::too_many_lines)]
 fn thread_loop(
@@ -248,7 +258,14 @@ fn thread_loop(
     echo: Option<UdpSocket>,
     start: Instant,
     stop: &AtomicBool,
+    progress: (&Progress, bool),
 ) -> io::Result<Measured> {
+    let (shared, reporter) = progress;
+    let (mut published_sent, mut published_received) = (0u64, 0u64);
+    let (mut total_sent, mut total_received) = (0u64, 0u64);
+    let mut next_publish = start + Duration::from_secs(1);
+    let mut next_report = start + PROGRESS_EVERY;
+    let report = reporter && cfg.warmup + cfg.duration >= PROGRESS_FROM;
     let relayed = relayed(cfg.mode);
     let threads = cfg.threads.max(1) as f64;
     let total = cfg.warmup + cfg.duration;
@@ -288,6 +305,7 @@ fn thread_loop(
             }
             if due >= warmup_ns {
                 *m.sent.entry(s.id).or_default() += 1;
+                total_sent += 1;
             }
         }
         if schedule.finished() && done_at.is_none() {
@@ -296,7 +314,23 @@ fn thread_loop(
         if done_at.is_some_and(|d| d.elapsed() > GRACE) || stop.load(Ordering::Relaxed) {
             break;
         }
-        if Instant::now() >= next_keepalive {
+        let now = Instant::now();
+        if now >= next_publish {
+            next_publish += Duration::from_secs(1);
+            shared.sent.fetch_add(total_sent - published_sent, Ordering::Relaxed);
+            shared.received.fetch_add(total_received - published_received, Ordering::Relaxed);
+            (published_sent, published_received) = (total_sent, total_received);
+        }
+        if report && now >= next_report {
+            next_report += PROGRESS_EVERY;
+            eprintln!(
+                "  {:>5.0} s: sent {}, received {} (after warm-up)",
+                start.elapsed().as_secs_f64(),
+                shared.sent.load(Ordering::Relaxed),
+                shared.received.load(Ordering::Relaxed)
+            );
+        }
+        if now >= next_keepalive {
             next_keepalive += KEEPALIVE;
             for s in &mut sessions {
                 let channel = (!cfg.indications).then_some(CHANNEL);
@@ -336,6 +370,7 @@ fn thread_loop(
                 let bytes = buf.get(..len).unwrap_or_default();
                 match payload(relayed, bytes).and_then(Stamp::read) {
                     Some(stamp) if stamp.intended_ns >= warmup_ns => {
+                        total_received += 1;
                         m.latency.saturating_record(received_ns.saturating_sub(stamp.intended_ns).max(1));
                         m.received.entry(stamp.session).or_default().record(stamp.seq);
                     }
@@ -388,12 +423,14 @@ pub fn run(cfg: &RunConfig, stop: &Arc<AtomicBool>) -> io::Result<(Summary, Hist
     }
     let cfg = RunConfig { threads, ..cfg.clone() };
     let start = Instant::now();
+    let progress = Progress::default();
     let results: Vec<io::Result<Measured>> = std::thread::scope(|scope| {
         let handles: Vec<_> = groups
             .into_iter()
-            .map(|g| {
-                let (cfg, stop, echo) = (&cfg, &**stop, echoes.next());
-                scope.spawn(move || thread_loop(cfg, g, echo, start, stop))
+            .enumerate()
+            .map(|(i, g)| {
+                let (cfg, stop, echo, progress) = (&cfg, &**stop, echoes.next(), &progress);
+                scope.spawn(move || thread_loop(cfg, g, echo, start, stop, (progress, i == 0)))
             })
             .collect();
         handles
