@@ -24,7 +24,16 @@ const RELAY_BASE: usize = 1 << 16;
 /// Relay sockets, indexed by [`RelayToken`], registered with the poll.
 struct Relays<'a> {
     registry: &'a Registry,
-    sockets: &'a mut Vec<Option<UdpSocket>>,
+    sockets: &'a mut Vec<Option<RelaySocket>>,
+    next_generation: &'a mut u32,
+}
+
+/// A relay socket and the generation it was opened in: a send queued for
+/// a token whose socket was since closed (and maybe reopened for another
+/// allocation) in the same batch is told apart and dropped.
+struct RelaySocket {
+    socket: UdpSocket,
+    generation: u32,
 }
 
 impl Sockets for Relays<'_> {
@@ -35,15 +44,16 @@ impl Sockets for Relays<'_> {
         if self.sockets.len() <= index {
             self.sockets.resize_with(index + 1, || None);
         }
+        *self.next_generation = self.next_generation.wrapping_add(1);
         if let Some(slot) = self.sockets.get_mut(index) {
-            *slot = Some(socket);
+            *slot = Some(RelaySocket { socket, generation: *self.next_generation });
         }
         Ok(())
     }
 
     fn close_relay(&mut self, token: RelayToken) {
-        if let Some(mut socket) = self.sockets.get_mut(token.0 as usize).and_then(Option::take) {
-            let _ = self.registry.deregister(&mut socket);
+        if let Some(mut relay) = self.sockets.get_mut(token.0 as usize).and_then(Option::take) {
+            let _ = self.registry.deregister(&mut relay.socket);
         }
     }
 }
@@ -60,6 +70,8 @@ enum Source {
 #[derive(Debug, Clone)]
 struct Pending {
     via: Via,
+    /// For a relay socket, its generation when the send was queued.
+    generation: u32,
     to: SocketAddr,
     source: Source,
     range: Range<usize>,
@@ -75,7 +87,8 @@ fn via_key(via: Via) -> (u8, u32) {
 struct Loop {
     worker: Worker,
     listeners: Vec<UdpSocket>,
-    relays: Vec<Option<UdpSocket>>,
+    relays: Vec<Option<RelaySocket>>,
+    next_generation: u32,
     registry: Registry,
     rx: RecvBatch,
     tx: SendBatch,
@@ -98,6 +111,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         worker,
         listeners,
         relays: Vec::new(),
+        next_generation: 0,
         registry,
         rx: RecvBatch::new(),
         tx: SendBatch::new(),
@@ -131,7 +145,8 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
 
 impl Loop {
     fn expire(&mut self) {
-        let mut relays = Relays { registry: &self.registry, sockets: &mut self.relays };
+        let mut relays =
+            Relays { registry: &self.registry, sockets: &mut self.relays, next_generation: &mut self.next_generation };
         self.worker.server.handle_timeout(now(), &mut relays);
     }
 
@@ -167,7 +182,11 @@ impl Loop {
                 }
             };
             let now = now();
-            let mut relays = Relays { registry: &self.registry, sockets: &mut self.relays };
+            let mut relays = Relays {
+                registry: &self.registry,
+                sockets: &mut self.relays,
+                next_generation: &mut self.next_generation,
+            };
             for k in 0..n {
                 let Some(m) = self.rx.meta.get(k).copied() else {
                     break;
@@ -182,7 +201,7 @@ impl Loop {
                 let packet = buf.get(..m.len).unwrap_or_default();
                 let verdict =
                     self.worker.server.handle_client(now, ListenerId(listener_id), m.from, packet, reply, &mut relays);
-                queue(&mut self.pending, verdict, k);
+                queue(&mut self.pending, relays.sockets, verdict, k);
             }
             self.flush();
             if n < BATCH {
@@ -196,10 +215,10 @@ impl Loop {
             return;
         };
         loop {
-            let Some(Some(socket)) = self.relays.get(index) else {
+            let Some(Some(relay)) = self.relays.get(index) else {
                 return;
             };
-            let n = match self.rx.recv(socket.as_fd(), PEER_HEADROOM) {
+            let n = match self.rx.recv(relay.socket.as_fd(), PEER_HEADROOM) {
                 Ok(n) => n,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
@@ -222,7 +241,7 @@ impl Loop {
                 };
                 let data = PEER_HEADROOM..PEER_HEADROOM + m.len;
                 let verdict = self.worker.server.handle_peer(now, token, m.from, buf, data);
-                queue(&mut self.pending, verdict, k);
+                queue(&mut self.pending, &self.relays, verdict, k);
             }
             self.flush();
             if n < BATCH {
@@ -233,16 +252,26 @@ impl Loop {
 
     /// Sends the batch's datagrams, one sendmmsg per socket.
     fn flush(&mut self) {
-        self.pending.sort_by_key(|p| via_key(p.via));
+        self.pending.sort_by_key(|p| (via_key(p.via), p.generation));
         let mut start = 0;
         while let Some(first) = self.pending.get(start) {
-            let via = first.via;
-            let end =
-                self.pending.iter().skip(start).position(|p| p.via != via).map_or(self.pending.len(), |n| start + n);
+            let key = (first.via, first.generation);
+            let end = self
+                .pending
+                .iter()
+                .skip(start)
+                .position(|p| (p.via, p.generation) != key)
+                .map_or(self.pending.len(), |n| start + n);
             let group = self.pending.get(start..end).unwrap_or_default();
-            let socket = match via {
+            let socket = match key.0 {
                 Via::Listener(l) => self.listeners.get(usize::from(l.0)),
-                Via::Relay(t) => self.relays.get(t.0 as usize).and_then(Option::as_ref),
+                // Only the socket the send was queued for, not a successor.
+                Via::Relay(t) => self
+                    .relays
+                    .get(t.0 as usize)
+                    .and_then(Option::as_ref)
+                    .filter(|r| r.generation == key.1)
+                    .map(|r| &r.socket),
             };
             if let Some(socket) = socket {
                 let mut msgs: [(SocketAddr, &[u8]); BATCH] = [(SocketAddr::from(([0; 4], 0)), &[]); BATCH];
@@ -263,12 +292,15 @@ impl Loop {
     }
 }
 
-fn queue(pending: &mut Vec<Pending>, verdict: Verdict, k: usize) {
-    match verdict {
-        Verdict::Forward(t) => {
-            pending.push(Pending { via: t.via, to: t.to, source: Source::Received(k), range: t.range })
-        }
-        Verdict::Reply(t) => pending.push(Pending { via: t.via, to: t.to, source: Source::Reply(k), range: t.range }),
-        Verdict::Drop(_) => {}
-    }
+fn queue(pending: &mut Vec<Pending>, relays: &[Option<RelaySocket>], verdict: Verdict, k: usize) {
+    let (t, source) = match verdict {
+        Verdict::Forward(t) => (t, Source::Received(k)),
+        Verdict::Reply(t) => (t, Source::Reply(k)),
+        Verdict::Drop(_) => return,
+    };
+    let generation = match t.via {
+        Via::Relay(token) => relays.get(token.0 as usize).and_then(Option::as_ref).map_or(0, |r| r.generation),
+        Via::Listener(_) => 0,
+    };
+    pending.push(Pending { via: t.via, generation, to: t.to, source, range: t.range });
 }
