@@ -58,12 +58,12 @@ latency() {
   local bmode=$mode server=()
   if [ "$name" = direct ]; then
     [ "$mode" = pairs ] && bmode=direct || bmode=direct-echo
-    bench latency --mode "$bmode" --size "$size" --rate "$RATE" --sessions "$SESSIONS" --duration "$DURATION" \
+    bench latency --engine epoll --mode "$bmode" --size "$size" --rate "$RATE" --sessions "$SESSIONS" --duration "$DURATION" \
       --label "direct $mode ${size}B" --json "$json" --hgrm "$OUT/$mode-$size-direct.hgrm" | sed -n 2p
     return
   fi
   local c0 c1; c0=$(cpu_ticks "$SERVER_PID")
-  bench latency --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$RATE" \
+  bench latency --engine epoll --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$RATE" \
     --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B" --json "$json" \
     --hgrm "$OUT/$mode-$size-$name.hgrm" | sed -n 2p
   c1=$(cpu_ticks "$SERVER_PID")
@@ -72,7 +72,7 @@ latency() {
 
 capacity() {
   local name=$1 mode=$2 size=$3
-  bench capacity --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$CAP_START" \
+  bench capacity --engine io-uring --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$CAP_START" \
     --sessions "$SESSIONS" --duration "$CAP_STEP_DURATION" --warmup 0.5 --label "$name" \
     --json "$OUT/capacity-$name-$mode-$size.json" | tail -n 1
 }

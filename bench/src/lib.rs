@@ -5,6 +5,7 @@
 //! - [`stats`]: loss, duplicates, reordering and latency percentiles.
 //! - [`run`]: sessions, the sending and receiving threads, one run.
 //! - [`allocs`]: allocation setup rate and concurrent allocations.
+//! - [`engine`]: the I/O of bench threads: io_uring or epoll.
 //! - [`plot`]: latency percentile plots of several runs, as SVG.
 
 // Schedules and rates are float arithmetic on nanoseconds and counts, all
@@ -12,6 +13,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss, clippy::cast_sign_loss)]
 
 pub mod allocs;
+pub mod engine;
 pub mod plot;
 pub mod run;
 pub mod schedule;

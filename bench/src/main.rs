@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ip2p_bench::run::{Credentials, Mode, RunConfig, run};
+use ip2p_bench::run::{Credentials, EngineKind, Mode, RunConfig, run};
 use ip2p_bench::stats::{Summary, percentile_file};
 
 #[derive(Debug, Parser)]
@@ -116,6 +116,9 @@ struct Load {
     /// Send/Data indications instead of ChannelData.
     #[arg(long)]
     indications: bool,
+    /// How bench threads move datagrams.
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
+    engine: EngineKind,
     /// Label in reports.
     #[arg(long)]
     label: Option<String>,
@@ -151,6 +154,7 @@ impl Load {
             warmup: Duration::from_secs_f64(self.warmup.clamp(0.0, 3600.0)),
             threads: self.threads,
             indications: self.indications,
+            engine: self.engine,
         }
     }
 }

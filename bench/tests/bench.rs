@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use ip2p_bench::run::{Credentials, Mode, RunConfig, run};
+use ip2p_bench::run::{Credentials, EngineKind, Mode, RunConfig, run};
 use ip2p_bench::stats::Summary;
 use ip2p_relay::client::Client;
 use ip2p_relay::config::{RunArgs, Settings};
@@ -27,6 +27,7 @@ fn config(server: SocketAddr, mode: Mode) -> RunConfig {
         warmup: Duration::from_millis(200),
         threads: 2,
         indications: false,
+        engine: Default::default(),
     }
 }
 
@@ -54,13 +55,16 @@ fn ip2p() -> node::Node {
 }
 
 #[test]
-fn pairs_and_echo_through_ip2p() {
+fn pairs_and_echo_through_ip2p_on_both_engines() {
     let node = ip2p();
     let stop = Arc::new(AtomicBool::new(false));
-    for mode in [Mode::Pairs, Mode::Echo] {
-        let (s, hist) = run(&config(node.local_addrs()[0], mode), &stop).unwrap();
-        check(&s);
-        assert_eq!(hist.len(), s.received, "one latency sample per packet received");
+    for engine in [EngineKind::Epoll, EngineKind::IoUring] {
+        for mode in [Mode::Pairs, Mode::Echo] {
+            let cfg = RunConfig { engine, ..config(node.local_addrs()[0], mode) };
+            let (s, hist) = run(&cfg, &stop).unwrap();
+            check(&s);
+            assert_eq!(hist.len(), s.received, "one latency sample per packet received ({engine:?})");
+        }
     }
     let mut indications = config(node.local_addrs()[0], Mode::Pairs);
     indications.indications = true;
@@ -72,8 +76,10 @@ fn pairs_and_echo_through_ip2p() {
 fn direct_modes_need_no_server() {
     let stop = Arc::new(AtomicBool::new(false));
     let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    for mode in [Mode::Direct, Mode::DirectEcho] {
-        check(&run(&config(nowhere, mode), &stop).unwrap().0);
+    for engine in [EngineKind::Epoll, EngineKind::IoUring] {
+        for mode in [Mode::Direct, Mode::DirectEcho] {
+            check(&run(&RunConfig { engine, ..config(nowhere, mode) }, &stop).unwrap().0);
+        }
     }
 }
 
