@@ -3,6 +3,7 @@
 import glob, json, os, sys
 
 out = sys.argv[1]
+max_p99 = float(sys.argv[2]) if len(sys.argv) > 2 else 1000.0
 
 def load(path):
     with open(path) as f:
@@ -21,7 +22,7 @@ def capacity(name, mode, size):
     if not os.path.exists(path):
         return None, None
     steps = load(path)
-    passing = [s for s in steps if s["valid"] and s["loss_percent"] <= 0.1 and s["latency_us"]["p99"] <= 1000]
+    passing = [s for s in steps if s["valid"] and s["loss_percent"] <= 0.1 and s["latency_us"]["p99"] <= max_p99]
     best = max((s["packets_per_second"] for s in passing), default=None)
     limited_by_bench = bool(steps) and not steps[-1]["valid"]
     return best, limited_by_bench
