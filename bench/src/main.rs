@@ -54,18 +54,8 @@ enum Command {
     },
     /// Allocation setup rate and concurrent allocations held.
     Allocs {
-        /// The TURN server.
-        #[arg(long, default_value = "127.0.0.1:3478")]
-        server: SocketAddr,
-        /// Username (with --password).
-        #[arg(long, default_value = "demo")]
-        user: String,
-        /// Password.
-        #[arg(long, default_value = "demo-password")]
-        password: String,
-        /// TURN REST API secret, instead of --user/--password.
-        #[arg(long)]
-        auth_secret: Option<String>,
+        #[command(flatten)]
+        target: Target,
         /// Allocations to make (all held until the end).
         #[arg(long, default_value_t = 1000)]
         count: usize,
@@ -78,8 +68,9 @@ enum Command {
     },
 }
 
+/// The server under test and how to authenticate to it.
 #[derive(Debug, Clone, Args)]
-struct Load {
+struct Target {
     /// The TURN server.
     #[arg(long, default_value = "127.0.0.1:3478")]
     server: SocketAddr,
@@ -92,6 +83,21 @@ struct Load {
     /// TURN REST API secret, instead of --user/--password.
     #[arg(long)]
     auth_secret: Option<String>,
+}
+
+impl Target {
+    fn credentials(&self) -> Credentials {
+        match &self.auth_secret {
+            Some(s) => Credentials::Secret(s.clone()),
+            None => Credentials::User { name: self.user.clone(), password: self.password.clone() },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct Load {
+    #[command(flatten)]
+    target: Target,
     /// Topology.
     #[arg(long, value_enum, default_value_t = Mode::Pairs)]
     mode: Mode,
@@ -132,10 +138,7 @@ struct Load {
 
 impl Load {
     fn config(&self, rate: f64) -> RunConfig {
-        let credentials = match &self.auth_secret {
-            Some(s) => Credentials::Secret(s.clone()),
-            None => Credentials::User { name: self.user.clone(), password: self.password.clone() },
-        };
+        let credentials = self.target.credentials();
         let mode = match self.mode {
             Mode::Pairs => "pairs",
             Mode::Echo => "echo",
@@ -144,7 +147,7 @@ impl Load {
         };
         RunConfig {
             label: self.label.clone().unwrap_or_else(|| format!("{mode} {}B", self.size)),
-            server: self.server,
+            server: self.target.server,
             credentials,
             mode: self.mode,
             sessions: self.sessions,
@@ -217,12 +220,8 @@ fn main() -> ExitCode {
             capacity(&load, max_rate, step, max_loss, max_p99_us, &stop)
         }
         Command::Plot { out, title, files } => plot(&out, &title, &files),
-        Command::Allocs { server, user, password, auth_secret, count, concurrency, json } => {
-            let credentials = match auth_secret {
-                Some(s) => Credentials::Secret(s),
-                None => Credentials::User { name: user, password },
-            };
-            allocs(server, &credentials, count, concurrency, json.as_ref(), &stop)
+        Command::Allocs { target, count, concurrency, json } => {
+            allocs(target.server, &target.credentials(), count, concurrency, json.as_ref(), &stop)
         }
     };
     match result {

@@ -68,13 +68,22 @@ impl Server {
         reply: &mut [u8],
         sockets: &mut impl Sockets,
     ) -> Option<usize> {
-        match msg.method() {
-            Method::BINDING => self.binding(from, msg, reply),
-            Method::ALLOCATE => self.allocate(now, listener, from, msg, reply, sockets),
-            Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND => {
-                self.on_allocation(now, listener, from, msg, reply, sockets)
-            }
-            _ => self.error(reply, msg, ErrorCode::BAD_REQUEST, None),
+        let method = msg.method();
+        match method {
+            Method::BINDING => return self.binding(from, msg, reply),
+            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND => {}
+            _ => return self.error(reply, msg, ErrorCode::BAD_REQUEST, None),
+        }
+        // RFC 8656 §5: every TURN request uses the long-term credentials.
+        let unix = self.unix(now);
+        let authed = match self.config.credentials.check(msg, from, unix) {
+            Ok(authed) => authed,
+            Err(refusal) => return self.refuse(reply, msg, from, unix, refusal),
+        };
+        if method == Method::ALLOCATE {
+            self.allocate(now, listener, from, msg, authed, reply, sockets)
+        } else {
+            self.on_allocation(now, listener, from, msg, &authed, reply, sockets)
         }
     }
 
@@ -90,20 +99,17 @@ impl Server {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn allocate(
         &mut self,
         now: Instant,
         listener: ListenerId,
         from: SocketAddr,
         msg: &Message<'_>,
+        authed: Authed,
         reply: &mut [u8],
         sockets: &mut impl Sockets,
     ) -> Option<usize> {
-        let unix = self.unix(now);
-        let authed = match self.config.credentials.check(msg, from, unix) {
-            Ok(authed) => authed,
-            Err(refusal) => return self.refuse(reply, msg, from, unix, refusal),
-        };
         // Step 2, and RFC 8656 §5's retransmission note: the request that
         // created the allocation gets its success response again.
         if let Some((slot, alloc)) = self.allocation_of(listener, from) {
@@ -270,28 +276,25 @@ impl Server {
 
     /// Refresh, CreatePermission and ChannelBind: requests on an existing
     /// allocation (RFC 8656 §5).
+    #[allow(clippy::too_many_arguments)]
     fn on_allocation(
         &mut self,
         now: Instant,
         listener: ListenerId,
         from: SocketAddr,
         msg: &Message<'_>,
+        authed: &Authed,
         reply: &mut [u8],
         sockets: &mut impl Sockets,
     ) -> Option<usize> {
-        let unix = self.unix(now);
-        let authed = match self.config.credentials.check(msg, from, unix) {
-            Ok(authed) => authed,
-            Err(refusal) => return self.refuse(reply, msg, from, unix, refusal),
-        };
         let Some((slot, alloc)) = self.allocation_of(listener, from) else {
-            return self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(&authed));
+            return self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(authed));
         };
         if alloc.username != authed.username {
             self.stats.auth_failures += 1;
-            return self.error(reply, msg, ErrorCode::WRONG_CREDENTIALS, integrity(&authed));
+            return self.error(reply, msg, ErrorCode::WRONG_CREDENTIALS, integrity(authed));
         }
-        if let Some(len) = self.unknown_attributes(reply, msg, integrity(&authed)) {
+        if let Some(len) = self.unknown_attributes(reply, msg, integrity(authed)) {
             return Some(len);
         }
         let result = match msg.method() {
@@ -300,13 +303,13 @@ impl Server {
             _ => self.channel_bind(now, slot, msg),
         };
         match result {
-            Ok(lifetime) => self.respond(reply, msg, Class::Success, integrity(&authed), |w| {
+            Ok(lifetime) => self.respond(reply, msg, Class::Success, integrity(authed), |w| {
                 if let Some(secs) = lifetime {
                     w.add(&Lifetime(secs))?;
                 }
                 Ok(())
             }),
-            Err(code) => self.error(reply, msg, code, integrity(&authed)),
+            Err(code) => self.error(reply, msg, code, integrity(authed)),
         }
     }
 
