@@ -70,8 +70,13 @@ impl Drop for Peer {
     }
 }
 
+/// One uclient at a time: they are CPU-bound, and a dozen at once on a
+/// small machine starve each other's retransmission timers.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `turnutils_uclient` against the node, bounded in time.
 fn uclient(server: SocketAddr, args: &[&str]) -> String {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut cmd = tool("turnutils_uclient");
     cmd.args(["-p", &server.port().to_string(), "-n", "30", "-l", "170"]).args(args).arg(server.ip().to_string());
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();

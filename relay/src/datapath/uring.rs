@@ -38,8 +38,8 @@ const PAYLOAD_OFFSET: usize = 16 + NAME_LEN as usize;
 const BUF_SIZE: usize = PAYLOAD_OFFSET + 65_535 + PEER_TAILROOM;
 /// The buffer group of the provided-buffer ring.
 const BGID: u16 = 0;
-/// Reply buffers for STUN responses.
-const REPLIES: usize = 64;
+/// Reply buffers for STUN responses in flight.
+const REPLIES: usize = 256;
 /// Most registered file slots (listeners first, then relay sockets by
 /// token); the kernel also caps them at the fd limit.
 const MAX_FIXED_FILES: u32 = 1 << 17;
@@ -325,6 +325,8 @@ struct Loop {
     send_errors: u64,
     truncated: u64,
     out_of_buffers: u64,
+    /// Requests dropped because every reply buffer was in flight.
+    replies_exhausted: u64,
 }
 
 /// Runs a worker until it is told to shut down.
@@ -355,6 +357,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         send_errors: 0,
         truncated: 0,
         out_of_buffers: 0,
+        replies_exhausted: 0,
     };
     for i in 0..l.io.listeners {
         let i = u32::try_from(i).unwrap_or(u32::MAX);
@@ -495,6 +498,14 @@ impl Loop {
     fn client_datagram(&mut self, listener: u32, bid: u16, from: SocketAddr, payload: std::ops::Range<usize>) {
         let Ok(listener) = u16::try_from(listener) else { return self.bufs.provide(bid) };
         let reply_index = self.free_replies.pop();
+        if reply_index.is_none()
+            && self.bufs.buffer(bid).get(payload.clone()).map(ip2p_wire::classify) == Some(ip2p_wire::PacketKind::Stun)
+        {
+            // No reply buffer: drop the request before it changes anything;
+            // the client retransmits it. (Data needs no reply buffer.)
+            self.replies_exhausted += 1;
+            return self.bufs.provide(bid);
+        }
         let mut scratch = [0u8; 0];
         let verdict = {
             let packet = self.bufs.buffer(bid).get(payload.clone()).unwrap_or_default();
@@ -626,6 +637,7 @@ impl Loop {
                 Command::Stats(reply) => {
                     let mut stats = self.worker.stats(self.send_errors, self.truncated);
                     stats.out_of_buffers = self.out_of_buffers;
+                    stats.send_errors += self.replies_exhausted;
                     let _ = reply.send(stats);
                 }
             }
