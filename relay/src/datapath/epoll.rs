@@ -14,7 +14,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
 use super::socket::bind_udp;
-use super::{Command, Worker, now};
+use super::{DatapathCounters, Worker, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, RelayToken, Sockets, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
@@ -132,7 +132,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         for event in &events {
             match event.token() {
                 WAKE => {
-                    if l.commands() {
+                    let counters =
+                        DatapathCounters { send_errors: l.send_errors, truncated: l.truncated, out_of_buffers: 0 };
+                    if l.worker.commands(counters) {
                         return Ok(());
                     }
                 }
@@ -148,20 +150,6 @@ impl Loop {
         let mut relays =
             Relays { registry: &self.registry, sockets: &mut self.relays, next_generation: &mut self.next_generation };
         self.worker.server.handle_timeout(now(), &mut relays);
-    }
-
-    /// Handles queued commands; `true` on shutdown.
-    fn commands(&mut self) -> bool {
-        let _ = self.worker.wake.read();
-        while let Ok(command) = self.worker.commands.try_recv() {
-            match command {
-                Command::Shutdown => return true,
-                Command::Stats(reply) => {
-                    let _ = reply.send(self.worker.stats(self.send_errors, self.truncated));
-                }
-            }
-        }
-        false
     }
 
     fn drain_listener(&mut self, index: usize) {

@@ -65,7 +65,29 @@ pub(crate) struct Worker {
     pub(crate) io_uring_buffers: u16,
 }
 
+/// Counters only a datapath sees.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DatapathCounters {
+    pub(crate) send_errors: u64,
+    pub(crate) truncated: u64,
+    pub(crate) out_of_buffers: u64,
+}
+
 impl Worker {
+    /// Handles the node's queued commands; `true` on shutdown.
+    pub(crate) fn commands(&self, counters: DatapathCounters) -> bool {
+        let _ = self.wake.read();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Shutdown => return true,
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.stats(counters));
+                }
+            }
+        }
+        false
+    }
+
     /// Tells the node the worker runs.
     pub(crate) fn report_ready(&mut self) {
         if let Some(ready) = self.ready.take() {
@@ -73,14 +95,14 @@ impl Worker {
         }
     }
 
-    pub(crate) fn stats(&self, send_errors: u64, truncated: u64) -> WorkerStats {
+    fn stats(&self, c: DatapathCounters) -> WorkerStats {
         WorkerStats {
             worker: self.id,
             proto: self.server.stats().clone(),
             allocations: self.server.allocations(),
-            send_errors,
-            truncated,
-            out_of_buffers: 0,
+            send_errors: c.send_errors,
+            truncated: c.truncated,
+            out_of_buffers: c.out_of_buffers,
         }
     }
 }

@@ -22,7 +22,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use socket2::SockAddr;
 
 use super::socket::bind_udp;
-use super::{Command, Worker, now};
+use super::{DatapathCounters, Worker, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
 
 /// Submission queue entries.
@@ -445,7 +445,11 @@ impl Loop {
                 if !cqueue::more(flags) {
                     self.arm_wake();
                 }
-                return self.commands();
+                return self.worker.commands(DatapathCounters {
+                    send_errors: self.send_errors + self.replies_exhausted,
+                    truncated: self.truncated,
+                    out_of_buffers: self.out_of_buffers,
+                });
             }
             Some(Op::Cancel) | None => {
                 if let Some(bid) = buffer {
@@ -626,23 +630,6 @@ impl Loop {
                 self.rearm.push(data);
             }
         }
-    }
-
-    /// Handles queued commands; `true` on shutdown.
-    fn commands(&mut self) -> bool {
-        let _ = self.worker.wake.read();
-        while let Ok(command) = self.worker.commands.try_recv() {
-            match command {
-                Command::Shutdown => return true,
-                Command::Stats(reply) => {
-                    let mut stats = self.worker.stats(self.send_errors, self.truncated);
-                    stats.out_of_buffers = self.out_of_buffers;
-                    stats.send_errors += self.replies_exhausted;
-                    let _ = reply.send(stats);
-                }
-            }
-        }
-        false
     }
 }
 
