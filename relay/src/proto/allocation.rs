@@ -189,13 +189,6 @@ impl Allocation {
         self.channels.retain(|c| c.expires > now && c.number != number && c.peer != peer);
         self.channels.push(Channel { number, peer, expires });
     }
-
-    /// Bytes of heap this allocation holds (for capacity reports).
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.username.len()
-            + self.permissions.capacity() * size_of::<Permission>()
-            + self.channels.capacity() * size_of::<Channel>()
-    }
 }
 
 #[cfg(test)]

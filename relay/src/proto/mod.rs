@@ -296,13 +296,6 @@ impl Server {
         self.by_client.len()
     }
 
-    /// Heap bytes held by allocations' own state (for memory reports).
-    #[must_use]
-    pub fn allocation_heap_bytes(&self) -> usize {
-        self.slots.iter().flatten().map(Allocation::heap_bytes).sum::<usize>()
-            + self.slots.capacity() * size_of::<Option<Allocation>>()
-    }
-
     fn unix(&self, now: Instant) -> u64 {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
     }
