@@ -101,9 +101,11 @@ struct Receive {
     buf: Vec<u8>,
 }
 
-/// A send in flight: its bytes and destination, alive until completion.
+/// A send in flight: its bytes (the first `len` of `buf`) and destination,
+/// alive until completion.
 struct Sending {
     buf: Vec<u8>,
+    len: usize,
     to: SockAddr,
 }
 
@@ -151,8 +153,8 @@ impl Uring {
                 }
             })
             .collect();
-        let sends =
-            (0..SEND_SLOTS).map(|_| Sending { buf: Vec::new(), to: SockAddr::from(SocketAddr::from(([0u8; 4], 0))) });
+        let sends = (0..SEND_SLOTS)
+            .map(|_| Sending { buf: Vec::new(), len: 0, to: SockAddr::from(SocketAddr::from(([0u8; 4], 0))) });
         let mut engine =
             Self { ring, fds, receives, echo, sends: sends.collect(), free: (0..SEND_SLOTS).rev().collect() };
         // Timers as precise as the kernel allows: packets are due every
@@ -193,10 +195,21 @@ impl Uring {
     fn queue_send(&mut self, fd: RawFd, packet: &[u8], to: SocketAddr) -> bool {
         let Some(slot) = self.free.pop() else { return false };
         let Some(s) = self.sends.get_mut(slot) else { return false };
-        s.buf.clear();
-        s.buf.extend_from_slice(packet);
+        if s.buf.len() < packet.len() {
+            s.buf.resize(packet.len(), 0);
+        }
+        if let Some(dst) = s.buf.get_mut(..packet.len()) {
+            dst.copy_from_slice(packet);
+        }
+        s.len = packet.len();
+        self.submit_send(fd, slot, to)
+    }
+
+    /// Sends slot `slot`'s bytes, freeing the slot if the ring is full.
+    fn submit_send(&mut self, fd: RawFd, slot: usize, to: SocketAddr) -> bool {
+        let Some(s) = self.sends.get_mut(slot) else { return false };
         s.to = SockAddr::from(to);
-        let len = u32::try_from(s.buf.len()).unwrap_or(0);
+        let len = u32::try_from(s.len.min(s.buf.len())).unwrap_or(0);
         let entry = opcode::Send::new(Fd(fd), s.buf.as_ptr(), len)
             .dest_addr(s.to.as_ptr().cast())
             .dest_addr_len(s.to.len())
@@ -208,6 +221,25 @@ impl Uring {
             self.free.push(slot);
             false
         }
+    }
+
+    /// The echo responder: receive `index`'s datagram goes back to where it
+    /// came from without a copy, by trading the receive's buffer for a free
+    /// send slot's (which must be as large: it becomes the next receive's).
+    fn echo(&mut self, index: usize, len: usize) {
+        let Some(r) = self.receives.get_mut(index) else { return };
+        let (Some(from), Some(fd)) = (socket2_from_storage(&r.name, r.msg.msg_namelen), self.fds.get(index).copied())
+        else {
+            return;
+        };
+        let Some(slot) = self.free.pop() else { return };
+        let Some(s) = self.sends.get_mut(slot) else { return };
+        if s.buf.len() < r.buf.len() {
+            s.buf.resize(r.buf.len(), 0);
+        }
+        std::mem::swap(&mut s.buf, &mut r.buf);
+        s.len = len;
+        self.submit_send(fd, slot, from);
     }
 }
 
@@ -233,14 +265,7 @@ impl Engine for Uring {
                 RECV => {
                     let len = usize::try_from(result).unwrap_or(0);
                     if result > 0 && Some(index) == echo_index {
-                        // The echo responder: back to where it came from.
-                        let reply = self.receives.get(index).map(|r| {
-                            let from = socket2_from_storage(&r.name, r.msg.msg_namelen);
-                            (r.buf.get(..len).unwrap_or_default().to_vec(), from)
-                        });
-                        if let (Some((bytes, Some(from))), Some(fd)) = (reply, self.fds.get(index).copied()) {
-                            self.queue_send(fd, &bytes, from);
-                        }
+                        self.echo(index, len);
                     } else if result > 0
                         && let Some(r) = self.receives.get(index)
                     {
