@@ -30,35 +30,49 @@ def capacity(name, mode, size):
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
 
-rows = []
+def parse_name(path):
+    """latency-NAME-MODE-SIZE.json -> (name, mode, size); None for the defaults runs."""
+    parts = os.path.basename(path)[:-5].split("-")
+    return None if len(parts) != 4 else tuple(parts[1:])
+
+rows = {}
+for path in glob.glob(os.path.join(out, "latency-*-*.json")):
+    parsed = parse_name(path)
+    if parsed is None:
+        continue
+    name, mode, size = parsed
+    s = load(path)
+    rows[(mode, int(size), name)] = s
+
 print(f"{'scenario':<16} {'server':<8} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'loss %':>7} "
       f"{'cpu us/hop':>10} {'added p50':>9} {'capacity pkt/s':>15}")
-for path in sorted(glob.glob(os.path.join(out, "latency-*-*.json"))):
-    _, name, mode, size = os.path.basename(path)[:-5].split("-", 3) if path.count("-default") == 0 else (None, None, None, None)
-    if name is None:
-        continue
-    s = load(path)
+facts = {}
+order = {"ip2p": 0, "coturn": 1, "direct": 2}
+for (mode, size, name) in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2], 9))):
+    s = rows[(mode, size, name)]
     l = s["latency_us"]
-    direct = os.path.join(out, f"latency-direct-{mode}-{size}.json")
-    direct_p50 = load(direct)["latency_us"]["p50"] if os.path.exists(direct) else None
-    added = l["p50"] - direct_p50 if direct_p50 is not None and name != "direct" else None
+    direct = rows.get((mode, size, "direct"))
+    added = l["p50"] - direct["latency_us"]["p50"] if direct and name != "direct" else None
     cpu = cpu_per_hop(name, mode, size, s["received"])
     cap, bench_limited = capacity(name, mode, size)
+    facts[(mode, size, name)] = (l, cpu, added, cap)
     cap_text = "-" if cap is None else f"{cap:.0f}{' (bench)' if bench_limited else ''}"
-    rows.append((mode, int(size), name, l, s, cpu, added, cap))
-    print(f"{mode + ' ' + size + 'B':<16} {name:<8} {l['p50']:>8.1f} {l['p99']:>8.1f} {l['p99_9']:>9.1f} "
+    print(f"{mode + ' ' + str(size) + 'B':<16} {name:<8} {l['p50']:>8.1f} {l['p99']:>8.1f} {l['p99_9']:>9.1f} "
           f"{s['loss_percent']:>7.3f} {('-' if cpu is None else f'{cpu:.2f}'):>10} "
           f"{('-' if added is None else f'{added:.1f}'):>9} {cap_text:>15}{'' if s['valid'] else '  INVALID'}")
 
 print()
-print("ratios, ip2p / coturn (below 1 is better for latency and CPU, above 1 for capacity):")
-by = {(m, z, n): (l, s, cpu, added, cap) for (m, z, n, l, s, cpu, added, cap) in rows}
-for (mode, size) in sorted({(m, z) for (m, z, *_r) in rows}):
-    i, c = by.get((mode, size, "ip2p")), by.get((mode, size, "coturn"))
+print("ratios ip2p / coturn (below 1 is better for latency and CPU, above 1 for capacity)")
+print("and relay / direct (capacity: the share of the no-relay path's rate the relay sustains):")
+for (mode, size) in sorted({(m, z) for (m, z, _n) in facts}):
+    i, c, d = (facts.get((mode, size, n)) for n in ("ip2p", "coturn", "direct"))
     if not i or not c:
         continue
-    print(f"  {mode} {size}B: p50 {ratio(i[0]['p50'], c[0]['p50'])}, p99 {ratio(i[0]['p99'], c[0]['p99'])}, "
-          f"relay-added p50 {ratio(i[3], c[3])}, cpu/hop {ratio(i[2], c[2])}, capacity {ratio(i[4], c[4])}")
+    line = (f"  {mode} {size}B: p50 {ratio(i[0]['p50'], c[0]['p50'])}, p99 {ratio(i[0]['p99'], c[0]['p99'])}, "
+            f"relay-added p50 {ratio(i[2], c[2])}, cpu/hop {ratio(i[1], c[1])}, capacity {ratio(i[3], c[3])}")
+    if d:
+        line += f"; capacity/direct ip2p {ratio(i[3], d[3])}, coturn {ratio(c[3], d[3])}"
+    print(line)
 for path in sorted(glob.glob(os.path.join(out, "latency-*-default-*.json"))):
     s = load(path)
     print(f"  {s['label']}: p50 {s['latency_us']['p50']:.1f} us, p99 {s['latency_us']['p99']:.1f} us, loss {s['loss_percent']:.3f}%")

@@ -153,8 +153,11 @@ impl Uring {
                 }
             })
             .collect();
-        let sends = (0..SEND_SLOTS)
-            .map(|_| Sending { buf: Vec::new(), len: 0, to: SockAddr::from(SocketAddr::from(([0u8; 4], 0))) });
+        let sends = (0..SEND_SLOTS).map(|_| Sending {
+            buf: Vec::new(),
+            len: 0,
+            to: SockAddr::from(SocketAddr::from(([0u8; 4], 0))),
+        });
         let mut engine =
             Self { ring, fds, receives, echo, sends: sends.collect(), free: (0..SEND_SLOTS).rev().collect() };
         // Timers as precise as the kernel allows: packets are due every
