@@ -208,7 +208,7 @@ fn sessions(cfg: &RunConfig, echoes: &[SocketAddr]) -> io::Result<Vec<Session>> 
             r.map_err(|e| io::Error::other(format!("permission/channel: {e}")))?;
         }
         let socket = match &client {
-            Some(c) => c.socket().try_clone()?,
+            Some(c) => c.socket().ok_or_else(|| io::Error::other("a UDP client"))?.try_clone()?,
             None => sockets.get_mut(i).and_then(Option::take).ok_or_else(|| io::Error::other("socket"))?,
         };
         socket.set_nonblocking(true)?;
@@ -385,7 +385,9 @@ fn thread_loop(
     // Leave cleanly: delete the allocations.
     for s in &mut sessions {
         if let Some(c) = &mut s.client {
-            let _ = c.socket().set_nonblocking(false);
+            if let Some(socket) = c.socket() {
+                let _ = socket.set_nonblocking(false);
+            }
             let _ = c.refresh(Some(0));
         }
     }

@@ -1,10 +1,12 @@
-//! A small blocking TURN client over UDP: enough to drive a relay in tests
-//! and tools (allocate, permissions, channels, data both ways, refresh).
-//! It speaks standard TURN, so it works against any TURN server.
+//! A small blocking TURN client over UDP, TCP or TLS: enough to drive a
+//! relay in tests and tools (allocate, permissions, channels, data both
+//! ways, refresh). It speaks standard TURN, so it works against any TURN
+//! server.
 #![allow(clippy::disallowed_methods)] // a blocking client times its own waits
 
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
@@ -12,10 +14,33 @@ use ip2p_wire::attr::{
     XorPeerAddress, XorRelayedAddress,
 };
 use ip2p_wire::credentials::LongTermKey;
+use ip2p_wire::framer::{Framed, frame};
 use ip2p_wire::{
     Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind, TransactionId, Transport,
     classify, write_channel_data,
 };
+
+/// How the client reaches the server.
+#[derive(Debug)]
+enum Link {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Link {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Self::Udp(_) => None,
+            Self::Tcp(s) => Some(s),
+            Self::Tls(s) => Some(s.get_ref()),
+        }
+    }
+
+    fn transport(&self) -> Transport {
+        if let Self::Udp(_) = self { Transport::Datagram } else { Transport::Stream }
+    }
+}
 
 /// Why a client operation failed.
 #[derive(Debug)]
@@ -79,7 +104,9 @@ pub enum Received {
 /// One client with (after [`Client::allocate`]) one allocation.
 #[derive(Debug)]
 pub struct Client {
-    socket: UdpSocket,
+    link: Link,
+    /// Stream bytes received but not yet a whole frame.
+    pending: Vec<u8>,
     server: SocketAddr,
     username: String,
     password: String,
@@ -110,8 +137,68 @@ impl Client {
         let local: SocketAddr =
             if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(io::Error::other)?;
         let local = if server.ip().is_loopback() { SocketAddr::new(server.ip(), 0) } else { local };
-        Ok(Self {
-            socket: UdpSocket::bind(local)?,
+        Ok(Self::with_link(Link::Udp(UdpSocket::bind(local)?), server, username, password))
+    }
+
+    /// A client over TCP.
+    ///
+    /// # Errors
+    /// The connection fails.
+    pub fn tcp(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+        stream.set_nodelay(true)?;
+        Ok(Self::with_link(Link::Tcp(stream), server, username, password))
+    }
+
+    /// A client over TLS, trusting `roots` for a certificate of `name`;
+    /// it offers ALPN `stun.turn`. The handshake runs here.
+    ///
+    /// # Errors
+    /// The connection or the handshake fails.
+    pub fn tls(
+        server: SocketAddr,
+        name: &str,
+        roots: rustls::RootCertStore,
+        username: &str,
+        password: &str,
+    ) -> io::Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![crate::tls::ALPN.to_vec()];
+        Self::tls_with_config(server, name, Arc::new(config), username, password)
+    }
+
+    /// A client over TLS with a TLS configuration of the caller's.
+    ///
+    /// # Errors
+    /// The connection or the handshake fails.
+    pub fn tls_with_config(
+        server: SocketAddr,
+        name: &str,
+        config: Arc<rustls::ClientConfig>,
+        username: &str,
+        password: &str,
+    ) -> io::Result<Self> {
+        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(io::Error::other)?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Self::with_link(Link::Tls(Box::new(tls)), server, username, password))
+    }
+
+    fn with_link(link: Link, server: SocketAddr, username: &str, password: &str) -> Self {
+        Self {
+            link,
+            pending: Vec::new(),
             server,
             username: username.into(),
             password: password.into(),
@@ -123,13 +210,88 @@ impl Client {
             lifetime: None,
             next_tid: rand::random(),
             buf: vec![0; 65_536],
-        })
+        }
     }
 
-    /// The client's socket (to send and receive data on it directly).
+    /// The client's UDP socket (to send and receive data on it directly);
+    /// `None` over TCP and TLS.
     #[must_use]
-    pub fn socket(&self) -> &UdpSocket {
-        &self.socket
+    pub fn socket(&self) -> Option<&UdpSocket> {
+        match &self.link {
+            Link::Udp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The TCP connection's TLS version and ALPN protocol, over TLS.
+    #[must_use]
+    pub fn tls_info(&self) -> Option<(Option<rustls::ProtocolVersion>, Option<Vec<u8>>)> {
+        match &self.link {
+            Link::Tls(s) => Some((s.conn.protocol_version(), s.conn.alpn_protocol().map(<[u8]>::to_vec))),
+            _ => None,
+        }
+    }
+
+    /// Sends bytes to the server: a datagram, or onto the stream.
+    fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.link {
+            Link::Udp(s) => s.send_to(bytes, self.server).map(|_| ()),
+            Link::Tcp(s) => s.write_all(bytes),
+            Link::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
+        }
+    }
+
+    /// Waits up to `timeout` for the next datagram or frame from the
+    /// server; its bytes are in `self.buf[..len]`. `Ok(None)` on timeout.
+    fn recv_bytes(&mut self, timeout: Duration) -> io::Result<Option<usize>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.link.transport() == Transport::Stream
+                && let Some(len) = self.take_frame()?
+            {
+                return Ok(Some(len));
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                return Ok(None);
+            };
+            let got = match &mut self.link {
+                Link::Udp(s) => {
+                    s.set_read_timeout(Some(left))?;
+                    s.recv_from(&mut self.buf).map(|(len, from)| (from == self.server).then_some(len))
+                }
+                Link::Tcp(s) => {
+                    s.set_read_timeout(Some(left))?;
+                    read_into(s, &mut self.pending)
+                }
+                Link::Tls(s) => {
+                    s.sock.set_read_timeout(Some(left))?;
+                    read_into(s, &mut self.pending)
+                }
+            };
+            match got {
+                Ok(Some(len)) if matches!(self.link, Link::Udp(_)) => return Ok(Some(len)),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves a whole frame from the stream's pending bytes into `buf`.
+    fn take_frame(&mut self) -> io::Result<Option<usize>> {
+        match frame(&self.pending) {
+            Ok(Framed::Complete { bytes, .. }) => {
+                let len = bytes.len();
+                if let Some(dst) = self.buf.get_mut(..len) {
+                    dst.copy_from_slice(bytes);
+                }
+                self.pending.drain(..len);
+                Ok(Some(len))
+            }
+            Ok(Framed::Incomplete { .. }) => Ok(None),
+            Err(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "the server sent neither STUN nor ChannelData")),
+        }
     }
 
     /// The server's address.
@@ -147,7 +309,7 @@ impl Client {
     /// From the socket.
     pub fn send_keepalives(&mut self, channel: Option<u16>, peer: SocketAddr) -> io::Result<()> {
         let refresh = self.signed(Method::REFRESH, &[])?;
-        self.socket.send_to(&refresh, self.server)?;
+        self.send_bytes(&refresh)?;
         let keep = match channel {
             Some(n) => self.signed(
                 Method::CHANNEL_BIND,
@@ -155,7 +317,7 @@ impl Client {
             )?,
             None => self.signed(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(XorPeerAddress(peer))])?,
         };
-        self.socket.send_to(&keep, self.server).map(|_| ())
+        self.send_bytes(&keep)
     }
 
     /// Takes note of a STUN answer received outside a transaction: a
@@ -194,7 +356,10 @@ impl Client {
     /// # Errors
     /// From the socket.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        match &self.link {
+            Link::Udp(s) => s.local_addr(),
+            link => link.tcp().map_or_else(|| Err(io::ErrorKind::NotConnected.into()), TcpStream::local_addr),
+        }
     }
 
     fn tid(&mut self) -> TransactionId {
@@ -206,28 +371,24 @@ impl Client {
         TransactionId(t)
     }
 
-    /// Sends a request (retransmitting) and waits for its response; the
-    /// response's bytes are in `self.buf[..len]`.
+    /// Sends a request (retransmitting over UDP only: RFC 8489 §6.2.2) and
+    /// waits for its response; the response's bytes are in `self.buf[..len]`.
     fn transact(&mut self, request: &[u8], tid: TransactionId) -> Result<usize, ClientError> {
         let mut rto = RTO;
-        for _ in 0..ATTEMPTS {
-            self.socket.send_to(request, self.server)?;
+        let reliable = self.link.transport() == Transport::Stream;
+        for attempt in 0..ATTEMPTS {
+            if attempt == 0 || !reliable {
+                self.send_bytes(request)?;
+            }
             let deadline = Instant::now() + rto;
             while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-                self.socket.set_read_timeout(Some(left))?;
-                let (len, from) = match self.socket.recv_from(&mut self.buf) {
-                    Ok(r) => r,
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e.into()),
+                let Some(len) = self.recv_bytes(left)? else {
+                    break;
                 };
                 let Some(bytes) = self.buf.get(..len) else {
                     continue;
                 };
-                if from == self.server
-                    && let Ok(msg) = Message::parse(bytes)
+                if let Ok(msg) = Message::parse(bytes)
                     && *msg.transaction_id() == tid
                     && matches!(msg.class(), Class::Success | Class::Error)
                 {
@@ -352,7 +513,7 @@ impl Client {
         w.add(&XorPeerAddress(peer)).map_err(io::Error::other)?;
         w.add(&Data(data)).map_err(io::Error::other)?;
         let len = w.finish();
-        self.socket.send_to(out.get(..len).unwrap_or_default(), self.server).map(|_| ())
+        self.send_bytes(out.get(..len).unwrap_or_default())
     }
 
     /// Sends `data` on a bound channel.
@@ -361,16 +522,44 @@ impl Client {
     /// From the socket.
     pub fn send_channel(&mut self, channel: u16, data: &[u8]) -> io::Result<()> {
         let mut out = vec![0u8; data.len() + 8];
-        let len = write_channel_data(&mut out, channel, data, Transport::Datagram).map_err(io::Error::other)?;
-        self.socket.send_to(out.get(..len).unwrap_or_default(), self.server).map(|_| ())
+        let len = write_channel_data(&mut out, channel, data, self.link.transport()).map_err(io::Error::other)?;
+        self.send_bytes(out.get(..len).unwrap_or_default())
     }
 
     /// Sends raw bytes to the server (for tests of what it does with them).
     ///
     /// # Errors
     /// From the socket.
-    pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        self.socket.send_to(bytes, self.server).map(|_| ())
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.send_bytes(bytes)
+    }
+
+    /// Whether the server closed the stream: waits up to `timeout` for the
+    /// end of the stream (`false` over UDP, or if it stays open).
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn closed_by_server(&mut self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            let mut byte = [0u8; 1024];
+            let read = match &mut self.link {
+                Link::Udp(_) => return Ok(false),
+                Link::Tcp(s) => s.set_read_timeout(Some(left)).and_then(|()| s.read(&mut byte)),
+                Link::Tls(s) => s.sock.set_read_timeout(Some(left)).and_then(|()| s.read(&mut byte)),
+            };
+            match read {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof) => {
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
     }
 
     /// Waits up to `timeout` for data relayed from a peer; `None` if none came.
@@ -380,21 +569,12 @@ impl Client {
     pub fn recv(&mut self, timeout: Duration) -> io::Result<Option<Received>> {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-            self.socket.set_read_timeout(Some(left))?;
-            let (len, from) = match self.socket.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Ok(None);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let Some(len) = self.recv_bytes(left)? else {
+                return Ok(None);
             };
             let Some(bytes) = self.buf.get(..len) else {
                 continue;
             };
-            if from != self.server {
-                continue;
-            }
             match classify(bytes) {
                 PacketKind::ChannelData => {
                     if let Ok(cd) = ChannelData::parse(bytes) {
@@ -432,4 +612,16 @@ impl Client {
         let msg = self.response(rlen)?;
         msg.get::<XorMappedAddress>().ok().flatten().map(|a| a.0).ok_or(ClientError::Protocol("no XOR-MAPPED-ADDRESS"))
     }
+}
+
+/// Reads what the stream has into `pending`; `Ok(None)` always (the caller
+/// looks for a frame), an error at the end of the stream.
+fn read_into(stream: &mut impl Read, pending: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = stream.read(&mut chunk)?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+    }
+    pending.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    Ok(None)
 }

@@ -72,9 +72,18 @@ pub struct RunArgs {
     /// credentials are printed, loopback peers allowed.
     #[arg(long)]
     pub dev: bool,
-    /// Address to serve STUN/TURN on, over UDP (repeatable). (config: listen)
+    /// Address to serve STUN/TURN on, over UDP and TCP (repeatable). (config: listen)
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
+    /// Address to serve TURN over TLS on (repeatable; needs --cert and --key). (config: tls.listen)
+    #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// TLS certificate chain, PEM. (config: tls.cert)
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// TLS private key, PEM. (config: tls.key)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// The REALM. (config: realm)
     #[arg(long)]
     pub realm: Option<String>,
@@ -127,6 +136,44 @@ struct File {
     peers: PeersSection,
     #[serde(default)]
     log: LogSection,
+    #[serde(default)]
+    tls: TlsSection,
+    #[serde(default)]
+    connections: ConnectionsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    listen: Option<Vec<SocketAddr>>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsSection {
+    max: Option<usize>,
+    max_per_ip: Option<u32>,
+    idle_timeout: Option<u64>,
+    tls_handshake_timeout: Option<u64>,
+    send_buffer: Option<usize>,
+}
+
+/// Limits on TCP and TLS connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connections {
+    /// Connections on the node.
+    pub max: usize,
+    /// Connections from one IP address.
+    pub max_per_ip: u32,
+    /// How long a connection may stay open without an allocation.
+    pub idle_timeout: Duration,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// Unsent bytes held per connection; past it, packets to that client
+    /// are dropped (and counted).
+    pub send_buffer: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,8 +254,14 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
 /// The validated settings the node runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Addresses to listen on (UDP).
+    /// Addresses to listen on (UDP and TCP).
     pub listen: Vec<SocketAddr>,
+    /// Addresses to serve TLS on.
+    pub tls_listen: Vec<SocketAddr>,
+    /// The certificate and key, when there are TLS listeners.
+    pub tls: Option<crate::tls::Tls>,
+    /// Limits on TCP and TLS connections.
+    pub connections: Connections,
     /// Worker threads.
     pub workers: usize,
     /// Datapath choice.
@@ -267,6 +320,37 @@ impl Settings {
         });
         if listen.is_empty() {
             return Err(err("listen", "at least one address is needed"));
+        }
+
+        let tls_listen = pick(&args.tls_listen, file.tls.listen, Vec::new);
+        let cert = args.cert.clone().or(file.tls.cert);
+        let key = args.key.clone().or(file.tls.key);
+        let tls = match (&cert, &key) {
+            (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(|e| err("tls", e))?),
+            (None, None) if tls_listen.is_empty() => None,
+            (None, None) => return Err(err("tls.listen", "TLS listeners need tls.cert and tls.key (--cert, --key)")),
+            (Some(_), None) => return Err(err("tls.key", "tls.cert is given without its key")),
+            (None, Some(_)) => return Err(err("tls.cert", "tls.key is given without its certificate")),
+        };
+        if tls.is_some() && tls_listen.is_empty() {
+            return Err(err("tls.listen", "a certificate is given but no TLS listener (--tls-listen ADDR:PORT)"));
+        }
+        let c = file.connections;
+        let connections = Connections {
+            max: c.max.unwrap_or(10_000),
+            max_per_ip: c.max_per_ip.unwrap_or(64),
+            idle_timeout: Duration::from_secs(c.idle_timeout.unwrap_or(30)),
+            tls_handshake_timeout: Duration::from_secs(c.tls_handshake_timeout.unwrap_or(10)),
+            send_buffer: c.send_buffer.unwrap_or(256 * 1024),
+        };
+        if connections.max_per_ip == 0 || connections.idle_timeout.is_zero() {
+            return Err(err("connections", "max_per_ip and idle_timeout must be at least 1"));
+        }
+        if connections.tls_handshake_timeout.is_zero() {
+            return Err(err("connections.tls_handshake_timeout", "must be at least 1 second"));
+        }
+        if connections.send_buffer < 65_600 {
+            return Err(err("connections.send_buffer", "must hold a largest frame: at least 65600 bytes"));
         }
 
         let realm = args.realm.clone().or(file.realm).unwrap_or_else(|| "ip2p".into());
@@ -418,6 +502,9 @@ impl Settings {
         };
         Ok(Self {
             listen,
+            tls_listen,
+            tls,
+            connections,
             workers,
             datapath,
             io_uring_buffers,

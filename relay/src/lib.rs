@@ -3,6 +3,7 @@
 //! - [`proto`]: the TURN server as a sans-I/O state machine.
 //! - [`config`]: the TOML config, command-line flags and their validation.
 //! - [`node`]: worker threads, their sockets and datapaths.
+//! - [`tls`]: TURN over TLS: certificates and the rustls configuration.
 //! - [`client`]: a small blocking TURN client, for tests and tools.
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -12,3 +13,4 @@ pub mod config;
 pub mod datapath;
 pub mod node;
 pub mod proto;
+pub mod tls;

@@ -11,7 +11,8 @@ use crossbeam_channel::Sender;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::config::{DatapathKind, Settings};
-use crate::datapath::{self, Command, Worker, WorkerStats, now};
+use crate::datapath::stream::ConnLimits;
+use crate::datapath::{self, Command, StreamListener, Worker, WorkerStats, now};
 use crate::proto::{Quotas, Server, Shared};
 
 /// A running node.
@@ -19,6 +20,7 @@ use crate::proto::{Quotas, Server, Shared};
 pub struct Node {
     workers: Vec<WorkerHandle>,
     local: Vec<SocketAddr>,
+    tls_local: Vec<SocketAddr>,
     datapath: DatapathKind,
     shared: Arc<Shared>,
 }
@@ -78,8 +80,15 @@ fn port_share(lo: u16, hi: u16, workers: usize, i: usize) -> (u16, u16) {
 /// A socket that cannot be bound, or a thread that cannot be spawned.
 pub fn start(settings: &Settings) -> io::Result<Node> {
     let datapath = resolve_datapath(settings.datapath)?;
-    let sockets = datapath::socket::bind_listeners(&settings.listen, settings.workers)?;
-    let local = sockets.first().map(|s| s.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
+    let sockets = datapath::socket::bind_listeners(&settings.listen, &settings.tls_listen, settings.workers)?;
+    let local = sockets.first().map(|s| s.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
+    let tls_local: Vec<SocketAddr> = sockets
+        .first()
+        .map(|s| s.streams.iter().skip(settings.listen.len()).filter_map(|s| s.local_addr().ok()).collect())
+        .unwrap_or_default();
+    let c = &settings.connections;
+    let limits = Arc::new(ConnLimits::new(c.max, c.max_per_ip, c.idle_timeout, c.tls_handshake_timeout, c.send_buffer));
+    let tls_config = settings.tls.as_ref().map(crate::tls::Tls::config);
     let shared = Arc::new(Shared::new(Quotas::new(settings.max_allocations, settings.user_quota)));
     let (lo, hi) = (*settings.proto.ports.start(), *settings.proto.ports.end());
     let cpus = allowed_cpus();
@@ -87,6 +96,13 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     let mut workers = Vec::new();
     let mut readiness = Vec::new();
     for (id, listeners) in sockets.into_iter().enumerate() {
+        let plain = settings.listen.len();
+        let streams = listeners
+            .streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| StreamListener { socket, tls: if i < plain { None } else { tls_config.clone() } })
+            .collect();
         let (wlo, whi) = port_share(lo, hi, settings.workers, id);
         let mut config = settings.proto.clone();
         config.ports = wlo..=whi;
@@ -97,7 +113,9 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         let worker = Worker {
             id,
             server,
-            listeners,
+            listeners: listeners.udp,
+            streams,
+            limits: limits.clone(),
             commands: receiver,
             wake: wake.clone(),
             ready: Some(ready.clone()),
@@ -121,7 +139,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         workers.push(WorkerHandle { thread: Some(thread), commands, wake });
         readiness.push(ready_rx);
     }
-    let mut node = Node { workers, local, datapath, shared };
+    let mut node = Node { workers, local, tls_local, datapath, shared };
     // A worker that cannot run fails the start: no half-working node.
     for (id, ready) in readiness.iter().enumerate() {
         match ready.recv_timeout(Duration::from_secs(10)) {
@@ -136,7 +154,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             }
         }
     }
-    tracing::info!(listen = ?node.local, workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
+    tracing::info!(listen = ?node.local, tls = ?node.tls_local, workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
     Ok(node)
 }
 
@@ -174,6 +192,12 @@ impl Node {
     #[must_use]
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
+    }
+
+    /// The addresses the node serves TLS on.
+    #[must_use]
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_local
     }
 
     /// The datapath in use.

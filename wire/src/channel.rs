@@ -45,7 +45,7 @@ pub const fn is_channel_number(n: u16) -> bool {
 }
 
 /// How a ChannelData message travels, which decides its padding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
     /// UDP (or DTLS): no padding needed (RFC 8656 §12.5).
     Datagram,

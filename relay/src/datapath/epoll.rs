@@ -2,24 +2,36 @@
 //! drained with recvmmsg batches, the verdicts of a batch sent with
 //! sendmmsg per socket. It runs where io_uring cannot: Docker's default
 //! seccomp profile, `kernel.io_uring_disabled`, gVisor, old kernels.
+//!
+//! TCP and TLS connections are read until they would block; what their
+//! frames send to peers goes out at once, what goes to a connection waits
+//! in its bounded queue and is written when the socket takes it.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use mio::net::UdpSocket;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
 use super::socket::bind_udp;
-use super::{DatapathCounters, Worker, now};
-use crate::proto::{ListenerId, PEER_HEADROOM, RelayToken, Sockets, Verdict, Via};
+use super::stream::{Conn, Conns, Stream, StreamError};
+use super::{DatapathCounters, StreamCounters, Worker, now};
+use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
-/// Relay socket tokens start here; below are listeners.
+/// Tokens: UDP listeners from 0, stream listeners from `STREAM_BASE`,
+/// relay sockets from `RELAY_BASE`, connections from `CONN_BASE`.
+const STREAM_BASE: usize = 1 << 15;
 const RELAY_BASE: usize = 1 << 16;
+const CONN_BASE: usize = 1 << 40;
+/// How often connections are checked for their deadlines.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Relay sockets, indexed by [`RelayToken`], registered with the poll.
 struct Relays<'a> {
@@ -79,14 +91,23 @@ struct Pending {
 
 fn via_key(via: Via) -> (u8, u32) {
     match via {
-        Via::Listener(l) => (0, u32::from(l.0)),
-        Via::Relay(t) => (1, t.0),
+        Via::Listener(l) => (u8::from(l.transport == ip2p_wire::Transport::Stream), u32::from(l.index)),
+        Via::Relay(t) => (2, t.0),
     }
 }
 
 struct Loop {
     worker: Worker,
     listeners: Vec<UdpSocket>,
+    streams: Vec<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    /// Connections; the socket is `None` only while one is set up.
+    conns: Conns<Option<TcpStream>>,
+    stream_counters: StreamCounters,
+    /// Connections with bytes to write.
+    dirty: Vec<usize>,
+    read_buf: Box<[u8]>,
+    reply_buf: Box<[u8]>,
+    next_sweep: Instant,
     relays: Vec<Option<RelaySocket>>,
     next_generation: u32,
     registry: Registry,
@@ -104,12 +125,25 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     for (i, l) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
     }
+    let mut streams = Vec::new();
+    for (i, l) in worker.streams.drain(..).enumerate() {
+        let mut socket = TcpListener::from_std(l.socket);
+        poll.registry().register(&mut socket, Token(STREAM_BASE + i), Interest::READABLE)?;
+        streams.push((socket, l.tls));
+    }
     let wake_fd = worker.wake.as_fd().as_raw_fd();
     poll.registry().register(&mut SourceFd(&wake_fd), WAKE, Interest::READABLE)?;
     let registry = poll.registry().try_clone()?;
     let mut l = Loop {
         worker,
         listeners,
+        streams,
+        conns: Conns::default(),
+        stream_counters: StreamCounters::default(),
+        dirty: Vec::new(),
+        read_buf: vec![0; 65_536].into_boxed_slice(),
+        reply_buf: vec![0; REPLY_BUFFER].into_boxed_slice(),
+        next_sweep: now() + SWEEP,
         relays: Vec::new(),
         next_generation: 0,
         registry,
@@ -122,7 +156,11 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     l.worker.report_ready();
     loop {
-        let timeout = l.worker.server.poll_timeout().map(|at| at.saturating_duration_since(now()));
+        let mut deadline = l.worker.server.poll_timeout();
+        if l.conns.len() > 0 {
+            deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
+        }
+        let timeout = deadline.map(|at| at.saturating_duration_since(now()));
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -132,24 +170,190 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         for event in &events {
             match event.token() {
                 WAKE => {
-                    let counters =
-                        DatapathCounters { send_errors: l.send_errors, truncated: l.truncated, out_of_buffers: 0 };
+                    let streams = StreamCounters { open: l.conns.len() as u64, ..l.stream_counters };
+                    let counters = DatapathCounters {
+                        send_errors: l.send_errors,
+                        truncated: l.truncated,
+                        out_of_buffers: 0,
+                        streams,
+                    };
                     if l.worker.commands(counters) {
                         return Ok(());
                     }
                 }
-                Token(i) if i < RELAY_BASE => l.drain_listener(i),
-                Token(i) => l.drain_relay(i - RELAY_BASE),
+                Token(i) if i < STREAM_BASE => l.drain_listener(i),
+                Token(i) if i < RELAY_BASE => l.accept(i - STREAM_BASE),
+                Token(i) if i < CONN_BASE => l.drain_relay(i - RELAY_BASE),
+                Token(i) => l.drain_conn(i - CONN_BASE),
             }
         }
+        l.flush_conns();
     }
 }
 
 impl Loop {
     fn expire(&mut self) {
+        let now = now();
         let mut relays =
             Relays { registry: &self.registry, sockets: &mut self.relays, next_generation: &mut self.next_generation };
-        self.worker.server.handle_timeout(now(), &mut relays);
+        self.worker.server.handle_timeout(now, &mut relays);
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP;
+            self.sweep(now);
+        }
+    }
+
+    /// Closes connections past their deadline: a TLS handshake that takes
+    /// too long, or no allocation for too long.
+    fn sweep(&mut self, now: Instant) {
+        for slot in self.conns.overdue(now) {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            if !conn.stream.handshaking() && self.worker.server.has_allocation(conn.listener, conn.peer) {
+                conn.deadline = now + self.worker.limits.idle;
+                continue;
+            }
+            self.stream_counters.closed_idle += 1;
+            self.close(slot, "idle");
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        let Ok(listener) = u16::try_from(index).map(ListenerId::stream) else { return };
+        loop {
+            let Some((socket, tls)) = self.streams.get(index) else { return };
+            let (mut stream, peer) = match socket.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and the like: the connection waits in the
+                    // backlog; try again on the next event.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            };
+            let limits = &self.worker.limits;
+            if !limits.admit(peer.ip()) {
+                self.stream_counters.refused += 1;
+                continue;
+            }
+            let framing = match tls {
+                Some(config) => Stream::tls(config.clone(), limits.send_buffer),
+                None => Ok(Stream::new(limits.send_buffer)),
+            };
+            let wait = if tls.is_some() { limits.handshake } else { limits.idle };
+            let Ok(framing) = framing else {
+                limits.release(peer.ip());
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Conn { listener, peer, stream: framing, io: None, deadline: now() + wait, closing: false };
+            let slot = self.conns.insert(conn);
+            let token = Token(CONN_BASE + slot);
+            if let Err(e) = self.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+                tracing::warn!(error = %e, "cannot poll a connection");
+                self.conns.remove(slot);
+                limits.release(peer.ip());
+                continue;
+            }
+            if let Some(c) = self.conns.get_mut(slot) {
+                c.io = Some(stream);
+            }
+            self.stream_counters.accepted += 1;
+        }
+    }
+
+    /// Reads a connection until it would block, handing each frame to the
+    /// core; what a frame sends to a peer goes out at once.
+    fn drain_conn(&mut self, slot: usize) {
+        let Self { worker, conns, relays: relay_sockets, registry, next_generation, read_buf, reply_buf, .. } = self;
+        let Some(conn) = conns.get_mut(slot) else { return };
+        let mut closed = None;
+        let mut send_errors = 0;
+        let mut dropped = 0;
+        while let Some(socket) = conn.io.as_mut() {
+            let n = match socket.read(&mut read_buf[..]) {
+                Ok(0) => {
+                    closed = Some("closed by the client");
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = Some("reset");
+                    break;
+                }
+            };
+            let now = now();
+            let (listener, peer) = (conn.listener, conn.peer);
+            let mut relays = Relays { registry, sockets: &mut *relay_sockets, next_generation: &mut *next_generation };
+            let bytes = read_buf.get(..n).unwrap_or_default();
+            let result = conn.stream.receive(bytes, &mut reply_buf[..], &mut |frame, reply| match worker
+                .server
+                .handle_client(now, listener, peer, frame, reply, &mut relays)
+            {
+                Verdict::Forward(t) => {
+                    let relay = match t.via {
+                        Via::Relay(token) => relays.sockets.get(token.0 as usize).and_then(Option::as_ref),
+                        Via::Listener(_) => None,
+                    };
+                    let sent = relay.zip(frame.get(t.range)).map(|(r, b)| r.socket.send_to(b, t.to));
+                    if !matches!(sent, Some(Ok(_))) {
+                        send_errors += 1;
+                    }
+                    None
+                }
+                Verdict::Reply(t) => Some(t.range.end),
+                Verdict::Drop(_) => None,
+            });
+            match result {
+                Ok(d) => dropped += d,
+                Err(e) => {
+                    match e {
+                        StreamError::Framing => self.stream_counters.closed_framing += 1,
+                        StreamError::Tls(_) => self.stream_counters.closed_tls += 1,
+                        StreamError::Closed => {}
+                    }
+                    tracing::info!(client = %peer, error = %e, "closing a connection");
+                    closed = Some("protocol error");
+                    break;
+                }
+            }
+        }
+        self.send_errors += send_errors;
+        self.stream_counters.dropped_backlog += dropped;
+        // Flush replies (and a TLS alert) before a close.
+        self.dirty.push(slot);
+        self.flush_conns();
+        if let Some(why) = closed {
+            self.close(slot, why);
+        }
+    }
+
+    /// Writes what connections have queued, until their sockets are full
+    /// (a writable event brings them back).
+    fn flush_conns(&mut self) {
+        while let Some(slot) = self.dirty.pop() {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            let Some(socket) = conn.io.as_mut() else { continue };
+            if let Err(e) = conn.stream.flush_to(socket) {
+                tracing::debug!(client = %conn.peer, error = %e, "connection write failed");
+                self.close(slot, "write failed");
+            }
+        }
+    }
+
+    /// Closes a connection and deletes its allocation.
+    fn close(&mut self, slot: usize, why: &str) {
+        let Some(mut conn) = self.conns.remove(slot) else { return };
+        if let Some(socket) = conn.io.as_mut() {
+            let _ = self.registry.deregister(socket);
+        }
+        self.worker.limits.release(conn.peer.ip());
+        let mut relays =
+            Relays { registry: &self.registry, sockets: &mut self.relays, next_generation: &mut self.next_generation };
+        self.worker.server.client_closed(conn.listener, conn.peer, &mut relays);
+        tracing::debug!(client = %conn.peer, why, "connection closed");
     }
 
     fn drain_listener(&mut self, index: usize) {
@@ -187,8 +391,14 @@ impl Loop {
                     break;
                 };
                 let packet = buf.get(..m.len).unwrap_or_default();
-                let verdict =
-                    self.worker.server.handle_client(now, ListenerId(listener_id), m.from, packet, reply, &mut relays);
+                let verdict = self.worker.server.handle_client(
+                    now,
+                    ListenerId::udp(listener_id),
+                    m.from,
+                    packet,
+                    reply,
+                    &mut relays,
+                );
                 queue(&mut self.pending, relays.sockets, verdict, k);
             }
             self.flush();
@@ -251,8 +461,30 @@ impl Loop {
                 .position(|p| (p.via, p.generation) != key)
                 .map_or(self.pending.len(), |n| start + n);
             let group = self.pending.get(start..end).unwrap_or_default();
+            if let Via::Listener(l) = key.0
+                && l.transport == ip2p_wire::Transport::Stream
+            {
+                for p in group {
+                    let bytes = match p.source {
+                        Source::Received(k) => self.rx.bufs.get(k).and_then(|b| b.get(p.range.clone())),
+                        Source::Reply(k) => self.rx.replies.get(k).and_then(|b| b.get(p.range.clone())),
+                    };
+                    match self.conns.find(l, p.to) {
+                        Some((slot, conn)) => {
+                            if conn.stream.send(bytes.unwrap_or_default()) {
+                                self.dirty.push(slot);
+                            } else {
+                                self.stream_counters.dropped_backlog += 1;
+                            }
+                        }
+                        None => self.send_errors += 1,
+                    }
+                }
+                start = end;
+                continue;
+            }
             let socket = match key.0 {
-                Via::Listener(l) => self.listeners.get(usize::from(l.0)),
+                Via::Listener(l) => self.listeners.get(usize::from(l.index)),
                 // Only the socket the send was queued for, not a successor.
                 Via::Relay(t) => self
                     .relays

@@ -9,10 +9,11 @@
 pub(crate) mod batch;
 pub(crate) mod epoll;
 pub(crate) mod socket;
+pub(crate) mod stream;
 pub(crate) mod uring;
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -46,6 +47,27 @@ pub struct WorkerStats {
     /// Times io_uring ran out of provided receive buffers (receives are
     /// re-armed when buffers come back; datagrams may be lost meanwhile).
     pub out_of_buffers: u64,
+    /// TCP and TLS connections.
+    pub streams: StreamCounters,
+}
+
+/// What happened to TCP and TLS connections on a worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    /// Open now.
+    pub open: u64,
+    /// Accepted.
+    pub accepted: u64,
+    /// Refused at accept: a connection limit was reached.
+    pub refused: u64,
+    /// Closed for bytes that are neither STUN nor ChannelData.
+    pub closed_framing: u64,
+    /// Closed for a TLS error.
+    pub closed_tls: u64,
+    /// Closed for staying without an allocation (or handshake) too long.
+    pub closed_idle: u64,
+    /// Frames to a client dropped because its send backlog was full.
+    pub dropped_backlog: u64,
 }
 
 /// Everything a worker owns.
@@ -53,9 +75,13 @@ pub struct WorkerStats {
 pub(crate) struct Worker {
     pub(crate) id: usize,
     pub(crate) server: Server,
-    /// This worker's SO_REUSEPORT socket for each listen address, indexed
-    /// by [`crate::proto::ListenerId`].
+    /// This worker's SO_REUSEPORT UDP socket for each listen address,
+    /// indexed by [`crate::proto::ListenerId::udp`].
     pub(crate) listeners: Vec<UdpSocket>,
+    /// Its TCP and TLS listeners, indexed by [`crate::proto::ListenerId::stream`].
+    pub(crate) streams: Vec<StreamListener>,
+    /// The node's connection limits.
+    pub(crate) limits: Arc<stream::ConnLimits>,
     pub(crate) commands: Receiver<Command>,
     /// Written by the node after queueing a command.
     pub(crate) wake: Arc<EventFd>,
@@ -65,12 +91,20 @@ pub(crate) struct Worker {
     pub(crate) io_uring_buffers: u16,
 }
 
+/// A TCP listener, serving TLS when it has a TLS configuration.
+#[derive(Debug)]
+pub(crate) struct StreamListener {
+    pub(crate) socket: TcpListener,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Counters only a datapath sees.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct DatapathCounters {
     pub(crate) send_errors: u64,
     pub(crate) truncated: u64,
     pub(crate) out_of_buffers: u64,
+    pub(crate) streams: StreamCounters,
 }
 
 impl Worker {
@@ -103,6 +137,7 @@ impl Worker {
             send_errors: c.send_errors,
             truncated: c.truncated,
             out_of_buffers: c.out_of_buffers,
+            streams: c.streams,
         }
     }
 }

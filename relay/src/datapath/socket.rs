@@ -1,7 +1,7 @@
-//! UDP sockets as the relay needs them.
+//! Sockets as the relay needs them.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -47,11 +47,27 @@ fn set_dont_fragment(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// Binds one socket per worker on each listen address, all sharing the
-/// port; a port of 0 is chosen by the kernel for the first worker and
-/// reused by the others. Returns `sockets[worker][listener]`.
-pub(crate) fn bind_listeners(listen: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec<UdpSocket>>> {
-    let mut by_worker: Vec<Vec<UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+/// A worker's listening sockets.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerSockets {
+    /// UDP, one per listen address.
+    pub(crate) udp: Vec<UdpSocket>,
+    /// TCP on each listen address (same port as its UDP socket), then TLS
+    /// on each TLS address.
+    pub(crate) streams: Vec<TcpListener>,
+}
+
+/// Binds one socket per worker on each address, all sharing the port
+/// (SO_REUSEPORT: the kernel spreads datagrams and connections over the
+/// workers); a port of 0 is chosen by the kernel for the first and reused
+/// by the others. Every listen address serves UDP and TCP on the same port,
+/// every TLS address TCP. Returns each worker's sockets.
+pub(crate) fn bind_listeners(
+    listen: &[SocketAddr],
+    tls: &[SocketAddr],
+    workers: usize,
+) -> io::Result<Vec<WorkerSockets>> {
+    let mut by_worker: Vec<WorkerSockets> = (0..workers).map(|_| WorkerSockets::default()).collect();
     for addr in listen {
         let first = bind_udp(*addr, true, false).map_err(|e| context(e, *addr))?;
         let actual = first.local_addr()?;
@@ -60,10 +76,37 @@ pub(crate) fn bind_listeners(listen: &[SocketAddr], workers: usize) -> io::Resul
             sockets.push(bind_udp(actual, true, false).map_err(|e| context(e, actual))?);
         }
         for (worker, socket) in by_worker.iter_mut().zip(sockets) {
-            worker.push(socket);
+            worker.udp.push(socket);
+        }
+    }
+    let udp_ports: Vec<SocketAddr> =
+        by_worker.first().map(|w| w.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
+    for addr in udp_ports.iter().chain(tls) {
+        let first = bind_tcp(*addr).map_err(|e| context(e, *addr))?;
+        let actual = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(bind_tcp(actual).map_err(|e| context(e, actual))?);
+        }
+        for (worker, socket) in by_worker.iter_mut().zip(sockets) {
+            worker.streams.push(socket);
         }
     }
     Ok(by_worker)
+}
+
+/// A non-blocking TCP listener on `addr`, one of a SO_REUSEPORT group.
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 fn context(e: io::Error, addr: SocketAddr) -> io::Error {

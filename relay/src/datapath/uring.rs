@@ -4,6 +4,12 @@
 //! that point into the receive buffer, submitted together with the next
 //! wait. A buffer goes back to the ring when its send completes.
 //!
+//! TCP and TLS: a multishot accept on each stream listener, a multishot
+//! receive into the same provided buffers on each connection (a buffer goes
+//! back as soon as its frames are handled: what they send to peers leaves
+//! at once with `sendto`), and at most one send in flight per connection,
+//! of the bytes its bounded queue holds.
+//!
 //! Where io_uring cannot run (Docker's default seccomp profile,
 //! `kernel.io_uring_disabled`, gVisor, old kernels) [`probe`] says why and
 //! the node uses epoll.
@@ -12,17 +18,18 @@
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use socket2::SockAddr;
 
 use super::socket::bind_udp;
-use super::{DatapathCounters, Worker, now};
+use super::stream::{Conn, Conns, Stream, StreamError};
+use super::{DatapathCounters, StreamCounters, Worker, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
 
 /// Submission queue entries.
@@ -54,6 +61,9 @@ enum Op {
     Send = 3,
     Wake = 4,
     Cancel = 5,
+    Accept = 6,
+    RecvConn = 7,
+    SendConn = 8,
 }
 
 fn user_data(op: Op, generation: u32, index: u32) -> u64 {
@@ -67,6 +77,9 @@ fn decode(user_data: u64) -> (Option<Op>, u32, u32) {
         3 => Some(Op::Send),
         4 => Some(Op::Wake),
         5 => Some(Op::Cancel),
+        6 => Some(Op::Accept),
+        7 => Some(Op::RecvConn),
+        8 => Some(Op::SendConn),
         _ => None,
     };
     let generation = ((user_data >> 32) & 0x00FF_FFFF) as u32;
@@ -93,6 +106,8 @@ fn probe_here() -> io::Result<()> {
         (opcode::Send::CODE, "send"),
         (opcode::AsyncCancel::CODE, "async cancel"),
         (opcode::PollAdd::CODE, "poll"),
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::RecvMulti::CODE, "recv"),
     ] {
         if !probe.is_supported(code) {
             return Err(io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {name}")));
@@ -224,8 +239,19 @@ struct SendSlot {
 }
 
 struct RelaySocket {
-    _fd: OwnedFd,
+    socket: UdpSocket,
     generation: u32,
+}
+
+/// A connection's socket and operations in flight.
+#[derive(Debug)]
+struct ConnIo {
+    socket: TcpStream,
+    generation: u32,
+    /// A multishot receive is armed.
+    receiving: bool,
+    /// A send of the stream's `next_write` bytes is in flight.
+    sending: bool,
 }
 
 /// The worker's sockets and the ring, lent to the core to open and close
@@ -283,7 +309,7 @@ impl Sockets for Io {
             self.relays.resize_with(index + 1, || None);
         }
         if let Some(slot) = self.relays.get_mut(index) {
-            *slot = Some(RelaySocket { _fd: OwnedFd::from(socket), generation });
+            *slot = Some(RelaySocket { socket, generation });
         }
         if !self.arm_recv(fixed, user_data(Op::RecvRelay, generation, token.0)) {
             if let Some(slot) = self.relays.get_mut(index) {
@@ -315,6 +341,14 @@ struct Loop {
     bufs: BufRing,
     worker: Worker,
     _listeners: Vec<UdpSocket>,
+    streams: Vec<(TcpListener, Option<std::sync::Arc<rustls::ServerConfig>>)>,
+    conns: Conns<ConnIo>,
+    next_conn_generation: u32,
+    stream_counters: StreamCounters,
+    /// Connections with bytes to write.
+    dirty: Vec<usize>,
+    stream_reply: Box<[u8]>,
+    next_sweep: std::time::Instant,
     sends: Vec<Option<SendSlot>>,
     free_sends: Vec<usize>,
     replies: Vec<Box<[u8]>>,
@@ -337,6 +371,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     let fixed_files = fixed_file_slots();
     ring.submitter().register_files_sparse(fixed_files)?;
     let listeners: Vec<UdpSocket> = std::mem::take(&mut worker.listeners);
+    let streams = worker.streams.drain(..).map(|l| (l.socket, l.tls)).collect();
     let fds: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
     ring.submitter().register_files_update(0, &fds)?;
     // SAFETY: an all-zero msghdr is valid (no iovecs, no name).
@@ -348,6 +383,13 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         bufs,
         worker,
         _listeners: listeners,
+        streams,
+        conns: Conns::default(),
+        next_conn_generation: 0,
+        stream_counters: StreamCounters::default(),
+        dirty: Vec::new(),
+        stream_reply: vec![0u8; REPLY_BUFFER].into_boxed_slice(),
+        next_sweep: now() + SWEEP,
         sends: (0..capacity).map(|_| None).collect(),
         free_sends: (0..capacity).rev().collect(),
         replies: (0..REPLIES).map(|_| vec![0u8; REPLY_BUFFER].into_boxed_slice()).collect(),
@@ -365,12 +407,26 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
             return Err(io::Error::other("cannot queue the listeners' receives"));
         }
     }
+    for i in 0..l.streams.len() {
+        if !l.arm_accept(i) {
+            return Err(io::Error::other("cannot queue the stream listeners' accepts"));
+        }
+    }
     l.arm_wake();
     l.worker.report_ready();
     loop {
-        let timeout = l.worker.server.poll_timeout().map(|at| at.saturating_duration_since(now()));
+        let mut deadline = l.worker.server.poll_timeout();
+        if l.conns.len() > 0 {
+            deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
+        }
+        let timeout = deadline.map(|at| at.saturating_duration_since(now()));
         l.wait(timeout)?;
-        l.worker.server.handle_timeout(now(), &mut l.io);
+        let now = now();
+        l.worker.server.handle_timeout(now, &mut l.io);
+        if now >= l.next_sweep {
+            l.next_sweep = now + SWEEP;
+            l.sweep(now);
+        }
         l.completions.clear();
         l.completions.extend(l.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
         let completions = std::mem::take(&mut l.completions);
@@ -380,10 +436,14 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
             }
         }
         l.completions = completions;
+        l.write_conns();
         l.bufs.publish();
         l.rearm_receives();
     }
 }
+
+/// How often connections are checked for their deadlines.
+const SWEEP: Duration = Duration::from_secs(1);
 
 impl Loop {
     fn arm_wake(&mut self) {
@@ -449,8 +509,17 @@ impl Loop {
                     send_errors: self.send_errors + self.replies_exhausted,
                     truncated: self.truncated,
                     out_of_buffers: self.out_of_buffers,
+                    streams: StreamCounters { open: self.conns.len() as u64, ..self.stream_counters },
                 });
             }
+            Some(Op::Accept) => {
+                if !cqueue::more(flags) {
+                    self.rearm.push(data);
+                }
+                self.accepted(index as usize, result);
+            }
+            Some(Op::RecvConn) => self.conn_received(index as usize, generation, buffer, result, flags),
+            Some(Op::SendConn) => self.conn_sent(index as usize, generation, result),
             Some(Op::Cancel) | None => {
                 if let Some(bid) = buffer {
                     self.bufs.provide(bid);
@@ -519,7 +588,7 @@ impl Loop {
                 Some(r) => &mut r[..],
                 None => &mut scratch[..],
             };
-            self.worker.server.handle_client(now(), ListenerId(listener), from, packet, reply, &mut self.io)
+            self.worker.server.handle_client(now(), ListenerId::udp(listener), from, packet, reply, &mut self.io)
         };
         match verdict {
             Verdict::Forward(t) => {
@@ -555,8 +624,28 @@ impl Loop {
 
     /// Queues a send of `range` of the held buffer to `to` from `via`.
     fn send(&mut self, via: Via, to: SocketAddr, hold: Hold, range: std::ops::Range<usize>) {
+        if let Via::Listener(l) = via
+            && l.transport == ip2p_wire::Transport::Stream
+        {
+            // To a connection: into its queue, and the buffer comes back.
+            let bytes = match hold {
+                Hold::Buffer(bid) => self.bufs.buffer(bid).get(range),
+                Hold::Reply(r) => self.replies.get(r).and_then(|b| b.get(range)),
+            };
+            match self.conns.find(l, to) {
+                Some((slot, conn)) => {
+                    if conn.stream.send(bytes.unwrap_or_default()) {
+                        self.dirty.push(slot);
+                    } else {
+                        self.stream_counters.dropped_backlog += 1;
+                    }
+                }
+                None => self.send_errors += 1,
+            }
+            return self.release(hold);
+        }
         let fixed = match via {
-            Via::Listener(l) => Some(u32::from(l.0)),
+            Via::Listener(l) => Some(u32::from(l.index)),
             Via::Relay(t) => self.io.relays.get(t.0 as usize).and_then(Option::as_ref).and(self.io.relay_fixed(t)),
         };
         let (Some(fixed), Some(slot)) = (fixed, self.free_sends.pop()) else {
@@ -604,6 +693,222 @@ impl Loop {
         }
     }
 
+    fn arm_accept(&mut self, index: usize) -> bool {
+        let Some((listener, _)) = self.streams.get(index) else { return false };
+        let fd = listener.as_raw_fd();
+        let data = user_data(Op::Accept, 0, u32::try_from(index).unwrap_or(u32::MAX));
+        self.io.push(&opcode::AcceptMulti::new(Fd(fd)).build().user_data(data))
+    }
+
+    /// A connection came in on stream listener `index` (`result` is its fd).
+    fn accepted(&mut self, index: usize, result: i32) {
+        if result < 0 {
+            // EMFILE and the like: the connection waits in the backlog.
+            tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed");
+            return;
+        }
+        // SAFETY: a successful accept's result is a new fd that nothing
+        // else owns.
+        let socket = unsafe { TcpStream::from_raw_fd(result) };
+        let (Ok(listener), Some((_, tls)), Ok(peer)) =
+            (u16::try_from(index).map(ListenerId::stream), self.streams.get(index), socket.peer_addr())
+        else {
+            return;
+        };
+        let limits = &self.worker.limits;
+        if !limits.admit(peer.ip()) {
+            self.stream_counters.refused += 1;
+            return;
+        }
+        let framing = match tls {
+            Some(config) => Stream::tls(config.clone(), limits.send_buffer),
+            None => Ok(Stream::new(limits.send_buffer)),
+        };
+        let wait = if tls.is_some() { limits.handshake } else { limits.idle };
+        let Ok(framing) = framing else {
+            return limits.release(peer.ip());
+        };
+        let _ = socket.set_nodelay(true);
+        self.next_conn_generation = self.next_conn_generation.wrapping_add(1) & 0x00FF_FFFF;
+        let generation = self.next_conn_generation;
+        let io = ConnIo { socket, generation, receiving: false, sending: false };
+        let conn = Conn { listener, peer, stream: framing, io, deadline: now() + wait, closing: false };
+        let slot = self.conns.insert(conn);
+        self.stream_counters.accepted += 1;
+        if !self.arm_conn(slot) {
+            self.close(slot, "cannot queue its receive");
+        }
+    }
+
+    fn arm_conn(&mut self, slot: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(slot) else { return false };
+        let data = user_data(Op::RecvConn, conn.io.generation, u32::try_from(slot).unwrap_or(u32::MAX));
+        let entry = opcode::RecvMulti::new(Fd(conn.io.socket.as_raw_fd()), BGID).build().user_data(data);
+        conn.io.receiving = self.io.push(&entry);
+        conn.io.receiving
+    }
+
+    /// A connection's receive completed: hand its frames to the core, then
+    /// give the buffer back (nothing sent holds it).
+    fn conn_received(&mut self, slot: usize, generation: u32, buffer: Option<u16>, result: i32, flags: u32) {
+        let live = self.conns.get_mut(slot).filter(|c| c.io.generation == generation);
+        let Some(conn) = live else {
+            if let Some(bid) = buffer {
+                self.bufs.provide(bid);
+            }
+            return;
+        };
+        if !cqueue::more(flags) {
+            conn.io.receiving = false;
+        }
+        if conn.closing {
+            if let Some(bid) = buffer {
+                self.bufs.provide(bid);
+            }
+            return self.finish_close(slot);
+        }
+        let mut closed = None;
+        match (buffer, result) {
+            (Some(bid), 1..) => {
+                closed = self.conn_bytes(slot, bid, usize::try_from(result).unwrap_or(0));
+                self.bufs.provide(bid);
+            }
+            (_, 0) => closed = Some("closed by the client"),
+            (_, e) if e == -libc::ENOBUFS => self.out_of_buffers += 1,
+            (_, _) => closed = Some("reset"),
+        }
+        if let Some(b) = buffer
+            && result <= 0
+        {
+            self.bufs.provide(b);
+        }
+        self.dirty.push(slot);
+        if let Some(why) = closed {
+            self.write_conns();
+            return self.close(slot, why);
+        }
+        let receiving = self.conns.get_mut(slot).is_some_and(|c| c.io.receiving);
+        if !receiving {
+            self.rearm.push(user_data(Op::RecvConn, generation, u32::try_from(slot).unwrap_or(u32::MAX)));
+        }
+    }
+
+    /// Frames what connection `slot` sent in buffer `bid`; `Some` if it
+    /// must close.
+    fn conn_bytes(&mut self, slot: usize, bid: u16, len: usize) -> Option<&'static str> {
+        let Self { io, bufs, worker, conns, stream_reply, .. } = self;
+        let conn = conns.get_mut(slot)?;
+        let (listener, peer) = (conn.listener, conn.peer);
+        let bytes = bufs.buffer(bid).get(..len).unwrap_or_default();
+        let now = now();
+        let mut send_errors = 0;
+        let result = conn.stream.receive(bytes, stream_reply, &mut |frame, reply| match worker
+            .server
+            .handle_client(now, listener, peer, frame, reply, io)
+        {
+            Verdict::Forward(t) => {
+                let relay = match t.via {
+                    Via::Relay(token) => io.relays.get(token.0 as usize).and_then(Option::as_ref),
+                    Via::Listener(_) => None,
+                };
+                let sent = relay.zip(frame.get(t.range)).map(|(r, b)| r.socket.send_to(b, t.to));
+                if !matches!(sent, Some(Ok(_))) {
+                    send_errors += 1;
+                }
+                None
+            }
+            Verdict::Reply(t) => Some(t.range.end),
+            Verdict::Drop(_) => None,
+        });
+        self.send_errors += send_errors;
+        match result {
+            Ok(dropped) => {
+                self.stream_counters.dropped_backlog += dropped;
+                None
+            }
+            Err(e) => {
+                match e {
+                    StreamError::Framing => self.stream_counters.closed_framing += 1,
+                    StreamError::Tls(_) => self.stream_counters.closed_tls += 1,
+                    StreamError::Closed => {}
+                }
+                tracing::info!(client = %peer, error = %e, "closing a connection");
+                Some("protocol error")
+            }
+        }
+    }
+
+    fn conn_sent(&mut self, slot: usize, generation: u32, result: i32) {
+        let Some(conn) = self.conns.get_mut(slot).filter(|c| c.io.generation == generation) else { return };
+        conn.io.sending = false;
+        if conn.closing {
+            return self.finish_close(slot);
+        }
+        match usize::try_from(result) {
+            Ok(n) if n > 0 => {
+                conn.stream.wrote(n);
+                self.dirty.push(slot);
+            }
+            _ => self.close(slot, "write failed"),
+        }
+    }
+
+    /// Starts a send on each connection with bytes queued and none in flight.
+    fn write_conns(&mut self) {
+        while let Some(slot) = self.dirty.pop() {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            if conn.io.sending || conn.closing {
+                continue;
+            }
+            let fd = conn.io.socket.as_raw_fd();
+            let data = user_data(Op::SendConn, conn.io.generation, u32::try_from(slot).unwrap_or(u32::MAX));
+            let Some(bytes) = conn.stream.next_write() else { continue };
+            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            // The bytes stay put until the completion: see `Stream::next_write`.
+            let entry =
+                opcode::Send::new(Fd(fd), bytes.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build().user_data(data);
+            if self.io.push(&entry) {
+                conn.io.sending = true;
+            }
+        }
+    }
+
+    /// Closes connections past their deadline: a TLS handshake that takes
+    /// too long, or no allocation for too long.
+    fn sweep(&mut self, now: std::time::Instant) {
+        for slot in self.conns.overdue(now) {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            if !conn.stream.handshaking() && self.worker.server.has_allocation(conn.listener, conn.peer) {
+                conn.deadline = now + self.worker.limits.idle;
+                continue;
+            }
+            self.stream_counters.closed_idle += 1;
+            self.close(slot, "idle");
+        }
+    }
+
+    /// Closes a connection: its allocation goes, its socket is shut down,
+    /// and its slot is freed once no operation of it is in flight.
+    fn close(&mut self, slot: usize, why: &str) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.closing {
+            return;
+        }
+        let (listener, peer) = (conn.listener, conn.peer);
+        let _ = conn.io.socket.shutdown(std::net::Shutdown::Both);
+        self.conns.detach(slot);
+        self.worker.limits.release(peer.ip());
+        self.worker.server.client_closed(listener, peer, &mut self.io);
+        tracing::debug!(client = %peer, why, "connection closed");
+        self.finish_close(slot);
+    }
+
+    fn finish_close(&mut self, slot: usize) {
+        if self.conns.get_mut(slot).is_some_and(|c| c.closing && !c.io.receiving && !c.io.sending) {
+            self.conns.remove(slot);
+        }
+    }
+
     /// Re-arms receives whose multishot ended, once buffers are available
     /// again (an ENOBUFS end with none would fail at once).
     fn rearm_receives(&mut self) {
@@ -612,9 +917,26 @@ impl Loop {
         }
         for data in std::mem::take(&mut self.rearm) {
             let (op, generation, index) = decode(data);
-            if op == Some(Op::Wake) {
-                self.arm_wake();
-                continue;
+            match op {
+                Some(Op::Wake) => {
+                    self.arm_wake();
+                    continue;
+                }
+                Some(Op::Accept) => {
+                    if !self.arm_accept(index as usize) {
+                        self.rearm.push(data);
+                    }
+                    continue;
+                }
+                Some(Op::RecvConn) => {
+                    let slot = index as usize;
+                    let live = self.conns.get_mut(slot).filter(|c| c.io.generation == generation && !c.closing);
+                    if live.is_some_and(|c| !c.io.receiving) && !self.arm_conn(slot) {
+                        self.rearm.push(data);
+                    }
+                    continue;
+                }
+                _ => {}
             }
             let fixed = match op {
                 Some(Op::RecvListener) => Some(index),

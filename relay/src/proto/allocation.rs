@@ -200,7 +200,7 @@ mod tests {
     fn alloc(now: Instant) -> Allocation {
         let relay = Relay { bound: "127.0.0.1:50000".parse().unwrap(), advertised: "127.0.0.1:50000".parse().unwrap() };
         Allocation::new(
-            ListenerId(0),
+            ListenerId::udp(0),
             "127.0.0.1:4000".parse().unwrap(),
             [Some(relay), None],
             "u".into(),

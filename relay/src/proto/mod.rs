@@ -51,11 +51,31 @@ pub const PEER_TAILROOM: usize = 3;
 /// this server writes fits.
 pub const REPLY_BUFFER: usize = 1024;
 
-/// Which of the worker's listening sockets a packet came in on. With the
-/// client's address it names the 5-tuple (one listener per local address
-/// and transport).
+/// Which of the worker's listeners a packet came in on. With the client's
+/// address it names the 5-tuple (one listener per local address and
+/// transport; on a stream listener the client's address names its
+/// connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ListenerId(pub u16);
+pub struct ListenerId {
+    /// The datapath's index of the listener.
+    pub index: u16,
+    /// UDP, or TCP and TLS (which change how ChannelData is padded).
+    pub transport: Transport,
+}
+
+impl ListenerId {
+    /// UDP listener `index`.
+    #[must_use]
+    pub const fn udp(index: u16) -> Self {
+        Self { index, transport: Transport::Datagram }
+    }
+
+    /// TCP or TLS listener `index`.
+    #[must_use]
+    pub const fn stream(index: u16) -> Self {
+        Self { index, transport: Transport::Stream }
+    }
+}
 
 /// Names one relay socket: the allocation's slot and the address family.
 /// The core chooses it when it opens the socket; the datapath hands it back
@@ -468,7 +488,7 @@ impl Server {
         }
         let (listener, client) = (alloc.listener, alloc.client);
         let framed = match alloc.channel_to(from, now) {
-            Some(channel) => frame_channel_data(buf, data, channel.number, Transport::Datagram),
+            Some(channel) => frame_channel_data(buf, data, channel.number, listener.transport),
             None => {
                 let tid = TransactionId(self.rng.random());
                 frame_indication(buf, data, Method::DATA, from, tid)
@@ -478,6 +498,21 @@ impl Server {
             Ok(range) => Verdict::Forward(Transmit { via: Via::Listener(listener), to: client, range }),
             // Only a datapath that broke the headroom contract gets here.
             Err(_) => Verdict::Drop(DropReason::Ignored),
+        }
+    }
+
+    /// Whether the client on this 5-tuple has an allocation.
+    #[must_use]
+    pub fn has_allocation(&self, listener: ListenerId, from: SocketAddr) -> bool {
+        self.by_client.contains_key(&(listener, from))
+    }
+
+    /// The stream connection `from` on `listener` closed: its allocation,
+    /// if any, goes with it (RFC 8656 §3.1: the allocation is tied to the
+    /// 5-tuple, and a TCP 5-tuple ends with its connection).
+    pub fn client_closed(&mut self, listener: ListenerId, from: SocketAddr, sockets: &mut impl Sockets) {
+        if let Some(&slot) = self.by_client.get(&(listener, from)) {
+            self.remove(slot, sockets, "connection closed");
         }
     }
 

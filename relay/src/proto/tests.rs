@@ -78,6 +78,8 @@ fn config() -> Config {
 
 struct Harness {
     server: Server,
+    /// The listener clients use: UDP unless a test says otherwise.
+    listener: ListenerId,
     sockets: FakeSockets,
     now: Instant,
     reply: Vec<u8>,
@@ -136,6 +138,7 @@ impl Harness {
         let now = t0();
         Self {
             server: Server::new(Arc::new(config), Arc::new(Shared::new(quotas)), now, UNIX0, 42),
+            listener: ListenerId::udp(0),
             sockets: FakeSockets::default(),
             now,
             reply: vec![0; REPLY_BUFFER],
@@ -154,14 +157,14 @@ impl Harness {
     }
 
     fn send(&mut self, from: &str, packet: &[u8]) -> Verdict {
-        self.server.handle_client(self.now, ListenerId(0), addr(from), packet, &mut self.reply, &mut self.sockets)
+        self.server.handle_client(self.now, self.listener, addr(from), packet, &mut self.reply, &mut self.sockets)
     }
 
     /// Sends a request and returns the response.
     fn exchange(&mut self, from: &str, packet: &[u8]) -> Response {
         match self.send(from, packet) {
             Verdict::Reply(t) => {
-                assert_eq!((t.via, t.to), (Via::Listener(ListenerId(0)), addr(from)));
+                assert_eq!((t.via, t.to), (Via::Listener(self.listener), addr(from)));
                 Response(self.reply[t.range].to_vec())
             }
             other => panic!("expected a reply, got {other:?}"),
@@ -587,7 +590,7 @@ fn permissions_gate_peer_traffic_both_ways() {
     // A peer datagram (any port of the permitted IP) becomes a Data indication.
     let (v, buf) = h.peer_sends(token, "127.0.0.1:7777", b"world!");
     let Verdict::Forward(t) = v else { panic!("{v:?}") };
-    assert_eq!((t.via, t.to), (Via::Listener(ListenerId(0)), addr(CLIENT)));
+    assert_eq!((t.via, t.to), (Via::Listener(ListenerId::udp(0)), addr(CLIENT)));
     let m = Message::parse(&buf[t.range]).unwrap();
     assert_eq!(m.message_type(), MessageType::new(Method::DATA, Class::Indication));
     assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(addr("127.0.0.1:7777"))));
@@ -656,6 +659,35 @@ fn channels_bind_and_carry_data_both_ways() {
     assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::NoChannel), "channel expired at 600 s");
     // Once expired, the number can go to another peer.
     assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, "127.0.0.1:7001"), &c).class(), Class::Success);
+}
+
+#[test]
+fn stream_clients_get_padded_channel_data_and_lose_the_allocation_with_the_connection() {
+    let mut h = Harness::new();
+    h.listener = ListenerId::stream(3);
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let token = h.only_token();
+    let bind = [Attribute::ChannelNumber(ChannelNumber(0x4000)), peer_attr(PEER)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind, &c).class(), Class::Success);
+    // Client → peer: padded ChannelData from a stream; the padding stays behind.
+    let mut cd = [0u8; 16];
+    let len = write_channel_data(&mut cd, 0x4000, b"pin", Transport::Stream).unwrap();
+    assert_eq!(len, 8);
+    let Verdict::Forward(t) = h.send(CLIENT, &cd[..len]) else { panic!() };
+    assert_eq!(&cd[t.range], b"pin");
+    // Peer → client: padded to 4 bytes (RFC 8656 §12.5), on the stream listener.
+    let (v, buf) = h.peer_sends(token, PEER, b"pon");
+    let Verdict::Forward(t) = v else { panic!() };
+    assert_eq!((t.via, t.to, t.range.len()), (Via::Listener(ListenerId::stream(3)), addr(CLIENT), 8));
+    assert_eq!(ChannelData::parse(&buf[t.range]).unwrap().data(), b"pon");
+    // The connection closes: the allocation and its relay socket go.
+    assert!(h.server.has_allocation(ListenerId::stream(3), addr(CLIENT)));
+    h.server.client_closed(ListenerId::udp(3), addr(CLIENT), &mut h.sockets);
+    assert_eq!(h.server.allocations(), 1, "another listener's 5-tuple is another client");
+    h.server.client_closed(ListenerId::stream(3), addr(CLIENT), &mut h.sockets);
+    assert_eq!(h.server.allocations(), 0);
+    assert!(h.sockets.open.is_empty());
 }
 
 #[test]

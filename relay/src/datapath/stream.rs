@@ -1,0 +1,537 @@
+//! TURN over TCP and TLS, apart from how the bytes move (RFC 8656 §3.1,
+//! §12.5; RFC 8489 §6.2.2).
+//!
+//! A [`Stream`] cuts what a connection receives into STUN messages and
+//! ChannelData frames with the framer of ip2p-wire: a frame is handed on
+//! where it lies in the received bytes, and only a frame split across reads
+//! is copied (TLS decrypts into a buffer of its own first). What it sends
+//! waits in a bounded queue: past [`Stream::new`]'s bound a frame is
+//! dropped and counted, so a slow reader costs its own packets, never
+//! memory without limit or other connections' time.
+//!
+//! [`Conns`] is a worker's table of connections, and [`ConnLimits`] the
+//! node's count of them, checked at accept.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ip2p_wire::framer::{Framed, frame};
+
+use crate::proto::ListenerId;
+
+/// Largest frame: a STUN message of 65,535 + 20 bytes, rounded up.
+const MAX_FRAME: usize = 65_556;
+/// Plaintext read from TLS at a time.
+const TLS_CHUNK: usize = 16 * 1024;
+
+/// Handles one frame of a stream; may write a reply into the scratch
+/// buffer and return its length.
+pub(crate) type OnFrame<'a> = &'a mut dyn FnMut(&[u8], &mut [u8]) -> Option<usize>;
+
+/// Why a connection must close.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    /// Bytes that are neither STUN nor ChannelData: the stream is out of
+    /// sync (RFC 8656 §12.5 gives no way to recover).
+    Framing,
+    /// The TLS layer failed (handshake, bad record, alert).
+    Tls(rustls::Error),
+    /// The client ended its TLS session (close_notify).
+    Closed,
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Framing => f.write_str("bytes that are neither STUN nor ChannelData"),
+            Self::Tls(e) => write!(f, "TLS: {e}"),
+            Self::Closed => f.write_str("TLS session closed by the client"),
+        }
+    }
+}
+
+/// One connection's framing, TLS and send queue.
+pub(crate) struct Stream {
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// The start of a frame split across reads (plaintext).
+    partial: Vec<u8>,
+    /// Plaintext out of TLS, before framing.
+    plain: Vec<u8>,
+    /// Bytes to write after `flushing` (ciphertext on TLS).
+    queued: Vec<u8>,
+    /// Bytes being written, from `flushed` on: left alone while a write
+    /// of them may be in flight.
+    flushing: Vec<u8>,
+    flushed: usize,
+    /// Most unsent bytes held.
+    limit: usize,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("tls", &self.tls.is_some())
+            .field("partial", &self.partial.len())
+            .field("backlog", &self.backlog())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    /// A plain TCP stream holding at most `limit` unsent bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            tls: None,
+            partial: Vec::new(),
+            plain: Vec::new(),
+            queued: Vec::new(),
+            flushing: Vec::new(),
+            flushed: 0,
+            limit,
+        }
+    }
+
+    /// A TLS stream (server side).
+    pub(crate) fn tls(config: Arc<rustls::ServerConfig>, limit: usize) -> Result<Self, rustls::Error> {
+        let conn = rustls::ServerConnection::new(config)?;
+        Ok(Self { tls: Some(Box::new(conn)), plain: vec![0; TLS_CHUNK], ..Self::new(limit) })
+    }
+
+    /// Whether the TLS handshake is still running.
+    pub(crate) fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    /// Takes bytes read from the socket. `on_frame` gets each whole frame
+    /// and a scratch buffer; the bytes of the scratch buffer it names (a
+    /// reply) are sent back on this stream. Returns the frames the send
+    /// queue had no room for.
+    pub(crate) fn receive(
+        &mut self,
+        bytes: &[u8],
+        reply: &mut [u8],
+        on_frame: OnFrame<'_>,
+    ) -> Result<u64, StreamError> {
+        let mut dropped = 0;
+        let Self { tls, partial, plain, queued, flushing, flushed, limit } = self;
+        let backlog = |q: &Vec<u8>, f: &Vec<u8>, done: usize| q.len() + f.len().saturating_sub(done);
+        let Some(tls) = tls else {
+            deframe(partial, bytes, &mut |frame| {
+                if let Some(n) = on_frame(frame, reply)
+                    && let Some(r) = reply.get(..n)
+                {
+                    if backlog(queued, flushing, *flushed) + r.len() <= *limit {
+                        queued.extend_from_slice(r);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+            })?;
+            return Ok(dropped);
+        };
+        let mut input = bytes;
+        let mut result = Ok(());
+        while !input.is_empty() && result.is_ok() {
+            if let Err(e) = tls.read_tls(&mut input) {
+                tracing::debug!(error = %e, "TLS read");
+                result = Err(StreamError::Framing);
+                break;
+            }
+            if let Err(e) = tls.process_new_packets() {
+                result = Err(StreamError::Tls(e));
+                break;
+            }
+            loop {
+                let n = match tls.reader().read(plain) {
+                    Ok(0) => {
+                        result = Err(StreamError::Closed);
+                        break;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        result = Err(StreamError::Closed);
+                        break;
+                    }
+                };
+                let data = plain.get(..n).unwrap_or_default();
+                let mut replies = Vec::new();
+                let framed = deframe(partial, data, &mut |frame| {
+                    if let Some(n) = on_frame(frame, reply)
+                        && let Some(r) = reply.get(..n)
+                    {
+                        replies.extend_from_slice(r);
+                    }
+                });
+                if !replies.is_empty() {
+                    if backlog(queued, flushing, *flushed) + replies.len() <= *limit {
+                        let _ = tls.writer().write_all(&replies);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                if let Err(e) = framed {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        // Handshake messages, replies, and on failure the alert.
+        while tls.wants_write() {
+            if tls.write_tls(queued).is_err() {
+                break;
+            }
+        }
+        result.map(|()| dropped)
+    }
+
+    /// Queues a frame for the client; `false` (dropped) when the backlog
+    /// is full or TLS is not ready for data yet.
+    pub(crate) fn send(&mut self, frame: &[u8]) -> bool {
+        if self.backlog() + frame.len() > self.limit {
+            return false;
+        }
+        match &mut self.tls {
+            None => self.queued.extend_from_slice(frame),
+            Some(tls) => {
+                if tls.is_handshaking() || tls.writer().write_all(frame).is_err() {
+                    return false;
+                }
+                while tls.wants_write() {
+                    if tls.write_tls(&mut self.queued).is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Unsent bytes.
+    pub(crate) fn backlog(&self) -> usize {
+        self.queued.len() + self.flushing.len().saturating_sub(self.flushed)
+    }
+
+    /// The bytes to write next, if any. They stay where they are until
+    /// [`Self::wrote`] says how many went: a write of them may be in flight.
+    pub(crate) fn next_write(&mut self) -> Option<&[u8]> {
+        if self.flushed >= self.flushing.len() {
+            self.flushing.clear();
+            self.flushed = 0;
+            std::mem::swap(&mut self.flushing, &mut self.queued);
+        }
+        self.flushing.get(self.flushed..).filter(|b| !b.is_empty())
+    }
+
+    /// `n` bytes of [`Self::next_write`] were written.
+    pub(crate) fn wrote(&mut self, n: usize) {
+        self.flushed = (self.flushed + n).min(self.flushing.len());
+    }
+
+    /// Writes what is queued to `w` until it would block.
+    pub(crate) fn flush_to(&mut self, w: &mut impl Write) -> io::Result<()> {
+        while let Some(bytes) = self.next_write() {
+            match w.write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wrote(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hands each whole frame of `partial` followed by `data` to `each`; the
+/// start of a frame left incomplete is kept in `partial`. A frame that
+/// lies whole in `data` is handed on where it is.
+fn deframe(partial: &mut Vec<u8>, mut data: &[u8], each: &mut dyn FnMut(&[u8])) -> Result<(), StreamError> {
+    // First finish the frame a previous read began.
+    while !partial.is_empty() {
+        match frame(partial).map_err(|_| StreamError::Framing)? {
+            Framed::Complete { bytes, .. } => {
+                each(bytes);
+                partial.clear();
+            }
+            Framed::Incomplete { needed } => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                let (head, rest) = data.split_at(needed.min(data.len()));
+                partial.extend_from_slice(head);
+                data = rest;
+            }
+        }
+    }
+    while !data.is_empty() {
+        match frame(data).map_err(|_| StreamError::Framing)? {
+            Framed::Complete { bytes, .. } => {
+                each(bytes);
+                data = data.get(bytes.len()..).unwrap_or_default();
+            }
+            Framed::Incomplete { .. } => {
+                debug_assert!(data.len() < MAX_FRAME);
+                partial.extend_from_slice(data);
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A worker's connection: where it came in, its stream, the datapath's
+/// handle `T` for its socket, and when it must have allocated by.
+#[derive(Debug)]
+pub(crate) struct Conn<T> {
+    pub(crate) listener: ListenerId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) stream: Stream,
+    pub(crate) io: T,
+    /// Closes the connection if it has no allocation at this time (the
+    /// idle limit, or the TLS handshake limit while that runs).
+    pub(crate) deadline: Instant,
+    /// Detached: closing, waiting for its operations in flight.
+    pub(crate) closing: bool,
+}
+
+/// A worker's connections, by slot and by 5-tuple.
+#[derive(Debug)]
+pub(crate) struct Conns<T> {
+    slots: Vec<Option<Conn<T>>>,
+    free: Vec<usize>,
+    by_peer: HashMap<(ListenerId, SocketAddr), usize, foldhash::fast::RandomState>,
+}
+
+impl<T> Default for Conns<T> {
+    fn default() -> Self {
+        Self { slots: Vec::new(), free: Vec::new(), by_peer: HashMap::default() }
+    }
+}
+
+impl<T> Conns<T> {
+    /// Adds a connection; returns its slot.
+    pub(crate) fn insert(&mut self, conn: Conn<T>) -> usize {
+        let key = (conn.listener, conn.peer);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                if let Some(s) = self.slots.get_mut(slot) {
+                    *s = Some(conn);
+                }
+                slot
+            }
+            None => {
+                self.slots.push(Some(conn));
+                self.slots.len() - 1
+            }
+        };
+        self.by_peer.insert(key, slot);
+        slot
+    }
+
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<&mut Conn<T>> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// The connection of a 5-tuple.
+    pub(crate) fn find(&mut self, listener: ListenerId, peer: SocketAddr) -> Option<(usize, &mut Conn<T>)> {
+        let slot = *self.by_peer.get(&(listener, peer))?;
+        Some((slot, self.get_mut(slot)?))
+    }
+
+    /// Takes a connection out of the 5-tuple index while it closes: no
+    /// more packets are queued to it, but its slot stays until [`Self::remove`].
+    pub(crate) fn detach(&mut self, slot: usize) {
+        if let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            let key = (conn.listener, conn.peer);
+            if self.by_peer.get(&key) == Some(&slot) {
+                self.by_peer.remove(&key);
+            }
+            conn.closing = true;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<Conn<T>> {
+        self.detach(slot);
+        let conn = self.slots.get_mut(slot).and_then(Option::take)?;
+        self.free.push(slot);
+        Some(conn)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Slots of the connections past their deadline.
+    pub(crate) fn overdue(&self, now: Instant) -> Vec<usize> {
+        let live = self.slots.iter().enumerate().filter_map(|(i, c)| Some((i, c.as_ref()?)));
+        live.filter(|(_, c)| !c.closing && c.deadline <= now).map(|(i, _)| i).collect()
+    }
+}
+
+/// Connection limits of the node, counted across workers at accept time
+/// (never per packet).
+#[derive(Debug)]
+pub(crate) struct ConnLimits {
+    pub(crate) max_total: usize,
+    pub(crate) max_per_ip: u32,
+    /// How long a connection may stay without an allocation.
+    pub(crate) idle: Duration,
+    /// How long a TLS handshake may take.
+    pub(crate) handshake: Duration,
+    /// Most unsent bytes per connection.
+    pub(crate) send_buffer: usize,
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl ConnLimits {
+    pub(crate) fn new(
+        max_total: usize,
+        max_per_ip: u32,
+        idle: Duration,
+        handshake: Duration,
+        send_buffer: usize,
+    ) -> Self {
+        Self {
+            max_total,
+            max_per_ip,
+            idle,
+            handshake,
+            send_buffer,
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a new connection from `ip`; `false` (and nothing counted)
+    /// when a limit is reached.
+    pub(crate) fn admit(&self, ip: IpAddr) -> bool {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.total.load(Ordering::Relaxed) >= self.max_total {
+            return false;
+        }
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return false;
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Uncounts a closed connection from `ip`.
+    pub(crate) fn release(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+            self.total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ip2p_wire::{Transport, write_channel_data};
+
+    fn channel(n: u16, data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0; data.len() + 8];
+        let len = write_channel_data(&mut out, n, data, Transport::Stream).unwrap();
+        out.truncate(len);
+        out
+    }
+
+    fn frames_of(stream: &mut Stream, reads: &[&[u8]]) -> Result<Vec<Vec<u8>>, StreamError> {
+        let mut got = Vec::new();
+        let mut reply = [0u8; 64];
+        for r in reads {
+            stream.receive(r, &mut reply, &mut |f, _| {
+                got.push(f.to_vec());
+                None
+            })?;
+        }
+        Ok(got)
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole() {
+        let a = channel(0x4000, b"hello");
+        let b = channel(0x4001, &[7; 300]);
+        let all = [a.clone(), b.clone()].concat();
+        for cut in 0..all.len() {
+            for cut2 in cut..all.len() {
+                let mut s = Stream::new(1 << 16);
+                let got = frames_of(&mut s, &[&all[..cut], &all[cut..cut2], &all[cut2..]]).expect("valid stream");
+                assert_eq!(got, vec![a.clone(), b.clone()], "cuts at {cut} and {cut2}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let mut s = Stream::new(1 << 16);
+        // A TLS ClientHello on a plain TCP port: no STUN magic cookie.
+        let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+        assert!(matches!(frames_of(&mut s, &[&hello]), Err(StreamError::Framing)));
+        let mut s = Stream::new(1 << 16);
+        assert!(matches!(frames_of(&mut s, &[&[0xFF; 4]]), Err(StreamError::Framing)));
+        let mut s = Stream::new(1 << 16);
+        let mut bad = channel(0x4000, b"ok");
+        bad.extend_from_slice(&[0xFF; 8]);
+        assert!(matches!(frames_of(&mut s, &[&bad]), Err(StreamError::Framing)));
+    }
+
+    #[test]
+    fn replies_are_queued_and_the_backlog_is_bounded() {
+        let mut s = Stream::new(10);
+        let mut reply = [0u8; 64];
+        let frame = channel(0x4000, b"x");
+        let dropped = s.receive(&[frame.clone(), frame].concat(), &mut reply, &mut |_, r| {
+            r[..6].copy_from_slice(b"answer");
+            Some(6)
+        });
+        assert_eq!(dropped.unwrap(), 1, "the second 6-byte reply does not fit in 10 bytes");
+        assert_eq!(s.backlog(), 6);
+        assert!(s.send(b"1234"));
+        assert!(!s.send(b"1"), "full");
+        let mut out = Vec::new();
+        s.flush_to(&mut out).unwrap();
+        assert_eq!(out, b"answer1234");
+        assert_eq!(s.backlog(), 0);
+    }
+
+    #[test]
+    fn a_write_in_flight_is_left_alone() {
+        let mut s = Stream::new(100);
+        assert!(s.send(b"abc"));
+        let first = s.next_write().unwrap().as_ptr();
+        assert!(s.send(b"def"), "queued behind the write in flight");
+        s.wrote(1);
+        assert_eq!(s.next_write().unwrap(), b"bc");
+        assert_eq!(s.next_write().unwrap().as_ptr(), first.wrapping_add(1));
+        s.wrote(2);
+        assert_eq!(s.next_write().unwrap(), b"def");
+        s.wrote(3);
+        assert!(s.next_write().is_none());
+    }
+
+    #[test]
+    fn limits_count_per_ip_and_in_total() {
+        let l = ConnLimits::new(3, 2, Duration::from_secs(1), Duration::from_secs(1), 1);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(l.admit(a) && l.admit(a));
+        assert!(!l.admit(a), "per-IP limit");
+        assert!(l.admit(b));
+        assert!(!l.admit(b), "total limit");
+        l.release(a);
+        assert!(l.admit(b));
+    }
+}
