@@ -591,6 +591,9 @@ mod tests {
         assert_eq!(s.proto.ports, 49152..=65535);
         assert_eq!(s.proto.credentials.realm, "example.org");
         assert!(!s.nonce_secret_generated);
+        assert!(s.tls.is_none() && s.tls_listen.is_empty());
+        assert_eq!(s.connections.max_per_ip, 64);
+        assert_eq!(s.connections.send_buffer, 262_144);
     }
 
     #[test]
@@ -634,6 +637,11 @@ mod tests {
             ("[log]\nlevel = \"[[\"", "log.level"),
             ("workers = 5000", "workers"),
             ("io_uring_buffers = 100", "io_uring_buffers"),
+            ("[tls]\nlisten = [\"127.0.0.1:443\"]", "tls.listen"),
+            ("[tls]\ncert = \"/nonexistent.pem\"", "tls.key"),
+            ("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"", "cannot read certificate"),
+            ("[connections]\nsend_buffer = 10", "connections.send_buffer"),
+            ("[connections]\nidle_timeout = 0", "connections"),
         ];
         for (text, expected) in cases {
             let e = Settings::from_toml(text, &base).unwrap_err();

@@ -11,24 +11,36 @@ use std::time::Duration;
 
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
+use support::Pki;
+
+mod support;
 
 const USER: &str = "coturn-user";
 const PASSWORD: &str = "coturn-password";
 const REALM: &str = "ip2p.test";
 const SECRET: &str = "coturn-rest-secret";
 
+/// A node serving UDP and TCP on one port and TLS on another (its
+/// certificate files are read at start and may go after).
 fn start(datapath: DatapathKind) -> Node {
+    let pki = Pki::new(&format!("coturn-{datapath:?}-{:?}", std::thread::current().id()));
     let text = format!(
         r#"
         listen = ["127.0.0.1:0"]
         realm = "{REALM}"
         workers = 2
+        [tls]
+        listen = ["127.0.0.1:0"]
+        cert = "{}"
+        key = "{}"
         [auth]
         users = [{{ name = "{USER}", password = "{PASSWORD}" }}]
         secrets = ["{SECRET}"]
         [peers]
         allow = ["127.0.0.1/32"]
-        "#
+        "#,
+        pki.cert().display(),
+        pki.key().display()
     );
     let args = RunArgs { datapath: Some(datapath), ..RunArgs::default() };
     node::start(&Settings::from_toml(&text, &args).unwrap()).unwrap()
@@ -165,6 +177,25 @@ fn fifty_clients(dp: DatapathKind) {
     assert_no_loss(&out, 50 * 30);
 }
 
+/// `-t`: TURN over TCP; with `-S` over TLS (`-S` alone would be DTLS,
+/// which ip2p does not serve).
+fn over_tcp_and_tls(dp: DatapathKind) {
+    let node = start(dp);
+    let peer = Peer::start();
+    let port = peer.port.to_string();
+    let tcp = node.local_addrs()[0];
+    let tls = node.tls_addrs()[0];
+    for (server, extra) in [(tcp, &["-t"][..]), (tcp, &["-t", "-s"]), (tls, &["-t", "-S"]), (tls, &["-t", "-S", "-s"])]
+    {
+        let mut args = extra.to_vec();
+        args.extend(["-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", &port, "-m", "4"]);
+        assert_no_loss(&uclient(server, &args), 4 * 30);
+    }
+    // Client to client, both relayed, each over its own connection.
+    assert_no_loss(&uclient(tcp, &["-t", "-y", "-u", USER, "-w", PASSWORD, "-m", "4"]), 4 * 30);
+    assert_no_loss(&uclient(tls, &["-t", "-S", "-y", "-u", USER, "-w", PASSWORD, "-m", "4"]), 4 * 30);
+}
+
 fn stun_binding(dp: DatapathKind) {
     let node = start(dp);
     let server = node.local_addrs()[0];
@@ -202,6 +233,10 @@ macro_rules! on_datapath {
             #[test]
             fn uclient_fifty_clients() {
                 fifty_clients($kind);
+            }
+            #[test]
+            fn uclient_tcp_and_tls() {
+                over_tcp_and_tls($kind);
             }
             #[test]
             fn stunclient() {

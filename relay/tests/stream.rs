@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,52 +12,11 @@ use ip2p_relay::client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::datapath::StreamCounters;
 use ip2p_relay::node::{self, Node};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use support::Pki;
+
+mod support;
 
 const WAIT: Duration = Duration::from_secs(2);
-
-/// A test CA and a certificate for `localhost` it signed, written to files.
-struct Pki {
-    roots: rustls::RootCertStore,
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("ip2p-stream-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut pki = Self { roots: rustls::RootCertStore::empty(), dir };
-        pki.issue();
-        pki
-    }
-
-    /// Issues a new CA and leaf, replacing the files; only the new CA is trusted.
-    fn issue(&mut self) {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &ca).unwrap();
-        std::fs::write(self.cert(), leaf.pem()).unwrap();
-        std::fs::write(self.key(), key.serialize_pem()).unwrap();
-        self.roots = rustls::RootCertStore::empty();
-        self.roots.add(ca.der().clone()).unwrap();
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.dir.join("cert.pem")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.join("key.pem")
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A node serving UDP and TCP on one port and TLS on another, with the
 /// tables in `extra`.
