@@ -21,7 +21,10 @@ fn check_config(file: std::path::PathBuf, mut args: RunArgs) -> ExitCode {
     match Settings::load(&args) {
         Ok(s) => {
             println!("{}: valid", file.display());
-            println!("  listen        {:?}", s.listen);
+            println!("  listen        {:?} (UDP and TCP)", s.listen);
+            if !s.tls_listen.is_empty() {
+                println!("  tls listen    {:?}", s.tls_listen);
+            }
             println!("  workers       {} ({:?} datapath)", s.workers, s.datapath);
             println!("  relay         {:?} {:?}", s.proto.relay_v4, s.proto.relay_v6);
             println!("  relay ports   {:?}", s.proto.ports);
@@ -81,9 +84,7 @@ fn run(args: &RunArgs) -> ExitCode {
     }
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => {
-                tracing::warn!("SIGHUP: reloading is not supported yet; restart to apply changes")
-            }
+            Ok(Signal::SIGHUP) => reload(&settings),
             Ok(signal) => {
                 tracing::info!(?signal, "shutting down");
                 break;
@@ -101,6 +102,19 @@ fn run(args: &RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGHUP: the TLS certificate is read again (new handshakes get it; open
+/// connections keep theirs). Other settings need a restart for now.
+fn reload(settings: &Settings) {
+    match &settings.tls {
+        Some(tls) => match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the new TLS certificate is refused; keeping the old one"),
+        },
+        None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+    }
+    tracing::warn!("SIGHUP reloads the TLS certificate only; restart to apply other changes");
 }
 
 fn init_logging(settings: &Settings) {

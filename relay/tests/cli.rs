@@ -1,5 +1,6 @@
 //! The `ip2p-relay` binary: config checking, refusing bad configs with the
-//! key at fault, and the `--dev` mode `make run` uses, stopped by SIGTERM.
+//! key at fault, the `--dev` mode `make run` uses, stopped by SIGTERM, and
+//! SIGHUP reloading the TLS certificate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 #![allow(clippy::disallowed_methods)] // tests time their child processes
 
@@ -10,6 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ip2p_relay::client::Client;
+use support::Pki;
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 
@@ -95,4 +99,53 @@ fn dev_mode_serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sighup_reloads_the_tls_certificate() {
+    let mut pki = Pki::new("cli-sighup");
+    let (cert, key) = (pki.cert(), pki.key());
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--workers", "1", "--user", "u:p"])
+        .args(["--allow-peer", "127.0.0.1", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+    let started = wait_for("started");
+    let tls_part = started.split("tls=").nth(1).unwrap();
+    let addr: SocketAddr = tls_part.trim_start_matches('[').split(']').next().unwrap().parse().unwrap();
+    Client::tls(addr, "localhost", pki.roots.clone(), "u", "p").unwrap().allocate(None).unwrap();
+
+    pki.issue();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for("TLS certificate reloaded");
+    Client::tls(addr, "localhost", pki.roots.clone(), "u", "p").unwrap().allocate(None).unwrap();
+
+    std::fs::write(pki.key(), "garbage").unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for("keeping the old one");
+    Client::tls(addr, "localhost", pki.roots.clone(), "u", "p").unwrap().allocate(None).unwrap();
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
 }
