@@ -30,7 +30,12 @@ pub(crate) struct RecvBatch {
     pub(crate) bufs: Vec<Box<[u8]>>,
     pub(crate) replies: Vec<Box<[u8]>>,
     pub(crate) meta: Vec<Received>,
-    headers: MultiHeaders<SockaddrStorage>,
+    /// Headers for IPv4 sockets, and for IPv6 ones. recvmmsg leaves each
+    /// header's address length at what it last received and nix does not
+    /// reset it, so one set shared by both families would cut an IPv6
+    /// source address short after an IPv4 one. Sockets are of one family
+    /// (IPV6_V6ONLY), so per family the length is always right.
+    headers: [MultiHeaders<SockaddrStorage>; 2],
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -52,20 +57,23 @@ impl RecvBatch {
             bufs: (0..BATCH).map(|_| vec![0u8; SLOT].into_boxed_slice()).collect(),
             replies: (0..BATCH).map(|_| vec![0u8; REPLY_BUFFER].into_boxed_slice()).collect(),
             meta: Vec::with_capacity(BATCH),
-            headers: MultiHeaders::preallocate(BATCH, None),
+            headers: [MultiHeaders::preallocate(BATCH, None), MultiHeaders::preallocate(BATCH, None)],
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams, each at `offset` in its buffer.
-    /// Returns how many; `WouldBlock` when there is none.
-    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>, offset: usize) -> io::Result<usize> {
+    /// Receives up to [`BATCH`] datagrams from a socket of the IPv6 family
+    /// or not, each at `offset` in its buffer. Returns how many;
+    /// `WouldBlock` when there is none.
+    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>, v6: bool, offset: usize) -> io::Result<usize> {
         self.meta.clear();
         let end = SLOT - PEER_TAILROOM;
         let mut bufs = self.bufs.iter_mut();
         let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
             [IoSliceMut::new(bufs.next().and_then(|b| b.get_mut(offset..end)).unwrap_or(&mut []))]
         });
-        let results = recvmmsg(fd.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+        let [v4_headers, v6_headers] = &mut self.headers;
+        let headers = if v6 { v6_headers } else { v4_headers };
+        let results = recvmmsg(fd.as_raw_fd(), headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
         for r in results {
             let Some(from) = r.address.as_ref().and_then(to_socket_addr) else {
                 continue;
@@ -139,6 +147,22 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_sources_stay_whole_after_ipv4_ones() {
+        let mut rx = RecvBatch::new();
+        for round in 0..2 {
+            for ip in ["127.0.0.1", "::1"] {
+                let (a, b) = (UdpSocket::bind((ip, 0)).unwrap(), UdpSocket::bind((ip, 0)).unwrap());
+                a.send_to(&[round; 8], b.local_addr().unwrap()).unwrap();
+                b.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+                let mut peek = [0u8; 8];
+                b.peek_from(&mut peek).unwrap();
+                assert_eq!(rx.recv(b.as_fd(), ip == "::1", 0).unwrap(), 1);
+                assert_eq!(rx.meta[0].from, a.local_addr().unwrap(), "round {round}, {ip}");
+            }
+        }
+    }
+
+    #[test]
     fn a_batch_goes_out_and_comes_back() {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -150,7 +174,7 @@ mod tests {
         let mut rx = RecvBatch::new();
         let mut got = Vec::new();
         while got.len() < 40 {
-            match rx.recv(b.as_fd(), PEER_HEADROOM) {
+            match rx.recv(b.as_fd(), false, PEER_HEADROOM) {
                 Ok(n) => {
                     for k in 0..n {
                         let m = rx.meta[k];

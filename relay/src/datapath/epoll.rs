@@ -99,6 +99,8 @@ fn via_key(via: Via) -> (u8, u32) {
 struct Loop {
     worker: Worker,
     listeners: Vec<UdpSocket>,
+    /// Whether each listener is IPv6.
+    listener_v6: Vec<bool>,
     streams: Vec<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
     /// Connections; the socket is `None` only while one is set up.
     conns: Conns<Option<TcpStream>>,
@@ -136,6 +138,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     let registry = poll.registry().try_clone()?;
     let mut l = Loop {
         worker,
+        listener_v6: listeners.iter().map(|l| l.local_addr().is_ok_and(|a| a.is_ipv6())).collect(),
         listeners,
         streams,
         conns: Conns::default(),
@@ -364,7 +367,8 @@ impl Loop {
             let Some(socket) = self.listeners.get(index) else {
                 return;
             };
-            let n = match self.rx.recv(socket.as_fd(), 0) {
+            let v6 = self.listener_v6.get(index).copied().unwrap_or(false);
+            let n = match self.rx.recv(socket.as_fd(), v6, 0) {
                 Ok(n) => n,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
@@ -416,7 +420,8 @@ impl Loop {
             let Some(Some(relay)) = self.relays.get(index) else {
                 return;
             };
-            let n = match self.rx.recv(relay.socket.as_fd(), PEER_HEADROOM) {
+            let v6 = token.family_is_v6();
+            let n = match self.rx.recv(relay.socket.as_fd(), v6, PEER_HEADROOM) {
                 Ok(n) => n,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {

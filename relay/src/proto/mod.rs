@@ -95,6 +95,12 @@ impl RelayToken {
     fn family(self) -> usize {
         (self.0 & 1) as usize
     }
+
+    /// Whether the relay socket is of the IPv6 family.
+    #[must_use]
+    pub const fn family_is_v6(self) -> bool {
+        self.0 & 1 == 1
+    }
 }
 
 /// Opens and closes relay sockets for the core.
