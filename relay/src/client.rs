@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
-    ChannelNumber, Data, ErrorCodeAttr, Lifetime, Nonce, Realm, RequestedTransport, Username, XorMappedAddress,
-    XorPeerAddress, XorRelayedAddress,
+    AdditionalAddressFamily, ChannelNumber, Data, ErrorCodeAttr, Lifetime, Nonce, Realm, RequestedAddressFamily,
+    RequestedTransport, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
 };
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::framer::{Framed, frame};
 use ip2p_wire::{
-    Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind, TransactionId, Transport,
-    classify, write_channel_data,
+    AddressFamily, Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind,
+    TransactionId, Transport, classify, write_channel_data,
 };
 
 /// How the client reaches the server.
@@ -459,16 +459,41 @@ impl Client {
         if let Some(l) = lifetime {
             attrs.push(Attribute::Lifetime(Lifetime(l)));
         }
-        let len = self.request(Method::ALLOCATE, &attrs)?;
+        self.allocate_with(&attrs)?.first().copied().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))
+    }
+
+    /// Allocates a relayed address of family `requested` (RFC 8656
+    /// REQUESTED-ADDRESS-FAMILY), or with `dual` an IPv4 and an IPv6 one
+    /// (ADDITIONAL-ADDRESS-FAMILY); returns every relayed address granted.
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn allocate_families(
+        &mut self,
+        requested: Option<AddressFamily>,
+        dual: bool,
+    ) -> Result<Vec<SocketAddr>, ClientError> {
+        let mut attrs = vec![Attribute::RequestedTransport(RequestedTransport::UDP)];
+        if let Some(f) = requested {
+            attrs.push(Attribute::RequestedAddressFamily(RequestedAddressFamily(f)));
+        }
+        if dual {
+            attrs.push(Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV6)));
+        }
+        self.allocate_with(&attrs)
+    }
+
+    fn allocate_with(&mut self, attrs: &[Attribute<'_>]) -> Result<Vec<SocketAddr>, ClientError> {
+        let len = self.request(Method::ALLOCATE, attrs)?;
         let msg = self.response(len)?;
-        let relayed =
-            msg.get::<XorRelayedAddress>().ok().flatten().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))?.0;
+        let all: Vec<SocketAddr> = msg.get_all::<XorRelayedAddress>().filter_map(|a| a.ok().map(|a| a.0)).collect();
+        let relayed = *all.first().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))?;
         let mapped = msg.get::<XorMappedAddress>().ok().flatten().map(|a| a.0);
         let lifetime = msg.get::<Lifetime>().ok().flatten().map(|l| l.0);
         self.relayed = Some(relayed);
         self.mapped = mapped;
         self.lifetime = lifetime;
-        Ok(relayed)
+        Ok(all)
     }
 
     /// Refreshes the allocation; a lifetime of 0 deletes it.
