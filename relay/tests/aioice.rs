@@ -1,0 +1,82 @@
+//! Interoperability with Python's aioice TURN client over UDP, TCP and TLS
+//! (`tests/interop/aioice_turn.py`; `.ci/run` installs aioice). Every test
+//! runs on each datapath.
+#![allow(clippy::disallowed_methods)] // tests time their child processes
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
+use ip2p_relay::node::{self, Node};
+use support::Pki;
+
+mod support;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/aioice_turn.py");
+
+fn start(dp: DatapathKind, pki: &Pki) -> Node {
+    let text = format!(
+        r#"
+        listen = ["127.0.0.1:0"]
+        workers = 2
+        [tls]
+        listen = ["127.0.0.1:0"]
+        cert = "{}"
+        key = "{}"
+        [auth]
+        users = [{{ name = "aioice", password = "py-secret" }}]
+        [peers]
+        allow = ["127.0.0.1/32"]
+        "#,
+        pki.cert().display(),
+        pki.key().display()
+    );
+    let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
+    node::start(&Settings::from_toml(&text, &args).unwrap()).unwrap()
+}
+
+/// Runs the script; returns its output once it exits (it bounds itself to
+/// 20 s; this waits at most 40).
+fn aioice(server: SocketAddr, transport: &str) -> String {
+    let mut child = Command::new("python3")
+        .arg(SCRIPT)
+        .args([&server.ip().to_string(), &server.port().to_string(), "aioice", "py-secret", transport, "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("No module named 'aioice'"), "aioice is not installed: pip install aioice (.ci/run does)");
+    text
+}
+
+fn every_transport(dp: DatapathKind) {
+    let pki = Pki::new(&format!("aioice-{dp:?}"));
+    let node = start(dp, &pki);
+    for (server, transport) in
+        [(node.local_addrs()[0], "udp"), (node.local_addrs()[0], "tcp"), (node.tls_addrs()[0], "tls")]
+    {
+        let out = aioice(server, transport);
+        assert!(out.contains("relayed 20 of 20"), "aioice over {transport}:\n{out}");
+    }
+}
+
+#[test]
+fn epoll() {
+    every_transport(DatapathKind::Epoll);
+}
+
+#[test]
+fn io_uring() {
+    every_transport(DatapathKind::IoUring);
+}
