@@ -21,6 +21,18 @@ impl Sockets for NoSockets {
         Ok(())
     }
     fn close_relay(&mut self, _: RelayToken) {}
+    fn open_tcp_relay(&mut self, _: RelayToken, _: SocketAddr, _: &str) -> std::io::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+    fn tcp_connect(&mut self, _: RelayToken, _: SocketAddr, _: SocketAddr) {}
+    fn tcp_busy(&mut self, _: RelayToken, _: SocketAddr) -> bool {
+        self.0 % 2 == 0
+    }
+    fn tcp_accept(&mut self, _: u32, _: bool) {}
+    fn tcp_bind(&mut self, conn: u32, _: &str, _: ListenerId, _: SocketAddr) -> bool {
+        conn % 2 == 0
+    }
 }
 
 fn server() -> Server {
@@ -61,8 +73,11 @@ fuzz_target!(|data: &[u8]| {
         let (packet, next) = tail.split_at(len);
         rest = next;
         let from = SocketAddr::from(([127, 0, 0, 1], 40000 + u16::from(*who % 4)));
-        match kind % 3 {
-            0 => match s.handle_client(now, ListenerId(0), from, packet, &mut reply, &mut sockets) {
+        // Clients over UDP and over a stream (TCP or TLS).
+        let listener = if who & 0x80 == 0 { ListenerId::udp(0) } else { ListenerId::stream(0) };
+        let token = RelayToken(u32::from(*who % 8));
+        match kind % 6 {
+            0 => match s.handle_client(now, listener, from, packet, &mut reply, &mut sockets) {
                 Verdict::Forward(t) => assert!(t.range.end <= packet.len()),
                 Verdict::Reply(t) => assert!(t.range.end <= reply.len()),
                 Verdict::Drop(_) => {}
@@ -70,16 +85,28 @@ fuzz_target!(|data: &[u8]| {
             1 => {
                 let mut buf = vec![0u8; PEER_HEADROOM + packet.len() + PEER_TAILROOM];
                 buf[PEER_HEADROOM..PEER_HEADROOM + packet.len()].copy_from_slice(packet);
-                let token = RelayToken(u32::from(*who % 8));
                 let data = PEER_HEADROOM..PEER_HEADROOM + packet.len();
                 if let Verdict::Forward(t) = s.handle_peer(now, token, from, &mut buf, data) {
                     assert!(t.range.end <= buf.len());
                 }
             }
-            _ => {
+            2 => {
                 now += Duration::from_secs(u64::from(*who) * 5);
                 s.handle_timeout(now, &mut sockets);
             }
+            // RFC 6062 news from the TCP relays, and closed connections.
+            3 => {
+                let conn = (packet.len() % 3 != 0).then_some(u32::from(*who));
+                if let Some(t) = s.tcp_connected(token, from, conn, &mut reply) {
+                    assert!(t.range.end <= reply.len());
+                }
+            }
+            4 => {
+                if let Some(t) = s.tcp_incoming(now, token, from, u32::from(*who), &mut reply, &mut sockets) {
+                    assert!(t.range.end <= reply.len());
+                }
+            }
+            _ => s.client_closed(listener, from, &mut sockets),
         }
     }
 });

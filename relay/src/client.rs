@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
-    AdditionalAddressFamily, ChannelNumber, Data, ErrorCodeAttr, Lifetime, Nonce, Realm, RequestedAddressFamily,
-    RequestedTransport, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+    AdditionalAddressFamily, ChannelNumber, ConnectionId, Data, ErrorCodeAttr, Lifetime, Nonce, Realm,
+    RequestedAddressFamily, RequestedTransport, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
 };
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::framer::{Framed, frame};
@@ -460,6 +460,81 @@ impl Client {
             attrs.push(Attribute::Lifetime(Lifetime(l)));
         }
         self.allocate_with(&attrs)?.first().copied().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))
+    }
+
+    /// Allocates a TCP relayed address (RFC 6062; over TCP or TLS only).
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn allocate_tcp(&mut self) -> Result<SocketAddr, ClientError> {
+        let attrs = [Attribute::RequestedTransport(RequestedTransport::TCP)];
+        self.allocate_with(&attrs)?.first().copied().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))
+    }
+
+    /// RFC 6062 Connect: asks the relay to connect to `peer`; returns the
+    /// CONNECTION-ID to bind a data connection to.
+    ///
+    /// # Errors
+    /// The server's rejection (446, 447, 403...), or no answer.
+    pub fn connect(&mut self, peer: SocketAddr) -> Result<u32, ClientError> {
+        let len = self.request(Method::CONNECT, &[Attribute::XorPeerAddress(XorPeerAddress(peer))])?;
+        let msg = self.response(len)?;
+        msg.get::<ConnectionId>().ok().flatten().map(|c| c.0).ok_or(ClientError::Protocol("no CONNECTION-ID"))
+    }
+
+    /// RFC 6062 ConnectionBind, on a new connection: from its success on,
+    /// this client's stream carries the peer connection's bytes
+    /// ([`Self::send_raw`], [`Self::recv_raw`]).
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn connection_bind(&mut self, conn: u32) -> Result<(), ClientError> {
+        self.request(Method::CONNECTION_BIND, &[Attribute::ConnectionId(ConnectionId(conn))]).map(|_| ())
+    }
+
+    /// Waits up to `timeout` for a ConnectionAttempt indication (RFC 6062
+    /// §4.4): the peer that connected and the CONNECTION-ID.
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn wait_connection_attempt(&mut self, timeout: Duration) -> io::Result<Option<(SocketAddr, u32)>> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            let Some(len) = self.recv_bytes(left)? else { return Ok(None) };
+            let Ok(msg) = Message::parse(self.buf.get(..len).unwrap_or_default()) else { continue };
+            if msg.message_type() != MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication) {
+                continue;
+            }
+            if let (Ok(Some(XorPeerAddress(peer))), Ok(Some(ConnectionId(id)))) = (msg.get(), msg.get()) {
+                return Ok(Some((peer, id)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads what arrives on a data connection within `timeout` (empty at
+    /// the end of the stream or on timeout).
+    ///
+    /// # Errors
+    /// From the socket.
+    pub fn recv_raw(&mut self, timeout: Duration) -> io::Result<Vec<u8>> {
+        if !self.pending.is_empty() {
+            return Ok(std::mem::take(&mut self.pending));
+        }
+        let mut chunk = vec![0u8; 64 * 1024];
+        let read = match &mut self.link {
+            Link::Udp(_) => return Err(io::ErrorKind::Unsupported.into()),
+            Link::Tcp(s) => s.set_read_timeout(Some(timeout)).and_then(|()| s.read(&mut chunk)),
+            Link::Tls(s) => s.sock.set_read_timeout(Some(timeout)).and_then(|()| s.read(&mut chunk)),
+        };
+        match read {
+            Ok(n) => {
+                chunk.truncate(n);
+                Ok(chunk)
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Allocates a relayed address of family `requested` (RFC 8656

@@ -12,6 +12,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::config::{DatapathKind, Settings};
 use crate::datapath::stream::ConnLimits;
+use crate::datapath::tcp_relay::{Notifier, TcpRelays};
 use crate::datapath::{self, Command, StreamListener, Worker, WorkerStats, now};
 use crate::proto::{Quotas, Server, Shared};
 
@@ -95,7 +96,18 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     raise_fd_limit();
     let mut workers = Vec::new();
     let mut readiness = Vec::new();
-    for (id, listeners) in sockets.into_iter().enumerate() {
+    // Each worker's command channel and wake-up, made first: the TCP
+    // relays need every worker's to tell them of their connections.
+    let mut channels = Vec::new();
+    let mut notifiers = Vec::new();
+    for _ in 0..sockets.len() {
+        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
+        let (events, events_rx) = crossbeam_channel::unbounded();
+        notifiers.push(Notifier { events, wake: wake.clone() });
+        channels.push((wake, events_rx));
+    }
+    let tcp = TcpRelays::new(notifiers);
+    for ((id, listeners), (wake, tcp_events)) in sockets.into_iter().enumerate().zip(channels) {
         let plain = settings.listen.len();
         let streams = listeners
             .streams
@@ -107,7 +119,6 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         let mut config = settings.proto.clone();
         config.ports = wlo..=whi;
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
         let server = Server::new(Arc::new(config), shared.clone(), now(), unix_now(), rand::random());
         let (ready, ready_rx) = crossbeam_channel::bounded(2);
         let worker = Worker {
@@ -116,6 +127,8 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             listeners: listeners.udp,
             streams,
             limits: limits.clone(),
+            tcp: tcp.clone(),
+            tcp_events,
             commands: receiver,
             wake: wake.clone(),
             ready: Some(ready.clone()),

@@ -29,6 +29,8 @@ fn start(datapath: DatapathKind) -> Node {
         listen = ["127.0.0.1:0"]
         realm = "{REALM}"
         workers = 2
+        [relay]
+        ips = ["127.0.0.1", "::1"]
         [tls]
         listen = ["127.0.0.1:0"]
         cert = "{}"
@@ -37,7 +39,7 @@ fn start(datapath: DatapathKind) -> Node {
         users = [{{ name = "{USER}", password = "{PASSWORD}" }}]
         secrets = ["{SECRET}"]
         [peers]
-        allow = ["127.0.0.1/32"]
+        allow = ["127.0.0.1/32", "::1/128"]
         "#,
         pki.cert().display(),
         pki.key().display()
@@ -196,6 +198,25 @@ fn over_tcp_and_tls(dp: DatapathKind) {
     assert_no_loss(&uclient(tls, &["-t", "-S", "-y", "-u", USER, "-w", PASSWORD, "-m", "4"]), 4 * 30);
 }
 
+/// `-T`: RFC 6062 TCP allocations, client to client through the relay's
+/// own TCP relayed addresses (Connect, ConnectionAttempt, ConnectionBind),
+/// over TCP and over TLS.
+fn tcp_allocations(dp: DatapathKind) {
+    let node = start(dp);
+    assert_no_loss(&uclient(node.local_addrs()[0], &["-T", "-u", USER, "-w", PASSWORD, "-m", "4"]), 4 * 30);
+    assert_no_loss(&uclient(node.tls_addrs()[0], &["-T", "-S", "-u", USER, "-w", PASSWORD, "-m", "4"]), 4 * 30);
+}
+
+/// `-x`: IPv6 relayed addresses; `-Z`: dual allocations (coturn sends the
+/// draft's ADDITIONAL-ADDRESS-FAMILY code, which ip2p accepts).
+fn ipv6_and_dual(dp: DatapathKind) {
+    let node = start(dp);
+    let server = node.local_addrs()[0];
+    assert_no_loss(&uclient(server, &["-y", "-x", "-u", USER, "-w", PASSWORD, "-m", "4"]), 4 * 30);
+    assert_no_loss(&uclient(server, &["-t", "-y", "-x", "-u", USER, "-w", PASSWORD, "-m", "4"]), 4 * 30);
+    assert_no_loss(&uclient(server, &["-y", "-Z", "-u", USER, "-w", PASSWORD, "-m", "4"]), 4 * 30);
+}
+
 fn stun_binding(dp: DatapathKind) {
     let node = start(dp);
     let server = node.local_addrs()[0];
@@ -237,6 +258,14 @@ macro_rules! on_datapath {
             #[test]
             fn uclient_tcp_and_tls() {
                 over_tcp_and_tls($kind);
+            }
+            #[test]
+            fn uclient_tcp_allocations() {
+                tcp_allocations($kind);
+            }
+            #[test]
+            fn uclient_ipv6_and_dual() {
+                ipv6_and_dual($kind);
             }
             #[test]
             fn stunclient() {

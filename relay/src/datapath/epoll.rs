@@ -21,7 +21,8 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use super::batch::{BATCH, RecvBatch, SendBatch};
 use super::socket::bind_udp;
 use super::stream::{Conn, Conns, Stream, StreamError};
-use super::{DatapathCounters, StreamCounters, Worker, now};
+use super::tcp_relay::{TcpEvent, TcpRelays};
+use super::{DatapathCounters, Handover, StreamCounters, Worker, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
@@ -33,11 +34,16 @@ const CONN_BASE: usize = 1 << 40;
 /// How often connections are checked for their deadlines.
 const SWEEP: Duration = Duration::from_secs(1);
 
-/// Relay sockets, indexed by [`RelayToken`], registered with the poll.
-struct Relays<'a> {
-    registry: &'a Registry,
-    sockets: &'a mut Vec<Option<RelaySocket>>,
-    next_generation: &'a mut u32,
+/// What the core opens and closes through [`Sockets`]: UDP relay sockets,
+/// indexed by [`RelayToken`] and registered with the poll, and TCP relays.
+struct Socks {
+    registry: Registry,
+    relays: Vec<Option<RelaySocket>>,
+    next_generation: u32,
+    worker: usize,
+    tcp: Arc<TcpRelays>,
+    /// Client connections a ConnectionBind turned into data connections.
+    handovers: Vec<Handover>,
 }
 
 /// A relay socket and the generation it was opened in: a send queued for
@@ -48,25 +54,51 @@ struct RelaySocket {
     generation: u32,
 }
 
-impl Sockets for Relays<'_> {
+impl Sockets for Socks {
     fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
         let mut socket = UdpSocket::from_std(bind_udp(addr, false, dont_fragment)?);
         let index = token.0 as usize;
         self.registry.register(&mut socket, Token(RELAY_BASE + index), Interest::READABLE)?;
-        if self.sockets.len() <= index {
-            self.sockets.resize_with(index + 1, || None);
+        if self.relays.len() <= index {
+            self.relays.resize_with(index + 1, || None);
         }
-        *self.next_generation = self.next_generation.wrapping_add(1);
-        if let Some(slot) = self.sockets.get_mut(index) {
-            *slot = Some(RelaySocket { socket, generation: *self.next_generation });
+        self.next_generation = self.next_generation.wrapping_add(1);
+        if let Some(slot) = self.relays.get_mut(index) {
+            *slot = Some(RelaySocket { socket, generation: self.next_generation });
         }
         Ok(())
     }
 
     fn close_relay(&mut self, token: RelayToken) {
-        if let Some(mut relay) = self.sockets.get_mut(token.0 as usize).and_then(Option::take) {
+        if let Some(mut relay) = self.relays.get_mut(token.0 as usize).and_then(Option::take) {
             let _ = self.registry.deregister(&mut relay.socket);
+        } else {
+            self.tcp.close((self.worker, token));
         }
+    }
+
+    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()> {
+        self.tcp.listen((self.worker, token), addr, username)
+    }
+
+    fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr) {
+        self.tcp.connect((self.worker, token), from, peer);
+    }
+
+    fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool {
+        self.tcp.busy((self.worker, token), peer)
+    }
+
+    fn tcp_accept(&mut self, conn: u32, accept: bool) {
+        self.tcp.accept(conn, accept);
+    }
+
+    fn tcp_bind(&mut self, conn: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool {
+        let bound = self.tcp.bind(conn, username);
+        if bound {
+            self.handovers.push(Handover { listener, client, conn });
+        }
+        bound
     }
 }
 
@@ -110,9 +142,7 @@ struct Loop {
     read_buf: Box<[u8]>,
     reply_buf: Box<[u8]>,
     next_sweep: Instant,
-    relays: Vec<Option<RelaySocket>>,
-    next_generation: u32,
-    registry: Registry,
+    socks: Socks,
     rx: RecvBatch,
     tx: SendBatch,
     pending: Vec<Pending>,
@@ -136,6 +166,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     let wake_fd = worker.wake.as_fd().as_raw_fd();
     poll.registry().register(&mut SourceFd(&wake_fd), WAKE, Interest::READABLE)?;
     let registry = poll.registry().try_clone()?;
+    let (worker_id, tcp) = (worker.id, worker.tcp.clone());
     let mut l = Loop {
         worker,
         listener_v6: listeners.iter().map(|l| l.local_addr().is_ok_and(|a| a.is_ipv6())).collect(),
@@ -147,9 +178,14 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         read_buf: vec![0; 65_536].into_boxed_slice(),
         reply_buf: vec![0; REPLY_BUFFER].into_boxed_slice(),
         next_sweep: now() + SWEEP,
-        relays: Vec::new(),
-        next_generation: 0,
-        registry,
+        socks: Socks {
+            registry,
+            relays: Vec::new(),
+            next_generation: 0,
+            worker: worker_id,
+            tcp: tcp.clone(),
+            handovers: Vec::new(),
+        },
         rx: RecvBatch::new(),
         tx: SendBatch::new(),
         pending: Vec::with_capacity(BATCH),
@@ -183,6 +219,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
                     if l.worker.commands(counters) {
                         return Ok(());
                     }
+                    while let Ok(event) = l.worker.tcp_events.try_recv() {
+                        l.tcp_event(event);
+                    }
                 }
                 Token(i) if i < STREAM_BASE => l.drain_listener(i),
                 Token(i) if i < RELAY_BASE => l.accept(i - STREAM_BASE),
@@ -197,9 +236,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
 impl Loop {
     fn expire(&mut self) {
         let now = now();
-        let mut relays =
-            Relays { registry: &self.registry, sockets: &mut self.relays, next_generation: &mut self.next_generation };
-        self.worker.server.handle_timeout(now, &mut relays);
+        self.worker.server.handle_timeout(now, &mut self.socks);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP;
             self.sweep(now);
@@ -218,6 +255,7 @@ impl Loop {
             self.stream_counters.closed_idle += 1;
             self.close(slot, "idle");
         }
+        self.socks.tcp.sweep(now);
     }
 
     fn accept(&mut self, index: usize) {
@@ -252,7 +290,7 @@ impl Loop {
             let conn = Conn { listener, peer, stream: framing, io: None, deadline: now() + wait, closing: false };
             let slot = self.conns.insert(conn);
             let token = Token(CONN_BASE + slot);
-            if let Err(e) = self.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) = self.socks.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
                 tracing::warn!(error = %e, "cannot poll a connection");
                 self.conns.remove(slot);
                 limits.release(peer.ip());
@@ -268,7 +306,7 @@ impl Loop {
     /// Reads a connection until it would block, handing each frame to the
     /// core; what a frame sends to a peer goes out at once.
     fn drain_conn(&mut self, slot: usize) {
-        let Self { worker, conns, relays: relay_sockets, registry, next_generation, read_buf, reply_buf, .. } = self;
+        let Self { worker, conns, socks, read_buf, reply_buf, .. } = self;
         let Some(conn) = conns.get_mut(slot) else { return };
         let mut closed = None;
         let mut send_errors = 0;
@@ -289,15 +327,14 @@ impl Loop {
             };
             let now = now();
             let (listener, peer) = (conn.listener, conn.peer);
-            let mut relays = Relays { registry, sockets: &mut *relay_sockets, next_generation: &mut *next_generation };
             let bytes = read_buf.get(..n).unwrap_or_default();
             let result = conn.stream.receive(bytes, &mut reply_buf[..], &mut |frame, reply| match worker
                 .server
-                .handle_client(now, listener, peer, frame, reply, &mut relays)
+                .handle_client(now, listener, peer, frame, reply, socks)
             {
                 Verdict::Forward(t) => {
                     let relay = match t.via {
-                        Via::Relay(token) => relays.sockets.get(token.0 as usize).and_then(Option::as_ref),
+                        Via::Relay(token) => socks.relays.get(token.0 as usize).and_then(Option::as_ref),
                         Via::Listener(_) => None,
                     };
                     let sent = relay.zip(frame.get(t.range)).map(|(r, b)| r.socket.send_to(b, t.to));
@@ -322,14 +359,56 @@ impl Loop {
                     break;
                 }
             }
+            if !socks.handovers.is_empty() {
+                // A ConnectionBind: the rest of this stream is raw data.
+                break;
+            }
         }
         self.send_errors += send_errors;
         self.stream_counters.dropped_backlog += dropped;
+        self.hand_over();
         // Flush replies (and a TLS alert) before a close.
         self.dirty.push(slot);
         self.flush_conns();
         if let Some(why) = closed {
             self.close(slot, why);
+        }
+    }
+
+    /// Gives the connections a ConnectionBind claimed, with their TLS state
+    /// and unsent bytes (the response), to the TCP relays.
+    fn hand_over(&mut self) {
+        for h in std::mem::take(&mut self.socks.handovers) {
+            let Some((slot, _)) = self.conns.find(h.listener, h.client) else { continue };
+            let Some(mut conn) = self.conns.remove(slot) else { continue };
+            self.worker.limits.release(conn.peer.ip());
+            let Some(mut socket) = conn.io.take() else { continue };
+            let _ = self.socks.registry.deregister(&mut socket);
+            let (tls, unsent) = conn.stream.into_parts();
+            let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(socket));
+            let _ = socket.set_nonblocking(false);
+            self.socks.tcp.splice(h.conn, socket, tls, unsent);
+        }
+    }
+
+    /// A TCP relay's news for the core; what the core answers goes to the
+    /// client's control connection.
+    fn tcp_event(&mut self, event: TcpEvent) {
+        let now = now();
+        let reply = &mut self.reply_buf[..];
+        let t = match event {
+            TcpEvent::Connected { token, peer, conn } => self.worker.server.tcp_connected(token, peer, conn, reply),
+            TcpEvent::Incoming { token, peer, conn } => {
+                self.worker.server.tcp_incoming(now, token, peer, conn, reply, &mut self.socks)
+            }
+        };
+        let Some(t) = t else { return };
+        let Via::Listener(listener) = t.via else { return };
+        let bytes = self.reply_buf.get(t.range).unwrap_or_default();
+        if let Some((slot, conn)) = self.conns.find(listener, t.to)
+            && conn.stream.send(bytes)
+        {
+            self.dirty.push(slot);
         }
     }
 
@@ -350,12 +429,10 @@ impl Loop {
     fn close(&mut self, slot: usize, why: &str) {
         let Some(mut conn) = self.conns.remove(slot) else { return };
         if let Some(socket) = conn.io.as_mut() {
-            let _ = self.registry.deregister(socket);
+            let _ = self.socks.registry.deregister(socket);
         }
         self.worker.limits.release(conn.peer.ip());
-        let mut relays =
-            Relays { registry: &self.registry, sockets: &mut self.relays, next_generation: &mut self.next_generation };
-        self.worker.server.client_closed(conn.listener, conn.peer, &mut relays);
+        self.worker.server.client_closed(conn.listener, conn.peer, &mut self.socks);
         tracing::debug!(client = %conn.peer, why, "connection closed");
     }
 
@@ -378,11 +455,6 @@ impl Loop {
                 }
             };
             let now = now();
-            let mut relays = Relays {
-                registry: &self.registry,
-                sockets: &mut self.relays,
-                next_generation: &mut self.next_generation,
-            };
             for k in 0..n {
                 let Some(m) = self.rx.meta.get(k).copied() else {
                     break;
@@ -401,9 +473,9 @@ impl Loop {
                     m.from,
                     packet,
                     reply,
-                    &mut relays,
+                    &mut self.socks,
                 );
-                queue(&mut self.pending, relays.sockets, verdict, k);
+                queue(&mut self.pending, &self.socks.relays, verdict, k);
             }
             self.flush();
             if n < BATCH {
@@ -417,7 +489,7 @@ impl Loop {
             return;
         };
         loop {
-            let Some(Some(relay)) = self.relays.get(index) else {
+            let Some(Some(relay)) = self.socks.relays.get(index) else {
                 return;
             };
             let v6 = token.family_is_v6();
@@ -444,7 +516,7 @@ impl Loop {
                 };
                 let data = PEER_HEADROOM..PEER_HEADROOM + m.len;
                 let verdict = self.worker.server.handle_peer(now, token, m.from, buf, data);
-                queue(&mut self.pending, &self.relays, verdict, k);
+                queue(&mut self.pending, &self.socks.relays, verdict, k);
             }
             self.flush();
             if n < BATCH {
@@ -492,6 +564,7 @@ impl Loop {
                 Via::Listener(l) => self.listeners.get(usize::from(l.index)),
                 // Only the socket the send was queued for, not a successor.
                 Via::Relay(t) => self
+                    .socks
                     .relays
                     .get(t.0 as usize)
                     .and_then(Option::as_ref)

@@ -10,6 +10,7 @@ pub(crate) mod batch;
 pub(crate) mod epoll;
 pub(crate) mod socket;
 pub(crate) mod stream;
+pub(crate) mod tcp_relay;
 pub(crate) mod uring;
 
 use std::io;
@@ -82,6 +83,10 @@ pub(crate) struct Worker {
     pub(crate) streams: Vec<StreamListener>,
     /// The node's connection limits.
     pub(crate) limits: Arc<stream::ConnLimits>,
+    /// The node's RFC 6062 TCP relays, and their news for this worker
+    /// (which comes with a write to `wake`).
+    pub(crate) tcp: Arc<tcp_relay::TcpRelays>,
+    pub(crate) tcp_events: Receiver<tcp_relay::TcpEvent>,
     pub(crate) commands: Receiver<Command>,
     /// Written by the node after queueing a command.
     pub(crate) wake: Arc<EventFd>,
@@ -89,6 +94,15 @@ pub(crate) struct Worker {
     pub(crate) ready: Option<Sender<io::Result<()>>>,
     /// Provided receive buffers of the io_uring datapath.
     pub(crate) io_uring_buffers: u16,
+}
+
+/// A client connection a ConnectionBind turned into a data connection
+/// (RFC 6062 §5.4): the datapath hands it to the TCP relays.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handover {
+    pub(crate) listener: crate::proto::ListenerId,
+    pub(crate) client: std::net::SocketAddr,
+    pub(crate) conn: u32,
 }
 
 /// A TCP listener, serving TLS when it has a TLS configuration.

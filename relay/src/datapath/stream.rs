@@ -232,6 +232,14 @@ impl Stream {
         self.flushed = (self.flushed + n).min(self.flushing.len());
     }
 
+    /// The TLS session and the bytes not yet written, for whoever carries
+    /// on with the connection.
+    pub(crate) fn into_parts(mut self) -> (Option<Box<rustls::ServerConnection>>, Vec<u8>) {
+        let mut unsent = self.flushing.split_off(self.flushed.min(self.flushing.len()));
+        unsent.append(&mut self.queued);
+        (self.tls, unsent)
+    }
+
     /// Writes what is queued to `w` until it would block.
     pub(crate) fn flush_to(&mut self, w: &mut impl Write) -> io::Result<()> {
         while let Some(bytes) = self.next_write() {

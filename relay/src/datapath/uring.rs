@@ -29,7 +29,8 @@ use socket2::SockAddr;
 
 use super::socket::bind_udp;
 use super::stream::{Conn, Conns, Stream, StreamError};
-use super::{DatapathCounters, StreamCounters, Worker, now};
+use super::tcp_relay::{TcpEvent, TcpRelays};
+use super::{DatapathCounters, Handover, StreamCounters, Worker, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
 
 /// Submission queue entries.
@@ -252,6 +253,9 @@ struct ConnIo {
     receiving: bool,
     /// A send of the stream's `next_write` bytes is in flight.
     sending: bool,
+    /// A ConnectionBind made it a data connection: once its operations in
+    /// flight are done it goes to the TCP relays instead of closing.
+    handover: Option<u32>,
 }
 
 /// The worker's sockets and the ring, lent to the core to open and close
@@ -264,6 +268,10 @@ struct Io {
     msghdr: Box<libc::msghdr>,
     /// Size of the registered file table.
     fixed_files: u32,
+    worker: usize,
+    tcp: std::sync::Arc<TcpRelays>,
+    /// Client connections a ConnectionBind turned into data connections.
+    handovers: Vec<Handover>,
 }
 
 impl Io {
@@ -321,8 +329,34 @@ impl Sockets for Io {
         Ok(())
     }
 
+    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()> {
+        self.tcp.listen((self.worker, token), addr, username)
+    }
+
+    fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr) {
+        self.tcp.connect((self.worker, token), from, peer);
+    }
+
+    fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool {
+        self.tcp.busy((self.worker, token), peer)
+    }
+
+    fn tcp_accept(&mut self, conn: u32, accept: bool) {
+        self.tcp.accept(conn, accept);
+    }
+
+    fn tcp_bind(&mut self, conn: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool {
+        let bound = self.tcp.bind(conn, username);
+        if bound {
+            self.handovers.push(Handover { listener, client, conn });
+        }
+        bound
+    }
+
     fn close_relay(&mut self, token: RelayToken) {
-        let Some(socket) = self.relays.get_mut(token.0 as usize).and_then(Option::take) else { return };
+        let Some(socket) = self.relays.get_mut(token.0 as usize).and_then(Option::take) else {
+            return self.tcp.close((self.worker, token));
+        };
         let recv = user_data(Op::RecvRelay, socket.generation, token.0);
         // If the cancel cannot be queued, unregistering the file below still
         // ends the receive: its completions carry a stale generation.
@@ -379,7 +413,17 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     msghdr.msg_namelen = NAME_LEN;
     let capacity = usize::from(bufs.count) + REPLIES;
     let mut l = Loop {
-        io: Io { ring, listeners: listeners.len(), relays: Vec::new(), next_generation: 0, msghdr, fixed_files },
+        io: Io {
+            ring,
+            listeners: listeners.len(),
+            relays: Vec::new(),
+            next_generation: 0,
+            msghdr,
+            fixed_files,
+            worker: worker.id,
+            tcp: worker.tcp.clone(),
+            handovers: Vec::new(),
+        },
         bufs,
         worker,
         _listeners: listeners,
@@ -505,12 +549,16 @@ impl Loop {
                 if !cqueue::more(flags) {
                     self.arm_wake();
                 }
-                return self.worker.commands(DatapathCounters {
+                let stop = self.worker.commands(DatapathCounters {
                     send_errors: self.send_errors + self.replies_exhausted,
                     truncated: self.truncated,
                     out_of_buffers: self.out_of_buffers,
                     streams: StreamCounters { open: self.conns.len() as u64, ..self.stream_counters },
                 });
+                while let Ok(event) = self.worker.tcp_events.try_recv() {
+                    self.tcp_event(event);
+                }
+                return stop;
             }
             Some(Op::Accept) => {
                 if !cqueue::more(flags) {
@@ -731,7 +779,7 @@ impl Loop {
         let _ = socket.set_nodelay(true);
         self.next_conn_generation = self.next_conn_generation.wrapping_add(1) & 0x00FF_FFFF;
         let generation = self.next_conn_generation;
-        let io = ConnIo { socket, generation, receiving: false, sending: false };
+        let io = ConnIo { socket, generation, receiving: false, sending: false, handover: None };
         let conn = Conn { listener, peer, stream: framing, io, deadline: now() + wait, closing: false };
         let slot = self.conns.insert(conn);
         self.stream_counters.accepted += 1;
@@ -787,6 +835,9 @@ impl Loop {
             self.write_conns();
             return self.close(slot, why);
         }
+        if !self.io.handovers.is_empty() {
+            return self.hand_over();
+        }
         let receiving = self.conns.get_mut(slot).is_some_and(|c| c.io.receiving);
         if !receiving {
             self.rearm.push(user_data(Op::RecvConn, generation, u32::try_from(slot).unwrap_or(u32::MAX)));
@@ -841,15 +892,18 @@ impl Loop {
     fn conn_sent(&mut self, slot: usize, generation: u32, result: i32) {
         let Some(conn) = self.conns.get_mut(slot).filter(|c| c.io.generation == generation) else { return };
         conn.io.sending = false;
+        let written = usize::try_from(result).ok().filter(|&n| n > 0);
+        if let Some(n) = written {
+            // Even while closing: a handed-over connection's unsent bytes
+            // must not repeat what went.
+            conn.stream.wrote(n);
+        }
         if conn.closing {
             return self.finish_close(slot);
         }
-        match usize::try_from(result) {
-            Ok(n) if n > 0 => {
-                conn.stream.wrote(n);
-                self.dirty.push(slot);
-            }
-            _ => self.close(slot, "write failed"),
+        match written {
+            Some(_) => self.dirty.push(slot),
+            None => self.close(slot, "write failed"),
         }
     }
 
@@ -885,6 +939,47 @@ impl Loop {
             self.stream_counters.closed_idle += 1;
             self.close(slot, "idle");
         }
+        self.io.tcp.sweep(now);
+    }
+
+    /// Starts handing the connections a ConnectionBind claimed to the TCP
+    /// relays: their receive is cancelled (not the socket shut down), and
+    /// once nothing of theirs is in flight [`Self::finish_close`] passes
+    /// them on with their TLS state and unsent bytes (the response).
+    fn hand_over(&mut self) {
+        for h in std::mem::take(&mut self.io.handovers) {
+            let Some((slot, conn)) = self.conns.find(h.listener, h.client) else { continue };
+            conn.io.handover = Some(h.conn);
+            let recv = user_data(Op::RecvConn, conn.io.generation, u32::try_from(slot).unwrap_or(u32::MAX));
+            let receiving = conn.io.receiving;
+            let peer = conn.peer;
+            self.conns.detach(slot);
+            self.worker.limits.release(peer.ip());
+            if receiving {
+                let _ = self.io.push(&opcode::AsyncCancel::new(recv).build().user_data(user_data(Op::Cancel, 0, 0)));
+            }
+            self.finish_close(slot);
+        }
+    }
+
+    /// A TCP relay's news for the core; what the core answers goes to the
+    /// client's control connection.
+    fn tcp_event(&mut self, event: TcpEvent) {
+        let reply = &mut self.stream_reply[..];
+        let t = match event {
+            TcpEvent::Connected { token, peer, conn } => self.worker.server.tcp_connected(token, peer, conn, reply),
+            TcpEvent::Incoming { token, peer, conn } => {
+                self.worker.server.tcp_incoming(now(), token, peer, conn, reply, &mut self.io)
+            }
+        };
+        let Some(t) = t else { return };
+        let Via::Listener(listener) = t.via else { return };
+        let bytes = self.stream_reply.get(t.range).unwrap_or_default();
+        if let Some((slot, conn)) = self.conns.find(listener, t.to)
+            && conn.stream.send(bytes)
+        {
+            self.dirty.push(slot);
+        }
     }
 
     /// Closes a connection: its allocation goes, its socket is shut down,
@@ -904,8 +999,14 @@ impl Loop {
     }
 
     fn finish_close(&mut self, slot: usize) {
-        if self.conns.get_mut(slot).is_some_and(|c| c.closing && !c.io.receiving && !c.io.sending) {
-            self.conns.remove(slot);
+        if !self.conns.get_mut(slot).is_some_and(|c| c.closing && !c.io.receiving && !c.io.sending) {
+            return;
+        }
+        let Some(conn) = self.conns.remove(slot) else { return };
+        if let Some(id) = conn.io.handover {
+            let (tls, unsent) = conn.stream.into_parts();
+            let _ = conn.io.socket.set_nonblocking(false);
+            self.io.tcp.splice(id, conn.io.socket, tls, unsent);
         }
     }
 

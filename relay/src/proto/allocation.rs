@@ -40,6 +40,14 @@ struct Permission {
     expires: Instant,
 }
 
+/// A Connect request answered once its connection is up (or failed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingConnect {
+    pub(crate) peer: SocketAddr,
+    pub(crate) tid: TransactionId,
+    pub(crate) fingerprint: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Channel {
     pub(crate) number: u16,
@@ -74,6 +82,10 @@ pub(crate) struct Allocation {
     pub(crate) partial: Option<ErrorCode>,
     /// The token of the port reserved next to this one (EVEN-PORT R bit).
     pub(crate) reservation: Option<[u8; 8]>,
+    /// A TCP allocation (RFC 6062): its relays are TCP listeners.
+    pub(crate) tcp: bool,
+    /// Connect requests waiting for their connection (RFC 6062 §5.2).
+    pub(crate) connects: Vec<PendingConnect>,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
 }
@@ -111,6 +123,8 @@ impl Allocation {
             expires,
             partial: None,
             reservation: None,
+            tcp: false,
+            connects: Vec::new(),
             permissions: Vec::new(),
             channels: Vec::new(),
         }

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod policy;
 mod request;
 mod shared;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -112,8 +113,31 @@ pub trait Sockets {
     /// The bind's error: the core tries another port on `AddrInUse` and
     /// answers 508 when it runs out.
     fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()>;
-    /// Closes relay `token`'s socket.
+    /// Closes relay `token`'s socket (UDP or TCP) and, for a TCP relay,
+    /// every connection of it.
     fn close_relay(&mut self, token: RelayToken);
+
+    /// RFC 6062: listens on `addr` (TCP) for relay `token`'s peers, for an
+    /// allocation of `username`. Its connections are announced with
+    /// [`Server::tcp_incoming`].
+    ///
+    /// # Errors
+    /// As [`Sockets::open_relay`].
+    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()>;
+    /// RFC 6062 §5.2: connects from relay `token`'s address `from` to
+    /// `peer`; the outcome comes back through [`Server::tcp_connected`].
+    fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr);
+    /// Whether relay `token` has a connection with `peer` (waiting for its
+    /// ConnectionBind, or bound).
+    fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool;
+    /// The core's answer to an incoming peer connection: keep it for a
+    /// ConnectionBind, or close it.
+    fn tcp_accept(&mut self, conn: u32, accept: bool);
+    /// RFC 6062 §5.4: a ConnectionBind for `conn` by `username` arrived on
+    /// the client connection `client` of `listener`. `true` if `conn` waits
+    /// for it and belongs to that user: the client connection then carries
+    /// that peer connection's bytes, after the response.
+    fn tcp_bind(&mut self, conn: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool;
 }
 
 /// Which socket a transmit leaves from.
@@ -162,6 +186,8 @@ pub enum DropReason {
     NoChannel,
     /// No permission for the peer's IP address.
     NoPermission,
+    /// A request answered later (RFC 6062 Connect): not a drop.
+    Deferred,
 }
 
 /// Per-worker counters. Plain integers: only this worker writes them; the
@@ -206,6 +232,7 @@ impl Stats {
             DropReason::NoAllocation => &mut self.dropped_no_allocation,
             DropReason::NoChannel => &mut self.dropped_no_channel,
             DropReason::NoPermission => &mut self.dropped_no_permission,
+            DropReason::Deferred => return,
         };
         *c += 1;
     }
@@ -409,6 +436,10 @@ impl Server {
         let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(data)))) = (msg.get(), msg.get()) else {
             return Verdict::Drop(DropReason::Ignored);
         };
+        if alloc.tcp {
+            // RFC 6062: a TCP allocation carries data on data connections only.
+            return Verdict::Drop(DropReason::Ignored);
+        }
         // DONT-FRAGMENT is honoured when the relay socket was opened with DF
         // (asked for at Allocate); otherwise it is an unknown
         // comprehension-required attribute and the indication is dropped.
@@ -452,8 +483,8 @@ impl Server {
             _ => return Verdict::Drop(DropReason::Ignored),
         };
         match len {
-            Some(len) => Verdict::Reply(Transmit { via: Via::Listener(listener), to: from, range: 0..len }),
-            None => Verdict::Drop(DropReason::Ignored),
+            Ok(len) => Verdict::Reply(Transmit { via: Via::Listener(listener), to: from, range: 0..len }),
+            Err(reason) => Verdict::Drop(reason),
         }
     }
 

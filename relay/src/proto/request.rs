@@ -18,7 +18,7 @@ use ip2p_wire::{
 
 use super::allocation::{Allocation, BindError, Relay};
 use super::auth::{Authed, OFFERED_ALGORITHMS, Refusal};
-use super::{ListenerId, RelayToken, Server, Sockets};
+use super::{DropReason, ListenerId, RelayToken, Server, Sockets};
 
 /// How many unknown attributes a 420 lists at most.
 const MAX_UNKNOWN: usize = 16;
@@ -27,17 +27,24 @@ const MAX_UNKNOWN: usize = 16;
 const MAX_BIND_ATTEMPTS: usize = 64;
 
 /// The integrity to put on a response: the request's key and algorithm.
-type Integrity<'a> = Option<(&'a LongTermKey, IntegrityKind)>;
+pub(super) type Integrity<'a> = Option<(&'a LongTermKey, IntegrityKind)>;
 
-fn integrity(authed: &Authed) -> Integrity<'_> {
+pub(super) fn integrity(authed: &Authed) -> Integrity<'_> {
     Some((&authed.key, authed.integrity))
 }
+
+/// ADDITIONAL-ADDRESS-FAMILY as draft-ietf-tram-turnbis numbered it, before
+/// RFC 8656 assigned 0x8000; coturn's tools (4.6) send this one for `-Z`.
+/// Comprehension-optional either way, so accepting it breaks nothing.
+const LEGACY_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8032);
 
 /// RFC 8656 §7.2: a reservation is held "for at least 30 seconds".
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// An Allocate request's wishes, checked (RFC 8656 §7.2 steps 3-9).
 struct AllocateRequest {
+    /// REQUESTED-TRANSPORT TCP (RFC 6062).
+    tcp: bool,
     family: usize,
     additional_v6: bool,
     even_port: bool,
@@ -51,14 +58,18 @@ struct AllocateRequest {
 
 /// How to choose a relay port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PortChoice {
+enum PortChoice<'a> {
     Any,
     Even,
     /// An even port N whose N+1 is free too, to be reserved.
     EvenPair,
+    /// Any port, for a TCP relay (RFC 6062) of this user's.
+    Tcp(&'a str),
 }
 
 impl Server {
+    /// Answers a request: the length of the response written into
+    /// `reply`, or why there is none (yet).
     pub(super) fn request(
         &mut self,
         now: Instant,
@@ -67,24 +78,32 @@ impl Server {
         msg: &Message<'_>,
         reply: &mut [u8],
         sockets: &mut impl Sockets,
-    ) -> Option<usize> {
+    ) -> Result<usize, DropReason> {
         let method = msg.method();
-        match method {
-            Method::BINDING => return self.binding(from, msg, reply),
-            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND => {}
-            _ => return self.error(reply, msg, ErrorCode::BAD_REQUEST, None),
-        }
-        // RFC 8656 §5: every TURN request uses the long-term credentials.
-        let unix = self.unix(now);
-        let authed = match self.config.credentials.check(msg, from, unix) {
-            Ok(authed) => authed,
-            Err(refusal) => return self.refuse(reply, msg, from, unix, refusal),
+        let written = match method {
+            Method::BINDING => return self.binding(from, msg, reply).ok_or(DropReason::Ignored),
+            Method::ALLOCATE
+            | Method::REFRESH
+            | Method::CREATE_PERMISSION
+            | Method::CHANNEL_BIND
+            | Method::CONNECT
+            | Method::CONNECTION_BIND => {
+                // RFC 8656 §5: every TURN request uses the long-term credentials.
+                let unix = self.unix(now);
+                match self.config.credentials.check(msg, from, unix) {
+                    Err(refusal) => self.refuse(reply, msg, from, unix, refusal),
+                    Ok(authed) if method == Method::ALLOCATE => {
+                        self.allocate(now, listener, from, msg, authed, reply, sockets)
+                    }
+                    Ok(authed) if method == Method::CONNECTION_BIND => {
+                        self.connection_bind(listener, from, msg, &authed, reply, sockets)
+                    }
+                    Ok(authed) => return self.on_allocation(now, listener, from, msg, &authed, reply, sockets),
+                }
+            }
+            _ => self.error(reply, msg, ErrorCode::BAD_REQUEST, None),
         };
-        if method == Method::ALLOCATE {
-            self.allocate(now, listener, from, msg, authed, reply, sockets)
-        } else {
-            self.on_allocation(now, listener, from, msg, &authed, reply, sockets)
-        }
+        written.ok_or(DropReason::Ignored)
     }
 
     /// RFC 8489 §7.3.1: a Binding request is answered with the client's
@@ -121,7 +140,7 @@ impl Server {
         if let Some(len) = self.unknown_attributes(reply, msg, integrity(&authed)) {
             return Some(len);
         }
-        let req = match self.check_allocate(msg) {
+        let req = match self.check_allocate(listener, msg) {
             Ok(req) => req,
             Err(code) => return self.error(reply, msg, code, integrity(&authed)),
         };
@@ -143,6 +162,10 @@ impl Server {
                 .take(&token, now)
                 .and_then(|addr| self.open_exact(slot, addr, req.dont_fragment, sockets))
                 .map(|relay| (relay, None)),
+            None if req.tcp => {
+                let user = authed.username.clone();
+                self.open_relay(now, slot, req.family, PortChoice::Tcp(&user), false, sockets)
+            }
             None => self.open_relay(now, slot, req.family, choice, req.dont_fragment, sockets),
         };
         let Some((primary, reservation)) = primary else {
@@ -180,6 +203,7 @@ impl Server {
         );
         alloc.partial = partial;
         alloc.reservation = reservation;
+        alloc.tcp = req.tcp;
         tracing::info!(
             client = %from,
             user = %alloc.username,
@@ -192,25 +216,49 @@ impl Server {
         self.allocate_success(now, reply, msg, slot)
     }
 
-    /// RFC 8656 §7.2 steps 3-9: what the Allocate asks for, or the error.
-    fn check_allocate(&self, msg: &Message<'_>) -> Result<AllocateRequest, ErrorCode> {
+    /// RFC 8656 §7.2 steps 3-9 (and RFC 6062 §5.1 for TCP): what the
+    /// Allocate asks for, or the error.
+    fn check_allocate(&self, listener: ListenerId, msg: &Message<'_>) -> Result<AllocateRequest, ErrorCode> {
         let bad = |_: WireError| ErrorCode::BAD_REQUEST;
-        match msg.get::<RequestedTransport>().map_err(bad)? {
+        let tcp = match msg.get::<RequestedTransport>().map_err(bad)? {
             None => return Err(ErrorCode::BAD_REQUEST),
-            Some(RequestedTransport::UDP) => {}
+            Some(RequestedTransport::UDP) => false,
+            Some(RequestedTransport::TCP) => true,
             Some(_) => return Err(ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL),
-        }
+        };
         let dont_fragment = msg.get_raw(AttrType::DONT_FRAGMENT).is_some();
         let raf = msg.get::<RequestedAddressFamily>().map_err(bad)?;
-        let aaf = msg.get::<AdditionalAddressFamily>().map_err(bad)?;
+        let aaf = match msg.get::<AdditionalAddressFamily>().map_err(bad)? {
+            // coturn's clients (4.6) still send the draft's code point.
+            None => msg.get_raw(LEGACY_ADDITIONAL_ADDRESS_FAMILY).map(|raw| match raw.value {
+                [family, 0, 0, 0] => Ok(AdditionalAddressFamily(AddressFamily(*family))),
+                _ => Err(ErrorCode::BAD_REQUEST),
+            }),
+            Some(aaf) => Some(Ok(aaf)),
+        }
+        .transpose()?;
         let even = msg.get::<EvenPort>().map_err(bad)?;
         let lifetime = msg.get::<Lifetime>().map_err(bad)?.map(|l| l.0);
+        if tcp {
+            // RFC 6062 §5.1: over TCP or TLS only, and none of the UDP-only
+            // attributes (nor a dual allocation, which it does not define).
+            let token = msg.get_raw(AttrType::RESERVATION_TOKEN).is_some();
+            if listener.transport != ip2p_wire::Transport::Stream
+                || dont_fragment
+                || even.is_some()
+                || token
+                || aaf.is_some()
+            {
+                return Err(ErrorCode::BAD_REQUEST);
+            }
+        }
         if let Some(ReservationToken(token)) = msg.get::<ReservationToken>().map_err(bad)? {
             // Step 5: the token names the address (and so the family).
             if even.is_some() || raf.is_some() || aaf.is_some() {
                 return Err(ErrorCode::BAD_REQUEST);
             }
             return Ok(AllocateRequest {
+                tcp: false,
                 family: 0,
                 additional_v6: false,
                 even_port: false,
@@ -241,6 +289,7 @@ impl Server {
             Some(_) => return Err(ErrorCode::BAD_REQUEST),
         };
         Ok(AllocateRequest {
+            tcp,
             family,
             additional_v6,
             even_port: even.is_some(),
@@ -274,8 +323,8 @@ impl Server {
         })
     }
 
-    /// Refresh, CreatePermission and ChannelBind: requests on an existing
-    /// allocation (RFC 8656 §5).
+    /// Refresh, CreatePermission, ChannelBind and Connect: requests on an
+    /// existing allocation (RFC 8656 §5, RFC 6062 §5.2).
     #[allow(clippy::too_many_arguments)]
     fn on_allocation(
         &mut self,
@@ -286,23 +335,30 @@ impl Server {
         authed: &Authed,
         reply: &mut [u8],
         sockets: &mut impl Sockets,
-    ) -> Option<usize> {
+    ) -> Result<usize, DropReason> {
+        let answer = |written: Option<usize>| written.ok_or(DropReason::Ignored);
         let Some((slot, alloc)) = self.allocation_of(listener, from) else {
-            return self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(authed));
+            return answer(self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(authed)));
         };
         if alloc.username != authed.username {
             self.stats.auth_failures += 1;
-            return self.error(reply, msg, ErrorCode::WRONG_CREDENTIALS, integrity(authed));
+            return answer(self.error(reply, msg, ErrorCode::WRONG_CREDENTIALS, integrity(authed)));
         }
+        let tcp = alloc.tcp;
         if let Some(len) = self.unknown_attributes(reply, msg, integrity(authed)) {
-            return Some(len);
+            return Ok(len);
         }
         let result = match msg.method() {
             Method::REFRESH => self.refresh(now, slot, msg, sockets),
             Method::CREATE_PERMISSION => self.create_permission(now, slot, msg),
+            Method::CONNECT => match self.connect(slot, msg, sockets) {
+                Ok(()) => return Err(DropReason::Deferred),
+                Err(code) => Err(code),
+            },
+            _ if tcp => Err(ErrorCode::BAD_REQUEST),
             _ => self.channel_bind(now, slot, msg),
         };
-        match result {
+        answer(match result {
             Ok(lifetime) => self.respond(reply, msg, Class::Success, integrity(authed), |w| {
                 if let Some(secs) = lifetime {
                     w.add(&Lifetime(secs))?;
@@ -310,7 +366,7 @@ impl Server {
                 Ok(())
             }),
             Err(code) => self.error(reply, msg, code, integrity(authed)),
-        }
+        })
     }
 
     /// RFC 8656 §8.2. Returns the LIFETIME to answer with.
@@ -443,7 +499,7 @@ impl Server {
         now: Instant,
         slot: u32,
         family: usize,
-        choice: PortChoice,
+        choice: PortChoice<'_>,
         df: bool,
         sockets: &mut impl Sockets,
     ) -> Option<(Relay, Option<[u8; 8]>)> {
@@ -459,7 +515,7 @@ impl Server {
                     && !s.shared.reservations.holds(SocketAddr::new(ip.bind, p), now)
             };
             let fits = match choice {
-                PortChoice::Any => true,
+                PortChoice::Any | PortChoice::Tcp(_) => true,
                 PortChoice::Even => port % 2 == 0,
                 PortChoice::EvenPair => port % 2 == 0 && port < hi && free(port + 1, self),
             };
@@ -467,7 +523,12 @@ impl Server {
                 continue;
             }
             let bound = SocketAddr::new(ip.bind, port);
-            match sockets.open_relay(RelayToken::new(slot, family), bound, df) {
+            let token = RelayToken::new(slot, family);
+            let opened = match choice {
+                PortChoice::Tcp(user) => sockets.open_tcp_relay(token, bound, user),
+                _ => sockets.open_relay(token, bound, df),
+            };
+            match opened {
                 Ok(()) => {
                     let relay = self.record(family, bound);
                     let token = (choice == PortChoice::EvenPair).then(|| {
@@ -574,7 +635,13 @@ impl Server {
         })
     }
 
-    fn error(&mut self, reply: &mut [u8], msg: &Message<'_>, code: ErrorCode, auth: Integrity<'_>) -> Option<usize> {
+    pub(super) fn error(
+        &mut self,
+        reply: &mut [u8],
+        msg: &Message<'_>,
+        code: ErrorCode,
+        auth: Integrity<'_>,
+    ) -> Option<usize> {
         self.stats.error_responses += 1;
         self.respond(reply, msg, Class::Error, auth, |w| {
             w.add(&ErrorCodeAttr::new(code))?;
@@ -584,7 +651,7 @@ impl Server {
 
     /// Writes a response: `body`, SOFTWARE, the integrity of the request's
     /// key if it authenticated, and FINGERPRINT if the request had one.
-    fn respond(
+    pub(super) fn respond(
         &self,
         reply: &mut [u8],
         msg: &Message<'_>,
@@ -592,8 +659,22 @@ impl Server {
         auth: Integrity<'_>,
         body: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), WireError>,
     ) -> Option<usize> {
-        let typ = MessageType::new(msg.method(), class);
-        let mut w = MessageWriter::new(reply, typ, *msg.transaction_id()).ok()?;
+        let to = Respond { method: msg.method(), tid: *msg.transaction_id(), fingerprint: msg.has_fingerprint() };
+        self.respond_to(reply, &to, class, auth, body)
+    }
+
+    /// Writes a response to the request `to` names (which may be answered
+    /// after it is gone: RFC 6062 Connect).
+    pub(super) fn respond_to(
+        &self,
+        reply: &mut [u8],
+        to: &Respond,
+        class: Class,
+        auth: Integrity<'_>,
+        body: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), WireError>,
+    ) -> Option<usize> {
+        let typ = MessageType::new(to.method, class);
+        let mut w = MessageWriter::new(reply, typ, to.tid).ok()?;
         body(&mut w).ok()?;
         if let Some(software) = &self.config.software {
             w.add(&Software(software)).ok()?;
@@ -603,6 +684,14 @@ impl Server {
             Some((key, IntegrityKind::Sha256)) => w.integrity_sha256(key.as_bytes()).ok()?,
             None => &mut w,
         };
-        if msg.has_fingerprint() { w.fingerprint().ok() } else { Some(w.finish()) }
+        if to.fingerprint { w.fingerprint().ok() } else { Some(w.finish()) }
     }
+}
+
+/// What a response needs of its request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Respond {
+    pub(super) method: Method,
+    pub(super) tid: ip2p_wire::TransactionId,
+    pub(super) fingerprint: bool,
 }

@@ -29,6 +29,14 @@ struct FakeSockets {
     /// Addresses some other process holds: binding them fails.
     taken: HashSet<SocketAddr>,
     closed: Vec<RelayToken>,
+    /// TCP relays: their address and user.
+    tcp: HashMap<RelayToken, (SocketAddr, String)>,
+    /// Connects asked for: relay, from, peer.
+    connects: Vec<(RelayToken, SocketAddr, SocketAddr)>,
+    /// Peer connections with a relay and owner, and whether accepted.
+    conns: HashMap<u32, (RelayToken, SocketAddr, Option<bool>)>,
+    /// ConnectionBinds that claimed a connection.
+    binds: Vec<(u32, ListenerId, SocketAddr)>,
 }
 
 impl Sockets for FakeSockets {
@@ -40,8 +48,36 @@ impl Sockets for FakeSockets {
         Ok(())
     }
     fn close_relay(&mut self, token: RelayToken) {
-        assert!(self.open.remove(&token).is_some(), "closing a socket that is not open");
+        assert!(
+            self.open.remove(&token).is_some() || self.tcp.remove(&token).is_some(),
+            "closing a socket that is not open"
+        );
+        self.conns.retain(|_, (t, _, _)| *t != token);
         self.closed.push(token);
+    }
+    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, user: &str) -> io::Result<()> {
+        assert!(self.tcp.insert(token, (addr, user.to_owned())).is_none(), "token reused while open");
+        Ok(())
+    }
+    fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr) {
+        self.connects.push((token, from, peer));
+    }
+    fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool {
+        self.conns.values().any(|(t, p, _)| *t == token && *p == peer)
+    }
+    fn tcp_accept(&mut self, conn: u32, accept: bool) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.2 = Some(accept);
+        }
+    }
+    fn tcp_bind(&mut self, conn: u32, user: &str, listener: ListenerId, client: SocketAddr) -> bool {
+        let Some((token, _, accepted)) = self.conns.get(&conn) else { return false };
+        let owner = self.tcp.get(token).map(|(_, u)| u.as_str());
+        if *accepted != Some(true) || owner != Some(user) || self.binds.iter().any(|b| b.0 == conn) {
+            return false;
+        }
+        self.binds.push((conn, listener, client));
+        true
     }
 }
 
@@ -239,6 +275,17 @@ impl Harness {
         (v, buf)
     }
 
+    /// The full dance for a request whose answer is deferred: returns the
+    /// verdict of the authenticated request.
+    fn send_authed_deferred(&mut self, from: &str, method: Method, attrs: &[Attribute<'_>], c: &Creds) -> Verdict {
+        let tid = self.tid();
+        let first = self.build(method, tid, attrs, None);
+        let nonce = self.exchange(from, &first).nonce();
+        let tid = self.tid();
+        let second = self.build(method, tid, attrs, Some((c, &nonce)));
+        self.send(from, &second)
+    }
+
     fn only_token(&self) -> RelayToken {
         assert_eq!(self.sockets.open.len(), 1);
         *self.sockets.open.keys().next().unwrap()
@@ -378,8 +425,12 @@ fn allocate_validates_transport_and_lifetime() {
     let mut h = Harness::new();
     let c = Harness::alice();
     assert_eq!(h.authed(CLIENT, Method::ALLOCATE, &[], &c).code(), Some(400));
+    // RFC 6062 §5.1: TCP needs a TCP or TLS control connection (400);
+    // another protocol is unsupported (442).
     let tcp = [Attribute::RequestedTransport(RequestedTransport::TCP)];
-    assert_eq!(h.authed(CLIENT, Method::ALLOCATE, &tcp, &c).code(), Some(442));
+    assert_eq!(h.authed(CLIENT, Method::ALLOCATE, &tcp, &c).code(), Some(400));
+    let sctp = [Attribute::RequestedTransport(RequestedTransport(132))];
+    assert_eq!(h.authed(CLIENT, Method::ALLOCATE, &sctp, &c).code(), Some(442));
     for (i, (asked, granted)) in [(10, 600), (1200, 1200), (100_000, 3600)].into_iter().enumerate() {
         let from = format!("127.0.0.1:{}", 41000 + i);
         let attrs = [Attribute::RequestedTransport(RequestedTransport::UDP), Attribute::Lifetime(Lifetime(asked))];
@@ -824,4 +875,141 @@ impl Harness {
         buf.truncate(len);
         buf
     }
+}
+
+/// RFC 6062: TCP allocations, Connect, ConnectionAttempt, ConnectionBind.
+mod tcp_allocations {
+    use super::*;
+    use ip2p_wire::attr::ConnectionId;
+
+    fn tcp_allocate(h: &mut Harness, from: &str, c: &Creds) -> Response {
+        h.authed(from, Method::ALLOCATE, &[Attribute::RequestedTransport(RequestedTransport::TCP)], c)
+    }
+
+    fn stream_harness() -> Harness {
+        let mut h = Harness::new();
+        h.listener = ListenerId::stream(0);
+        h
+    }
+
+    #[test]
+    fn tcp_allocations_need_a_stream_and_no_udp_only_attributes() {
+        let mut h = Harness::new();
+        let c = Harness::alice();
+        assert_eq!(tcp_allocate(&mut h, CLIENT, &c).code(), Some(400), "over UDP");
+        let mut h = stream_harness();
+        let tcp = Attribute::RequestedTransport(RequestedTransport::TCP);
+        for extra in [
+            Attribute::EvenPort(EvenPort { reserve_next: false }),
+            Attribute::DontFragment(ip2p_wire::attr::DontFragment),
+            Attribute::AdditionalAddressFamily(AdditionalAddressFamily(AddressFamily::IPV6)),
+        ] {
+            assert_eq!(h.authed(CLIENT, Method::ALLOCATE, &[tcp, extra], &c).code(), Some(400));
+        }
+        let r = tcp_allocate(&mut h, CLIENT, &c);
+        assert_eq!(r.class(), Class::Success);
+        assert_eq!(h.sockets.tcp.len(), 1, "a TCP listener, no UDP socket");
+        assert!(h.sockets.open.is_empty());
+        assert_eq!(h.sockets.tcp.values().next().unwrap().1, "alice");
+        // Send indications and ChannelBind have no place on it.
+        let bind = [Attribute::ChannelNumber(ChannelNumber(0x4000)), peer_attr(PEER)];
+        assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind, &c).code(), Some(400));
+        // Deleting it closes the listener.
+        assert_eq!(h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).lifetime(), Some(0));
+        assert!(h.sockets.tcp.is_empty());
+    }
+
+    #[test]
+    fn connect_is_answered_when_the_connection_is_up_or_failed() {
+        let mut h = stream_harness();
+        let c = Harness::alice();
+        assert_eq!(tcp_allocate(&mut h, CLIENT, &c).class(), Class::Success);
+        let token = *h.sockets.tcp.keys().next().unwrap();
+        let relayed = h.sockets.tcp[&token].0;
+        // Policy and missing attributes: answered at once.
+        assert_eq!(h.authed(CLIENT, Method::CONNECT, &[], &c).code(), Some(400));
+        assert_eq!(h.authed(CLIENT, Method::CONNECT, &[peer_attr("10.0.0.1:80")], &c).code(), Some(403));
+        // A valid Connect is answered later.
+        let tid = h.tid();
+        let nonce = {
+            let first = h.build(Method::CONNECT, tid, &[peer_attr(PEER)], None);
+            h.exchange(CLIENT, &first).nonce()
+        };
+        let tid = h.tid();
+        let req = h.build(Method::CONNECT, tid, &[peer_attr(PEER)], Some((&c, &nonce)));
+        assert_eq!(h.send(CLIENT, &req), Verdict::Drop(DropReason::Deferred));
+        assert_eq!(h.sockets.connects, [(token, relayed, addr(PEER))]);
+        assert_eq!(h.server.stats().dropped_ignored, 0, "deferred is not dropped");
+        // A second Connect to the same peer meanwhile: 446.
+        assert_eq!(h.authed(CLIENT, Method::CONNECT, &[peer_attr(PEER)], &c).code(), Some(446));
+        // The connection is up: success with CONNECTION-ID, signed.
+        let mut reply = vec![0u8; REPLY_BUFFER];
+        let t = h.server.tcp_connected(token, addr(PEER), Some(77), &mut reply).unwrap();
+        assert_eq!((t.via, t.to), (Via::Listener(ListenerId::stream(0)), addr(CLIENT)));
+        let r = Response(reply[t.range].to_vec());
+        assert_eq!((r.class(), r.msg().method(), *r.msg().transaction_id()), (Class::Success, Method::CONNECT, tid));
+        assert_eq!(r.msg().get::<ConnectionId>().unwrap(), Some(ConnectionId(77)));
+        let key = LongTermKey::md5("alice", REALM, "wonderland");
+        assert!(r.msg().verify_integrity(key.as_bytes()).is_ok());
+        assert!(h.server.tcp_connected(token, addr(PEER), Some(77), &mut reply).is_none(), "answered once");
+        // A connection that already exists: 446; one that fails: 447.
+        h.sockets.conns.insert(77, (token, addr(PEER), Some(true)));
+        assert_eq!(h.authed(CLIENT, Method::CONNECT, &[peer_attr(PEER)], &c).code(), Some(446));
+        let other = "127.0.0.1:7001";
+        assert_eq!(
+            h.send_authed_deferred(CLIENT, Method::CONNECT, &[peer_attr(other)], &c),
+            Verdict::Drop(DropReason::Deferred)
+        );
+        let t = h.server.tcp_connected(token, addr(other), None, &mut reply).unwrap();
+        assert_eq!(Response(reply[t.range].to_vec()).code(), Some(447));
+    }
+
+    #[test]
+    fn incoming_connections_need_a_permission_and_bind_once() {
+        let mut h = stream_harness();
+        let c = Harness::alice();
+        assert_eq!(tcp_allocate(&mut h, CLIENT, &c).class(), Class::Success);
+        let token = *h.sockets.tcp.keys().next().unwrap();
+        let mut reply = vec![0u8; REPLY_BUFFER];
+        // Without a permission the peer is refused.
+        h.sockets.conns.insert(5, (token, addr(PEER), None));
+        assert!(h.server.tcp_incoming(h.now, token, addr(PEER), 5, &mut reply, &mut h.sockets).is_none());
+        assert_eq!(h.sockets.conns[&5].2, Some(false));
+        // With one, the client hears of it.
+        assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).class(), Class::Success);
+        h.sockets.conns.insert(6, (token, addr(PEER), None));
+        let t = h.server.tcp_incoming(h.now, token, addr(PEER), 6, &mut reply, &mut h.sockets).unwrap();
+        let msg = Message::parse(&reply[t.range]).unwrap();
+        assert_eq!(msg.message_type(), MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication));
+        assert_eq!(msg.get::<ConnectionId>().unwrap(), Some(ConnectionId(6)));
+        assert_eq!(msg.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(addr(PEER))));
+        assert_eq!(h.sockets.conns[&6].2, Some(true));
+        // ConnectionBind: on a fresh connection, by the same user, once.
+        let data_conn = "127.0.0.1:40001";
+        let bind = [Attribute::ConnectionId(ConnectionId(6))];
+        assert_eq!(h.authed(data_conn, Method::CONNECTION_BIND, &[], &c).code(), Some(400), "no CONNECTION-ID");
+        let bob = creds("bob", "builder");
+        assert_eq!(h.authed(data_conn, Method::CONNECTION_BIND, &bind, &bob).code(), Some(400), "another user");
+        assert_eq!(h.authed(CLIENT, Method::CONNECTION_BIND, &bind, &c).code(), Some(400), "the control connection");
+        assert_eq!(h.authed(data_conn, Method::CONNECTION_BIND, &bind, &c).class(), Class::Success);
+        assert_eq!(h.sockets.binds, [(6, ListenerId::stream(0), addr(data_conn))]);
+        let again = "127.0.0.1:40002";
+        assert_eq!(h.authed(again, Method::CONNECTION_BIND, &bind, &c).code(), Some(400), "bound already");
+        h.listener = ListenerId::udp(0);
+        assert_eq!(h.authed("127.0.0.1:40003", Method::CONNECTION_BIND, &bind, &c).code(), Some(400), "over UDP");
+    }
+}
+
+#[test]
+fn the_draft_additional_address_family_code_is_accepted() {
+    // coturn 4.6's clients ask for a dual allocation with 0x8032.
+    let mut h = Harness::new();
+    let mut config = config();
+    config.relay_v6 = Some(RelayIp { bind: "::1".parse().unwrap(), external: None });
+    h.server = Server::new(Arc::new(config), Arc::new(Shared::new(Quotas::new(0, 0))), h.now, UNIX0, 42);
+    let c = Harness::alice();
+    let legacy = Attribute::Unknown(ip2p_wire::RawAttribute { typ: ip2p_wire::AttrType(0x8032), value: &[2, 0, 0, 0] });
+    let r = h.authed(CLIENT, Method::ALLOCATE, &[Attribute::RequestedTransport(RequestedTransport::UDP), legacy], &c);
+    assert_eq!(r.class(), Class::Success);
+    assert_eq!(r.relayed().len(), 2, "IPv4 and IPv6");
 }

@@ -1,0 +1,470 @@
+//! RFC 6062 TCP allocations: relayed TCP listeners, connections to and
+//! from peers, and the data connections that carry their bytes.
+//!
+//! TCP allocations are rare (browsers never ask for them; they serve peers
+//! that only speak TCP), so they run on threads of their own with blocking
+//! I/O, off the workers' packet path: an accept thread per TCP relay, a
+//! thread per outgoing connect, and a thread per bound data connection
+//! moving bytes both ways with poll(2). A slow side stops the other from
+//! being read (back-pressure): TCP bytes are never dropped. The workers'
+//! cores decide everything (permissions, policy, who binds what); this
+//! module keeps the connections and tells a core what happened with a
+//! [`TcpEvent`] on its channel.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::EventFd;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::now;
+use crate::proto::RelayToken;
+
+/// RFC 6062 §5.2, §5.3: a peer connection waits 30 seconds for its
+/// ConnectionBind.
+const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection to a peer may take before the Connect gets 447.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes buffered per direction of a data connection before its source is
+/// no longer read.
+const SPLICE_BUFFER: usize = 256 * 1024;
+
+/// What a core hears about its TCP relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcpEvent {
+    /// A Connect's connection is up (`conn`) or failed (`None`).
+    Connected {
+        /// The relay.
+        token: RelayToken,
+        /// The peer.
+        peer: SocketAddr,
+        /// The new connection's ID.
+        conn: Option<u32>,
+    },
+    /// A peer connected to the relay: accept or refuse it.
+    Incoming {
+        /// The relay.
+        token: RelayToken,
+        /// The peer.
+        peer: SocketAddr,
+        /// The connection's ID.
+        conn: u32,
+    },
+}
+
+/// A worker and one of its relays: an allocation's TCP relay.
+type Owner = (usize, RelayToken);
+
+/// A peer connection waiting for its ConnectionBind.
+#[derive(Debug)]
+struct Waiting {
+    owner: Owner,
+    peer: SocketAddr,
+    stream: TcpStream,
+    since: Instant,
+    /// The core let it in (always, for a Connect's connection).
+    accepted: bool,
+    /// A ConnectionBind claimed it; its data connection is on the way.
+    bound: bool,
+}
+
+/// A bound pair: handles to shut both sockets down from outside.
+#[derive(Debug)]
+struct Active {
+    owner: Owner,
+    peer: SocketAddr,
+    handles: [TcpStream; 2],
+}
+
+#[derive(Debug)]
+struct Listening {
+    username: Box<str>,
+    handle: TcpListener,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    listening: HashMap<Owner, Listening>,
+    connecting: HashSet<(Owner, SocketAddr)>,
+    waiting: HashMap<u32, Waiting>,
+    active: HashMap<u32, Active>,
+}
+
+/// How a worker is told of events.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    pub(crate) events: Sender<TcpEvent>,
+    pub(crate) wake: Arc<EventFd>,
+}
+
+/// The node's TCP relays, shared by its workers.
+#[derive(Debug)]
+pub(crate) struct TcpRelays {
+    table: Mutex<Table>,
+    workers: Vec<Notifier>,
+}
+
+impl TcpRelays {
+    pub(crate) fn new(workers: Vec<Notifier>) -> Arc<Self> {
+        Arc::new(Self { table: Mutex::new(Table::default()), workers })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn notify(&self, worker: usize, event: TcpEvent) {
+        if let Some(n) = self.workers.get(worker)
+            && n.events.send(event).is_ok()
+        {
+            let _ = n.wake.write(1);
+        }
+    }
+
+    /// A connection ID no live connection has.
+    fn new_id(table: &Table) -> u32 {
+        loop {
+            let id: u32 = rand::random();
+            if id != 0 && !table.waiting.contains_key(&id) && !table.active.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Listens on `addr` for the peers of `owner`'s TCP relay.
+    pub(crate) fn listen(self: &Arc<Self>, owner: Owner, addr: SocketAddr, username: &str) -> io::Result<()> {
+        let listener = relay_socket(addr)?;
+        listener.listen(128)?;
+        let listener: TcpListener = listener.into();
+        let handle = listener.try_clone()?;
+        self.lock().listening.insert(owner, Listening { username: username.into(), handle });
+        let relays = self.clone();
+        let spawned = std::thread::Builder::new().name("ip2p-tcp-accept".into()).spawn(move || {
+            relays.accept_loop(owner, &listener);
+        });
+        if let Err(e) = spawned {
+            self.close(owner);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn accept_loop(&self, owner: Owner, listener: &TcpListener) {
+        loop {
+            let accepted = listener.accept();
+            let mut table = self.lock();
+            if !table.listening.contains_key(&owner) {
+                return; // closed: `close` shut the listener down
+            }
+            let (stream, peer) = match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    drop(table);
+                    tracing::warn!(error = %e, "TCP relay accept failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let conn = Self::new_id(&table);
+            let waiting = Waiting { owner, peer, stream, since: now(), accepted: false, bound: false };
+            table.waiting.insert(conn, waiting);
+            drop(table);
+            self.notify(owner.0, TcpEvent::Incoming { token: owner.1, peer, conn });
+        }
+    }
+
+    /// Connects `from` (the relay's address) to `peer` on a thread; the
+    /// outcome goes to the owner's core.
+    pub(crate) fn connect(self: &Arc<Self>, owner: Owner, from: SocketAddr, peer: SocketAddr) {
+        self.lock().connecting.insert((owner, peer));
+        let relays = self.clone();
+        let spawned = std::thread::Builder::new().name("ip2p-tcp-connect".into()).spawn(move || {
+            let stream = relay_socket(from)
+                .and_then(|s| s.connect_timeout(&peer.into(), CONNECT_TIMEOUT).map(|()| TcpStream::from(s)));
+            let mut table = relays.lock();
+            table.connecting.remove(&(owner, peer));
+            let conn = match stream {
+                Ok(stream) if table.listening.contains_key(&owner) => {
+                    let conn = Self::new_id(&table);
+                    let waiting = Waiting { owner, peer, stream, since: now(), accepted: true, bound: false };
+                    table.waiting.insert(conn, waiting);
+                    Some(conn)
+                }
+                Ok(_) => return, // the allocation is gone
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TCP connect to a peer failed");
+                    None
+                }
+            };
+            drop(table);
+            relays.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, conn });
+        });
+        if spawned.is_err() {
+            self.lock().connecting.remove(&(owner, peer));
+            self.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, conn: None });
+        }
+    }
+
+    /// Whether `owner` has a connection with `peer`, made or in the making.
+    pub(crate) fn busy(&self, owner: Owner, peer: SocketAddr) -> bool {
+        let table = self.lock();
+        table.connecting.contains(&(owner, peer))
+            || table.waiting.values().any(|w| w.owner == owner && w.peer == peer)
+            || table.active.values().any(|a| a.owner == owner && a.peer == peer)
+    }
+
+    /// The core's verdict on an incoming connection.
+    pub(crate) fn accept(&self, conn: u32, accept: bool) {
+        let mut table = self.lock();
+        if accept {
+            if let Some(w) = table.waiting.get_mut(&conn) {
+                w.accepted = true;
+            }
+        } else {
+            table.waiting.remove(&conn);
+        }
+    }
+
+    /// Claims connection `conn` for a ConnectionBind by `username`.
+    pub(crate) fn bind(&self, conn: u32, username: &str) -> bool {
+        let mut table = self.lock();
+        let Some(w) = table.waiting.get(&conn) else { return false };
+        let owner_user = table.listening.get(&w.owner).map(|l| &*l.username);
+        if !w.accepted || w.bound || owner_user != Some(username) {
+            return false;
+        }
+        if let Some(w) = table.waiting.get_mut(&conn) {
+            w.bound = true;
+        }
+        true
+    }
+
+    /// Joins the client's data connection (with its TLS session, and the
+    /// bytes still to send it: the ConnectionBind response) to peer
+    /// connection `conn`, on a thread of its own.
+    pub(crate) fn splice(
+        self: &Arc<Self>,
+        conn: u32,
+        client: TcpStream,
+        tls: Option<Box<rustls::ServerConnection>>,
+        unsent: Vec<u8>,
+    ) {
+        let mut table = self.lock();
+        let Some(w) = table.waiting.remove(&conn).filter(|w| w.bound) else {
+            return; // timed out or its allocation went: `client` closes
+        };
+        let (Ok(h1), Ok(h2)) = (client.try_clone(), w.stream.try_clone()) else { return };
+        table.active.insert(conn, Active { owner: w.owner, peer: w.peer, handles: [h1, h2] });
+        drop(table);
+        let relays = self.clone();
+        let peer = w.stream;
+        let spawned = std::thread::Builder::new().name("ip2p-tcp-data".into()).spawn(move || {
+            if let Err(e) = Splice::new(client, tls, unsent, peer).run() {
+                tracing::debug!(conn, error = %e, "TCP data connection ended");
+            }
+            relays.lock().active.remove(&conn);
+        });
+        if spawned.is_err() {
+            self.end(conn);
+        }
+    }
+
+    fn end(&self, conn: u32) {
+        if let Some(a) = self.lock().active.remove(&conn) {
+            for h in &a.handles {
+                let _ = h.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// The allocation of `owner` is gone: its listener, its waiting
+    /// connections and its data connections close.
+    pub(crate) fn close(&self, owner: Owner) {
+        let mut table = self.lock();
+        if let Some(l) = table.listening.remove(&owner) {
+            // Wakes the accept thread, which then sees it is closed.
+            let _ = Socket::from(l.handle).shutdown(Shutdown::Both);
+        }
+        table.waiting.retain(|_, w| w.owner != owner);
+        for a in table.active.values().filter(|a| a.owner == owner) {
+            for h in &a.handles {
+                let _ = h.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Closes peer connections whose ConnectionBind did not come in time.
+    pub(crate) fn sweep(&self, now: Instant) {
+        self.lock().waiting.retain(|_, w| now.saturating_duration_since(w.since) < BIND_TIMEOUT);
+    }
+}
+
+/// A TCP socket bound to a relay address that a listener and outgoing
+/// connections share (SO_REUSEADDR and SO_REUSEPORT).
+fn relay_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// A data connection joined to its peer connection.
+struct Splice {
+    client: TcpStream,
+    tls: Option<Box<rustls::ServerConnection>>,
+    peer: TcpStream,
+    /// Bytes for the client (ciphertext on TLS).
+    to_client: Vec<u8>,
+    to_peer: Vec<u8>,
+    client_open: bool,
+    peer_open: bool,
+}
+
+impl Splice {
+    fn new(client: TcpStream, tls: Option<Box<rustls::ServerConnection>>, unsent: Vec<u8>, peer: TcpStream) -> Self {
+        Self { client, tls, peer, to_client: unsent, to_peer: Vec::new(), client_open: true, peer_open: true }
+    }
+
+    /// Moves bytes until one side closes and what it sent has reached the
+    /// other (RFC 6062 §5.5: either side closing closes both).
+    fn run(mut self) -> io::Result<()> {
+        self.client.set_nonblocking(true)?;
+        self.peer.set_nonblocking(true)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if !self.client_open && self.to_peer.is_empty() || !self.peer_open && self.to_client.is_empty() {
+                break;
+            }
+            let (ce, pe) = {
+                let mut ce = PollFlags::empty();
+                let mut pe = PollFlags::empty();
+                if self.client_open && self.to_peer.len() < SPLICE_BUFFER {
+                    ce |= PollFlags::POLLIN;
+                }
+                if !self.to_client.is_empty() {
+                    ce |= PollFlags::POLLOUT;
+                }
+                if self.peer_open && self.to_client.len() < SPLICE_BUFFER {
+                    pe |= PollFlags::POLLIN;
+                }
+                if !self.to_peer.is_empty() {
+                    pe |= PollFlags::POLLOUT;
+                }
+                let mut fds = [PollFd::new(self.client.as_fd(), ce), PollFd::new(self.peer.as_fd(), pe)];
+                match poll(&mut fds, PollTimeout::from(1000u16)) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let ready = |f: &PollFd<'_>| f.revents().unwrap_or(PollFlags::empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            let gone = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+            if ce.intersects(gone) && self.client_open {
+                self.read_client(&mut buf)?;
+            }
+            if pe.intersects(gone) && self.peer_open {
+                self.read_peer(&mut buf)?;
+            }
+            write_some(&mut self.client, &mut self.to_client)?;
+            write_some(&mut self.peer, &mut self.to_peer)?;
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut self.to_client);
+            self.client.set_nonblocking(false)?;
+            let _ = self.client.write_all(&self.to_client);
+        }
+        let _ = self.client.shutdown(Shutdown::Both);
+        let _ = self.peer.shutdown(Shutdown::Both);
+        Ok(())
+    }
+
+    fn read_client(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let n = match self.client.read(buf) {
+            Ok(0) => {
+                self.client_open = false;
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let bytes = buf.get(..n).unwrap_or_default();
+        let Some(tls) = &mut self.tls else {
+            self.to_peer.extend_from_slice(bytes);
+            return Ok(());
+        };
+        let mut input = bytes;
+        while !input.is_empty() {
+            tls.read_tls(&mut input)?;
+            tls.process_new_packets().map_err(io::Error::other)?;
+            let mut plain = [0u8; 16 * 1024];
+            loop {
+                match tls.reader().read(&mut plain) {
+                    Ok(0) => {
+                        self.client_open = false;
+                        break;
+                    }
+                    Ok(n) => self.to_peer.extend_from_slice(plain.get(..n).unwrap_or_default()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        while tls.wants_write() {
+            tls.write_tls(&mut self.to_client)?;
+        }
+        Ok(())
+    }
+
+    fn read_peer(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let n = match self.peer.read(buf) {
+            Ok(0) => {
+                self.peer_open = false;
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let bytes = buf.get(..n).unwrap_or_default();
+        match &mut self.tls {
+            None => self.to_client.extend_from_slice(bytes),
+            Some(tls) => {
+                tls.writer().write_all(bytes)?;
+                while tls.wants_write() {
+                    tls.write_tls(&mut self.to_client)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes what `pending` holds until the socket would block.
+fn write_some(socket: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
+    while !pending.is_empty() {
+        match socket.write(pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
