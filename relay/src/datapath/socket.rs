@@ -68,31 +68,71 @@ pub(crate) fn bind_listeners(
     workers: usize,
 ) -> io::Result<Vec<WorkerSockets>> {
     let mut by_worker: Vec<WorkerSockets> = (0..workers).map(|_| WorkerSockets::default()).collect();
+    let mut streams = Vec::new();
     for addr in listen {
-        let first = bind_udp(*addr, true, false).map_err(|e| context(e, *addr))?;
-        let actual = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..workers {
-            sockets.push(bind_udp(actual, true, false).map_err(|e| context(e, actual))?);
-        }
-        for (worker, socket) in by_worker.iter_mut().zip(sockets) {
+        let (udp, tcp) = bind_pair(*addr, workers)?;
+        for (worker, socket) in by_worker.iter_mut().zip(udp) {
             worker.udp.push(socket);
         }
+        streams.push(tcp);
     }
-    let udp_ports: Vec<SocketAddr> =
-        by_worker.first().map(|w| w.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
-    for addr in udp_ports.iter().chain(tls) {
-        let first = bind_tcp(*addr).map_err(|e| context(e, *addr))?;
-        let actual = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..workers {
-            sockets.push(bind_tcp(actual).map_err(|e| context(e, actual))?);
-        }
-        for (worker, socket) in by_worker.iter_mut().zip(sockets) {
+    for addr in tls {
+        streams.push(bind_group(*addr, workers, bind_tcp)?);
+    }
+    for group in streams {
+        for (worker, socket) in by_worker.iter_mut().zip(group) {
             worker.streams.push(socket);
         }
     }
     Ok(by_worker)
+}
+
+/// UDP and TCP sockets for every worker on one address and port. When
+/// the kernel picks the port (0) for UDP, TCP may find it taken: another
+/// port is tried.
+fn bind_pair(addr: SocketAddr, workers: usize) -> io::Result<(Vec<UdpSocket>, Vec<TcpListener>)> {
+    let mut attempts = 0;
+    loop {
+        let udp = bind_group(addr, workers, |a| bind_udp(a, true, false))?;
+        let port = udp.first().map(UdpSocket::local_addr).transpose()?.map_or(addr.port(), |a| a.port());
+        match bind_group(SocketAddr::new(addr.ip(), port), workers, bind_tcp) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 && attempts < 16 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One socket per worker on `addr`, the first choosing the port if it is 0.
+fn bind_group<S: SocketLocal>(
+    addr: SocketAddr,
+    workers: usize,
+    bind: impl Fn(SocketAddr) -> io::Result<S>,
+) -> io::Result<Vec<S>> {
+    let first = bind(addr).map_err(|e| context(e, addr))?;
+    let actual = first.local()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers {
+        sockets.push(bind(actual).map_err(|e| context(e, actual))?);
+    }
+    Ok(sockets)
+}
+
+/// A bound socket's address.
+trait SocketLocal {
+    fn local(&self) -> io::Result<SocketAddr>;
+}
+
+impl SocketLocal for UdpSocket {
+    fn local(&self) -> io::Result<SocketAddr> {
+        self.local_addr()
+    }
+}
+
+impl SocketLocal for TcpListener {
+    fn local(&self) -> io::Result<SocketAddr> {
+        self.local_addr()
+    }
 }
 
 /// A non-blocking TCP listener on `addr`, one of a SO_REUSEPORT group.
