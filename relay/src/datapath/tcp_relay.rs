@@ -34,6 +34,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes buffered per direction of a data connection before its source is
 /// no longer read.
 const SPLICE_BUFFER: usize = 256 * 1024;
+/// Peer connections (being made, waiting or bound) one allocation may
+/// have: past it an incoming peer is refused and a Connect gets 447.
+const MAX_CONNECTIONS: usize = 64;
 
 /// What a core hears about its TCP relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,12 +87,16 @@ struct Active {
 
 #[derive(Debug)]
 struct Listening {
+    /// Tells this listener from a later one of the same owner (a slot and
+    /// token are reused once an allocation is gone).
+    id: u64,
     username: Box<str>,
     handle: TcpListener,
 }
 
 #[derive(Debug, Default)]
 struct Table {
+    next_listener: u64,
     listening: HashMap<Owner, Listening>,
     connecting: HashSet<(Owner, SocketAddr)>,
     waiting: HashMap<u32, Waiting>,
@@ -143,10 +150,16 @@ impl TcpRelays {
         listener.listen(128)?;
         let listener: TcpListener = listener.into();
         let handle = listener.try_clone()?;
-        self.lock().listening.insert(owner, Listening { username: username.into(), handle });
+        let id = {
+            let mut table = self.lock();
+            table.next_listener += 1;
+            let id = table.next_listener;
+            table.listening.insert(owner, Listening { id, username: username.into(), handle });
+            id
+        };
         let relays = self.clone();
         let spawned = std::thread::Builder::new().name("ip2p-tcp-accept".into()).spawn(move || {
-            relays.accept_loop(owner, &listener);
+            relays.accept_loop(owner, id, &listener);
         });
         if let Err(e) = spawned {
             self.close(owner);
@@ -155,11 +168,11 @@ impl TcpRelays {
         Ok(())
     }
 
-    fn accept_loop(&self, owner: Owner, listener: &TcpListener) {
+    fn accept_loop(&self, owner: Owner, id: u64, listener: &TcpListener) {
         loop {
             let accepted = listener.accept();
             let mut table = self.lock();
-            if !table.listening.contains_key(&owner) {
+            if table.listening.get(&owner).is_none_or(|l| l.id != id) {
                 return; // closed: `close` shut the listener down
             }
             let (stream, peer) = match accepted {
@@ -171,6 +184,9 @@ impl TcpRelays {
                     continue;
                 }
             };
+            if table.connections(owner) >= MAX_CONNECTIONS {
+                continue; // `stream` closes
+            }
             let conn = Self::new_id(&table);
             let waiting = Waiting { owner, peer, stream, since: now(), accepted: false, bound: false };
             table.waiting.insert(conn, waiting);
@@ -182,15 +198,25 @@ impl TcpRelays {
     /// Connects `from` (the relay's address) to `peer` on a thread; the
     /// outcome goes to the owner's core.
     pub(crate) fn connect(self: &Arc<Self>, owner: Owner, from: SocketAddr, peer: SocketAddr) {
-        self.lock().connecting.insert((owner, peer));
+        let listener = {
+            let mut table = self.lock();
+            let listener = table.listening.get(&owner).map(|l| l.id);
+            if listener.is_none() || table.connections(owner) >= MAX_CONNECTIONS {
+                drop(table);
+                return self.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, conn: None });
+            }
+            table.connecting.insert((owner, peer));
+            listener
+        };
         let relays = self.clone();
         let spawned = std::thread::Builder::new().name("ip2p-tcp-connect".into()).spawn(move || {
             let stream = relay_socket(from)
                 .and_then(|s| s.connect_timeout(&peer.into(), CONNECT_TIMEOUT).map(|()| TcpStream::from(s)));
             let mut table = relays.lock();
             table.connecting.remove(&(owner, peer));
+            let alive = table.listening.get(&owner).map(|l| l.id) == listener;
             let conn = match stream {
-                Ok(stream) if table.listening.contains_key(&owner) => {
+                Ok(stream) if alive => {
                     let conn = Self::new_id(&table);
                     let waiting = Waiting { owner, peer, stream, since: now(), accepted: true, bound: false };
                     table.waiting.insert(conn, waiting);
@@ -302,6 +328,15 @@ impl TcpRelays {
     /// Closes peer connections whose ConnectionBind did not come in time.
     pub(crate) fn sweep(&self, now: Instant) {
         self.lock().waiting.retain(|_, w| now.saturating_duration_since(w.since) < BIND_TIMEOUT);
+    }
+}
+
+impl Table {
+    /// Peer connections of `owner`: being made, waiting or bound.
+    fn connections(&self, owner: Owner) -> usize {
+        self.connecting.iter().filter(|(o, _)| *o == owner).count()
+            + self.waiting.values().filter(|w| w.owner == owner).count()
+            + self.active.values().filter(|a| a.owner == owner).count()
     }
 }
 
@@ -467,4 +502,63 @@ fn write_some(socket: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::eventfd::EfdFlags;
+
+    fn relays() -> (Arc<TcpRelays>, crossbeam_channel::Receiver<TcpEvent>) {
+        let (events, rx) = crossbeam_channel::unbounded();
+        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
+        (TcpRelays::new(vec![Notifier { events, wake }]), rx)
+    }
+
+    fn free_port() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    #[test]
+    fn closing_a_relay_frees_its_port_even_when_the_owner_is_reused() {
+        let (relays, rx) = relays();
+        let owner = (0, RelayToken(2));
+        let (first, second) = (free_port(), free_port());
+        relays.listen(owner, first, "u").unwrap();
+        relays.close(owner);
+        // The same owner listens again at once, elsewhere: the first accept
+        // thread must still stop and let its port go.
+        relays.listen(owner, second, "u").unwrap();
+        let deadline = now() + Duration::from_secs(5);
+        while TcpListener::bind(first).is_err() {
+            assert!(now() < deadline, "the closed relay still holds {first}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The new one works: a peer connecting is announced.
+        let _peer = TcpStream::connect(second).unwrap();
+        let event = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(matches!(event, TcpEvent::Incoming { token: RelayToken(2), .. }), "{event:?}");
+    }
+
+    #[test]
+    fn waiting_connections_are_capped_and_bound_once_by_their_user() {
+        let (relays, rx) = relays();
+        let owner = (0, RelayToken(4));
+        let addr = free_port();
+        relays.listen(owner, addr, "alice").unwrap();
+        let peers: Vec<TcpStream> = (0..MAX_CONNECTIONS + 3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut ids = Vec::new();
+        while let Ok(TcpEvent::Incoming { conn, .. }) = rx.recv_timeout(Duration::from_millis(500)) {
+            ids.push(conn);
+        }
+        assert_eq!(ids.len(), MAX_CONNECTIONS, "{} peers connected", peers.len());
+        let id = ids[0];
+        assert!(!relays.bind(id, "alice"), "not accepted by the core yet");
+        relays.accept(id, true);
+        assert!(!relays.bind(id, "mallory"));
+        assert!(relays.bind(id, "alice"));
+        assert!(!relays.bind(id, "alice"), "bound once");
+        relays.sweep(now() + BIND_TIMEOUT);
+        assert!(!relays.busy(owner, peers[0].local_addr().unwrap()), "swept after 30 s");
+    }
 }
