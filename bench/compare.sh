@@ -24,7 +24,14 @@ OUT=${OUT:-target/bench-compare}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/*.hgrm "$OUT"/*.svg
 
-command -v turnserver >/dev/null || { echo "coturn is not installed: apt-get install coturn" >&2; exit 1; }
+if ! command -v turnserver >/dev/null; then
+  # A fresh machine: install coturn as .ci/run does (root and apt only).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing coturn (apt-get install coturn)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
+  fi
+  command -v turnserver >/dev/null || { echo "coturn is not installed: apt-get install coturn" >&2; exit 1; }
+fi
 cargo build --release --locked -p ip2p-relay -p ip2p-bench
 RELAY=target/release/ip2p-relay
 BENCH=target/release/ip2p-bench
