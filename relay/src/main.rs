@@ -1,12 +1,20 @@
-//! `ip2p-relay`: command line, config, logging and signals; the work is in
-//! the library.
+//! `ip2p-relay`: command line, config, logging, signals and the systemd
+//! notification protocol; the work is in the library.
 
+use std::os::fd::AsFd;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use ip2p_relay::config::{Cli, Command, DEV_USER, LogFormat, RunArgs, Settings};
-use ip2p_relay::node;
+use ip2p_relay::config::{Cli, Command, DEV_USER, DatapathKind, LogFormat, RunArgs, Settings};
+use ip2p_relay::node::{self, Node};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use sd_notify::NotifyState;
+
+/// How often STATUS= is refreshed when no watchdog asks for more.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -82,19 +90,12 @@ fn run(args: &RunArgs) -> ExitCode {
     if settings.dev {
         print_dev_banner(&settings, node.local_addrs());
     }
-    loop {
-        match signals.wait() {
-            Ok(Signal::SIGHUP) => reload(&settings),
-            Ok(signal) => {
-                tracing::info!(?signal, "shutting down");
-                break;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "waiting for signals failed; shutting down");
-                break;
-            }
-        }
+    // Every socket is bound and every worker runs: tell systemd.
+    notify(&[NotifyState::Ready, NotifyState::Status(&status(&node))]);
+    if let Err(e) = serve(&node, &settings, &signals) {
+        tracing::error!(error = %e, "waiting for signals failed; shutting down");
     }
+    notify(&[NotifyState::Stopping]);
     match node.shutdown() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -102,6 +103,67 @@ fn run(args: &RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Waits for signals until one says stop. Meanwhile, with a systemd
+/// watchdog, pings it at half its interval, but only when every worker
+/// answered (a stuck worker stops the pings and systemd restarts the
+/// service); STATUS= is refreshed on the same beat.
+fn serve(node: &Node, settings: &Settings, signals: &SigSet) -> nix::Result<()> {
+    let signal_fd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC)?;
+    let mut usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
+    let beat = watchdog.map_or(STATUS_EVERY, |w| (w / 2).max(Duration::from_millis(10)));
+    let timeout = PollTimeout::try_from(beat).unwrap_or(PollTimeout::MAX);
+    loop {
+        let mut fds = [PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                let alive = node.stats().len() == node.workers();
+                if watchdog.is_some() && alive {
+                    notify(&[NotifyState::Watchdog]);
+                } else if !alive {
+                    tracing::error!("a worker did not answer: withholding the watchdog ping");
+                }
+                notify(&[NotifyState::Status(&status(node))]);
+                continue;
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+        let Some(info) = signal_fd.read_signal()? else { continue };
+        match i32::try_from(info.ssi_signo).ok().and_then(|n| Signal::try_from(n).ok()) {
+            Some(Signal::SIGHUP) => {
+                // systemd 253 and later want the time with RELOADING=1.
+                let mut reloading = vec![NotifyState::Reloading];
+                reloading.extend(NotifyState::monotonic_usec_now().ok());
+                notify(&reloading);
+                reload(settings);
+                notify(&[NotifyState::Ready, NotifyState::Status(&status(node))]);
+            }
+            signal => {
+                tracing::info!(?signal, "shutting down");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Tells systemd, when it started us (NOTIFY_SOCKET); a no-op otherwise.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// The STATUS= line: what an operator sees in `systemctl status`.
+fn status(node: &Node) -> String {
+    let datapath = match node.datapath() {
+        DatapathKind::IoUring => "io_uring",
+        _ => "epoll",
+    };
+    format!("{} allocations, {} workers, {datapath} datapath", node.allocations(), node.workers())
 }
 
 /// SIGHUP: the TLS certificate is read again (new handshakes get it; open

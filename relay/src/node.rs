@@ -213,6 +213,12 @@ impl Node {
         &self.tls_local
     }
 
+    /// Worker threads.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
     /// The datapath in use.
     #[must_use]
     pub fn datapath(&self) -> DatapathKind {

@@ -1,0 +1,107 @@
+//! The systemd side of a deployment, on a machine without a running
+//! systemd: the unit passes `systemd-analyze verify`, and the binary speaks
+//! the sd_notify protocol (READY, STATUS, WATCHDOG, RELOADING, STOPPING) to a
+//! notification socket the test listens on, as systemd would.
+#![allow(clippy::disallowed_methods)] // tests time their child processes
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ip2p_relay::client::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
+const UNIT: &str = include_str!("../../deploy/systemd/ip2p-relay.service");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ip2p-systemd-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify() {
+    let dir = temp_dir("verify");
+    // The unit as installed, pointing at this build and a real config.
+    let config = dir.join("relay.toml");
+    std::fs::write(&config, "listen = [\"127.0.0.1:3478\"]\n[auth]\nsecrets = [\"s\"]\n").unwrap();
+    let unit = UNIT.replace("/usr/local/bin/ip2p-relay", BIN).replace("/etc/ip2p/relay.toml", config.to_str().unwrap());
+    let path = dir.join("ip2p-relay.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", path.to_str().unwrap()])
+        .output()
+        .expect("systemd-analyze is needed (Debian package systemd)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Without a running systemd it may note that; nothing about the unit.
+    let about_unit: Vec<&str> = text.lines().filter(|l| l.contains("ip2p-relay.service")).collect();
+    assert!(out.status.success() && about_unit.is_empty(), "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Receives notifications until one contains `what` (or fails after 10 s).
+fn expect(socket: &UnixDatagram, what: &str, seen: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {what:?} notification; got {seen:?}");
+        socket.set_read_timeout(Some(left)).unwrap();
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no {what:?} notification ({e}); got {seen:?}"));
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(message.clone());
+        if message.lines().any(|l| l == what || l.starts_with(what)) {
+            return message;
+        }
+    }
+}
+
+#[test]
+fn the_relay_speaks_sd_notify() {
+    let dir = temp_dir("notify");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid: the shell's `$$`,
+    // which `exec` hands to the relay.
+    let mut child = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", BIN])
+        .args(["--listen", "127.0.0.1:0", "--workers", "2", "--user", "u:p", "--allow-peer", "127.0.0.1"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let ready = expect(&socket, "READY=1", &mut seen);
+    assert!(ready.contains("STATUS=0 allocations, 2 workers, "), "{ready}");
+    // READY means serving: read the port from the log and allocate at once.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining the log, so the relay never writes to a closed pipe.
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.iter().find(|l| l.contains("started")).expect("no start line");
+    let addr: SocketAddr = line.split("listen=[").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    let mut c = Client::new(addr, "u", "p").unwrap();
+    c.allocate(None).unwrap();
+    // The watchdog is pinged (at half of WATCHDOG_USEC) and STATUS follows.
+    expect(&socket, "WATCHDOG=1", &mut seen);
+    expect(&socket, "STATUS=1 allocations, 2 workers", &mut seen);
+    // A reload is framed by RELOADING=1 and READY=1.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    expect(&socket, "RELOADING=1", &mut seen);
+    expect(&socket, "READY=1", &mut seen);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    expect(&socket, "STOPPING=1", &mut seen);
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_dir_all(dir).unwrap();
+}
