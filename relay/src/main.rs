@@ -63,7 +63,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&settings);
+    let log_filter = init_logging(&settings);
 
     // Signals go to this thread only: block them before workers inherit
     // the mask, then wait for them here.
@@ -76,7 +76,7 @@ fn run(args: &RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let node = match node::start(&settings) {
+    let mut node = match node::start(&settings) {
         Ok(node) => node,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -92,7 +92,8 @@ fn run(args: &RunArgs) -> ExitCode {
     }
     // Every socket is bound and every worker runs: tell systemd.
     notify(&[NotifyState::Ready, NotifyState::Status(&status(&node))]);
-    if let Err(e) = serve(&node, &settings, &signals) {
+    let mut reload = Reload { args, settings: &settings, log_filter };
+    if let Err(e) = serve(&mut node, &mut reload, &signals) {
         tracing::error!(error = %e, "waiting for signals failed; shutting down");
     }
     notify(&[NotifyState::Stopping]);
@@ -109,7 +110,7 @@ fn run(args: &RunArgs) -> ExitCode {
 /// watchdog, pings it at half its interval, but only when every worker
 /// answered (a stuck worker stops the pings and systemd restarts the
 /// service); STATUS= is refreshed on the same beat.
-fn serve(node: &Node, settings: &Settings, signals: &SigSet) -> nix::Result<()> {
+fn serve(node: &mut Node, reload: &mut Reload<'_>, signals: &SigSet) -> nix::Result<()> {
     let signal_fd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC)?;
     let mut usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
@@ -139,7 +140,7 @@ fn serve(node: &Node, settings: &Settings, signals: &SigSet) -> nix::Result<()> 
                 let mut reloading = vec![NotifyState::Reloading];
                 reloading.extend(NotifyState::monotonic_usec_now().ok());
                 notify(&reloading);
-                reload(settings);
+                reload.run(node);
                 notify(&[NotifyState::Ready, NotifyState::Status(&status(node))]);
             }
             signal => {
@@ -166,28 +167,68 @@ fn status(node: &Node) -> String {
     format!("{} allocations, {} workers, {datapath} datapath", node.allocations(), node.workers())
 }
 
-/// SIGHUP: the TLS certificate is read again (new handshakes get it; open
-/// connections keep theirs). Other settings need a restart for now.
-fn reload(settings: &Settings) {
-    match &settings.tls {
-        Some(tls) => match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: the new TLS certificate is refused; keeping the old one"),
-        },
-        None => tracing::info!("SIGHUP: no TLS certificate to reload"),
-    }
-    tracing::warn!("SIGHUP reloads the TLS certificate only; restart to apply other changes");
+/// What a SIGHUP needs: how the config was given, what runs, and the
+/// log filter to change.
+struct Reload<'a> {
+    args: &'a RunArgs,
+    settings: &'a Settings,
+    log_filter: LogFilter,
 }
 
-fn init_logging(settings: &Settings) {
+impl Reload<'_> {
+    /// SIGHUP (`systemctl reload`): reads the config again. A config that
+    /// does not validate is refused and the running one stays. Otherwise
+    /// users, REST secrets, peer policy, quotas, lifetimes and the log level
+    /// change at once, allocations untouched; options that need a restart
+    /// are named. The TLS certificate is read again too.
+    fn run(&mut self, node: &mut Node) {
+        let new = match Settings::load(self.args) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the new configuration is invalid; keeping the running one");
+                return;
+            }
+        };
+        let restart = node.reconfigure(&new);
+        match tracing_subscriber::EnvFilter::try_new(&new.log_level) {
+            Ok(filter) => {
+                let _ = self.log_filter.reload(filter);
+            }
+            Err(e) => tracing::warn!(error = %e, "log.level not applied"),
+        }
+        if let Some(tls) = &self.settings.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "the new TLS certificate is refused; keeping the old one"),
+            }
+        }
+        if restart.is_empty() {
+            tracing::info!("configuration reloaded");
+        } else {
+            tracing::warn!(needs_restart = ?restart, "configuration reloaded; these changes need a restart");
+        }
+    }
+}
+
+type LogFilter = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Logs to stderr (journald takes it from there), text or JSON, with a
+/// filter a reload can change; RUST_LOG wins over the config.
+fn init_logging(settings: &Settings) -> LogFilter {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let format = match settings.log_format {
+        LogFormat::Text => format.boxed(),
+        LogFormat::Json => format.json().boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(format).init();
+    handle
 }
 
 fn print_dev_banner(settings: &Settings, local: &[std::net::SocketAddr]) {

@@ -20,6 +20,8 @@ use crate::proto::{Quotas, Server, Shared};
 #[derive(Debug)]
 pub struct Node {
     workers: Vec<WorkerHandle>,
+    /// What the node runs with: a reload is compared against it.
+    settings: Settings,
     local: Vec<SocketAddr>,
     tls_local: Vec<SocketAddr>,
     datapath: DatapathKind,
@@ -152,7 +154,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         workers.push(WorkerHandle { thread: Some(thread), commands, wake });
         readiness.push(ready_rx);
     }
-    let mut node = Node { workers, local, tls_local, datapath, shared };
+    let mut node = Node { workers, settings: settings.clone(), local, tls_local, datapath, shared };
     // A worker that cannot run fails the start: no half-working node.
     for (id, ready) in readiness.iter().enumerate() {
         match ready.recv_timeout(Duration::from_secs(10)) {
@@ -211,6 +213,67 @@ impl Node {
     #[must_use]
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.tls_local
+    }
+
+    /// Applies what a reloaded configuration changes, without dropping an
+    /// allocation or a packet: credentials, REST secrets, the peer policy,
+    /// lifetimes, channel numbers, SOFTWARE and the quotas. Returns the keys
+    /// that changed but need a restart (listen addresses, workers, relay
+    /// addresses and ports...), which keep their running values.
+    pub fn reconfigure(&mut self, new: &Settings) -> Vec<&'static str> {
+        let old = &self.settings;
+        let mut restart = Vec::new();
+        let mut changed = |key, differs: bool| {
+            if differs {
+                restart.push(key);
+            }
+        };
+        changed("listen", old.listen != new.listen);
+        changed("tls.listen", old.tls_listen != new.tls_listen);
+        changed("workers", old.workers != new.workers);
+        changed("datapath", old.datapath != new.datapath);
+        changed("io_uring_buffers", old.io_uring_buffers != new.io_uring_buffers);
+        changed("relay.ips", old.proto.relay_v4.map(|r| r.bind) != new.proto.relay_v4.map(|r| r.bind));
+        changed("relay.ips", old.proto.relay_v6.map(|r| r.bind) != new.proto.relay_v6.map(|r| r.bind));
+        changed(
+            "relay.external_ips",
+            old.proto.relay_v4 != new.proto.relay_v4 || old.proto.relay_v6 != new.proto.relay_v6,
+        );
+        changed("relay.ports", old.proto.ports != new.proto.ports);
+        changed("connections", old.connections != new.connections);
+        changed(
+            "tls.cert",
+            old.tls.as_ref().map(crate::tls::Tls::files) != new.tls.as_ref().map(crate::tls::Tls::files),
+        );
+        restart.dedup();
+        // Live: everything else of the core's configuration, with the
+        // running relay addresses and each worker's port share.
+        let mut settings = new.clone();
+        settings.proto.relay_v4 = old.proto.relay_v4;
+        settings.proto.relay_v6 = old.proto.relay_v6;
+        settings.proto.policy.own.clone_from(&old.proto.policy.own);
+        if new.nonce_secret_generated {
+            // A fresh random one would make every client's nonce stale.
+            settings.proto.credentials.nonce_secret = old.proto.credentials.nonce_secret;
+        }
+        let (lo, hi) = (*old.proto.ports.start(), *old.proto.ports.end());
+        for (id, w) in self.workers.iter().enumerate() {
+            let mut config = settings.proto.clone();
+            let (wlo, whi) = port_share(lo, hi, self.workers.len(), id);
+            config.ports = wlo..=whi;
+            w.send(Command::Reconfigure(Arc::new(config)));
+        }
+        self.shared.quotas.set_limits(new.max_allocations, new.user_quota);
+        settings.proto.ports = old.proto.ports.clone();
+        settings.listen.clone_from(&old.listen);
+        settings.tls_listen.clone_from(&old.tls_listen);
+        settings.workers = old.workers;
+        settings.datapath = old.datapath;
+        settings.io_uring_buffers = old.io_uring_buffers;
+        settings.connections = old.connections.clone();
+        settings.tls.clone_from(&old.tls);
+        self.settings = settings;
+        restart
     }
 
     /// Worker threads.

@@ -59,6 +59,12 @@ impl Tls {
         Ok(())
     }
 
+    /// The certificate and key files.
+    #[must_use]
+    pub fn files(&self) -> (&Path, &Path) {
+        (&self.cert, &self.key)
+    }
+
     /// The configuration for new connections.
     #[must_use]
     pub fn config(&self) -> Arc<rustls::ServerConfig> {

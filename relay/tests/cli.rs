@@ -143,7 +143,8 @@ fn sighup_reloads_the_tls_certificate() {
 
     std::fs::write(pki.key(), "garbage").unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    wait_for("keeping the old one");
+    // A key that does not load makes the whole new configuration invalid.
+    wait_for("reload refused");
     Client::tls(addr, "localhost", pki.roots.clone(), "u", "p").unwrap().allocate(None).unwrap();
 
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();

@@ -29,6 +29,8 @@ pub enum Command {
     Shutdown,
     /// Send a snapshot of the counters.
     Stats(Sender<WorkerStats>),
+    /// Use this configuration from now on (a reload).
+    Reconfigure(Arc<crate::proto::Config>),
 }
 
 /// One worker's counters, as the node collects them.
@@ -123,7 +125,7 @@ pub(crate) struct DatapathCounters {
 
 impl Worker {
     /// Handles the node's queued commands; `true` on shutdown.
-    pub(crate) fn commands(&self, counters: DatapathCounters) -> bool {
+    pub(crate) fn commands(&mut self, counters: DatapathCounters) -> bool {
         let _ = self.wake.read();
         while let Ok(command) = self.commands.try_recv() {
             match command {
@@ -131,6 +133,7 @@ impl Worker {
                 Command::Stats(reply) => {
                     let _ = reply.send(self.stats(counters));
                 }
+                Command::Reconfigure(config) => self.server.reconfigure(config),
             }
         }
         false

@@ -337,6 +337,14 @@ impl Server {
         }
     }
 
+    /// Takes a new configuration (a reload): credentials, peer policy,
+    /// lifetimes and the rest apply to requests from now on; allocations,
+    /// permissions and channels stay as they are. The relay addresses and
+    /// ports must not change (they need a restart).
+    pub fn reconfigure(&mut self, config: Arc<Config>) {
+        self.config = config;
+    }
+
     /// The counters.
     #[must_use]
     pub fn stats(&self) -> &Stats {

@@ -74,13 +74,14 @@ impl Reservations {
     }
 }
 
-/// Counts allocations against the node's limits.
+/// Counts allocations against the node's limits, which a reload may change
+/// (allocations over a lowered limit stay; new ones wait for room).
 #[derive(Debug, Default)]
 pub struct Quotas {
     total: AtomicUsize,
-    max_total: usize,
+    max_total: AtomicUsize,
     per_user: Mutex<HashMap<Box<str>, usize>>,
-    max_per_user: usize,
+    max_per_user: AtomicUsize,
 }
 
 impl Quotas {
@@ -88,7 +89,15 @@ impl Quotas {
     /// username; 0 means no limit.
     #[must_use]
     pub fn new(max_total: usize, max_per_user: usize) -> Self {
-        Self { max_total, max_per_user, ..Self::default() }
+        let q = Self::default();
+        q.set_limits(max_total, max_per_user);
+        q
+    }
+
+    /// Changes the limits (0 means no limit).
+    pub fn set_limits(&self, max_total: usize, max_per_user: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_user.store(max_per_user, Ordering::Relaxed);
     }
 
     /// Live allocations on the node.
@@ -97,19 +106,22 @@ impl Quotas {
         self.total.load(Ordering::Relaxed)
     }
 
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, usize>> {
+        self.per_user.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Takes one allocation for `user`: 508 when the node is full, 486 when
     /// the user is (RFC 8656 §7.2).
     pub(crate) fn acquire(&self, user: &str) -> Result<(), ErrorCode> {
-        let limit = if self.max_total == 0 { usize::MAX } else { self.max_total };
+        let limit = |max: usize| if max == 0 { usize::MAX } else { max };
+        let max_total = limit(self.max_total.load(Ordering::Relaxed));
         self.total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_total).then_some(n + 1))
             .map_err(|_| ErrorCode::INSUFFICIENT_CAPACITY)?;
-        if self.max_per_user == 0 {
-            return Ok(());
-        }
-        let mut users = self.per_user.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Counted per user even without a limit, so one can be set live.
+        let mut users = self.users();
         let n = users.entry(user.into()).or_default();
-        if *n >= self.max_per_user {
+        if *n >= limit(self.max_per_user.load(Ordering::Relaxed)) {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(ErrorCode::ALLOCATION_QUOTA_REACHED);
         }
@@ -120,10 +132,7 @@ impl Quotas {
     /// Gives back one allocation of `user`.
     pub(crate) fn release(&self, user: &str) {
         self.total.fetch_sub(1, Ordering::AcqRel);
-        if self.max_per_user == 0 {
-            return;
-        }
-        let mut users = self.per_user.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut users = self.users();
         if let Some(n) = users.get_mut(user) {
             *n -= 1;
             if *n == 0 {
@@ -152,5 +161,10 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(unlimited.acquire("x"), Ok(()));
         }
+        // A per-user limit set live counts what the user already holds.
+        unlimited.set_limits(0, 1000);
+        assert_eq!(unlimited.acquire("x"), Err(ErrorCode::ALLOCATION_QUOTA_REACHED));
+        unlimited.release("x");
+        assert_eq!(unlimited.acquire("x"), Ok(()));
     }
 }
