@@ -47,6 +47,7 @@ fn server() -> Server {
         ports: 50000..=50015,
         channel_numbers: Default::default(),
         policy: PeerPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()], deny: vec![], own: vec![] },
+        alternates: vec!["127.0.0.2:3478".parse().unwrap()],
         credentials: Credentials {
             realm: "r".into(),
             users,
@@ -76,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         // Clients over UDP and over a stream (TCP or TLS).
         let listener = if who & 0x80 == 0 { ListenerId::udp(0) } else { ListenerId::stream(0) };
         let token = RelayToken(u32::from(*who % 8));
-        match kind % 6 {
+        match kind % 7 {
             0 => match s.handle_client(now, listener, from, packet, &mut reply, &mut sockets) {
                 Verdict::Forward(t) => assert!(t.range.end <= packet.len()),
                 Verdict::Reply(t) => assert!(t.range.end <= reply.len()),
@@ -106,7 +107,8 @@ fuzz_target!(|data: &[u8]| {
                     assert!(t.range.end <= reply.len());
                 }
             }
-            _ => s.client_closed(listener, from, &mut sockets),
+            5 => s.client_closed(listener, from, &mut sockets),
+            _ => s.drain(),
         }
     }
 });

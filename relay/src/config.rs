@@ -140,6 +140,16 @@ struct File {
     tls: TlsSection,
     #[serde(default)]
     connections: ConnectionsSection,
+    #[serde(default)]
+    drain: DrainSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainSection {
+    timeout: Option<u64>,
+    #[serde(default)]
+    alternates: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +272,8 @@ pub struct Settings {
     pub tls: Option<crate::tls::Tls>,
     /// Limits on TCP and TLS connections.
     pub connections: Connections,
+    /// How long SIGTERM waits for allocations to end (SIGINT a tenth).
+    pub drain_timeout: Duration,
     /// Worker threads.
     pub workers: usize,
     /// Datapath choice.
@@ -351,6 +363,11 @@ impl Settings {
         }
         if connections.send_buffer < 65_600 {
             return Err(err("connections.send_buffer", "must hold a largest frame: at least 65600 bytes"));
+        }
+
+        let drain_timeout = Duration::from_secs(file.drain.timeout.unwrap_or(30));
+        if let Some(bad) = file.drain.alternates.iter().find(|a| a.ip().is_unspecified() || a.port() == 0) {
+            return Err(err("drain.alternates", format!("{bad} is not an address clients can use")));
         }
 
         let realm = args.realm.clone().or(file.realm).unwrap_or_else(|| "ip2p".into());
@@ -505,6 +522,7 @@ impl Settings {
             tls_listen,
             tls,
             connections,
+            drain_timeout,
             workers,
             datapath,
             io_uring_buffers,
@@ -517,6 +535,7 @@ impl Settings {
                 ports: ports.0..=ports.1,
                 channel_numbers: a.channel_numbers.unwrap_or_default(),
                 policy: PeerPolicy { allow, deny, own },
+                alternates: file.drain.alternates,
                 credentials: Credentials {
                     realm,
                     users,

@@ -93,10 +93,25 @@ fn run(args: &RunArgs) -> ExitCode {
     // Every socket is bound and every worker runs: tell systemd.
     notify(&[NotifyState::Ready, NotifyState::Status(&status(&node))]);
     let mut reload = Reload { args, settings: &settings, log_filter };
-    if let Err(e) = serve(&mut node, &mut reload, &signals) {
-        tracing::error!(error = %e, "waiting for signals failed; shutting down");
+    let signal_fd = match SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read signals");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(&mut node, &mut reload, &signal_fd) {
+        Ok(signal) => {
+            notify(&[NotifyState::Stopping]);
+            // SIGTERM drains for drain.timeout, SIGINT for a tenth of it.
+            let timeout = node.settings().drain_timeout;
+            drain(&node, if signal == Some(Signal::SIGINT) { timeout / 10 } else { timeout }, &signal_fd);
+        }
+        Err(e) => {
+            notify(&[NotifyState::Stopping]);
+            tracing::error!(error = %e, "waiting for signals failed; shutting down");
+        }
     }
-    notify(&[NotifyState::Stopping]);
     match node.shutdown() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -110,8 +125,8 @@ fn run(args: &RunArgs) -> ExitCode {
 /// watchdog, pings it at half its interval, but only when every worker
 /// answered (a stuck worker stops the pings and systemd restarts the
 /// service); STATUS= is refreshed on the same beat.
-fn serve(node: &mut Node, reload: &mut Reload<'_>, signals: &SigSet) -> nix::Result<()> {
-    let signal_fd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC)?;
+/// Returns the signal that said stop.
+fn serve(node: &mut Node, reload: &mut Reload<'_>, signal_fd: &SignalFd) -> nix::Result<Option<Signal>> {
     let mut usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
     let beat = watchdog.map_or(STATUS_EVERY, |w| (w / 2).max(Duration::from_millis(10)));
@@ -145,10 +160,42 @@ fn serve(node: &mut Node, reload: &mut Reload<'_>, signals: &SigSet) -> nix::Res
             }
             signal => {
                 tracing::info!(?signal, "shutting down");
-                return Ok(());
+                return Ok(signal);
             }
         }
     }
+}
+
+/// Drains: new allocations are refused while the existing ones keep
+/// relaying, until none is left or `timeout` passes. Another SIGINT or
+/// SIGTERM ends the wait at once.
+#[allow(clippy::disallowed_methods)] // the drain deadline is wall-clock waiting
+fn drain(node: &Node, timeout: Duration, signal_fd: &SignalFd) {
+    node.drain();
+    let deadline = std::time::Instant::now() + timeout;
+    tracing::info!(allocations = node.allocations(), timeout_s = timeout.as_secs_f32(), "draining");
+    let mut shown = None;
+    while node.allocations() > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            tracing::info!(allocations = node.allocations(), "drain timeout: closing the remaining allocations");
+            return;
+        }
+        if shown != Some(node.allocations()) {
+            // Only on change: the notification socket is not a log.
+            shown = Some(node.allocations());
+            notify(&[NotifyState::Status(&format!("draining: {}", status(node)))]);
+        }
+        let mut fds = [PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
+        let wait = PollTimeout::try_from(left.min(Duration::from_millis(100))).unwrap_or(PollTimeout::ZERO);
+        let hup = Signal::SIGHUP as u32;
+        let stop = |s: Option<nix::sys::signalfd::siginfo>| s.is_some_and(|i| i.ssi_signo != hup);
+        if poll(&mut fds, wait).is_ok_and(|n| n > 0) && signal_fd.read_signal().is_ok_and(stop) {
+            tracing::info!("second stop signal: closing the remaining allocations");
+            return;
+        }
+    }
+    tracing::info!("drained: no allocation left");
 }
 
 /// Tells systemd, when it started us (NOTIFY_SOCKET); a no-op otherwise.

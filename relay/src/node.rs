@@ -276,6 +276,20 @@ impl Node {
         restart
     }
 
+    /// Starts draining: every worker refuses new allocations (300 with an
+    /// alternate, or 508) and keeps the others.
+    pub fn drain(&self) {
+        for w in &self.workers {
+            w.send(Command::Drain);
+        }
+    }
+
+    /// The settings the node runs with (after reloads).
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// Worker threads.
     #[must_use]
     pub fn workers(&self) -> usize {

@@ -27,6 +27,8 @@ fn config(password: &str, peers: &str, workers: usize) -> String {
         nonce_secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
         [peers]
         {peers}
+        [drain]
+        timeout = 1
         "#
     )
 }

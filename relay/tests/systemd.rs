@@ -100,6 +100,8 @@ fn the_relay_speaks_sd_notify() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     expect(&socket, "RELOADING=1", &mut seen);
     expect(&socket, "READY=1", &mut seen);
+    // SIGTERM drains (tests/drain.rs): the allocation goes first.
+    c.refresh(Some(0)).unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     expect(&socket, "STOPPING=1", &mut seen);
     assert!(child.wait().unwrap().success());

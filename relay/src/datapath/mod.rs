@@ -31,6 +31,8 @@ pub enum Command {
     Stats(Sender<WorkerStats>),
     /// Use this configuration from now on (a reload).
     Reconfigure(Arc<crate::proto::Config>),
+    /// Refuse new allocations; keep the others (shutting down).
+    Drain,
 }
 
 /// One worker's counters, as the node collects them.
@@ -134,6 +136,7 @@ impl Worker {
                     let _ = reply.send(self.stats(counters));
                 }
                 Command::Reconfigure(config) => self.server.reconfigure(config),
+                Command::Drain => self.server.drain(),
             }
         }
         false

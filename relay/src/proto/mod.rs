@@ -292,6 +292,9 @@ pub struct Config {
     pub policy: PeerPolicy,
     /// How requests authenticate.
     pub credentials: Credentials,
+    /// Where a draining node sends new allocations (300 Try Alternate);
+    /// without any they get 508.
+    pub alternates: Vec<SocketAddr>,
 }
 
 impl Config {
@@ -316,6 +319,8 @@ pub struct Server {
     /// Relay ports in use, by family.
     ports: [std::collections::HashSet<u16, foldhash::fast::RandomState>; 2],
     stats: Stats,
+    /// The node is shutting down: no new allocations.
+    draining: bool,
 }
 
 impl Server {
@@ -334,6 +339,7 @@ impl Server {
             expiries: BinaryHeap::new(),
             ports: Default::default(),
             stats: Stats::default(),
+            draining: false,
         }
     }
 
@@ -343,6 +349,13 @@ impl Server {
     /// ports must not change (they need a restart).
     pub fn reconfigure(&mut self, config: Arc<Config>) {
         self.config = config;
+    }
+
+    /// Starts draining: new Allocates are refused (300 with
+    /// ALTERNATE-SERVER when alternates are configured, else 508), while
+    /// existing allocations keep working until they end.
+    pub fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// The counters.

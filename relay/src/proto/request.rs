@@ -140,6 +140,9 @@ impl Server {
         if let Some(len) = self.unknown_attributes(reply, msg, integrity(&authed)) {
             return Some(len);
         }
+        if self.draining {
+            return self.refuse_while_draining(from, msg, &authed, reply);
+        }
         let req = match self.check_allocate(listener, msg) {
             Ok(req) => req,
             Err(code) => return self.error(reply, msg, code, integrity(&authed)),
@@ -214,6 +217,29 @@ impl Server {
         self.place(slot, alloc);
         self.stats.allocations_created += 1;
         self.allocate_success(now, reply, msg, slot)
+    }
+
+    /// A draining node's answer to a new Allocate: 300 Try Alternate with
+    /// an alternate of the client's family (RFC 8489 §10), else 508.
+    fn refuse_while_draining(
+        &mut self,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        authed: &Authed,
+        reply: &mut [u8],
+    ) -> Option<usize> {
+        let same_family = |a: &&SocketAddr| a.is_ipv4() == from.is_ipv4();
+        let candidates: Vec<SocketAddr> = self.config.alternates.iter().filter(same_family).copied().collect();
+        let Some(&alternate) = candidates.get(rand::Rng::random_range(&mut self.rng, 0..candidates.len().max(1)))
+        else {
+            return self.error(reply, msg, ErrorCode::INSUFFICIENT_CAPACITY, integrity(authed));
+        };
+        self.stats.error_responses += 1;
+        self.respond(reply, msg, Class::Error, integrity(authed), |w| {
+            w.add(&ErrorCodeAttr::new(ErrorCode::TRY_ALTERNATE))?;
+            w.add(&ip2p_wire::attr::AlternateServer(alternate))?;
+            Ok(())
+        })
     }
 
     /// RFC 8656 §7.2 steps 3-9 (and RFC 6062 §5.1 for TCP): what the

@@ -102,6 +102,7 @@ fn config() -> Config {
             deny: vec![],
             own: vec!["127.0.0.1".parse().unwrap()],
         },
+        alternates: vec![],
         credentials: Credentials {
             realm: REALM.into(),
             users,
@@ -1012,4 +1013,26 @@ fn the_draft_additional_address_family_code_is_accepted() {
     let r = h.authed(CLIENT, Method::ALLOCATE, &[Attribute::RequestedTransport(RequestedTransport::UDP), legacy], &c);
     assert_eq!(r.class(), Class::Success);
     assert_eq!(r.relayed().len(), 2, "IPv4 and IPv6");
+}
+
+#[test]
+fn a_draining_server_sends_new_allocations_elsewhere_and_keeps_the_others() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    h.server.drain();
+    // No alternate of the client's family: 508.
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
+    assert_eq!(h.authed("127.0.0.1:40001", Method::ALLOCATE, &udp, &c).code(), Some(508));
+    // With one: 300 and ALTERNATE-SERVER, signed.
+    let mut config = config();
+    config.alternates = vec!["[2001:db8::1]:3478".parse().unwrap(), "192.0.2.7:3478".parse().unwrap()];
+    h.server.reconfigure(Arc::new(config));
+    let r = h.authed("127.0.0.1:40002", Method::ALLOCATE, &udp, &c);
+    assert_eq!(r.code(), Some(300));
+    let alternate = r.msg().get::<ip2p_wire::attr::AlternateServer>().unwrap().unwrap().0;
+    assert_eq!(alternate, "192.0.2.7:3478".parse::<SocketAddr>().unwrap());
+    assert!(r.msg().verify_integrity(LongTermKey::md5("alice", REALM, "wonderland").as_bytes()).is_ok());
+    // The existing allocation still refreshes.
+    assert_eq!(h.authed(CLIENT, Method::REFRESH, &[], &c).lifetime(), Some(600));
 }

@@ -1,0 +1,97 @@
+//! SIGTERM drains: new Allocates get 300 Try Alternate (or 508 without
+//! alternates) while existing allocations keep relaying; the process exits
+//! 0 once they are gone or the drain timeout passes.
+#![allow(clippy::disallowed_methods)] // tests time their child processes
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ip2p_relay::client::Client;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
+
+/// Starts the relay with `drain` as its [drain] table; returns it and its
+/// listen address.
+fn start(name: &str, drain: &str) -> (Child, SocketAddr) {
+    let path = std::env::temp_dir().join(format!("ip2p-drain-{}-{name}.toml", std::process::id()));
+    let text = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[auth]\nusers = [{{ name = \"u\", password = \"p\" }}]\n\
+         [peers]\nallow = [\"127.0.0.1/32\"]\n[drain]\n{drain}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.iter().find(|l| l.contains("started")).expect("no start line");
+    std::fs::remove_file(path).unwrap();
+    let addr = line.split("listen=[").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+fn exits_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_refuses_new_allocations_and_waits_for_the_others() {
+    let (mut child, server) = start("alternates", "timeout = 30\nalternates = [\"127.0.0.1:3479\", \"[::1]:3479\"]");
+    let mut c = Client::new(server, "u", "p").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    c.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A new allocation is sent to the alternate of its family.
+    let mut late = Client::new(server, "u", "p").unwrap();
+    let refused = late.allocate(None).unwrap_err();
+    assert_eq!(refused.code(), Some(300), "{refused}");
+    // The existing one keeps relaying, both ways.
+    for i in 0..20u8 {
+        c.send_channel(0x4000, &[i; 10]).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&[i; 10][..], relayed));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "exited with an allocation live");
+    // Its end lets the process go.
+    c.refresh(Some(0)).unwrap();
+    assert!(exits_within(&mut child, Duration::from_secs(5)).success());
+}
+
+#[test]
+fn without_alternates_new_allocations_get_508_and_the_timeout_ends_the_drain() {
+    let (mut child, server) = start("timeout", "timeout = 1");
+    let mut c = Client::new(server, "u", "p").unwrap();
+    c.allocate(None).unwrap();
+    let started = Instant::now();
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(Client::new(server, "u", "p").unwrap().allocate(None).unwrap_err().code(), Some(508));
+    assert!(exits_within(&mut child, Duration::from_secs(5)).success());
+    assert!(started.elapsed() >= Duration::from_millis(900), "exited before the drain timeout");
+}
