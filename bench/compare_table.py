@@ -55,7 +55,7 @@ for (mode, size, name) in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2]
     added = l["p50"] - direct["latency_us"]["p50"] if direct and name != "direct" else None
     cpu = cpu_per_hop(name, mode, size, s["received"])
     cap, bench_limited = capacity(name, mode, size)
-    facts[(mode, size, name)] = (l, cpu, added, cap)
+    facts[(mode, size, name)] = (l, cpu, added, cap, bench_limited)
     cap_text = "-" if cap is None else f"{cap:.0f}{' (bench)' if bench_limited else ''}"
     print(f"{mode + ' ' + str(size) + 'B':<16} {name:<8} {l['p50']:>8.1f} {l['p99']:>8.1f} {l['p99_9']:>9.1f} "
           f"{s['loss_percent']:>7.3f} {('-' if cpu is None else f'{cpu:.2f}'):>10} "
@@ -70,7 +70,8 @@ for (mode, size) in sorted({(m, z) for (m, z, _n) in facts}):
         continue
     line = (f"  {mode} {size}B: p50 {ratio(i[0]['p50'], c[0]['p50'])}, p99 {ratio(i[0]['p99'], c[0]['p99'])}, "
             f"relay-added p50 {ratio(i[2], c[2])}, cpu/hop {ratio(i[1], c[1])}, capacity {ratio(i[3], c[3])}")
-    if d:
+    if d and not d[4]:
+        # A direct capacity the bench itself capped is no ceiling to divide by.
         line += f"; capacity/direct ip2p {ratio(i[3], d[3])}, coturn {ratio(c[3], d[3])}"
     print(line)
 for path in sorted(glob.glob(os.path.join(out, "latency-*-default-*.json"))):
