@@ -1,0 +1,70 @@
+//! Running out of file descriptors: Allocates are answered with 508 and
+//! the relay keeps serving; freeing an allocation makes room again. On
+//! each datapath, under a low `ulimit -n`.
+#![allow(clippy::disallowed_methods)] // tests time their child processes
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use ip2p_relay::client::Client;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
+
+fn out_of_descriptors(datapath: &str) {
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 96 && exec \"$0\" \"$@\"", BIN])
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--user", "u:p", "--datapath", datapath])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.iter().find(|l| l.contains("started")).expect("no start line");
+    let server: SocketAddr = line.split("listen=[").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    let mut clients = Vec::new();
+    let mut refused = None;
+    for _ in 0..200 {
+        let mut c = Client::new(server, "u", "p").unwrap();
+        match c.allocate(None) {
+            Ok(_) => clients.push(c),
+            Err(e) => {
+                refused = Some(e.code());
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, Some(Some(508)), "{datapath}: {} allocations, then {refused:?}", clients.len());
+    assert!(clients.len() > 20, "{datapath}: only {} allocations", clients.len());
+    // Still serving, and a freed allocation makes room.
+    let mut probe = Client::new(server, "u", "p").unwrap();
+    assert_eq!(probe.binding().unwrap(), probe.local_addr().unwrap());
+    clients.pop().unwrap().refresh(Some(0)).unwrap();
+    probe.allocate(None).unwrap();
+    clients.push(probe);
+    for mut c in clients {
+        c.refresh(Some(0)).unwrap();
+    }
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success(), "{datapath}: the relay did not exit cleanly");
+}
+
+#[test]
+fn epoll_answers_508_when_out_of_descriptors() {
+    out_of_descriptors("epoll");
+}
+
+#[test]
+fn io_uring_answers_508_when_out_of_descriptors() {
+    out_of_descriptors("io_uring");
+}
