@@ -31,6 +31,11 @@ fn start(datapath: DatapathKind) -> Node {
         workers = 2
         [relay]
         ips = ["127.0.0.1", "::1"]
+        # Below the ephemeral range (32768-60999 by default): uclient pairs
+        # RTP/RTCP with EVEN-PORT reservations, and a reserved port that an
+        # ephemeral socket takes meanwhile makes the second Allocate 508.
+        # deploy/sysctl.d moves the ephemeral range out of the way instead.
+        ports = "20000-29999"
         [tls]
         listen = ["127.0.0.1:0"]
         cert = "{}"
