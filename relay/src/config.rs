@@ -60,6 +60,41 @@ pub enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Write a first config to FILE (never over an existing one): loopback
+    /// only, with a random REST secret and nonce secret. Packages run it on
+    /// install so the service starts, and serves nobody else, until edited.
+    InitConfig {
+        /// Where to write it (e.g. /etc/ip2p/relay.toml).
+        file: PathBuf,
+    },
+}
+
+/// The config `init-config` writes, with its two secrets in hex.
+#[must_use]
+pub fn initial_config(rest_secret: &[u8; 32], nonce_secret: &[u8; 32]) -> String {
+    format!(
+        r#"# Written by `ip2p-relay init-config`: a relay on this host's loopback
+# only, with secrets of its own. To serve clients, set `listen` and
+# [relay] `ips` (every key is described in the example config,
+# /usr/share/doc/ip2p-relay/examples/relay.toml), check the file with
+# `ip2p-relay check-config /etc/ip2p/relay.toml`, then
+# `systemctl restart ip2p-relay`.
+listen = ["127.0.0.1:3478"]
+
+[auth]
+# TURN REST API secret: the service that hands out TURN credentials signs
+# them with it. Every node behind one name needs the same one.
+secrets = ["{}"]
+# Signs nonces: the same on every node, so a client may move between them.
+nonce_secret = "{}"
+
+[admin]
+# /metrics, /healthz, /readyz and /status.
+listen = "{DEFAULT_ADMIN}"
+"#,
+        hex::encode(rest_secret),
+        hex::encode(nonce_secret)
+    )
 }
 
 /// Options of a running relay. Each flag overrides its config key.
@@ -114,6 +149,10 @@ pub struct RunArgs {
     /// Datapath. (config: datapath)
     #[arg(long, value_enum)]
     pub datapath: Option<DatapathKind>,
+    /// Admin HTTP listener (/metrics, /healthz, /readyz, /status), or `off`;
+    /// default 127.0.0.1:9478. (config: admin.listen)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin: Option<String>,
 }
 
 /// The config file. Every key is optional.
@@ -142,7 +181,18 @@ struct File {
     connections: ConnectionsSection,
     #[serde(default)]
     drain: DrainSection,
+    #[serde(default)]
+    admin: AdminSection,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    listen: Option<String>,
+}
+
+/// Where the admin listener goes unless told otherwise: this host only.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9478";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -274,6 +324,8 @@ pub struct Settings {
     pub connections: Connections,
     /// How long SIGTERM waits for allocations to end (SIGINT a tenth).
     pub drain_timeout: Duration,
+    /// The admin HTTP listener's address; `None` when turned off.
+    pub admin: Option<SocketAddr>,
     /// Worker threads.
     pub workers: usize,
     /// Datapath choice.
@@ -369,6 +421,18 @@ impl Settings {
         if let Some(bad) = file.drain.alternates.iter().find(|a| a.ip().is_unspecified() || a.port() == 0) {
             return Err(err("drain.alternates", format!("{bad} is not an address clients can use")));
         }
+
+        let (admin_key, admin_text) = match (&args.admin, file.admin.listen) {
+            (Some(flag), _) => ("--admin", flag.clone()),
+            (None, Some(text)) => ("admin.listen", text),
+            (None, None) => ("admin.listen", DEFAULT_ADMIN.to_owned()),
+        };
+        let admin = match admin_text.as_str() {
+            "off" | "" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|_| {
+                err(admin_key, format!("expected ADDR:PORT (e.g. {DEFAULT_ADMIN}) or \"off\", got {text:?}"))
+            })?),
+        };
 
         let realm = args.realm.clone().or(file.realm).unwrap_or_else(|| "ip2p".into());
         if realm.is_empty() || realm.len() > 763 {
@@ -523,6 +587,7 @@ impl Settings {
             tls,
             connections,
             drain_timeout,
+            admin,
             workers,
             datapath,
             io_uring_buffers,

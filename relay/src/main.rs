@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ip2p_relay::admin::{Addresses, Admin};
 use ip2p_relay::config::{Cli, Command, DEV_USER, DatapathKind, LogFormat, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(file, cli.run),
+        Some(Command::InitConfig { file }) => init_config(&file),
         None => run(&cli.run),
     }
 }
@@ -46,6 +48,30 @@ fn check_config(file: std::path::PathBuf, mut args: RunArgs) -> ExitCode {
             if s.nonce_secret_generated {
                 println!("  note          auth.nonce_secret is not set: nonces will not survive a restart");
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ip2p-relay: {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes a first config, readable by its owner and group only (it holds
+/// secrets); never over an existing file.
+fn init_config(file: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = ip2p_relay::config::initial_config(&rand::random(), &rand::random());
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(file)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    match written {
+        Ok(()) => {
+            println!("{}: written (loopback only until edited)", file.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -84,11 +110,29 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The admin listener is a socket too: bound before READY=1.
+    let admin = match settings.admin {
+        Some(addr) => {
+            let addresses = Addresses { listen: node.local_addrs().to_vec(), tls_listen: node.tls_addrs().to_vec() };
+            match Admin::start(addr, node.handle(), addresses) {
+                Ok(admin) => {
+                    tracing::info!(admin = %admin.local_addr(), "admin listener: /metrics /healthz /readyz /status");
+                    Some(admin)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start");
+                    eprintln!("ip2p-relay: {e} (admin.listen, --admin ADDR:PORT or off)");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     if settings.nonce_secret_generated {
         tracing::info!("auth.nonce_secret not set: using a random one (nonces end with this process)");
     }
     if settings.dev {
-        print_dev_banner(&settings, node.local_addrs());
+        print_dev_banner(&settings, node.local_addrs(), admin.as_ref().map(Admin::local_addr));
     }
     // Every socket is bound and every worker runs: tell systemd.
     notify(&[NotifyState::Ready, NotifyState::Status(&status(&node))]);
@@ -112,6 +156,7 @@ fn run(args: &RunArgs) -> ExitCode {
             tracing::error!(error = %e, "waiting for signals failed; shutting down");
         }
     }
+    drop(admin);
     match node.shutdown() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -269,7 +314,9 @@ fn init_logging(settings: &Settings) -> LogFilter {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never into journald.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let format = match settings.log_format {
         LogFormat::Text => format.boxed(),
         LogFormat::Json => format.json().boxed(),
@@ -278,7 +325,7 @@ fn init_logging(settings: &Settings) -> LogFilter {
     handle
 }
 
-fn print_dev_banner(settings: &Settings, local: &[std::net::SocketAddr]) {
+fn print_dev_banner(settings: &Settings, local: &[std::net::SocketAddr], admin: Option<std::net::SocketAddr>) {
     let addr = local.first().map_or_else(|| "127.0.0.1:3478".to_owned(), ToString::to_string);
     let realm = &settings.proto.credentials.realm;
     println!("ip2p-relay (development mode) on {addr}, realm {realm:?}");
@@ -288,5 +335,8 @@ fn print_dev_banner(settings: &Settings, local: &[std::net::SocketAddr]) {
     let port = local.first().map_or(3478, std::net::SocketAddr::port);
     println!("  try:      turnutils_uclient -p {port} -u {} -w {} -r {realm} -y 127.0.0.1", DEV_USER.0, DEV_USER.1);
     println!("  WebRTC:   {{ urls: \"turn:{addr}\", username: \"{}\", credential: \"{}\" }}", DEV_USER.0, DEV_USER.1);
+    if let Some(admin) = admin {
+        println!("  metrics:  http://{admin}/metrics (also /status, /healthz, /readyz)");
+    }
     println!("Ctrl-C stops it.");
 }

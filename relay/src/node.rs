@@ -19,23 +19,33 @@ use crate::proto::{Quotas, Server, Shared};
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
-    workers: Vec<WorkerHandle>,
+    threads: Vec<Option<JoinHandle<io::Result<()>>>>,
+    handle: NodeHandle,
     /// What the node runs with: a reload is compared against it.
     settings: Settings,
     local: Vec<SocketAddr>,
     tls_local: Vec<SocketAddr>,
-    datapath: DatapathKind,
-    shared: Arc<Shared>,
 }
 
+/// What other threads (the admin listener) may ask of a running node:
+/// counters, state, drain. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    workers: Arc<[WorkerLink]>,
+    shared: Arc<Shared>,
+    datapath: DatapathKind,
+    started: std::time::Instant,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A worker's command queue and the eventfd that wakes it.
 #[derive(Debug)]
-struct WorkerHandle {
-    thread: Option<JoinHandle<io::Result<()>>>,
+struct WorkerLink {
     commands: Sender<Command>,
     wake: Arc<EventFd>,
 }
 
-impl WorkerHandle {
+impl WorkerLink {
     fn send(&self, command: Command) {
         if self.commands.send(command).is_ok() {
             let _ = self.wake.write(1);
@@ -96,7 +106,8 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     let (lo, hi) = (*settings.proto.ports.start(), *settings.proto.ports.end());
     let cpus = allowed_cpus();
     raise_fd_limit();
-    let mut workers = Vec::new();
+    let mut threads = Vec::new();
+    let mut links = Vec::new();
     let mut readiness = Vec::new();
     // Each worker's command channel and wake-up, made first: the TCP
     // relays need every worker's to tell them of their connections.
@@ -135,6 +146,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             wake: wake.clone(),
             ready: Some(ready.clone()),
             io_uring_buffers: settings.io_uring_buffers,
+            latency: datapath::RequestLatency::default(),
         };
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new().name(format!("ip2p-worker-{id}")).spawn(move || {
@@ -151,10 +163,12 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             }
             result
         })?;
-        workers.push(WorkerHandle { thread: Some(thread), commands, wake });
+        threads.push(Some(thread));
+        links.push(WorkerLink { commands, wake });
         readiness.push(ready_rx);
     }
-    let mut node = Node { workers, settings: settings.clone(), local, tls_local, datapath, shared };
+    let handle = NodeHandle { workers: links.into(), shared, datapath, started: now(), draining: Arc::default() };
+    let mut node = Node { threads, handle, settings: settings.clone(), local, tls_local };
     // A worker that cannot run fails the start: no half-working node.
     for (id, ready) in readiness.iter().enumerate() {
         match ready.recv_timeout(Duration::from_secs(10)) {
@@ -241,6 +255,7 @@ impl Node {
         );
         changed("relay.ports", old.proto.ports != new.proto.ports);
         changed("connections", old.connections != new.connections);
+        changed("admin.listen", old.admin != new.admin);
         changed(
             "tls.cert",
             old.tls.as_ref().map(crate::tls::Tls::files) != new.tls.as_ref().map(crate::tls::Tls::files),
@@ -257,13 +272,14 @@ impl Node {
             settings.proto.credentials.nonce_secret = old.proto.credentials.nonce_secret;
         }
         let (lo, hi) = (*old.proto.ports.start(), *old.proto.ports.end());
-        for (id, w) in self.workers.iter().enumerate() {
+        let workers = &self.handle.workers;
+        for (id, w) in workers.iter().enumerate() {
             let mut config = settings.proto.clone();
-            let (wlo, whi) = port_share(lo, hi, self.workers.len(), id);
+            let (wlo, whi) = port_share(lo, hi, workers.len(), id);
             config.ports = wlo..=whi;
             w.send(Command::Reconfigure(Arc::new(config)));
         }
-        self.shared.quotas.set_limits(new.max_allocations, new.user_quota);
+        self.handle.shared.quotas.set_limits(new.max_allocations, new.user_quota);
         settings.proto.ports = old.proto.ports.clone();
         settings.listen.clone_from(&old.listen);
         settings.tls_listen.clone_from(&old.tls_listen);
@@ -271,23 +287,92 @@ impl Node {
         settings.datapath = old.datapath;
         settings.io_uring_buffers = old.io_uring_buffers;
         settings.connections = old.connections.clone();
+        settings.admin = old.admin;
         settings.tls.clone_from(&old.tls);
         self.settings = settings;
         restart
-    }
-
-    /// Starts draining: every worker refuses new allocations (300 with an
-    /// alternate, or 508) and keeps the others.
-    pub fn drain(&self) {
-        for w in &self.workers {
-            w.send(Command::Drain);
-        }
     }
 
     /// The settings the node runs with (after reloads).
     #[must_use]
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// A handle other threads can hold.
+    #[must_use]
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// See [`NodeHandle::drain`].
+    pub fn drain(&self) {
+        self.handle.drain();
+    }
+
+    /// See [`NodeHandle::workers`].
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.handle.workers()
+    }
+
+    /// See [`NodeHandle::datapath`].
+    #[must_use]
+    pub fn datapath(&self) -> DatapathKind {
+        self.handle.datapath
+    }
+
+    /// See [`NodeHandle::allocations`].
+    #[must_use]
+    pub fn allocations(&self) -> usize {
+        self.handle.allocations()
+    }
+
+    /// See [`NodeHandle::stats`].
+    #[must_use]
+    pub fn stats(&self) -> Vec<WorkerStats> {
+        self.handle.stats()
+    }
+
+    /// Stops every worker and waits for them.
+    ///
+    /// # Errors
+    /// The first error a worker stopped with.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        for w in self.handle.workers.iter() {
+            w.send(Command::Shutdown);
+        }
+        let mut result = Ok(());
+        for thread in &mut self.threads {
+            if let Some(thread) = thread.take() {
+                let r = thread.join().unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+        }
+        result
+    }
+}
+
+impl NodeHandle {
+    /// Starts draining: every worker refuses new allocations (300 with an
+    /// alternate, or 508) and keeps the others.
+    pub fn drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers.iter() {
+            w.send(Command::Drain);
+        }
+    }
+
+    /// Whether the node drains (and so is not ready for new clients).
+    #[must_use]
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Worker threads.
@@ -302,48 +387,32 @@ impl Node {
         self.datapath
     }
 
+    /// Time since the node started.
+    #[must_use]
+    pub fn uptime(&self) -> Duration {
+        now().saturating_duration_since(self.started)
+    }
+
     /// Live allocations on the node.
     #[must_use]
     pub fn allocations(&self) -> usize {
         self.shared.quotas.total()
     }
 
-    /// Every worker's counters.
+    /// Every worker's counters, asked of each worker (a worker that does
+    /// not answer within 2 s is missing from the list).
     #[must_use]
     pub fn stats(&self) -> Vec<WorkerStats> {
         let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
-        for w in &self.workers {
+        for w in self.workers.iter() {
             w.send(Command::Stats(tx.clone()));
         }
         drop(tx);
+        let deadline = now() + Duration::from_secs(2);
         let mut all: Vec<WorkerStats> =
-            (0..self.workers.len()).filter_map(|_| rx.recv_timeout(Duration::from_secs(2)).ok()).collect();
+            (0..self.workers.len()).filter_map(|_| rx.recv_deadline(deadline).ok()).collect();
         all.sort_by_key(|s| s.worker);
         all
-    }
-
-    /// Stops every worker and waits for them.
-    ///
-    /// # Errors
-    /// The first error a worker stopped with.
-    pub fn shutdown(mut self) -> io::Result<()> {
-        self.stop()
-    }
-
-    fn stop(&mut self) -> io::Result<()> {
-        for w in &self.workers {
-            w.send(Command::Shutdown);
-        }
-        let mut result = Ok(());
-        for w in &mut self.workers {
-            if let Some(thread) = w.thread.take() {
-                let r = thread.join().unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
-                if result.is_ok() {
-                    result = r;
-                }
-            }
-        }
-        result
     }
 }
 

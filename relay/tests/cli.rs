@@ -65,9 +65,22 @@ fn a_taken_port_fails_the_start() {
 }
 
 #[test]
+fn a_taken_admin_port_fails_the_start_and_a_bad_one_is_a_config_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN).args(["--dev", "--listen", "127.0.0.1:0", "--admin", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("admin listener {addr}")), "{stderr}");
+    let out = Command::new(BIN).args(["--dev", "--admin", "localhost"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin: expected ADDR:PORT"));
+}
+
+#[test]
 fn dev_mode_serves_and_stops_on_sigterm() {
     let mut child = Command::new(BIN)
-        .args(["--dev", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--dev", "--listen", "127.0.0.1:0", "--workers", "1", "--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -108,7 +121,18 @@ fn sighup_reloads_the_tls_certificate() {
     let mut pki = Pki::new("cli-sighup");
     let (cert, key) = (pki.cert(), pki.key());
     let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--workers", "1", "--user", "u:p"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--user",
+            "u:p",
+            "--admin",
+            "off",
+        ])
         .args(["--allow-peer", "127.0.0.1", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -151,4 +175,28 @@ fn sighup_reloads_the_tls_certificate() {
 
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn init_config_writes_a_valid_private_config_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::temp_dir().join(format!("ip2p-init-{}.toml", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let out = Command::new(BIN).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640, "it holds secrets");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let out = Command::new(BIN).args(["check-config", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("127.0.0.1:3478") && shown.contains("1 REST secrets"), "{shown}");
+    // Never over an existing file.
+    let out = Command::new(BIN).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    // Each install gets its own secrets.
+    std::fs::remove_file(&path).unwrap();
+    Command::new(BIN).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    assert_ne!(std::fs::read_to_string(&path).unwrap(), text);
+    std::fs::remove_file(&path).unwrap();
 }

@@ -9,19 +9,22 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use ip2p_relay::client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::http_get;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 
-/// Starts the relay with `drain` as its [drain] table; returns it and its
-/// listen address.
-fn start(name: &str, drain: &str) -> (Child, SocketAddr) {
+/// Starts the relay with `drain` as its [drain] table; returns it, its
+/// listen address and its admin listener's.
+fn start(name: &str, drain: &str) -> (Child, SocketAddr, SocketAddr) {
     let path = std::env::temp_dir().join(format!("ip2p-drain-{}-{name}.toml", std::process::id()));
     let text = format!(
         "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[auth]\nusers = [{{ name = \"u\", password = \"p\" }}]\n\
-         [peers]\nallow = [\"127.0.0.1/32\"]\n[drain]\n{drain}\n"
+         [peers]\nallow = [\"127.0.0.1/32\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[drain]\n{drain}\n"
     );
     std::fs::write(&path, text).unwrap();
     let mut child = Command::new(BIN)
@@ -39,9 +42,11 @@ fn start(name: &str, drain: &str) -> (Child, SocketAddr) {
         }
     });
     let line = rx.iter().find(|l| l.contains("started")).expect("no start line");
-    std::fs::remove_file(path).unwrap();
     let addr = line.split("listen=[").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
-    (child, addr)
+    let line = rx.iter().find(|l| l.contains("admin=")).expect("no admin line");
+    let admin = line.split("admin=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    std::fs::remove_file(path).unwrap();
+    (child, addr, admin)
 }
 
 fn exits_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -57,7 +62,9 @@ fn exits_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
 
 #[test]
 fn sigterm_refuses_new_allocations_and_waits_for_the_others() {
-    let (mut child, server) = start("alternates", "timeout = 30\nalternates = [\"127.0.0.1:3479\", \"[::1]:3479\"]");
+    let (mut child, server, admin) =
+        start("alternates", "timeout = 30\nalternates = [\"127.0.0.1:3479\", \"[::1]:3479\"]");
+    assert_eq!(http_get(admin, "/readyz").0, 200);
     let mut c = Client::new(server, "u", "p").unwrap();
     let relayed = c.allocate(None).unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -70,6 +77,9 @@ fn sigterm_refuses_new_allocations_and_waits_for_the_others() {
     let mut late = Client::new(server, "u", "p").unwrap();
     let refused = late.allocate(None).unwrap_err();
     assert_eq!(refused.code(), Some(300), "{refused}");
+    // A load balancer sees it is not ready; it is still alive.
+    assert_eq!(http_get(admin, "/readyz"), (503, "draining\n".into()));
+    assert_eq!(http_get(admin, "/healthz").0, 200);
     // The existing one keeps relaying, both ways.
     for i in 0..20u8 {
         c.send_channel(0x4000, &[i; 10]).unwrap();
@@ -85,7 +95,7 @@ fn sigterm_refuses_new_allocations_and_waits_for_the_others() {
 
 #[test]
 fn without_alternates_new_allocations_get_508_and_the_timeout_ends_the_drain() {
-    let (mut child, server) = start("timeout", "timeout = 1");
+    let (mut child, server, _) = start("timeout", "timeout = 1");
     let mut c = Client::new(server, "u", "p").unwrap();
     c.allocate(None).unwrap();
     let started = Instant::now();

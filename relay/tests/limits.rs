@@ -17,7 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 fn out_of_descriptors(datapath: &str) {
     let mut child = Command::new("sh")
         .args(["-c", "ulimit -n 96 && exec \"$0\" \"$@\"", BIN])
-        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--user", "u:p", "--datapath", datapath])
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--user", "u:p", "--datapath", datapath, "--admin", "off"])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -38,7 +38,7 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
     let path = std::env::temp_dir().join(format!("ip2p-reload-{}.toml", std::process::id()));
     std::fs::write(&path, config("first", r#"allow = ["127.0.0.1/32"]"#, 2)).unwrap();
     let mut child = Command::new(BIN)
-        .args(["--config", path.to_str().unwrap()])
+        .args(["--config", path.to_str().unwrap(), "--admin", "off"])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

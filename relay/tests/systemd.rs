@@ -68,7 +68,18 @@ fn the_relay_speaks_sd_notify() {
     // which `exec` hands to the relay.
     let mut child = Command::new("sh")
         .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", BIN])
-        .args(["--listen", "127.0.0.1:0", "--workers", "2", "--user", "u:p", "--allow-peer", "127.0.0.1"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--user",
+            "u:p",
+            "--allow-peer",
+            "127.0.0.1",
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "200000")
         .env("NO_COLOR", "1")

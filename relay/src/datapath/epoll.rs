@@ -329,7 +329,6 @@ impl Loop {
             let (listener, peer) = (conn.listener, conn.peer);
             let bytes = read_buf.get(..n).unwrap_or_default();
             let result = conn.stream.receive(bytes, &mut reply_buf[..], &mut |frame, reply| match worker
-                .server
                 .handle_client(now, listener, peer, frame, reply, socks)
             {
                 Verdict::Forward(t) => {
@@ -467,7 +466,7 @@ impl Loop {
                     break;
                 };
                 let packet = buf.get(..m.len).unwrap_or_default();
-                let verdict = self.worker.server.handle_client(
+                let verdict = self.worker.handle_client(
                     now,
                     ListenerId::udp(listener_id),
                     m.from,

@@ -54,6 +54,52 @@ pub struct WorkerStats {
     pub out_of_buffers: u64,
     /// TCP and TLS connections.
     pub streams: StreamCounters,
+    /// Allocations, permissions and channels held now.
+    pub gauges: crate::proto::Gauges,
+    /// How long STUN requests took to handle.
+    pub latency: RequestLatency,
+    /// CPU time the worker thread has used.
+    pub cpu: std::time::Duration,
+}
+
+/// Upper bounds of the request latency buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] =
+    [0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1];
+
+/// A histogram of request handling times (from the request's bytes to its
+/// response, including authentication and opening relay sockets): counts
+/// per bucket of [`LATENCY_BUCKETS`], the last one open-ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestLatency {
+    /// Requests per bucket (not cumulative); the last counts the slower.
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// All handling times, summed.
+    pub sum: std::time::Duration,
+}
+
+impl RequestLatency {
+    fn record(&mut self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let i = LATENCY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(n) = self.buckets.get_mut(i) {
+            *n += 1;
+        }
+        self.sum += took;
+    }
+
+    /// Requests recorded.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Adds another worker's.
+    pub fn add(&mut self, other: &Self) {
+        for (n, o) in self.buckets.iter_mut().zip(other.buckets) {
+            *n += o;
+        }
+        self.sum += other.sum;
+    }
 }
 
 /// What happened to TCP and TLS connections on a worker.
@@ -74,6 +120,16 @@ pub struct StreamCounters {
     /// Frames to a client dropped because its send backlog was full.
     pub dropped_backlog: u64,
 }
+
+crate::proto::stats::add_fields!(StreamCounters {
+    open,
+    accepted,
+    refused,
+    closed_framing,
+    closed_tls,
+    closed_idle,
+    dropped_backlog
+});
 
 /// Everything a worker owns.
 #[derive(Debug)]
@@ -98,6 +154,7 @@ pub(crate) struct Worker {
     pub(crate) ready: Option<Sender<io::Result<()>>>,
     /// Provided receive buffers of the io_uring datapath.
     pub(crate) io_uring_buffers: u16,
+    pub(crate) latency: RequestLatency,
 }
 
 /// A client connection a ConnectionBind turned into a data connection
@@ -142,6 +199,30 @@ impl Worker {
         false
     }
 
+    /// Hands a client's packet to the core, timing it when it is a STUN
+    /// request (two clock reads per request; none per relayed packet).
+    pub(crate) fn handle_client(
+        &mut self,
+        now: std::time::Instant,
+        listener: crate::proto::ListenerId,
+        from: std::net::SocketAddr,
+        packet: &[u8],
+        reply: &mut [u8],
+        sockets: &mut impl crate::proto::Sockets,
+    ) -> crate::proto::Verdict {
+        // A STUN request: the top two bits zero, and both class bits
+        // (0x0100 and 0x0010 of the message type) clear.
+        let request = matches!(packet, [a, b, ..] if a & 0xC1 == 0 && b & 0x10 == 0);
+        let started = request.then(self::now);
+        let verdict = self.server.handle_client(now, listener, from, packet, reply, sockets);
+        if let Some(started) = started
+            && let crate::proto::Verdict::Reply(_) = verdict
+        {
+            self.latency.record(self::now().saturating_duration_since(started));
+        }
+        verdict
+    }
+
     /// Tells the node the worker runs.
     pub(crate) fn report_ready(&mut self) {
         if let Some(ready) = self.ready.take() {
@@ -158,8 +239,18 @@ impl Worker {
             truncated: c.truncated,
             out_of_buffers: c.out_of_buffers,
             streams: c.streams,
+            gauges: self.server.gauges(now()),
+            latency: self.latency,
+            cpu: thread_cpu_time(),
         }
     }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(std::time::Duration::ZERO, |t| {
+        std::time::Duration::new(u64::try_from(t.tv_sec()).unwrap_or(0), u32::try_from(t.tv_nsec()).unwrap_or(0))
+    })
 }
 
 /// Reads the clock: the one place the datapaths take `now` from.

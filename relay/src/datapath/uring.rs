@@ -636,7 +636,7 @@ impl Loop {
                 Some(r) => &mut r[..],
                 None => &mut scratch[..],
             };
-            self.worker.server.handle_client(now(), ListenerId::udp(listener), from, packet, reply, &mut self.io)
+            self.worker.handle_client(now(), ListenerId::udp(listener), from, packet, reply, &mut self.io)
         };
         match verdict {
             Verdict::Forward(t) => {
@@ -854,7 +854,6 @@ impl Loop {
         let now = now();
         let mut send_errors = 0;
         let result = conn.stream.receive(bytes, stream_reply, &mut |frame, reply| match worker
-            .server
             .handle_client(now, listener, peer, frame, reply, io)
         {
             Verdict::Forward(t) => {

@@ -177,6 +177,12 @@ impl Allocation {
         self.channels.iter().find(|c| c.peer == peer && c.expires > now)
     }
 
+    /// Live permissions and channels.
+    pub(crate) fn live(&self, now: Instant) -> (usize, usize) {
+        let permissions = self.permissions.iter().filter(|p| p.expires > now).count();
+        (permissions, self.channels.iter().filter(|c| c.expires > now).count())
+    }
+
     /// Checks the rebinding rules of RFC 8656 §12.2 without changing anything.
     pub(crate) fn can_bind(&self, number: u16, peer: SocketAddr, now: Instant) -> Result<(), BindError> {
         let by_number = self.channel(number, now).map(|c| c.peer);

@@ -14,6 +14,8 @@ use ip2p_wire::{Error as WireError, IntegrityKind, Message};
 use sha1::Sha1;
 use sha2::Sha256;
 
+use super::stats::AuthFailure;
+
 /// The algorithms offered in PASSWORD-ALGORITHMS, in order of preference.
 pub(crate) const OFFERED_ALGORITHMS: [PasswordAlgorithm<'static>; 2] =
     [PasswordAlgorithm::new(AlgorithmId::SHA256), PasswordAlgorithm::new(AlgorithmId::MD5)];
@@ -71,7 +73,7 @@ pub(crate) enum Refusal {
     /// password algorithm negotiation was tampered with: 400.
     BadRequest,
     /// Unknown user, expired REST username or wrong key: 401.
-    Unauthenticated,
+    Unauthenticated(AuthFailure),
     /// The nonce is too old or not ours: 438 with a fresh one.
     StaleNonce,
 }
@@ -147,14 +149,14 @@ impl Credentials {
             // USERHASH (username anonymity) is not offered: without a
             // USERNAME the request names nobody we know.
             return Err(if msg.get::<Userhash>().ok().flatten().is_some() {
-                Refusal::Unauthenticated
+                Refusal::Unauthenticated(AuthFailure::UnknownUser)
             } else {
                 Refusal::BadRequest
             });
         };
         let algorithm = negotiated_algorithm(msg, nonce.0)?;
         if realm.0 != self.realm {
-            return Err(Refusal::Unauthenticated);
+            return Err(Refusal::Unauthenticated(AuthFailure::WrongRealm));
         }
         if !self.nonce_valid(nonce.0, client, unix_now) {
             return Err(Refusal::StaleNonce);
@@ -169,9 +171,16 @@ impl Credentials {
             }
             Some(UserSecret::Md5Key(key)) if algorithm == AlgorithmId::MD5 => verify(LongTermKey::Md5(*key)),
             Some(UserSecret::Md5Key(_)) => None,
-            None => self.rest_key(username, algorithm, unix_now, verify),
+            None => {
+                return self.rest_key(username, algorithm, unix_now, verify).map(|key| Authed {
+                    username: username.into(),
+                    key,
+                    integrity,
+                });
+            }
         };
-        key.map(|key| Authed { username: username.into(), key, integrity }).ok_or(Refusal::Unauthenticated)
+        key.map(|key| Authed { username: username.into(), key, integrity })
+            .ok_or(Refusal::Unauthenticated(AuthFailure::BadIntegrity))
     }
 
     /// TURN REST API: the username is `<unix-expiry>:<user>` and the
@@ -183,18 +192,24 @@ impl Credentials {
         algorithm: AlgorithmId,
         unix_now: u64,
         verify: impl Fn(LongTermKey) -> Option<LongTermKey>,
-    ) -> Option<LongTermKey> {
-        let (expiry, _) = username.split_once(':')?;
-        let expiry: u64 = expiry.parse().ok()?;
+    ) -> Result<LongTermKey, Refusal> {
+        let unknown = Refusal::Unauthenticated(AuthFailure::UnknownUser);
+        let expiry = username.split_once(':').and_then(|(expiry, _)| expiry.parse::<u64>().ok());
+        let Some(expiry) = expiry.filter(|_| !self.rest_secrets.is_empty()) else {
+            return Err(unknown);
+        };
         if expiry < unix_now {
-            return None;
+            return Err(Refusal::Unauthenticated(AuthFailure::Expired));
         }
-        self.rest_secrets.iter().find_map(|secret| {
-            let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret).ok()?;
-            mac.update(username.as_bytes());
-            let password = STANDARD.encode(mac.finalize().into_bytes());
-            LongTermKey::derive(algorithm, username, &self.realm, &password).and_then(&verify)
-        })
+        self.rest_secrets
+            .iter()
+            .find_map(|secret| {
+                let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret).ok()?;
+                mac.update(username.as_bytes());
+                let password = STANDARD.encode(mac.finalize().into_bytes());
+                LongTermKey::derive(algorithm, username, &self.realm, &password).and_then(&verify)
+            })
+            .ok_or(Refusal::Unauthenticated(AuthFailure::BadIntegrity))
     }
 }
 

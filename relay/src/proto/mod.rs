@@ -16,6 +16,7 @@ pub mod auth;
 pub mod policy;
 mod request;
 mod shared;
+pub(crate) mod stats;
 mod tcp;
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,9 @@ use self::allocation::Allocation;
 pub use self::auth::{Credentials, UserSecret};
 pub use self::policy::PeerPolicy;
 pub use self::shared::{Quotas, Shared};
+pub use self::stats::{
+    AllocationRefusals, AuthFailure, AuthFailures, Drops, Gauges, METHODS, RESULTS, Responses, Stats,
+};
 
 /// Bytes a datapath must leave free in front of a peer's datagram: the
 /// largest header the relay writes there (a Data indication for an IPv6
@@ -186,56 +190,10 @@ pub enum DropReason {
     NoChannel,
     /// No permission for the peer's IP address.
     NoPermission,
+    /// A Send indication to a peer address the policy denies.
+    DeniedAddress,
     /// A request answered later (RFC 6062 Connect): not a drop.
     Deferred,
-}
-
-/// Per-worker counters. Plain integers: only this worker writes them; the
-/// node copies them out for metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Datagrams relayed client → peer.
-    pub to_peer_packets: u64,
-    /// Payload bytes relayed client → peer.
-    pub to_peer_bytes: u64,
-    /// Datagrams relayed peer → client.
-    pub to_client_packets: u64,
-    /// Payload bytes relayed peer → client.
-    pub to_client_bytes: u64,
-    /// STUN requests answered.
-    pub requests: u64,
-    /// Error responses sent.
-    pub error_responses: u64,
-    /// Allocations created.
-    pub allocations_created: u64,
-    /// Allocations that expired (not deleted by the client).
-    pub allocations_expired: u64,
-    /// Requests that failed authentication (401, 438, 441).
-    pub auth_failures: u64,
-    /// Dropped: not TURN.
-    pub dropped_not_turn: u64,
-    /// Dropped: ignored message.
-    pub dropped_ignored: u64,
-    /// Dropped: no allocation.
-    pub dropped_no_allocation: u64,
-    /// Dropped: channel not bound.
-    pub dropped_no_channel: u64,
-    /// Dropped: no permission for the peer.
-    pub dropped_no_permission: u64,
-}
-
-impl Stats {
-    fn count(&mut self, reason: DropReason) {
-        let c = match reason {
-            DropReason::NotTurn => &mut self.dropped_not_turn,
-            DropReason::Ignored => &mut self.dropped_ignored,
-            DropReason::NoAllocation => &mut self.dropped_no_allocation,
-            DropReason::NoChannel => &mut self.dropped_no_channel,
-            DropReason::NoPermission => &mut self.dropped_no_permission,
-            DropReason::Deferred => return,
-        };
-        *c += 1;
-    }
 }
 
 /// A family of relayed addresses this node offers.
@@ -370,6 +328,20 @@ impl Server {
         self.by_client.len()
     }
 
+    /// What this worker holds at `now`: a walk over its allocations, for
+    /// a scrape, never on the packet path.
+    #[must_use]
+    pub fn gauges(&self, now: Instant) -> Gauges {
+        let mut g = Gauges::default();
+        for alloc in self.slots.iter().flatten() {
+            *if alloc.tcp { &mut g.tcp_allocations } else { &mut g.udp_allocations } += 1;
+            let (permissions, channels) = alloc.live(now);
+            g.permissions += permissions as u64;
+            g.channels += channels as u64;
+        }
+        g
+    }
+
     fn unix(&self, now: Instant) -> u64 {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
     }
@@ -394,14 +366,21 @@ impl Server {
             },
             PacketKind::Other => Verdict::Drop(DropReason::NotTurn),
         };
-        self.account(verdict)
+        // Towards a peer the range is the payload itself.
+        let payload = match &verdict {
+            Verdict::Forward(t) => t.range.len(),
+            _ => 0,
+        };
+        self.account(verdict, payload)
     }
 
-    fn account(&mut self, verdict: Verdict) -> Verdict {
+    /// Counts a verdict; `payload` is the relayed payload's length (without
+    /// the ChannelData or Data indication framing).
+    fn account(&mut self, verdict: Verdict, payload: usize) -> Verdict {
         match &verdict {
-            Verdict::Drop(reason) => self.stats.count(*reason),
+            Verdict::Drop(reason) => self.stats.dropped.count(*reason),
             Verdict::Forward(t) => {
-                let bytes = t.range.len() as u64;
+                let bytes = payload as u64;
                 if let Via::Relay(_) = t.via {
                     self.stats.to_peer_packets += 1;
                     self.stats.to_peer_bytes += bytes;
@@ -470,7 +449,8 @@ impl Server {
             return Verdict::Drop(DropReason::Ignored);
         }
         if !alloc.permits(peer.ip(), now) {
-            return Verdict::Drop(DropReason::NoPermission);
+            let denied = !self.config.policy.allows(peer.ip());
+            return Verdict::Drop(if denied { DropReason::DeniedAddress } else { DropReason::NoPermission });
         }
         let Some(family) = alloc.relay_for(peer.ip()) else {
             return Verdict::Drop(DropReason::NoPermission);
@@ -504,7 +484,10 @@ impl Server {
             _ => return Verdict::Drop(DropReason::Ignored),
         };
         match len {
-            Ok(len) => Verdict::Reply(Transmit { via: Via::Listener(listener), to: from, range: 0..len }),
+            Ok(len) => {
+                self.stats.responses.count(reply.get(..len).unwrap_or_default());
+                Verdict::Reply(Transmit { via: Via::Listener(listener), to: from, range: 0..len })
+            }
             Err(reason) => Verdict::Drop(reason),
         }
     }
@@ -522,8 +505,9 @@ impl Server {
         buf: &mut [u8],
         data: Range<usize>,
     ) -> Verdict {
+        let payload = data.len();
         let verdict = self.peer_datagram(now, token, from, buf, data);
-        self.account(verdict)
+        self.account(verdict, payload)
     }
 
     fn peer_datagram(

@@ -18,6 +18,7 @@ use ip2p_wire::{
 
 use super::allocation::{Allocation, BindError, Relay};
 use super::auth::{Authed, OFFERED_ALGORITHMS, Refusal};
+use super::stats::AuthFailure;
 use super::{DropReason, ListenerId, RelayToken, Server, Sockets};
 
 /// How many unknown attributes a 420 lists at most.
@@ -135,19 +136,31 @@ impl Server {
             if alloc.txid == *msg.transaction_id() && alloc.username == authed.username {
                 return self.allocate_success(now, reply, msg, slot);
             }
+            self.stats.allocations_refused.mismatch += 1;
             return self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(&authed));
         }
         if let Some(len) = self.unknown_attributes(reply, msg, integrity(&authed)) {
+            self.stats.allocations_refused.invalid += 1;
             return Some(len);
         }
         if self.draining {
+            self.stats.allocations_refused.draining += 1;
             return self.refuse_while_draining(from, msg, &authed, reply);
         }
         let req = match self.check_allocate(listener, msg) {
             Ok(req) => req,
-            Err(code) => return self.error(reply, msg, code, integrity(&authed)),
+            Err(code) => {
+                self.stats.allocations_refused.invalid += 1;
+                return self.error(reply, msg, code, integrity(&authed));
+            }
         };
         if let Err(code) = self.shared.quotas.acquire(&authed.username) {
+            let refused = &mut self.stats.allocations_refused;
+            *if code == ErrorCode::ALLOCATION_QUOTA_REACHED {
+                &mut refused.user_quota
+            } else {
+                &mut refused.node_full
+            } += 1;
             return self.error(reply, msg, code, integrity(&authed));
         }
         let slot = self.reserve_slot();
@@ -174,6 +187,7 @@ impl Server {
         let Some((primary, reservation)) = primary else {
             self.shared.quotas.release(&authed.username);
             self.free.push(slot);
+            self.stats.allocations_refused.no_relay_port += 1;
             return self.error(reply, msg, ErrorCode::INSUFFICIENT_CAPACITY, integrity(&authed));
         };
         let mut relays = [None, None];
@@ -234,7 +248,6 @@ impl Server {
         else {
             return self.error(reply, msg, ErrorCode::INSUFFICIENT_CAPACITY, integrity(authed));
         };
-        self.stats.error_responses += 1;
         self.respond(reply, msg, Class::Error, integrity(authed), |w| {
             w.add(&ErrorCodeAttr::new(ErrorCode::TRY_ALTERNATE))?;
             w.add(&ip2p_wire::attr::AlternateServer(alternate))?;
@@ -367,7 +380,7 @@ impl Server {
             return answer(self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(authed)));
         };
         if alloc.username != authed.username {
-            self.stats.auth_failures += 1;
+            self.stats.auth_failures.count(AuthFailure::WrongUser);
             return answer(self.error(reply, msg, ErrorCode::WRONG_CREDENTIALS, integrity(authed)));
         }
         let tcp = alloc.tcp;
@@ -620,7 +633,6 @@ impl Server {
             return None;
         }
         let listed = unknown.get(..n).unwrap_or_default();
-        self.stats.error_responses += 1;
         self.respond(reply, msg, Class::Error, auth, |w| {
             w.add(&ErrorCodeAttr::new(ErrorCode::UNKNOWN_ATTRIBUTE))?;
             w.add(&UnknownAttributes::new(listed))?;
@@ -638,20 +650,22 @@ impl Server {
         refusal: Refusal,
     ) -> Option<usize> {
         let code = match refusal {
-            Refusal::BadRequest => return self.error(reply, msg, ErrorCode::BAD_REQUEST, None),
+            Refusal::BadRequest => {
+                self.stats.auth_failures.count(AuthFailure::BadRequest);
+                return self.error(reply, msg, ErrorCode::BAD_REQUEST, None);
+            }
             Refusal::Challenge => ErrorCode::UNAUTHENTICATED,
-            Refusal::Unauthenticated => {
-                self.stats.auth_failures += 1;
+            Refusal::Unauthenticated(why) => {
+                self.stats.auth_failures.count(why);
                 ErrorCode::UNAUTHENTICATED
             }
             Refusal::StaleNonce => {
-                self.stats.auth_failures += 1;
+                self.stats.auth_failures.count(AuthFailure::StaleNonce);
                 ErrorCode::STALE_NONCE
             }
         };
         let nonce = self.config.credentials.nonce(from, unix);
         let config = self.config.clone();
-        self.stats.error_responses += 1;
         self.respond(reply, msg, Class::Error, None, |w| {
             w.add(&ErrorCodeAttr::new(code))?;
             w.add(&Realm(&config.credentials.realm))?;
@@ -668,7 +682,6 @@ impl Server {
         code: ErrorCode,
         auth: Integrity<'_>,
     ) -> Option<usize> {
-        self.stats.error_responses += 1;
         self.respond(reply, msg, Class::Error, auth, |w| {
             w.add(&ErrorCodeAttr::new(code))?;
             Ok(())

@@ -70,14 +70,12 @@ impl Server {
                 w.add(&ConnectionId(id))?;
                 Ok(())
             }),
-            None => {
-                self.stats.error_responses += 1;
-                self.respond_to(reply, &to, Class::Error, Some((&key, kind)), |w| {
-                    w.add(&ip2p_wire::attr::ErrorCodeAttr::new(ErrorCode::CONNECTION_TIMEOUT_OR_FAILURE))?;
-                    Ok(())
-                })
-            }
+            None => self.respond_to(reply, &to, Class::Error, Some((&key, kind)), |w| {
+                w.add(&ip2p_wire::attr::ErrorCodeAttr::new(ErrorCode::CONNECTION_TIMEOUT_OR_FAILURE))?;
+                Ok(())
+            }),
         }?;
+        self.stats.responses.count(reply.get(..len).unwrap_or_default());
         Some(Transmit { via: Via::Listener(listener), to: client, range: 0..len })
     }
 

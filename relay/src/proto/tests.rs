@@ -418,7 +418,15 @@ fn wrong_credentials_and_stale_nonces() {
     w.integrity(b"k").unwrap();
     let len = w.finish();
     assert_eq!(h.exchange(CLIENT, &buf[..len]).code(), Some(400));
-    assert_eq!(h.server.stats().auth_failures, 4);
+    let failures = h.server.stats().auth_failures;
+    let expected =
+        AuthFailures { bad_integrity: 1, unknown_user: 1, stale_nonce: 2, bad_request: 1, ..Default::default() };
+    assert_eq!(failures, expected);
+    let responses = &h.server.stats().responses;
+    assert_eq!(responses.get("allocate", "401"), 5, "two failures and three challenges");
+    assert_eq!(responses.get("allocate", "438"), 2);
+    assert_eq!(responses.get("allocate", "400"), 1);
+    assert_eq!(responses.get("allocate", "success"), 1);
 }
 
 #[test]
@@ -599,6 +607,7 @@ fn allocations_expire_and_release_their_ports_and_quota() {
     h.allocate(CLIENT, &c);
     let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
     assert_eq!(h.authed("127.0.0.1:40001", Method::ALLOCATE, &udp, &c).code(), Some(486));
+    assert_eq!(h.server.stats().allocations_refused.user_quota, 1);
     assert_eq!(h.server.poll_timeout(), Some(h.now + Duration::from_secs(600)));
     h.advance(599);
     assert_eq!(h.server.allocations(), 1);
@@ -655,7 +664,7 @@ fn permissions_gate_peer_traffic_both_ways() {
     assert_eq!(h.peer_sends(token, PEER, b"x").0, Verdict::Drop(DropReason::NoPermission));
     let stats = h.server.stats();
     assert_eq!((stats.to_peer_packets, stats.to_client_packets), (1, 2));
-    assert_eq!(stats.dropped_no_permission, 4);
+    assert_eq!(stats.dropped.no_permission, 4);
 }
 
 #[test]
@@ -843,10 +852,15 @@ fn capacity_limits_answer_508() {
     let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
     assert_eq!(h.authed("127.0.0.1:45002", Method::ALLOCATE, &udp, &c).code(), Some(508));
     assert_eq!(h.server.allocations(), 2);
+    let refused = h.server.stats().allocations_refused;
+    assert_eq!((refused.no_relay_port, refused.node_full), (1, 0));
 
     let mut h = Harness::with(config(), Quotas::new(1, 0));
     h.allocate("127.0.0.1:45003", &c);
     assert_eq!(h.authed("127.0.0.1:45004", Method::ALLOCATE, &udp, &c).code(), Some(508));
+    let refused = h.server.stats().allocations_refused;
+    assert_eq!((refused.no_relay_port, refused.node_full), (0, 1));
+    assert_eq!(h.server.stats().responses.get("allocate", "508"), 1);
 }
 
 #[test]
@@ -940,7 +954,7 @@ mod tcp_allocations {
         let req = h.build(Method::CONNECT, tid, &[peer_attr(PEER)], Some((&c, &nonce)));
         assert_eq!(h.send(CLIENT, &req), Verdict::Drop(DropReason::Deferred));
         assert_eq!(h.sockets.connects, [(token, relayed, addr(PEER))]);
-        assert_eq!(h.server.stats().dropped_ignored, 0, "deferred is not dropped");
+        assert_eq!(h.server.stats().dropped.ignored, 0, "deferred is not dropped");
         // A second Connect to the same peer meanwhile: 446.
         assert_eq!(h.authed(CLIENT, Method::CONNECT, &[peer_attr(PEER)], &c).code(), Some(446));
         // The connection is up: success with CONNECTION-ID, signed.

@@ -1,0 +1,220 @@
+//! `/metrics`: every worker's counters, asked of the workers and summed at
+//! scrape time, in the Prometheus (OpenMetrics) text format through
+//! prometheus-client. Nothing here runs on the packet path: the workers
+//! keep plain integers and answer a scrape between two batches.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::config::DatapathKind;
+use crate::datapath::{LATENCY_BUCKETS, RequestLatency, StreamCounters, WorkerStats};
+use crate::node::NodeHandle;
+use crate::proto::{AllocationRefusals, AuthFailures, Drops, Gauges, Responses, Stats};
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The node's metrics, in the OpenMetrics text format.
+///
+/// # Errors
+/// Only a formatting error of the encoder.
+pub fn render(node: &NodeHandle) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(NodeCollector(node.clone())));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+#[derive(Debug)]
+struct NodeCollector(NodeHandle);
+
+impl Collector for NodeCollector {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let node = &self.0;
+        let workers = node.stats();
+        let mut sum = Sum::default();
+        for w in &workers {
+            sum.add(w);
+        }
+        let mut out = Out(encoder);
+        let datapath = match node.datapath() {
+            DatapathKind::IoUring => "io_uring",
+            _ => "epoll",
+        };
+        out.gauge_family(
+            "ip2p_build_info",
+            "Version and datapath in use",
+            &[(&[("version", env!("CARGO_PKG_VERSION")), ("datapath", datapath)], 1)],
+        )?;
+        out.gauge("ip2p_uptime_seconds", "Seconds since the node started", node.uptime().as_secs_f64())?;
+        out.gauge(
+            "ip2p_draining",
+            "1 while the node drains (refusing new allocations)",
+            f64::from(u8::from(node.draining())),
+        )?;
+        out.gauge("ip2p_workers", "Worker threads", node.workers() as f64)?;
+        out.gauge("ip2p_workers_responding", "Workers that answered this scrape", workers.len() as f64)?;
+        relayed(&mut out, &sum.proto)?;
+        requests(&mut out, &sum.proto.responses, &sum.latency)?;
+        allocations(&mut out, &sum.proto, &sum.gauges, &sum.proto.allocations_refused)?;
+        failures(&mut out, &sum.proto.auth_failures, &sum.proto.dropped)?;
+        datapath_counters(&mut out, &sum)?;
+        connections(&mut out, &sum.streams)?;
+        per_worker(&mut out, &workers)
+    }
+}
+
+fn relayed(out: &mut Out<'_>, p: &Stats) -> fmt::Result {
+    out.counter_family(
+        "ip2p_relayed_packets",
+        "Datagrams relayed, by direction",
+        &[(&[("direction", "to_peer")], p.to_peer_packets), (&[("direction", "to_client")], p.to_client_packets)],
+    )?;
+    out.counter_family(
+        "ip2p_relayed_bytes",
+        "Payload bytes relayed, by direction",
+        &[(&[("direction", "to_peer")], p.to_peer_bytes), (&[("direction", "to_client")], p.to_client_bytes)],
+    )
+}
+
+fn requests(out: &mut Out<'_>, responses: &Responses, latency: &RequestLatency) -> fmt::Result {
+    let rows: Vec<([(&str, &str); 2], u64)> =
+        responses.iter().filter(|(_, _, n)| *n > 0).map(|(m, r, n)| ([("method", m), ("result", r)], n)).collect();
+    let rows: Vec<(&[(&str, &str)], u64)> = rows.iter().map(|(l, n)| (&l[..], *n)).collect();
+    out.counter_family("ip2p_responses", "STUN responses sent, by method and result (success or error code)", &rows)?;
+    // Per-bucket counts: the encoder makes them cumulative.
+    let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+        .iter()
+        .chain(&[f64::MAX]) // written as +Inf
+        .zip(latency.buckets)
+        .map(|(le, n)| (*le, n))
+        .collect();
+    let help = "Time to handle a STUN request, from its bytes to its response";
+    let mut m = out.0.encode_descriptor("ip2p_request_duration_seconds", help, None, MetricType::Histogram)?;
+    m.encode_histogram::<NoLabelSet>(latency.sum.as_secs_f64(), latency.count(), &buckets, None)
+}
+
+fn allocations(out: &mut Out<'_>, p: &Stats, g: &Gauges, refused: &AllocationRefusals) -> fmt::Result {
+    out.gauge_family(
+        "ip2p_allocations",
+        "Live allocations, by relay transport",
+        &[(&[("transport", "udp")], g.udp_allocations), (&[("transport", "tcp")], g.tcp_allocations)],
+    )?;
+    out.counter("ip2p_allocations_created", "Allocations created", p.allocations_created)?;
+    out.counter("ip2p_allocations_expired", "Allocations that expired without being deleted", p.allocations_expired)?;
+    out.reasons("ip2p_allocations_refused", "Allocate requests refused, by reason", &refused.by_reason())?;
+    out.gauge("ip2p_permissions", "Live permissions", g.permissions as f64)?;
+    out.gauge("ip2p_channels", "Live channel bindings", g.channels as f64)
+}
+
+fn failures(out: &mut Out<'_>, auth: &AuthFailures, dropped: &Drops) -> fmt::Result {
+    out.reasons("ip2p_auth_failures", "Requests that failed authentication, by reason", &auth.by_reason())?;
+    out.reasons("ip2p_dropped_packets", "Packets dropped, by reason", &dropped.by_reason())
+}
+
+fn datapath_counters(out: &mut Out<'_>, sum: &Sum) -> fmt::Result {
+    out.counter("ip2p_requests", "STUN requests received", sum.proto.requests)?;
+    out.counter("ip2p_send_errors", "Sends that failed (full buffers, unreachable peers)", sum.send_errors)?;
+    out.counter("ip2p_truncated_packets", "Datagrams too large for a receive buffer", sum.truncated)?;
+    out.counter("ip2p_buffer_exhaustion", "Times io_uring ran out of provided receive buffers", sum.out_of_buffers)
+}
+
+fn connections(out: &mut Out<'_>, s: &StreamCounters) -> fmt::Result {
+    out.gauge("ip2p_connections", "Open TCP and TLS client connections", s.open as f64)?;
+    out.counter("ip2p_connections_accepted", "TCP and TLS client connections accepted", s.accepted)?;
+    out.counter("ip2p_connections_refused", "Connections refused at a connection limit", s.refused)?;
+    out.reasons(
+        "ip2p_connections_closed",
+        "Connections closed by the relay, by reason",
+        &[("framing", s.closed_framing), ("tls", s.closed_tls), ("idle", s.closed_idle)],
+    )?;
+    out.counter("ip2p_backlog_drops", "Frames to a slow TCP/TLS client dropped (send backlog full)", s.dropped_backlog)
+}
+
+fn per_worker(out: &mut Out<'_>, workers: &[WorkerStats]) -> fmt::Result {
+    let ids: Vec<String> = workers.iter().map(|w| w.worker.to_string()).collect();
+    let labels: Vec<[(&str, &str); 1]> = ids.iter().map(|id| [("worker", id.as_str())]).collect();
+    let rows = |f: &dyn Fn(&WorkerStats) -> u64| -> Vec<(&[(&str, &str)], u64)> {
+        labels.iter().zip(workers).map(|(l, w)| (&l[..], f(w))).collect()
+    };
+    out.gauge_family("ip2p_worker_allocations", "Live allocations per worker", &rows(&|w| w.allocations as u64))?;
+    let packets = rows(&|w| w.proto.to_peer_packets + w.proto.to_client_packets);
+    out.counter_family("ip2p_worker_relayed_packets", "Datagrams relayed per worker (both ways)", &packets)?;
+    let help = "CPU time used per worker thread: its load";
+    let mut m = out.0.encode_descriptor("ip2p_worker_cpu_seconds", help, None, MetricType::Counter)?;
+    for (l, w) in labels.iter().zip(workers) {
+        ConstCounter::new(w.cpu.as_secs_f64()).encode(m.encode_family(&&l[..])?)?;
+    }
+    Ok(())
+}
+
+/// Every worker's counters added up.
+#[derive(Debug, Default)]
+struct Sum {
+    proto: Stats,
+    gauges: Gauges,
+    latency: RequestLatency,
+    streams: StreamCounters,
+    send_errors: u64,
+    truncated: u64,
+    out_of_buffers: u64,
+}
+
+impl Sum {
+    fn add(&mut self, w: &WorkerStats) {
+        self.proto.add(&w.proto);
+        self.gauges.add(&w.gauges);
+        self.latency.add(&w.latency);
+        self.streams.add(&w.streams);
+        self.send_errors += w.send_errors;
+        self.truncated += w.truncated;
+        self.out_of_buffers += w.out_of_buffers;
+    }
+}
+
+/// The collector's encoder with the few shapes used here.
+struct Out<'a>(DescriptorEncoder<'a>);
+
+type Rows<'r, 'l> = [(&'r [(&'l str, &'l str)], u64)];
+
+impl Out<'_> {
+    fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        let c = ConstCounter::new(value);
+        c.encode(self.0.encode_descriptor(name, help, None, c.metric_type())?)
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) -> fmt::Result {
+        let g = ConstGauge::new(value);
+        g.encode(self.0.encode_descriptor(name, help, None, g.metric_type())?)
+    }
+
+    fn counter_family(&mut self, name: &str, help: &str, rows: &Rows<'_, '_>) -> fmt::Result {
+        let mut m = self.0.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, value) in rows {
+            ConstCounter::new(*value).encode(m.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn gauge_family(&mut self, name: &str, help: &str, rows: &Rows<'_, '_>) -> fmt::Result {
+        let mut m = self.0.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, value) in rows {
+            ConstGauge::new(*value as f64).encode(m.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    /// A counter with one `reason` label.
+    fn reasons(&mut self, name: &str, help: &str, by_reason: &[(&str, u64)]) -> fmt::Result {
+        let labels: Vec<[(&str, &str); 1]> = by_reason.iter().map(|(r, _)| [("reason", *r)]).collect();
+        let rows: Vec<(&[(&str, &str)], u64)> = labels.iter().zip(by_reason).map(|(l, (_, n))| (&l[..], *n)).collect();
+        self.counter_family(name, help, &rows)
+    }
+}

@@ -1,0 +1,165 @@
+//! The admin listener: `/metrics` counts exactly what a client did,
+//! `/status` agrees, `/healthz` and `/readyz` answer, and `/readyz` turns
+//! 503 once the node drains. On each datapath.
+#![allow(clippy::disallowed_methods)] // tests read the clock
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use ip2p_relay::admin::{Addresses, Admin};
+use ip2p_relay::client::{Client, Received};
+use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
+use ip2p_relay::node::{self, Node};
+use support::{http, http_get, metrics};
+
+const WAIT: Duration = Duration::from_secs(2);
+
+fn start(dp: DatapathKind) -> (Node, Admin) {
+    let text = r#"
+        listen = ["127.0.0.1:0"]
+        realm = "ip2p.test"
+        workers = 2
+        [auth]
+        users = [{ name = "alice", password = "wonderland" }]
+        [peers]
+        allow = ["127.0.0.1/32"]
+        "#;
+    let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
+    let settings = Settings::from_toml(text, &args).unwrap();
+    let node = node::start(&settings).unwrap();
+    let addresses = Addresses { listen: node.local_addrs().to_vec(), tls_listen: Vec::new() };
+    let admin = Admin::start("127.0.0.1:0".parse().unwrap(), node.handle(), addresses).unwrap();
+    (node, admin)
+}
+
+fn metrics_match_what_a_client_did(dp: DatapathKind) {
+    let (node, admin) = start(dp);
+    let addr = admin.local_addr();
+    let server = node.local_addrs()[0];
+
+    // A client relays 10 × 100 bytes to a peer over a channel; the peer
+    // answers 7 × 50 bytes.
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut alice = Client::new(server, "alice", "wonderland").unwrap();
+    let relayed = alice.allocate(None).unwrap();
+    alice.create_permission(&[peer_addr]).unwrap();
+    alice.channel_bind(0x4000, peer_addr).unwrap();
+    let mut buf = [0u8; 2048];
+    for _ in 0..10 {
+        alice.send_channel(0x4000, &[1; 100]).unwrap();
+        assert_eq!(peer.recv_from(&mut buf).unwrap().0, 100);
+    }
+    for _ in 0..7 {
+        peer.send_to(&[2; 50], relayed).unwrap();
+        match alice.recv(WAIT).unwrap() {
+            Some(Received::Channel { data, .. }) => assert_eq!(data.len(), 50),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A Send indication to an address the policy denies (loopback other
+    // than 127.0.0.1) is dropped, never sent.
+    alice.send_indication("127.0.0.2:9".parse().unwrap(), b"no").unwrap();
+    // A wrong password: the challenge, then 401.
+    let mut mallory = Client::new(server, "alice", "guess").unwrap();
+    assert_eq!(mallory.allocate(None).unwrap_err().code(), Some(401));
+
+    // The drop is counted once the worker has read it: wait for it.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut m = metrics(addr);
+    while m[r#"ip2p_dropped_packets_total{reason="denied_address"}"#] < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        m = metrics(addr);
+    }
+    let expect = [
+        (r#"ip2p_relayed_packets_total{direction="to_peer"}"#, 10.0),
+        (r#"ip2p_relayed_packets_total{direction="to_client"}"#, 7.0),
+        (r#"ip2p_relayed_bytes_total{direction="to_peer"}"#, 1000.0),
+        (r#"ip2p_relayed_bytes_total{direction="to_client"}"#, 350.0),
+        (r#"ip2p_responses_total{method="allocate",result="success"}"#, 1.0),
+        // alice's challenge, mallory's challenge and mallory's failure.
+        (r#"ip2p_responses_total{method="allocate",result="401"}"#, 3.0),
+        (r#"ip2p_responses_total{method="create_permission",result="success"}"#, 1.0),
+        (r#"ip2p_responses_total{method="channel_bind",result="success"}"#, 1.0),
+        ("ip2p_requests_total", 6.0),
+        ("ip2p_request_duration_seconds_count", 6.0),
+        (r#"ip2p_request_duration_seconds_bucket{le="+Inf"}"#, 6.0),
+        (r#"ip2p_auth_failures_total{reason="bad_integrity"}"#, 1.0),
+        (r#"ip2p_auth_failures_total{reason="unknown_user"}"#, 0.0),
+        (r#"ip2p_dropped_packets_total{reason="denied_address"}"#, 1.0),
+        (r#"ip2p_dropped_packets_total{reason="no_permission"}"#, 0.0),
+        (r#"ip2p_allocations{transport="udp"}"#, 1.0),
+        (r#"ip2p_allocations{transport="tcp"}"#, 0.0),
+        ("ip2p_allocations_created_total", 1.0),
+        ("ip2p_permissions", 1.0),
+        ("ip2p_channels", 1.0),
+        ("ip2p_workers", 2.0),
+        ("ip2p_workers_responding", 2.0),
+        ("ip2p_draining", 0.0),
+    ];
+    for (name, value) in expect {
+        assert_eq!(m.get(name).copied(), Some(value), "{name}");
+    }
+    let datapath = if dp == DatapathKind::IoUring { "io_uring" } else { "epoll" };
+    assert_eq!(m.get(&format!(r#"ip2p_build_info{{version="0.1.0",datapath="{datapath}"}}"#)), Some(&1.0));
+    let per_worker: f64 = (0..2).map(|w| m[&format!(r#"ip2p_worker_allocations{{worker="{w}"}}"#)]).sum();
+    assert_eq!(per_worker, 1.0);
+    assert!(m[r#"ip2p_worker_cpu_seconds_total{worker="0"}"#] > 0.0);
+    let duration = m["ip2p_request_duration_seconds_sum"];
+    assert!(duration > 0.0 && duration < 1.0, "{duration}");
+
+    // /status says the same.
+    let (code, body) = http_get(addr, "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["allocations"]["total"], 1, "{body}");
+    assert_eq!(status["allocations"]["udp"], 1);
+    assert_eq!(status["state"], "ready");
+    assert_eq!(status["datapath"], datapath);
+    assert_eq!(status["workers"], 2);
+    assert_eq!(status["listen"][0], server.to_string());
+
+    assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(http_get(addr, "/readyz"), (200, "ready\n".into()));
+    assert_eq!(http_get(addr, "/nothing").0, 404);
+    assert_eq!(http(addr, "POST", "/metrics").0, 405);
+
+    // Draining: not ready, still alive, and the allocation still relays.
+    node.drain();
+    assert_eq!(http_get(addr, "/readyz"), (503, "draining\n".into()));
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    assert_eq!(metrics(addr)["ip2p_draining"], 1.0);
+    alice.send_channel(0x4000, &[3; 10]).unwrap();
+    assert_eq!(peer.recv_from(&mut buf).unwrap().0, 10);
+    let mut late = Client::new(server, "alice", "wonderland").unwrap();
+    assert_eq!(late.allocate(None).unwrap_err().code(), Some(508));
+    let m = metrics(addr);
+    assert_eq!(m[r#"ip2p_allocations_refused_total{reason="draining"}"#], 1.0);
+    assert_eq!(m[r#"ip2p_responses_total{method="allocate",result="508"}"#], 1.0);
+    let status: serde_json::Value = serde_json::from_str(&http_get(addr, "/status").1).unwrap();
+    assert_eq!(status["state"], "draining");
+}
+
+/// The admin port cannot be had twice: the second listener fails with an
+/// error that names it.
+#[test]
+fn a_taken_admin_port_is_an_error() {
+    let (node, admin) = start(DatapathKind::Epoll);
+    let err = Admin::start(admin.local_addr(), node.handle(), Addresses::default()).unwrap_err();
+    assert!(err.to_string().contains(&admin.local_addr().to_string()), "{err}");
+    let _: SocketAddr = admin.local_addr();
+}
+
+#[test]
+fn metrics_on_epoll() {
+    metrics_match_what_a_client_did(DatapathKind::Epoll);
+}
+
+#[test]
+fn metrics_on_io_uring() {
+    metrics_match_what_a_client_did(DatapathKind::IoUring);
+}
