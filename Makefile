@@ -4,7 +4,10 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := message reencode channel_data framer turn_server
 
-.PHONY: help build run test lint fuzz bench bench-compare clean
+.PHONY: help build run test lint fuzz bench bench-compare install deb test-packaging clean
+
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 help:
 	@echo "make build   build the workspace (release)"
@@ -14,6 +17,9 @@ help:
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 30) on nightly"
 	@echo "make bench   criterion benchmarks"
 	@echo "make bench-compare  ip2p-relay vs coturn vs direct with ip2p-bench (needs coturn)"
+	@echo "make install  binary, systemd unit, sysctl file and config under /etc/ip2p (root)"
+	@echo "make deb      a Debian package (target/debian/*.deb) with cargo-deb"
+	@echo "make test-packaging  make install into a scratch root, and the .deb installed for real (root; CI)"
 
 build:
 	$(CARGO) build --workspace --release --locked
@@ -53,6 +59,35 @@ bench:
 # ip2p-relay, coturn and the direct path in one run, one table.
 bench-compare:
 	bench/compare.sh
+
+# The binary to $(PREFIX)/bin, the unit to /etc/systemd/system (pointing at
+# that binary), the sysctl file, and /etc/ip2p with the example config and,
+# when there is none, a first relay.toml (loopback only, random secrets) and
+# the ip2p-relay user. With DESTDIR (staging) the user and config are left
+# to the target host: run deploy/setup.sh there.
+install: build
+	install -D -m 755 target/release/ip2p-relay $(DESTDIR)$(PREFIX)/bin/ip2p-relay
+	install -d $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/sysctl.d $(DESTDIR)/etc/ip2p
+	sed 's|/usr/local/bin/ip2p-relay|$(PREFIX)/bin/ip2p-relay|g' deploy/systemd/ip2p-relay.service \
+		> $(DESTDIR)/etc/systemd/system/ip2p-relay.service
+	install -m 644 deploy/sysctl.d/60-ip2p-relay.conf $(DESTDIR)/etc/sysctl.d/
+	install -m 644 deploy/ip2p-relay.example.toml $(DESTDIR)/etc/ip2p/relay.example.toml
+	@if [ -z "$(DESTDIR)" ]; then \
+		deploy/setup.sh $(PREFIX)/bin/ip2p-relay && \
+		echo "installed: edit /etc/ip2p/relay.toml (docs/operations.md), then systemctl daemon-reload && systemctl enable --now ip2p-relay"; \
+	fi
+
+# target/debian/ip2p-relay_<version>-1_<arch>.deb; install it with
+# `apt-get install ./target/debian/ip2p-relay_*.deb`.
+deb:
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	mkdir -p target/deb-units
+	sed 's|/usr/local/bin/|/usr/bin/|g' deploy/systemd/ip2p-relay.service > target/deb-units/ip2p-relay.service
+	$(CARGO) deb -p ip2p-relay --locked
+
+# Installs for real (needs root): run by CI on its throwaway machine.
+test-packaging: deb
+	deploy/test-packaging.sh
 
 clean:
 	$(CARGO) clean
