@@ -48,6 +48,7 @@ fn server() -> Server {
         channel_numbers: Default::default(),
         policy: PeerPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()], deny: vec![], own: vec![] },
         alternates: vec!["127.0.0.2:3478".parse().unwrap()],
+        bandwidth: 4000, // low enough that sessions run into it
         credentials: Credentials {
             realm: "r".into(),
             users,

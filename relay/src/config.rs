@@ -252,6 +252,7 @@ struct AllocationSection {
     max_lifetime: Option<u64>,
     max_allocations: Option<usize>,
     user_quota: Option<usize>,
+    bandwidth: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -511,6 +512,11 @@ impl Settings {
             return Err(err("allocation.max_lifetime", format!("{max_lifetime} is below default_lifetime")));
         }
 
+        let bandwidth = a.bandwidth.unwrap_or(0);
+        if bandwidth != 0 && bandwidth < 1500 {
+            return Err(err("allocation.bandwidth", "0 (no limit) or at least 1500 bytes a second: a packet must fit"));
+        }
+
         let mut users = HashMap::new();
         for (i, u) in file.auth.users.iter().enumerate() {
             let key = format!("auth.users[{i}]");
@@ -601,6 +607,7 @@ impl Settings {
                 channel_numbers: a.channel_numbers.unwrap_or_default(),
                 policy: PeerPolicy { allow, deny, own },
                 alternates: file.drain.alternates,
+                bandwidth,
                 credentials: Credentials {
                     realm,
                     users,
@@ -726,6 +733,8 @@ mod tests {
             ("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"", "cannot read certificate"),
             ("[connections]\nsend_buffer = 10", "connections.send_buffer"),
             ("[connections]\nidle_timeout = 0", "connections"),
+            ("[allocation]\nbandwidth = 100", "allocation.bandwidth"),
+            ("[admin]\nlisten = \"9478\"", "admin.listen"),
         ];
         for (text, expected) in cases {
             let e = Settings::from_toml(text, &base).unwrap_err();

@@ -198,6 +198,29 @@ fn unpermitted_peers_are_dropped_and_counted(dp: DatapathKind) {
     assert_eq!(dropped, 1);
 }
 
+/// `allocation.bandwidth` lets a second's worth through at once and drops
+/// (and counts) the rest of a burst.
+fn bandwidth_limit_drops_the_excess(dp: DatapathKind) {
+    let node = start(dp, "[allocation]\nbandwidth = 5000");
+    let p = peer();
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    c.allocate(None).unwrap();
+    c.channel_bind(0x4000, p.local_addr().unwrap()).unwrap();
+    for _ in 0..20 {
+        c.send_channel(0x4000, &[9; 1000]).unwrap();
+    }
+    let mut received = 0;
+    p.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut buf = [0u8; 2048];
+    while p.recv_from(&mut buf).is_ok() {
+        received += 1;
+    }
+    let dropped: u64 = node.stats().iter().map(|s| s.proto.dropped.rate_limit).sum();
+    // Five in the burst; a sixth if sending took over 200 ms.
+    assert!((5..=6).contains(&received), "{received} passed");
+    assert_eq!(received + dropped, 20);
+}
+
 fn many_clients_at_once(dp: DatapathKind) {
     let node = start(dp, "");
     let p = peer();
@@ -317,6 +340,10 @@ macro_rules! on_datapath {
             #[test]
             fn unpermitted_peer() {
                 unpermitted_peers_are_dropped_and_counted($kind);
+            }
+            #[test]
+            fn bandwidth_limit() {
+                bandwidth_limit_drops_the_excess($kind);
             }
             #[test]
             fn many_clients() {

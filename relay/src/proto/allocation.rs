@@ -48,6 +48,40 @@ pub(crate) struct PendingConnect {
     pub(crate) fingerprint: bool,
 }
 
+/// A token bucket over bytes: `rate` bytes a second, and a burst of one
+/// second's worth (full at the first packet). Refilled from the time of
+/// each packet: no timer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Bucket {
+    tokens: u64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    /// Takes `bytes` if the bucket holds them at `rate` bytes a second.
+    pub(crate) fn take(&mut self, bytes: usize, rate: u64, now: Instant) -> bool {
+        let refill = match self.at {
+            None => u64::MAX,
+            Some(at) => {
+                let elapsed = now.saturating_duration_since(at).as_nanos();
+                u64::try_from(elapsed.saturating_mul(u128::from(rate)) / 1_000_000_000).unwrap_or(u64::MAX)
+            }
+        };
+        if refill > 0 || self.tokens > rate {
+            // At least a byte's worth of time passed (or the rate was
+            // lowered by a reload): bank it, up to a second's worth.
+            self.tokens = self.tokens.saturating_add(refill).min(rate);
+            self.at = Some(now);
+        }
+        let bytes = bytes as u64;
+        let ok = self.tokens >= bytes;
+        if ok {
+            self.tokens -= bytes;
+        }
+        ok
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Channel {
     pub(crate) number: u16,
@@ -86,6 +120,10 @@ pub(crate) struct Allocation {
     pub(crate) tcp: bool,
     /// Connect requests waiting for their connection (RFC 6062 §5.2).
     pub(crate) connects: Vec<PendingConnect>,
+    /// Bandwidth left towards peers and towards the client, when the node
+    /// limits it (`allocation.bandwidth`).
+    pub(crate) to_peer: Bucket,
+    pub(crate) to_client: Bucket,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
 }
@@ -125,6 +163,8 @@ impl Allocation {
             reservation: None,
             tcp: false,
             connects: Vec::new(),
+            to_peer: Bucket::default(),
+            to_client: Bucket::default(),
             permissions: Vec::new(),
             channels: Vec::new(),
         }

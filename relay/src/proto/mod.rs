@@ -192,6 +192,8 @@ pub enum DropReason {
     NoPermission,
     /// A Send indication to a peer address the policy denies.
     DeniedAddress,
+    /// Over the allocation's bandwidth limit.
+    RateLimit,
     /// A request answered later (RFC 6062 Connect): not a drop.
     Deferred,
 }
@@ -253,6 +255,10 @@ pub struct Config {
     /// Where a draining node sends new allocations (300 Try Alternate);
     /// without any they get 508.
     pub alternates: Vec<SocketAddr>,
+    /// Payload bytes a second each allocation may relay in each direction
+    /// (a second's worth may come in a burst); 0 = no limit. Past it,
+    /// packets are dropped and counted.
+    pub bandwidth: u64,
 }
 
 impl Config {
@@ -402,7 +408,13 @@ impl Server {
     /// RFC 8656 §12.6: ChannelData from the client goes to the bound peer.
     /// Receiving it refreshes nothing. We also require a live permission,
     /// as for Send: a channel outlives its permission unless refreshed.
-    fn channel_data_from_client(&self, now: Instant, listener: ListenerId, from: SocketAddr, packet: &[u8]) -> Verdict {
+    fn channel_data_from_client(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        packet: &[u8],
+    ) -> Verdict {
         let Ok(cd) = ChannelData::parse(packet) else {
             return Verdict::Drop(DropReason::NotTurn);
         };
@@ -419,6 +431,9 @@ impl Server {
         let Some(family) = alloc.relay_for(peer.ip()) else {
             return Verdict::Drop(DropReason::NoPermission);
         };
+        if !self.within_bandwidth(slot as usize, cd.data().len(), now, true) {
+            return Verdict::Drop(DropReason::RateLimit);
+        }
         let start = ip2p_wire::channel::CHANNEL_HEADER_LEN;
         Verdict::Forward(Transmit {
             via: Via::Relay(RelayToken::new(slot, family)),
@@ -429,7 +444,7 @@ impl Server {
 
     /// RFC 8656 §11.2: a Send indication's DATA goes to XOR-PEER-ADDRESS if
     /// a permission allows it. The DATA value is forwarded where it lies.
-    fn send_indication(&self, now: Instant, listener: ListenerId, from: SocketAddr, msg: &Message<'_>) -> Verdict {
+    fn send_indication(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, msg: &Message<'_>) -> Verdict {
         let Some((slot, alloc)) = self.allocation_of(listener, from) else {
             return Verdict::Drop(DropReason::NoAllocation);
         };
@@ -455,6 +470,9 @@ impl Server {
         let Some(family) = alloc.relay_for(peer.ip()) else {
             return Verdict::Drop(DropReason::NoPermission);
         };
+        if !self.within_bandwidth(slot as usize, data.len(), now, true) {
+            return Verdict::Drop(DropReason::RateLimit);
+        }
         // `data` borrows from the packet: its position is its offset there.
         let start = data.as_ptr() as usize - msg.as_bytes().as_ptr() as usize;
         Verdict::Forward(Transmit {
@@ -529,8 +547,12 @@ impl Server {
             return Verdict::Drop(DropReason::NoPermission);
         }
         let (listener, client) = (alloc.listener, alloc.client);
-        let framed = match alloc.channel_to(from, now) {
-            Some(channel) => frame_channel_data(buf, data, channel.number, listener.transport),
+        let channel = alloc.channel_to(from, now).map(|c| c.number);
+        if !self.within_bandwidth(token.slot(), data.len(), now, false) {
+            return Verdict::Drop(DropReason::RateLimit);
+        }
+        let framed = match channel {
+            Some(number) => frame_channel_data(buf, data, number, listener.transport),
             None => {
                 let tid = TransactionId(self.rng.random());
                 frame_indication(buf, data, Method::DATA, from, tid)
@@ -541,6 +563,18 @@ impl Server {
             // Only a datapath that broke the headroom contract gets here.
             Err(_) => Verdict::Drop(DropReason::Ignored),
         }
+    }
+
+    /// Whether allocation `slot` may relay `bytes` more towards its peers
+    /// (`to_peer`) or its client, under `bandwidth`.
+    fn within_bandwidth(&mut self, slot: usize, bytes: usize, now: Instant, to_peer: bool) -> bool {
+        let rate = self.config.bandwidth;
+        if rate == 0 {
+            return true;
+        }
+        let Some(Some(alloc)) = self.slots.get_mut(slot) else { return false };
+        let bucket = if to_peer { &mut alloc.to_peer } else { &mut alloc.to_client };
+        bucket.take(bytes, rate, now)
     }
 
     /// Whether the client on this 5-tuple has an allocation.

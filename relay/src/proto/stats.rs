@@ -67,7 +67,7 @@ pub(crate) use add_fields;
 
 add_fields!(AuthFailures { bad_request, wrong_realm, unknown_user, expired, bad_integrity, stale_nonce, wrong_user });
 add_fields!(AllocationRefusals { invalid, mismatch, node_full, user_quota, no_relay_port, draining });
-add_fields!(Drops { not_turn, ignored, no_allocation, no_channel, no_permission, denied_address });
+add_fields!(Drops { not_turn, ignored, no_allocation, no_channel, no_permission, denied_address, rate_limit });
 add_fields!(Gauges { udp_allocations, tcp_allocations, permissions, channels });
 
 /// Methods a response is counted under.
@@ -265,6 +265,8 @@ pub struct Drops {
     /// To a peer address the policy denies (a Send indication aimed at a
     /// denied range: no permission can exist for it).
     pub denied_address: u64,
+    /// Over the allocation's bandwidth limit (`allocation.bandwidth`).
+    pub rate_limit: u64,
 }
 
 impl Drops {
@@ -276,13 +278,14 @@ impl Drops {
             DropReason::NoChannel => &mut self.no_channel,
             DropReason::NoPermission => &mut self.no_permission,
             DropReason::DeniedAddress => &mut self.denied_address,
+            DropReason::RateLimit => &mut self.rate_limit,
             DropReason::Deferred => return,
         } += 1;
     }
 
     /// `(reason, count)` for each reason.
     #[must_use]
-    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
         [
             ("not_turn", self.not_turn),
             ("ignored", self.ignored),
@@ -290,6 +293,7 @@ impl Drops {
             ("no_channel", self.no_channel),
             ("no_permission", self.no_permission),
             ("denied_address", self.denied_address),
+            ("rate_limit", self.rate_limit),
         ]
     }
 }

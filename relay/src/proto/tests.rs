@@ -103,6 +103,7 @@ fn config() -> Config {
             own: vec!["127.0.0.1".parse().unwrap()],
         },
         alternates: vec![],
+        bandwidth: 0,
         credentials: Credentials {
             realm: REALM.into(),
             users,
@@ -668,6 +669,46 @@ fn permissions_gate_peer_traffic_both_ways() {
 }
 
 #[test]
+fn bandwidth_is_limited_per_allocation_and_direction() {
+    let mut cfg = config();
+    cfg.bandwidth = 1000; // bytes a second, each way
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let token = h.only_token();
+    let bind = [Attribute::ChannelNumber(ChannelNumber(0x4000)), peer_attr(PEER)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind, &c).class(), Class::Success);
+    let mut cd = [0u8; 512];
+    let len = write_channel_data(&mut cd, 0x4000, &[7; 400], Transport::Datagram).unwrap();
+
+    // A second's worth comes at once: two 400-byte packets, not three.
+    assert!(matches!(h.send(CLIENT, &cd[..len]), Verdict::Forward(_)));
+    assert!(matches!(h.send(CLIENT, &cd[..len]), Verdict::Forward(_)));
+    assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::RateLimit));
+    // The other direction has its own budget.
+    assert!(matches!(h.peer_sends(token, PEER, &[1; 900]).0, Verdict::Forward(_)));
+    assert_eq!(h.peer_sends(token, PEER, &[1; 200]).0, Verdict::Drop(DropReason::RateLimit));
+    // Half a second later, half a second's worth more (but the Send
+    // indication path counts as well).
+    h.now += Duration::from_millis(500);
+    assert!(matches!(h.send(CLIENT, &cd[..len]), Verdict::Forward(_)));
+    assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::RateLimit));
+    let tid = h.tid();
+    let send = h.build_send(tid, PEER, &[3; 400]);
+    assert_eq!(h.send(CLIENT, &send), Verdict::Drop(DropReason::RateLimit));
+    assert!(matches!(h.peer_sends(token, PEER, &[1; 600]).0, Verdict::Forward(_)));
+    // Idle time banks at most one second's worth.
+    h.now += Duration::from_secs(60);
+    assert!(matches!(h.send(CLIENT, &send), Verdict::Forward(_)));
+    assert!(matches!(h.send(CLIENT, &send), Verdict::Forward(_)));
+    assert_eq!(h.send(CLIENT, &send), Verdict::Drop(DropReason::RateLimit));
+    let stats = h.server.stats();
+    assert_eq!(stats.dropped.rate_limit, 5);
+    assert_eq!((stats.to_peer_packets, stats.to_peer_bytes), (5, 2000));
+    assert_eq!((stats.to_client_packets, stats.to_client_bytes), (2, 1500));
+}
+
+#[test]
 fn channels_bind_and_carry_data_both_ways() {
     let mut h = Harness::new();
     let c = Harness::alice();
@@ -882,7 +923,7 @@ fn what_is_not_a_request_is_dropped_quietly() {
 
 impl Harness {
     fn build_send(&mut self, tid: TransactionId, peer: &str, data: &[u8]) -> Vec<u8> {
-        let mut buf = vec![0u8; 256];
+        let mut buf = vec![0u8; 64 + data.len()];
         let mut w = MessageWriter::new(&mut buf, MessageType::new(Method::SEND, Class::Indication), tid).unwrap();
         w.add(&XorPeerAddress(addr(peer))).unwrap();
         w.add(&Data(data)).unwrap();
