@@ -49,6 +49,7 @@ fn server() -> Server {
         policy: PeerPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()], deny: vec![], own: vec![] },
         alternates: vec!["127.0.0.2:3478".parse().unwrap()],
         bandwidth: 4000, // low enough that sessions run into it
+        short_circuit: true,
         credentials: Credentials {
             realm: "r".into(),
             users,

@@ -242,6 +242,7 @@ struct RelaySection {
     ips: Option<Vec<IpAddr>>,
     external_ips: Option<Vec<IpAddr>>,
     ports: Option<String>,
+    short_circuit: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -608,6 +609,7 @@ impl Settings {
                 policy: PeerPolicy { allow, deny, own },
                 alternates: file.drain.alternates,
                 bandwidth,
+                short_circuit: file.relay.short_circuit.unwrap_or(true),
                 credentials: Credentials {
                     realm,
                     users,

@@ -16,15 +16,16 @@ fn start(datapath: DatapathKind, extra: &str) -> Node {
     start_with(datapath, "", "", extra)
 }
 
-/// A node with `top` among its top-level keys, `auth` added to its [auth]
-/// table, and the tables in `extra`.
+/// A node with `top` among its top-level keys (two workers unless it
+/// says), `auth` added to its [auth] table, and the tables in `extra`.
 fn start_with(datapath: DatapathKind, top: &str, auth: &str, extra: &str) -> Node {
+    let workers = if top.contains("workers") { "" } else { "workers = 2" };
     let text = format!(
         r#"
         {top}
         listen = ["127.0.0.1:0"]
         realm = "ip2p.test"
-        workers = 2
+        {workers}
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}, {{ name = "bob", password = "builder" }}]
         secrets = ["rest-secret"]
@@ -221,6 +222,49 @@ fn bandwidth_limit_drops_the_excess(dp: DatapathKind) {
     assert_eq!(received + dropped, 20);
 }
 
+/// Pairs of clients of one node: with one worker every packet takes the
+/// local short-circuit; with two, pairs split across workers go through the
+/// kernel. Either way every packet arrives, framed for its receiver.
+fn client_pairs_on_one_node(dp: DatapathKind, workers: usize) {
+    let node = start_with(dp, &format!("workers = {workers}"), "", "");
+    let mut pairs = Vec::new();
+    for _ in 0..6 {
+        let mut a = Client::new(server(&node), "alice", "wonderland").unwrap();
+        let mut b = Client::new(server(&node), "bob", "builder").unwrap();
+        let (ra, rb) = (a.allocate(None).unwrap(), b.allocate(None).unwrap());
+        a.channel_bind(0x4000, rb).unwrap();
+        b.create_permission(&[ra]).unwrap();
+        pairs.push((a, b, ra));
+    }
+    for round in 0..20u8 {
+        for (a, b, ra) in &mut pairs {
+            a.send_channel(0x4000, &[round; 200]).unwrap();
+            match b.recv(WAIT).unwrap() {
+                Some(Received::Data { peer, data }) => assert_eq!((peer, data), (*ra, vec![round; 200])),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // And back, over a channel B binds.
+    for (a, b, ra) in &mut pairs {
+        b.channel_bind(0x4001, *ra).unwrap();
+        b.send_channel(0x4001, b"back").unwrap();
+        match a.recv(WAIT).unwrap() {
+            Some(Received::Channel { channel, data }) => assert_eq!((channel, &data[..]), (0x4000, &b"back"[..])),
+            other => panic!("{other:?}"),
+        }
+    }
+    let stats = node.stats();
+    let short: u64 = stats.iter().map(|s| s.proto.short_circuited).sum();
+    let relayed: u64 = stats.iter().map(|s| s.proto.to_peer_packets).sum();
+    assert_eq!(relayed, 6 * 21);
+    if workers == 1 {
+        assert_eq!(short, relayed, "one worker owns every relayed address");
+    } else {
+        assert!(short <= relayed);
+    }
+}
+
 fn many_clients_at_once(dp: DatapathKind) {
     let node = start(dp, "");
     let p = peer();
@@ -344,6 +388,14 @@ macro_rules! on_datapath {
             #[test]
             fn bandwidth_limit() {
                 bandwidth_limit_drops_the_excess($kind);
+            }
+            #[test]
+            fn pairs_on_one_worker() {
+                client_pairs_on_one_node($kind, 1);
+            }
+            #[test]
+            fn pairs_across_workers() {
+                client_pairs_on_one_node($kind, 2);
             }
             #[test]
             fn many_clients() {

@@ -444,7 +444,9 @@ impl Loop {
                 return;
             };
             let v6 = self.listener_v6.get(index).copied().unwrap_or(false);
-            let n = match self.rx.recv(socket.as_fd(), v6, 0) {
+            // With headroom: the local short-circuit frames a payload for
+            // another allocation in place.
+            let n = match self.rx.recv(socket.as_fd(), v6, PEER_HEADROOM) {
                 Ok(n) => n,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
@@ -462,10 +464,10 @@ impl Loop {
                     self.truncated += 1;
                     continue;
                 }
-                let (Some(buf), Some(reply)) = (self.rx.bufs.get(k), self.rx.replies.get_mut(k)) else {
+                let (Some(buf), Some(reply)) = (self.rx.bufs.get_mut(k), self.rx.replies.get_mut(k)) else {
                     break;
                 };
-                let packet = buf.get(..m.len).unwrap_or_default();
+                let packet = buf.get(PEER_HEADROOM..PEER_HEADROOM + m.len).unwrap_or_default();
                 let verdict = self.worker.handle_client(
                     now,
                     ListenerId::udp(listener_id),
@@ -474,6 +476,13 @@ impl Loop {
                     reply,
                     &mut self.socks,
                 );
+                let verdict = match verdict {
+                    Verdict::Forward(mut t) => {
+                        t.range = PEER_HEADROOM + t.range.start..PEER_HEADROOM + t.range.end;
+                        self.worker.server.short_circuit(now, &t, buf, t.range.clone()).unwrap_or(Verdict::Forward(t))
+                    }
+                    other => other,
+                };
                 queue(&mut self.pending, &self.socks.relays, verdict, k);
             }
             self.flush();

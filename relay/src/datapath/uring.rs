@@ -628,6 +628,7 @@ impl Loop {
             return self.bufs.provide(bid);
         }
         let mut scratch = [0u8; 0];
+        let now = now();
         let verdict = {
             let packet = self.bufs.buffer(bid).get(payload.clone()).unwrap_or_default();
             // Disjoint borrows: the packet lives in `bufs`, the reply in
@@ -636,15 +637,21 @@ impl Loop {
                 Some(r) => &mut r[..],
                 None => &mut scratch[..],
             };
-            self.worker.handle_client(now(), ListenerId::udp(listener), from, packet, reply, &mut self.io)
+            self.worker.handle_client(now, ListenerId::udp(listener), from, packet, reply, &mut self.io)
         };
         match verdict {
             Verdict::Forward(t) => {
                 if let Some(r) = reply_index {
                     self.free_replies.push(r);
                 }
+                // The payload has the buffer's headroom (PAYLOAD_OFFSET)
+                // before it: enough to frame it for another allocation.
                 let range = payload.start + t.range.start..payload.start + t.range.end;
-                self.send(t.via, t.to, Hold::Buffer(bid), range);
+                match self.worker.server.short_circuit(now, &t, self.bufs.buffer(bid), range.clone()) {
+                    None => self.send(t.via, t.to, Hold::Buffer(bid), range),
+                    Some(Verdict::Forward(local)) => self.send(local.via, local.to, Hold::Buffer(bid), local.range),
+                    Some(_) => self.bufs.provide(bid),
+                }
             }
             Verdict::Reply(t) => {
                 self.bufs.provide(bid);

@@ -255,6 +255,8 @@ pub struct Config {
     /// Where a draining node sends new allocations (300 Try Alternate);
     /// without any they get 508.
     pub alternates: Vec<SocketAddr>,
+    /// The local short-circuit (see [`Server::short_circuit`]).
+    pub short_circuit: bool,
     /// Payload bytes a second each allocation may relay in each direction
     /// (a second's worth may come in a burst); 0 = no limit. Past it,
     /// packets are dropped and counted.
@@ -282,6 +284,9 @@ pub struct Server {
     expiries: BinaryHeap<Reverse<(Instant, u32)>>,
     /// Relay ports in use, by family.
     ports: [std::collections::HashSet<u16, foldhash::fast::RandomState>; 2],
+    /// This server's UDP relayed addresses (as advertised) and their
+    /// relays: the local short-circuit's table.
+    local: HashMap<SocketAddr, RelayToken, foldhash::fast::RandomState>,
     stats: Stats,
     /// The node is shutting down: no new allocations.
     draining: bool,
@@ -302,6 +307,7 @@ impl Server {
             by_client: HashMap::default(),
             expiries: BinaryHeap::new(),
             ports: Default::default(),
+            local: HashMap::default(),
             stats: Stats::default(),
             draining: false,
         }
@@ -565,6 +571,45 @@ impl Server {
         }
     }
 
+    /// The local short-circuit. `t`, a client's packet on its way to a
+    /// peer, is addressed to another relayed address of this server: the
+    /// payload `buf[data]` (with [`PEER_HEADROOM`] bytes free before it and
+    /// [`PEER_TAILROOM`] after) is handed to that allocation as if it had
+    /// crossed the network from `t`'s relayed address, without a trip
+    /// through the kernel. That allocation's permissions and channels decide
+    /// exactly as they would for a datagram from outside, and the packet is
+    /// counted as relayed both ways. `None` when `t` is not for this server
+    /// (or the short-circuit is off): send it as it is.
+    pub fn short_circuit(&mut self, now: Instant, t: &Transmit, buf: &mut [u8], data: Range<usize>) -> Option<Verdict> {
+        let Via::Relay(source) = t.via else { return None };
+        if !self.config.short_circuit {
+            return None;
+        }
+        let target = *self.local.get(&t.to)?;
+        let alloc = self.slots.get(source.slot())?.as_ref()?;
+        let from = alloc.relays.get(source.family()).copied().flatten()?.advertised;
+        self.stats.short_circuited += 1;
+        Some(self.handle_peer(now, target, from, buf, data))
+    }
+
+    /// Adds or removes allocation `slot`'s UDP relays in the short-circuit
+    /// table.
+    fn index_relays(&mut self, slot: u32, add: bool) {
+        let Some(Some(alloc)) = self.slots.get(slot as usize) else { return };
+        if alloc.tcp {
+            return;
+        }
+        for (family, relay) in alloc.relays.iter().enumerate() {
+            if let Some(relay) = relay {
+                if add {
+                    self.local.insert(relay.advertised, RelayToken::new(slot, family));
+                } else {
+                    self.local.remove(&relay.advertised);
+                }
+            }
+        }
+    }
+
     /// Whether allocation `slot` may relay `bytes` more towards its peers
     /// (`to_peer`) or its client, under `bandwidth`.
     fn within_bandwidth(&mut self, slot: usize, bytes: usize, now: Instant, to_peer: bool) -> bool {
@@ -617,6 +662,7 @@ impl Server {
 
     /// Deletes an allocation: its relay sockets, ports and quota.
     fn remove(&mut self, slot: u32, sockets: &mut impl Sockets, why: &str) {
+        self.index_relays(slot, false);
         let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };

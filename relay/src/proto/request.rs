@@ -528,6 +528,7 @@ impl Server {
         if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = Some(alloc);
         }
+        self.index_relays(slot, true);
     }
 
     /// Binds a relay socket of `family` on a random free port of the range
@@ -613,6 +614,7 @@ impl Server {
             return;
         };
         if let Some(relay) = alloc.relays.get_mut(family).and_then(Option::take) {
+            self.local.remove(&relay.advertised);
             sockets.close_relay(RelayToken::new(slot, family));
             if let Some(ports) = self.ports.get_mut(family) {
                 ports.remove(&relay.bound.port());

@@ -16,6 +16,10 @@ pub struct Stats {
     pub to_peer_bytes: u64,
     /// Datagrams relayed peer → client.
     pub to_client_packets: u64,
+    /// Of the datagrams relayed client → peer, those that went straight to
+    /// another allocation of this worker (the local short-circuit): each is
+    /// also counted once each way.
+    pub short_circuited: u64,
     /// Payload bytes relayed peer → client.
     pub to_client_bytes: u64,
     /// STUN requests received (answered or not).
@@ -41,6 +45,7 @@ impl Stats {
         self.to_peer_packets += o.to_peer_packets;
         self.to_peer_bytes += o.to_peer_bytes;
         self.to_client_packets += o.to_client_packets;
+        self.short_circuited += o.short_circuited;
         self.to_client_bytes += o.to_client_bytes;
         self.requests += o.requests;
         self.responses.add(&o.responses);

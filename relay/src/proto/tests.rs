@@ -104,6 +104,7 @@ fn config() -> Config {
         },
         alternates: vec![],
         bandwidth: 0,
+        short_circuit: true,
         credentials: Credentials {
             realm: REALM.into(),
             users,
@@ -1090,4 +1091,115 @@ fn a_draining_server_sends_new_allocations_elsewhere_and_keeps_the_others() {
     assert!(r.msg().verify_integrity(LongTermKey::md5("alice", REALM, "wonderland").as_bytes()).is_ok());
     // The existing allocation still refreshes.
     assert_eq!(h.authed(CLIENT, Method::REFRESH, &[], &c).lifetime(), Some(600));
+}
+
+impl Harness {
+    /// A client's datagram as the UDP datapaths present it (with headroom),
+    /// through the local short-circuit when it is for a relayed address of
+    /// this server: the verdict, with ranges into the returned buffer.
+    fn send_through_node(&mut self, from: &str, packet: &[u8]) -> (Verdict, Vec<u8>) {
+        let h = PEER_HEADROOM;
+        let mut buf = vec![0u8; h + packet.len() + PEER_TAILROOM];
+        buf[h..h + packet.len()].copy_from_slice(packet);
+        let v = self.server.handle_client(
+            self.now,
+            self.listener,
+            addr(from),
+            &buf[h..h + packet.len()],
+            &mut self.reply,
+            &mut self.sockets,
+        );
+        let v = match v {
+            Verdict::Forward(mut t) => {
+                t.range = h + t.range.start..h + t.range.end;
+                self.server.short_circuit(self.now, &t, &mut buf, t.range.clone()).unwrap_or(Verdict::Forward(t))
+            }
+            other => other,
+        };
+        (v, buf)
+    }
+}
+
+#[test]
+fn the_local_short_circuit_enforces_permissions_and_channels_both_ways() {
+    const B: &str = "127.0.0.1:40002";
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    let ra = h.allocate(CLIENT, &c);
+    let rb = h.allocate(B, &c);
+    let peer = |a: SocketAddr| Attribute::XorPeerAddress(XorPeerAddress(a));
+    let bind = |n: u16, a: SocketAddr| [Attribute::ChannelNumber(ChannelNumber(n)), peer(a)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, rb), &c).class(), Class::Success);
+    let mut cd = [0u8; 16];
+    let a_to_b = write_channel_data(&mut cd, 0x4000, b"hi", Transport::Datagram).unwrap();
+    let a_to_b = cd[..a_to_b].to_vec();
+
+    // B has no permission for A's relayed address: dropped on B's side,
+    // as a datagram from outside would be.
+    assert_eq!(h.send_through_node(CLIENT, &a_to_b).0, Verdict::Drop(DropReason::NoPermission));
+
+    // With one, B gets a Data indication from A's relayed address.
+    assert_eq!(h.authed(B, Method::CREATE_PERMISSION, &[peer(ra)], &c).class(), Class::Success);
+    let (v, buf) = h.send_through_node(CLIENT, &a_to_b);
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    assert_eq!((t.via, t.to), (Via::Listener(ListenerId::udp(0)), addr(B)));
+    let m = Message::parse(&buf[t.range]).unwrap();
+    assert_eq!(m.message_type(), MessageType::new(Method::DATA, Class::Indication));
+    assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(ra)));
+    assert_eq!(m.get::<Data>().unwrap(), Some(Data(b"hi")));
+
+    // With a channel to A, ChannelData; and back from B to A the same way.
+    assert_eq!(h.authed(B, Method::CHANNEL_BIND, &bind(0x4001, ra), &c).class(), Class::Success);
+    let (v, buf) = h.send_through_node(CLIENT, &a_to_b);
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    let framed = ChannelData::parse(&buf[t.range]).unwrap();
+    assert_eq!((framed.channel(), framed.data()), (0x4001, &b"hi"[..]));
+    let len = write_channel_data(&mut cd, 0x4001, b"yo", Transport::Datagram).unwrap();
+    let (v, buf) = h.send_through_node(B, &cd[..len]);
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    assert_eq!(t.to, addr(CLIENT));
+    let framed = ChannelData::parse(&buf[t.range]).unwrap();
+    assert_eq!((framed.channel(), framed.data()), (0x4000, &b"yo"[..]));
+
+    // Expiry: A refreshes its permission, B does not; after 300 s A's
+    // packets leave A and stop at B.
+    h.advance(240);
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer(rb)], &c).class(), Class::Success);
+    h.advance(60);
+    assert_eq!(h.send_through_node(CLIENT, &a_to_b).0, Verdict::Drop(DropReason::NoPermission));
+    let stats = h.server.stats();
+    assert_eq!(stats.short_circuited, 5, "every packet to a local relayed address");
+    assert_eq!((stats.to_peer_packets, stats.to_client_packets), (5, 3), "relayed counts on both sides");
+    assert_eq!(stats.dropped.no_permission, 2);
+
+    // A peer elsewhere goes out through the relay socket.
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).class(), Class::Success);
+    let tid = h.tid();
+    let send = h.build_send(tid, PEER, b"out");
+    let (v, _) = h.send_through_node(CLIENT, &send);
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    assert!(matches!(t.via, Via::Relay(_)) && t.to == addr(PEER));
+    // Once B's allocation is gone, its address is no longer local.
+    assert_eq!(h.authed(B, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
+    let tid = h.tid();
+    let send = h.build_send(tid, &rb.to_string(), b"gone");
+    let (v, _) = h.send_through_node(CLIENT, &send);
+    assert!(matches!(v, Verdict::Forward(Transmit { via: Via::Relay(_), .. })), "{v:?}");
+}
+
+#[test]
+fn the_local_short_circuit_can_be_turned_off() {
+    let mut cfg = config();
+    cfg.short_circuit = false;
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let rb = h.allocate("127.0.0.1:40002", &c);
+    let permit = [Attribute::XorPeerAddress(XorPeerAddress(rb))];
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &permit, &c).class(), Class::Success);
+    let tid = h.tid();
+    let send = h.build_send(tid, &rb.to_string(), b"x");
+    let (v, _) = h.send_through_node(CLIENT, &send);
+    assert!(matches!(v, Verdict::Forward(Transmit { via: Via::Relay(_), .. })), "{v:?}");
+    assert_eq!(h.server.stats().short_circuited, 0);
 }
