@@ -22,7 +22,7 @@ MODES=${MODES:-"pairs echo"}
 SESSIONS=${SESSIONS:-20}
 OUT=${OUT:-target/bench-compare}
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/*.hgrm "$OUT"/*.svg
+rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/*.hgrm "$OUT"/*.svg "$OUT"/errors.log
 
 if ! command -v turnserver >/dev/null; then
   # A fresh machine: install coturn as .ci/run does (root and apt only).
@@ -61,7 +61,11 @@ start_coturn() { # relay threads ("" for the default)
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
 wait_ready() { sleep 1; }
 
-bench() { taskset -c "$BENCH_CPU" "$BENCH" "$@" 2>/dev/null; }
+# A failed run (its stderr in $OUT/errors.log) is reported, not fatal: the
+# other scenarios still run.
+bench() {
+  taskset -c "$BENCH_CPU" "$BENCH" "$@" 2>>"$OUT/errors.log" || echo "FAILED: ip2p-bench $1 (see $OUT/errors.log)"
+}
 
 # latency <name> <mode> <size>: one fixed-rate run; records server CPU.
 latency() {

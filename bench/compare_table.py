@@ -9,13 +9,14 @@ def load(path):
     with open(path) as f:
         return json.load(f)
 
-def cpu_per_hop(name, mode, size, received):
+def cpu_per_packet(name, mode, size, received):
     path = os.path.join(out, f"latency-{name}-{mode}-{size}.cpu")
     if not os.path.exists(path) or not received:
         return None
     ticks, hz = map(float, open(path).read().split())
-    # Each packet crosses the relay twice in both topologies.
-    return ticks / hz * 1e6 / (2 * received)
+    # Per packet delivered end to end. Through coturn each crosses the relay
+    # twice; through ip2p's short-circuit (pairs) once.
+    return ticks / hz * 1e6 / received
 
 def capacity(name, mode, size):
     path = os.path.join(out, f"capacity-{name}-{mode}-{size}.json")
@@ -45,7 +46,7 @@ for path in glob.glob(os.path.join(out, "latency-*-*.json")):
     rows[(mode, int(size), name)] = s
 
 print(f"{'scenario':<16} {'server':<8} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'loss %':>7} "
-      f"{'cpu us/hop':>10} {'added p50':>9} {'capacity pkt/s':>15}")
+      f"{'cpu us/pkt':>10} {'added p50':>9} {'capacity pkt/s':>15}")
 facts = {}
 order = {"ip2p": 0, "coturn": 1, "direct": 2}
 for (mode, size, name) in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2], 9))):
@@ -53,7 +54,7 @@ for (mode, size, name) in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2]
     l = s["latency_us"]
     direct = rows.get((mode, size, "direct"))
     added = l["p50"] - direct["latency_us"]["p50"] if direct and name != "direct" else None
-    cpu = cpu_per_hop(name, mode, size, s["received"])
+    cpu = cpu_per_packet(name, mode, size, s["received"])
     cap, bench_limited = capacity(name, mode, size)
     facts[(mode, size, name)] = (l, cpu, added, cap, bench_limited)
     cap_text = "-" if cap is None else f"{cap:.0f}{' (bench)' if bench_limited else ''}"
@@ -69,7 +70,7 @@ for (mode, size) in sorted({(m, z) for (m, z, _n) in facts}):
     if not i or not c:
         continue
     line = (f"  {mode} {size}B: p50 {ratio(i[0]['p50'], c[0]['p50'])}, p99 {ratio(i[0]['p99'], c[0]['p99'])}, "
-            f"relay-added p50 {ratio(i[2], c[2])}, cpu/hop {ratio(i[1], c[1])}, capacity {ratio(i[3], c[3])}")
+            f"relay-added p50 {ratio(i[2], c[2])}, cpu/pkt {ratio(i[1], c[1])}, capacity {ratio(i[3], c[3])}")
     if d and not d[4]:
         # A direct capacity the bench itself capped is no ceiling to divide by.
         line += f"; capacity/direct ip2p {ratio(i[3], d[3])}, coturn {ratio(c[3], d[3])}"
@@ -77,5 +78,6 @@ for (mode, size) in sorted({(m, z) for (m, z, _n) in facts}):
 for path in sorted(glob.glob(os.path.join(out, "latency-*-default-*.json"))):
     s = load(path)
     print(f"  {s['label']}: p50 {s['latency_us']['p50']:.1f} us, p99 {s['latency_us']['p99']:.1f} us, loss {s['loss_percent']:.3f}%")
-print("cpu us/hop: server CPU time (all threads, from /proc) per relayed packet crossing; "
+print("cpu us/pkt: server CPU time (all threads, from /proc) per packet delivered, at the latency run's rate "
+      "(pairs: client to client, crossing coturn twice and ip2p's short-circuit once; echo: to the peer and back, two crossings); "
       "added p50: relay p50 minus direct p50; (bench): capacity search stopped because the bench fell behind")

@@ -1,0 +1,182 @@
+//! The per-packet paths through the TURN core, with 1,000 allocations
+//! present: ChannelData from a client to its peer, a peer's datagram framed
+//! for its client, and the local short-circuit between two allocations of
+//! one server. A regression guard: the core's share of a relayed packet's
+//! cost (the kernel's share is measured with ip2p-bench).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
+#![allow(clippy::disallowed_methods)] // a benchmark reads the clock once
+
+use std::hint::black_box;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ip2p_relay::config::{RunArgs, Settings};
+use ip2p_relay::proto::{
+    ListenerId, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Shared, Sockets, Verdict,
+};
+use ip2p_wire::attr::{ChannelNumber, Nonce, Realm, RequestedTransport, Username, XorPeerAddress, XorRelayedAddress};
+use ip2p_wire::credentials::LongTermKey;
+use ip2p_wire::{Class, Message, MessageType, MessageWriter, Method, TransactionId, Transport, write_channel_data};
+
+/// Sockets that always open.
+struct Fake;
+
+impl Sockets for Fake {
+    fn open_relay(&mut self, _: RelayToken, _: SocketAddr, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+    fn close_relay(&mut self, _: RelayToken) {}
+    fn open_tcp_relay(&mut self, _: RelayToken, _: SocketAddr, _: &str) -> io::Result<()> {
+        Ok(())
+    }
+    fn tcp_connect(&mut self, _: RelayToken, _: SocketAddr, _: SocketAddr) {}
+    fn tcp_busy(&mut self, _: RelayToken, _: SocketAddr) -> bool {
+        false
+    }
+    fn tcp_accept(&mut self, _: u32, _: bool) {}
+    fn tcp_bind(&mut self, _: u32, _: &str, _: ListenerId, _: SocketAddr) -> bool {
+        false
+    }
+}
+
+const LISTENER: ListenerId = ListenerId::udp(0);
+
+struct Bench {
+    server: Server,
+    now: std::time::Instant,
+    reply: Vec<u8>,
+    key: LongTermKey,
+    tid: u8,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let text = r#"
+            listen = ["127.0.0.1:3478"]
+            realm = "bench"
+            [relay]
+            ports = "10000-60000"
+            [auth]
+            users = [{ name = "u", password = "p" }]
+            [peers]
+            allow = ["127.0.0.1/32"]
+        "#;
+        let settings = Settings::from_toml(text, &RunArgs::default()).unwrap();
+        let now = std::time::Instant::now();
+        let shared = Arc::new(Shared::new(Quotas::new(0, 0)));
+        let server = Server::new(Arc::new(settings.proto), shared, now, 1_800_000_000, 7);
+        Self { server, now, reply: vec![0; REPLY_BUFFER], key: LongTermKey::md5("u", "bench", "p"), tid: 0 }
+    }
+
+    /// Sends a request from `client` (authenticated when `nonce` is given)
+    /// and returns the response's bytes.
+    fn request(&mut self, client: SocketAddr, method: Method, nonce: Option<&str>, body: &[Attr]) -> Vec<u8> {
+        self.tid = self.tid.wrapping_add(1);
+        let mut buf = vec![0u8; 512];
+        let typ = MessageType::new(method, Class::Request);
+        let mut w = MessageWriter::new(&mut buf, typ, TransactionId([self.tid; 12])).unwrap();
+        for a in body {
+            match a {
+                Attr::Udp => w.add(&RequestedTransport::UDP).unwrap(),
+                Attr::Peer(p) => w.add(&XorPeerAddress(*p)).unwrap(),
+                Attr::Channel(n) => w.add(&ChannelNumber(*n)).unwrap(),
+            };
+        }
+        if let Some(nonce) = nonce {
+            w.add(&Username("u")).unwrap();
+            w.add(&Realm("bench")).unwrap();
+            w.add(&Nonce(nonce)).unwrap();
+            w.integrity(self.key.as_bytes()).unwrap();
+        }
+        let len = w.finish();
+        match self.server.handle_client(self.now, LISTENER, client, &buf[..len], &mut self.reply, &mut Fake) {
+            Verdict::Reply(t) => self.reply[t.range].to_vec(),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    /// An allocation for `client`: its relayed address and a nonce.
+    fn allocate(&mut self, client: SocketAddr) -> (SocketAddr, String) {
+        let challenge = self.request(client, Method::ALLOCATE, None, &[Attr::Udp]);
+        let nonce = Message::parse(&challenge).unwrap().get::<Nonce>().unwrap().unwrap().0.to_owned();
+        let ok = self.request(client, Method::ALLOCATE, Some(&nonce), &[Attr::Udp]);
+        let relayed = Message::parse(&ok).unwrap().get::<XorRelayedAddress>().unwrap().unwrap().0;
+        (relayed, nonce)
+    }
+
+    fn bind(&mut self, client: SocketAddr, nonce: &str, channel: u16, peer: SocketAddr) {
+        let ok = self.request(client, Method::CHANNEL_BIND, Some(nonce), &[Attr::Channel(channel), Attr::Peer(peer)]);
+        assert_eq!(Message::parse(&ok).unwrap().class(), Class::Success);
+    }
+}
+
+enum Attr {
+    Udp,
+    Peer(SocketAddr),
+    Channel(u16),
+}
+
+fn client(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 20_000 + i))
+}
+
+fn forwarding(c: &mut Criterion) {
+    let mut b = Bench::new();
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    // 1,000 allocations, each with a channel to the peer; the last two are
+    // also each other's peers.
+    let mut relayed = Vec::new();
+    for i in 0..1000 {
+        let (r, nonce) = b.allocate(client(i));
+        b.bind(client(i), &nonce, 0x4000, peer);
+        relayed.push((r, nonce));
+    }
+    let (ra, na) = relayed[998].clone();
+    let (rb, nb) = relayed[999].clone();
+    b.bind(client(998), &na, 0x4001, rb);
+    b.bind(client(999), &nb, 0x4001, ra);
+
+    for size in [100, 1200] {
+        let payload = vec![0x5a; size];
+        let mut packet = vec![0u8; 4 + size];
+        let len = write_channel_data(&mut packet, 0x4000, &payload, Transport::Datagram).unwrap();
+        c.bench_function(&format!("client to peer, ChannelData {size} B"), |bench| {
+            bench.iter(|| {
+                let v = b.server.handle_client(b.now, LISTENER, client(500), &packet[..len], &mut b.reply, &mut Fake);
+                assert!(matches!(v, Verdict::Forward(_)));
+                black_box(v)
+            });
+        });
+
+        let token = RelayToken(500 << 1);
+        let mut buf = vec![0u8; PEER_HEADROOM + size + PEER_TAILROOM];
+        c.bench_function(&format!("peer to client, framed as ChannelData {size} B"), |bench| {
+            bench.iter(|| {
+                let v = b.server.handle_peer(b.now, token, peer, &mut buf, PEER_HEADROOM..PEER_HEADROOM + size);
+                assert!(matches!(v, Verdict::Forward(_)));
+                black_box(v)
+            });
+        });
+
+        // Both channels are 0x4001: framing for B rewrites A's header as it
+        // was, so the packet can be sent again and again.
+        let h = PEER_HEADROOM;
+        let mut buf = vec![0u8; h + 4 + size + PEER_TAILROOM];
+        let n = write_channel_data(&mut buf[h..], 0x4001, &payload, Transport::Datagram).unwrap();
+        c.bench_function(&format!("short-circuit between two allocations {size} B"), |bench| {
+            bench.iter(|| {
+                let v = b.server.handle_client(b.now, LISTENER, client(998), &buf[h..h + n], &mut b.reply, &mut Fake);
+                let Verdict::Forward(mut t) = v else { panic!("{v:?}") };
+                t.range = h + t.range.start..h + t.range.end;
+                let local = b.server.short_circuit(b.now, &t, &mut buf, t.range.clone());
+                assert!(matches!(local, Some(Verdict::Forward(_))));
+                black_box(local)
+            });
+        });
+    }
+}
+
+criterion_group!(benches, forwarding);
+criterion_main!(benches);
