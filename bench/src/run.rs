@@ -188,17 +188,7 @@ fn sessions(cfg: &RunConfig, echoes: &[SocketAddr]) -> io::Result<Vec<Session>> 
         if relayed(cfg.mode) {
             let (user, password) = cfg.credentials.for_session();
             let mut c = Client::new(cfg.server, &user, &password)?;
-            let relayed = match c.allocate(None) {
-                // Our socket's port was a client's of an earlier run whose
-                // closing Refresh was lost (the server was overloaded): the
-                // allocation on this 5-tuple is ours; delete it and retry.
-                Err(e) if e.code() == Some(437) => {
-                    let _ = c.refresh(Some(0));
-                    c.allocate(None)
-                }
-                other => other,
-            }
-            .map_err(|e| io::Error::other(format!("allocate: {e}")))?;
+            let relayed = c.allocate(None).map_err(|e| io::Error::other(format!("allocate: {e}")))?;
             addrs.push(relayed);
             clients.push(Some(c));
         } else {
