@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ip2p_relay::client::Client;
-use support::Pki;
+use support::{Log, Pki};
 
 mod support;
 
@@ -139,23 +139,8 @@ fn sighup_reloads_the_tls_certificate() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |what: &str| -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {what:?}"));
-            if line.contains(what) {
-                return line;
-            }
-        }
-    };
+    let log = Log::of(&mut child);
+    let wait_for = |what: &str| log.wait_for(what);
     let started = wait_for("started");
     let tls_part = started.split("tls=").nth(1).unwrap();
     let addr: SocketAddr = tls_part.trim_start_matches('[').split(']').next().unwrap().parse().unwrap();

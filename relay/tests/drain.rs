@@ -4,7 +4,6 @@
 #![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ mod support;
 use ip2p_relay::client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::http_get;
+use support::{Log, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 
@@ -34,16 +33,9 @@ fn start(name: &str, drain: &str) -> (Child, SocketAddr, SocketAddr) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx.iter().find(|l| l.contains("started")).expect("no start line");
-    let addr = line.split("listen=[").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
-    let line = rx.iter().find(|l| l.contains("admin=")).expect("no admin line");
+    let log = Log::of(&mut child);
+    let addr = log.listen_addr();
+    let line = log.wait_for("admin=");
     let admin = line.split("admin=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     std::fs::remove_file(path).unwrap();
     (child, addr, admin)

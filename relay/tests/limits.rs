@@ -4,13 +4,14 @@
 #![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+mod support;
+
 use std::process::{Command, Stdio};
 
 use ip2p_relay::client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::Log;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 
@@ -23,15 +24,7 @@ fn out_of_descriptors(datapath: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx.iter().find(|l| l.contains("started")).expect("no start line");
-    let server: SocketAddr = line.split("listen=[").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    let server = Log::of(&mut child).listen_addr();
     let mut clients = Vec::new();
     let mut refused = None;
     for _ in 0..200 {

@@ -4,16 +4,18 @@
 #![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+mod support;
+
+use std::net::UdpSocket;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use ip2p_relay::client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::Log;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 
@@ -44,24 +46,9 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, log) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |what: &str| -> String {
-        loop {
-            let line =
-                log.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("no log line with {what:?}"));
-            if line.contains(what) {
-                return line;
-            }
-        }
-    };
-    let started = wait_for("started");
-    let server: SocketAddr = started.split("listen=[").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    let log = Log::of(&mut child);
+    let wait_for = |what: &str| log.wait_for(what);
+    let server = log.listen_addr();
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
 
     // An allocation relaying to a peer, a packet every millisecond.

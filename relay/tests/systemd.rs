@@ -5,13 +5,15 @@
 #![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ip2p_relay::client::Client;
+use support::Log;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 const UNIT: &str = include_str!("../../deploy/systemd/ip2p-relay.service");
@@ -91,16 +93,7 @@ fn the_relay_speaks_sd_notify() {
     let ready = expect(&socket, "READY=1", &mut seen);
     assert!(ready.contains("STATUS=0 allocations, 2 workers, "), "{ready}");
     // READY means serving: read the port from the log and allocate at once.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining the log, so the relay never writes to a closed pipe.
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx.iter().find(|l| l.contains("started")).expect("no start line");
-    let addr: SocketAddr = line.split("listen=[").nth(1).unwrap().split(']').next().unwrap().parse().unwrap();
+    let addr = Log::of(&mut child).listen_addr();
     let mut c = Client::new(addr, "u", "p").unwrap();
     c.allocate(None).unwrap();
     // The watchdog is pinged (at half of WATCHDOG_USEC) and STATUS follows.

@@ -76,3 +76,41 @@ pub fn metrics(addr: std::net::SocketAddr) -> std::collections::HashMap<String, 
         .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
         .collect()
 }
+
+/// A relay process's log (its stderr), line by line. A thread reads it for
+/// the process's whole life, so the relay never blocks on a full pipe.
+pub struct Log(std::sync::mpsc::Receiver<String>);
+
+impl Log {
+    /// Takes `child`'s piped stderr.
+    pub fn of(child: &mut std::process::Child) -> Self {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self(rx)
+    }
+
+    /// The next line containing `what`, within 10 s.
+    #[allow(clippy::disallowed_methods)] // a test's own deadline
+    pub fn wait_for(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.0.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the start line and returns the first listen address.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        let line = self.wait_for("started");
+        line.split("listen=[").nth(1).unwrap().split([']', ',']).next().unwrap().parse().unwrap()
+    }
+}
