@@ -20,21 +20,12 @@ pub struct Admin {
     thread: Option<JoinHandle<()>>,
 }
 
-/// What `/status` shows besides the counters: where the node listens.
-#[derive(Debug, Clone, Default)]
-pub struct Addresses {
-    /// STUN/TURN over UDP and TCP.
-    pub listen: Vec<SocketAddr>,
-    /// TURN over TLS.
-    pub tls_listen: Vec<SocketAddr>,
-}
-
 impl Admin {
     /// Binds `addr` and serves `node`'s endpoints until dropped.
     ///
     /// # Errors
     /// The address cannot be bound (in use, not local...).
-    pub fn start(addr: SocketAddr, node: NodeHandle, addresses: Addresses) -> io::Result<Self> {
+    pub fn start(addr: SocketAddr, node: NodeHandle) -> io::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?;
         let addr = listener.local_addr()?;
@@ -44,7 +35,7 @@ impl Admin {
         let thread = std::thread::Builder::new().name("ip2p-admin".into()).spawn(move || {
             // Ends with an error once `unblock` is called on drop.
             while let Ok(request) = serving.recv() {
-                answer(request, &node, &addresses);
+                answer(request, &node);
             }
         })?;
         Ok(Self { server, addr, thread: Some(thread) })
@@ -72,7 +63,7 @@ impl Drop for Admin {
     }
 }
 
-fn answer(request: Request, node: &NodeHandle, addresses: &Addresses) {
+fn answer(request: Request, node: &NodeHandle) {
     let path = request.url().split('?').next().unwrap_or_default().to_owned();
     let response = if !matches!(request.method(), Method::Get | Method::Head) {
         with(text(405, "only GET\n"), "Allow", "GET, HEAD")
@@ -88,9 +79,7 @@ fn answer(request: Request, node: &NodeHandle, addresses: &Addresses) {
             // Ready for new clients: not draining.
             "/readyz" if node.draining() => text(503, "draining\n"),
             "/readyz" => text(200, "ready\n"),
-            "/status" => {
-                with(Response::from_string(status(node, addresses).to_string()), "Content-Type", "application/json")
-            }
+            "/status" => with(Response::from_string(status(node).to_string()), "Content-Type", "application/json"),
             _ => text(404, "not found; try /metrics, /healthz, /readyz or /status\n"),
         }
     };
@@ -100,7 +89,7 @@ fn answer(request: Request, node: &NodeHandle, addresses: &Addresses) {
 }
 
 /// `/status`: what a person asks a node first.
-fn status(node: &NodeHandle, addresses: &Addresses) -> serde_json::Value {
+fn status(node: &NodeHandle) -> serde_json::Value {
     let workers = node.stats();
     let mut gauges = crate::proto::Gauges::default();
     let mut connections = 0;
@@ -118,8 +107,8 @@ fn status(node: &NodeHandle, addresses: &Addresses) -> serde_json::Value {
         },
         "workers": node.workers(),
         "workers_responding": workers.len(),
-        "listen": addresses.listen,
-        "tls_listen": addresses.tls_listen,
+        "listen": node.listen(),
+        "tls_listen": node.tls_listen(),
         "allocations": {
             "total": node.allocations(),
             "udp": gauges.udp_allocations,

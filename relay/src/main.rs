@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ip2p_relay::admin::{Addresses, Admin};
+use ip2p_relay::admin::Admin;
 use ip2p_relay::config::{Cli, Command, DEV_USER, DatapathKind, LogFormat, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -112,20 +112,17 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     // The admin listener is a socket too: bound before READY=1.
     let admin = match settings.admin {
-        Some(addr) => {
-            let addresses = Addresses { listen: node.local_addrs().to_vec(), tls_listen: node.tls_addrs().to_vec() };
-            match Admin::start(addr, node.handle(), addresses) {
-                Ok(admin) => {
-                    tracing::info!(admin = %admin.local_addr(), "admin listener: /metrics /healthz /readyz /status");
-                    Some(admin)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start");
-                    eprintln!("ip2p-relay: {e} (admin.listen, --admin ADDR:PORT or off)");
-                    return ExitCode::FAILURE;
-                }
+        Some(addr) => match Admin::start(addr, node.handle()) {
+            Ok(admin) => {
+                tracing::info!(admin = %admin.local_addr(), "admin listener: /metrics /healthz /readyz /status");
+                Some(admin)
             }
-        }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("ip2p-relay: {e} (admin.listen, --admin ADDR:PORT or off)");
+                return ExitCode::FAILURE;
+            }
+        },
         None => None,
     };
     if settings.nonce_secret_generated {

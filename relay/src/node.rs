@@ -23,8 +23,6 @@ pub struct Node {
     handle: NodeHandle,
     /// What the node runs with: a reload is compared against it.
     settings: Settings,
-    local: Vec<SocketAddr>,
-    tls_local: Vec<SocketAddr>,
 }
 
 /// What other threads (the admin listener) may ask of a running node:
@@ -33,6 +31,9 @@ pub struct Node {
 pub struct NodeHandle {
     workers: Arc<[WorkerLink]>,
     shared: Arc<Shared>,
+    /// The addresses served: UDP and TCP, and TLS (ports resolved).
+    listen: Arc<[SocketAddr]>,
+    tls_listen: Arc<[SocketAddr]>,
     datapath: DatapathKind,
     started: std::time::Instant,
     draining: Arc<std::sync::atomic::AtomicBool>,
@@ -94,7 +95,8 @@ fn port_share(lo: u16, hi: u16, workers: usize, i: usize) -> (u16, u16) {
 pub fn start(settings: &Settings) -> io::Result<Node> {
     let datapath = resolve_datapath(settings.datapath)?;
     let sockets = datapath::socket::bind_listeners(&settings.listen, &settings.tls_listen, settings.workers)?;
-    let local = sockets.first().map(|s| s.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
+    let local: Vec<SocketAddr> =
+        sockets.first().map(|s| s.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
     let tls_local: Vec<SocketAddr> = sockets
         .first()
         .map(|s| s.streams.iter().skip(settings.listen.len()).filter_map(|s| s.local_addr().ok()).collect())
@@ -167,8 +169,16 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         links.push(WorkerLink { commands, wake });
         readiness.push(ready_rx);
     }
-    let handle = NodeHandle { workers: links.into(), shared, datapath, started: now(), draining: Arc::default() };
-    let mut node = Node { threads, handle, settings: settings.clone(), local, tls_local };
+    let handle = NodeHandle {
+        workers: links.into(),
+        shared,
+        listen: local.into(),
+        tls_listen: tls_local.into(),
+        datapath,
+        started: now(),
+        draining: Arc::default(),
+    };
+    let mut node = Node { threads, handle, settings: settings.clone() };
     // A worker that cannot run fails the start: no half-working node.
     for (id, ready) in readiness.iter().enumerate() {
         match ready.recv_timeout(Duration::from_secs(10)) {
@@ -183,7 +193,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             }
         }
     }
-    tracing::info!(listen = ?node.local, tls = ?node.tls_local, workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
+    tracing::info!(listen = ?node.local_addrs(), tls = ?node.tls_addrs(), workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
     Ok(node)
 }
 
@@ -220,13 +230,13 @@ impl Node {
     /// The addresses the node listens on (ports resolved when 0 was asked).
     #[must_use]
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local
+        &self.handle.listen
     }
 
     /// The addresses the node serves TLS on.
     #[must_use]
     pub fn tls_addrs(&self) -> &[SocketAddr] {
-        &self.tls_local
+        &self.handle.tls_listen
     }
 
     /// Applies what a reloaded configuration changes, without dropping an
@@ -385,6 +395,18 @@ impl NodeHandle {
     #[must_use]
     pub fn datapath(&self) -> DatapathKind {
         self.datapath
+    }
+
+    /// The addresses served over UDP and TCP.
+    #[must_use]
+    pub fn listen(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// The addresses served over TLS.
+    #[must_use]
+    pub fn tls_listen(&self) -> &[SocketAddr] {
+        &self.tls_listen
     }
 
     /// Time since the node started.

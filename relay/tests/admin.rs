@@ -9,7 +9,7 @@ mod support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use ip2p_relay::admin::{Addresses, Admin};
+use ip2p_relay::admin::Admin;
 use ip2p_relay::client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
@@ -30,8 +30,7 @@ fn start(dp: DatapathKind) -> (Node, Admin) {
     let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
     let settings = Settings::from_toml(text, &args).unwrap();
     let node = node::start(&settings).unwrap();
-    let addresses = Addresses { listen: node.local_addrs().to_vec(), tls_listen: Vec::new() };
-    let admin = Admin::start("127.0.0.1:0".parse().unwrap(), node.handle(), addresses).unwrap();
+    let admin = Admin::start("127.0.0.1:0".parse().unwrap(), node.handle()).unwrap();
     (node, admin)
 }
 
@@ -149,7 +148,7 @@ fn metrics_match_what_a_client_did(dp: DatapathKind) {
 #[test]
 fn a_taken_admin_port_is_an_error() {
     let (node, admin) = start(DatapathKind::Epoll);
-    let err = Admin::start(admin.local_addr(), node.handle(), Addresses::default()).unwrap_err();
+    let err = Admin::start(admin.local_addr(), node.handle()).unwrap_err();
     assert!(err.to_string().contains(&admin.local_addr().to_string()), "{err}");
     let _: SocketAddr = admin.local_addr();
 }

@@ -165,22 +165,16 @@ impl Credentials {
             Ok(_) => Some(key),
             Err(WireError::IntegrityMismatch | WireError::MissingIntegrity) | Err(_) => None,
         };
+        let bad = Refusal::Unauthenticated(AuthFailure::BadIntegrity);
         let key = match self.users.get(username) {
             Some(UserSecret::Password(password)) => {
-                LongTermKey::derive(algorithm, username, &self.realm, password).and_then(verify)
+                LongTermKey::derive(algorithm, username, &self.realm, password).and_then(verify).ok_or(bad)
             }
-            Some(UserSecret::Md5Key(key)) if algorithm == AlgorithmId::MD5 => verify(LongTermKey::Md5(*key)),
-            Some(UserSecret::Md5Key(_)) => None,
-            None => {
-                return self.rest_key(username, algorithm, unix_now, verify).map(|key| Authed {
-                    username: username.into(),
-                    key,
-                    integrity,
-                });
-            }
-        };
-        key.map(|key| Authed { username: username.into(), key, integrity })
-            .ok_or(Refusal::Unauthenticated(AuthFailure::BadIntegrity))
+            Some(UserSecret::Md5Key(key)) if algorithm == AlgorithmId::MD5 => verify(LongTermKey::Md5(*key)).ok_or(bad),
+            Some(UserSecret::Md5Key(_)) => Err(bad),
+            None => self.rest_key(username, algorithm, unix_now, verify),
+        }?;
+        Ok(Authed { username: username.into(), key, integrity })
     }
 
     /// TURN REST API: the username is `<unix-expiry>:<user>` and the

@@ -582,7 +582,10 @@ impl Server {
     /// (or the short-circuit is off): send it as it is.
     pub fn short_circuit(&mut self, now: Instant, t: &Transmit, buf: &mut [u8], data: Range<usize>) -> Option<Verdict> {
         let Via::Relay(source) = t.via else { return None };
-        if !self.config.short_circuit {
+        // Most peers are elsewhere: compare the IP before a lookup.
+        let relay = self.config.relay_ip(usize::from(t.to.is_ipv6()));
+        let ours = relay.is_some_and(|r| r.external.unwrap_or(r.bind) == t.to.ip());
+        if !self.config.short_circuit || !ours {
             return None;
         }
         let target = *self.local.get(&t.to)?;
