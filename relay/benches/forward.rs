@@ -14,7 +14,8 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ip2p_relay::config::{RunArgs, Settings};
 use ip2p_relay::proto::{
-    ListenerId, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Shared, Sockets, Verdict,
+    ListenerId, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Shared, ShortCircuit, Sockets,
+    Verdict,
 };
 use ip2p_wire::attr::{ChannelNumber, Nonce, Realm, RequestedTransport, Username, XorPeerAddress, XorRelayedAddress};
 use ip2p_wire::credentials::LongTermKey;
@@ -171,7 +172,7 @@ fn forwarding(c: &mut Criterion) {
                 let Verdict::Forward(mut t) = v else { panic!("{v:?}") };
                 t.range = h + t.range.start..h + t.range.end;
                 let local = b.server.short_circuit(b.now, &t, &mut buf, t.range.clone());
-                assert!(matches!(local, Some(Verdict::Forward(_))));
+                assert!(matches!(local, Some(ShortCircuit::Here(Verdict::Forward(_)))));
                 black_box(local)
             });
         });

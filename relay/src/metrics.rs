@@ -121,7 +121,7 @@ fn failures(out: &mut Out<'_>, auth: &AuthFailures, dropped: &Drops) -> fmt::Res
 
 fn datapath_counters(out: &mut Out<'_>, sum: &Sum) -> fmt::Result {
     out.counter("ip2p_requests", "STUN requests received", sum.proto.requests)?;
-    let help = "Datagrams handed straight to another allocation of the same worker (also counted as relayed)";
+    let help = "Datagrams handed straight to another allocation of this node (also counted as relayed)";
     out.counter("ip2p_short_circuit_packets", help, sum.proto.short_circuited)?;
     out.counter("ip2p_send_errors", "Sends that failed (full buffers, unreachable peers)", sum.send_errors)?;
     out.counter("ip2p_truncated_packets", "Datagrams too large for a receive buffer", sum.truncated)?;

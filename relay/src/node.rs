@@ -122,6 +122,8 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         channels.push((wake, events_rx));
     }
     let tcp = TcpRelays::new(notifiers);
+    let wakes: Vec<Arc<EventFd>> = channels.iter().map(|(wake, _)| wake.clone()).collect();
+    let handoffs = Arc::new(datapath::handoff::Handoffs::new(&wakes));
     for ((id, listeners), (wake, tcp_events)) in sockets.into_iter().enumerate().zip(channels) {
         let plain = settings.listen.len();
         let streams = listeners
@@ -134,7 +136,8 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         let mut config = settings.proto.clone();
         config.ports = wlo..=whi;
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let server = Server::new(Arc::new(config), shared.clone(), now(), unix_now(), rand::random());
+        let server = Server::new(Arc::new(config), shared.clone(), now(), unix_now(), rand::random())
+            .on_worker(u16::try_from(id).unwrap_or(u16::MAX));
         let (ready, ready_rx) = crossbeam_channel::bounded(2);
         let worker = Worker {
             id,
@@ -149,6 +152,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             ready: Some(ready.clone()),
             io_uring_buffers: settings.io_uring_buffers,
             latency: datapath::RequestLatency::default(),
+            handoffs: handoffs.clone(),
         };
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new().name(format!("ip2p-worker-{id}")).spawn(move || {

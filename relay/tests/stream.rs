@@ -258,6 +258,34 @@ fn certificates_reload_without_dropping_connections(dp: DatapathKind) {
     tls(&node, &pki).allocate(None).unwrap();
 }
 
+/// A TCP client and a TLS client paired with UDP clients of the same node:
+/// their frames take the local short-circuit (copied to the owning
+/// worker's inbox, on either worker), and the UDP side's come back to them
+/// the same way.
+fn stream_clients_short_circuit_to_udp_clients(dp: DatapathKind) {
+    let pki = Pki::new("pairs");
+    let (node, _) = start(dp, &pki, "");
+    let mut sent = 0;
+    for mut a in [tcp(&node), tls(&node, &pki), tcp(&node), tcp(&node)] {
+        let mut b = Client::new(node.local_addrs()[0], "alice", "wonderland").unwrap();
+        let (ra, rb) = (a.allocate(None).unwrap(), b.allocate(None).unwrap());
+        a.channel_bind(0x4000, rb).unwrap();
+        b.channel_bind(0x4001, ra).unwrap();
+        for len in [1usize, 7, 1200] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            a.send_channel(0x4000, &data).unwrap();
+            assert_eq!(b.recv(WAIT).unwrap(), Some(Received::Channel { channel: 0x4001, data: data.clone() }));
+            b.send_channel(0x4001, &data).unwrap();
+            assert_eq!(a.recv(WAIT).unwrap(), Some(Received::Channel { channel: 0x4000, data }));
+            sent += 2;
+        }
+    }
+    let stats = node.stats();
+    let short: u64 = stats.iter().map(|s| s.proto.short_circuited).sum();
+    let relayed: u64 = stats.iter().map(|s| s.proto.to_peer_packets).sum();
+    assert_eq!((short, relayed), (sent, sent));
+}
+
 macro_rules! on_datapath {
     ($module:ident, $kind:expr) => {
         mod $module {
@@ -289,6 +317,10 @@ macro_rules! on_datapath {
             #[test]
             fn reload() {
                 certificates_reload_without_dropping_connections($kind);
+            }
+            #[test]
+            fn short_circuit() {
+                stream_clients_short_circuit_to_udp_clients($kind);
             }
         }
     };

@@ -23,7 +23,7 @@ use super::socket::bind_udp;
 use super::stream::{Conn, Conns, Stream, StreamError};
 use super::tcp_relay::{TcpEvent, TcpRelays};
 use super::{DatapathCounters, Handover, StreamCounters, Worker, now};
-use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
+use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Sockets, Transmit, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
 /// Tokens: UDP listeners from 0, stream listeners from `STREAM_BASE`,
@@ -33,6 +33,8 @@ const RELAY_BASE: usize = 1 << 16;
 const CONN_BASE: usize = 1 << 40;
 /// How often connections are checked for their deadlines.
 const SWEEP: Duration = Duration::from_secs(1);
+/// Most batches of packets from other workers relayed per round.
+const HANDOFF_BATCHES: usize = 32;
 
 /// What the core opens and closes through [`Sockets`]: UDP relay sockets,
 /// indexed by [`RelayToken`] and registered with the poll, and TCP relays.
@@ -109,6 +111,8 @@ enum Source {
     Received(usize),
     /// Reply buffer `k` of the batch.
     Reply(usize),
+    /// Packet `k` from another worker.
+    Handoff(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +150,8 @@ struct Loop {
     rx: RecvBatch,
     tx: SendBatch,
     pending: Vec<Pending>,
+    /// Buffers of packets from other workers in the batch.
+    handoffs: Vec<Box<[u8]>>,
     send_errors: u64,
     truncated: u64,
 }
@@ -189,6 +195,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         rx: RecvBatch::new(),
         tx: SendBatch::new(),
         pending: Vec::with_capacity(BATCH),
+        handoffs: Vec::with_capacity(BATCH),
         send_errors: 0,
         truncated: 0,
     };
@@ -199,8 +206,15 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         if l.conns.len() > 0 {
             deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
         }
-        let timeout = deadline.map(|at| at.saturating_duration_since(now()));
-        match poll.poll(&mut events, timeout) {
+        let mut timeout = deadline.map(|at| at.saturating_duration_since(now()));
+        let id = l.worker.id;
+        if !l.worker.handoffs.park(id) {
+            // Packets from other workers wait: look at the sockets, no sleep.
+            timeout = Some(Duration::ZERO);
+        }
+        let polled = poll.poll(&mut events, timeout);
+        l.worker.handoffs.unpark(id);
+        match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -229,6 +243,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
                 Token(i) => l.drain_conn(i - CONN_BASE),
             }
         }
+        l.handoffs_in();
         l.flush_conns();
     }
 }
@@ -331,6 +346,7 @@ impl Loop {
             let result = conn.stream.receive(bytes, &mut reply_buf[..], &mut |frame, reply| match worker
                 .handle_client(now, listener, peer, frame, reply, socks)
             {
+                Verdict::Forward(t) if worker.short_circuit_copy(&t, frame) => None,
                 Verdict::Forward(t) => {
                     let relay = match t.via {
                         Via::Relay(token) => socks.relays.get(token.0 as usize).and_then(Option::as_ref),
@@ -479,11 +495,13 @@ impl Loop {
                 let verdict = match verdict {
                     Verdict::Forward(mut t) => {
                         t.range = PEER_HEADROOM + t.range.start..PEER_HEADROOM + t.range.end;
-                        self.worker.server.short_circuit(now, &t, buf, t.range.clone()).unwrap_or(Verdict::Forward(t))
+                        self.worker.short_circuit(now, t, buf)
                     }
-                    other => other,
+                    other => Some(other),
                 };
-                queue(&mut self.pending, &self.socks.relays, verdict, k);
+                if let Some(verdict) = verdict {
+                    queue(&mut self.pending, &self.socks.relays, verdict, k);
+                }
             }
             self.flush();
             if n < BATCH {
@@ -533,6 +551,32 @@ impl Loop {
         }
     }
 
+    /// Relays what other workers passed to this one's allocations, a batch
+    /// at a time.
+    fn handoffs_in(&mut self) {
+        let id = self.worker.id;
+        for _ in 0..HANDOFF_BATCHES {
+            let now = now();
+            while self.handoffs.len() < BATCH {
+                let Some(mut p) = self.worker.handoffs.recv(id) else { break };
+                match self.worker.server.handoff(now, p.to, p.from, &mut p.buf, p.data) {
+                    Verdict::Forward(t) => {
+                        queue_transmit(&mut self.pending, &self.socks.relays, t, Source::Handoff(self.handoffs.len()));
+                        self.handoffs.push(p.buf);
+                    }
+                    Verdict::Reply(_) | Verdict::Drop(_) => self.worker.handoffs.recycle(p.buf),
+                }
+            }
+            if self.handoffs.is_empty() {
+                return;
+            }
+            self.flush();
+            for buf in self.handoffs.drain(..) {
+                self.worker.handoffs.recycle(buf);
+            }
+        }
+    }
+
     /// Sends the batch's datagrams, one sendmmsg per socket.
     fn flush(&mut self) {
         self.pending.sort_by_key(|p| (via_key(p.via), p.generation));
@@ -550,10 +594,7 @@ impl Loop {
                 && l.transport == ip2p_wire::Transport::Stream
             {
                 for p in group {
-                    let bytes = match p.source {
-                        Source::Received(k) => self.rx.bufs.get(k).and_then(|b| b.get(p.range.clone())),
-                        Source::Reply(k) => self.rx.replies.get(k).and_then(|b| b.get(p.range.clone())),
-                    };
+                    let bytes = bytes(&self.rx, &self.handoffs, p);
                     match self.conns.find(l, p.to) {
                         Some((slot, conn)) => {
                             if conn.stream.send(bytes.unwrap_or_default()) {
@@ -583,10 +624,7 @@ impl Loop {
                 let mut msgs: [(SocketAddr, &[u8]); BATCH] = [(SocketAddr::from(([0; 4], 0)), &[]); BATCH];
                 let mut n = 0;
                 for (slot, p) in msgs.iter_mut().zip(group) {
-                    let bytes = match p.source {
-                        Source::Received(k) => self.rx.bufs.get(k).and_then(|b| b.get(p.range.clone())),
-                        Source::Reply(k) => self.rx.replies.get(k).and_then(|b| b.get(p.range.clone())),
-                    };
+                    let bytes = bytes(&self.rx, &self.handoffs, p);
                     *slot = (p.to, bytes.unwrap_or_default());
                     n += 1;
                 }
@@ -598,12 +636,25 @@ impl Loop {
     }
 }
 
-fn queue(pending: &mut Vec<Pending>, relays: &[Option<RelaySocket>], verdict: Verdict, k: usize) {
-    let (t, source) = match verdict {
-        Verdict::Forward(t) => (t, Source::Received(k)),
-        Verdict::Reply(t) => (t, Source::Reply(k)),
-        Verdict::Drop(_) => return,
+/// A pending datagram's bytes.
+fn bytes<'a>(rx: &'a RecvBatch, handoffs: &'a [Box<[u8]>], p: &Pending) -> Option<&'a [u8]> {
+    let buf = match p.source {
+        Source::Received(k) => rx.bufs.get(k),
+        Source::Reply(k) => rx.replies.get(k),
+        Source::Handoff(k) => handoffs.get(k),
     };
+    buf.and_then(|b| b.get(p.range.clone()))
+}
+
+fn queue(pending: &mut Vec<Pending>, relays: &[Option<RelaySocket>], verdict: Verdict, k: usize) {
+    match verdict {
+        Verdict::Forward(t) => queue_transmit(pending, relays, t, Source::Received(k)),
+        Verdict::Reply(t) => queue_transmit(pending, relays, t, Source::Reply(k)),
+        Verdict::Drop(_) => {}
+    }
+}
+
+fn queue_transmit(pending: &mut Vec<Pending>, relays: &[Option<RelaySocket>], t: Transmit, source: Source) {
     let generation = match t.via {
         Via::Relay(token) => relays.get(token.0 as usize).and_then(Option::as_ref).map_or(0, |r| r.generation),
         Via::Listener(_) => 0,

@@ -8,6 +8,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod epoll;
+pub(crate) mod handoff;
 pub(crate) mod socket;
 pub(crate) mod stream;
 pub(crate) mod tcp_relay;
@@ -155,6 +156,8 @@ pub(crate) struct Worker {
     /// Provided receive buffers of the io_uring datapath.
     pub(crate) io_uring_buffers: u16,
     pub(crate) latency: RequestLatency,
+    /// The node's inboxes for packets between workers.
+    pub(crate) handoffs: Arc<handoff::Handoffs>,
 }
 
 /// A client connection a ConnectionBind turned into a data connection
@@ -221,6 +224,35 @@ impl Worker {
             self.latency.record(self::now().saturating_duration_since(started));
         }
         verdict
+    }
+
+    /// A client's packet `t` (its range in `buf`) after the local
+    /// short-circuit: the verdict to carry out, or `None` when it went to
+    /// another worker's inbox. The same packet leaves through the kernel
+    /// when it is not for this node, or that inbox cannot take it.
+    pub(crate) fn short_circuit(
+        &mut self,
+        now: std::time::Instant,
+        t: crate::proto::Transmit,
+        buf: &mut [u8],
+    ) -> Option<crate::proto::Verdict> {
+        use crate::proto::{ShortCircuit, Verdict};
+        match self.server.short_circuit(now, &t, buf, t.range.clone()) {
+            None => Some(Verdict::Forward(t)),
+            Some(ShortCircuit::Here(verdict)) => Some(verdict),
+            Some(ShortCircuit::Worker { worker, from }) => {
+                let payload = buf.get(t.range.clone()).unwrap_or_default();
+                if self.handoffs.send(worker, t.to, from, payload) { None } else { Some(Verdict::Forward(t)) }
+            }
+        }
+    }
+
+    /// A stream client's frame `t` (its range in `frame`) through the
+    /// local short-circuit: `true` when it went to an inbox (this worker's
+    /// too: its allocation frames it there), `false` to send it as it is.
+    pub(crate) fn short_circuit_copy(&self, t: &crate::proto::Transmit, frame: &[u8]) -> bool {
+        let Some((worker, from)) = self.server.owner(t) else { return false };
+        frame.get(t.range.clone()).is_some_and(|payload| self.handoffs.send(worker, t.to, from, payload))
     }
 
     /// Tells the node the worker runs.

@@ -227,10 +227,14 @@ impl Drop for BufRing {
 }
 
 /// What an in-flight send holds until it completes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum Hold {
+    /// A provided receive buffer.
     Buffer(u16),
+    /// A reply buffer.
     Reply(usize),
+    /// A packet from another worker (its buffer goes back to the pool).
+    Handoff(Box<[u8]>),
 }
 
 /// An in-flight send: its destination must live until completion.
@@ -480,6 +484,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
             }
         }
         l.completions = completions;
+        l.handoffs_in();
         l.write_conns();
         l.bufs.publish();
         l.rearm_receives();
@@ -488,6 +493,8 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
 
 /// How often connections are checked for their deadlines.
 const SWEEP: Duration = Duration::from_secs(1);
+/// Most packets from other workers relayed per round of the loop.
+const HANDOFFS_PER_ROUND: usize = 1024;
 
 impl Loop {
     fn arm_wake(&mut self) {
@@ -504,6 +511,15 @@ impl Loop {
 
     /// Submits what is queued and waits for a completion or the timeout.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        // Packets from other workers wait: collect completions, no sleep.
+        let id = self.worker.id;
+        let timeout = if self.worker.handoffs.park(id) { timeout } else { Some(Duration::ZERO) };
+        let result = self.enter(timeout);
+        self.worker.handoffs.unpark(id);
+        result
+    }
+
+    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let ts = timeout.map(|d| Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()));
         let args = match &ts {
             Some(ts) => SubmitArgs::new().timespec(ts),
@@ -640,17 +656,16 @@ impl Loop {
             self.worker.handle_client(now, ListenerId::udp(listener), from, packet, reply, &mut self.io)
         };
         match verdict {
-            Verdict::Forward(t) => {
+            Verdict::Forward(mut t) => {
                 if let Some(r) = reply_index {
                     self.free_replies.push(r);
                 }
                 // The payload has the buffer's headroom (PAYLOAD_OFFSET)
                 // before it: enough to frame it for another allocation.
-                let range = payload.start + t.range.start..payload.start + t.range.end;
-                match self.worker.server.short_circuit(now, &t, self.bufs.buffer(bid), range.clone()) {
-                    None => self.send(t.via, t.to, Hold::Buffer(bid), range),
-                    Some(Verdict::Forward(local)) => self.send(local.via, local.to, Hold::Buffer(bid), local.range),
-                    Some(_) => self.bufs.provide(bid),
+                t.range = payload.start + t.range.start..payload.start + t.range.end;
+                match self.worker.short_circuit(now, t, self.bufs.buffer(bid)) {
+                    Some(Verdict::Forward(t)) => self.send(t.via, t.to, Hold::Buffer(bid), t.range),
+                    _ => self.bufs.provide(bid),
                 }
             }
             Verdict::Reply(t) => {
@@ -669,6 +684,18 @@ impl Loop {
         }
     }
 
+    /// Relays what other workers passed to this one's allocations.
+    fn handoffs_in(&mut self) {
+        let now = now();
+        for _ in 0..HANDOFFS_PER_ROUND {
+            let Some(mut p) = self.worker.handoffs.recv(self.worker.id) else { return };
+            match self.worker.server.handoff(now, p.to, p.from, &mut p.buf, p.data) {
+                Verdict::Forward(t) => self.send(t.via, t.to, Hold::Handoff(p.buf), t.range),
+                Verdict::Reply(_) | Verdict::Drop(_) => self.worker.handoffs.recycle(p.buf),
+            }
+        }
+    }
+
     fn peer_datagram(&mut self, token: u32, bid: u16, from: SocketAddr, payload: std::ops::Range<usize>) {
         let buf = self.bufs.buffer(bid);
         match self.worker.server.handle_peer(now(), RelayToken(token), from, buf, payload) {
@@ -683,9 +710,10 @@ impl Loop {
             && l.transport == ip2p_wire::Transport::Stream
         {
             // To a connection: into its queue, and the buffer comes back.
-            let bytes = match hold {
-                Hold::Buffer(bid) => self.bufs.buffer(bid).get(range),
-                Hold::Reply(r) => self.replies.get(r).and_then(|b| b.get(range)),
+            let bytes = match &hold {
+                Hold::Buffer(bid) => self.bufs.buffer(*bid).get(range),
+                Hold::Reply(r) => self.replies.get(*r).and_then(|b| b.get(range)),
+                Hold::Handoff(b) => b.get(range),
             };
             match self.conns.find(l, to) {
                 Some((slot, conn)) => {
@@ -707,12 +735,15 @@ impl Loop {
             self.send_errors += 1;
             return self.release(hold);
         };
-        let bytes: *const u8 = match hold {
-            Hold::Buffer(bid) => self.bufs.buffer(bid).get(range.clone()).map_or(std::ptr::null(), <[u8]>::as_ptr),
-            Hold::Reply(r) => {
-                self.replies.get(r).and_then(|b| b.get(range.clone())).map_or(std::ptr::null(), <[u8]>::as_ptr)
-            }
+        let bytes = match &hold {
+            Hold::Buffer(bid) => self.bufs.buffer(*bid).get(range.clone()),
+            Hold::Reply(r) => self.replies.get(*r).and_then(|b| b.get(range.clone())),
+            Hold::Handoff(b) => b.get(range.clone()),
         };
+        // The bytes stay put until the send completes: a provided or reply
+        // buffer is not reused before, and a boxed slice does not move
+        // when its box does.
+        let bytes: *const u8 = bytes.map_or(std::ptr::null(), <[u8]>::as_ptr);
         let Some(entry) = self.sends.get_mut(slot) else { return self.release(hold) };
         let stored = entry.insert(SendSlot { to: SockAddr::from(to), hold });
         let len = u32::try_from(range.len()).unwrap_or(0);
@@ -745,6 +776,7 @@ impl Loop {
         match hold {
             Hold::Buffer(bid) => self.bufs.provide(bid),
             Hold::Reply(r) => self.free_replies.push(r),
+            Hold::Handoff(b) => self.worker.handoffs.recycle(b),
         }
     }
 
@@ -863,6 +895,7 @@ impl Loop {
         let result = conn.stream.receive(bytes, stream_reply, &mut |frame, reply| match worker
             .handle_client(now, listener, peer, frame, reply, io)
         {
+            Verdict::Forward(t) if worker.short_circuit_copy(&t, frame) => None,
             Verdict::Forward(t) => {
                 let relay = match t.via {
                     Via::Relay(token) => io.relays.get(token.0 as usize).and_then(Option::as_ref),

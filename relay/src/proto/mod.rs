@@ -269,11 +269,29 @@ impl Config {
     }
 }
 
+/// Where [`Server::short_circuit`] delivered a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShortCircuit {
+    /// To an allocation of this server: do what the verdict says.
+    Here(Verdict),
+    /// To an allocation of another worker: pass the payload to that
+    /// worker's [`Server::handoff`] as coming from `from`, this packet's
+    /// relayed address.
+    Worker {
+        /// The worker that owns the destination.
+        worker: usize,
+        /// The sender's relayed address.
+        from: SocketAddr,
+    },
+}
+
 /// The TURN server of one worker.
 #[derive(Debug)]
 pub struct Server {
     config: Arc<Config>,
     shared: Arc<Shared>,
+    /// Which worker of the node this is (the short-circuit's owners).
+    worker: u16,
     /// `now` at construction and the unix time it stands for: unix time for
     /// nonces and REST expiry is derived from `now`, never read.
     epoch: (Instant, u64),
@@ -300,6 +318,7 @@ impl Server {
         Self {
             config,
             shared,
+            worker: 0,
             epoch: (now, unix_now),
             rng: SmallRng::seed_from_u64(seed),
             slots: Vec::new(),
@@ -311,6 +330,14 @@ impl Server {
             stats: Stats::default(),
             draining: false,
         }
+    }
+
+    /// The same server as worker `worker` of its node (0 unless set): the
+    /// node's other workers find its relayed addresses by this number.
+    #[must_use]
+    pub fn on_worker(mut self, worker: u16) -> Self {
+        self.worker = worker;
+        self
     }
 
     /// Takes a new configuration (a reload): credentials, peer policy,
@@ -572,15 +599,41 @@ impl Server {
     }
 
     /// The local short-circuit. `t`, a client's packet on its way to a
-    /// peer, is addressed to another relayed address of this server: the
-    /// payload `buf[data]` (with [`PEER_HEADROOM`] bytes free before it and
-    /// [`PEER_TAILROOM`] after) is handed to that allocation as if it had
-    /// crossed the network from `t`'s relayed address, without a trip
-    /// through the kernel. That allocation's permissions and channels decide
-    /// exactly as they would for a datagram from outside, and the packet is
-    /// counted as relayed both ways. `None` when `t` is not for this server
-    /// (or the short-circuit is off): send it as it is.
-    pub fn short_circuit(&mut self, now: Instant, t: &Transmit, buf: &mut [u8], data: Range<usize>) -> Option<Verdict> {
+    /// peer, is addressed to another relayed address of this node. When this
+    /// server owns it, the payload `buf[data]` (with [`PEER_HEADROOM`] bytes
+    /// free before it and [`PEER_TAILROOM`] after) is handed to that
+    /// allocation as if it had crossed the network from `t`'s relayed
+    /// address, without a trip through the kernel: [`ShortCircuit::Here`].
+    /// That allocation's permissions and channels decide exactly as they
+    /// would for a datagram from outside, and the packet is counted as
+    /// relayed both ways. When another worker owns it,
+    /// [`ShortCircuit::Worker`] says which: the datapath passes the payload
+    /// to that worker's [`Server::handoff`]. `None` when `t` is not for this
+    /// node (or the short-circuit is off): send it as it is.
+    pub fn short_circuit(
+        &mut self,
+        now: Instant,
+        t: &Transmit,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Option<ShortCircuit> {
+        let (worker, from) = self.owner(t)?;
+        if worker != usize::from(self.worker) {
+            return Some(ShortCircuit::Worker { worker, from });
+        }
+        let target = *self.local.get(&t.to)?;
+        self.stats.short_circuited += 1;
+        Some(ShortCircuit::Here(self.handle_peer(now, target, from, buf, data)))
+    }
+
+    /// When `t`, a client's packet on its way to a peer, is addressed to a
+    /// UDP relayed address of this node (and the short-circuit is on): the
+    /// worker that owns it, which may be this one, and `t`'s relayed
+    /// address it comes from. For datapaths that cannot frame `t` in place
+    /// (stream clients): they pass a copy to that worker's
+    /// [`Server::handoff`].
+    #[must_use]
+    pub fn owner(&self, t: &Transmit) -> Option<(usize, SocketAddr)> {
         let Via::Relay(source) = t.via else { return None };
         // Most peers are elsewhere: compare the IP before a lookup.
         let relay = self.config.relay_ip(usize::from(t.to.is_ipv6()));
@@ -588,28 +641,55 @@ impl Server {
         if !self.config.short_circuit || !ours {
             return None;
         }
-        let target = *self.local.get(&t.to)?;
+        let worker = self.shared.owners.get(t.to)?;
         let alloc = self.slots.get(source.slot())?.as_ref()?;
         let from = alloc.relays.get(source.family()).copied().flatten()?.advertised;
+        Some((usize::from(worker), from))
+    }
+
+    /// A packet another worker's [`Server::short_circuit`] passed here: a
+    /// payload from the relayed address `from` to this server's relayed
+    /// address `to`, in `buf[data]` with the same room around it as for
+    /// [`Server::handle_peer`], which decides as for a peer's datagram.
+    pub fn handoff(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        from: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Verdict {
+        // The allocation may have ended since the sender looked.
+        let Some(&target) = self.local.get(&to) else {
+            return self.account(Verdict::Drop(DropReason::NoAllocation), 0);
+        };
         self.stats.short_circuited += 1;
-        Some(self.handle_peer(now, target, from, buf, data))
+        self.handle_peer(now, target, from, buf, data)
     }
 
     /// Adds or removes allocation `slot`'s UDP relays in the short-circuit
-    /// table.
+    /// tables: this server's and the node's owners.
     fn index_relays(&mut self, slot: u32, add: bool) {
         let Some(Some(alloc)) = self.slots.get(slot as usize) else { return };
         if alloc.tcp {
             return;
         }
-        for (family, relay) in alloc.relays.iter().enumerate() {
+        let relays = alloc.relays;
+        for (family, relay) in relays.iter().enumerate() {
             if let Some(relay) = relay {
                 if add {
                     self.local.insert(relay.advertised, RelayToken::new(slot, family));
+                    self.shared.owners.set(relay.advertised, self.worker);
                 } else {
-                    self.local.remove(&relay.advertised);
+                    self.unindex(relay.advertised);
                 }
             }
+        }
+    }
+
+    fn unindex(&mut self, advertised: SocketAddr) {
+        if self.local.remove(&advertised).is_some() {
+            self.shared.owners.clear(advertised, self.worker);
         }
     }
 

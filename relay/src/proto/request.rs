@@ -614,7 +614,7 @@ impl Server {
             return;
         };
         if let Some(relay) = alloc.relays.get_mut(family).and_then(Option::take) {
-            self.local.remove(&relay.advertised);
+            self.unindex(relay.advertised);
             sockets.close_relay(RelayToken::new(slot, family));
             if let Some(ports) = self.ports.get_mut(family) {
                 ports.remove(&relay.bound.port());

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ip2p_wire::ErrorCode;
@@ -16,13 +16,59 @@ pub struct Shared {
     /// Allocation limits.
     pub quotas: Quotas,
     pub(crate) reservations: Reservations,
+    pub(crate) owners: Owners,
 }
 
 impl Shared {
     /// Shared state with these quotas.
     #[must_use]
     pub fn new(quotas: Quotas) -> Self {
-        Self { quotas, reservations: Reservations::default() }
+        Self { quotas, reservations: Reservations::default(), owners: Owners::default() }
+    }
+}
+
+/// Which worker owns each UDP relay port, per family: how the local
+/// short-circuit finds the worker behind another allocation's relayed
+/// address (a family has one relay IP, so the port names the address).
+/// Written by the owner when it opens and closes a relay; read without a
+/// lock for each packet addressed to the relay IP.
+pub(crate) struct Owners([Box<[AtomicU16]>; 2]);
+
+impl Default for Owners {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| (0..=u16::MAX).map(|_| AtomicU16::new(0)).collect()))
+    }
+}
+
+impl std::fmt::Debug for Owners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Owners")
+    }
+}
+
+impl Owners {
+    fn entry(&self, addr: SocketAddr) -> Option<&AtomicU16> {
+        self.0.get(usize::from(addr.is_ipv6()))?.get(usize::from(addr.port()))
+    }
+
+    /// `worker` now owns `addr`'s port.
+    pub(crate) fn set(&self, addr: SocketAddr, worker: u16) {
+        if let Some(e) = self.entry(addr) {
+            e.store(worker.saturating_add(1), Ordering::Release);
+        }
+    }
+
+    /// `worker` no longer owns `addr`'s port (if another took it since,
+    /// it stays that one's).
+    pub(crate) fn clear(&self, addr: SocketAddr, worker: u16) {
+        if let Some(e) = self.entry(addr) {
+            let _ = e.compare_exchange(worker.saturating_add(1), 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// The worker that owns `addr`'s port, if any.
+    pub(crate) fn get(&self, addr: SocketAddr) -> Option<u16> {
+        self.entry(addr)?.load(Ordering::Acquire).checked_sub(1)
     }
 }
 

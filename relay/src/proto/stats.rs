@@ -16,9 +16,10 @@ pub struct Stats {
     pub to_peer_bytes: u64,
     /// Datagrams relayed peer → client.
     pub to_client_packets: u64,
-    /// Of the datagrams relayed client → peer, those that went straight to
-    /// another allocation of this worker (the local short-circuit): each is
-    /// also counted once each way.
+    /// Datagrams from a client that went straight to another allocation of
+    /// this node (the local short-circuit), counted by the worker that owns
+    /// the receiving allocation: each is also counted as relayed once each
+    /// way.
     pub short_circuited: u64,
     /// Payload bytes relayed peer → client.
     pub to_client_bytes: u64,

@@ -1095,9 +1095,10 @@ fn a_draining_server_sends_new_allocations_elsewhere_and_keeps_the_others() {
 
 impl Harness {
     /// A client's datagram as the UDP datapaths present it (with headroom),
-    /// through the local short-circuit when it is for a relayed address of
-    /// this server: the verdict, with ranges into the returned buffer.
-    fn send_through_node(&mut self, from: &str, packet: &[u8]) -> (Verdict, Vec<u8>) {
+    /// through the local short-circuit: the verdict, with ranges into the
+    /// returned buffer, or where it went to another worker and for which
+    /// address (the buffer then holds the payload after [`PEER_HEADROOM`]).
+    fn short_circuit(&mut self, from: &str, packet: &[u8]) -> (Result<Verdict, (ShortCircuit, SocketAddr)>, Vec<u8>) {
         let h = PEER_HEADROOM;
         let mut buf = vec![0u8; h + packet.len() + PEER_TAILROOM];
         buf[h..h + packet.len()].copy_from_slice(packet);
@@ -1112,11 +1113,27 @@ impl Harness {
         let v = match v {
             Verdict::Forward(mut t) => {
                 t.range = h + t.range.start..h + t.range.end;
-                self.server.short_circuit(self.now, &t, &mut buf, t.range.clone()).unwrap_or(Verdict::Forward(t))
+                match self.server.short_circuit(self.now, &t, &mut buf, t.range.clone()) {
+                    None => Ok(Verdict::Forward(t)),
+                    Some(ShortCircuit::Here(v)) => Ok(v),
+                    Some(elsewhere) => {
+                        // The payload, as the datapath passes it on.
+                        let payload = buf[t.range].to_vec();
+                        buf = vec![0u8; h + payload.len() + PEER_TAILROOM];
+                        buf[h..h + payload.len()].copy_from_slice(&payload);
+                        Err((elsewhere, t.to))
+                    }
+                }
             }
-            other => other,
+            other => Ok(other),
         };
         (v, buf)
+    }
+
+    /// The same for a node of one worker.
+    fn send_through_node(&mut self, from: &str, packet: &[u8]) -> (Verdict, Vec<u8>) {
+        let (v, buf) = self.short_circuit(from, packet);
+        (v.expect("one worker"), buf)
     }
 }
 
@@ -1185,6 +1202,84 @@ fn the_local_short_circuit_enforces_permissions_and_channels_both_ways() {
     let send = h.build_send(tid, &rb.to_string(), b"gone");
     let (v, _) = h.send_through_node(CLIENT, &send);
     assert!(matches!(v, Verdict::Forward(Transmit { via: Via::Relay(_), .. })), "{v:?}");
+}
+
+/// Two workers of one node, owning half of the test's ports each.
+fn two_workers() -> (Harness, Harness) {
+    let shared = Arc::new(Shared::new(Quotas::new(0, 0)));
+    let worker = |id: u16, ports| {
+        let mut cfg = config();
+        cfg.ports = ports;
+        let mut h = Harness::new();
+        h.server = Server::new(Arc::new(cfg), shared.clone(), h.now, UNIX0, u64::from(id)).on_worker(id);
+        h
+    };
+    (worker(0, 50000..=50049), worker(1, 50050..=50099))
+}
+
+/// A client of worker `a` sends `packet` to a relayed address of worker
+/// `b`: what `b` does with it (ranges into the returned buffer).
+fn across(a: &mut Harness, b: &mut Harness, from: &str, packet: &[u8]) -> (Verdict, Vec<u8>) {
+    let (v, mut buf) = a.short_circuit(from, packet);
+    let Err((ShortCircuit::Worker { worker, from }, to)) = v else { panic!("not handed over: {v:?}") };
+    assert_eq!(worker, 1);
+    let data = PEER_HEADROOM..buf.len() - PEER_TAILROOM;
+    (b.server.handoff(b.now, to, from, &mut buf, data), buf)
+}
+
+#[test]
+fn the_short_circuit_across_workers_decides_on_the_owners_side() {
+    const B: &str = "127.0.0.1:40002";
+    let (mut a, mut b) = two_workers();
+    let c = Harness::alice();
+    let ra = a.allocate(CLIENT, &c);
+    let rb = b.allocate(B, &c);
+    let peer = |x: SocketAddr| Attribute::XorPeerAddress(XorPeerAddress(x));
+    let bind = |n: u16, x: SocketAddr| [Attribute::ChannelNumber(ChannelNumber(n)), peer(x)];
+    assert_eq!(a.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, rb), &c).class(), Class::Success);
+    let mut cd = [0u8; 16];
+    let len = write_channel_data(&mut cd, 0x4000, b"hi", Transport::Datagram).unwrap();
+    let a_to_b = cd[..len].to_vec();
+
+    // No permission on B's side: dropped there.
+    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Verdict::Drop(DropReason::NoPermission));
+    // A permission: a Data indication from A's relayed address.
+    assert_eq!(b.authed(B, Method::CREATE_PERMISSION, &[peer(ra)], &c).class(), Class::Success);
+    let (v, buf) = across(&mut a, &mut b, CLIENT, &a_to_b);
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    assert_eq!(t.to, addr(B));
+    let m = Message::parse(&buf[t.range]).unwrap();
+    assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(ra)));
+    assert_eq!(m.get::<Data>().unwrap(), Some(Data(b"hi")));
+    // A channel: ChannelData.
+    assert_eq!(b.authed(B, Method::CHANNEL_BIND, &bind(0x4001, ra), &c).class(), Class::Success);
+    let (v, buf) = across(&mut a, &mut b, CLIENT, &a_to_b);
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    let framed = ChannelData::parse(&buf[t.range]).unwrap();
+    assert_eq!((framed.channel(), framed.data()), (0x4001, &b"hi"[..]));
+    // B's permission expires (A keeps refreshing its own): dropped at B.
+    for h in [&mut a, &mut b] {
+        h.advance(240);
+    }
+    assert_eq!(a.authed(CLIENT, Method::CREATE_PERMISSION, &[peer(rb)], &c).class(), Class::Success);
+    for h in [&mut a, &mut b] {
+        h.advance(60);
+    }
+    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Verdict::Drop(DropReason::NoPermission));
+    // Counted as relayed on both sides, short-circuited where delivered.
+    let (sa, sb) = (a.server.stats().clone(), b.server.stats().clone());
+    assert_eq!((sa.to_peer_packets, sa.short_circuited), (4, 0));
+    assert_eq!((sb.to_client_packets, sb.short_circuited, sb.dropped.no_permission), (2, 4, 2));
+
+    // B's allocation ends between A's look and B's delivery: dropped, and
+    // after that A no longer finds an owner and sends it out.
+    let (v, mut buf) = a.short_circuit(CLIENT, &a_to_b);
+    let Err((ShortCircuit::Worker { from, .. }, _)) = v else { panic!("{v:?}") };
+    assert_eq!(b.authed(B, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
+    let data = PEER_HEADROOM..PEER_HEADROOM + 2;
+    assert_eq!(b.server.handoff(b.now, rb, from, &mut buf, data), Verdict::Drop(DropReason::NoAllocation));
+    let (v, _) = a.short_circuit(CLIENT, &a_to_b);
+    assert!(matches!(v, Ok(Verdict::Forward(Transmit { via: Via::Relay(_), .. }))), "{v:?}");
 }
 
 #[test]
