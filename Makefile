@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := message reencode channel_data framer turn_server
 
-.PHONY: help build run test lint fuzz bench bench-compare install deb test-packaging clean
+.PHONY: help build run test lint fuzz bench bench-compare bench-allocs install deb test-packaging clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -17,6 +17,7 @@ help:
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 30) on nightly"
 	@echo "make bench   criterion benchmarks"
 	@echo "make bench-compare  ip2p-relay vs coturn vs direct with ip2p-bench (needs coturn)"
+	@echo "make bench-allocs   100,000 concurrent allocations on one node (root: fd limit)"
 	@echo "make install  binary, systemd unit, sysctl file and config under /etc/ip2p (root)"
 	@echo "make deb      a Debian package (target/debian/*.deb) with cargo-deb"
 	@echo "make test-packaging  make install into a scratch root, and the .deb installed for real (root; CI)"
@@ -59,6 +60,9 @@ bench:
 # ip2p-relay, coturn and the direct path in one run, one table.
 bench-compare:
 	bench/compare.sh
+
+bench-allocs:
+	bench/many-allocs.sh
 
 # The binary to $(PREFIX)/bin, the unit to /etc/systemd/system (pointing at
 # that binary), the sysctl file, and /etc/ip2p with the example config and,

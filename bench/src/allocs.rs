@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ip2p_relay::client::{Client, ClientError};
+use ip2p_wire::AddressFamily;
 use serde::Serialize;
 
 use crate::run::Credentials;
@@ -24,25 +25,42 @@ pub struct AllocSummary {
     pub succeeded: usize,
     /// Failures by STUN error code ("timeout" and "io" for the others).
     pub failures: BTreeMap<String, usize>,
+    /// Of those, allocations whose relayed address is IPv6.
+    pub relayed_ipv6: usize,
     /// Seconds from the first request to the last answer.
     pub seconds: f64,
     /// Successful allocations per second.
     pub per_second: f64,
 }
 
+/// What an allocation run does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Allocations to make.
+    pub count: usize,
+    /// Allocations in progress at once.
+    pub concurrency: usize,
+    /// Ask for IPv6 relayed addresses instead of IPv4 ones.
+    pub ipv6: bool,
+    /// How long to hold them all before deleting them.
+    pub hold: Duration,
+}
+
 /// Makes `count` allocations on `server`, `concurrency` at a time, keeps
-/// them all, then deletes them.
+/// them all (for `hold`, or until `stop`), then deletes them.
 ///
 /// # Errors
 /// A socket cannot be created.
 pub fn allocs(
     server: SocketAddr,
     credentials: &Credentials,
-    count: usize,
-    concurrency: usize,
+    options: &Options,
     stop: &AtomicBool,
 ) -> io::Result<AllocSummary> {
+    let Options { count, concurrency, ipv6, hold } = *options;
+    let family = ipv6.then_some(AddressFamily::IPV6);
     let next = AtomicUsize::new(0);
+    let ipv6_granted = AtomicUsize::new(0);
     let failures = Mutex::new(BTreeMap::<String, usize>::new());
     let held = Mutex::new(Vec::<Client>::with_capacity(count));
     let start = Instant::now();
@@ -52,7 +70,9 @@ pub fn allocs(
                 while !stop.load(Ordering::Relaxed) && next.fetch_add(1, Ordering::Relaxed) < count {
                     let (user, password) = credentials.for_session();
                     let outcome = Client::new(server, &user, &password).map_err(ClientError::Io).and_then(|mut c| {
-                        c.allocate(None)?;
+                        if c.allocate_families(family, false)?.first().is_some_and(SocketAddr::is_ipv6) {
+                            ipv6_granted.fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok(c)
                     });
                     match outcome {
@@ -77,6 +97,13 @@ pub fn allocs(
     let seconds = start.elapsed().as_secs_f64().max(1e-9);
     let mut held = held.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let succeeded = held.len();
+    let until = Instant::now() + hold;
+    if !hold.is_zero() {
+        eprintln!("holding {succeeded} allocations for {hold:?}");
+    }
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Clean up: delete every allocation, a few threads at a time.
     std::thread::scope(|scope| {
         let per = held.len().div_ceil(8).max(1);
@@ -92,6 +119,7 @@ pub fn allocs(
     Ok(AllocSummary {
         attempted: count.min(next.load(Ordering::Relaxed)),
         succeeded,
+        relayed_ipv6: ipv6_granted.load(Ordering::Relaxed),
         failures: failures.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
         seconds,
         per_second: succeeded as f64 / seconds,

@@ -66,6 +66,13 @@ enum Command {
         /// Allocations in progress at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Ask for IPv6 relayed addresses (REQUESTED-ADDRESS-FAMILY).
+        #[arg(long)]
+        ipv6: bool,
+        /// Seconds to hold all allocations before deleting them (to look
+        /// at the server meanwhile); at most 300, within their lifetime.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
+        hold: u64,
         /// Write the summary as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -224,8 +231,9 @@ fn main() -> ExitCode {
             capacity(&load, max_rate, step, Limits { max_loss, max_p99_us, attempts }, &stop)
         }
         Command::Plot { out, title, files } => plot(&out, &title, &files),
-        Command::Allocs { target, count, concurrency, json } => {
-            allocs(target.server, &target.credentials(), count, concurrency, json.as_ref(), &stop)
+        Command::Allocs { target, count, concurrency, ipv6, hold, json } => {
+            let options = ip2p_bench::allocs::Options { count, concurrency, ipv6, hold: Duration::from_secs(hold) };
+            allocs(target.server, &target.credentials(), &options, json.as_ref(), &stop)
         }
     };
     match result {
@@ -254,15 +262,14 @@ fn plot(out: &PathBuf, title: &str, files: &[PathBuf]) -> Result<(), String> {
 fn allocs(
     server: SocketAddr,
     credentials: &Credentials,
-    count: usize,
-    concurrency: usize,
+    options: &ip2p_bench::allocs::Options,
     json: Option<&PathBuf>,
     stop: &Arc<AtomicBool>,
 ) -> Result<(), String> {
-    let s = ip2p_bench::allocs::allocs(server, credentials, count, concurrency, stop).map_err(|e| e.to_string())?;
+    let s = ip2p_bench::allocs::allocs(server, credentials, options, stop).map_err(|e| e.to_string())?;
     println!(
-        "allocations: {} of {} in {:.2} s: {:.0}/s; held at once: {}; failures: {:?}",
-        s.succeeded, s.attempted, s.seconds, s.per_second, s.succeeded, s.failures
+        "allocations: {} of {} in {:.2} s: {:.0}/s; held at once: {} ({} IPv6); failures: {:?}",
+        s.succeeded, s.attempted, s.seconds, s.per_second, s.succeeded, s.relayed_ipv6, s.failures
     );
     if let Some(path) = json {
         write(path, &serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?)?;

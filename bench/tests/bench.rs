@@ -119,3 +119,40 @@ fn pairs_through_coturn() {
     check(&run(&config(server, Mode::Pairs), &stop).unwrap().0);
     let _ = std::fs::remove_file(log);
 }
+
+/// `allocs` makes and holds allocations of the family asked for, and says
+/// so in its summary; the server sees them while they are held.
+#[test]
+fn allocs_of_both_families_are_held_then_deleted() {
+    let text = r#"
+        listen = ["127.0.0.1:0"]
+        workers = 1
+        [relay]
+        ips = ["127.0.0.1", "::1"]
+        [auth]
+        users = [{ name = "demo", password = "demo-password" }]
+    "#;
+    let node = node::start(&Settings::from_toml(text, &RunArgs::default()).unwrap()).unwrap();
+    let server = node.local_addrs()[0];
+    let credentials = Credentials::User { name: "demo".into(), password: "demo-password".into() };
+    let stop = AtomicBool::new(false);
+    for ipv6 in [false, true] {
+        let options = ip2p_bench::allocs::Options { count: 40, concurrency: 4, ipv6, hold: Duration::from_secs(1) };
+        let handle = node.handle();
+        let watcher = std::thread::spawn(move || {
+            // While the bench holds them, every one is on the node.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while handle.allocations() < 40 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            handle.allocations()
+        });
+        let s = ip2p_bench::allocs::allocs(server, &credentials, &options, &stop).unwrap();
+        assert_eq!((s.attempted, s.succeeded), (40, 40), "{s:?}");
+        assert!(s.failures.is_empty() && s.per_second > 0.0, "{s:?}");
+        assert_eq!(s.relayed_ipv6, if ipv6 { 40 } else { 0 }, "{s:?}");
+        assert_eq!(watcher.join().unwrap(), 40);
+    }
+    // Deleted at the end.
+    assert_eq!(node.handle().allocations(), 0);
+}
