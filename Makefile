@@ -4,7 +4,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := message reencode channel_data framer turn_server
 
-.PHONY: help build run test lint fuzz bench bench-compare bench-allocs install deb test-packaging clean
+.PHONY: help build run test lint fuzz bench bench-compare bench-allocs bench-scaling install deb test-packaging clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -18,6 +18,7 @@ help:
 	@echo "make bench   criterion benchmarks"
 	@echo "make bench-compare  ip2p-relay vs coturn vs direct with ip2p-bench (needs coturn)"
 	@echo "make bench-allocs   100,000 concurrent allocations on one node (root: fd limit)"
+	@echo "make bench-scaling  1 worker against 2: CPU per packet, split, short-circuit"
 	@echo "make install  binary, systemd unit, sysctl file and config under /etc/ip2p (root)"
 	@echo "make deb      a Debian package (target/debian/*.deb) with cargo-deb"
 	@echo "make test-packaging  make install into a scratch root, and the .deb installed for real (root; CI)"
@@ -63,6 +64,9 @@ bench-compare:
 
 bench-allocs:
 	bench/many-allocs.sh
+
+bench-scaling:
+	bench/scaling.sh
 
 # The binary to $(PREFIX)/bin, the unit to /etc/systemd/system (pointing at
 # that binary), the sysctl file, and /etc/ip2p with the example config and,
