@@ -165,6 +165,7 @@ struct File {
     workers: Option<usize>,
     datapath: Option<DatapathKind>,
     io_uring_buffers: Option<u16>,
+    busy_poll_us: Option<u32>,
     #[serde(default)]
     relay: RelaySection,
     #[serde(default)]
@@ -334,6 +335,8 @@ pub struct Settings {
     pub datapath: DatapathKind,
     /// Provided receive buffers per io_uring worker (a power of two).
     pub io_uring_buffers: u16,
+    /// How long an idle worker polls before it sleeps (0: it sleeps at once).
+    pub busy_poll: Duration,
     /// The TURN core's configuration (each worker narrows `ports`).
     pub proto: proto::Config,
     /// Allocations on the node; 0 = no limit.
@@ -450,6 +453,10 @@ impl Settings {
         let io_uring_buffers = file.io_uring_buffers.unwrap_or(crate::datapath::uring::DEFAULT_BUFFERS);
         if !io_uring_buffers.is_power_of_two() || io_uring_buffers > 32_768 {
             return Err(err("io_uring_buffers", format!("{io_uring_buffers} is not a power of two up to 32768")));
+        }
+        let busy_poll_us = file.busy_poll_us.unwrap_or(0);
+        if busy_poll_us > 10_000 {
+            return Err(err("busy_poll_us", format!("{busy_poll_us} is more than 10000 (10 ms)")));
         }
 
         // Relay addresses: one per family, defaulting to the listen address.
@@ -598,6 +605,7 @@ impl Settings {
             workers,
             datapath,
             io_uring_buffers,
+            busy_poll: Duration::from_micros(u64::from(busy_poll_us)),
             proto: proto::Config {
                 software,
                 default_lifetime: Duration::from_secs(default_lifetime),
@@ -730,6 +738,7 @@ mod tests {
             ("[log]\nlevel = \"[[\"", "log.level"),
             ("workers = 5000", "workers"),
             ("io_uring_buffers = 100", "io_uring_buffers"),
+            ("busy_poll_us = 20000", "busy_poll_us"),
             ("[tls]\nlisten = [\"127.0.0.1:443\"]", "tls.listen"),
             ("[tls]\ncert = \"/nonexistent.pem\"", "tls.key"),
             ("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"", "cannot read certificate"),

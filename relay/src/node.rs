@@ -151,6 +151,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             wake: wake.clone(),
             ready: Some(ready.clone()),
             io_uring_buffers: settings.io_uring_buffers,
+            busy_poll: settings.busy_poll,
             latency: datapath::RequestLatency::default(),
             handoffs: handoffs.clone(),
         };
@@ -261,6 +262,7 @@ impl Node {
         changed("workers", old.workers != new.workers);
         changed("datapath", old.datapath != new.datapath);
         changed("io_uring_buffers", old.io_uring_buffers != new.io_uring_buffers);
+        changed("busy_poll_us", old.busy_poll != new.busy_poll);
         changed("relay.ips", old.proto.relay_v4.map(|r| r.bind) != new.proto.relay_v4.map(|r| r.bind));
         changed("relay.ips", old.proto.relay_v6.map(|r| r.bind) != new.proto.relay_v6.map(|r| r.bind));
         changed(
@@ -300,6 +302,7 @@ impl Node {
         settings.workers = old.workers;
         settings.datapath = old.datapath;
         settings.io_uring_buffers = old.io_uring_buffers;
+        settings.busy_poll = old.busy_poll;
         settings.connections = old.connections.clone();
         settings.admin = old.admin;
         settings.tls.clone_from(&old.tls);

@@ -278,6 +278,27 @@ fn client_pairs_on_one_node(dp: DatapathKind, workers: usize) {
     assert_eq!((short, delivered), (relayed, relayed), "every packet short-circuited and delivered");
 }
 
+/// With `busy_poll_us`, a worker relays as usual, polls for a while after
+/// work, and then sleeps: an idle relay does not spin.
+fn busy_polling_relays_then_sleeps(dp: DatapathKind) {
+    let node = start_with(dp, "workers = 1\nbusy_poll_us = 2000", "", "");
+    let p = peer();
+    let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    c.channel_bind(0x4000, p.local_addr().unwrap()).unwrap();
+    for i in 0..50u8 {
+        c.send_channel(0x4000, &[i; 64]).unwrap();
+        assert_eq!(recv(&p), (vec![i; 64], relayed));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let cpu = || node.stats()[0].cpu;
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu() - before;
+    // A spinning worker would use about the whole second.
+    assert!(used < Duration::from_millis(250), "an idle worker used {used:?} of CPU in 1 s");
+}
+
 fn many_clients_at_once(dp: DatapathKind) {
     let node = start(dp, "");
     let p = peer();
@@ -409,6 +430,10 @@ macro_rules! on_datapath {
             #[test]
             fn pairs_across_workers() {
                 client_pairs_on_one_node($kind, 2);
+            }
+            #[test]
+            fn busy_poll() {
+                busy_polling_relays_then_sleeps($kind);
             }
             #[test]
             fn many_clients() {

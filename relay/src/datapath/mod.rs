@@ -155,6 +155,8 @@ pub(crate) struct Worker {
     pub(crate) ready: Option<Sender<io::Result<()>>>,
     /// Provided receive buffers of the io_uring datapath.
     pub(crate) io_uring_buffers: u16,
+    /// How long to poll for work before sleeping.
+    pub(crate) busy_poll: std::time::Duration,
     pub(crate) latency: RequestLatency,
     /// The node's inboxes for packets between workers.
     pub(crate) handoffs: Arc<handoff::Handoffs>,

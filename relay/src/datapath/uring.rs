@@ -462,12 +462,20 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     }
     l.arm_wake();
     l.worker.report_ready();
+    let mut busy_until = now();
     loop {
         let mut deadline = l.worker.server.poll_timeout();
         if l.conns.len() > 0 {
             deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
         }
-        let timeout = deadline.map(|at| at.saturating_duration_since(now()));
+        let before = now();
+        // Busy polling (when configured): right after work, look again
+        // without sleeping, so the next packet costs no wake-up.
+        let timeout = if before < busy_until {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|at| at.saturating_duration_since(before))
+        };
         l.wait(timeout)?;
         let now = now();
         l.worker.server.handle_timeout(now, &mut l.io);
@@ -477,6 +485,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         }
         l.completions.clear();
         l.completions.extend(l.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        if !l.completions.is_empty() && !l.worker.busy_poll.is_zero() {
+            busy_until = now + l.worker.busy_poll;
+        }
         let completions = std::mem::take(&mut l.completions);
         for &(data, result, flags) in &completions {
             if l.complete(data, result, flags) {
