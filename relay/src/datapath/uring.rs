@@ -699,6 +699,10 @@ impl Loop {
     fn handoffs_in(&mut self) {
         let now = now();
         for _ in 0..HANDOFFS_PER_ROUND {
+            // With every send slot in flight, the rest wait in the inbox.
+            if self.free_sends.is_empty() {
+                return;
+            }
             let Some(mut p) = self.worker.handoffs.recv(self.worker.id) else { return };
             match self.worker.server.handoff(now, p.to, p.from, &mut p.buf, p.data) {
                 Verdict::Forward(t) => self.send(t.via, t.to, Hold::Handoff(p.buf), t.range),
