@@ -13,7 +13,10 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("ip2p-test-{}-{name}", std::process::id()));
+        // Unique per call: tests on both datapaths use the same names.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ip2p-test-{}-{name}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut pki = Self { roots: rustls::RootCertStore::empty(), dir };
         pki.issue();
