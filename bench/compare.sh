@@ -4,12 +4,15 @@
 #
 # Servers get one worker / one relay thread (then each its defaults), pinned
 # to SERVER_CPU; the bench is pinned to BENCH_CPU. Tunables (env):
-# RATE (latency runs, pkt/s), DURATION (s), CAP_START, CAP_STEP_DURATION (s),
-# SIZES, MODES.
+# RATE (latency runs, pkt/s), LOAD_RATE (a second CPU measurement, pkt/s),
+# DURATION (s), CAP_START, CAP_STEP_DURATION (s), SIZES, MODES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATE=${RATE:-20000}
+# Under more load a relay sleeps less per packet: CPU per packet is
+# measured again at this rate, below the capacity of either relay.
+LOAD_RATE=${LOAD_RATE:-40000}
 DURATION=${DURATION:-5}
 CAP_START=${CAP_START:-20000}
 CAP_STEP_DURATION=${CAP_STEP_DURATION:-2}
@@ -85,6 +88,17 @@ latency() {
   echo "$(( c1 - c0 )) $(getconf CLK_TCK)" >"$OUT/latency-$name-$mode-$size.cpu"
 }
 
+# load <name> <mode> <size>: server CPU per packet at LOAD_RATE.
+load() {
+  local name=$1 mode=$2 size=$3 c0 c1
+  c0=$(cpu_ticks "$SERVER_PID")
+  bench latency --engine io-uring --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$LOAD_RATE" \
+    --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B at $LOAD_RATE" \
+    --json "$OUT/load-$name-$mode-$size.json" | sed -n 2p
+  c1=$(cpu_ticks "$SERVER_PID")
+  echo "$(( c1 - c0 )) $(getconf CLK_TCK)" >"$OUT/load-$name-$mode-$size.cpu"
+}
+
 capacity() {
   local name=$1 mode=$2 size=$3 bmode=$2 server=127.0.0.1:${SERVER_PORT:-0}
   if [ "$name" = direct ]; then [ "$mode" = pairs ] && bmode=direct || bmode=direct-echo; fi
@@ -102,10 +116,12 @@ for size in $SIZES; do
     echo "== $mode, $size B"
     start_ip2p 1; wait_ready
     latency ip2p "$mode" "$size"
+    load ip2p "$mode" "$size"
     capacity ip2p "$mode" "$size"
     stop_server
     start_coturn 1; wait_ready
     latency coturn "$mode" "$size"
+    load coturn "$mode" "$size"
     capacity coturn "$mode" "$size"
     stop_server
     latency direct "$mode" "$size"
@@ -119,5 +135,5 @@ SERVER_CPU=$(seq -s, 0 $(( $(nproc) - 1 )))
 start_ip2p 0; wait_ready; latency ip2p-default pairs 100; stop_server
 start_coturn ""; wait_ready; latency coturn-default pairs 100; stop_server
 echo
-python3 bench/compare_table.py "$OUT" "$CAP_MAX_P99_US"
+python3 bench/compare_table.py "$OUT" "$CAP_MAX_P99_US" "$LOAD_RATE"
 echo "latency plots: $OUT/latency-*.svg"
