@@ -42,8 +42,10 @@ fn server() -> Server {
         software: Some("fuzz".into()),
         default_lifetime: Duration::from_secs(600),
         max_lifetime: Duration::from_secs(3600),
-        relay_v4: Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), external: None }),
-        relay_v6: Some(RelayIp { bind: "::1".parse().unwrap(), external: None }),
+        relay_ips: [
+            vec![RelayIp { bind: "127.0.0.1".parse().unwrap(), external: None }],
+            vec![RelayIp { bind: "::1".parse().unwrap(), external: None }],
+        ],
         ports: 50000..=50015,
         channel_numbers: Default::default(),
         policy: PeerPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()], deny: vec![], own: vec![] },

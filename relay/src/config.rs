@@ -134,10 +134,10 @@ pub struct RunArgs {
     /// Deny relaying to a range (repeatable). (config: peers.deny)
     #[arg(long = "deny-peer", value_name = "CIDR")]
     pub deny_peers: Vec<String>,
-    /// Local address relay sockets bind to; one per family. (config: relay.ips)
+    /// Local address relay sockets bind to; up to 8 per family. (config: relay.ips)
     #[arg(long = "relay-ip", value_name = "IP")]
     pub relay_ips: Vec<IpAddr>,
-    /// Public address to advertise behind 1:1 NAT; one per family. (config: relay.external_ips)
+    /// Public address to advertise behind 1:1 NAT, paired in order with the relay addresses of its family. (config: relay.external_ips)
     #[arg(long = "external-ip", value_name = "IP")]
     pub external_ips: Vec<IpAddr>,
     /// Relay port range. (config: relay.ports)
@@ -459,7 +459,7 @@ impl Settings {
             return Err(err("busy_poll_us", format!("{busy_poll_us} is more than 10000 (10 ms)")));
         }
 
-        // Relay addresses: one per family, defaulting to the listen address.
+        // Relay addresses: up to 8 per family, defaulting to the listen address.
         let mut ips = pick(&args.relay_ips, file.relay.ips, Vec::new);
         if ips.is_empty() {
             ips = listen.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).take(1).collect();
@@ -472,27 +472,42 @@ impl Settings {
             ));
         }
         let externals = pick(&args.external_ips, file.relay.external_ips, Vec::new);
-        let mut relay = [None, None];
+        let mut relay_ips: [Vec<RelayIp>; 2] = [Vec::new(), Vec::new()];
         for ip in &ips {
-            let slot = family_slot(&mut relay, ip);
-            if slot.is_some() {
-                return Err(err("relay.ips", "at most one address per family (one IPv4, one IPv6)"));
+            let family = relay_ips.get_mut(usize::from(ip.is_ipv6())).ok_or_else(|| err("relay.ips", ""))?;
+            if family.iter().any(|r| r.bind == *ip) {
+                return Err(err("relay.ips", format!("{ip} is given twice")));
             }
-            *slot = Some(RelayIp { bind: *ip, external: None });
+            if family.len() == proto::MAX_RELAY_IPS {
+                return Err(err("relay.ips", format!("at most {} addresses per family", proto::MAX_RELAY_IPS)));
+            }
+            family.push(RelayIp { bind: *ip, external: None });
         }
+        // External addresses pair with the relay addresses of their family
+        // in order.
+        let mut paired = [0usize, 0];
         for ip in &externals {
             if ip.is_unspecified() {
                 return Err(err("relay.external_ips", format!("{ip} cannot be advertised")));
             }
-            match family_slot(&mut relay, ip) {
-                Some(r) if r.external.is_none() => r.external = Some(*ip),
-                Some(_) => return Err(err("relay.external_ips", "at most one address per family")),
-                None => {
+            let f = usize::from(ip.is_ipv6());
+            let (Some(family), Some(n)) = (relay_ips.get_mut(f), paired.get_mut(f)) else { continue };
+            let empty = family.is_empty();
+            match family.get_mut(*n) {
+                Some(r) => r.external = Some(*ip),
+                None if empty => {
                     return Err(err("relay.external_ips", format!("{ip} has no relay address of its family")));
                 }
+                None => {
+                    return Err(err(
+                        "relay.external_ips",
+                        "more addresses of a family than relay.ips has (they pair in order)",
+                    ));
+                }
             }
+            *n += 1;
         }
-        for r in relay.iter().flatten() {
+        for r in relay_ips.iter().flatten() {
             if r.bind.is_unspecified() && r.external.is_none() {
                 return Err(err(
                     "relay.external_ips",
@@ -500,7 +515,6 @@ impl Settings {
                 ));
             }
         }
-        let [relay_v4, relay_v6] = relay;
 
         let ports_text = args.relay_ports.clone().or(file.relay.ports).unwrap_or_else(|| "49152-65535".into());
         let ports = parse_ports(&ports_text).ok_or_else(|| {
@@ -585,7 +599,7 @@ impl Settings {
             allow = parse_nets("peers.allow", vec!["127.0.0.0/8".into(), "::1/128".into()])?;
         }
         let deny = parse_nets("peers.deny", pick(&args.deny_peers, Some(file.peers.deny), Vec::new))?;
-        let own = [relay_v4, relay_v6].iter().flatten().flat_map(|r| [Some(r.bind), r.external]).flatten().collect();
+        let own = relay_ips.iter().flatten().flat_map(|r| [Some(r.bind), r.external]).flatten().collect();
 
         let log_level = file.log.level.unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| err("log.level", e.to_string()))?;
@@ -610,8 +624,7 @@ impl Settings {
                 software,
                 default_lifetime: Duration::from_secs(default_lifetime),
                 max_lifetime: Duration::from_secs(max_lifetime),
-                relay_v4,
-                relay_v6,
+                relay_ips,
                 ports: ports.0..=ports.1,
                 channel_numbers: a.channel_numbers.unwrap_or_default(),
                 policy: PeerPolicy { allow, deny, own },
@@ -634,11 +647,6 @@ impl Settings {
             dev,
         })
     }
-}
-
-fn family_slot<'a>(relay: &'a mut [Option<RelayIp>; 2], ip: &IpAddr) -> &'a mut Option<RelayIp> {
-    let [v4, v6] = relay;
-    if ip.is_ipv6() { v6 } else { v4 }
 }
 
 /// Flags win over the file; the file over the default.
@@ -716,7 +724,32 @@ mod tests {
         assert_eq!(s.proto.credentials.realm, "flag");
         assert_eq!(s.proto.ports, 40000..=40100);
         assert_eq!(s.listen, ["127.0.0.2:5000".parse().unwrap()]);
-        assert_eq!(s.proto.relay_v4.unwrap().bind, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(s.proto.relay_ips[0][0].bind, "127.0.0.2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn several_relay_addresses_per_family_pair_with_externals_in_order() {
+        let base = args(|a| a.users = vec!["u:p".into()]);
+        let file = |ips: &str, externals: &str| {
+            format!("listen = [\"127.0.0.1:3478\"]\n[relay]\nips = [{ips}]\nexternal_ips = [{externals}]")
+        };
+        let text = file(r#""127.0.0.1", "::1", "127.0.0.2""#, r#""192.0.2.1", "192.0.2.2""#);
+        let s = Settings::from_toml(&text, &base).unwrap();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let v4: Vec<_> = s.proto.relay_ips[0].iter().map(|r| (r.bind, r.external)).collect();
+        assert_eq!(v4, [(ip("127.0.0.1"), Some(ip("192.0.2.1"))), (ip("127.0.0.2"), Some(ip("192.0.2.2")))]);
+        assert_eq!(s.proto.relay_ips[1].iter().map(|r| (r.bind, r.external)).collect::<Vec<_>>(), [(ip("::1"), None)]);
+        assert!(s.proto.policy.own.contains(&ip("192.0.2.2")) && s.proto.policy.own.contains(&ip("127.0.0.2")));
+        let nine = (1..=9).map(|i| format!("\"127.0.0.{i}\"")).collect::<Vec<_>>().join(", ");
+        for (ips, externals, expected) in [
+            (r#""127.0.0.1", "127.0.0.1""#.to_owned(), "", "given twice"),
+            (nine, "", "at most 8"),
+            (r#""127.0.0.1""#.to_owned(), r#""192.0.2.1", "192.0.2.2""#, "pair in order"),
+            (r#""127.0.0.1""#.to_owned(), r#""2001:db8::1""#, "no relay address of its family"),
+        ] {
+            let e = Settings::from_toml(&file(&ips, externals), &base).unwrap_err().to_string();
+            assert!(e.contains(expected) && e.contains("relay."), "{ips} / {externals}: got {e}");
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn check_config(file: std::path::PathBuf, mut args: RunArgs) -> ExitCode {
                 println!("  tls listen    {:?}", s.tls_listen);
             }
             println!("  workers       {} ({:?} datapath)", s.workers, s.datapath);
-            println!("  relay         {:?} {:?}", s.proto.relay_v4, s.proto.relay_v6);
+            println!("  relay         {:?}", s.proto.relay_ips);
             println!("  relay ports   {:?}", s.proto.ports);
             println!("  realm         {}", s.proto.credentials.realm);
             println!(

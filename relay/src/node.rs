@@ -263,12 +263,9 @@ impl Node {
         changed("datapath", old.datapath != new.datapath);
         changed("io_uring_buffers", old.io_uring_buffers != new.io_uring_buffers);
         changed("busy_poll_us", old.busy_poll != new.busy_poll);
-        changed("relay.ips", old.proto.relay_v4.map(|r| r.bind) != new.proto.relay_v4.map(|r| r.bind));
-        changed("relay.ips", old.proto.relay_v6.map(|r| r.bind) != new.proto.relay_v6.map(|r| r.bind));
-        changed(
-            "relay.external_ips",
-            old.proto.relay_v4 != new.proto.relay_v4 || old.proto.relay_v6 != new.proto.relay_v6,
-        );
+        let binds = |s: &Settings| s.proto.relay_ips.clone().map(|f| f.iter().map(|r| r.bind).collect::<Vec<_>>());
+        changed("relay.ips", binds(old) != binds(new));
+        changed("relay.external_ips", old.proto.relay_ips != new.proto.relay_ips);
         changed("relay.ports", old.proto.ports != new.proto.ports);
         changed("connections", old.connections != new.connections);
         changed("admin.listen", old.admin != new.admin);
@@ -280,8 +277,7 @@ impl Node {
         // Live: everything else of the core's configuration, with the
         // running relay addresses and each worker's port share.
         let mut settings = new.clone();
-        settings.proto.relay_v4 = old.proto.relay_v4;
-        settings.proto.relay_v6 = old.proto.relay_v6;
+        settings.proto.relay_ips.clone_from(&old.proto.relay_ips);
         settings.proto.policy.own.clone_from(&old.proto.policy.own);
         if new.nonce_secret_generated {
             // A fresh random one would make every client's nonce stale.

@@ -231,15 +231,17 @@ fn owner_of_two(relayed: SocketAddr) -> usize {
 /// Pairs of clients of one node: every packet takes the local
 /// short-circuit, whether both relayed addresses are on one worker or on
 /// two, and arrives framed for its receiver.
-fn client_pairs_on_one_node(dp: DatapathKind, workers: usize) {
-    let node = start_with(dp, &format!("workers = {workers}"), "", "");
+fn client_pairs_on_one_node(dp: DatapathKind, workers: usize, extra: &str) {
+    let node = start_with(dp, &format!("workers = {workers}"), "", extra);
     let mut pairs = Vec::new();
+    let mut ips = std::collections::HashSet::new();
     // With two workers, pairs until some are split and some are not.
     let (mut split, mut together) = (0, 0);
     while pairs.len() < 6 || (workers == 2 && (split < 2 || together < 1) && pairs.len() < 40) {
         let mut a = Client::new(server(&node), "alice", "wonderland").unwrap();
         let mut b = Client::new(server(&node), "bob", "builder").unwrap();
         let (ra, rb) = (a.allocate(None).unwrap(), b.allocate(None).unwrap());
+        ips.extend([ra.ip(), rb.ip()]);
         if owner_of_two(ra) == owner_of_two(rb) {
             together += 1;
         } else {
@@ -276,6 +278,9 @@ fn client_pairs_on_one_node(dp: DatapathKind, workers: usize) {
     let delivered: u64 = stats.iter().map(|s| s.proto.to_client_packets).sum();
     assert_eq!(relayed, pairs.len() as u64 * 21);
     assert_eq!((short, delivered), (relayed, relayed), "every packet short-circuited and delivered");
+    if extra.contains("127.0.0.2") {
+        assert_eq!(ips.len(), 2, "both relay addresses in use");
+    }
 }
 
 /// With `busy_poll_us`, a worker relays as usual, polls for a while after
@@ -425,11 +430,15 @@ macro_rules! on_datapath {
             }
             #[test]
             fn pairs_on_one_worker() {
-                client_pairs_on_one_node($kind, 1);
+                client_pairs_on_one_node($kind, 1, "");
             }
             #[test]
             fn pairs_across_workers() {
-                client_pairs_on_one_node($kind, 2);
+                client_pairs_on_one_node($kind, 2, "");
+            }
+            #[test]
+            fn pairs_on_two_relay_addresses() {
+                client_pairs_on_one_node($kind, 2, "[relay]\nips = [\"127.0.0.1\", \"127.0.0.2\"]");
             }
             #[test]
             fn busy_poll() {

@@ -240,10 +240,10 @@ pub struct Config {
     pub default_lifetime: Duration,
     /// Longest lifetime granted (RFC 8656 recommends at most 3600 s).
     pub max_lifetime: Duration,
-    /// IPv4 relay address, if the node relays IPv4.
-    pub relay_v4: Option<RelayIp>,
-    /// IPv6 relay address, if the node relays IPv6.
-    pub relay_v6: Option<RelayIp>,
+    /// Relay addresses by family (IPv4, then IPv6): none where the node
+    /// does not relay that family, several to offer more than one
+    /// address's ports (up to [`MAX_RELAY_IPS`] per family).
+    pub relay_ips: [Vec<RelayIp>; 2],
     /// The relay ports this server may use (each worker gets its own slice).
     pub ports: RangeInclusive<u16>,
     /// Which channel numbers may be bound.
@@ -263,9 +263,29 @@ pub struct Config {
     pub bandwidth: u64,
 }
 
+/// The most relay addresses per family.
+pub const MAX_RELAY_IPS: usize = 8;
+
 impl Config {
-    fn relay_ip(&self, family: usize) -> Option<RelayIp> {
-        if family == 0 { self.relay_v4 } else { self.relay_v6 }
+    fn relay_ips(&self, family: usize) -> &[RelayIp] {
+        self.relay_ips.get(family).map_or(&[], Vec::as_slice)
+    }
+
+    /// The relay address bound to `ip` and its index among all of them
+    /// (IPv4 ones first): the index names its owners table.
+    fn relay_bound_to(&self, ip: IpAddr) -> Option<(usize, RelayIp)> {
+        let family = usize::from(ip.is_ipv6());
+        let base = if family == 1 { self.relay_ips(0).len() } else { 0 };
+        let i = self.relay_ips(family).iter().position(|r| r.bind == ip)?;
+        Some((base + i, *self.relay_ips(family).get(i)?))
+    }
+
+    /// The index (as for [`Self::relay_bound_to`]) of the relay address
+    /// advertised as `ip`.
+    fn relay_advertised_as(&self, ip: IpAddr) -> Option<usize> {
+        let family = usize::from(ip.is_ipv6());
+        let base = if family == 1 { self.relay_ips(0).len() } else { 0 };
+        self.relay_ips(family).iter().position(|r| r.external.unwrap_or(r.bind) == ip).map(|i| base + i)
     }
 }
 
@@ -300,8 +320,10 @@ pub struct Server {
     free: Vec<u32>,
     by_client: HashMap<(ListenerId, SocketAddr), u32, foldhash::fast::RandomState>,
     expiries: BinaryHeap<Reverse<(Instant, u32)>>,
-    /// Relay ports in use, by family.
-    ports: [std::collections::HashSet<u16, foldhash::fast::RandomState>; 2],
+    /// Relay addresses (as bound) in use.
+    ports: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
+    /// Which relay address of a family the next allocation tries first.
+    next_relay_ip: usize,
     /// This server's UDP relayed addresses (as advertised) and their
     /// relays: the local short-circuit's table.
     local: HashMap<SocketAddr, RelayToken, foldhash::fast::RandomState>,
@@ -326,6 +348,7 @@ impl Server {
             by_client: HashMap::default(),
             expiries: BinaryHeap::new(),
             ports: Default::default(),
+            next_relay_ip: 0,
             local: HashMap::default(),
             stats: Stats::default(),
             draining: false,
@@ -635,13 +658,12 @@ impl Server {
     #[must_use]
     pub fn owner(&self, t: &Transmit) -> Option<(usize, SocketAddr)> {
         let Via::Relay(source) = t.via else { return None };
-        // Most peers are elsewhere: compare the IP before a lookup.
-        let relay = self.config.relay_ip(usize::from(t.to.is_ipv6()));
-        let ours = relay.is_some_and(|r| r.external.unwrap_or(r.bind) == t.to.ip());
-        if !self.config.short_circuit || !ours {
+        if !self.config.short_circuit {
             return None;
         }
-        let worker = self.shared.owners.get(t.to)?;
+        // Most peers are elsewhere: compare the IP before a lookup.
+        let relay = self.config.relay_advertised_as(t.to.ip())?;
+        let worker = self.shared.owners.get(relay, t.to.port())?;
         let alloc = self.slots.get(source.slot())?.as_ref()?;
         let from = alloc.relays.get(source.family()).copied().flatten()?.advertised;
         Some((usize::from(worker), from))
@@ -679,17 +701,21 @@ impl Server {
             if let Some(relay) = relay {
                 if add {
                     self.local.insert(relay.advertised, RelayToken::new(slot, family));
-                    self.shared.owners.set(relay.advertised, self.worker);
+                    if let Some((index, _)) = self.config.relay_bound_to(relay.bound.ip()) {
+                        self.shared.owners.set(index, relay.bound.port(), self.worker);
+                    }
                 } else {
-                    self.unindex(relay.advertised);
+                    self.unindex(*relay);
                 }
             }
         }
     }
 
-    fn unindex(&mut self, advertised: SocketAddr) {
-        if self.local.remove(&advertised).is_some() {
-            self.shared.owners.clear(advertised, self.worker);
+    fn unindex(&mut self, relay: allocation::Relay) {
+        if self.local.remove(&relay.advertised).is_some()
+            && let Some((index, _)) = self.config.relay_bound_to(relay.bound.ip())
+        {
+            self.shared.owners.clear(index, relay.bound.port(), self.worker);
         }
     }
 
@@ -753,9 +779,7 @@ impl Server {
         for (family, relay) in alloc.relays.iter().enumerate() {
             if let Some(relay) = relay {
                 sockets.close_relay(RelayToken::new(slot, family));
-                if let Some(ports) = self.ports.get_mut(family) {
-                    ports.remove(&relay.bound.port());
-                }
+                self.ports.remove(&relay.bound);
             }
         }
         self.shared.quotas.release(&alloc.username);

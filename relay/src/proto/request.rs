@@ -2,7 +2,7 @@
 //! and ChannelBind (RFC 8656), each checked in the order its RFC section
 //! lists, each error mapped to the code that section names.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
@@ -196,7 +196,7 @@ impl Server {
         }
         let mut partial = None;
         if req.additional_v6 {
-            if self.config.relay_v6.is_none() {
+            if self.config.relay_ips(1).is_empty() {
                 partial = Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
             } else {
                 let choice = if req.even_port { PortChoice::Even } else { PortChoice::Any };
@@ -315,7 +315,7 @@ impl Server {
             Some(AddressFamily::IPV6) => 1,
             Some(_) => return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
         };
-        if self.config.relay_ip(family).is_none() {
+        if self.config.relay_ips(family).is_empty() {
             return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
         }
         let reserve_next = even.is_some_and(|e| e.reserve_next);
@@ -532,8 +532,10 @@ impl Server {
     }
 
     /// Binds a relay socket of `family` on a random free port of the range
-    /// (as `choice` says), trying others while ports turn out in use. For
-    /// [`PortChoice::EvenPair`], port N+1 is reserved and its token returned.
+    /// (as `choice` says), trying others while ports turn out in use. The
+    /// family's relay addresses take turns, the next one when one is full. For
+    /// [`PortChoice::EvenPair`], port N+1 is reserved and its token
+    /// returned.
     fn open_relay(
         &mut self,
         now: Instant,
@@ -543,16 +545,43 @@ impl Server {
         df: bool,
         sockets: &mut impl Sockets,
     ) -> Option<(Relay, Option<[u8; 8]>)> {
-        let ip = self.config.relay_ip(family)?;
+        let ips: Vec<IpAddr> = self.config.relay_ips(family).iter().map(|r| r.bind).collect();
+        self.next_relay_ip = self.next_relay_ip.wrapping_add(1);
+        let first = self.next_relay_ip % ips.len().max(1);
+        let mut attempts = 0;
+        for ip in ips.iter().cycle().skip(first).take(ips.len()).copied() {
+            let opened = self.open_on(now, slot, ip, choice, df, &mut attempts, sockets);
+            if opened.is_some() {
+                return opened;
+            }
+            if attempts >= MAX_BIND_ATTEMPTS {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// [`Self::open_relay`] on one relay address.
+    #[allow(clippy::too_many_arguments)]
+    fn open_on(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        ip: IpAddr,
+        choice: PortChoice<'_>,
+        df: bool,
+        attempts: &mut usize,
+        sockets: &mut impl Sockets,
+    ) -> Option<(Relay, Option<[u8; 8]>)> {
+        let family = super::allocation::family_index(&ip);
         let (lo, hi) = (*self.config.ports.start(), *self.config.ports.end());
         let span = u32::from(hi.checked_sub(lo)?) + 1;
         let start = rand::Rng::random_range(&mut self.rng, 0..span);
-        let mut attempts = 0;
         for i in 0..span {
             let port = u16::try_from(u32::from(lo) + (start + i) % span).ok()?;
             let free = |p: u16, s: &Self| {
-                !s.ports.get(family).is_some_and(|used| used.contains(&p))
-                    && !s.shared.reservations.holds(SocketAddr::new(ip.bind, p), now)
+                let addr = SocketAddr::new(ip, p);
+                !s.ports.contains(&addr) && !s.shared.reservations.holds(addr, now)
             };
             let fits = match choice {
                 PortChoice::Any | PortChoice::Tcp(_) => true,
@@ -562,7 +591,7 @@ impl Server {
             if !fits || !free(port, self) {
                 continue;
             }
-            let bound = SocketAddr::new(ip.bind, port);
+            let bound = SocketAddr::new(ip, port);
             let token = RelayToken::new(slot, family);
             let opened = match choice {
                 PortChoice::Tcp(user) => sockets.open_tcp_relay(token, bound, user),
@@ -570,20 +599,21 @@ impl Server {
             };
             match opened {
                 Ok(()) => {
-                    let relay = self.record(family, bound);
+                    let relay = self.record(bound);
                     let token = (choice == PortChoice::EvenPair).then(|| {
                         let token: [u8; 8] = rand::Rng::random(&mut self.rng);
-                        let next = SocketAddr::new(ip.bind, port + 1);
+                        let next = SocketAddr::new(ip, port + 1);
                         self.shared.reservations.reserve(token, next, now + RESERVATION_LIFETIME, now);
                         token
                     });
                     return Some((relay, token));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < MAX_BIND_ATTEMPTS => {
-                    attempts += 1;
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && *attempts < MAX_BIND_ATTEMPTS => {
+                    *attempts += 1;
                 }
                 Err(e) => {
                     tracing::warn!(%bound, error = %e, "cannot open a relay socket");
+                    *attempts = MAX_BIND_ATTEMPTS;
                     return None;
                 }
             }
@@ -594,18 +624,16 @@ impl Server {
     /// Binds a relay socket on exactly `bound` (a reserved address).
     fn open_exact(&mut self, slot: u32, bound: SocketAddr, df: bool, sockets: &mut impl Sockets) -> Option<Relay> {
         let family = super::allocation::family_index(&bound.ip());
-        self.config.relay_ip(family)?;
+        self.config.relay_bound_to(bound.ip())?;
         sockets.open_relay(RelayToken::new(slot, family), bound, df).ok()?;
-        Some(self.record(family, bound))
+        Some(self.record(bound))
     }
 
     /// Marks `bound`'s port used and returns the relay with its advertised
     /// address.
-    fn record(&mut self, family: usize, bound: SocketAddr) -> Relay {
-        if let Some(used) = self.ports.get_mut(family) {
-            used.insert(bound.port());
-        }
-        let external = self.config.relay_ip(family).and_then(|ip| ip.external).unwrap_or(bound.ip());
+    fn record(&mut self, bound: SocketAddr) -> Relay {
+        self.ports.insert(bound);
+        let external = self.config.relay_bound_to(bound.ip()).and_then(|(_, r)| r.external).unwrap_or(bound.ip());
         Relay { bound, advertised: SocketAddr::new(external, bound.port()) }
     }
 
@@ -614,11 +642,9 @@ impl Server {
             return;
         };
         if let Some(relay) = alloc.relays.get_mut(family).and_then(Option::take) {
-            self.unindex(relay.advertised);
+            self.unindex(relay);
             sockets.close_relay(RelayToken::new(slot, family));
-            if let Some(ports) = self.ports.get_mut(family) {
-                ports.remove(&relay.bound.port());
-            }
+            self.ports.remove(&relay.bound);
         }
     }
 

@@ -27,16 +27,16 @@ impl Shared {
     }
 }
 
-/// Which worker owns each UDP relay port, per family: how the local
-/// short-circuit finds the worker behind another allocation's relayed
-/// address (a family has one relay IP, so the port names the address).
-/// Written by the owner when it opens and closes a relay; read without a
-/// lock for each packet addressed to the relay IP.
-pub(crate) struct Owners([Box<[AtomicU16]>; 2]);
+/// Which worker owns each UDP relay port of each relay address: how the
+/// local short-circuit finds the worker behind another allocation's relayed
+/// address. Written by the owner when it opens and closes a relay; read
+/// without a lock for each packet addressed to a relay address. A table
+/// (64k entries) is made when its address is first used.
+pub(crate) struct Owners([std::sync::OnceLock<Box<[AtomicU16]>>; 2 * super::MAX_RELAY_IPS]);
 
 impl Default for Owners {
     fn default() -> Self {
-        Self(std::array::from_fn(|_| (0..=u16::MAX).map(|_| AtomicU16::new(0)).collect()))
+        Self(std::array::from_fn(|_| std::sync::OnceLock::new()))
     }
 }
 
@@ -47,28 +47,27 @@ impl std::fmt::Debug for Owners {
 }
 
 impl Owners {
-    fn entry(&self, addr: SocketAddr) -> Option<&AtomicU16> {
-        self.0.get(usize::from(addr.is_ipv6()))?.get(usize::from(addr.port()))
-    }
-
-    /// `worker` now owns `addr`'s port.
-    pub(crate) fn set(&self, addr: SocketAddr, worker: u16) {
-        if let Some(e) = self.entry(addr) {
+    /// `worker` now owns `port` of relay address `relay` (its index in the
+    /// configuration).
+    pub(crate) fn set(&self, relay: usize, port: u16, worker: u16) {
+        let Some(table) = self.0.get(relay) else { return };
+        let table = table.get_or_init(|| (0..=u16::MAX).map(|_| AtomicU16::new(0)).collect());
+        if let Some(e) = table.get(usize::from(port)) {
             e.store(worker.saturating_add(1), Ordering::Release);
         }
     }
 
-    /// `worker` no longer owns `addr`'s port (if another took it since,
-    /// it stays that one's).
-    pub(crate) fn clear(&self, addr: SocketAddr, worker: u16) {
-        if let Some(e) = self.entry(addr) {
+    /// `worker` no longer owns it (if another took it since, it stays
+    /// that one's).
+    pub(crate) fn clear(&self, relay: usize, port: u16, worker: u16) {
+        if let Some(e) = self.0.get(relay).and_then(|t| t.get()).and_then(|t| t.get(usize::from(port))) {
             let _ = e.compare_exchange(worker.saturating_add(1), 0, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 
-    /// The worker that owns `addr`'s port, if any.
-    pub(crate) fn get(&self, addr: SocketAddr) -> Option<u16> {
-        self.entry(addr)?.load(Ordering::Acquire).checked_sub(1)
+    /// The worker that owns `port` of relay address `relay`, if any.
+    pub(crate) fn get(&self, relay: usize, port: u16) -> Option<u16> {
+        self.0.get(relay)?.get()?.get(usize::from(port))?.load(Ordering::Acquire).checked_sub(1)
     }
 }
 

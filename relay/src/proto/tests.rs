@@ -93,8 +93,7 @@ fn config() -> Config {
         software: Some("ip2p test".into()),
         default_lifetime: Duration::from_secs(600),
         max_lifetime: Duration::from_secs(3600),
-        relay_v4: Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), external: None }),
-        relay_v6: None,
+        relay_ips: [vec![RelayIp { bind: "127.0.0.1".parse().unwrap(), external: None }], vec![]],
         ports: 50000..=50099,
         channel_numbers: ChannelNumbers::Rfc8656,
         policy: PeerPolicy {
@@ -453,7 +452,7 @@ fn allocate_validates_transport_and_lifetime() {
 #[test]
 fn address_families_and_dual_allocations() {
     let mut cfg = config();
-    cfg.relay_v6 = Some(RelayIp { bind: "::1".parse().unwrap(), external: None });
+    cfg.relay_ips[1] = vec![RelayIp { bind: "::1".parse().unwrap(), external: None }];
     let mut h = Harness::with(cfg, Quotas::new(0, 0));
     let c = Harness::alice();
     let udp = Attribute::RequestedTransport(RequestedTransport::UDP);
@@ -572,8 +571,8 @@ fn external_addresses_are_advertised_and_bound_locally() {
     // Behind 1:1 NAT the relay binds its local address and advertises the
     // public one with the same port.
     let mut cfg = config();
-    cfg.relay_v4 =
-        Some(RelayIp { bind: "127.0.0.1".parse().unwrap(), external: Some("203.0.113.10".parse().unwrap()) });
+    cfg.relay_ips[0] =
+        vec![RelayIp { bind: "127.0.0.1".parse().unwrap(), external: Some("203.0.113.10".parse().unwrap()) }];
     let mut h = Harness::with(cfg, Quotas::new(0, 0));
     let relayed = h.allocate(CLIENT, &Harness::alice());
     assert_eq!(relayed.ip(), "203.0.113.10".parse::<std::net::IpAddr>().unwrap());
@@ -1062,7 +1061,7 @@ fn the_draft_additional_address_family_code_is_accepted() {
     // coturn 4.6's clients ask for a dual allocation with 0x8032.
     let mut h = Harness::new();
     let mut config = config();
-    config.relay_v6 = Some(RelayIp { bind: "::1".parse().unwrap(), external: None });
+    config.relay_ips[1] = vec![RelayIp { bind: "::1".parse().unwrap(), external: None }];
     h.server = Server::new(Arc::new(config), Arc::new(Shared::new(Quotas::new(0, 0))), h.now, UNIX0, 42);
     let c = Harness::alice();
     let legacy = Attribute::Unknown(ip2p_wire::RawAttribute { typ: ip2p_wire::AttrType(0x8032), value: &[2, 0, 0, 0] });
@@ -1280,6 +1279,39 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     assert_eq!(b.server.handoff(b.now, rb, from, &mut buf, data), Verdict::Drop(DropReason::NoAllocation));
     let (v, _) = a.short_circuit(CLIENT, &a_to_b);
     assert!(matches!(v, Ok(Verdict::Forward(Transmit { via: Via::Relay(_), .. }))), "{v:?}");
+}
+
+#[test]
+fn several_relay_addresses_take_turns_and_short_circuit_on_each() {
+    // Two ports on each of two addresses: four allocations, then 508.
+    let mut cfg = config();
+    let (ip1, ip2): (std::net::IpAddr, std::net::IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+    cfg.relay_ips[0] = vec![RelayIp { bind: ip1, external: None }, RelayIp { bind: ip2, external: None }];
+    cfg.ports = 50000..=50001;
+    cfg.policy.own.push(ip2);
+    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let c = Harness::alice();
+    let clients = ["127.0.0.1:40001", "127.0.0.1:40002", "127.0.0.1:40003", "127.0.0.1:40004"];
+    let relayed: Vec<SocketAddr> = clients.iter().map(|from| h.allocate(from, &c)).collect();
+    assert_eq!(relayed.iter().filter(|a| a.ip() == ip2).count(), 2, "{relayed:?}");
+    assert_eq!(relayed.iter().collect::<HashSet<_>>().len(), 4);
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
+    assert_eq!(h.authed("127.0.0.1:40005", Method::ALLOCATE, &udp, &c).code(), Some(508));
+
+    // A relayed address on the second IP is found by the short-circuit.
+    let (a, b) = (relayed[0], *relayed.iter().find(|r| r.ip() != relayed[0].ip()).unwrap());
+    let b_client = clients[relayed.iter().position(|r| *r == b).unwrap()];
+    let peer = |x: SocketAddr| Attribute::XorPeerAddress(XorPeerAddress(x));
+    assert_eq!(h.authed(clients[0], Method::CREATE_PERMISSION, &[peer(b)], &c).class(), Class::Success);
+    assert_eq!(h.authed(b_client, Method::CREATE_PERMISSION, &[peer(a)], &c).class(), Class::Success);
+    let tid = h.tid();
+    let send = h.build_send(tid, &b.to_string(), b"across addresses");
+    let (v, buf) = h.send_through_node(clients[0], &send);
+    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    assert_eq!(t.to, addr(b_client));
+    let m = Message::parse(&buf[t.range]).unwrap();
+    assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(a)));
+    assert_eq!(h.server.stats().short_circuited, 1);
 }
 
 #[test]
