@@ -271,21 +271,24 @@ impl Config {
         self.relay_ips.get(family).map_or(&[], Vec::as_slice)
     }
 
-    /// The relay address bound to `ip` and its index among all of them
-    /// (IPv4 ones first): the index names its owners table.
-    fn relay_bound_to(&self, ip: IpAddr) -> Option<(usize, RelayIp)> {
+    /// The relay address of `ip`'s family that `is` picks, and its index
+    /// among all of them (IPv4 ones first): the index names its owners
+    /// table.
+    fn relay_where(&self, ip: IpAddr, is: impl Fn(&RelayIp) -> bool) -> Option<(usize, RelayIp)> {
         let family = usize::from(ip.is_ipv6());
         let base = if family == 1 { self.relay_ips(0).len() } else { 0 };
-        let i = self.relay_ips(family).iter().position(|r| r.bind == ip)?;
-        Some((base + i, *self.relay_ips(family).get(i)?))
+        let (i, relay) = self.relay_ips(family).iter().enumerate().find(|(_, r)| is(r))?;
+        Some((base + i, *relay))
     }
 
-    /// The index (as for [`Self::relay_bound_to`]) of the relay address
-    /// advertised as `ip`.
+    /// The relay address bound to `ip`, with its index.
+    fn relay_bound_to(&self, ip: IpAddr) -> Option<(usize, RelayIp)> {
+        self.relay_where(ip, |r| r.bind == ip)
+    }
+
+    /// The index of the relay address advertised as `ip`.
     fn relay_advertised_as(&self, ip: IpAddr) -> Option<usize> {
-        let family = usize::from(ip.is_ipv6());
-        let base = if family == 1 { self.relay_ips(0).len() } else { 0 };
-        self.relay_ips(family).iter().position(|r| r.external.unwrap_or(r.bind) == ip).map(|i| base + i)
+        self.relay_where(ip, |r| r.external.unwrap_or(r.bind) == ip).map(|(i, _)| i)
     }
 }
 
@@ -644,9 +647,7 @@ impl Server {
         if worker != usize::from(self.worker) {
             return Some(ShortCircuit::Worker { worker, from });
         }
-        let target = *self.local.get(&t.to)?;
-        self.stats.short_circuited += 1;
-        Some(ShortCircuit::Here(self.handle_peer(now, target, from, buf, data)))
+        Some(ShortCircuit::Here(self.handoff(now, t.to, from, buf, data)))
     }
 
     /// When `t`, a client's packet on its way to a peer, is addressed to a
@@ -669,9 +670,10 @@ impl Server {
         Some((usize::from(worker), from))
     }
 
-    /// A packet another worker's [`Server::short_circuit`] passed here: a
-    /// payload from the relayed address `from` to this server's relayed
-    /// address `to`, in `buf[data]` with the same room around it as for
+    /// A short-circuited packet for this server, from this worker or passed
+    /// on by another one's [`Server::short_circuit`]: a payload from the
+    /// relayed address `from` to this server's relayed address `to`, in
+    /// `buf[data]` with the same room around it as for
     /// [`Server::handle_peer`], which decides as for a peer's datagram.
     pub fn handoff(
         &mut self,
@@ -698,16 +700,18 @@ impl Server {
         }
         let relays = alloc.relays;
         for (family, relay) in relays.iter().enumerate() {
-            if let Some(relay) = relay {
-                if add {
-                    self.local.insert(relay.advertised, RelayToken::new(slot, family));
-                    if let Some((index, _)) = self.config.relay_bound_to(relay.bound.ip()) {
-                        self.shared.owners.set(index, relay.bound.port(), self.worker);
-                    }
-                } else {
-                    self.unindex(*relay);
-                }
+            match relay {
+                Some(relay) if add => self.index(*relay, RelayToken::new(slot, family)),
+                Some(relay) => self.unindex(*relay),
+                None => {}
             }
+        }
+    }
+
+    fn index(&mut self, relay: allocation::Relay, token: RelayToken) {
+        self.local.insert(relay.advertised, token);
+        if let Some((index, _)) = self.config.relay_bound_to(relay.bound.ip()) {
+            self.shared.owners.set(index, relay.bound.port(), self.worker);
         }
     }
 
