@@ -152,6 +152,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             ready: Some(ready.clone()),
             io_uring_buffers: settings.io_uring_buffers,
             busy_poll: settings.busy_poll,
+            busy_until: None,
             latency: datapath::RequestLatency::default(),
             handoffs: handoffs.clone(),
         };

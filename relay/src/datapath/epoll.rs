@@ -201,34 +201,18 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     };
     let mut events = Events::with_capacity(1024);
     l.worker.report_ready();
-    let mut busy_until = now();
     loop {
         let mut deadline = l.worker.server.poll_timeout();
         if l.conns.len() > 0 {
             deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
         }
-        let before = now();
-        // Busy polling (when configured): right after work, look again
-        // without sleeping, so the next packet costs no wake-up.
-        let mut timeout = if before < busy_until {
-            Some(Duration::ZERO)
-        } else {
-            deadline.map(|at| at.saturating_duration_since(before))
-        };
-        let id = l.worker.id;
-        if !l.worker.handoffs.park(id) {
-            // Packets from other workers wait: look at the sockets, no sleep.
-            timeout = Some(Duration::ZERO);
-        }
-        let polled = poll.poll(&mut events, timeout);
-        l.worker.handoffs.unpark(id);
-        match polled {
+        match l.worker.idle(deadline, |timeout| poll.poll(&mut events, timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        if !events.is_empty() && !l.worker.busy_poll.is_zero() {
-            busy_until = now() + l.worker.busy_poll;
+        if !events.is_empty() {
+            l.worker.worked(now());
         }
         l.expire();
         for event in &events {

@@ -157,6 +157,9 @@ pub(crate) struct Worker {
     pub(crate) io_uring_buffers: u16,
     /// How long to poll for work before sleeping.
     pub(crate) busy_poll: std::time::Duration,
+    /// Until when it polls instead of sleeping (after work, with
+    /// `busy_poll`).
+    pub(crate) busy_until: Option<std::time::Instant>,
     pub(crate) latency: RequestLatency,
     /// The node's inboxes for packets between workers.
     pub(crate) handoffs: Arc<handoff::Handoffs>,
@@ -255,6 +258,35 @@ impl Worker {
     pub(crate) fn short_circuit_copy(&self, t: &crate::proto::Transmit, frame: &[u8]) -> bool {
         let Some((worker, from)) = self.server.owner(t) else { return false };
         frame.get(t.range.clone()).is_some_and(|payload| self.handoffs.send(worker, t.to, from, payload))
+    }
+
+    /// Waits for work until `deadline` (`None`: until woken) through
+    /// `wait`, which gets how long it may sleep. It does not sleep while
+    /// busy polling, nor while packets from other workers wait in its
+    /// inbox; otherwise it is parked meanwhile, so that senders wake it.
+    pub(crate) fn idle<R>(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+        wait: impl FnOnce(Option<std::time::Duration>) -> R,
+    ) -> R {
+        let now = now();
+        let polling = self.busy_until.is_some_and(|until| now < until);
+        let timeout = if polling || !self.handoffs.park(self.id) {
+            Some(std::time::Duration::ZERO)
+        } else {
+            deadline.map(|at| at.saturating_duration_since(now))
+        };
+        let result = wait(timeout);
+        self.handoffs.unpark(self.id);
+        result
+    }
+
+    /// The worker found work at `now`: with `busy_poll`, it polls for more
+    /// before it sleeps again, so the next packet costs no wake-up.
+    pub(crate) fn worked(&mut self, now: std::time::Instant) {
+        if !self.busy_poll.is_zero() {
+            self.busy_until = Some(now + self.busy_poll);
+        }
     }
 
     /// Tells the node the worker runs.

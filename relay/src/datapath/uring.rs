@@ -297,6 +297,20 @@ impl Io {
         false
     }
 
+    /// Submits what is queued and waits for a completion or the timeout.
+    fn enter(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let ts = timeout.map(|d| Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()));
+        let args = match &ts {
+            Some(ts) => SubmitArgs::new().timespec(ts),
+            None => SubmitArgs::new(),
+        };
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Arms a multishot receive; `false` if the queue is full (re-arm later).
     fn arm_recv(&mut self, fixed: u32, user_data: u64) -> bool {
         let entry = opcode::RecvMsgMulti::new(Fixed(fixed), &raw const *self.msghdr, BGID).build().user_data(user_data);
@@ -462,21 +476,12 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     }
     l.arm_wake();
     l.worker.report_ready();
-    let mut busy_until = now();
     loop {
         let mut deadline = l.worker.server.poll_timeout();
         if l.conns.len() > 0 {
             deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
         }
-        let before = now();
-        // Busy polling (when configured): right after work, look again
-        // without sleeping, so the next packet costs no wake-up.
-        let timeout = if before < busy_until {
-            Some(Duration::ZERO)
-        } else {
-            deadline.map(|at| at.saturating_duration_since(before))
-        };
-        l.wait(timeout)?;
+        l.worker.idle(deadline, |timeout| l.io.enter(timeout))?;
         let now = now();
         l.worker.server.handle_timeout(now, &mut l.io);
         if now >= l.next_sweep {
@@ -485,8 +490,8 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         }
         l.completions.clear();
         l.completions.extend(l.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-        if !l.completions.is_empty() && !l.worker.busy_poll.is_zero() {
-            busy_until = now + l.worker.busy_poll;
+        if !l.completions.is_empty() {
+            l.worker.worked(now);
         }
         let completions = std::mem::take(&mut l.completions);
         for &(data, result, flags) in &completions {
@@ -517,29 +522,6 @@ impl Loop {
         if !self.io.push(&entry) {
             // Try again at the end of this round of completions.
             self.rearm.push(user_data(Op::Wake, 0, 0));
-        }
-    }
-
-    /// Submits what is queued and waits for a completion or the timeout.
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        // Packets from other workers wait: collect completions, no sleep.
-        let id = self.worker.id;
-        let timeout = if self.worker.handoffs.park(id) { timeout } else { Some(Duration::ZERO) };
-        let result = self.enter(timeout);
-        self.worker.handoffs.unpark(id);
-        result
-    }
-
-    fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let ts = timeout.map(|d| Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()));
-        let args = match &ts {
-            Some(ts) => SubmitArgs::new().timespec(ts),
-            None => SubmitArgs::new(),
-        };
-        match self.io.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
-            Err(e) => Err(e),
         }
     }
 
