@@ -237,6 +237,20 @@ enum Hold {
     Handoff(Box<[u8]>),
 }
 
+/// `range` of what `hold` holds.
+fn held<'a>(
+    bufs: &'a mut BufRing,
+    replies: &'a [Box<[u8]>],
+    hold: &'a Hold,
+    range: std::ops::Range<usize>,
+) -> Option<&'a [u8]> {
+    match hold {
+        Hold::Buffer(bid) => bufs.buffer(*bid).get(range),
+        Hold::Reply(r) => replies.get(*r).and_then(|b| b.get(range)),
+        Hold::Handoff(b) => b.get(range),
+    }
+}
+
 /// An in-flight send: its destination must live until completion.
 struct SendSlot {
     to: SockAddr,
@@ -707,11 +721,7 @@ impl Loop {
             && l.transport == ip2p_wire::Transport::Stream
         {
             // To a connection: into its queue, and the buffer comes back.
-            let bytes = match &hold {
-                Hold::Buffer(bid) => self.bufs.buffer(*bid).get(range),
-                Hold::Reply(r) => self.replies.get(*r).and_then(|b| b.get(range)),
-                Hold::Handoff(b) => b.get(range),
-            };
+            let bytes = held(&mut self.bufs, &self.replies, &hold, range);
             match self.conns.find(l, to) {
                 Some((slot, conn)) => {
                     if conn.stream.send(bytes.unwrap_or_default()) {
@@ -732,11 +742,7 @@ impl Loop {
             self.send_errors += 1;
             return self.release(hold);
         };
-        let bytes = match &hold {
-            Hold::Buffer(bid) => self.bufs.buffer(*bid).get(range.clone()),
-            Hold::Reply(r) => self.replies.get(*r).and_then(|b| b.get(range.clone())),
-            Hold::Handoff(b) => b.get(range.clone()),
-        };
+        let bytes = held(&mut self.bufs, &self.replies, &hold, range.clone());
         // The bytes stay put until the send completes: a provided or reply
         // buffer is not reused before, and a boxed slice does not move
         // when its box does.
