@@ -66,14 +66,7 @@ fn recv(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 
 fn streams(node: &Node) -> StreamCounters {
     node.stats().iter().fold(StreamCounters::default(), |mut t, w| {
-        let s = w.streams;
-        t.open += s.open;
-        t.accepted += s.accepted;
-        t.refused += s.refused;
-        t.closed_framing += s.closed_framing;
-        t.closed_tls += s.closed_tls;
-        t.closed_idle += s.closed_idle;
-        t.dropped_backlog += s.dropped_backlog;
+        t.add(&w.streams);
         t
     })
 }

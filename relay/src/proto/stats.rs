@@ -71,9 +71,24 @@ macro_rules! add_fields {
 }
 pub(crate) use add_fields;
 
-add_fields!(AuthFailures { bad_request, wrong_realm, unknown_user, expired, bad_integrity, stale_nonce, wrong_user });
-add_fields!(AllocationRefusals { invalid, mismatch, node_full, user_quota, no_relay_port, draining });
-add_fields!(Drops { not_turn, ignored, no_allocation, no_channel, no_permission, denied_address, rate_limit });
+/// A group of counters by reason: [`add_fields`], and `by_reason`, each
+/// field's name (the metrics label) with its count.
+macro_rules! reasons {
+    ($t:ty { $($f:ident),* }) => {
+        add_fields!($t { $($f),* });
+        impl $t {
+            /// `(reason, count)` for each reason.
+            #[must_use]
+            pub fn by_reason(&self) -> [(&'static str, u64); [$(stringify!($f)),*].len()] {
+                [$((stringify!($f), self.$f)),*]
+            }
+        }
+    };
+}
+
+reasons!(AuthFailures { bad_request, wrong_realm, unknown_user, expired, bad_integrity, stale_nonce, wrong_user });
+reasons!(AllocationRefusals { invalid, mismatch, node_full, user_quota, no_relay_port, draining });
+reasons!(Drops { not_turn, ignored, no_allocation, no_channel, no_permission, denied_address, rate_limit });
 add_fields!(Gauges { udp_allocations, tcp_allocations, permissions, channels });
 
 /// Methods a response is counted under.
@@ -202,20 +217,6 @@ impl AuthFailures {
         } += 1;
     }
 
-    /// `(reason, count)` for each reason.
-    #[must_use]
-    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
-        [
-            ("bad_request", self.bad_request),
-            ("wrong_realm", self.wrong_realm),
-            ("unknown_user", self.unknown_user),
-            ("expired", self.expired),
-            ("bad_integrity", self.bad_integrity),
-            ("stale_nonce", self.stale_nonce),
-            ("wrong_user", self.wrong_user),
-        ]
-    }
-
     /// All reasons together.
     #[must_use]
     pub fn total(&self) -> u64 {
@@ -238,21 +239,6 @@ pub struct AllocationRefusals {
     pub no_relay_port: u64,
     /// The node is draining: 300 or 508.
     pub draining: u64,
-}
-
-impl AllocationRefusals {
-    /// `(reason, count)` for each reason.
-    #[must_use]
-    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
-        [
-            ("invalid", self.invalid),
-            ("mismatch", self.mismatch),
-            ("node_full", self.node_full),
-            ("user_quota", self.user_quota),
-            ("no_relay_port", self.no_relay_port),
-            ("draining", self.draining),
-        ]
-    }
 }
 
 /// Packets dropped, by reason.
@@ -287,20 +273,6 @@ impl Drops {
             DropReason::RateLimit => &mut self.rate_limit,
             DropReason::Deferred => return,
         } += 1;
-    }
-
-    /// `(reason, count)` for each reason.
-    #[must_use]
-    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
-        [
-            ("not_turn", self.not_turn),
-            ("ignored", self.ignored),
-            ("no_allocation", self.no_allocation),
-            ("no_channel", self.no_channel),
-            ("no_permission", self.no_permission),
-            ("denied_address", self.denied_address),
-            ("rate_limit", self.rate_limit),
-        ]
     }
 }
 
