@@ -474,7 +474,8 @@ impl Settings {
         let externals = pick(&args.external_ips, file.relay.external_ips, Vec::new);
         let mut relay_ips: [Vec<RelayIp>; 2] = [Vec::new(), Vec::new()];
         for ip in &ips {
-            let family = relay_ips.get_mut(usize::from(ip.is_ipv6())).ok_or_else(|| err("relay.ips", ""))?;
+            let [v4, v6] = &mut relay_ips;
+            let family = if ip.is_ipv6() { v6 } else { v4 };
             if family.iter().any(|r| r.bind == *ip) {
                 return Err(err("relay.ips", format!("{ip} is given twice")));
             }
@@ -483,29 +484,28 @@ impl Settings {
             }
             family.push(RelayIp { bind: *ip, external: None });
         }
+        if let Some(ip) = externals.iter().find(|ip| ip.is_unspecified()) {
+            return Err(err("relay.external_ips", format!("{ip} cannot be advertised")));
+        }
         // External addresses pair with the relay addresses of their family
         // in order.
-        let mut paired = [0usize, 0];
-        for ip in &externals {
-            if ip.is_unspecified() {
-                return Err(err("relay.external_ips", format!("{ip} cannot be advertised")));
-            }
-            let f = usize::from(ip.is_ipv6());
-            let (Some(family), Some(n)) = (relay_ips.get_mut(f), paired.get_mut(f)) else { continue };
-            let empty = family.is_empty();
-            match family.get_mut(*n) {
-                Some(r) => r.external = Some(*ip),
-                None if empty => {
+        for (v6, family) in [false, true].into_iter().zip(&mut relay_ips) {
+            let mine: Vec<IpAddr> = externals.iter().filter(|ip| ip.is_ipv6() == v6).copied().collect();
+            match mine.first() {
+                Some(ip) if family.is_empty() => {
                     return Err(err("relay.external_ips", format!("{ip} has no relay address of its family")));
                 }
-                None => {
+                Some(_) if mine.len() > family.len() => {
                     return Err(err(
                         "relay.external_ips",
                         "more addresses of a family than relay.ips has (they pair in order)",
                     ));
                 }
+                _ => {}
             }
-            *n += 1;
+            for (relay, ip) in family.iter_mut().zip(mine) {
+                relay.external = Some(ip);
+            }
         }
         for r in relay_ips.iter().flatten() {
             if r.bind.is_unspecified() && r.external.is_none() {
