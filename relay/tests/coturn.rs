@@ -20,6 +20,20 @@ const PASSWORD: &str = "coturn-password";
 const REALM: &str = "ip2p.test";
 const SECRET: &str = "coturn-rest-secret";
 
+/// 10,000 relay ports outside the kernel's ephemeral port range (the
+/// default 32768-60999, or deploy/sysctl.d's 10000-49151 once installed).
+fn ports_outside_the_ephemeral_range() -> String {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let bounds: Vec<u32> = range.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let (lo, hi) = (bounds.first().copied().unwrap_or(32768), bounds.get(1).copied().unwrap_or(60999));
+    if lo >= 1024 + 10_000 {
+        format!("{}-{}", lo - 10_000, lo - 1)
+    } else {
+        assert!(hi + 10_000 <= 65535, "no 10,000 ports outside the ephemeral range {lo}-{hi}");
+        format!("{}-{}", hi + 1, hi + 10_000)
+    }
+}
+
 /// A node serving UDP and TCP on one port and TLS on another (its
 /// certificate files are read at start and may go after).
 fn start(datapath: DatapathKind) -> Node {
@@ -31,11 +45,11 @@ fn start(datapath: DatapathKind) -> Node {
         workers = 2
         [relay]
         ips = ["127.0.0.1", "::1"]
-        # Below the ephemeral range (32768-60999 by default): uclient pairs
-        # RTP/RTCP with EVEN-PORT reservations, and a reserved port that an
+        # Outside this machine's ephemeral range: uclient pairs RTP/RTCP
+        # with EVEN-PORT reservations, and a reserved port that an
         # ephemeral socket takes meanwhile makes the second Allocate 508.
         # deploy/sysctl.d moves the ephemeral range out of the way instead.
-        ports = "20000-29999"
+        ports = "{ports}"
         [tls]
         listen = ["127.0.0.1:0"]
         cert = "{}"
@@ -47,7 +61,8 @@ fn start(datapath: DatapathKind) -> Node {
         allow = ["127.0.0.1/32", "::1/128"]
         "#,
         pki.cert().display(),
-        pki.key().display()
+        pki.key().display(),
+        ports = ports_outside_the_ephemeral_range(),
     );
     let args = RunArgs { datapath: Some(datapath), ..RunArgs::default() };
     node::start(&Settings::from_toml(&text, &args).unwrap()).unwrap()
