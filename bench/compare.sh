@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench-compare: ip2p-relay, coturn and the direct path measured in one
-# run with ip2p-bench, and one table of the results with their ratios.
+# run with ip2p-bench (echo also through a bare UDP forwarder, the kernel's
+# cost of the same path), and one table of the results with their ratios.
 #
 # Servers get one worker / one relay thread (then each its defaults), pinned
 # to SERVER_CPU; the bench is pinned to BENCH_CPU. Tunables (env):
@@ -61,6 +62,14 @@ start_coturn() { # relay threads ("" for the default)
     --log-file="$OUT/coturn.log" --simple-log >/dev/null 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
 }
+# The bare forwarder (echo only): no protocol, recvmmsg/sendmmsg, a socket
+# per client towards the bench's echo, which listens at ECHO_PORT.
+start_forwarder() {
+  local port; port=$(free_port); ECHO_PORT=$(free_port)
+  taskset -c "$SERVER_CPU" "$BENCH" forward --listen "127.0.0.1:$port" --to "127.0.0.1:$ECHO_PORT" \
+    >"$OUT/forwarder.log" 2>&1 &
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
+}
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
 wait_ready() { sleep 1; }
 
@@ -70,18 +79,25 @@ bench() {
   taskset -c "$BENCH_CPU" "$BENCH" "$@" 2>>"$OUT/errors.log" || echo "FAILED: ip2p-bench $1 (see $OUT/errors.log)"
 }
 
+# via <name> <mode>: the bench's --mode (and --echo-at) for a server.
+via() {
+  case "$1" in
+    direct) [ "$2" = pairs ] && echo "--mode direct" || echo "--mode direct-echo" ;;
+    forwarder) echo "--mode forwarded-echo --echo-at 127.0.0.1:$ECHO_PORT" ;;
+    *) echo "--mode $2" ;;
+  esac
+}
+
 # latency <name> <mode> <size>: one fixed-rate run; records server CPU.
 latency() {
   local name=$1 mode=$2 size=$3 json="$OUT/latency-$1-$2-$3.json"
-  local bmode=$mode
   if [ "$name" = direct ]; then
-    [ "$mode" = pairs ] && bmode=direct || bmode=direct-echo
-    bench latency --engine epoll --mode "$bmode" --size "$size" --rate "$RATE" --sessions "$SESSIONS" --duration "$DURATION" \
+    bench latency --engine epoll $(via direct "$mode") --size "$size" --rate "$RATE" --sessions "$SESSIONS" --duration "$DURATION" \
       --label "direct $mode ${size}B" --json "$json" --hgrm "$OUT/$mode-$size-direct.hgrm" | sed -n 2p
     return
   fi
   local c0 c1; c0=$(cpu_ticks "$SERVER_PID")
-  bench latency --engine epoll --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$RATE" \
+  bench latency --engine epoll --server "127.0.0.1:$SERVER_PORT" $(via "$name" "$mode") --size "$size" --rate "$RATE" \
     --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B" --json "$json" \
     --hgrm "$OUT/$mode-$size-$name.hgrm" | sed -n 2p
   c1=$(cpu_ticks "$SERVER_PID")
@@ -92,7 +108,7 @@ latency() {
 load() {
   local name=$1 mode=$2 size=$3 c0 c1
   c0=$(cpu_ticks "$SERVER_PID")
-  bench latency --engine io-uring --server "127.0.0.1:$SERVER_PORT" --mode "$mode" --size "$size" --rate "$LOAD_RATE" \
+  bench latency --engine io-uring --server "127.0.0.1:$SERVER_PORT" $(via "$name" "$mode") --size "$size" --rate "$LOAD_RATE" \
     --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B at $LOAD_RATE" \
     --json "$OUT/load-$name-$mode-$size.json" | sed -n 2p
   c1=$(cpu_ticks "$SERVER_PID")
@@ -100,9 +116,8 @@ load() {
 }
 
 capacity() {
-  local name=$1 mode=$2 size=$3 bmode=$2 server=127.0.0.1:${SERVER_PORT:-0}
-  if [ "$name" = direct ]; then [ "$mode" = pairs ] && bmode=direct || bmode=direct-echo; fi
-  bench capacity --engine io-uring --server "$server" --mode "$bmode" --size "$size" --rate "$CAP_START" \
+  local name=$1 mode=$2 size=$3 server=127.0.0.1:${SERVER_PORT:-0}
+  bench capacity --engine io-uring --server "$server" $(via "$name" "$mode") --size "$size" --rate "$CAP_START" \
     --sessions "$SESSIONS" --duration "$CAP_STEP_DURATION" --warmup 0.5 --label "$name" --max-p99-us "$CAP_MAX_P99_US" \
     --json "$OUT/capacity-$name-$mode-$size.json" | tail -n 1
 }
@@ -124,10 +139,17 @@ for size in $SIZES; do
     load coturn "$mode" "$size"
     capacity coturn "$mode" "$size"
     stop_server
+    if [ "$mode" = echo ]; then
+      start_forwarder; wait_ready
+      latency forwarder "$mode" "$size"
+      load forwarder "$mode" "$size"
+      capacity forwarder "$mode" "$size"
+      stop_server
+    fi
     latency direct "$mode" "$size"
     capacity direct "$mode" "$size"
-    "$BENCH" plot --title "$mode, $size B payloads, $RATE pkt/s" --out "$OUT/latency-$mode-$size.svg" \
-      "$OUT/$mode-$size-ip2p.hgrm" "$OUT/$mode-$size-coturn.hgrm" "$OUT/$mode-$size-direct.hgrm"
+    plots=(); for n in ip2p coturn forwarder direct; do [ -f "$OUT/$mode-$size-$n.hgrm" ] && plots+=("$OUT/$mode-$size-$n.hgrm"); done
+    "$BENCH" plot --title "$mode, $size B payloads, $RATE pkt/s" --out "$OUT/latency-$mode-$size.svg" "${plots[@]}"
   done
 done
 echo "== defaults (ip2p: one worker per CPU, coturn: its default relay threads), pairs, 100 B"

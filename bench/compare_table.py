@@ -57,7 +57,7 @@ for path in glob.glob(os.path.join(out, "latency-*-*.json")):
 print(f"{'scenario':<16} {'server':<8} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'loss %':>7} "
       f"{'cpu us/pkt':>10} {'at ' + str(load_rate // 1000) + 'k':>8} {'added p50':>9} {'capacity pkt/s':>15}")
 facts = {}
-order = {"ip2p": 0, "coturn": 1, "direct": 2}
+order = {"ip2p": 0, "coturn": 1, "forwarder": 2, "direct": 3}
 for (mode, size, name) in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2], 9))):
     s = rows[(mode, size, name)]
     l = s["latency_us"]
@@ -78,6 +78,7 @@ for (mode, size, name) in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2]
 
 print()
 print("ratios ip2p / coturn (below 1 is better for latency and CPU, above 1 for capacity)")
+print("ip2p / forwarder (echo): against a bare recvmmsg/sendmmsg UDP forwarder, no protocol, the same two crossings;")
 print("and relay / direct (capacity: the share of the no-relay path's rate the relay sustains):")
 for (mode, size) in sorted({(m, z) for (m, z, _n) in facts}):
     i, c, d = (facts.get((mode, size, n)) for n in ("ip2p", "coturn", "direct"))
@@ -86,6 +87,12 @@ for (mode, size) in sorted({(m, z) for (m, z, _n) in facts}):
     line = (f"  {mode} {size}B: p50 {ratio(i[0]['p50'], c[0]['p50'])}, p99 {ratio(i[0]['p99'], c[0]['p99'])}, "
             f"relay-added p50 {ratio(i[2], c[2])}, cpu/pkt {ratio(i[1], c[1])} (at {load_rate // 1000}k {ratio(i[5], c[5])}), "
             f"capacity {ratio(i[3], c[3])}")
+    f = facts.get((mode, size, "forwarder"))
+    if f:
+        # The bare forwarder: the kernel's cost of the same two crossings.
+        line += (f"; ip2p / forwarder: capacity {ratio(i[3], f[3])}, cpu/pkt {ratio(i[1], f[1])} "
+                 f"(at {load_rate // 1000}k {ratio(i[5], f[5])}), relay-added p50 {ratio(i[2], f[2])}; "
+                 f"forwarder / coturn relay-added p50 {ratio(f[2], c[2])}")
     if d and not d[4]:
         # A direct capacity the bench itself capped is no ceiling to divide by.
         line += f"; capacity/direct ip2p {ratio(i[3], d[3])}, coturn {ratio(c[3], d[3])}"

@@ -6,6 +6,7 @@
 //! - [`run`]: sessions, the sending and receiving threads, one run.
 //! - [`allocs`]: allocation setup rate and concurrent allocations.
 //! - [`engine`]: the I/O of bench threads: io_uring or epoll.
+//! - [`forward`]: a bare UDP forwarder, the baseline for a relay.
 //! - [`plot`]: latency percentile plots of several runs, as SVG.
 
 // Schedules and rates are float arithmetic on nanoseconds and counts, all
@@ -14,6 +15,7 @@
 
 pub mod allocs;
 pub mod engine;
+pub mod forward;
 pub mod plot;
 pub mod run;
 pub mod schedule;

@@ -77,6 +77,22 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// A bare UDP forwarder (no protocol, recvmmsg/sendmmsg): the baseline
+    /// for `--mode forwarded-echo`. Each client gets a socket towards `--to`.
+    Forward {
+        /// Where clients send.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The one peer (the bench's echo, placed with `--echo-at`).
+        #[arg(long)]
+        to: SocketAddr,
+        /// Clients at most; datagrams of others are dropped.
+        #[arg(long, default_value_t = 10_000)]
+        max_clients: usize,
+        /// Stop after this many seconds (or at Ctrl-C / SIGTERM).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        seconds: u64,
+    },
 }
 
 /// The server under test and how to authenticate to it.
@@ -136,6 +152,10 @@ struct Load {
     /// How bench threads move datagrams.
     #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     engine: EngineKind,
+    /// Bind the echo responders here (thread `i` at the port plus `i`),
+    /// for a forwarder started with `--to` this address.
+    #[arg(long)]
+    echo_at: Option<SocketAddr>,
     /// Label in reports.
     #[arg(long)]
     label: Option<String>,
@@ -155,6 +175,7 @@ impl Load {
             Mode::Echo => "echo",
             Mode::Direct => "direct",
             Mode::DirectEcho => "direct-echo",
+            Mode::ForwardedEcho => "forwarded-echo",
         };
         RunConfig {
             label: self.label.clone().unwrap_or_else(|| format!("{mode} {}B", self.size)),
@@ -169,6 +190,7 @@ impl Load {
             threads: self.threads,
             indications: self.indications,
             engine: self.engine,
+            echo_at: self.echo_at,
         }
     }
 }
@@ -235,6 +257,7 @@ fn main() -> ExitCode {
             let options = ip2p_bench::allocs::Options { count, concurrency, ipv6, hold: Duration::from_secs(hold) };
             allocs(target.server, &target.credentials(), &options, json.as_ref(), &stop)
         }
+        Command::Forward { listen, to, max_clients, seconds } => forward(listen, to, max_clients, seconds, &stop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -274,6 +297,25 @@ fn allocs(
     if let Some(path) = json {
         write(path, &serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?)?;
     }
+    Ok(())
+}
+
+fn forward(
+    listen: SocketAddr,
+    to: SocketAddr,
+    max_clients: usize,
+    seconds: u64,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let socket = std::net::UdpSocket::bind(listen).map_err(|e| format!("cannot bind {listen}: {e}"))?;
+    let at = socket.local_addr().map_err(|e| e.to_string())?;
+    println!("forwarding {at} -> {to}");
+    let done = ip2p_bench::forward::forward(&socket, to, max_clients, Duration::from_secs(seconds), stop)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "forwarded {} to the peer and {} back, {} clients, {} sends refused",
+        done.to_peer, done.to_clients, done.clients, done.send_errors
+    );
     Ok(())
 }
 

@@ -34,6 +34,9 @@ pub enum Mode {
     Direct,
     /// The same echo traffic with no relay.
     DirectEcho,
+    /// The same echo traffic through a bare UDP forwarder (`ip2p-bench
+    /// forward`) at `--server`, whose peer is the echo at `--echo-at`.
+    ForwardedEcho,
 }
 
 /// How sessions authenticate.
@@ -93,7 +96,8 @@ pub enum EngineKind {
 pub struct RunConfig {
     /// A label for reports.
     pub label: String,
-    /// The TURN server (unused in the direct modes).
+    /// The TURN server (the forwarder in `ForwardedEcho`; unused in the
+    /// direct modes).
     pub server: SocketAddr,
     /// Credentials for the server.
     pub credentials: Credentials,
@@ -115,6 +119,9 @@ pub struct RunConfig {
     pub indications: bool,
     /// The I/O engine of the bench threads.
     pub engine: EngineKind,
+    /// Where the echo responders listen (thread `i` at the port plus `i`);
+    /// chosen by the OS when `None`.
+    pub echo_at: Option<SocketAddr>,
 }
 
 const CHANNEL: u16 = 0x4000;
@@ -212,7 +219,7 @@ fn sessions(cfg: &RunConfig, echoes: &[SocketAddr]) -> io::Result<Vec<Session>> 
             None => sockets.get_mut(i).and_then(Option::take).ok_or_else(|| io::Error::other("socket"))?,
         };
         socket.set_nonblocking(true)?;
-        let to = if relayed(cfg.mode) { cfg.server } else { peer };
+        let to = if matches!(cfg.mode, Mode::Pairs | Mode::Echo | Mode::ForwardedEcho) { cfg.server } else { peer };
         let (packet, stamp_at) = template(cfg, peer);
         out.push(Session {
             id: u32::try_from(i).unwrap_or(u32::MAX),
@@ -394,6 +401,21 @@ fn thread_loop(
     Ok(m)
 }
 
+/// Binds `at`, waiting up to 2 s while it is in use: an io_uring engine's
+/// socket outlives its ring's drop for a moment (the kernel tears rings
+/// down asynchronously), and `--echo-at` binds the same port every run.
+fn bind_again(at: SocketAddr) -> io::Result<UdpSocket> {
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        match UdpSocket::bind(at) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && at.port() != 0 && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs one measurement. `stop` ends it early (Ctrl-C); what was measured
 /// until then is still reported.
 ///
@@ -402,9 +424,13 @@ fn thread_loop(
 pub fn run(cfg: &RunConfig, stop: &Arc<AtomicBool>) -> io::Result<(Summary, Histogram<u64>)> {
     let threads = cfg.threads.max(1).min(cfg.sessions.max(1));
     let mut echoes = Vec::new();
-    if matches!(cfg.mode, Mode::Echo | Mode::DirectEcho) {
-        for _ in 0..threads {
-            let e = UdpSocket::bind("127.0.0.1:0")?;
+    if matches!(cfg.mode, Mode::Echo | Mode::DirectEcho | Mode::ForwardedEcho) {
+        for i in 0..threads {
+            let at = cfg.echo_at.map_or_else(
+                || SocketAddr::from(([127, 0, 0, 1], 0)),
+                |a| SocketAddr::new(a.ip(), a.port().saturating_add(u16::try_from(i).unwrap_or(u16::MAX))),
+            );
+            let e = bind_again(at)?;
             e.set_nonblocking(true)?;
             echoes.push(e);
         }

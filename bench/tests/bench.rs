@@ -28,6 +28,7 @@ fn config(server: SocketAddr, mode: Mode) -> RunConfig {
         threads: 2,
         indications: false,
         engine: Default::default(),
+        echo_at: None,
     }
 }
 
@@ -80,6 +81,30 @@ fn direct_modes_need_no_server() {
         for mode in [Mode::Direct, Mode::DirectEcho] {
             check(&run(&RunConfig { engine, ..config(nowhere, mode) }, &stop).unwrap().0);
         }
+    }
+}
+
+#[test]
+fn forwarded_echo_through_the_bare_forwarder() {
+    for engine in [EngineKind::Epoll, EngineKind::IoUring] {
+        let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = listen.local_addr().unwrap();
+        // A port for the echo: the OS picks it, the bench binds it again.
+        let echo_at = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let forwarder = std::thread::spawn(move || {
+            ip2p_bench::forward::forward(&listen, echo_at, 100, Duration::from_secs(60), &flag)
+        });
+        let cfg = RunConfig { engine, threads: 1, echo_at: Some(echo_at), ..config(server, Mode::ForwardedEcho) };
+        let s = run(&cfg, &Arc::new(AtomicBool::new(false))).unwrap().0;
+        check(&s);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let done = forwarder.join().unwrap().unwrap();
+        assert_eq!(done.clients, 4, "one socket per session ({engine:?})");
+        assert_eq!(done.to_peer, done.to_clients, "{done:?}");
+        assert!(done.to_peer >= s.sent, "warm-up and measured packets all went through: {done:?} {s:?}");
+        assert_eq!(done.send_errors, 0);
     }
 }
 
