@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip2p_relay::proto::{
-    Config, Credentials, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, Quotas, REPLY_BUFFER, RelayIp,
+    Config, Credentials, Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, Quotas, REPLY_BUFFER, RelayIp,
     RelayToken, Server, Shared, Sockets, UserSecret, Verdict,
 };
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +18,12 @@ struct NoSockets(u32);
 impl Sockets for NoSockets {
     fn open_relay(&mut self, _: RelayToken, _: SocketAddr, _: bool) -> std::io::Result<()> {
         self.0 += 1;
+        Ok(())
+    }
+    fn hold(&mut self, addr: SocketAddr) -> std::io::Result<Held> {
+        Ok(Held { addr, socket: None })
+    }
+    fn adopt_relay(&mut self, _: RelayToken, _: Held, _: bool) -> std::io::Result<()> {
         Ok(())
     }
     fn close_relay(&mut self, _: RelayToken) {}

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ip2p_relay::config::{RunArgs, Settings};
 use ip2p_relay::proto::{
-    ListenerId, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Shared, ShortCircuit, Sockets,
-    Verdict,
+    Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Shared, ShortCircuit,
+    Sockets, Verdict,
 };
 use ip2p_wire::attr::{ChannelNumber, Nonce, Realm, RequestedTransport, Username, XorPeerAddress, XorRelayedAddress};
 use ip2p_wire::credentials::LongTermKey;
@@ -26,6 +26,12 @@ struct Fake;
 
 impl Sockets for Fake {
     fn open_relay(&mut self, _: RelayToken, _: SocketAddr, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
+        Ok(Held { addr, socket: None })
+    }
+    fn adopt_relay(&mut self, _: RelayToken, _: Held, _: bool) -> io::Result<()> {
         Ok(())
     }
     fn close_relay(&mut self, _: RelayToken) {}

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
-    AdditionalAddressFamily, ChannelNumber, ConnectionId, Data, ErrorCodeAttr, Lifetime, Nonce, Realm,
-    RequestedAddressFamily, RequestedTransport, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+    AdditionalAddressFamily, ChannelNumber, ConnectionId, Data, ErrorCodeAttr, EvenPort, Lifetime, Nonce, Realm,
+    RequestedAddressFamily, RequestedTransport, ReservationToken, Username, XorMappedAddress, XorPeerAddress,
+    XorRelayedAddress,
 };
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::framer::{Framed, frame};
@@ -558,9 +559,43 @@ impl Client {
         self.allocate_with(&attrs)
     }
 
+    /// Allocates an even port N and has N+1 reserved (EVEN-PORT with the R
+    /// bit, RFC 8656 §7.2): the relayed address and the RESERVATION-TOKEN
+    /// another client presents with [`Self::allocate_reserved`].
+    ///
+    /// # Errors
+    /// The server's rejection, or no answer.
+    pub fn allocate_even_pair(&mut self) -> Result<(SocketAddr, [u8; 8]), ClientError> {
+        let attrs = [
+            Attribute::RequestedTransport(RequestedTransport::UDP),
+            Attribute::EvenPort(EvenPort { reserve_next: true }),
+        ];
+        let (relayed, token) = self.allocate_full(&attrs)?;
+        let relayed = *relayed.first().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))?;
+        Ok((relayed, token.ok_or(ClientError::Protocol("no RESERVATION-TOKEN"))?))
+    }
+
+    /// Allocates the address reserved under `token`.
+    ///
+    /// # Errors
+    /// The server's rejection (508 for a token not valid), or no answer.
+    pub fn allocate_reserved(&mut self, token: [u8; 8]) -> Result<SocketAddr, ClientError> {
+        let attrs = [
+            Attribute::RequestedTransport(RequestedTransport::UDP),
+            Attribute::ReservationToken(ReservationToken(&token)),
+        ];
+        self.allocate_with(&attrs)?.first().copied().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))
+    }
+
     fn allocate_with(&mut self, attrs: &[Attribute<'_>]) -> Result<Vec<SocketAddr>, ClientError> {
+        self.allocate_full(attrs).map(|(relayed, _)| relayed)
+    }
+
+    /// An Allocate: every relayed address, and the RESERVATION-TOKEN if any.
+    fn allocate_full(&mut self, attrs: &[Attribute<'_>]) -> Result<(Vec<SocketAddr>, Option<[u8; 8]>), ClientError> {
         let len = self.request(Method::ALLOCATE, attrs)?;
         let msg = self.response(len)?;
+        let token = msg.get::<ReservationToken>().ok().flatten().map(|t| *t.0);
         let all: Vec<SocketAddr> = msg.get_all::<XorRelayedAddress>().filter_map(|a| a.ok().map(|a| a.0)).collect();
         let relayed = *all.first().ok_or(ClientError::Protocol("no XOR-RELAYED-ADDRESS"))?;
         let mapped = msg.get::<XorMappedAddress>().ok().flatten().map(|a| a.0);
@@ -568,7 +603,7 @@ impl Client {
         self.relayed = Some(relayed);
         self.mapped = mapped;
         self.lifetime = lifetime;
-        Ok(all)
+        Ok((all, token))
     }
 
     /// Refreshes the allocation; a lifetime of 0 deletes it.

@@ -45,10 +45,9 @@ fn start(datapath: DatapathKind) -> Node {
         workers = 2
         [relay]
         ips = ["127.0.0.1", "::1"]
-        # Outside this machine's ephemeral range: uclient pairs RTP/RTCP
-        # with EVEN-PORT reservations, and a reserved port that an
-        # ephemeral socket takes meanwhile makes the second Allocate 508.
-        # deploy/sysctl.d moves the ephemeral range out of the way instead.
+        # Outside this machine's ephemeral range, as deploy/sysctl.d
+        # arranges on a host: uclient's many clients and EVEN-PORT pairs
+        # then never lose a chosen port to an ephemeral socket.
         ports = "{ports}"
         [tls]
         listen = ["127.0.0.1:0"]

@@ -384,6 +384,28 @@ fn a_gone_peer_does_not_disturb_the_others(dp: DatapathKind) {
     assert_eq!(c.refresh(None).unwrap(), 600);
 }
 
+/// RFC 8656 §7.2: EVEN-PORT with R gives port N and reserves N+1, which is
+/// bound from then on (no other socket on the host can take it), and
+/// becomes the relayed address of the Allocate that presents the token.
+fn even_port_reservations_hold_the_next_port(dp: DatapathKind) {
+    let node = start(dp, "");
+    let mut rtp = Client::new(server(&node), "alice", "wonderland").unwrap();
+    let (relayed, token) = rtp.allocate_even_pair().unwrap();
+    assert_eq!(relayed.port() % 2, 0);
+    let next = SocketAddr::new(relayed.ip(), relayed.port() + 1);
+    assert_eq!(UdpSocket::bind(next).unwrap_err().kind(), std::io::ErrorKind::AddrInUse, "N+1 is held");
+    let mut rtcp = Client::new(server(&node), "bob", "builder").unwrap();
+    assert_eq!(rtcp.allocate_reserved(token).unwrap(), next);
+    let p = peer();
+    rtcp.channel_bind(0x4001, p.local_addr().unwrap()).unwrap();
+    rtcp.send_channel(0x4001, b"rtcp out").unwrap();
+    assert_eq!(recv(&p), (b"rtcp out".to_vec(), next));
+    p.send_to(b"rtcp in", next).unwrap();
+    assert_eq!(rtcp.recv(WAIT).unwrap(), Some(Received::Channel { channel: 0x4001, data: b"rtcp in".to_vec() }));
+    let mut again = Client::new(server(&node), "alice", "wonderland").unwrap();
+    assert_eq!(again.allocate_reserved(token).unwrap_err().code(), Some(508), "a token is used once");
+}
+
 macro_rules! on_datapath {
     ($module:ident, $kind:expr) => {
         mod $module {
@@ -451,6 +473,10 @@ macro_rules! on_datapath {
             #[test]
             fn burst() {
                 burst_beyond_the_buffers($kind);
+            }
+            #[test]
+            fn even_port_reservation() {
+                even_port_reservations_hold_the_next_port($kind);
             }
             #[test]
             fn gone_peer() {

@@ -19,11 +19,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
-use super::socket::bind_udp;
+use super::socket::{self, bind_udp};
 use super::stream::{Conn, Conns, Stream, StreamError};
 use super::tcp_relay::{TcpEvent, TcpRelays};
 use super::{DatapathCounters, Handover, StreamCounters, Worker, now};
-use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Sockets, Transmit, Verdict, Via};
+use crate::proto::{Held, ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Sockets, Transmit, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
 /// Tokens: UDP listeners from 0, stream listeners from `STREAM_BASE`,
@@ -56,9 +56,10 @@ struct RelaySocket {
     generation: u32,
 }
 
-impl Sockets for Socks {
-    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
-        let mut socket = UdpSocket::from_std(bind_udp(addr, false, dont_fragment)?);
+impl Socks {
+    /// Watches `socket` as relay `token`'s.
+    fn install(&mut self, token: RelayToken, socket: std::net::UdpSocket) -> io::Result<()> {
+        let mut socket = UdpSocket::from_std(socket);
         let index = token.0 as usize;
         self.registry.register(&mut socket, Token(RELAY_BASE + index), Interest::READABLE)?;
         if self.relays.len() <= index {
@@ -69,6 +70,20 @@ impl Sockets for Socks {
             *slot = Some(RelaySocket { socket, generation: self.next_generation });
         }
         Ok(())
+    }
+}
+
+impl Sockets for Socks {
+    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+        self.install(token, bind_udp(addr, false, dont_fragment)?)
+    }
+
+    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
+        socket::hold(addr)
+    }
+
+    fn adopt_relay(&mut self, token: RelayToken, held: Held, dont_fragment: bool) -> io::Result<()> {
+        self.install(token, socket::adopt(held, dont_fragment)?)
     }
 
     fn close_relay(&mut self, token: RelayToken) {

@@ -5,6 +5,8 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::proto::Held;
+
 /// Receive and send buffer size asked of the kernel for listening sockets:
 /// every client's traffic arrives on them (the kernel caps it at
 /// `net.core.rmem_max`; deploy/sysctl.d raises that).
@@ -29,6 +31,20 @@ pub(crate) fn bind_udp(addr: SocketAddr, reuse_port: bool, dont_fragment: bool) 
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Binds `addr` now for an allocation to come (an EVEN-PORT reservation).
+pub(crate) fn hold(addr: SocketAddr) -> io::Result<Held> {
+    Ok(Held { addr, socket: Some(bind_udp(addr, false, false)?) })
+}
+
+/// A held address's socket, set up as [`bind_udp`] would have.
+pub(crate) fn adopt(held: Held, dont_fragment: bool) -> io::Result<UdpSocket> {
+    let socket = held.socket.ok_or_else(|| io::Error::other("a held relay address without a socket"))?;
+    if dont_fragment {
+        set_dont_fragment(&socket2::SockRef::from(&socket), held.addr)?;
+    }
+    Ok(socket)
 }
 
 /// RFC 8656 §14: DF on every datagram, never fragment locally

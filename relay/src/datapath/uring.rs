@@ -27,11 +27,11 @@ use io_uring::types::{BufRingEntry, Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec}
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use socket2::SockAddr;
 
-use super::socket::bind_udp;
+use super::socket::{self, bind_udp};
 use super::stream::{Conn, Conns, Stream, StreamError};
 use super::tcp_relay::{TcpEvent, TcpRelays};
 use super::{DatapathCounters, Handover, StreamCounters, Worker, now};
-use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
+use crate::proto::{Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
 
 /// Submission queue entries.
 const ENTRIES: u32 = 4096;
@@ -337,10 +337,10 @@ impl Io {
     }
 }
 
-impl Sockets for Io {
-    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+impl Io {
+    /// Registers `socket` as relay `token`'s and arms its receive.
+    fn install(&mut self, token: RelayToken, socket: UdpSocket) -> io::Result<()> {
         let fixed = self.relay_fixed(token).ok_or_else(|| io::Error::other("too many relay sockets on this worker"))?;
-        let socket = bind_udp(addr, false, dont_fragment)?;
         self.ring.submitter().register_files_update(fixed, &[socket.as_raw_fd()])?;
         self.next_generation = self.next_generation.wrapping_add(1) & 0x00FF_FFFF;
         let generation = self.next_generation;
@@ -359,6 +359,20 @@ impl Sockets for Io {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "io_uring submission queue full"));
         }
         Ok(())
+    }
+}
+
+impl Sockets for Io {
+    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+        self.install(token, bind_udp(addr, false, dont_fragment)?)
+    }
+
+    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
+        socket::hold(addr)
+    }
+
+    fn adopt_relay(&mut self, token: RelayToken, held: Held, dont_fragment: bool) -> io::Result<()> {
+        self.install(token, socket::adopt(held, dont_fragment)?)
     }
 
     fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()> {

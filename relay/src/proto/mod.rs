@@ -40,7 +40,7 @@ use rand::{Rng, SeedableRng};
 use self::allocation::Allocation;
 pub use self::auth::{Credentials, UserSecret};
 pub use self::policy::PeerPolicy;
-pub use self::shared::{Quotas, Shared};
+pub use self::shared::{Held, Quotas, Shared};
 pub use self::stats::{
     AllocationRefusals, AuthFailure, AuthFailures, Drops, Gauges, METHODS, RESULTS, Responses, Stats,
 };
@@ -117,6 +117,18 @@ pub trait Sockets {
     /// The bind's error: the core tries another port on `AddrInUse` and
     /// answers 508 when it runs out.
     fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()>;
+    /// Binds a UDP socket to `addr` now, for an allocation to come (port
+    /// N+1 of an EVEN-PORT reservation): held, nothing else can take it.
+    ///
+    /// # Errors
+    /// As [`Sockets::open_relay`].
+    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held>;
+    /// As [`Sockets::open_relay`], on a socket bound earlier by
+    /// [`Sockets::hold`] (possibly on another worker).
+    ///
+    /// # Errors
+    /// The socket cannot be set up or watched.
+    fn adopt_relay(&mut self, token: RelayToken, held: Held, dont_fragment: bool) -> io::Result<()>;
     /// Closes relay `token`'s socket (UDP or TCP) and, for a TCP relay,
     /// every connection of it.
     fn close_relay(&mut self, token: RelayToken);
@@ -759,6 +771,9 @@ impl Server {
     /// Expires allocations whose lifetime ended by `now`, closing their
     /// relay sockets.
     pub fn handle_timeout(&mut self, now: Instant, sockets: &mut impl Sockets) {
+        // Reservations lapse with an entry of their own here, so their
+        // ports are released on time.
+        self.shared.reservations.prune(now);
         while let Some(&Reverse((at, slot))) = self.expiries.peek() {
             if at > now {
                 break;

@@ -19,7 +19,7 @@ use ip2p_wire::{
 use super::allocation::{Allocation, BindError, Relay};
 use super::auth::{Authed, OFFERED_ALGORITHMS, Refusal};
 use super::stats::AuthFailure;
-use super::{DropReason, ListenerId, RelayToken, Server, Sockets};
+use super::{DropReason, Held, ListenerId, RelayToken, Server, Sockets};
 
 /// How many unknown attributes a 420 lists at most.
 const MAX_UNKNOWN: usize = 16;
@@ -176,7 +176,7 @@ impl Server {
                 .shared
                 .reservations
                 .take(&token, now)
-                .and_then(|addr| self.open_exact(slot, addr, req.dont_fragment, sockets))
+                .and_then(|held| self.open_exact(slot, held, req.dont_fragment, sockets))
                 .map(|relay| (relay, None)),
             None if req.tcp => {
                 let user = authed.username.clone();
@@ -597,13 +597,26 @@ impl Server {
                 PortChoice::Tcp(user) => sockets.open_tcp_relay(token, bound, user),
                 _ => sockets.open_relay(token, bound, df),
             };
+            // EvenPair: N+1 is bound now too, and held for the token.
+            let opened = match (opened, choice) {
+                (Ok(()), PortChoice::EvenPair) => match sockets.hold(SocketAddr::new(ip, port + 1)) {
+                    Ok(held) => Ok(Some(held)),
+                    Err(e) => {
+                        sockets.close_relay(token);
+                        Err(e)
+                    }
+                },
+                (opened, _) => opened.map(|()| None),
+            };
             match opened {
-                Ok(()) => {
+                Ok(held) => {
                     let relay = self.record(bound);
-                    let token = (choice == PortChoice::EvenPair).then(|| {
+                    let token = held.map(|held| {
                         let token: [u8; 8] = rand::Rng::random(&mut self.rng);
-                        let next = SocketAddr::new(ip, port + 1);
-                        self.shared.reservations.reserve(token, next, now + RESERVATION_LIFETIME, now);
+                        let until = now + RESERVATION_LIFETIME;
+                        self.shared.reservations.reserve(token, held, until, now);
+                        // Wake up when it lapses, to release the port.
+                        self.expiries.push(std::cmp::Reverse((until, slot)));
                         token
                     });
                     return Some((relay, token));
@@ -621,11 +634,13 @@ impl Server {
         None
     }
 
-    /// Binds a relay socket on exactly `bound` (a reserved address).
-    fn open_exact(&mut self, slot: u32, bound: SocketAddr, df: bool, sockets: &mut impl Sockets) -> Option<Relay> {
+    /// Opens a relay on a reserved address, with the socket held for it.
+    fn open_exact(&mut self, slot: u32, held: Held, df: bool, sockets: &mut impl Sockets) -> Option<Relay> {
+        let bound = held.addr;
         let family = super::allocation::family_index(&bound.ip());
+        // A reload may have removed its relay address since.
         self.config.relay_bound_to(bound.ip())?;
-        sockets.open_relay(RelayToken::new(slot, family), bound, df).ok()?;
+        sockets.adopt_relay(RelayToken::new(slot, family), held, df).ok()?;
         Some(self.record(bound))
     }
 

@@ -74,7 +74,8 @@ impl Owners {
 /// Relay addresses reserved by an Allocate with EVEN-PORT's R bit, for a
 /// later Allocate with the RESERVATION-TOKEN (RFC 8656 §7.2). That request
 /// comes on another 5-tuple, so possibly to another worker: the table is
-/// node-wide.
+/// node-wide. Each reserved address is bound (held) until it is taken or
+/// its reservation lapses, so nothing else on the host can take it.
 #[derive(Debug, Default)]
 pub(crate) struct Reservations {
     inner: Mutex<ReservationTable>,
@@ -83,7 +84,7 @@ pub(crate) struct Reservations {
 #[derive(Debug, Default)]
 struct ReservationTable {
     by_token: HashMap<[u8; 8], SocketAddr>,
-    by_addr: HashMap<SocketAddr, ([u8; 8], Instant)>,
+    by_addr: HashMap<SocketAddr, ([u8; 8], Instant, Held)>,
 }
 
 impl Reservations {
@@ -91,32 +92,60 @@ impl Reservations {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn reserve(&self, token: [u8; 8], addr: SocketAddr, until: Instant, now: Instant) {
+    pub(crate) fn reserve(&self, token: [u8; 8], held: Held, until: Instant, now: Instant) {
         let mut t = self.lock();
-        // Prune here, so lookups stay O(1) and the table stays small.
-        let expired: Vec<SocketAddr> = t.by_addr.iter().filter(|(_, (_, u))| *u <= now).map(|(a, _)| *a).collect();
-        for a in expired {
-            if let Some((tok, _)) = t.by_addr.remove(&a) {
-                t.by_token.remove(&tok);
-            }
-        }
-        t.by_token.insert(token, addr);
-        t.by_addr.insert(addr, (token, until));
+        t.prune(now);
+        t.by_token.insert(token, held.addr);
+        t.by_addr.insert(held.addr, (token, until, held));
     }
 
-    /// The address reserved under `token`, if the reservation is live; it
-    /// is used up either way.
-    pub(crate) fn take(&self, token: &[u8; 8], now: Instant) -> Option<SocketAddr> {
+    /// The address reserved under `token` and its socket, if the
+    /// reservation is live; it is used up either way.
+    pub(crate) fn take(&self, token: &[u8; 8], now: Instant) -> Option<Held> {
         let mut t = self.lock();
         let addr = t.by_token.remove(token)?;
-        let (_, until) = t.by_addr.remove(&addr)?;
-        (until > now).then_some(addr)
+        let (_, until, held) = t.by_addr.remove(&addr)?;
+        (until > now).then_some(held)
     }
 
     /// Whether `addr` is held by a live reservation.
     pub(crate) fn holds(&self, addr: SocketAddr, now: Instant) -> bool {
-        self.lock().by_addr.get(&addr).is_some_and(|(_, until)| *until > now)
+        self.lock().by_addr.get(&addr).is_some_and(|(_, until, _)| *until > now)
     }
+
+    /// Releases the reservations that lapsed by `now`, closing their sockets.
+    pub(crate) fn prune(&self, now: Instant) {
+        self.lock().prune(now);
+    }
+
+    /// Reservations held, lapsed or not.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_addr.len()
+    }
+}
+
+impl ReservationTable {
+    fn prune(&mut self, now: Instant) {
+        let lapsed: Vec<SocketAddr> =
+            self.by_addr.iter().filter(|(_, (_, until, _))| *until <= now).map(|(a, _)| *a).collect();
+        for a in lapsed {
+            if let Some((token, _, _)) = self.by_addr.remove(&a) {
+                self.by_token.remove(&token);
+            }
+        }
+    }
+}
+
+/// A relay address bound ahead of its allocation: port N+1 of an EVEN-PORT
+/// reservation, from [`super::Sockets::hold`]. Dropping it closes the
+/// socket.
+#[derive(Debug)]
+pub struct Held {
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+    /// The bound socket (`None` from sockets that are not real: tests).
+    pub socket: Option<std::net::UdpSocket>,
 }
 
 /// Counts allocations against the node's limits, which a reload may change

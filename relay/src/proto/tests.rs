@@ -28,6 +28,8 @@ struct FakeSockets {
     open: HashMap<RelayToken, (SocketAddr, bool)>,
     /// Addresses some other process holds: binding them fails.
     taken: HashSet<SocketAddr>,
+    /// Addresses bound ahead for a reservation, in order.
+    held: Vec<SocketAddr>,
     closed: Vec<RelayToken>,
     /// TCP relays: their address and user.
     tcp: HashMap<RelayToken, (SocketAddr, String)>,
@@ -45,6 +47,18 @@ impl Sockets for FakeSockets {
             return Err(io::ErrorKind::AddrInUse.into());
         }
         assert!(self.open.insert(token, (addr, df)).is_none(), "token reused while open");
+        Ok(())
+    }
+    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
+        if self.taken.contains(&addr) || self.open.values().any(|(a, _)| *a == addr) {
+            return Err(io::ErrorKind::AddrInUse.into());
+        }
+        self.held.push(addr);
+        Ok(Held { addr, socket: None })
+    }
+    fn adopt_relay(&mut self, token: RelayToken, held: Held, df: bool) -> io::Result<()> {
+        assert!(self.held.contains(&held.addr), "adopting an address never held");
+        assert!(self.open.insert(token, (held.addr, df)).is_none(), "token reused while open");
         Ok(())
     }
     fn close_relay(&mut self, token: RelayToken) {
@@ -538,6 +552,8 @@ fn even_port_reservations_pair_rtp_and_rtcp() {
     let rtp = r.relayed()[0];
     assert_eq!(rtp.port() % 2, 0);
     let token = *r.msg().get::<ReservationToken>().unwrap().unwrap().0;
+    // N+1 is bound now, so no other process can take it either.
+    assert_eq!(h.sockets.held, [SocketAddr::new(rtp.ip(), rtp.port() + 1)]);
 
     // Other allocations never get the reserved port.
     let mut ports = vec![rtp.port()];
@@ -548,14 +564,39 @@ fn even_port_reservations_pair_rtp_and_rtcp() {
     let with_token = [udp, Attribute::ReservationToken(ReservationToken(&token))];
     let r = h.authed("127.0.0.1:46010", Method::ALLOCATE, &with_token, &c);
     assert_eq!(r.relayed(), [SocketAddr::new(rtp.ip(), rtp.port() + 1)]);
+    assert!(h.sockets.open.values().any(|&(a, _)| a == r.relayed()[0]), "the held socket became the relay");
     assert_eq!(h.authed("127.0.0.1:46011", Method::ALLOCATE, &with_token, &c).code(), Some(508), "used up");
+    assert_eq!(h.server.shared.reservations.len(), 0);
+
+    // N+1 taken by another process: that pair is given up, N closed again.
+    let mut given_up = 0;
+    for seed in 0..8 {
+        let mut cfg = config();
+        cfg.ports = 50000..=50003;
+        let mut h = Harness::with(cfg, Quotas::new(0, 0));
+        h.server.rng = SmallRng::seed_from_u64(seed);
+        h.sockets.taken.insert("127.0.0.1:50001".parse().unwrap());
+        let r = h.authed(
+            "127.0.0.1:46030",
+            Method::ALLOCATE,
+            &[udp, Attribute::EvenPort(EvenPort { reserve_next: true })],
+            &c,
+        );
+        assert_eq!(r.relayed()[0].port(), 50002, "seed {seed}");
+        assert_eq!(h.sockets.held.last().map(SocketAddr::port), Some(50003));
+        assert_eq!(h.sockets.open.len(), 1, "50000 was closed if tried");
+        given_up += h.sockets.closed.len();
+    }
+    assert!(given_up > 0, "some seed tried 50000 first");
 
     // A reservation lapses after 30 s.
     let mut h = Harness::new();
     let r =
         h.authed("127.0.0.1:46020", Method::ALLOCATE, &[udp, Attribute::EvenPort(EvenPort { reserve_next: true })], &c);
     let token = *r.msg().get::<ReservationToken>().unwrap().unwrap().0;
+    assert_eq!(h.server.shared.reservations.len(), 1);
     h.advance(31);
+    assert_eq!(h.server.shared.reservations.len(), 0, "released (its socket closed) when it lapses");
     let with_token = [udp, Attribute::ReservationToken(ReservationToken(&token))];
     assert_eq!(h.authed("127.0.0.1:46021", Method::ALLOCATE, &with_token, &c).code(), Some(508));
     let dual_reserve = [
