@@ -19,11 +19,10 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
-use super::socket::{self, bind_udp};
 use super::stream::{Conn, Conns, Stream, StreamError};
 use super::tcp_relay::{TcpEvent, TcpRelays};
-use super::{DatapathCounters, Handover, StreamCounters, Worker, now};
-use crate::proto::{Held, ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Sockets, Transmit, Verdict, Via};
+use super::{DatapathCounters, Handover, RelaySockets, StreamCounters, Worker, now};
+use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Transmit, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
 /// Tokens: UDP listeners from 0, stream listeners from `STREAM_BASE`,
@@ -56,8 +55,7 @@ struct RelaySocket {
     generation: u32,
 }
 
-impl Socks {
-    /// Watches `socket` as relay `token`'s.
+impl RelaySockets for Socks {
     fn install(&mut self, token: RelayToken, socket: std::net::UdpSocket) -> io::Result<()> {
         let mut socket = UdpSocket::from_std(socket);
         let index = token.0 as usize;
@@ -71,51 +69,19 @@ impl Socks {
         }
         Ok(())
     }
-}
 
-impl Sockets for Socks {
-    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
-        self.install(token, bind_udp(addr, false, dont_fragment)?)
+    fn uninstall(&mut self, token: RelayToken) -> bool {
+        let Some(mut relay) = self.relays.get_mut(token.0 as usize).and_then(Option::take) else { return false };
+        let _ = self.registry.deregister(&mut relay.socket);
+        true
     }
 
-    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
-        socket::hold(addr)
+    fn tcp(&self) -> (&Arc<TcpRelays>, usize) {
+        (&self.tcp, self.worker)
     }
 
-    fn adopt_relay(&mut self, token: RelayToken, held: Held, dont_fragment: bool) -> io::Result<()> {
-        self.install(token, socket::adopt(held, dont_fragment)?)
-    }
-
-    fn close_relay(&mut self, token: RelayToken) {
-        if let Some(mut relay) = self.relays.get_mut(token.0 as usize).and_then(Option::take) {
-            let _ = self.registry.deregister(&mut relay.socket);
-        } else {
-            self.tcp.close((self.worker, token));
-        }
-    }
-
-    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()> {
-        self.tcp.listen((self.worker, token), addr, username)
-    }
-
-    fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr) {
-        self.tcp.connect((self.worker, token), from, peer);
-    }
-
-    fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool {
-        self.tcp.busy((self.worker, token), peer)
-    }
-
-    fn tcp_accept(&mut self, conn: u32, accept: bool) {
-        self.tcp.accept(conn, accept);
-    }
-
-    fn tcp_bind(&mut self, conn: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool {
-        let bound = self.tcp.bind(conn, username);
-        if bound {
-            self.handovers.push(Handover { listener, client, conn });
-        }
-        bound
+    fn handovers(&mut self) -> &mut Vec<Handover> {
+        &mut self.handovers
     }
 }
 

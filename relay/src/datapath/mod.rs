@@ -15,13 +15,14 @@ pub(crate) mod tcp_relay;
 pub(crate) mod uring;
 
 use std::io;
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::EventFd;
 
-use crate::proto::{Server, Stats};
+use self::tcp_relay::TcpRelays;
+use crate::proto::{Held, ListenerId, RelayToken, Server, Sockets, Stats};
 
 /// A command from the node to a worker.
 #[derive(Debug)]
@@ -163,6 +164,72 @@ pub(crate) struct Worker {
     pub(crate) latency: RequestLatency,
     /// The node's inboxes for packets between workers.
     pub(crate) handoffs: Arc<handoff::Handoffs>,
+}
+
+/// What a datapath provides to be the core's [`Sockets`]: its UDP relay
+/// sockets, and its TCP relays. The rest is the same for both datapaths.
+pub(crate) trait RelaySockets {
+    /// Watches `socket` as relay `token`'s.
+    ///
+    /// # Errors
+    /// The socket cannot be watched.
+    fn install(&mut self, token: RelayToken, socket: UdpSocket) -> io::Result<()>;
+    /// Closes relay `token`'s UDP socket; `false` if it has none (the token
+    /// is a TCP relay's).
+    fn uninstall(&mut self, token: RelayToken) -> bool;
+    /// The node's TCP relays (RFC 6062), and this worker's index in them.
+    fn tcp(&self) -> (&Arc<TcpRelays>, usize);
+    /// ConnectionBinds that succeeded, for the loop to hand their client
+    /// connections over to the TCP relays.
+    fn handovers(&mut self) -> &mut Vec<Handover>;
+}
+
+impl<T: RelaySockets> Sockets for T {
+    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+        self.install(token, socket::bind_udp(addr, false, dont_fragment)?)
+    }
+
+    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
+        socket::hold(addr)
+    }
+
+    fn adopt_relay(&mut self, token: RelayToken, held: Held, dont_fragment: bool) -> io::Result<()> {
+        self.install(token, socket::adopt(held, dont_fragment)?)
+    }
+
+    fn close_relay(&mut self, token: RelayToken) {
+        if !self.uninstall(token) {
+            let (tcp, worker) = self.tcp();
+            tcp.close((worker, token));
+        }
+    }
+
+    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()> {
+        let (tcp, worker) = self.tcp();
+        tcp.listen((worker, token), addr, username)
+    }
+
+    fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr) {
+        let (tcp, worker) = self.tcp();
+        tcp.connect((worker, token), from, peer);
+    }
+
+    fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool {
+        let (tcp, worker) = self.tcp();
+        tcp.busy((worker, token), peer)
+    }
+
+    fn tcp_accept(&mut self, conn: u32, accept: bool) {
+        self.tcp().0.accept(conn, accept);
+    }
+
+    fn tcp_bind(&mut self, conn: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool {
+        let bound = self.tcp().0.bind(conn, username);
+        if bound {
+            self.handovers().push(Handover { listener, client, conn });
+        }
+        bound
+    }
 }
 
 /// A client connection a ConnectionBind turned into a data connection

@@ -27,11 +27,10 @@ use io_uring::types::{BufRingEntry, Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec}
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use socket2::SockAddr;
 
-use super::socket::{self, bind_udp};
 use super::stream::{Conn, Conns, Stream, StreamError};
 use super::tcp_relay::{TcpEvent, TcpRelays};
-use super::{DatapathCounters, Handover, StreamCounters, Worker, now};
-use crate::proto::{Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Sockets, Verdict, Via};
+use super::{DatapathCounters, Handover, RelaySockets, StreamCounters, Worker, now};
+use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Verdict, Via};
 
 /// Submission queue entries.
 const ENTRIES: u32 = 4096;
@@ -337,8 +336,7 @@ impl Io {
     }
 }
 
-impl Io {
-    /// Registers `socket` as relay `token`'s and arms its receive.
+impl RelaySockets for Io {
     fn install(&mut self, token: RelayToken, socket: UdpSocket) -> io::Result<()> {
         let fixed = self.relay_fixed(token).ok_or_else(|| io::Error::other("too many relay sockets on this worker"))?;
         self.ring.submitter().register_files_update(fixed, &[socket.as_raw_fd()])?;
@@ -360,48 +358,18 @@ impl Io {
         }
         Ok(())
     }
-}
 
-impl Sockets for Io {
-    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
-        self.install(token, bind_udp(addr, false, dont_fragment)?)
+    fn tcp(&self) -> (&std::sync::Arc<TcpRelays>, usize) {
+        (&self.tcp, self.worker)
     }
 
-    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
-        socket::hold(addr)
+    fn handovers(&mut self) -> &mut Vec<Handover> {
+        &mut self.handovers
     }
 
-    fn adopt_relay(&mut self, token: RelayToken, held: Held, dont_fragment: bool) -> io::Result<()> {
-        self.install(token, socket::adopt(held, dont_fragment)?)
-    }
-
-    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()> {
-        self.tcp.listen((self.worker, token), addr, username)
-    }
-
-    fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr) {
-        self.tcp.connect((self.worker, token), from, peer);
-    }
-
-    fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool {
-        self.tcp.busy((self.worker, token), peer)
-    }
-
-    fn tcp_accept(&mut self, conn: u32, accept: bool) {
-        self.tcp.accept(conn, accept);
-    }
-
-    fn tcp_bind(&mut self, conn: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool {
-        let bound = self.tcp.bind(conn, username);
-        if bound {
-            self.handovers.push(Handover { listener, client, conn });
-        }
-        bound
-    }
-
-    fn close_relay(&mut self, token: RelayToken) {
+    fn uninstall(&mut self, token: RelayToken) -> bool {
         let Some(socket) = self.relays.get_mut(token.0 as usize).and_then(Option::take) else {
-            return self.tcp.close((self.worker, token));
+            return false;
         };
         let recv = user_data(Op::RecvRelay, socket.generation, token.0);
         // If the cancel cannot be queued, unregistering the file below still
@@ -411,6 +379,7 @@ impl Sockets for Io {
             let _ = self.ring.submitter().register_files_update(fixed, &[-1]);
         }
         // The fd closes here; the cancelled receive completes on its own.
+        true
     }
 }
 
