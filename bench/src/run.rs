@@ -183,6 +183,22 @@ fn template(cfg: &RunConfig, peer: SocketAddr) -> (Vec<u8>, usize) {
     }
 }
 
+/// A client with an allocation. A 437 means the server still holds an
+/// allocation for this 5-tuple: the OS gave the new socket the port of an
+/// earlier run's client whose deletion the server did not take (coturn has
+/// answered so). Another socket, another port, tried a few times.
+fn allocate(server: SocketAddr, user: &str, password: &str) -> io::Result<(Client, SocketAddr)> {
+    let mut tries = 0;
+    loop {
+        let mut c = Client::new(server, user, password)?;
+        match c.allocate(None) {
+            Ok(relayed) => return Ok((c, relayed)),
+            Err(e) if e.code() == Some(437) && tries < 3 => tries += 1,
+            Err(e) => return Err(io::Error::other(format!("allocate: {e}"))),
+        }
+    }
+}
+
 /// Sets up the sessions: allocations and channels (or permissions) for
 /// the relayed modes, plain sockets for the direct ones. In the echo
 /// modes, session `i`'s peer is `echoes[i % threads]`, served by the thread
@@ -196,8 +212,7 @@ fn sessions(cfg: &RunConfig, echoes: &[SocketAddr]) -> io::Result<Vec<Session>> 
     for _ in 0..n {
         if relayed(cfg.mode) {
             let (user, password) = cfg.credentials.for_session();
-            let mut c = Client::new(cfg.server, &user, &password)?;
-            let relayed = c.allocate(None).map_err(|e| io::Error::other(format!("allocate: {e}")))?;
+            let (c, relayed) = allocate(cfg.server, &user, &password)?;
             addrs.push(relayed);
             clients.push(Some(c));
         } else {
