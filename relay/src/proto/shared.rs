@@ -127,13 +127,14 @@ impl Reservations {
 
 impl ReservationTable {
     fn prune(&mut self, now: Instant) {
-        let lapsed: Vec<SocketAddr> =
-            self.by_addr.iter().filter(|(_, (_, until, _))| *until <= now).map(|(a, _)| *a).collect();
-        for a in lapsed {
-            if let Some((token, _, _)) = self.by_addr.remove(&a) {
-                self.by_token.remove(&token);
+        let Self { by_token, by_addr } = self;
+        by_addr.retain(|_, (token, until, _)| {
+            let live = *until > now;
+            if !live {
+                by_token.remove(token);
             }
-        }
+            live
+        });
     }
 }
 
