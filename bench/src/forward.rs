@@ -40,7 +40,7 @@ pub struct Forwarded {
 /// One client: its socket towards the peer, and its address.
 struct Client {
     socket: UdpSocket,
-    addr: SocketAddr,
+    addr: SockaddrStorage,
 }
 
 /// Forwards between clients reaching `listen` and `peer` until `stop` is
@@ -58,30 +58,35 @@ pub fn forward(
     let started = Instant::now();
     listen.set_nonblocking(true)?;
     let local_ip = listen.local_addr()?.ip();
+    let peer = SockaddrStorage::from(peer);
     let mut poll = Poll::new()?;
     poll.registry().register(&mut mio::unix::SourceFd(&listen.as_raw_fd()), LISTEN, Interest::READABLE)?;
     let mut events = Events::with_capacity(1024);
     let mut clients: Vec<Client> = Vec::new();
     let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut bufs = vec![[0u8; SLOT]; BATCH];
-    // Each received datagram's source and length, then (LISTEN) the client
-    // it belongs to.
-    let mut got: Vec<(Option<SocketAddr>, usize)> = Vec::with_capacity(BATCH);
-    let mut meta: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
-    let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut tx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut io = Batch {
+        bufs: vec![[0u8; SLOT]; BATCH],
+        got: Vec::with_capacity(BATCH),
+        rx: MultiHeaders::preallocate(BATCH, None),
+        tx: MultiHeaders::preallocate(BATCH, None),
+        addrs: Vec::with_capacity(BATCH),
+    };
+    // The clients' datagrams of a batch: (client, buffer, length).
+    let mut meta: Vec<(usize, usize, usize)> = Vec::with_capacity(BATCH);
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
     let mut done = Forwarded::default();
     while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
         poll.poll(&mut events, Some(Duration::from_millis(100)))?;
         for event in &events {
             if event.token() == LISTEN {
                 // Clients to the peer: each datagram leaves by its client's
-                // socket, consecutive ones of a client in one sendmmsg.
-                while receive(listen, &mut rx, &mut bufs, &mut got)? {
+                // socket, a client's datagrams of a batch in one sendmmsg.
+                loop {
+                    let n = io.receive(listen)?;
                     meta.clear();
-                    for &(from, len) in &got {
+                    for (k, &(from, len)) in io.got.iter().enumerate() {
                         let Some(from) = from else { continue };
-                        let index = match by_addr.get(&from) {
+                        let client = match by_addr.get(&from) {
                             Some(&i) => i,
                             None if clients.len() < max_clients => {
                                 let socket = UdpSocket::bind((local_ip, 0))?;
@@ -93,25 +98,27 @@ pub fn forward(
                                     Token(i),
                                     Interest::READABLE,
                                 )?;
-                                clients.push(Client { socket, addr: from });
+                                clients.push(Client { socket, addr: SockaddrStorage::from(from) });
                                 by_addr.insert(from, i);
                                 i
                             }
                             None => continue,
                         };
-                        meta.push((index, len));
+                        meta.push((client, k, len));
                     }
-                    let mut at = 0;
-                    while let Some(&(index, _)) = meta.get(at) {
-                        let run = meta.get(at..).unwrap_or_default().iter().take_while(|(i, _)| *i == index).count();
-                        let lens = meta.get(at..at + run).unwrap_or_default().iter().map(|&(_, len)| len);
-                        if let Some(c) = clients.get(index) {
-                            let (sent, failed) =
-                                send(&c.socket, &mut tx, bufs.get(at..).unwrap_or_default(), lens, peer);
-                            done.to_peer += sent;
-                            done.send_errors += failed;
-                        }
-                        at += run;
+                    meta.sort_by_key(|&(client, k, _)| (client, k));
+                    for run in meta.chunk_by(|a, b| a.0 == b.0) {
+                        let Some(c) = run.first().and_then(|&(client, _, _)| clients.get(client)) else { continue };
+                        out.clear();
+                        out.extend(run.iter().map(|&(_, k, len)| (k, len)));
+                        let (sent, failed) = io.send(&c.socket, &out, &peer);
+                        done.to_peer += sent;
+                        done.send_errors += failed;
+                    }
+                    // Fewer than a batch: the socket was empty, and the next
+                    // datagram brings a new edge.
+                    if n < BATCH {
+                        break;
                     }
                 }
                 continue;
@@ -119,10 +126,16 @@ pub fn forward(
             // The peer to a client: drain the client's socket, and send what
             // came back in batches from the listening socket.
             let Some(c) = clients.get(event.token().0) else { continue };
-            while receive(&c.socket, &mut rx, &mut bufs, &mut got)? {
-                let (sent, failed) = send(listen, &mut tx, &bufs, got.iter().map(|&(_, len)| len), c.addr);
+            loop {
+                let n = io.receive(&c.socket)?;
+                out.clear();
+                out.extend(io.got.iter().enumerate().map(|(k, &(_, len))| (k, len)));
+                let (sent, failed) = io.send(listen, &out, &c.addr);
                 done.to_clients += sent;
                 done.send_errors += failed;
+                if n < BATCH {
+                    break;
+                }
             }
         }
     }
@@ -130,51 +143,57 @@ pub fn forward(
     Ok(done)
 }
 
-/// One recvmmsg into `bufs`: each datagram's source and length in `got`.
-/// `false` when there was none.
-fn receive(
-    socket: &UdpSocket,
-    headers: &mut MultiHeaders<SockaddrStorage>,
-    bufs: &mut [[u8; SLOT]],
-    got: &mut Vec<(Option<SocketAddr>, usize)>,
-) -> io::Result<bool> {
-    got.clear();
-    let mut slots = bufs.iter_mut();
-    let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
-        std::array::from_fn(|_| [IoSliceMut::new(slots.next().map_or(&mut [][..], |b| &mut b[..]))]);
-    match recvmmsg(socket.as_raw_fd(), headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
-        Ok(results) => got.extend(results.map(|r| (r.address.as_ref().and_then(to_addr), r.bytes))),
-        Err(nix::errno::Errno::EAGAIN) => return Ok(false),
-        Err(e) => return Err(e.into()),
-    }
-    Ok(!got.is_empty())
+/// Buffers and headers for one batch of datagrams, reused.
+struct Batch {
+    bufs: Vec<[u8; SLOT]>,
+    /// Each received datagram's source and length.
+    got: Vec<(Option<SocketAddr>, usize)>,
+    rx: MultiHeaders<SockaddrStorage>,
+    tx: MultiHeaders<SockaddrStorage>,
+    /// The destinations of a sendmmsg.
+    addrs: Vec<Option<SockaddrStorage>>,
 }
 
-/// sendmmsg of the first bytes of `bufs` (as many as `lens` gives) to `to`,
-/// carrying on past a datagram the kernel refuses. Returns (sent, failed).
-fn send(
-    socket: &UdpSocket,
-    headers: &mut MultiHeaders<SockaddrStorage>,
-    bufs: &[[u8; SLOT]],
-    lens: impl Iterator<Item = usize>,
-    to: SocketAddr,
-) -> (u64, u64) {
-    let mut lens = lens.take(BATCH);
-    let slices: Vec<[IoSlice<'_>; 1]> =
-        bufs.iter().map_while(|b| lens.next().map(|len| [IoSlice::new(b.get(..len).unwrap_or_default())])).collect();
-    let addrs: [Option<SockaddrStorage>; BATCH] = std::array::from_fn(|_| Some(SockaddrStorage::from(to)));
-    let (mut sent, mut failed, mut at) = (0u64, 0u64, 0usize);
-    while at < slices.len() {
-        let (s, a) = (slices.get(at..).unwrap_or_default(), addrs.get(at..slices.len()).unwrap_or_default());
-        let n = sendmmsg(socket.as_raw_fd(), headers, s, a, [], MsgFlags::MSG_DONTWAIT).map_or(0, Iterator::count);
-        sent += n as u64;
-        at += n;
-        if at < slices.len() {
-            failed += 1;
-            at += 1;
+impl Batch {
+    /// One recvmmsg into `bufs`, each datagram's source and length in
+    /// `got`: how many (0 when there was none).
+    fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.got.clear();
+        let mut slots = self.bufs.iter_mut();
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(slots.next().map_or(&mut [][..], |b| &mut b[..]))]);
+        match recvmmsg(socket.as_raw_fd(), &mut self.rx, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
+            Ok(results) => self.got.extend(results.map(|r| (r.address.as_ref().and_then(to_addr), r.bytes))),
+            Err(nix::errno::Errno::EAGAIN) => {}
+            Err(e) => return Err(e.into()),
         }
+        Ok(self.got.len())
     }
-    (sent, failed)
+
+    /// sendmmsg of the datagrams `out` names (buffer, length) to `to`,
+    /// carrying on past one the kernel refuses. Returns (sent, failed).
+    fn send(&mut self, socket: &UdpSocket, out: &[(usize, usize)], to: &SockaddrStorage) -> (u64, u64) {
+        let bufs = &self.bufs;
+        let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
+            [IoSlice::new(out.get(i).and_then(|&(k, len)| bufs.get(k)?.get(..len)).unwrap_or_default())]
+        });
+        let n = out.len().min(BATCH);
+        self.addrs.clear();
+        self.addrs.resize(n, Some(*to));
+        let (mut sent, mut failed, mut at) = (0u64, 0u64, 0usize);
+        while at < n {
+            let (s, a) = (slices.get(at..n).unwrap_or_default(), self.addrs.get(at..n).unwrap_or_default());
+            let done =
+                sendmmsg(socket.as_raw_fd(), &mut self.tx, s, a, [], MsgFlags::MSG_DONTWAIT).map_or(0, Iterator::count);
+            sent += done as u64;
+            at += done;
+            if at < n {
+                failed += 1;
+                at += 1;
+            }
+        }
+        (sent, failed)
+    }
 }
 
 fn to_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
@@ -198,26 +217,37 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let peer_addr = peer.local_addr().unwrap();
-        let forwarder = std::thread::spawn(move || forward(&listen, peer_addr, 2, Duration::from_secs(30), &flag));
         let clients: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-        let mut sources = HashMap::new();
-        for (i, c) in clients.iter().take(2).enumerate() {
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            for k in 0..3u8 {
+        // Queued before the forwarder starts, so one batch mixes the two
+        // clients with a third over the limit (dropped, not forwarded).
+        for k in 0..3u8 {
+            for (i, c) in clients.iter().take(2).enumerate() {
                 c.send_to(&[i as u8, k], at).unwrap();
             }
+            if k == 1 {
+                clients[2].send_to(&[9, 9], at).unwrap();
+            }
         }
+        let forwarder = std::thread::spawn(move || forward(&listen, peer_addr, 2, Duration::from_secs(30), &flag));
+        let mut sources = HashMap::new();
+        let mut next = [0u8; 2];
         let mut buf = [0u8; 64];
         for _ in 0..6 {
             let (n, from) = peer.recv_from(&mut buf).unwrap();
             assert_eq!(n, 2);
-            // One source per client, a different one for each.
+            // Each client's datagrams whole and in order, and one source
+            // per client, a different one for each.
+            let i = usize::from(buf[0]);
+            assert!(i < 2, "{:?}", &buf[..n]);
+            assert_eq!(buf[1], next[i]);
+            next[i] += 1;
             assert_eq!(*sources.entry(buf[0]).or_insert(from), from);
             peer.send_to(&buf[..n], from).unwrap();
         }
         assert_eq!(sources.len(), 2);
         assert_ne!(sources[&0], sources[&1]);
         for (i, c) in clients.iter().take(2).enumerate() {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             for k in 0..3u8 {
                 let (n, from) = c.recv_from(&mut buf).unwrap();
                 assert_eq!((&buf[..n], from), (&[i as u8, k][..], at));
