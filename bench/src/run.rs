@@ -443,8 +443,10 @@ pub fn run(cfg: &RunConfig, stop: &Arc<AtomicBool>) -> io::Result<(Summary, Hist
     let mut echoes = Vec::new();
     if matches!(cfg.mode, Mode::Echo | Mode::DirectEcho | Mode::ForwardedEcho) {
         for i in 0..threads {
+            // 127.0.0.2 by default: a relay refuses its own host's
+            // addresses (127.0.0.1) as peers.
             let at = cfg.echo_at.map_or_else(
-                || SocketAddr::from(([127, 0, 0, 1], 0)),
+                || SocketAddr::from(([127, 0, 0, 2], 0)),
                 |a| SocketAddr::new(a.ip(), a.port().saturating_add(u16::try_from(i).unwrap_or(u16::MAX))),
             );
             let e = bind_again(at)?;

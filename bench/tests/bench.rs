@@ -50,7 +50,7 @@ fn ip2p() -> node::Node {
         [auth]
         users = [{ name = "demo", password = "demo-password" }]
         [peers]
-        allow = ["127.0.0.1/32"]
+        allow = ["127.0.0.2/32"]
     "#;
     node::start(&Settings::from_toml(text, &RunArgs::default()).unwrap()).unwrap()
 }

@@ -27,7 +27,7 @@ impl Sockets for NoSockets {
         Ok(())
     }
     fn close_relay(&mut self, _: RelayToken) {}
-    fn open_tcp_relay(&mut self, _: RelayToken, _: SocketAddr, _: &str) -> std::io::Result<()> {
+    fn open_tcp_relay(&mut self, _: RelayToken, _: SocketAddr, _: &str, _: std::net::IpAddr) -> std::io::Result<()> {
         self.0 += 1;
         Ok(())
     }
@@ -117,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(t.range.end <= reply.len());
                 }
             }
-            5 => s.client_closed(listener, from, &mut sockets),
+            5 => s.client_closed(now, listener, from, &mut sockets),
             _ => s.drain(),
         }
     }

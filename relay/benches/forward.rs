@@ -35,7 +35,7 @@ impl Sockets for Fake {
         Ok(())
     }
     fn close_relay(&mut self, _: RelayToken) {}
-    fn open_tcp_relay(&mut self, _: RelayToken, _: SocketAddr, _: &str) -> io::Result<()> {
+    fn open_tcp_relay(&mut self, _: RelayToken, _: SocketAddr, _: &str, _: std::net::IpAddr) -> io::Result<()> {
         Ok(())
     }
     fn tcp_connect(&mut self, _: RelayToken, _: SocketAddr, _: SocketAddr) {}
@@ -68,11 +68,11 @@ impl Bench {
             [auth]
             users = [{ name = "u", password = "p" }]
             [peers]
-            allow = ["127.0.0.1/32"]
+            allow = ["127.0.0.2/32"]
         "#;
         let settings = Settings::from_toml(text, &RunArgs::default()).unwrap();
         let now = std::time::Instant::now();
-        let shared = Arc::new(Shared::new(Quotas::new(0, 0)));
+        let shared = Arc::new(Shared::new(Quotas::default()));
         let server = Server::new(Arc::new(settings.proto), shared, now, 1_800_000_000, 7);
         Self { server, now, reply: vec![0; REPLY_BUFFER], key: LongTermKey::md5("u", "bench", "p"), tid: 0 }
     }
@@ -131,7 +131,7 @@ fn client(i: u16) -> SocketAddr {
 
 fn forwarding(c: &mut Criterion) {
     let mut b = Bench::new();
-    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let peer: SocketAddr = "127.0.0.2:9".parse().unwrap();
     // 1,000 allocations, each with a channel to the peer; the last two are
     // also each other's peers.
     let mut relayed = Vec::new();

@@ -1,44 +1,67 @@
-//! The admin HTTP listener (tiny_http, on its own threads, never on a
-//! worker's): `/metrics` for Prometheus, `/healthz` and `/readyz` for
-//! service managers and load balancers, `/status` as JSON for people.
-//! It binds to loopback by default: metrics name users and addresses.
+//! The admin HTTP listener: `/metrics` for Prometheus, `/healthz` and
+//! `/readyz` for service managers and load balancers, `/status` as JSON for
+//! people.
+//!
+//! It is a small HTTP/1.1 server on one thread of its own (never a
+//! worker's), an event loop over non-blocking sockets with httparse for
+//! the requests, because it must stay up under abuse without costing the
+//! relay: at most [`MAX_CONNECTIONS`] connections (more are closed at
+//! once), requests of at most [`MAX_REQUEST`] bytes with no body, a
+//! deadline to read a request and one to write the answer, one request
+//! per connection. `/metrics` and `/status` name users and addresses:
+//! with `admin.token` set they answer only `Authorization: Bearer <token>`;
+//! `/healthz` and `/readyz` say only ok or not and stay open for probes.
+//! It binds to loopback by default.
 
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Method, Request, Response, Server};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::DatapathKind;
 use crate::node::NodeHandle;
 
+/// Connections served at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Largest request (request line and headers).
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to read the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKE: Token = Token(usize::MAX - 1);
+
 /// A running admin listener; stops when dropped.
 pub struct Admin {
-    server: Arc<Server>,
     addr: SocketAddr,
+    waker: std::sync::Arc<Waker>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Admin {
-    /// Binds `addr` and serves `node`'s endpoints until dropped.
+    /// Binds `addr` and serves `node`'s endpoints until dropped; with a
+    /// `token`, `/metrics` and `/status` ask for it.
     ///
     /// # Errors
     /// The address cannot be bound (in use, not local...).
-    pub fn start(addr: SocketAddr, node: NodeHandle) -> io::Result<Self> {
+    pub fn start(addr: SocketAddr, node: NodeHandle, token: Option<String>) -> io::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let server = Server::from_listener(listener, None).map_err(|e| io::Error::other(e.to_string()))?;
-        let server = Arc::new(server);
-        let serving = server.clone();
-        let thread = std::thread::Builder::new().name("ip2p-admin".into()).spawn(move || {
-            // Ends with an error once `unblock` is called on drop.
-            while let Ok(request) = serving.recv() {
-                answer(request, &node);
-            }
-        })?;
-        Ok(Self { server, addr, thread: Some(thread) })
+        let poll = Poll::new()?;
+        let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let mut server =
+            Server { poll, listener: TcpListener::from_std(listener), conns: HashMap::new(), next: 0, node, token };
+        server.poll.registry().register(&mut server.listener, LISTENER, Interest::READABLE)?;
+        let thread = std::thread::Builder::new().name("ip2p-admin".into()).spawn(move || server.run())?;
+        Ok(Self { addr, waker, thread: Some(thread) })
     }
 
     /// The address it serves on (the port resolved when 0 was asked).
@@ -56,36 +79,180 @@ impl std::fmt::Debug for Admin {
 
 impl Drop for Admin {
     fn drop(&mut self) {
-        self.server.unblock();
+        let _ = self.waker.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn answer(request: Request, node: &NodeHandle) {
-    let path = request.url().split('?').next().unwrap_or_default().to_owned();
-    let response = if !matches!(request.method(), Method::Get | Method::Head) {
-        with(text(405, "only GET\n"), "Allow", "GET, HEAD")
-    } else {
-        match path.as_str() {
+/// One client connection: reading its request, then writing the answer.
+struct Conn {
+    stream: TcpStream,
+    request: Vec<u8>,
+    /// The answer, once there is one, and how much of it went.
+    response: Option<(Vec<u8>, usize)>,
+    deadline: Instant,
+}
+
+struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    conns: HashMap<usize, Conn>,
+    next: usize,
+    node: NodeHandle,
+    token: Option<String>,
+}
+
+impl Server {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(128);
+        loop {
+            let timeout = self.conns.values().map(|c| c.deadline).min().map(|d| d.saturating_duration_since(now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "admin listener stopped");
+                return;
+            }
+            for event in &events {
+                match event.token() {
+                    WAKE => return,
+                    LISTENER => self.accept(),
+                    Token(id) => self.serve(id),
+                }
+            }
+            // Whoever is past its deadline is dropped (closed).
+            let now = now();
+            self.conns.retain(|_, c| c.deadline > now);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors, say: the next event tries again.
+                    tracing::debug!(error = %e, "admin accept failed");
+                    return;
+                }
+            };
+            if self.conns.len() >= MAX_CONNECTIONS {
+                continue; // closed at once
+            }
+            self.next = self.next.wrapping_add(1) % (usize::MAX - 2);
+            let id = self.next;
+            if self.poll.registry().register(&mut stream, Token(id), Interest::READABLE | Interest::WRITABLE).is_ok() {
+                let conn = Conn { stream, request: Vec::new(), response: None, deadline: now() + READ_TIMEOUT };
+                self.conns.insert(id, conn);
+            }
+        }
+    }
+
+    /// Reads what connection `id` sent, answers once its request is whole,
+    /// writes what the socket takes; drops the connection when done or
+    /// broken.
+    fn serve(&mut self, id: usize) {
+        let Some(mut conn) = self.conns.remove(&id) else { return };
+        if self.step(&mut conn).is_ok_and(|open| open) {
+            self.conns.insert(id, conn);
+        }
+    }
+
+    /// `Ok(true)`: keep the connection for more events.
+    fn step(&self, conn: &mut Conn) -> io::Result<bool> {
+        if conn.response.is_none() {
+            let mut buf = [0u8; 2048];
+            loop {
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => return Ok(false),
+                    Ok(n) => {
+                        conn.request.extend_from_slice(buf.get(..n).unwrap_or_default());
+                        if conn.request.len() > MAX_REQUEST {
+                            conn.response = Some((plain(431, "request too large\n", &[]), 0));
+                            break;
+                        }
+                        if let Some(response) = self.answer(&conn.request) {
+                            conn.response = Some((response, 0));
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            conn.deadline = now() + WRITE_TIMEOUT;
+        }
+        let Some((response, written)) = &mut conn.response else { return Ok(true) };
+        while let Some(rest) = response.get(*written..).filter(|r| !r.is_empty()) {
+            match conn.stream.write(rest) {
+                Ok(0) => return Ok(false),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// The answer to `request` once it is whole, `None` while it is not.
+    fn answer(&self, request: &[u8]) -> Option<Vec<u8>> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let (method, path) = match parsed.parse(request) {
+            Ok(httparse::Status::Partial) => return None,
+            Ok(httparse::Status::Complete(_)) => (parsed.method.unwrap_or(""), parsed.path.unwrap_or("")),
+            Err(httparse::Error::TooManyHeaders) => return Some(plain(431, "too many headers\n", &[])),
+            Err(_) => return Some(plain(400, "bad request\n", &[])),
+        };
+        let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+        if header("transfer-encoding").is_some() || header("content-length").is_some_and(|v| v != b"0") {
+            return Some(plain(413, "requests have no body here\n", &[]));
+        }
+        if method != "GET" && method != "HEAD" {
+            return Some(plain(405, "only GET\n", &[("Allow", "GET, HEAD")]));
+        }
+        let path = path.split('?').next().unwrap_or_default();
+        let private = matches!(path, "/metrics" | "/status");
+        if private && !self.authorized(header("authorization")) {
+            return Some(plain(401, "a bearer token is needed\n", &[("WWW-Authenticate", "Bearer realm=\"ip2p\"")]));
+        }
+        let node = &self.node;
+        let response = match path {
             "/metrics" => match crate::metrics::render(node) {
-                Ok(body) => with(Response::from_string(body), "Content-Type", crate::metrics::CONTENT_TYPE),
-                Err(_) => text(500, "cannot encode the metrics\n"),
+                Ok(body) => ok(crate::metrics::CONTENT_TYPE, body.into_bytes()),
+                Err(_) => plain(500, "cannot encode the metrics\n", &[]),
             },
             // Alive: every worker answers (a stuck worker is worth a restart).
-            "/healthz" if node.stats().len() == node.workers() => text(200, "ok\n"),
-            "/healthz" => text(503, "a worker does not answer\n"),
+            "/healthz" if node.stats().len() == node.workers() => plain(200, "ok\n", &[]),
+            "/healthz" => plain(503, "a worker does not answer\n", &[]),
             // Ready for new clients: not draining.
-            "/readyz" if node.draining() => text(503, "draining\n"),
-            "/readyz" => text(200, "ready\n"),
-            "/status" => with(Response::from_string(status(node).to_string()), "Content-Type", "application/json"),
-            _ => text(404, "not found; try /metrics, /healthz, /readyz or /status\n"),
-        }
-    };
-    if let Err(e) = request.respond(response) {
-        tracing::debug!(error = %e, "admin response not sent");
+            "/readyz" if node.draining() => plain(503, "draining\n", &[]),
+            "/readyz" => plain(200, "ready\n", &[]),
+            "/status" => ok("application/json", status(node).to_string().into_bytes()),
+            _ => plain(404, "not found; try /metrics, /healthz, /readyz or /status\n", &[]),
+        };
+        Some(if method == "HEAD" { head_only(response) } else { response })
     }
+
+    /// Whether the request may see private pages: no token is configured,
+    /// or it presents the token (compared in constant time).
+    fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let presented = authorization.and_then(|v| v.strip_prefix(b"Bearer ")).unwrap_or_default();
+        ip2p_wire::credentials::constant_time_eq(presented, token.as_bytes())
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // deadlines of the admin listener's own connections
+fn now() -> Instant {
+    Instant::now()
 }
 
 /// `/status`: what a person asks a node first.
@@ -113,7 +280,9 @@ fn status(node: &NodeHandle) -> serde_json::Value {
             "total": node.allocations(),
             "udp": gauges.udp_allocations,
             "tcp": gauges.tcp_allocations,
+            "limit": node.quota_limits().total,
         },
+        "reservations": node.reservations(),
         "permissions": gauges.permissions,
         "channels": gauges.channels,
         "connections": connections,
@@ -125,14 +294,45 @@ fn status(node: &NodeHandle) -> serde_json::Value {
     })
 }
 
-fn text(code: u16, body: &str) -> Response<io::Cursor<Vec<u8>>> {
-    with(Response::from_string(body).with_status_code(code), "Content-Type", "text/plain; charset=utf-8")
+/// A 200 with `body`.
+fn ok(content_type: &str, body: Vec<u8>) -> Vec<u8> {
+    response(200, "OK", content_type, &[], body)
 }
 
-/// Adds a header (ours are ASCII constants, so it always parses).
-fn with<R: io::Read>(response: Response<R>, name: &str, value: &str) -> Response<R> {
-    match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-        Ok(h) => response.with_header(h),
-        Err(()) => response,
+/// A plain-text answer.
+fn plain(code: u16, body: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    };
+    response(code, reason, "text/plain; charset=utf-8", headers, body.as_bytes().to_vec())
+}
+
+fn response(code: u16, reason: &str, content_type: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
     }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The head of a response (for HEAD), its Content-Length kept.
+fn head_only(mut response: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+    response
 }

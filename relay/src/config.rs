@@ -122,12 +122,21 @@ pub struct RunArgs {
     /// The REALM. (config: realm)
     #[arg(long)]
     pub realm: Option<String>,
-    /// A static user (repeatable). (config: auth.users)
+    /// A static user (repeatable). Visible to every local user in the
+    /// process list: prefer --users-file. (config: auth.users)
     #[arg(long = "user", value_name = "NAME:PASSWORD")]
     pub users: Vec<String>,
-    /// A TURN REST API shared secret (repeatable, for rotation). (config: auth.secrets)
+    /// A file of static users, one NAME:PASSWORD a line. (config: auth.users_file)
+    #[arg(long = "users-file", value_name = "FILE")]
+    pub users_file: Option<PathBuf>,
+    /// A TURN REST API shared secret (repeatable, for rotation). Visible to
+    /// every local user in the process list: prefer --auth-secret-file.
+    /// (config: auth.secrets)
     #[arg(long = "auth-secret", value_name = "SECRET")]
     pub auth_secrets: Vec<String>,
+    /// A file of TURN REST API shared secrets, one a line. (config: auth.secrets_file)
+    #[arg(long = "auth-secret-file", value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
     /// Allow relaying to a range the defaults deny (repeatable). (config: peers.allow)
     #[arg(long = "allow-peer", value_name = "CIDR")]
     pub allow_peers: Vec<String>,
@@ -153,6 +162,9 @@ pub struct RunArgs {
     /// default 127.0.0.1:9478. (config: admin.listen)
     #[arg(long, value_name = "ADDR:PORT")]
     pub admin: Option<String>,
+    /// A file holding the bearer token /metrics and /status ask for. (config: admin.token_file)
+    #[arg(long = "admin-token-file", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// The config file. Every key is optional.
@@ -190,6 +202,8 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct AdminSection {
     listen: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 /// Where the admin listener goes unless told otherwise: this host only.
@@ -254,6 +268,7 @@ struct AllocationSection {
     max_lifetime: Option<u64>,
     max_allocations: Option<usize>,
     user_quota: Option<usize>,
+    ip_quota: Option<usize>,
     bandwidth: Option<u64>,
 }
 
@@ -262,10 +277,15 @@ struct AllocationSection {
 struct AuthSection {
     #[serde(default)]
     users: Vec<UserEntry>,
+    users_file: Option<PathBuf>,
     #[serde(default)]
     secrets: Vec<String>,
+    secrets_file: Option<PathBuf>,
     nonce_secret: Option<String>,
+    nonce_secret_file: Option<PathBuf>,
     nonce_lifetime: Option<u64>,
+    max_credential_lifetime: Option<u64>,
+    unauthenticated_rate: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +349,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// The admin HTTP listener's address; `None` when turned off.
     pub admin: Option<SocketAddr>,
+    /// The bearer token /metrics and /status ask for, if any.
+    pub admin_token: Option<String>,
     /// Worker threads.
     pub workers: usize,
     /// Datapath choice.
@@ -339,10 +361,13 @@ pub struct Settings {
     pub busy_poll: Duration,
     /// The TURN core's configuration (each worker narrows `ports`).
     pub proto: proto::Config,
-    /// Allocations on the node; 0 = no limit.
-    pub max_allocations: usize,
-    /// Allocations per username; 0 = no limit.
+    /// Allocations on the node; 0 = no limit; `None`: as many as the relay
+    /// ports and the open file limit allow (the node works it out).
+    pub max_allocations: Option<usize>,
+    /// Allocations per user (a REST username's user part); 0 = no limit.
     pub user_quota: usize,
+    /// Allocations per client address (an IPv6 client's /64); 0 = no limit.
+    pub ip_quota: usize,
     /// `tracing` filter, e.g. `info` or `ip2p_relay=debug`.
     pub log_level: String,
     /// Log format.
@@ -406,23 +431,25 @@ impl Settings {
         }
         let c = file.connections;
         let connections = Connections {
-            max: c.max.unwrap_or(10_000),
-            max_per_ip: c.max_per_ip.unwrap_or(64),
-            idle_timeout: Duration::from_secs(c.idle_timeout.unwrap_or(30)),
-            tls_handshake_timeout: Duration::from_secs(c.tls_handshake_timeout.unwrap_or(10)),
-            send_buffer: c.send_buffer.unwrap_or(256 * 1024),
+            max: ranged("connections.max", c.max.unwrap_or(10_000), 1, 1_000_000, "connections")?,
+            max_per_ip: ranged("connections.max_per_ip", c.max_per_ip.unwrap_or(64), 1, 1_000_000, "connections")?,
+            idle_timeout: secs("connections.idle_timeout", c.idle_timeout.unwrap_or(30), 1, 3600)?,
+            tls_handshake_timeout: secs(
+                "connections.tls_handshake_timeout",
+                c.tls_handshake_timeout.unwrap_or(10),
+                1,
+                300,
+            )?,
+            send_buffer: ranged(
+                "connections.send_buffer",
+                c.send_buffer.unwrap_or(256 * 1024),
+                65_600,
+                64 << 20,
+                "bytes (it must hold a largest frame)",
+            )?,
         };
-        if connections.max_per_ip == 0 || connections.idle_timeout.is_zero() {
-            return Err(err("connections", "max_per_ip and idle_timeout must be at least 1"));
-        }
-        if connections.tls_handshake_timeout.is_zero() {
-            return Err(err("connections.tls_handshake_timeout", "must be at least 1 second"));
-        }
-        if connections.send_buffer < 65_600 {
-            return Err(err("connections.send_buffer", "must hold a largest frame: at least 65600 bytes"));
-        }
 
-        let drain_timeout = Duration::from_secs(file.drain.timeout.unwrap_or(30));
+        let drain_timeout = secs("drain.timeout", file.drain.timeout.unwrap_or(30), 0, 86_400)?;
         if let Some(bad) = file.drain.alternates.iter().find(|a| a.ip().is_unspecified() || a.port() == 0) {
             return Err(err("drain.alternates", format!("{bad} is not an address clients can use")));
         }
@@ -440,8 +467,15 @@ impl Settings {
         };
 
         let realm = args.realm.clone().or(file.realm).unwrap_or_else(|| "ip2p".into());
-        if realm.is_empty() || realm.len() > 763 {
-            return Err(err("realm", "must be 1 to 763 bytes"));
+        if realm.is_empty() || realm.len() > proto::MAX_REALM {
+            return Err(err(
+                "realm",
+                format!(
+                    "must be 1 to {} bytes: it goes into every 401, which must stay within 4 times \
+                     the smallest Allocate (docs/security.md)",
+                    proto::MAX_REALM
+                ),
+            ));
         }
 
         let workers = match args.workers.or(file.workers).unwrap_or(0) {
@@ -525,27 +559,56 @@ impl Settings {
         }
 
         let a = file.allocation;
-        let default_lifetime = a.default_lifetime.unwrap_or(600);
-        let max_lifetime = a.max_lifetime.unwrap_or(3600);
-        if default_lifetime == 0 {
-            return Err(err("allocation.default_lifetime", "must be at least 1 second"));
-        }
+        let default_lifetime =
+            ranged("allocation.default_lifetime", a.default_lifetime.unwrap_or(600), 1, 86_400, "seconds")?;
+        let max_lifetime = ranged("allocation.max_lifetime", a.max_lifetime.unwrap_or(3600), 1, 86_400, "seconds")?;
         if max_lifetime < default_lifetime {
             return Err(err("allocation.max_lifetime", format!("{max_lifetime} is below default_lifetime")));
         }
+        let max_allocations = a
+            .max_allocations
+            .map(|n| ranged("allocation.max_allocations", n, 0, 10_000_000, "allocations"))
+            .transpose()?;
+        let user_quota =
+            ranged("allocation.user_quota", a.user_quota.unwrap_or(DEFAULT_USER_QUOTA), 0, 10_000_000, "allocations")?;
+        let ip_quota =
+            ranged("allocation.ip_quota", a.ip_quota.unwrap_or(DEFAULT_IP_QUOTA), 0, 10_000_000, "allocations")?;
 
         let bandwidth = a.bandwidth.unwrap_or(0);
-        if bandwidth != 0 && bandwidth < 1500 {
-            return Err(err("allocation.bandwidth", "0 (no limit) or at least 1500 bytes a second: a packet must fit"));
+        if bandwidth != 0 {
+            ranged(
+                "allocation.bandwidth",
+                bandwidth,
+                1500,
+                1_250_000_000,
+                "bytes a second (0: no limit; a packet must fit)",
+            )?;
         }
 
         let mut users = HashMap::new();
+        let users_file = args.users_file.as_ref().or(file.auth.users_file.as_ref());
+        let (users_key, users_lines) = match users_file {
+            Some(path) => ("auth.users_file", read_lines("auth.users_file", path)?),
+            None => ("", Vec::new()),
+        };
+        for (i, line) in users_lines.iter().enumerate() {
+            let (name, password) = line
+                .split_once(':')
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| err(users_key, format!("line {}: expected NAME:PASSWORD", i + 1)))?;
+            if users.insert(name.to_owned(), UserSecret::Password(password.to_owned())).is_some() {
+                return Err(err(users_key, format!("user {name:?} is listed twice")));
+            }
+        }
         for (i, u) in file.auth.users.iter().enumerate() {
             let key = format!("auth.users[{i}]");
             if u.name.is_empty() {
                 return Err(err(&key, "name is empty"));
             }
             let secret = match (&u.password, &u.key) {
+                (Some(p), None) if is_placeholder(p) => {
+                    return Err(err(&key, "password is the example's placeholder: set a real one"));
+                }
                 (Some(p), None) => UserSecret::Password(p.clone()),
                 (None, Some(k)) => {
                     let mut md5 = [0u8; 16];
@@ -569,9 +632,20 @@ impl Settings {
         if dev && users.is_empty() {
             users.insert(DEV_USER.0.into(), UserSecret::Password(DEV_USER.1.into()));
         }
-        let secrets = pick(&args.auth_secrets, Some(file.auth.secrets), Vec::new);
-        if secrets.iter().any(String::is_empty) {
-            return Err(err("auth.secrets", "a secret is empty"));
+        for (name, secret) in &users {
+            if let UserSecret::Password(p) = secret
+                && is_placeholder(p)
+                && !(dev && name == DEV_USER.0)
+            {
+                return Err(err("auth.users", format!("{name:?}'s password is a placeholder: set a real one")));
+            }
+        }
+        let mut secrets = pick(&args.auth_secrets, Some(file.auth.secrets), Vec::new);
+        if let Some(path) = args.auth_secret_file.as_ref().or(file.auth.secrets_file.as_ref()) {
+            secrets.extend(read_lines("auth.secrets_file", path)?);
+        }
+        for secret in &secrets {
+            check_secret("auth.secrets", secret, MIN_SECRET)?;
         }
         if users.is_empty() && secrets.is_empty() {
             return Err(err(
@@ -580,32 +654,93 @@ impl Settings {
                  ip2p does not run an open relay",
             ));
         }
-        let (nonce_secret, nonce_secret_generated) = match &file.auth.nonce_secret {
+        let nonce_text = match (&file.auth.nonce_secret, &file.auth.nonce_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(err("auth.nonce_secret_file", "give nonce_secret or nonce_secret_file, not both"));
+            }
+            (Some(text), None) => Some(text.clone()),
+            (None, Some(path)) => {
+                let lines = read_lines("auth.nonce_secret_file", path)?;
+                Some(
+                    lines
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| err("auth.nonce_secret_file", "the file holds no secret"))?,
+                )
+            }
+            (None, None) => None,
+        };
+        let (nonce_secret, nonce_secret_generated) = match &nonce_text {
             Some(hex_text) => {
                 let mut secret = [0u8; 32];
                 hex::decode_to_slice(hex_text, &mut secret)
                     .map_err(|_| err("auth.nonce_secret", "must be 64 hex digits (32 bytes)"))?;
+                if weak_key(&secret) {
+                    return Err(err(
+                        "auth.nonce_secret",
+                        "is a placeholder (a run or a pattern): make one with `openssl rand -hex 32`",
+                    ));
+                }
                 (secret, false)
             }
             None => (rand::random(), true),
         };
-        let nonce_lifetime = file.auth.nonce_lifetime.unwrap_or(600);
-        if nonce_lifetime == 0 {
-            return Err(err("auth.nonce_lifetime", "must be at least 1 second"));
-        }
+        let nonce_lifetime =
+            ranged("auth.nonce_lifetime", file.auth.nonce_lifetime.unwrap_or(600), 1, 86_400, "seconds")?;
+        let max_rest_lifetime = ranged(
+            "auth.max_credential_lifetime",
+            file.auth.max_credential_lifetime.unwrap_or(DEFAULT_MAX_CREDENTIAL_LIFETIME),
+            60,
+            366 * 86_400,
+            "seconds",
+        )?;
+        let unauthenticated_rate = ranged(
+            "auth.unauthenticated_rate",
+            file.auth.unauthenticated_rate.unwrap_or(DEFAULT_UNAUTHENTICATED_RATE),
+            0,
+            1_000_000,
+            "responses a second",
+        )?;
 
         let mut allow = parse_nets("peers.allow", pick(&args.allow_peers, Some(file.peers.allow), Vec::new))?;
         if dev && allow.is_empty() {
             allow = parse_nets("peers.allow", vec!["127.0.0.0/8".into(), "::1/128".into()])?;
         }
         let deny = parse_nets("peers.deny", pick(&args.deny_peers, Some(file.peers.deny), Vec::new))?;
-        let own = relay_ips.iter().flatten().flat_map(|r| [Some(r.bind), r.external]).flatten().collect();
+        // The host's addresses: what no client may reach through the
+        // relay but at a live relayed address.
+        let mut host = interface_addresses();
+        host.extend(relay_ips.iter().flatten().flat_map(|r| [Some(r.bind), r.external]).flatten());
+        host.extend(listen.iter().chain(&tls_listen).chain(&admin).map(SocketAddr::ip));
+        host.retain(|ip| !ip.is_unspecified());
+        host.sort();
+        host.dedup();
+
+        let admin_token = match (file.admin.token, args.admin_token_file.as_ref().or(file.admin.token_file.as_ref())) {
+            (Some(_), Some(_)) => return Err(err("admin.token_file", "give admin.token or a token file, not both")),
+            (Some(token), None) => Some(token),
+            (None, Some(path)) => Some(
+                read_lines("admin.token_file", path)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| err("admin.token_file", "the file holds no token"))?,
+            ),
+            (None, None) => None,
+        };
+        if let Some(token) = &admin_token {
+            check_secret("admin.token", token, MIN_SECRET)?;
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err("admin.token", "use printable ASCII without spaces (it goes into an HTTP header)"));
+            }
+        }
 
         let log_level = file.log.level.unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| err("log.level", e.to_string()))?;
 
         let software = match file.software {
             Some(s) if s.is_empty() => None,
+            // RFC 8489 §14.14: fewer than 128 characters.
+            Some(s) if s.chars().count() >= 128 => return Err(err("software", "must be fewer than 128 characters")),
             Some(s) => Some(s),
             None => Some(concat!("ip2p ", env!("CARGO_PKG_VERSION")).to_owned()),
         };
@@ -616,6 +751,7 @@ impl Settings {
             connections,
             drain_timeout,
             admin,
+            admin_token,
             workers,
             datapath,
             io_uring_buffers,
@@ -627,9 +763,10 @@ impl Settings {
                 relay_ips,
                 ports: ports.0..=ports.1,
                 channel_numbers: a.channel_numbers.unwrap_or_default(),
-                policy: PeerPolicy { allow, deny, own },
+                policy: PeerPolicy { allow, deny, host },
                 alternates: file.drain.alternates,
                 bandwidth,
+                unauthenticated_rate,
                 short_circuit: file.relay.short_circuit.unwrap_or(true),
                 credentials: Credentials {
                     realm,
@@ -637,16 +774,117 @@ impl Settings {
                     rest_secrets: secrets.into_iter().map(String::into_bytes).collect(),
                     nonce_secret,
                     nonce_lifetime,
+                    max_rest_lifetime,
                 },
             },
-            max_allocations: a.max_allocations.unwrap_or(0),
-            user_quota: a.user_quota.unwrap_or(0),
+            max_allocations,
+            user_quota,
+            ip_quota,
             log_level,
             log_format: file.log.format.unwrap_or_default(),
             nonce_secret_generated,
             dev,
         })
     }
+}
+
+/// Allocations one user may hold by default (a REST username's user part:
+/// one person's calls, each with a few allocations).
+pub const DEFAULT_USER_QUOTA: usize = 100;
+/// Allocations one client address (an IPv6 /64) may hold by default: room
+/// for many users behind one NAT, not for one client to take a node.
+pub const DEFAULT_IP_QUOTA: usize = 500;
+/// How far ahead a REST credential's expiry may lie by default: two days
+/// (issuers commonly give a day).
+pub const DEFAULT_MAX_CREDENTIAL_LIFETIME: u64 = 2 * 86_400;
+/// Unauthenticated responses a second per source prefix, by default.
+pub const DEFAULT_UNAUTHENTICATED_RATE: u32 = 200;
+/// The shortest REST secret or admin token accepted.
+const MIN_SECRET: usize = 16;
+
+/// `value` if it lies in `lo..=hi`, else an error naming `key`.
+fn ranged<T: PartialOrd + fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    lo: T,
+    hi: T,
+    unit: &str,
+) -> Result<T, ConfigError> {
+    if value < lo || value > hi {
+        return Err(err(key, format!("{value} is out of range: {lo} to {hi} {unit}")));
+    }
+    Ok(value)
+}
+
+/// Seconds in `lo..=hi` as a duration.
+fn secs(key: &str, value: u64, lo: u64, hi: u64) -> Result<Duration, ConfigError> {
+    ranged(key, value, lo, hi, "seconds").map(Duration::from_secs)
+}
+
+/// The non-blank lines of a secrets file, `#` comments aside.
+fn read_lines(key: &str, path: &Path) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(key, format!("cannot read {}: {e}", path.display())))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect())
+}
+
+/// Refuses a secret that is too short or a placeholder from our examples.
+fn check_secret(key: &str, secret: &str, min: usize) -> Result<(), ConfigError> {
+    if secret.len() < min {
+        return Err(err(
+            key,
+            format!("a secret of {} bytes is too short: at least {min} (`openssl rand -hex 32`)", secret.len()),
+        ));
+    }
+    if is_placeholder(secret) || weak_key(secret.as_bytes()) {
+        return Err(err(key, "a secret is a placeholder: make one with `openssl rand -hex 32`"));
+    }
+    Ok(())
+}
+
+/// The placeholders of example configs (ours and the usual ones), which
+/// must never reach production.
+fn is_placeholder(secret: &str) -> bool {
+    let s = secret.to_ascii_lowercase().replace(['-', '_', ' '], "");
+    [
+        "changeme",
+        "replacewith",
+        "replaceme",
+        "placeholder",
+        "example",
+        "yoursecret",
+        "secrethere",
+        "alongrandom",
+        "xxxxxx",
+    ]
+    .iter()
+    .any(|p| s.contains(p))
+}
+
+/// A key with little entropy: bytes in a constant step (one byte
+/// repeated, `0123...`, `00112233...`) or two halves alike.
+fn weak_key(key: &[u8]) -> bool {
+    let step = |w: &[u8]| match w {
+        [a, b] => b.wrapping_sub(*a),
+        _ => 0,
+    };
+    let mut steps = key.windows(2).map(step);
+    let constant = steps.next().is_none_or(|first| steps.all(|s| s == first));
+    let (a, b) = key.split_at(key.len() / 2);
+    constant || (key.len() % 2 == 0 && a == b)
+}
+
+/// Every address of this host's interfaces (loopback included), for the
+/// peer policy: none of them is a peer but at a live relayed address.
+fn interface_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter_map(|a| {
+            let a = a.address?;
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
 }
 
 /// Flags win over the file; the file over the default.
@@ -693,9 +931,23 @@ mod tests {
     }
 
     #[test]
-    fn the_example_config_is_valid() {
-        let text = include_str!("../../deploy/ip2p-relay.example.toml");
-        let s = Settings::from_toml(text, &RunArgs::default()).unwrap();
+    fn the_example_config_refuses_its_placeholders_and_is_valid_without_them() {
+        let example = include_str!("../../deploy/ip2p-relay.example.toml");
+        let mut text = example.to_owned();
+        for (placeholder, key, real) in [
+            ("\"change-me\"", "auth.users[0]", "\"a real password\""),
+            ("\"a-long-random-shared-secret\"", "auth.secrets", "\"kq3vZ8tX1mR4wY7pL0sN\""),
+            (
+                "\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"",
+                "auth.nonce_secret",
+                "\"8f1d2c3b4a5968778695a4b3c2d1e0f00f1e2d3c4b5a69788796a5b4c3d2e1f0\"",
+            ),
+        ] {
+            let e = Settings::from_toml(&text, &RunArgs::default()).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            text = text.replace(placeholder, real);
+        }
+        let s = Settings::from_toml(&text, &RunArgs::default()).unwrap();
         assert_eq!(s.listen, ["0.0.0.0:3478".parse().unwrap()]);
         assert_eq!(s.proto.ports, 49152..=65535);
         assert_eq!(s.proto.credentials.realm, "example.org");
@@ -739,7 +991,7 @@ mod tests {
         let v4: Vec<_> = s.proto.relay_ips[0].iter().map(|r| (r.bind, r.external)).collect();
         assert_eq!(v4, [(ip("127.0.0.1"), Some(ip("192.0.2.1"))), (ip("127.0.0.2"), Some(ip("192.0.2.2")))]);
         assert_eq!(s.proto.relay_ips[1].iter().map(|r| (r.bind, r.external)).collect::<Vec<_>>(), [(ip("::1"), None)]);
-        assert!(s.proto.policy.own.contains(&ip("192.0.2.2")) && s.proto.policy.own.contains(&ip("127.0.0.2")));
+        assert!(s.proto.policy.host.contains(&ip("192.0.2.2")) && s.proto.policy.host.contains(&ip("127.0.0.2")));
         let nine = (1..=9).map(|i| format!("\"127.0.0.{i}\"")).collect::<Vec<_>>().join(", ");
         for (ips, externals, expected) in [
             (r#""127.0.0.1", "127.0.0.1""#.to_owned(), "", "given twice"),
@@ -779,6 +1031,28 @@ mod tests {
             ("[connections]\nidle_timeout = 0", "connections"),
             ("[allocation]\nbandwidth = 100", "allocation.bandwidth"),
             ("[admin]\nlisten = \"9478\"", "admin.listen"),
+            ("[allocation]\ndefault_lifetime = 18446744073709551615", "allocation.default_lifetime"),
+            ("[allocation]\nmax_lifetime = 100000", "allocation.max_lifetime"),
+            ("[allocation]\nuser_quota = 100000000", "allocation.user_quota"),
+            ("[allocation]\nbandwidth = 18446744073709551615", "allocation.bandwidth"),
+            ("[auth]\nnonce_lifetime = 0", "auth.nonce_lifetime"),
+            ("[auth]\nnonce_lifetime = 18446744073709551615", "auth.nonce_lifetime"),
+            ("[auth]\nmax_credential_lifetime = 9223372036854775807", "auth.max_credential_lifetime"),
+            ("[auth]\nsecrets = [\"short\"]", "auth.secrets"),
+            ("[auth]\nsecrets = [\"replace-with-your-rest-secret\"]", "auth.secrets"),
+            ("[auth]\nsecrets = [\"aaaaaaaaaaaaaaaaaaaaaaaa\"]", "auth.secrets"),
+            (
+                "[auth]\nnonce_secret = \"0000000000000000000000000000000000000000000000000000000000000000\"",
+                "auth.nonce_secret",
+            ),
+            ("[auth]\nusers = [{ name = \"a\", password = \"changeme\" }]", "auth.users[0]"),
+            ("[auth]\nsecrets_file = \"/nonexistent/secrets\"", "auth.secrets_file"),
+            ("[connections]\nidle_timeout = 18446744073709551615", "connections.idle_timeout"),
+            ("[connections]\nmax = 0", "connections.max"),
+            ("[connections]\nsend_buffer = 18446744073709551615", "connections.send_buffer"),
+            ("[drain]\ntimeout = 18446744073709551615", "drain.timeout"),
+            ("realm = \"a-realm-of-thirty-three-bytes-xyz\"", "realm"),
+            ("software = \"x\"\n[admin]\ntoken = \"short\"", "admin.token"),
         ];
         for (text, expected) in cases {
             let e = Settings::from_toml(text, &base).unwrap_err();
@@ -794,11 +1068,48 @@ mod tests {
     }
 
     #[test]
+    fn secrets_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("ip2p-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (secrets, users, token) = (dir.join("secrets"), dir.join("users"), dir.join("token"));
+        std::fs::write(&secrets, "# rotated monthly\nkq3vZ8tX1mR4wY7pL0sN\n\nQ9w8E7r6T5y4U3i2O1p0\n").unwrap();
+        std::fs::write(&users, "alice:wonderland\nbob:builder\n").unwrap();
+        std::fs::write(&token, "Zk2Yx7Wv4Ut1Sr8Qp5On\n").unwrap();
+        let a = args(|a| {
+            a.listen = vec!["127.0.0.1:3478".parse().unwrap()];
+            a.auth_secret_file = Some(secrets.clone());
+            a.users_file = Some(users.clone());
+            a.admin_token_file = Some(token.clone());
+        });
+        let s = Settings::from_toml("", &a).unwrap();
+        assert_eq!(
+            s.proto.credentials.rest_secrets,
+            [b"kq3vZ8tX1mR4wY7pL0sN".to_vec(), b"Q9w8E7r6T5y4U3i2O1p0".to_vec()]
+        );
+        assert_eq!(s.proto.credentials.users.len(), 2);
+        assert_eq!(s.admin_token.as_deref(), Some("Zk2Yx7Wv4Ut1Sr8Qp5On"));
+        std::fs::write(&users, "alice\n").unwrap();
+        assert_eq!(Settings::from_toml("", &a).unwrap_err().key, "auth.users_file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn limits_are_on_by_default() {
+        let s = Settings::from_toml("listen = [\"127.0.0.1:1\"]", &args(|a| a.users = vec!["u:p".into()])).unwrap();
+        assert_eq!((s.user_quota, s.ip_quota, s.max_allocations), (DEFAULT_USER_QUOTA, DEFAULT_IP_QUOTA, None));
+        assert_eq!(s.proto.credentials.max_rest_lifetime, DEFAULT_MAX_CREDENTIAL_LIFETIME);
+        assert_eq!(s.proto.unauthenticated_rate, DEFAULT_UNAUTHENTICATED_RATE);
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert!(s.proto.policy.host.contains(&ip("127.0.0.1")), "listen and relay address");
+    }
+
+    #[test]
     fn dev_mode_works_with_nothing_else() {
         let s = Settings::from_toml("", &args(|a| a.dev = true)).unwrap();
         assert_eq!(s.listen, ["127.0.0.1:3478".parse().unwrap()]);
         assert!(s.proto.credentials.users.contains_key(DEV_USER.0));
-        assert!(s.proto.policy.allows("127.0.0.1".parse().unwrap()));
+        assert_eq!(s.proto.policy.judge("127.0.0.2".parse().unwrap()), crate::proto::Judgement::Allowed);
+        assert_eq!(s.proto.policy.judge("127.0.0.1".parse().unwrap()), crate::proto::Judgement::Host);
         assert!(s.nonce_secret_generated);
     }
 }

@@ -112,9 +112,16 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     // The admin listener is a socket too: bound before READY=1.
     let admin = match settings.admin {
-        Some(addr) => match Admin::start(addr, node.handle()) {
+        Some(addr) => match Admin::start(addr, node.handle(), settings.admin_token.clone()) {
             Ok(admin) => {
-                tracing::info!(admin = %admin.local_addr(), "admin listener: /metrics /healthz /readyz /status");
+                tracing::info!(admin = %admin.local_addr(), token = settings.admin_token.is_some(), "admin listener: /metrics /healthz /readyz /status");
+                if !addr.ip().is_loopback() && settings.admin_token.is_none() {
+                    tracing::warn!(
+                        admin = %addr,
+                        "the admin listener is not on loopback and has no token: anyone who reaches it reads \
+                         /metrics and /status (users, addresses); set admin.token_file (docs/security.md)"
+                    );
+                }
                 Some(admin)
             }
             Err(e) => {
@@ -125,6 +132,12 @@ fn run(args: &RunArgs) -> ExitCode {
         },
         None => None,
     };
+    if !settings.dev && (!args.users.is_empty() || !args.auth_secrets.is_empty()) {
+        tracing::warn!(
+            "credentials given with --user or --auth-secret are visible to every local user in the process list; \
+             use --users-file and --auth-secret-file (or the config file)"
+        );
+    }
     if settings.nonce_secret_generated {
         tracing::info!("auth.nonce_secret not set: using a random one (nonces end with this process)");
     }

@@ -64,6 +64,7 @@ impl Collector for NodeCollector {
         relayed(&mut out, &sum.proto)?;
         requests(&mut out, &sum.proto.responses, &sum.latency)?;
         allocations(&mut out, &sum.proto, &sum.gauges, &sum.proto.allocations_refused)?;
+        limits(&mut out, node, &sum.gauges)?;
         failures(&mut out, &sum.proto.auth_failures, &sum.proto.dropped)?;
         datapath_counters(&mut out, &sum)?;
         connections(&mut out, &sum.streams)?;
@@ -114,9 +115,41 @@ fn allocations(out: &mut Out<'_>, p: &Stats, g: &Gauges, refused: &AllocationRef
     out.gauge("ip2p_channels", "Live channel bindings", g.channels as f64)
 }
 
+/// What the node's limits hold against: the resources a client could try
+/// to exhaust, each beside its bound.
+fn limits(out: &mut Out<'_>, node: &NodeHandle, g: &Gauges) -> fmt::Result {
+    let quotas = node.quota_limits();
+    out.gauge("ip2p_allocations_limit", "Allocations the node allows (0: no limit)", quotas.total as f64)?;
+    out.gauge(
+        "ip2p_allocations_counted",
+        "Allocations and reservations counted against the limit",
+        node.allocations() as f64,
+    )?;
+    out.gauge("ip2p_reservations", "EVEN-PORT reservations held (a bound socket each)", node.reservations() as f64)?;
+    let help = "TCP and TLS connections counted against the connection limits (clients, RFC 6062 peers and data)";
+    out.gauge("ip2p_connections_counted", help, node.connections() as f64)?;
+    out.gauge(
+        "ip2p_timers",
+        "Entries in the workers' timer tables (one per allocation and reservation)",
+        g.timers as f64,
+    )?;
+    let (open, limit) = open_files();
+    out.gauge("ip2p_open_fds", "File descriptors the process has open", open as f64)?;
+    out.gauge("ip2p_max_fds", "The process's open file limit", limit as f64)
+}
+
+/// Open file descriptors and the soft limit.
+fn open_files() -> (usize, u64) {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+    (open, limit)
+}
+
 fn failures(out: &mut Out<'_>, auth: &AuthFailures, dropped: &Drops) -> fmt::Result {
     out.reasons("ip2p_auth_failures", "Requests that failed authentication, by reason", &auth.by_reason())?;
-    out.reasons("ip2p_dropped_packets", "Packets dropped, by reason", &dropped.by_reason())
+    out.reasons("ip2p_dropped_packets", "Packets dropped, by reason", &dropped.by_reason())?;
+    let help = "Unauthenticated requests left unanswered by response rate limiting (per source prefix)";
+    out.counter("ip2p_response_rate_limited", help, dropped.response_rate_limit)
 }
 
 fn datapath_counters(out: &mut Out<'_>, sum: &Sum) -> fmt::Result {

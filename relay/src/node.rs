@@ -14,7 +14,7 @@ use crate::config::{DatapathKind, Settings};
 use crate::datapath::stream::ConnLimits;
 use crate::datapath::tcp_relay::{Notifier, TcpRelays};
 use crate::datapath::{self, Command, StreamListener, Worker, WorkerStats, now};
-use crate::proto::{Quotas, Server, Shared};
+use crate::proto::{QuotaLimits, Quotas, Server, Shared};
 
 /// A running node.
 #[derive(Debug)]
@@ -31,6 +31,7 @@ pub struct Node {
 pub struct NodeHandle {
     workers: Arc<[WorkerLink]>,
     shared: Arc<Shared>,
+    limits: Arc<ConnLimits>,
     /// The addresses served: UDP and TCP, and TLS (ports resolved).
     listen: Arc<[SocketAddr]>,
     tls_listen: Arc<[SocketAddr]>,
@@ -104,10 +105,18 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     let c = &settings.connections;
     let limits = Arc::new(ConnLimits::new(c.max, c.max_per_ip, c.idle_timeout, c.tls_handshake_timeout, c.send_buffer));
     let tls_config = settings.tls.as_ref().map(crate::tls::Tls::config);
-    let shared = Arc::new(Shared::new(Quotas::new(settings.max_allocations, settings.user_quota)));
     let (lo, hi) = (*settings.proto.ports.start(), *settings.proto.ports.end());
     let cpus = allowed_cpus();
     raise_fd_limit();
+    let quotas = quota_limits(settings);
+    tracing::info!(
+        allocations = quotas.total,
+        derived = settings.max_allocations.is_none(),
+        per_user = quotas.per_user,
+        per_address = quotas.per_prefix,
+        "allocation limits (0: none)"
+    );
+    let shared = Arc::new(Shared::new(Quotas::new(quotas)));
     let mut threads = Vec::new();
     let mut links = Vec::new();
     let mut readiness = Vec::new();
@@ -121,7 +130,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         notifiers.push(Notifier { events, wake: wake.clone() });
         channels.push((wake, events_rx));
     }
-    let tcp = TcpRelays::new(notifiers);
+    let tcp = TcpRelays::new(notifiers, limits.clone());
     let wakes: Vec<Arc<EventFd>> = channels.iter().map(|(wake, _)| wake.clone()).collect();
     let handoffs = Arc::new(datapath::handoff::Handoffs::new(&wakes));
     for ((id, listeners), (wake, tcp_events)) in sockets.into_iter().enumerate().zip(channels) {
@@ -178,6 +187,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     let handle = NodeHandle {
         workers: links.into(),
         shared,
+        limits,
         listen: local.into(),
         tls_listen: tls_local.into(),
         datapath,
@@ -201,6 +211,32 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     }
     tracing::info!(listen = ?node.local_addrs(), tls = ?node.tls_addrs(), workers = settings.workers, datapath = ?datapath, "ip2p-relay started");
     Ok(node)
+}
+
+/// File descriptors kept aside from allocations: listeners, the admin
+/// listener, io_uring, connections being accepted, files the process opens.
+/// A quarter of the limit, between 32 and 256.
+fn fd_reserve(nofile: u64) -> u64 {
+    (nofile / 4).clamp(32, 256)
+}
+
+/// The node's allocation limits: the configured ones, with the node's
+/// total, when not configured, as many as the relay ports and the open
+/// file limit allow.
+fn quota_limits(settings: &Settings) -> QuotaLimits {
+    let total = settings.max_allocations.unwrap_or_else(|| {
+        let span = u64::from(settings.proto.ports.end() - settings.proto.ports.start()) + 1;
+        let addresses = settings.proto.relay_ips.iter().map(Vec::len).sum::<usize>().max(1) as u64;
+        let ports = span * addresses;
+        // A relay socket each (a dual allocation or a reservation takes
+        // one more; connections take theirs too: EMFILE is answered 508).
+        let nofile =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+        let listeners = (settings.listen.len() * 2 + settings.tls_listen.len()) as u64 * settings.workers as u64;
+        let fds = nofile.saturating_sub(fd_reserve(nofile) + listeners).max(1);
+        usize::try_from(ports.min(fds)).unwrap_or(usize::MAX)
+    });
+    QuotaLimits { total, per_user: settings.user_quota, per_prefix: settings.ip_quota }
 }
 
 /// Every allocation holds a relay socket: raise the soft fd limit to the
@@ -279,7 +315,7 @@ impl Node {
         // running relay addresses and each worker's port share.
         let mut settings = new.clone();
         settings.proto.relay_ips.clone_from(&old.proto.relay_ips);
-        settings.proto.policy.own.clone_from(&old.proto.policy.own);
+        settings.proto.policy.host.clone_from(&old.proto.policy.host);
         if new.nonce_secret_generated {
             // A fresh random one would make every client's nonce stale.
             settings.proto.credentials.nonce_secret = old.proto.credentials.nonce_secret;
@@ -292,7 +328,7 @@ impl Node {
             config.ports = wlo..=whi;
             w.send(Command::Reconfigure(Arc::new(config)));
         }
-        self.handle.shared.quotas.set_limits(new.max_allocations, new.user_quota);
+        self.handle.shared.quotas.set_limits(quota_limits(new));
         settings.proto.ports = old.proto.ports.clone();
         settings.listen.clone_from(&old.listen);
         settings.tls_listen.clone_from(&old.tls_listen);
@@ -419,10 +455,30 @@ impl NodeHandle {
         now().saturating_duration_since(self.started)
     }
 
-    /// Live allocations on the node.
+    /// Live allocations on the node (EVEN-PORT reservations count as
+    /// allocations until claimed).
     #[must_use]
     pub fn allocations(&self) -> usize {
         self.shared.quotas.total()
+    }
+
+    /// EVEN-PORT reservations held now.
+    #[must_use]
+    pub fn reservations(&self) -> usize {
+        self.shared.reservations()
+    }
+
+    /// The allocation limits in force.
+    #[must_use]
+    pub fn quota_limits(&self) -> QuotaLimits {
+        self.shared.quotas.limits()
+    }
+
+    /// TCP and TLS connections counted against the connection limits: the
+    /// clients', and RFC 6062's peer and data connections.
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.limits.total()
     }
 
     /// Every worker's counters, asked of each worker (a worker that does

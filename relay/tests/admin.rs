@@ -25,12 +25,12 @@ fn start(dp: DatapathKind) -> (Node, Admin) {
         [auth]
         users = [{ name = "alice", password = "wonderland" }]
         [peers]
-        allow = ["127.0.0.1/32"]
+        allow = ["127.0.0.2/32"]
         "#;
     let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
     let settings = Settings::from_toml(text, &args).unwrap();
     let node = node::start(&settings).unwrap();
-    let admin = Admin::start("127.0.0.1:0".parse().unwrap(), node.handle()).unwrap();
+    let admin = Admin::start("127.0.0.1:0".parse().unwrap(), node.handle(), None).unwrap();
     (node, admin)
 }
 
@@ -41,7 +41,7 @@ fn metrics_match_what_a_client_did(dp: DatapathKind) {
 
     // A client relays 10 × 100 bytes to a peer over a channel; the peer
     // answers 7 × 50 bytes.
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
     peer.set_read_timeout(Some(WAIT)).unwrap();
     let peer_addr = peer.local_addr().unwrap();
     let mut alice = Client::new(server, "alice", "wonderland").unwrap();
@@ -61,8 +61,8 @@ fn metrics_match_what_a_client_did(dp: DatapathKind) {
         }
     }
     // A Send indication to an address the policy denies (loopback other
-    // than 127.0.0.1) is dropped, never sent.
-    alice.send_indication("127.0.0.2:9".parse().unwrap(), b"no").unwrap();
+    // than the allowed 127.0.0.2) is dropped, never sent.
+    alice.send_indication("127.0.0.3:9".parse().unwrap(), b"no").unwrap();
     // A wrong password: the challenge, then 401.
     let mut mallory = Client::new(server, "alice", "guess").unwrap();
     assert_eq!(mallory.allocate(None).unwrap_err().code(), Some(401));
@@ -148,7 +148,7 @@ fn metrics_match_what_a_client_did(dp: DatapathKind) {
 #[test]
 fn a_taken_admin_port_is_an_error() {
     let (node, admin) = start(DatapathKind::Epoll);
-    let err = Admin::start(admin.local_addr(), node.handle()).unwrap_err();
+    let err = Admin::start(admin.local_addr(), node.handle(), None).unwrap_err();
     assert!(err.to_string().contains(&admin.local_addr().to_string()), "{err}");
     let _: SocketAddr = admin.local_addr();
 }

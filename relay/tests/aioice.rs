@@ -28,7 +28,7 @@ fn start(dp: DatapathKind, pki: &Pki) -> Node {
         [auth]
         users = [{{ name = "aioice", password = "py-secret" }}]
         [peers]
-        allow = ["127.0.0.1/32"]
+        allow = ["127.0.0.2/32"]
         "#,
         pki.cert().display(),
         pki.key().display()

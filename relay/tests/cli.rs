@@ -24,18 +24,36 @@ fn temp_config(name: &str, text: &str) -> PathBuf {
 }
 
 #[test]
-fn check_config_accepts_the_example() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ip2p-relay.example.toml");
-    let out = Command::new(BIN).args(["check-config", example]).output().unwrap();
+fn check_config_refuses_the_examples_placeholders_and_accepts_it_without() {
+    let example = include_str!("../../deploy/ip2p-relay.example.toml");
+    let as_is = temp_config("example", example);
+    let out = Command::new(BIN).args(["check-config", as_is.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the placeholders must be refused");
+    assert!(stderr.contains("auth.users[0]") && stderr.contains("placeholder"), "{stderr}");
+    let real = example
+        .replace("\"change-me\"", "\"a real password\"")
+        .replace("\"a-long-random-shared-secret\"", "\"kq3vZ8tX1mR4wY7pL0sN\"")
+        .replace(
+            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+            "8f1d2c3b4a5968778695a4b3c2d1e0f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        );
+    let fixed = temp_config("example-fixed", &real);
+    let out = Command::new(BIN).args(["check-config", fixed.to_str().unwrap()]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("valid") && stdout.contains("49152..=65535"), "{stdout}");
+    for path in [as_is, fixed] {
+        std::fs::remove_file(path).unwrap();
+    }
 }
 
 #[test]
 fn bad_configs_are_refused_naming_the_key() {
-    let bad =
-        temp_config("bad", "listen = [\"127.0.0.1:3478\"]\n[relay]\nports = \"9-1\"\n[auth]\nsecrets = [\"s\"]\n");
+    let bad = temp_config(
+        "bad",
+        "listen = [\"127.0.0.1:3478\"]\n[relay]\nports = \"9-1\"\n[auth]\nsecrets = [\"a-rest-secret-for-tests\"]\n",
+    );
     let out = Command::new(BIN).args(["check-config", bad.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
@@ -133,7 +151,7 @@ fn sighup_reloads_the_tls_certificate() {
             "--admin",
             "off",
         ])
-        .args(["--allow-peer", "127.0.0.1", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .args(["--allow-peer", "127.0.0.2", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

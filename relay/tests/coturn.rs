@@ -57,7 +57,7 @@ fn start(datapath: DatapathKind) -> Node {
         users = [{{ name = "{USER}", password = "{PASSWORD}" }}]
         secrets = ["{SECRET}"]
         [peers]
-        allow = ["127.0.0.1/32", "::1/128"]
+        allow = ["127.0.0.2/32", "::1/128"]
         "#,
         pki.cert().display(),
         pki.key().display(),
@@ -84,9 +84,9 @@ struct Peer {
 impl Peer {
     fn start() -> Self {
         // The tool takes a port, not 0: find a free one, then let it bind.
-        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = UdpSocket::bind("127.0.0.2:0").unwrap().local_addr().unwrap().port();
         let child = tool("turnutils_peer")
-            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-L", "127.0.0.2", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -154,7 +154,7 @@ fn channels_to_a_peer(dp: DatapathKind) {
     let peer = Peer::start();
     let out = uclient(
         node.local_addrs()[0],
-        &["-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", &peer.port.to_string(), "-m", "5"],
+        &["-u", USER, "-w", PASSWORD, "-e", "127.0.0.2", "-r", &peer.port.to_string(), "-m", "5"],
     );
     assert_no_loss(&out, 5 * 30);
 }
@@ -164,7 +164,7 @@ fn send_indications_to_a_peer(dp: DatapathKind) {
     let peer = Peer::start();
     let out = uclient(
         node.local_addrs()[0],
-        &["-s", "-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", &peer.port.to_string(), "-m", "5"],
+        &["-s", "-u", USER, "-w", PASSWORD, "-e", "127.0.0.2", "-r", &peer.port.to_string(), "-m", "5"],
     );
     assert_no_loss(&out, 5 * 30);
 }
@@ -182,7 +182,7 @@ fn rest_api_secret(dp: DatapathKind) {
     let node = start(dp);
     let peer = Peer::start();
     let port = peer.port.to_string();
-    let out = uclient(node.local_addrs()[0], &["-W", SECRET, "-u", "web", "-e", "127.0.0.1", "-r", &port, "-m", "3"]);
+    let out = uclient(node.local_addrs()[0], &["-W", SECRET, "-u", "web", "-e", "127.0.0.2", "-r", &port, "-m", "3"]);
     assert_no_loss(&out, 3 * 30);
     let out = uclient(node.local_addrs()[0], &["-W", "not-the-secret", "-u", "web", "-y", "-m", "1"]);
     assert!(out.contains("Cannot complete Allocation"), "a wrong secret must be refused:\n{out}");
@@ -193,7 +193,7 @@ fn fifty_clients(dp: DatapathKind) {
     let peer = Peer::start();
     let out = uclient(
         node.local_addrs()[0],
-        &["-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", &peer.port.to_string(), "-m", "50"],
+        &["-u", USER, "-w", PASSWORD, "-e", "127.0.0.2", "-r", &peer.port.to_string(), "-m", "50"],
     );
     assert_no_loss(&out, 50 * 30);
 }
@@ -209,7 +209,7 @@ fn over_tcp_and_tls(dp: DatapathKind) {
     for (server, extra) in [(tcp, &["-t"][..]), (tcp, &["-t", "-s"]), (tls, &["-t", "-S"]), (tls, &["-t", "-S", "-s"])]
     {
         let mut args = extra.to_vec();
-        args.extend(["-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", &port, "-m", "4"]);
+        args.extend(["-u", USER, "-w", PASSWORD, "-e", "127.0.0.2", "-r", &port, "-m", "4"]);
         assert_no_loss(&uclient(server, &args), 4 * 30);
     }
     // Client to client, both relayed, each over its own connection.

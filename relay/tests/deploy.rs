@@ -1,7 +1,8 @@
 //! The deployment files agree with the relay: the Kubernetes manifest's
-//! config validates with the flags its DaemonSet passes, its probes and
-//! scrape annotation name the admin endpoints, and pods get longer to stop
-//! than the relay takes to drain.
+//! config refuses its placeholder secrets and validates, with real ones,
+//! with the flags its DaemonSet passes; the admin API stays on loopback
+//! where its probes reach it; pods get longer to stop than the relay takes
+//! to drain.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::process::Command;
@@ -14,40 +15,66 @@ fn value<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines().find_map(|l| l.trim().strip_prefix(key)).unwrap_or_else(|| panic!("no {key}")).trim()
 }
 
-#[test]
-fn the_daemonset_config_validates_with_its_flags() {
-    // The Secret's relay.toml: the indented block after `relay.toml: |`.
-    let block: Vec<&str> = MANIFEST
+/// The indented block after `key: |` (a file of the Secret).
+fn block<'a>(key: &str) -> Vec<&'a str> {
+    MANIFEST
         .lines()
-        .skip_while(|l| !l.contains("relay.toml: |"))
+        .skip_while(|l| !l.contains(&format!("{key}: |")))
         .skip(1)
         .take_while(|l| l.starts_with("    "))
         .map(|l| &l[4..])
-        .collect();
-    assert!(block.len() > 5, "no relay.toml in the Secret");
-    let path = std::env::temp_dir().join(format!("ip2p-k8s-{}.toml", std::process::id()));
-    std::fs::write(&path, block.join("\n")).unwrap();
-    // What the DaemonSet passes, with a documentation address for the node.
-    assert!(MANIFEST.contains("- --relay-ip=$(HOST_IP)") && MANIFEST.contains("- --admin=$(HOST_IP):9478"));
-    let out = Command::new(BIN)
-        .args(["--relay-ip", "192.0.2.7", "--admin", "192.0.2.7:9478", "check-config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
+        .collect()
+}
+
+#[test]
+fn the_daemonset_config_refuses_placeholders_and_validates_with_its_flags() {
+    let config = block("relay.toml");
+    assert!(config.len() > 5, "no relay.toml in the Secret");
+    // The Secret's files where the pod mounts them: a directory of ours.
+    let dir = std::env::temp_dir().join(format!("ip2p-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = config.join("\n").replace("/etc/ip2p/", &format!("{}/", dir.display()));
+    let path = dir.join("relay.toml");
+    std::fs::write(&path, text).unwrap();
+    let check = || {
+        // What the DaemonSet passes, with a documentation address for the node.
+        assert!(MANIFEST.contains("- --relay-ip=$(HOST_IP)"));
+        Command::new(BIN).args(["--relay-ip", "192.0.2.7", "check-config", path.to_str().unwrap()]).output().unwrap()
+    };
+    let secrets = ["rest-secret", "nonce-secret", "admin-token"];
+    for name in secrets {
+        std::fs::write(dir.join(name), value(MANIFEST, &format!("{name}:")).trim_matches('"')).unwrap();
+    }
+    let out = check();
+    assert!(!out.status.success(), "the manifest's placeholders must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("placeholder"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Replaced as the manifest says (`openssl rand -hex 32`), it validates.
+    for (name, real) in secrets.iter().zip(["5f2a9c", "8d3b71", "c41e06"]) {
+        let hex: String = (0..32)
+            .map(|i| format!("{:02x}", (i * 37 + real.len() * 11 + real.as_bytes()[0] as usize) % 251))
+            .collect();
+        std::fs::write(dir.join(name), hex).unwrap();
+    }
+    let out = check();
+    std::fs::remove_dir_all(&dir).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Draining ends before Kubernetes kills the pod.
-    let drain: u64 = block.iter().find_map(|l| l.trim().strip_prefix("timeout = ")).unwrap().parse().unwrap();
+    let drain: u64 = config.iter().find_map(|l| l.trim().strip_prefix("timeout = ")).unwrap().parse().unwrap();
     let grace: u64 = value(MANIFEST, "terminationGracePeriodSeconds:").parse().unwrap();
     assert!(drain < grace, "drain.timeout {drain} s must end before the {grace} s grace period");
 }
 
 #[test]
-fn the_daemonset_uses_host_networking_and_the_admin_endpoints() {
+fn the_admin_api_stays_off_every_address_a_client_can_name() {
     assert_eq!(value(MANIFEST, "hostNetwork:"), "true");
-    assert_eq!(value(MANIFEST, "prometheus.io/scrape:"), "\"true\"");
-    assert_eq!(value(MANIFEST, "prometheus.io/port:"), "\"9478\"");
-    assert_eq!(value(MANIFEST, "prometheus.io/path:"), "/metrics");
-    assert!(MANIFEST.contains("httpGet: { path: /healthz, port: 9478 }"));
-    assert!(MANIFEST.contains("httpGet: { path: /readyz, port: 9478 }"));
+    // With host networking every node address is one a TURN client can
+    // name: the admin API is on loopback, with a token, and the probes go
+    // there.
+    let config = block("relay.toml");
+    assert!(config.contains(&"listen = \"127.0.0.1:9478\""), "{config:?}");
+    assert!(config.iter().any(|l| l.starts_with("token_file = ")));
+    assert!(!MANIFEST.contains("--admin="), "no flag may move it");
+    assert!(MANIFEST.contains("httpGet: { host: 127.0.0.1, path: /healthz, port: 9478 }"));
+    assert!(MANIFEST.contains("httpGet: { host: 127.0.0.1, path: /readyz, port: 9478 }"));
 }

@@ -23,7 +23,7 @@ fn start(name: &str, drain: &str) -> (Child, SocketAddr, SocketAddr) {
     let path = std::env::temp_dir().join(format!("ip2p-drain-{}-{name}.toml", std::process::id()));
     let text = format!(
         "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[auth]\nusers = [{{ name = \"u\", password = \"p\" }}]\n\
-         [peers]\nallow = [\"127.0.0.1/32\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[drain]\n{drain}\n"
+         [peers]\nallow = [\"127.0.0.2/32\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[drain]\n{drain}\n"
     );
     std::fs::write(&path, text).unwrap();
     let mut child = Command::new(BIN)
@@ -59,7 +59,7 @@ fn sigterm_refuses_new_allocations_and_waits_for_the_others() {
     assert_eq!(http_get(admin, "/readyz").0, 200);
     let mut c = Client::new(server, "u", "p").unwrap();
     let relayed = c.allocate(None).unwrap();
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     c.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
 

@@ -2,6 +2,11 @@
 //! dual relayed addresses (REQUESTED-ADDRESS-FAMILY, ADDITIONAL-ADDRESS-
 //! FAMILY) and the IPv6 ranges of the peer policy. Every test runs on each
 //! datapath.
+//!
+//! ::1 is this host's only IPv6 loopback address, and the host's addresses
+//! are never peers but at a live relayed address: the IPv6 peer is another
+//! client's IPv6 relayed address, with the short-circuit off so that the
+//! datagrams cross the kernel between the two relay sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -25,6 +30,7 @@ fn start(dp: DatapathKind, pki: &Pki, relay_ips: &str) -> Node {
         workers = 2
         [relay]
         ips = [{relay_ips}]
+        short_circuit = false
         [tls]
         listen = ["[::1]:0"]
         cert = "{}"
@@ -32,7 +38,7 @@ fn start(dp: DatapathKind, pki: &Pki, relay_ips: &str) -> Node {
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}]
         [peers]
-        allow = ["127.0.0.1/32", "::1/128"]
+        allow = ["127.0.0.2/32"]
         "#,
         pki.cert().display(),
         pki.key().display()
@@ -55,6 +61,25 @@ fn recv(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
     let mut buf = vec![0u8; 2048];
     let (n, from) = peer.recv_from(&mut buf).expect("the peer received nothing");
     (buf[..n].to_vec(), from)
+}
+
+/// Channel data both ways between `c` (at `relayed`) and another client
+/// of the node, `p`, at its relayed address `p_relayed`: `p` gets Data
+/// indications and answers with Send indications.
+fn round_trip_relayed(c: &mut Client, channel: u16, relayed: SocketAddr, p: &mut Client, p_relayed: SocketAddr) {
+    p.create_permission(&[relayed]).unwrap();
+    c.channel_bind(channel, p_relayed).unwrap();
+    c.send_channel(channel, b"to the peer").unwrap();
+    assert_eq!(p.recv(WAIT).unwrap(), Some(Received::Data { peer: relayed, data: b"to the peer".to_vec() }));
+    p.send_indication(relayed, b"to the client").unwrap();
+    assert_eq!(c.recv(WAIT).unwrap(), Some(Received::Channel { channel, data: b"to the client".to_vec() }));
+}
+
+/// A client of `node` with an IPv6 relayed address, to be a peer.
+fn v6_peer(node: &Node) -> (Client, SocketAddr) {
+    let mut p = Client::new(v6_listener(node), "alice", "wonderland").unwrap();
+    let relayed = p.allocate_families(Some(AddressFamily::IPV6), false).unwrap()[0];
+    (p, relayed)
 }
 
 /// Channel data both ways between `c` and `p` through `relayed`.
@@ -81,7 +106,8 @@ fn ipv6_relaying_over_every_transport(dp: DatapathKind) {
         let relayed = c.allocate_families(Some(AddressFamily::IPV6), false).unwrap();
         assert_eq!(relayed.len(), 1);
         assert_eq!(relayed[0].ip(), "::1".parse::<std::net::IpAddr>().unwrap());
-        round_trip(&mut c, 0x4000, &peer("::1"), relayed[0]);
+        let (mut p, p_relayed) = v6_peer(&node);
+        round_trip_relayed(&mut c, 0x4000, relayed[0], &mut p, p_relayed);
         // Without REQUESTED-ADDRESS-FAMILY the relayed address is IPv4,
         // whatever the client's own family (RFC 8656 §7.2).
         let mut v4 = Client::new(server, "alice", "wonderland").unwrap();
@@ -96,13 +122,14 @@ fn dual_allocation(dp: DatapathKind) {
     let relayed = c.allocate_families(None, true).unwrap();
     assert_eq!(relayed.len(), 2, "{relayed:?}");
     assert!(relayed[0].is_ipv4() && relayed[1].is_ipv6(), "{relayed:?}");
-    let (p4, p6) = (peer("127.0.0.1"), peer("::1"));
+    let p4 = peer("127.0.0.2");
+    let (mut p6, p6_relayed) = v6_peer(&node);
     round_trip(&mut c, 0x4000, &p4, relayed[0]);
-    round_trip(&mut c, 0x4001, &p6, relayed[1]);
+    round_trip_relayed(&mut c, 0x4001, relayed[1], &mut p6, p6_relayed);
     // A Refresh keeps both.
     assert_eq!(c.refresh(None).unwrap(), 600);
     round_trip(&mut c, 0x4000, &p4, relayed[0]);
-    round_trip(&mut c, 0x4001, &p6, relayed[1]);
+    round_trip_relayed(&mut c, 0x4001, relayed[1], &mut p6, p6_relayed);
 }
 
 fn ipv6_policy_and_missing_family(dp: DatapathKind) {
@@ -110,7 +137,9 @@ fn ipv6_policy_and_missing_family(dp: DatapathKind) {
     let node = start(dp, &pki, r#""127.0.0.1", "::1""#);
     let mut c = Client::new(v6_listener(&node), "alice", "wonderland").unwrap();
     c.allocate_families(Some(AddressFamily::IPV6), false).unwrap();
-    for denied in ["[fd00::1]:5000", "[fe80::1]:5000", "[2001:db8::1]:5000", "[ff02::1]:5", "[::]:5"] {
+    for denied in
+        ["[fd00::1]:5000", "[fe80::1]:5000", "[2001:db8::1]:5000", "[ff02::1]:5", "[::]:5", "[::1]:5", "[::7f00:2]:5"]
+    {
         let err = c.create_permission(&[denied.parse().unwrap()]).unwrap_err();
         assert_eq!(err.code(), Some(403), "{denied} must be denied");
     }

@@ -26,7 +26,7 @@ fn config(password: &str, peers: &str, workers: usize) -> String {
         workers = {workers}
         [auth]
         users = [{{ name = "alice", password = "{password}" }}]
-        nonce_secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+        nonce_secret = "8f1d2c3b4a5968778695a4b3c2d1e0f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
         [peers]
         {peers}
         [drain]
@@ -38,7 +38,7 @@ fn config(password: &str, peers: &str, workers: usize) -> String {
 #[test]
 fn sighup_reloads_users_and_policy_without_losing_a_packet() {
     let path = std::env::temp_dir().join(format!("ip2p-reload-{}.toml", std::process::id()));
-    std::fs::write(&path, config("first", r#"allow = ["127.0.0.1/32"]"#, 2)).unwrap();
+    std::fs::write(&path, config("first", r#"allow = ["127.0.0.2/32"]"#, 2)).unwrap();
     let mut child = Command::new(BIN)
         .args(["--config", path.to_str().unwrap(), "--admin", "off"])
         .env("NO_COLOR", "1")
@@ -54,7 +54,7 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
     // An allocation relaying to a peer, a packet every millisecond.
     let mut c = Client::new(server, "alice", "first").unwrap();
     let relayed = c.allocate(None).unwrap();
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     c.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -33,7 +33,7 @@ fn start(dp: DatapathKind, pki: &Pki, extra: &str) -> (Node, Settings) {
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}]
         [peers]
-        allow = ["127.0.0.1/32"]
+        allow = ["127.0.0.2/32"]
         {extra}
         "#,
         pki.cert().display(),
@@ -53,7 +53,7 @@ fn tls(node: &Node, pki: &Pki) -> Client {
 }
 
 fn peer() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     s
 }

@@ -29,7 +29,8 @@ fn the_unit_passes_systemd_analyze_verify() {
     let dir = temp_dir("verify");
     // The unit as installed, pointing at this build and a real config.
     let config = dir.join("relay.toml");
-    std::fs::write(&config, "listen = [\"127.0.0.1:3478\"]\n[auth]\nsecrets = [\"s\"]\n").unwrap();
+    std::fs::write(&config, "listen = [\"127.0.0.1:3478\"]\n[auth]\nsecrets = [\"a-rest-secret-for-tests\"]\n")
+        .unwrap();
     let unit = UNIT.replace("/usr/local/bin/ip2p-relay", BIN).replace("/etc/ip2p/relay.toml", config.to_str().unwrap());
     let path = dir.join("ip2p-relay.service");
     std::fs::write(&path, unit).unwrap();
@@ -78,7 +79,7 @@ fn the_relay_speaks_sd_notify() {
             "--user",
             "u:p",
             "--allow-peer",
-            "127.0.0.1",
+            "127.0.0.2",
             "--admin",
             "127.0.0.1:0",
         ])

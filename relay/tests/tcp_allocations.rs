@@ -29,7 +29,7 @@ fn start(dp: DatapathKind, pki: &Pki) -> Node {
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}, {{ name = "bob", password = "builder" }}]
         [peers]
-        allow = ["127.0.0.1/32"]
+        allow = ["127.0.0.2/32"]
         "#,
         pki.cert().display(),
         pki.key().display()
@@ -88,7 +88,7 @@ fn exchange(data: &mut Client, peer: &mut TcpStream) {
 fn connect_to_a_tcp_peer(dp: DatapathKind, tls: bool) {
     let pki = Pki::new(&format!("tcp-alloc-connect-{tls}"));
     let node = start(dp, &pki);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
     let peer_addr = listener.local_addr().unwrap();
     let mut control = client(&node, &pki, tls);
     let relayed = control.allocate_tcp().unwrap();
@@ -108,19 +108,32 @@ fn connect_to_a_tcp_peer(dp: DatapathKind, tls: bool) {
     assert_eq!(control.refresh(None).unwrap(), 600);
 }
 
+/// A TCP connection to `to` from the peer's address, 127.0.0.2 (the
+/// kernel would pick 127.0.0.1, this host's own address).
+fn connect_from_peer(to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
 fn a_peer_connects_in(dp: DatapathKind) {
     let pki = Pki::new("tcp-alloc-incoming");
     let node = start(dp, &pki);
     let mut control = client(&node, &pki, false);
     let relayed = control.allocate_tcp().unwrap();
     // No permission: the peer is refused and the client hears nothing.
-    let mut refused = TcpStream::connect(relayed).unwrap();
+    let mut refused = connect_from_peer(relayed);
     refused.set_read_timeout(Some(WAIT)).unwrap();
     assert!(matches!(refused.read(&mut [0u8; 16]), Ok(0) | Err(_)), "a peer without permission stayed");
     assert_eq!(control.wait_connection_attempt(Duration::from_millis(300)).unwrap(), None);
     // With a permission for its address: ConnectionAttempt, then a bind.
-    control.create_permission(&["127.0.0.1:1".parse().unwrap()]).unwrap();
-    let mut peer = TcpStream::connect(relayed).unwrap();
+    control.create_permission(&["127.0.0.2:1".parse().unwrap()]).unwrap();
+    // A process of this host (at 127.0.0.1) is not that peer, nor any peer.
+    let mut local = TcpStream::connect(relayed).unwrap();
+    local.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(matches!(local.read(&mut [0u8; 16]), Ok(0) | Err(_)), "a connection from the host was kept");
+    let mut peer = connect_from_peer(relayed);
     let (from, conn) = control.wait_connection_attempt(WAIT).unwrap().expect("no ConnectionAttempt");
     assert_eq!(from, peer.local_addr().unwrap());
     // Another user cannot take it.
@@ -146,12 +159,13 @@ fn failures(dp: DatapathKind) {
     control.allocate_tcp().unwrap();
     // Nothing listens there: 447.
     let closed: SocketAddr = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = TcpListener::bind("127.0.0.2:0").unwrap();
         l.local_addr().unwrap()
     };
     assert_eq!(control.connect(closed).unwrap_err().code(), Some(447));
-    // The peer policy applies: 403.
+    // The peer policy applies: 403; so does the host's own: its listener.
     assert_eq!(control.connect("10.1.2.3:80".parse().unwrap()).unwrap_err().code(), Some(403));
+    assert_eq!(control.connect(node.local_addrs()[0]).unwrap_err().code(), Some(403));
     // A Connect on a UDP allocation: 400.
     let mut plain = client(&node, &pki, false);
     plain.allocate(None).unwrap();

@@ -28,10 +28,10 @@ fn start_with(datapath: DatapathKind, top: &str, auth: &str, extra: &str) -> Nod
         {workers}
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}, {{ name = "bob", password = "builder" }}]
-        secrets = ["rest-secret"]
+        secrets = ["rest-secret-for-tests"]
         {auth}
         [peers]
-        allow = ["127.0.0.1/32"]
+        allow = ["127.0.0.2/32"]
         {extra}
         "#
     );
@@ -44,9 +44,10 @@ fn server(node: &Node) -> SocketAddr {
     node.local_addrs()[0]
 }
 
-/// A plain UDP peer on loopback.
+/// A plain UDP peer on loopback, at 127.0.0.2: 127.0.0.1 is the host's
+/// (and the relay's) own address, never a peer but at a relayed address.
 fn peer() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     s
 }
@@ -150,7 +151,7 @@ fn credentials_and_nonces(dp: DatapathKind) {
 
     let user =
         format!("{}:web", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600);
-    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"rest-secret").unwrap();
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"rest-secret-for-tests").unwrap();
     mac.update(user.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     let mut rest = Client::new(server(&node), &user, &password).unwrap();
@@ -161,7 +162,7 @@ fn credentials_and_nonces(dp: DatapathKind) {
     assert_eq!(rest.refresh(None).unwrap(), 600);
     // A REST username past its expiry, however well signed, gets 401.
     let old = "1000:web";
-    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"rest-secret").unwrap();
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"rest-secret-for-tests").unwrap();
     mac.update(old.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     assert_eq!(Client::new(server(&node), old, &password).unwrap().allocate(None).unwrap_err().code(), Some(401));
@@ -178,10 +179,13 @@ fn denied_peers_and_quotas(dp: DatapathKind) {
     let node = start(dp, "[allocation]\nuser_quota = 1");
     let mut c = Client::new(server(&node), "alice", "wonderland").unwrap();
     c.allocate(None).unwrap();
-    // 127.0.0.2 is loopback and not in the allow list.
-    let denied: SocketAddr = "127.0.0.2:9".parse().unwrap();
-    assert_eq!(c.create_permission(&[denied]).unwrap_err().code(), Some(403));
-    assert_eq!(c.channel_bind(0x4000, denied).unwrap_err().code(), Some(403));
+    // 127.0.0.3 is loopback and not in the allow list; 127.0.0.1 is this
+    // host's (the listener's) own address.
+    for denied in ["127.0.0.3:9", &server(&node).to_string()] {
+        let denied: SocketAddr = denied.parse().unwrap();
+        assert_eq!(c.create_permission(&[denied]).unwrap_err().code(), Some(403), "{denied}");
+        assert_eq!(c.channel_bind(0x4000, denied).unwrap_err().code(), Some(403), "{denied}");
+    }
     let mut second = Client::new(server(&node), "alice", "wonderland").unwrap();
     assert_eq!(second.allocate(None).unwrap_err().code(), Some(486));
     let mut other = Client::new(server(&node), "bob", "builder").unwrap();
@@ -460,7 +464,7 @@ macro_rules! on_datapath {
             }
             #[test]
             fn pairs_on_two_relay_addresses() {
-                client_pairs_on_one_node($kind, 2, "[relay]\nips = [\"127.0.0.1\", \"127.0.0.2\"]");
+                client_pairs_on_one_node($kind, 2, "[relay]\nips = [\"127.0.0.1\", \"127.0.0.3\"]");
             }
             #[test]
             fn busy_poll() {

@@ -19,9 +19,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
-use super::stream::{Conn, Conns, Stream, StreamError};
+use super::stream::{self, Conn, Conns, StreamLogs, TLS_CHUNK};
 use super::tcp_relay::{TcpEvent, TcpRelays};
-use super::{DatapathCounters, Handover, RelaySockets, StreamCounters, Worker, now};
+use super::{DatapathCounters, Handover, RelaySockets, Spare, StreamCounters, Worker, backoff, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Transmit, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
@@ -126,6 +126,16 @@ struct Loop {
     dirty: Vec<usize>,
     read_buf: Box<[u8]>,
     reply_buf: Box<[u8]>,
+    /// TLS plaintext, before framing.
+    plain_buf: Box<[u8]>,
+    /// A descriptor kept for refusing connections when there are none left.
+    spare: Spare,
+    /// When to try accepting again after a failure (edge-triggered polling
+    /// says nothing more about a backlog it already reported), and how many
+    /// failures in a row.
+    accept_retry: Option<(Instant, u32)>,
+    /// Log lines a client can cause.
+    logs: StreamLogs,
     next_sweep: Instant,
     socks: Socks,
     rx: RecvBatch,
@@ -164,6 +174,10 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         dirty: Vec::new(),
         read_buf: vec![0; 65_536].into_boxed_slice(),
         reply_buf: vec![0; REPLY_BUFFER].into_boxed_slice(),
+        plain_buf: vec![0; TLS_CHUNK].into_boxed_slice(),
+        spare: Spare::new(),
+        accept_retry: None,
+        logs: StreamLogs::default(),
         next_sweep: now() + SWEEP,
         socks: Socks {
             registry,
@@ -186,6 +200,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         let mut deadline = l.worker.server.poll_timeout();
         if l.conns.len() > 0 {
             deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
+        }
+        if let Some((at, _)) = l.accept_retry {
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
         match l.worker.idle(deadline, |timeout| poll.poll(&mut events, timeout)) {
             Ok(()) => {}
@@ -228,6 +245,13 @@ impl Loop {
     fn expire(&mut self) {
         let now = now();
         self.worker.server.handle_timeout(now, &mut self.socks);
+        if let Some((at, _)) = self.accept_retry
+            && at <= now
+        {
+            for i in 0..self.streams.len() {
+                self.accept(i);
+            }
+        }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP;
             self.sweep(now);
@@ -255,36 +279,44 @@ impl Loop {
             let Some((socket, tls)) = self.streams.get(index) else { return };
             let (mut stream, peer) = match socket.accept() {
                 Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_retry = None;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and the like: the connection waits in the
-                    // backlog; try again on the next event.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors: refuse what waits, with the
+                    // reserve. Otherwise (or if that fails too) try again
+                    // after a back-off: polling will not say it again.
+                    let refused = if Spare::exhausted(&e) { self.spare.shed(|| socket.accept()) } else { 0 };
+                    self.stream_counters.refused += refused;
+                    let failures = self.accept_retry.map_or(0, |(_, n)| n + 1);
+                    self.accept_retry = Some((now() + backoff(failures), failures));
+                    if let Some(unlogged) = self.logs.accept.admit(now()) {
+                        tracing::warn!(error = %e, refused, unlogged, "accept failed");
+                    }
                     return;
                 }
             };
-            let limits = &self.worker.limits;
-            if !limits.admit(peer.ip()) {
+            let Some((ticket, framing, wait)) = stream::admit(&self.worker.limits, tls.as_ref(), peer.ip()) else {
                 self.stream_counters.refused += 1;
-                continue;
-            }
-            let framing = match tls {
-                Some(config) => Stream::tls(config.clone(), limits.send_buffer),
-                None => Ok(Stream::new(limits.send_buffer)),
-            };
-            let wait = if tls.is_some() { limits.handshake } else { limits.idle };
-            let Ok(framing) = framing else {
-                limits.release(peer.ip());
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let conn = Conn { listener, peer, stream: framing, io: None, deadline: now() + wait, closing: false };
+            let conn = Conn {
+                listener,
+                peer,
+                stream: framing,
+                io: None,
+                ticket: Some(ticket),
+                deadline: now() + wait,
+                closing: false,
+            };
             let slot = self.conns.insert(conn);
             let token = Token(CONN_BASE + slot);
             if let Err(e) = self.socks.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
                 tracing::warn!(error = %e, "cannot poll a connection");
                 self.conns.remove(slot);
-                limits.release(peer.ip());
                 continue;
             }
             if let Some(c) = self.conns.get_mut(slot) {
@@ -297,7 +329,7 @@ impl Loop {
     /// Reads a connection until it would block, handing each frame to the
     /// core; what a frame sends to a peer goes out at once.
     fn drain_conn(&mut self, slot: usize) {
-        let Self { worker, conns, socks, read_buf, reply_buf, .. } = self;
+        let Self { worker, conns, socks, read_buf, reply_buf, plain_buf, .. } = self;
         let Some(conn) = conns.get_mut(slot) else { return };
         let mut closed = None;
         let mut send_errors = 0;
@@ -319,33 +351,34 @@ impl Loop {
             let now = now();
             let (listener, peer) = (conn.listener, conn.peer);
             let bytes = read_buf.get(..n).unwrap_or_default();
-            let result = conn.stream.receive(bytes, &mut reply_buf[..], &mut |frame, reply| match worker
-                .handle_client(now, listener, peer, frame, reply, socks)
-            {
-                Verdict::Forward(t) if worker.short_circuit_copy(&t, frame) => None,
-                Verdict::Forward(t) => {
-                    let relay = match t.via {
-                        Via::Relay(token) => socks.relays.get(token.0 as usize).and_then(Option::as_ref),
-                        Via::Listener(_) => None,
-                    };
-                    let sent = relay.zip(frame.get(t.range)).map(|(r, b)| r.socket.send_to(b, t.to));
-                    if !matches!(sent, Some(Ok(_))) {
-                        send_errors += 1;
+            let result =
+                conn.stream.receive(bytes, &mut reply_buf[..], &mut plain_buf[..], &mut |frame, reply| match worker
+                    .handle_client(now, listener, peer, frame, reply, socks)
+                {
+                    Verdict::Forward(t) if worker.short_circuit_copy(&t, frame) => None,
+                    Verdict::Forward(t) => {
+                        let relay = match t.via {
+                            Via::Relay(token) => socks.relays.get(token.0 as usize).and_then(Option::as_ref),
+                            Via::Listener(_) => None,
+                        };
+                        let sent = relay.zip(frame.get(t.range)).map(|(r, b)| r.socket.send_to(b, t.to));
+                        if !matches!(sent, Some(Ok(_))) {
+                            send_errors += 1;
+                        }
+                        None
                     }
-                    None
-                }
-                Verdict::Reply(t) => Some(t.range.end),
-                Verdict::Drop(_) => None,
-            });
+                    Verdict::Reply(t) => Some(t.range.end),
+                    Verdict::Drop(_) => None,
+                });
             match result {
-                Ok(d) => dropped += d,
-                Err(e) => {
-                    match e {
-                        StreamError::Framing => self.stream_counters.closed_framing += 1,
-                        StreamError::Tls(_) => self.stream_counters.closed_tls += 1,
-                        StreamError::Closed => {}
+                Ok(d) => {
+                    dropped += d;
+                    if !conn.stream.trusted() && worker.server.has_allocation(listener, peer) {
+                        conn.stream.trust();
                     }
-                    tracing::info!(client = %peer, error = %e, "closing a connection");
+                }
+                Err(e) => {
+                    self.logs.protocol_error(&mut self.stream_counters, peer, &e);
                     closed = Some("protocol error");
                     break;
                 }
@@ -372,13 +405,13 @@ impl Loop {
         for h in std::mem::take(&mut self.socks.handovers) {
             let Some((slot, _)) = self.conns.find(h.listener, h.client) else { continue };
             let Some(mut conn) = self.conns.remove(slot) else { continue };
-            self.worker.limits.release(conn.peer.ip());
             let Some(mut socket) = conn.io.take() else { continue };
             let _ = self.socks.registry.deregister(&mut socket);
             let (tls, unsent) = conn.stream.into_parts();
             let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(socket));
             let _ = socket.set_nonblocking(false);
-            self.socks.tcp.splice(h.conn, socket, tls, unsent);
+            // It still counts against its client's limits, as a data connection.
+            self.socks.tcp.splice(h.conn, socket, tls, unsent, conn.ticket.take());
         }
     }
 
@@ -422,8 +455,7 @@ impl Loop {
         if let Some(socket) = conn.io.as_mut() {
             let _ = self.socks.registry.deregister(socket);
         }
-        self.worker.limits.release(conn.peer.ip());
-        self.worker.server.client_closed(conn.listener, conn.peer, &mut self.socks);
+        self.worker.server.client_closed(now(), conn.listener, conn.peer, &mut self.socks);
         tracing::debug!(client = %conn.peer, why, "connection closed");
     }
 

@@ -15,7 +15,7 @@ pub(crate) mod tcp_relay;
 pub(crate) mod uring;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -204,9 +204,15 @@ impl<T: RelaySockets> Sockets for T {
         }
     }
 
-    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()> {
+    fn open_tcp_relay(
+        &mut self,
+        token: RelayToken,
+        addr: SocketAddr,
+        username: &str,
+        client: IpAddr,
+    ) -> io::Result<()> {
         let (tcp, worker) = self.tcp();
-        tcp.listen((worker, token), addr, username)
+        tcp.listen((worker, token), addr, username, client)
     }
 
     fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr) {
@@ -377,6 +383,54 @@ impl Worker {
             cpu: thread_cpu_time(),
         }
     }
+}
+
+/// A file descriptor held in reserve for accepting when the process has
+/// none left (EMFILE, ENFILE). Without it, a connection waiting in the
+/// backlog can be neither accepted nor refused: the loop would wake for
+/// it again and again. With it, the reserve is closed, the connection
+/// accepted and closed at once (refused), and the reserve taken again.
+#[derive(Debug)]
+pub(crate) struct Spare(Option<std::fs::File>);
+
+impl Spare {
+    pub(crate) fn new() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Whether `e` says the process (or the system) is out of descriptors.
+    pub(crate) fn exhausted(e: &io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    }
+
+    /// Refuses the connections waiting on a listener, each accepted with
+    /// the reserve's descriptor through `accept` and closed, up to a
+    /// batch. Returns how many.
+    pub(crate) fn shed<S>(&mut self, mut accept: impl FnMut() -> io::Result<S>) -> u64 {
+        let mut shed = 0;
+        while shed < 256 {
+            self.0 = None;
+            match accept() {
+                Ok(socket) => {
+                    drop(socket);
+                    shed += 1;
+                }
+                Err(_) => break,
+            }
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+        shed
+    }
+}
+
+/// How long to wait before re-arming an operation (an accept, a multishot
+/// receive) that failed `failures` times in a row: 10 ms, doubling, at most
+/// a second. A failure that repeats at once never turns into a busy loop.
+pub(crate) fn backoff(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(10u64.saturating_mul(1 << failures.min(7))).min(std::time::Duration::from_secs(1))
 }
 
 /// CPU time of the calling thread.

@@ -21,12 +21,18 @@ use std::time::{Duration, Instant};
 
 use ip2p_wire::framer::{Framed, frame};
 
-use crate::proto::ListenerId;
+use crate::proto::{ListenerId, client_prefix};
 
 /// Largest frame: a STUN message of 65,535 + 20 bytes, rounded up.
 const MAX_FRAME: usize = 65_556;
-/// Plaintext read from TLS at a time.
-const TLS_CHUNK: usize = 16 * 1024;
+/// Largest frame a connection may send before it has an allocation: its
+/// requests (an Allocate with credentials is a few hundred bytes). A
+/// stranger's half-sent frame then holds 2 KiB, not 64 KiB, until the
+/// idle timeout closes it.
+pub(crate) const FIRST_FRAME: usize = 2048;
+/// Plaintext read from TLS at a time: the size of the scratch buffer a
+/// datapath passes to [`Stream::receive`].
+pub(crate) const TLS_CHUNK: usize = 16 * 1024;
 
 /// Handles one frame of a stream; may write a reply into the scratch
 /// buffer and return its length.
@@ -59,8 +65,8 @@ pub(crate) struct Stream {
     tls: Option<Box<rustls::ServerConnection>>,
     /// The start of a frame split across reads (plaintext).
     partial: Vec<u8>,
-    /// Plaintext out of TLS, before framing.
-    plain: Vec<u8>,
+    /// The largest frame accepted: [`FIRST_FRAME`] until [`Self::trust`].
+    max_frame: usize,
     /// Bytes to write after `flushing` (ciphertext on TLS).
     queued: Vec<u8>,
     /// Bytes being written, from `flushed` on: left alone while a write
@@ -87,7 +93,7 @@ impl Stream {
         Self {
             tls: None,
             partial: Vec::new(),
-            plain: Vec::new(),
+            max_frame: FIRST_FRAME,
             queued: Vec::new(),
             flushing: Vec::new(),
             flushed: 0,
@@ -98,7 +104,17 @@ impl Stream {
     /// A TLS stream (server side).
     pub(crate) fn tls(config: Arc<rustls::ServerConfig>, limit: usize) -> Result<Self, rustls::Error> {
         let conn = rustls::ServerConnection::new(config)?;
-        Ok(Self { tls: Some(Box::new(conn)), plain: vec![0; TLS_CHUNK], ..Self::new(limit) })
+        Ok(Self { tls: Some(Box::new(conn)), ..Self::new(limit) })
+    }
+
+    /// The connection has an allocation: frames up to the largest may come.
+    pub(crate) fn trust(&mut self) {
+        self.max_frame = MAX_FRAME;
+    }
+
+    /// Whether [`Self::trust`] was called.
+    pub(crate) fn trusted(&self) -> bool {
+        self.max_frame == MAX_FRAME
     }
 
     /// Whether the TLS handshake is still running.
@@ -108,19 +124,22 @@ impl Stream {
 
     /// Takes bytes read from the socket. `on_frame` gets each whole frame
     /// and a scratch buffer; the bytes of the scratch buffer it names (a
-    /// reply) are sent back on this stream. Returns the frames the send
+    /// reply) are sent back on this stream. `plain` is scratch for TLS's
+    /// plaintext ([`TLS_CHUNK`] bytes serve). Returns the frames the send
     /// queue had no room for.
     pub(crate) fn receive(
         &mut self,
         bytes: &[u8],
         reply: &mut [u8],
+        plain: &mut [u8],
         on_frame: OnFrame<'_>,
     ) -> Result<u64, StreamError> {
         let mut dropped = 0;
-        let Self { tls, partial, plain, queued, flushing, flushed, limit } = self;
+        let Self { tls, partial, max_frame, queued, flushing, flushed, limit } = self;
+        let max_frame = *max_frame;
         let backlog = |q: &Vec<u8>, f: &Vec<u8>, done: usize| q.len() + f.len().saturating_sub(done);
         let Some(tls) = tls else {
-            deframe(partial, bytes, &mut |frame| {
+            deframe(partial, bytes, max_frame, &mut |frame| {
                 if let Some(n) = on_frame(frame, reply)
                     && let Some(r) = reply.get(..n)
                 {
@@ -160,7 +179,7 @@ impl Stream {
                 };
                 let data = plain.get(..n).unwrap_or_default();
                 let mut replies = Vec::new();
-                let framed = deframe(partial, data, &mut |frame| {
+                let framed = deframe(partial, data, max_frame, &mut |frame| {
                     if let Some(n) = on_frame(frame, reply)
                         && let Some(r) = reply.get(..n)
                     {
@@ -257,8 +276,9 @@ impl Stream {
 
 /// Hands each whole frame of `partial` followed by `data` to `each`; the
 /// start of a frame left incomplete is kept in `partial`. A frame that
-/// lies whole in `data` is handed on where it is.
-fn deframe(partial: &mut Vec<u8>, mut data: &[u8], each: &mut dyn FnMut(&[u8])) -> Result<(), StreamError> {
+/// lies whole in `data` is handed on where it is. A frame longer than
+/// `max` is a framing error.
+fn deframe(partial: &mut Vec<u8>, mut data: &[u8], max: usize, each: &mut dyn FnMut(&[u8])) -> Result<(), StreamError> {
     // First finish the frame a previous read began.
     while !partial.is_empty() {
         match frame(partial).map_err(|_| StreamError::Framing)? {
@@ -267,6 +287,9 @@ fn deframe(partial: &mut Vec<u8>, mut data: &[u8], each: &mut dyn FnMut(&[u8])) 
                 partial.clear();
             }
             Framed::Incomplete { needed } => {
+                if partial.len() + needed > max {
+                    return Err(StreamError::Framing);
+                }
                 if data.is_empty() {
                     return Ok(());
                 }
@@ -282,14 +305,45 @@ fn deframe(partial: &mut Vec<u8>, mut data: &[u8], each: &mut dyn FnMut(&[u8])) 
                 each(bytes);
                 data = data.get(bytes.len()..).unwrap_or_default();
             }
-            Framed::Incomplete { .. } => {
-                debug_assert!(data.len() < MAX_FRAME);
+            Framed::Incomplete { needed } => {
+                if data.len() + needed > max {
+                    return Err(StreamError::Framing);
+                }
                 partial.extend_from_slice(data);
                 break;
             }
         }
     }
     Ok(())
+}
+
+/// Log lines about connections that a client can cause at will (garbage
+/// on a port, a failed TLS handshake, a full descriptor table): a few an
+/// interval, then a count.
+#[derive(Debug)]
+pub(crate) struct StreamLogs {
+    pub(crate) closed: crate::proto::loglimit::LogLimit,
+    pub(crate) accept: crate::proto::loglimit::LogLimit,
+}
+
+impl Default for StreamLogs {
+    fn default() -> Self {
+        Self { closed: crate::proto::loglimit::LogLimit::new(5), accept: crate::proto::loglimit::LogLimit::new(5) }
+    }
+}
+
+impl StreamLogs {
+    /// Counts a connection closed for `e`, and logs it if the limit allows.
+    pub(crate) fn protocol_error(&mut self, counters: &mut super::StreamCounters, peer: SocketAddr, e: &StreamError) {
+        match e {
+            StreamError::Framing => counters.closed_framing += 1,
+            StreamError::Tls(_) => counters.closed_tls += 1,
+            StreamError::Closed => return,
+        }
+        if let Some(unlogged) = self.closed.admit(super::now()) {
+            tracing::info!(client = %peer, error = %e, unlogged, "closing a connection");
+        }
+    }
 }
 
 /// A worker's connection: where it came in, its stream, the datapath's
@@ -300,6 +354,9 @@ pub(crate) struct Conn<T> {
     pub(crate) peer: SocketAddr,
     pub(crate) stream: Stream,
     pub(crate) io: T,
+    /// Its place in the node's connection limits, given back when dropped
+    /// (or handed on with a data connection).
+    pub(crate) ticket: Option<ConnTicket>,
     /// Closes the connection if it has no allocation at this time (the
     /// idle limit, or the TLS handshake limit while that runs).
     pub(crate) deadline: Instant,
@@ -382,7 +439,9 @@ impl<T> Conns<T> {
 }
 
 /// Connection limits of the node, counted across workers at accept time
-/// (never per packet).
+/// (never per packet): client connections, and RFC 6062's peer and data
+/// connections, each against the node's total and its client's address
+/// (an IPv6 client's /64).
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
     pub(crate) max_total: usize,
@@ -395,6 +454,20 @@ pub(crate) struct ConnLimits {
     pub(crate) send_buffer: usize,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One connection counted against the [`ConnLimits`]: dropping it gives
+/// its place back.
+#[derive(Debug)]
+pub(crate) struct ConnTicket {
+    limits: Arc<ConnLimits>,
+    prefix: IpAddr,
+}
+
+impl Drop for ConnTicket {
+    fn drop(&mut self) {
+        self.limits.release(self.prefix);
+    }
 }
 
 impl ConnLimits {
@@ -416,33 +489,54 @@ impl ConnLimits {
         }
     }
 
-    /// Counts a new connection from `ip`; `false` (and nothing counted)
-    /// when a limit is reached.
-    pub(crate) fn admit(&self, ip: IpAddr) -> bool {
+    /// Counts a new connection of the client at `ip`; `None` (and nothing
+    /// counted) when a limit is reached.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnTicket> {
+        let prefix = client_prefix(ip);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.total.load(Ordering::Relaxed) >= self.max_total {
-            return false;
+            return None;
         }
-        let n = per_ip.entry(ip).or_insert(0);
+        let n = per_ip.entry(prefix).or_insert(0);
         if *n >= self.max_per_ip {
-            return false;
+            return None;
         }
         *n += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
-        true
+        Some(ConnTicket { limits: self.clone(), prefix })
     }
 
-    /// Uncounts a closed connection from `ip`.
-    pub(crate) fn release(&self, ip: IpAddr) {
+    /// Connections counted now.
+    pub(crate) fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn release(&self, prefix: IpAddr) {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = per_ip.get_mut(&ip) {
+        if let Some(n) = per_ip.get_mut(&prefix) {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&ip);
+                per_ip.remove(&prefix);
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// What a newly accepted client connection needs: its place in the
+/// limits, its framing (TLS on a TLS listener), and how long it may take
+/// to allocate (or to finish its handshake). `None`: refuse it.
+pub(crate) fn admit(
+    limits: &Arc<ConnLimits>,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    peer: IpAddr,
+) -> Option<(ConnTicket, Stream, Duration)> {
+    let ticket = limits.admit(peer)?;
+    let (stream, wait) = match tls {
+        Some(config) => (Stream::tls(config.clone(), limits.send_buffer).ok()?, limits.handshake),
+        None => (Stream::new(limits.send_buffer), limits.idle),
+    };
+    Some((ticket, stream, wait))
 }
 
 #[cfg(test)]
@@ -460,8 +554,9 @@ mod tests {
     fn frames_of(stream: &mut Stream, reads: &[&[u8]]) -> Result<Vec<Vec<u8>>, StreamError> {
         let mut got = Vec::new();
         let mut reply = [0u8; 64];
+        stream.trust();
         for r in reads {
-            stream.receive(r, &mut reply, &mut |f, _| {
+            stream.receive(r, &mut reply, &mut [], &mut |f, _| {
                 got.push(f.to_vec());
                 None
             })?;
@@ -502,7 +597,7 @@ mod tests {
         let mut s = Stream::new(10);
         let mut reply = [0u8; 64];
         let frame = channel(0x4000, b"x");
-        let dropped = s.receive(&[frame.clone(), frame].concat(), &mut reply, &mut |_, r| {
+        let dropped = s.receive(&[frame.clone(), frame].concat(), &mut reply, &mut [], &mut |_, r| {
             r[..6].copy_from_slice(b"answer");
             Some(6)
         });
@@ -533,13 +628,52 @@ mod tests {
 
     #[test]
     fn limits_count_per_ip_and_in_total() {
-        let l = ConnLimits::new(3, 2, Duration::from_secs(1), Duration::from_secs(1), 1);
+        let l = Arc::new(ConnLimits::new(3, 2, Duration::from_secs(1), Duration::from_secs(1), 1));
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        assert!(l.admit(a) && l.admit(a));
-        assert!(!l.admit(a), "per-IP limit");
-        assert!(l.admit(b));
-        assert!(!l.admit(b), "total limit");
-        l.release(a);
-        assert!(l.admit(b));
+        let a1 = l.admit(a).unwrap();
+        let _a2 = l.admit(a).unwrap();
+        assert!(l.admit(a).is_none(), "per-IP limit");
+        let _b1 = l.admit(b).unwrap();
+        assert!(l.admit(b).is_none(), "total limit");
+        drop(a1);
+        let b2 = l.admit(b);
+        assert!(b2.is_some(), "a dropped ticket gives its place back");
+        assert_eq!(l.total(), 3);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_capped_by_its_64() {
+        let l = Arc::new(ConnLimits::new(100, 2, Duration::from_secs(1), Duration::from_secs(1), 1));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let held: Vec<_> = ["2001:db8:1:1::1", "2001:db8:1:1::2"].iter().map(|a| l.admit(ip(a)).unwrap()).collect();
+        assert!(l.admit(ip("2001:db8:1:1:ffff::3")).is_none(), "a third address of the same /64");
+        assert!(l.admit(ip("2001:db8:1:2::1")).is_some());
+        drop(held);
+    }
+
+    #[test]
+    fn a_stranger_cannot_park_a_large_frame() {
+        // Before an allocation, a frame header announcing 60 KB closes the
+        // stream at once instead of holding the bytes.
+        let big = {
+            let mut f = vec![0u8; 20];
+            f[..2].copy_from_slice(&0x0001u16.to_be_bytes());
+            f[2..4].copy_from_slice(&60_000u16.to_be_bytes());
+            f[4..8].copy_from_slice(&ip2p_wire::MAGIC_COOKIE.to_be_bytes());
+            f
+        };
+        let mut reply = [0u8; 64];
+        let mut s = Stream::new(1 << 16);
+        let r = s.receive(&big, &mut reply, &mut [], &mut |_, _| None);
+        assert!(matches!(r, Err(StreamError::Framing)), "{r:?}");
+        // A split small frame is fine, and a trusted stream takes large ones.
+        let small = channel(0x4000, &[1; 100]);
+        let mut s = Stream::new(1 << 16);
+        assert!(s.receive(&small[..10], &mut reply, &mut [], &mut |_, _| None).is_ok());
+        assert!(s.receive(&small[10..], &mut reply, &mut [], &mut |_, _| None).is_ok());
+        let mut s = Stream::new(1 << 16);
+        s.trust();
+        assert!(s.receive(&big, &mut reply, &mut [], &mut |_, _| None).is_ok());
+        assert_eq!(s.partial.len(), 20);
     }
 }

@@ -24,6 +24,7 @@ use nix::sys::eventfd::EventFd;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::now;
+use super::stream::{ConnLimits, ConnTicket};
 use crate::proto::RelayToken;
 
 /// RFC 6062 §5.2, §5.3: a peer connection waits 30 seconds for its
@@ -70,6 +71,8 @@ struct Waiting {
     owner: Owner,
     peer: SocketAddr,
     stream: TcpStream,
+    /// Counted against the client's connection limits until it closes.
+    ticket: ConnTicket,
     since: Instant,
     /// The core let it in (always, for a Connect's connection).
     accepted: bool,
@@ -83,6 +86,9 @@ struct Active {
     owner: Owner,
     peer: SocketAddr,
     handles: [TcpStream; 2],
+    /// The peer connection's and the data connection's places in the
+    /// connection limits, given back when the pair ends.
+    _tickets: (ConnTicket, Option<ConnTicket>),
 }
 
 #[derive(Debug)]
@@ -91,6 +97,8 @@ struct Listening {
     /// token are reused once an allocation is gone).
     id: u64,
     username: Box<str>,
+    /// The allocation's client: its peer connections count against it.
+    client: std::net::IpAddr,
     handle: TcpListener,
 }
 
@@ -115,11 +123,12 @@ pub(crate) struct Notifier {
 pub(crate) struct TcpRelays {
     table: Mutex<Table>,
     workers: Vec<Notifier>,
+    limits: Arc<ConnLimits>,
 }
 
 impl TcpRelays {
-    pub(crate) fn new(workers: Vec<Notifier>) -> Arc<Self> {
-        Arc::new(Self { table: Mutex::new(Table::default()), workers })
+    pub(crate) fn new(workers: Vec<Notifier>, limits: Arc<ConnLimits>) -> Arc<Self> {
+        Arc::new(Self { table: Mutex::new(Table::default()), workers, limits })
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -144,8 +153,15 @@ impl TcpRelays {
         }
     }
 
-    /// Listens on `addr` for the peers of `owner`'s TCP relay.
-    pub(crate) fn listen(self: &Arc<Self>, owner: Owner, addr: SocketAddr, username: &str) -> io::Result<()> {
+    /// Listens on `addr` for the peers of `owner`'s TCP relay, an
+    /// allocation of `username` at `client`.
+    pub(crate) fn listen(
+        self: &Arc<Self>,
+        owner: Owner,
+        addr: SocketAddr,
+        username: &str,
+        client: std::net::IpAddr,
+    ) -> io::Result<()> {
         let listener = relay_socket(addr)?;
         listener.listen(128)?;
         let listener: TcpListener = listener.into();
@@ -154,7 +170,7 @@ impl TcpRelays {
             let mut table = self.lock();
             table.next_listener += 1;
             let id = table.next_listener;
-            table.listening.insert(owner, Listening { id, username: username.into(), handle });
+            table.listening.insert(owner, Listening { id, username: username.into(), client, handle });
             id
         };
         let relays = self.clone();
@@ -172,23 +188,28 @@ impl TcpRelays {
         loop {
             let accepted = listener.accept();
             let mut table = self.lock();
-            if table.listening.get(&owner).is_none_or(|l| l.id != id) {
+            let Some(client) = table.listening.get(&owner).filter(|l| l.id == id).map(|l| l.client) else {
                 return; // closed: `close` shut the listener down
-            }
+            };
             let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     drop(table);
-                    tracing::warn!(error = %e, "TCP relay accept failed");
+                    // Out of descriptors, say: the peer waits in the
+                    // backlog; try again in a while, quietly.
+                    tracing::debug!(error = %e, "TCP relay accept failed");
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
             };
+            // Past the allocation's or the client's connection limits, the
+            // peer is refused (`stream` closes).
             if table.connections(owner) >= MAX_CONNECTIONS {
-                continue; // `stream` closes
+                continue;
             }
+            let Some(ticket) = self.limits.admit(client) else { continue };
             let conn = Self::new_id(&table);
-            let waiting = Waiting { owner, peer, stream, since: now(), accepted: false, bound: false };
+            let waiting = Waiting { owner, peer, stream, ticket, since: now(), accepted: false, bound: false };
             table.waiting.insert(conn, waiting);
             drop(table);
             self.notify(owner.0, TcpEvent::Incoming { token: owner.1, peer, conn });
@@ -198,15 +219,18 @@ impl TcpRelays {
     /// Connects `from` (the relay's address) to `peer` on a thread; the
     /// outcome goes to the owner's core.
     pub(crate) fn connect(self: &Arc<Self>, owner: Owner, from: SocketAddr, peer: SocketAddr) {
-        let listener = {
+        let (listener, ticket) = {
             let mut table = self.lock();
-            let listener = table.listening.get(&owner).map(|l| l.id);
-            if listener.is_none() || table.connections(owner) >= MAX_CONNECTIONS {
+            let listening = table.listening.get(&owner).map(|l| (l.id, l.client));
+            let ticket = listening
+                .filter(|_| table.connections(owner) < MAX_CONNECTIONS)
+                .and_then(|(_, client)| self.limits.admit(client));
+            let Some(ticket) = ticket else {
                 drop(table);
                 return self.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, conn: None });
-            }
+            };
             table.connecting.insert((owner, peer));
-            listener
+            (listening.map(|(id, _)| id), ticket)
         };
         let relays = self.clone();
         let spawned = std::thread::Builder::new().name("ip2p-tcp-connect".into()).spawn(move || {
@@ -218,7 +242,7 @@ impl TcpRelays {
             let conn = match stream {
                 Ok(stream) if alive => {
                     let conn = Self::new_id(&table);
-                    let waiting = Waiting { owner, peer, stream, since: now(), accepted: true, bound: false };
+                    let waiting = Waiting { owner, peer, stream, ticket, since: now(), accepted: true, bound: false };
                     table.waiting.insert(conn, waiting);
                     Some(conn)
                 }
@@ -272,21 +296,24 @@ impl TcpRelays {
     }
 
     /// Joins the client's data connection (with its TLS session, and the
-    /// bytes still to send it: the ConnectionBind response) to peer
-    /// connection `conn`, on a thread of its own.
+    /// bytes still to send it: the ConnectionBind response, and its place in
+    /// the connection limits) to peer connection `conn`, on a thread of its
+    /// own.
     pub(crate) fn splice(
         self: &Arc<Self>,
         conn: u32,
         client: TcpStream,
         tls: Option<Box<rustls::ServerConnection>>,
         unsent: Vec<u8>,
+        ticket: Option<ConnTicket>,
     ) {
         let mut table = self.lock();
         let Some(w) = table.waiting.remove(&conn).filter(|w| w.bound) else {
             return; // timed out or its allocation went: `client` closes
         };
         let (Ok(h1), Ok(h2)) = (client.try_clone(), w.stream.try_clone()) else { return };
-        table.active.insert(conn, Active { owner: w.owner, peer: w.peer, handles: [h1, h2] });
+        let active = Active { owner: w.owner, peer: w.peer, handles: [h1, h2], _tickets: (w.ticket, ticket) };
+        table.active.insert(conn, active);
         drop(table);
         let relays = self.clone();
         let peer = w.stream;
@@ -512,8 +539,11 @@ mod tests {
     fn relays() -> (Arc<TcpRelays>, crossbeam_channel::Receiver<TcpEvent>) {
         let (events, rx) = crossbeam_channel::unbounded();
         let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
-        (TcpRelays::new(vec![Notifier { events, wake }]), rx)
+        let limits = Arc::new(ConnLimits::new(1000, 1000, Duration::from_secs(1), Duration::from_secs(1), 1 << 16));
+        (TcpRelays::new(vec![Notifier { events, wake }], limits), rx)
     }
+
+    const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn free_port() -> SocketAddr {
         TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
@@ -524,11 +554,11 @@ mod tests {
         let (relays, rx) = relays();
         let owner = (0, RelayToken(2));
         let (first, second) = (free_port(), free_port());
-        relays.listen(owner, first, "u").unwrap();
+        relays.listen(owner, first, "u", LOCAL).unwrap();
         relays.close(owner);
         // The same owner listens again at once, elsewhere: the first accept
         // thread must still stop and let its port go.
-        relays.listen(owner, second, "u").unwrap();
+        relays.listen(owner, second, "u", LOCAL).unwrap();
         let deadline = now() + Duration::from_secs(5);
         while TcpListener::bind(first).is_err() {
             assert!(now() < deadline, "the closed relay still holds {first}");
@@ -545,7 +575,7 @@ mod tests {
         let (relays, rx) = relays();
         let owner = (0, RelayToken(4));
         let addr = free_port();
-        relays.listen(owner, addr, "alice").unwrap();
+        relays.listen(owner, addr, "alice", LOCAL).unwrap();
         let peers: Vec<TcpStream> = (0..MAX_CONNECTIONS + 3).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let mut ids = Vec::new();
         while let Ok(TcpEvent::Incoming { conn, .. }) = rx.recv_timeout(Duration::from_millis(500)) {

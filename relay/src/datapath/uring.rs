@@ -27,9 +27,9 @@ use io_uring::types::{BufRingEntry, Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec}
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use socket2::SockAddr;
 
-use super::stream::{Conn, Conns, Stream, StreamError};
+use super::stream::{self, Conn, Conns, StreamLogs, TLS_CHUNK};
 use super::tcp_relay::{TcpEvent, TcpRelays};
-use super::{DatapathCounters, Handover, RelaySockets, StreamCounters, Worker, now};
+use super::{DatapathCounters, Handover, RelaySockets, Spare, StreamCounters, Worker, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Verdict, Via};
 
 /// Submission queue entries.
@@ -397,6 +397,12 @@ struct Loop {
     /// Connections with bytes to write.
     dirty: Vec<usize>,
     stream_reply: Box<[u8]>,
+    /// TLS plaintext, before framing.
+    plain: Box<[u8]>,
+    /// A descriptor kept for refusing connections when there are none left.
+    spare: Spare,
+    /// Log lines a client can cause.
+    logs: StreamLogs,
     next_sweep: std::time::Instant,
     sends: Vec<Option<SendSlot>>,
     free_sends: Vec<usize>,
@@ -404,6 +410,11 @@ struct Loop {
     free_replies: Vec<usize>,
     /// Receives whose multishot ended and must be re-armed.
     rearm: Vec<u64>,
+    /// Operations that failed, re-armed after a back-off (at the time
+    /// given): never in a tight loop.
+    delayed: Vec<(std::time::Instant, u64)>,
+    /// Consecutive failures of each operation that failed lately.
+    failures: std::collections::HashMap<u64, u32>,
     completions: Vec<(u64, i32, u32)>,
     send_errors: u64,
     truncated: u64,
@@ -448,12 +459,17 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         stream_counters: StreamCounters::default(),
         dirty: Vec::new(),
         stream_reply: vec![0u8; REPLY_BUFFER].into_boxed_slice(),
+        plain: vec![0u8; TLS_CHUNK].into_boxed_slice(),
+        spare: Spare::new(),
+        logs: StreamLogs::default(),
         next_sweep: now() + SWEEP,
         sends: (0..capacity).map(|_| None).collect(),
         free_sends: (0..capacity).rev().collect(),
         replies: (0..REPLIES).map(|_| vec![0u8; REPLY_BUFFER].into_boxed_slice()).collect(),
         free_replies: (0..REPLIES).rev().collect(),
         rearm: Vec::new(),
+        delayed: Vec::new(),
+        failures: std::collections::HashMap::new(),
         completions: Vec::with_capacity(1024),
         send_errors: 0,
         truncated: 0,
@@ -477,6 +493,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         let mut deadline = l.worker.server.poll_timeout();
         if l.conns.len() > 0 {
             deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
+        }
+        if let Some(at) = l.delayed.iter().map(|(at, _)| *at).min() {
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
         l.worker.idle(deadline, |timeout| l.io.enter(timeout))?;
         let now = now();
@@ -522,6 +541,26 @@ impl Loop {
         }
     }
 
+    /// A multishot operation ended: re-armed at once if it ended normally
+    /// (or for want of buffers, which come back), after a growing back-off
+    /// if it failed.
+    fn ended(&mut self, data: u64, result: i32) {
+        if result >= 0 || result == -libc::ENOBUFS {
+            self.rearm.push(data);
+            return;
+        }
+        let failures = self.failures.entry(data).or_insert(0);
+        *failures += 1;
+        self.delayed.push((now() + super::backoff(*failures - 1), data));
+    }
+
+    /// An operation completed well: its failures are forgotten.
+    fn succeeded(&mut self, data: u64) {
+        if !self.failures.is_empty() {
+            self.failures.remove(&data);
+        }
+    }
+
     /// Handles one completion; `true` on shutdown.
     fn complete(&mut self, data: u64, result: i32, flags: u32) -> bool {
         let (op, generation, index) = decode(data);
@@ -529,10 +568,13 @@ impl Loop {
         if buffer.is_some() {
             self.bufs.available = self.bufs.available.saturating_sub(1);
         }
+        if result >= 0 {
+            self.succeeded(data);
+        }
         match op {
             Some(Op::RecvListener) => {
                 if !cqueue::more(flags) {
-                    self.rearm.push(data);
+                    self.ended(data, result);
                 }
                 self.received(buffer, result, |l, bid, from, payload| l.client_datagram(index, bid, from, payload));
             }
@@ -546,7 +588,7 @@ impl Loop {
                     return false;
                 }
                 if !cqueue::more(flags) {
-                    self.rearm.push(data);
+                    self.ended(data, result);
                 }
                 self.received(buffer, result, |l, bid, from, payload| l.peer_datagram(index, bid, from, payload));
             }
@@ -568,7 +610,7 @@ impl Loop {
             }
             Some(Op::Accept) => {
                 if !cqueue::more(flags) {
-                    self.rearm.push(data);
+                    self.ended(data, result);
                 }
                 self.accepted(index as usize, result);
             }
@@ -776,8 +818,18 @@ impl Loop {
     /// A connection came in on stream listener `index` (`result` is its fd).
     fn accepted(&mut self, index: usize, result: i32) {
         if result < 0 {
-            // EMFILE and the like: the connection waits in the backlog.
-            tracing::warn!(error = %io::Error::from_raw_os_error(-result), "accept failed");
+            // Out of descriptors: the connections waiting in the backlog
+            // are refused with the reserve; the accept is re-armed after a
+            // back-off (see `ended`).
+            let e = io::Error::from_raw_os_error(-result);
+            let refused = match self.streams.get(index) {
+                Some((listener, _)) if Spare::exhausted(&e) => self.spare.shed(|| listener.accept()),
+                _ => 0,
+            };
+            self.stream_counters.refused += refused;
+            if let Some(unlogged) = self.logs.accept.admit(now()) {
+                tracing::warn!(error = %e, refused, unlogged, "accept failed");
+            }
             return;
         }
         // SAFETY: a successful accept's result is a new fd that nothing
@@ -788,24 +840,16 @@ impl Loop {
         else {
             return;
         };
-        let limits = &self.worker.limits;
-        if !limits.admit(peer.ip()) {
+        let Some((ticket, framing, wait)) = stream::admit(&self.worker.limits, tls.as_ref(), peer.ip()) else {
             self.stream_counters.refused += 1;
             return;
-        }
-        let framing = match tls {
-            Some(config) => Stream::tls(config.clone(), limits.send_buffer),
-            None => Ok(Stream::new(limits.send_buffer)),
-        };
-        let wait = if tls.is_some() { limits.handshake } else { limits.idle };
-        let Ok(framing) = framing else {
-            return limits.release(peer.ip());
         };
         let _ = socket.set_nodelay(true);
         self.next_conn_generation = self.next_conn_generation.wrapping_add(1) & 0x00FF_FFFF;
         let generation = self.next_conn_generation;
         let io = ConnIo { socket, generation, receiving: false, sending: false, handover: None };
-        let conn = Conn { listener, peer, stream: framing, io, deadline: now() + wait, closing: false };
+        let conn =
+            Conn { listener, peer, stream: framing, io, ticket: Some(ticket), deadline: now() + wait, closing: false };
         let slot = self.conns.insert(conn);
         self.stream_counters.accepted += 1;
         if !self.arm_conn(slot) {
@@ -872,13 +916,13 @@ impl Loop {
     /// Frames what connection `slot` sent in buffer `bid`; `Some` if it
     /// must close.
     fn conn_bytes(&mut self, slot: usize, bid: u16, len: usize) -> Option<&'static str> {
-        let Self { io, bufs, worker, conns, stream_reply, .. } = self;
+        let Self { io, bufs, worker, conns, stream_reply, plain, .. } = self;
         let conn = conns.get_mut(slot)?;
         let (listener, peer) = (conn.listener, conn.peer);
         let bytes = bufs.buffer(bid).get(..len).unwrap_or_default();
         let now = now();
         let mut send_errors = 0;
-        let result = conn.stream.receive(bytes, stream_reply, &mut |frame, reply| match worker
+        let result = conn.stream.receive(bytes, stream_reply, plain, &mut |frame, reply| match worker
             .handle_client(now, listener, peer, frame, reply, io)
         {
             Verdict::Forward(t) if worker.short_circuit_copy(&t, frame) => None,
@@ -900,15 +944,13 @@ impl Loop {
         match result {
             Ok(dropped) => {
                 self.stream_counters.dropped_backlog += dropped;
+                if !conn.stream.trusted() && worker.server.has_allocation(listener, peer) {
+                    conn.stream.trust();
+                }
                 None
             }
             Err(e) => {
-                match e {
-                    StreamError::Framing => self.stream_counters.closed_framing += 1,
-                    StreamError::Tls(_) => self.stream_counters.closed_tls += 1,
-                    StreamError::Closed => {}
-                }
-                tracing::info!(client = %peer, error = %e, "closing a connection");
+                self.logs.protocol_error(&mut self.stream_counters, peer, &e);
                 Some("protocol error")
             }
         }
@@ -977,9 +1019,7 @@ impl Loop {
             conn.io.handover = Some(h.conn);
             let recv = user_data(Op::RecvConn, conn.io.generation, u32::try_from(slot).unwrap_or(u32::MAX));
             let receiving = conn.io.receiving;
-            let peer = conn.peer;
             self.conns.detach(slot);
-            self.worker.limits.release(peer.ip());
             if receiving {
                 let _ = self.io.push(&opcode::AsyncCancel::new(recv).build().user_data(user_data(Op::Cancel, 0, 0)));
             }
@@ -1016,9 +1056,10 @@ impl Loop {
         }
         let (listener, peer) = (conn.listener, conn.peer);
         let _ = conn.io.socket.shutdown(std::net::Shutdown::Both);
+        // Its place in the limits goes now, not when its last operation ends.
+        conn.ticket = None;
         self.conns.detach(slot);
-        self.worker.limits.release(peer.ip());
-        self.worker.server.client_closed(listener, peer, &mut self.io);
+        self.worker.server.client_closed(now(), listener, peer, &mut self.io);
         tracing::debug!(client = %peer, why, "connection closed");
         self.finish_close(slot);
     }
@@ -1031,13 +1072,19 @@ impl Loop {
         if let Some(id) = conn.io.handover {
             let (tls, unsent) = conn.stream.into_parts();
             let _ = conn.io.socket.set_nonblocking(false);
-            self.io.tcp.splice(id, conn.io.socket, tls, unsent);
+            self.io.tcp.splice(id, conn.io.socket, tls, unsent, conn.ticket);
         }
     }
 
     /// Re-arms receives whose multishot ended, once buffers are available
     /// again (an ENOBUFS end with none would fail at once).
     fn rearm_receives(&mut self) {
+        if !self.delayed.is_empty() {
+            let now = now();
+            let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
+            self.delayed = later;
+            self.rearm.extend(due.into_iter().map(|(_, data)| data));
+        }
         if self.bufs.available == 0 {
             return;
         }

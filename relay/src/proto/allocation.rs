@@ -13,8 +13,8 @@ use ip2p_wire::TransactionId;
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{ErrorCode, IntegrityKind};
 
-use super::ListenerId;
 use super::policy::canonical;
+use super::{Account, ListenerId};
 
 /// RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds".
 pub(crate) const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -38,6 +38,9 @@ pub(crate) struct Relay {
 struct Permission {
     ip: IpAddr,
     expires: Instant,
+    /// The IP is one of the host's own: packets go only to a live relayed
+    /// address there (see [`super::policy::Judgement::Host`]).
+    host: bool,
 }
 
 /// A Connect request answered once its connection is up (or failed).
@@ -105,6 +108,8 @@ pub(crate) struct Allocation {
     /// Relayed addresses by family: `[IPv4, IPv6]`.
     pub(crate) relays: [Option<Relay>; 2],
     pub(crate) username: Box<str>,
+    /// Whom it counts against.
+    pub(crate) account: Account,
     pub(crate) key: LongTermKey,
     pub(crate) integrity: IntegrityKind,
     /// The Allocate transaction that created it: a retransmission of that
@@ -114,8 +119,9 @@ pub(crate) struct Allocation {
     pub(crate) expires: Instant,
     /// Why the IPv6 half of a requested dual allocation is missing.
     pub(crate) partial: Option<ErrorCode>,
-    /// The token of the port reserved next to this one (EVEN-PORT R bit).
-    pub(crate) reservation: Option<[u8; 8]>,
+    /// The token of the port reserved next to this one (EVEN-PORT R bit),
+    /// and when the reservation lapses.
+    pub(crate) reservation: Option<([u8; 8], Instant)>,
     /// A TCP allocation (RFC 6062): its relays are TCP listeners.
     pub(crate) tcp: bool,
     /// Connect requests waiting for their connection (RFC 6062 §5.2).
@@ -143,6 +149,7 @@ impl Allocation {
         client: SocketAddr,
         relays: [Option<Relay>; 2],
         username: Box<str>,
+        account: Account,
         key: LongTermKey,
         integrity: IntegrityKind,
         txid: TransactionId,
@@ -154,6 +161,7 @@ impl Allocation {
             client,
             relays,
             username,
+            account,
             key,
             integrity,
             txid,
@@ -179,13 +187,20 @@ impl Allocation {
 
     /// Whether a live permission covers `ip` (ports do not count).
     pub(crate) fn permits(&self, ip: IpAddr, now: Instant) -> bool {
-        let ip = canonical(ip);
-        self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
+        self.permitted(ip, now).is_some()
     }
 
-    /// Installs or refreshes a permission; `false` when the allocation
-    /// already holds [`MAX_PERMISSIONS`] live ones.
-    pub(crate) fn permit(&mut self, ip: IpAddr, now: Instant) -> bool {
+    /// The live permission for `ip`, if any: `Some(true)` when `ip` is one
+    /// of the host's own addresses.
+    pub(crate) fn permitted(&self, ip: IpAddr, now: Instant) -> Option<bool> {
+        let ip = canonical(ip);
+        self.permissions.iter().find(|p| p.ip == ip && p.expires > now).map(|p| p.host)
+    }
+
+    /// Installs or refreshes a permission (`host`: `ip` is one of the
+    /// host's addresses); `false` when the allocation already holds
+    /// [`MAX_PERMISSIONS`] live ones.
+    pub(crate) fn permit(&mut self, ip: IpAddr, host: bool, now: Instant) -> bool {
         let ip = canonical(ip);
         let expires = now + PERMISSION_LIFETIME;
         if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
@@ -196,7 +211,7 @@ impl Allocation {
         if self.permissions.len() >= MAX_PERMISSIONS {
             return false;
         }
-        self.permissions.push(Permission { ip, expires });
+        self.permissions.push(Permission { ip, expires, host });
         true
     }
 
@@ -264,6 +279,7 @@ mod tests {
             "127.0.0.1:4000".parse().unwrap(),
             [Some(relay), None],
             "u".into(),
+            Account::new("u", "127.0.0.1".parse().unwrap()),
             LongTermKey::Md5([0; 16]),
             IntegrityKind::Sha1,
             TransactionId([0; 12]),
@@ -278,12 +294,12 @@ mod tests {
         let mut a = alloc(t0);
         let peer: IpAddr = "198.51.100.1".parse().unwrap();
         assert!(!a.permits(peer, t0));
-        assert!(a.permit(peer, t0));
+        assert!(a.permit(peer, false, t0));
         assert!(a.permits(peer, t0 + Duration::from_secs(299)));
         assert!(!a.permits(peer, t0 + Duration::from_secs(300)));
         assert!(a.permits("::ffff:198.51.100.1".parse().unwrap(), t0), "mapped form is the same IP");
         // Refreshing resets the 300 s.
-        assert!(a.permit(peer, t0 + Duration::from_secs(200)));
+        assert!(a.permit(peer, false, t0 + Duration::from_secs(200)));
         assert!(a.permits(peer, t0 + Duration::from_secs(499)));
     }
 
@@ -313,10 +329,10 @@ mod tests {
         let mut a = alloc(t0);
         for i in 0..MAX_PERMISSIONS {
             let ip = IpAddr::from([198, 51, (i / 256) as u8, (i % 256) as u8]);
-            assert!(a.permit(ip, t0));
+            assert!(a.permit(ip, false, t0));
         }
-        assert!(!a.permit("203.0.113.1".parse().unwrap(), t0));
-        assert!(a.permit("203.0.113.1".parse().unwrap(), t0 + PERMISSION_LIFETIME), "expired ones make room");
+        assert!(!a.permit("203.0.113.1".parse().unwrap(), false, t0));
+        assert!(a.permit("203.0.113.1".parse().unwrap(), false, t0 + PERMISSION_LIFETIME), "expired ones make room");
         for i in 0..MAX_CHANNELS as u16 {
             let peer = SocketAddr::from(([198, 51, 100, 1], 1000 + i));
             assert_eq!(a.can_bind(0x4000 + i, peer, t0), Ok(()));

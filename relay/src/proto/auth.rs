@@ -54,12 +54,18 @@ pub struct Credentials {
     pub nonce_secret: [u8; 32],
     /// How long a nonce stays valid, in seconds.
     pub nonce_lifetime: u64,
+    /// The furthest in the future a TURN REST username's expiry may lie,
+    /// in seconds: a credential that claims to live longer is refused (401).
+    pub max_rest_lifetime: u64,
 }
 
 /// A request that passed authentication.
 #[derive(Debug, Clone)]
 pub(crate) struct Authed {
     pub(crate) username: Box<str>,
+    /// Who the quotas count: the static user, or a REST username's user
+    /// part (so that one user's credentials of several expiries are one).
+    pub(crate) quota_user: Box<str>,
     pub(crate) key: LongTermKey,
     pub(crate) integrity: IntegrityKind,
 }
@@ -80,11 +86,15 @@ pub(crate) enum Refusal {
 
 /// The nonce's security features: we offer password algorithms.
 const FEATURES: SecurityFeatures = SecurityFeatures::PASSWORD_ALGORITHMS;
-/// Bytes of the nonce after its 13-byte cookie: a 4-byte timestamp and a
-/// 12-byte MAC, base64url-encoded.
-const NONCE_BODY: usize = 16;
-/// Total NONCE length: cookie plus 22 base64 characters.
-pub(crate) const NONCE_LEN: usize = 13 + 22;
+/// Bytes of the nonce after its 13-byte cookie: a 4-byte timestamp and an
+/// 8-byte MAC, base64url-encoded. Forging one means guessing 64 bits
+/// online, one request per guess; keeping it short keeps the 401 small
+/// (it is the answer an unverified source gets).
+const NONCE_BODY: usize = 12;
+/// Bytes of the MAC.
+const NONCE_MAC: usize = NONCE_BODY - 4;
+/// Total NONCE length: cookie plus 16 base64 characters.
+pub(crate) const NONCE_LEN: usize = 13 + 16;
 
 impl Credentials {
     /// A fresh nonce for `client` at `unix_now`.
@@ -97,13 +107,13 @@ impl Credentials {
         let mut out = [0u8; NONCE_LEN];
         let (cookie, rest) = out.split_at_mut(13);
         cookie.copy_from_slice(&FEATURES.cookie());
-        // 16 bytes are exactly 22 unpadded base64 characters.
+        // 12 bytes are exactly 16 base64 characters.
         let _ = URL_SAFE_NO_PAD.encode_slice(body, rest);
         out
     }
 
     #[allow(clippy::expect_used)] // HMAC accepts a key of any length
-    fn nonce_mac(&self, ts: [u8; 4], client: SocketAddr) -> [u8; 12] {
+    fn nonce_mac(&self, ts: [u8; 4], client: SocketAddr) -> [u8; NONCE_MAC] {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.nonce_secret).expect("HMAC takes any key");
         mac.update(&ts);
         match client {
@@ -112,9 +122,7 @@ impl Credentials {
         }
         mac.update(&client.port().to_be_bytes());
         let full: [u8; 32] = mac.finalize().into_bytes().into();
-        let mut truncated = [0u8; 12];
-        truncated.copy_from_slice(full.first_chunk::<12>().unwrap_or(&[0; 12]));
-        truncated
+        *full.first_chunk::<NONCE_MAC>().unwrap_or(&[0; NONCE_MAC])
     }
 
     /// Whether `nonce` is one of ours, for `client`, and young enough.
@@ -131,7 +139,7 @@ impl Credentials {
         let issued = u64::from(u32::from_be_bytes(ts));
         let fresh = issued <= unix_now && unix_now - issued < self.nonce_lifetime;
         let expected = self.nonce_mac(ts, client);
-        ip2p_wire::credentials::constant_time_eq(mac.get(..12).unwrap_or_default(), &expected) && fresh
+        ip2p_wire::credentials::constant_time_eq(mac.get(..NONCE_MAC).unwrap_or_default(), &expected) && fresh
     }
 
     /// Authenticates a request as RFC 8489 §9.2.4 orders the checks.
@@ -166,36 +174,42 @@ impl Credentials {
             Err(WireError::IntegrityMismatch | WireError::MissingIntegrity) | Err(_) => None,
         };
         let bad = Refusal::Unauthenticated(AuthFailure::BadIntegrity);
-        let key = match self.users.get(username) {
+        let (key, quota_user) = match self.users.get(username) {
             Some(UserSecret::Password(password)) => {
-                LongTermKey::derive(algorithm, username, &self.realm, password).and_then(verify).ok_or(bad)
+                (LongTermKey::derive(algorithm, username, &self.realm, password).and_then(verify).ok_or(bad)?, username)
             }
-            Some(UserSecret::Md5Key(key)) if algorithm == AlgorithmId::MD5 => verify(LongTermKey::Md5(*key)).ok_or(bad),
-            Some(UserSecret::Md5Key(_)) => Err(bad),
-            None => self.rest_key(username, algorithm, unix_now, verify),
-        }?;
-        Ok(Authed { username: username.into(), key, integrity })
+            Some(UserSecret::Md5Key(key)) if algorithm == AlgorithmId::MD5 => {
+                (verify(LongTermKey::Md5(*key)).ok_or(bad)?, username)
+            }
+            Some(UserSecret::Md5Key(_)) => return Err(bad),
+            None => self.rest_key(username, algorithm, unix_now, verify)?,
+        };
+        Ok(Authed { username: username.into(), quota_user: quota_user.into(), key, integrity })
     }
 
     /// TURN REST API: the username is `<unix-expiry>:<user>` and the
     /// password base64(HMAC-SHA1(secret, username)); any configured secret
-    /// may have signed it.
-    fn rest_key(
+    /// may have signed it. Returns the key and the user part.
+    fn rest_key<'u>(
         &self,
-        username: &str,
+        username: &'u str,
         algorithm: AlgorithmId,
         unix_now: u64,
         verify: impl Fn(LongTermKey) -> Option<LongTermKey>,
-    ) -> Result<LongTermKey, Refusal> {
+    ) -> Result<(LongTermKey, &'u str), Refusal> {
         let unknown = Refusal::Unauthenticated(AuthFailure::UnknownUser);
-        let expiry = username.split_once(':').and_then(|(expiry, _)| expiry.parse::<u64>().ok());
-        let Some(expiry) = expiry.filter(|_| !self.rest_secrets.is_empty()) else {
+        let parts = username.split_once(':').and_then(|(expiry, user)| Some((expiry.parse::<u64>().ok()?, user)));
+        let Some((expiry, user)) = parts.filter(|_| !self.rest_secrets.is_empty()) else {
             return Err(unknown);
         };
         if expiry < unix_now {
             return Err(Refusal::Unauthenticated(AuthFailure::Expired));
         }
-        self.rest_secrets
+        if expiry - unix_now > self.max_rest_lifetime {
+            return Err(Refusal::Unauthenticated(AuthFailure::TooLongLived));
+        }
+        let key = self
+            .rest_secrets
             .iter()
             .find_map(|secret| {
                 let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret).ok()?;
@@ -203,7 +217,8 @@ impl Credentials {
                 let password = STANDARD.encode(mac.finalize().into_bytes());
                 LongTermKey::derive(algorithm, username, &self.realm, &password).and_then(&verify)
             })
-            .ok_or(Refusal::Unauthenticated(AuthFailure::BadIntegrity))
+            .ok_or(Refusal::Unauthenticated(AuthFailure::BadIntegrity))?;
+        Ok((key, user))
     }
 }
 
@@ -239,6 +254,7 @@ mod tests {
             rest_secrets: vec![b"old".to_vec(), b"new".to_vec()],
             nonce_secret: [7; 32],
             nonce_lifetime: 600,
+            max_rest_lifetime: 86_400,
         }
     }
 

@@ -13,16 +13,18 @@
 
 mod allocation;
 pub mod auth;
+pub(crate) mod loglimit;
 pub mod policy;
+mod ratelimit;
 mod request;
 mod shared;
 pub(crate) mod stats;
 mod tcp;
 #[cfg(test)]
 mod tests;
+mod timer;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
@@ -39,11 +41,15 @@ use rand::{Rng, SeedableRng};
 
 use self::allocation::Allocation;
 pub use self::auth::{Credentials, UserSecret};
-pub use self::policy::PeerPolicy;
-pub use self::shared::{Held, Quotas, Shared};
+use self::loglimit::LogLimit;
+pub use self::policy::{Judgement, PeerPolicy};
+use self::ratelimit::ResponseLimiter;
+pub use self::request::MAX_REALM;
+pub use self::shared::{Account, Held, QuotaLimits, Quotas, Shared, client_prefix};
 pub use self::stats::{
     AllocationRefusals, AuthFailure, AuthFailures, Drops, Gauges, METHODS, RESULTS, Responses, Stats,
 };
+use self::timer::{Timer, Timers};
 
 /// Bytes a datapath must leave free in front of a peer's datagram: the
 /// largest header the relay writes there (a Data indication for an IPv6
@@ -134,12 +140,14 @@ pub trait Sockets {
     fn close_relay(&mut self, token: RelayToken);
 
     /// RFC 6062: listens on `addr` (TCP) for relay `token`'s peers, for an
-    /// allocation of `username`. Its connections are announced with
-    /// [`Server::tcp_incoming`].
+    /// allocation of `username` whose client is at `client` (its peer
+    /// connections count against that client's connection limits). Its
+    /// connections are announced with [`Server::tcp_incoming`].
     ///
     /// # Errors
     /// As [`Sockets::open_relay`].
-    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str) -> io::Result<()>;
+    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str, client: IpAddr)
+    -> io::Result<()>;
     /// RFC 6062 §5.2: connects from relay `token`'s address `from` to
     /// `peer`; the outcome comes back through [`Server::tcp_connected`].
     fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr);
@@ -193,6 +201,9 @@ pub enum DropReason {
     /// Neither STUN nor ChannelData, or a STUN message that fails the basic
     /// checks (RFC 8489 §6.3: discarded silently).
     NotTurn,
+    /// A STUN message with a FINGERPRINT that does not match (RFC 8489
+    /// §14.7: discarded).
+    BadFingerprint,
     /// A STUN response, an indication we do not act on, or a malformed
     /// indication.
     Ignored,
@@ -206,6 +217,9 @@ pub enum DropReason {
     DeniedAddress,
     /// Over the allocation's bandwidth limit.
     RateLimit,
+    /// An unauthenticated request whose source prefix had its share of
+    /// responses (response rate limiting).
+    ResponseRateLimit,
     /// A request answered later (RFC 6062 Connect): not a drop.
     Deferred,
 }
@@ -273,6 +287,9 @@ pub struct Config {
     /// (a second's worth may come in a burst); 0 = no limit. Past it,
     /// packets are dropped and counted.
     pub bandwidth: u64,
+    /// Responses a second to unauthenticated requests per source prefix
+    /// (/24, /56); 0 = no limit. Past it, requests go unanswered.
+    pub unauthenticated_rate: u32,
 }
 
 /// The most relay addresses per family.
@@ -334,7 +351,12 @@ pub struct Server {
     slots: Vec<Option<Allocation>>,
     free: Vec<u32>,
     by_client: HashMap<(ListenerId, SocketAddr), u32, foldhash::fast::RandomState>,
-    expiries: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// When allocations expire and reservations lapse.
+    timers: Timers,
+    /// Response rate limiting of unauthenticated requests.
+    limiter: ResponseLimiter,
+    /// Log lines a client can cause at will.
+    logs: Logs,
     /// Relay addresses (as bound) in use.
     ports: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
     /// Which relay address of a family the next allocation tries first.
@@ -347,21 +369,32 @@ pub struct Server {
     draining: bool,
 }
 
+/// The core's log lines that clients cause, each limited on its own.
+#[derive(Debug)]
+struct Logs {
+    created: LogLimit,
+    deleted: LogLimit,
+    refused: LogLimit,
+}
+
 impl Server {
     /// A server whose clock reads `now` at unix time `unix_now`, with
     /// randomness (relay ports, transaction IDs) from `seed`.
     #[must_use]
     pub fn new(config: Arc<Config>, shared: Arc<Shared>, now: Instant, unix_now: u64, seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
         Self {
             config,
             shared,
             worker: 0,
             epoch: (now, unix_now),
-            rng: SmallRng::seed_from_u64(seed),
+            limiter: ResponseLimiter::new(rng.random()),
+            rng,
             slots: Vec::new(),
             free: Vec::new(),
             by_client: HashMap::default(),
-            expiries: BinaryHeap::new(),
+            timers: Timers::default(),
+            logs: Logs { created: LogLimit::new(50), deleted: LogLimit::new(50), refused: LogLimit::new(5) },
             ports: Default::default(),
             next_relay_ip: 0,
             local: HashMap::default(),
@@ -416,6 +449,7 @@ impl Server {
             g.permissions += permissions as u64;
             g.channels += channels as u64;
         }
+        g.timers = self.timers.len() as u64;
         g
     }
 
@@ -438,6 +472,11 @@ impl Server {
         let verdict = match classify(packet) {
             PacketKind::ChannelData => self.channel_data_from_client(now, listener, from, packet),
             PacketKind::Stun => match Message::parse(packet) {
+                // RFC 8489 §14.7: a FINGERPRINT that does not match means
+                // the message is not STUN (or was damaged): discard it.
+                Ok(msg) if msg.has_fingerprint() && msg.verify_fingerprint().is_err() => {
+                    Verdict::Drop(DropReason::BadFingerprint)
+                }
                 Ok(msg) => self.stun_from_client(now, listener, from, &msg, reply, sockets),
                 Err(_) => Verdict::Drop(DropReason::NotTurn),
             },
@@ -496,12 +535,15 @@ impl Server {
             return Verdict::Drop(DropReason::NoChannel);
         };
         let peer = channel.peer;
-        if !alloc.permits(peer.ip(), now) {
+        let Some(host) = alloc.permitted(peer.ip(), now) else {
             return Verdict::Drop(DropReason::NoPermission);
-        }
+        };
         let Some(family) = alloc.relay_for(peer.ip()) else {
             return Verdict::Drop(DropReason::NoPermission);
         };
+        if host && !self.live_relayed(peer) {
+            return Verdict::Drop(DropReason::DeniedAddress);
+        }
         if !self.within_bandwidth(slot as usize, cd.data().len(), now, true) {
             return Verdict::Drop(DropReason::RateLimit);
         }
@@ -534,13 +576,18 @@ impl Server {
         if unknown {
             return Verdict::Drop(DropReason::Ignored);
         }
-        if !alloc.permits(peer.ip(), now) {
-            let denied = !self.config.policy.allows(peer.ip());
+        let Some(host) = alloc.permitted(peer.ip(), now) else {
+            let denied = !self.peer_allowed(peer);
             return Verdict::Drop(if denied { DropReason::DeniedAddress } else { DropReason::NoPermission });
-        }
+        };
         let Some(family) = alloc.relay_for(peer.ip()) else {
             return Verdict::Drop(DropReason::NoPermission);
         };
+        // A permission for one of the host's addresses reaches only the
+        // relayed addresses of live allocations there, whatever the port.
+        if host && !self.live_relayed(peer) {
+            return Verdict::Drop(DropReason::DeniedAddress);
+        }
         if !self.within_bandwidth(slot as usize, data.len(), now, true) {
             return Verdict::Drop(DropReason::RateLimit);
         }
@@ -708,6 +755,10 @@ impl Server {
     fn index_relays(&mut self, slot: u32, add: bool) {
         let Some(Some(alloc)) = self.slots.get(slot as usize) else { return };
         if alloc.tcp {
+            // Connect may reach these (and only these) on this host.
+            for relay in alloc.relays.iter().flatten() {
+                self.shared.index_tcp([relay.bound, relay.advertised], add);
+            }
             return;
         }
         let relays = alloc.relays;
@@ -735,6 +786,37 @@ impl Server {
         }
     }
 
+    /// Whether a client may name `peer` (CreatePermission, ChannelBind, a
+    /// Send indication): the policy allows its IP, or the IP is the host's
+    /// own and `peer` is the relayed address of a live allocation of this
+    /// node. Every other port of the host's addresses (listeners, the admin
+    /// port, any local service) is refused, whatever the allow list says.
+    pub(crate) fn peer_allowed(&self, peer: SocketAddr) -> bool {
+        match self.judge(peer.ip()) {
+            Judgement::Allowed => true,
+            Judgement::Denied => false,
+            Judgement::Host => self.live_relayed(peer),
+        }
+    }
+
+    /// The policy's judgement of a peer's IP, with this node's relay
+    /// addresses (as bound and as advertised) among the host's whatever
+    /// the policy's list says.
+    pub(crate) fn judge(&self, ip: IpAddr) -> Judgement {
+        if self.config.relay_bound_to(ip).is_some() || self.config.relay_advertised_as(ip).is_some() {
+            return Judgement::Host;
+        }
+        self.config.policy.judge(ip)
+    }
+
+    /// Whether `addr` is the advertised relayed address of a live UDP
+    /// allocation of this node (any worker's).
+    pub(crate) fn live_relayed(&self, addr: SocketAddr) -> bool {
+        self.config
+            .relay_advertised_as(addr.ip())
+            .is_some_and(|relay| self.shared.owners.get(relay, addr.port()).is_some())
+    }
+
     /// Whether allocation `slot` may relay `bytes` more towards its peers
     /// (`to_peer`) or its client, under `bandwidth`.
     fn within_bandwidth(&mut self, slot: usize, bytes: usize, now: Instant, to_peer: bool) -> bool {
@@ -756,57 +838,58 @@ impl Server {
     /// The stream connection `from` on `listener` closed: its allocation,
     /// if any, goes with it (RFC 8656 §3.1: the allocation is tied to the
     /// 5-tuple, and a TCP 5-tuple ends with its connection).
-    pub fn client_closed(&mut self, listener: ListenerId, from: SocketAddr, sockets: &mut impl Sockets) {
+    pub fn client_closed(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, sockets: &mut impl Sockets) {
         if let Some(&slot) = self.by_client.get(&(listener, from)) {
-            self.remove(slot, sockets, "connection closed");
+            self.remove(now, slot, sockets, "connection closed");
         }
     }
 
     /// When [`Self::handle_timeout`] next has work, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiries.peek().map(|Reverse((at, _))| *at)
+        self.timers.next()
     }
 
     /// Expires allocations whose lifetime ended by `now`, closing their
-    /// relay sockets.
+    /// relay sockets, and releases reservations that lapsed.
     pub fn handle_timeout(&mut self, now: Instant, sockets: &mut impl Sockets) {
-        // The datapaths call this every round: nothing more unless due.
-        if self.expiries.peek().is_none_or(|Reverse((at, _))| *at > now) {
-            return;
-        }
-        // Reservations lapse with an entry of their own here, so their
-        // ports are released on time.
-        self.shared.reservations.prune(now);
-        while let Some(&Reverse((at, slot))) = self.expiries.peek() {
-            if at > now {
-                break;
-            }
-            self.expiries.pop();
-            // A refresh pushed a later entry; this one may be stale.
-            let expired = self.slots.get(slot as usize).and_then(Option::as_ref).is_some_and(|a| a.expires <= now);
-            if expired {
-                self.stats.allocations_expired += 1;
-                self.remove(slot, sockets, "expired");
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Allocation(slot) => {
+                    self.stats.allocations_expired += 1;
+                    self.remove(now, slot, sockets, "expired");
+                }
+                // Lapsed: its port goes back (if no one claimed it). The
+                // allocation keeps the token for a retransmitted Allocate's
+                // answer; cancelling it again when it goes does nothing.
+                Timer::Reservation(token) => self.shared.cancel_reservation(&token),
             }
         }
     }
 
-    /// Deletes an allocation: its relay sockets, ports and quota.
-    fn remove(&mut self, slot: u32, sockets: &mut impl Sockets, why: &str) {
+    /// Deletes an allocation: its relay sockets, ports, its reservation if
+    /// no one claimed it, its timer and its quota.
+    fn remove(&mut self, now: Instant, slot: u32, sockets: &mut impl Sockets, why: &str) {
         self.index_relays(slot, false);
         let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
         self.by_client.remove(&(alloc.listener, alloc.client));
+        self.timers.cancel(alloc.expires, Timer::Allocation(slot));
+        if let Some((token, until)) = alloc.reservation {
+            self.timers.cancel(until, Timer::Reservation(token));
+            self.shared.cancel_reservation(&token);
+        }
         for (family, relay) in alloc.relays.iter().enumerate() {
             if let Some(relay) = relay {
                 sockets.close_relay(RelayToken::new(slot, family));
                 self.ports.remove(&relay.bound);
             }
         }
-        self.shared.quotas.release(&alloc.username);
+        self.shared.quotas.release(&alloc.account);
         self.free.push(slot);
-        tracing::info!(client = %alloc.client, user = %alloc.username, why, "allocation deleted");
+        if let Some(unlogged) = self.logs.deleted.admit(now) {
+            tracing::info!(client = %alloc.client, user = %alloc.username, why, unlogged, "allocation deleted");
+        }
     }
 }

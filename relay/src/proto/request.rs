@@ -18,8 +18,10 @@ use ip2p_wire::{
 
 use super::allocation::{Allocation, BindError, Relay};
 use super::auth::{Authed, OFFERED_ALGORITHMS, Refusal};
+use super::shared::OverQuota;
 use super::stats::AuthFailure;
-use super::{DropReason, Held, ListenerId, RelayToken, Server, Sockets};
+use super::timer::Timer;
+use super::{Account, DropReason, Held, Judgement, ListenerId, RelayToken, Server, Sockets};
 
 /// How many unknown attributes a 420 lists at most.
 const MAX_UNKNOWN: usize = 16;
@@ -42,6 +44,16 @@ const LEGACY_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8032);
 /// RFC 8656 §7.2: a reservation is held "for at least 30 seconds".
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
+/// The most a response to a request that did not authenticate may weigh,
+/// as a multiple of the request's size (a forged source must not get an
+/// amplifier).
+pub(crate) const MAX_AMPLIFICATION: usize = 4;
+
+/// The longest REALM: the 401 to the smallest well-formed Allocate (28
+/// bytes: a header and REQUESTED-TRANSPORT) is 80 bytes plus the realm's
+/// padded length, and must stay within [`MAX_AMPLIFICATION`] times it.
+pub const MAX_REALM: usize = 32;
+
 /// An Allocate request's wishes, checked (RFC 8656 §7.2 steps 3-9).
 struct AllocateRequest {
     /// REQUESTED-TRANSPORT TCP (RFC 6062).
@@ -56,6 +68,9 @@ struct AllocateRequest {
     dont_fragment: bool,
     lifetime: Option<u32>,
 }
+
+/// A port reserved next to a new relay: its token and when it lapses.
+type Reserved = ([u8; 8], Instant);
 
 /// How to choose a relay port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +96,20 @@ impl Server {
         sockets: &mut impl Sockets,
     ) -> Result<usize, DropReason> {
         let method = msg.method();
+        // Whoever sent an unauthenticated request may not be who its source
+        // says: answers to them are rate limited per source prefix.
+        let unverified = |s: &mut Self| {
+            if s.limiter.admit(from.ip(), now, s.config.unauthenticated_rate) {
+                Ok(())
+            } else {
+                Err(DropReason::ResponseRateLimit)
+            }
+        };
         let written = match method {
-            Method::BINDING => return self.binding(from, msg, reply).ok_or(DropReason::Ignored),
+            Method::BINDING => {
+                unverified(self)?;
+                return self.binding(from, msg, reply).ok_or(DropReason::Ignored);
+            }
             Method::ALLOCATE
             | Method::REFRESH
             | Method::CREATE_PERMISSION
@@ -92,7 +119,10 @@ impl Server {
                 // RFC 8656 §5: every TURN request uses the long-term credentials.
                 let unix = self.unix(now);
                 match self.config.credentials.check(msg, from, unix) {
-                    Err(refusal) => self.refuse(reply, msg, from, unix, refusal),
+                    Err(refusal) => {
+                        unverified(self)?;
+                        self.refuse(reply, msg, from, unix, refusal)
+                    }
                     Ok(authed) if method == Method::ALLOCATE => {
                         self.allocate(now, listener, from, msg, authed, reply, sockets)
                     }
@@ -102,7 +132,10 @@ impl Server {
                     Ok(authed) => return self.on_allocation(now, listener, from, msg, &authed, reply, sockets),
                 }
             }
-            _ => self.error(reply, msg, ErrorCode::BAD_REQUEST, None),
+            _ => {
+                unverified(self)?;
+                self.error(reply, msg, ErrorCode::BAD_REQUEST, None)
+            }
         };
         written.ok_or(DropReason::Ignored)
     }
@@ -154,14 +187,26 @@ impl Server {
                 return self.error(reply, msg, code, integrity(&authed));
             }
         };
-        if let Err(code) = self.shared.quotas.acquire(&authed.username) {
-            let refused = &mut self.stats.allocations_refused;
-            *if code == ErrorCode::ALLOCATION_QUOTA_REACHED {
-                &mut refused.user_quota
+        // One for the allocation, and one for the port it reserves.
+        let account = Account::new(&authed.quota_user, from.ip());
+        let quota = self.shared.quotas.acquire(&account).and_then(|()| {
+            if req.reserve_next {
+                self.shared.quotas.acquire(&account).inspect_err(|_| self.shared.quotas.release(&account))
             } else {
-                &mut refused.node_full
+                Ok(())
+            }
+        });
+        if let Err(over) = quota {
+            let refused = &mut self.stats.allocations_refused;
+            *match over {
+                OverQuota::Node => &mut refused.node_full,
+                OverQuota::User => &mut refused.user_quota,
+                OverQuota::Prefix => &mut refused.ip_quota,
             } += 1;
-            return self.error(reply, msg, code, integrity(&authed));
+            if let Some(unlogged) = self.logs.refused.admit(now) {
+                tracing::info!(client = %from, user = %authed.username, limit = ?over, unlogged, "allocation refused: over quota");
+            }
+            return self.error(reply, msg, over.code(), integrity(&authed));
         }
         let slot = self.reserve_slot();
         let choice = match (req.reserve_next, req.even_port) {
@@ -174,18 +219,20 @@ impl Server {
             // taken is "not valid": 508.
             Some(token) => self
                 .shared
-                .reservations
-                .take(&token, now)
+                .take_reservation(&token, now)
                 .and_then(|held| self.open_exact(slot, held, req.dont_fragment, sockets))
                 .map(|relay| (relay, None)),
             None if req.tcp => {
                 let user = authed.username.clone();
-                self.open_relay(now, slot, req.family, PortChoice::Tcp(&user), false, sockets)
+                self.open_relay(now, slot, req.family, PortChoice::Tcp(&user), false, &account, sockets)
             }
-            None => self.open_relay(now, slot, req.family, choice, req.dont_fragment, sockets),
+            None => self.open_relay(now, slot, req.family, choice, req.dont_fragment, &account, sockets),
         };
         let Some((primary, reservation)) = primary else {
-            self.shared.quotas.release(&authed.username);
+            self.shared.quotas.release(&account);
+            if req.reserve_next {
+                self.shared.quotas.release(&account);
+            }
             self.free.push(slot);
             self.stats.allocations_refused.no_relay_port += 1;
             return self.error(reply, msg, ErrorCode::INSUFFICIENT_CAPACITY, integrity(&authed));
@@ -200,7 +247,7 @@ impl Server {
                 partial = Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
             } else {
                 let choice = if req.even_port { PortChoice::Even } else { PortChoice::Any };
-                relays[1] = self.open_relay(now, slot, 1, choice, req.dont_fragment, sockets).map(|(r, _)| r);
+                relays[1] = self.open_relay(now, slot, 1, choice, req.dont_fragment, &account, sockets).map(|(r, _)| r);
                 if relays[1].is_none() {
                     partial = Some(ErrorCode::INSUFFICIENT_CAPACITY);
                 }
@@ -212,6 +259,7 @@ impl Server {
             from,
             relays,
             authed.username,
+            account,
             authed.key,
             authed.integrity,
             *msg.transaction_id(),
@@ -221,13 +269,16 @@ impl Server {
         alloc.partial = partial;
         alloc.reservation = reservation;
         alloc.tcp = req.tcp;
-        tracing::info!(
-            client = %from,
-            user = %alloc.username,
-            relayed = ?alloc.relays.iter().flatten().map(|r| r.advertised).collect::<Vec<_>>(),
-            lifetime = lifetime.as_secs(),
-            "allocation created"
-        );
+        if let Some(unlogged) = self.logs.created.admit(now) {
+            tracing::info!(
+                client = %from,
+                user = %alloc.username,
+                relayed = ?alloc.relays.iter().flatten().map(|r| r.advertised).collect::<Vec<_>>(),
+                lifetime = lifetime.as_secs(),
+                unlogged,
+                "allocation created"
+            );
+        }
         self.place(slot, alloc);
         self.stats.allocations_created += 1;
         self.allocate_success(now, reply, msg, slot)
@@ -342,7 +393,7 @@ impl Server {
     fn allocate_success(&mut self, now: Instant, reply: &mut [u8], msg: &Message<'_>, slot: u32) -> Option<usize> {
         let alloc = self.slots.get(slot as usize)?.as_ref()?;
         let (relays, client, partial, expires) = (alloc.relays, alloc.client, alloc.partial, alloc.expires);
-        let reservation = alloc.reservation;
+        let reservation = alloc.reservation.map(|(token, _)| token);
         let (key, kind) = (alloc.key.clone(), alloc.integrity);
         let remaining = expires.saturating_duration_since(now).as_secs();
         self.respond(reply, msg, Class::Success, Some((&key, kind)), |w| {
@@ -434,16 +485,16 @@ impl Server {
             match family {
                 // Deleting one family of a dual allocation keeps the other.
                 Some(f) if dual => self.close_family(slot, f, sockets),
-                _ => self.remove(slot, sockets, "deleted by client"),
+                _ => self.remove(now, slot, sockets, "deleted by client"),
             }
             return Ok(Some(0));
         }
         let lifetime = self.lifetime(requested);
         let expires = now + lifetime;
         if let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            self.timers.reset(alloc.expires, expires, Timer::Allocation(slot));
             alloc.expires = expires;
         }
-        self.expiries.push(std::cmp::Reverse((expires, slot)));
         Ok(Some(u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX)))
     }
 
@@ -456,7 +507,9 @@ impl Server {
             if alloc.relay_for(peer.ip()).is_none() {
                 return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
             }
-            if !self.config.policy.allows(peer.ip()) {
+            // A TCP allocation's peers on this host are TCP relayed addresses.
+            let allowed = if alloc.tcp { self.tcp_peer_allowed(peer) } else { self.peer_allowed(peer) };
+            if !allowed {
                 return Err(ErrorCode::FORBIDDEN);
             }
             count += 1;
@@ -468,9 +521,10 @@ impl Server {
         if !alloc.has_room_for_permissions(peers(), now) {
             return Err(ErrorCode::INSUFFICIENT_CAPACITY);
         }
+        let hosts: Vec<bool> = peers().map(|ip| self.judge(ip) == Judgement::Host).collect();
         let alloc = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
-        for ip in peers() {
-            alloc.permit(ip, now);
+        for (ip, host) in peers().zip(hosts) {
+            alloc.permit(ip, host, now);
         }
         Ok(None)
     }
@@ -495,15 +549,16 @@ impl Server {
         if alloc.relay_for(peer.ip()).is_none() {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         }
-        if !self.config.policy.allows(peer.ip()) {
+        if !self.peer_allowed(peer) {
             return Err(ErrorCode::FORBIDDEN);
         }
         if !alloc.has_room_for_permissions(std::iter::once(peer.ip()), now) {
             return Err(ErrorCode::INSUFFICIENT_CAPACITY);
         }
+        let host = self.judge(peer.ip()) == Judgement::Host;
         let alloc = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         alloc.bind(number, peer, now);
-        alloc.permit(peer.ip(), now);
+        alloc.permit(peer.ip(), host, now);
         Ok(None)
     }
 
@@ -524,7 +579,10 @@ impl Server {
 
     fn place(&mut self, slot: u32, alloc: Allocation) {
         self.by_client.insert((alloc.listener, alloc.client), slot);
-        self.expiries.push(std::cmp::Reverse((alloc.expires, slot)));
+        self.timers.set(alloc.expires, Timer::Allocation(slot));
+        if let Some((token, until)) = alloc.reservation {
+            self.timers.set(until, Timer::Reservation(token));
+        }
         if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = Some(alloc);
         }
@@ -534,8 +592,9 @@ impl Server {
     /// Binds a relay socket of `family` on a random free port of the range
     /// (as `choice` says), trying others while ports turn out in use. The
     /// family's relay addresses take turns, the next one when one is full. For
-    /// [`PortChoice::EvenPair`], port N+1 is reserved and its token
-    /// returned.
+    /// [`PortChoice::EvenPair`], port N+1 is reserved for `account` and
+    /// its token returned with when the reservation lapses.
+    #[allow(clippy::too_many_arguments)]
     fn open_relay(
         &mut self,
         now: Instant,
@@ -543,14 +602,15 @@ impl Server {
         family: usize,
         choice: PortChoice<'_>,
         df: bool,
+        account: &Account,
         sockets: &mut impl Sockets,
-    ) -> Option<(Relay, Option<[u8; 8]>)> {
+    ) -> Option<(Relay, Option<Reserved>)> {
         let ips: Vec<IpAddr> = self.config.relay_ips(family).iter().map(|r| r.bind).collect();
         self.next_relay_ip = self.next_relay_ip.wrapping_add(1);
         let first = self.next_relay_ip % ips.len().max(1);
         let mut attempts = 0;
         for ip in ips.iter().cycle().skip(first).take(ips.len()).copied() {
-            let opened = self.open_on(now, slot, ip, choice, df, &mut attempts, sockets);
+            let opened = self.open_on(now, (slot, ip), choice, df, account, &mut attempts, sockets);
             if opened.is_some() {
                 return opened;
             }
@@ -566,13 +626,13 @@ impl Server {
     fn open_on(
         &mut self,
         now: Instant,
-        slot: u32,
-        ip: IpAddr,
+        (slot, ip): (u32, IpAddr),
         choice: PortChoice<'_>,
         df: bool,
+        account: &Account,
         attempts: &mut usize,
         sockets: &mut impl Sockets,
-    ) -> Option<(Relay, Option<[u8; 8]>)> {
+    ) -> Option<(Relay, Option<Reserved>)> {
         let family = super::allocation::family_index(&ip);
         let (lo, hi) = (*self.config.ports.start(), *self.config.ports.end());
         let span = u32::from(hi.checked_sub(lo)?) + 1;
@@ -594,7 +654,7 @@ impl Server {
             let bound = SocketAddr::new(ip, port);
             let token = RelayToken::new(slot, family);
             let opened = match choice {
-                PortChoice::Tcp(user) => sockets.open_tcp_relay(token, bound, user),
+                PortChoice::Tcp(user) => sockets.open_tcp_relay(token, bound, user, account.prefix),
                 _ => sockets.open_relay(token, bound, df),
             };
             // EvenPair: N+1 is bound now too, and held for the token.
@@ -611,13 +671,13 @@ impl Server {
             match opened {
                 Ok(held) => {
                     let relay = self.record(bound);
+                    // The reservation lapses by a timer of the allocation's
+                    // (set when it is placed), which releases the port.
                     let token = held.map(|held| {
                         let token: [u8; 8] = rand::Rng::random(&mut self.rng);
                         let until = now + RESERVATION_LIFETIME;
-                        self.shared.reservations.reserve(token, held, until, now);
-                        // Wake up when it lapses, to release the port.
-                        self.expiries.push(std::cmp::Reverse((until, slot)));
-                        token
+                        self.shared.reserve(token, held, until, account.clone());
+                        (token, until)
                     });
                     return Some((relay, token));
                 }
@@ -625,7 +685,11 @@ impl Server {
                     *attempts += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(%bound, error = %e, "cannot open a relay socket");
+                    // EMFILE and the like: every Allocate meets it until
+                    // something closes, so it is logged a few times a while.
+                    if let Some(unlogged) = self.logs.refused.admit(now) {
+                        tracing::warn!(%bound, error = %e, unlogged, "cannot open a relay socket");
+                    }
                     *attempts = MAX_BIND_ATTEMPTS;
                     return None;
                 }
@@ -676,8 +740,10 @@ impl Server {
             return None;
         }
         let listed = unknown.get(..n).unwrap_or_default();
+        let code = ErrorCode::UNKNOWN_ATTRIBUTE;
+        let reason = if auth.is_some() { code.reason() } else { "" };
         self.respond(reply, msg, Class::Error, auth, |w| {
-            w.add(&ErrorCodeAttr::new(ErrorCode::UNKNOWN_ATTRIBUTE))?;
+            w.add(&ErrorCodeAttr { code, reason })?;
             w.add(&UnknownAttributes::new(listed))?;
             Ok(())
         })
@@ -709,13 +775,20 @@ impl Server {
         };
         let nonce = self.config.credentials.nonce(from, unix);
         let config = self.config.clone();
-        self.respond(reply, msg, Class::Error, None, |w| {
-            w.add(&ErrorCodeAttr::new(code))?;
+        let len = self.respond(reply, msg, Class::Error, None, |w| {
+            w.add(&ErrorCodeAttr { code, reason: "" })?;
             w.add(&Realm(&config.credentials.realm))?;
             w.add(&Nonce(core::str::from_utf8(&nonce).unwrap_or_default()))?;
             w.add(&PasswordAlgorithms::new(&OFFERED_ALGORITHMS))?;
             Ok(())
-        })
+        })?;
+        // The challenge goes to a source nobody verified: never more than
+        // four times the request. A request too small to deserve it (no
+        // well-formed Allocate is: see `MAX_REALM`) gets the bare code.
+        if len > MAX_AMPLIFICATION * msg.as_bytes().len() {
+            return self.error(reply, msg, code, None);
+        }
+        Some(len)
     }
 
     pub(super) fn error(
@@ -725,14 +798,18 @@ impl Server {
         code: ErrorCode,
         auth: Integrity<'_>,
     ) -> Option<usize> {
+        // Reason phrases are for people: a source nobody verified gets none.
+        let reason = if auth.is_some() { code.reason() } else { "" };
         self.respond(reply, msg, Class::Error, auth, |w| {
-            w.add(&ErrorCodeAttr::new(code))?;
+            w.add(&ErrorCodeAttr { code, reason })?;
             Ok(())
         })
     }
 
-    /// Writes a response: `body`, SOFTWARE, the integrity of the request's
-    /// key if it authenticated, and FINGERPRINT if the request had one.
+    /// Writes a response: `body`, and when the request authenticated,
+    /// SOFTWARE and the integrity of its key; FINGERPRINT if the request
+    /// had one. A response to a request that did not authenticate carries
+    /// no optional attribute: it may go to a forged source.
     pub(super) fn respond(
         &self,
         reply: &mut [u8],
@@ -758,7 +835,7 @@ impl Server {
         let typ = MessageType::new(to.method, class);
         let mut w = MessageWriter::new(reply, typ, to.tid).ok()?;
         body(&mut w).ok()?;
-        if let Some(software) = &self.config.software {
+        if let (Some(software), Some(_)) = (&self.config.software, auth) {
             w.add(&Software(software)).ok()?;
         }
         match auth {

@@ -3,7 +3,7 @@
 //! never per packet.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -17,13 +17,17 @@ pub struct Shared {
     pub quotas: Quotas,
     pub(crate) reservations: Reservations,
     pub(crate) owners: Owners,
+    /// The relayed addresses (bound and advertised) of live RFC 6062 TCP
+    /// allocations: peers a Connect may reach on this host. Touched at
+    /// allocation and Connect time only.
+    pub(crate) tcp_relays: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
 impl Shared {
     /// Shared state with these quotas.
     #[must_use]
     pub fn new(quotas: Quotas) -> Self {
-        Self { quotas, reservations: Reservations::default(), owners: Owners::default() }
+        Self { quotas, ..Self::default() }
     }
 }
 
@@ -75,7 +79,8 @@ impl Owners {
 /// later Allocate with the RESERVATION-TOKEN (RFC 8656 §7.2). That request
 /// comes on another 5-tuple, so possibly to another worker: the table is
 /// node-wide. Each reserved address is bound (held) until it is taken or
-/// its reservation lapses, so nothing else on the host can take it.
+/// its reservation lapses, so nothing else on the host can take it, and
+/// counts as an allocation of the reserving account until then.
 #[derive(Debug, Default)]
 pub(crate) struct Reservations {
     inner: Mutex<ReservationTable>,
@@ -84,7 +89,15 @@ pub(crate) struct Reservations {
 #[derive(Debug, Default)]
 struct ReservationTable {
     by_token: HashMap<[u8; 8], SocketAddr>,
-    by_addr: HashMap<SocketAddr, ([u8; 8], Instant, Held)>,
+    by_addr: HashMap<SocketAddr, Reservation>,
+}
+
+#[derive(Debug)]
+struct Reservation {
+    until: Instant,
+    held: Held,
+    /// Whose quota it counts against.
+    account: Account,
 }
 
 impl Reservations {
@@ -92,49 +105,67 @@ impl Reservations {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn reserve(&self, token: [u8; 8], held: Held, until: Instant, now: Instant) {
-        let mut t = self.lock();
-        t.prune(now);
-        t.by_token.insert(token, held.addr);
-        t.by_addr.insert(held.addr, (token, until, held));
-    }
-
-    /// The address reserved under `token` and its socket, if the
-    /// reservation is live; it is used up either way.
-    pub(crate) fn take(&self, token: &[u8; 8], now: Instant) -> Option<Held> {
-        let mut t = self.lock();
-        let addr = t.by_token.remove(token)?;
-        let (_, until, held) = t.by_addr.remove(&addr)?;
-        (until > now).then_some(held)
-    }
-
     /// Whether `addr` is held by a live reservation.
     pub(crate) fn holds(&self, addr: SocketAddr, now: Instant) -> bool {
-        self.lock().by_addr.get(&addr).is_some_and(|(_, until, _)| *until > now)
-    }
-
-    /// Releases the reservations that lapsed by `now`, closing their sockets.
-    pub(crate) fn prune(&self, now: Instant) {
-        self.lock().prune(now);
-    }
-
-    /// Reservations held, lapsed or not.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.lock().by_addr.len()
+        self.lock().by_addr.get(&addr).is_some_and(|r| r.until > now)
     }
 }
 
 impl ReservationTable {
-    fn prune(&mut self, now: Instant) {
-        let Self { by_token, by_addr } = self;
-        by_addr.retain(|_, (token, until, _)| {
-            let live = *until > now;
-            if !live {
-                by_token.remove(token);
+    fn remove(&mut self, token: &[u8; 8]) -> Option<Reservation> {
+        let addr = self.by_token.remove(token)?;
+        self.by_addr.remove(&addr)
+    }
+}
+
+impl Shared {
+    /// Adds (or removes) a TCP allocation's relayed addresses.
+    pub(crate) fn index_tcp(&self, addrs: [SocketAddr; 2], add: bool) {
+        let mut live = self.tcp_relays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for a in addrs {
+            if add {
+                live.insert(a);
+            } else {
+                live.remove(&a);
             }
-            live
-        });
+        }
+    }
+
+    /// Whether `addr` is a relayed address of a live TCP allocation.
+    pub(crate) fn tcp_relay_live(&self, addr: SocketAddr) -> bool {
+        self.tcp_relays.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&addr)
+    }
+
+    /// Holds `held` for `token` until `until`, counted against `account`,
+    /// whose quota the caller already charged for it.
+    pub(crate) fn reserve(&self, token: [u8; 8], held: Held, until: Instant, account: Account) {
+        let mut t = self.reservations.lock();
+        t.by_token.insert(token, held.addr);
+        t.by_addr.insert(held.addr, Reservation { until, held, account });
+    }
+
+    /// The address reserved under `token` and its socket, if the
+    /// reservation is live. It is used up either way, and its quota given
+    /// back: the Allocate that takes it is charged as any other.
+    pub(crate) fn take_reservation(&self, token: &[u8; 8], now: Instant) -> Option<Held> {
+        let r = self.reservations.lock().remove(token)?;
+        self.quotas.release(&r.account);
+        (r.until > now).then_some(r.held)
+    }
+
+    /// EVEN-PORT reservations held now (each a bound socket).
+    #[must_use]
+    pub fn reservations(&self) -> usize {
+        self.reservations.lock().by_addr.len()
+    }
+
+    /// Gives up the reservation under `token` if it is still there (its
+    /// allocation went before anyone claimed it): its socket closes.
+    pub(crate) fn cancel_reservation(&self, token: &[u8; 8]) {
+        let r = self.reservations.lock().remove(token);
+        if let Some(r) = r {
+            self.quotas.release(&r.account);
+        }
     }
 }
 
@@ -149,71 +180,160 @@ pub struct Held {
     pub socket: Option<std::net::UdpSocket>,
 }
 
+/// Whom an allocation (or reservation) counts against: the user (for a
+/// TURN REST username, its user part, so that one user with many expiries
+/// is still one user) and the client's address prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Account {
+    /// The user the quota counts.
+    pub user: Box<str>,
+    /// The client's address, or its /64: see [`client_prefix`].
+    pub prefix: IpAddr,
+}
+
+impl Account {
+    /// The account of `user` connecting from `client`.
+    #[must_use]
+    pub fn new(user: &str, client: IpAddr) -> Self {
+        Self { user: user.into(), prefix: client_prefix(client) }
+    }
+}
+
+/// The part of a client's address that quotas and connection caps key on:
+/// an IPv4 address whole, an IPv6 address's /64 (a subscriber gets a /64
+/// or more, so counting single IPv6 addresses would count nothing).
+#[must_use]
+pub fn client_prefix(ip: IpAddr) -> IpAddr {
+    match super::policy::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Allocation limits; 0 means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaLimits {
+    /// Allocations (and reservations) on the node: past it, 508.
+    pub total: usize,
+    /// Per user: past it, 486.
+    pub per_user: usize,
+    /// Per client address (IPv4) or /64 (IPv6): past it, 486.
+    pub per_prefix: usize,
+}
+
 /// Counts allocations against the node's limits, which a reload may change
 /// (allocations over a lowered limit stay; new ones wait for room).
 #[derive(Debug, Default)]
 pub struct Quotas {
     total: AtomicUsize,
-    max_total: AtomicUsize,
-    per_user: Mutex<HashMap<Box<str>, usize>>,
-    max_per_user: AtomicUsize,
+    limits: Mutex<QuotaLimits>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    users: HashMap<Box<str>, usize>,
+    prefixes: HashMap<IpAddr, usize>,
+}
+
+/// Which limit refused an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OverQuota {
+    /// The node's: 508.
+    Node,
+    /// The user's: 486.
+    User,
+    /// The client prefix's: 486.
+    Prefix,
+}
+
+impl OverQuota {
+    /// The error code the client gets (RFC 8656 §7.2).
+    pub(crate) fn code(self) -> ErrorCode {
+        match self {
+            Self::Node => ErrorCode::INSUFFICIENT_CAPACITY,
+            Self::User | Self::Prefix => ErrorCode::ALLOCATION_QUOTA_REACHED,
+        }
+    }
 }
 
 impl Quotas {
-    /// Limits of `max_total` allocations on the node and `max_per_user` per
-    /// username; 0 means no limit.
+    /// Quotas with these limits.
     #[must_use]
-    pub fn new(max_total: usize, max_per_user: usize) -> Self {
+    pub fn new(limits: QuotaLimits) -> Self {
         let q = Self::default();
-        q.set_limits(max_total, max_per_user);
+        q.set_limits(limits);
         q
     }
 
-    /// Changes the limits (0 means no limit).
-    pub fn set_limits(&self, max_total: usize, max_per_user: usize) {
-        self.max_total.store(max_total, Ordering::Relaxed);
-        self.max_per_user.store(max_per_user, Ordering::Relaxed);
+    /// Changes the limits.
+    pub fn set_limits(&self, limits: QuotaLimits) {
+        *self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = limits;
     }
 
-    /// Live allocations on the node.
+    /// The limits in force.
+    #[must_use]
+    pub fn limits(&self) -> QuotaLimits {
+        *self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Live allocations (and reservations) on the node.
     #[must_use]
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
 
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, usize>> {
-        self.per_user.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Allocations and reservations counted against `user` now.
+    #[must_use]
+    pub fn of_user(&self, user: &str) -> usize {
+        self.counts().users.get(user).copied().unwrap_or(0)
     }
 
-    /// Takes one allocation for `user`: 508 when the node is full, 486 when
-    /// the user is (RFC 8656 §7.2).
-    pub(crate) fn acquire(&self, user: &str) -> Result<(), ErrorCode> {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes one allocation for `account`, or says which limit refuses it.
+    pub(crate) fn acquire(&self, account: &Account) -> Result<(), OverQuota> {
+        let limits = *self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let limit = |max: usize| if max == 0 { usize::MAX } else { max };
-        let max_total = limit(self.max_total.load(Ordering::Relaxed));
-        self.total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_total).then_some(n + 1))
-            .map_err(|_| ErrorCode::INSUFFICIENT_CAPACITY)?;
-        // Counted per user even without a limit, so one can be set live.
-        let mut users = self.users();
-        let n = users.entry(user.into()).or_default();
-        if *n >= limit(self.max_per_user.load(Ordering::Relaxed)) {
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(ErrorCode::ALLOCATION_QUOTA_REACHED);
+        // Counted even without limits, so that one can be set live.
+        let mut counts = self.counts();
+        if self.total.load(Ordering::Relaxed) >= limit(limits.total) {
+            return Err(OverQuota::Node);
         }
-        *n += 1;
+        if counts.users.get(&account.user).copied().unwrap_or(0) >= limit(limits.per_user) {
+            return Err(OverQuota::User);
+        }
+        if counts.prefixes.get(&account.prefix).copied().unwrap_or(0) >= limit(limits.per_prefix) {
+            return Err(OverQuota::Prefix);
+        }
+        *counts.users.entry(account.user.clone()).or_default() += 1;
+        *counts.prefixes.entry(account.prefix).or_default() += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Gives back one allocation of `user`.
-    pub(crate) fn release(&self, user: &str) {
-        self.total.fetch_sub(1, Ordering::AcqRel);
-        let mut users = self.users();
-        if let Some(n) = users.get_mut(user) {
-            *n -= 1;
+    /// Gives back one allocation of `account`.
+    pub(crate) fn release(&self, account: &Account) {
+        let mut counts = self.counts();
+        let Counts { users, prefixes } = &mut *counts;
+        if let Some(n) = users.get_mut(&account.user) {
+            *n = n.saturating_sub(1);
             if *n == 0 {
-                users.remove(user);
+                users.remove(&account.user);
             }
         }
+        if let Some(n) = prefixes.get_mut(&account.prefix) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                prefixes.remove(&account.prefix);
+            }
+        }
+        let _ = self.total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 }
 
@@ -221,25 +341,41 @@ impl Quotas {
 mod tests {
     use super::*;
 
+    fn account(user: &str, ip: &str) -> Account {
+        Account::new(user, ip.parse().unwrap())
+    }
+
     #[test]
-    fn limits_total_and_per_user() {
-        let q = Quotas::new(3, 2);
-        assert_eq!(q.acquire("a"), Ok(()));
-        assert_eq!(q.acquire("a"), Ok(()));
-        assert_eq!(q.acquire("a"), Err(ErrorCode::ALLOCATION_QUOTA_REACHED));
-        assert_eq!(q.acquire("b"), Ok(()));
-        assert_eq!(q.acquire("c"), Err(ErrorCode::INSUFFICIENT_CAPACITY));
-        assert_eq!(q.total(), 3);
-        q.release("a");
-        assert_eq!(q.acquire("c"), Ok(()));
-        let unlimited = Quotas::new(0, 0);
+    fn limits_total_per_user_and_per_prefix() {
+        let q = Quotas::new(QuotaLimits { total: 4, per_user: 2, per_prefix: 3 });
+        let a = account("a", "192.0.2.1");
+        assert_eq!(q.acquire(&a), Ok(()));
+        assert_eq!(q.acquire(&a), Ok(()));
+        assert_eq!(q.acquire(&a), Err(OverQuota::User));
+        assert_eq!(q.acquire(&account("b", "192.0.2.1")), Ok(()));
+        assert_eq!(q.acquire(&account("c", "192.0.2.1")), Err(OverQuota::Prefix), "3 from one address");
+        assert_eq!(q.acquire(&account("c", "192.0.2.2")), Ok(()));
+        assert_eq!(q.acquire(&account("d", "192.0.2.3")), Err(OverQuota::Node));
+        assert_eq!(q.total(), 4);
+        q.release(&a);
+        assert_eq!(q.acquire(&account("d", "192.0.2.3")), Ok(()));
+        // A reload's new limits count what is held already.
+        q.set_limits(QuotaLimits { total: 0, per_user: 1, per_prefix: 0 });
+        assert_eq!(q.acquire(&a), Err(OverQuota::User));
+        q.set_limits(QuotaLimits::default());
         for _ in 0..1000 {
-            assert_eq!(unlimited.acquire("x"), Ok(()));
+            assert_eq!(q.acquire(&a), Ok(()));
         }
-        // A per-user limit set live counts what the user already holds.
-        unlimited.set_limits(0, 1000);
-        assert_eq!(unlimited.acquire("x"), Err(ErrorCode::ALLOCATION_QUOTA_REACHED));
-        unlimited.release("x");
-        assert_eq!(unlimited.acquire("x"), Ok(()));
+        assert_eq!(q.of_user("a"), 1001);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64() {
+        let q = Quotas::new(QuotaLimits { total: 0, per_user: 0, per_prefix: 2 });
+        assert_eq!(q.acquire(&account("a", "2001:db8:1:2::1")), Ok(()));
+        assert_eq!(q.acquire(&account("b", "2001:db8:1:2:ffff::9")), Ok(()));
+        assert_eq!(q.acquire(&account("c", "2001:db8:1:2:aaaa::1")), Err(OverQuota::Prefix));
+        assert_eq!(q.acquire(&account("c", "2001:db8:1:3::1")), Ok(()), "another /64");
+        assert_eq!(client_prefix("::ffff:192.0.2.9".parse().unwrap()), "192.0.2.9".parse::<IpAddr>().unwrap());
     }
 }

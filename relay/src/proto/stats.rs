@@ -86,10 +86,29 @@ macro_rules! reasons {
     };
 }
 
-reasons!(AuthFailures { bad_request, wrong_realm, unknown_user, expired, bad_integrity, stale_nonce, wrong_user });
-reasons!(AllocationRefusals { invalid, mismatch, node_full, user_quota, no_relay_port, draining });
-reasons!(Drops { not_turn, ignored, no_allocation, no_channel, no_permission, denied_address, rate_limit });
-add_fields!(Gauges { udp_allocations, tcp_allocations, permissions, channels });
+reasons!(AuthFailures {
+    bad_request,
+    wrong_realm,
+    unknown_user,
+    expired,
+    too_long_lived,
+    bad_integrity,
+    stale_nonce,
+    wrong_user
+});
+reasons!(AllocationRefusals { invalid, mismatch, node_full, user_quota, ip_quota, no_relay_port, draining });
+reasons!(Drops {
+    not_turn,
+    bad_fingerprint,
+    ignored,
+    no_allocation,
+    no_channel,
+    no_permission,
+    denied_address,
+    rate_limit,
+    response_rate_limit
+});
+add_fields!(Gauges { udp_allocations, tcp_allocations, permissions, channels, timers });
 
 /// Methods a response is counted under.
 pub const METHODS: [&str; 8] =
@@ -177,6 +196,9 @@ pub enum AuthFailure {
     UnknownUser,
     /// A REST username whose expiry passed: 401.
     Expired,
+    /// A REST username whose expiry lies further ahead than
+    /// `auth.max_credential_lifetime`: 401.
+    TooLongLived,
     /// The MESSAGE-INTEGRITY does not verify (wrong password or secret): 401.
     BadIntegrity,
     /// The nonce expired or is not ours: 438.
@@ -197,6 +219,8 @@ pub struct AuthFailures {
     /// See [`AuthFailure`].
     pub expired: u64,
     /// See [`AuthFailure`].
+    pub too_long_lived: u64,
+    /// See [`AuthFailure`].
     pub bad_integrity: u64,
     /// See [`AuthFailure`].
     pub stale_nonce: u64,
@@ -211,6 +235,7 @@ impl AuthFailures {
             AuthFailure::WrongRealm => &mut self.wrong_realm,
             AuthFailure::UnknownUser => &mut self.unknown_user,
             AuthFailure::Expired => &mut self.expired,
+            AuthFailure::TooLongLived => &mut self.too_long_lived,
             AuthFailure::BadIntegrity => &mut self.bad_integrity,
             AuthFailure::StaleNonce => &mut self.stale_nonce,
             AuthFailure::WrongUser => &mut self.wrong_user,
@@ -235,6 +260,8 @@ pub struct AllocationRefusals {
     pub node_full: u64,
     /// The user's allocation limit: 486.
     pub user_quota: u64,
+    /// The client address's (or IPv6 /64's) allocation limit: 486.
+    pub ip_quota: u64,
     /// No relay port (or file descriptor) to be had: 508.
     pub no_relay_port: u64,
     /// The node is draining: 300 or 508.
@@ -246,6 +273,8 @@ pub struct AllocationRefusals {
 pub struct Drops {
     /// Neither STUN nor ChannelData, or STUN failing the basic checks.
     pub not_turn: u64,
+    /// A STUN message whose FINGERPRINT does not match (RFC 8489 §14.7).
+    pub bad_fingerprint: u64,
     /// A response, an indication we do not act on, a malformed indication.
     pub ignored: u64,
     /// No allocation on the 5-tuple or relay socket.
@@ -259,18 +288,23 @@ pub struct Drops {
     pub denied_address: u64,
     /// Over the allocation's bandwidth limit (`allocation.bandwidth`).
     pub rate_limit: u64,
+    /// A request not answered because its source prefix got its share of
+    /// unauthenticated responses (`limits.unauthenticated_rate`).
+    pub response_rate_limit: u64,
 }
 
 impl Drops {
     pub(crate) fn count(&mut self, reason: DropReason) {
         *match reason {
             DropReason::NotTurn => &mut self.not_turn,
+            DropReason::BadFingerprint => &mut self.bad_fingerprint,
             DropReason::Ignored => &mut self.ignored,
             DropReason::NoAllocation => &mut self.no_allocation,
             DropReason::NoChannel => &mut self.no_channel,
             DropReason::NoPermission => &mut self.no_permission,
             DropReason::DeniedAddress => &mut self.denied_address,
             DropReason::RateLimit => &mut self.rate_limit,
+            DropReason::ResponseRateLimit => &mut self.response_rate_limit,
             DropReason::Deferred => return,
         } += 1;
     }
@@ -288,6 +322,9 @@ pub struct Gauges {
     pub permissions: u64,
     /// Live channel bindings over all allocations.
     pub channels: u64,
+    /// Entries in the core's timer table (one per allocation and
+    /// reservation: it must not grow with requests).
+    pub timers: u64,
 }
 
 #[cfg(test)]

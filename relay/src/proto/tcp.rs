@@ -13,9 +13,20 @@ use ip2p_wire::{Class, ErrorCode, Message, MessageType, MessageWriter, Method, T
 use super::allocation::PendingConnect;
 use super::auth::Authed;
 use super::request::{Respond, integrity};
-use super::{ListenerId, RelayToken, Server, Sockets, Transmit, Via};
+use super::{Judgement, ListenerId, RelayToken, Server, Sockets, Transmit, Via};
 
 impl Server {
+    /// Whether a TCP peer may be connected to or accepted from: allowed by
+    /// the policy, or on the host at a live TCP allocation's relayed
+    /// address.
+    pub(super) fn tcp_peer_allowed(&self, peer: SocketAddr) -> bool {
+        match self.judge(peer.ip()) {
+            Judgement::Allowed => true,
+            Judgement::Denied => false,
+            Judgement::Host => self.shared.tcp_relay_live(peer),
+        }
+    }
+
     /// RFC 6062 §5.2: checks a Connect and starts the connection; the
     /// response follows in [`Self::tcp_connected`].
     pub(super) fn connect(
@@ -33,7 +44,10 @@ impl Server {
             return Err(ErrorCode::BAD_REQUEST);
         }
         let family = alloc.relay_for(peer.ip()).ok_or(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH)?;
-        if !self.config.policy.allows(peer.ip()) {
+        // On the host's own addresses, only the relayed address of a live
+        // TCP allocation of this node (two of its clients); every other
+        // port there is the host's.
+        if !self.tcp_peer_allowed(peer) {
             return Err(ErrorCode::FORBIDDEN);
         }
         let token = RelayToken::new(slot, family);
@@ -93,7 +107,7 @@ impl Server {
         sockets: &mut impl Sockets,
     ) -> Option<Transmit> {
         let alloc = self.slots.get(token.slot()).and_then(Option::as_ref).filter(|a| a.tcp);
-        let Some(alloc) = alloc.filter(|a| a.permits(peer.ip(), now) && self.config.policy.allows(peer.ip())) else {
+        let Some(alloc) = alloc.filter(|a| a.permits(peer.ip(), now) && self.tcp_peer_allowed(peer)) else {
             sockets.tcp_accept(conn, false);
             return None;
         };

@@ -69,7 +69,7 @@ impl Sockets for FakeSockets {
         self.conns.retain(|_, (t, _, _)| *t != token);
         self.closed.push(token);
     }
-    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, user: &str) -> io::Result<()> {
+    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, user: &str, _: IpAddr) -> io::Result<()> {
         assert!(self.tcp.insert(token, (addr, user.to_owned())).is_none(), "token reused while open");
         Ok(())
     }
@@ -110,13 +110,15 @@ fn config() -> Config {
         relay_ips: [vec![RelayIp { bind: "127.0.0.1".parse().unwrap(), external: None }], vec![]],
         ports: 50000..=50099,
         channel_numbers: ChannelNumbers::Rfc8656,
+        // Peers at 127.0.0.2 (127.0.0.1 is the relay's: the host's own).
         policy: PeerPolicy {
-            allow: vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()],
+            allow: vec!["127.0.0.2/32".parse().unwrap(), "::1/128".parse().unwrap()],
             deny: vec![],
-            own: vec!["127.0.0.1".parse().unwrap()],
+            host: vec![],
         },
         alternates: vec![],
         bandwidth: 0,
+        unauthenticated_rate: 0,
         short_circuit: true,
         credentials: Credentials {
             realm: REALM.into(),
@@ -124,6 +126,7 @@ fn config() -> Config {
             rest_secrets: vec![b"old secret".to_vec(), b"new secret".to_vec()],
             nonce_secret: [3; 32],
             nonce_lifetime: 600,
+            max_rest_lifetime: 86_400,
         },
     }
 }
@@ -136,6 +139,8 @@ struct Harness {
     now: Instant,
     reply: Vec<u8>,
     next_tid: u8,
+    /// The nonce each client address holds.
+    nonces: HashMap<String, String>,
 }
 
 /// The client's side of an exchange: an owned copy of the response.
@@ -175,7 +180,7 @@ fn creds(user: &str, password: &str) -> Creds {
 }
 
 const CLIENT: &str = "127.0.0.1:40000";
-const PEER: &str = "127.0.0.1:7000";
+const PEER: &str = "127.0.0.2:7000";
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -183,7 +188,7 @@ fn addr(s: &str) -> SocketAddr {
 
 impl Harness {
     fn new() -> Self {
-        Self::with(config(), Quotas::new(0, 0))
+        Self::with(config(), Quotas::default())
     }
 
     fn with(config: Config, quotas: Quotas) -> Self {
@@ -195,6 +200,7 @@ impl Harness {
             now,
             reply: vec![0; REPLY_BUFFER],
             next_tid: 0,
+            nonces: HashMap::new(),
         }
     }
 
@@ -255,16 +261,35 @@ impl Harness {
         buf
     }
 
-    /// The full dance: unauthenticated request, 401, authenticated request.
-    fn authed(&mut self, from: &str, method: Method, attrs: &[Attribute<'_>], c: &Creds) -> Response {
+    /// The nonce a client at `from` uses: the one it was given last, or
+    /// one from the 401 to an unauthenticated Allocate (the smallest
+    /// request that is answered with a challenge, not a bare 401).
+    fn nonce_for(&mut self, from: &str) -> String {
+        if let Some(nonce) = self.nonces.get(from) {
+            return nonce.clone();
+        }
         let tid = self.tid();
-        let first = self.build(method, tid, attrs, None);
+        let first = self.build(Method::ALLOCATE, tid, &[Attribute::RequestedTransport(RequestedTransport::UDP)], None);
         let challenge = self.exchange(from, &first);
         assert_eq!(challenge.code(), Some(401));
         let nonce = challenge.nonce();
+        self.nonces.insert(from.to_owned(), nonce.clone());
+        nonce
+    }
+
+    /// A request as clients make it: authenticated with the nonce the
+    /// client holds (after a challenge when it holds none), once more with
+    /// a fresh one after a 438.
+    fn authed(&mut self, from: &str, method: Method, attrs: &[Attribute<'_>], c: &Creds) -> Response {
+        let nonce = self.nonce_for(from);
         let tid = self.tid();
-        let second = self.build(method, tid, attrs, Some((c, &nonce)));
-        self.exchange(from, &second)
+        let request = self.build(method, tid, attrs, Some((c, &nonce)));
+        let r = self.exchange(from, &request);
+        if r.code() != Some(438) {
+            return r;
+        }
+        self.nonces.insert(from.to_owned(), r.nonce());
+        self.authed(from, method, attrs, c)
     }
 
     fn allocate(&mut self, from: &str, c: &Creds) -> SocketAddr {
@@ -294,9 +319,7 @@ impl Harness {
     /// The full dance for a request whose answer is deferred: returns the
     /// verdict of the authenticated request.
     fn send_authed_deferred(&mut self, from: &str, method: Method, attrs: &[Attribute<'_>], c: &Creds) -> Verdict {
-        let tid = self.tid();
-        let first = self.build(method, tid, attrs, None);
-        let nonce = self.exchange(from, &first).nonce();
+        let nonce = self.nonce_for(from);
         let tid = self.tid();
         let second = self.build(method, tid, attrs, Some((c, &nonce)));
         self.send(from, &second)
@@ -438,7 +461,7 @@ fn wrong_credentials_and_stale_nonces() {
         AuthFailures { bad_integrity: 1, unknown_user: 1, stale_nonce: 2, bad_request: 1, ..Default::default() };
     assert_eq!(failures, expected);
     let responses = &h.server.stats().responses;
-    assert_eq!(responses.get("allocate", "401"), 5, "two failures and three challenges");
+    assert_eq!(responses.get("allocate", "401"), 4, "two failures and two challenges (the client keeps its nonce)");
     assert_eq!(responses.get("allocate", "438"), 2);
     assert_eq!(responses.get("allocate", "400"), 1);
     assert_eq!(responses.get("allocate", "success"), 1);
@@ -467,7 +490,7 @@ fn allocate_validates_transport_and_lifetime() {
 fn address_families_and_dual_allocations() {
     let mut cfg = config();
     cfg.relay_ips[1] = vec![RelayIp { bind: "::1".parse().unwrap(), external: None }];
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     let c = Harness::alice();
     let udp = Attribute::RequestedTransport(RequestedTransport::UDP);
     let v6 = [udp, Attribute::RequestedAddressFamily(RequestedAddressFamily(AddressFamily::IPV6))];
@@ -544,7 +567,7 @@ fn even_port_reservations_pair_rtp_and_rtcp() {
     // RTP/RTCP pairs).
     let mut cfg = config();
     cfg.ports = 50000..=50005;
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     let c = Harness::alice();
     let udp = Attribute::RequestedTransport(RequestedTransport::UDP);
     let r =
@@ -566,14 +589,14 @@ fn even_port_reservations_pair_rtp_and_rtcp() {
     assert_eq!(r.relayed(), [SocketAddr::new(rtp.ip(), rtp.port() + 1)]);
     assert!(h.sockets.open.values().any(|&(a, _)| a == r.relayed()[0]), "the held socket became the relay");
     assert_eq!(h.authed("127.0.0.1:46011", Method::ALLOCATE, &with_token, &c).code(), Some(508), "used up");
-    assert_eq!(h.server.shared.reservations.len(), 0);
+    assert_eq!(h.server.shared.reservations(), 0);
 
     // N+1 taken by another process: that pair is given up, N closed again.
     let mut given_up = 0;
     for seed in 0..8 {
         let mut cfg = config();
         cfg.ports = 50000..=50003;
-        let mut h = Harness::with(cfg, Quotas::new(0, 0));
+        let mut h = Harness::with(cfg, Quotas::default());
         h.server.rng = SmallRng::seed_from_u64(seed);
         h.sockets.taken.insert("127.0.0.1:50001".parse().unwrap());
         let r = h.authed(
@@ -594,9 +617,9 @@ fn even_port_reservations_pair_rtp_and_rtcp() {
     let r =
         h.authed("127.0.0.1:46020", Method::ALLOCATE, &[udp, Attribute::EvenPort(EvenPort { reserve_next: true })], &c);
     let token = *r.msg().get::<ReservationToken>().unwrap().unwrap().0;
-    assert_eq!(h.server.shared.reservations.len(), 1);
+    assert_eq!(h.server.shared.reservations(), 1);
     h.advance(31);
-    assert_eq!(h.server.shared.reservations.len(), 0, "released (its socket closed) when it lapses");
+    assert_eq!(h.server.shared.reservations(), 0, "released (its socket closed) when it lapses");
     let with_token = [udp, Attribute::ReservationToken(ReservationToken(&token))];
     assert_eq!(h.authed("127.0.0.1:46021", Method::ALLOCATE, &with_token, &c).code(), Some(508));
     let dual_reserve = [
@@ -614,7 +637,7 @@ fn external_addresses_are_advertised_and_bound_locally() {
     let mut cfg = config();
     cfg.relay_ips[0] =
         vec![RelayIp { bind: "127.0.0.1".parse().unwrap(), external: Some("203.0.113.10".parse().unwrap()) }];
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     let relayed = h.allocate(CLIENT, &Harness::alice());
     assert_eq!(relayed.ip(), "203.0.113.10".parse::<std::net::IpAddr>().unwrap());
     let bound = h.sockets.open.values().next().unwrap().0;
@@ -644,7 +667,7 @@ fn refresh_extends_and_deletes() {
 
 #[test]
 fn allocations_expire_and_release_their_ports_and_quota() {
-    let mut h = Harness::with(config(), Quotas::new(0, 1));
+    let mut h = Harness::with(config(), Quotas::new(QuotaLimits { per_user: 1, ..QuotaLimits::default() }));
     let c = Harness::alice();
     h.allocate(CLIENT, &c);
     let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
@@ -676,8 +699,8 @@ fn permissions_gate_peer_traffic_both_ways() {
 
     let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER), peer_attr("[::1]:9")], &c);
     assert_eq!(r.code(), Some(443), "an IPv6 peer needs an IPv6 relayed address");
-    let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER), peer_attr("127.0.0.2:1")], &c);
-    assert_eq!(r.code(), Some(403), "127.0.0.2 is not allowed");
+    let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER), peer_attr("127.0.0.3:1")], &c);
+    assert_eq!(r.code(), Some(403), "127.0.0.3 is not allowed");
     let (v, _) = h.peer_sends(token, PEER, b"hi");
     assert_eq!(v, Verdict::Drop(DropReason::NoPermission), "a refused request installs nothing");
     assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[], &c).code(), Some(400));
@@ -691,12 +714,12 @@ fn permissions_gate_peer_traffic_both_ways() {
     assert_eq!(&send[t.range], b"hello");
 
     // A peer datagram (any port of the permitted IP) becomes a Data indication.
-    let (v, buf) = h.peer_sends(token, "127.0.0.1:7777", b"world!");
+    let (v, buf) = h.peer_sends(token, "127.0.0.2:7777", b"world!");
     let Verdict::Forward(t) = v else { panic!("{v:?}") };
     assert_eq!((t.via, t.to), (Via::Listener(ListenerId::udp(0)), addr(CLIENT)));
     let m = Message::parse(&buf[t.range]).unwrap();
     assert_eq!(m.message_type(), MessageType::new(Method::DATA, Class::Indication));
-    assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(addr("127.0.0.1:7777"))));
+    assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(addr("127.0.0.2:7777"))));
     assert_eq!(m.get::<Data>().unwrap(), Some(Data(b"world!")));
 
     // Permissions last 300 s.
@@ -713,7 +736,7 @@ fn permissions_gate_peer_traffic_both_ways() {
 fn bandwidth_is_limited_per_allocation_and_direction() {
     let mut cfg = config();
     cfg.bandwidth = 1000; // bytes a second, each way
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     let c = Harness::alice();
     h.allocate(CLIENT, &c);
     let token = h.only_token();
@@ -767,7 +790,7 @@ fn channels_bind_and_carry_data_both_ways() {
         Class::Success,
         "rebind refreshes"
     );
-    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, "127.0.0.1:7001"), &c).code(), Some(400));
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, "127.0.0.2:7001"), &c).code(), Some(400));
     assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4001, PEER), &c).code(), Some(400));
 
     // Client → peer: the ChannelData payload, in place.
@@ -786,7 +809,7 @@ fn channels_bind_and_carry_data_both_ways() {
     assert_eq!(t.range.len(), 8);
     let framed = ChannelData::parse(&buf[t.range]).unwrap();
     assert_eq!((framed.channel(), framed.data()), (0x4000, &b"pong"[..]));
-    let (v, buf) = h.peer_sends(token, "127.0.0.1:7001", b"pong");
+    let (v, buf) = h.peer_sends(token, "127.0.0.2:7001", b"pong");
     let Verdict::Forward(t) = v else { panic!() };
     assert!(Message::parse(&buf[t.range]).is_ok());
 
@@ -801,7 +824,7 @@ fn channels_bind_and_carry_data_both_ways() {
     h.advance(300);
     assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::NoChannel), "channel expired at 600 s");
     // Once expired, the number can go to another peer.
-    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, "127.0.0.1:7001"), &c).class(), Class::Success);
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, "127.0.0.2:7001"), &c).class(), Class::Success);
 }
 
 #[test]
@@ -826,9 +849,9 @@ fn stream_clients_get_padded_channel_data_and_lose_the_allocation_with_the_conne
     assert_eq!(ChannelData::parse(&buf[t.range]).unwrap().data(), b"pon");
     // The connection closes: the allocation and its relay socket go.
     assert!(h.server.has_allocation(ListenerId::stream(3), addr(CLIENT)));
-    h.server.client_closed(ListenerId::udp(3), addr(CLIENT), &mut h.sockets);
+    h.server.client_closed(h.now, ListenerId::udp(3), addr(CLIENT), &mut h.sockets);
     assert_eq!(h.server.allocations(), 1, "another listener's 5-tuple is another client");
-    h.server.client_closed(ListenerId::stream(3), addr(CLIENT), &mut h.sockets);
+    h.server.client_closed(h.now, ListenerId::stream(3), addr(CLIENT), &mut h.sockets);
     assert_eq!(h.server.allocations(), 0);
     assert!(h.sockets.open.is_empty());
 }
@@ -837,7 +860,7 @@ fn stream_clients_get_padded_channel_data_and_lose_the_allocation_with_the_conne
 fn rfc5766_channel_numbers_when_configured() {
     let mut cfg = config();
     cfg.channel_numbers = ChannelNumbers::Rfc5766;
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     let c = Harness::alice();
     h.allocate(CLIENT, &c);
     let bind = |n: u16| [Attribute::ChannelNumber(ChannelNumber(n)), peer_attr(PEER)];
@@ -856,14 +879,14 @@ fn rfc5766_channel_numbers_when_configured() {
 fn own_relayed_addresses_are_always_allowed_peers() {
     let mut cfg = config();
     cfg.policy.allow.clear(); // 127.0.0.0/8 is now denied, except our own address
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     let c = Harness::alice();
     let a = h.allocate(CLIENT, &c);
     let b = h.allocate("127.0.0.1:40001", &creds("bob", "builder"));
     let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(XorPeerAddress(b))], &c);
     assert_eq!(r.class(), Class::Success);
     assert_ne!(a, b);
-    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr("127.0.0.2:5")], &c).code(), Some(403));
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr("127.0.0.3:5")], &c).code(), Some(403));
 }
 
 #[test]
@@ -923,7 +946,7 @@ fn sha256_password_algorithm_and_precomputed_keys() {
 fn capacity_limits_answer_508() {
     let mut cfg = config();
     cfg.ports = 50000..=50002;
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     h.sockets.taken.insert(addr("127.0.0.1:50001"));
     let c = Harness::alice();
     let a = h.allocate("127.0.0.1:45000", &c);
@@ -937,7 +960,7 @@ fn capacity_limits_answer_508() {
     let refused = h.server.stats().allocations_refused;
     assert_eq!((refused.no_relay_port, refused.node_full), (1, 0));
 
-    let mut h = Harness::with(config(), Quotas::new(1, 0));
+    let mut h = Harness::with(config(), Quotas::new(QuotaLimits { total: 1, ..QuotaLimits::default() }));
     h.allocate("127.0.0.1:45003", &c);
     assert_eq!(h.authed("127.0.0.1:45004", Method::ALLOCATE, &udp, &c).code(), Some(508));
     let refused = h.server.stats().allocations_refused;
@@ -1052,7 +1075,7 @@ mod tcp_allocations {
         // A connection that already exists: 446; one that fails: 447.
         h.sockets.conns.insert(77, (token, addr(PEER), Some(true)));
         assert_eq!(h.authed(CLIENT, Method::CONNECT, &[peer_attr(PEER)], &c).code(), Some(446));
-        let other = "127.0.0.1:7001";
+        let other = "127.0.0.2:7001";
         assert_eq!(
             h.send_authed_deferred(CLIENT, Method::CONNECT, &[peer_attr(other)], &c),
             Verdict::Drop(DropReason::Deferred)
@@ -1103,7 +1126,7 @@ fn the_draft_additional_address_family_code_is_accepted() {
     let mut h = Harness::new();
     let mut config = config();
     config.relay_ips[1] = vec![RelayIp { bind: "::1".parse().unwrap(), external: None }];
-    h.server = Server::new(Arc::new(config), Arc::new(Shared::new(Quotas::new(0, 0))), h.now, UNIX0, 42);
+    h.server = Server::new(Arc::new(config), Arc::new(Shared::new(Quotas::default())), h.now, UNIX0, 42);
     let c = Harness::alice();
     let legacy = Attribute::Unknown(ip2p_wire::RawAttribute { typ: ip2p_wire::AttrType(0x8032), value: &[2, 0, 0, 0] });
     let r = h.authed(CLIENT, Method::ALLOCATE, &[Attribute::RequestedTransport(RequestedTransport::UDP), legacy], &c);
@@ -1236,17 +1259,18 @@ fn the_local_short_circuit_enforces_permissions_and_channels_both_ways() {
     let (v, _) = h.send_through_node(CLIENT, &send);
     let Verdict::Forward(t) = v else { panic!("{v:?}") };
     assert!(matches!(t.via, Via::Relay(_)) && t.to == addr(PEER));
-    // Once B's allocation is gone, its address is no longer local.
+    // Once B's allocation is gone, its address is just a port of this
+    // host (anything may bind it now): never sent to.
     assert_eq!(h.authed(B, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
     let tid = h.tid();
     let send = h.build_send(tid, &rb.to_string(), b"gone");
     let (v, _) = h.send_through_node(CLIENT, &send);
-    assert!(matches!(v, Verdict::Forward(Transmit { via: Via::Relay(_), .. })), "{v:?}");
+    assert_eq!(v, Verdict::Drop(DropReason::DeniedAddress));
 }
 
 /// Two workers of one node, owning half of the test's ports each.
 fn two_workers() -> (Harness, Harness) {
-    let shared = Arc::new(Shared::new(Quotas::new(0, 0)));
+    let shared = Arc::new(Shared::new(Quotas::default()));
     let worker = |id: u16, ports| {
         let mut cfg = config();
         cfg.ports = ports;
@@ -1312,14 +1336,15 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     assert_eq!((sb.to_client_packets, sb.short_circuited, sb.dropped.no_permission), (2, 4, 2));
 
     // B's allocation ends between A's look and B's delivery: dropped, and
-    // after that A no longer finds an owner and sends it out.
+    // after that A finds no live relayed address there and sends nothing
+    // (the port is the host's, whatever binds it next).
     let (v, mut buf) = a.short_circuit(CLIENT, &a_to_b);
     let Err((ShortCircuit::Worker { from, .. }, _)) = v else { panic!("{v:?}") };
     assert_eq!(b.authed(B, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
     let data = PEER_HEADROOM..PEER_HEADROOM + 2;
     assert_eq!(b.server.handoff(b.now, rb, from, &mut buf, data), Verdict::Drop(DropReason::NoAllocation));
     let (v, _) = a.short_circuit(CLIENT, &a_to_b);
-    assert!(matches!(v, Ok(Verdict::Forward(Transmit { via: Via::Relay(_), .. }))), "{v:?}");
+    assert_eq!(v, Ok(Verdict::Drop(DropReason::DeniedAddress)));
 }
 
 #[test]
@@ -1329,8 +1354,7 @@ fn several_relay_addresses_take_turns_and_short_circuit_on_each() {
     let (ip1, ip2): (std::net::IpAddr, std::net::IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
     cfg.relay_ips[0] = vec![RelayIp { bind: ip1, external: None }, RelayIp { bind: ip2, external: None }];
     cfg.ports = 50000..=50001;
-    cfg.policy.own.push(ip2);
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     let c = Harness::alice();
     let clients = ["127.0.0.1:40001", "127.0.0.1:40002", "127.0.0.1:40003", "127.0.0.1:40004"];
     let relayed: Vec<SocketAddr> = clients.iter().map(|from| h.allocate(from, &c)).collect();
@@ -1359,7 +1383,7 @@ fn several_relay_addresses_take_turns_and_short_circuit_on_each() {
 fn the_local_short_circuit_can_be_turned_off() {
     let mut cfg = config();
     cfg.short_circuit = false;
-    let mut h = Harness::with(cfg, Quotas::new(0, 0));
+    let mut h = Harness::with(cfg, Quotas::default());
     let c = Harness::alice();
     h.allocate(CLIENT, &c);
     let rb = h.allocate("127.0.0.1:40002", &c);

@@ -34,7 +34,7 @@ class Collect(asyncio.DatagramProtocol):
 
 async def main(host, port, user, password, kind, count):
     loop = asyncio.get_running_loop()
-    echo, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    echo, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.2", 0))
     peer = echo.get_extra_info("sockname")
     context = None
     if kind == "tls":
