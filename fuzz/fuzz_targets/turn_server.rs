@@ -1,39 +1,88 @@
-//! Sequences of packets from clients and peers into the TURN core, with
-//! time moving: no input may make it panic, and every verdict must name
-//! bytes that exist.
+//! Sessions of several clients against the TURN core, over virtual time.
+//!
+//! One input is a sequence of operations: authenticated requests the
+//! harness builds and signs (Allocate with its options, Refresh,
+//! CreatePermission, ChannelBind, Connect), relayed data both ways, raw
+//! packets, RFC 6062 news, connections closing, draining, time passing.
+//! Random bytes alone never get past authentication; built requests reach
+//! the state the core keeps (allocations, reservations, permissions,
+//! channels, quotas, timers), so state bugs are reachable.
+//!
+//! What must hold after every step: no panic, every verdict names bytes that
+//! exist, every reply parses, an unauthenticated reply is at most 4x its
+//! request, nothing is sent to this host but at a relayed address, and the
+//! timer table holds an entry per allocation and at most one more. At
+//! the end, once every lifetime has passed: no allocation, no reservation,
+//! no quota held, no relay socket open, no timer left.
 #![no_main]
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip2p_relay::proto::{
-    Config, Credentials, Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, Quotas, REPLY_BUFFER, RelayIp,
-    RelayToken, Server, Shared, Sockets, UserSecret, Verdict,
+    Config, Credentials, Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, QuotaLimits, Quotas, REPLY_BUFFER,
+    RelayIp, RelayToken, Server, Shared, Sockets, Transmit, UserSecret, Verdict, Via,
 };
+use ip2p_wire::attr::{
+    ChannelNumber, EvenPort, Lifetime, Nonce, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken,
+    Username, XorPeerAddress, XorRelayedAddress,
+};
+use ip2p_wire::credentials::LongTermKey;
+use ip2p_wire::{
+    AddressFamily, AttrType, Class, Message, MessageType, MessageWriter, Method, TransactionId, Transport,
+    write_channel_data,
+};
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
-struct NoSockets(u32);
+const REALM: &str = "fuzz";
+const UNIX0: u64 = 1_800_000_000;
+const PORTS: std::ops::RangeInclusive<u16> = 50000..=50015;
+const RELAY_V4: [u8; 4] = [127, 0, 0, 1];
+const LISTEN_PORT: u16 = 3478;
 
-impl Sockets for NoSockets {
-    fn open_relay(&mut self, _: RelayToken, _: SocketAddr, _: bool) -> std::io::Result<()> {
-        self.0 += 1;
+/// Relay sockets as the core sees them: each open once, closed once.
+#[derive(Default)]
+struct FakeSockets {
+    open: HashMap<RelayToken, SocketAddr>,
+    tcp: HashMap<RelayToken, SocketAddr>,
+    held: Vec<SocketAddr>,
+    fail_next_bind: bool,
+}
+
+impl Sockets for FakeSockets {
+    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, _: bool) -> std::io::Result<()> {
+        if std::mem::take(&mut self.fail_next_bind) {
+            return Err(std::io::ErrorKind::AddrInUse.into());
+        }
+        assert!(!self.open.values().any(|a| *a == addr), "{addr} bound twice");
+        assert!(self.open.insert(token, addr).is_none(), "token {token:?} reused while open");
         Ok(())
     }
     fn hold(&mut self, addr: SocketAddr) -> std::io::Result<Held> {
+        self.held.push(addr);
         Ok(Held { addr, socket: None })
     }
-    fn adopt_relay(&mut self, _: RelayToken, _: Held, _: bool) -> std::io::Result<()> {
+    fn adopt_relay(&mut self, token: RelayToken, held: Held, _: bool) -> std::io::Result<()> {
+        assert!(self.held.contains(&held.addr), "adopting an address never held");
+        assert!(self.open.insert(token, held.addr).is_none(), "token {token:?} reused while open");
         Ok(())
     }
-    fn close_relay(&mut self, _: RelayToken) {}
-    fn open_tcp_relay(&mut self, _: RelayToken, _: SocketAddr, _: &str, _: std::net::IpAddr) -> std::io::Result<()> {
-        self.0 += 1;
+    fn close_relay(&mut self, token: RelayToken) {
+        assert!(
+            self.open.remove(&token).is_some() || self.tcp.remove(&token).is_some(),
+            "closing {token:?}, which is not open"
+        );
+    }
+    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, _: &str, _: IpAddr) -> std::io::Result<()> {
+        assert!(self.tcp.insert(token, addr).is_none(), "token {token:?} reused while open");
         Ok(())
     }
     fn tcp_connect(&mut self, _: RelayToken, _: SocketAddr, _: SocketAddr) {}
     fn tcp_busy(&mut self, _: RelayToken, _: SocketAddr) -> bool {
-        self.0 % 2 == 0
+        false
     }
     fn tcp_accept(&mut self, _: u32, _: bool) {}
     fn tcp_bind(&mut self, conn: u32, _: &str, _: ListenerId, _: SocketAddr) -> bool {
@@ -41,84 +90,387 @@ impl Sockets for NoSockets {
     }
 }
 
-fn server() -> Server {
-    let mut users = std::collections::HashMap::new();
-    users.insert("u".to_owned(), UserSecret::Password("p".into()));
-    let config = Config {
-        software: Some("fuzz".into()),
-        default_lifetime: Duration::from_secs(600),
-        max_lifetime: Duration::from_secs(3600),
-        relay_ips: [
-            vec![RelayIp { bind: "127.0.0.1".parse().unwrap(), external: None }],
-            vec![RelayIp { bind: "::1".parse().unwrap(), external: None }],
-        ],
-        ports: 50000..=50015,
-        channel_numbers: Default::default(),
-        policy: PeerPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()], deny: vec![], own: vec![] },
-        alternates: vec!["127.0.0.2:3478".parse().unwrap()],
-        bandwidth: 4000, // low enough that sessions run into it
-        short_circuit: true,
-        credentials: Credentials {
-            realm: "r".into(),
-            users,
-            rest_secrets: vec![b"s".to_vec()],
-            nonce_secret: [1; 32],
-            nonce_lifetime: 600,
-        },
-    };
-    #[allow(clippy::disallowed_methods)]
-    let now = Instant::now();
-    Server::new(Arc::new(config), Arc::new(Shared::new(Quotas::new(4, 2))), now, 1_800_000_000, 7)
+/// Whom an operation is about.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Peer {
+    /// A peer elsewhere (allowed by the test policy).
+    Outside(u8),
+    /// Another client's relayed address.
+    Relayed(u8),
+    /// The relay's own listener, or another port of the host.
+    Host(u16),
+    /// A denied range, spelled in some way.
+    Denied(u8),
 }
 
-fuzz_target!(|data: &[u8]| {
-    let mut s = server();
-    let mut sockets = NoSockets(0);
-    #[allow(clippy::disallowed_methods)]
-    let mut now = Instant::now();
-    let mut reply = vec![0u8; REPLY_BUFFER];
-    // Each record: kind byte, source selector byte, 2-byte length, packet.
-    let mut rest = data;
-    while let [kind, who, l0, l1, tail @ ..] = rest {
-        let len = usize::from(u16::from_be_bytes([*l0, *l1])).min(tail.len());
-        let (packet, next) = tail.split_at(len);
-        rest = next;
-        let from = SocketAddr::from(([127, 0, 0, 1], 40000 + u16::from(*who % 4)));
-        // Clients over UDP and over a stream (TCP or TLS).
-        let listener = if who & 0x80 == 0 { ListenerId::udp(0) } else { ListenerId::stream(0) };
-        let token = RelayToken(u32::from(*who % 8));
-        match kind % 7 {
-            0 => match s.handle_client(now, listener, from, packet, &mut reply, &mut sockets) {
-                Verdict::Forward(t) => assert!(t.range.end <= packet.len()),
-                Verdict::Reply(t) => assert!(t.range.end <= reply.len()),
-                Verdict::Drop(_) => {}
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Allocate { client: u8, lifetime: Option<u16>, v6: bool, dual: bool, even: Option<bool>, token_of: Option<u8>, tcp: bool },
+    Refresh { client: u8, lifetime: Option<u16> },
+    Permission { client: u8, peers: Vec<Peer> },
+    Bind { client: u8, number: u16, peer: Peer },
+    ChannelData { client: u8, number: u16, len: u8 },
+    Send { client: u8, peer: Peer, len: u8 },
+    Connect { client: u8, peer: Peer },
+    PeerSends { client: u8, peer: Peer, len: u8 },
+    Raw { client: u8, bytes: Vec<u8> },
+    Unauthenticated { client: u8, method: u16, attrs: u8 },
+    TcpConnected { client: u8, peer: Peer, ok: bool },
+    TcpIncoming { peer: Peer, conn: u32 },
+    Close { client: u8 },
+    Advance { secs: u16 },
+    FailNextBind,
+    Drain,
+}
+
+/// What the harness knows of a client.
+#[derive(Default, Clone)]
+struct ClientState {
+    nonce: Option<String>,
+    relayed: Vec<SocketAddr>,
+    token: Option<[u8; 8]>,
+}
+
+struct Harness {
+    server: Server,
+    shared: Arc<Shared>,
+    sockets: FakeSockets,
+    now: Instant,
+    reply: Vec<u8>,
+    clients: HashMap<u8, ClientState>,
+    tid: u32,
+}
+
+/// The users: a static one and REST usernames with a few expiries (all of
+/// one user part, so they share a quota).
+fn user(client: u8) -> (String, String) {
+    if client % 3 == 0 {
+        return ("alice".into(), "wonderland".into());
+    }
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let name = format!("{}:web", UNIX0 + 600 * u64::from(client % 4));
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"fuzz rest secret").unwrap();
+    mac.update(name.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    (name, password)
+}
+
+/// Client `c`'s transport address: even ones over UDP, odd ones on a
+/// stream listener; v4 and v6.
+fn client_addr(c: u8) -> (ListenerId, SocketAddr) {
+    let listener = if c % 2 == 0 { ListenerId::udp(0) } else { ListenerId::stream(0) };
+    let port = 40000 + u16::from(c % 8);
+    let addr = if c % 5 == 4 {
+        SocketAddr::new("2001:db8::7".parse().unwrap(), port)
+    } else {
+        SocketAddr::from(([198, 51, 100, 1 + c % 3], port))
+    };
+    (listener, addr)
+}
+
+impl Harness {
+    fn new() -> Self {
+        let mut users = HashMap::new();
+        users.insert("alice".to_owned(), UserSecret::Password("wonderland".into()));
+        let config = Config {
+            software: Some("fuzz".into()),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            relay_ips: [
+                vec![RelayIp { bind: IpAddr::from(RELAY_V4), external: None }],
+                vec![RelayIp { bind: "::1".parse().unwrap(), external: None }],
+            ],
+            ports: PORTS,
+            channel_numbers: Default::default(),
+            policy: PeerPolicy {
+                allow: vec!["198.18.0.0/15".parse().unwrap()],
+                deny: vec!["8.8.8.0/24".parse().unwrap()],
+                host: vec![IpAddr::from(RELAY_V4), "192.0.2.9".parse().unwrap()],
             },
-            1 => {
-                let mut buf = vec![0u8; PEER_HEADROOM + packet.len() + PEER_TAILROOM];
-                buf[PEER_HEADROOM..PEER_HEADROOM + packet.len()].copy_from_slice(packet);
-                let data = PEER_HEADROOM..PEER_HEADROOM + packet.len();
-                if let Verdict::Forward(t) = s.handle_peer(now, token, from, &mut buf, data) {
+            alternates: vec!["192.0.2.2:3478".parse().unwrap()],
+            bandwidth: 4000, // low enough that sessions run into it
+            short_circuit: true,
+            unauthenticated_rate: 50,
+            credentials: Credentials {
+                realm: REALM.into(),
+                users,
+                rest_secrets: vec![b"fuzz rest secret".to_vec()],
+                nonce_secret: [1; 32],
+                nonce_lifetime: 600,
+                max_rest_lifetime: 1200,
+            },
+        };
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let shared = Arc::new(Shared::new(Quotas::new(QuotaLimits { total: 12, per_user: 6, per_prefix: 8 })));
+        let server = Server::new(Arc::new(config), shared.clone(), now, UNIX0, 7);
+        Self {
+            server,
+            shared,
+            sockets: FakeSockets::default(),
+            now,
+            reply: vec![0; REPLY_BUFFER],
+            clients: HashMap::new(),
+            tid: 0,
+        }
+    }
+
+    fn peer_addr(&self, p: Peer) -> SocketAddr {
+        match p {
+            Peer::Outside(i) => SocketAddr::from(([198, 18, 0, i], 7000 + u16::from(i))),
+            Peer::Relayed(c) => {
+                let relayed = self.clients.get(&c).map(|s| s.relayed.as_slice()).unwrap_or_default();
+                relayed.get(usize::from(c) % relayed.len().max(1)).copied().unwrap_or(SocketAddr::from((RELAY_V4, 50001)))
+            }
+            Peer::Host(port) => SocketAddr::from((RELAY_V4, if port % 2 == 0 { LISTEN_PORT } else { port })),
+            Peer::Denied(i) => match i % 6 {
+                0 => "[::ffff:198.18.0.1]:9".parse().unwrap(),
+                1 => "[64:ff9b::808:808]:9".parse().unwrap(),
+                2 => "127.0.0.2:9".parse().unwrap(),
+                3 => "[::7f00:1]:9".parse().unwrap(),
+                4 => "0.0.0.0:9".parse().unwrap(),
+                _ => "192.0.2.9:9".parse().unwrap(),
+            },
+        }
+    }
+
+    fn tid(&mut self) -> TransactionId {
+        self.tid += 1;
+        let mut t = [0u8; 12];
+        t[..4].copy_from_slice(&self.tid.to_be_bytes());
+        TransactionId(t)
+    }
+
+    /// A request from client `c`, signed when it holds a nonce.
+    fn request(&mut self, c: u8, method: Method, attrs: &dyn Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+        let tid = self.tid();
+        let mut buf = vec![0u8; 1024];
+        let mut w = MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
+        attrs(&mut w);
+        if let Some(nonce) = self.clients.get(&c).and_then(|s| s.nonce.clone()) {
+            let (name, password) = user(c);
+            w.add(&Username(&name)).unwrap();
+            w.add(&Realm(REALM)).unwrap();
+            w.add(&Nonce(&nonce)).unwrap();
+            w.integrity(LongTermKey::md5(&name, REALM, &password).as_bytes()).unwrap();
+        }
+        let len = w.finish();
+        buf.truncate(len);
+        buf
+    }
+
+    /// Sends `packet` from client `c` and checks what comes back; learns
+    /// nonces and relayed addresses from replies.
+    fn from_client(&mut self, c: u8, packet: &[u8]) {
+        let (listener, from) = client_addr(c);
+        let verdict = self.server.handle_client(self.now, listener, from, packet, &mut self.reply, &mut self.sockets);
+        match verdict {
+            Verdict::Forward(t) => {
+                assert!(t.range.end <= packet.len());
+                self.check_destination(&t);
+                // The short-circuit, as a datapath runs it.
+                let mut buf = vec![0u8; PEER_HEADROOM + t.range.len() + PEER_TAILROOM];
+                buf[PEER_HEADROOM..PEER_HEADROOM + t.range.len()].copy_from_slice(&packet[t.range.clone()]);
+                let data = PEER_HEADROOM..PEER_HEADROOM + t.range.len();
+                if let Some(ip2p_relay::proto::ShortCircuit::Here(Verdict::Forward(out))) =
+                    self.server.short_circuit(self.now, &t, &mut buf, data)
+                {
+                    assert!(out.range.end <= buf.len());
+                }
+            }
+            Verdict::Reply(t) => {
+                assert!(t.range.end <= self.reply.len());
+                let reply = self.reply[t.range].to_vec();
+                let msg = Message::parse(&reply).expect("every reply parses");
+                if msg.integrity_kind().is_none() {
+                    assert!(reply.len() <= 4 * packet.len(), "{} bytes answer {} unauthenticated", reply.len(), packet.len());
+                }
+                let state = self.clients.entry(c).or_default();
+                if let Ok(Some(Nonce(n))) = msg.get::<Nonce>() {
+                    state.nonce = Some(n.to_owned());
+                }
+                if msg.method() == Method::ALLOCATE && msg.class() == Class::Success {
+                    state.relayed = msg.get_all::<XorRelayedAddress>().flatten().map(|a| a.0).collect();
+                    state.token = msg.get::<ReservationToken>().ok().flatten().map(|t| *t.0);
+                }
+            }
+            Verdict::Drop(_) => {}
+        }
+        self.check_invariants();
+    }
+
+    /// Nothing leaves for this host but towards a relayed address: never
+    /// a listener, never a port outside the relay range.
+    fn check_destination(&self, t: &Transmit) {
+        if let Via::Relay(_) = t.via {
+            let host = t.to.ip() == IpAddr::from(RELAY_V4) || t.to.ip().is_loopback() || t.to.ip().is_unspecified();
+            assert!(!host || PORTS.contains(&t.to.port()), "relayed to {} on this host", t.to);
+            assert!(t.to.ip() != "192.0.2.9".parse::<IpAddr>().unwrap(), "relayed to a host address");
+        }
+    }
+
+    fn check_invariants(&self) {
+        let g = self.server.gauges(self.now);
+        // One expiry per allocation, and at most one more while it holds
+        // (or held, for up to 30 s) a reservation.
+        let live = self.server.allocations();
+        assert!(live <= g.timers as usize && g.timers as usize <= 2 * live, "{} timers for {live} allocations", g.timers);
+        assert!(self.shared.quotas.total() >= self.server.allocations());
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Allocate { client, lifetime, v6, dual, even, token_of, tcp } => {
+                let token = token_of.and_then(|o| self.clients.get(&o).and_then(|s| s.token));
+                let packet = self.request(client, Method::ALLOCATE, &|w| {
+                    w.add(&if tcp { RequestedTransport::TCP } else { RequestedTransport::UDP }).unwrap();
+                    if let Some(l) = lifetime {
+                        w.add(&Lifetime(u32::from(l) * 4)).unwrap();
+                    }
+                    if let Some(t) = &token {
+                        w.add(&ReservationToken(t)).unwrap();
+                    } else {
+                        if v6 {
+                            w.add(&RequestedAddressFamily(AddressFamily::IPV6)).unwrap();
+                        }
+                        if dual && !v6 {
+                            w.add_raw(AttrType(0x8000), &[2, 0, 0, 0]).unwrap();
+                        }
+                        if let Some(r) = even {
+                            w.add(&EvenPort { reserve_next: r }).unwrap();
+                        }
+                    }
+                });
+                self.from_client(client, &packet);
+            }
+            Op::Refresh { client, lifetime } => {
+                let packet = self.request(client, Method::REFRESH, &|w| {
+                    if let Some(l) = lifetime {
+                        w.add(&Lifetime(u32::from(l) % 4000)).unwrap();
+                    }
+                });
+                self.from_client(client, &packet);
+            }
+            Op::Permission { client, peers } => {
+                let addrs: Vec<SocketAddr> = peers.iter().take(4).map(|p| self.peer_addr(*p)).collect();
+                let packet = self.request(client, Method::CREATE_PERMISSION, &|w| {
+                    for a in &addrs {
+                        w.add(&XorPeerAddress(*a)).unwrap();
+                    }
+                });
+                self.from_client(client, &packet);
+            }
+            Op::Bind { client, number, peer } => {
+                let peer = self.peer_addr(peer);
+                let number = 0x4000 | (number & 0x0FFF);
+                let packet = self.request(client, Method::CHANNEL_BIND, &|w| {
+                    w.add(&ChannelNumber(number)).unwrap();
+                    w.add(&XorPeerAddress(peer)).unwrap();
+                });
+                self.from_client(client, &packet);
+            }
+            Op::ChannelData { client, number, len } => {
+                let transport = if client % 2 == 0 { Transport::Datagram } else { Transport::Stream };
+                let mut buf = vec![0u8; usize::from(len) + 8];
+                let n = write_channel_data(&mut buf, 0x4000 | (number & 0x0FFF), &vec![7; usize::from(len)], transport)
+                    .unwrap();
+                buf.truncate(n);
+                self.from_client(client, &buf);
+            }
+            Op::Send { client, peer, len } => {
+                let peer = self.peer_addr(peer);
+                let tid = self.tid();
+                let mut buf = vec![0u8; 512];
+                let mut w =
+                    MessageWriter::new(&mut buf, MessageType::new(Method::SEND, Class::Indication), tid).unwrap();
+                w.add(&XorPeerAddress(peer)).unwrap();
+                w.add(&ip2p_wire::attr::Data(&vec![9; usize::from(len)])).unwrap();
+                let n = w.finish();
+                buf.truncate(n);
+                self.from_client(client, &buf);
+            }
+            Op::Connect { client, peer } => {
+                let peer = self.peer_addr(peer);
+                let packet = self.request(client, Method::CONNECT, &|w| {
+                    w.add(&XorPeerAddress(peer)).unwrap();
+                });
+                self.from_client(client, &packet);
+            }
+            Op::PeerSends { client, peer, len } => {
+                let from = self.peer_addr(peer);
+                let mut tokens: Vec<RelayToken> = self.sockets.open.keys().copied().collect();
+                tokens.sort();
+                let Some(&token) = tokens.get(usize::from(client) % tokens.len().max(1)) else { return };
+                let mut buf = vec![0u8; PEER_HEADROOM + usize::from(len) + PEER_TAILROOM];
+                let data = PEER_HEADROOM..PEER_HEADROOM + usize::from(len);
+                if let Verdict::Forward(t) = self.server.handle_peer(self.now, token, from, &mut buf, data) {
                     assert!(t.range.end <= buf.len());
                 }
             }
-            2 => {
-                now += Duration::from_secs(u64::from(*who) * 5);
-                s.handle_timeout(now, &mut sockets);
+            Op::Raw { client, bytes } => self.from_client(client, &bytes),
+            Op::Unauthenticated { client, method, attrs } => {
+                let tid = self.tid();
+                let mut buf = vec![0u8; 256];
+                let Some(method) = Method::new(method & 0x0FFF) else { return };
+                let mut w = MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
+                if attrs & 1 != 0 {
+                    w.add(&RequestedTransport::UDP).unwrap();
+                }
+                let n = if attrs & 2 != 0 { w.fingerprint().unwrap() } else { w.finish() };
+                buf.truncate(n);
+                self.from_client(client, &buf);
             }
-            // RFC 6062 news from the TCP relays, and closed connections.
-            3 => {
-                let conn = (packet.len() % 3 != 0).then_some(u32::from(*who));
-                if let Some(t) = s.tcp_connected(token, from, conn, &mut reply) {
-                    assert!(t.range.end <= reply.len());
+            Op::TcpConnected { client, peer, ok } => {
+                let peer = self.peer_addr(peer);
+                for token in self.sockets.tcp.keys().copied().collect::<Vec<_>>() {
+                    let conn = ok.then_some(u32::from(client));
+                    if let Some(t) = self.server.tcp_connected(token, peer, conn, &mut self.reply) {
+                        assert!(t.range.end <= self.reply.len());
+                    }
                 }
             }
-            4 => {
-                if let Some(t) = s.tcp_incoming(now, token, from, u32::from(*who), &mut reply, &mut sockets) {
-                    assert!(t.range.end <= reply.len());
+            Op::TcpIncoming { peer, conn } => {
+                let peer = self.peer_addr(peer);
+                for token in self.sockets.tcp.keys().copied().collect::<Vec<_>>() {
+                    let t = self.server.tcp_incoming(self.now, token, peer, conn, &mut self.reply, &mut self.sockets);
+                    if let Some(t) = t {
+                        assert!(t.range.end <= self.reply.len());
+                    }
                 }
             }
-            5 => s.client_closed(now, listener, from, &mut sockets),
-            _ => s.drain(),
+            Op::Close { client } => {
+                let (listener, from) = client_addr(client);
+                self.server.client_closed(self.now, listener, from, &mut self.sockets);
+            }
+            Op::Advance { secs } => {
+                self.now += Duration::from_secs(u64::from(secs % 900));
+                self.server.handle_timeout(self.now, &mut self.sockets);
+            }
+            Op::FailNextBind => self.sockets.fail_next_bind = true,
+            Op::Drain => self.server.drain(),
         }
+        self.check_invariants();
     }
+
+    /// Every lifetime passes: nothing may be left.
+    fn finish(mut self) {
+        for _ in 0..3 {
+            self.now += Duration::from_secs(7200);
+            self.server.handle_timeout(self.now, &mut self.sockets);
+        }
+        assert_eq!(self.server.allocations(), 0);
+        assert_eq!(self.shared.reservations(), 0, "a reservation outlived its lifetime");
+        assert_eq!(self.shared.quotas.total(), 0, "quota leaked");
+        assert!(self.sockets.open.is_empty() && self.sockets.tcp.is_empty(), "relay sockets left open");
+        assert_eq!(self.server.gauges(self.now).timers, 0, "timers left");
+    }
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    let mut h = Harness::new();
+    for op in ops.into_iter().take(200) {
+        h.apply(op);
+    }
+    h.finish();
 });

@@ -138,7 +138,7 @@ struct Harness {
     sockets: FakeSockets,
     now: Instant,
     reply: Vec<u8>,
-    next_tid: u8,
+    next_tid: u32,
     /// The nonce each client address holds.
     nonces: HashMap<String, String>,
 }
@@ -211,7 +211,9 @@ impl Harness {
 
     fn tid(&mut self) -> TransactionId {
         self.next_tid += 1;
-        TransactionId([self.next_tid; 12])
+        let mut tid = [u8::try_from(self.next_tid % 256).unwrap(); 12];
+        tid[..4].copy_from_slice(&self.next_tid.to_be_bytes());
+        TransactionId(tid)
     }
 
     fn send(&mut self, from: &str, packet: &[u8]) -> Verdict {
@@ -996,6 +998,8 @@ impl Harness {
         buf
     }
 }
+
+mod security;
 
 /// RFC 6062: TCP allocations, Connect, ConnectionAttempt, ConnectionBind.
 mod tcp_allocations {

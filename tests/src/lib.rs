@@ -1,0 +1,314 @@
+//! The end-to-end tests' harness: the relay binary started as an operator
+//! would start it (flags, a config file, a low fd limit), its log read line
+//! by line, its process measured from /proc, its admin API scraped, and
+//! raw STUN packets built with ip2p-wire to send at it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(clippy::disallowed_methods)] // tests time their child processes
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ip2p_wire::{Attribute, Class, Message, MessageType, MessageWriter, Method, TransactionId};
+
+/// The relay binary of this build, built first if it is not (or not up to
+/// date): `cargo test` of this crate alone does not build other crates'
+/// binaries.
+pub fn relay_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("IP2P_RELAY_BIN") {
+            return PathBuf::from(bin);
+        }
+        // target/<profile>/deps/e2e-<hash> → target/<profile>/ip2p-relay
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "ip2p-relay", "--bin", "ip2p-relay"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().unwrap();
+        assert!(status.success(), "cannot build ip2p-relay");
+        profile_dir.join("ip2p-relay")
+    })
+    .clone()
+}
+
+/// A file in a fresh directory of this test's, removed with it.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ip2p-e2e-{}-{name}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Writes `text` to `name` in the directory; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running relay process: stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Relay {
+    child: Child,
+    lines: Mutex<Receiver<String>>,
+    /// Every line read so far.
+    seen: Mutex<Vec<String>>,
+    /// The first listen address (UDP and TCP).
+    pub addr: SocketAddr,
+    /// Every listen address, in the config's order (ports resolved).
+    pub addrs: Vec<SocketAddr>,
+    /// The admin listener, when it has one.
+    pub admin: Option<SocketAddr>,
+    _dir: TempDir,
+}
+
+/// How to start a relay.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// "epoll" or "io_uring".
+    pub datapath: &'static str,
+    /// The config file's text (a listen address on loopback is added).
+    pub config: String,
+    /// Extra flags.
+    pub args: Vec<String>,
+    /// `ulimit -n` to start it under, if any.
+    pub fd_limit: Option<u32>,
+}
+
+impl RelayOptions {
+    /// A relay on `datapath` with `config`, two workers, the admin API on
+    /// loopback.
+    pub fn new(datapath: &'static str, config: &str) -> Self {
+        Self { datapath, config: config.to_owned(), args: Vec::new(), fd_limit: None }
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_owned());
+        self
+    }
+}
+
+impl Relay {
+    /// Starts the binary and waits for its start line.
+    pub fn start(opts: &RelayOptions) -> Self {
+        let dir = TempDir::new("relay");
+        let config = dir.file("relay.toml", &opts.config);
+        let bin = relay_bin();
+        let mut command = match opts.fd_limit {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin.to_str().unwrap()]);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        command
+            .args(["--config", config.to_str().unwrap(), "--datapath", opts.datapath])
+            .args(&opts.args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut relay = Self {
+            child,
+            lines: Mutex::new(rx),
+            seen: Mutex::new(Vec::new()),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            addrs: Vec::new(),
+            admin: None,
+            _dir: dir,
+        };
+        let started = relay.wait_for("ip2p-relay started");
+        let list = started.split("listen=[").nth(1).and_then(|l| l.split("] ").next()).unwrap();
+        relay.addrs = list.split(", ").map(|a| a.parse().unwrap()).collect();
+        relay.addr = relay.addrs[0];
+        if opts.config.contains("[admin]") && !opts.args.iter().any(|a| a == "off") {
+            let line = relay.wait_for("admin listener");
+            relay.admin = Some(field(&line, "admin=").parse().unwrap());
+        }
+        relay
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// The next line containing `what`, within 10 s.
+    pub fn wait_for(&self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let lines = self.lines.lock().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no log line with {what:?}; the log so far:\n{}", self.seen.lock().unwrap().join("\n"))
+            });
+            self.seen.lock().unwrap().push(line.clone());
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    /// Every line logged so far (reading what is waiting).
+    pub fn seen(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        while let Ok(line) = lines.try_recv() {
+            seen.push(line);
+        }
+        seen.clone()
+    }
+
+    /// The lines logged so far that contain `what`.
+    pub fn count(&self, what: &str) -> usize {
+        self.seen().iter().filter(|l| l.contains(what)).count()
+    }
+
+    /// CPU time the process has used (user and system).
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // After the command name in parentheses: field 14 and 15 are utime, stime.
+        let rest = stat.rsplit_once(')').unwrap().1;
+        let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        let ticks = fields[11] + fields[12];
+        // In USER_HZ, which Linux fixes at 100 for /proc.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Threads of the process.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap().count()
+    }
+
+    /// Open file descriptors of the process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+    }
+
+    /// Resident memory, in kB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// The admin API's metrics (no token).
+    pub fn metrics(&self) -> HashMap<String, f64> {
+        metrics(self.admin.expect("no admin listener"), None)
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// The text after `key` up to `]`, `,` or a space, in a log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let rest = line.split(key).nth(1).unwrap_or_else(|| panic!("no {key} in {line:?}"));
+    rest.split([']', ',', ' ']).next().unwrap()
+}
+
+/// An HTTP request to the admin API: its status code and body.
+pub fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (code, body)
+}
+
+/// GET `path`, with a bearer token if given.
+pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"))
+}
+
+/// The samples of `/metrics`: `name{labels}` → value.
+pub fn metrics(addr: SocketAddr, token: Option<&str>) -> HashMap<String, f64> {
+    let (code, body) = get(addr, "/metrics", token);
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+/// A request of `method` with `attrs` and no credentials; with
+/// `fingerprint`, FINGERPRINT last.
+pub fn request(method: Method, attrs: &[Attribute<'_>], fingerprint: bool) -> Vec<u8> {
+    let mut buf = vec![0u8; 512];
+    let tid = TransactionId(std::array::from_fn(|i| u8::try_from(i).unwrap() ^ 0x5A));
+    let mut w = MessageWriter::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
+    for a in attrs {
+        w.add_attribute(a).unwrap();
+    }
+    let len = if fingerprint { w.fingerprint().unwrap() } else { w.finish() };
+    buf.truncate(len);
+    buf
+}
+
+/// A UDP socket on loopback for raw packets.
+pub fn udp(ip: &str) -> UdpSocket {
+    let s = UdpSocket::bind((ip, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s
+}
+
+/// Sends `packet` to `to` and returns the answer, if one comes within
+/// half a second.
+pub fn exchange(socket: &UdpSocket, to: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    socket.send_to(packet, to).unwrap();
+    let mut buf = [0u8; 2048];
+    socket.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+/// The error code of a STUN response.
+pub fn code(response: &[u8]) -> Option<u16> {
+    let m = Message::parse(response).ok()?;
+    m.get::<ip2p_wire::attr::ErrorCodeAttr>().ok()?.map(|e| e.code.code())
+}
