@@ -3,8 +3,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := message reencode channel_data framer turn_server
+SOAK_SECONDS ?= 60
 
-.PHONY: help build run test lint fuzz bench bench-compare bench-allocs bench-scaling install deb test-packaging clean
+.PHONY: help build run test lint fuzz soak bench bench-compare bench-allocs bench-scaling install deb test-packaging clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -15,6 +16,7 @@ help:
 	@echo "make test    run every test"
 	@echo "make lint    rustfmt check, clippy -D warnings on all targets, docs build"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 30) on nightly"
+	@echo "make soak    churn and abuse the release relay for SOAK_SECONDS (default 60); fails if anything grows"
 	@echo "make bench   criterion benchmarks"
 	@echo "make bench-compare  ip2p-relay vs coturn vs direct with ip2p-bench (needs coturn)"
 	@echo "make bench-allocs   100,000 concurrent allocations on one node (root: fd limit)"
@@ -31,8 +33,10 @@ build:
 run:
 	$(CARGO) run --release --locked -p ip2p-relay -- --dev
 
-# The interop tests run coturn's client tools: `apt-get install coturn`.
+# Brings what the tests need first (tests/deps.sh: coturn's client tools
+# and systemd-analyze with apt-get, aioice into .venv).
 test:
+	tests/deps.sh
 	$(CARGO) test --workspace --locked
 
 lint:
@@ -54,6 +58,13 @@ fuzz:
 			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | grep -E '^(Done|stat::number_of_executed_units)|ERROR|panicked'; \
 			exit $${PIPESTATUS[0]}) || exit 1; \
 	done
+
+# Clients churning allocations and a stranger sending garbage, for
+# SOAK_SECONDS; RSS, fds, threads and timers sampled every 5 s into
+# target/soak (samples.csv, soak.svg). Fails if one of them grows.
+soak:
+	$(CARGO) build --release --locked -p ip2p-relay -p ip2p-tests --bin ip2p-relay --bin ip2p-soak
+	IP2P_RELAY_BIN=target/release/ip2p-relay target/release/ip2p-soak $(SOAK_SECONDS) target/soak
 
 bench:
 	$(CARGO) bench --workspace --locked

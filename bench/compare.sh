@@ -50,8 +50,8 @@ trap cleanup EXIT
 
 start_ip2p() { # workers
   local port; port=$(free_port)
-  taskset -c "$SERVER_CPU" "$RELAY" --workers "$1" --listen "127.0.0.1:$port" --user demo:demo-password \
-    --realm ip2p --allow-peer 127.0.0.1/32 --admin off >"$OUT/ip2p.log" 2>&1 &
+  taskset -c "$SERVER_CPU" "$RELAY" --config bench/relay-bench.toml --workers "$1" --listen "127.0.0.1:$port" \
+    --user demo:demo-password --realm ip2p --admin off >"$OUT/ip2p.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
 }
 start_coturn() { # relay threads ("" for the default)

@@ -50,7 +50,7 @@ for ip in "${CLIENT_IPS[@]}"; do
   LISTEN+=(--listen "$ip:$port")
   SERVERS+=("$ip:$port")
 done
-"$RELAY" --workers "$WORKERS" "${LISTEN[@]}" --relay-ip 127.0.0.1 --relay-ip ::1 --relay-ports 1024-65535 \
+"$RELAY" --config bench/relay-bench.toml --workers "$WORKERS" "${LISTEN[@]}" --relay-ip 127.0.0.1 --relay-ip ::1 --relay-ports 1024-65535 \
   --user demo:demo-password --realm ip2p --admin off >"$OUT/relay.log" 2>&1 &
 RELAY_PID=$!
 PIDS+=("$RELAY_PID")

@@ -38,16 +38,16 @@ echo "1 worker pinned to CPU $LAST_CPU; 2 workers on CPUs 0-$LAST_CPU; the bench
 printf '%-6s %-9s %11s %14s %16s %15s\n' mode workers "cpu us/pkt" "worker split" "short-circuited" "capacity pkt/s"
 # Pairs on two workers run once more without the short-circuit: the
 # packets between workers then cross the kernel.
-printf '[relay]\nshort_circuit = false\n' >"$OUT/no-short-circuit.toml"
+{ cat bench/relay-bench.toml; printf '[relay]\nshort_circuit = false\n'; } >"$OUT/no-short-circuit.toml"
 for mode in $MODES; do
   runs="1 2"; [ "$mode" = pairs ] && runs="1 2 2-off"
   for run in $runs; do
     workers=${run%-off}
-    config=(); [ "$run" = 2-off ] && config=(--config "$OUT/no-short-circuit.toml")
+    config=(--config bench/relay-bench.toml); [ "$run" = 2-off ] && config=(--config "$OUT/no-short-circuit.toml")
     cpus=$LAST_CPU; [ "$workers" = 2 ] && cpus=0-$LAST_CPU
     port=$(free_port); ADMIN=127.0.0.1:$(free_port)
     taskset -c "$cpus" "$RELAY" "${config[@]}" --workers "$workers" --listen "127.0.0.1:$port" --user demo:demo-password \
-      --realm ip2p --allow-peer 127.0.0.1/32 --admin "$ADMIN" >"$OUT/relay.log" 2>&1 &
+      --realm ip2p --admin "$ADMIN" >"$OUT/relay.log" 2>&1 &
     pid=$!; PIDS+=("$pid"); sleep 1
     before=$(status status); c0=$(cpu_ticks "$pid")
     json="$OUT/latency-$mode-$run.json"
