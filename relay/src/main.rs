@@ -341,7 +341,7 @@ fn print_dev_banner(settings: &Settings, local: &[std::net::SocketAddr], admin: 
     println!("ip2p-relay (development mode) on {addr}, realm {realm:?}");
     println!("  user:     {}", DEV_USER.0);
     println!("  password: {}", DEV_USER.1);
-    println!("  peers:    loopback allowed");
+    println!("  peers:    loopback (127.0.0.0/8, ::1) except this host's own addresses: try an echo on 127.0.0.2");
     let port = local.first().map_or(3478, std::net::SocketAddr::port);
     println!("  try:      turnutils_uclient -p {port} -u {} -w {} -r {realm} -y 127.0.0.1", DEV_USER.0, DEV_USER.1);
     println!("  WebRTC:   {{ urls: \"turn:{addr}\", username: \"{}\", credential: \"{}\" }}", DEV_USER.0, DEV_USER.1);
