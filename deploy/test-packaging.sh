@@ -19,8 +19,11 @@ for f in usr/local/bin/ip2p-relay etc/systemd/system/ip2p-relay.service \
 done
 grep -q '^ExecStart=/usr/local/bin/ip2p-relay --config /etc/ip2p/relay.toml$' \
     "$stage/etc/systemd/system/ip2p-relay.service" || fail "unit does not run the installed binary"
-"$stage/usr/local/bin/ip2p-relay" check-config "$stage/etc/ip2p/relay.example.toml" >/dev/null \
-    || fail "the installed example config does not validate"
+# The example's secrets are placeholders: check-config must refuse them.
+if out=$("$stage/usr/local/bin/ip2p-relay" check-config "$stage/etc/ip2p/relay.example.toml" 2>&1); then
+    fail "the installed example config's placeholder secrets were accepted"
+fi
+grep -q placeholder <<<"$out" || fail "the example config is refused for another reason: $out"
 
 echo "== apt-get install the package"
 deb=$(ls -t target/debian/ip2p-relay_*.deb | head -1)

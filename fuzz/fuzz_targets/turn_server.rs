@@ -105,20 +105,71 @@ enum Peer {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Allocate { client: u8, lifetime: Option<u16>, v6: bool, dual: bool, even: Option<bool>, token_of: Option<u8>, tcp: bool },
-    Refresh { client: u8, lifetime: Option<u16> },
-    Permission { client: u8, peers: Vec<Peer> },
-    Bind { client: u8, number: u16, peer: Peer },
-    ChannelData { client: u8, number: u16, len: u8 },
-    Send { client: u8, peer: Peer, len: u8 },
-    Connect { client: u8, peer: Peer },
-    PeerSends { client: u8, peer: Peer, len: u8 },
-    Raw { client: u8, bytes: Vec<u8> },
-    Unauthenticated { client: u8, method: u16, attrs: u8 },
-    TcpConnected { client: u8, peer: Peer, ok: bool },
-    TcpIncoming { peer: Peer, conn: u32 },
-    Close { client: u8 },
-    Advance { secs: u16 },
+    Allocate {
+        client: u8,
+        lifetime: Option<u16>,
+        v6: bool,
+        dual: bool,
+        even: Option<bool>,
+        token_of: Option<u8>,
+        tcp: bool,
+    },
+    Refresh {
+        client: u8,
+        lifetime: Option<u16>,
+    },
+    Permission {
+        client: u8,
+        peers: Vec<Peer>,
+    },
+    Bind {
+        client: u8,
+        number: u16,
+        peer: Peer,
+    },
+    ChannelData {
+        client: u8,
+        number: u16,
+        len: u8,
+    },
+    Send {
+        client: u8,
+        peer: Peer,
+        len: u8,
+    },
+    Connect {
+        client: u8,
+        peer: Peer,
+    },
+    PeerSends {
+        client: u8,
+        peer: Peer,
+        len: u8,
+    },
+    Raw {
+        client: u8,
+        bytes: Vec<u8>,
+    },
+    Unauthenticated {
+        client: u8,
+        method: u16,
+        attrs: u8,
+    },
+    TcpConnected {
+        client: u8,
+        peer: Peer,
+        ok: bool,
+    },
+    TcpIncoming {
+        peer: Peer,
+        conn: u32,
+    },
+    Close {
+        client: u8,
+    },
+    Advance {
+        secs: u16,
+    },
     FailNextBind,
     Drain,
 }
@@ -221,7 +272,10 @@ impl Harness {
             Peer::Outside(i) => SocketAddr::from(([198, 18, 0, i], 7000 + u16::from(i))),
             Peer::Relayed(c) => {
                 let relayed = self.clients.get(&c).map(|s| s.relayed.as_slice()).unwrap_or_default();
-                relayed.get(usize::from(c) % relayed.len().max(1)).copied().unwrap_or(SocketAddr::from((RELAY_V4, 50001)))
+                relayed
+                    .get(usize::from(c) % relayed.len().max(1))
+                    .copied()
+                    .unwrap_or(SocketAddr::from((RELAY_V4, 50001)))
             }
             Peer::Host(port) => SocketAddr::from((RELAY_V4, if port % 2 == 0 { LISTEN_PORT } else { port })),
             Peer::Denied(i) => match i % 6 {
@@ -284,7 +338,12 @@ impl Harness {
                 let reply = self.reply[t.range].to_vec();
                 let msg = Message::parse(&reply).expect("every reply parses");
                 if msg.integrity_kind().is_none() {
-                    assert!(reply.len() <= 4 * packet.len(), "{} bytes answer {} unauthenticated", reply.len(), packet.len());
+                    assert!(
+                        reply.len() <= 4 * packet.len(),
+                        "{} bytes answer {} unauthenticated",
+                        reply.len(),
+                        packet.len()
+                    );
                 }
                 let state = self.clients.entry(c).or_default();
                 if let Ok(Some(Nonce(n))) = msg.get::<Nonce>() {
@@ -315,7 +374,11 @@ impl Harness {
         // One expiry per allocation, and at most one more while it holds
         // (or held, for up to 30 s) a reservation.
         let live = self.server.allocations();
-        assert!(live <= g.timers as usize && g.timers as usize <= 2 * live, "{} timers for {live} allocations", g.timers);
+        assert!(
+            live <= g.timers as usize && g.timers as usize <= 2 * live,
+            "{} timers for {live} allocations",
+            g.timers
+        );
         assert!(self.shared.quotas.total() >= self.server.allocations());
     }
 

@@ -51,7 +51,7 @@ pub(crate) const MAX_AMPLIFICATION: usize = 4;
 
 /// The longest REALM: the 401 to the smallest well-formed Allocate (28
 /// bytes: a header and REQUESTED-TRANSPORT) is 80 bytes plus the realm's
-/// padded length, and must stay within [`MAX_AMPLIFICATION`] times it.
+/// padded length, and must stay within four times it.
 pub const MAX_REALM: usize = 32;
 
 /// An Allocate request's wishes, checked (RFC 8656 §7.2 steps 3-9).

@@ -11,7 +11,7 @@
 //! fails if any of the first four trends upward: the last quarter's peak
 //! above the second quarter's by more than a margin.
 //!
-//! Usage: ip2p-soak SECONDS [OUT_DIR] (the relay binary from
+//! Usage: `ip2p-soak SECONDS [OUT_DIR]` (the relay binary from
 //! IP2P_RELAY_BIN, else this build's).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![allow(clippy::disallowed_methods, clippy::cast_precision_loss)] // a driver with its own clock
