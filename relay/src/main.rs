@@ -45,6 +45,19 @@ fn check_config(file: std::path::PathBuf, mut args: RunArgs) -> ExitCode {
                 s.proto.credentials.rest_secrets.len()
             );
             println!("  lifetimes     default {:?}, max {:?}", s.proto.default_lifetime, s.proto.max_lifetime);
+            let total = s.max_allocations.map_or_else(|| "from relay ports and fds".to_owned(), |n| n.to_string());
+            println!(
+                "  quotas        allocations {total} on the node, {} per user, {} per address (0: none)",
+                s.user_quota, s.ip_quota
+            );
+            println!(
+                "  limits        {} unauthenticated answers/s per prefix, REST credentials up to {} s ahead",
+                s.proto.unauthenticated_rate, s.proto.credentials.max_rest_lifetime
+            );
+            if let Some(admin) = s.admin {
+                let token = if s.admin_token.is_some() { "with a token" } else { "no token" };
+                println!("  admin         {admin} ({token})");
+            }
             if s.nonce_secret_generated {
                 println!("  note          auth.nonce_secret is not set: nonces will not survive a restart");
             }
