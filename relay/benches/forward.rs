@@ -67,6 +67,8 @@ impl Bench {
             ports = "10000-60000"
             [auth]
             users = [{ name = "u", password = "p" }]
+            # A thousand clients of one /24 allocate at one instant.
+            unauthenticated_rate = 0
             [peers]
             allow = ["127.0.0.2/32"]
         "#;
