@@ -6,7 +6,8 @@
 //! EVEN-PORT reservations, at a moderate rate; meanwhile a stranger sends
 //! malformed datagrams, unauthenticated requests, wrong FINGERPRINTs and
 //! garbage connections. Every few seconds the relay's RSS, open file
-//! descriptors, threads, timer table entries and allocations are sampled.
+//! descriptors, threads, timer table entries and allocations are sampled
+//! (every 5 s; a short run more often, for a dozen samples).
 //! At the end the samples are written (CSV and an SVG plot) and the run
 //! fails if any of the first four trends upward: the last quarter's peak
 //! above the second quarter's by more than a margin.
@@ -31,8 +32,11 @@ use ip2p_wire::{Attribute, Method};
 const SECRET: &str = "soak-rest-secret-0123456789";
 /// Churning client threads.
 const CLIENTS: usize = 6;
-/// How often the relay is sampled.
-const SAMPLE: Duration = Duration::from_secs(5);
+/// How often the relay is sampled: every 5 s, or often enough for a dozen
+/// samples in a short run.
+fn sample_every(seconds: u64) -> Duration {
+    Duration::from_millis((seconds * 1000 / 12).clamp(1000, 5000))
+}
 
 /// One sample of the relay process.
 #[derive(Debug, Clone, Copy)]
@@ -273,12 +277,11 @@ fn main() {
             }
         }));
     }
+    let every = sample_every(seconds);
     let mut samples = Vec::new();
     let mut csv = String::from("seconds,rss_kb,fds,threads,timers,allocations\n");
     while Instant::now() < deadline {
-        std::thread::sleep(
-            SAMPLE.min(deadline.saturating_duration_since(Instant::now())).max(Duration::from_millis(1)),
-        );
+        std::thread::sleep(every.min(deadline.saturating_duration_since(Instant::now())).max(Duration::from_millis(1)));
         let s = sample(&relay, started);
         let _ = writeln!(csv, "{:.0},{},{},{},{},{}", s.at, s.rss_kb, s.fds, s.threads, s.timers, s.allocations);
         println!(
