@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ip2p_relay::client::{Client, Received};
-use ip2p_tests::{Relay, RelayOptions, TempDir, code, exchange, get, metrics, relay_bin, request, udp};
+use ip2p_tests::{Netns, Relay, RelayOptions, TempDir, code, exchange, get, metrics, relay_bin, request, udp};
 use ip2p_wire::attr::{ChannelNumber, RequestedTransport, XorPeerAddress};
 use ip2p_wire::{AddressFamily, AttrType, Attribute, Message, Method};
 
@@ -366,6 +366,51 @@ fn memory_is_bounded(dp: &'static str) {
     assert!(closed(&mut s, Duration::from_secs(2)), "{dp}: 64 KiB held for a stranger");
 }
 
+/// 8. The connection cap counts an IPv6 client by its /64: one subscriber's
+///    addresses are one client. The relay and the clients are in network
+///    namespaces of the test's, joined by a veth pair.
+fn ipv6_clients_are_capped_by_their_64(dp: &'static str) {
+    let (relay_ns, client_ns) = (Netns::new(&format!("r-{dp}")), Netns::new(&format!("c-{dp}")));
+    let (a, b) = (format!("v{}r", std::process::id() % 100_000), format!("v{}c", std::process::id() % 100_000));
+    ip_tests_link(&relay_ns, &client_ns, &a, &b);
+    let config = "listen = [\"[fd00:64::1]:3478\"]\nrealm = \"ip2p.test\"\nworkers = 2\n[admin]\nlisten = \"off\"\n\
+                  [auth]\nusers = [{ name = \"alice\", password = \"wonderland\" }]\n[connections]\nmax_per_ip = 2\n";
+    let opts = RelayOptions { netns: Some(relay_ns.0.clone()), ..RelayOptions::new(dp, config) };
+    let relay = Relay::start(&opts);
+    let server = relay.addr;
+    // Three addresses of one /64, then one of another: connected in turn,
+    // each kept open; which of them the relay closed at once.
+    let closed_at_once = client_ns.enter(move || {
+        let mut held = Vec::new();
+        let mut closed_flags = Vec::new();
+        for from in ["fd00:64::a", "fd00:64::b", "fd00:64::c", "fd00:65::a"] {
+            let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+            s.bind(&SocketAddr::new(from.parse().unwrap(), 0).into()).unwrap();
+            s.connect(&server.into()).unwrap();
+            let mut stream: TcpStream = s.into();
+            closed_flags.push(closed(&mut stream, Duration::from_millis(500)));
+            held.push(stream);
+        }
+        closed_flags
+    });
+    assert_eq!(closed_at_once, [false, false, true, false], "{dp}: the third address of one /64 is over its cap");
+}
+
+/// Links `relay` and `client` with a veth pair: fd00:64::1/64 and
+/// fd00:65::1/64 on the relay's side; fd00:64::a, ::b, ::c and fd00:65::a
+/// on the client's.
+fn ip_tests_link(relay: &Netns, client: &Netns, a: &str, b: &str) {
+    relay.run(&["link", "add", a, "type", "veth", "peer", "name", b, "netns", &client.0]);
+    for addr in ["fd00:64::1/64", "fd00:65::1/64"] {
+        relay.run(&["addr", "add", addr, "dev", a, "nodad"]);
+    }
+    for addr in ["fd00:64::a/64", "fd00:64::b/64", "fd00:64::c/64", "fd00:65::a/64"] {
+        client.run(&["addr", "add", addr, "dev", b, "nodad"]);
+    }
+    relay.run(&["link", "set", a, "up"]);
+    client.run(&["link", "set", b, "up"]);
+}
+
 /// 9. A REST credential may not claim to live for years.
 fn rest_credentials_have_a_maximum_lifetime(dp: &'static str) {
     let relay = Relay::start(&RelayOptions::new(dp, &config("", "")));
@@ -429,6 +474,10 @@ macro_rules! on_datapath {
             #[test]
             fn memory_is_bounded() {
                 super::memory_is_bounded($kind);
+            }
+            #[test]
+            fn ipv6_clients_are_capped_by_their_64() {
+                super::ipv6_clients_are_capped_by_their_64($kind);
             }
             #[test]
             fn rest_credentials_have_a_maximum_lifetime() {

@@ -96,13 +96,15 @@ pub struct RelayOptions {
     pub args: Vec<String>,
     /// `ulimit -n` to start it under, if any.
     pub fd_limit: Option<u32>,
+    /// The network namespace to run it in, if any (see [`Netns`]).
+    pub netns: Option<String>,
 }
 
 impl RelayOptions {
     /// A relay on `datapath` with `config`, two workers, the admin API on
     /// loopback.
     pub fn new(datapath: &'static str, config: &str) -> Self {
-        Self { datapath, config: config.to_owned(), args: Vec::new(), fd_limit: None }
+        Self { datapath, config: config.to_owned(), args: Vec::new(), fd_limit: None, netns: None }
     }
 
     pub fn arg(mut self, a: &str) -> Self {
@@ -117,13 +119,18 @@ impl Relay {
         let dir = TempDir::new("relay");
         let config = dir.file("relay.toml", &opts.config);
         let bin = relay_bin();
-        let mut command = match opts.fd_limit {
-            Some(n) => {
+        let mut command = match (&opts.netns, opts.fd_limit) {
+            (Some(ns), _) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), bin.to_str().unwrap()]);
+                c
+            }
+            (None, Some(n)) => {
                 let mut c = Command::new("sh");
                 c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin.to_str().unwrap()]);
                 c
             }
-            None => Command::new(&bin),
+            (None, None) => Command::new(&bin),
         };
         command
             .args(["--config", config.to_str().unwrap(), "--datapath", opts.datapath])
@@ -153,7 +160,8 @@ impl Relay {
         let list = started.split("listen=[").nth(1).and_then(|l| l.split("] ").next()).unwrap();
         relay.addrs = list.split(", ").map(|a| a.parse().unwrap()).collect();
         relay.addr = relay.addrs[0];
-        if opts.config.contains("[admin]") && !opts.args.iter().any(|a| a == "off") {
+        let off = opts.config.contains("listen = \"off\"") || opts.args.iter().any(|a| a == "off");
+        if opts.config.contains("[admin]") && !off {
             let line = relay.wait_for("admin listener");
             relay.admin = Some(field(&line, "admin=").parse().unwrap());
         }
@@ -247,6 +255,54 @@ impl Drop for Relay {
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     let rest = line.split(key).nth(1).unwrap_or_else(|| panic!("no {key} in {line:?}"));
     rest.split([']', ',', ' ']).next().unwrap()
+}
+
+/// A network namespace of the test's own (`ip netns add`), deleted with
+/// it: hosts and addresses a test needs that loopback does not have.
+#[derive(Debug)]
+pub struct Netns(pub String);
+
+impl Netns {
+    /// A new namespace with its loopback up.
+    pub fn new(tag: &str) -> Self {
+        let name = format!("ip2p-e2e-{}-{tag}", std::process::id());
+        ip(&["netns", "add", &name]);
+        let ns = Self(name);
+        ns.run(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip ARGS` inside the namespace.
+    pub fn run(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.0.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (its sockets
+    /// live there), and returns what it returns.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs `ip ARGS`, which must succeed.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
 /// An HTTP request to the admin API: its status code and body.
