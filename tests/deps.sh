@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need that cargo does not bring, installed when missing:
-# coturn's client tools and systemd-analyze (Debian packages, apt-get), and
+# coturn's client tools, systemd-analyze and iproute2's `ip` for network
+# namespaces (Debian packages, apt-get), and
 # Python's aioice in a project-local virtual environment (.venv, ignored by
 # git) that the interop tests use. `make test` runs it first.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v turnutils_uclient >/dev/null || missing+=(coturn)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=()
   if [ "$(id -u)" -ne 0 ]; then
