@@ -30,11 +30,12 @@ pub const fn is_valid_channel(n: u16) -> bool {
 }
 
 /// Whether `n` is a channel number RFC 5766 let a client bind
-/// (0x4000..=0x7FFE). RFC 8656 narrowed the range, and notes that this
-/// breaks RFC 5766 clients; coturn's own client tools still use it.
+/// (0x4000..=0x7FFF, RFC 5766 §11). RFC 8656 narrowed the range, and notes
+/// that this breaks RFC 5766 clients; coturn's own client tools still use
+/// it, picking numbers at random up to 0x7FFF.
 #[must_use]
 pub const fn is_rfc5766_channel(n: u16) -> bool {
-    n >= 0x4000 && n <= 0x7FFE
+    is_channel_number(n)
 }
 
 /// Whether `n` has the ChannelData form: its two top bits are 01
@@ -80,8 +81,8 @@ impl<'a> ChannelData<'a> {
     /// [`Error::Truncated`] if `buf` is shorter than the header or the
     /// length it claims (RFC 8656 §12.5: discard), [`Error::InvalidChannel`]
     /// for a number outside 0x4000..=0x7FFF. Whether the channel may be
-    /// bound at all (RFC 8656 allows 0x4000..=0x4FFF, RFC 5766 up to
-    /// 0x7FFE) is the server's check: an unbound channel's data is dropped.
+    /// bound at all (RFC 8656 allows 0x4000..=0x4FFF, RFC 5766 all of
+    /// them) is the server's check: an unbound channel's data is dropped.
     #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         let (header, rest) = ChannelHeader::ref_from_prefix(buf).map_err(|_| Error::Truncated)?;

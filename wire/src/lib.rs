@@ -64,7 +64,7 @@ pub enum PacketKind {
     /// First byte 0..=3: a STUN message.
     Stun,
     /// First byte 0x40..=0x7F: ChannelData (RFC 8656 binds channels
-    /// 0x4000..=0x4FFF, RFC 5766 up to 0x7FFE; a server drops data on
+    /// 0x4000..=0x4FFF, RFC 5766 up to 0x7FFF; a server drops data on
     /// channels it did not bind).
     ChannelData,
     /// Anything else (empty, DTLS, RTP...).

@@ -238,7 +238,7 @@ pub struct RelayIp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelNumbers {
-    /// 0x4000..=0x7FFE, as RFC 5766 allowed: what coturn accepts and its
+    /// 0x4000..=0x7FFF, as RFC 5766 §11 allowed: what coturn accepts and its
     /// client tools use.
     #[default]
     Rfc5766,

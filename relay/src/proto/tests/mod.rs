@@ -866,8 +866,12 @@ fn rfc5766_channel_numbers_when_configured() {
     let c = Harness::alice();
     h.allocate(CLIENT, &c);
     let bind = |n: u16| [Attribute::ChannelNumber(ChannelNumber(n)), peer_attr(PEER)];
-    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x7FFF), &c).code(), Some(400));
-    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x569d), &c).class(), Class::Success);
+    // RFC 5766 §11: 0x4000 through 0x7FFF; coturn's clients pick any of them.
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x7FFF), &c).class(), Class::Success);
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x3FFF), &c).code(), Some(400));
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x8000), &c).code(), Some(400));
+    let other = [Attribute::ChannelNumber(ChannelNumber(0x569d)), peer_attr("127.0.0.2:7001")];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &other, &c).class(), Class::Success);
     let mut cd = [0u8; 16];
     let len = write_channel_data(&mut cd, 0x569d, b"rtcp", Transport::Datagram).unwrap();
     let Verdict::Forward(t) = h.send(CLIENT, &cd[..len]) else { panic!() };
@@ -878,9 +882,9 @@ fn rfc5766_channel_numbers_when_configured() {
 }
 
 #[test]
-fn own_relayed_addresses_are_always_allowed_peers() {
+fn live_relayed_addresses_of_this_node_are_peers() {
     let mut cfg = config();
-    cfg.policy.allow.clear(); // 127.0.0.0/8 is now denied, except our own address
+    cfg.policy.allow.clear(); // 127.0.0.0/8 is denied, but for our live relayed addresses
     let mut h = Harness::with(cfg, Quotas::default());
     let c = Harness::alice();
     let a = h.allocate(CLIENT, &c);
