@@ -14,7 +14,9 @@
 //! `kernel.io_uring_disabled`, gVisor, old kernels) [`probe`] says why and
 //! the node uses epoll.
 //!
-//! Every `unsafe` block of the project is in this file.
+//! Every `unsafe` block of the relay is in this file but one: the
+//! setsockopt for DONT-FRAGMENT in `socket.rs` (neither nix nor socket2
+//! wraps it). The bench keeps its own, in `bench/src/engine.rs`.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
