@@ -122,8 +122,14 @@ fn timers_are_bounded_by_live_allocations_however_many_refreshes() {
 /// authenticate, and its answer: at most 4x, no SOFTWARE.
 #[test]
 fn unauthenticated_answers_are_at_most_four_times_the_request() {
+    for realm in ["ip2p".to_owned(), "r".repeat(MAX_REALM)] {
+        unauthenticated_answers_with_realm(&realm);
+    }
+}
+
+fn unauthenticated_answers_with_realm(realm: &str) {
     let mut cfg = config();
-    cfg.credentials.realm = "r".repeat(MAX_REALM);
+    cfg.credentials.realm = realm.to_owned();
     let mut h = Harness::with(cfg, Quotas::default());
     let mut table = Vec::new();
     let cases: Vec<(&str, Method, Vec<Attribute<'static>>, bool)> = vec![
@@ -140,6 +146,7 @@ fn unauthenticated_answers_are_at_most_four_times_the_request() {
             false,
         ),
         ("Connect", Method::CONNECT, vec![peer_attr(PEER)], false),
+        ("ConnectionBind", Method::CONNECTION_BIND, vec![Attribute::ConnectionId(ConnectionId(1))], false),
         ("an unknown method", Method::new(0x0FF).unwrap(), vec![], false),
     ];
     for from in [CLIENT, "[2001:db8::1]:40000"] {
@@ -165,7 +172,7 @@ fn unauthenticated_answers_are_at_most_four_times_the_request() {
     assert!(h.exchange(CLIENT, &allocate).msg().get::<Nonce>().unwrap().is_some());
     // The table docs/security.md shows (`cargo test -- --nocapture`).
     for (name, req, resp) in table {
-        println!("| {name} | {req} | {resp} | {:.1}x |", resp as f64 / req as f64);
+        println!("| {name} | {req} | {resp} | {:.1}x | realm of {} bytes", resp as f64 / req as f64, realm.len());
     }
 }
 
