@@ -1,7 +1,6 @@
 //! Allocation setup rate: how fast a server completes the Allocate
 //! exchange (401 challenge, authenticated Allocate), with bounded
 //! concurrency, and how many allocations it holds at once.
-#![allow(clippy::disallowed_methods)] // a load generator is made of clocks
 
 use std::collections::BTreeMap;
 use std::io;

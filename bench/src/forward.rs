@@ -6,7 +6,6 @@
 //! One thread, epoll (mio), datagrams moved with recvmmsg and sendmmsg:
 //! what is left is the kernel's per-packet cost. `ip2p-bench latency
 //! --mode forwarded-echo` drives it.
-#![allow(clippy::disallowed_methods)] // its time limit is a clock
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut};

@@ -1,6 +1,5 @@
 //! One measured run: set up sessions (allocations, channels), send on the
 //! open-loop schedule from several threads, receive, and summarize.
-#![allow(clippy::disallowed_methods)] // a load generator is made of clocks
 
 use std::collections::HashMap;
 use std::io;

@@ -1,6 +1,6 @@
 //! Short bench runs against ip2p-relay (started here) and coturn (started
 //! here): the results must be complete and consistent.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};

@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ip2p_relay::proto::{
+use ip2p_turn::{
     Config, Credentials, Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, QuotaLimits, Quotas, REPLY_BUFFER,
     RelayIp, RelayToken, Server, Shared, Sockets, Transmit, UserSecret, Verdict, Via,
 };
@@ -327,7 +327,7 @@ impl Harness {
                 let mut buf = vec![0u8; PEER_HEADROOM + t.range.len() + PEER_TAILROOM];
                 buf[PEER_HEADROOM..PEER_HEADROOM + t.range.len()].copy_from_slice(&packet[t.range.clone()]);
                 let data = PEER_HEADROOM..PEER_HEADROOM + t.range.len();
-                if let Some(ip2p_relay::proto::ShortCircuit::Here(Verdict::Forward(out))) =
+                if let Some(ip2p_turn::ShortCircuit::Here(Verdict::Forward(out))) =
                     self.server.short_circuit(self.now, &t, &mut buf, data)
                 {
                     assert!(out.range.end <= buf.len());

@@ -4,7 +4,6 @@
 //! one server. A regression guard: the core's share of a relayed packet's
 //! cost (the kernel's share is measured with ip2p-bench).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
-#![allow(clippy::disallowed_methods)] // a benchmark reads the clock once
 
 use std::hint::black_box;
 use std::io;

@@ -250,7 +250,6 @@ impl Server {
     }
 }
 
-#[allow(clippy::disallowed_methods)] // deadlines of the admin listener's own connections
 fn now() -> Instant {
     Instant::now()
 }

@@ -2,7 +2,6 @@
 //! relay in tests and tools (allocate, permissions, channels, data both
 //! ways, refresh). It speaks standard TURN, so it works against any TURN
 //! server.
-#![allow(clippy::disallowed_methods)] // a blocking client times its own waits
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

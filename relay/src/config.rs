@@ -28,6 +28,26 @@ pub enum DatapathKind {
     Epoll,
 }
 
+/// Which channel numbers ChannelBind accepts (`allocation.channel_numbers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ChannelNumbers {
+    /// 0x4000..=0x7FFF (RFC 5766, coturn's clients).
+    #[default]
+    Rfc5766,
+    /// 0x4000..=0x4FFF (RFC 8656).
+    Rfc8656,
+}
+
+impl From<ChannelNumbers> for proto::ChannelNumbers {
+    fn from(c: ChannelNumbers) -> Self {
+        match c {
+            ChannelNumbers::Rfc5766 => Self::Rfc5766,
+            ChannelNumbers::Rfc8656 => Self::Rfc8656,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -263,7 +283,7 @@ struct RelaySection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AllocationSection {
-    channel_numbers: Option<crate::proto::ChannelNumbers>,
+    channel_numbers: Option<ChannelNumbers>,
     default_lifetime: Option<u64>,
     max_lifetime: Option<u64>,
     max_allocations: Option<usize>,
@@ -762,7 +782,7 @@ impl Settings {
                 max_lifetime: Duration::from_secs(max_lifetime),
                 relay_ips,
                 ports: ports.0..=ports.1,
-                channel_numbers: a.channel_numbers.unwrap_or_default(),
+                channel_numbers: a.channel_numbers.unwrap_or_default().into(),
                 policy: PeerPolicy { allow, deny, host },
                 alternates: file.drain.alternates,
                 bandwidth,

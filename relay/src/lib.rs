@@ -1,6 +1,7 @@
 //! ip2p-relay: a STUN/TURN relay node.
 //!
-//! - [`proto`]: the TURN server as a sans-I/O state machine.
+//! - [`proto`]: the TURN server as a sans-I/O state machine (the crate
+//!   `ip2p-turn`, re-exported).
 //! - [`config`]: the TOML config, command-line flags and their validation.
 //! - [`node`]: worker threads, their sockets and datapaths.
 //! - [`tls`]: TURN over TLS: certificates and the rustls configuration.
@@ -15,5 +16,6 @@ pub mod config;
 pub mod datapath;
 pub mod metrics;
 pub mod node;
-pub mod proto;
 pub mod tls;
+
+pub use ip2p_turn as proto;

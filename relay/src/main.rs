@@ -237,7 +237,6 @@ fn serve(node: &mut Node, reload: &mut Reload<'_>, signal_fd: &SignalFd) -> nix:
 /// Drains: new allocations are refused while the existing ones keep
 /// relaying, until none is left or `timeout` passes. Another SIGINT or
 /// SIGTERM ends the wait at once.
-#[allow(clippy::disallowed_methods)] // the drain deadline is wall-clock waiting
 fn drain(node: &Node, timeout: Duration, signal_fd: &SignalFd) {
     node.drain();
     let deadline = std::time::Instant::now() + timeout;

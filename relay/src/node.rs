@@ -55,7 +55,6 @@ impl WorkerLink {
     }
 }
 
-#[allow(clippy::disallowed_methods)] // the node is where wall-clock time comes from
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -1,7 +1,6 @@
 //! The admin listener: `/metrics` counts exactly what a client did,
 //! `/status` agrees, `/healthz` and `/readyz` answer, and `/readyz` turns
 //! 503 once the node drains. On each datapath.
-#![allow(clippy::disallowed_methods)] // tests read the clock
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod support;

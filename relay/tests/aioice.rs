@@ -1,7 +1,6 @@
 //! Interoperability with Python's aioice TURN client over UDP, TCP and TLS
 //! (`tests/interop/aioice_turn.py`; `.ci/run` installs aioice). Every test
 //! runs on each datapath.
-#![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::SocketAddr;

@@ -2,7 +2,6 @@
 //! key at fault, the `--dev` mode `make run` uses, stopped by SIGTERM, and
 //! SIGHUP reloading the TLS certificate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
-#![allow(clippy::disallowed_methods)] // tests time their child processes
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

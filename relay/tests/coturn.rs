@@ -2,7 +2,6 @@
 //! `turnutils_uclient`, `turnutils_peer` and `turnutils_stunclient`
 //! (Debian package coturn; `.ci/run` installs it). Every test runs on each
 //! datapath.
-#![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};

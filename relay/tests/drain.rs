@@ -1,7 +1,6 @@
 //! SIGTERM drains: new Allocates get 300 Try Alternate (or 508 without
 //! alternates) while existing allocations keep relaying; the process exits
 //! 0 once they are gone or the drain timeout passes.
-#![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};

@@ -1,7 +1,6 @@
 //! Running out of file descriptors: Allocates are answered with 508 and
 //! the relay keeps serving; freeing an allocation makes room again. On
 //! each datapath, under a low `ulimit -n`.
-#![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod support;

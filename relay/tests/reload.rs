@@ -1,7 +1,6 @@
 //! SIGHUP re-reads the config file: users, peer policy and the rest change
 //! while an allocation keeps relaying without a lost packet; an invalid
 //! file is refused and the running configuration stays.
-#![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod support;

@@ -1,6 +1,6 @@
 //! TURN over TCP and TLS (RFC 8656 §3.1, §3.3) on real loopback sockets,
 //! driven by the in-crate client. Every test runs on each datapath.
-#![allow(clippy::disallowed_methods, clippy::cast_possible_truncation)] // tests read the clock, count small
+#![allow(clippy::cast_possible_truncation)] // tests count small
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::io::{Read, Write};

@@ -2,7 +2,6 @@
 //! systemd: the unit passes `systemd-analyze verify`, and the binary speaks
 //! the sd_notify protocol (READY, STATUS, WATCHDOG, RELOADING, STOPPING) to a
 //! notification socket the test listens on, as systemd would.
-#![allow(clippy::disallowed_methods)] // tests time their child processes
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod support;

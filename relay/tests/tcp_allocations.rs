@@ -1,7 +1,6 @@
 //! RFC 6062 TCP allocations on real loopback sockets: Connect to a TCP
 //! peer, ConnectionAttempt from one, ConnectionBind data connections over
 //! TCP and TLS, and what closes what. Every test runs on each datapath.
-#![allow(clippy::disallowed_methods)] // tests time their waits
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::io::{Read, Write};

@@ -1,6 +1,6 @@
 //! The relay over real loopback sockets, driven by the in-crate TURN
 //! client. Every test runs on each datapath.
-#![allow(clippy::disallowed_methods, clippy::cast_possible_truncation)] // tests read the clock, count small
+#![allow(clippy::cast_possible_truncation)] // tests count small
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};

@@ -3,7 +3,6 @@
 //! by line, its process measured from /proc, its admin API scraped, and
 //! raw STUN packets built with ip2p-wire to send at it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
-#![allow(clippy::disallowed_methods)] // tests time their child processes
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};

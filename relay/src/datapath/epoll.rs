@@ -55,6 +55,8 @@ struct RelaySocket {
     generation: u32,
 }
 
+super::relay_sockets!(Socks);
+
 impl RelaySockets for Socks {
     fn install(&mut self, token: RelayToken, socket: std::net::UdpSocket) -> io::Result<()> {
         let mut socket = UdpSocket::from_std(socket);

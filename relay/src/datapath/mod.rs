@@ -15,14 +15,14 @@ pub(crate) mod tcp_relay;
 pub(crate) mod uring;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::EventFd;
 
 use self::tcp_relay::TcpRelays;
-use crate::proto::{Held, ListenerId, RelayToken, Server, Sockets, Stats};
+use crate::proto::{Held, ListenerId, RelayToken, Server, Stats};
 
 /// A command from the node to a worker.
 #[derive(Debug)]
@@ -123,7 +123,7 @@ pub struct StreamCounters {
     pub dropped_backlog: u64,
 }
 
-crate::proto::stats::add_fields!(StreamCounters {
+ip2p_turn::add_fields!(StreamCounters {
     open,
     accepted,
     refused,
@@ -184,58 +184,116 @@ pub(crate) trait RelaySockets {
     fn handovers(&mut self) -> &mut Vec<Handover>;
 }
 
-impl<T: RelaySockets> Sockets for T {
-    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
-        self.install(token, socket::bind_udp(addr, false, dont_fragment)?)
-    }
-
-    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
-        socket::hold(addr)
-    }
-
-    fn adopt_relay(&mut self, token: RelayToken, held: Held, dont_fragment: bool) -> io::Result<()> {
-        self.install(token, socket::adopt(held, dont_fragment)?)
-    }
-
-    fn close_relay(&mut self, token: RelayToken) {
-        if !self.uninstall(token) {
-            let (tcp, worker) = self.tcp();
-            tcp.close((worker, token));
+/// The core's [`crate::proto::Sockets`] for a datapath's [`RelaySockets`]: written once,
+/// implemented for each datapath's type (the trait is the core crate's,
+/// so no blanket implementation is allowed here).
+macro_rules! relay_sockets {
+    ($t:ty) => {
+        impl $crate::proto::Sockets for $t {
+            fn open_relay(
+                &mut self,
+                token: $crate::proto::RelayToken,
+                addr: std::net::SocketAddr,
+                dont_fragment: bool,
+            ) -> std::io::Result<()> {
+                $crate::datapath::open_relay(self, token, addr, dont_fragment)
+            }
+            fn hold(&mut self, addr: std::net::SocketAddr) -> std::io::Result<$crate::proto::Held> {
+                $crate::datapath::socket::hold(addr)
+            }
+            fn adopt_relay(
+                &mut self,
+                token: $crate::proto::RelayToken,
+                held: $crate::proto::Held,
+                dont_fragment: bool,
+            ) -> std::io::Result<()> {
+                $crate::datapath::adopt_relay(self, token, held, dont_fragment)
+            }
+            fn close_relay(&mut self, token: $crate::proto::RelayToken) {
+                $crate::datapath::close_relay(self, token);
+            }
+            fn open_tcp_relay(
+                &mut self,
+                token: $crate::proto::RelayToken,
+                addr: std::net::SocketAddr,
+                username: &str,
+                client: std::net::IpAddr,
+            ) -> std::io::Result<()> {
+                let (tcp, worker) = $crate::datapath::RelaySockets::tcp(self);
+                tcp.listen((worker, token), addr, username, client)
+            }
+            fn tcp_connect(
+                &mut self,
+                token: $crate::proto::RelayToken,
+                from: std::net::SocketAddr,
+                peer: std::net::SocketAddr,
+            ) {
+                let (tcp, worker) = $crate::datapath::RelaySockets::tcp(self);
+                tcp.connect((worker, token), from, peer);
+            }
+            fn tcp_busy(&mut self, token: $crate::proto::RelayToken, peer: std::net::SocketAddr) -> bool {
+                let (tcp, worker) = $crate::datapath::RelaySockets::tcp(self);
+                tcp.busy((worker, token), peer)
+            }
+            fn tcp_accept(&mut self, conn: u32, accept: bool) {
+                $crate::datapath::RelaySockets::tcp(self).0.accept(conn, accept);
+            }
+            fn tcp_bind(
+                &mut self,
+                conn: u32,
+                username: &str,
+                listener: $crate::proto::ListenerId,
+                client: std::net::SocketAddr,
+            ) -> bool {
+                $crate::datapath::tcp_bind(self, conn, username, listener, client)
+            }
         }
-    }
+    };
+}
+pub(crate) use relay_sockets;
 
-    fn open_tcp_relay(
-        &mut self,
-        token: RelayToken,
-        addr: SocketAddr,
-        username: &str,
-        client: IpAddr,
-    ) -> io::Result<()> {
-        let (tcp, worker) = self.tcp();
-        tcp.listen((worker, token), addr, username, client)
-    }
+/// [`crate::proto::Sockets::open_relay`] for every datapath.
+pub(crate) fn open_relay(
+    s: &mut impl RelaySockets,
+    token: RelayToken,
+    addr: SocketAddr,
+    dont_fragment: bool,
+) -> io::Result<()> {
+    s.install(token, socket::bind_udp(addr, false, dont_fragment)?)
+}
 
-    fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr) {
-        let (tcp, worker) = self.tcp();
-        tcp.connect((worker, token), from, peer);
-    }
+/// [`crate::proto::Sockets::adopt_relay`] for every datapath.
+pub(crate) fn adopt_relay(
+    s: &mut impl RelaySockets,
+    token: RelayToken,
+    held: Held,
+    dont_fragment: bool,
+) -> io::Result<()> {
+    s.install(token, socket::adopt(held, dont_fragment)?)
+}
 
-    fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool {
-        let (tcp, worker) = self.tcp();
-        tcp.busy((worker, token), peer)
+/// [`crate::proto::Sockets::close_relay`] for every datapath: its UDP socket, else its
+/// TCP relay.
+pub(crate) fn close_relay(s: &mut impl RelaySockets, token: RelayToken) {
+    if !s.uninstall(token) {
+        let (tcp, worker) = s.tcp();
+        tcp.close((worker, token));
     }
+}
 
-    fn tcp_accept(&mut self, conn: u32, accept: bool) {
-        self.tcp().0.accept(conn, accept);
+/// [`crate::proto::Sockets::tcp_bind`] for every datapath.
+pub(crate) fn tcp_bind(
+    s: &mut impl RelaySockets,
+    conn: u32,
+    username: &str,
+    listener: ListenerId,
+    client: SocketAddr,
+) -> bool {
+    let bound = s.tcp().0.bind(conn, username);
+    if bound {
+        s.handovers().push(Handover { listener, client, conn });
     }
-
-    fn tcp_bind(&mut self, conn: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool {
-        let bound = self.tcp().0.bind(conn, username);
-        if bound {
-            self.handovers().push(Handover { listener, client, conn });
-        }
-        bound
-    }
+    bound
 }
 
 /// A client connection a ConnectionBind turned into a data connection
@@ -441,7 +499,6 @@ fn thread_cpu_time() -> std::time::Duration {
 }
 
 /// Reads the clock: the one place the datapaths take `now` from.
-#[allow(clippy::disallowed_methods)] // the datapath is where time comes from
 pub(crate) fn now() -> std::time::Instant {
     std::time::Instant::now()
 }

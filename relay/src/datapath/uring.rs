@@ -338,6 +338,8 @@ impl Io {
     }
 }
 
+super::relay_sockets!(Io);
+
 impl RelaySockets for Io {
     fn install(&mut self, token: RelayToken, socket: UdpSocket) -> io::Result<()> {
         let fixed = self.relay_fixed(token).ok_or_else(|| io::Error::other("too many relay sockets on this worker"))?;

@@ -99,7 +99,6 @@ impl Log {
     }
 
     /// The next line containing `what`, within 10 s.
-    #[allow(clippy::disallowed_methods)] // a test's own deadline
     pub fn wait_for(&self, what: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {

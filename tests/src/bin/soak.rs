@@ -15,7 +15,7 @@
 //! Usage: `ip2p-soak SECONDS [OUT_DIR]` (the relay binary from
 //! IP2P_RELAY_BIN, else this build's).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
-#![allow(clippy::disallowed_methods, clippy::cast_precision_loss)] // a driver with its own clock
+#![allow(clippy::cast_precision_loss)] // samples plotted as floats
 
 use std::fmt::Write as _;
 use std::io::Write as _;

@@ -11,7 +11,7 @@ const INTERVAL: Duration = Duration::from_secs(10);
 /// Admits up to `burst` lines per interval; past that, events are counted
 /// and reported by the next line admitted.
 #[derive(Debug, Clone)]
-pub(crate) struct LogLimit {
+pub struct LogLimit {
     burst: u32,
     window: Option<Instant>,
     used: u32,
@@ -20,13 +20,14 @@ pub(crate) struct LogLimit {
 
 impl LogLimit {
     /// A limit of `burst` lines every ten seconds.
-    pub(crate) const fn new(burst: u32) -> Self {
+    #[must_use]
+    pub const fn new(burst: u32) -> Self {
         Self { burst, window: None, used: 0, suppressed: 0 }
     }
 
     /// Whether to log this event at `now`. `Some(n)`: log it, and say that
     /// `n` like it went unlogged before it; `None`: count it silently.
-    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
         if self.window.is_none_or(|start| now.saturating_duration_since(start) >= INTERVAL) {
             self.window = Some(now);
             self.used = 0;
@@ -46,7 +47,7 @@ mod tests {
 
     #[test]
     fn a_flood_costs_a_few_lines_per_interval() {
-        let t0 = crate::proto::tests::t0();
+        let t0 = crate::tests::t0();
         let mut l = LogLimit::new(3);
         let logged: Vec<_> = (0..1000).filter_map(|_| l.admit(t0)).collect();
         assert_eq!(logged, [0, 0, 0]);

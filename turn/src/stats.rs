@@ -58,7 +58,9 @@ impl Stats {
     }
 }
 
-/// Adds each field of a group of counters.
+/// Implements `add` (another worker's counters added to these) for a group
+/// of counters, field by field: `add_fields!(Counters { a, b, c })`.
+#[macro_export]
 macro_rules! add_fields {
     ($t:ty { $($f:ident),* }) => {
         impl $t {
@@ -69,13 +71,11 @@ macro_rules! add_fields {
         }
     };
 }
-pub(crate) use add_fields;
-
-/// A group of counters by reason: [`add_fields`], and `by_reason`, each
+/// A group of counters by reason: [`crate::add_fields`], and `by_reason`, each
 /// field's name (the metrics label) with its count.
 macro_rules! reasons {
     ($t:ty { $($f:ident),* }) => {
-        add_fields!($t { $($f),* });
+        $crate::add_fields!($t { $($f),* });
         impl $t {
             /// `(reason, count)` for each reason.
             #[must_use]
@@ -108,7 +108,7 @@ reasons!(Drops {
     rate_limit,
     response_rate_limit
 });
-add_fields!(Gauges { udp_allocations, tcp_allocations, permissions, channels, timers });
+crate::add_fields!(Gauges { udp_allocations, tcp_allocations, permissions, channels, timers });
 
 /// Methods a response is counted under.
 pub const METHODS: [&str; 8] =

@@ -1,4 +1,5 @@
-//! The TURN server as a sans-I/O state machine (RFC 8489, RFC 8656).
+//! ip2p-turn: the TURN server as a sans-I/O state machine (RFC 8489,
+//! RFC 8656, RFC 6062).
 //!
 //! No sockets, no clock, no threads. The datapath hands in what arrived
 //! (`now`, which listener or relay socket, from whom, the bytes) and gets
@@ -11,9 +12,12 @@
 //! from a peer) cost one hash lookup (client) or one slab index (peer),
 //! a scan of a few permissions and channels, and a header written in place.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod allocation;
 pub mod auth;
-pub(crate) mod loglimit;
+pub mod loglimit;
 pub mod policy;
 mod ratelimit;
 mod request;
@@ -235,8 +239,7 @@ pub struct RelayIp {
 }
 
 /// Which channel numbers ChannelBind accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChannelNumbers {
     /// 0x4000..=0x7FFF, as RFC 5766 §11 allowed: what coturn accepts and its
     /// client tools use.
