@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ip2p_relay::client::{Client, ClientError};
+use ip2p_client::{Client, ClientError};
 use ip2p_wire::AddressFamily;
 use serde::Serialize;
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use ip2p_wire::attr::{Data, XorPeerAddress};
 use ip2p_wire::{
     ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind, TransactionId, Transport, classify,

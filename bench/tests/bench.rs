@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ip2p_bench::run::{Credentials, EngineKind, Mode, RunConfig, run};
 use ip2p_bench::stats::Summary;
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use ip2p_relay::config::{RunArgs, Settings};
 use ip2p_relay::node;
 

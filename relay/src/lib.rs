@@ -6,12 +6,10 @@
 //! - [`node`]: worker threads, their sockets and datapaths.
 //! - [`tls`]: TURN over TLS: certificates and the rustls configuration.
 //! - [`admin`] and [`metrics`]: the admin HTTP listener and its Prometheus metrics.
-//! - [`client`]: a small blocking TURN client, for tests and tools.
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod client;
 pub mod config;
 pub mod datapath;
 pub mod metrics;

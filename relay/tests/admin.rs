@@ -8,8 +8,8 @@ mod support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use ip2p_client::{Client, Received};
 use ip2p_relay::admin::Admin;
-use ip2p_relay::client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
 use support::{http, http_get, metrics};

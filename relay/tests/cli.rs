@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use support::{Log, Pki};
 
 mod support;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{Log, http_get};

@@ -12,7 +12,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use ip2p_relay::client::{Client, Received};
+use ip2p_client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
 use ip2p_wire::AddressFamily;

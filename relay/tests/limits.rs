@@ -7,7 +7,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::Log;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::Log;

@@ -1,5 +1,5 @@
 //! TURN over TCP and TLS (RFC 8656 §3.1, §3.3) on real loopback sockets,
-//! driven by the in-crate client. Every test runs on each datapath.
+//! driven by ip2p-client. Every test runs on each datapath.
 #![allow(clippy::cast_possible_truncation)] // tests count small
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ip2p_relay::client::{Client, Received};
+use ip2p_client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::datapath::StreamCounters;
 use ip2p_relay::node::{self, Node};

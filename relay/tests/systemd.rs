@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use support::Log;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
 use support::Pki;

@@ -1,12 +1,12 @@
-//! The relay over real loopback sockets, driven by the in-crate TURN
-//! client. Every test runs on each datapath.
+//! The relay over real loopback sockets, driven by ip2p-client. Every
+//! test runs on each datapath.
 #![allow(clippy::cast_possible_truncation)] // tests count small
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use ip2p_relay::client::{Client, Received};
+use ip2p_client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
 

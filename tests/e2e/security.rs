@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ip2p_relay::client::{Client, Received};
+use ip2p_client::{Client, Received};
 use ip2p_tests::{Netns, Relay, RelayOptions, TempDir, code, exchange, get, metrics, relay_bin, request, udp};
 use ip2p_wire::attr::{ChannelNumber, RequestedTransport, XorPeerAddress};
 use ip2p_wire::{AddressFamily, AttrType, Attribute, Message, Method};

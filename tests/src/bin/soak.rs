@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ip2p_relay::client::Client;
+use ip2p_client::Client;
 use ip2p_tests::{Relay, RelayOptions, TempDir, request};
 use ip2p_wire::attr::RequestedTransport;
 use ip2p_wire::{Attribute, Method};

@@ -1,7 +1,9 @@
-//! A small blocking TURN client over UDP, TCP or TLS: enough to drive a
-//! relay in tests and tools (allocate, permissions, channels, data both
-//! ways, refresh). It speaks standard TURN, so it works against any TURN
-//! server.
+//! ip2p-client: a small blocking TURN client over UDP, TCP or TLS: enough
+//! to drive a relay in tests, tools and the bench (allocate, permissions,
+//! channels, data both ways, refresh, RFC 6062). It speaks standard TURN,
+//! so it works against any TURN server.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -19,6 +21,9 @@ use ip2p_wire::{
     AddressFamily, Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind,
     TransactionId, Transport, classify, write_channel_data,
 };
+
+/// The ALPN protocol of TURN over TLS (RFC 7443).
+pub const ALPN: &[u8] = b"stun.turn";
 
 /// How the client reaches the server.
 #[derive(Debug)]
@@ -168,7 +173,7 @@ impl Client {
             .map_err(io::Error::other)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        config.alpn_protocols = vec![crate::tls::ALPN.to_vec()];
+        config.alpn_protocols = vec![ALPN.to_vec()];
         Self::tls_with_config(server, name, Arc::new(config), username, password)
     }
 
