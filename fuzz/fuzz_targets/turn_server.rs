@@ -21,9 +21,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ip2p_turn::testing::FakeSockets;
 use ip2p_turn::{
-    Config, Credentials, Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, QuotaLimits, Quotas, REPLY_BUFFER,
-    RelayIp, RelayToken, Server, Shared, Sockets, Transmit, UserSecret, Verdict, Via,
+    Config, Credentials, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, QuotaLimits, Quotas, REPLY_BUFFER,
+    RelayIp, RelayToken, Server, Shared, Transmit, UserSecret, Verdict, Via,
 };
 use ip2p_wire::attr::{
     ChannelNumber, EvenPort, Lifetime, Nonce, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken,
@@ -42,53 +43,6 @@ const UNIX0: u64 = 1_800_000_000;
 const PORTS: std::ops::RangeInclusive<u16> = 50000..=50015;
 const RELAY_V4: [u8; 4] = [127, 0, 0, 1];
 const LISTEN_PORT: u16 = 3478;
-
-/// Relay sockets as the core sees them: each open once, closed once.
-#[derive(Default)]
-struct FakeSockets {
-    open: HashMap<RelayToken, SocketAddr>,
-    tcp: HashMap<RelayToken, SocketAddr>,
-    held: Vec<SocketAddr>,
-    fail_next_bind: bool,
-}
-
-impl Sockets for FakeSockets {
-    fn open_relay(&mut self, token: RelayToken, addr: SocketAddr, _: bool) -> std::io::Result<()> {
-        if std::mem::take(&mut self.fail_next_bind) {
-            return Err(std::io::ErrorKind::AddrInUse.into());
-        }
-        assert!(!self.open.values().any(|a| *a == addr), "{addr} bound twice");
-        assert!(self.open.insert(token, addr).is_none(), "token {token:?} reused while open");
-        Ok(())
-    }
-    fn hold(&mut self, addr: SocketAddr) -> std::io::Result<Held> {
-        self.held.push(addr);
-        Ok(Held { addr, socket: None })
-    }
-    fn adopt_relay(&mut self, token: RelayToken, held: Held, _: bool) -> std::io::Result<()> {
-        assert!(self.held.contains(&held.addr), "adopting an address never held");
-        assert!(self.open.insert(token, held.addr).is_none(), "token {token:?} reused while open");
-        Ok(())
-    }
-    fn close_relay(&mut self, token: RelayToken) {
-        assert!(
-            self.open.remove(&token).is_some() || self.tcp.remove(&token).is_some(),
-            "closing {token:?}, which is not open"
-        );
-    }
-    fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, _: &str, _: IpAddr) -> std::io::Result<()> {
-        assert!(self.tcp.insert(token, addr).is_none(), "token {token:?} reused while open");
-        Ok(())
-    }
-    fn tcp_connect(&mut self, _: RelayToken, _: SocketAddr, _: SocketAddr) {}
-    fn tcp_busy(&mut self, _: RelayToken, _: SocketAddr) -> bool {
-        false
-    }
-    fn tcp_accept(&mut self, _: u32, _: bool) {}
-    fn tcp_bind(&mut self, conn: u32, _: &str, _: ListenerId, _: SocketAddr) -> bool {
-        conn % 2 == 0
-    }
-}
 
 /// Whom an operation is about.
 #[derive(Arbitrary, Debug, Clone, Copy)]

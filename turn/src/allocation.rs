@@ -270,7 +270,7 @@ impl Allocation {
 #[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
-    use crate::tests::t0;
+    use crate::testing::t0;
 
     fn alloc(now: Instant) -> Allocation {
         let relay = Relay { bound: "127.0.0.1:50000".parse().unwrap(), advertised: "127.0.0.1:50000".parse().unwrap() };

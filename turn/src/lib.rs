@@ -24,6 +24,8 @@ mod request;
 mod shared;
 pub(crate) mod stats;
 mod tcp;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 mod timer;

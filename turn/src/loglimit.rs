@@ -47,7 +47,7 @@ mod tests {
 
     #[test]
     fn a_flood_costs_a_few_lines_per_interval() {
-        let t0 = crate::tests::t0();
+        let t0 = crate::testing::t0();
         let mut l = LogLimit::new(3);
         let logged: Vec<_> = (0..1000).filter_map(|_| l.admit(t0)).collect();
         assert_eq!(logged, [0, 0, 0]);

@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn each_prefix_gets_its_rate_and_refills_over_time() {
-        let t0 = crate::tests::t0();
+        let t0 = crate::testing::t0();
         let mut l = ResponseLimiter::new(1);
         let admitted =
             |l: &mut ResponseLimiter, who: &str, at: Instant| (0..100).filter(|_| l.admit(ip(who), at, 10)).count();
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn many_prefixes_cost_no_memory() {
-        let t0 = crate::tests::t0();
+        let t0 = crate::testing::t0();
         let mut l = ResponseLimiter::new(2);
         for i in 0..100_000u32 {
             l.admit(IpAddr::from((i << 8).to_be_bytes()), t0, 5);

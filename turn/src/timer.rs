@@ -63,7 +63,7 @@ mod tests {
 
     #[test]
     fn resetting_keeps_one_entry_and_due_timers_come_in_order() {
-        let t0 = crate::tests::t0();
+        let t0 = crate::testing::t0();
         let s = Duration::from_secs(1);
         let mut t = Timers::default();
         t.set(t0 + 10 * s, Timer::Allocation(1));

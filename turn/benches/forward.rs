@@ -6,46 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
 
 use std::hint::black_box;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ip2p_relay::config::{RunArgs, Settings};
-use ip2p_relay::proto::{
-    Held, ListenerId, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Shared, ShortCircuit,
-    Sockets, Verdict,
+use ip2p_turn::testing::{FakeSockets, REALM, UNIX0, config, t0};
+use ip2p_turn::{
+    ListenerId, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Shared, ShortCircuit, Verdict,
 };
 use ip2p_wire::attr::{ChannelNumber, Nonce, Realm, RequestedTransport, Username, XorPeerAddress, XorRelayedAddress};
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{Class, Message, MessageType, MessageWriter, Method, TransactionId, Transport, write_channel_data};
-
-/// Sockets that always open.
-struct Fake;
-
-impl Sockets for Fake {
-    fn open_relay(&mut self, _: RelayToken, _: SocketAddr, _: bool) -> io::Result<()> {
-        Ok(())
-    }
-    fn hold(&mut self, addr: SocketAddr) -> io::Result<Held> {
-        Ok(Held { addr, socket: None })
-    }
-    fn adopt_relay(&mut self, _: RelayToken, _: Held, _: bool) -> io::Result<()> {
-        Ok(())
-    }
-    fn close_relay(&mut self, _: RelayToken) {}
-    fn open_tcp_relay(&mut self, _: RelayToken, _: SocketAddr, _: &str, _: std::net::IpAddr) -> io::Result<()> {
-        Ok(())
-    }
-    fn tcp_connect(&mut self, _: RelayToken, _: SocketAddr, _: SocketAddr) {}
-    fn tcp_busy(&mut self, _: RelayToken, _: SocketAddr) -> bool {
-        false
-    }
-    fn tcp_accept(&mut self, _: u32, _: bool) {}
-    fn tcp_bind(&mut self, _: u32, _: &str, _: ListenerId, _: SocketAddr) -> bool {
-        false
-    }
-}
 
 const LISTENER: ListenerId = ListenerId::udp(0);
 
@@ -55,27 +26,20 @@ struct Bench {
     reply: Vec<u8>,
     key: LongTermKey,
     tid: u8,
+    sockets: FakeSockets,
 }
 
 impl Bench {
     fn new() -> Self {
-        let text = r#"
-            listen = ["127.0.0.1:3478"]
-            realm = "bench"
-            [relay]
-            ports = "10000-60000"
-            [auth]
-            users = [{ name = "u", password = "p" }]
-            # A thousand clients of one /24 allocate at one instant.
-            unauthenticated_rate = 0
-            [peers]
-            allow = ["127.0.0.2/32"]
-        "#;
-        let settings = Settings::from_toml(text, &RunArgs::default()).unwrap();
-        let now = std::time::Instant::now();
+        // The test configuration, with room for a thousand allocations
+        // (and no response rate limit: they all come from one /24 at once).
+        let mut cfg = config();
+        cfg.ports = 10000..=60000;
+        let now = t0();
         let shared = Arc::new(Shared::new(Quotas::default()));
-        let server = Server::new(Arc::new(settings.proto), shared, now, 1_800_000_000, 7);
-        Self { server, now, reply: vec![0; REPLY_BUFFER], key: LongTermKey::md5("u", "bench", "p"), tid: 0 }
+        let server = Server::new(Arc::new(cfg), shared, now, UNIX0, 7);
+        let key = LongTermKey::md5("alice", REALM, "wonderland");
+        Self { server, now, reply: vec![0; REPLY_BUFFER], key, tid: 0, sockets: FakeSockets::default() }
     }
 
     /// Sends a request from `client` (authenticated when `nonce` is given)
@@ -93,13 +57,13 @@ impl Bench {
             };
         }
         if let Some(nonce) = nonce {
-            w.add(&Username("u")).unwrap();
-            w.add(&Realm("bench")).unwrap();
+            w.add(&Username("alice")).unwrap();
+            w.add(&Realm(REALM)).unwrap();
             w.add(&Nonce(nonce)).unwrap();
             w.integrity(self.key.as_bytes()).unwrap();
         }
         let len = w.finish();
-        match self.server.handle_client(self.now, LISTENER, client, &buf[..len], &mut self.reply, &mut Fake) {
+        match self.server.handle_client(self.now, LISTENER, client, &buf[..len], &mut self.reply, &mut self.sockets) {
             Verdict::Reply(t) => self.reply[t.range].to_vec(),
             v => panic!("{v:?}"),
         }
@@ -152,7 +116,8 @@ fn forwarding(c: &mut Criterion) {
         let len = write_channel_data(&mut packet, 0x4000, &payload, Transport::Datagram).unwrap();
         c.bench_function(&format!("client to peer, ChannelData {size} B"), |bench| {
             bench.iter(|| {
-                let v = b.server.handle_client(b.now, LISTENER, client(500), &packet[..len], &mut b.reply, &mut Fake);
+                let v =
+                    b.server.handle_client(b.now, LISTENER, client(500), &packet[..len], &mut b.reply, &mut b.sockets);
                 assert!(matches!(v, Verdict::Forward(_)));
                 black_box(v)
             });
@@ -175,7 +140,8 @@ fn forwarding(c: &mut Criterion) {
         let n = write_channel_data(&mut buf[h..], 0x4001, &payload, Transport::Datagram).unwrap();
         c.bench_function(&format!("short-circuit between two allocations {size} B"), |bench| {
             bench.iter(|| {
-                let v = b.server.handle_client(b.now, LISTENER, client(998), &buf[h..h + n], &mut b.reply, &mut Fake);
+                let v =
+                    b.server.handle_client(b.now, LISTENER, client(998), &buf[h..h + n], &mut b.reply, &mut b.sockets);
                 let Verdict::Forward(mut t) = v else { panic!("{v:?}") };
                 t.range = h + t.range.start..h + t.range.end;
                 let local = b.server.short_circuit(b.now, &t, &mut buf, t.range.clone());
