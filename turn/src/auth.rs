@@ -10,7 +10,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use ip2p_wire::attr::{AlgorithmId, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm, Userhash, Username};
 use ip2p_wire::credentials::{LongTermKey, SecurityFeatures};
-use ip2p_wire::{Error as WireError, IntegrityKind, Message};
+use ip2p_wire::{IntegrityKind, Message};
 use sha1::Sha1;
 use sha2::Sha256;
 
@@ -169,10 +169,7 @@ impl Credentials {
         if !self.nonce_valid(nonce.0, client, unix_now) {
             return Err(Refusal::StaleNonce);
         }
-        let verify = |key: LongTermKey| match msg.verify_integrity(key.as_bytes()) {
-            Ok(_) => Some(key),
-            Err(WireError::IntegrityMismatch | WireError::MissingIntegrity) | Err(_) => None,
-        };
+        let verify = |key: LongTermKey| msg.verify_integrity(key.as_bytes()).ok().map(|_| key);
         let bad = Refusal::Unauthenticated(AuthFailure::BadIntegrity);
         let (key, quota_user) = match self.users.get(username) {
             Some(UserSecret::Password(password)) => {

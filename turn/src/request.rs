@@ -309,16 +309,15 @@ impl Server {
     /// RFC 8656 §7.2 steps 3-9 (and RFC 6062 §5.1 for TCP): what the
     /// Allocate asks for, or the error.
     fn check_allocate(&self, listener: ListenerId, msg: &Message<'_>) -> Result<AllocateRequest, ErrorCode> {
-        let bad = |_: WireError| ErrorCode::BAD_REQUEST;
-        let tcp = match msg.get::<RequestedTransport>().map_err(bad)? {
+        let tcp = match msg.get::<RequestedTransport>()? {
             None => return Err(ErrorCode::BAD_REQUEST),
             Some(RequestedTransport::UDP) => false,
             Some(RequestedTransport::TCP) => true,
             Some(_) => return Err(ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL),
         };
         let dont_fragment = msg.get_raw(AttrType::DONT_FRAGMENT).is_some();
-        let raf = msg.get::<RequestedAddressFamily>().map_err(bad)?;
-        let aaf = match msg.get::<AdditionalAddressFamily>().map_err(bad)? {
+        let raf = msg.get::<RequestedAddressFamily>()?;
+        let aaf = match msg.get::<AdditionalAddressFamily>()? {
             // coturn's clients (4.6) still send the draft's code point.
             None => msg.get_raw(LEGACY_ADDITIONAL_ADDRESS_FAMILY).map(|raw| match raw.value {
                 [family, 0, 0, 0] => Ok(AdditionalAddressFamily(AddressFamily(*family))),
@@ -327,8 +326,8 @@ impl Server {
             Some(aaf) => Some(Ok(aaf)),
         }
         .transpose()?;
-        let even = msg.get::<EvenPort>().map_err(bad)?;
-        let lifetime = msg.get::<Lifetime>().map_err(bad)?.map(|l| l.0);
+        let even = msg.get::<EvenPort>()?;
+        let lifetime = msg.get::<Lifetime>()?.map(|l| l.0);
         if tcp {
             // RFC 6062 §5.1: over TCP or TLS only, and none of the UDP-only
             // attributes (nor a dual allocation, which it does not define).
@@ -342,7 +341,7 @@ impl Server {
                 return Err(ErrorCode::BAD_REQUEST);
             }
         }
-        if let Some(ReservationToken(token)) = msg.get::<ReservationToken>().map_err(bad)? {
+        if let Some(ReservationToken(token)) = msg.get::<ReservationToken>()? {
             // Step 5: the token names the address (and so the family).
             if even.is_some() || raf.is_some() || aaf.is_some() {
                 return Err(ErrorCode::BAD_REQUEST);
@@ -467,9 +466,8 @@ impl Server {
         msg: &Message<'_>,
         sockets: &mut impl Sockets,
     ) -> Result<Option<u32>, ErrorCode> {
-        let bad = |_: WireError| ErrorCode::BAD_REQUEST;
-        let requested = msg.get::<Lifetime>().map_err(bad)?.map(|l| l.0);
-        let family = msg.get::<RequestedAddressFamily>().map_err(bad)?;
+        let requested = msg.get::<Lifetime>()?.map(|l| l.0);
+        let family = msg.get::<RequestedAddressFamily>()?;
         let alloc = self.slots.get(slot as usize).and_then(Option::as_ref).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         let family = match family.map(|f| f.0) {
             None => None,
@@ -503,7 +501,7 @@ impl Server {
         let alloc = self.slots.get(slot as usize).and_then(Option::as_ref).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         let mut count = 0;
         for peer in msg.get_all::<XorPeerAddress>() {
-            let XorPeerAddress(peer) = peer.map_err(|_| ErrorCode::BAD_REQUEST)?;
+            let XorPeerAddress(peer) = peer?;
             if alloc.relay_for(peer.ip()).is_none() {
                 return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
             }
@@ -531,9 +529,8 @@ impl Server {
 
     /// RFC 8656 §12.2.
     fn channel_bind(&mut self, now: Instant, slot: u32, msg: &Message<'_>) -> Result<Option<u32>, ErrorCode> {
-        let bad = |_: WireError| ErrorCode::BAD_REQUEST;
-        let number = msg.get::<ChannelNumber>().map_err(bad)?;
-        let peer = msg.get::<XorPeerAddress>().map_err(bad)?;
+        let number = msg.get::<ChannelNumber>()?;
+        let peer = msg.get::<XorPeerAddress>()?;
         let (Some(ChannelNumber(number)), Some(XorPeerAddress(peer))) = (number, peer) else {
             return Err(ErrorCode::BAD_REQUEST);
         };

@@ -35,7 +35,7 @@ impl Server {
         msg: &Message<'_>,
         sockets: &mut impl Sockets,
     ) -> Result<(), ErrorCode> {
-        let peer = msg.get::<XorPeerAddress>().map_err(|_| ErrorCode::BAD_REQUEST)?;
+        let peer = msg.get::<XorPeerAddress>()?;
         let alloc = self.slots.get(slot as usize).and_then(Option::as_ref).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         let Some(XorPeerAddress(peer)) = peer else {
             return Err(ErrorCode::BAD_REQUEST);

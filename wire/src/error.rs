@@ -63,6 +63,15 @@ impl Error {
     }
 }
 
+/// A request's decoding error as the answer it gets: [`Error::response`],
+/// or 400 for an error that says nothing more (so that `?` maps a
+/// malformed attribute to its STUN error code in one place).
+impl From<Error> for ErrorCode {
+    fn from(e: Error) -> Self {
+        e.response().unwrap_or(ErrorCode::BAD_REQUEST)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
