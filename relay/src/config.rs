@@ -424,7 +424,7 @@ impl Settings {
         Self::resolve(file, args)
     }
 
-    #[allow(clippy::too_many_lines)]
+    /// The file and the flags, checked section by section.
     fn resolve(file: File, args: &RunArgs) -> Result<Self, ConfigError> {
         let dev = args.dev;
         let listen = pick(&args.listen, file.listen, || {
@@ -435,141 +435,17 @@ impl Settings {
         if listen.is_empty() {
             return Err(err("listen", "at least one address is needed"));
         }
-
-        let tls_listen = pick(&args.tls_listen, file.tls.listen, Vec::new);
-        let cert = args.cert.clone().or(file.tls.cert);
-        let key = args.key.clone().or(file.tls.key);
-        let tls = match (&cert, &key) {
-            (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(|e| err("tls", e))?),
-            (None, None) if tls_listen.is_empty() => None,
-            (None, None) => return Err(err("tls.listen", "TLS listeners need tls.cert and tls.key (--cert, --key)")),
-            (Some(_), None) => return Err(err("tls.key", "tls.cert is given without its key")),
-            (None, Some(_)) => return Err(err("tls.cert", "tls.key is given without its certificate")),
-        };
-        if tls.is_some() && tls_listen.is_empty() {
-            return Err(err("tls.listen", "a certificate is given but no TLS listener (--tls-listen ADDR:PORT)"));
-        }
-        let c = file.connections;
-        let connections = Connections {
-            max: ranged("connections.max", c.max.unwrap_or(10_000), 1, 1_000_000, "connections")?,
-            max_per_ip: ranged("connections.max_per_ip", c.max_per_ip.unwrap_or(64), 1, 1_000_000, "connections")?,
-            idle_timeout: secs("connections.idle_timeout", c.idle_timeout.unwrap_or(30), 1, 3600)?,
-            tls_handshake_timeout: secs(
-                "connections.tls_handshake_timeout",
-                c.tls_handshake_timeout.unwrap_or(10),
-                1,
-                300,
-            )?,
-            send_buffer: ranged(
-                "connections.send_buffer",
-                c.send_buffer.unwrap_or(256 * 1024),
-                65_600,
-                64 << 20,
-                "bytes (it must hold a largest frame)",
-            )?,
-        };
-
+        let (tls_listen, tls) = tls(args, file.tls)?;
+        let connections = connections(&file.connections)?;
         let drain_timeout = secs("drain.timeout", file.drain.timeout.unwrap_or(30), 0, 86_400)?;
         if let Some(bad) = file.drain.alternates.iter().find(|a| a.ip().is_unspecified() || a.port() == 0) {
             return Err(err("drain.alternates", format!("{bad} is not an address clients can use")));
         }
-
-        let (admin_key, admin_text) = match (&args.admin, file.admin.listen) {
-            (Some(flag), _) => ("--admin", flag.clone()),
-            (None, Some(text)) => ("admin.listen", text),
-            (None, None) => ("admin.listen", DEFAULT_ADMIN.to_owned()),
-        };
-        let admin = match admin_text.as_str() {
-            "off" | "" => None,
-            text => Some(text.parse::<SocketAddr>().map_err(|_| {
-                err(admin_key, format!("expected ADDR:PORT (e.g. {DEFAULT_ADMIN}) or \"off\", got {text:?}"))
-            })?),
-        };
-
-        let realm = args.realm.clone().or(file.realm).unwrap_or_else(|| "ip2p".into());
-        if realm.is_empty() || realm.len() > proto::MAX_REALM {
-            return Err(err(
-                "realm",
-                format!(
-                    "must be 1 to {} bytes: it goes into every 401, which must stay within 4 times \
-                     the smallest Allocate (docs/security.md)",
-                    proto::MAX_REALM
-                ),
-            ));
-        }
-
-        let workers = match args.workers.or(file.workers).unwrap_or(0) {
-            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-            n if n > 1024 => return Err(err("workers", format!("{n} is more than 1024"))),
-            n => n,
-        };
-        let datapath = args.datapath.or(file.datapath).unwrap_or_default();
-        let io_uring_buffers = file.io_uring_buffers.unwrap_or(crate::datapath::uring::DEFAULT_BUFFERS);
-        if !io_uring_buffers.is_power_of_two() || io_uring_buffers > 32_768 {
-            return Err(err("io_uring_buffers", format!("{io_uring_buffers} is not a power of two up to 32768")));
-        }
-        let busy_poll_us = file.busy_poll_us.unwrap_or(0);
-        if busy_poll_us > 10_000 {
-            return Err(err("busy_poll_us", format!("{busy_poll_us} is more than 10000 (10 ms)")));
-        }
-
-        // Relay addresses: up to 8 per family, defaulting to the listen address.
-        let mut ips = pick(&args.relay_ips, file.relay.ips, Vec::new);
-        if ips.is_empty() {
-            ips = listen.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).take(1).collect();
-        }
-        if ips.is_empty() {
-            return Err(err(
-                "relay.ips",
-                "needed when listening on an unspecified address (0.0.0.0 or ::): \
-                 give this host's address with --relay-ip",
-            ));
-        }
-        let externals = pick(&args.external_ips, file.relay.external_ips, Vec::new);
-        let mut relay_ips: [Vec<RelayIp>; 2] = [Vec::new(), Vec::new()];
-        for ip in &ips {
-            let [v4, v6] = &mut relay_ips;
-            let family = if ip.is_ipv6() { v6 } else { v4 };
-            if family.iter().any(|r| r.bind == *ip) {
-                return Err(err("relay.ips", format!("{ip} is given twice")));
-            }
-            if family.len() == proto::MAX_RELAY_IPS {
-                return Err(err("relay.ips", format!("at most {} addresses per family", proto::MAX_RELAY_IPS)));
-            }
-            family.push(RelayIp { bind: *ip, external: None });
-        }
-        if let Some(ip) = externals.iter().find(|ip| ip.is_unspecified()) {
-            return Err(err("relay.external_ips", format!("{ip} cannot be advertised")));
-        }
-        // External addresses pair with the relay addresses of their family
-        // in order.
-        for (v6, family) in [false, true].into_iter().zip(&mut relay_ips) {
-            let mine: Vec<IpAddr> = externals.iter().filter(|ip| ip.is_ipv6() == v6).copied().collect();
-            match mine.first() {
-                Some(ip) if family.is_empty() => {
-                    return Err(err("relay.external_ips", format!("{ip} has no relay address of its family")));
-                }
-                Some(_) if mine.len() > family.len() => {
-                    return Err(err(
-                        "relay.external_ips",
-                        "more addresses of a family than relay.ips has (they pair in order)",
-                    ));
-                }
-                _ => {}
-            }
-            for (relay, ip) in family.iter_mut().zip(mine) {
-                relay.external = Some(ip);
-            }
-        }
-        for r in relay_ips.iter().flatten() {
-            if r.bind.is_unspecified() && r.external.is_none() {
-                return Err(err(
-                    "relay.external_ips",
-                    format!("relay address {} is unspecified: give the address to advertise", r.bind),
-                ));
-            }
-        }
-
+        let (admin, admin_token) = admin(args, file.admin)?;
+        let realm = realm(args.realm.clone().or(file.realm))?;
+        let Engine { workers, datapath, io_uring_buffers, busy_poll } =
+            engine(args, file.workers, file.datapath, file.io_uring_buffers, file.busy_poll_us)?;
+        let relay_ips = relay_ips(args, &file.relay, &listen)?;
         let ports_text = args.relay_ports.clone().or(file.relay.ports).unwrap_or_else(|| "49152-65535".into());
         let ports = parse_ports(&ports_text).ok_or_else(|| {
             err("relay.ports", format!("expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {ports_text:?}"))
@@ -577,151 +453,8 @@ impl Settings {
         if usize::from(ports.1 - ports.0) + 1 < workers {
             return Err(err("relay.ports", format!("{ports_text} has fewer ports than the {workers} workers")));
         }
-
-        let a = file.allocation;
-        let default_lifetime =
-            ranged("allocation.default_lifetime", a.default_lifetime.unwrap_or(600), 1, 86_400, "seconds")?;
-        let max_lifetime = ranged("allocation.max_lifetime", a.max_lifetime.unwrap_or(3600), 1, 86_400, "seconds")?;
-        if max_lifetime < default_lifetime {
-            return Err(err("allocation.max_lifetime", format!("{max_lifetime} is below default_lifetime")));
-        }
-        let max_allocations = a
-            .max_allocations
-            .map(|n| ranged("allocation.max_allocations", n, 0, 10_000_000, "allocations"))
-            .transpose()?;
-        let user_quota =
-            ranged("allocation.user_quota", a.user_quota.unwrap_or(DEFAULT_USER_QUOTA), 0, 10_000_000, "allocations")?;
-        let ip_quota =
-            ranged("allocation.ip_quota", a.ip_quota.unwrap_or(DEFAULT_IP_QUOTA), 0, 10_000_000, "allocations")?;
-
-        let bandwidth = a.bandwidth.unwrap_or(0);
-        if bandwidth != 0 {
-            ranged(
-                "allocation.bandwidth",
-                bandwidth,
-                1500,
-                1_250_000_000,
-                "bytes a second (0: no limit; a packet must fit)",
-            )?;
-        }
-
-        let mut users = HashMap::new();
-        let users_file = args.users_file.as_ref().or(file.auth.users_file.as_ref());
-        let (users_key, users_lines) = match users_file {
-            Some(path) => ("auth.users_file", read_lines("auth.users_file", path)?),
-            None => ("", Vec::new()),
-        };
-        for (i, line) in users_lines.iter().enumerate() {
-            let (name, password) = line
-                .split_once(':')
-                .filter(|(n, _)| !n.is_empty())
-                .ok_or_else(|| err(users_key, format!("line {}: expected NAME:PASSWORD", i + 1)))?;
-            if users.insert(name.to_owned(), UserSecret::Password(password.to_owned())).is_some() {
-                return Err(err(users_key, format!("user {name:?} is listed twice")));
-            }
-        }
-        for (i, u) in file.auth.users.iter().enumerate() {
-            let key = format!("auth.users[{i}]");
-            if u.name.is_empty() {
-                return Err(err(&key, "name is empty"));
-            }
-            let secret = match (&u.password, &u.key) {
-                (Some(p), None) if is_placeholder(p) => {
-                    return Err(err(&key, "password is the example's placeholder: set a real one"));
-                }
-                (Some(p), None) => UserSecret::Password(p.clone()),
-                (None, Some(k)) => {
-                    let mut md5 = [0u8; 16];
-                    hex::decode_to_slice(k, &mut md5)
-                        .map_err(|_| err(&key, "key must be 32 hex digits: MD5(name:realm:password)"))?;
-                    UserSecret::Md5Key(md5)
-                }
-                _ => return Err(err(&key, "give exactly one of password or key")),
-            };
-            if users.insert(u.name.clone(), secret).is_some() {
-                return Err(err(&key, format!("user {:?} is listed twice", u.name)));
-            }
-        }
-        for spec in &args.users {
-            let (name, password) = spec
-                .split_once(':')
-                .filter(|(n, _)| !n.is_empty())
-                .ok_or_else(|| err("--user", format!("expected NAME:PASSWORD, got {spec:?}")))?;
-            users.insert(name.to_owned(), UserSecret::Password(password.to_owned()));
-        }
-        if dev && users.is_empty() {
-            users.insert(DEV_USER.0.into(), UserSecret::Password(DEV_USER.1.into()));
-        }
-        for (name, secret) in &users {
-            if let UserSecret::Password(p) = secret
-                && is_placeholder(p)
-                && !(dev && name == DEV_USER.0)
-            {
-                return Err(err("auth.users", format!("{name:?}'s password is a placeholder: set a real one")));
-            }
-        }
-        let mut secrets = pick(&args.auth_secrets, Some(file.auth.secrets), Vec::new);
-        if let Some(path) = args.auth_secret_file.as_ref().or(file.auth.secrets_file.as_ref()) {
-            secrets.extend(read_lines("auth.secrets_file", path)?);
-        }
-        for secret in &secrets {
-            check_secret("auth.secrets", secret, MIN_SECRET)?;
-        }
-        if users.is_empty() && secrets.is_empty() {
-            return Err(err(
-                "auth",
-                "no credentials: add a user (--user NAME:PASSWORD) or a REST secret (--auth-secret); \
-                 ip2p does not run an open relay",
-            ));
-        }
-        let nonce_text = match (&file.auth.nonce_secret, &file.auth.nonce_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(err("auth.nonce_secret_file", "give nonce_secret or nonce_secret_file, not both"));
-            }
-            (Some(text), None) => Some(text.clone()),
-            (None, Some(path)) => {
-                let lines = read_lines("auth.nonce_secret_file", path)?;
-                Some(
-                    lines
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| err("auth.nonce_secret_file", "the file holds no secret"))?,
-                )
-            }
-            (None, None) => None,
-        };
-        let (nonce_secret, nonce_secret_generated) = match &nonce_text {
-            Some(hex_text) => {
-                let mut secret = [0u8; 32];
-                hex::decode_to_slice(hex_text, &mut secret)
-                    .map_err(|_| err("auth.nonce_secret", "must be 64 hex digits (32 bytes)"))?;
-                if weak_key(&secret) {
-                    return Err(err(
-                        "auth.nonce_secret",
-                        "is a placeholder (a run or a pattern): make one with `openssl rand -hex 32`",
-                    ));
-                }
-                (secret, false)
-            }
-            None => (rand::random(), true),
-        };
-        let nonce_lifetime =
-            ranged("auth.nonce_lifetime", file.auth.nonce_lifetime.unwrap_or(600), 1, 86_400, "seconds")?;
-        let max_rest_lifetime = ranged(
-            "auth.max_credential_lifetime",
-            file.auth.max_credential_lifetime.unwrap_or(DEFAULT_MAX_CREDENTIAL_LIFETIME),
-            60,
-            366 * 86_400,
-            "seconds",
-        )?;
-        let unauthenticated_rate = ranged(
-            "auth.unauthenticated_rate",
-            file.auth.unauthenticated_rate.unwrap_or(DEFAULT_UNAUTHENTICATED_RATE),
-            0,
-            1_000_000,
-            "responses a second",
-        )?;
-
+        let alloc = allocation(&file.allocation)?;
+        let auth = auth(args, &file.auth, dev)?;
         let mut allow = parse_nets("peers.allow", pick(&args.allow_peers, Some(file.peers.allow), Vec::new))?;
         if dev && allow.is_empty() {
             allow = parse_nets("peers.allow", vec!["127.0.0.0/8".into(), "::1/128".into()])?;
@@ -736,27 +469,8 @@ impl Settings {
         host.sort();
         host.dedup();
 
-        let admin_token = match (file.admin.token, args.admin_token_file.as_ref().or(file.admin.token_file.as_ref())) {
-            (Some(_), Some(_)) => return Err(err("admin.token_file", "give admin.token or a token file, not both")),
-            (Some(token), None) => Some(token),
-            (None, Some(path)) => Some(
-                read_lines("admin.token_file", path)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| err("admin.token_file", "the file holds no token"))?,
-            ),
-            (None, None) => None,
-        };
-        if let Some(token) = &admin_token {
-            check_secret("admin.token", token, MIN_SECRET)?;
-            if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(err("admin.token", "use printable ASCII without spaces (it goes into an HTTP header)"));
-            }
-        }
-
         let log_level = file.log.level.unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| err("log.level", e.to_string()))?;
-
         let software = match file.software {
             Some(s) if s.is_empty() => None,
             // RFC 8489 §14.14: fewer than 128 characters.
@@ -775,37 +489,401 @@ impl Settings {
             workers,
             datapath,
             io_uring_buffers,
-            busy_poll: Duration::from_micros(u64::from(busy_poll_us)),
+            busy_poll,
             proto: proto::Config {
                 software,
-                default_lifetime: Duration::from_secs(default_lifetime),
-                max_lifetime: Duration::from_secs(max_lifetime),
+                default_lifetime: alloc.default_lifetime,
+                max_lifetime: alloc.max_lifetime,
                 relay_ips,
                 ports: ports.0..=ports.1,
-                channel_numbers: a.channel_numbers.unwrap_or_default().into(),
+                channel_numbers: alloc.channel_numbers,
                 policy: PeerPolicy { allow, deny, host },
                 alternates: file.drain.alternates,
-                bandwidth,
-                unauthenticated_rate,
+                bandwidth: alloc.bandwidth,
+                unauthenticated_rate: auth.unauthenticated_rate,
                 short_circuit: file.relay.short_circuit.unwrap_or(true),
                 credentials: Credentials {
                     realm,
-                    users,
-                    rest_secrets: secrets.into_iter().map(String::into_bytes).collect(),
-                    nonce_secret,
-                    nonce_lifetime,
-                    max_rest_lifetime,
+                    users: auth.users,
+                    rest_secrets: auth.secrets.into_iter().map(String::into_bytes).collect(),
+                    nonce_secret: auth.nonce_secret,
+                    nonce_lifetime: auth.nonce_lifetime,
+                    max_rest_lifetime: auth.max_rest_lifetime,
                 },
             },
-            max_allocations,
-            user_quota,
-            ip_quota,
+            max_allocations: alloc.max_allocations,
+            user_quota: alloc.user_quota,
+            ip_quota: alloc.ip_quota,
             log_level,
             log_format: file.log.format.unwrap_or_default(),
-            nonce_secret_generated,
+            nonce_secret_generated: auth.nonce_secret_generated,
             dev,
         })
     }
+}
+
+/// `tls.listen`, and the certificate and key when there are TLS listeners.
+fn tls(args: &RunArgs, file: TlsSection) -> Result<(Vec<SocketAddr>, Option<crate::tls::Tls>), ConfigError> {
+    let tls_listen = pick(&args.tls_listen, file.listen, Vec::new);
+    let cert = args.cert.clone().or(file.cert);
+    let key = args.key.clone().or(file.key);
+    let tls = match (&cert, &key) {
+        (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(|e| err("tls", e))?),
+        (None, None) if tls_listen.is_empty() => None,
+        (None, None) => return Err(err("tls.listen", "TLS listeners need tls.cert and tls.key (--cert, --key)")),
+        (Some(_), None) => return Err(err("tls.key", "tls.cert is given without its key")),
+        (None, Some(_)) => return Err(err("tls.cert", "tls.key is given without its certificate")),
+    };
+    if tls.is_some() && tls_listen.is_empty() {
+        return Err(err("tls.listen", "a certificate is given but no TLS listener (--tls-listen ADDR:PORT)"));
+    }
+    Ok((tls_listen, tls))
+}
+
+/// `[connections]`.
+fn connections(c: &ConnectionsSection) -> Result<Connections, ConfigError> {
+    Ok(Connections {
+        max: ranged("connections.max", c.max.unwrap_or(10_000), 1, 1_000_000, "connections")?,
+        max_per_ip: ranged("connections.max_per_ip", c.max_per_ip.unwrap_or(64), 1, 1_000_000, "connections")?,
+        idle_timeout: secs("connections.idle_timeout", c.idle_timeout.unwrap_or(30), 1, 3600)?,
+        tls_handshake_timeout: secs(
+            "connections.tls_handshake_timeout",
+            c.tls_handshake_timeout.unwrap_or(10),
+            1,
+            300,
+        )?,
+        send_buffer: ranged(
+            "connections.send_buffer",
+            c.send_buffer.unwrap_or(256 * 1024),
+            65_600,
+            64 << 20,
+            "bytes (it must hold a largest frame)",
+        )?,
+    })
+}
+
+/// `[admin]`: the listener's address (`None`: off) and its token.
+fn admin(args: &RunArgs, file: AdminSection) -> Result<(Option<SocketAddr>, Option<String>), ConfigError> {
+    let (admin_key, admin_text) = match (&args.admin, file.listen) {
+        (Some(flag), _) => ("--admin", flag.clone()),
+        (None, Some(text)) => ("admin.listen", text),
+        (None, None) => ("admin.listen", DEFAULT_ADMIN.to_owned()),
+    };
+    let admin = match admin_text.as_str() {
+        "off" | "" => None,
+        text => Some(text.parse::<SocketAddr>().map_err(|_| {
+            err(admin_key, format!("expected ADDR:PORT (e.g. {DEFAULT_ADMIN}) or \"off\", got {text:?}"))
+        })?),
+    };
+    let token = match (file.token, args.admin_token_file.as_ref().or(file.token_file.as_ref())) {
+        (Some(_), Some(_)) => return Err(err("admin.token_file", "give admin.token or a token file, not both")),
+        (Some(token), None) => Some(token),
+        (None, Some(path)) => Some(
+            read_lines("admin.token_file", path)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| err("admin.token_file", "the file holds no token"))?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(token) = &token {
+        check_secret("admin.token", token, MIN_SECRET)?;
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(err("admin.token", "use printable ASCII without spaces (it goes into an HTTP header)"));
+        }
+    }
+    Ok((admin, token))
+}
+
+/// `realm`: 1 to [`proto::MAX_REALM`] bytes.
+fn realm(realm: Option<String>) -> Result<String, ConfigError> {
+    let realm = realm.unwrap_or_else(|| "ip2p".into());
+    if realm.is_empty() || realm.len() > proto::MAX_REALM {
+        return Err(err(
+            "realm",
+            format!(
+                "must be 1 to {} bytes: it goes into every 401, which must stay within 4 times \
+                 the smallest Allocate (docs/security.md)",
+                proto::MAX_REALM
+            ),
+        ));
+    }
+    Ok(realm)
+}
+
+/// The keys that shape the workers.
+struct Engine {
+    workers: usize,
+    datapath: DatapathKind,
+    io_uring_buffers: u16,
+    busy_poll: Duration,
+}
+
+/// `workers`, `datapath`, `io_uring_buffers`, `busy_poll_us`.
+fn engine(
+    args: &RunArgs,
+    workers: Option<usize>,
+    datapath: Option<DatapathKind>,
+    io_uring_buffers: Option<u16>,
+    busy_poll_us: Option<u32>,
+) -> Result<Engine, ConfigError> {
+    let workers = match args.workers.or(workers).unwrap_or(0) {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n if n > 1024 => return Err(err("workers", format!("{n} is more than 1024"))),
+        n => n,
+    };
+    let datapath = args.datapath.or(datapath).unwrap_or_default();
+    let io_uring_buffers = io_uring_buffers.unwrap_or(crate::datapath::uring::DEFAULT_BUFFERS);
+    if !io_uring_buffers.is_power_of_two() || io_uring_buffers > 32_768 {
+        return Err(err("io_uring_buffers", format!("{io_uring_buffers} is not a power of two up to 32768")));
+    }
+    let busy_poll_us = busy_poll_us.unwrap_or(0);
+    if busy_poll_us > 10_000 {
+        return Err(err("busy_poll_us", format!("{busy_poll_us} is more than 10000 (10 ms)")));
+    }
+    Ok(Engine { workers, datapath, io_uring_buffers, busy_poll: Duration::from_micros(u64::from(busy_poll_us)) })
+}
+
+/// `[relay]` `ips` and `external_ips`, by family: up to 8 per family,
+/// defaulting to the first listen address, externals paired in order.
+fn relay_ips(args: &RunArgs, file: &RelaySection, listen: &[SocketAddr]) -> Result<[Vec<RelayIp>; 2], ConfigError> {
+    let mut ips = pick(&args.relay_ips, file.ips.clone(), Vec::new);
+    if ips.is_empty() {
+        ips = listen.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).take(1).collect();
+    }
+    if ips.is_empty() {
+        return Err(err(
+            "relay.ips",
+            "needed when listening on an unspecified address (0.0.0.0 or ::): \
+             give this host's address with --relay-ip",
+        ));
+    }
+    let externals = pick(&args.external_ips, file.external_ips.clone(), Vec::new);
+    let mut relay_ips: [Vec<RelayIp>; 2] = [Vec::new(), Vec::new()];
+    for ip in &ips {
+        let [v4, v6] = &mut relay_ips;
+        let family = if ip.is_ipv6() { v6 } else { v4 };
+        if family.iter().any(|r| r.bind == *ip) {
+            return Err(err("relay.ips", format!("{ip} is given twice")));
+        }
+        if family.len() == proto::MAX_RELAY_IPS {
+            return Err(err("relay.ips", format!("at most {} addresses per family", proto::MAX_RELAY_IPS)));
+        }
+        family.push(RelayIp { bind: *ip, external: None });
+    }
+    if let Some(ip) = externals.iter().find(|ip| ip.is_unspecified()) {
+        return Err(err("relay.external_ips", format!("{ip} cannot be advertised")));
+    }
+    // External addresses pair with the relay addresses of their family
+    // in order.
+    for (v6, family) in [false, true].into_iter().zip(&mut relay_ips) {
+        let mine: Vec<IpAddr> = externals.iter().filter(|ip| ip.is_ipv6() == v6).copied().collect();
+        match mine.first() {
+            Some(ip) if family.is_empty() => {
+                return Err(err("relay.external_ips", format!("{ip} has no relay address of its family")));
+            }
+            Some(_) if mine.len() > family.len() => {
+                return Err(err(
+                    "relay.external_ips",
+                    "more addresses of a family than relay.ips has (they pair in order)",
+                ));
+            }
+            _ => {}
+        }
+        for (relay, ip) in family.iter_mut().zip(mine) {
+            relay.external = Some(ip);
+        }
+    }
+    for r in relay_ips.iter().flatten() {
+        if r.bind.is_unspecified() && r.external.is_none() {
+            return Err(err(
+                "relay.external_ips",
+                format!("relay address {} is unspecified: give the address to advertise", r.bind),
+            ));
+        }
+    }
+    Ok(relay_ips)
+}
+
+/// `[allocation]`, checked.
+struct AllocationKeys {
+    default_lifetime: Duration,
+    max_lifetime: Duration,
+    max_allocations: Option<usize>,
+    user_quota: usize,
+    ip_quota: usize,
+    bandwidth: u64,
+    channel_numbers: proto::ChannelNumbers,
+}
+
+/// `[allocation]`: lifetimes, quotas, bandwidth, channel numbers.
+fn allocation(a: &AllocationSection) -> Result<AllocationKeys, ConfigError> {
+    let default_lifetime =
+        ranged("allocation.default_lifetime", a.default_lifetime.unwrap_or(600), 1, 86_400, "seconds")?;
+    let max_lifetime = ranged("allocation.max_lifetime", a.max_lifetime.unwrap_or(3600), 1, 86_400, "seconds")?;
+    if max_lifetime < default_lifetime {
+        return Err(err("allocation.max_lifetime", format!("{max_lifetime} is below default_lifetime")));
+    }
+    let max_allocations =
+        a.max_allocations.map(|n| ranged("allocation.max_allocations", n, 0, 10_000_000, "allocations")).transpose()?;
+    let user_quota =
+        ranged("allocation.user_quota", a.user_quota.unwrap_or(DEFAULT_USER_QUOTA), 0, 10_000_000, "allocations")?;
+    let ip_quota = ranged("allocation.ip_quota", a.ip_quota.unwrap_or(DEFAULT_IP_QUOTA), 0, 10_000_000, "allocations")?;
+
+    let bandwidth = a.bandwidth.unwrap_or(0);
+    if bandwidth != 0 {
+        ranged(
+            "allocation.bandwidth",
+            bandwidth,
+            1500,
+            1_250_000_000,
+            "bytes a second (0: no limit; a packet must fit)",
+        )?;
+    }
+    Ok(AllocationKeys {
+        default_lifetime: Duration::from_secs(default_lifetime),
+        max_lifetime: Duration::from_secs(max_lifetime),
+        max_allocations,
+        user_quota,
+        ip_quota,
+        bandwidth,
+        channel_numbers: a.channel_numbers.unwrap_or_default().into(),
+    })
+}
+
+/// `[auth]`, checked, with the secrets read from their files.
+struct AuthKeys {
+    users: HashMap<String, UserSecret>,
+    secrets: Vec<String>,
+    nonce_secret: [u8; 32],
+    nonce_secret_generated: bool,
+    nonce_lifetime: u64,
+    max_rest_lifetime: u64,
+    unauthenticated_rate: u32,
+}
+
+/// `[auth]`: users (file, table, flags), REST secrets, the nonce secret,
+/// lifetimes and the rate of unauthenticated answers.
+fn auth(args: &RunArgs, file: &AuthSection, dev: bool) -> Result<AuthKeys, ConfigError> {
+    let mut users = HashMap::new();
+    let users_file = args.users_file.as_ref().or(file.users_file.as_ref());
+    let (users_key, users_lines) = match users_file {
+        Some(path) => ("auth.users_file", read_lines("auth.users_file", path)?),
+        None => ("", Vec::new()),
+    };
+    for (i, line) in users_lines.iter().enumerate() {
+        let (name, password) = line
+            .split_once(':')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| err(users_key, format!("line {}: expected NAME:PASSWORD", i + 1)))?;
+        if users.insert(name.to_owned(), UserSecret::Password(password.to_owned())).is_some() {
+            return Err(err(users_key, format!("user {name:?} is listed twice")));
+        }
+    }
+    for (i, u) in file.users.iter().enumerate() {
+        let key = format!("auth.users[{i}]");
+        if u.name.is_empty() {
+            return Err(err(&key, "name is empty"));
+        }
+        let secret = match (&u.password, &u.key) {
+            (Some(p), None) if is_placeholder(p) => {
+                return Err(err(&key, "password is the example's placeholder: set a real one"));
+            }
+            (Some(p), None) => UserSecret::Password(p.clone()),
+            (None, Some(k)) => {
+                let mut md5 = [0u8; 16];
+                hex::decode_to_slice(k, &mut md5)
+                    .map_err(|_| err(&key, "key must be 32 hex digits: MD5(name:realm:password)"))?;
+                UserSecret::Md5Key(md5)
+            }
+            _ => return Err(err(&key, "give exactly one of password or key")),
+        };
+        if users.insert(u.name.clone(), secret).is_some() {
+            return Err(err(&key, format!("user {:?} is listed twice", u.name)));
+        }
+    }
+    for spec in &args.users {
+        let (name, password) = spec
+            .split_once(':')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| err("--user", format!("expected NAME:PASSWORD, got {spec:?}")))?;
+        users.insert(name.to_owned(), UserSecret::Password(password.to_owned()));
+    }
+    if dev && users.is_empty() {
+        users.insert(DEV_USER.0.into(), UserSecret::Password(DEV_USER.1.into()));
+    }
+    for (name, secret) in &users {
+        if let UserSecret::Password(p) = secret
+            && is_placeholder(p)
+            && !(dev && name == DEV_USER.0)
+        {
+            return Err(err("auth.users", format!("{name:?}'s password is a placeholder: set a real one")));
+        }
+    }
+    let mut secrets = pick(&args.auth_secrets, Some(file.secrets.clone()), Vec::new);
+    if let Some(path) = args.auth_secret_file.as_ref().or(file.secrets_file.as_ref()) {
+        secrets.extend(read_lines("auth.secrets_file", path)?);
+    }
+    for secret in &secrets {
+        check_secret("auth.secrets", secret, MIN_SECRET)?;
+    }
+    if users.is_empty() && secrets.is_empty() {
+        return Err(err(
+            "auth",
+            "no credentials: add a user (--user NAME:PASSWORD) or a REST secret (--auth-secret); \
+             ip2p does not run an open relay",
+        ));
+    }
+    let nonce_text = match (&file.nonce_secret, &file.nonce_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(err("auth.nonce_secret_file", "give nonce_secret or nonce_secret_file, not both"));
+        }
+        (Some(text), None) => Some(text.clone()),
+        (None, Some(path)) => {
+            let lines = read_lines("auth.nonce_secret_file", path)?;
+            Some(lines.into_iter().next().ok_or_else(|| err("auth.nonce_secret_file", "the file holds no secret"))?)
+        }
+        (None, None) => None,
+    };
+    let (nonce_secret, nonce_secret_generated) = match &nonce_text {
+        Some(hex_text) => {
+            let mut secret = [0u8; 32];
+            hex::decode_to_slice(hex_text, &mut secret)
+                .map_err(|_| err("auth.nonce_secret", "must be 64 hex digits (32 bytes)"))?;
+            if weak_key(&secret) {
+                return Err(err(
+                    "auth.nonce_secret",
+                    "is a placeholder (a run or a pattern): make one with `openssl rand -hex 32`",
+                ));
+            }
+            (secret, false)
+        }
+        None => (rand::random(), true),
+    };
+    let nonce_lifetime = ranged("auth.nonce_lifetime", file.nonce_lifetime.unwrap_or(600), 1, 86_400, "seconds")?;
+    let max_rest_lifetime = ranged(
+        "auth.max_credential_lifetime",
+        file.max_credential_lifetime.unwrap_or(DEFAULT_MAX_CREDENTIAL_LIFETIME),
+        60,
+        366 * 86_400,
+        "seconds",
+    )?;
+    let unauthenticated_rate = ranged(
+        "auth.unauthenticated_rate",
+        file.unauthenticated_rate.unwrap_or(DEFAULT_UNAUTHENTICATED_RATE),
+        0,
+        1_000_000,
+        "responses a second",
+    )?;
+    Ok(AuthKeys {
+        users,
+        secrets,
+        nonce_secret,
+        nonce_secret_generated,
+        nonce_lifetime,
+        max_rest_lifetime,
+        unauthenticated_rate,
+    })
 }
 
 /// Allocations one user may hold by default (a REST username's user part:
