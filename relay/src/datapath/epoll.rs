@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use super::batch::{BATCH, RecvBatch, SendBatch};
 use super::stream::{self, Conn, Conns, StreamLogs, TLS_CHUNK};
 use super::tcp_relay::{TcpEvent, TcpRelays};
-use super::{DatapathCounters, Handover, RelaySockets, Spare, StreamCounters, Worker, backoff, now};
+use super::{DataConnection, DatapathCounters, RelaySockets, Spare, StreamCounters, Worker, backoff, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Transmit, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
@@ -37,14 +37,14 @@ const HANDOFF_BATCHES: usize = 32;
 
 /// What the core opens and closes through [`Sockets`]: UDP relay sockets,
 /// indexed by [`RelayToken`] and registered with the poll, and TCP relays.
-struct Socks {
+struct EpollSockets {
     registry: Registry,
     relays: Vec<Option<RelaySocket>>,
     next_generation: u32,
     worker: usize,
     tcp: Arc<TcpRelays>,
     /// Client connections a ConnectionBind turned into data connections.
-    handovers: Vec<Handover>,
+    data_connections: Vec<DataConnection>,
 }
 
 /// A relay socket and the generation it was opened in: a send queued for
@@ -55,9 +55,9 @@ struct RelaySocket {
     generation: u32,
 }
 
-super::relay_sockets!(Socks);
+super::relay_sockets!(EpollSockets);
 
-impl RelaySockets for Socks {
+impl RelaySockets for EpollSockets {
     fn install(&mut self, token: RelayToken, socket: std::net::UdpSocket) -> io::Result<()> {
         let mut socket = UdpSocket::from_std(socket);
         let index = token.0 as usize;
@@ -82,8 +82,8 @@ impl RelaySockets for Socks {
         (&self.tcp, self.worker)
     }
 
-    fn handovers(&mut self) -> &mut Vec<Handover> {
-        &mut self.handovers
+    fn data_connections(&mut self) -> &mut Vec<DataConnection> {
+        &mut self.data_connections
     }
 }
 
@@ -139,7 +139,7 @@ struct Loop {
     /// Log lines a client can cause.
     logs: StreamLogs,
     next_sweep: Instant,
-    socks: Socks,
+    socks: EpollSockets,
     rx: RecvBatch,
     tx: SendBatch,
     pending: Vec<Pending>,
@@ -181,13 +181,13 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         accept_retry: None,
         logs: StreamLogs::default(),
         next_sweep: now() + SWEEP,
-        socks: Socks {
+        socks: EpollSockets {
             registry,
             relays: Vec::new(),
             next_generation: 0,
             worker: worker_id,
             tcp: tcp.clone(),
-            handovers: Vec::new(),
+            data_connections: Vec::new(),
         },
         rx: RecvBatch::new(),
         tx: SendBatch::new(),
@@ -385,14 +385,14 @@ impl Loop {
                     break;
                 }
             }
-            if !socks.handovers.is_empty() {
+            if !socks.data_connections.is_empty() {
                 // A ConnectionBind: the rest of this stream is raw data.
                 break;
             }
         }
         self.send_errors += send_errors;
         self.stream_counters.dropped_backlog += dropped;
-        self.hand_over();
+        self.splice_data_connections();
         // Flush replies (and a TLS alert) before a close.
         self.dirty.push(slot);
         self.flush_conns();
@@ -403,8 +403,8 @@ impl Loop {
 
     /// Gives the connections a ConnectionBind claimed, with their TLS state
     /// and unsent bytes (the response), to the TCP relays.
-    fn hand_over(&mut self) {
-        for h in std::mem::take(&mut self.socks.handovers) {
+    fn splice_data_connections(&mut self) {
+        for h in std::mem::take(&mut self.socks.data_connections) {
             let Some((slot, _)) = self.conns.find(h.listener, h.client) else { continue };
             let Some(mut conn) = self.conns.remove(slot) else { continue };
             let Some(mut socket) = conn.io.take() else { continue };

@@ -181,7 +181,7 @@ pub(crate) trait RelaySockets {
     fn tcp(&self) -> (&Arc<TcpRelays>, usize);
     /// ConnectionBinds that succeeded, for the loop to hand their client
     /// connections over to the TCP relays.
-    fn handovers(&mut self) -> &mut Vec<Handover>;
+    fn data_connections(&mut self) -> &mut Vec<DataConnection>;
 }
 
 /// The core's [`crate::proto::Sockets`] for a datapath's [`RelaySockets`]: written once,
@@ -291,7 +291,7 @@ pub(crate) fn tcp_bind(
 ) -> bool {
     let bound = s.tcp().0.bind(conn, username);
     if bound {
-        s.handovers().push(Handover { listener, client, conn });
+        s.data_connections().push(DataConnection { listener, client, conn });
     }
     bound
 }
@@ -299,7 +299,7 @@ pub(crate) fn tcp_bind(
 /// A client connection a ConnectionBind turned into a data connection
 /// (RFC 6062 §5.4): the datapath hands it to the TCP relays.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Handover {
+pub(crate) struct DataConnection {
     pub(crate) listener: crate::proto::ListenerId,
     pub(crate) client: std::net::SocketAddr,
     pub(crate) conn: u32,

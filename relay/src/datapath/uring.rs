@@ -31,7 +31,7 @@ use socket2::SockAddr;
 
 use super::stream::{self, Conn, Conns, StreamLogs, TLS_CHUNK};
 use super::tcp_relay::{TcpEvent, TcpRelays};
-use super::{DatapathCounters, Handover, RelaySockets, Spare, StreamCounters, Worker, now};
+use super::{DataConnection, DatapathCounters, RelaySockets, Spare, StreamCounters, Worker, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Verdict, Via};
 
 /// Submission queue entries.
@@ -227,9 +227,9 @@ impl Drop for BufRing {
     }
 }
 
-/// What an in-flight send holds until it completes.
+/// The buffer an in-flight send's bytes are in, kept until it completes.
 #[derive(Debug)]
-enum Hold {
+enum SendBuffer {
     /// A provided receive buffer.
     Buffer(u16),
     /// A reply buffer.
@@ -238,24 +238,24 @@ enum Hold {
     Handoff(Box<[u8]>),
 }
 
-/// `range` of what `hold` holds.
-fn held<'a>(
+/// `range` of the bytes in `buffer`.
+fn send_bytes<'a>(
     bufs: &'a mut BufRing,
     replies: &'a [Box<[u8]>],
-    hold: &'a Hold,
+    buffer: &'a SendBuffer,
     range: std::ops::Range<usize>,
 ) -> Option<&'a [u8]> {
-    match hold {
-        Hold::Buffer(bid) => bufs.buffer(*bid).get(range),
-        Hold::Reply(r) => replies.get(*r).and_then(|b| b.get(range)),
-        Hold::Handoff(b) => b.get(range),
+    match buffer {
+        SendBuffer::Buffer(bid) => bufs.buffer(*bid).get(range),
+        SendBuffer::Reply(r) => replies.get(*r).and_then(|b| b.get(range)),
+        SendBuffer::Handoff(b) => b.get(range),
     }
 }
 
 /// An in-flight send: its destination must live until completion.
 struct SendSlot {
     to: SockAddr,
-    hold: Hold,
+    buffer: SendBuffer,
 }
 
 struct RelaySocket {
@@ -274,12 +274,12 @@ struct ConnIo {
     sending: bool,
     /// A ConnectionBind made it a data connection: once its operations in
     /// flight are done it goes to the TCP relays instead of closing.
-    handover: Option<u32>,
+    data_connection: Option<u32>,
 }
 
 /// The worker's sockets and the ring, lent to the core to open and close
 /// relay sockets.
-struct Io {
+struct UringSockets {
     ring: IoUring,
     listeners: usize,
     relays: Vec<Option<RelaySocket>>,
@@ -290,10 +290,10 @@ struct Io {
     worker: usize,
     tcp: std::sync::Arc<TcpRelays>,
     /// Client connections a ConnectionBind turned into data connections.
-    handovers: Vec<Handover>,
+    data_connections: Vec<DataConnection>,
 }
 
-impl Io {
+impl UringSockets {
     /// Queues an operation; when the submission queue is full, submits
     /// what is queued and tries once more. `false` if it still does not
     /// fit: the caller gives back what the operation would have held.
@@ -338,9 +338,9 @@ impl Io {
     }
 }
 
-super::relay_sockets!(Io);
+super::relay_sockets!(UringSockets);
 
-impl RelaySockets for Io {
+impl RelaySockets for UringSockets {
     fn install(&mut self, token: RelayToken, socket: UdpSocket) -> io::Result<()> {
         let fixed = self.relay_fixed(token).ok_or_else(|| io::Error::other("too many relay sockets on this worker"))?;
         self.ring.submitter().register_files_update(fixed, &[socket.as_raw_fd()])?;
@@ -367,8 +367,8 @@ impl RelaySockets for Io {
         (&self.tcp, self.worker)
     }
 
-    fn handovers(&mut self) -> &mut Vec<Handover> {
-        &mut self.handovers
+    fn data_connections(&mut self) -> &mut Vec<DataConnection> {
+        &mut self.data_connections
     }
 
     fn uninstall(&mut self, token: RelayToken) -> bool {
@@ -390,7 +390,7 @@ impl RelaySockets for Io {
 /// The loop's state. Field order matters: `io` (the ring) drops before
 /// `bufs` (the memory it may still reference).
 struct Loop {
-    io: Io,
+    io: UringSockets,
     bufs: BufRing,
     worker: Worker,
     _listeners: Vec<UdpSocket>,
@@ -443,7 +443,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     msghdr.msg_namelen = NAME_LEN;
     let capacity = usize::from(bufs.count) + REPLIES;
     let mut l = Loop {
-        io: Io {
+        io: UringSockets {
             ring,
             listeners: listeners.len(),
             relays: Vec::new(),
@@ -452,7 +452,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
             fixed_files,
             worker: worker.id,
             tcp: worker.tcp.clone(),
-            handovers: Vec::new(),
+            data_connections: Vec::new(),
         },
         bufs,
         worker,
@@ -700,14 +700,14 @@ impl Loop {
                 // before it: enough to frame it for another allocation.
                 t.range = payload.start + t.range.start..payload.start + t.range.end;
                 match self.worker.short_circuit(now, t, self.bufs.buffer(bid)) {
-                    Some(Verdict::Forward(t)) => self.send(t.via, t.to, Hold::Buffer(bid), t.range),
+                    Some(Verdict::Forward(t)) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
                     _ => self.bufs.provide(bid),
                 }
             }
             Verdict::Reply(t) => {
                 self.bufs.provide(bid);
                 match reply_index {
-                    Some(r) => self.send(t.via, t.to, Hold::Reply(r), t.range),
+                    Some(r) => self.send(t.via, t.to, SendBuffer::Reply(r), t.range),
                     None => self.send_errors += 1,
                 }
             }
@@ -730,7 +730,7 @@ impl Loop {
             }
             let Some(mut p) = self.worker.handoffs.recv(self.worker.id) else { return };
             match self.worker.server.handoff(now, p.to, p.from, &mut p.buf, p.data) {
-                Verdict::Forward(t) => self.send(t.via, t.to, Hold::Handoff(p.buf), t.range),
+                Verdict::Forward(t) => self.send(t.via, t.to, SendBuffer::Handoff(p.buf), t.range),
                 Verdict::Reply(_) | Verdict::Drop(_) => self.worker.handoffs.recycle(p.buf),
             }
         }
@@ -739,18 +739,18 @@ impl Loop {
     fn peer_datagram(&mut self, token: u32, bid: u16, from: SocketAddr, payload: std::ops::Range<usize>) {
         let buf = self.bufs.buffer(bid);
         match self.worker.server.handle_peer(now(), RelayToken(token), from, buf, payload) {
-            Verdict::Forward(t) => self.send(t.via, t.to, Hold::Buffer(bid), t.range),
+            Verdict::Forward(t) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
             Verdict::Reply(_) | Verdict::Drop(_) => self.bufs.provide(bid),
         }
     }
 
     /// Queues a send of `range` of the held buffer to `to` from `via`.
-    fn send(&mut self, via: Via, to: SocketAddr, hold: Hold, range: std::ops::Range<usize>) {
+    fn send(&mut self, via: Via, to: SocketAddr, buffer: SendBuffer, range: std::ops::Range<usize>) {
         if let Via::Listener(l) = via
             && l.transport == ip2p_wire::Transport::Stream
         {
             // To a connection: into its queue, and the buffer comes back.
-            let bytes = held(&mut self.bufs, &self.replies, &hold, range);
+            let bytes = send_bytes(&mut self.bufs, &self.replies, &buffer, range);
             match self.conns.find(l, to) {
                 Some((slot, conn)) => {
                     if conn.stream.send(bytes.unwrap_or_default()) {
@@ -761,7 +761,7 @@ impl Loop {
                 }
                 None => self.send_errors += 1,
             }
-            return self.release(hold);
+            return self.release(buffer);
         }
         let fixed = match via {
             Via::Listener(l) => Some(u32::from(l.index)),
@@ -769,15 +769,15 @@ impl Loop {
         };
         let (Some(fixed), Some(slot)) = (fixed, self.free_sends.pop()) else {
             self.send_errors += 1;
-            return self.release(hold);
+            return self.release(buffer);
         };
-        let bytes = held(&mut self.bufs, &self.replies, &hold, range.clone());
+        let bytes = send_bytes(&mut self.bufs, &self.replies, &buffer, range.clone());
         // The bytes stay put until the send completes: a provided or reply
         // buffer is not reused before, and a boxed slice does not move
         // when its box does.
         let bytes: *const u8 = bytes.map_or(std::ptr::null(), <[u8]>::as_ptr);
-        let Some(entry) = self.sends.get_mut(slot) else { return self.release(hold) };
-        let stored = entry.insert(SendSlot { to: SockAddr::from(to), hold });
+        let Some(entry) = self.sends.get_mut(slot) else { return self.release(buffer) };
+        let stored = entry.insert(SendSlot { to: SockAddr::from(to), buffer });
         let len = u32::try_from(range.len()).unwrap_or(0);
         if bytes.is_null() {
             self.send_errors += 1;
@@ -799,16 +799,16 @@ impl Loop {
             self.send_errors += 1;
         }
         if let Some(done) = self.sends.get_mut(slot).and_then(Option::take) {
-            self.release(done.hold);
+            self.release(done.buffer);
             self.free_sends.push(slot);
         }
     }
 
-    fn release(&mut self, hold: Hold) {
-        match hold {
-            Hold::Buffer(bid) => self.bufs.provide(bid),
-            Hold::Reply(r) => self.free_replies.push(r),
-            Hold::Handoff(b) => self.worker.handoffs.recycle(b),
+    fn release(&mut self, buffer: SendBuffer) {
+        match buffer {
+            SendBuffer::Buffer(bid) => self.bufs.provide(bid),
+            SendBuffer::Reply(r) => self.free_replies.push(r),
+            SendBuffer::Handoff(b) => self.worker.handoffs.recycle(b),
         }
     }
 
@@ -851,7 +851,7 @@ impl Loop {
         let _ = socket.set_nodelay(true);
         self.next_conn_generation = self.next_conn_generation.wrapping_add(1) & 0x00FF_FFFF;
         let generation = self.next_conn_generation;
-        let io = ConnIo { socket, generation, receiving: false, sending: false, handover: None };
+        let io = ConnIo { socket, generation, receiving: false, sending: false, data_connection: None };
         let conn =
             Conn { listener, peer, stream: framing, io, ticket: Some(ticket), deadline: now() + wait, closing: false };
         let slot = self.conns.insert(conn);
@@ -908,8 +908,8 @@ impl Loop {
             self.write_conns();
             return self.close(slot, why);
         }
-        if !self.io.handovers.is_empty() {
-            return self.hand_over();
+        if !self.io.data_connections.is_empty() {
+            return self.splice_data_connections();
         }
         let receiving = self.conns.get_mut(slot).is_some_and(|c| c.io.receiving);
         if !receiving {
@@ -1017,10 +1017,10 @@ impl Loop {
     /// relays: their receive is cancelled (not the socket shut down), and
     /// once nothing of theirs is in flight [`Self::finish_close`] passes
     /// them on with their TLS state and unsent bytes (the response).
-    fn hand_over(&mut self) {
-        for h in std::mem::take(&mut self.io.handovers) {
+    fn splice_data_connections(&mut self) {
+        for h in std::mem::take(&mut self.io.data_connections) {
             let Some((slot, conn)) = self.conns.find(h.listener, h.client) else { continue };
-            conn.io.handover = Some(h.conn);
+            conn.io.data_connection = Some(h.conn);
             let recv = user_data(Op::RecvConn, conn.io.generation, u32::try_from(slot).unwrap_or(u32::MAX));
             let receiving = conn.io.receiving;
             self.conns.detach(slot);
@@ -1073,7 +1073,7 @@ impl Loop {
             return;
         }
         let Some(conn) = self.conns.remove(slot) else { return };
-        if let Some(id) = conn.io.handover {
+        if let Some(id) = conn.io.data_connection {
             let (tls, unsent) = conn.stream.into_parts();
             let _ = conn.io.socket.set_nonblocking(false);
             self.io.tcp.splice(id, conn.io.socket, tls, unsent, conn.ticket);
