@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use ip2p_wire::{Attribute, Class, Message, MessageType, MessageWriter, Method, TransactionId};
 
+pub mod support;
+
 /// The relay binary of this build, built first if it is not (or not up to
 /// date): `cargo test` of this crate alone does not build other crates'
 /// binaries.
@@ -39,6 +41,12 @@ pub fn relay_bin() -> PathBuf {
         profile_dir.join("ip2p-relay")
     })
     .clone()
+}
+
+/// [`relay_bin`] as text, for commands and shell scripts.
+pub fn bin() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| relay_bin().to_str().unwrap().to_owned())
 }
 
 /// A file in a fresh directory of this test's, removed with it.

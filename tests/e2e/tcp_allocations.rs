@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use ip2p_client::Client;
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
-use support::Pki;
-
-mod support;
+use ip2p_tests::support::Pki;
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -5,9 +5,9 @@
 //! to drain.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+use ip2p_tests::bin;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 const MANIFEST: &str = include_str!("../../deploy/kubernetes/ip2p-relay.yaml");
 
 /// The value of `key: value` on the first line that has it.
@@ -39,7 +39,7 @@ fn the_daemonset_config_refuses_placeholders_and_validates_with_its_flags() {
     let check = || {
         // What the DaemonSet passes, with a documentation address for the node.
         assert!(MANIFEST.contains("- --relay-ip=$(HOST_IP)"));
-        Command::new(BIN).args(["--relay-ip", "192.0.2.7", "check-config", path.to_str().unwrap()]).output().unwrap()
+        Command::new(bin()).args(["--relay-ip", "192.0.2.7", "check-config", path.to_str().unwrap()]).output().unwrap()
     };
     let secrets = ["rest-secret", "nonce-secret", "admin-token"];
     for name in secrets {

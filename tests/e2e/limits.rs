@@ -3,20 +3,17 @@
 //! each datapath, under a low `ulimit -n`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-mod support;
-
 use std::process::{Command, Stdio};
 
 use ip2p_client::Client;
+use ip2p_tests::bin;
+use ip2p_tests::support::Log;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::Log;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 
 fn out_of_descriptors(datapath: &str) {
     let mut child = Command::new("sh")
-        .args(["-c", "ulimit -n 96 && exec \"$0\" \"$@\"", BIN])
+        .args(["-c", "ulimit -n 96 && exec \"$0\" \"$@\"", bin()])
         .args(["--listen", "127.0.0.1:0", "--workers", "1", "--user", "u:p", "--datapath", datapath, "--admin", "off"])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

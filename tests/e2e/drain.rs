@@ -7,14 +7,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
-
 use ip2p_client::Client;
+use ip2p_tests::bin;
+use ip2p_tests::support::{Log, http_get};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{Log, http_get};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 
 /// Starts the relay with `drain` as its [drain] table; returns it, its
 /// listen address and its admin listener's.
@@ -25,7 +22,7 @@ fn start(name: &str, drain: &str) -> (Child, SocketAddr, SocketAddr) {
          [peers]\nallow = [\"127.0.0.2/32\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[drain]\n{drain}\n"
     );
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["--config", path.to_str().unwrap()])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

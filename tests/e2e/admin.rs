@@ -3,8 +3,6 @@
 //! 503 once the node drains. On each datapath.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use ip2p_client::{Client, Received};
 use ip2p_relay::admin::Admin;
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
-use support::{http, http_get, metrics};
+use ip2p_tests::support::{http, http_get, metrics};
 
 const WAIT: Duration = Duration::from_secs(2);
 

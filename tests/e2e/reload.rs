@@ -3,8 +3,6 @@
 //! file is refused and the running configuration stays.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-mod support;
-
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -12,11 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ip2p_client::Client;
+use ip2p_tests::bin;
+use ip2p_tests::support::Log;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::Log;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 
 fn config(password: &str, peers: &str, workers: usize) -> String {
     format!(
@@ -38,7 +35,7 @@ fn config(password: &str, peers: &str, workers: usize) -> String {
 fn sighup_reloads_users_and_policy_without_losing_a_packet() {
     let path = std::env::temp_dir().join(format!("ip2p-reload-{}.toml", std::process::id()));
     std::fs::write(&path, config("first", r#"allow = ["127.0.0.2/32"]"#, 2)).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["--config", path.to_str().unwrap(), "--admin", "off"])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

@@ -10,11 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ip2p_client::Client;
-use support::{Log, Pki};
-
-mod support;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
+use ip2p_tests::bin;
+use ip2p_tests::support::{Log, Pki};
 
 fn temp_config(name: &str, text: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("ip2p-cli-{}-{name}.toml", std::process::id()));
@@ -26,7 +23,7 @@ fn temp_config(name: &str, text: &str) -> PathBuf {
 fn check_config_refuses_the_examples_placeholders_and_accepts_it_without() {
     let example = include_str!("../../deploy/ip2p-relay.example.toml");
     let as_is = temp_config("example", example);
-    let out = Command::new(BIN).args(["check-config", as_is.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin()).args(["check-config", as_is.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "the placeholders must be refused");
     assert!(stderr.contains("auth.users[0]") && stderr.contains("placeholder"), "{stderr}");
@@ -38,7 +35,7 @@ fn check_config_refuses_the_examples_placeholders_and_accepts_it_without() {
             "8f1d2c3b4a5968778695a4b3c2d1e0f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
         );
     let fixed = temp_config("example-fixed", &real);
-    let out = Command::new(BIN).args(["check-config", fixed.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin()).args(["check-config", fixed.to_str().unwrap()]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("valid") && stdout.contains("49152..=65535"), "{stdout}");
@@ -53,20 +50,20 @@ fn bad_configs_are_refused_naming_the_key() {
         "bad",
         "listen = [\"127.0.0.1:3478\"]\n[relay]\nports = \"9-1\"\n[auth]\nsecrets = [\"a-rest-secret-for-tests\"]\n",
     );
-    let out = Command::new(BIN).args(["check-config", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin()).args(["check-config", bad.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("relay.ports"), "{stderr}");
 
-    let out = Command::new(BIN).args(["--config", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin()).args(["--config", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad config never starts the server");
     assert!(String::from_utf8_lossy(&out.stderr).contains("relay.ports"));
 
-    let out = Command::new(BIN).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    let out = Command::new(bin()).args(["--listen", "127.0.0.1:0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials"));
 
-    let out = Command::new(BIN).args(["--dev", "--relay-ports", "1-0"]).output().unwrap();
+    let out = Command::new(bin()).args(["--dev", "--relay-ports", "1-0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("relay.ports"));
     std::fs::remove_file(bad).unwrap();
@@ -76,7 +73,7 @@ fn bad_configs_are_refused_naming_the_key() {
 fn a_taken_port_fails_the_start() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN).args(["--dev", "--listen", &addr]).stdout(Stdio::null()).output().unwrap();
+    let out = Command::new(bin()).args(["--dev", "--listen", &addr]).stdout(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
@@ -85,18 +82,18 @@ fn a_taken_port_fails_the_start() {
 fn a_taken_admin_port_fails_the_start_and_a_bad_one_is_a_config_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN).args(["--dev", "--listen", "127.0.0.1:0", "--admin", &addr]).output().unwrap();
+    let out = Command::new(bin()).args(["--dev", "--listen", "127.0.0.1:0", "--admin", &addr]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("admin listener {addr}")), "{stderr}");
-    let out = Command::new(BIN).args(["--dev", "--admin", "localhost"]).output().unwrap();
+    let out = Command::new(bin()).args(["--dev", "--admin", "localhost"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--admin: expected ADDR:PORT"));
 }
 
 #[test]
 fn dev_mode_serves_and_stops_on_sigterm() {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["--dev", "--listen", "127.0.0.1:0", "--workers", "1", "--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -137,7 +134,7 @@ fn dev_mode_serves_and_stops_on_sigterm() {
 fn sighup_reloads_the_tls_certificate() {
     let mut pki = Pki::new("cli-sighup");
     let (cert, key) = (pki.cert(), pki.key());
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -184,21 +181,21 @@ fn init_config_writes_a_valid_private_config_once() {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::temp_dir().join(format!("ip2p-init-{}.toml", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let out = Command::new(BIN).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640, "it holds secrets");
     let text = std::fs::read_to_string(&path).unwrap();
-    let out = Command::new(BIN).args(["check-config", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin()).args(["check-config", path.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("127.0.0.1:3478") && shown.contains("1 REST secrets"), "{shown}");
     // Never over an existing file.
-    let out = Command::new(BIN).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     // Each install gets its own secrets.
     std::fs::remove_file(&path).unwrap();
-    Command::new(BIN).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    Command::new(bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
     assert_ne!(std::fs::read_to_string(&path).unwrap(), text);
     std::fs::remove_file(&path).unwrap();
 }

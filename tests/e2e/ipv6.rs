@@ -15,10 +15,8 @@ use std::time::Duration;
 use ip2p_client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
+use ip2p_tests::support::Pki;
 use ip2p_wire::AddressFamily;
-use support::Pki;
-
-mod support;
 
 const WAIT: Duration = Duration::from_secs(2);
 

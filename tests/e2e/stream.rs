@@ -12,9 +12,7 @@ use ip2p_client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::datapath::StreamCounters;
 use ip2p_relay::node::{self, Node};
-use support::Pki;
-
-mod support;
+use ip2p_tests::support::Pki;
 
 const WAIT: Duration = Duration::from_secs(2);
 

@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
-use support::Pki;
+use ip2p_tests::support::Pki;
 
-mod support;
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/aioice_turn.py");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/aioice_turn.py");
 
 fn start(dp: DatapathKind, pki: &Pki) -> Node {
     let text = format!(

@@ -4,17 +4,15 @@
 //! notification socket the test listens on, as systemd would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ip2p_client::Client;
-use support::Log;
+use ip2p_tests::bin;
+use ip2p_tests::support::Log;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ip2p-relay");
 const UNIT: &str = include_str!("../../deploy/systemd/ip2p-relay.service");
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -30,7 +28,8 @@ fn the_unit_passes_systemd_analyze_verify() {
     let config = dir.join("relay.toml");
     std::fs::write(&config, "listen = [\"127.0.0.1:3478\"]\n[auth]\nsecrets = [\"a-rest-secret-for-tests\"]\n")
         .unwrap();
-    let unit = UNIT.replace("/usr/local/bin/ip2p-relay", BIN).replace("/etc/ip2p/relay.toml", config.to_str().unwrap());
+    let unit =
+        UNIT.replace("/usr/local/bin/ip2p-relay", bin()).replace("/etc/ip2p/relay.toml", config.to_str().unwrap());
     let path = dir.join("ip2p-relay.service");
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")
@@ -69,7 +68,7 @@ fn the_relay_speaks_sd_notify() {
     // systemd sets WATCHDOG_PID to the service's pid: the shell's `$$`,
     // which `exec` hands to the relay.
     let mut child = Command::new("sh")
-        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", BIN])
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", bin()])
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -1,11 +1,12 @@
-//! What several integration tests share.
-#![allow(dead_code, unreachable_pub)] // each test uses its own part
+//! Test helpers the suite's modules share: a test PKI, HTTP to the admin
+//! API, a relay process's log.
 
 use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// A test CA and a certificate for `localhost` it signed, written to files.
+#[derive(Debug)]
 pub struct Pki {
     pub roots: rustls::RootCertStore,
     dir: PathBuf,
@@ -82,6 +83,7 @@ pub fn metrics(addr: std::net::SocketAddr) -> std::collections::HashMap<String, 
 
 /// A relay process's log (its stderr), line by line. A thread reads it for
 /// the process's whole life, so the relay never blocks on a full pipe.
+#[derive(Debug)]
 pub struct Log(std::sync::mpsc::Receiver<String>);
 
 impl Log {
