@@ -2,9 +2,12 @@
 //! RFC 8656, RFC 6062).
 //!
 //! No sockets, no clock, no threads. The datapath hands in what arrived
-//! (`now`, which listener or relay socket, from whom, the bytes) and gets
-//! back one [`Verdict`]: send a range of the receive buffer on a socket, send
-//! the reply written into the scratch buffer, or drop (counted). Relay
+//! (`now`, which listener or relay socket, from whom, the buffer and where
+//! the packet lies in it) and makes one call per packet. A client's packet
+//! gets back one [`Verdict`]: send a range of its buffer (relayed data,
+//! framed in place), send the reply written into the scratch buffer, hand
+//! the payload to another worker, answer later, or drop (counted). A peer's
+//! datagram is forwarded to its client, framed in place, or dropped. Relay
 //! sockets are opened and closed through the [`Sockets`] trait. Expiry runs
 //! from [`Server::poll_timeout`] and [`Server::handle_timeout`].
 //!
@@ -190,15 +193,37 @@ pub struct Transmit {
     pub range: Range<usize>,
 }
 
-/// What to do with one received packet.
+/// What to do with a packet a client sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send a range of the receive buffer (relayed data, framed in place).
+    /// Send a range of the packet's buffer: relayed data, framed in place
+    /// (towards a peer, or to another client of this worker through the
+    /// local short-circuit).
     Forward(Transmit),
     /// Send a range of the reply buffer (a STUN response).
     Reply(Transmit),
-    /// Send nothing.
+    /// Pass the payload to another worker's inbox (or this worker's own,
+    /// when it has no room around it to be framed where it lies).
+    Handoff(Handoff),
+    /// Send nothing now: the request is answered later (RFC 6062 Connect,
+    /// once the connection to the peer is made or has failed).
+    Deferred,
+    /// Send nothing (counted).
     Drop(DropReason),
+}
+
+/// A payload on its way from one relayed address of this node to another,
+/// through a worker's inbox and [`Server::handoff`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// The worker that owns the destination.
+    pub worker: usize,
+    /// The sender's relayed address, which the payload comes from.
+    pub from: SocketAddr,
+    /// The packet as it would leave through the kernel: the payload's
+    /// range, from the sender's relay socket to the destination relayed
+    /// address. Sent that way when the inbox has no room.
+    pub transmit: Transmit,
 }
 
 /// Why a packet was dropped: each is a counter in [`Stats`].
@@ -226,8 +251,6 @@ pub enum DropReason {
     /// An unauthenticated request whose source prefix had its share of
     /// responses (response rate limiting).
     ResponseRateLimit,
-    /// A request answered later (RFC 6062 Connect): not a drop.
-    Deferred,
 }
 
 /// A family of relayed addresses this node offers.
@@ -286,7 +309,8 @@ pub struct Config {
     /// Where a draining node sends new allocations (300 Try Alternate);
     /// without any they get 508.
     pub alternates: Vec<SocketAddr>,
-    /// The local short-circuit (see [`Server::short_circuit`]).
+    /// The local short-circuit between allocations of this node (see
+    /// [`Server::handle_client`]).
     pub short_circuit: bool,
     /// Payload bytes a second each allocation may relay in each direction
     /// (a second's worth may come in a burst); 0 = no limit. Past it,
@@ -324,22 +348,6 @@ impl Config {
     fn relay_advertised_as(&self, ip: IpAddr) -> Option<usize> {
         self.relay_where(ip, |r| r.external.unwrap_or(r.bind) == ip).map(|(i, _)| i)
     }
-}
-
-/// Where [`Server::short_circuit`] delivered a packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShortCircuit {
-    /// To an allocation of this server: do what the verdict says.
-    Here(Verdict),
-    /// To an allocation of another worker: pass the payload to that
-    /// worker's [`Server::handoff`] as coming from `from`, this packet's
-    /// relayed address.
-    Worker {
-        /// The worker that owns the destination.
-        worker: usize,
-        /// The sender's relayed address.
-        from: SocketAddr,
-    },
 }
 
 /// The TURN server of one worker.
@@ -462,21 +470,28 @@ impl Server {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
     }
 
-    /// Handles `packet`, which arrived on `listener` from `from`. A
-    /// [`Verdict::Forward`] names a range of `packet`; a reply is written into
-    /// `reply` (at least [`REPLY_BUFFER`] bytes).
+    /// Handles a client's packet, `buf[packet]`, which arrived on
+    /// `listener` from `from`, and says what to send. A reply is written
+    /// into `reply` (at least [`REPLY_BUFFER`] bytes). Relayed data is
+    /// forwarded where it lies; when it goes to another relayed address of
+    /// this node (the local short-circuit) and has [`PEER_HEADROOM`] bytes
+    /// free before its payload and [`PEER_TAILROOM`] after in `buf`, it is
+    /// framed there for the destination's client, else handed off.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_client(
         &mut self,
         now: Instant,
         listener: ListenerId,
         from: SocketAddr,
-        packet: &[u8],
+        buf: &mut [u8],
+        packet: Range<usize>,
         reply: &mut [u8],
         sockets: &mut impl Sockets,
     ) -> Verdict {
-        let verdict = match classify(packet) {
-            PacketKind::ChannelData => self.channel_data_from_client(now, listener, from, packet),
-            PacketKind::Stun => match Message::parse(packet) {
+        let bytes = buf.get(packet.clone()).unwrap_or_default();
+        let verdict = match classify(bytes) {
+            PacketKind::ChannelData => self.channel_data_from_client(now, listener, from, bytes),
+            PacketKind::Stun => match Message::parse(bytes) {
                 // RFC 8489 §14.7: a FINGERPRINT that does not match means
                 // the message is not STUN (or was damaged): discard it.
                 Ok(msg) if msg.has_fingerprint() && msg.verify_fingerprint().is_err() => {
@@ -487,32 +502,59 @@ impl Server {
             },
             PacketKind::Other => Verdict::Drop(DropReason::NotTurn),
         };
-        // Towards a peer the range is the payload itself.
-        let payload = match &verdict {
-            Verdict::Forward(t) => t.range.len(),
-            _ => 0,
-        };
-        self.account(verdict, payload)
+        match verdict {
+            Verdict::Forward(mut t) => {
+                // Towards a peer the range is the payload itself.
+                t.range = packet.start + t.range.start..packet.start + t.range.end;
+                self.stats.to_peer_packets += 1;
+                self.stats.to_peer_bytes += t.range.len() as u64;
+                self.short_circuit(now, t, buf)
+            }
+            Verdict::Drop(reason) => {
+                self.stats.dropped.count(reason);
+                verdict
+            }
+            other => other,
+        }
     }
 
-    /// Counts a verdict; `payload` is the relayed payload's length (without
-    /// the ChannelData or Data indication framing).
-    fn account(&mut self, verdict: Verdict, payload: usize) -> Verdict {
-        match &verdict {
-            Verdict::Drop(reason) => self.stats.dropped.count(*reason),
-            Verdict::Forward(t) => {
-                let bytes = payload as u64;
-                if let Via::Relay(_) = t.via {
-                    self.stats.to_peer_packets += 1;
-                    self.stats.to_peer_bytes += bytes;
-                } else {
-                    self.stats.to_client_packets += 1;
-                    self.stats.to_client_bytes += bytes;
-                }
-            }
-            Verdict::Reply(_) => {}
+    /// The local short-circuit: `t`, a client's payload on its way to a
+    /// peer, is handed to that peer's allocation when the peer is a UDP
+    /// relayed address of this node, without a trip through the kernel.
+    /// That allocation's permissions and channels decide exactly as they
+    /// would for a datagram from outside, and the packet is counted as
+    /// relayed both ways. Another worker's allocation gets it through
+    /// that worker's inbox; so does this worker's when `buf` has no room
+    /// to frame the payload where it lies (a stream's frame).
+    fn short_circuit(&mut self, now: Instant, t: Transmit, buf: &mut [u8]) -> Verdict {
+        let Some((worker, from)) = self.owner(&t) else {
+            return Verdict::Forward(t);
+        };
+        let room = t.range.start >= PEER_HEADROOM && buf.len().saturating_sub(t.range.end) >= PEER_TAILROOM;
+        if worker != usize::from(self.worker) || !room {
+            return Verdict::Handoff(Handoff { worker, from, transmit: t });
         }
-        verdict
+        match self.handoff(now, t.to, from, buf, t.range) {
+            Ok(t) => Verdict::Forward(t),
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    /// When `t`, a client's packet on its way to a peer, is addressed to a
+    /// UDP relayed address of this node (and the short-circuit is on): the
+    /// worker that owns it, which may be this one, and `t`'s relayed
+    /// address it comes from.
+    fn owner(&self, t: &Transmit) -> Option<(usize, SocketAddr)> {
+        let Via::Relay(source) = t.via else { return None };
+        if !self.config.short_circuit {
+            return None;
+        }
+        // Most peers are elsewhere: compare the IP before a lookup.
+        let relay = self.config.relay_advertised_as(t.to.ip())?;
+        let worker = self.shared.owners.get(relay, t.to.port())?;
+        let alloc = self.slots.get(source.slot())?.as_ref()?;
+        let from = alloc.relays.get(source.family()).copied().flatten()?.advertised;
+        Some((usize::from(worker), from))
     }
 
     fn allocation_of(&self, listener: ListenerId, client: SocketAddr) -> Option<(u32, &Allocation)> {
@@ -625,10 +667,11 @@ impl Server {
             _ => return Verdict::Drop(DropReason::Ignored),
         };
         match len {
-            Ok(len) => {
+            Ok(Some(len)) => {
                 self.stats.responses.count(reply.get(..len).unwrap_or_default());
                 Verdict::Reply(Transmit { via: Via::Listener(listener), to: from, range: 0..len })
             }
+            Ok(None) => Verdict::Deferred,
             Err(reason) => Verdict::Drop(reason),
         }
     }
@@ -637,7 +680,10 @@ impl Server {
     /// sitting in `buf[data]` with [`PEER_HEADROOM`] bytes free before it and
     /// [`PEER_TAILROOM`] after. On success the datagram is framed in place
     /// (ChannelData if a channel is bound to the peer, else a Data
-    /// indication) and forwarded to the client.
+    /// indication), to be sent to the client; otherwise, why not (counted).
+    ///
+    /// # Errors
+    /// The reason the datagram is dropped.
     pub fn handle_peer(
         &mut self,
         now: Instant,
@@ -645,10 +691,19 @@ impl Server {
         from: SocketAddr,
         buf: &mut [u8],
         data: Range<usize>,
-    ) -> Verdict {
-        let payload = data.len();
-        let verdict = self.peer_datagram(now, token, from, buf, data);
-        self.account(verdict, payload)
+    ) -> Result<Transmit, DropReason> {
+        let payload = data.len() as u64;
+        match self.peer_datagram(now, token, from, buf, data) {
+            Ok(t) => {
+                self.stats.to_client_packets += 1;
+                self.stats.to_client_bytes += payload;
+                Ok(t)
+            }
+            Err(reason) => {
+                self.stats.dropped.count(reason);
+                Err(reason)
+            }
+        }
     }
 
     fn peer_datagram(
@@ -658,21 +713,21 @@ impl Server {
         from: SocketAddr,
         buf: &mut [u8],
         data: Range<usize>,
-    ) -> Verdict {
+    ) -> Result<Transmit, DropReason> {
         let Some(Some(alloc)) = self.slots.get(token.slot()) else {
-            return Verdict::Drop(DropReason::NoAllocation);
+            return Err(DropReason::NoAllocation);
         };
         if alloc.relays.get(token.family()).copied().flatten().is_none() {
-            return Verdict::Drop(DropReason::NoAllocation);
+            return Err(DropReason::NoAllocation);
         }
         // RFC 8656 §9: only the IP address is compared, not the port.
         if !alloc.permits(from.ip(), now) {
-            return Verdict::Drop(DropReason::NoPermission);
+            return Err(DropReason::NoPermission);
         }
         let (listener, client) = (alloc.listener, alloc.client);
         let channel = alloc.channel_to(from, now).map(|c| c.number);
         if !self.within_bandwidth(token.slot(), data.len(), now, false) {
-            return Verdict::Drop(DropReason::RateLimit);
+            return Err(DropReason::RateLimit);
         }
         let framed = match channel {
             Some(number) => frame_channel_data(buf, data, number, listener.transport),
@@ -681,64 +736,19 @@ impl Server {
                 frame_indication(buf, data, Method::DATA, from, tid)
             }
         };
-        match framed {
-            Ok(range) => Verdict::Forward(Transmit { via: Via::Listener(listener), to: client, range }),
-            // Only a datapath that broke the headroom contract gets here.
-            Err(_) => Verdict::Drop(DropReason::Ignored),
-        }
+        // Only a datapath that broke the headroom contract fails here.
+        let range = framed.map_err(|_| DropReason::Ignored)?;
+        Ok(Transmit { via: Via::Listener(listener), to: client, range })
     }
 
-    /// The local short-circuit. `t`, a client's packet on its way to a
-    /// peer, is addressed to another relayed address of this node. When this
-    /// server owns it, the payload `buf[data]` (with [`PEER_HEADROOM`] bytes
-    /// free before it and [`PEER_TAILROOM`] after) is handed to that
-    /// allocation as if it had crossed the network from `t`'s relayed
-    /// address, without a trip through the kernel: [`ShortCircuit::Here`].
-    /// That allocation's permissions and channels decide exactly as they
-    /// would for a datagram from outside, and the packet is counted as
-    /// relayed both ways. When another worker owns it,
-    /// [`ShortCircuit::Worker`] says which: the datapath passes the payload
-    /// to that worker's [`Server::handoff`]. `None` when `t` is not for this
-    /// node (or the short-circuit is off): send it as it is.
-    pub fn short_circuit(
-        &mut self,
-        now: Instant,
-        t: &Transmit,
-        buf: &mut [u8],
-        data: Range<usize>,
-    ) -> Option<ShortCircuit> {
-        let (worker, from) = self.owner(t)?;
-        if worker != usize::from(self.worker) {
-            return Some(ShortCircuit::Worker { worker, from });
-        }
-        Some(ShortCircuit::Here(self.handoff(now, t.to, from, buf, data)))
-    }
-
-    /// When `t`, a client's packet on its way to a peer, is addressed to a
-    /// UDP relayed address of this node (and the short-circuit is on): the
-    /// worker that owns it, which may be this one, and `t`'s relayed
-    /// address it comes from. For datapaths that cannot frame `t` in place
-    /// (stream clients): they pass a copy to that worker's
-    /// [`Server::handoff`].
-    #[must_use]
-    pub fn owner(&self, t: &Transmit) -> Option<(usize, SocketAddr)> {
-        let Via::Relay(source) = t.via else { return None };
-        if !self.config.short_circuit {
-            return None;
-        }
-        // Most peers are elsewhere: compare the IP before a lookup.
-        let relay = self.config.relay_advertised_as(t.to.ip())?;
-        let worker = self.shared.owners.get(relay, t.to.port())?;
-        let alloc = self.slots.get(source.slot())?.as_ref()?;
-        let from = alloc.relays.get(source.family()).copied().flatten()?.advertised;
-        Some((usize::from(worker), from))
-    }
-
-    /// A short-circuited packet for this server, from this worker or passed
-    /// on by another one's [`Server::short_circuit`]: a payload from the
-    /// relayed address `from` to this server's relayed address `to`, in
-    /// `buf[data]` with the same room around it as for
-    /// [`Server::handle_peer`], which decides as for a peer's datagram.
+    /// A short-circuited payload for this server, from this worker or from
+    /// another one's inbox ([`Verdict::Handoff`]): from the relayed address
+    /// `from` to this server's relayed address `to`, in `buf[data]` with the
+    /// same room around it as for [`Server::handle_peer`], which decides as
+    /// for a peer's datagram.
+    ///
+    /// # Errors
+    /// The reason the payload is dropped.
     pub fn handoff(
         &mut self,
         now: Instant,
@@ -746,10 +756,11 @@ impl Server {
         from: SocketAddr,
         buf: &mut [u8],
         data: Range<usize>,
-    ) -> Verdict {
+    ) -> Result<Transmit, DropReason> {
         // The allocation may have ended since the sender looked.
         let Some(&target) = self.local.get(&to) else {
-            return self.account(Verdict::Drop(DropReason::NoAllocation), 0);
+            self.stats.dropped.count(DropReason::NoAllocation);
+            return Err(DropReason::NoAllocation);
         };
         self.stats.short_circuited += 1;
         self.handle_peer(now, target, from, buf, data)

@@ -85,7 +85,8 @@ enum PortChoice<'a> {
 
 impl Server {
     /// Answers a request: the length of the response written into
-    /// `reply`, or why there is none (yet).
+    /// `reply`, `None` when it is answered later (RFC 6062 Connect), or
+    /// why there is no answer.
     pub(super) fn request(
         &mut self,
         now: Instant,
@@ -94,7 +95,7 @@ impl Server {
         msg: &Message<'_>,
         reply: &mut [u8],
         sockets: &mut impl Sockets,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<Option<usize>, DropReason> {
         let method = msg.method();
         // Whoever sent an unauthenticated request may not be who its source
         // says: answers to them are rate limited per source prefix.
@@ -108,7 +109,7 @@ impl Server {
         let written = match method {
             Method::BINDING => {
                 unverified(self)?;
-                return self.binding(from, msg, reply).ok_or(DropReason::Ignored);
+                return self.binding(from, msg, reply).map(Some).ok_or(DropReason::Ignored);
             }
             Method::ALLOCATE
             | Method::REFRESH
@@ -137,7 +138,7 @@ impl Server {
                 self.error(reply, msg, ErrorCode::BAD_REQUEST, None)
             }
         };
-        written.ok_or(DropReason::Ignored)
+        written.map(Some).ok_or(DropReason::Ignored)
     }
 
     /// RFC 8489 §7.3.1: a Binding request is answered with the client's
@@ -424,8 +425,8 @@ impl Server {
         authed: &Authed,
         reply: &mut [u8],
         sockets: &mut impl Sockets,
-    ) -> Result<usize, DropReason> {
-        let answer = |written: Option<usize>| written.ok_or(DropReason::Ignored);
+    ) -> Result<Option<usize>, DropReason> {
+        let answer = |written: Option<usize>| written.map(Some).ok_or(DropReason::Ignored);
         let Some((slot, alloc)) = self.allocation_of(listener, from) else {
             return answer(self.error(reply, msg, ErrorCode::ALLOCATION_MISMATCH, integrity(authed)));
         };
@@ -435,13 +436,13 @@ impl Server {
         }
         let tcp = alloc.tcp;
         if let Some(len) = self.unknown_attributes(reply, msg, integrity(authed)) {
-            return Ok(len);
+            return Ok(Some(len));
         }
         let result = match msg.method() {
             Method::REFRESH => self.refresh(now, slot, msg, sockets),
             Method::CREATE_PERMISSION => self.create_permission(now, slot, msg),
             Method::CONNECT => match self.connect(slot, msg, sockets) {
-                Ok(()) => return Err(DropReason::Deferred),
+                Ok(()) => return Ok(None),
                 Err(code) => Err(code),
             },
             _ if tcp => Err(ErrorCode::BAD_REQUEST),

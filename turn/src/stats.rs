@@ -295,7 +295,7 @@ pub struct Drops {
 
 impl Drops {
     pub(crate) fn count(&mut self, reason: DropReason) {
-        *match reason {
+        let n = match reason {
             DropReason::NotTurn => &mut self.not_turn,
             DropReason::BadFingerprint => &mut self.bad_fingerprint,
             DropReason::Ignored => &mut self.ignored,
@@ -305,8 +305,8 @@ impl Drops {
             DropReason::DeniedAddress => &mut self.denied_address,
             DropReason::RateLimit => &mut self.rate_limit,
             DropReason::ResponseRateLimit => &mut self.response_rate_limit,
-            DropReason::Deferred => return,
-        } += 1;
+        };
+        *n += 1;
     }
 }
 

@@ -12,17 +12,17 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
-use super::stream::{self, Conn, Conns, StreamLogs, TLS_CHUNK};
-use super::tcp_relay::{TcpEvent, TcpRelays};
-use super::{DataConnection, DatapathCounters, RelaySockets, Spare, StreamCounters, Worker, backoff, now};
-use crate::proto::{ListenerId, PEER_HEADROOM, REPLY_BUFFER, RelayToken, Transmit, Verdict, Via};
+use super::stream::Clients;
+use super::tcp_relay::TcpRelays;
+use super::{DataConnection, DatapathCounters, RelaySockets, Worker, backoff, now};
+use crate::proto::{ListenerId, PEER_HEADROOM, RelayToken, Transmit, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
 /// Tokens: UDP listeners from 0, stream listeners from `STREAM_BASE`,
@@ -30,8 +30,6 @@ const WAKE: Token = Token(usize::MAX);
 const STREAM_BASE: usize = 1 << 15;
 const RELAY_BASE: usize = 1 << 16;
 const CONN_BASE: usize = 1 << 40;
-/// How often connections are checked for their deadlines.
-const SWEEP: Duration = Duration::from_secs(1);
 /// Most batches of packets from other workers relayed per round.
 const HANDOFF_BATCHES: usize = 32;
 
@@ -58,6 +56,11 @@ struct RelaySocket {
 super::relay_sockets!(EpollSockets);
 
 impl RelaySockets for EpollSockets {
+    fn send_now(&self, token: RelayToken, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let relay = self.relays.get(token.0 as usize).and_then(Option::as_ref);
+        relay.ok_or(io::ErrorKind::NotFound)?.socket.send_to(bytes, to)
+    }
+
     fn install(&mut self, token: RelayToken, socket: std::net::UdpSocket) -> io::Result<()> {
         let mut socket = UdpSocket::from_std(socket);
         let index = token.0 as usize;
@@ -121,24 +124,13 @@ struct Loop {
     /// Whether each listener is IPv6.
     listener_v6: Vec<bool>,
     streams: Vec<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
-    /// Connections; the socket is `None` only while one is set up.
-    conns: Conns<Option<TcpStream>>,
-    stream_counters: StreamCounters,
-    /// Connections with bytes to write.
-    dirty: Vec<usize>,
+    /// Client connections; the socket is `None` only while one is set up.
+    clients: Clients<Option<TcpStream>>,
     read_buf: Box<[u8]>,
-    reply_buf: Box<[u8]>,
-    /// TLS plaintext, before framing.
-    plain_buf: Box<[u8]>,
-    /// A descriptor kept for refusing connections when there are none left.
-    spare: Spare,
     /// When to try accepting again after a failure (edge-triggered polling
     /// says nothing more about a backlog it already reported), and how many
     /// failures in a row.
     accept_retry: Option<(Instant, u32)>,
-    /// Log lines a client can cause.
-    logs: StreamLogs,
-    next_sweep: Instant,
     socks: EpollSockets,
     rx: RecvBatch,
     tx: SendBatch,
@@ -171,16 +163,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         listener_v6: listeners.iter().map(|l| l.local_addr().is_ok_and(|a| a.is_ipv6())).collect(),
         listeners,
         streams,
-        conns: Conns::default(),
-        stream_counters: StreamCounters::default(),
-        dirty: Vec::new(),
+        clients: Clients::new(now()),
         read_buf: vec![0; 65_536].into_boxed_slice(),
-        reply_buf: vec![0; REPLY_BUFFER].into_boxed_slice(),
-        plain_buf: vec![0; TLS_CHUNK].into_boxed_slice(),
-        spare: Spare::new(),
         accept_retry: None,
-        logs: StreamLogs::default(),
-        next_sweep: now() + SWEEP,
         socks: EpollSockets {
             registry,
             relays: Vec::new(),
@@ -199,13 +184,8 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     l.worker.report_ready();
     loop {
-        let mut deadline = l.worker.server.poll_timeout();
-        if l.conns.len() > 0 {
-            deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
-        }
-        if let Some((at, _)) = l.accept_retry {
-            deadline = Some(deadline.map_or(at, |d| d.min(at)));
-        }
+        let retry = l.accept_retry.map(|(at, _)| at);
+        let deadline = [l.worker.server.poll_timeout(), l.clients.deadline(), retry].into_iter().flatten().min();
         match l.worker.idle(deadline, |timeout| poll.poll(&mut events, timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -218,18 +198,17 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         for event in &events {
             match event.token() {
                 WAKE => {
-                    let streams = StreamCounters { open: l.conns.len() as u64, ..l.stream_counters };
                     let counters = DatapathCounters {
-                        send_errors: l.send_errors,
+                        send_errors: l.send_errors + l.clients.send_errors,
                         truncated: l.truncated,
                         out_of_buffers: 0,
-                        streams,
+                        streams: l.clients.counters(),
                     };
                     if l.worker.commands(counters) {
                         return Ok(());
                     }
                     while let Ok(event) = l.worker.tcp_events.try_recv() {
-                        l.tcp_event(event);
+                        l.clients.tcp_event(event, &mut l.worker, &mut l.socks);
                     }
                 }
                 Token(i) if i < STREAM_BASE => l.drain_listener(i),
@@ -254,25 +233,9 @@ impl Loop {
                 self.accept(i);
             }
         }
-        if now >= self.next_sweep {
-            self.next_sweep = now + SWEEP;
-            self.sweep(now);
-        }
-    }
-
-    /// Closes connections past their deadline: a TLS handshake that takes
-    /// too long, or no allocation for too long.
-    fn sweep(&mut self, now: Instant) {
-        for slot in self.conns.overdue(now) {
-            let Some(conn) = self.conns.get_mut(slot) else { continue };
-            if !conn.stream.handshaking() && self.worker.server.has_allocation(conn.listener, conn.peer) {
-                conn.deadline = now + self.worker.limits.idle;
-                continue;
-            }
-            self.stream_counters.closed_idle += 1;
+        for slot in self.clients.sweep(now, &self.worker) {
             self.close(slot, "idle");
         }
-        self.socks.tcp.sweep(now);
     }
 
     fn accept(&mut self, index: usize) {
@@ -287,57 +250,34 @@ impl Loop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors: refuse what waits, with the
-                    // reserve. Otherwise (or if that fails too) try again
-                    // after a back-off: polling will not say it again.
-                    let refused = if Spare::exhausted(&e) { self.spare.shed(|| socket.accept()) } else { 0 };
-                    self.stream_counters.refused += refused;
+                    // Try again after a back-off: polling will not say it
+                    // again.
+                    self.clients.accept_failed(&e, || socket.accept());
                     let failures = self.accept_retry.map_or(0, |(_, n)| n + 1);
                     self.accept_retry = Some((now() + backoff(failures), failures));
-                    if let Some(unlogged) = self.logs.accept.admit(now()) {
-                        tracing::warn!(error = %e, refused, unlogged, "accept failed");
-                    }
                     return;
                 }
             };
-            let Some((ticket, framing, wait)) = stream::admit(&self.worker.limits, tls.as_ref(), peer.ip()) else {
-                self.stream_counters.refused += 1;
-                continue;
-            };
+            let Some(slot) = self.clients.admit(&self.worker, listener, tls.as_ref(), peer, None) else { continue };
             let _ = stream.set_nodelay(true);
-            let conn = Conn {
-                listener,
-                peer,
-                stream: framing,
-                io: None,
-                ticket: Some(ticket),
-                deadline: now() + wait,
-                closing: false,
-            };
-            let slot = self.conns.insert(conn);
             let token = Token(CONN_BASE + slot);
             if let Err(e) = self.socks.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
                 tracing::warn!(error = %e, "cannot poll a connection");
-                self.conns.remove(slot);
+                self.clients.conns.remove(slot);
                 continue;
             }
-            if let Some(c) = self.conns.get_mut(slot) {
+            if let Some(c) = self.clients.conns.get_mut(slot) {
                 c.io = Some(stream);
             }
-            self.stream_counters.accepted += 1;
         }
     }
 
     /// Reads a connection until it would block, handing each frame to the
     /// core; what a frame sends to a peer goes out at once.
     fn drain_conn(&mut self, slot: usize) {
-        let Self { worker, conns, socks, read_buf, reply_buf, plain_buf, .. } = self;
-        let Some(conn) = conns.get_mut(slot) else { return };
         let mut closed = None;
-        let mut send_errors = 0;
-        let mut dropped = 0;
-        while let Some(socket) = conn.io.as_mut() {
-            let n = match socket.read(&mut read_buf[..]) {
+        while let Some(socket) = self.clients.conns.get_mut(slot).and_then(|c| c.io.as_mut()) {
+            let n = match socket.read(&mut self.read_buf[..]) {
                 Ok(0) => {
                     closed = Some("closed by the client");
                     break;
@@ -350,51 +290,18 @@ impl Loop {
                     break;
                 }
             };
-            let now = now();
-            let (listener, peer) = (conn.listener, conn.peer);
-            let bytes = read_buf.get(..n).unwrap_or_default();
-            let result =
-                conn.stream.receive(bytes, &mut reply_buf[..], &mut plain_buf[..], &mut |frame, reply| match worker
-                    .handle_client(now, listener, peer, frame, reply, socks)
-                {
-                    Verdict::Forward(t) if worker.short_circuit_copy(&t, frame) => None,
-                    Verdict::Forward(t) => {
-                        let relay = match t.via {
-                            Via::Relay(token) => socks.relays.get(token.0 as usize).and_then(Option::as_ref),
-                            Via::Listener(_) => None,
-                        };
-                        let sent = relay.zip(frame.get(t.range)).map(|(r, b)| r.socket.send_to(b, t.to));
-                        if !matches!(sent, Some(Ok(_))) {
-                            send_errors += 1;
-                        }
-                        None
-                    }
-                    Verdict::Reply(t) => Some(t.range.end),
-                    Verdict::Drop(_) => None,
-                });
-            match result {
-                Ok(d) => {
-                    dropped += d;
-                    if !conn.stream.trusted() && worker.server.has_allocation(listener, peer) {
-                        conn.stream.trust();
-                    }
-                }
-                Err(e) => {
-                    self.logs.protocol_error(&mut self.stream_counters, peer, &e);
-                    closed = Some("protocol error");
-                    break;
-                }
+            let bytes = self.read_buf.get_mut(..n).unwrap_or_default();
+            if self.clients.received(slot, bytes, &mut self.worker, &mut self.socks).is_err() {
+                closed = Some("protocol error");
+                break;
             }
-            if !socks.data_connections.is_empty() {
+            if !self.socks.data_connections.is_empty() {
                 // A ConnectionBind: the rest of this stream is raw data.
                 break;
             }
         }
-        self.send_errors += send_errors;
-        self.stream_counters.dropped_backlog += dropped;
         self.splice_data_connections();
         // Flush replies (and a TLS alert) before a close.
-        self.dirty.push(slot);
         self.flush_conns();
         if let Some(why) = closed {
             self.close(slot, why);
@@ -405,8 +312,8 @@ impl Loop {
     /// and unsent bytes (the response), to the TCP relays.
     fn splice_data_connections(&mut self) {
         for h in std::mem::take(&mut self.socks.data_connections) {
-            let Some((slot, _)) = self.conns.find(h.listener, h.client) else { continue };
-            let Some(mut conn) = self.conns.remove(slot) else { continue };
+            let Some((slot, _)) = self.clients.conns.find(h.listener, h.client) else { continue };
+            let Some(mut conn) = self.clients.conns.remove(slot) else { continue };
             let Some(mut socket) = conn.io.take() else { continue };
             let _ = self.socks.registry.deregister(&mut socket);
             let (tls, unsent) = conn.stream.into_parts();
@@ -417,32 +324,11 @@ impl Loop {
         }
     }
 
-    /// A TCP relay's news for the core; what the core answers goes to the
-    /// client's control connection.
-    fn tcp_event(&mut self, event: TcpEvent) {
-        let now = now();
-        let reply = &mut self.reply_buf[..];
-        let t = match event {
-            TcpEvent::Connected { token, peer, conn } => self.worker.server.tcp_connected(token, peer, conn, reply),
-            TcpEvent::Incoming { token, peer, conn } => {
-                self.worker.server.tcp_incoming(now, token, peer, conn, reply, &mut self.socks)
-            }
-        };
-        let Some(t) = t else { return };
-        let Via::Listener(listener) = t.via else { return };
-        let bytes = self.reply_buf.get(t.range).unwrap_or_default();
-        if let Some((slot, conn)) = self.conns.find(listener, t.to)
-            && conn.stream.send(bytes)
-        {
-            self.dirty.push(slot);
-        }
-    }
-
     /// Writes what connections have queued, until their sockets are full
     /// (a writable event brings them back).
     fn flush_conns(&mut self) {
-        while let Some(slot) = self.dirty.pop() {
-            let Some(conn) = self.conns.get_mut(slot) else { continue };
+        while let Some(slot) = self.clients.dirty.pop() {
+            let Some(conn) = self.clients.conns.get_mut(slot) else { continue };
             let Some(socket) = conn.io.as_mut() else { continue };
             if let Err(e) = conn.stream.flush_to(socket) {
                 tracing::debug!(client = %conn.peer, error = %e, "connection write failed");
@@ -453,7 +339,7 @@ impl Loop {
 
     /// Closes a connection and deletes its allocation.
     fn close(&mut self, slot: usize, why: &str) {
-        let Some(mut conn) = self.conns.remove(slot) else { return };
+        let Some(mut conn) = self.clients.conns.remove(slot) else { return };
         if let Some(socket) = conn.io.as_mut() {
             let _ = self.socks.registry.deregister(socket);
         }
@@ -493,24 +379,19 @@ impl Loop {
                 let (Some(buf), Some(reply)) = (self.rx.bufs.get_mut(k), self.rx.replies.get_mut(k)) else {
                     break;
                 };
-                let packet = buf.get(PEER_HEADROOM..PEER_HEADROOM + m.len).unwrap_or_default();
-                let verdict = self.worker.handle_client(
-                    now,
-                    ListenerId::udp(listener_id),
-                    m.from,
-                    packet,
-                    reply,
-                    &mut self.socks,
-                );
-                let verdict = match verdict {
-                    Verdict::Forward(mut t) => {
-                        t.range = PEER_HEADROOM + t.range.start..PEER_HEADROOM + t.range.end;
-                        self.worker.short_circuit(now, t, buf)
+                let packet = PEER_HEADROOM..PEER_HEADROOM + m.len;
+                let listener = ListenerId::udp(listener_id);
+                let verdict = self.worker.handle_client(now, listener, m.from, buf, packet, reply, &mut self.socks);
+                let (relays, pending) = (&self.socks.relays, &mut self.pending);
+                match verdict {
+                    Verdict::Forward(t) => queue(pending, relays, t, Source::Received(k)),
+                    Verdict::Reply(t) => queue(pending, relays, t, Source::Reply(k)),
+                    Verdict::Handoff(h) => {
+                        if let Some(t) = self.worker.hand_off(h, buf) {
+                            queue(pending, relays, t, Source::Received(k));
+                        }
                     }
-                    other => Some(other),
-                };
-                if let Some(verdict) = verdict {
-                    queue(&mut self.pending, &self.socks.relays, verdict, k);
+                    Verdict::Deferred | Verdict::Drop(_) => {}
                 }
             }
             self.flush();
@@ -551,8 +432,9 @@ impl Loop {
                     break;
                 };
                 let data = PEER_HEADROOM..PEER_HEADROOM + m.len;
-                let verdict = self.worker.server.handle_peer(now, token, m.from, buf, data);
-                queue(&mut self.pending, &self.socks.relays, verdict, k);
+                if let Ok(t) = self.worker.server.handle_peer(now, token, m.from, buf, data) {
+                    queue(&mut self.pending, &self.socks.relays, t, Source::Received(k));
+                }
             }
             self.flush();
             if n < BATCH {
@@ -570,11 +452,11 @@ impl Loop {
             while self.handoffs.len() < BATCH {
                 let Some(mut p) = self.worker.handoffs.recv(id) else { break };
                 match self.worker.server.handoff(now, p.to, p.from, &mut p.buf, p.data) {
-                    Verdict::Forward(t) => {
-                        queue_transmit(&mut self.pending, &self.socks.relays, t, Source::Handoff(self.handoffs.len()));
+                    Ok(t) => {
+                        queue(&mut self.pending, &self.socks.relays, t, Source::Handoff(self.handoffs.len()));
                         self.handoffs.push(p.buf);
                     }
-                    Verdict::Reply(_) | Verdict::Drop(_) => self.worker.handoffs.recycle(p.buf),
+                    Err(_) => self.worker.handoffs.recycle(p.buf),
                 }
             }
             if self.handoffs.is_empty() {
@@ -604,17 +486,7 @@ impl Loop {
                 && l.transport == ip2p_wire::Transport::Stream
             {
                 for p in group {
-                    let bytes = bytes(&self.rx, &self.handoffs, p);
-                    match self.conns.find(l, p.to) {
-                        Some((slot, conn)) => {
-                            if conn.stream.send(bytes.unwrap_or_default()) {
-                                self.dirty.push(slot);
-                            } else {
-                                self.stream_counters.dropped_backlog += 1;
-                            }
-                        }
-                        None => self.send_errors += 1,
-                    }
+                    self.clients.send(l, p.to, bytes(&self.rx, &self.handoffs, p).unwrap_or_default());
                 }
                 start = end;
                 continue;
@@ -656,15 +528,7 @@ fn bytes<'a>(rx: &'a RecvBatch, handoffs: &'a [Box<[u8]>], p: &Pending) -> Optio
     buf.and_then(|b| b.get(p.range.clone()))
 }
 
-fn queue(pending: &mut Vec<Pending>, relays: &[Option<RelaySocket>], verdict: Verdict, k: usize) {
-    match verdict {
-        Verdict::Forward(t) => queue_transmit(pending, relays, t, Source::Received(k)),
-        Verdict::Reply(t) => queue_transmit(pending, relays, t, Source::Reply(k)),
-        Verdict::Drop(_) => {}
-    }
-}
-
-fn queue_transmit(pending: &mut Vec<Pending>, relays: &[Option<RelaySocket>], t: Transmit, source: Source) {
+fn queue(pending: &mut Vec<Pending>, relays: &[Option<RelaySocket>], t: Transmit, source: Source) {
     let generation = match t.via {
         Via::Relay(token) => relays.get(token.0 as usize).and_then(Option::as_ref).map_or(0, |r| r.generation),
         Via::Listener(_) => 0,

@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::EventFd;
 
 use self::tcp_relay::TcpRelays;
-use crate::proto::{Held, ListenerId, RelayToken, Server, Stats};
+use crate::proto::{Handoff, Held, ListenerId, RelayToken, Server, Stats, Transmit, Verdict};
 
 /// A command from the node to a worker.
 #[derive(Debug)]
@@ -177,6 +177,12 @@ pub(crate) trait RelaySockets {
     /// Closes relay `token`'s UDP socket; `false` if it has none (the token
     /// is a TCP relay's).
     fn uninstall(&mut self, token: RelayToken) -> bool;
+    /// Sends `bytes` to `to` from relay `token`'s UDP socket at once,
+    /// outside the datapath's batches (a stream client's frame).
+    ///
+    /// # Errors
+    /// The send's, or `NotFound` when the relay has no UDP socket.
+    fn send_now(&self, token: RelayToken, bytes: &[u8], to: SocketAddr) -> io::Result<usize>;
     /// The node's TCP relays (RFC 6062), and this worker's index in them.
     fn tcp(&self) -> (&Arc<TcpRelays>, usize);
     /// ConnectionBinds that succeeded, for the loop to hand their client
@@ -338,57 +344,39 @@ impl Worker {
         false
     }
 
-    /// Hands a client's packet to the core, timing it when it is a STUN
-    /// request (two clock reads per request; none per relayed packet).
+    /// Hands a client's packet, `buf[packet]`, to the core, timing it
+    /// when it is a STUN request (two clock reads per request; none per
+    /// relayed packet).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn handle_client(
         &mut self,
         now: std::time::Instant,
-        listener: crate::proto::ListenerId,
-        from: std::net::SocketAddr,
-        packet: &[u8],
+        listener: ListenerId,
+        from: SocketAddr,
+        buf: &mut [u8],
+        packet: std::ops::Range<usize>,
         reply: &mut [u8],
         sockets: &mut impl crate::proto::Sockets,
-    ) -> crate::proto::Verdict {
+    ) -> Verdict {
         // A STUN request: the top two bits zero, and both class bits
         // (0x0100 and 0x0010 of the message type) clear.
-        let request = matches!(packet, [a, b, ..] if a & 0xC1 == 0 && b & 0x10 == 0);
+        let request = matches!(buf.get(packet.clone()), Some([a, b, ..]) if a & 0xC1 == 0 && b & 0x10 == 0);
         let started = request.then(self::now);
-        let verdict = self.server.handle_client(now, listener, from, packet, reply, sockets);
+        let verdict = self.server.handle_client(now, listener, from, buf, packet, reply, sockets);
         if let Some(started) = started
-            && let crate::proto::Verdict::Reply(_) = verdict
+            && let Verdict::Reply(_) = verdict
         {
             self.latency.record(self::now().saturating_duration_since(started));
         }
         verdict
     }
 
-    /// A client's packet `t` (its range in `buf`) after the local
-    /// short-circuit: the verdict to carry out, or `None` when it went to
-    /// another worker's inbox. The same packet leaves through the kernel
-    /// when it is not for this node, or that inbox cannot take it.
-    pub(crate) fn short_circuit(
-        &mut self,
-        now: std::time::Instant,
-        t: crate::proto::Transmit,
-        buf: &mut [u8],
-    ) -> Option<crate::proto::Verdict> {
-        use crate::proto::{ShortCircuit, Verdict};
-        match self.server.short_circuit(now, &t, buf, t.range.clone()) {
-            None => Some(Verdict::Forward(t)),
-            Some(ShortCircuit::Here(verdict)) => Some(verdict),
-            Some(ShortCircuit::Worker { worker, from }) => {
-                let payload = buf.get(t.range.clone()).unwrap_or_default();
-                if self.handoffs.send(worker, t.to, from, payload) { None } else { Some(Verdict::Forward(t)) }
-            }
-        }
-    }
-
-    /// A stream client's frame `t` (its range in `frame`) through the
-    /// local short-circuit: `true` when it went to an inbox (this worker's
-    /// too: its allocation frames it there), `false` to send it as it is.
-    pub(crate) fn short_circuit_copy(&self, t: &crate::proto::Transmit, frame: &[u8]) -> bool {
-        let Some((worker, from)) = self.server.owner(t) else { return false };
-        frame.get(t.range.clone()).is_some_and(|payload| self.handoffs.send(worker, t.to, from, payload))
+    /// Passes a payload of `buf` to the inbox of the worker that owns its
+    /// destination (this one's too). When that inbox is full, the packet
+    /// to send through the kernel instead.
+    pub(crate) fn hand_off(&self, h: Handoff, buf: &[u8]) -> Option<Transmit> {
+        let payload = buf.get(h.transmit.range.clone()).unwrap_or_default();
+        if self.handoffs.send(h.worker, h.transmit.to, h.from, payload) { None } else { Some(h.transmit) }
     }
 
     /// Waits for work until `deadline` (`None`: until woken) through

@@ -21,7 +21,12 @@ use std::time::{Duration, Instant};
 
 use ip2p_wire::framer::{Framed, frame};
 
-use crate::proto::{ListenerId, client_prefix};
+use super::tcp_relay::TcpEvent;
+use super::{RelaySockets, Spare, StreamCounters, Worker, now};
+use crate::proto::{ListenerId, REPLY_BUFFER, Sockets, Verdict, Via, client_prefix};
+
+/// How often connections are checked against their deadlines.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Largest frame: a STUN message of 65,535 + 20 bytes, rounded up.
 const MAX_FRAME: usize = 65_556;
@@ -34,9 +39,9 @@ pub(crate) const FIRST_FRAME: usize = 2048;
 /// datapath passes to [`Stream::receive`].
 pub(crate) const TLS_CHUNK: usize = 16 * 1024;
 
-/// Handles one frame of a stream; may write a reply into the scratch
-/// buffer and return its length.
-pub(crate) type OnFrame<'a> = &'a mut dyn FnMut(&[u8], &mut [u8]) -> Option<usize>;
+/// Handles one frame of a stream (which it may change in place); may write
+/// a reply into the scratch buffer and return its length.
+pub(crate) type OnFrame<'a> = &'a mut dyn FnMut(&mut [u8], &mut [u8]) -> Option<usize>;
 
 /// Why a connection must close.
 #[derive(Debug)]
@@ -129,7 +134,7 @@ impl Stream {
     /// queue had no room for.
     pub(crate) fn receive(
         &mut self,
-        bytes: &[u8],
+        bytes: &mut [u8],
         reply: &mut [u8],
         plain: &mut [u8],
         on_frame: OnFrame<'_>,
@@ -152,7 +157,7 @@ impl Stream {
             })?;
             return Ok(dropped);
         };
-        let mut input = bytes;
+        let mut input = &*bytes;
         let mut result = Ok(());
         while !input.is_empty() && result.is_ok() {
             if let Err(e) = tls.read_tls(&mut input) {
@@ -177,7 +182,7 @@ impl Stream {
                         break;
                     }
                 };
-                let data = plain.get(..n).unwrap_or_default();
+                let data = plain.get_mut(..n).unwrap_or_default();
                 let mut replies = Vec::new();
                 let framed = deframe(partial, data, max_frame, &mut |frame| {
                     if let Some(n) = on_frame(frame, reply)
@@ -278,12 +283,18 @@ impl Stream {
 /// start of a frame left incomplete is kept in `partial`. A frame that
 /// lies whole in `data` is handed on where it is. A frame longer than
 /// `max` is a framing error.
-fn deframe(partial: &mut Vec<u8>, mut data: &[u8], max: usize, each: &mut dyn FnMut(&[u8])) -> Result<(), StreamError> {
+fn deframe(
+    partial: &mut Vec<u8>,
+    mut data: &mut [u8],
+    max: usize,
+    each: &mut dyn FnMut(&mut [u8]),
+) -> Result<(), StreamError> {
     // First finish the frame a previous read began.
     while !partial.is_empty() {
         match frame(partial).map_err(|_| StreamError::Framing)? {
             Framed::Complete { bytes, .. } => {
-                each(bytes);
+                let len = bytes.len();
+                each(partial.get_mut(..len).unwrap_or_default());
                 partial.clear();
             }
             Framed::Incomplete { needed } => {
@@ -293,7 +304,7 @@ fn deframe(partial: &mut Vec<u8>, mut data: &[u8], max: usize, each: &mut dyn Fn
                 if data.is_empty() {
                     return Ok(());
                 }
-                let (head, rest) = data.split_at(needed.min(data.len()));
+                let (head, rest) = data.split_at_mut(needed.min(data.len()));
                 partial.extend_from_slice(head);
                 data = rest;
             }
@@ -302,8 +313,9 @@ fn deframe(partial: &mut Vec<u8>, mut data: &[u8], max: usize, each: &mut dyn Fn
     while !data.is_empty() {
         match frame(data).map_err(|_| StreamError::Framing)? {
             Framed::Complete { bytes, .. } => {
-                each(bytes);
-                data = data.get(bytes.len()..).unwrap_or_default();
+                let (whole, rest) = data.split_at_mut(bytes.len());
+                each(whole);
+                data = rest;
             }
             Framed::Incomplete { needed } => {
                 if data.len() + needed > max {
@@ -438,6 +450,191 @@ impl<T> Conns<T> {
     }
 }
 
+/// A worker's client connections, driven the same way on both
+/// datapaths: admission, framing through the core, what they send and
+/// receive, the idle sweep. A datapath only moves their bytes (its handle
+/// for a connection's socket is `T`) and closes them.
+#[derive(Debug)]
+pub(crate) struct Clients<T> {
+    pub(crate) conns: Conns<T>,
+    counters: StreamCounters,
+    /// Connections with bytes to write.
+    pub(crate) dirty: Vec<usize>,
+    /// Frames to a connection that is gone, and a stream client's frames a
+    /// relay socket could not send.
+    pub(crate) send_errors: u64,
+    reply: Box<[u8]>,
+    /// TLS plaintext, before framing.
+    plain: Box<[u8]>,
+    /// A descriptor kept for refusing connections when there are none left.
+    spare: Spare,
+    logs: StreamLogs,
+    /// When to look for connections past their deadline next.
+    next_sweep: Instant,
+}
+
+impl<T> Clients<T> {
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            conns: Conns::default(),
+            counters: StreamCounters::default(),
+            dirty: Vec::new(),
+            send_errors: 0,
+            reply: vec![0; REPLY_BUFFER].into_boxed_slice(),
+            plain: vec![0; TLS_CHUNK].into_boxed_slice(),
+            spare: Spare::new(),
+            logs: StreamLogs::default(),
+            next_sweep: now + SWEEP,
+        }
+    }
+
+    /// The counters, with the connections open now.
+    pub(crate) fn counters(&self) -> StreamCounters {
+        StreamCounters { open: self.conns.len() as u64, ..self.counters }
+    }
+
+    /// When [`Self::sweep`] is due, while there are connections.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        (self.conns.len() > 0).then_some(self.next_sweep)
+    }
+
+    /// A connection from `peer` accepted on `listener` (TLS with `tls`),
+    /// whose socket the datapath holds as `io`: its slot, or `None` when a
+    /// limit refuses it (counted; dropping `io` closes it).
+    pub(crate) fn admit(
+        &mut self,
+        worker: &Worker,
+        listener: ListenerId,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+        peer: SocketAddr,
+        io: T,
+    ) -> Option<usize> {
+        let Some((ticket, stream, wait)) = admit(&worker.limits, tls, peer.ip()) else {
+            self.counters.refused += 1;
+            return None;
+        };
+        self.counters.accepted += 1;
+        let ticket = Some(ticket);
+        Some(self.conns.insert(Conn { listener, peer, stream, io, ticket, deadline: now() + wait, closing: false }))
+    }
+
+    /// An accept failed with `e`. Out of descriptors, the connections
+    /// waiting are refused with the reserve, each accepted by `accept` and
+    /// closed at once (counted).
+    pub(crate) fn accept_failed<S>(&mut self, e: &io::Error, accept: impl FnMut() -> io::Result<S>) {
+        let refused = if Spare::exhausted(e) { self.spare.shed(accept) } else { 0 };
+        self.counters.refused += refused;
+        if let Some(unlogged) = self.logs.accept.admit(now()) {
+            tracing::warn!(error = %e, refused, unlogged, "accept failed");
+        }
+    }
+
+    /// Connection `slot` received `bytes`: each whole frame goes through
+    /// the core; replies queue on the connection, data for a peer leaves at
+    /// once from its relay socket. `Err` when the connection must close
+    /// (a protocol error, counted and logged).
+    pub(crate) fn received<S: RelaySockets + Sockets>(
+        &mut self,
+        slot: usize,
+        bytes: &mut [u8],
+        worker: &mut Worker,
+        sockets: &mut S,
+    ) -> Result<(), ()> {
+        let Self { conns, counters, dirty, send_errors, reply, plain, logs, .. } = self;
+        let Some(conn) = conns.get_mut(slot) else { return Ok(()) };
+        let (listener, peer) = (conn.listener, conn.peer);
+        let now = now();
+        let result = conn.stream.receive(bytes, reply, plain, &mut |frame, reply| {
+            let len = frame.len();
+            let t = match worker.handle_client(now, listener, peer, frame, 0..len, reply, sockets) {
+                Verdict::Reply(t) => return Some(t.range.end),
+                Verdict::Forward(t) => t,
+                Verdict::Handoff(h) => worker.hand_off(h, frame)?,
+                Verdict::Deferred | Verdict::Drop(_) => return None,
+            };
+            let sent = match t.via {
+                Via::Relay(token) => frame.get(t.range).map(|b| sockets.send_now(token, b, t.to)),
+                // A stream's frame has no room to be framed for a client.
+                Via::Listener(_) => None,
+            };
+            if !matches!(sent, Some(Ok(_))) {
+                *send_errors += 1;
+            }
+            None
+        });
+        dirty.push(slot);
+        match result {
+            Ok(dropped) => {
+                counters.dropped_backlog += dropped;
+                if !conn.stream.trusted() && worker.server.has_allocation(listener, peer) {
+                    conn.stream.trust();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                logs.protocol_error(counters, peer, &e);
+                Err(())
+            }
+        }
+    }
+
+    /// Queues `bytes` for the client connection of a 5-tuple (counted
+    /// when its backlog is full, or it is gone).
+    pub(crate) fn send(&mut self, listener: ListenerId, to: SocketAddr, bytes: &[u8]) {
+        let Some((slot, conn)) = self.conns.find(listener, to) else {
+            self.send_errors += 1;
+            return;
+        };
+        if conn.stream.send(bytes) {
+            self.dirty.push(slot);
+        } else {
+            self.counters.dropped_backlog += 1;
+        }
+    }
+
+    /// A TCP relay's news for the core; what the core answers goes to the
+    /// client's control connection.
+    pub(crate) fn tcp_event(&mut self, event: TcpEvent, worker: &mut Worker, sockets: &mut impl Sockets) {
+        let reply = &mut self.reply[..];
+        let t = match event {
+            TcpEvent::Connected { token, peer, conn } => worker.server.tcp_connected(token, peer, conn, reply),
+            TcpEvent::Incoming { token, peer, conn } => {
+                worker.server.tcp_incoming(now(), token, peer, conn, reply, sockets)
+            }
+        };
+        let Some(t) = t else { return };
+        let Via::Listener(listener) = t.via else { return };
+        if let Some((slot, conn)) = self.conns.find(listener, t.to)
+            && let Some(bytes) = self.reply.get(t.range)
+            && conn.stream.send(bytes)
+        {
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Connections past their deadline at `now`, when a sweep is due: a
+    /// TLS handshake that takes too long, or no allocation for too long.
+    /// They are counted; the datapath closes them.
+    pub(crate) fn sweep(&mut self, now: Instant, worker: &Worker) -> Vec<usize> {
+        if now < self.next_sweep {
+            return Vec::new();
+        }
+        self.next_sweep = now + SWEEP;
+        let mut idle = self.conns.overdue(now);
+        idle.retain(|&slot| {
+            let Some(conn) = self.conns.get_mut(slot) else { return false };
+            if !conn.stream.handshaking() && worker.server.has_allocation(conn.listener, conn.peer) {
+                conn.deadline = now + worker.limits.idle;
+                return false;
+            }
+            true
+        });
+        self.counters.closed_idle += idle.len() as u64;
+        worker.tcp.sweep(now);
+        idle
+    }
+}
+
 /// Connection limits of the node, counted across workers at accept time
 /// (never per packet): client connections, and RFC 6062's peer and data
 /// connections, each against the node's total and its client's address
@@ -556,7 +753,7 @@ mod tests {
         let mut reply = [0u8; 64];
         stream.trust();
         for r in reads {
-            stream.receive(r, &mut reply, &mut [], &mut |f, _| {
+            stream.receive(&mut r.to_vec(), &mut reply, &mut [], &mut |f, _| {
                 got.push(f.to_vec());
                 None
             })?;
@@ -597,7 +794,7 @@ mod tests {
         let mut s = Stream::new(10);
         let mut reply = [0u8; 64];
         let frame = channel(0x4000, b"x");
-        let dropped = s.receive(&[frame.clone(), frame].concat(), &mut reply, &mut [], &mut |_, r| {
+        let dropped = s.receive(&mut [frame.clone(), frame].concat(), &mut reply, &mut [], &mut |_, r| {
             r[..6].copy_from_slice(b"answer");
             Some(6)
         });
@@ -664,16 +861,16 @@ mod tests {
         };
         let mut reply = [0u8; 64];
         let mut s = Stream::new(1 << 16);
-        let r = s.receive(&big, &mut reply, &mut [], &mut |_, _| None);
+        let r = s.receive(&mut big.clone(), &mut reply, &mut [], &mut |_, _| None);
         assert!(matches!(r, Err(StreamError::Framing)), "{r:?}");
         // A split small frame is fine, and a trusted stream takes large ones.
         let small = channel(0x4000, &[1; 100]);
         let mut s = Stream::new(1 << 16);
-        assert!(s.receive(&small[..10], &mut reply, &mut [], &mut |_, _| None).is_ok());
-        assert!(s.receive(&small[10..], &mut reply, &mut [], &mut |_, _| None).is_ok());
+        assert!(s.receive(&mut small[..10].to_vec(), &mut reply, &mut [], &mut |_, _| None).is_ok());
+        assert!(s.receive(&mut small[10..].to_vec(), &mut reply, &mut [], &mut |_, _| None).is_ok());
         let mut s = Stream::new(1 << 16);
         s.trust();
-        assert!(s.receive(&big, &mut reply, &mut [], &mut |_, _| None).is_ok());
+        assert!(s.receive(&mut big.clone(), &mut reply, &mut [], &mut |_, _| None).is_ok());
         assert_eq!(s.partial.len(), 20);
     }
 }

@@ -103,7 +103,17 @@ impl Harness {
     }
 
     fn send(&mut self, from: &str, packet: &[u8]) -> Verdict {
-        self.server.handle_client(self.now, self.listener, addr(from), packet, &mut self.reply, &mut self.sockets)
+        let mut buf = packet.to_vec();
+        let len = buf.len();
+        self.server.handle_client(
+            self.now,
+            self.listener,
+            addr(from),
+            &mut buf,
+            0..len,
+            &mut self.reply,
+            &mut self.sockets,
+        )
     }
 
     /// Sends a request and returns the response.
@@ -191,7 +201,7 @@ impl Harness {
     }
 
     /// A datagram from `peer` to relay `token`, as a datapath presents it.
-    fn peer_sends(&mut self, token: RelayToken, peer: &str, payload: &[u8]) -> (Verdict, Vec<u8>) {
+    fn peer_sends(&mut self, token: RelayToken, peer: &str, payload: &[u8]) -> (Result<Transmit, DropReason>, Vec<u8>) {
         let mut buf = vec![0xAA; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
         buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
         let v = self.server.handle_peer(
@@ -580,7 +590,7 @@ fn permissions_gate_peer_traffic_both_ways() {
 
     // Without a permission, nothing passes either way.
     let (v, _) = h.peer_sends(token, PEER, b"hi");
-    assert_eq!(v, Verdict::Drop(DropReason::NoPermission));
+    assert_eq!(v, Err(DropReason::NoPermission));
     let tid = h.tid();
     let send = h.build_send(tid, PEER, b"hello");
     assert_eq!(h.send(CLIENT, &send), Verdict::Drop(DropReason::NoPermission));
@@ -590,7 +600,7 @@ fn permissions_gate_peer_traffic_both_ways() {
     let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER), peer_attr("127.0.0.3:1")], &c);
     assert_eq!(r.code(), Some(403), "127.0.0.3 is not allowed");
     let (v, _) = h.peer_sends(token, PEER, b"hi");
-    assert_eq!(v, Verdict::Drop(DropReason::NoPermission), "a refused request installs nothing");
+    assert_eq!(v, Err(DropReason::NoPermission), "a refused request installs nothing");
     assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[], &c).code(), Some(400));
     let r = h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c);
     assert_eq!(r.class(), Class::Success);
@@ -603,7 +613,7 @@ fn permissions_gate_peer_traffic_both_ways() {
 
     // A peer datagram (any port of the permitted IP) becomes a Data indication.
     let (v, buf) = h.peer_sends(token, "127.0.0.2:7777", b"world!");
-    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    let Ok(t) = v else { panic!("{v:?}") };
     assert_eq!((t.via, t.to), (Via::Listener(ListenerId::udp(0)), addr(CLIENT)));
     let m = Message::parse(&buf[t.range]).unwrap();
     assert_eq!(m.message_type(), MessageType::new(Method::DATA, Class::Indication));
@@ -612,9 +622,9 @@ fn permissions_gate_peer_traffic_both_ways() {
 
     // Permissions last 300 s.
     h.advance(299);
-    assert!(matches!(h.peer_sends(token, PEER, b"x").0, Verdict::Forward(_)));
+    assert!(h.peer_sends(token, PEER, b"x").0.is_ok());
     h.advance(1);
-    assert_eq!(h.peer_sends(token, PEER, b"x").0, Verdict::Drop(DropReason::NoPermission));
+    assert_eq!(h.peer_sends(token, PEER, b"x").0, Err(DropReason::NoPermission));
     let stats = h.server.stats();
     assert_eq!((stats.to_peer_packets, stats.to_client_packets), (1, 2));
     assert_eq!(stats.dropped.no_permission, 4);
@@ -638,8 +648,8 @@ fn bandwidth_is_limited_per_allocation_and_direction() {
     assert!(matches!(h.send(CLIENT, &cd[..len]), Verdict::Forward(_)));
     assert_eq!(h.send(CLIENT, &cd[..len]), Verdict::Drop(DropReason::RateLimit));
     // The other direction has its own budget.
-    assert!(matches!(h.peer_sends(token, PEER, &[1; 900]).0, Verdict::Forward(_)));
-    assert_eq!(h.peer_sends(token, PEER, &[1; 200]).0, Verdict::Drop(DropReason::RateLimit));
+    assert!(h.peer_sends(token, PEER, &[1; 900]).0.is_ok());
+    assert_eq!(h.peer_sends(token, PEER, &[1; 200]).0, Err(DropReason::RateLimit));
     // Half a second later, half a second's worth more (but the Send
     // indication path counts as well).
     h.now += Duration::from_millis(500);
@@ -648,7 +658,7 @@ fn bandwidth_is_limited_per_allocation_and_direction() {
     let tid = h.tid();
     let send = h.build_send(tid, PEER, &[3; 400]);
     assert_eq!(h.send(CLIENT, &send), Verdict::Drop(DropReason::RateLimit));
-    assert!(matches!(h.peer_sends(token, PEER, &[1; 600]).0, Verdict::Forward(_)));
+    assert!(h.peer_sends(token, PEER, &[1; 600]).0.is_ok());
     // Idle time banks at most one second's worth.
     h.now += Duration::from_secs(60);
     assert!(matches!(h.send(CLIENT, &send), Verdict::Forward(_)));
@@ -693,12 +703,12 @@ fn channels_bind_and_carry_data_both_ways() {
     // Peer → client: ChannelData framed in the headroom (the bind installed
     // the permission); another port of the same IP gets a Data indication.
     let (v, buf) = h.peer_sends(token, PEER, b"pong");
-    let Verdict::Forward(t) = v else { panic!() };
+    let Ok(t) = v else { panic!() };
     assert_eq!(t.range.len(), 8);
     let framed = ChannelData::parse(&buf[t.range]).unwrap();
     assert_eq!((framed.channel(), framed.data()), (0x4000, &b"pong"[..]));
     let (v, buf) = h.peer_sends(token, "127.0.0.2:7001", b"pong");
-    let Verdict::Forward(t) = v else { panic!() };
+    let Ok(t) = v else { panic!() };
     assert!(Message::parse(&buf[t.range]).is_ok());
 
     // The permission (300 s) lapses before the channel (600 s) does:
@@ -732,7 +742,7 @@ fn stream_clients_get_padded_channel_data_and_lose_the_allocation_with_the_conne
     assert_eq!(&cd[t.range], b"pin");
     // Peer → client: padded to 4 bytes (RFC 8656 §12.5), on the stream listener.
     let (v, buf) = h.peer_sends(token, PEER, b"pon");
-    let Verdict::Forward(t) = v else { panic!() };
+    let Ok(t) = v else { panic!() };
     assert_eq!((t.via, t.to, t.range.len()), (Via::Listener(ListenerId::stream(3)), addr(CLIENT), 8));
     assert_eq!(ChannelData::parse(&buf[t.range]).unwrap().data(), b"pon");
     // The connection closes: the allocation and its relay socket go.
@@ -874,7 +884,7 @@ fn what_is_not_a_request_is_dropped_quietly() {
     let unknown_method = h.build(Method::new(0x0FF).unwrap(), tid, &[], None);
     assert_eq!(h.exchange(CLIENT, &unknown_method).code(), Some(400));
     let token = RelayToken(77);
-    assert_eq!(h.peer_sends(token, PEER, b"x").0, Verdict::Drop(DropReason::NoAllocation));
+    assert_eq!(h.peer_sends(token, PEER, b"x").0, Err(DropReason::NoAllocation));
 }
 
 impl Harness {
@@ -951,7 +961,7 @@ mod tcp_allocations {
         };
         let tid = h.tid();
         let req = h.build(Method::CONNECT, tid, &[peer_attr(PEER)], Some((&c, &nonce)));
-        assert_eq!(h.send(CLIENT, &req), Verdict::Drop(DropReason::Deferred));
+        assert_eq!(h.send(CLIENT, &req), Verdict::Deferred);
         assert_eq!(h.sockets.connects, [(token, relayed, addr(PEER))]);
         assert_eq!(h.server.stats().dropped.ignored, 0, "deferred is not dropped");
         // A second Connect to the same peer meanwhile: 446.
@@ -970,10 +980,7 @@ mod tcp_allocations {
         h.sockets.conns.insert(77, (token, addr(PEER), Some(true)));
         assert_eq!(h.authed(CLIENT, Method::CONNECT, &[peer_attr(PEER)], &c).code(), Some(446));
         let other = "127.0.0.2:7001";
-        assert_eq!(
-            h.send_authed_deferred(CLIENT, Method::CONNECT, &[peer_attr(other)], &c),
-            Verdict::Drop(DropReason::Deferred)
-        );
+        assert_eq!(h.send_authed_deferred(CLIENT, Method::CONNECT, &[peer_attr(other)], &c), Verdict::Deferred);
         let t = h.server.tcp_connected(token, addr(other), None, &mut reply).unwrap();
         assert_eq!(Response(reply[t.range].to_vec()).code(), Some(447));
     }
@@ -1051,46 +1058,24 @@ fn a_draining_server_sends_new_allocations_elsewhere_and_keeps_the_others() {
 }
 
 impl Harness {
-    /// A client's datagram as the UDP datapaths present it (with headroom),
-    /// through the local short-circuit: the verdict, with ranges into the
-    /// returned buffer, or where it went to another worker and for which
-    /// address (the buffer then holds the payload after [`PEER_HEADROOM`]).
-    fn short_circuit(&mut self, from: &str, packet: &[u8]) -> (Result<Verdict, (ShortCircuit, SocketAddr)>, Vec<u8>) {
+    /// A client's datagram as the UDP datapaths present it, with room
+    /// around it: the verdict, with ranges into the returned buffer. After
+    /// a handoff the buffer holds the payload as the datapath passes it on
+    /// (after [`PEER_HEADROOM`]).
+    fn send_through_node(&mut self, from: &str, packet: &[u8]) -> (Verdict, Vec<u8>) {
         let h = PEER_HEADROOM;
         let mut buf = vec![0u8; h + packet.len() + PEER_TAILROOM];
         buf[h..h + packet.len()].copy_from_slice(packet);
-        let v = self.server.handle_client(
-            self.now,
-            self.listener,
-            addr(from),
-            &buf[h..h + packet.len()],
-            &mut self.reply,
-            &mut self.sockets,
-        );
-        let v = match v {
-            Verdict::Forward(mut t) => {
-                t.range = h + t.range.start..h + t.range.end;
-                match self.server.short_circuit(self.now, &t, &mut buf, t.range.clone()) {
-                    None => Ok(Verdict::Forward(t)),
-                    Some(ShortCircuit::Here(v)) => Ok(v),
-                    Some(elsewhere) => {
-                        // The payload, as the datapath passes it on.
-                        let payload = buf[t.range].to_vec();
-                        buf = vec![0u8; h + payload.len() + PEER_TAILROOM];
-                        buf[h..h + payload.len()].copy_from_slice(&payload);
-                        Err((elsewhere, t.to))
-                    }
-                }
-            }
-            other => Ok(other),
-        };
+        let (now, listener) = (self.now, self.listener);
+        let range = h..h + packet.len();
+        let v =
+            self.server.handle_client(now, listener, addr(from), &mut buf, range, &mut self.reply, &mut self.sockets);
+        if let Verdict::Handoff(handoff) = &v {
+            let payload = buf[handoff.transmit.range.clone()].to_vec();
+            buf = vec![0u8; h + payload.len() + PEER_TAILROOM];
+            buf[h..h + payload.len()].copy_from_slice(&payload);
+        }
         (v, buf)
-    }
-
-    /// The same for a node of one worker.
-    fn send_through_node(&mut self, from: &str, packet: &[u8]) -> (Verdict, Vec<u8>) {
-        let (v, buf) = self.short_circuit(from, packet);
-        (v.expect("one worker"), buf)
     }
 }
 
@@ -1134,6 +1119,14 @@ fn the_local_short_circuit_enforces_permissions_and_channels_both_ways() {
     assert_eq!(t.to, addr(CLIENT));
     let framed = ChannelData::parse(&buf[t.range]).unwrap();
     assert_eq!((framed.channel(), framed.data()), (0x4000, &b"yo"[..]));
+    // Without room around the payload (a stream's frame), it goes to this
+    // worker's own inbox, and from there to B as before.
+    let Verdict::Handoff(Handoff { worker, from, transmit }) = h.send(CLIENT, &a_to_b) else { panic!() };
+    assert_eq!((worker, from, transmit.to, transmit.range), (0, ra, rb, 4..6));
+    let mut buf = vec![0u8; PEER_HEADROOM + 2 + PEER_TAILROOM];
+    buf[PEER_HEADROOM..PEER_HEADROOM + 2].copy_from_slice(b"hi");
+    let t = h.server.handoff(h.now, rb, from, &mut buf, PEER_HEADROOM..PEER_HEADROOM + 2).unwrap();
+    assert_eq!(ChannelData::parse(&buf[t.range]).unwrap().channel(), 0x4001);
 
     // Expiry: A refreshes its permission, B does not; after 300 s A's
     // packets leave A and stop at B.
@@ -1142,8 +1135,8 @@ fn the_local_short_circuit_enforces_permissions_and_channels_both_ways() {
     h.advance(60);
     assert_eq!(h.send_through_node(CLIENT, &a_to_b).0, Verdict::Drop(DropReason::NoPermission));
     let stats = h.server.stats();
-    assert_eq!(stats.short_circuited, 5, "every packet to a local relayed address");
-    assert_eq!((stats.to_peer_packets, stats.to_client_packets), (5, 3), "relayed counts on both sides");
+    assert_eq!(stats.short_circuited, 6, "every packet to a local relayed address");
+    assert_eq!((stats.to_peer_packets, stats.to_client_packets), (6, 4), "relayed counts on both sides");
     assert_eq!(stats.dropped.no_permission, 2);
 
     // A peer elsewhere goes out through the relay socket.
@@ -1177,12 +1170,12 @@ fn two_workers() -> (Harness, Harness) {
 
 /// A client of worker `a` sends `packet` to a relayed address of worker
 /// `b`: what `b` does with it (ranges into the returned buffer).
-fn across(a: &mut Harness, b: &mut Harness, from: &str, packet: &[u8]) -> (Verdict, Vec<u8>) {
-    let (v, mut buf) = a.short_circuit(from, packet);
-    let Err((ShortCircuit::Worker { worker, from }, to)) = v else { panic!("not handed over: {v:?}") };
+fn across(a: &mut Harness, b: &mut Harness, from: &str, packet: &[u8]) -> (Result<Transmit, DropReason>, Vec<u8>) {
+    let (v, mut buf) = a.send_through_node(from, packet);
+    let Verdict::Handoff(Handoff { worker, from, transmit }) = v else { panic!("not handed over: {v:?}") };
     assert_eq!(worker, 1);
     let data = PEER_HEADROOM..buf.len() - PEER_TAILROOM;
-    (b.server.handoff(b.now, to, from, &mut buf, data), buf)
+    (b.server.handoff(b.now, transmit.to, from, &mut buf, data), buf)
 }
 
 #[test]
@@ -1200,11 +1193,11 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     let a_to_b = cd[..len].to_vec();
 
     // No permission on B's side: dropped there.
-    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Verdict::Drop(DropReason::NoPermission));
+    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Err(DropReason::NoPermission));
     // A permission: a Data indication from A's relayed address.
     assert_eq!(b.authed(B, Method::CREATE_PERMISSION, &[peer(ra)], &c).class(), Class::Success);
     let (v, buf) = across(&mut a, &mut b, CLIENT, &a_to_b);
-    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    let Ok(t) = v else { panic!("{v:?}") };
     assert_eq!(t.to, addr(B));
     let m = Message::parse(&buf[t.range]).unwrap();
     assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(ra)));
@@ -1212,7 +1205,7 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     // A channel: ChannelData.
     assert_eq!(b.authed(B, Method::CHANNEL_BIND, &bind(0x4001, ra), &c).class(), Class::Success);
     let (v, buf) = across(&mut a, &mut b, CLIENT, &a_to_b);
-    let Verdict::Forward(t) = v else { panic!("{v:?}") };
+    let Ok(t) = v else { panic!("{v:?}") };
     let framed = ChannelData::parse(&buf[t.range]).unwrap();
     assert_eq!((framed.channel(), framed.data()), (0x4001, &b"hi"[..]));
     // B's permission expires (A keeps refreshing its own): dropped at B.
@@ -1223,7 +1216,7 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     for h in [&mut a, &mut b] {
         h.advance(60);
     }
-    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Verdict::Drop(DropReason::NoPermission));
+    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Err(DropReason::NoPermission));
     // Counted as relayed on both sides, short-circuited where delivered.
     let (sa, sb) = (a.server.stats().clone(), b.server.stats().clone());
     assert_eq!((sa.to_peer_packets, sa.short_circuited), (4, 0));
@@ -1232,13 +1225,13 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     // B's allocation ends between A's look and B's delivery: dropped, and
     // after that A finds no live relayed address there and sends nothing
     // (the port is the host's, whatever binds it next).
-    let (v, mut buf) = a.short_circuit(CLIENT, &a_to_b);
-    let Err((ShortCircuit::Worker { from, .. }, _)) = v else { panic!("{v:?}") };
+    let (v, mut buf) = a.send_through_node(CLIENT, &a_to_b);
+    let Verdict::Handoff(Handoff { from, .. }) = v else { panic!("{v:?}") };
     assert_eq!(b.authed(B, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
     let data = PEER_HEADROOM..PEER_HEADROOM + 2;
-    assert_eq!(b.server.handoff(b.now, rb, from, &mut buf, data), Verdict::Drop(DropReason::NoAllocation));
-    let (v, _) = a.short_circuit(CLIENT, &a_to_b);
-    assert_eq!(v, Ok(Verdict::Drop(DropReason::DeniedAddress)));
+    assert_eq!(b.server.handoff(b.now, rb, from, &mut buf, data), Err(DropReason::NoAllocation));
+    let (v, _) = a.send_through_node(CLIENT, &a_to_b);
+    assert_eq!(v, Verdict::Drop(DropReason::DeniedAddress));
 }
 
 #[test]

@@ -24,7 +24,6 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
 
 use io_uring::types::{Fixed, RecvMsgOut};
 use io_uring::{IoUring, Probe, cqueue, opcode};
@@ -33,9 +32,10 @@ use socket2::SockAddr;
 use self::bufring::{BGID, BufRing};
 use self::ops::{Op, decode, user_data};
 use self::sockets::{ConnIo, SendBuffer, SendSlot, UringSockets, send_bytes};
-use super::stream::{Conns, StreamLogs, TLS_CHUNK};
-use super::{DatapathCounters, Spare, StreamCounters, Worker, now};
+use super::stream::Clients;
+use super::{DatapathCounters, Worker, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Verdict, Via};
+use ip2p_wire::PacketKind;
 
 mod bufring;
 mod conns;
@@ -111,19 +111,8 @@ struct Loop {
     worker: Worker,
     _listeners: Vec<UdpSocket>,
     streams: Vec<(TcpListener, Option<std::sync::Arc<rustls::ServerConfig>>)>,
-    conns: Conns<ConnIo>,
+    clients: Clients<ConnIo>,
     next_conn_generation: u32,
-    stream_counters: StreamCounters,
-    /// Connections with bytes to write.
-    dirty: Vec<usize>,
-    stream_reply: Box<[u8]>,
-    /// TLS plaintext, before framing.
-    plain: Box<[u8]>,
-    /// A descriptor kept for refusing connections when there are none left.
-    spare: Spare,
-    /// Log lines a client can cause.
-    logs: StreamLogs,
-    next_sweep: std::time::Instant,
     sends: Vec<Option<SendSlot>>,
     free_sends: Vec<usize>,
     replies: Vec<Box<[u8]>>,
@@ -174,15 +163,8 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         worker,
         _listeners: listeners,
         streams,
-        conns: Conns::default(),
+        clients: Clients::new(now()),
         next_conn_generation: 0,
-        stream_counters: StreamCounters::default(),
-        dirty: Vec::new(),
-        stream_reply: vec![0u8; REPLY_BUFFER].into_boxed_slice(),
-        plain: vec![0u8; TLS_CHUNK].into_boxed_slice(),
-        spare: Spare::new(),
-        logs: StreamLogs::default(),
-        next_sweep: now() + SWEEP,
         sends: (0..capacity).map(|_| None).collect(),
         free_sends: (0..capacity).rev().collect(),
         replies: (0..REPLIES).map(|_| vec![0u8; REPLY_BUFFER].into_boxed_slice()).collect(),
@@ -210,19 +192,13 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     l.arm_wake();
     l.worker.report_ready();
     loop {
-        let mut deadline = l.worker.server.poll_timeout();
-        if l.conns.len() > 0 {
-            deadline = Some(deadline.map_or(l.next_sweep, |d| d.min(l.next_sweep)));
-        }
-        if let Some(at) = l.delayed.iter().map(|(at, _)| *at).min() {
-            deadline = Some(deadline.map_or(at, |d| d.min(at)));
-        }
+        let delayed = l.delayed.iter().map(|(at, _)| *at).min();
+        let deadline = [l.worker.server.poll_timeout(), l.clients.deadline(), delayed].into_iter().flatten().min();
         l.worker.idle(deadline, |timeout| l.io.enter(timeout))?;
         let now = now();
         l.worker.server.handle_timeout(now, &mut l.io);
-        if now >= l.next_sweep {
-            l.next_sweep = now + SWEEP;
-            l.sweep(now);
+        for slot in l.clients.sweep(now, &l.worker) {
+            l.close(slot, "idle");
         }
         l.completions.clear();
         l.completions.extend(l.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
@@ -243,8 +219,6 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     }
 }
 
-/// How often connections are checked for their deadlines.
-const SWEEP: Duration = Duration::from_secs(1);
 /// Most packets from other workers relayed per round of the loop.
 const HANDOFFS_PER_ROUND: usize = 1024;
 
@@ -318,13 +292,13 @@ impl Loop {
                     self.arm_wake();
                 }
                 let stop = self.worker.commands(DatapathCounters {
-                    send_errors: self.send_errors + self.replies_exhausted,
+                    send_errors: self.send_errors + self.replies_exhausted + self.clients.send_errors,
                     truncated: self.truncated,
                     out_of_buffers: self.out_of_buffers,
-                    streams: StreamCounters { open: self.conns.len() as u64, ..self.stream_counters },
+                    streams: self.clients.counters(),
                 });
                 while let Ok(event) = self.worker.tcp_events.try_recv() {
-                    self.tcp_event(event);
+                    self.clients.tcp_event(event, &mut self.worker, &mut self.io);
                 }
                 return stop;
             }
@@ -386,53 +360,37 @@ impl Loop {
 
     fn client_datagram(&mut self, listener: u32, bid: u16, from: SocketAddr, payload: std::ops::Range<usize>) {
         let Ok(listener) = u16::try_from(listener) else { return self.bufs.provide(bid) };
-        let reply_index = self.free_replies.pop();
-        if reply_index.is_none()
-            && self.bufs.buffer(bid).get(payload.clone()).map(ip2p_wire::classify) == Some(ip2p_wire::PacketKind::Stun)
-        {
+        // The reply buffer on top of the free list, taken only for a reply.
+        let reply_index = self.free_replies.last().copied();
+        let buf = self.bufs.buffer(bid);
+        if reply_index.is_none() && buf.get(payload.clone()).map(ip2p_wire::classify) == Some(PacketKind::Stun) {
             // No reply buffer: drop the request before it changes anything;
             // the client retransmits it. (Data needs no reply buffer.)
             self.replies_exhausted += 1;
             return self.bufs.provide(bid);
         }
         let mut scratch = [0u8; 0];
-        let now = now();
-        let verdict = {
-            let packet = self.bufs.buffer(bid).get(payload.clone()).unwrap_or_default();
-            // Disjoint borrows: the packet lives in `bufs`, the reply in
-            // `replies`, the sockets in `io`.
-            let reply = match reply_index.and_then(|i| self.replies.get_mut(i)) {
-                Some(r) => &mut r[..],
-                None => &mut scratch[..],
-            };
-            self.worker.handle_client(now, ListenerId::udp(listener), from, packet, reply, &mut self.io)
+        let reply = match reply_index.and_then(|i| self.replies.get_mut(i)) {
+            Some(r) => &mut r[..],
+            None => &mut scratch[..],
         };
-        match verdict {
-            Verdict::Forward(mut t) => {
-                if let Some(r) = reply_index {
-                    self.free_replies.push(r);
-                }
-                // The payload has the buffer's headroom (PAYLOAD_OFFSET)
-                // before it: enough to frame it for another allocation.
-                t.range = payload.start + t.range.start..payload.start + t.range.end;
-                match self.worker.short_circuit(now, t, self.bufs.buffer(bid)) {
-                    Some(Verdict::Forward(t)) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
-                    _ => self.bufs.provide(bid),
-                }
-            }
+        let listener = ListenerId::udp(listener);
+        // The payload has the buffer's headroom before it: enough to frame
+        // it for another allocation of this worker.
+        match self.worker.handle_client(now(), listener, from, buf, payload, reply, &mut self.io) {
+            Verdict::Forward(t) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
             Verdict::Reply(t) => {
                 self.bufs.provide(bid);
-                match reply_index {
+                match self.free_replies.pop() {
                     Some(r) => self.send(t.via, t.to, SendBuffer::Reply(r), t.range),
                     None => self.send_errors += 1,
                 }
             }
-            Verdict::Drop(_) => {
-                self.bufs.provide(bid);
-                if let Some(r) = reply_index {
-                    self.free_replies.push(r);
-                }
-            }
+            Verdict::Handoff(h) => match self.worker.hand_off(h, self.bufs.buffer(bid)) {
+                Some(t) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
+                None => self.bufs.provide(bid),
+            },
+            Verdict::Deferred | Verdict::Drop(_) => self.bufs.provide(bid),
         }
     }
 
@@ -446,8 +404,8 @@ impl Loop {
             }
             let Some(mut p) = self.worker.handoffs.recv(self.worker.id) else { return };
             match self.worker.server.handoff(now, p.to, p.from, &mut p.buf, p.data) {
-                Verdict::Forward(t) => self.send(t.via, t.to, SendBuffer::Handoff(p.buf), t.range),
-                Verdict::Reply(_) | Verdict::Drop(_) => self.worker.handoffs.recycle(p.buf),
+                Ok(t) => self.send(t.via, t.to, SendBuffer::Handoff(p.buf), t.range),
+                Err(_) => self.worker.handoffs.recycle(p.buf),
             }
         }
     }
@@ -455,8 +413,8 @@ impl Loop {
     fn peer_datagram(&mut self, token: u32, bid: u16, from: SocketAddr, payload: std::ops::Range<usize>) {
         let buf = self.bufs.buffer(bid);
         match self.worker.server.handle_peer(now(), RelayToken(token), from, buf, payload) {
-            Verdict::Forward(t) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
-            Verdict::Reply(_) | Verdict::Drop(_) => self.bufs.provide(bid),
+            Ok(t) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
+            Err(_) => self.bufs.provide(bid),
         }
     }
 
@@ -467,16 +425,7 @@ impl Loop {
         {
             // To a connection: into its queue, and the buffer comes back.
             let bytes = send_bytes(&mut self.bufs, &self.replies, &buffer, range);
-            match self.conns.find(l, to) {
-                Some((slot, conn)) => {
-                    if conn.stream.send(bytes.unwrap_or_default()) {
-                        self.dirty.push(slot);
-                    } else {
-                        self.stream_counters.dropped_backlog += 1;
-                    }
-                }
-                None => self.send_errors += 1,
-            }
+            self.clients.send(l, to, bytes.unwrap_or_default());
             return self.release(buffer);
         }
         let fixed = match via {
@@ -555,7 +504,7 @@ impl Loop {
                 }
                 Some(Op::RecvConn) => {
                     let slot = index as usize;
-                    let live = self.conns.get_mut(slot).filter(|c| c.io.generation == generation && !c.closing);
+                    let live = self.clients.conns.get_mut(slot).filter(|c| c.io.generation == generation && !c.closing);
                     if live.is_some_and(|c| !c.io.receiving) && !self.arm_conn(slot) {
                         self.rearm.push(data);
                     }

@@ -2,7 +2,7 @@
 //! relay sockets, and what in-flight operations hold.
 
 use std::io;
-use std::net::{TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -130,6 +130,11 @@ impl UringSockets {
 crate::datapath::relay_sockets!(UringSockets);
 
 impl RelaySockets for UringSockets {
+    fn send_now(&self, token: RelayToken, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let relay = self.relays.get(token.0 as usize).and_then(Option::as_ref);
+        relay.ok_or(io::ErrorKind::NotFound)?.socket.send_to(bytes, to)
+    }
+
     fn install(&mut self, token: RelayToken, socket: UdpSocket) -> io::Result<()> {
         let fixed = self.relay_fixed(token).ok_or_else(|| io::Error::other("too many relay sockets on this worker"))?;
         self.ring.submitter().register_files_update(fixed, &[socket.as_raw_fd()])?;
