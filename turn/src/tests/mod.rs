@@ -14,6 +14,8 @@ use ip2p_wire::{
 };
 
 use super::*;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 
 use crate::testing::{FakeSockets, REALM, UNIX0, config, t0};
 

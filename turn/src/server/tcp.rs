@@ -10,10 +10,10 @@ use std::time::Instant;
 use ip2p_wire::attr::{ConnectionId, XorPeerAddress};
 use ip2p_wire::{Class, ErrorCode, Message, MessageType, MessageWriter, Method, TransactionId};
 
-use super::allocation::PendingConnect;
-use super::auth::Authed;
 use super::request::{Respond, integrity};
-use super::{Judgement, ListenerId, RelayToken, Server, Sockets, Transmit, Via};
+use crate::allocation::PendingConnect;
+use crate::auth::Authed;
+use crate::{Judgement, ListenerId, RelayToken, Server, Sockets, Transmit, Via};
 
 impl Server {
     /// Whether a TCP peer may be connected to or accepted from: allowed by
@@ -66,7 +66,7 @@ impl Server {
     /// RFC 6062 §5.2: the connection relay `token` opened to `peer` is up
     /// (as connection `conn`) or failed (`None`). Returns the Connect
     /// response to send, written into `reply` (at least
-    /// [`super::REPLY_BUFFER`] bytes).
+    /// [`crate::REPLY_BUFFER`] bytes).
     pub fn tcp_connected(
         &mut self,
         token: RelayToken,

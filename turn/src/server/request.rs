@@ -16,12 +16,12 @@ use ip2p_wire::{
     Method,
 };
 
-use super::allocation::{Allocation, BindError, Relay};
-use super::auth::{Authed, OFFERED_ALGORITHMS, Refusal};
-use super::shared::OverQuota;
-use super::stats::AuthFailure;
-use super::timer::Timer;
-use super::{Account, DropReason, Held, Judgement, ListenerId, RelayToken, Server, Sockets};
+use crate::allocation::{Allocation, BindError, Relay};
+use crate::auth::{Authed, OFFERED_ALGORITHMS, Refusal};
+use crate::shared::OverQuota;
+use crate::stats::AuthFailure;
+use crate::timer::Timer;
+use crate::{Account, DropReason, Held, Judgement, ListenerId, RelayToken, Server, Sockets};
 
 /// How many unknown attributes a 420 lists at most.
 const MAX_UNKNOWN: usize = 16;

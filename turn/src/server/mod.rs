@@ -1,0 +1,589 @@
+//! The TURN server of one worker: allocations, their expiry, and the
+//! packet paths.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ip2p_wire::attr::{Data, XorPeerAddress};
+use ip2p_wire::{
+    ChannelData, Class, Message, Method, PacketKind, TransactionId, classify, frame_channel_data, frame_indication,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+mod request;
+mod tcp;
+
+pub use self::request::MAX_REALM;
+use crate::allocation::{self, Allocation};
+use crate::loglimit::LogLimit;
+use crate::policy::Judgement;
+use crate::ratelimit::ResponseLimiter;
+use crate::timer::{Timer, Timers};
+use crate::{
+    Config, DropReason, Gauges, Handoff, ListenerId, PEER_HEADROOM, PEER_TAILROOM, RelayToken, Shared, Sockets, Stats,
+    Transmit, Verdict, Via,
+};
+
+/// The TURN server of one worker.
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<Config>,
+    pub(crate) shared: Arc<Shared>,
+    /// Which worker of the node this is (the short-circuit's owners).
+    worker: u16,
+    /// `now` at construction and the unix time it stands for: unix time for
+    /// nonces and REST expiry is derived from `now`, never read.
+    epoch: (Instant, u64),
+    pub(crate) rng: SmallRng,
+    slots: Vec<Option<Allocation>>,
+    free: Vec<u32>,
+    by_client: HashMap<(ListenerId, SocketAddr), u32, foldhash::fast::RandomState>,
+    /// When allocations expire and reservations lapse.
+    timers: Timers,
+    /// Response rate limiting of unauthenticated requests.
+    limiter: ResponseLimiter,
+    /// Log lines a client can cause at will.
+    logs: Logs,
+    /// Relay addresses (as bound) in use.
+    ports: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState>,
+    /// Which relay address of a family the next allocation tries first.
+    next_relay_ip: usize,
+    /// This server's UDP relayed addresses (as advertised) and their
+    /// relays: the local short-circuit's table.
+    local: HashMap<SocketAddr, RelayToken, foldhash::fast::RandomState>,
+    stats: Stats,
+    /// The node is shutting down: no new allocations.
+    draining: bool,
+}
+
+/// The core's log lines that clients cause, each limited on its own.
+#[derive(Debug)]
+struct Logs {
+    created: LogLimit,
+    deleted: LogLimit,
+    refused: LogLimit,
+}
+
+impl Server {
+    /// A server whose clock reads `now` at unix time `unix_now`, with
+    /// randomness (relay ports, transaction IDs) from `seed`.
+    #[must_use]
+    pub fn new(config: Arc<Config>, shared: Arc<Shared>, now: Instant, unix_now: u64, seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        Self {
+            config,
+            shared,
+            worker: 0,
+            epoch: (now, unix_now),
+            limiter: ResponseLimiter::new(rng.random()),
+            rng,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_client: HashMap::default(),
+            timers: Timers::default(),
+            logs: Logs { created: LogLimit::new(50), deleted: LogLimit::new(50), refused: LogLimit::new(5) },
+            ports: Default::default(),
+            next_relay_ip: 0,
+            local: HashMap::default(),
+            stats: Stats::default(),
+            draining: false,
+        }
+    }
+
+    /// The same server as worker `worker` of its node (0 unless set): the
+    /// node's other workers find its relayed addresses by this number.
+    #[must_use]
+    pub fn on_worker(mut self, worker: u16) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// Takes a new configuration (a reload): credentials, peer policy,
+    /// lifetimes and the rest apply to requests from now on; allocations,
+    /// permissions and channels stay as they are. The relay addresses and
+    /// ports must not change (they need a restart).
+    pub fn reconfigure(&mut self, config: Arc<Config>) {
+        self.config = config;
+    }
+
+    /// Starts draining: new Allocates are refused (300 with
+    /// ALTERNATE-SERVER when alternates are configured, else 508), while
+    /// existing allocations keep working until they end.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live allocations on this worker.
+    #[must_use]
+    pub fn allocations(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// What this worker holds at `now`: a walk over its allocations, for
+    /// a scrape, never on the packet path.
+    #[must_use]
+    pub fn gauges(&self, now: Instant) -> Gauges {
+        let mut g = Gauges::default();
+        for alloc in self.slots.iter().flatten() {
+            *if alloc.tcp { &mut g.tcp_allocations } else { &mut g.udp_allocations } += 1;
+            let (permissions, channels) = alloc.live(now);
+            g.permissions += permissions as u64;
+            g.channels += channels as u64;
+        }
+        g.timers = self.timers.len() as u64;
+        g
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
+    }
+
+    /// Handles a client's packet, `buf[packet]`, which arrived on
+    /// `listener` from `from`, and says what to send. A reply is written
+    /// into `reply` (at least [`crate::REPLY_BUFFER`] bytes). Relayed data is
+    /// forwarded where it lies; when it goes to another relayed address of
+    /// this node (the local short-circuit) and has [`PEER_HEADROOM`] bytes
+    /// free before its payload and [`PEER_TAILROOM`] after in `buf`, it is
+    /// framed there for the destination's client, else handed off.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_client(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        buf: &mut [u8],
+        packet: Range<usize>,
+        reply: &mut [u8],
+        sockets: &mut impl Sockets,
+    ) -> Verdict {
+        let bytes = buf.get(packet.clone()).unwrap_or_default();
+        let verdict = match classify(bytes) {
+            PacketKind::ChannelData => self.channel_data_from_client(now, listener, from, bytes),
+            PacketKind::Stun => match Message::parse(bytes) {
+                // RFC 8489 §14.7: a FINGERPRINT that does not match means
+                // the message is not STUN (or was damaged): discard it.
+                Ok(msg) if msg.has_fingerprint() && msg.verify_fingerprint().is_err() => {
+                    Verdict::Drop(DropReason::BadFingerprint)
+                }
+                Ok(msg) => self.stun_from_client(now, listener, from, &msg, reply, sockets),
+                Err(_) => Verdict::Drop(DropReason::NotTurn),
+            },
+            PacketKind::Other => Verdict::Drop(DropReason::NotTurn),
+        };
+        match verdict {
+            Verdict::Forward(mut t) => {
+                // Towards a peer the range is the payload itself.
+                t.range = packet.start + t.range.start..packet.start + t.range.end;
+                self.stats.to_peer_packets += 1;
+                self.stats.to_peer_bytes += t.range.len() as u64;
+                self.short_circuit(now, t, buf)
+            }
+            Verdict::Drop(reason) => {
+                self.stats.dropped.count(reason);
+                verdict
+            }
+            other => other,
+        }
+    }
+
+    /// The local short-circuit: `t`, a client's payload on its way to a
+    /// peer, is handed to that peer's allocation when the peer is a UDP
+    /// relayed address of this node, without a trip through the kernel.
+    /// That allocation's permissions and channels decide exactly as they
+    /// would for a datagram from outside, and the packet is counted as
+    /// relayed both ways. Another worker's allocation gets it through
+    /// that worker's inbox; so does this worker's when `buf` has no room
+    /// to frame the payload where it lies (a stream's frame).
+    fn short_circuit(&mut self, now: Instant, t: Transmit, buf: &mut [u8]) -> Verdict {
+        let Some((worker, from)) = self.owner(&t) else {
+            return Verdict::Forward(t);
+        };
+        let room = t.range.start >= PEER_HEADROOM && buf.len().saturating_sub(t.range.end) >= PEER_TAILROOM;
+        if worker != usize::from(self.worker) || !room {
+            return Verdict::Handoff(Handoff { worker, from, transmit: t });
+        }
+        match self.handoff(now, t.to, from, buf, t.range) {
+            Ok(t) => Verdict::Forward(t),
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    /// When `t`, a client's packet on its way to a peer, is addressed to a
+    /// UDP relayed address of this node (and the short-circuit is on): the
+    /// worker that owns it, which may be this one, and `t`'s relayed
+    /// address it comes from.
+    fn owner(&self, t: &Transmit) -> Option<(usize, SocketAddr)> {
+        let Via::Relay(source) = t.via else { return None };
+        if !self.config.short_circuit {
+            return None;
+        }
+        // Most peers are elsewhere: compare the IP before a lookup.
+        let relay = self.config.relay_advertised_as(t.to.ip())?;
+        let worker = self.shared.owners.get(relay, t.to.port())?;
+        let alloc = self.slots.get(source.slot())?.as_ref()?;
+        let from = alloc.relays.get(source.family()).copied().flatten()?.advertised;
+        Some((usize::from(worker), from))
+    }
+
+    fn allocation_of(&self, listener: ListenerId, client: SocketAddr) -> Option<(u32, &Allocation)> {
+        let slot = *self.by_client.get(&(listener, client))?;
+        Some((slot, self.slots.get(slot as usize)?.as_ref()?))
+    }
+
+    /// RFC 8656 §12.6: ChannelData from the client goes to the bound peer.
+    /// Receiving it refreshes nothing. We also require a live permission,
+    /// as for Send: a channel outlives its permission unless refreshed.
+    fn channel_data_from_client(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        packet: &[u8],
+    ) -> Verdict {
+        let Ok(cd) = ChannelData::parse(packet) else {
+            return Verdict::Drop(DropReason::NotTurn);
+        };
+        let Some((slot, alloc)) = self.allocation_of(listener, from) else {
+            return Verdict::Drop(DropReason::NoAllocation);
+        };
+        let Some(channel) = alloc.channel(cd.channel(), now) else {
+            return Verdict::Drop(DropReason::NoChannel);
+        };
+        let peer = channel.peer;
+        let Some(host) = alloc.permitted(peer.ip(), now) else {
+            return Verdict::Drop(DropReason::NoPermission);
+        };
+        let Some(family) = alloc.relay_for(peer.ip()) else {
+            return Verdict::Drop(DropReason::NoPermission);
+        };
+        if host && !self.live_relayed(peer) {
+            return Verdict::Drop(DropReason::DeniedAddress);
+        }
+        if !self.within_bandwidth(slot as usize, cd.data().len(), now, true) {
+            return Verdict::Drop(DropReason::RateLimit);
+        }
+        let start = ip2p_wire::channel::CHANNEL_HEADER_LEN;
+        Verdict::Forward(Transmit {
+            via: Via::Relay(RelayToken::new(slot, family)),
+            to: peer,
+            range: start..start + cd.data().len(),
+        })
+    }
+
+    /// RFC 8656 §11.2: a Send indication's DATA goes to XOR-PEER-ADDRESS if
+    /// a permission allows it. The DATA value is forwarded where it lies.
+    fn send_indication(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, msg: &Message<'_>) -> Verdict {
+        let Some((slot, alloc)) = self.allocation_of(listener, from) else {
+            return Verdict::Drop(DropReason::NoAllocation);
+        };
+        let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(data)))) = (msg.get(), msg.get()) else {
+            return Verdict::Drop(DropReason::Ignored);
+        };
+        if alloc.tcp {
+            // RFC 6062: a TCP allocation carries data on data connections only.
+            return Verdict::Drop(DropReason::Ignored);
+        }
+        // DONT-FRAGMENT is honoured when the relay socket was opened with DF
+        // (asked for at Allocate); otherwise it is an unknown
+        // comprehension-required attribute and the indication is dropped.
+        let unknown = msg.unknown_comprehension_required().next().is_some()
+            || (!alloc.dont_fragment && msg.get_raw(ip2p_wire::AttrType::DONT_FRAGMENT).is_some());
+        if unknown {
+            return Verdict::Drop(DropReason::Ignored);
+        }
+        let Some(host) = alloc.permitted(peer.ip(), now) else {
+            let denied = !self.peer_allowed(peer);
+            return Verdict::Drop(if denied { DropReason::DeniedAddress } else { DropReason::NoPermission });
+        };
+        let Some(family) = alloc.relay_for(peer.ip()) else {
+            return Verdict::Drop(DropReason::NoPermission);
+        };
+        // A permission for one of the host's addresses reaches only the
+        // relayed addresses of live allocations there, whatever the port.
+        if host && !self.live_relayed(peer) {
+            return Verdict::Drop(DropReason::DeniedAddress);
+        }
+        if !self.within_bandwidth(slot as usize, data.len(), now, true) {
+            return Verdict::Drop(DropReason::RateLimit);
+        }
+        // `data` borrows from the packet: its position is its offset there.
+        let start = data.as_ptr() as usize - msg.as_bytes().as_ptr() as usize;
+        Verdict::Forward(Transmit {
+            via: Via::Relay(RelayToken::new(slot, family)),
+            to: peer,
+            range: start..start + data.len(),
+        })
+    }
+
+    fn stun_from_client(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        reply: &mut [u8],
+        sockets: &mut impl Sockets,
+    ) -> Verdict {
+        let len = match (msg.class(), msg.method()) {
+            (Class::Indication, Method::SEND) => {
+                return self.send_indication(now, listener, from, msg);
+            }
+            (Class::Request, _) => {
+                self.stats.requests += 1;
+                self.request(now, listener, from, msg, reply, sockets)
+            }
+            _ => return Verdict::Drop(DropReason::Ignored),
+        };
+        match len {
+            Ok(Some(len)) => {
+                self.stats.responses.count(reply.get(..len).unwrap_or_default());
+                Verdict::Reply(Transmit { via: Via::Listener(listener), to: from, range: 0..len })
+            }
+            Ok(None) => Verdict::Deferred,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    /// Handles a datagram that relay socket `token` received from `from`,
+    /// sitting in `buf[data]` with [`PEER_HEADROOM`] bytes free before it and
+    /// [`PEER_TAILROOM`] after. On success the datagram is framed in place
+    /// (ChannelData if a channel is bound to the peer, else a Data
+    /// indication), to be sent to the client; otherwise, why not (counted).
+    ///
+    /// # Errors
+    /// The reason the datagram is dropped.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        token: RelayToken,
+        from: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Result<Transmit, DropReason> {
+        let payload = data.len() as u64;
+        match self.peer_datagram(now, token, from, buf, data) {
+            Ok(t) => {
+                self.stats.to_client_packets += 1;
+                self.stats.to_client_bytes += payload;
+                Ok(t)
+            }
+            Err(reason) => {
+                self.stats.dropped.count(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    fn peer_datagram(
+        &mut self,
+        now: Instant,
+        token: RelayToken,
+        from: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Result<Transmit, DropReason> {
+        let Some(Some(alloc)) = self.slots.get(token.slot()) else {
+            return Err(DropReason::NoAllocation);
+        };
+        if alloc.relays.get(token.family()).copied().flatten().is_none() {
+            return Err(DropReason::NoAllocation);
+        }
+        // RFC 8656 §9: only the IP address is compared, not the port.
+        if !alloc.permits(from.ip(), now) {
+            return Err(DropReason::NoPermission);
+        }
+        let (listener, client) = (alloc.listener, alloc.client);
+        let channel = alloc.channel_to(from, now).map(|c| c.number);
+        if !self.within_bandwidth(token.slot(), data.len(), now, false) {
+            return Err(DropReason::RateLimit);
+        }
+        let framed = match channel {
+            Some(number) => frame_channel_data(buf, data, number, listener.transport),
+            None => {
+                let tid = TransactionId(self.rng.random());
+                frame_indication(buf, data, Method::DATA, from, tid)
+            }
+        };
+        // Only a datapath that broke the headroom contract fails here.
+        let range = framed.map_err(|_| DropReason::Ignored)?;
+        Ok(Transmit { via: Via::Listener(listener), to: client, range })
+    }
+
+    /// A short-circuited payload for this server, from this worker or from
+    /// another one's inbox ([`Verdict::Handoff`]): from the relayed address
+    /// `from` to this server's relayed address `to`, in `buf[data]` with the
+    /// same room around it as for [`Server::handle_peer`], which decides as
+    /// for a peer's datagram.
+    ///
+    /// # Errors
+    /// The reason the payload is dropped.
+    pub fn handoff(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        from: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Result<Transmit, DropReason> {
+        // The allocation may have ended since the sender looked.
+        let Some(&target) = self.local.get(&to) else {
+            self.stats.dropped.count(DropReason::NoAllocation);
+            return Err(DropReason::NoAllocation);
+        };
+        self.stats.short_circuited += 1;
+        self.handle_peer(now, target, from, buf, data)
+    }
+
+    /// Adds or removes allocation `slot`'s UDP relays in the short-circuit
+    /// tables: this server's and the node's owners.
+    fn index_relays(&mut self, slot: u32, add: bool) {
+        let Some(Some(alloc)) = self.slots.get(slot as usize) else { return };
+        if alloc.tcp {
+            // Connect may reach these (and only these) on this host.
+            for relay in alloc.relays.iter().flatten() {
+                self.shared.index_tcp([relay.bound, relay.advertised], add);
+            }
+            return;
+        }
+        let relays = alloc.relays;
+        for (family, relay) in relays.iter().enumerate() {
+            match relay {
+                Some(relay) if add => self.index(*relay, RelayToken::new(slot, family)),
+                Some(relay) => self.unindex(*relay),
+                None => {}
+            }
+        }
+    }
+
+    fn index(&mut self, relay: allocation::Relay, token: RelayToken) {
+        self.local.insert(relay.advertised, token);
+        if let Some((index, _)) = self.config.relay_bound_to(relay.bound.ip()) {
+            self.shared.owners.set(index, relay.bound.port(), self.worker);
+        }
+    }
+
+    fn unindex(&mut self, relay: allocation::Relay) {
+        if self.local.remove(&relay.advertised).is_some()
+            && let Some((index, _)) = self.config.relay_bound_to(relay.bound.ip())
+        {
+            self.shared.owners.clear(index, relay.bound.port(), self.worker);
+        }
+    }
+
+    /// Whether a client may name `peer` (CreatePermission, ChannelBind, a
+    /// Send indication): the policy allows its IP, or the IP is the host's
+    /// own and `peer` is the relayed address of a live allocation of this
+    /// node. Every other port of the host's addresses (listeners, the admin
+    /// port, any local service) is refused, whatever the allow list says.
+    pub(crate) fn peer_allowed(&self, peer: SocketAddr) -> bool {
+        match self.judge(peer.ip()) {
+            Judgement::Allowed => true,
+            Judgement::Denied => false,
+            Judgement::Host => self.live_relayed(peer),
+        }
+    }
+
+    /// The policy's judgement of a peer's IP, with this node's relay
+    /// addresses (as bound and as advertised) among the host's whatever
+    /// the policy's list says.
+    pub(crate) fn judge(&self, ip: IpAddr) -> Judgement {
+        if self.config.relay_bound_to(ip).is_some() || self.config.relay_advertised_as(ip).is_some() {
+            return Judgement::Host;
+        }
+        self.config.policy.judge(ip)
+    }
+
+    /// Whether `addr` is the advertised relayed address of a live UDP
+    /// allocation of this node (any worker's).
+    pub(crate) fn live_relayed(&self, addr: SocketAddr) -> bool {
+        self.config
+            .relay_advertised_as(addr.ip())
+            .is_some_and(|relay| self.shared.owners.get(relay, addr.port()).is_some())
+    }
+
+    /// Whether allocation `slot` may relay `bytes` more towards its peers
+    /// (`to_peer`) or its client, under `bandwidth`.
+    fn within_bandwidth(&mut self, slot: usize, bytes: usize, now: Instant, to_peer: bool) -> bool {
+        let rate = self.config.bandwidth;
+        if rate == 0 {
+            return true;
+        }
+        let Some(Some(alloc)) = self.slots.get_mut(slot) else { return false };
+        let bucket = if to_peer { &mut alloc.to_peer } else { &mut alloc.to_client };
+        bucket.take(bytes, rate, now)
+    }
+
+    /// Whether the client on this 5-tuple has an allocation.
+    #[must_use]
+    pub fn has_allocation(&self, listener: ListenerId, from: SocketAddr) -> bool {
+        self.by_client.contains_key(&(listener, from))
+    }
+
+    /// The stream connection `from` on `listener` closed: its allocation,
+    /// if any, goes with it (RFC 8656 §3.1: the allocation is tied to the
+    /// 5-tuple, and a TCP 5-tuple ends with its connection).
+    pub fn client_closed(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, sockets: &mut impl Sockets) {
+        if let Some(&slot) = self.by_client.get(&(listener, from)) {
+            self.remove(now, slot, sockets, "connection closed");
+        }
+    }
+
+    /// When [`Self::handle_timeout`] next has work, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Expires allocations whose lifetime ended by `now`, closing their
+    /// relay sockets, and releases reservations that lapsed.
+    pub fn handle_timeout(&mut self, now: Instant, sockets: &mut impl Sockets) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Allocation(slot) => {
+                    self.stats.allocations_expired += 1;
+                    self.remove(now, slot, sockets, "expired");
+                }
+                // Lapsed: its port goes back (if no one claimed it). The
+                // allocation keeps the token for a retransmitted Allocate's
+                // answer; cancelling it again when it goes does nothing.
+                Timer::Reservation(token) => self.shared.cancel_reservation(&token),
+            }
+        }
+    }
+
+    /// Deletes an allocation: its relay sockets, ports, its reservation if
+    /// no one claimed it, its timer and its quota.
+    fn remove(&mut self, now: Instant, slot: u32, sockets: &mut impl Sockets, why: &str) {
+        self.index_relays(slot, false);
+        let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_client.remove(&(alloc.listener, alloc.client));
+        self.timers.cancel(alloc.expires, Timer::Allocation(slot));
+        if let Some((token, until)) = alloc.reservation {
+            self.timers.cancel(until, Timer::Reservation(token));
+            self.shared.cancel_reservation(&token);
+        }
+        for (family, relay) in alloc.relays.iter().enumerate() {
+            if let Some(relay) = relay {
+                sockets.close_relay(RelayToken::new(slot, family));
+                self.ports.remove(&relay.bound);
+            }
+        }
+        self.shared.quotas.release(&alloc.account);
+        self.free.push(slot);
+        if let Some(unlogged) = self.logs.deleted.admit(now) {
+            tracing::info!(client = %alloc.client, user = %alloc.username, why, unlogged, "allocation deleted");
+        }
+    }
+}
