@@ -9,7 +9,8 @@ use crate::Server;
 use crate::packet::{ListenerId, RelayToken};
 use crate::shared::Held;
 
-/// Opens and closes relay sockets for the core.
+/// Opens and closes relay sockets for the core. RFC 6062's peer
+/// connections are named by their CONNECTION-ID, `id`.
 pub trait Sockets {
     /// Binds a UDP socket to `addr` for relay `token`; with `dont_fragment`,
     /// its datagrams carry DF and are never fragmented.
@@ -51,10 +52,10 @@ pub trait Sockets {
     fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool;
     /// The core's answer to an incoming peer connection: keep it for a
     /// ConnectionBind, or close it.
-    fn tcp_accept(&mut self, conn: u32, accept: bool);
-    /// RFC 6062 §5.4: a ConnectionBind for `conn` by `username` arrived on
-    /// the client connection `client` of `listener`. `true` if `conn` waits
+    fn tcp_accept(&mut self, id: u32, accept: bool);
+    /// RFC 6062 §5.4: a ConnectionBind for `id` by `username` arrived on
+    /// the client connection `client` of `listener`. `true` if `id` waits
     /// for it and belongs to that user: the client connection then carries
     /// that peer connection's bytes, after the response.
-    fn tcp_bind(&mut self, conn: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool;
+    fn tcp_bind(&mut self, id: u32, username: &str, listener: ListenerId, client: SocketAddr) -> bool;
 }

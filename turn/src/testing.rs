@@ -92,18 +92,18 @@ impl Sockets for FakeSockets {
     fn tcp_busy(&mut self, token: RelayToken, peer: SocketAddr) -> bool {
         self.conns.values().any(|(t, p, _)| *t == token && *p == peer)
     }
-    fn tcp_accept(&mut self, conn: u32, accept: bool) {
-        if let Some(c) = self.conns.get_mut(&conn) {
+    fn tcp_accept(&mut self, id: u32, accept: bool) {
+        if let Some(c) = self.conns.get_mut(&id) {
             c.2 = Some(accept);
         }
     }
-    fn tcp_bind(&mut self, conn: u32, user: &str, listener: ListenerId, client: SocketAddr) -> bool {
-        let Some((token, _, accepted)) = self.conns.get(&conn) else { return false };
+    fn tcp_bind(&mut self, id: u32, user: &str, listener: ListenerId, client: SocketAddr) -> bool {
+        let Some((token, _, accepted)) = self.conns.get(&id) else { return false };
         let owner = self.tcp.get(token).map(|(_, u)| u.as_str());
-        if *accepted != Some(true) || owner != Some(user) || self.binds.iter().any(|b| b.0 == conn) {
+        if *accepted != Some(true) || owner != Some(user) || self.binds.iter().any(|b| b.0 == id) {
             return false;
         }
-        self.binds.push((conn, listener, client));
+        self.binds.push((id, listener, client));
         true
     }
 }

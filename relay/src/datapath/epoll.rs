@@ -320,7 +320,7 @@ impl Loop {
             let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(socket));
             let _ = socket.set_nonblocking(false);
             // It still counts against its client's limits, as a data connection.
-            self.socks.tcp.splice(h.conn, socket, tls, unsent, conn.ticket.take());
+            self.socks.tcp.splice(h.id, socket, tls, unsent, conn.ticket.take());
         }
     }
 

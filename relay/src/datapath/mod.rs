@@ -241,17 +241,17 @@ macro_rules! relay_sockets {
                 let (tcp, worker) = $crate::datapath::RelaySockets::tcp(self);
                 tcp.busy((worker, token), peer)
             }
-            fn tcp_accept(&mut self, conn: u32, accept: bool) {
-                $crate::datapath::RelaySockets::tcp(self).0.accept(conn, accept);
+            fn tcp_accept(&mut self, id: u32, accept: bool) {
+                $crate::datapath::RelaySockets::tcp(self).0.accept(id, accept);
             }
             fn tcp_bind(
                 &mut self,
-                conn: u32,
+                id: u32,
                 username: &str,
                 listener: $crate::proto::ListenerId,
                 client: std::net::SocketAddr,
             ) -> bool {
-                $crate::datapath::tcp_bind(self, conn, username, listener, client)
+                $crate::datapath::tcp_bind(self, id, username, listener, client)
             }
         }
     };
@@ -290,14 +290,14 @@ pub(crate) fn close_relay(s: &mut impl RelaySockets, token: RelayToken) {
 /// [`crate::proto::Sockets::tcp_bind`] for every datapath.
 pub(crate) fn tcp_bind(
     s: &mut impl RelaySockets,
-    conn: u32,
+    id: u32,
     username: &str,
     listener: ListenerId,
     client: SocketAddr,
 ) -> bool {
-    let bound = s.tcp().0.bind(conn, username);
+    let bound = s.tcp().0.bind(id, username);
     if bound {
-        s.data_connections().push(DataConnection { listener, client, conn });
+        s.data_connections().push(DataConnection { listener, client, id });
     }
     bound
 }
@@ -308,7 +308,7 @@ pub(crate) fn tcp_bind(
 pub(crate) struct DataConnection {
     pub(crate) listener: crate::proto::ListenerId,
     pub(crate) client: std::net::SocketAddr,
-    pub(crate) conn: u32,
+    pub(crate) id: u32,
 }
 
 /// A TCP listener, serving TLS when it has a TLS configuration.

@@ -597,9 +597,9 @@ impl<T> Clients<T> {
     pub(crate) fn tcp_event(&mut self, event: TcpEvent, worker: &mut Worker, sockets: &mut impl Sockets) {
         let reply = &mut self.reply[..];
         let t = match event {
-            TcpEvent::Connected { token, peer, conn } => worker.server.tcp_connected(token, peer, conn, reply),
-            TcpEvent::Incoming { token, peer, conn } => {
-                worker.server.tcp_incoming(now(), token, peer, conn, reply, sockets)
+            TcpEvent::Connected { token, peer, id } => worker.server.tcp_connected(token, peer, id, reply),
+            TcpEvent::Incoming { token, peer, id } => {
+                worker.server.tcp_incoming(now(), token, peer, id, reply, sockets)
             }
         };
         let Some(t) = t else { return };

@@ -42,14 +42,14 @@ const MAX_CONNECTIONS: usize = 64;
 /// What a core hears about its TCP relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TcpEvent {
-    /// A Connect's connection is up (`conn`) or failed (`None`).
+    /// A Connect's connection is up (`id`) or failed (`None`).
     Connected {
         /// The relay.
         token: RelayToken,
         /// The peer.
         peer: SocketAddr,
         /// The new connection's ID.
-        conn: Option<u32>,
+        id: Option<u32>,
     },
     /// A peer connected to the relay: accept or refuse it.
     Incoming {
@@ -58,7 +58,7 @@ pub(crate) enum TcpEvent {
         /// The peer.
         peer: SocketAddr,
         /// The connection's ID.
-        conn: u32,
+        id: u32,
     },
 }
 
@@ -208,11 +208,11 @@ impl TcpRelays {
                 continue;
             }
             let Some(ticket) = self.limits.admit(client) else { continue };
-            let conn = Self::new_id(&table);
+            let id = Self::new_id(&table);
             let waiting = Waiting { owner, peer, stream, ticket, since: now(), accepted: false, bound: false };
-            table.waiting.insert(conn, waiting);
+            table.waiting.insert(id, waiting);
             drop(table);
-            self.notify(owner.0, TcpEvent::Incoming { token: owner.1, peer, conn });
+            self.notify(owner.0, TcpEvent::Incoming { token: owner.1, peer, id });
         }
     }
 
@@ -227,7 +227,7 @@ impl TcpRelays {
                 .and_then(|(_, client)| self.limits.admit(client));
             let Some(ticket) = ticket else {
                 drop(table);
-                return self.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, conn: None });
+                return self.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, id: None });
             };
             table.connecting.insert((owner, peer));
             (listening.map(|(id, _)| id), ticket)
@@ -239,12 +239,12 @@ impl TcpRelays {
             let mut table = relays.lock();
             table.connecting.remove(&(owner, peer));
             let alive = table.listening.get(&owner).map(|l| l.id) == listener;
-            let conn = match stream {
+            let id = match stream {
                 Ok(stream) if alive => {
-                    let conn = Self::new_id(&table);
+                    let id = Self::new_id(&table);
                     let waiting = Waiting { owner, peer, stream, ticket, since: now(), accepted: true, bound: false };
-                    table.waiting.insert(conn, waiting);
-                    Some(conn)
+                    table.waiting.insert(id, waiting);
+                    Some(id)
                 }
                 Ok(_) => return, // the allocation is gone
                 Err(e) => {
@@ -253,11 +253,11 @@ impl TcpRelays {
                 }
             };
             drop(table);
-            relays.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, conn });
+            relays.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, id });
         });
         if spawned.is_err() {
             self.lock().connecting.remove(&(owner, peer));
-            self.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, conn: None });
+            self.notify(owner.0, TcpEvent::Connected { token: owner.1, peer, id: None });
         }
     }
 
@@ -270,26 +270,26 @@ impl TcpRelays {
     }
 
     /// The core's verdict on an incoming connection.
-    pub(crate) fn accept(&self, conn: u32, accept: bool) {
+    pub(crate) fn accept(&self, id: u32, accept: bool) {
         let mut table = self.lock();
         if accept {
-            if let Some(w) = table.waiting.get_mut(&conn) {
+            if let Some(w) = table.waiting.get_mut(&id) {
                 w.accepted = true;
             }
         } else {
-            table.waiting.remove(&conn);
+            table.waiting.remove(&id);
         }
     }
 
-    /// Claims connection `conn` for a ConnectionBind by `username`.
-    pub(crate) fn bind(&self, conn: u32, username: &str) -> bool {
+    /// Claims connection `id` for a ConnectionBind by `username`.
+    pub(crate) fn bind(&self, id: u32, username: &str) -> bool {
         let mut table = self.lock();
-        let Some(w) = table.waiting.get(&conn) else { return false };
+        let Some(w) = table.waiting.get(&id) else { return false };
         let owner_user = table.listening.get(&w.owner).map(|l| &*l.username);
         if !w.accepted || w.bound || owner_user != Some(username) {
             return false;
         }
-        if let Some(w) = table.waiting.get_mut(&conn) {
+        if let Some(w) = table.waiting.get_mut(&id) {
             w.bound = true;
         }
         true
@@ -297,39 +297,39 @@ impl TcpRelays {
 
     /// Joins the client's data connection (with its TLS session, and the
     /// bytes still to send it: the ConnectionBind response, and its place in
-    /// the connection limits) to peer connection `conn`, on a thread of its
+    /// the connection limits) to peer connection `id`, on a thread of its
     /// own.
     pub(crate) fn splice(
         self: &Arc<Self>,
-        conn: u32,
+        id: u32,
         client: TcpStream,
         tls: Option<Box<rustls::ServerConnection>>,
         unsent: Vec<u8>,
         ticket: Option<ConnTicket>,
     ) {
         let mut table = self.lock();
-        let Some(w) = table.waiting.remove(&conn).filter(|w| w.bound) else {
+        let Some(w) = table.waiting.remove(&id).filter(|w| w.bound) else {
             return; // timed out or its allocation went: `client` closes
         };
         let (Ok(h1), Ok(h2)) = (client.try_clone(), w.stream.try_clone()) else { return };
         let active = Active { owner: w.owner, peer: w.peer, handles: [h1, h2], _tickets: (w.ticket, ticket) };
-        table.active.insert(conn, active);
+        table.active.insert(id, active);
         drop(table);
         let relays = self.clone();
         let peer = w.stream;
         let spawned = std::thread::Builder::new().name("ip2p-tcp-data".into()).spawn(move || {
             if let Err(e) = Splice::new(client, tls, unsent, peer).run() {
-                tracing::debug!(conn, error = %e, "TCP data connection ended");
+                tracing::debug!(id, error = %e, "TCP data connection ended");
             }
-            relays.lock().active.remove(&conn);
+            relays.lock().active.remove(&id);
         });
         if spawned.is_err() {
-            self.end(conn);
+            self.end(id);
         }
     }
 
-    fn end(&self, conn: u32) {
-        if let Some(a) = self.lock().active.remove(&conn) {
+    fn end(&self, id: u32) {
+        if let Some(a) = self.lock().active.remove(&id) {
             for h in &a.handles {
                 let _ = h.shutdown(Shutdown::Both);
             }
@@ -578,8 +578,8 @@ mod tests {
         relays.listen(owner, addr, "alice", LOCAL).unwrap();
         let peers: Vec<TcpStream> = (0..MAX_CONNECTIONS + 3).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let mut ids = Vec::new();
-        while let Ok(TcpEvent::Incoming { conn, .. }) = rx.recv_timeout(Duration::from_millis(500)) {
-            ids.push(conn);
+        while let Ok(TcpEvent::Incoming { id, .. }) = rx.recv_timeout(Duration::from_millis(500)) {
+            ids.push(id);
         }
         assert_eq!(ids.len(), MAX_CONNECTIONS, "{} peers connected", peers.len());
         let id = ids[0];

@@ -64,14 +64,14 @@ impl Server {
     }
 
     /// RFC 6062 §5.2: the connection relay `token` opened to `peer` is up
-    /// (as connection `conn`) or failed (`None`). Returns the Connect
+    /// (as connection `id`) or failed (`None`). Returns the Connect
     /// response to send, written into `reply` (at least
     /// [`crate::REPLY_BUFFER`] bytes).
     pub fn tcp_connected(
         &mut self,
         token: RelayToken,
         peer: SocketAddr,
-        conn: Option<u32>,
+        id: Option<u32>,
         reply: &mut [u8],
     ) -> Option<Transmit> {
         let alloc = self.slots.get_mut(token.slot()).and_then(Option::as_mut)?;
@@ -79,7 +79,7 @@ impl Server {
         let pending = alloc.connects.swap_remove(index);
         let (key, kind, listener, client) = (alloc.key.clone(), alloc.integrity, alloc.listener, alloc.client);
         let to = Respond { method: Method::CONNECT, tid: pending.tid, fingerprint: pending.fingerprint };
-        let len = match conn {
+        let len = match id {
             Some(id) => self.respond_to(reply, &to, Class::Success, Some((&key, kind)), |w| {
                 w.add(&ConnectionId(id))?;
                 Ok(())
@@ -94,7 +94,7 @@ impl Server {
     }
 
     /// RFC 6062 §5.3: `peer` connected to relay `token` (as connection
-    /// `conn`). With a permission for it, the client hears of it in a
+    /// `id`). With a permission for it, the client hears of it in a
     /// ConnectionAttempt indication (returned, written into `reply`);
     /// without one the connection is refused.
     pub fn tcp_incoming(
@@ -102,13 +102,13 @@ impl Server {
         now: Instant,
         token: RelayToken,
         peer: SocketAddr,
-        conn: u32,
+        id: u32,
         reply: &mut [u8],
         sockets: &mut impl Sockets,
     ) -> Option<Transmit> {
         let alloc = self.slots.get(token.slot()).and_then(Option::as_ref).filter(|a| a.tcp);
         let Some(alloc) = alloc.filter(|a| a.permits(peer.ip(), now) && self.tcp_peer_allowed(peer)) else {
-            sockets.tcp_accept(conn, false);
+            sockets.tcp_accept(id, false);
             return None;
         };
         let (listener, client) = (alloc.listener, alloc.client);
@@ -116,10 +116,10 @@ impl Server {
         let typ = MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication);
         let len = MessageWriter::new(reply, typ, tid).ok().and_then(|mut w| {
             w.add(&XorPeerAddress(peer)).ok()?;
-            w.add(&ConnectionId(conn)).ok()?;
+            w.add(&ConnectionId(id)).ok()?;
             Some(w.finish())
         });
-        sockets.tcp_accept(conn, len.is_some());
+        sockets.tcp_accept(id, len.is_some());
         Some(Transmit { via: Via::Listener(listener), to: client, range: 0..len? })
     }
 
@@ -134,9 +134,9 @@ impl Server {
         reply: &mut [u8],
         sockets: &mut impl Sockets,
     ) -> Option<usize> {
-        let conn = msg.get::<ConnectionId>().ok().flatten();
+        let id = msg.get::<ConnectionId>().ok().flatten();
         let fresh = listener.transport == ip2p_wire::Transport::Stream && !self.has_allocation(listener, from);
-        let bound = match conn {
+        let bound = match id {
             Some(ConnectionId(id)) if fresh => sockets.tcp_bind(id, &authed.username, listener, from),
             _ => false,
         };

@@ -153,7 +153,7 @@ impl Loop {
     pub(super) fn splice_data_connections(&mut self) {
         for h in std::mem::take(&mut self.io.data_connections) {
             let Some((slot, conn)) = self.clients.conns.find(h.listener, h.client) else { continue };
-            conn.io.data_connection = Some(h.conn);
+            conn.io.data_connection = Some(h.id);
             let recv = user_data(Op::RecvConn, conn.io.generation, u32::try_from(slot).unwrap_or(u32::MAX));
             let receiving = conn.io.receiving;
             self.clients.conns.detach(slot);
