@@ -5,87 +5,29 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::Arc;
+mod error;
+mod link;
+mod transaction;
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
-    AdditionalAddressFamily, ChannelNumber, ConnectionId, Data, ErrorCodeAttr, EvenPort, Lifetime, Nonce, Realm,
-    RequestedAddressFamily, RequestedTransport, ReservationToken, Username, XorMappedAddress, XorPeerAddress,
-    XorRelayedAddress,
+    AdditionalAddressFamily, ChannelNumber, ConnectionId, Data, EvenPort, Lifetime, RequestedAddressFamily,
+    RequestedTransport, ReservationToken, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
 };
 use ip2p_wire::credentials::LongTermKey;
-use ip2p_wire::framer::{Framed, frame};
 use ip2p_wire::{
-    AddressFamily, Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind,
-    TransactionId, Transport, classify, write_channel_data,
+    AddressFamily, Attribute, ChannelData, Class, Message, MessageType, MessageWriter, Method, PacketKind, classify,
+    write_channel_data,
 };
+
+pub use self::error::ClientError;
+use self::link::Link;
 
 /// The ALPN protocol of TURN over TLS (RFC 7443).
 pub const ALPN: &[u8] = b"stun.turn";
-
-/// How the client reaches the server.
-#[derive(Debug)]
-enum Link {
-    Udp(UdpSocket),
-    Tcp(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Link {
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Self::Udp(_) => None,
-            Self::Tcp(s) => Some(s),
-            Self::Tls(s) => Some(s.get_ref()),
-        }
-    }
-
-    fn transport(&self) -> Transport {
-        if let Self::Udp(_) = self { Transport::Datagram } else { Transport::Stream }
-    }
-}
-
-/// Why a client operation failed.
-#[derive(Debug)]
-pub enum ClientError {
-    /// A socket error, or no answer after the retransmissions.
-    Io(io::Error),
-    /// The server answered with an error response.
-    Rejected(u16, String),
-    /// The server's answer was malformed or lacked what it must carry.
-    Protocol(&'static str),
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Io(e) => write!(f, "{e}"),
-            Self::Rejected(code, reason) => write!(f, "server answered {code} {reason}"),
-            Self::Protocol(what) => write!(f, "protocol error: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
-
-impl From<io::Error> for ClientError {
-    fn from(e: io::Error) -> Self {
-        Self::Io(e)
-    }
-}
-
-impl ClientError {
-    /// The error code, when the server rejected the request.
-    #[must_use]
-    pub fn code(&self) -> Option<u16> {
-        match self {
-            Self::Rejected(code, _) => Some(*code),
-            _ => None,
-        }
-    }
-}
 
 /// What arrived from a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,177 +76,6 @@ const RTO: Duration = Duration::from_millis(250);
 const ATTEMPTS: u32 = 5;
 
 impl Client {
-    /// A client on a fresh loopback (or unspecified) socket.
-    ///
-    /// # Errors
-    /// The socket cannot be bound.
-    pub fn new(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
-        let local: SocketAddr =
-            if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(io::Error::other)?;
-        let local = if server.ip().is_loopback() { SocketAddr::new(server.ip(), 0) } else { local };
-        Ok(Self::with_link(Link::Udp(UdpSocket::bind(local)?), server, username, password))
-    }
-
-    /// A client over TCP.
-    ///
-    /// # Errors
-    /// The connection fails.
-    pub fn tcp(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
-        stream.set_nodelay(true)?;
-        Ok(Self::with_link(Link::Tcp(stream), server, username, password))
-    }
-
-    /// A client over TLS, trusting `roots` for a certificate of `name`;
-    /// it offers ALPN `stun.turn`. The handshake runs here.
-    ///
-    /// # Errors
-    /// The connection or the handshake fails.
-    pub fn tls(
-        server: SocketAddr,
-        name: &str,
-        roots: rustls::RootCertStore,
-        username: &str,
-        password: &str,
-    ) -> io::Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        Self::tls_with_config(server, name, Arc::new(config), username, password)
-    }
-
-    /// A client over TLS with a TLS configuration of the caller's.
-    ///
-    /// # Errors
-    /// The connection or the handshake fails.
-    pub fn tls_with_config(
-        server: SocketAddr,
-        name: &str,
-        config: Arc<rustls::ClientConfig>,
-        username: &str,
-        password: &str,
-    ) -> io::Result<Self> {
-        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(io::Error::other)?;
-        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
-        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut tls = rustls::StreamOwned::new(conn, stream);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock)?;
-        }
-        Ok(Self::with_link(Link::Tls(Box::new(tls)), server, username, password))
-    }
-
-    fn with_link(link: Link, server: SocketAddr, username: &str, password: &str) -> Self {
-        Self {
-            link,
-            pending: Vec::new(),
-            server,
-            username: username.into(),
-            password: password.into(),
-            realm: String::new(),
-            nonce: String::new(),
-            key: None,
-            relayed: None,
-            mapped: None,
-            lifetime: None,
-            next_tid: rand::random(),
-            buf: vec![0; 65_536],
-        }
-    }
-
-    /// The client's UDP socket (to send and receive data on it directly);
-    /// `None` over TCP and TLS.
-    #[must_use]
-    pub fn socket(&self) -> Option<&UdpSocket> {
-        match &self.link {
-            Link::Udp(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The TCP connection's TLS version and ALPN protocol, over TLS.
-    #[must_use]
-    pub fn tls_info(&self) -> Option<(Option<rustls::ProtocolVersion>, Option<Vec<u8>>)> {
-        match &self.link {
-            Link::Tls(s) => Some((s.conn.protocol_version(), s.conn.alpn_protocol().map(<[u8]>::to_vec))),
-            _ => None,
-        }
-    }
-
-    /// Sends bytes to the server: a datagram, or onto the stream.
-    fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.link {
-            Link::Udp(s) => s.send_to(bytes, self.server).map(|_| ()),
-            Link::Tcp(s) => s.write_all(bytes),
-            Link::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
-        }
-    }
-
-    /// Waits up to `timeout` for the next datagram or frame from the
-    /// server; its bytes are in `self.buf[..len]`. `Ok(None)` on timeout.
-    fn recv_bytes(&mut self, timeout: Duration) -> io::Result<Option<usize>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.link.transport() == Transport::Stream
-                && let Some(len) = self.take_frame()?
-            {
-                return Ok(Some(len));
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-                return Ok(None);
-            };
-            let got = match &mut self.link {
-                Link::Udp(s) => {
-                    s.set_read_timeout(Some(left))?;
-                    s.recv_from(&mut self.buf).map(|(len, from)| (from == self.server).then_some(len))
-                }
-                Link::Tcp(s) => {
-                    s.set_read_timeout(Some(left))?;
-                    read_into(s, &mut self.pending)
-                }
-                Link::Tls(s) => {
-                    s.sock.set_read_timeout(Some(left))?;
-                    read_into(s, &mut self.pending)
-                }
-            };
-            match got {
-                Ok(Some(len)) if matches!(self.link, Link::Udp(_)) => return Ok(Some(len)),
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Moves a whole frame from the stream's pending bytes into `buf`.
-    fn take_frame(&mut self) -> io::Result<Option<usize>> {
-        match frame(&self.pending) {
-            Ok(Framed::Complete { bytes, .. }) => {
-                let len = bytes.len();
-                if let Some(dst) = self.buf.get_mut(..len) {
-                    dst.copy_from_slice(bytes);
-                }
-                self.pending.drain(..len);
-                Ok(Some(len))
-            }
-            Ok(Framed::Incomplete { .. }) => Ok(None),
-            Err(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "the server sent neither STUN nor ChannelData")),
-        }
-    }
-
-    /// The server's address.
-    #[must_use]
-    pub fn server(&self) -> SocketAddr {
-        self.server
-    }
-
     /// Sends, without waiting for the answers, what keeps an allocation
     /// alive: a Refresh, and a ChannelBind or CreatePermission for `peer`
     /// (which refreshes the permission). Call [`Client::absorb`] with the
@@ -323,136 +94,6 @@ impl Client {
             None => self.signed(Method::CREATE_PERMISSION, &[Attribute::XorPeerAddress(XorPeerAddress(peer))])?,
         };
         self.send_bytes(&keep)
-    }
-
-    /// Takes note of a STUN answer received outside a transaction: a
-    /// 438 carries the nonce to use from now on. Returns its error code.
-    pub fn absorb(&mut self, msg: &Message<'_>) -> Option<u16> {
-        let code = msg.get::<ErrorCodeAttr>().ok().flatten()?.code.code();
-        if code == 438
-            && let Ok(Some(Nonce(nonce))) = msg.get::<Nonce>()
-        {
-            self.nonce = nonce.to_owned();
-        }
-        Some(code)
-    }
-
-    /// An authenticated request with the current nonce.
-    fn signed(&mut self, method: Method, attrs: &[Attribute<'_>]) -> io::Result<Vec<u8>> {
-        let key = self.key.clone().ok_or_else(|| io::Error::other("not authenticated yet"))?;
-        let tid = self.tid();
-        let mut out = vec![0u8; 1024];
-        let mut w =
-            MessageWriter::new(&mut out, MessageType::new(method, Class::Request), tid).map_err(io::Error::other)?;
-        for a in attrs {
-            w.add_attribute(a).map_err(io::Error::other)?;
-        }
-        w.add(&Username(&self.username)).map_err(io::Error::other)?;
-        w.add(&Realm(&self.realm)).map_err(io::Error::other)?;
-        w.add(&Nonce(&self.nonce)).map_err(io::Error::other)?;
-        w.integrity(key.as_bytes()).map_err(io::Error::other)?;
-        let len = w.finish();
-        out.truncate(len);
-        Ok(out)
-    }
-
-    /// The client's own address.
-    ///
-    /// # Errors
-    /// From the socket.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match &self.link {
-            Link::Udp(s) => s.local_addr(),
-            link => link.tcp().map_or_else(|| Err(io::ErrorKind::NotConnected.into()), TcpStream::local_addr),
-        }
-    }
-
-    fn tid(&mut self) -> TransactionId {
-        self.next_tid = self.next_tid.wrapping_add(1);
-        let mut t = [0u8; 12];
-        if let Some(head) = t.first_chunk_mut::<8>() {
-            *head = self.next_tid.to_be_bytes();
-        }
-        TransactionId(t)
-    }
-
-    /// Sends a request (retransmitting over UDP only: RFC 8489 §6.2.2) and
-    /// waits for its response; the response's bytes are in `self.buf[..len]`.
-    fn transact(&mut self, request: &[u8], tid: TransactionId) -> Result<usize, ClientError> {
-        let mut rto = RTO;
-        let reliable = self.link.transport() == Transport::Stream;
-        for attempt in 0..ATTEMPTS {
-            if attempt == 0 || !reliable {
-                self.send_bytes(request)?;
-            }
-            let deadline = Instant::now() + rto;
-            while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-                let Some(len) = self.recv_bytes(left)? else {
-                    break;
-                };
-                let Some(bytes) = self.buf.get(..len) else {
-                    continue;
-                };
-                if let Ok(msg) = Message::parse(bytes)
-                    && *msg.transaction_id() == tid
-                    && matches!(msg.class(), Class::Success | Class::Error)
-                {
-                    return Ok(len);
-                }
-            }
-            rto *= 2;
-        }
-        Err(ClientError::Io(io::Error::new(io::ErrorKind::TimedOut, "no response from the TURN server")))
-    }
-
-    /// Builds and runs an authenticated request, answering one 401 or 438
-    /// challenge. Returns the success response's length in `self.buf`.
-    fn request(&mut self, method: Method, attrs: &[Attribute<'_>]) -> Result<usize, ClientError> {
-        for _ in 0..3 {
-            let tid = self.tid();
-            let mut out = vec![0u8; 2048];
-            let mut w = MessageWriter::new(&mut out, MessageType::new(method, Class::Request), tid)
-                .map_err(|_| ClientError::Protocol("request too large"))?;
-            for a in attrs {
-                w.add_attribute(a).map_err(|_| ClientError::Protocol("request too large"))?;
-            }
-            if let Some(key) = &self.key {
-                w.add(&Username(&self.username)).map_err(|_| ClientError::Protocol("request too large"))?;
-                w.add(&Realm(&self.realm)).map_err(|_| ClientError::Protocol("request too large"))?;
-                w.add(&Nonce(&self.nonce)).map_err(|_| ClientError::Protocol("request too large"))?;
-                w.integrity(key.as_bytes()).map_err(|_| ClientError::Protocol("request too large"))?;
-            }
-            let len = w.finish();
-            let rlen = self.transact(out.get(..len).unwrap_or_default(), tid)?;
-            let msg = Message::parse(self.buf.get(..rlen).unwrap_or_default())
-                .map_err(|_| ClientError::Protocol("malformed response"))?;
-            if msg.class() == Class::Success {
-                if let Some(key) = &self.key
-                    && msg.verify_integrity(key.as_bytes()).is_err()
-                {
-                    return Err(ClientError::Protocol("response integrity does not verify"));
-                }
-                return Ok(rlen);
-            }
-            let error =
-                msg.get::<ErrorCodeAttr>().ok().flatten().ok_or(ClientError::Protocol("error without ERROR-CODE"))?;
-            let (code, reason) = (error.code.code(), error.reason.to_owned());
-            let challenged = code == 438 || (code == 401 && self.key.is_none());
-            if challenged
-                && let (Ok(Some(Realm(realm))), Ok(Some(Nonce(nonce)))) = (msg.get::<Realm>(), msg.get::<Nonce>())
-            {
-                self.realm = realm.to_owned();
-                self.nonce = nonce.to_owned();
-                self.key = Some(LongTermKey::md5(&self.username, &self.realm, &self.password));
-                continue;
-            }
-            return Err(ClientError::Rejected(code, reason));
-        }
-        Err(ClientError::Protocol("too many challenges"))
-    }
-
-    fn response(&self, len: usize) -> Result<Message<'_>, ClientError> {
-        Message::parse(self.buf.get(..len).unwrap_or_default()).map_err(|_| ClientError::Protocol("malformed response"))
     }
 
     /// Allocates a UDP relayed address (with a LIFETIME hint if given).
@@ -751,16 +392,4 @@ impl Client {
         let msg = self.response(rlen)?;
         msg.get::<XorMappedAddress>().ok().flatten().map(|a| a.0).ok_or(ClientError::Protocol("no XOR-MAPPED-ADDRESS"))
     }
-}
-
-/// Reads what the stream has into `pending`; `Ok(None)` always (the caller
-/// looks for a frame), an error at the end of the stream.
-fn read_into(stream: &mut impl Read, pending: &mut Vec<u8>) -> io::Result<Option<usize>> {
-    let mut chunk = [0u8; 16 * 1024];
-    let n = stream.read(&mut chunk)?;
-    if n == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
-    }
-    pending.extend_from_slice(chunk.get(..n).unwrap_or_default());
-    Ok(None)
 }
