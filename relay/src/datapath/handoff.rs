@@ -1,8 +1,10 @@
 //! Packets between workers: the local short-circuit across cores.
 //!
 //! When a client's packet is addressed to a relayed address another worker
-//! owns, its payload is copied once into a pooled buffer and pushed onto
-//! that worker's inbox (a bounded crossbeam queue). The receiver frames it
+//! owns (or this worker's own, for a stream client's frame, which has no
+//! room around it to be framed where it lies), the core answers
+//! `Verdict::Handoff`: its payload is copied once into a pooled buffer and
+//! pushed onto that worker's inbox (a bounded crossbeam queue). The receiver frames it
 //! in place and sends it to its client from that buffer, then returns the
 //! buffer to the pool, so the steady state allocates nothing. The sender
 //! writes the receiver's eventfd only when the receiver is parked (about to
