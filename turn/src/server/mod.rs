@@ -167,32 +167,31 @@ impl Server {
         sockets: &mut impl Sockets,
     ) -> Verdict {
         let bytes = buf.get(packet.clone()).unwrap_or_default();
-        let verdict = match classify(bytes) {
+        let to_peer = match classify(bytes) {
             PacketKind::ChannelData => self.channel_data_from_client(now, listener, from, bytes),
             PacketKind::Stun => match Message::parse(bytes) {
                 // RFC 8489 §14.7: a FINGERPRINT that does not match means
                 // the message is not STUN (or was damaged): discard it.
                 Ok(msg) if msg.has_fingerprint() && msg.verify_fingerprint().is_err() => {
-                    Verdict::Drop(DropReason::BadFingerprint)
+                    Err(DropReason::BadFingerprint)
                 }
-                Ok(msg) => self.stun_from_client(now, listener, from, &msg, reply, sockets),
-                Err(_) => Verdict::Drop(DropReason::NotTurn),
+                Ok(msg) if msg.class() == Class::Indication && msg.method() == Method::SEND => {
+                    self.send_indication(now, listener, from, &msg)
+                }
+                Ok(msg) => return self.stun_from_client(now, listener, from, &msg, reply, sockets),
+                Err(_) => Err(DropReason::NotTurn),
             },
-            PacketKind::Other => Verdict::Drop(DropReason::NotTurn),
+            PacketKind::Other => Err(DropReason::NotTurn),
         };
-        match verdict {
-            Verdict::Forward(mut t) => {
+        match to_peer {
+            Ok(mut t) => {
                 // Towards a peer the range is the payload itself.
                 t.range = packet.start + t.range.start..packet.start + t.range.end;
                 self.stats.to_peer_packets += 1;
                 self.stats.to_peer_bytes += t.range.len() as u64;
                 self.short_circuit(now, t, buf)
             }
-            Verdict::Drop(reason) => {
-                self.stats.dropped.count(reason);
-                verdict
-            }
-            other => other,
+            Err(reason) => self.dropped(reason),
         }
     }
 
@@ -249,49 +248,51 @@ impl Server {
         listener: ListenerId,
         from: SocketAddr,
         packet: &[u8],
-    ) -> Verdict {
+    ) -> Result<Transmit, DropReason> {
         let Ok(cd) = ChannelData::parse(packet) else {
-            return Verdict::Drop(DropReason::NotTurn);
+            return Err(DropReason::NotTurn);
         };
         let Some((slot, alloc)) = self.allocation_of(listener, from) else {
-            return Verdict::Drop(DropReason::NoAllocation);
+            return Err(DropReason::NoAllocation);
         };
         let Some(channel) = alloc.channel(cd.channel(), now) else {
-            return Verdict::Drop(DropReason::NoChannel);
+            return Err(DropReason::NoChannel);
         };
         let peer = channel.peer;
         let Some(host) = alloc.permitted(peer.ip(), now) else {
-            return Verdict::Drop(DropReason::NoPermission);
+            return Err(DropReason::NoPermission);
         };
         let Some(family) = alloc.relay_for(peer.ip()) else {
-            return Verdict::Drop(DropReason::NoPermission);
+            return Err(DropReason::NoPermission);
         };
         if host && !self.live_relayed(peer) {
-            return Verdict::Drop(DropReason::DeniedAddress);
+            return Err(DropReason::DeniedAddress);
         }
         if !self.within_bandwidth(slot as usize, cd.data().len(), now, true) {
-            return Verdict::Drop(DropReason::RateLimit);
+            return Err(DropReason::RateLimit);
         }
         let start = ip2p_wire::channel::CHANNEL_HEADER_LEN;
-        Verdict::Forward(Transmit {
-            via: Via::Relay(RelayToken::new(slot, family)),
-            to: peer,
-            range: start..start + cd.data().len(),
-        })
+        Ok(Transmit { via: Via::Relay(RelayToken::new(slot, family)), to: peer, range: start..start + cd.data().len() })
     }
 
     /// RFC 8656 §11.2: a Send indication's DATA goes to XOR-PEER-ADDRESS if
     /// a permission allows it. The DATA value is forwarded where it lies.
-    fn send_indication(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, msg: &Message<'_>) -> Verdict {
+    fn send_indication(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        from: SocketAddr,
+        msg: &Message<'_>,
+    ) -> Result<Transmit, DropReason> {
         let Some((slot, alloc)) = self.allocation_of(listener, from) else {
-            return Verdict::Drop(DropReason::NoAllocation);
+            return Err(DropReason::NoAllocation);
         };
         let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(data)))) = (msg.get(), msg.get()) else {
-            return Verdict::Drop(DropReason::Ignored);
+            return Err(DropReason::Ignored);
         };
         if alloc.tcp {
             // RFC 6062: a TCP allocation carries data on data connections only.
-            return Verdict::Drop(DropReason::Ignored);
+            return Err(DropReason::Ignored);
         }
         // DONT-FRAGMENT is honoured when the relay socket was opened with DF
         // (asked for at Allocate); otherwise it is an unknown
@@ -299,32 +300,30 @@ impl Server {
         let unknown = msg.unknown_comprehension_required().next().is_some()
             || (!alloc.dont_fragment && msg.get_raw(ip2p_wire::AttrType::DONT_FRAGMENT).is_some());
         if unknown {
-            return Verdict::Drop(DropReason::Ignored);
+            return Err(DropReason::Ignored);
         }
         let Some(host) = alloc.permitted(peer.ip(), now) else {
             let denied = !self.peer_allowed(peer);
-            return Verdict::Drop(if denied { DropReason::DeniedAddress } else { DropReason::NoPermission });
+            return Err(if denied { DropReason::DeniedAddress } else { DropReason::NoPermission });
         };
         let Some(family) = alloc.relay_for(peer.ip()) else {
-            return Verdict::Drop(DropReason::NoPermission);
+            return Err(DropReason::NoPermission);
         };
         // A permission for one of the host's addresses reaches only the
         // relayed addresses of live allocations there, whatever the port.
         if host && !self.live_relayed(peer) {
-            return Verdict::Drop(DropReason::DeniedAddress);
+            return Err(DropReason::DeniedAddress);
         }
         if !self.within_bandwidth(slot as usize, data.len(), now, true) {
-            return Verdict::Drop(DropReason::RateLimit);
+            return Err(DropReason::RateLimit);
         }
         // `data` borrows from the packet: its position is its offset there.
         let start = data.as_ptr() as usize - msg.as_bytes().as_ptr() as usize;
-        Verdict::Forward(Transmit {
-            via: Via::Relay(RelayToken::new(slot, family)),
-            to: peer,
-            range: start..start + data.len(),
-        })
+        Ok(Transmit { via: Via::Relay(RelayToken::new(slot, family)), to: peer, range: start..start + data.len() })
     }
 
+    /// A STUN request (answered now, later, or dropped), or an indication
+    /// that is not a Send (ignored).
     fn stun_from_client(
         &mut self,
         now: Instant,
@@ -334,15 +333,11 @@ impl Server {
         reply: &mut [u8],
         sockets: &mut impl Sockets,
     ) -> Verdict {
-        let len = match (msg.class(), msg.method()) {
-            (Class::Indication, Method::SEND) => {
-                return self.send_indication(now, listener, from, msg);
-            }
-            (Class::Request, _) => {
-                self.stats.requests += 1;
-                self.request(now, listener, from, msg, reply, sockets)
-            }
-            _ => return Verdict::Drop(DropReason::Ignored),
+        let len = if msg.class() == Class::Request {
+            self.stats.requests += 1;
+            self.request(now, listener, from, msg, reply, sockets)
+        } else {
+            Err(DropReason::Ignored)
         };
         match len {
             Ok(Some(len)) => {
@@ -350,8 +345,14 @@ impl Server {
                 Verdict::Reply(Transmit { via: Via::Listener(listener), to: from, range: 0..len })
             }
             Ok(None) => Verdict::Deferred,
-            Err(reason) => Verdict::Drop(reason),
+            Err(reason) => self.dropped(reason),
         }
+    }
+
+    /// Counts a dropped packet.
+    fn dropped(&mut self, reason: DropReason) -> Verdict {
+        self.stats.dropped.count(reason);
+        Verdict::Drop(reason)
     }
 
     /// Handles a datagram that relay socket `token` received from `from`,
