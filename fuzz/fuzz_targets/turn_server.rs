@@ -197,6 +197,7 @@ impl Harness {
             bandwidth: 4000, // low enough that sessions run into it
             short_circuit: true,
             unauthenticated_rate: 50,
+            events: true,
             credentials: Credentials {
                 realm: REALM.into(),
                 users,
@@ -332,7 +333,17 @@ impl Harness {
         }
     }
 
-    fn check_invariants(&self) {
+    fn check_invariants(&mut self) {
+        // A published path is live, and names an open UDP relay socket
+        // unless a later event withdraws it.
+        let events: Vec<_> = std::iter::from_fn(|| self.server.poll_event()).collect();
+        for (i, event) in events.iter().enumerate() {
+            if let ip2p_turn::Event::Path(p) = event {
+                assert!(p.until > self.now, "a path published dead: {p:?}");
+                let withdrawn = events.get(i..).unwrap_or_default().contains(&ip2p_turn::Event::RelayGone(p.relay));
+                assert!(withdrawn || self.sockets.open.contains_key(&p.relay), "a path on a closed relay: {p:?}");
+            }
+        }
         let g = self.server.gauges(self.now);
         // One expiry per allocation, and at most one more while it holds
         // (or held, for up to 30 s) a reservation.

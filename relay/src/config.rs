@@ -501,6 +501,8 @@ impl Settings {
                 alternates: file.drain.alternates,
                 bandwidth: alloc.bandwidth,
                 unauthenticated_rate: auth.unauthenticated_rate,
+                // Nothing mirrors the forwarding state yet.
+                events: false,
                 short_circuit: file.relay.short_circuit.unwrap_or(true),
                 credentials: Credentials {
                     realm,

@@ -238,6 +238,17 @@ impl Allocation {
         (permissions, self.channels.iter().filter(|c| c.expires > now).count())
     }
 
+    /// Each live channel whose peer has a live permission, with the
+    /// earlier of their expiries; peers on the host's own addresses are
+    /// left out (the local short-circuit's).
+    pub(crate) fn channel_paths(&self, now: Instant) -> impl Iterator<Item = (&Channel, Instant)> {
+        self.channels.iter().filter(move |c| c.expires > now).filter_map(move |c| {
+            let ip = canonical(c.peer.ip());
+            let p = self.permissions.iter().find(|p| p.ip == ip && p.expires > now)?;
+            (!p.host).then_some((c, c.expires.min(p.expires)))
+        })
+    }
+
     /// Checks the rebinding rules of RFC 8656 §12.2 without changing anything.
     pub(crate) fn can_bind(&self, number: u16, peer: SocketAddr, now: Instant) -> Result<(), BindError> {
         let by_number = self.channel(number, now).map(|c| c.peer);

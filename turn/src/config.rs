@@ -76,6 +76,9 @@ pub struct Config {
     /// Responses a second to unauthenticated requests per source prefix
     /// (/24, /56); 0 = no limit. Past it, requests go unanswered.
     pub unauthenticated_rate: u32,
+    /// Queue an [`crate::Event`] for every change to the forwarding state
+    /// (see [`Server::poll_event`]); whoever turns it on must poll them.
+    pub events: bool,
 }
 
 /// The most relay addresses per family.

@@ -21,6 +21,7 @@
 mod allocation;
 pub mod auth;
 mod config;
+mod events;
 pub mod loglimit;
 mod packet;
 pub mod policy;
@@ -37,6 +38,7 @@ mod timer;
 
 pub use self::auth::{Credentials, UserSecret};
 pub use self::config::{ChannelNumbers, Config, MAX_RELAY_IPS, RelayIp};
+pub use self::events::{ChannelPath, Event};
 pub use self::packet::{
     DropReason, Handoff, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Transmit, Verdict, Via,
 };

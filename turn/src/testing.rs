@@ -136,6 +136,7 @@ pub fn config() -> Config {
         alternates: vec![],
         bandwidth: 0,
         unauthenticated_rate: 0,
+        events: false,
         short_circuit: true,
         credentials: Credentials {
             realm: REALM.into(),

@@ -337,7 +337,7 @@ impl Worker {
                 Command::Stats(reply) => {
                     let _ = reply.send(self.stats(counters));
                 }
-                Command::Reconfigure(config) => self.server.reconfigure(config),
+                Command::Reconfigure(config) => self.server.reconfigure(config, now()),
                 Command::Drain => self.server.drain(),
             }
         }

@@ -1,7 +1,7 @@
 //! The TURN server of one worker: allocations, their expiry, and the
 //! packet paths.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use ip2p_wire::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+mod publish;
 mod request;
 mod tcp;
 
@@ -24,8 +25,8 @@ use crate::policy::Judgement;
 use crate::ratelimit::ResponseLimiter;
 use crate::timer::{Timer, Timers};
 use crate::{
-    Config, DropReason, Gauges, Handoff, ListenerId, PEER_HEADROOM, PEER_TAILROOM, RelayToken, Shared, Sockets, Stats,
-    Transmit, Verdict, Via,
+    Config, DropReason, Event, Gauges, Handoff, ListenerId, PEER_HEADROOM, PEER_TAILROOM, RelayToken, Shared, Sockets,
+    Stats, Transmit, Verdict, Via,
 };
 
 /// The TURN server of one worker.
@@ -56,6 +57,9 @@ pub struct Server {
     /// relays: the local short-circuit's table.
     local: HashMap<SocketAddr, RelayToken, foldhash::fast::RandomState>,
     stats: Stats,
+    /// Changes to the forwarding state not yet polled (only with
+    /// `config.events`).
+    pub(crate) events: VecDeque<Event>,
     /// The node is shutting down: no new allocations.
     draining: bool,
 }
@@ -90,6 +94,7 @@ impl Server {
             next_relay_ip: 0,
             local: HashMap::default(),
             stats: Stats::default(),
+            events: VecDeque::new(),
             draining: false,
         }
     }
@@ -102,12 +107,21 @@ impl Server {
         self
     }
 
-    /// Takes a new configuration (a reload): credentials, peer policy,
-    /// lifetimes and the rest apply to requests from now on; allocations,
-    /// permissions and channels stay as they are. The relay addresses and
-    /// ports must not change (they need a restart).
-    pub fn reconfigure(&mut self, config: Arc<Config>) {
+    /// Takes a new configuration at `now` (a reload): credentials, peer
+    /// policy, lifetimes and the rest apply to requests from now on;
+    /// allocations, permissions and channels stay as they are. The relay
+    /// addresses and ports must not change (they need a restart).
+    pub fn reconfigure(&mut self, config: Arc<Config>, now: Instant) {
+        let limited = |c: &Config| c.bandwidth > 0;
+        let changed = limited(&config) != limited(&self.config);
         self.config = config;
+        if changed {
+            // Paths under a bandwidth limit are not published.
+            for slot in 0..u32::try_from(self.slots.len()).unwrap_or(u32::MAX) {
+                self.publish_relays_gone(slot);
+                self.publish_paths(slot, now);
+            }
+        }
     }
 
     /// Starts draining: new Allocates are refused (300 with
@@ -115,6 +129,7 @@ impl Server {
     /// existing allocations keep working until they end.
     pub fn drain(&mut self) {
         self.draining = true;
+        self.publish(Event::Draining);
     }
 
     /// The counters.
@@ -566,6 +581,7 @@ impl Server {
     /// no one claimed it, its timer and its quota.
     fn remove(&mut self, now: Instant, slot: u32, sockets: &mut impl Sockets, why: &str) {
         self.index_relays(slot, false);
+        self.publish_relays_gone(slot);
         let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };

@@ -901,6 +901,7 @@ impl Harness {
     }
 }
 
+mod events;
 mod security;
 
 /// RFC 6062: TCP allocations, Connect, ConnectionAttempt, ConnectionBind.
@@ -1049,7 +1050,7 @@ fn a_draining_server_sends_new_allocations_elsewhere_and_keeps_the_others() {
     // With one: 300 and ALTERNATE-SERVER, signed.
     let mut config = config();
     config.alternates = vec!["[2001:db8::1]:3478".parse().unwrap(), "192.0.2.7:3478".parse().unwrap()];
-    h.server.reconfigure(Arc::new(config));
+    h.server.reconfigure(Arc::new(config), h.now);
     let r = h.authed("127.0.0.1:40002", Method::ALLOCATE, &udp, &c);
     assert_eq!(r.code(), Some(300));
     let alternate = r.msg().get::<ip2p_wire::attr::AlternateServer>().unwrap().unwrap().0;

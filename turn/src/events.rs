@@ -1,0 +1,61 @@
+//! What changed in the forwarding state, for whoever mirrors it outside
+//! the core (a kernel fast path's tables; a handover's snapshot). With
+//! [`crate::Config::events`] on, the core queues an [`Event`] for every
+//! change, and the datapath takes them with [`Server::poll_event`] after
+//! each batch. Off (the default), nothing is queued.
+//!
+//! A mirror holds [`ChannelPath`]s: the packets the core would relay
+//! without a question. Each carries its deadline, so the core says nothing
+//! when a channel or permission lapses: past its deadline an entry is dead
+//! and its packets go to the core, which decides as always. The core says
+//! when a path is new or its deadline moved (ChannelBind, CreatePermission,
+//! Refresh), and when an allocation's paths end before their time.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+#[cfg(doc)]
+use crate::Server;
+use crate::{ListenerId, RelayToken};
+
+/// One channel the core relays both ways without a question: ChannelData
+/// from `client` on `channel` goes to `peer` from `relayed` (its payload
+/// alone), and a datagram from `peer` to `relayed` goes to `client` as
+/// ChannelData on `channel`, until `until`.
+///
+/// Only paths the core would forward unconditionally are published: a UDP
+/// client, a UDP allocation, a peer that is not one of the host's own
+/// addresses (those are the local short-circuit's), and no bandwidth limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelPath {
+    /// The relay socket (and so the allocation and address family).
+    pub relay: RelayToken,
+    /// The listener the client uses.
+    pub listener: ListenerId,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The relayed address as bound (what a peer's datagram is sent to,
+    /// before any 1:1 NAT in front of the node).
+    pub relayed: SocketAddr,
+    /// The channel number.
+    pub channel: u16,
+    /// The peer.
+    pub peer: SocketAddr,
+    /// The earliest of the allocation's, the channel's and the
+    /// permission's expiry.
+    pub until: Instant,
+}
+
+/// A change to the forwarding state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A path is new, or its deadline moved: replaces any entry for its
+    /// `(relay, channel)` and its `(relay, peer)`.
+    Path(ChannelPath),
+    /// Every path of relay socket `relay` ended (the allocation or that
+    /// family of it was deleted or expired, or a reload put it under a
+    /// bandwidth limit).
+    RelayGone(RelayToken),
+    /// The node started draining.
+    Draining,
+}

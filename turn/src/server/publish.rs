@@ -1,0 +1,62 @@
+//! Queueing the changes to the forwarding state ([`crate::Event`]).
+
+use std::time::Instant;
+
+use ip2p_wire::Transport;
+
+use crate::{ChannelPath, Event, RelayToken, Server};
+
+impl Server {
+    /// The next change to the forwarding state, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Queues the paths of allocation `slot` as they stand at `now`.
+    pub(crate) fn publish_paths(&mut self, slot: u32, now: Instant) {
+        if !self.config.events || self.config.bandwidth > 0 {
+            return;
+        }
+        let Some(Some(alloc)) = self.slots.get(slot as usize) else { return };
+        if alloc.tcp || alloc.listener.transport != Transport::Datagram {
+            return;
+        }
+        for (channel, until) in alloc.channel_paths(now) {
+            let family = crate::allocation::family_index(&channel.peer.ip());
+            let Some(relay) = alloc.relays.get(family).copied().flatten() else { continue };
+            self.events.push_back(Event::Path(ChannelPath {
+                relay: RelayToken::new(slot, family),
+                listener: alloc.listener,
+                client: alloc.client,
+                relayed: relay.bound,
+                channel: channel.number,
+                peer: channel.peer,
+                until: until.min(alloc.expires),
+            }));
+        }
+    }
+
+    /// Queues the end of relay `relay`'s paths.
+    pub(crate) fn publish_gone(&mut self, relay: RelayToken) {
+        if self.config.events {
+            self.events.push_back(Event::RelayGone(relay));
+        }
+    }
+
+    /// Queues the end of the paths of each relay socket allocation `slot`
+    /// has.
+    pub(crate) fn publish_relays_gone(&mut self, slot: u32) {
+        let Some(Some(alloc)) = self.slots.get(slot as usize) else { return };
+        let families: Vec<usize> = (0..2).filter(|&f| alloc.relays.get(f).copied().flatten().is_some()).collect();
+        for family in families {
+            self.publish_gone(RelayToken::new(slot, family));
+        }
+    }
+
+    /// Queues `event` when events are on.
+    pub(crate) fn publish(&mut self, event: Event) {
+        if self.config.events {
+            self.events.push_back(event);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The forwarding-state events a mirror of it (a kernel fast path) is
+//! built from: published when a path starts or its deadline moves, when an
+//! allocation's paths end, and never for a path the core would not
+//! forward unconditionally.
+
+use super::*;
+
+fn with_events(change: impl FnOnce(&mut Config)) -> Harness {
+    let mut cfg = config();
+    cfg.events = true;
+    change(&mut cfg);
+    Harness::with(cfg, Quotas::default())
+}
+
+fn events(h: &mut Harness) -> Vec<Event> {
+    std::iter::from_fn(|| h.server.poll_event()).collect()
+}
+
+fn bind(n: u16, peer: &str) -> [Attribute<'static>; 2] {
+    [Attribute::ChannelNumber(ChannelNumber(n)), peer_attr(peer)]
+}
+
+#[test]
+fn a_path_carries_the_earliest_deadline_and_ends_with_its_allocation() {
+    // Allocations live 60 s here: shorter than the permission (300 s) and
+    // the channel (600 s), so they bound the path at first.
+    let mut h = with_events(|c| c.default_lifetime = Duration::from_secs(60));
+    let c = Harness::alice();
+    let relayed = h.allocate(CLIENT, &c);
+    let t0 = h.now;
+    assert_eq!(events(&mut h), [], "no channel, no path");
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
+    let relay = *h.sockets.open.keys().next().unwrap();
+    let path = |until| {
+        Event::Path(ChannelPath {
+            relay,
+            listener: ListenerId::udp(0),
+            client: addr(CLIENT),
+            relayed,
+            channel: 0x4000,
+            peer: addr(PEER),
+            until,
+        })
+    };
+    assert_eq!(events(&mut h), [path(t0 + Duration::from_secs(60))]);
+
+    // A refresh moves the allocation's deadline, and with it the path's.
+    h.now += Duration::from_secs(30);
+    assert_eq!(h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(3600))], &c).class(), Class::Success);
+    assert_eq!(events(&mut h), [path(t0 + Duration::from_secs(300))], "now the permission's");
+    // CreatePermission renews the permission: the channel's 600 s is next.
+    h.now += Duration::from_secs(200);
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).class(), Class::Success);
+    assert_eq!(events(&mut h), [path(t0 + Duration::from_secs(530))]);
+    // A second channel publishes the allocation's paths as they stand.
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4001, "127.0.0.2:7001"), &c).class(), Class::Success);
+    let both = events(&mut h);
+    assert_eq!(both.len(), 2);
+    assert!(both.contains(&path(t0 + Duration::from_secs(530))));
+
+    // Deleted: every path of its relay ends; draining says so too.
+    assert_eq!(h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
+    assert_eq!(events(&mut h), [Event::RelayGone(relay)]);
+    h.server.drain();
+    assert_eq!(events(&mut h), [Event::Draining]);
+}
+
+#[test]
+fn expiry_ends_the_paths() {
+    let mut h = with_events(|_| {});
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
+    let relay = *h.sockets.open.keys().next().unwrap();
+    assert!(matches!(events(&mut h)[..], [Event::Path(_)]));
+    h.advance(600);
+    assert_eq!(events(&mut h), [Event::RelayGone(relay)]);
+}
+
+#[test]
+fn only_paths_the_core_forwards_unconditionally_are_published() {
+    let c = Harness::alice();
+    // Off: nothing is queued.
+    let mut h = Harness::new();
+    h.allocate(CLIENT, &c);
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
+    assert_eq!(events(&mut h), []);
+
+    // Under a bandwidth limit, every packet is counted against it.
+    let mut h = with_events(|c| c.bandwidth = 10_000);
+    h.allocate(CLIENT, &c);
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
+    assert_eq!(events(&mut h), []);
+
+    // A client over TCP or TLS.
+    let mut h = with_events(|_| {});
+    h.listener = ListenerId::stream(0);
+    h.allocate(CLIENT, &c);
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
+    assert_eq!(events(&mut h), []);
+
+    // A peer that is a relayed address of this node: the short-circuit's.
+    let mut h = with_events(|_| {});
+    h.allocate(CLIENT, &c);
+    let other = h.allocate("127.0.0.1:40002", &c);
+    let channel = [Attribute::ChannelNumber(ChannelNumber(0x4000)), Attribute::XorPeerAddress(XorPeerAddress(other))];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &channel, &c).class(), Class::Success);
+    assert_eq!(events(&mut h), []);
+}
+
+#[test]
+fn a_reload_into_a_bandwidth_limit_withdraws_the_paths_and_out_of_it_restores_them() {
+    let mut h = with_events(|_| {});
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
+    let relay = *h.sockets.open.keys().next().unwrap();
+    let published = events(&mut h);
+    let limited = Config { events: true, bandwidth: 10_000, ..config() };
+    h.server.reconfigure(Arc::new(limited), h.now);
+    assert_eq!(events(&mut h), [Event::RelayGone(relay)]);
+    h.server.reconfigure(Arc::new(Config { events: true, ..config() }), h.now);
+    assert_eq!(events(&mut h)[1..], published[..], "withdrawn, then published again");
+}
