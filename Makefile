@@ -34,10 +34,14 @@ run:
 	$(CARGO) run --release --locked -p ip2p-relay -- --dev
 
 # Brings what the tests need first (tests/deps.sh: coturn's client tools
-# and systemd-analyze with apt-get, aioice into .venv).
+# and systemd-analyze with apt-get, aioice into .venv). The end-to-end
+# binary runs four tests at a time: they mostly wait on sockets, timers
+# and coturn's clients, not on the CPU.
 test:
 	tests/deps.sh
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked --exclude ip2p-tests
+	$(CARGO) build --locked -p ip2p-relay --bin ip2p-relay
+	IP2P_RELAY_BIN=$(CURDIR)/target/debug/ip2p-relay $(CARGO) test --locked -p ip2p-tests -- --test-threads=4
 
 lint:
 	$(CARGO) fmt --all -- --check
