@@ -115,7 +115,7 @@ impl Server {
         let limited = |c: &Config| c.bandwidth > 0;
         let changed = limited(&config) != limited(&self.config);
         self.config = config;
-        if changed {
+        if changed && self.config.events {
             // Paths under a bandwidth limit are not published.
             for slot in 0..u32::try_from(self.slots.len()).unwrap_or(u32::MAX) {
                 self.publish_relays_gone(slot);

@@ -46,10 +46,11 @@ impl Server {
     /// Queues the end of the paths of each relay socket allocation `slot`
     /// has.
     pub(crate) fn publish_relays_gone(&mut self, slot: u32) {
-        let Some(Some(alloc)) = self.slots.get(slot as usize) else { return };
-        let families: Vec<usize> = (0..2).filter(|&f| alloc.relays.get(f).copied().flatten().is_some()).collect();
-        for family in families {
-            self.publish_gone(RelayToken::new(slot, family));
+        for family in 0..2 {
+            let open = matches!(self.slots.get(slot as usize), Some(Some(a)) if a.relays.get(family).is_some_and(Option::is_some));
+            if open {
+                self.publish_gone(RelayToken::new(slot, family));
+            }
         }
     }
 
