@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use ip2p_client::{Client, Received};
 use ip2p_relay::admin::Admin;
-use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
+use ip2p_relay::config::DatapathKind;
 use ip2p_relay::node::{self, Node};
-use ip2p_tests::support::{http, http_get, metrics};
+use ip2p_tests::{get, http, metrics};
 
 const WAIT: Duration = Duration::from_secs(2);
 
@@ -24,8 +24,7 @@ fn start(dp: DatapathKind) -> (Node, Admin) {
         [peers]
         allow = ["127.0.0.2/32"]
         "#;
-    let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
-    let settings = Settings::from_toml(text, &args).unwrap();
+    let settings = ip2p_tests::settings(dp, text);
     let node = node::start(&settings).unwrap();
     let admin = Admin::start("127.0.0.1:0".parse().unwrap(), node.handle(), None).unwrap();
     (node, admin)
@@ -66,10 +65,10 @@ fn metrics_match_what_a_client_did(dp: DatapathKind) {
 
     // The drop is counted once the worker has read it: wait for it.
     let deadline = std::time::Instant::now() + WAIT;
-    let mut m = metrics(addr);
+    let mut m = metrics(addr, None);
     while m[r#"ip2p_dropped_packets_total{reason="denied_address"}"#] < 1.0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
-        m = metrics(addr);
+        m = metrics(addr, None);
     }
     let expect = [
         (r#"ip2p_relayed_packets_total{direction="to_peer"}"#, 10.0),
@@ -109,7 +108,7 @@ fn metrics_match_what_a_client_did(dp: DatapathKind) {
     assert!(duration > 0.0 && duration < 1.0, "{duration}");
 
     // /status says the same.
-    let (code, body) = http_get(addr, "/status");
+    let (code, body) = get(addr, "/status", None);
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["allocations"]["total"], 1, "{body}");
@@ -119,24 +118,24 @@ fn metrics_match_what_a_client_did(dp: DatapathKind) {
     assert_eq!(status["workers"], 2);
     assert_eq!(status["listen"][0], server.to_string());
 
-    assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".into()));
-    assert_eq!(http_get(addr, "/readyz"), (200, "ready\n".into()));
-    assert_eq!(http_get(addr, "/nothing").0, 404);
-    assert_eq!(http(addr, "POST", "/metrics").0, 405);
+    assert_eq!(get(addr, "/healthz", None), (200, "ok\n".into()));
+    assert_eq!(get(addr, "/readyz", None), (200, "ready\n".into()));
+    assert_eq!(get(addr, "/nothing", None).0, 404);
+    assert_eq!(http(addr, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").0, 405);
 
     // Draining: not ready, still alive, and the allocation still relays.
     node.drain();
-    assert_eq!(http_get(addr, "/readyz"), (503, "draining\n".into()));
-    assert_eq!(http_get(addr, "/healthz").0, 200);
-    assert_eq!(metrics(addr)["ip2p_draining"], 1.0);
+    assert_eq!(get(addr, "/readyz", None), (503, "draining\n".into()));
+    assert_eq!(get(addr, "/healthz", None).0, 200);
+    assert_eq!(metrics(addr, None)["ip2p_draining"], 1.0);
     alice.send_channel(0x4000, &[3; 10]).unwrap();
     assert_eq!(peer.recv_from(&mut buf).unwrap().0, 10);
     let mut late = Client::new(server, "alice", "wonderland").unwrap();
     assert_eq!(late.allocate(None).unwrap_err().code(), Some(508));
-    let m = metrics(addr);
+    let m = metrics(addr, None);
     assert_eq!(m[r#"ip2p_allocations_refused_total{reason="draining"}"#], 1.0);
     assert_eq!(m[r#"ip2p_responses_total{method="allocate",result="508"}"#], 1.0);
-    let status: serde_json::Value = serde_json::from_str(&http_get(addr, "/status").1).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&get(addr, "/status", None).1).unwrap();
     assert_eq!(status["state"], "draining");
 }
 

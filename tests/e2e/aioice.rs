@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
-use ip2p_relay::node::{self, Node};
+use ip2p_relay::config::DatapathKind;
+use ip2p_relay::node::Node;
 use ip2p_tests::support::Pki;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/aioice_turn.py");
@@ -18,20 +18,15 @@ fn start(dp: DatapathKind, pki: &Pki) -> Node {
         r#"
         listen = ["127.0.0.1:0"]
         workers = 2
-        [tls]
-        listen = ["127.0.0.1:0"]
-        cert = "{}"
-        key = "{}"
+        {tls}
         [auth]
         users = [{{ name = "aioice", password = "py-secret" }}]
         [peers]
         allow = ["127.0.0.2/32"]
         "#,
-        pki.cert().display(),
-        pki.key().display()
+        tls = pki.tls_table("127.0.0.1:0"),
     );
-    let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
-    node::start(&Settings::from_toml(&text, &args).unwrap()).unwrap()
+    ip2p_tests::start_node(dp, &text)
 }
 
 /// Runs the script; returns its output once it exits (it bounds itself to

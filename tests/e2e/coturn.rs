@@ -9,8 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
-use ip2p_relay::node::{self, Node};
+use ip2p_relay::config::DatapathKind;
+use ip2p_relay::node::Node;
 use ip2p_tests::support::Pki;
 
 const USER: &str = "coturn-user";
@@ -47,22 +47,17 @@ fn start(datapath: DatapathKind) -> Node {
         # arranges on a host: uclient's many clients and EVEN-PORT pairs
         # then never lose a chosen port to an ephemeral socket.
         ports = "{ports}"
-        [tls]
-        listen = ["127.0.0.1:0"]
-        cert = "{}"
-        key = "{}"
+        {tls}
         [auth]
         users = [{{ name = "{USER}", password = "{PASSWORD}" }}]
         secrets = ["{SECRET}"]
         [peers]
         allow = ["127.0.0.2/32", "::1/128"]
         "#,
-        pki.cert().display(),
-        pki.key().display(),
+        tls = pki.tls_table("127.0.0.1:0"),
         ports = ports_outside_the_ephemeral_range(),
     );
-    let args = RunArgs { datapath: Some(datapath), ..RunArgs::default() };
-    node::start(&Settings::from_toml(&text, &args).unwrap()).unwrap()
+    ip2p_tests::start_node(datapath, &text)
 }
 
 fn tool(name: &str) -> Command {
@@ -275,49 +270,14 @@ fn stun_binding(dp: DatapathKind) {
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
 }
 
-macro_rules! on_datapath {
-    ($module:ident, $kind:expr) => {
-        mod $module {
-            use super::*;
-            #[test]
-            fn uclient_channels() {
-                channels_to_a_peer($kind);
-            }
-            #[test]
-            fn uclient_send_indications() {
-                send_indications_to_a_peer($kind);
-            }
-            #[test]
-            fn uclient_client_to_client() {
-                client_to_client($kind);
-            }
-            #[test]
-            fn uclient_rest_secret() {
-                rest_api_secret($kind);
-            }
-            #[test]
-            fn uclient_fifty_clients() {
-                fifty_clients($kind);
-            }
-            #[test]
-            fn uclient_tcp_and_tls() {
-                over_tcp_and_tls($kind);
-            }
-            #[test]
-            fn uclient_tcp_allocations() {
-                tcp_allocations($kind);
-            }
-            #[test]
-            fn uclient_ipv6_and_dual() {
-                ipv6_and_dual($kind);
-            }
-            #[test]
-            fn stunclient() {
-                stun_binding($kind);
-            }
-        }
-    };
+on_both_datapaths! {
+    uclient_channels: channels_to_a_peer();
+    uclient_send_indications: send_indications_to_a_peer();
+    uclient_client_to_client: client_to_client();
+    uclient_rest_secret: rest_api_secret();
+    uclient_fifty_clients: fifty_clients();
+    uclient_tcp_and_tls: over_tcp_and_tls();
+    uclient_tcp_allocations: tcp_allocations();
+    uclient_ipv6_and_dual: ipv6_and_dual();
+    stunclient: stun_binding();
 }
-
-on_datapath!(epoll, DatapathKind::Epoll);
-on_datapath!(io_uring, DatapathKind::IoUring);

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use ip2p_client::Client;
 use ip2p_tests::bin;
-use ip2p_tests::support::{Log, http_get};
+use ip2p_tests::get;
+use ip2p_tests::support::Log;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -52,7 +53,7 @@ fn exits_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
 fn sigterm_refuses_new_allocations_and_waits_for_the_others() {
     let (mut child, server, admin) =
         start("alternates", "timeout = 30\nalternates = [\"127.0.0.1:3479\", \"[::1]:3479\"]");
-    assert_eq!(http_get(admin, "/readyz").0, 200);
+    assert_eq!(get(admin, "/readyz", None).0, 200);
     let mut c = Client::new(server, "u", "p").unwrap();
     let relayed = c.allocate(None).unwrap();
     let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
@@ -66,8 +67,8 @@ fn sigterm_refuses_new_allocations_and_waits_for_the_others() {
     let refused = late.allocate(None).unwrap_err();
     assert_eq!(refused.code(), Some(300), "{refused}");
     // A load balancer sees it is not ready; it is still alive.
-    assert_eq!(http_get(admin, "/readyz"), (503, "draining\n".into()));
-    assert_eq!(http_get(admin, "/healthz").0, 200);
+    assert_eq!(get(admin, "/readyz", None), (503, "draining\n".into()));
+    assert_eq!(get(admin, "/healthz", None).0, 200);
     // The existing one keeps relaying, both ways.
     for i in 0..20u8 {
         c.send_channel(0x4000, &[i; 10]).unwrap();

@@ -13,8 +13,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use ip2p_client::{Client, Received};
-use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
-use ip2p_relay::node::{self, Node};
+use ip2p_relay::config::DatapathKind;
+use ip2p_relay::node::Node;
 use ip2p_tests::support::Pki;
 use ip2p_wire::AddressFamily;
 
@@ -29,20 +29,15 @@ fn start(dp: DatapathKind, pki: &Pki, relay_ips: &str) -> Node {
         [relay]
         ips = [{relay_ips}]
         short_circuit = false
-        [tls]
-        listen = ["[::1]:0"]
-        cert = "{}"
-        key = "{}"
+        {tls}
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}]
         [peers]
         allow = ["127.0.0.2/32"]
         "#,
-        pki.cert().display(),
-        pki.key().display()
+        tls = pki.tls_table("[::1]:0"),
     );
-    let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
-    node::start(&Settings::from_toml(&text, &args).unwrap()).unwrap()
+    ip2p_tests::start_node(dp, &text)
 }
 
 fn v6_listener(node: &Node) -> SocketAddr {
@@ -155,25 +150,8 @@ fn ipv6_policy_and_missing_family(dp: DatapathKind) {
     assert_eq!(c.allocate_families(Some(AddressFamily::IPV6), false).unwrap_err().code(), Some(440));
 }
 
-macro_rules! on_datapath {
-    ($module:ident, $kind:expr) => {
-        mod $module {
-            use super::*;
-            #[test]
-            fn every_transport() {
-                ipv6_relaying_over_every_transport($kind);
-            }
-            #[test]
-            fn dual() {
-                dual_allocation($kind);
-            }
-            #[test]
-            fn policy() {
-                ipv6_policy_and_missing_family($kind);
-            }
-        }
-    };
+on_both_datapaths! {
+    every_transport: ipv6_relaying_over_every_transport();
+    dual: dual_allocation();
+    policy: ipv6_policy_and_missing_family();
 }
-
-on_datapath!(epoll, DatapathKind::Epoll);
-on_datapath!(io_uring, DatapathKind::IoUring);

@@ -5,6 +5,35 @@
 //! to their code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+/// Each of a module's tests once per datapath, in its submodules `epoll`
+/// and `io_uring`: `name: function(args);` is a test `name` calling
+/// `function(datapath, args)`. With `names:` first, the datapath is passed
+/// as the binary's `--datapath` value instead of a `DatapathKind`.
+macro_rules! on_both_datapaths {
+    (@ $epoll:expr, $io_uring:expr; $($test:ident: $function:ident($($arg:expr),*);)*) => {
+        mod epoll {
+            $(#[test]
+            fn $test() {
+                super::$function($epoll $(, $arg)*);
+            })*
+        }
+        mod io_uring {
+            $(#[test]
+            fn $test() {
+                super::$function($io_uring $(, $arg)*);
+            })*
+        }
+    };
+    (names: $($tests:tt)*) => {
+        on_both_datapaths!(@ "epoll", "io_uring"; $($tests)*);
+    };
+    ($($tests:tt)*) => {
+        on_both_datapaths!(
+            @ ip2p_relay::config::DatapathKind::Epoll, ip2p_relay::config::DatapathKind::IoUring; $($tests)*
+        );
+    };
+}
+
 mod admin;
 mod aioice;
 mod cli;

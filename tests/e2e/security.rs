@@ -436,63 +436,21 @@ fn wrong_fingerprints_are_discarded(dp: &'static str) {
     assert_eq!(relay.metrics()[r#"ip2p_dropped_packets_total{reason="bad_fingerprint"}"#], 1.0, "{dp}");
 }
 
-macro_rules! on_datapath {
-    ($module:ident, $kind:expr) => {
-        mod $module {
-            #[test]
-            fn no_way_into_the_host() {
-                super::no_way_into_the_host($kind);
-            }
-            #[test]
-            fn embedded_ipv4_forms() {
-                super::embedded_ipv4_forms($kind);
-            }
-            #[test]
-            fn fd_exhaustion() {
-                super::fd_exhaustion($kind);
-            }
-            #[test]
-            fn tcp_relay_connections_count() {
-                super::tcp_relay_connections_count($kind);
-            }
-            #[test]
-            fn bounded_by_default() {
-                super::bounded_by_default($kind);
-            }
-            #[test]
-            fn no_amplifier() {
-                super::no_amplifier($kind);
-            }
-            #[test]
-            fn admin_under_abuse() {
-                super::admin_under_abuse($kind);
-            }
-            #[test]
-            fn logs_are_summaries() {
-                super::logs_are_summaries($kind);
-            }
-            #[test]
-            fn memory_is_bounded() {
-                super::memory_is_bounded($kind);
-            }
-            #[test]
-            fn ipv6_clients_are_capped_by_their_64() {
-                super::ipv6_clients_are_capped_by_their_64($kind);
-            }
-            #[test]
-            fn rest_credentials_have_a_maximum_lifetime() {
-                super::rest_credentials_have_a_maximum_lifetime($kind);
-            }
-            #[test]
-            fn wrong_fingerprints_are_discarded() {
-                super::wrong_fingerprints_are_discarded($kind);
-            }
-        }
-    };
+on_both_datapaths! {
+    names:
+    no_way_into_the_host: no_way_into_the_host();
+    embedded_ipv4_forms: embedded_ipv4_forms();
+    fd_exhaustion: fd_exhaustion();
+    tcp_relay_connections_count: tcp_relay_connections_count();
+    bounded_by_default: bounded_by_default();
+    no_amplifier: no_amplifier();
+    admin_under_abuse: admin_under_abuse();
+    logs_are_summaries: logs_are_summaries();
+    memory_is_bounded: memory_is_bounded();
+    ipv6_clients_are_capped_by_their_64: ipv6_clients_are_capped_by_their_64();
+    rest_credentials_have_a_maximum_lifetime: rest_credentials_have_a_maximum_lifetime();
+    wrong_fingerprints_are_discarded: wrong_fingerprints_are_discarded();
 }
-
-on_datapath!(epoll, "epoll");
-on_datapath!(io_uring, "io_uring");
 
 /// 9. Configuration that could crash or mislead is refused by
 ///    check-config, naming the key; secrets need not be on the command line.

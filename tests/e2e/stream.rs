@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip2p_client::{Client, Received};
-use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
+use ip2p_relay::config::{DatapathKind, Settings};
 use ip2p_relay::datapath::StreamCounters;
 use ip2p_relay::node::{self, Node};
 use ip2p_tests::support::Pki;
@@ -24,21 +24,16 @@ fn start(dp: DatapathKind, pki: &Pki, extra: &str) -> (Node, Settings) {
         listen = ["127.0.0.1:0"]
         realm = "ip2p.test"
         workers = 2
-        [tls]
-        listen = ["127.0.0.1:0"]
-        cert = "{}"
-        key = "{}"
+        {tls}
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}]
         [peers]
         allow = ["127.0.0.2/32"]
         {extra}
         "#,
-        pki.cert().display(),
-        pki.key().display()
+        tls = pki.tls_table("127.0.0.1:0"),
     );
-    let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
-    let settings = Settings::from_toml(&text, &args).unwrap();
+    let settings = ip2p_tests::settings(dp, &text);
     (node::start(&settings).unwrap(), settings)
 }
 
@@ -277,45 +272,13 @@ fn stream_clients_short_circuit_to_udp_clients(dp: DatapathKind) {
     assert_eq!((short, relayed), (sent, sent));
 }
 
-macro_rules! on_datapath {
-    ($module:ident, $kind:expr) => {
-        mod $module {
-            use super::*;
-            #[test]
-            fn tcp() {
-                tcp_relays_both_ways($kind);
-            }
-            #[test]
-            fn tls() {
-                tls_relays_both_ways($kind);
-            }
-            #[test]
-            fn close() {
-                closing_the_connection_deletes_the_allocation($kind);
-            }
-            #[test]
-            fn garbage() {
-                garbage_closes_only_that_connection($kind);
-            }
-            #[test]
-            fn slow_reader() {
-                a_slow_reader_does_not_stall_others($kind);
-            }
-            #[test]
-            fn idle() {
-                idle_connections_close($kind);
-            }
-            #[test]
-            fn reload() {
-                certificates_reload_without_dropping_connections($kind);
-            }
-            #[test]
-            fn short_circuit() {
-                stream_clients_short_circuit_to_udp_clients($kind);
-            }
-        }
-    };
+on_both_datapaths! {
+    tcp: tcp_relays_both_ways();
+    tls: tls_relays_both_ways();
+    close: closing_the_connection_deletes_the_allocation();
+    garbage: garbage_closes_only_that_connection();
+    slow_reader: a_slow_reader_does_not_stall_others();
+    idle: idle_connections_close();
+    reload: certificates_reload_without_dropping_connections();
+    short_circuit: stream_clients_short_circuit_to_udp_clients();
 }
-
-on_datapath!(epoll, DatapathKind::Epoll);
-on_datapath!(io_uring, DatapathKind::IoUring);

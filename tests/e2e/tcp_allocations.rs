@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use ip2p_client::Client;
-use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
-use ip2p_relay::node::{self, Node};
+use ip2p_relay::config::DatapathKind;
+use ip2p_relay::node::Node;
 use ip2p_tests::support::Pki;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -19,20 +19,15 @@ fn start(dp: DatapathKind, pki: &Pki) -> Node {
         r#"
         listen = ["127.0.0.1:0"]
         workers = 2
-        [tls]
-        listen = ["127.0.0.1:0"]
-        cert = "{}"
-        key = "{}"
+        {tls}
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}, {{ name = "bob", password = "builder" }}]
         [peers]
         allow = ["127.0.0.2/32"]
         "#,
-        pki.cert().display(),
-        pki.key().display()
+        tls = pki.tls_table("127.0.0.1:0"),
     );
-    let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
-    node::start(&Settings::from_toml(&text, &args).unwrap()).unwrap()
+    ip2p_tests::start_node(dp, &text)
 }
 
 /// A client over TCP, or over TLS.
@@ -169,29 +164,9 @@ fn failures(dp: DatapathKind) {
     assert_eq!(plain.connect(closed).unwrap_err().code(), Some(400));
 }
 
-macro_rules! on_datapath {
-    ($module:ident, $kind:expr) => {
-        mod $module {
-            use super::*;
-            #[test]
-            fn connect_over_tcp() {
-                connect_to_a_tcp_peer($kind, false);
-            }
-            #[test]
-            fn connect_over_tls() {
-                connect_to_a_tcp_peer($kind, true);
-            }
-            #[test]
-            fn incoming() {
-                a_peer_connects_in($kind);
-            }
-            #[test]
-            fn errors() {
-                failures($kind);
-            }
-        }
-    };
+on_both_datapaths! {
+    connect_over_tcp: connect_to_a_tcp_peer(false);
+    connect_over_tls: connect_to_a_tcp_peer(true);
+    incoming: a_peer_connects_in();
+    errors: failures();
 }
-
-on_datapath!(epoll, DatapathKind::Epoll);
-on_datapath!(io_uring, DatapathKind::IoUring);

@@ -7,8 +7,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use ip2p_client::{Client, Received};
-use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
-use ip2p_relay::node::{self, Node};
+use ip2p_relay::config::DatapathKind;
+use ip2p_relay::node::Node;
 
 const WAIT: Duration = Duration::from_secs(2);
 
@@ -35,9 +35,7 @@ fn start_with(datapath: DatapathKind, top: &str, auth: &str, extra: &str) -> Nod
         {extra}
         "#
     );
-    let args = RunArgs { datapath: Some(datapath), ..RunArgs::default() };
-    let settings = Settings::from_toml(&text, &args).unwrap();
-    node::start(&settings).unwrap()
+    ip2p_tests::start_node(datapath, &text)
 }
 
 fn server(node: &Node) -> SocketAddr {
@@ -410,85 +408,23 @@ fn even_port_reservations_hold_the_next_port(dp: DatapathKind) {
     assert_eq!(again.allocate_reserved(token).unwrap_err().code(), Some(508), "a token is used once");
 }
 
-macro_rules! on_datapath {
-    ($module:ident, $kind:expr) => {
-        mod $module {
-            use super::*;
-            #[test]
-            fn binding() {
-                binding_reports_the_reflexive_address($kind);
-            }
-            #[test]
-            fn send_and_data() {
-                send_and_data_indications($kind);
-            }
-            #[test]
-            fn channels() {
-                channels_both_ways($kind);
-            }
-            #[test]
-            fn client_to_client() {
-                two_clients_relay_to_each_other($kind);
-            }
-            #[test]
-            fn refresh() {
-                refresh_and_deallocate($kind);
-            }
-            #[test]
-            fn expiry() {
-                expiry_closes_the_allocation($kind);
-            }
-            #[test]
-            fn credentials() {
-                credentials_and_nonces($kind);
-            }
-            #[test]
-            fn policy_and_quota() {
-                denied_peers_and_quotas($kind);
-            }
-            #[test]
-            fn unpermitted_peer() {
-                unpermitted_peers_are_dropped_and_counted($kind);
-            }
-            #[test]
-            fn bandwidth_limit() {
-                bandwidth_limit_drops_the_excess($kind);
-            }
-            #[test]
-            fn pairs_on_one_worker() {
-                client_pairs_on_one_node($kind, 1, "");
-            }
-            #[test]
-            fn pairs_across_workers() {
-                client_pairs_on_one_node($kind, 2, "");
-            }
-            #[test]
-            fn pairs_on_two_relay_addresses() {
-                client_pairs_on_one_node($kind, 2, "[relay]\nips = [\"127.0.0.1\", \"127.0.0.3\"]");
-            }
-            #[test]
-            fn busy_poll() {
-                busy_polling_relays_then_sleeps($kind);
-            }
-            #[test]
-            fn many_clients() {
-                many_clients_at_once($kind);
-            }
-            #[test]
-            fn burst() {
-                burst_beyond_the_buffers($kind);
-            }
-            #[test]
-            fn even_port_reservation() {
-                even_port_reservations_hold_the_next_port($kind);
-            }
-            #[test]
-            fn gone_peer() {
-                a_gone_peer_does_not_disturb_the_others($kind);
-            }
-        }
-    };
+on_both_datapaths! {
+    binding: binding_reports_the_reflexive_address();
+    send_and_data: send_and_data_indications();
+    channels: channels_both_ways();
+    client_to_client: two_clients_relay_to_each_other();
+    refresh: refresh_and_deallocate();
+    expiry: expiry_closes_the_allocation();
+    credentials: credentials_and_nonces();
+    policy_and_quota: denied_peers_and_quotas();
+    unpermitted_peer: unpermitted_peers_are_dropped_and_counted();
+    bandwidth_limit: bandwidth_limit_drops_the_excess();
+    pairs_on_one_worker: client_pairs_on_one_node(1, "");
+    pairs_across_workers: client_pairs_on_one_node(2, "");
+    pairs_on_two_relay_addresses: client_pairs_on_one_node(2, "[relay]\nips = [\"127.0.0.1\", \"127.0.0.3\"]");
+    busy_poll: busy_polling_relays_then_sleeps();
+    many_clients: many_clients_at_once();
+    burst: burst_beyond_the_buffers();
+    even_port_reservation: even_port_reservations_hold_the_next_port();
+    gone_peer: a_gone_peer_does_not_disturb_the_others();
 }
-
-on_datapath!(epoll, DatapathKind::Epoll);
-on_datapath!(io_uring, DatapathKind::IoUring);

@@ -13,6 +13,8 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
+use ip2p_relay::node::{self, Node};
 use ip2p_wire::{Attribute, Class, Message, MessageType, MessageWriter, Method, TransactionId};
 
 pub mod support;
@@ -41,6 +43,17 @@ pub fn relay_bin() -> PathBuf {
         profile_dir.join("ip2p-relay")
     })
     .clone()
+}
+
+/// The settings `toml` gives on datapath `dp`, as the binary reads them.
+pub fn settings(dp: DatapathKind, toml: &str) -> Settings {
+    let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
+    Settings::from_toml(toml, &args).unwrap()
+}
+
+/// A node started in this process from `toml` on datapath `dp`.
+pub fn start_node(dp: DatapathKind, toml: &str) -> Node {
+    node::start(&settings(dp, toml)).unwrap()
 }
 
 /// [`relay_bin`] as text, for commands and shell scripts.

@@ -1,5 +1,5 @@
-//! Test helpers the suite's modules share: a test PKI, HTTP to the admin
-//! API, a relay process's log.
+//! Test helpers the suite's modules share: a test PKI and a relay
+//! process's log.
 
 use std::path::PathBuf;
 
@@ -41,6 +41,15 @@ impl Pki {
         self.dir.join("cert.pem")
     }
 
+    /// The `[tls]` table serving this certificate on `listen`.
+    pub fn tls_table(&self, listen: &str) -> String {
+        format!(
+            "[tls]\nlisten = [\"{listen}\"]\ncert = \"{}\"\nkey = \"{}\"",
+            self.cert().display(),
+            self.key().display()
+        )
+    }
+
     pub fn key(&self) -> PathBuf {
         self.dir.join("key.pem")
     }
@@ -50,35 +59,6 @@ impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// GET `path` from an HTTP server: the status code and the body. A test's
-/// client only: HTTP/1.0, one request per connection.
-pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    http(addr, "GET", path)
-}
-
-pub fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, body.to_owned())
-}
-
-/// The samples of a Prometheus text page: `name{labels}` → value.
-pub fn metrics(addr: std::net::SocketAddr) -> std::collections::HashMap<String, f64> {
-    let (code, body) = http_get(addr, "/metrics");
-    assert_eq!(code, 200, "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
-        .collect()
 }
 
 /// A relay process's log (its stderr), line by line. A thread reads it for
