@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use ip2p_relay::config::{DatapathKind, Settings};
 use ip2p_relay::datapath::StreamCounters;
 use ip2p_relay::node::{self, Node};
 use ip2p_tests::support::Pki;
+use ip2p_tests::{peer, recv};
 
 const WAIT: Duration = Duration::from_secs(2);
 
@@ -43,18 +44,6 @@ fn tcp(node: &Node) -> Client {
 
 fn tls(node: &Node, pki: &Pki) -> Client {
     Client::tls(node.tls_addrs()[0], "localhost", pki.roots.clone(), "alice", "wonderland").unwrap()
-}
-
-fn peer() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s
-}
-
-fn recv(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut buf = vec![0u8; 65_536];
-    let (n, from) = peer.recv_from(&mut buf).expect("the peer received nothing");
-    (buf[..n].to_vec(), from)
 }
 
 fn streams(node: &Node) -> StreamCounters {

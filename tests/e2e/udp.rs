@@ -9,6 +9,7 @@ use std::time::Duration;
 use ip2p_client::{Client, Received};
 use ip2p_relay::config::DatapathKind;
 use ip2p_relay::node::Node;
+use ip2p_tests::{peer, recv};
 
 const WAIT: Duration = Duration::from_secs(2);
 
@@ -40,20 +41,6 @@ fn start_with(datapath: DatapathKind, top: &str, auth: &str, extra: &str) -> Nod
 
 fn server(node: &Node) -> SocketAddr {
     node.local_addrs()[0]
-}
-
-/// A plain UDP peer on loopback, at 127.0.0.2: 127.0.0.1 is the host's
-/// (and the relay's) own address, never a peer but at a relayed address.
-fn peer() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s
-}
-
-fn recv(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut buf = vec![0u8; 65_536];
-    let (n, from) = peer.recv_from(&mut buf).expect("the peer received nothing");
-    (buf[..n].to_vec(), from)
 }
 
 fn binding_reports_the_reflexive_address(dp: DatapathKind) {

@@ -368,6 +368,21 @@ pub fn request(method: Method, attrs: &[Attribute<'_>], fingerprint: bool) -> Ve
     buf
 }
 
+/// A plain UDP peer on loopback, at 127.0.0.2: 127.0.0.1 is the host's
+/// (and the relay's) own address, never a peer but at a relayed address.
+pub fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+/// What `peer` receives next, and from whom; fails after its read timeout.
+pub fn recv(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = peer.recv_from(&mut buf).expect("the peer received nothing");
+    (buf[..n].to_vec(), from)
+}
+
 /// A UDP socket on loopback for raw packets.
 pub fn udp(ip: &str) -> UdpSocket {
     let s = UdpSocket::bind((ip, 0)).unwrap();
