@@ -26,11 +26,13 @@ help:
 	@echo "make test-packaging  make install into a scratch root, and the .deb installed for real (root; CI)"
 
 build:
+	xdp/toolchain.sh
 	$(CARGO) build --workspace --release --locked
 
 # The relay on 127.0.0.1:3478 with development defaults: a demo user whose
 # credentials it prints, loopback peers allowed. Ctrl-C stops it.
 run:
+	xdp/toolchain.sh
 	$(CARGO) run --release --locked -p ip2p-relay -- --dev
 
 # Brings what the tests need first (tests/deps.sh: coturn's client tools
@@ -38,6 +40,7 @@ run:
 # binary runs four tests at a time: they mostly wait on sockets, timers
 # and coturn's clients, not on the CPU.
 test:
+	xdp/toolchain.sh
 	tests/deps.sh
 	$(CARGO) test --workspace --locked --exclude ip2p-tests
 	$(CARGO) build --locked -p ip2p-relay --bin ip2p-relay

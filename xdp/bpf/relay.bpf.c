@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0
+/*
+ * ip2p's XDP fast path: relays ChannelData on bound channels without the
+ * socket stack, both ways, for IPv4 and IPv6.
+ *
+ *   client -> peer: a UDP datagram to a listen address whose payload is
+ *     exactly one ChannelData message (no padding) on a channel in
+ *     `from_clients` loses its 4-byte header and leaves from the
+ *     allocation's relayed address to the peer;
+ *   peer -> client: a UDP datagram to a relayed address from a peer in
+ *     `from_peers` gains the ChannelData header and leaves from the listen
+ *     address to the client.
+ *
+ * Everything else goes to the kernel untouched (XDP_PASS): STUN, Send and
+ * Data indications, unknown or expired entries, padded or malformed
+ * ChannelData, IP options, IPv6 extension headers, fragments, packets over
+ * the egress MTU, and anything the FIB cannot route. It never drops: the
+ * relay ports can overlap the host's ephemeral ports.
+ *
+ * The worker that owns an allocation writes its entries (src/tables.rs);
+ * the deadline in each entry is the earliest of the allocation's, the
+ * channel's and the permission's expiry, so a lapsed entry sends its
+ * packets to user space, which expires the state as it always does.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "ip2p.h"
+
+/* Linux 6.7: the FIB lookup fills in the source address (a wildcard
+ * listener's). Older kernels refuse the flag, and those packets pass. */
+#ifndef BPF_FIB_LOOKUP_SRC
+#define BPF_FIB_LOOKUP_SRC (1U << 4)
+#endif
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TTL 64
+#define CHANNEL_HEADER 4
+
+/* Sizes are set by the loader before the maps are created. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct flow_key);
+	__type(value, struct flow_out);
+} from_clients SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct flow_key);
+	__type(value, struct flow_out);
+} from_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_counters);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OUT_MAX);
+	__type(key, __u32);
+	__type(value, struct outcome_count);
+} outcomes SEC(".maps");
+
+struct hdr4 {
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+} __attribute__((packed));
+
+struct hdr6 {
+	struct ethhdr eth;
+	struct ipv6hdr ip;
+	struct udphdr udp;
+} __attribute__((packed));
+
+static __always_inline void count(__u32 what, __u64 bytes)
+{
+	struct outcome_count *c = bpf_map_lookup_elem(&outcomes, &what);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline void count_flow(__u32 slot, int dir, __u64 bytes)
+{
+	struct flow_counters *c = bpf_map_lookup_elem(&counters, &slot);
+
+	if (c) {
+		c->packets[dir]++;
+		c->bytes[dir] += bytes;
+	}
+}
+
+static __always_inline __u16 fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)sum;
+}
+
+/* The sum of `n` 16-bit words as they lie in memory (RFC 1071: the one's
+ * complement sum does not care about byte order as long as the result is
+ * stored the same way). */
+static __always_inline __u64 words(const void *p, int n)
+{
+	const __u16 *w = p;
+	__u64 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		sum += w[i];
+	return sum;
+}
+
+/* RFC 1624: a checksum over fields whose old words summed to `removed` and
+ * whose new words sum to `added`. */
+static __always_inline __u16 csum_update(__u16 check, __u64 removed, __u64 added)
+{
+	__u64 sum = (__u16)~check;
+
+	sum += (__u16)~fold(removed);
+	sum += fold(added);
+	return ~fold(sum);
+}
+
+/* The words of the ChannelData header that carries `len` bytes. */
+static __always_inline __u64 channel_header_words(__be16 channel, __u32 len)
+{
+	return (__u16)channel + (__u16)bpf_htons(len);
+}
+
+/* The entry for a ChannelData datagram from a client, or for a datagram
+ * from a peer. A wildcard listener's entries have no local address. */
+static __always_inline struct flow_out *lookup(struct flow_key *key, int from_client)
+{
+	struct flow_out *out;
+	__u8 local[16];
+
+	if (!from_client)
+		return bpf_map_lookup_elem(&from_peers, key);
+	out = bpf_map_lookup_elem(&from_clients, key);
+	if (out)
+		return out;
+	__builtin_memcpy(local, key->local, 16);
+	__builtin_memset(key->local, 0, 16);
+	out = bpf_map_lookup_elem(&from_clients, key);
+	__builtin_memcpy(key->local, local, 16);
+	return out;
+}
+
+/* The channel number of a payload that is exactly one ChannelData message,
+ * in network byte order; 0 for anything else. */
+static __always_inline __be16 channel_of(__u8 *payload, void *end, __u32 len)
+{
+	if (len < CHANNEL_HEADER || (void *)(payload + CHANNEL_HEADER) > end)
+		return 0;
+	if (payload[0] < 0x40 || payload[0] > 0x4f)
+		return 0;
+	if (((__u32)payload[2] << 8 | payload[3]) + CHANNEL_HEADER != len)
+		return 0;
+	return *(__be16 *)payload;
+}
+
+/* After the FIB lookup: out of the interface it came in by, or another. */
+static __always_inline int send(struct xdp_md *ctx, __u32 ifindex)
+{
+	if (ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(ifindex, 0);
+}
+
+static __always_inline int fib_failed(long rc)
+{
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	count(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? OUT_TOO_BIG : OUT_NO_ROUTE, 0);
+	return 1;
+}
+
+static __always_inline int relay_v4(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct hdr4 *h = data;
+	struct flow_key key = {};
+	struct bpf_fib_lookup fib = {};
+	struct flow_out *out;
+	struct hdr4 n;
+	__u32 ip_len, len, new_len;
+	__u64 removed, added;
+	__be16 channel, new_udp_len;
+	int to_peer;
+
+	if ((void *)(h + 1) > end)
+		return XDP_PASS;
+	if (h->ip.version != 4 || h->ip.ihl != 5 || h->ip.protocol != IPPROTO_UDP)
+		return XDP_PASS;
+	if (h->ip.frag_off & bpf_htons(0x3fff))
+		return XDP_PASS;
+	ip_len = bpf_ntohs(h->ip.tot_len);
+	if ((void *)&h->ip + ip_len != end || bpf_ntohs(h->udp.len) != ip_len - sizeof(struct iphdr))
+		return XDP_PASS;
+	len = ip_len - sizeof(struct iphdr) - sizeof(struct udphdr);
+
+	key.family = 4;
+	__builtin_memcpy(key.local, &h->ip.daddr, 4);
+	__builtin_memcpy(key.remote, &h->ip.saddr, 4);
+	key.local_port = h->udp.dest;
+	key.remote_port = h->udp.source;
+	channel = channel_of((__u8 *)(h + 1), end, len);
+	out = 0;
+	if (channel) {
+		key.channel = channel;
+		out = lookup(&key, 1);
+	}
+	to_peer = out != 0;
+	if (!out) {
+		key.channel = 0;
+		out = lookup(&key, 0);
+	}
+	if (!out)
+		return XDP_PASS;
+	if (bpf_ktime_get_ns() >= out->deadline_ns) {
+		count(OUT_EXPIRED, 0);
+		return XDP_PASS;
+	}
+
+	new_len = to_peer ? len - CHANNEL_HEADER : len + CHANNEL_HEADER;
+	fib.family = AF_INET;
+	fib.tos = h->ip.tos;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = out->src_port;
+	fib.dport = out->dst_port;
+	fib.tot_len = new_len + sizeof(struct iphdr) + sizeof(struct udphdr);
+	fib.ifindex = ctx->ingress_ifindex;
+	__builtin_memcpy(&fib.ipv4_src, out->src, 4);
+	__builtin_memcpy(&fib.ipv4_dst, out->dst, 4);
+	if (fib_failed(bpf_fib_lookup(ctx, &fib, sizeof(fib), fib.ipv4_src ? 0 : BPF_FIB_LOOKUP_SRC)))
+		return XDP_PASS;
+
+	__builtin_memcpy(&n, h, sizeof(n));
+	__builtin_memcpy(n.eth.h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(n.eth.h_source, fib.smac, ETH_ALEN);
+	n.ip.saddr = fib.ipv4_src;
+	n.ip.daddr = fib.ipv4_dst;
+	/* fib.tot_len now holds the MTU (a union with mtu_result). */
+	n.ip.tot_len = bpf_htons(new_len + sizeof(struct iphdr) + sizeof(struct udphdr));
+	n.ip.ttl = TTL;
+	n.ip.check = 0;
+	n.ip.check = ~fold(words(&n.ip, sizeof(struct iphdr) / 2));
+	n.udp.source = out->src_port;
+	n.udp.dest = out->dst_port;
+	new_udp_len = bpf_htons(new_len + sizeof(struct udphdr));
+	n.udp.len = new_udp_len;
+	if (h->udp.check) {
+		/* Pseudo-header addresses and length, ports, length again, and
+		 * the ChannelData header that goes or comes. */
+		removed = words(&h->ip.saddr, 4) + words(&h->udp, 3) + h->udp.len;
+		added = words(&n.ip.saddr, 4) + words(&n.udp, 3) + new_udp_len;
+		if (to_peer) {
+			if ((void *)(h + 1) + CHANNEL_HEADER > end)
+				return XDP_PASS;
+			removed += words(h + 1, 2);
+		}
+		else
+			added += channel_header_words(out->channel, len);
+		n.udp.check = csum_update(h->udp.check, removed, added) ?: 0xffff;
+	}
+
+	if (bpf_xdp_adjust_head(ctx, to_peer ? CHANNEL_HEADER : -CHANNEL_HEADER))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	/* Always true (the frame had the headers and, going to a client, has
+	 * room for the ChannelData header now), but the verifier must see it. */
+	if (data + sizeof(n) + (to_peer ? 0 : CHANNEL_HEADER) > end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, &n, sizeof(n));
+	if (!to_peer) {
+		__be16 *header = data + sizeof(n);
+
+		header[0] = out->channel;
+		header[1] = bpf_htons(len);
+	}
+	/* Payload bytes, as the socket path counts them. */
+	count(to_peer ? OUT_TO_PEER : OUT_TO_CLIENT, to_peer ? new_len : len);
+	count_flow(out->slot, !to_peer, to_peer ? new_len : len);
+	return send(ctx, fib.ifindex);
+}
+
+static __always_inline int relay_v6(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct hdr6 *h = data;
+	struct flow_key key = {};
+	struct bpf_fib_lookup fib = {};
+	struct flow_out *out;
+	struct hdr6 n;
+	__u32 len, new_len, flags = 0;
+	__u64 removed, added;
+	__be16 channel, new_udp_len;
+	int to_peer;
+
+	if ((void *)(h + 1) > end)
+		return XDP_PASS;
+	if (h->ip.version != 6 || h->ip.nexthdr != IPPROTO_UDP)
+		return XDP_PASS;
+	len = bpf_ntohs(h->ip.payload_len);
+	if (data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + len != end || bpf_ntohs(h->udp.len) != len)
+		return XDP_PASS;
+	/* IPv6 requires the UDP checksum; let the kernel judge one without. */
+	if (!h->udp.check)
+		return XDP_PASS;
+	len -= sizeof(struct udphdr);
+
+	key.family = 6;
+	__builtin_memcpy(key.local, &h->ip.daddr, 16);
+	__builtin_memcpy(key.remote, &h->ip.saddr, 16);
+	key.local_port = h->udp.dest;
+	key.remote_port = h->udp.source;
+	channel = channel_of((__u8 *)(h + 1), end, len);
+	out = 0;
+	if (channel) {
+		key.channel = channel;
+		out = lookup(&key, 1);
+	}
+	to_peer = out != 0;
+	if (!out) {
+		key.channel = 0;
+		out = lookup(&key, 0);
+	}
+	if (!out)
+		return XDP_PASS;
+	if (bpf_ktime_get_ns() >= out->deadline_ns) {
+		count(OUT_EXPIRED, 0);
+		return XDP_PASS;
+	}
+
+	new_len = to_peer ? len - CHANNEL_HEADER : len + CHANNEL_HEADER;
+	fib.family = AF_INET6;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = out->src_port;
+	fib.dport = out->dst_port;
+	fib.tot_len = new_len + sizeof(struct ipv6hdr) + sizeof(struct udphdr);
+	fib.ifindex = ctx->ingress_ifindex;
+	__builtin_memcpy(fib.ipv6_src, out->src, 16);
+	__builtin_memcpy(fib.ipv6_dst, out->dst, 16);
+	if (!(fib.ipv6_src[0] | fib.ipv6_src[1] | fib.ipv6_src[2] | fib.ipv6_src[3]))
+		flags = BPF_FIB_LOOKUP_SRC;
+	if (fib_failed(bpf_fib_lookup(ctx, &fib, sizeof(fib), flags)))
+		return XDP_PASS;
+
+	__builtin_memcpy(&n, h, sizeof(n));
+	__builtin_memcpy(n.eth.h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(n.eth.h_source, fib.smac, ETH_ALEN);
+	__builtin_memcpy(&n.ip.saddr, fib.ipv6_src, 16);
+	__builtin_memcpy(&n.ip.daddr, fib.ipv6_dst, 16);
+	new_udp_len = bpf_htons(new_len + sizeof(struct udphdr));
+	n.ip.payload_len = new_udp_len;
+	n.ip.hop_limit = TTL;
+	n.udp.source = out->src_port;
+	n.udp.dest = out->dst_port;
+	n.udp.len = new_udp_len;
+	removed = words(&h->ip.saddr, 16) + words(&h->udp, 3) + h->udp.len;
+	added = words(&n.ip.saddr, 16) + words(&n.udp, 3) + new_udp_len;
+	if (to_peer) {
+		if ((void *)(h + 1) + CHANNEL_HEADER > end)
+			return XDP_PASS;
+		removed += words(h + 1, 2);
+	} else {
+		added += channel_header_words(out->channel, len);
+	}
+	n.udp.check = csum_update(h->udp.check, removed, added) ?: 0xffff;
+
+	if (bpf_xdp_adjust_head(ctx, to_peer ? CHANNEL_HEADER : -CHANNEL_HEADER))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	/* Always true (the frame had the headers and, going to a client, has
+	 * room for the ChannelData header now), but the verifier must see it. */
+	if (data + sizeof(n) + (to_peer ? 0 : CHANNEL_HEADER) > end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, &n, sizeof(n));
+	if (!to_peer) {
+		__be16 *header = data + sizeof(n);
+
+		header[0] = out->channel;
+		header[1] = bpf_htons(len);
+	}
+	/* Payload bytes, as the socket path counts them. */
+	count(to_peer ? OUT_TO_PEER : OUT_TO_CLIENT, to_peer ? new_len : len);
+	count_flow(out->slot, !to_peer, to_peer ? new_len : len);
+	return send(ctx, fib.ifindex);
+}
+
+SEC("xdp")
+int ip2p_relay(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return relay_v4(ctx);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return relay_v6(ctx);
+	return XDP_PASS;
+}
+
+/* For the far end of a veth pair: a veth delivers frames that an XDP
+ * program sends to it (XDP_TX, redirect) only when its peer has an XDP
+ * program too. This one passes everything. */
+SEC("xdp")
+int ip2p_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,325 @@
+//! The XDP program itself, run by the kernel through BPF_PROG_TEST_RUN:
+//! byte-exact output frames for each direction and family (the expected
+//! frames are built here with checksums computed from scratch, the program
+//! updates them incrementally), and every case it must leave to the kernel
+//! passed untouched. Each test runs in a network namespace of its own (an
+//! unshared thread), where a veth holds the relay's addresses and static
+//! neighbours stand in for the client and the peer. Needs root, as the
+//! end-to-end tests do.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ip2p_xdp::{Capacity, Channel, FastPath, FlowCounters};
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xc1];
+const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xe1];
+
+fn sh(cmd: &str) {
+    let status = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");
+    assert!(status.success(), "{cmd}");
+}
+
+/// Runs `f` on a thread in a new network namespace holding the relay's
+/// interface: r0 (10.9.0.1/24, fd09::1/64, forwarding on, which the kernel's
+/// FIB lookup for XDP requires), with the client at .2/::2 and the peer at
+/// .3/::3 as permanent neighbours. The namespace goes with the thread.
+fn in_netns<T: Send>(f: impl FnOnce(&mut FastPath) -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): run as root");
+            sh("ip link set lo up \
+                && ip link add r0 address 02:00:00:00:00:01 type veth peer name r1 \
+                && ip addr add 10.9.0.1/24 dev r0 && ip -6 addr add fd09::1/64 dev r0 nodad \
+                && ip link set r0 up && ip link set r1 up \
+                && sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1 \
+                && ip neigh replace 10.9.0.2 lladdr 02:00:00:00:00:c1 dev r0 nud permanent \
+                && ip neigh replace 10.9.0.3 lladdr 02:00:00:00:00:e1 dev r0 nud permanent \
+                && ip neigh replace fd09::2 lladdr 02:00:00:00:00:c1 dev r0 nud permanent \
+                && ip neigh replace fd09::3 lladdr 02:00:00:00:00:e1 dev r0 nud permanent");
+            let mut fast = FastPath::load(Capacity { channels: 64, slots: 16 }).expect("load the program");
+            f(&mut fast)
+        })
+        .join()
+        .expect("test thread")
+    })
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+fn channel(v6: bool, listen: &str) -> Channel {
+    let (client, relayed, peer) = if v6 {
+        ("[fd09::2]:40000", "[fd09::1]:50000", "[fd09::3]:5000")
+    } else {
+        ("10.9.0.2:40000", "10.9.0.1:50000", "10.9.0.3:5000")
+    };
+    Channel {
+        listen: addr(listen),
+        client: addr(client),
+        relayed: addr(relayed),
+        peer: addr(peer),
+        channel: 0x4001,
+        until: Instant::now() + Duration::from_secs(60),
+        slot: 5,
+    }
+}
+
+fn sum(bytes: &[u8]) -> u32 {
+    bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// Options of a test frame beyond its addresses.
+#[derive(Clone, Copy)]
+struct Shape {
+    ttl: u8,
+    /// IPv4 flags and fragment offset.
+    frag: u16,
+    udp_checksum: bool,
+}
+
+const SENT: Shape = Shape { ttl: 61, frag: 0x4000, udp_checksum: true };
+const RELAYED: Shape = Shape { ttl: 64, ..SENT };
+
+/// An Ethernet frame with one UDP datagram, every checksum computed here.
+fn frame(macs: ([u8; 6], [u8; 6]), src: SocketAddr, dst: SocketAddr, payload: &[u8], shape: Shape) -> Vec<u8> {
+    let udp_len = (8 + payload.len()) as u16;
+    let mut udp = Vec::new();
+    udp.extend(src.port().to_be_bytes());
+    udp.extend(dst.port().to_be_bytes());
+    udp.extend(udp_len.to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(payload);
+    let (mut f, pseudo) = match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            let mut ip = vec![0x45, 0];
+            ip.extend((20 + udp_len).to_be_bytes());
+            ip.extend([0x12, 0x34]);
+            ip.extend(shape.frag.to_be_bytes());
+            ip.extend([shape.ttl, 17, 0, 0]);
+            ip.extend(s.ip().octets());
+            ip.extend(d.ip().octets());
+            let c = !fold(sum(&ip));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut pseudo = [s.ip().octets(), d.ip().octets()].concat();
+            pseudo.extend([0, 17]);
+            pseudo.extend(udp_len.to_be_bytes());
+            (ip, pseudo)
+        }
+        (SocketAddr::V6(s), SocketAddr::V6(d)) => {
+            let mut ip = vec![0x60, 0, 0, 0];
+            ip.extend(udp_len.to_be_bytes());
+            ip.extend([17, shape.ttl]);
+            ip.extend(s.ip().octets());
+            ip.extend(d.ip().octets());
+            let mut pseudo = [s.ip().octets(), d.ip().octets()].concat();
+            pseudo.extend(u32::from(udp_len).to_be_bytes());
+            pseudo.extend([0, 0, 0, 17]);
+            (ip, pseudo)
+        }
+        _ => unreachable!("one family"),
+    };
+    if shape.udp_checksum {
+        let c = match !fold(sum(&pseudo) + sum(&udp)) {
+            0 => 0xffff,
+            c => c,
+        };
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    let ethertype: [u8; 2] = if src.is_ipv4() { [0x08, 0x00] } else { [0x86, 0xdd] };
+    let mut eth = [macs.1, macs.0].concat();
+    eth.extend(ethertype);
+    f.extend(udp);
+    [eth, f].concat()
+}
+
+fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+    [&channel.to_be_bytes()[..], &(data.len() as u16).to_be_bytes(), data].concat()
+}
+
+/// ChannelData from the client leaves as the bare payload, from the relayed
+/// address to the peer; a datagram from the peer leaves as ChannelData from
+/// the listen address to the client.
+fn both_directions(v6: bool, listen: &str) {
+    let c = channel(v6, listen);
+    let shown_listen = if v6 { addr("[fd09::1]:3478") } else { addr("10.9.0.1:3478") };
+    in_netns(|fast| {
+        let mut tables = fast.tables().expect("tables");
+        tables.install(&c).expect("install");
+        // Odd and even payload lengths: the checksum's trailing byte.
+        for payload in [&b"hello"[..], b"hello, peer!"] {
+            let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, shown_listen, &channel_data(0x4001, payload), SENT);
+            let (action, out) = fast.test_run(&sent).expect("run");
+            assert_eq!(action, XDP_REDIRECT, "client -> peer is forwarded (to r0, from lo)");
+            assert_eq!(out, frame((RELAY_MAC, PEER_MAC), c.relayed, c.peer, payload, RELAYED));
+
+            let sent = frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, payload, SENT);
+            let (action, out) = fast.test_run(&sent).expect("run");
+            assert_eq!(action, XDP_REDIRECT, "peer -> client is forwarded");
+            let expected =
+                frame((RELAY_MAC, CLIENT_MAC), shown_listen, c.client, &channel_data(0x4001, payload), RELAYED);
+            assert_eq!(out, expected);
+        }
+        let counted = tables.counters(5).expect("counters");
+        assert_eq!(counted, FlowCounters { packets: [2, 2], bytes: [17, 17] });
+        let outcomes = fast.outcomes().expect("outcomes");
+        assert_eq!((outcomes.to_peer.packets, outcomes.to_client.packets), (2, 2));
+    });
+}
+
+#[test]
+fn relays_ipv4_both_ways() {
+    both_directions(false, "10.9.0.1:3478");
+}
+
+#[test]
+fn relays_ipv6_both_ways() {
+    both_directions(true, "[fd09::1]:3478");
+}
+
+/// A wildcard listener's entries match whatever address the client used,
+/// and the FIB picks the source of the way back, as a socket would.
+#[test]
+fn relays_through_a_wildcard_listener() {
+    both_directions(false, "0.0.0.0:3478");
+    both_directions(true, "[::]:3478");
+}
+
+/// IPv4 without a UDP checksum stays without one.
+#[test]
+fn keeps_a_missing_ipv4_checksum_missing() {
+    let c = channel(false, "10.9.0.1:3478");
+    in_netns(|fast| {
+        fast.tables().expect("tables").install(&c).expect("install");
+        let none = Shape { udp_checksum: false, ..SENT };
+        let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(0x4001, b"abc"), none);
+        let (action, out) = fast.test_run(&sent).expect("run");
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(out, frame((RELAY_MAC, PEER_MAC), c.relayed, c.peer, b"abc", Shape { ttl: 64, ..none }));
+    });
+}
+
+fn passes(fast: &mut FastPath, sent: &[u8], why: &str) {
+    let (action, out) = fast.test_run(sent).expect("run");
+    assert_eq!(action, XDP_PASS, "{why}: passed to the kernel");
+    assert_eq!(out, sent, "{why}: untouched");
+}
+
+#[test]
+fn leaves_everything_else_to_the_kernel() {
+    for v6 in [false, true] {
+        let c = channel(v6, if v6 { "[fd09::1]:3478" } else { "10.9.0.1:3478" });
+        let stranger = if v6 { addr("[fd09::3]:5001") } else { addr("10.9.0.3:5001") };
+        in_netns(|fast| {
+            fast.tables().expect("tables").install(&c).expect("install");
+            let data = channel_data(0x4001, b"payload");
+            let to_listen = |payload: &[u8]| frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, payload, SENT);
+            passes(
+                fast,
+                &frame((PEER_MAC, RELAY_MAC), stranger, c.relayed, b"x", SENT),
+                "a peer port without a channel",
+            );
+            passes(fast, &to_listen(&channel_data(0x4002, b"payload")), "an unbound channel");
+            let mut padded = data.clone();
+            padded.push(0);
+            passes(fast, &to_listen(&padded), "padded ChannelData");
+            passes(fast, &to_listen(&data[..data.len() - 1]), "short ChannelData");
+            let stun = [&[0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42][..], &[7; 12]].concat();
+            passes(fast, &to_listen(&stun), "a STUN message");
+            let odd_port = frame((CLIENT_MAC, RELAY_MAC), c.client, SocketAddr::new(c.listen.ip(), 3479), &data, SENT);
+            passes(fast, &odd_port, "ChannelData to another port");
+            let mut trailer = to_listen(&data);
+            trailer.extend([0; 6]);
+            passes(fast, &trailer, "a frame longer than its IP packet");
+            if v6 {
+                passes(
+                    fast,
+                    &frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &data, Shape { udp_checksum: false, ..SENT }),
+                    "IPv6 without a UDP checksum",
+                );
+            } else {
+                let fragment = Shape { frag: 0x2000, ..SENT };
+                passes(fast, &frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &data, fragment), "a first fragment");
+                passes(
+                    fast,
+                    &frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, b"x", Shape { frag: 0x0003, ..SENT }),
+                    "a later fragment",
+                );
+                let mut options = to_listen(&data);
+                options[14] = 0x46;
+                passes(fast, &options, "IP options");
+            }
+            // 1500 bytes of IP from the peer is 1504 with the header: over r0's MTU.
+            let ip_overhead = if v6 { 48 } else { 28 };
+            let big = vec![0x55; 1500 - ip_overhead];
+            passes(fast, &frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, &big, SENT), "over the MTU with the header");
+            let fits = vec![0x55; 1500 - ip_overhead - 4];
+            let (action, _) =
+                fast.test_run(&frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, &fits, SENT)).expect("run");
+            assert_eq!(action, XDP_REDIRECT, "exactly the MTU with the header");
+            let outcomes = fast.outcomes().expect("outcomes");
+            assert_eq!(outcomes.too_big.packets, 1);
+        });
+    }
+}
+
+#[test]
+fn an_entry_past_its_deadline_goes_to_the_kernel() {
+    let mut c = channel(false, "10.9.0.1:3478");
+    in_netns(|fast| {
+        let mut tables = fast.tables().expect("tables");
+        c.until = Instant::now() + Duration::from_millis(50);
+        tables.install(&c).expect("install");
+        let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(0x4001, b"x"), SENT);
+        assert_eq!(fast.test_run(&sent).expect("run").0, XDP_REDIRECT, "alive");
+        std::thread::sleep(Duration::from_millis(60));
+        passes(fast, &sent, "expired");
+        assert_eq!(fast.outcomes().expect("outcomes").expired.packets, 1);
+        // A refresh moves the deadline: forwarded again.
+        c.until = Instant::now() + Duration::from_secs(60);
+        tables.install(&c).expect("refresh");
+        assert_eq!(fast.test_run(&sent).expect("run").0, XDP_REDIRECT, "refreshed");
+        // Removed: the kernel's again.
+        tables.remove(&c);
+        passes(fast, &sent, "removed");
+    });
+}
+
+/// Without a route (or with forwarding off, which the kernel's FIB lookup
+/// for XDP needs) the packet goes the socket way.
+#[test]
+fn no_route_goes_to_the_kernel() {
+    let mut c = channel(false, "10.9.0.1:3478");
+    c.peer = addr("10.77.0.3:5000");
+    in_netns(|fast| {
+        fast.tables().expect("tables").install(&c).expect("install");
+        let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(0x4001, b"x"), SENT);
+        passes(fast, &sent, "no route to the peer");
+        sh("sysctl -qw net.ipv4.conf.all.forwarding=0");
+        c.peer = addr("10.9.0.3:5000");
+        fast.tables().expect("tables").install(&c).expect("install");
+        passes(fast, &sent, "forwarding off");
+        assert_eq!(fast.outcomes().expect("outcomes").no_route.packets, 2);
+    });
+}
