@@ -70,7 +70,7 @@ split = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used) + " %"
 def metric(name):
     m = re.search(rf"^{name} (\d+)", metrics, re.M)
     return int(m.group(1)) if m else 0
-relayed = metric('ip2p_relayed_packets_total\\{direction="to_peer"\\}')
+relayed = metric('ip2p_relayed_packets_total\\{direction="to_peer",path="socket"\\}')
 short = metric("ip2p_short_circuit_packets_total")
 share = f"{100 * short / relayed:.0f}% of {relayed}" if mode == "pairs" and relayed else "-"
 m = re.search(r"(\d+) pkt/s received", cap)

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # What building the XDP fast path needs: clang (the BPF target), libbpf's
-# headers and the kernel's UAPI headers; bpftool and ethtool to inspect
-# and test it. Installed with apt-get when missing and when we can (root
-# or sudo); otherwise says so and goes on: the relay builds and runs
-# without the fast path. `make build`, `make run` and `make test` call it.
+# headers and the kernel's UAPI headers; and ethtool, which its tests use.
+# Installed with apt-get when missing and when we can (root or sudo);
+# otherwise it says so and goes on: the relay builds and runs without the
+# fast path. `make build`, `make run` and `make test` call it.
 set -uo pipefail
 
 need=()
-command -v clang >/dev/null || need+=(clang llvm)
+command -v clang >/dev/null || need+=(clang)
 [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 [ -e /usr/include/linux/bpf.h ] || need+=(linux-libc-dev)
-command -v bpftool >/dev/null || need+=(bpftool)
 command -v ethtool >/dev/null || need+=(ethtool)
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -28,6 +28,33 @@ pub enum DatapathKind {
     Epoll,
 }
 
+/// Whether to run the XDP fast path (`xdp.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpMode {
+    /// Sockets only.
+    #[default]
+    Off,
+    /// Attach where it can; say in one line per interface why not elsewhere.
+    Auto,
+    /// Attach to every interface or fail to start.
+    On,
+}
+
+/// The XDP fast path's settings (`[xdp]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xdp {
+    /// Off, auto or on.
+    pub mode: XdpMode,
+    /// Interfaces to attach to; empty: those holding the listen and relay
+    /// addresses (every interface but loopback for a wildcard listener).
+    pub interfaces: Vec<String>,
+    /// The kernel's generic hook instead of the driver's.
+    pub generic: bool,
+    /// Channels the tables hold (each takes one entry per direction).
+    pub channels: u32,
+}
+
 /// Which channel numbers ChannelBind accepts (`allocation.channel_numbers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -178,6 +205,12 @@ pub struct RunArgs {
     /// Datapath. (config: datapath)
     #[arg(long, value_enum)]
     pub datapath: Option<DatapathKind>,
+    /// The XDP fast path: off, auto or on. (config: xdp.mode)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub xdp: Option<XdpMode>,
+    /// An interface to attach the XDP fast path to (repeatable). (config: xdp.interfaces)
+    #[arg(long = "xdp-interface", value_name = "IFNAME")]
+    pub xdp_interfaces: Vec<String>,
     /// Admin HTTP listener (/metrics, /healthz, /readyz, /status), or `off`;
     /// default 127.0.0.1:9478. (config: admin.listen)
     #[arg(long, value_name = "ADDR:PORT")]
@@ -216,6 +249,24 @@ struct File {
     drain: DrainSection,
     #[serde(default)]
     admin: AdminSection,
+    #[serde(default)]
+    xdp: XdpSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XdpSection {
+    mode: Option<XdpMode>,
+    interfaces: Option<Vec<String>>,
+    attach: Option<XdpAttach>,
+    channels: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum XdpAttach {
+    Native,
+    Generic,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,6 +426,8 @@ pub struct Settings {
     pub workers: usize,
     /// Datapath choice.
     pub datapath: DatapathKind,
+    /// The XDP fast path.
+    pub xdp: Xdp,
     /// Provided receive buffers per io_uring worker (a power of two).
     pub io_uring_buffers: u16,
     /// How long an idle worker polls before it sleeps (0: it sleeps at once).
@@ -446,6 +499,7 @@ impl Settings {
         let Engine { workers, datapath, io_uring_buffers, busy_poll } =
             engine(args, file.workers, file.datapath, file.io_uring_buffers, file.busy_poll_us)?;
         let relay_ips = relay_ips(args, &file.relay, &listen)?;
+        let xdp = xdp(args, file.xdp)?;
         let ports_text = args.relay_ports.clone().or(file.relay.ports).unwrap_or_else(|| "49152-65535".into());
         let ports = parse_ports(&ports_text).ok_or_else(|| {
             err("relay.ports", format!("expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, got {ports_text:?}"))
@@ -488,6 +542,7 @@ impl Settings {
             admin_token,
             workers,
             datapath,
+            xdp: xdp.clone(),
             io_uring_buffers,
             busy_poll,
             proto: proto::Config {
@@ -501,8 +556,8 @@ impl Settings {
                 alternates: file.drain.alternates,
                 bandwidth: alloc.bandwidth,
                 unauthenticated_rate: auth.unauthenticated_rate,
-                // Nothing mirrors the forwarding state yet.
-                events: false,
+                // The XDP tables mirror the forwarding state.
+                events: xdp.mode != XdpMode::Off,
                 short_circuit: file.relay.short_circuit.unwrap_or(true),
                 credentials: Credentials {
                     realm,
@@ -705,6 +760,21 @@ fn relay_ips(args: &RunArgs, file: &RelaySection, listen: &[SocketAddr]) -> Resu
         }
     }
     Ok(relay_ips)
+}
+
+/// `[xdp]` and `--xdp`, `--xdp-interface`.
+fn xdp(args: &RunArgs, file: XdpSection) -> Result<Xdp, ConfigError> {
+    let interfaces = pick(&args.xdp_interfaces, file.interfaces, Vec::new);
+    if let Some(bad) = interfaces.iter().find(|i| i.is_empty() || i.len() > 15 || i.contains(['/', ' ', '\0'])) {
+        return Err(err("xdp.interfaces", format!("{bad:?} is not an interface name")));
+    }
+    let channels = ranged("xdp.channels", file.channels.unwrap_or(65_536), 1, 4_194_304, "channels")?;
+    Ok(Xdp {
+        mode: args.xdp.or(file.mode).unwrap_or_default(),
+        interfaces,
+        generic: file.attach == Some(XdpAttach::Generic),
+        channels,
+    })
 }
 
 /// `[allocation]`, checked.

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod config;
 pub mod datapath;
+pub mod fastpath;
 pub mod metrics;
 pub mod node;
 pub mod tls;

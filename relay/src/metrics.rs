@@ -16,6 +16,7 @@ use crate::config::DatapathKind;
 use crate::datapath::{LATENCY_BUCKETS, RequestLatency, StreamCounters, WorkerStats};
 use crate::node::NodeHandle;
 use crate::proto::{AllocationRefusals, AuthFailures, Drops, Gauges, Responses, Stats};
+use ip2p_xdp::Outcomes;
 
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -61,7 +62,12 @@ impl Collector for NodeCollector {
         )?;
         out.gauge("ip2p_workers", "Worker threads", node.workers() as f64)?;
         out.gauge("ip2p_workers_responding", "Workers that answered this scrape", workers.len() as f64)?;
-        relayed(&mut out, &sum.proto)?;
+        relayed(&mut out, &sum.proto, node.xdp_outcomes().as_ref())?;
+        out.gauge(
+            "ip2p_xdp_interfaces",
+            "Interfaces the XDP fast path is attached to",
+            node.xdp_interfaces().len() as f64,
+        )?;
         requests(&mut out, &sum.proto.responses, &sum.latency)?;
         allocations(&mut out, &sum.proto, &sum.gauges, &sum.proto.allocations_refused)?;
         limits(&mut out, node, &sum.gauges)?;
@@ -72,16 +78,36 @@ impl Collector for NodeCollector {
     }
 }
 
-fn relayed(out: &mut Out<'_>, p: &Stats) -> fmt::Result {
+/// Relayed traffic by direction and path: the sockets (the workers' count)
+/// or the XDP fast path (the program's, when it runs).
+fn relayed(out: &mut Out<'_>, p: &Stats, xdp: Option<&Outcomes>) -> fmt::Result {
+    let (mut packets, mut bytes) = (
+        vec![
+            (&[("direction", "to_peer"), ("path", "socket")][..], p.to_peer_packets),
+            (&[("direction", "to_client"), ("path", "socket")][..], p.to_client_packets),
+        ],
+        vec![
+            (&[("direction", "to_peer"), ("path", "socket")][..], p.to_peer_bytes),
+            (&[("direction", "to_client"), ("path", "socket")][..], p.to_client_bytes),
+        ],
+    );
+    if let Some(x) = xdp {
+        packets.push((&[("direction", "to_peer"), ("path", "xdp")], x.to_peer.packets));
+        packets.push((&[("direction", "to_client"), ("path", "xdp")], x.to_client.packets));
+        bytes.push((&[("direction", "to_peer"), ("path", "xdp")], x.to_peer.bytes));
+        bytes.push((&[("direction", "to_client"), ("path", "xdp")], x.to_client.bytes));
+    }
+    out.counter_family("ip2p_relayed_packets", "Datagrams relayed, by direction and path (socket or xdp)", &packets)?;
+    out.counter_family("ip2p_relayed_bytes", "Payload bytes relayed, by direction and path (socket or xdp)", &bytes)?;
+    let Some(x) = xdp else { return Ok(()) };
     out.counter_family(
-        "ip2p_relayed_packets",
-        "Datagrams relayed, by direction",
-        &[(&[("direction", "to_peer")], p.to_peer_packets), (&[("direction", "to_client")], p.to_client_packets)],
-    )?;
-    out.counter_family(
-        "ip2p_relayed_bytes",
-        "Payload bytes relayed, by direction",
-        &[(&[("direction", "to_peer")], p.to_peer_bytes), (&[("direction", "to_client")], p.to_client_bytes)],
+        "ip2p_xdp_passed_packets",
+        "Datagrams matching an XDP entry that the program left to the sockets, by reason",
+        &[
+            (&[("reason", "expired")], x.expired.packets),
+            (&[("reason", "no_route")], x.no_route.packets),
+            (&[("reason", "too_big")], x.too_big.packets),
+        ],
     )
 }
 

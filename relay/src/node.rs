@@ -38,6 +38,8 @@ pub struct NodeHandle {
     datapath: DatapathKind,
     started: std::time::Instant,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The XDP fast path, when it runs.
+    xdp: Option<crate::fastpath::Shared>,
 }
 
 /// A worker's command queue and the eventfd that wakes it.
@@ -115,6 +117,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         per_address = quotas.per_prefix,
         "allocation limits (0: none)"
     );
+    let xdp = crate::fastpath::start(settings)?;
     let shared = Arc::new(Shared::new(Quotas::new(quotas)));
     let mut threads = Vec::new();
     let mut links = Vec::new();
@@ -143,6 +146,15 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         let (wlo, whi) = port_share(lo, hi, settings.workers, id);
         let mut config = settings.proto.clone();
         config.ports = wlo..=whi;
+        // Events only for a mirror.
+        config.events = xdp.is_some();
+        let mirror = match &xdp {
+            Some(fast) => {
+                let listen = listeners.udp.iter().filter_map(|s| s.local_addr().ok()).collect();
+                Some(crate::fastpath::Mirror::new(fast, id, settings.workers, listen)?)
+            }
+            None => None,
+        };
         let (commands, receiver) = crossbeam_channel::unbounded();
         let server = Server::new(Arc::new(config), shared.clone(), now(), unix_now(), rand::random())
             .on_worker(u16::try_from(id).unwrap_or(u16::MAX));
@@ -163,6 +175,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             busy_until: None,
             latency: datapath::RequestLatency::default(),
             handoffs: handoffs.clone(),
+            mirror,
         };
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new().name(format!("ip2p-worker-{id}")).spawn(move || {
@@ -192,6 +205,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
         datapath,
         started: now(),
         draining: Arc::default(),
+        xdp,
     };
     let mut node = Node { threads, handle, settings: settings.clone() };
     // A worker that cannot run fails the start: no half-working node.
@@ -299,6 +313,7 @@ impl Node {
         changed("datapath", old.datapath != new.datapath);
         changed("io_uring_buffers", old.io_uring_buffers != new.io_uring_buffers);
         changed("busy_poll_us", old.busy_poll != new.busy_poll);
+        changed("xdp", old.xdp != new.xdp);
         let binds = |s: &Settings| s.proto.relay_ips.clone().map(|f| f.iter().map(|r| r.bind).collect::<Vec<_>>());
         changed("relay.ips", binds(old) != binds(new));
         changed("relay.external_ips", old.proto.relay_ips != new.proto.relay_ips);
@@ -313,6 +328,8 @@ impl Node {
         // Live: everything else of the core's configuration, with the
         // running relay addresses and each worker's port share.
         let mut settings = new.clone();
+        settings.xdp.clone_from(&old.xdp);
+        settings.proto.events = self.handle.xdp.is_some();
         settings.proto.relay_ips.clone_from(&old.proto.relay_ips);
         settings.proto.policy.host.clone_from(&old.proto.policy.host);
         if new.nonce_secret_generated {
@@ -416,6 +433,22 @@ impl NodeHandle {
         for w in self.workers.iter() {
             w.send(Command::Drain);
         }
+        if let Some(fast) = &self.xdp {
+            crate::fastpath::detach(fast);
+        }
+    }
+
+    /// What the XDP fast path did, when it runs.
+    #[must_use]
+    pub fn xdp_outcomes(&self) -> Option<ip2p_xdp::Outcomes> {
+        self.xdp.as_ref().and_then(crate::fastpath::outcomes)
+    }
+
+    /// The interfaces the XDP fast path is attached to.
+    #[must_use]
+    pub fn xdp_interfaces(&self) -> Vec<String> {
+        let Some(fast) = &self.xdp else { return Vec::new() };
+        fast.lock().map(|f| f.interfaces().map(str::to_owned).collect()).unwrap_or_default()
     }
 
     /// Whether the node drains (and so is not ready for new clients).

@@ -71,10 +71,10 @@ fn metrics_match_what_a_client_did(dp: DatapathKind) {
         m = metrics(addr, None);
     }
     let expect = [
-        (r#"ip2p_relayed_packets_total{direction="to_peer"}"#, 10.0),
-        (r#"ip2p_relayed_packets_total{direction="to_client"}"#, 7.0),
-        (r#"ip2p_relayed_bytes_total{direction="to_peer"}"#, 1000.0),
-        (r#"ip2p_relayed_bytes_total{direction="to_client"}"#, 350.0),
+        (r#"ip2p_relayed_packets_total{direction="to_peer",path="socket"}"#, 10.0),
+        (r#"ip2p_relayed_packets_total{direction="to_client",path="socket"}"#, 7.0),
+        (r#"ip2p_relayed_bytes_total{direction="to_peer",path="socket"}"#, 1000.0),
+        (r#"ip2p_relayed_bytes_total{direction="to_client",path="socket"}"#, 350.0),
         (r#"ip2p_responses_total{method="allocate",result="success"}"#, 1.0),
         // alice's challenge, mallory's challenge and mallory's failure.
         (r#"ip2p_responses_total{method="allocate",result="401"}"#, 3.0),

@@ -48,3 +48,4 @@ mod stream;
 mod systemd;
 mod tcp_allocations;
 mod udp;
+mod xdp;

@@ -164,6 +164,8 @@ pub(crate) struct Worker {
     pub(crate) latency: RequestLatency,
     /// The node's inboxes for packets between workers.
     pub(crate) handoffs: Arc<handoff::Handoffs>,
+    /// Its writer of the XDP fast path's tables, when the fast path runs.
+    pub(crate) mirror: Option<crate::fastpath::Mirror>,
 }
 
 /// What a datapath provides to be the core's [`Sockets`]: its UDP relay
@@ -388,6 +390,11 @@ impl Worker {
         deadline: Option<std::time::Instant>,
         wait: impl FnOnce(Option<std::time::Duration>) -> R,
     ) -> R {
+        if let Some(mirror) = &mut self.mirror {
+            while let Some(event) = self.server.poll_event() {
+                mirror.apply(event);
+            }
+        }
         let now = now();
         let polling = self.busy_until.is_some_and(|until| now < until);
         let timeout = if polling || !self.handoffs.park(self.id) {

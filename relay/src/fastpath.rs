@@ -1,0 +1,232 @@
+//! The XDP fast path in the node (docs/xdp.md): [`start`] loads the
+//! program and attaches it as `[xdp]` says, and each worker's `Mirror`
+//! writes the core's events into its tables. Everything the program does
+//! not carry still reaches the sockets, so the node works the same with the
+//! fast path off, detached (draining), or absent from the build.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use ip2p_turn::{ChannelPath, Event, RelayToken};
+use ip2p_xdp::{Capacity, Channel, FastPath, Mode, Outcomes, Tables};
+
+use crate::config::{Settings, XdpMode};
+
+/// The loaded program, shared by the node (attach, detach, metrics).
+pub type Shared = Arc<Mutex<FastPath>>;
+
+/// Per-allocation counter slots (each worker gets an equal share).
+const SLOTS: u32 = 16_384;
+
+/// Loads and attaches the fast path as `settings.xdp` says: `None` when it
+/// is off, or (with `auto`) when it could attach nowhere.
+///
+/// # Errors
+/// With `on`: the program cannot load, or an interface refuses it.
+pub fn start(settings: &Settings) -> io::Result<Option<Shared>> {
+    let xdp = &settings.xdp;
+    if xdp.mode == XdpMode::Off {
+        return Ok(None);
+    }
+    let strict = xdp.mode == XdpMode::On;
+    let mut fast = match FastPath::load(Capacity { channels: xdp.channels, slots: SLOTS }) {
+        Ok(f) => f,
+        Err(e) if strict => return Err(io::Error::other(format!("xdp = on, but the fast path cannot load: {e}"))),
+        Err(e) => {
+            tracing::warn!(reason = %e, "XDP fast path off");
+            return Ok(None);
+        }
+    };
+    let mode = if xdp.generic { Mode::Generic } else { Mode::Native };
+    let interfaces = if xdp.interfaces.is_empty() { serving_interfaces(settings) } else { xdp.interfaces.clone() };
+    if interfaces.is_empty() {
+        let why = "no interface holds the listen or relay addresses (set xdp.interfaces)";
+        if strict {
+            return Err(io::Error::other(format!("xdp = on: {why}")));
+        }
+        tracing::warn!(reason = why, "XDP fast path off");
+        return Ok(None);
+    }
+    let v6 = !settings.proto.relay_ips[1].is_empty();
+    for ifname in &interfaces {
+        let attached = forwarding(ifname, v6).and_then(|()| fast.attach(ifname, mode).map_err(|e| e.to_string()));
+        match attached {
+            Ok(()) => tracing::info!(interface = %ifname, mode = ?mode, "XDP fast path attached"),
+            Err(why) if strict => {
+                return Err(io::Error::other(format!("xdp = on, but not on {ifname}: {why}")));
+            }
+            Err(why) => tracing::warn!(interface = %ifname, reason = %why, "XDP fast path not attached here"),
+        }
+    }
+    if fast.interfaces().next().is_none() {
+        tracing::warn!("XDP fast path off: attached to no interface");
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Mutex::new(fast))))
+}
+
+/// The kernel's FIB lookup for XDP answers only on interfaces that forward
+/// (`net.ipv4.conf.IF.forwarding`); without it every packet would pass.
+fn forwarding(ifname: &str, v6: bool) -> Result<(), String> {
+    let on = |family: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/{family}/conf/{ifname}/forwarding"))
+            .map(|v| v.trim() != "0")
+            .map_err(|e| format!("no such interface ({e})"))
+    };
+    if !on("ipv4")? {
+        return Err(format!(
+            "IPv4 forwarding is off here, and the kernel's FIB lookup for XDP needs it \
+             (sysctl net.ipv4.conf.{ifname}.forwarding=1)"
+        ));
+    }
+    if v6 && !on("ipv6")? {
+        tracing::warn!(
+            interface = %ifname,
+            "IPv6 forwarding is off: IPv6 channels stay on the socket path (sysctl net.ipv6.conf.{ifname}.forwarding=1)"
+        );
+    }
+    Ok(())
+}
+
+/// The interfaces holding a listen or relay address; with a wildcard
+/// listener, every interface that is up but loopback.
+fn serving_interfaces(settings: &Settings) -> Vec<String> {
+    let mut ips: Vec<IpAddr> = settings.listen.iter().map(SocketAddr::ip).collect();
+    ips.extend(settings.proto.relay_ips.iter().flatten().map(|r| r.bind));
+    let wildcard = ips.iter().any(IpAddr::is_unspecified);
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let mut names = Vec::new();
+    for a in addrs {
+        let flags = a.flags;
+        if flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+            || !flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+        {
+            continue;
+        }
+        let ip = a.address.as_ref().and_then(|s| {
+            s.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        });
+        let serves = ip.is_some_and(|ip| wildcard || ips.contains(&ip));
+        if serves && !names.contains(&a.interface_name) {
+            names.push(a.interface_name);
+        }
+    }
+    names
+}
+
+/// What the program did, for `/metrics`.
+pub fn outcomes(fast: &Shared) -> Option<Outcomes> {
+    fast.lock().ok()?.outcomes().ok()
+}
+
+/// Detaches the program everywhere (a draining node's remaining traffic
+/// goes through the sockets, which finish the job as they always do).
+pub fn detach(fast: &Shared) {
+    if let Ok(mut f) = fast.lock() {
+        f.detach();
+        tracing::info!("XDP fast path detached");
+    }
+}
+
+/// One worker's writer of the tables: keeps, per relay socket, the channels
+/// it installed, so that an allocation's end removes them all.
+#[derive(Debug)]
+pub(crate) struct Mirror {
+    tables: Tables,
+    /// The worker's UDP listeners' addresses, by listener index.
+    listen: Vec<SocketAddr>,
+    relays: HashMap<RelayToken, Relay>,
+    /// Counter slots not in use.
+    free: Vec<u32>,
+    /// Entries the tables refused (full); those channels stay on the
+    /// socket path.
+    pub(crate) refused: u64,
+}
+
+#[derive(Debug)]
+struct Relay {
+    slot: u32,
+    channels: Vec<Channel>,
+}
+
+/// Slot for "no per-allocation counters" (out of the array's range).
+const NO_SLOT: u32 = u32::MAX;
+
+impl Mirror {
+    /// Worker `worker` of `workers`, serving `listen`.
+    pub(crate) fn new(fast: &Shared, worker: usize, workers: usize, listen: Vec<SocketAddr>) -> io::Result<Self> {
+        let tables = fast.lock().map_err(|_| io::Error::other("fast path lock"))?.tables().map_err(io::Error::other)?;
+        let share = SLOTS / u32::try_from(workers.max(1)).unwrap_or(1);
+        let first = share * u32::try_from(worker).unwrap_or(0);
+        Ok(Self { tables, listen, relays: HashMap::new(), free: (first..first + share).rev().collect(), refused: 0 })
+    }
+
+    /// Writes one event of the core into the tables.
+    pub(crate) fn apply(&mut self, event: Event) {
+        match event {
+            Event::Path(p) => self.path(&p),
+            Event::RelayGone(token) => self.gone(token),
+            // The node detaches the program; the entries die with their
+            // allocations as always.
+            Event::Draining => {}
+        }
+    }
+
+    fn path(&mut self, p: &ChannelPath) {
+        let Some(&listen) = self.listen.get(usize::from(p.listener.index)) else { return };
+        let relay = match self.relays.entry(p.relay) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let slot = self.free.pop().unwrap_or(NO_SLOT);
+                if slot != NO_SLOT {
+                    let _ = self.tables.reset(slot);
+                }
+                e.insert(Relay { slot, channels: Vec::new() })
+            }
+        };
+        let c = Channel {
+            listen,
+            client: p.client,
+            relayed: p.relayed,
+            peer: p.peer,
+            channel: p.channel,
+            until: p.until,
+            slot: relay.slot,
+        };
+        if !c.supported() {
+            return;
+        }
+        // A path replaces whatever held its channel number or its peer.
+        let tables = &mut self.tables;
+        relay.channels.retain(|old| {
+            let replaced = old.channel == c.channel || old.peer == c.peer;
+            if replaced && (old.client_key() != c.client_key() || old.peer_key() != c.peer_key()) {
+                tables.remove(old);
+            }
+            !replaced
+        });
+        match tables.install(&c) {
+            Ok(()) => relay.channels.push(c),
+            Err(e) => {
+                self.refused += 1;
+                if self.refused.is_power_of_two() {
+                    tracing::warn!(error = %e, refused = self.refused, "XDP table full: channels stay on the socket path");
+                }
+            }
+        }
+    }
+
+    fn gone(&mut self, token: RelayToken) {
+        let Some(relay) = self.relays.remove(&token) else { return };
+        for c in &relay.channels {
+            self.tables.remove(c);
+        }
+        if relay.slot != NO_SLOT {
+            self.free.push(relay.slot);
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The XDP fast path end to end: client, relay and peer each in a network
+//! namespace of the test's, joined by two veth pairs (native XDP works on
+//! veth), the relay attaching its program to both of its interfaces. Real
+//! traffic from ip2p's client must cross it in both directions with
+//! nothing lost, counted as the fast path's; a refresh keeps it, an
+//! expiry or a deletion ends it, and a peer without a permission reaches
+//! no one by either path.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use ip2p_client::{Client, Received};
+use ip2p_tests::{Netns, Relay, RelayOptions, metrics};
+use ip2p_xdp::{Capacity, FastPath, Mode};
+
+/// The three hosts and the programs on the far ends of the veth pairs.
+struct Lab {
+    relay: Netns,
+    client: Netns,
+    peer: Netns,
+    /// Pass-through programs on the client's and the peer's ends: a veth
+    /// delivers what XDP sends into it only to a peer with a program.
+    _pass: Vec<FastPath>,
+}
+
+/// client 10.71.1.2 — 10.71.1.1 relay 10.71.2.1 — 10.71.2.2 (and .3) peer.
+fn lab(tag: &str) -> Lab {
+    let (relay, client, peer) =
+        (Netns::new(&format!("xr-{tag}")), Netns::new(&format!("xc-{tag}")), Netns::new(&format!("xp-{tag}")));
+    relay.run(&["link", "add", "rc", "type", "veth", "peer", "name", "cr", "netns", &client.0]);
+    relay.run(&["link", "add", "rp", "type", "veth", "peer", "name", "pr", "netns", &peer.0]);
+    relay.run(&["addr", "add", "10.71.1.1/24", "dev", "rc"]);
+    relay.run(&["addr", "add", "10.71.2.1/24", "dev", "rp"]);
+    client.run(&["addr", "add", "10.71.1.2/24", "dev", "cr"]);
+    peer.run(&["addr", "add", "10.71.2.2/24", "dev", "pr"]);
+    peer.run(&["addr", "add", "10.71.2.3/24", "dev", "pr"]);
+    for (ns, dev) in [(&relay, "rc"), (&relay, "rp"), (&client, "cr"), (&peer, "pr")] {
+        ns.run(&["link", "set", dev, "up"]);
+    }
+    client.run(&["route", "add", "default", "via", "10.71.1.1"]);
+    peer.run(&["route", "add", "default", "via", "10.71.2.1"]);
+    sh(&relay, "sysctl -qw net.ipv4.conf.all.forwarding=1");
+    // Senders' checksums complete (no offload), as a real NIC receives them.
+    sh(&client, "ethtool -K cr tx off >/dev/null");
+    sh(&peer, "ethtool -K pr tx off >/dev/null");
+    let pass = [(&client, "cr"), (&peer, "pr")]
+        .into_iter()
+        .map(|(ns, dev)| {
+            ns.enter(move || {
+                let mut f =
+                    FastPath::load(Capacity { channels: 1, slots: 1 }).expect("the XDP program (xdp/toolchain.sh)");
+                f.attach_pass(dev, Mode::Native).unwrap();
+                f
+            })
+        })
+        .collect();
+    Lab { relay, client, peer, _pass: pass }
+}
+
+fn sh(ns: &Netns, cmd: &str) {
+    let status = std::process::Command::new("ip").args(["netns", "exec", &ns.0, "sh", "-c", cmd]).status().unwrap();
+    assert!(status.success(), "{cmd} in {}", ns.0);
+}
+
+const CONFIG: &str = r#"
+listen = ["10.71.1.1:3478"]
+realm = "ip2p.test"
+workers = 2
+[relay]
+ips = ["10.71.2.1"]
+[allocation]
+default_lifetime = 3
+[auth]
+users = [{ name = "alice", password = "wonderland" }]
+[peers]
+allow = ["10.71.2.0/24"]
+[admin]
+listen = "127.0.0.1:0"
+[xdp]
+mode = "on"
+"#;
+
+fn xdp_metric(lab: &Lab, relay: &Relay, key: &str) -> f64 {
+    let admin = relay.admin.unwrap();
+    let m = lab.relay.enter(move || metrics(admin, None));
+    m.get(key).copied().unwrap_or(0.0)
+}
+
+/// Sends `n` numbered datagrams each way and returns how many arrived each way.
+fn stream(client: &mut Client, channel: u16, peer: &UdpSocket, relayed: SocketAddr, n: u32) -> (u32, u32) {
+    for i in 0..n {
+        client.send_channel(channel, &i.to_be_bytes()).unwrap();
+    }
+    let mut to_peer = 0;
+    let mut buf = [0u8; 64];
+    peer.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    while let Ok((len, from)) = peer.recv_from(&mut buf) {
+        assert_eq!((len, from), (4, relayed), "the payload alone, from the relayed address");
+        to_peer += 1;
+    }
+    for i in 0..n {
+        peer.send_to(&i.to_be_bytes(), relayed).unwrap();
+    }
+    let mut to_client = 0;
+    while let Some(r) = client.recv(Duration::from_millis(300)).unwrap() {
+        assert!(matches!(r, Received::Channel { channel: c, ref data } if c == channel && data.len() == 4), "{r:?}");
+        to_client += 1;
+    }
+    (to_peer, to_client)
+}
+
+fn relays_through_the_fast_path(dp: &'static str) {
+    let lab = lab(&format!("fast-{dp}"));
+    let relay = Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, CONFIG) });
+    assert_eq!(relay.count("XDP fast path attached"), 2, "{dp}: both interfaces: {:?}", relay.seen());
+    let mut client =
+        lab.client.enter(|| Client::new("10.71.1.1:3478".parse().unwrap(), "alice", "wonderland").unwrap());
+    let peer = lab.peer.enter(|| UdpSocket::bind("10.71.2.2:0").unwrap());
+    let stranger = lab.peer.enter(|| UdpSocket::bind("10.71.2.3:0").unwrap());
+    let relayed = client.allocate(None).unwrap();
+    client.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+    // A first exchange: the relay's kernel learns the peer's link-layer
+    // address (until then the FIB lookup finds no neighbour and the
+    // packets take the sockets), and the worker has written its tables.
+    assert_eq!(stream(&mut client, 0x4000, &peer, relayed, 10), (10, 10), "{dp}: warm-up");
+    let fast =
+        |d: &str| xdp_metric(&lab, &relay, &format!("ip2p_relayed_packets_total{{direction=\"{d}\",path=\"xdp\"}}"));
+    let socket =
+        |d: &str| xdp_metric(&lab, &relay, &format!("ip2p_relayed_packets_total{{direction=\"{d}\",path=\"socket\"}}"));
+    let both = || [fast("to_peer"), fast("to_client"), socket("to_peer"), socket("to_client")];
+    let warm = both();
+    assert_eq!(warm[0] + warm[2], 10.0, "{dp}: each packet counted once, by one path: {warm:?}");
+
+    let (to_peer, to_client) = stream(&mut client, 0x4000, &peer, relayed, 200);
+    assert_eq!((to_peer, to_client), (200, 200), "{dp}: nothing lost");
+    let after = both();
+    let delta: Vec<f64> = after.iter().zip(warm).map(|(a, w)| a - w).collect();
+    assert_eq!(delta, [200.0, 200.0, 0.0, 0.0], "{dp}: all through the fast path, none through the sockets");
+
+    // A peer with no permission (another address) reaches no one.
+    stranger.send_to(b"let me in", relayed).unwrap();
+    assert!(client.recv(Duration::from_millis(300)).unwrap().is_none(), "{dp}: a stranger reached the client");
+    let admin = relay.admin.unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.relay.enter(move || ip2p_tests::get(admin, "/status", None)).1).unwrap();
+    assert_eq!(status["xdp"]["interfaces"].as_array().map(Vec::len), Some(2), "{dp}: {status}");
+    assert_eq!(status["xdp"]["relayed_packets"]["to_client"], after[1], "{dp}: /status agrees with /metrics");
+
+    // Refreshed past the first lifetime (3 s): still the fast path's.
+    client.refresh(Some(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(3200));
+    let before = fast("to_peer");
+    assert_eq!(stream(&mut client, 0x4000, &peer, relayed, 50), (50, 50), "{dp}: after a refresh");
+    assert_eq!(fast("to_peer") - before, 50.0, "{dp}: a refresh keeps the fast path");
+
+    // Deleted: the entries go, and nothing reaches the client any more.
+    client.refresh(Some(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    peer.send_to(b"late", relayed).unwrap();
+    assert!(client.recv(Duration::from_millis(300)).unwrap().is_none(), "{dp}: delivered after deletion");
+}
+
+/// An allocation that lapses mid-stream: its packets stop at its end on
+/// both paths (the program sends what is past its deadline to the sockets,
+/// which find no allocation).
+fn an_expiry_ends_the_fast_path(dp: &'static str) {
+    let lab = lab(&format!("exp-{dp}"));
+    let relay = Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, CONFIG) });
+    let mut client =
+        lab.client.enter(|| Client::new("10.71.1.1:3478".parse().unwrap(), "alice", "wonderland").unwrap());
+    let peer = lab.peer.enter(|| UdpSocket::bind("10.71.2.2:0").unwrap());
+    let relayed = client.allocate(None).unwrap();
+    client.channel_bind(0x4001, peer.local_addr().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(stream(&mut client, 0x4001, &peer, relayed, 20), (20, 20), "{dp}: alive");
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(stream(&mut client, 0x4001, &peer, relayed, 20), (0, 0), "{dp}: relayed after the allocation's end");
+    drop(relay);
+}
+
+on_both_datapaths! {
+    names:
+    relays_through_the_fast_path: relays_through_the_fast_path();
+    an_expiry_ends_the_fast_path: an_expiry_ends_the_fast_path();
+}
+
+/// Where native XDP is refused (loopback has only the generic hook), `auto`
+/// says why and relays on the sockets; `on` refuses to start.
+#[test]
+fn auto_falls_back_and_on_refuses() {
+    let config = "listen = [\"127.0.0.1:0\"]\nrealm = \"ip2p.test\"\nworkers = 1\n\
+                  [auth]\nusers = [{ name = \"alice\", password = \"wonderland\" }]\n\
+                  [peers]\nallow = [\"127.0.0.2/32\"]\n[xdp]\ninterfaces = [\"lo\"]\n";
+    let auto = Relay::start(&RelayOptions::new("epoll", config).arg("--xdp").arg("auto"));
+    assert_eq!(auto.count("XDP fast path not attached here"), 1, "{:?}", auto.seen());
+    assert_eq!(auto.count("XDP fast path off"), 1);
+    let mut client = Client::new(auto.addr, "alice", "wonderland").unwrap();
+    let peer = ip2p_tests::peer();
+    let relayed = client.allocate(None).unwrap();
+    client.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+    assert_eq!(stream(&mut client, 0x4000, &peer, relayed, 20), (20, 20), "the socket path");
+
+    let out = std::process::Command::new(ip2p_tests::relay_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "alice:wonderland",
+            "--xdp",
+            "on",
+            "--xdp-interface",
+            "lo",
+            "--admin",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "xdp = on started without XDP: {err}");
+    assert!(err.contains("xdp = on, but not on lo"), "{err}");
+}
