@@ -5,7 +5,7 @@ FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := message reencode channel_data framer turn_server
 SOAK_SECONDS ?= 60
 
-.PHONY: help build run test lint fuzz soak bench bench-compare bench-allocs bench-scaling install deb test-packaging clean
+.PHONY: help build run test lint fuzz soak bench bench-compare bench-allocs bench-scaling bench-xdp install deb test-packaging clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-compare  ip2p-relay vs coturn vs direct with ip2p-bench (needs coturn)"
 	@echo "make bench-allocs   100,000 concurrent allocations on one node (root: fd limit)"
 	@echo "make bench-scaling  1 worker against 2: CPU per packet, split, short-circuit"
+	@echo "make bench-xdp      the XDP fast path on and off, coturn, kernel routing, between namespaces (root)"
 	@echo "make install  binary, systemd unit, sysctl file and config under /etc/ip2p (root)"
 	@echo "make deb      a Debian package (target/debian/*.deb) with cargo-deb"
 	@echo "make test-packaging  make install into a scratch root, and the .deb installed for real (root; CI)"
@@ -79,6 +80,11 @@ bench:
 # ip2p-relay, coturn and the direct path in one run, one table.
 bench-compare:
 	bench/compare.sh
+
+# Client, relay and peer in network namespaces over veth: ip2p with the
+# XDP fast path on and off, coturn, and the kernel routing the same traffic.
+bench-xdp:
+	bench/xdp.sh
 
 bench-allocs:
 	bench/many-allocs.sh

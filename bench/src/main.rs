@@ -156,6 +156,10 @@ struct Load {
     /// for a forwarder started with `--to` this address.
     #[arg(long)]
     echo_at: Option<SocketAddr>,
+    /// Bind the echo responders in this network namespace (`ip netns`
+    /// name): the bench's clients and its peers on different hosts.
+    #[arg(long, value_name = "NAME")]
+    echo_netns: Option<String>,
     /// Label in reports.
     #[arg(long)]
     label: Option<String>,
@@ -191,6 +195,7 @@ impl Load {
             indications: self.indications,
             engine: self.engine,
             echo_at: self.echo_at,
+            echo_netns: self.echo_netns.clone(),
         }
     }
 }

@@ -121,6 +121,9 @@ pub struct RunConfig {
     /// Where the echo responders listen (thread `i` at the port plus `i`);
     /// chosen by the OS when `None`.
     pub echo_at: Option<SocketAddr>,
+    /// The network namespace (`ip netns` name) to bind the echo responders
+    /// in; this process's when `None`.
+    pub echo_netns: Option<String>,
 }
 
 const CHANNEL: u16 = 0x4000;
@@ -215,7 +218,9 @@ fn sessions(cfg: &RunConfig, echoes: &[SocketAddr]) -> io::Result<Vec<Session>> 
             addrs.push(relayed);
             clients.push(Some(c));
         } else {
-            let s = UdpSocket::bind("127.0.0.1:0")?;
+            // Pairs talk to each other's address on loopback; an echo may
+            // be on another host, so the route picks the source there.
+            let s = UdpSocket::bind(if pairs { "127.0.0.1:0" } else { "0.0.0.0:0" })?;
             addrs.push(s.local_addr()?);
             sockets.push(Some(s));
             clients.push(None);
@@ -432,6 +437,20 @@ fn bind_again(at: SocketAddr) -> io::Result<UdpSocket> {
     }
 }
 
+/// Runs `f` on a thread that has entered network namespace `ns` (a
+/// socket it opens stays there, and works from any thread).
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}"))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
+    })
+}
+
 /// Runs one measurement. `stop` ends it early (Ctrl-C); what was measured
 /// until then is still reported.
 ///
@@ -448,7 +467,10 @@ pub fn run(cfg: &RunConfig, stop: &Arc<AtomicBool>) -> io::Result<(Summary, Hist
                 || SocketAddr::from(([127, 0, 0, 2], 0)),
                 |a| SocketAddr::new(a.ip(), a.port().saturating_add(u16::try_from(i).unwrap_or(u16::MAX))),
             );
-            let e = bind_again(at)?;
+            let e = match &cfg.echo_netns {
+                Some(ns) => in_netns(ns, move || bind_again(at))?,
+                None => bind_again(at)?,
+            };
             e.set_nonblocking(true)?;
             // Every session's traffic arrives on this one socket: with the
             // default buffer (~90 datagrams of 1200 B) a stall of the bench

@@ -29,6 +29,7 @@ fn config(server: SocketAddr, mode: Mode) -> RunConfig {
         indications: false,
         engine: Default::default(),
         echo_at: None,
+        echo_netns: None,
     }
 }
 

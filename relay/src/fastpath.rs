@@ -210,7 +210,10 @@ impl Mirror {
             !replaced
         });
         match tables.install(&c) {
-            Ok(()) => relay.channels.push(c),
+            Ok(()) => {
+                tracing::debug!(client = %c.client, channel = c.channel, peer = %c.peer, relayed = %c.relayed, "XDP entry");
+                relay.channels.push(c);
+            }
             Err(e) => {
                 self.refused += 1;
                 if self.refused.is_power_of_two() {

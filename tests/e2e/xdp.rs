@@ -178,10 +178,54 @@ fn an_expiry_ends_the_fast_path(dp: &'static str) {
     drop(relay);
 }
 
+/// coturn's `turnutils_uclient` and `turnutils_peer` (a client and an echo
+/// we did not write) through the fast path: nothing lost, and the fast
+/// path carried their channel traffic.
+fn coturns_clients_use_the_fast_path(dp: &'static str) {
+    let lab = lab(&format!("uc-{dp}"));
+    let relay = Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, CONFIG) });
+    let mut peer = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.peer.0, "turnutils_peer", "-L", "10.71.2.2", "-p", "3480"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("turnutils_peer (apt-get install coturn)");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = std::process::Command::new("timeout")
+        .args(["60", "ip", "netns", "exec", &lab.client.0, "turnutils_uclient", "-p", "3478", "-n", "50", "-l", "172"])
+        .args(["-u", "alice", "-w", "wonderland", "-e", "10.71.2.2", "-r", "3480", "-m", "4", "10.71.1.1"])
+        .output()
+        .unwrap();
+    let _ = peer.kill();
+    let _ = peer.wait();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{dp}: loss reported:\n{text}");
+    let totals = text.lines().rev().find_map(|l| {
+        let rest = l.split("tot_send_msgs=").nth(1)?;
+        let (sent, rest) = rest.split_once(", tot_recv_msgs=")?;
+        Some((sent.trim().parse::<u64>().ok()?, rest.trim().parse::<u64>().ok()?))
+    });
+    assert_eq!(totals, Some((200, 200)), "{dp}: 4 clients x 50 messages each way:\n{text}");
+    // Each message crosses the relay twice; the first ones to a new peer
+    // take the sockets until the kernel knows the peer's link-layer address.
+    let fast =
+        |d: &str| xdp_metric(&lab, &relay, &format!("ip2p_relayed_packets_total{{direction=\"{d}\",path=\"xdp\"}}"));
+    let (to_peer, to_client) = (fast("to_peer"), fast("to_client"));
+    let passed: Vec<f64> = ["expired", "no_route", "too_big"]
+        .iter()
+        .map(|r| xdp_metric(&lab, &relay, &format!("ip2p_xdp_passed_packets_total{{reason=\"{r}\"}}")))
+        .collect();
+    assert!(
+        to_peer >= 150.0 && to_client >= 150.0,
+        "{dp}: the fast path carried {to_peer} / {to_client} of 200 each way; passed (expired, no route, too big) {passed:?}"
+    );
+}
+
 on_both_datapaths! {
     names:
     relays_through_the_fast_path: relays_through_the_fast_path();
     an_expiry_ends_the_fast_path: an_expiry_ends_the_fast_path();
+    coturns_clients_use_the_fast_path: coturns_clients_use_the_fast_path();
 }
 
 /// Where native XDP is refused (loopback has only the generic hook), `auto`

@@ -169,7 +169,9 @@ static __always_inline __be16 channel_of(__u8 *payload, void *end, __u32 len)
 {
 	if (len < CHANNEL_HEADER || (void *)(payload + CHANNEL_HEADER) > end)
 		return 0;
-	if (payload[0] < 0x40 || payload[0] > 0x4f)
+	/* RFC 8656 channels are 0x4000-0x4FFF; RFC 5766 allowed up to 0x7FFF
+	 * (`allocation.channel_numbers`). The table says which are bound. */
+	if (payload[0] < 0x40 || payload[0] > 0x7f)
 		return 0;
 	if (((__u32)payload[2] << 8 | payload[3]) + CHANNEL_HEADER != len)
 		return 0;
@@ -211,6 +213,9 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	if (h->ip.version != 4 || h->ip.ihl != 5 || h->ip.protocol != IPPROTO_UDP)
 		return XDP_PASS;
 	if (h->ip.frag_off & bpf_htons(0x3fff))
+		return XDP_PASS;
+	/* The kernel drops a bad header checksum; a fresh one must not hide it. */
+	if (fold(words(&h->ip, sizeof(struct iphdr) / 2)) != 0xffff)
 		return XDP_PASS;
 	ip_len = bpf_ntohs(h->ip.tot_len);
 	if ((void *)&h->ip + ip_len != end || bpf_ntohs(h->udp.len) != ip_len - sizeof(struct iphdr))

@@ -73,7 +73,8 @@ fn channel(v6: bool, listen: &str) -> Channel {
         client: addr(client),
         relayed: addr(relayed),
         peer: addr(peer),
-        channel: 0x4001,
+        // An RFC 5766 number for IPv6 (coturn's clients use them).
+        channel: if v6 { 0x7aa1 } else { 0x4001 },
         until: Instant::now() + Duration::from_secs(60),
         slot: 5,
     }
@@ -169,7 +170,7 @@ fn both_directions(v6: bool, listen: &str) {
         tables.install(&c).expect("install");
         // Odd and even payload lengths: the checksum's trailing byte.
         for payload in [&b"hello"[..], b"hello, peer!"] {
-            let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, shown_listen, &channel_data(0x4001, payload), SENT);
+            let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, shown_listen, &channel_data(c.channel, payload), SENT);
             let (action, out) = fast.test_run(&sent).expect("run");
             assert_eq!(action, XDP_REDIRECT, "client -> peer is forwarded (to r0, from lo)");
             assert_eq!(out, frame((RELAY_MAC, PEER_MAC), c.relayed, c.peer, payload, RELAYED));
@@ -178,7 +179,7 @@ fn both_directions(v6: bool, listen: &str) {
             let (action, out) = fast.test_run(&sent).expect("run");
             assert_eq!(action, XDP_REDIRECT, "peer -> client is forwarded");
             let expected =
-                frame((RELAY_MAC, CLIENT_MAC), shown_listen, c.client, &channel_data(0x4001, payload), RELAYED);
+                frame((RELAY_MAC, CLIENT_MAC), shown_listen, c.client, &channel_data(c.channel, payload), RELAYED);
             assert_eq!(out, expected);
         }
         let counted = tables.counters(5).expect("counters");
@@ -233,7 +234,7 @@ fn leaves_everything_else_to_the_kernel() {
         let stranger = if v6 { addr("[fd09::3]:5001") } else { addr("10.9.0.3:5001") };
         in_netns(|fast| {
             fast.tables().expect("tables").install(&c).expect("install");
-            let data = channel_data(0x4001, b"payload");
+            let data = channel_data(c.channel, b"payload");
             let to_listen = |payload: &[u8]| frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, payload, SENT);
             passes(
                 fast,
@@ -269,6 +270,9 @@ fn leaves_everything_else_to_the_kernel() {
                 let mut options = to_listen(&data);
                 options[14] = 0x46;
                 passes(fast, &options, "IP options");
+                let mut bad = to_listen(&data);
+                bad[24] ^= 1;
+                passes(fast, &bad, "a wrong IPv4 header checksum");
             }
             // 1500 bytes of IP from the peer is 1504 with the header: over r0's MTU.
             let ip_overhead = if v6 { 48 } else { 28 };
@@ -321,5 +325,113 @@ fn no_route_goes_to_the_kernel() {
         fast.tables().expect("tables").install(&c).expect("install");
         passes(fast, &sent, "forwarding off");
         assert_eq!(fast.outcomes().expect("outcomes").no_route.packets, 2);
+    });
+}
+
+/// Whether `frame`'s IP header holds (lengths agreeing with the frame's,
+/// the IPv4 header checksum), and whether its UDP checksum does (or an
+/// IPv4 datagram has none).
+fn checks(frame: &[u8]) -> (bool, bool) {
+    let header = ip_and_lengths(frame);
+    (header, header && udp_checksum(frame))
+}
+
+fn ip_and_lengths(frame: &[u8]) -> bool {
+    let (ip_len, udp) = match frame.get(12..14) {
+        Some([0x08, 0x00]) => {
+            let Some(ip) = frame.get(14..34) else { return false };
+            if ip[0] != 0x45 || fold(sum(ip)) != 0xffff {
+                return false;
+            }
+            (usize::from(u16::from_be_bytes([ip[2], ip[3]])), frame.get(34..))
+        }
+        Some([0x86, 0xdd]) => {
+            let Some(ip) = frame.get(14..54) else { return false };
+            (usize::from(u16::from_be_bytes([ip[4], ip[5]])) + 40, frame.get(54..))
+        }
+        _ => return false,
+    };
+    let Some(udp) = udp else { return false };
+    ip_len + 14 == frame.len() && udp.len() >= 8 && usize::from(u16::from_be_bytes([udp[4], udp[5]])) == udp.len()
+}
+
+fn udp_checksum(frame: &[u8]) -> bool {
+    let v4 = frame[12] == 0x08;
+    let (udp, mut pseudo) =
+        if v4 { (&frame[34..], frame[26..34].to_vec()) } else { (&frame[54..], frame[22..54].to_vec()) };
+    if v4 {
+        pseudo.extend([0, 17]);
+        pseudo.extend((udp.len() as u16).to_be_bytes());
+    } else {
+        pseudo.extend((udp.len() as u32).to_be_bytes());
+        pseudo.extend([0, 0, 0, 17]);
+    }
+    (v4 && udp[6..8] == [0, 0]) || fold(sum(&pseudo) + sum(udp)) == 0xffff
+}
+
+/// Any frame, and especially one near a frame the program would relay:
+/// passed untouched, or relayed with its checksums still right when they
+/// were right, the payload intact, and never dropped.
+#[test]
+fn never_drops_never_corrupts() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let c4 = channel(false, "10.9.0.1:3478");
+    let c6 = channel(true, "[fd09::1]:3478");
+    let seeds: Vec<Vec<u8>> = [c4, c6]
+        .iter()
+        .flat_map(|c| {
+            [
+                frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(c.channel, b"payload!"), SENT),
+                frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, b"from the peer", SENT),
+            ]
+        })
+        .collect();
+    in_netns(move |fast| {
+        let mut tables = fast.tables().expect("tables");
+        tables.install(&c4).expect("install");
+        tables.install(&c6).expect("install");
+        let mutated =
+            (0..seeds.len(), prop::collection::vec((0usize..120, any::<u8>()), 0..4), 0usize..140, any::<bool>())
+                .prop_map(move |(seed, flips, cut, truncate)| {
+                    let mut f = seeds[seed].clone();
+                    for (at, byte) in flips {
+                        if let Some(b) = f.get_mut(at) {
+                            *b = byte;
+                        }
+                    }
+                    if truncate {
+                        f.truncate(cut.max(14));
+                    }
+                    f
+                });
+        let mut runner = TestRunner::new(Config { cases: 2000, failure_persistence: None, ..Config::default() });
+        let fast = std::cell::RefCell::new(fast);
+        runner
+            .run(&mutated, |sent| {
+                let (action, out) = fast.borrow_mut().test_run(&sent).expect("run");
+                match action {
+                    XDP_PASS => prop_assert_eq!(&out, &sent, "passed, but changed"),
+                    3 | XDP_REDIRECT => {
+                        let (sent_ip, sent_udp) = checks(&sent);
+                        let (out_ip, out_udp) = checks(&out);
+                        prop_assert!(sent_ip, "relayed a frame whose IP header or lengths are wrong");
+                        prop_assert!(out_ip, "relayed, and broke the IP header or lengths");
+                        // A wrong UDP checksum stays wrong, for the receiver to drop.
+                        prop_assert_eq!(out_udp, sent_udp, "relayed, and changed whether the UDP checksum holds");
+                        let header = if sent[12] == 0x08 { 42 } else { 62 };
+                        let (sent_payload, out_payload) = (&sent[header..], &out[header..]);
+                        if out.len() < sent.len() {
+                            prop_assert_eq!(out_payload, &sent_payload[4..]);
+                        } else {
+                            prop_assert_eq!(&out_payload[4..], sent_payload);
+                        }
+                    }
+                    other => prop_assert!(false, "action {other}: the program must never drop"),
+                }
+                Ok(())
+            })
+            .unwrap();
     });
 }
