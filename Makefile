@@ -5,7 +5,7 @@ FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := message reencode channel_data framer turn_server
 SOAK_SECONDS ?= 60
 
-.PHONY: help build run test lint fuzz soak bench bench-compare bench-allocs bench-scaling bench-xdp install deb test-packaging clean
+.PHONY: help build run test lint fuzz soak bench bench-compare bench-allocs bench-scaling bench-xdp test-no-xdp install deb test-packaging clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -14,6 +14,7 @@ help:
 	@echo "make build   build the workspace (release)"
 	@echo "make run     build and run the relay on 127.0.0.1:3478 (demo user printed)"
 	@echo "make test    run every test"
+	@echo "make test-no-xdp  the relay built without the XDP program still runs (part of make test)"
 	@echo "make lint    rustfmt check, clippy -D warnings on all targets, docs build"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 30) on nightly"
 	@echo "make soak    churn and abuse the release relay for SOAK_SECONDS (default 60); fails if anything grows"
@@ -36,16 +37,22 @@ run:
 	xdp/toolchain.sh
 	$(CARGO) run --release --locked -p ip2p-relay -- --dev
 
-# Brings what the tests need first (tests/deps.sh: coturn's client tools
-# and systemd-analyze with apt-get, aioice into .venv). The end-to-end
-# binary runs four tests at a time: they mostly wait on sockets, timers
-# and coturn's clients, not on the CPU.
+# Brings what the tests need first (xdp/toolchain.sh: clang and libbpf's
+# headers for the XDP program; tests/deps.sh: coturn's client tools and
+# systemd-analyze with apt-get, aioice into .venv). The end-to-end binary
+# runs four tests at a time: they mostly wait on sockets, timers and
+# coturn's clients, not on the CPU. Last, the relay built without the XDP
+# program must still run.
 test:
 	xdp/toolchain.sh
 	tests/deps.sh
 	$(CARGO) test --workspace --locked --exclude ip2p-tests
 	$(CARGO) build --locked -p ip2p-relay --bin ip2p-relay
 	IP2P_RELAY_BIN=$(CURDIR)/target/debug/ip2p-relay $(CARGO) test --locked -p ip2p-tests -- --test-threads=4
+	xdp/test-without-program.sh
+
+test-no-xdp:
+	xdp/test-without-program.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -259,7 +259,7 @@ struct XdpSection {
     mode: Option<XdpMode>,
     interfaces: Option<Vec<String>>,
     attach: Option<XdpAttach>,
-    channels: Option<u32>,
+    channels: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -769,6 +769,7 @@ fn xdp(args: &RunArgs, file: XdpSection) -> Result<Xdp, ConfigError> {
         return Err(err("xdp.interfaces", format!("{bad:?} is not an interface name")));
     }
     let channels = ranged("xdp.channels", file.channels.unwrap_or(65_536), 1, 4_194_304, "channels")?;
+    let channels = u32::try_from(channels).unwrap_or(u32::MAX);
     Ok(Xdp {
         mode: args.xdp.or(file.mode).unwrap_or_default(),
         interfaces,
@@ -1175,6 +1176,26 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_is_off_unless_asked_and_its_events_follow_it() {
+        let base = args(|a| {
+            a.users = vec!["u:p".into()];
+            a.relay_ips = vec!["127.0.0.1".parse().unwrap()];
+        });
+        let off = Settings::from_toml("", &base).unwrap();
+        assert_eq!((off.xdp.mode, off.proto.events), (XdpMode::Off, false));
+        let on = Settings::from_toml("[xdp]\nmode = \"auto\"\ninterfaces = [\"eth0\"]\nattach = \"generic\"", &base)
+            .unwrap();
+        assert_eq!((on.xdp.mode, on.proto.events, on.xdp.generic), (XdpMode::Auto, true, true));
+        assert_eq!(on.xdp.interfaces, ["eth0"]);
+        let flag = args(|a| {
+            a.users = vec!["u:p".into()];
+            a.relay_ips = vec!["127.0.0.1".parse().unwrap()];
+            a.xdp = Some(XdpMode::On);
+        });
+        assert_eq!(Settings::from_toml("[xdp]\nmode = \"off\"", &flag).unwrap().xdp.mode, XdpMode::On);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let base = args(|a| {
             a.users = vec!["u:p".into()];
@@ -1223,6 +1244,12 @@ mod tests {
             ("[drain]\ntimeout = 18446744073709551615", "drain.timeout"),
             ("realm = \"a-realm-of-thirty-three-bytes-xyz\"", "realm"),
             ("software = \"x\"\n[admin]\ntoken = \"short\"", "admin.token"),
+            ("[xdp]\nmode = \"maybe\"", "unknown variant `maybe`"),
+            ("[xdp]\nchannels = 0", "xdp.channels"),
+            ("[xdp]\nchannels = 5000000000", "xdp.channels"),
+            ("[xdp]\ninterfaces = [\"eth0/1\"]", "xdp.interfaces"),
+            ("[xdp]\ninterfaces = [\"an-interface-name-too-long\"]", "xdp.interfaces"),
+            ("[xdp]\nattach = \"hardware\"", "unknown variant `hardware`"),
         ];
         for (text, expected) in cases {
             let e = Settings::from_toml(text, &base).unwrap_err();

@@ -36,6 +36,16 @@ fn check_config(file: std::path::PathBuf, mut args: RunArgs) -> ExitCode {
                 println!("  tls listen    {:?}", s.tls_listen);
             }
             println!("  workers       {} ({:?} datapath)", s.workers, s.datapath);
+            if s.xdp.mode != ip2p_relay::config::XdpMode::Off {
+                let on = if s.xdp.interfaces.is_empty() {
+                    "the serving interfaces".to_owned()
+                } else {
+                    s.xdp.interfaces.join(", ")
+                };
+                let hook = if s.xdp.generic { "generic" } else { "native" };
+                let built = if ip2p_xdp::PROGRAM.is_some() { "" } else { " (this build has no XDP program)" };
+                println!("  xdp           {:?} on {on}, {hook} hook, {} channels{built}", s.xdp.mode, s.xdp.channels);
+            }
             println!("  relay         {:?}", s.proto.relay_ips);
             println!("  relay ports   {:?}", s.proto.ports);
             println!("  realm         {}", s.proto.credentials.realm);

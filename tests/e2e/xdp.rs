@@ -23,7 +23,8 @@ struct Lab {
     _pass: Vec<FastPath>,
 }
 
-/// client 10.71.1.2 — 10.71.1.1 relay 10.71.2.1 — 10.71.2.2 (and .3) peer.
+/// client 10.71.1.2 — 10.71.1.1 relay 10.71.2.1 — 10.71.2.2 (and .3) peer,
+/// and the same in IPv6: fd71:1::2 — fd71:1::1 relay fd71:2::1 — fd71:2::2 (::3).
 fn lab(tag: &str) -> Lab {
     let (relay, client, peer) =
         (Netns::new(&format!("xr-{tag}")), Netns::new(&format!("xc-{tag}")), Netns::new(&format!("xp-{tag}")));
@@ -34,12 +35,23 @@ fn lab(tag: &str) -> Lab {
     client.run(&["addr", "add", "10.71.1.2/24", "dev", "cr"]);
     peer.run(&["addr", "add", "10.71.2.2/24", "dev", "pr"]);
     peer.run(&["addr", "add", "10.71.2.3/24", "dev", "pr"]);
+    for (ns, dev, a) in [
+        (&relay, "rc", "fd71:1::1/64"),
+        (&relay, "rp", "fd71:2::1/64"),
+        (&client, "cr", "fd71:1::2/64"),
+        (&peer, "pr", "fd71:2::2/64"),
+        (&peer, "pr", "fd71:2::3/64"),
+    ] {
+        ns.run(&["addr", "add", a, "dev", dev, "nodad"]);
+    }
     for (ns, dev) in [(&relay, "rc"), (&relay, "rp"), (&client, "cr"), (&peer, "pr")] {
         ns.run(&["link", "set", dev, "up"]);
     }
     client.run(&["route", "add", "default", "via", "10.71.1.1"]);
     peer.run(&["route", "add", "default", "via", "10.71.2.1"]);
-    sh(&relay, "sysctl -qw net.ipv4.conf.all.forwarding=1");
+    client.run(&["-6", "route", "add", "default", "via", "fd71:1::1"]);
+    peer.run(&["-6", "route", "add", "default", "via", "fd71:2::1"]);
+    sh(&relay, "sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1");
     // Senders' checksums complete (no offload), as a real NIC receives them.
     sh(&client, "ethtool -K cr tx off >/dev/null");
     sh(&peer, "ethtool -K pr tx off >/dev/null");
@@ -63,17 +75,17 @@ fn sh(ns: &Netns, cmd: &str) {
 }
 
 const CONFIG: &str = r#"
-listen = ["10.71.1.1:3478"]
+listen = ["10.71.1.1:3478", "[fd71:1::1]:3478"]
 realm = "ip2p.test"
 workers = 2
 [relay]
-ips = ["10.71.2.1"]
+ips = ["10.71.2.1", "fd71:2::1"]
 [allocation]
 default_lifetime = 3
 [auth]
 users = [{ name = "alice", password = "wonderland" }]
 [peers]
-allow = ["10.71.2.0/24"]
+allow = ["10.71.2.0/24", "fd71:2::/64"]
 [admin]
 listen = "127.0.0.1:0"
 [xdp]
@@ -86,8 +98,17 @@ fn xdp_metric(lab: &Lab, relay: &Relay, key: &str) -> f64 {
     m.get(key).copied().unwrap_or(0.0)
 }
 
+/// Room for a burst: the fast path delivers back to back, faster than a
+/// default receive buffer (about 200 small datagrams) takes while the test
+/// still sends.
+fn roomy(socket: &UdpSocket) {
+    nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20)).unwrap();
+}
+
 /// Sends `n` numbered datagrams each way and returns how many arrived each way.
 fn stream(client: &mut Client, channel: u16, peer: &UdpSocket, relayed: SocketAddr, n: u32) -> (u32, u32) {
+    roomy(peer);
+    roomy(client.socket().unwrap());
     for i in 0..n {
         client.send_channel(channel, &i.to_be_bytes()).unwrap();
     }
@@ -109,15 +130,24 @@ fn stream(client: &mut Client, channel: u16, peer: &UdpSocket, relayed: SocketAd
     (to_peer, to_client)
 }
 
-fn relays_through_the_fast_path(dp: &'static str) {
-    let lab = lab(&format!("fast-{dp}"));
+fn relays_through_the_fast_path(dp: &'static str, v6: bool) {
+    let lab = lab(&format!("fast{}-{dp}", if v6 { "6" } else { "" }));
     let relay = Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, CONFIG) });
     assert_eq!(relay.count("XDP fast path attached"), 2, "{dp}: both interfaces: {:?}", relay.seen());
-    let mut client =
-        lab.client.enter(|| Client::new("10.71.1.1:3478".parse().unwrap(), "alice", "wonderland").unwrap());
-    let peer = lab.peer.enter(|| UdpSocket::bind("10.71.2.2:0").unwrap());
-    let stranger = lab.peer.enter(|| UdpSocket::bind("10.71.2.3:0").unwrap());
-    let relayed = client.allocate(None).unwrap();
+    let (server, peer_at, stranger_at) = if v6 {
+        ("[fd71:1::1]:3478", "[fd71:2::2]:0", "[fd71:2::3]:0")
+    } else {
+        ("10.71.1.1:3478", "10.71.2.2:0", "10.71.2.3:0")
+    };
+    let mut client = lab.client.enter(move || Client::new(server.parse().unwrap(), "alice", "wonderland").unwrap());
+    let peer = lab.peer.enter(move || UdpSocket::bind(peer_at).unwrap());
+    let stranger = lab.peer.enter(move || UdpSocket::bind(stranger_at).unwrap());
+    let relayed = if v6 {
+        client.allocate_families(Some(ip2p_wire::AddressFamily::IPV6), false).unwrap()[0]
+    } else {
+        client.allocate(None).unwrap()
+    };
+    assert_eq!(relayed.is_ipv6(), v6);
     client.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
     // A first exchange: the relay's kernel learns the peer's link-layer
     // address (until then the FIB lookup finds no neighbour and the
@@ -132,7 +162,11 @@ fn relays_through_the_fast_path(dp: &'static str) {
     assert_eq!(warm[0] + warm[2], 10.0, "{dp}: each packet counted once, by one path: {warm:?}");
 
     let (to_peer, to_client) = stream(&mut client, 0x4000, &peer, relayed, 200);
-    assert_eq!((to_peer, to_client), (200, 200), "{dp}: nothing lost");
+    let passed: Vec<f64> = ["expired", "no_route", "too_big"]
+        .iter()
+        .map(|r| xdp_metric(&lab, &relay, &format!("ip2p_xdp_passed_packets_total{{reason=\"{r}\"}}")))
+        .collect();
+    assert_eq!((to_peer, to_client), (200, 200), "{dp}: nothing lost; {:?} {passed:?}", both());
     let after = both();
     let delta: Vec<f64> = after.iter().zip(warm).map(|(a, w)| a - w).collect();
     assert_eq!(delta, [200.0, 200.0, 0.0, 0.0], "{dp}: all through the fast path, none through the sockets");
@@ -221,9 +255,40 @@ fn coturns_clients_use_the_fast_path(dp: &'static str) {
     );
 }
 
+/// Whether interface `dev` of `ns` has an XDP program attached.
+fn has_xdp(ns: &Netns, dev: &str) -> bool {
+    let out = std::process::Command::new("ip").args(["-n", &ns.0, "link", "show", dev]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+/// Draining detaches the program (the sockets finish the job), a crash
+/// leaves nothing attached (the attachments are the process's BPF links),
+/// and the next start attaches again.
+fn leaves_no_program_behind(dp: &'static str) {
+    use nix::sys::signal::{Signal, kill};
+    let lab = lab(&format!("det-{dp}"));
+    let opts = RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, CONFIG) };
+    let relay = Relay::start(&opts);
+    assert!(has_xdp(&lab.relay, "rc") && has_xdp(&lab.relay, "rp"), "{dp}: attached");
+    kill(nix::unistd::Pid::from_raw(relay.pid()), Signal::SIGTERM).unwrap();
+    relay.wait_for("XDP fast path detached");
+    assert!(!has_xdp(&lab.relay, "rc") && !has_xdp(&lab.relay, "rp"), "{dp}: detached on drain");
+    drop(relay);
+
+    let relay = Relay::start(&opts);
+    assert!(has_xdp(&lab.relay, "rc"), "{dp}: attached again");
+    drop(relay); // SIGKILL
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!has_xdp(&lab.relay, "rc") && !has_xdp(&lab.relay, "rp"), "{dp}: left behind by a killed relay");
+    let relay = Relay::start(&opts);
+    assert_eq!(relay.count("XDP fast path attached"), 2, "{dp}: after a crash: {:?}", relay.seen());
+}
+
 on_both_datapaths! {
     names:
-    relays_through_the_fast_path: relays_through_the_fast_path();
+    leaves_no_program_behind: leaves_no_program_behind();
+    relays_through_the_fast_path: relays_through_the_fast_path(false);
+    relays_ipv6_through_the_fast_path: relays_through_the_fast_path(true);
     an_expiry_ends_the_fast_path: an_expiry_ends_the_fast_path();
     coturns_clients_use_the_fast_path: coturns_clients_use_the_fast_path();
 }
