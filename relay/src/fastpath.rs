@@ -51,7 +51,8 @@ pub fn start(settings: &Settings) -> io::Result<Option<Shared>> {
     }
     let v6 = !settings.proto.relay_ips[1].is_empty();
     for ifname in &interfaces {
-        let attached = forwarding(ifname, v6).and_then(|()| fast.attach(ifname, mode).map_err(|e| e.to_string()));
+        let attached =
+            forwarding(ifname, v6).and_then(|()| fast.attach(ifname, mode).map_err(|e| attach_failed(ifname, &e)));
         match attached {
             Ok(()) => tracing::info!(interface = %ifname, mode = ?mode, "XDP fast path attached"),
             Err(why) if strict => {
@@ -65,6 +66,20 @@ pub fn start(settings: &Settings) -> io::Result<Option<Shared>> {
         return Ok(None);
     }
     Ok(Some(Arc::new(Mutex::new(fast))))
+}
+
+/// Why attaching failed, with what to do when another program holds the
+/// hook (ours never does after we exit: our attachments are links that die
+/// with the process; a program attached another way stays).
+fn attach_failed(ifname: &str, e: &ip2p_xdp::Error) -> String {
+    if e.errno() == Some(libc::EBUSY) || e.errno() == Some(libc::EEXIST) {
+        format!(
+            "{e}: another XDP program holds the hook (`ip link show {ifname}` names it; \
+             `ip link set dev {ifname} xdp off` removes it)"
+        )
+    } else {
+        e.to_string()
+    }
 }
 
 /// The kernel's FIB lookup for XDP answers only on interfaces that forward

@@ -208,7 +208,12 @@ fn an_expiry_ends_the_fast_path(dp: &'static str) {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(stream(&mut client, 0x4001, &peer, relayed, 20), (20, 20), "{dp}: alive");
     std::thread::sleep(Duration::from_millis(3200));
+    let refused = || xdp_metric(&lab, &relay, r#"ip2p_dropped_packets_total{reason="no_allocation"}"#);
+    let before = refused();
     assert_eq!(stream(&mut client, 0x4001, &peer, relayed, 20), (0, 0), "{dp}: relayed after the allocation's end");
+    // The client's ChannelData went to the sockets, where the core found
+    // no allocation.
+    assert_eq!(refused() - before, 20.0, "{dp}: the socket path refused them");
     drop(relay);
 }
 
@@ -255,6 +260,46 @@ fn coturns_clients_use_the_fast_path(dp: &'static str) {
     );
 }
 
+/// Client and peer on one link to the relay (10.72.1.2 and .3, the relay at
+/// .1): what the program relays leaves by the interface it came in by
+/// (XDP_TX), not by a redirect.
+fn relays_back_out_the_same_interface(dp: &'static str) {
+    let (relay_ns, hosts) = (Netns::new(&format!("tr-{dp}")), Netns::new(&format!("th-{dp}")));
+    relay_ns.run(&["link", "add", "rx", "type", "veth", "peer", "name", "xr", "netns", &hosts.0]);
+    relay_ns.run(&["addr", "add", "10.72.1.1/24", "dev", "rx"]);
+    for a in ["10.72.1.2/24", "10.72.1.3/24"] {
+        hosts.run(&["addr", "add", a, "dev", "xr"]);
+    }
+    relay_ns.run(&["link", "set", "rx", "up"]);
+    hosts.run(&["link", "set", "xr", "up"]);
+    sh(&relay_ns, "sysctl -qw net.ipv4.conf.all.forwarding=1");
+    sh(&hosts, "ethtool -K xr tx off >/dev/null");
+    let _pass = hosts.enter(|| {
+        let mut f = FastPath::load(Capacity { channels: 1, slots: 1 }).expect("the XDP program");
+        f.attach_pass("xr", Mode::Native).unwrap();
+        f
+    });
+    let config = CONFIG
+        .replace(r#"listen = ["10.71.1.1:3478", "[fd71:1::1]:3478"]"#, r#"listen = ["10.72.1.1:3478"]"#)
+        .replace(r#"ips = ["10.71.2.1", "fd71:2::1"]"#, r#"ips = ["10.72.1.1"]"#)
+        .replace(r#"allow = ["10.71.2.0/24", "fd71:2::/64"]"#, r#"allow = ["10.72.1.3/32"]"#);
+    let relay = Relay::start(&RelayOptions { netns: Some(relay_ns.0.clone()), ..RelayOptions::new(dp, &config) });
+    assert_eq!(relay.count("XDP fast path attached"), 1, "{dp}: {:?}", relay.seen());
+    let mut client = hosts.enter(|| Client::new("10.72.1.1:3478".parse().unwrap(), "alice", "wonderland").unwrap());
+    let peer = hosts.enter(|| UdpSocket::bind("10.72.1.3:0").unwrap());
+    let relayed = client.allocate(None).unwrap();
+    client.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+    assert_eq!(stream(&mut client, 0x4000, &peer, relayed, 10), (10, 10), "{dp}: warm-up");
+    let admin = relay.admin.unwrap();
+    let fast = |d: &str| {
+        let key = format!("ip2p_relayed_packets_total{{direction=\"{d}\",path=\"xdp\"}}");
+        relay_ns.enter(move || metrics(admin, None)).get(&key).copied().unwrap_or(0.0)
+    };
+    let before = (fast("to_peer"), fast("to_client"));
+    assert_eq!(stream(&mut client, 0x4000, &peer, relayed, 100), (100, 100), "{dp}: nothing lost");
+    assert_eq!((fast("to_peer") - before.0, fast("to_client") - before.1), (100.0, 100.0), "{dp}: by XDP_TX");
+}
+
 /// Whether interface `dev` of `ns` has an XDP program attached.
 fn has_xdp(ns: &Netns, dev: &str) -> bool {
     let out = std::process::Command::new("ip").args(["-n", &ns.0, "link", "show", dev]).output().unwrap();
@@ -282,11 +327,29 @@ fn leaves_no_program_behind(dp: &'static str) {
     assert!(!has_xdp(&lab.relay, "rc") && !has_xdp(&lab.relay, "rp"), "{dp}: left behind by a killed relay");
     let relay = Relay::start(&opts);
     assert_eq!(relay.count("XDP fast path attached"), 2, "{dp}: after a crash: {:?}", relay.seen());
+    drop(relay);
+
+    // Another program on the hook: named, with the way to remove it.
+    let other = lab.relay.enter(|| {
+        let mut f = FastPath::load(Capacity { channels: 1, slots: 1 }).unwrap();
+        f.attach_pass("rc", Mode::Native).unwrap();
+        f
+    });
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.relay.0, ip2p_tests::relay_bin().to_str().unwrap()])
+        .args(["--listen", "10.71.1.1:3478", "--relay-ip", "10.71.2.1", "--user", "alice:wonderland"])
+        .args(["--admin", "off", "--datapath", dp, "--xdp", "on", "--xdp-interface", "rc"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("another XDP program holds the hook"), "{dp}: {err}");
+    drop(other);
 }
 
 on_both_datapaths! {
     names:
     leaves_no_program_behind: leaves_no_program_behind();
+    relays_back_out_the_same_interface: relays_back_out_the_same_interface();
     relays_through_the_fast_path: relays_through_the_fast_path(false);
     relays_ipv6_through_the_fast_path: relays_through_the_fast_path(true);
     an_expiry_ends_the_fast_path: an_expiry_ends_the_fast_path();

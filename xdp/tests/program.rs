@@ -406,7 +406,9 @@ fn never_drops_never_corrupts() {
                     }
                     f
                 });
-        let mut runner = TestRunner::new(Config { cases: 2000, failure_persistence: None, ..Config::default() });
+        // IP2P_XDP_CASES runs more (a long run in the background).
+        let cases = std::env::var("IP2P_XDP_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2000);
+        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
         let fast = std::cell::RefCell::new(fast);
         runner
             .run(&mutated, |sent| {
