@@ -244,6 +244,16 @@ impl Mirror {
             self.tables.remove(c);
         }
         if relay.slot != NO_SLOT {
+            if let Ok(c) = self.tables.counters(relay.slot) {
+                tracing::debug!(
+                    relay = token.0,
+                    to_peer_packets = c.packets[0],
+                    to_peer_bytes = c.bytes[0],
+                    to_client_packets = c.packets[1],
+                    to_client_bytes = c.bytes[1],
+                    "XDP traffic of an ended allocation"
+                );
+            }
             self.free.push(relay.slot);
         }
     }
