@@ -19,7 +19,7 @@ help:
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 30) on nightly"
 	@echo "make soak    churn and abuse the release relay for SOAK_SECONDS (default 60); fails if anything grows"
 	@echo "make bench   criterion benchmarks"
-	@echo "make bench-compare  ip2p-relay vs coturn vs direct with ip2p-bench (needs coturn)"
+	@echo "make bench-compare  ip2p-relay vs coturn vs direct with ip2p-bench (needs coturn; TOPOLOGY=veth: namespaces)"
 	@echo "make bench-allocs   100,000 concurrent allocations on one node (root: fd limit)"
 	@echo "make bench-scaling  1 worker against 2: CPU per packet, split, short-circuit"
 	@echo "make bench-xdp      the XDP fast path on and off, coturn, kernel routing, between namespaces (root)"

@@ -6,7 +6,11 @@
 # Servers get one worker / one relay thread (then each its defaults), pinned
 # to SERVER_CPU; the bench is pinned to BENCH_CPU. Tunables (env):
 # RATE (latency runs, pkt/s), LOAD_RATE (a second CPU measurement, pkt/s),
-# DURATION (s), CAP_START, CAP_STEP_DURATION (s), SIZES, MODES.
+# DURATION (s), CAP_START, CAP_STEP_DURATION (s), SIZES, MODES, and
+# TOPOLOGY: "loopback" (default: everything on this host's loopback, where
+# a sender pays for its receiver's softirq work) or "veth" (root: the bench
+# and the servers in network namespaces of the script's own, joined by a
+# veth pair, so receive work is charged as a real NIC's is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +28,8 @@ CAP_MAX_P99_US=${CAP_MAX_P99_US:-5000}
 SIZES=${SIZES:-"100 1200"}
 MODES=${MODES:-"pairs echo"}
 SESSIONS=${SESSIONS:-20}
-OUT=${OUT:-target/bench-compare}
+TOPOLOGY=${TOPOLOGY:-loopback}
+OUT=${OUT:-target/bench-compare$([ "$TOPOLOGY" = veth ] && echo -veth || true)}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/*.hgrm "$OUT"/*.svg "$OUT"/errors.log
 
@@ -41,23 +46,44 @@ RELAY=target/release/ip2p-relay
 BENCH=target/release/ip2p-bench
 
 if [ "$(nproc)" -ge 2 ]; then SERVER_CPU=${SERVER_CPU:-1}; BENCH_CPU=${BENCH_CPU:-0}; else SERVER_CPU=0; BENCH_CPU=0; fi
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+NS=ip2p-bc-$$
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  if [ "$TOPOLOGY" = veth ]; then sleep 0.2; ip netns del "$NS-r" 2>/dev/null || true; ip netns del "$NS-b" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
 
+# Where the servers and the bench run, and their addresses: IN_R and IN_B
+# prefix a command to run it in the relay's or the bench's namespace.
+case "$TOPOLOGY" in
+  loopback) IN_R=(); IN_B=(); SERVER_IP=127.0.0.1; PEER_IP=127.0.0.2 ;;
+  veth)
+    [ "$(id -u)" = 0 ] || { echo "TOPOLOGY=veth needs root (network namespaces)" >&2; exit 1; }
+    ip netns add "$NS-r"; ip netns add "$NS-b"
+    for n in r b; do ip -n "$NS-$n" link set lo up; done
+    ip -n "$NS-r" link add vr type veth peer name vb netns "$NS-b"
+    ip -n "$NS-r" addr add 10.73.0.1/24 dev vr; ip -n "$NS-b" addr add 10.73.0.2/24 dev vb
+    ip -n "$NS-r" link set dev vr up; ip -n "$NS-b" link set dev vb up
+    IN_R=(ip netns exec "$NS-r"); IN_B=(ip netns exec "$NS-b"); SERVER_IP=10.73.0.1; PEER_IP=10.73.0.2 ;;
+  *) echo "TOPOLOGY is loopback or veth, not $TOPOLOGY" >&2; exit 1 ;;
+esac
+free_port() { # in the namespace of "$@" (none: this one)
+  "$@" python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])'
+}
+
 start_ip2p() { # workers
-  local port; port=$(free_port)
-  taskset -c "$SERVER_CPU" "$RELAY" --config bench/relay-bench.toml --workers "$1" --listen "127.0.0.1:$port" \
-    --user demo:demo-password --realm ip2p --admin off >"$OUT/ip2p.log" 2>&1 &
+  local port; port=$(free_port "${IN_R[@]}")
+  "${IN_R[@]}" taskset -c "$SERVER_CPU" "$RELAY" --config bench/relay-bench.toml --workers "$1" --listen "$SERVER_IP:$port" \
+    --allow-peer "$PEER_IP/32" --user demo:demo-password --realm ip2p --admin off >"$OUT/ip2p.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
 }
 start_coturn() { # relay threads ("" for the default)
-  local port; port=$(free_port)
+  local port; port=$(free_port "${IN_R[@]}")
   local threads=(); [ -n "$1" ] && threads=(--relay-threads="$1")
-  taskset -c "$SERVER_CPU" turnserver -n --listening-ip=127.0.0.1 --listening-port="$port" --relay-ip=127.0.0.1 \
+  "${IN_R[@]}" taskset -c "$SERVER_CPU" turnserver -n --listening-ip="$SERVER_IP" --listening-port="$port" --relay-ip="$SERVER_IP" \
     -a --user=demo:demo-password --realm=ip2p "${threads[@]}" --allow-loopback-peers --no-cli --no-tls --no-dtls \
     --log-file="$OUT/coturn.log" --simple-log >/dev/null 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
@@ -65,8 +91,10 @@ start_coturn() { # relay threads ("" for the default)
 # The bare forwarder (echo only): no protocol, recvmmsg/sendmmsg, a socket
 # per client towards the bench's echo, which listens at ECHO_PORT.
 start_forwarder() {
-  local port; port=$(free_port); ECHO_PORT=$(free_port)
-  taskset -c "$SERVER_CPU" "$BENCH" forward --listen "127.0.0.1:$port" --to "127.0.0.1:$ECHO_PORT" \
+  local port; port=$(free_port "${IN_R[@]}"); ECHO_PORT=$(free_port "${IN_B[@]}")
+  local echo_ip=127.0.0.1; [ "$TOPOLOGY" = veth ] && echo_ip=$PEER_IP
+  ECHO_IP=$echo_ip
+  "${IN_R[@]}" taskset -c "$SERVER_CPU" "$BENCH" forward --listen "$SERVER_IP:$port" --to "$ECHO_IP:$ECHO_PORT" \
     >"$OUT/forwarder.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
 }
@@ -76,15 +104,15 @@ wait_ready() { sleep 1; }
 # A failed run (its stderr in $OUT/errors.log) is reported, not fatal: the
 # other scenarios still run.
 bench() {
-  taskset -c "$BENCH_CPU" "$BENCH" "$@" 2>>"$OUT/errors.log" || echo "FAILED: ip2p-bench $1 (see $OUT/errors.log)"
+  "${IN_B[@]}" taskset -c "$BENCH_CPU" "$BENCH" "$@" 2>>"$OUT/errors.log" || echo "FAILED: ip2p-bench $1 (see $OUT/errors.log)"
 }
 
 # via <name> <mode>: the bench's --mode (and --echo-at) for a server.
 via() {
   case "$1" in
     direct) [ "$2" = pairs ] && echo "--mode direct" || echo "--mode direct-echo" ;;
-    forwarder) echo "--mode forwarded-echo --echo-at 127.0.0.1:$ECHO_PORT" ;;
-    *) echo "--mode $2" ;;
+    forwarder) echo "--mode forwarded-echo --echo-at $ECHO_IP:$ECHO_PORT" ;;
+    *) if [ "$2" = echo ] && [ "$TOPOLOGY" = veth ]; then echo "--mode echo --echo-at $PEER_IP:0"; else echo "--mode $2"; fi ;;
   esac
 }
 
@@ -97,7 +125,7 @@ latency() {
     return
   fi
   local c0 c1; c0=$(cpu_ticks "$SERVER_PID")
-  bench latency --engine epoll --server "127.0.0.1:$SERVER_PORT" $(via "$name" "$mode") --size "$size" --rate "$RATE" \
+  bench latency --engine epoll --server "$SERVER_IP:$SERVER_PORT" $(via "$name" "$mode") --size "$size" --rate "$RATE" \
     --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B" --json "$json" \
     --hgrm "$OUT/$mode-$size-$name.hgrm" | sed -n 2p
   c1=$(cpu_ticks "$SERVER_PID")
@@ -108,7 +136,7 @@ latency() {
 load() {
   local name=$1 mode=$2 size=$3 c0 c1
   c0=$(cpu_ticks "$SERVER_PID")
-  bench latency --engine io-uring --server "127.0.0.1:$SERVER_PORT" $(via "$name" "$mode") --size "$size" --rate "$LOAD_RATE" \
+  bench latency --engine io-uring --server "$SERVER_IP:$SERVER_PORT" $(via "$name" "$mode") --size "$size" --rate "$LOAD_RATE" \
     --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B at $LOAD_RATE" \
     --json "$OUT/load-$name-$mode-$size.json" | sed -n 2p
   c1=$(cpu_ticks "$SERVER_PID")
@@ -116,14 +144,14 @@ load() {
 }
 
 capacity() {
-  local name=$1 mode=$2 size=$3 server=127.0.0.1:${SERVER_PORT:-0}
+  local name=$1 mode=$2 size=$3 server=$SERVER_IP:${SERVER_PORT:-0}
   bench capacity --engine io-uring --server "$server" $(via "$name" "$mode") --size "$size" --rate "$CAP_START" \
     --sessions "$SESSIONS" --duration "$CAP_STEP_DURATION" --warmup 0.5 --label "$name" --max-p99-us "$CAP_MAX_P99_US" \
     --json "$OUT/capacity-$name-$mode-$size.json" | tail -n 1
 }
 
 echo "ip2p-bench compare: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
-echo "servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; latency runs at $RATE pkt/s, $SESSIONS sessions, ${DURATION}s (epoll engine)"
+echo "topology: $TOPOLOGY$([ "$TOPOLOGY" = veth ] && echo " (bench and servers in network namespaces joined by a veth pair)"); servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; latency runs at $RATE pkt/s, $SESSIONS sessions, ${DURATION}s (epoll engine)"
 echo "capacity: highest rate with loss <= 0.1% and p99 <= $CAP_MAX_P99_US us, from $CAP_START pkt/s in steps of x1.25, a step failing only if both of 2 runs fail (io_uring engine)"
 echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)"
 for size in $SIZES; do
