@@ -1,85 +1,135 @@
 #!/usr/bin/env bash
-# make bench-scaling: ip2p-relay with 1 worker, then 2, under the same
-# fixed-rate load (pairs and echo, many 5-tuples): server CPU per packet,
-# how the work splits between workers (their CPU from /status), how many
-# pair packets took the short-circuit (across workers, through an inbox),
-# and capacity. Tunables (env): RATE, SESSIONS, DURATION, SIZE, MODES.
+# make bench-scaling: ip2p-relay with 1 worker, 2, and where the machine has
+# the cores 4 and 8, each at fixed rates per worker (the same load per
+# worker, many 5-tuples): server CPU per packet, how the work splits between
+# workers (their CPU from /status), how many pair packets took the
+# short-circuit and how many of those crossed workers (through an inbox),
+# and capacity. Tunables (env): WORKERS, RATES (pkt/s per worker),
+# SESSIONS, DURATION, SIZE, MODES, and TOPOLOGY ("loopback", or "veth":
+# the bench and the relay in network namespaces joined by a veth pair,
+# where receive work is charged as with a real NIC; root).
 #
-# On a 2-core machine the bench needs a core too, so 2 workers share a CPU
-# with it: capacity there is the bench's; CPU per packet and the split are
-# the figures that carry to a machine with cores to spare.
+# Workers are pinned to the last CPUs, the bench to the first, apart when
+# there are enough cores (workers + 1); on a 2-core machine 2 workers share
+# the CPUs with the bench: capacity there is the bench's, while CPU per
+# packet and the split carry to a machine with cores to spare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RATE=${RATE:-20000}
+CPUS=$(nproc)
+default_workers="1 2"
+[ "$CPUS" -ge 5 ] && default_workers="$default_workers 4"
+[ "$CPUS" -ge 9 ] && default_workers="$default_workers 8"
+WORKERS=${WORKERS:-$default_workers}
+RATES=${RATES:-"5000 20000 40000 100000"}
 SESSIONS=${SESSIONS:-40}
 DURATION=${DURATION:-5}
 SIZE=${SIZE:-100}
 MODES=${MODES:-"pairs echo"}
-OUT=${OUT:-target/bench-scaling}
+TOPOLOGY=${TOPOLOGY:-loopback}
+OUT=${OUT:-target/bench-scaling$([ "$TOPOLOGY" = veth ] && echo -veth || true)}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/errors.log
 
 cargo build --release --locked -p ip2p-relay -p ip2p-bench
-RELAY=target/release/ip2p-relay
-BENCH=target/release/ip2p-bench
-LAST_CPU=$(($(nproc) - 1))
-
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-status() { python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(f"http://{sys.argv[1]}/" + sys.argv[2]).read().decode())' "$ADMIN" "$1"; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+RELAY=$PWD/target/release/ip2p-relay
+BENCH=$PWD/target/release/ip2p-bench
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+NS=ip2p-bs-$$
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  if [ "$TOPOLOGY" = veth ]; then sleep 0.2; ip netns del "$NS-r" 2>/dev/null || true; ip netns del "$NS-b" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
+case "$TOPOLOGY" in
+  loopback) IN_R=(); IN_B=(); SERVER_IP=127.0.0.1; PEER_IP=127.0.0.2 ;;
+  veth)
+    [ "$(id -u)" = 0 ] || { echo "TOPOLOGY=veth needs root (network namespaces)" >&2; exit 1; }
+    ip netns add "$NS-r"; ip netns add "$NS-b"
+    for n in r b; do ip -n "$NS-$n" link set lo up; done
+    ip -n "$NS-r" link add vr type veth peer name vb netns "$NS-b"
+    ip -n "$NS-r" addr add 10.73.0.1/24 dev vr; ip -n "$NS-b" addr add 10.73.0.2/24 dev vb
+    ip -n "$NS-r" link set dev vr up; ip -n "$NS-b" link set dev vb up
+    IN_R=(ip netns exec "$NS-r"); IN_B=(ip netns exec "$NS-b"); SERVER_IP=10.73.0.1; PEER_IP=10.73.0.2 ;;
+  *) echo "TOPOLOGY is loopback or veth, not $TOPOLOGY" >&2; exit 1 ;;
+esac
+free_port() { "$@" python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])'; }
+admin() { "${IN_R[@]}" python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(f"http://{sys.argv[1]}/" + sys.argv[2]).read().decode())' "$ADMIN" "$1"; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# CPUs for n workers and for the bench: apart when the machine has room.
+worker_cpus() { local n=$1; if [ "$CPUS" -gt "$n" ]; then echo "$((CPUS - n))-$((CPUS - 1))"; else echo "0-$((CPUS - 1))"; fi; }
+bench_cpus() { local n=$1; if [ "$CPUS" -gt "$n" ]; then echo "0-$((CPUS - n - 1))"; else echo "0-$((CPUS - 1))"; fi; }
+echo_at=(); [ "$TOPOLOGY" = veth ] && echo_at=(--echo-at "$PEER_IP:0")
 
-echo "ip2p-bench scaling: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, kernel $(uname -r); $SESSIONS sessions at $RATE pkt/s, $SIZE B, ${DURATION}s"
-echo "1 worker pinned to CPU $LAST_CPU; 2 workers on CPUs 0-$LAST_CPU; the bench unpinned"
-printf '%-6s %-9s %11s %14s %16s %15s\n' mode workers "cpu us/pkt" "worker split" "short-circuited" "capacity pkt/s"
-# Pairs on two workers run once more without the short-circuit: the
+echo "ip2p-bench scaling: $(date -u +%Y-%m-%dT%H:%MZ), $CPUS CPUs, kernel $(uname -r); topology $TOPOLOGY; $SESSIONS sessions, $SIZE B, ${DURATION}s per rate"
+echo "workers on the last CPUs, the bench on the first (shared when there are not workers + 1 CPUs)"
+printf '%-6s %-9s %9s %11s %14s %16s %10s %15s\n' mode workers "pkt/s/w" "cpu us/pkt" "worker split" "short-circuited" crossed "capacity pkt/s"
+# Pairs on several workers also run without the short-circuit: the
 # packets between workers then cross the kernel.
 { cat bench/relay-bench.toml; printf '[relay]\nshort_circuit = false\n'; } >"$OUT/no-short-circuit.toml"
 for mode in $MODES; do
-  runs="1 2"; [ "$mode" = pairs ] && runs="1 2 2-off"
-  for run in $runs; do
-    workers=${run%-off}
-    config=(--config bench/relay-bench.toml); [ "$run" = 2-off ] && config=(--config "$OUT/no-short-circuit.toml")
-    cpus=$LAST_CPU; [ "$workers" = 2 ] && cpus=0-$LAST_CPU
-    port=$(free_port); ADMIN=127.0.0.1:$(free_port)
-    taskset -c "$cpus" "$RELAY" "${config[@]}" --workers "$workers" --listen "127.0.0.1:$port" --user demo:demo-password \
-      --realm ip2p --admin "$ADMIN" >"$OUT/relay.log" 2>&1 &
-    pid=$!; PIDS+=("$pid"); sleep 1
-    before=$(status status); c0=$(cpu_ticks "$pid")
-    json="$OUT/latency-$mode-$run.json"
-    "$BENCH" latency --server "127.0.0.1:$port" --mode "$mode" --size "$SIZE" --rate "$RATE" \
-      --sessions "$SESSIONS" --duration "$DURATION" --json "$json" >/dev/null 2>>"$OUT/errors.log" || echo "latency run failed"
-    c1=$(cpu_ticks "$pid"); after=$(status status); metrics=$(status metrics)
-    cap=$("$BENCH" capacity --server "127.0.0.1:$port" --mode "$mode" --size "$SIZE" --rate "$RATE" \
-      --sessions "$SESSIONS" --duration 2 --warmup 0.5 --max-p99-us 5000 2>>"$OUT/errors.log") || cap="failed"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-    python3 - "$json" "$((c1 - c0))" "$(getconf CLK_TCK)" "$before" "$after" "$metrics" "$mode" "$run" "$cap" <<'EOF'
+  for workers in $WORKERS; do
+    runs="on"; [ "$mode" = pairs ] && [ "$workers" -gt 1 ] && runs="on off"
+    for sc in $runs; do
+      config=(--config bench/relay-bench.toml); [ "$sc" = off ] && config=(--config "$OUT/no-short-circuit.toml")
+      port=$(free_port "${IN_R[@]}"); ADMIN=127.0.0.1:$(free_port "${IN_R[@]}")
+      "${IN_R[@]}" taskset -c "$(worker_cpus "$workers")" "$RELAY" "${config[@]}" --workers "$workers" \
+        --listen "$SERVER_IP:$port" --allow-peer "$PEER_IP/32" --user demo:demo-password --realm ip2p --admin "$ADMIN" \
+        >"$OUT/relay.log" 2>&1 &
+      pid=$!; PIDS+=("$pid"); sleep 1
+      label=$workers; [ "$sc" = off ] && label="$workers sc off"
+      for rate in $RATES; do
+        total=$((rate * workers))
+        before=$(admin status); c0=$(cpu_ticks "$pid"); m0=$(admin metrics)
+        json="$OUT/latency-$mode-$workers-$sc-$rate.json"
+        "${IN_B[@]}" taskset -c "$(bench_cpus "$workers")" "$BENCH" latency --server "$SERVER_IP:$port" --mode "$mode" \
+          "${echo_at[@]}" --size "$SIZE" --rate "$total" --sessions "$SESSIONS" --duration "$DURATION" --json "$json" \
+          >/dev/null 2>>"$OUT/errors.log" || echo "latency run failed ($mode, $label, $rate)"
+        c1=$(cpu_ticks "$pid"); after=$(admin status); m1=$(admin metrics)
+        cap=""
+        if [ "$rate" = "${RATES##* }" ]; then
+          cap=$("${IN_B[@]}" taskset -c "$(bench_cpus "$workers")" "$BENCH" capacity --server "$SERVER_IP:$port" --mode "$mode" \
+            "${echo_at[@]}" --size "$SIZE" --rate "$((20000 * workers))" --sessions "$SESSIONS" --duration 2 --warmup 0.5 \
+            --max-p99-us 5000 2>>"$OUT/errors.log") || cap="failed"
+        fi
+        python3 - "$json" "$((c1 - c0))" "$(getconf CLK_TCK)" "$before" "$after" "$m0" "$m1" "$mode" "$label" "$rate" "$cap" <<'EOF'
 import json, re, sys
-path, ticks, hz, before, after, metrics, mode, workers, cap = sys.argv[1:]
-run = json.load(open(path))
+path, ticks, hz, before, after, m0, m1, mode, workers, rate, cap = sys.argv[1:]
+try:
+    run = json.load(open(path))
+except (OSError, ValueError):
+    print(f"{mode:<6} {workers:<9} {rate:>9} {'failed':>11}")
+    sys.exit(0)
 delivered = max(run["received"], 1)
 cpu = 1e6 * int(ticks) / int(hz) / delivered
 w0 = {w["worker"]: w["cpu_seconds"] for w in json.loads(before)["per_worker"]}
 w1 = {w["worker"]: w["cpu_seconds"] for w in json.loads(after)["per_worker"]}
 used = [w1[k] - w0.get(k, 0) for k in sorted(w1)]
 split = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used) + " %"
-def metric(name):
-    m = re.search(rf"^{name} (\d+)", metrics, re.M)
+def metric(text, name):
+    m = re.search(rf"^{name} (\d+)", text, re.M)
     return int(m.group(1)) if m else 0
-relayed = metric('ip2p_relayed_packets_total\\{direction="to_peer",path="socket"\\}')
-short = metric("ip2p_short_circuit_packets_total")
+def delta(name):
+    return metric(m1, name) - metric(m0, name)
+relayed = delta('ip2p_relayed_packets_total\\{direction="to_peer",path="socket"\\}')
+short = delta("ip2p_short_circuit_packets_total")
+crossed = delta("ip2p_short_circuit_handoffs_total")
 share = f"{100 * short / relayed:.0f}% of {relayed}" if mode == "pairs" and relayed else "-"
+cross = f"{100 * crossed / short:.0f}%" if mode == "pairs" and short else "-"
 m = re.search(r"(\d+) pkt/s received", cap)
-bench = "fell behind" in cap
-capacity = (m.group(1) + (" (bench)" if bench else "")) if m else ("bench-bound" if bench else "failed")
-workers = workers.replace("-off", " sc off")
-print(f"{mode:<6} {workers:<9} {cpu:>11.2f} {split:>14} {share:>16} {capacity:>15}")
+capacity = ""
+if cap:
+    bench = "fell behind" in cap
+    capacity = (m.group(1) + (" (bench)" if bench else "")) if m else ("bench-bound" if bench else "failed")
+behind = "" if run["valid"] else " (bench behind)"
+print(f"{mode:<6} {workers:<9} {rate:>9} {cpu:>11.2f} {split:>14} {share:>16} {cross:>10} {capacity:>15}{behind}")
 EOF
+      done
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
   done
 done
-echo "bench-bound: the bench, sharing both CPUs with the workers, fell behind its own schedule at the first rate"
-echo "cpu us/pkt: relay CPU (all threads, /proc) per packet delivered at the fixed rate; worker split: each worker's share of the workers' CPU (from /status)"
+echo "pkt/s/w: the fixed rate per worker (the bench sends workers x that); cpu us/pkt: relay CPU (all threads, /proc) per packet delivered"
+echo "worker split: each worker's share of the workers' CPU (from /status); crossed: short-circuited packets handed to another worker's inbox"
+echo "capacity: at the last rate's row, the highest rate with loss <= 0.1% and p99 <= 5 ms; (bench behind): the bench fell behind its schedule"

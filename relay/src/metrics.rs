@@ -182,6 +182,8 @@ fn datapath_counters(out: &mut Out<'_>, sum: &Sum) -> fmt::Result {
     out.counter("ip2p_requests", "STUN requests received", sum.proto.requests)?;
     let help = "Datagrams handed straight to another allocation of this node (also counted as relayed)";
     out.counter("ip2p_short_circuit_packets", help, sum.proto.short_circuited)?;
+    let help = "Short-circuited datagrams handed to another worker's inbox (counted by the sender)";
+    out.counter("ip2p_short_circuit_handoffs", help, sum.proto.handed_off)?;
     out.counter("ip2p_send_errors", "Sends that failed (full buffers, unreachable peers)", sum.send_errors)?;
     out.counter("ip2p_truncated_packets", "Datagrams too large for a receive buffer", sum.truncated)?;
     out.counter("ip2p_buffer_exhaustion", "Times io_uring ran out of provided receive buffers", sum.out_of_buffers)

@@ -21,6 +21,10 @@ pub struct Stats {
     /// the receiving allocation: each is also counted as relayed once each
     /// way.
     pub short_circuited: u64,
+    /// Of the datagrams a client sent to another allocation of this node,
+    /// those handed to another worker's inbox, counted by the sender: the
+    /// short-circuit's crossings between workers.
+    pub handed_off: u64,
     /// Payload bytes relayed peer → client.
     pub to_client_bytes: u64,
     /// STUN requests received (answered or not).
@@ -47,6 +51,7 @@ impl Stats {
         self.to_peer_bytes += o.to_peer_bytes;
         self.to_client_packets += o.to_client_packets;
         self.short_circuited += o.short_circuited;
+        self.handed_off += o.handed_off;
         self.to_client_bytes += o.to_client_bytes;
         self.requests += o.requests;
         self.responses.add(&o.responses);

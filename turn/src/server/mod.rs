@@ -224,6 +224,9 @@ impl Server {
         };
         let room = t.range.start >= PEER_HEADROOM && buf.len().saturating_sub(t.range.end) >= PEER_TAILROOM;
         if worker != usize::from(self.worker) || !room {
+            if worker != usize::from(self.worker) {
+                self.stats.handed_off += 1;
+            }
             return Verdict::Handoff(Handoff { worker, from, transmit: t });
         }
         match self.handoff(now, t.to, from, buf, t.range) {

@@ -1222,8 +1222,8 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Err(DropReason::NoPermission));
     // Counted as relayed on both sides, short-circuited where delivered.
     let (sa, sb) = (a.server.stats().clone(), b.server.stats().clone());
-    assert_eq!((sa.to_peer_packets, sa.short_circuited), (4, 0));
-    assert_eq!((sb.to_client_packets, sb.short_circuited, sb.dropped.no_permission), (2, 4, 2));
+    assert_eq!((sa.to_peer_packets, sa.short_circuited, sa.handed_off), (4, 0, 4));
+    assert_eq!((sb.to_client_packets, sb.short_circuited, sb.dropped.no_permission, sb.handed_off), (2, 4, 2, 0));
 
     // B's allocation ends between A's look and B's delivery: dropped, and
     // after that A finds no live relayed address there and sends nothing
