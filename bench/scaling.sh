@@ -39,22 +39,10 @@ PIDS=()
 NS=ip2p-bs-$$
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  if [ "$TOPOLOGY" = veth ]; then sleep 0.2; ip netns del "$NS-r" 2>/dev/null || true; ip netns del "$NS-b" 2>/dev/null || true; fi
+  topology_down
 }
 trap cleanup EXIT
-case "$TOPOLOGY" in
-  loopback) IN_R=(); IN_B=(); SERVER_IP=127.0.0.1; PEER_IP=127.0.0.2 ;;
-  veth)
-    [ "$(id -u)" = 0 ] || { echo "TOPOLOGY=veth needs root (network namespaces)" >&2; exit 1; }
-    ip netns add "$NS-r"; ip netns add "$NS-b"
-    for n in r b; do ip -n "$NS-$n" link set lo up; done
-    ip -n "$NS-r" link add vr type veth peer name vb netns "$NS-b"
-    ip -n "$NS-r" addr add 10.73.0.1/24 dev vr; ip -n "$NS-b" addr add 10.73.0.2/24 dev vb
-    ip -n "$NS-r" link set dev vr up; ip -n "$NS-b" link set dev vb up
-    IN_R=(ip netns exec "$NS-r"); IN_B=(ip netns exec "$NS-b"); SERVER_IP=10.73.0.1; PEER_IP=10.73.0.2 ;;
-  *) echo "TOPOLOGY is loopback or veth, not $TOPOLOGY" >&2; exit 1 ;;
-esac
-free_port() { "$@" python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])'; }
+source bench/topology.sh
 admin() { "${IN_R[@]}" python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(f"http://{sys.argv[1]}/" + sys.argv[2]).read().decode())' "$ADMIN" "$1"; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # CPUs for n workers and for the bench: apart when the machine has room.

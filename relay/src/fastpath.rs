@@ -159,7 +159,7 @@ pub(crate) struct Mirror {
     free: Vec<u32>,
     /// Entries the tables refused (full); those channels stay on the
     /// socket path.
-    pub(crate) refused: u64,
+    refused: u64,
 }
 
 #[derive(Debug)]
@@ -193,6 +193,18 @@ impl Mirror {
 
     fn path(&mut self, p: &ChannelPath) {
         let Some(&listen) = self.listen.get(usize::from(p.listener.index)) else { return };
+        let mut c = Channel {
+            listen,
+            client: p.client,
+            relayed: p.relayed,
+            peer: p.peer,
+            channel: p.channel,
+            until: p.until,
+            slot: NO_SLOT,
+        };
+        if !c.supported() {
+            return;
+        }
         let relay = match self.relays.entry(p.relay) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -203,18 +215,7 @@ impl Mirror {
                 e.insert(Relay { slot, channels: Vec::new() })
             }
         };
-        let c = Channel {
-            listen,
-            client: p.client,
-            relayed: p.relayed,
-            peer: p.peer,
-            channel: p.channel,
-            until: p.until,
-            slot: relay.slot,
-        };
-        if !c.supported() {
-            return;
-        }
+        c.slot = relay.slot;
         // A path replaces whatever held its channel number or its peer.
         let tables = &mut self.tables;
         relay.channels.retain(|old| {
@@ -230,6 +231,9 @@ impl Mirror {
                 relay.channels.push(c);
             }
             Err(e) => {
+                // Nothing of it stays behind that the mirror no longer
+                // knows of (a refresh of an entry whose keys it shared).
+                tables.remove(&c);
                 self.refused += 1;
                 if self.refused.is_power_of_two() {
                     tracing::warn!(error = %e, refused = self.refused, "XDP table full: channels stay on the socket path");

@@ -194,6 +194,61 @@ static __always_inline int fib_failed(long rc)
 	return 1;
 }
 
+/* The live entry for a datagram whose key has its addresses and ports:
+ * a client's ChannelData (`*to_peer` set) or a peer's datagram. NULL for
+ * anything else, and for an entry past its deadline (counted). */
+static __always_inline struct flow_out *match(struct flow_key *key, __u8 *payload, void *end, __u32 len,
+					      int *to_peer)
+{
+	__be16 channel = channel_of(payload, end, len);
+	struct flow_out *out = 0;
+
+	if (channel) {
+		key->channel = channel;
+		out = lookup(key, 1);
+	}
+	*to_peer = out != 0;
+	if (!out) {
+		key->channel = 0;
+		out = lookup(key, 0);
+	}
+	if (out && bpf_ktime_get_ns() >= out->deadline_ns) {
+		count(OUT_EXPIRED, 0);
+		return 0;
+	}
+	return out;
+}
+
+/* Moves the frame's start by the ChannelData header (dropped going to a
+ * peer, made room for going to a client), writes the rewritten headers `n`
+ * (`size` bytes) and the ChannelData header, counts, and sends it. */
+static __always_inline int emit(struct xdp_md *ctx, const void *n, __u32 size, struct flow_out *out, int to_peer,
+				__u32 len, __u32 new_len, __u32 ifindex)
+{
+	void *data, *end;
+	__u32 payload = to_peer ? new_len : len;
+
+	if (bpf_xdp_adjust_head(ctx, to_peer ? CHANNEL_HEADER : -CHANNEL_HEADER))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	/* Always true (the frame had the headers and, going to a client, has
+	 * room for the ChannelData header now), but the verifier must see it. */
+	if (data + size + (to_peer ? 0 : CHANNEL_HEADER) > end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, n, size);
+	if (!to_peer) {
+		__be16 *header = data + size;
+
+		header[0] = out->channel;
+		header[1] = bpf_htons(len);
+	}
+	/* Payload bytes, as the socket path counts them. */
+	count(to_peer ? OUT_TO_PEER : OUT_TO_CLIENT, payload);
+	count_flow(out->slot, !to_peer, payload);
+	return send(ctx, ifindex);
+}
+
 static __always_inline int relay_v4(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -205,7 +260,7 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	struct hdr4 n;
 	__u32 ip_len, len, new_len;
 	__u64 removed, added;
-	__be16 channel, new_udp_len;
+	__be16 new_udp_len;
 	int to_peer;
 
 	if ((void *)(h + 1) > end)
@@ -227,23 +282,9 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	__builtin_memcpy(key.remote, &h->ip.saddr, 4);
 	key.local_port = h->udp.dest;
 	key.remote_port = h->udp.source;
-	channel = channel_of((__u8 *)(h + 1), end, len);
-	out = 0;
-	if (channel) {
-		key.channel = channel;
-		out = lookup(&key, 1);
-	}
-	to_peer = out != 0;
-	if (!out) {
-		key.channel = 0;
-		out = lookup(&key, 0);
-	}
+	out = match(&key, (__u8 *)(h + 1), end, len, &to_peer);
 	if (!out)
 		return XDP_PASS;
-	if (bpf_ktime_get_ns() >= out->deadline_ns) {
-		count(OUT_EXPIRED, 0);
-		return XDP_PASS;
-	}
 
 	new_len = to_peer ? len - CHANNEL_HEADER : len + CHANNEL_HEADER;
 	fib.family = AF_INET;
@@ -287,25 +328,7 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 		n.udp.check = csum_update(h->udp.check, removed, added) ?: 0xffff;
 	}
 
-	if (bpf_xdp_adjust_head(ctx, to_peer ? CHANNEL_HEADER : -CHANNEL_HEADER))
-		return XDP_PASS;
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	/* Always true (the frame had the headers and, going to a client, has
-	 * room for the ChannelData header now), but the verifier must see it. */
-	if (data + sizeof(n) + (to_peer ? 0 : CHANNEL_HEADER) > end)
-		return XDP_ABORTED;
-	__builtin_memcpy(data, &n, sizeof(n));
-	if (!to_peer) {
-		__be16 *header = data + sizeof(n);
-
-		header[0] = out->channel;
-		header[1] = bpf_htons(len);
-	}
-	/* Payload bytes, as the socket path counts them. */
-	count(to_peer ? OUT_TO_PEER : OUT_TO_CLIENT, to_peer ? new_len : len);
-	count_flow(out->slot, !to_peer, to_peer ? new_len : len);
-	return send(ctx, fib.ifindex);
+	return emit(ctx, &n, sizeof(n), out, to_peer, len, new_len, fib.ifindex);
 }
 
 static __always_inline int relay_v6(struct xdp_md *ctx)
@@ -319,7 +342,7 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	struct hdr6 n;
 	__u32 len, new_len, flags = 0;
 	__u64 removed, added;
-	__be16 channel, new_udp_len;
+	__be16 new_udp_len;
 	int to_peer;
 
 	if ((void *)(h + 1) > end)
@@ -339,23 +362,9 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	__builtin_memcpy(key.remote, &h->ip.saddr, 16);
 	key.local_port = h->udp.dest;
 	key.remote_port = h->udp.source;
-	channel = channel_of((__u8 *)(h + 1), end, len);
-	out = 0;
-	if (channel) {
-		key.channel = channel;
-		out = lookup(&key, 1);
-	}
-	to_peer = out != 0;
-	if (!out) {
-		key.channel = 0;
-		out = lookup(&key, 0);
-	}
+	out = match(&key, (__u8 *)(h + 1), end, len, &to_peer);
 	if (!out)
 		return XDP_PASS;
-	if (bpf_ktime_get_ns() >= out->deadline_ns) {
-		count(OUT_EXPIRED, 0);
-		return XDP_PASS;
-	}
 
 	new_len = to_peer ? len - CHANNEL_HEADER : len + CHANNEL_HEADER;
 	fib.family = AF_INET6;
@@ -393,25 +402,7 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	}
 	n.udp.check = csum_update(h->udp.check, removed, added) ?: 0xffff;
 
-	if (bpf_xdp_adjust_head(ctx, to_peer ? CHANNEL_HEADER : -CHANNEL_HEADER))
-		return XDP_PASS;
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	/* Always true (the frame had the headers and, going to a client, has
-	 * room for the ChannelData header now), but the verifier must see it. */
-	if (data + sizeof(n) + (to_peer ? 0 : CHANNEL_HEADER) > end)
-		return XDP_ABORTED;
-	__builtin_memcpy(data, &n, sizeof(n));
-	if (!to_peer) {
-		__be16 *header = data + sizeof(n);
-
-		header[0] = out->channel;
-		header[1] = bpf_htons(len);
-	}
-	/* Payload bytes, as the socket path counts them. */
-	count(to_peer ? OUT_TO_PEER : OUT_TO_CLIENT, to_peer ? new_len : len);
-	count_flow(out->slot, !to_peer, to_peer ? new_len : len);
-	return send(ctx, fib.ifindex);
+	return emit(ctx, &n, sizeof(n), out, to_peer, len, new_len, fib.ifindex);
 }
 
 SEC("xdp")

@@ -33,17 +33,18 @@ pub const PROGRAM: Option<&[u8]> = None;
 pub struct Error {
     what: &'static str,
     detail: String,
+    errno: Option<i32>,
 }
 
 impl Error {
     fn new(what: &'static str, detail: impl fmt::Display) -> Self {
-        Self { what, detail: detail.to_string() }
+        Self { what, detail: detail.to_string(), errno: None }
     }
 
     /// The kernel's errno, when the failure was a system call's.
     #[must_use]
     pub fn errno(&self) -> Option<i32> {
-        self.detail.rsplit("os error ").next().and_then(|s| s.trim_end_matches(')').parse().ok())
+        self.errno
     }
 }
 
@@ -133,7 +134,7 @@ impl FastPath {
             Mode::Native => XdpMode::Driver,
             Mode::Generic => XdpMode::Skb,
         };
-        let link = prog.attach(ifname, flags).map_err(|e| Error::new("attaching", attach_error(e)))?;
+        let link = prog.attach(ifname, flags).map_err(|e| attach_error(&e))?;
         self.attached.push((ifname.to_owned(), name, link));
         Ok(())
     }
@@ -238,15 +239,19 @@ fn verifier(e: ProgramError) -> String {
     }
 }
 
-fn attach_error(e: ProgramError) -> String {
+/// An attach failure with its causes spelled out, and the system call's
+/// errno when one of them carries it.
+fn attach_error(e: &ProgramError) -> Error {
     use std::error::Error as _;
     let mut text = e.to_string();
+    let mut errno = None;
     let mut source = e.source();
     while let Some(s) = source {
         text = format!("{text}: {s}");
+        errno = errno.or_else(|| s.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error));
         source = s.source();
     }
-    text
+    Error { what: "attaching", detail: text, errno }
 }
 
 /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads, and what [`Instant`] is
