@@ -3,11 +3,12 @@
 # the cores 4 and 8, each at fixed rates per worker (the same load per
 # worker, many 5-tuples): server CPU per packet, how the work splits between
 # workers (their CPU from /status), how many pair packets took the
-# short-circuit and how many of those crossed workers (through an inbox),
-# and capacity. Tunables (env): WORKERS, RATES (pkt/s per worker),
-# SESSIONS, DURATION, SIZE, MODES, and TOPOLOGY ("loopback", or "veth":
-# the bench and the relay in network namespaces joined by a veth pair,
-# where receive work is charged as with a real NIC; root).
+# short-circuit and how many of those crossed workers (and of them, how
+# many went through the owner's inbox), and capacity. Tunables (env):
+# WORKERS, RATES (pkt/s per worker), SESSIONS, DURATION, SIZE, MODES, RELAY
+# (another build to measure), and TOPOLOGY ("loopback", or "veth": the
+# bench and the relay in network namespaces joined by a veth pair, where
+# receive work is charged as with a real NIC; root).
 #
 # Workers are pinned to the last CPUs, the bench to the first, apart when
 # there are enough cores (workers + 1); on a 2-core machine 2 workers share
@@ -32,7 +33,7 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/errors.log
 
 cargo build --release --locked -p ip2p-relay -p ip2p-bench
-RELAY=$PWD/target/release/ip2p-relay
+RELAY=${RELAY:-$PWD/target/release/ip2p-relay}
 BENCH=$PWD/target/release/ip2p-bench
 
 PIDS=()
@@ -102,9 +103,11 @@ def delta(name):
     return metric(m1, name) - metric(m0, name)
 relayed = delta('ip2p_relayed_packets_total\\{direction="to_peer",path="socket"\\}')
 short = delta("ip2p_short_circuit_packets_total")
-crossed = delta("ip2p_short_circuit_handoffs_total")
+handoffs = delta("ip2p_short_circuit_handoffs_total")
+# Before the direct crossing every crossing was a handoff.
+crossed = delta("ip2p_short_circuit_crossed_total") if "ip2p_short_circuit_crossed_total" in m1 else handoffs
 share = f"{100 * short / relayed:.0f}% of {relayed}" if mode == "pairs" and relayed else "-"
-cross = f"{100 * crossed / short:.0f}%" if mode == "pairs" and short else "-"
+cross = f"{100 * crossed / short:.0f}%/{100 * handoffs / short:.0f}%" if mode == "pairs" and short else "-"
 m = re.search(r"(\d+) pkt/s received", cap)
 capacity = ""
 if cap:
@@ -119,5 +122,5 @@ EOF
   done
 done
 echo "pkt/s/w: the fixed rate per worker (the bench sends workers x that); cpu us/pkt: relay CPU (all threads, /proc) per packet delivered"
-echo "worker split: each worker's share of the workers' CPU (from /status); crossed: short-circuited packets handed to another worker's inbox"
+echo "worker split: each worker's share of the workers' CPU (from /status); crossed: short-circuited packets for another worker's allocation / of them through its inbox"
 echo "capacity: at the last rate's row, the highest rate with loss <= 0.1% and p99 <= 5 ms; (bench behind): the bench fell behind its schedule"

@@ -182,7 +182,9 @@ fn datapath_counters(out: &mut Out<'_>, sum: &Sum) -> fmt::Result {
     out.counter("ip2p_requests", "STUN requests received", sum.proto.requests)?;
     let help = "Datagrams handed straight to another allocation of this node (also counted as relayed)";
     out.counter("ip2p_short_circuit_packets", help, sum.proto.short_circuited)?;
-    let help = "Short-circuited datagrams handed to another worker's inbox (counted by the sender)";
+    let help = "Short-circuited datagrams for another worker's allocation (counted by the sender)";
+    out.counter("ip2p_short_circuit_crossed", help, sum.proto.crossed)?;
+    let help = "Of those, the datagrams handed to the owner's inbox (counted by the sender)";
     out.counter("ip2p_short_circuit_handoffs", help, sum.proto.handed_off)?;
     out.counter("ip2p_send_errors", "Sends that failed (full buffers, unreachable peers)", sum.send_errors)?;
     out.counter("ip2p_truncated_packets", "Datagrams too large for a receive buffer", sum.truncated)?;

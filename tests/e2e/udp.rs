@@ -272,6 +272,69 @@ fn client_pairs_on_one_node(dp: DatapathKind, workers: usize, extra: &str) {
     }
 }
 
+/// Two clients whose allocations live on different workers of a node
+/// with two.
+fn a_pair_across_workers(node: &Node) -> (Client, Client, SocketAddr, SocketAddr) {
+    for _ in 0..40 {
+        let mut a = Client::new(server(node), "alice", "wonderland").unwrap();
+        let mut b = Client::new(server(node), "bob", "builder").unwrap();
+        let (ra, rb) = (a.allocate(None).unwrap(), b.allocate(None).unwrap());
+        if owner_of_two(ra) != owner_of_two(rb) {
+            return (a, b, ra, rb);
+        }
+    }
+    panic!("no pair across the workers in 40 tries");
+}
+
+/// A packet between clients on two workers is delivered by the sender's
+/// worker as the destination's allocation says: its permissions and
+/// channels, counted once each way; under a bandwidth limit the
+/// destination's bucket decides (through its owner).
+fn across_workers_the_destination_decides(dp: DatapathKind, bandwidth: bool) {
+    let node = start(dp, if bandwidth { "[allocation]\nbandwidth = 5000" } else { "" });
+    let (mut a, mut b, ra, rb) = a_pair_across_workers(&node);
+    let sum = |f: fn(&ip2p_relay::proto::Stats) -> u64| node.stats().iter().map(|s| f(&s.proto)).sum::<u64>();
+    a.channel_bind(0x4000, rb).unwrap();
+    let quiet = Duration::from_millis(200);
+    // No permission on B's side: nothing arrives.
+    for i in 0..3u8 {
+        a.send_channel(0x4000, &[i; 100]).unwrap();
+    }
+    assert_eq!(b.recv(quiet).unwrap(), None);
+    assert_eq!(sum(|s| s.dropped.no_permission), 3);
+    if bandwidth {
+        // B's bucket (5,000 B/s, a second's burst) emptied by a peer
+        // outside: A's packets (A's own bucket full) are dropped at B's.
+        let p = peer();
+        b.create_permission(&[ra, p.local_addr().unwrap()]).unwrap();
+        for _ in 0..5 {
+            p.send_to(&[1; 1000], rb).unwrap();
+            assert!(matches!(b.recv(WAIT).unwrap(), Some(Received::Data { .. })));
+        }
+        for _ in 0..3 {
+            a.send_channel(0x4000, &[2; 1000]).unwrap();
+        }
+        assert_eq!(b.recv(quiet).unwrap(), None);
+        assert_eq!(sum(|s| s.dropped.rate_limit), 3);
+        assert_eq!(sum(|s| s.handed_off), 6, "under a limit the owner decides every crossing");
+        return;
+    }
+    // A permission: Data indications from A's relayed address.
+    b.create_permission(&[ra]).unwrap();
+    a.send_channel(0x4000, b"data").unwrap();
+    assert_eq!(b.recv(WAIT).unwrap(), Some(Received::Data { peer: ra, data: b"data".to_vec() }));
+    // A channel: ChannelData on B's number.
+    b.channel_bind(0x4001, ra).unwrap();
+    for i in 0..10u8 {
+        a.send_channel(0x4000, &[i; 300]).unwrap();
+        assert_eq!(b.recv(WAIT).unwrap(), Some(Received::Channel { channel: 0x4001, data: vec![i; 300] }));
+    }
+    // Counted once each way, as crossings, none through an inbox.
+    assert_eq!((sum(|s| s.to_peer_packets), sum(|s| s.to_client_packets)), (14, 11));
+    assert_eq!((sum(|s| s.short_circuited), sum(|s| s.crossed), sum(|s| s.handed_off)), (14, 14, 0));
+    assert_eq!(sum(|s| s.to_client_bytes), 4 + 3000);
+}
+
 /// With `busy_poll_us`, a worker relays as usual, polls for a while after
 /// work, and then sleeps: an idle relay does not spin.
 fn busy_polling_relays_then_sleeps(dp: DatapathKind) {
@@ -408,6 +471,8 @@ on_both_datapaths! {
     bandwidth_limit: bandwidth_limit_drops_the_excess();
     pairs_on_one_worker: client_pairs_on_one_node(1, "");
     pairs_across_workers: client_pairs_on_one_node(2, "");
+    across_workers_the_destination_decides: across_workers_the_destination_decides(false);
+    across_workers_under_a_bandwidth_limit: across_workers_the_destination_decides(true);
     pairs_on_two_relay_addresses: client_pairs_on_one_node(2, "[relay]\nips = [\"127.0.0.1\", \"127.0.0.3\"]");
     busy_poll: busy_polling_relays_then_sleeps();
     many_clients: many_clients_at_once();

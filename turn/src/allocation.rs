@@ -14,6 +14,7 @@ use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{ErrorCode, IntegrityKind};
 
 use super::policy::canonical;
+use super::shared::View;
 use super::{Account, ListenerId};
 
 /// RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds".
@@ -247,6 +248,24 @@ impl Allocation {
             let p = self.permissions.iter().find(|p| p.ip == ip && p.expires > now)?;
             (!p.host).then_some((c, c.expires.min(p.expires)))
         })
+    }
+
+    /// What another worker needs to deliver a short-circuited packet from
+    /// one of the host's relayed addresses (see [`crate::shared::View`]).
+    pub(crate) fn view(&self) -> View {
+        let host = |ip: IpAddr| self.permissions.iter().any(|p| p.host && p.ip == canonical(ip));
+        View {
+            listener: self.listener,
+            client: self.client,
+            expires: self.expires,
+            permissions: self.permissions.iter().filter(|p| p.host).map(|p| (p.ip, p.expires)).collect(),
+            channels: self
+                .channels
+                .iter()
+                .filter(|c| host(c.peer.ip()))
+                .map(|c| (c.peer, c.number, c.expires))
+                .collect(),
+        }
     }
 
     /// Checks the rebinding rules of RFC 8656 §12.2 without changing anything.

@@ -4,11 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use ip2p_wire::ErrorCode;
+
+use crate::{DropReason, ListenerId};
 
 /// What the workers of one node share.
 #[derive(Debug, Default)]
@@ -31,12 +34,57 @@ impl Shared {
     }
 }
 
-/// Which worker owns each UDP relay port of each relay address: how the
-/// local short-circuit finds the worker behind another allocation's relayed
-/// address. Written by the owner when it opens and closes a relay; read
-/// without a lock for each packet addressed to a relay address. A table
-/// (64k entries) is made when its address is first used.
-pub(crate) struct Owners([std::sync::OnceLock<Box<[AtomicU16]>>; 2 * super::MAX_RELAY_IPS]);
+/// Which worker owns each UDP relay port of each relay address, and what
+/// any worker needs to deliver a short-circuited packet there itself: how
+/// the local short-circuit finds the allocation behind another one's
+/// relayed address. Written by the owner when it opens and closes a relay
+/// and when the allocation's lifetime, permissions or channels change;
+/// read without a lock (and without touching a shared count) for each
+/// packet addressed to a relay address. A table (64k entries) is made when
+/// its address is first used.
+pub(crate) struct Owners([std::sync::OnceLock<Box<[ArcSwapOption<Owner>]>>; 2 * super::MAX_RELAY_IPS]);
+
+/// The owner of one relay port.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    /// The worker whose allocation it is.
+    pub(crate) worker: u16,
+    /// What the sender checks to deliver a packet to it itself; `None` when
+    /// only the owner can (a stream client: its connection is the owner's).
+    pub(crate) view: Option<View>,
+}
+
+/// A copy of one UDP allocation's state as the short-circuit reads it:
+/// who gets a packet from one of the host's relayed addresses and how it is
+/// framed. The same decisions as [`crate::Server::handoff`] makes on the
+/// owner's side.
+#[derive(Debug)]
+pub(crate) struct View {
+    pub(crate) listener: ListenerId,
+    pub(crate) client: SocketAddr,
+    pub(crate) expires: Instant,
+    /// Permissions for the host's own addresses (canonical IP, expiry).
+    pub(crate) permissions: Box<[(IpAddr, Instant)]>,
+    /// Channels to the host's own addresses (peer, number, expiry).
+    pub(crate) channels: Box<[(SocketAddr, u16, Instant)]>,
+}
+
+impl View {
+    /// How a packet from relayed address `from` reaches this client at
+    /// `now`: on a channel (`Some(number)`) or in a Data indication
+    /// (`None`), or why it is dropped.
+    pub(crate) fn framing(&self, from: SocketAddr, now: Instant) -> Result<Option<u16>, DropReason> {
+        if self.expires <= now {
+            return Err(DropReason::NoAllocation);
+        }
+        // RFC 8656 §9: only the IP address is compared, not the port.
+        let ip = crate::policy::canonical(from.ip());
+        if !self.permissions.iter().any(|&(p, until)| p == ip && until > now) {
+            return Err(DropReason::NoPermission);
+        }
+        Ok(self.channels.iter().find(|&&(peer, _, until)| peer == from && until > now).map(|&(_, number, _)| number))
+    }
+}
 
 impl Default for Owners {
     fn default() -> Self {
@@ -51,27 +99,36 @@ impl std::fmt::Debug for Owners {
 }
 
 impl Owners {
-    /// `worker` now owns `port` of relay address `relay` (its index in the
-    /// configuration).
-    pub(crate) fn set(&self, relay: usize, port: u16, worker: u16) {
+    fn entry(&self, relay: usize, port: u16) -> Option<&ArcSwapOption<Owner>> {
+        self.0.get(relay)?.get()?.get(usize::from(port))
+    }
+
+    /// `owner` now owns `port` of relay address `relay` (its index in the
+    /// configuration), or publishes its new view of it.
+    pub(crate) fn set(&self, relay: usize, port: u16, owner: Owner) {
         let Some(table) = self.0.get(relay) else { return };
-        let table = table.get_or_init(|| (0..=u16::MAX).map(|_| AtomicU16::new(0)).collect());
+        let table = table.get_or_init(|| (0..=u16::MAX).map(|_| ArcSwapOption::empty()).collect());
         if let Some(e) = table.get(usize::from(port)) {
-            e.store(worker.saturating_add(1), Ordering::Release);
+            e.store(Some(Arc::new(owner)));
         }
     }
 
     /// `worker` no longer owns it (if another took it since, it stays
     /// that one's).
     pub(crate) fn clear(&self, relay: usize, port: u16, worker: u16) {
-        if let Some(e) = self.0.get(relay).and_then(|t| t.get()).and_then(|t| t.get(usize::from(port))) {
-            let _ = e.compare_exchange(worker.saturating_add(1), 0, Ordering::AcqRel, Ordering::Relaxed);
+        if let Some(e) = self.entry(relay, port) {
+            e.rcu(|cur| cur.clone().filter(|o| o.worker != worker));
         }
+    }
+
+    /// `f` of the owner of `port` of relay address `relay`, if any.
+    pub(crate) fn with<R>(&self, relay: usize, port: u16, f: impl FnOnce(&Owner) -> R) -> Option<R> {
+        self.entry(relay, port)?.load().as_deref().map(f)
     }
 
     /// The worker that owns `port` of relay address `relay`, if any.
     pub(crate) fn get(&self, relay: usize, port: u16) -> Option<u16> {
-        self.0.get(relay)?.get()?.get(usize::from(port))?.load(Ordering::Acquire).checked_sub(1)
+        self.with(relay, port, |o| o.worker)
     }
 }
 

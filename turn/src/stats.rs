@@ -17,13 +17,17 @@ pub struct Stats {
     /// Datagrams relayed peer → client.
     pub to_client_packets: u64,
     /// Datagrams from a client that went straight to another allocation of
-    /// this node (the local short-circuit), counted by the worker that owns
-    /// the receiving allocation: each is also counted as relayed once each
-    /// way.
+    /// this node (the local short-circuit), counted by the worker that
+    /// delivered them: each is also counted as relayed once each way.
     pub short_circuited: u64,
     /// Of the datagrams a client sent to another allocation of this node,
-    /// those handed to another worker's inbox, counted by the sender: the
-    /// short-circuit's crossings between workers.
+    /// those for another worker's allocation, counted by the sender: the
+    /// short-circuit's crossings between workers (the sender delivers most
+    /// itself; the rest go through the owner's inbox: `handed_off`).
+    pub crossed: u64,
+    /// Of those crossings, the datagrams handed to the owner's inbox (a
+    /// stream client, a bandwidth limit, a frame with no room around it),
+    /// counted by the sender.
     pub handed_off: u64,
     /// Payload bytes relayed peer → client.
     pub to_client_bytes: u64,
@@ -51,6 +55,7 @@ impl Stats {
         self.to_peer_bytes += o.to_peer_bytes;
         self.to_client_packets += o.to_client_packets;
         self.short_circuited += o.short_circuited;
+        self.crossed += o.crossed;
         self.handed_off += o.handed_off;
         self.to_client_bytes += o.to_client_bytes;
         self.requests += o.requests;

@@ -23,6 +23,7 @@ use crate::allocation::{self, Allocation};
 use crate::loglimit::LogLimit;
 use crate::policy::Judgement;
 use crate::ratelimit::ResponseLimiter;
+use crate::shared::Owner;
 use crate::timer::{Timer, Timers};
 use crate::{
     Config, DropReason, Event, Gauges, Handoff, ListenerId, PEER_HEADROOM, PEER_TAILROOM, RelayToken, Shared, Sockets,
@@ -62,6 +63,16 @@ pub struct Server {
     pub(crate) events: VecDeque<Event>,
     /// The node is shutting down: no new allocations.
     draining: bool,
+}
+
+/// Where a short-circuited packet goes.
+enum Route {
+    /// To an allocation of this worker.
+    Here,
+    /// To another worker's, delivered by this one as its view says.
+    Direct(Result<(ListenerId, SocketAddr, Option<u16>), DropReason>),
+    /// To the owner's inbox.
+    Inbox(usize),
 }
 
 /// The core's log lines that clients cause, each limited on its own.
@@ -215,41 +226,98 @@ impl Server {
     /// relayed address of this node, without a trip through the kernel.
     /// That allocation's permissions and channels decide exactly as they
     /// would for a datagram from outside, and the packet is counted as
-    /// relayed both ways. Another worker's allocation gets it through
-    /// that worker's inbox; so does this worker's when `buf` has no room
-    /// to frame the payload where it lies (a stream's frame).
+    /// relayed both ways. Another worker's allocation is delivered to by
+    /// this worker itself, from its own socket of the client's listener
+    /// (all workers' sockets share the address), as that allocation's
+    /// published view ([`crate::shared::View`]) says, without waking its
+    /// owner. Only what needs the owner goes through its inbox: a stream
+    /// client, a bandwidth limit (the owner's buckets), a payload with no
+    /// room around it to be framed where it lies (a stream's frame).
     fn short_circuit(&mut self, now: Instant, t: Transmit, buf: &mut [u8]) -> Verdict {
-        let Some((worker, from)) = self.owner(&t) else {
+        let Some((relay, from)) = self.short_circuits(&t) else {
             return Verdict::Forward(t);
         };
         let room = t.range.start >= PEER_HEADROOM && buf.len().saturating_sub(t.range.end) >= PEER_TAILROOM;
-        if worker != usize::from(self.worker) || !room {
-            if worker != usize::from(self.worker) {
-                self.stats.handed_off += 1;
+        let (me, limited) = (self.worker, self.config.bandwidth > 0);
+        let route = self.shared.owners.with(relay, t.to.port(), |owner| match &owner.view {
+            _ if owner.worker == me => Route::Here,
+            Some(view) if room && !limited => {
+                Route::Direct(view.framing(from, now).map(|channel| (view.listener, view.client, channel)))
             }
-            return Verdict::Handoff(Handoff { worker, from, transmit: t });
-        }
-        match self.handoff(now, t.to, from, buf, t.range) {
+            _ => Route::Inbox(usize::from(owner.worker)),
+        });
+        let delivered = match route {
+            // Gone since the policy looked: the port is just the host's.
+            None => return Verdict::Forward(t),
+            Some(Route::Here) if room => self.handoff(now, t.to, from, buf, t.range),
+            Some(Route::Here) => return Verdict::Handoff(Handoff { worker: usize::from(me), from, transmit: t }),
+            Some(Route::Inbox(worker)) => {
+                self.stats.crossed += 1;
+                self.stats.handed_off += 1;
+                return Verdict::Handoff(Handoff { worker, from, transmit: t });
+            }
+            Some(Route::Direct(framing)) => {
+                self.stats.crossed += 1;
+                self.deliver(framing, from, buf, t.range)
+            }
+        };
+        match delivered {
             Ok(t) => Verdict::Forward(t),
             Err(reason) => Verdict::Drop(reason),
         }
     }
 
+    /// Frames `buf[data]`, a payload from relayed address `from`, for a
+    /// client of another worker as its view decided, and counts it as that
+    /// worker would have.
+    fn deliver(
+        &mut self,
+        framing: Result<(ListenerId, SocketAddr, Option<u16>), DropReason>,
+        from: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Result<Transmit, DropReason> {
+        // Counted as the owner counts a handoff: once the allocation is found.
+        if framing != Err(DropReason::NoAllocation) {
+            self.stats.short_circuited += 1;
+        }
+        let payload = data.len() as u64;
+        let framed = framing.and_then(|(listener, client, channel)| {
+            let range = match channel {
+                Some(number) => frame_channel_data(buf, data, number, listener.transport),
+                None => frame_indication(buf, data, Method::DATA, from, TransactionId(self.rng.random())),
+            };
+            // Only a datapath that broke the headroom contract fails here.
+            let range = range.map_err(|_| DropReason::Ignored)?;
+            Ok(Transmit { via: Via::Listener(listener), to: client, range })
+        });
+        match framed {
+            Ok(t) => {
+                self.stats.to_client_packets += 1;
+                self.stats.to_client_bytes += payload;
+                Ok(t)
+            }
+            Err(reason) => {
+                self.stats.dropped.count(reason);
+                Err(reason)
+            }
+        }
+    }
+
     /// When `t`, a client's packet on its way to a peer, is addressed to a
     /// UDP relayed address of this node (and the short-circuit is on): the
-    /// worker that owns it, which may be this one, and `t`'s relayed
-    /// address it comes from.
-    fn owner(&self, t: &Transmit) -> Option<(usize, SocketAddr)> {
+    /// index of that relay address in the configuration (its owners
+    /// table), and `t`'s relayed address it comes from.
+    fn short_circuits(&self, t: &Transmit) -> Option<(usize, SocketAddr)> {
         let Via::Relay(source) = t.via else { return None };
         if !self.config.short_circuit {
             return None;
         }
         // Most peers are elsewhere: compare the IP before a lookup.
         let relay = self.config.relay_advertised_as(t.to.ip())?;
-        let worker = self.shared.owners.get(relay, t.to.port())?;
         let alloc = self.slots.get(source.slot())?.as_ref()?;
         let from = alloc.relays.get(source.family()).copied().flatten()?.advertised;
-        Some((usize::from(worker), from))
+        Some((relay, from))
     }
 
     fn allocation_of(&self, listener: ListenerId, client: SocketAddr) -> Option<(u32, &Allocation)> {
@@ -486,9 +554,30 @@ impl Server {
 
     fn index(&mut self, relay: allocation::Relay, token: RelayToken) {
         self.local.insert(relay.advertised, token);
-        if let Some((index, _)) = self.config.relay_bound_to(relay.bound.ip()) {
-            self.shared.owners.set(index, relay.bound.port(), self.worker);
+        self.publish_owner(token.slot(), relay);
+    }
+
+    /// Publishes this worker's ownership of `relay` of allocation `slot`,
+    /// with its current view for the others' short-circuit.
+    fn publish_owner(&self, slot: usize, relay: allocation::Relay) {
+        let Some((index, _)) = self.config.relay_bound_to(relay.bound.ip()) else { return };
+        let Some(Some(alloc)) = self.slots.get(slot) else { return };
+        let datagram = alloc.listener.transport == ip2p_wire::Transport::Datagram;
+        let view = datagram.then(|| alloc.view());
+        self.shared.owners.set(index, relay.bound.port(), Owner { worker: self.worker, view });
+    }
+
+    /// Allocation `slot`'s lifetime, permissions or channels changed:
+    /// republishes what mirrors them (the others' view, the events).
+    pub(crate) fn changed(&mut self, slot: u32, now: Instant) {
+        if let Some(Some(alloc)) = self.slots.get(slot as usize)
+            && !alloc.tcp
+        {
+            for relay in alloc.relays.into_iter().flatten() {
+                self.publish_owner(slot as usize, relay);
+            }
         }
+        self.publish_paths(slot, now);
     }
 
     fn unindex(&mut self, relay: allocation::Relay) {

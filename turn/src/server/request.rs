@@ -494,7 +494,7 @@ impl Server {
             self.timers.reset(alloc.expires, expires, Timer::Allocation(slot));
             alloc.expires = expires;
         }
-        self.publish_paths(slot, now);
+        self.changed(slot, now);
         Ok(Some(u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX)))
     }
 
@@ -526,7 +526,7 @@ impl Server {
         for (ip, host) in peers().zip(hosts) {
             alloc.permit(ip, host, now);
         }
-        self.publish_paths(slot, now);
+        self.changed(slot, now);
         Ok(None)
     }
 
@@ -559,7 +559,7 @@ impl Server {
         let alloc = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         alloc.bind(number, peer, now);
         alloc.permit(peer.ip(), host, now);
-        self.publish_paths(slot, now);
+        self.changed(slot, now);
         Ok(None)
     }
 

@@ -1158,21 +1158,31 @@ fn the_local_short_circuit_enforces_permissions_and_channels_both_ways() {
     assert_eq!(v, Verdict::Drop(DropReason::DeniedAddress));
 }
 
-/// Two workers of one node, owning half of the test's ports each.
-fn two_workers() -> (Harness, Harness) {
+/// Two workers of one node, owning half of the test's ports each, with
+/// `tweak` applied to both configurations.
+fn two_workers_with(tweak: impl Fn(&mut Config)) -> (Harness, Harness) {
     let shared = Arc::new(Shared::new(Quotas::default()));
+    // One clock for the node.
+    let now = crate::testing::t0();
     let worker = |id: u16, ports| {
         let mut cfg = config();
         cfg.ports = ports;
+        tweak(&mut cfg);
         let mut h = Harness::new();
+        h.now = now;
         h.server = Server::new(Arc::new(cfg), shared.clone(), h.now, UNIX0, u64::from(id)).on_worker(id);
         h
     };
     (worker(0, 50000..=50049), worker(1, 50050..=50099))
 }
 
+fn two_workers() -> (Harness, Harness) {
+    two_workers_with(|_| {})
+}
+
 /// A client of worker `a` sends `packet` to a relayed address of worker
-/// `b`: what `b` does with it (ranges into the returned buffer).
+/// `b`, which gets it through its inbox: what `b` does with it (ranges
+/// into the returned buffer).
 fn across(a: &mut Harness, b: &mut Harness, from: &str, packet: &[u8]) -> (Result<Transmit, DropReason>, Vec<u8>) {
     let (v, mut buf) = a.send_through_node(from, packet);
     let Verdict::Handoff(Handoff { worker, from, transmit }) = v else { panic!("not handed over: {v:?}") };
@@ -1181,8 +1191,19 @@ fn across(a: &mut Harness, b: &mut Harness, from: &str, packet: &[u8]) -> (Resul
     (b.server.handoff(b.now, transmit.to, from, &mut buf, data), buf)
 }
 
+/// A client of worker `a` sends `packet` to a relayed address of another
+/// worker, which `a` delivers itself: what it sends (ranges into the
+/// returned buffer), or why not.
+fn direct(a: &mut Harness, from: &str, packet: &[u8]) -> (Result<Transmit, DropReason>, Vec<u8>) {
+    match a.send_through_node(from, packet) {
+        (Verdict::Forward(t), buf) => (Ok(t), buf),
+        (Verdict::Drop(reason), buf) => (Err(reason), buf),
+        (v, _) => panic!("not delivered by the sender: {v:?}"),
+    }
+}
+
 #[test]
-fn the_short_circuit_across_workers_decides_on_the_owners_side() {
+fn the_short_circuit_across_workers_obeys_the_owners_state_without_the_owner() {
     const B: &str = "127.0.0.1:40002";
     let (mut a, mut b) = two_workers();
     let c = Harness::alice();
@@ -1195,23 +1216,25 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     let len = write_channel_data(&mut cd, 0x4000, b"hi", Transport::Datagram).unwrap();
     let a_to_b = cd[..len].to_vec();
 
-    // No permission on B's side: dropped there.
-    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Err(DropReason::NoPermission));
-    // A permission: a Data indication from A's relayed address.
+    // No permission on B's side: dropped by A, as B would.
+    assert_eq!(direct(&mut a, CLIENT, &a_to_b).0, Err(DropReason::NoPermission));
+    // A permission: a Data indication from A's relayed address, sent by A
+    // from its own socket of B's listener to B's client.
     assert_eq!(b.authed(B, Method::CREATE_PERMISSION, &[peer(ra)], &c).class(), Class::Success);
-    let (v, buf) = across(&mut a, &mut b, CLIENT, &a_to_b);
-    let Ok(t) = v else { panic!("{v:?}") };
-    assert_eq!(t.to, addr(B));
+    let (v, buf) = direct(&mut a, CLIENT, &a_to_b);
+    let t = v.unwrap();
+    assert_eq!((t.via, t.to), (Via::Listener(b.listener), addr(B)));
     let m = Message::parse(&buf[t.range]).unwrap();
     assert_eq!(m.get::<XorPeerAddress>().unwrap(), Some(XorPeerAddress(ra)));
     assert_eq!(m.get::<Data>().unwrap(), Some(Data(b"hi")));
     // A channel: ChannelData.
     assert_eq!(b.authed(B, Method::CHANNEL_BIND, &bind(0x4001, ra), &c).class(), Class::Success);
-    let (v, buf) = across(&mut a, &mut b, CLIENT, &a_to_b);
-    let Ok(t) = v else { panic!("{v:?}") };
+    let (v, buf) = direct(&mut a, CLIENT, &a_to_b);
+    let t = v.unwrap();
     let framed = ChannelData::parse(&buf[t.range]).unwrap();
     assert_eq!((framed.channel(), framed.data()), (0x4001, &b"hi"[..]));
-    // B's permission expires (A keeps refreshing its own): dropped at B.
+    // B's permission expires (A keeps refreshing its own): dropped, though
+    // B's channel (10 minutes) is still bound.
     for h in [&mut a, &mut b] {
         h.advance(240);
     }
@@ -1219,22 +1242,89 @@ fn the_short_circuit_across_workers_decides_on_the_owners_side() {
     for h in [&mut a, &mut b] {
         h.advance(60);
     }
-    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Err(DropReason::NoPermission));
-    // Counted as relayed on both sides, short-circuited where delivered.
+    assert_eq!(direct(&mut a, CLIENT, &a_to_b).0, Err(DropReason::NoPermission));
+    // A refresh of B's permission is seen at once.
+    assert_eq!(b.authed(B, Method::CREATE_PERMISSION, &[peer(ra)], &c).class(), Class::Success);
+    assert!(direct(&mut a, CLIENT, &a_to_b).0.is_ok());
+    // Counted as relayed on both sides and short-circuited, all by A; B
+    // was never asked.
     let (sa, sb) = (a.server.stats().clone(), b.server.stats().clone());
-    assert_eq!((sa.to_peer_packets, sa.short_circuited, sa.handed_off), (4, 0, 4));
-    assert_eq!((sb.to_client_packets, sb.short_circuited, sb.dropped.no_permission, sb.handed_off), (2, 4, 2, 0));
+    assert_eq!((sa.to_peer_packets, sa.to_client_packets, sa.short_circuited), (5, 3, 5));
+    assert_eq!((sa.crossed, sa.handed_off, sa.dropped.no_permission), (5, 0, 2));
+    assert_eq!((sb.to_peer_packets, sb.to_client_packets, sb.short_circuited, sb.dropped.no_permission), (0, 0, 0, 0));
 
-    // B's allocation ends between A's look and B's delivery: dropped, and
-    // after that A finds no live relayed address there and sends nothing
-    // (the port is the host's, whatever binds it next).
-    let (v, mut buf) = a.send_through_node(CLIENT, &a_to_b);
-    let Verdict::Handoff(Handoff { from, .. }) = v else { panic!("{v:?}") };
+    // Once B's allocation is gone, A finds no live relayed address there
+    // and sends nothing (the port is the host's, whatever binds it next).
     assert_eq!(b.authed(B, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
-    let data = PEER_HEADROOM..PEER_HEADROOM + 2;
-    assert_eq!(b.server.handoff(b.now, rb, from, &mut buf, data), Err(DropReason::NoAllocation));
     let (v, _) = a.send_through_node(CLIENT, &a_to_b);
     assert_eq!(v, Verdict::Drop(DropReason::DeniedAddress));
+}
+
+#[test]
+fn the_short_circuit_across_workers_ends_with_the_owners_allocation() {
+    const B: &str = "127.0.0.1:40002";
+    let (mut a, mut b) = two_workers();
+    let c = Harness::alice();
+    let ra = a.allocate(CLIENT, &c);
+    let rb = b.allocate(B, &c);
+    let peer = |x: SocketAddr| Attribute::XorPeerAddress(XorPeerAddress(x));
+    let bind = |n: u16, x: SocketAddr| [Attribute::ChannelNumber(ChannelNumber(n)), peer(x)];
+    assert_eq!(b.authed(B, Method::CHANNEL_BIND, &bind(0x4001, ra), &c).class(), Class::Success);
+    let mut cd = [0u8; 16];
+    let len = write_channel_data(&mut cd, 0x4000, b"hi", Transport::Datagram).unwrap();
+    // A keeps its allocation, permission and channel fresh; B does not,
+    // and B's timer has not run yet when its allocation lapses: A's look
+    // at B's view already says so.
+    for round in 0..3 {
+        assert_eq!(a.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, rb), &c).class(), Class::Success);
+        assert_eq!(a.authed(CLIENT, Method::REFRESH, &[], &c).class(), Class::Success);
+        if round == 0 {
+            assert!(direct(&mut a, CLIENT, &cd[..len]).0.is_ok());
+        }
+        if round < 2 {
+            a.advance(300);
+            b.now += Duration::from_secs(300);
+        }
+    }
+    assert_eq!(direct(&mut a, CLIENT, &cd[..len]).0, Err(DropReason::NoAllocation));
+    assert_eq!(a.server.stats().short_circuited, 1, "a drop for want of an allocation is not short-circuited");
+    // Once B's timer runs, the port is just the host's.
+    b.advance(0);
+    assert_eq!(a.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, rb), &c).code(), Some(403));
+    assert_eq!(a.send_through_node(CLIENT, &cd[..len]).0, Verdict::Drop(DropReason::DeniedAddress));
+}
+
+#[test]
+fn what_needs_the_owner_goes_through_its_inbox() {
+    const B: &str = "127.0.0.1:40002";
+    let peer = |x: SocketAddr| Attribute::XorPeerAddress(XorPeerAddress(x));
+    let bind = |n: u16, x: SocketAddr| [Attribute::ChannelNumber(ChannelNumber(n)), peer(x)];
+    let mut cd = [0u8; 1100];
+    let len = write_channel_data(&mut cd, 0x4000, &[7; 1000], Transport::Datagram).unwrap();
+    let a_to_b = cd[..len].to_vec();
+
+    // A bandwidth limit: the owner's buckets decide (1,000 B/s each way).
+    let (mut a, mut b) = two_workers_with(|c| c.bandwidth = 1000);
+    let c = Harness::alice();
+    let ra = a.allocate(CLIENT, &c);
+    let rb = b.allocate(B, &c);
+    assert_eq!(a.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, rb), &c).class(), Class::Success);
+    assert_eq!(b.authed(B, Method::CHANNEL_BIND, &bind(0x4001, ra), &c).class(), Class::Success);
+    assert!(across(&mut a, &mut b, CLIENT, &a_to_b).0.is_ok());
+    a.advance(1); // A's bucket refills; B's does not (its clock stands still)
+    assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Err(DropReason::RateLimit));
+    assert_eq!((a.server.stats().crossed, a.server.stats().handed_off), (2, 2));
+    assert_eq!(b.server.stats().dropped.rate_limit, 1);
+
+    // A stream client: only its owner holds its connection.
+    let (mut a, mut b) = two_workers();
+    b.listener = ListenerId::stream(0);
+    let ra = a.allocate(CLIENT, &c);
+    let rb = b.allocate(B, &c);
+    assert_eq!(a.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, rb), &c).class(), Class::Success);
+    assert_eq!(b.authed(B, Method::CHANNEL_BIND, &bind(0x4001, ra), &c).class(), Class::Success);
+    let (v, _) = across(&mut a, &mut b, CLIENT, &a_to_b);
+    assert_eq!(v.unwrap().via, Via::Listener(ListenerId::stream(0)));
 }
 
 #[test]
