@@ -6,7 +6,8 @@
 # short-circuit and how many of those crossed workers (and of them, how
 # many went through the owner's inbox), and capacity. Tunables (env):
 # WORKERS, RATES (pkt/s per worker), SESSIONS, DURATION, SIZE, MODES, RELAY
-# (another build to measure), and TOPOLOGY ("loopback", or "veth": the
+# (another build to measure), RELAY_TOML (top-level keys for the relay, as
+# "busy_poll_us = 20"), and TOPOLOGY ("loopback", or "veth": the
 # bench and the relay in network namespaces joined by a veth pair, where
 # receive work is charged as with a real NIC; root).
 #
@@ -53,15 +54,16 @@ echo_at=(); [ "$TOPOLOGY" = veth ] && echo_at=(--echo-at "$PEER_IP:0")
 
 echo "ip2p-bench scaling: $(date -u +%Y-%m-%dT%H:%MZ), $CPUS CPUs, kernel $(uname -r); topology $TOPOLOGY; $SESSIONS sessions, $SIZE B, ${DURATION}s per rate"
 echo "workers on the last CPUs, the bench on the first (shared when there are not workers + 1 CPUs)"
-printf '%-6s %-9s %9s %11s %14s %16s %10s %15s\n' mode workers "pkt/s/w" "cpu us/pkt" "worker split" "short-circuited" crossed "capacity pkt/s"
+printf '%-6s %-9s %9s %11s %8s %14s %16s %10s %15s\n' mode workers "pkt/s/w" "cpu us/pkt" "p50 us" "worker split" "short-circuited" crossed "capacity pkt/s"
 # Pairs on several workers also run without the short-circuit: the
 # packets between workers then cross the kernel.
-{ cat bench/relay-bench.toml; printf '[relay]\nshort_circuit = false\n'; } >"$OUT/no-short-circuit.toml"
+{ printf '%b\n' "${RELAY_TOML:-}"; cat bench/relay-bench.toml; } >"$OUT/relay.toml"
+{ cat "$OUT/relay.toml"; printf '[relay]\nshort_circuit = false\n'; } >"$OUT/no-short-circuit.toml"
 for mode in $MODES; do
   for workers in $WORKERS; do
     runs="on"; [ "$mode" = pairs ] && [ "$workers" -gt 1 ] && runs="on off"
     for sc in $runs; do
-      config=(--config bench/relay-bench.toml); [ "$sc" = off ] && config=(--config "$OUT/no-short-circuit.toml")
+      config=(--config "$OUT/relay.toml"); [ "$sc" = off ] && config=(--config "$OUT/no-short-circuit.toml")
       port=$(free_port "${IN_R[@]}"); ADMIN=127.0.0.1:$(free_port "${IN_R[@]}")
       "${IN_R[@]}" taskset -c "$(worker_cpus "$workers")" "$RELAY" "${config[@]}" --workers "$workers" \
         --listen "$SERVER_IP:$port" --allow-peer "$PEER_IP/32" --user demo:demo-password --realm ip2p --admin "$ADMIN" \
@@ -114,13 +116,14 @@ if cap:
     bench = "fell behind" in cap
     capacity = (m.group(1) + (" (bench)" if bench else "")) if m else ("bench-bound" if bench else "failed")
 behind = "" if run["valid"] else " (bench behind)"
-print(f"{mode:<6} {workers:<9} {rate:>9} {cpu:>11.2f} {split:>14} {share:>16} {cross:>10} {capacity:>15}{behind}")
+p50 = run["latency_us"]["p50"]
+print(f"{mode:<6} {workers:<9} {rate:>9} {cpu:>11.2f} {p50:>8.1f} {split:>14} {share:>16} {cross:>10} {capacity:>15}{behind}")
 EOF
       done
       kill "$pid"; wait "$pid" 2>/dev/null || true
     done
   done
 done
-echo "pkt/s/w: the fixed rate per worker (the bench sends workers x that); cpu us/pkt: relay CPU (all threads, /proc) per packet delivered"
+echo "pkt/s/w: the fixed rate per worker (the bench sends workers x that); cpu us/pkt: relay CPU (all threads, /proc) per packet delivered; p50: median latency through the relay"
 echo "worker split: each worker's share of the workers' CPU (from /status); crossed: short-circuited packets for another worker's allocation / of them through its inbox"
 echo "capacity: at the last rate's row, the highest rate with loss <= 0.1% and p99 <= 5 ms; (bench behind): the bench fell behind its schedule"

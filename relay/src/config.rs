@@ -231,6 +231,7 @@ struct File {
     datapath: Option<DatapathKind>,
     io_uring_buffers: Option<u16>,
     busy_poll_us: Option<u32>,
+    busy_poll_adaptive: Option<bool>,
     #[serde(default)]
     relay: RelaySection,
     #[serde(default)]
@@ -432,6 +433,8 @@ pub struct Settings {
     pub io_uring_buffers: u16,
     /// How long an idle worker polls before it sleeps (0: it sleeps at once).
     pub busy_poll: Duration,
+    /// It polls only while work comes within `busy_poll` of the last.
+    pub busy_poll_adaptive: bool,
     /// The TURN core's configuration (each worker narrows `ports`).
     pub proto: proto::Config,
     /// Allocations on the node; 0 = no limit; `None`: as many as the relay
@@ -545,6 +548,7 @@ impl Settings {
             xdp: xdp.clone(),
             io_uring_buffers,
             busy_poll,
+            busy_poll_adaptive: file.busy_poll_adaptive.unwrap_or(true),
             proto: proto::Config {
                 software,
                 default_lifetime: alloc.default_lifetime,

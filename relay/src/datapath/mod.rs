@@ -156,16 +156,55 @@ pub(crate) struct Worker {
     pub(crate) ready: Option<Sender<io::Result<()>>>,
     /// Provided receive buffers of the io_uring datapath.
     pub(crate) io_uring_buffers: u16,
-    /// How long to poll for work before sleeping.
-    pub(crate) busy_poll: std::time::Duration,
-    /// Until when it polls instead of sleeping (after work, with
-    /// `busy_poll`).
-    pub(crate) busy_until: Option<std::time::Instant>,
+    /// Whether it polls for work before sleeping (`busy_poll_us`).
+    pub(crate) polling: Polling,
     pub(crate) latency: RequestLatency,
     /// The node's inboxes for packets between workers.
     pub(crate) handoffs: Arc<handoff::Handoffs>,
     /// Its writer of the XDP fast path's tables, when the fast path runs.
     pub(crate) mirror: Option<crate::fastpath::Mirror>,
+}
+
+/// Whether a worker polls for work instead of sleeping (`busy_poll_us`,
+/// `busy_poll_adaptive`): a packet that comes while it polls costs no
+/// wake-up, but polling keeps the core busy.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Polling {
+    /// How long it polls (zero: it sleeps at once).
+    window: std::time::Duration,
+    /// Only while work keeps coming within `window` of the last (else after
+    /// any work).
+    adaptive: bool,
+    /// Until when it polls.
+    until: Option<std::time::Instant>,
+    /// When it last found work.
+    last: Option<std::time::Instant>,
+}
+
+impl Polling {
+    pub(crate) fn new(window: std::time::Duration, adaptive: bool) -> Self {
+        Self { window, adaptive, ..Self::default() }
+    }
+
+    /// Work came at `now`: it polls for more before it sleeps again, for
+    /// `window`. When adaptive, only if this work came within `window` of
+    /// the last: while packets keep coming that close, polling costs less
+    /// than a sleep and a wake-up each; once the line goes quiet for a
+    /// window, the worker sleeps, and at each packet after that until two
+    /// come that close again.
+    pub(crate) fn worked(&mut self, now: std::time::Instant) {
+        if self.window.is_zero() {
+            return;
+        }
+        let close = self.last.is_some_and(|last| now.saturating_duration_since(last) <= self.window);
+        self.last = Some(now);
+        self.until = (close || !self.adaptive).then(|| now + self.window);
+    }
+
+    /// Whether it polls at `now`.
+    pub(crate) fn polls(&self, now: std::time::Instant) -> bool {
+        self.until.is_some_and(|until| now < until)
+    }
 }
 
 /// What a datapath provides to be the core's [`Sockets`]: its UDP relay
@@ -396,8 +435,7 @@ impl Worker {
             }
         }
         let now = now();
-        let polling = self.busy_until.is_some_and(|until| now < until);
-        let timeout = if polling || !self.handoffs.park(self.id) {
+        let timeout = if self.polling.polls(now) || !self.handoffs.park(self.id) {
             Some(std::time::Duration::ZERO)
         } else {
             deadline.map(|at| at.saturating_duration_since(now))
@@ -407,12 +445,9 @@ impl Worker {
         result
     }
 
-    /// The worker found work at `now`: with `busy_poll`, it polls for more
-    /// before it sleeps again, so the next packet costs no wake-up.
+    /// The worker found work from outside (a datagram) at `now`.
     pub(crate) fn worked(&mut self, now: std::time::Instant) {
-        if !self.busy_poll.is_zero() {
-            self.busy_until = Some(now + self.busy_poll);
-        }
+        self.polling.worked(now);
     }
 
     /// Tells the node the worker runs.
@@ -496,4 +531,31 @@ fn thread_cpu_time() -> std::time::Duration {
 /// Reads the clock: the one place the datapaths take `now` from.
 pub(crate) fn now() -> std::time::Instant {
     std::time::Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Polling;
+
+    #[test]
+    fn adaptive_polling_polls_while_work_comes_close_and_sleeps_when_it_does_not() {
+        let (t0, us) = (Instant::now(), Duration::from_micros);
+        let mut p = Polling::new(us(20), true);
+        p.worked(t0);
+        assert!(!p.polls(t0), "one packet out of the blue: sleep");
+        p.worked(t0 + us(10));
+        assert!(p.polls(t0 + us(10)) && p.polls(t0 + us(29)) && !p.polls(t0 + us(30)));
+        // Quiet for longer than the window: the next packet sleeps again.
+        p.worked(t0 + us(100));
+        assert!(!p.polls(t0 + us(100)));
+        let mut fixed = Polling::new(us(20), false);
+        fixed.worked(t0);
+        assert!(fixed.polls(t0 + us(19)) && !fixed.polls(t0 + us(20)));
+        let mut off = Polling::new(Duration::ZERO, true);
+        off.worked(t0);
+        off.worked(t0);
+        assert!(!off.polls(t0));
+    }
 }

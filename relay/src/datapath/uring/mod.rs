@@ -202,7 +202,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         }
         l.completions.clear();
         l.completions.extend(l.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-        if !l.completions.is_empty() {
+        // Work that came from outside: a received datagram (a send's
+        // completion is this worker's own doing, right after the fact).
+        if l.completions.iter().any(|&(_, _, flags)| cqueue::buffer_select(flags).is_some()) {
             l.worker.worked(now);
         }
         let completions = std::mem::take(&mut l.completions);
