@@ -5,7 +5,8 @@
 # workers (their CPU from /status), how many pair packets took the
 # short-circuit and how many of those crossed workers (and of them, how
 # many went through the owner's inbox), and capacity. Tunables (env):
-# WORKERS, RATES (pkt/s per worker), SESSIONS, DURATION, SIZE, MODES, RELAY
+# WORKERS, RATES (pkt/s per worker), SESSIONS, DURATION, SIZE, BURST
+# (packets a session sends at once, as a video frame), MODES, RELAY
 # (another build to measure), RELAY_TOML (top-level keys for the relay, as
 # "busy_poll_us = 20"), and TOPOLOGY ("loopback", or "veth": the
 # bench and the relay in network namespaces joined by a veth pair, where
@@ -27,6 +28,7 @@ RATES=${RATES:-"5000 20000 40000 100000"}
 SESSIONS=${SESSIONS:-40}
 DURATION=${DURATION:-5}
 SIZE=${SIZE:-100}
+BURST=${BURST:-1}
 MODES=${MODES:-"pairs echo"}
 TOPOLOGY=${TOPOLOGY:-loopback}
 OUT=${OUT:-target/bench-scaling$([ "$TOPOLOGY" = veth ] && echo -veth || true)}
@@ -52,7 +54,7 @@ worker_cpus() { local n=$1; if [ "$CPUS" -gt "$n" ]; then echo "$((CPUS - n))-$(
 bench_cpus() { local n=$1; if [ "$CPUS" -gt "$n" ]; then echo "0-$((CPUS - n - 1))"; else echo "0-$((CPUS - 1))"; fi; }
 echo_at=(); [ "$TOPOLOGY" = veth ] && echo_at=(--echo-at "$PEER_IP:0")
 
-echo "ip2p-bench scaling: $(date -u +%Y-%m-%dT%H:%MZ), $CPUS CPUs, kernel $(uname -r); topology $TOPOLOGY; $SESSIONS sessions, $SIZE B, ${DURATION}s per rate"
+echo "ip2p-bench scaling: $(date -u +%Y-%m-%dT%H:%MZ), $CPUS CPUs, kernel $(uname -r); topology $TOPOLOGY; $SESSIONS sessions, $SIZE B in bursts of $BURST, ${DURATION}s per rate${RELAY_TOML:+; relay: $RELAY_TOML}"
 echo "workers on the last CPUs, the bench on the first (shared when there are not workers + 1 CPUs)"
 printf '%-6s %-9s %9s %11s %8s %14s %16s %10s %15s\n' mode workers "pkt/s/w" "cpu us/pkt" "p50 us" "worker split" "short-circuited" crossed "capacity pkt/s"
 # Pairs on several workers also run without the short-circuit: the
@@ -75,13 +77,13 @@ for mode in $MODES; do
         before=$(admin status); c0=$(cpu_ticks "$pid"); m0=$(admin metrics)
         json="$OUT/latency-$mode-$workers-$sc-$rate.json"
         "${IN_B[@]}" taskset -c "$(bench_cpus "$workers")" "$BENCH" latency --server "$SERVER_IP:$port" --mode "$mode" \
-          "${echo_at[@]}" --size "$SIZE" --rate "$total" --sessions "$SESSIONS" --duration "$DURATION" --json "$json" \
+          "${echo_at[@]}" --size "$SIZE" --burst "$BURST" --rate "$total" --sessions "$SESSIONS" --duration "$DURATION" --json "$json" \
           >/dev/null 2>>"$OUT/errors.log" || echo "latency run failed ($mode, $label, $rate)"
         c1=$(cpu_ticks "$pid"); after=$(admin status); m1=$(admin metrics)
         cap=""
         if [ "$rate" = "${RATES##* }" ]; then
           cap=$("${IN_B[@]}" taskset -c "$(bench_cpus "$workers")" "$BENCH" capacity --server "$SERVER_IP:$port" --mode "$mode" \
-            "${echo_at[@]}" --size "$SIZE" --rate "$((20000 * workers))" --sessions "$SESSIONS" --duration 2 --warmup 0.5 \
+            "${echo_at[@]}" --size "$SIZE" --burst "$BURST" --rate "$((20000 * workers))" --sessions "$SESSIONS" --duration 2 --warmup 0.5 \
             --max-p99-us 5000 2>>"$OUT/errors.log") || cap="failed"
         fi
         python3 - "$json" "$((c1 - c0))" "$(getconf CLK_TCK)" "$before" "$after" "$m0" "$m1" "$mode" "$label" "$rate" "$cap" <<'EOF'

@@ -137,6 +137,10 @@ struct Load {
     /// Payload bytes (at least 24).
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// Packets per burst: a session sends this many at once to its peer
+    /// (a video frame), bursts at rate / burst a second.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    burst: u16,
     /// Measured seconds (per step for capacity).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -189,6 +193,7 @@ impl Load {
             sessions: self.sessions,
             rate,
             size: self.size,
+            burst: usize::from(self.burst),
             duration: Duration::from_secs_f64(self.duration.clamp(0.1, 24.0 * 3600.0)),
             warmup: Duration::from_secs_f64(self.warmup.clamp(0.0, 3600.0)),
             threads: self.threads,

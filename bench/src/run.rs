@@ -108,6 +108,9 @@ pub struct RunConfig {
     pub rate: f64,
     /// Payload bytes (at least the 24-byte stamp).
     pub size: usize,
+    /// Packets per burst: each burst goes from one session to its peer at
+    /// once (a video frame), bursts at `rate / burst` a second.
+    pub burst: usize,
     /// Measured time, after the warm-up.
     pub duration: Duration,
     /// Time sent but not measured, first.
@@ -312,7 +315,7 @@ fn thread_loop(
     let relayed = relayed(cfg.mode);
     let threads = cfg.threads.max(1) as f64;
     let total = cfg.warmup + cfg.duration;
-    let mut schedule = Schedule::new(cfg.rate / threads, total);
+    let mut schedule = Schedule::bursts(cfg.rate / threads, cfg.burst.max(1) as u64, total);
     let warmup_ns = u64::try_from(cfg.warmup.as_nanos()).unwrap_or(u64::MAX);
     let sockets: Vec<&UdpSocket> = sessions.iter().map(|s| &s.socket).collect();
     let max_len = sessions.iter().map(|s| s.packet.len()).max().unwrap_or(0) + 128;
@@ -339,7 +342,8 @@ fn thread_loop(
         let elapsed_ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         for k in schedule.take_due(elapsed_ns, SEND_BURST) {
             let due = schedule.due_ns(k);
-            let Some(s) = sessions.get_mut((k % n) as usize) else { continue };
+            let session = (schedule.burst_of(k) % n) as usize;
+            let Some(s) = sessions.get_mut(session) else { continue };
             let stamp = Stamp { session: s.id, seq: s.seq, intended_ns: due };
             s.seq += 1;
             if let Some(p) = s.packet.get_mut(s.stamp_at..) {
@@ -347,7 +351,7 @@ fn thread_loop(
             }
             let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             m.lag.saturating_record(now_ns.saturating_sub(due).max(1));
-            if !engine.send((k % n) as usize, &s.packet, s.to) {
+            if !engine.send(session, &s.packet, s.to) {
                 m.errors += 1;
             }
             if due >= warmup_ns {

@@ -23,6 +23,7 @@ fn config(server: SocketAddr, mode: Mode) -> RunConfig {
         sessions: 4,
         rate: 2000.0,
         size: 100,
+        burst: 1,
         duration: Duration::from_millis(800),
         warmup: Duration::from_millis(200),
         threads: 2,
@@ -45,15 +46,41 @@ fn check(s: &Summary) {
 }
 
 fn ip2p() -> node::Node {
-    let text = r#"
+    ip2p_with("")
+}
+
+fn ip2p_with(top: &str) -> node::Node {
+    let text = format!(
+        r#"
         listen = ["127.0.0.1:0"]
         workers = 1
+        {top}
         [auth]
-        users = [{ name = "demo", password = "demo-password" }]
+        users = [{{ name = "demo", password = "demo-password" }}]
         [peers]
         allow = ["127.0.0.2/32"]
-    "#;
-    node::start(&Settings::from_toml(text, &RunArgs::default()).unwrap()).unwrap()
+    "#
+    );
+    node::start(&Settings::from_toml(&text, &RunArgs::default()).unwrap()).unwrap()
+}
+
+/// Bursts (a video frame's packets to one peer) arrive whole and in
+/// order, and the relay sends runs of them as GSO sends, on both of its
+/// datapaths.
+#[test]
+fn bursts_arrive_whole_and_go_as_gso_sends() {
+    let stop = Arc::new(AtomicBool::new(false));
+    for datapath in ["epoll", "io_uring"] {
+        let node = ip2p_with(&format!("datapath = \"{datapath}\""));
+        for mode in [Mode::Pairs, Mode::Echo] {
+            let cfg = RunConfig { burst: 16, size: 1000, rate: 4000.0, ..config(node.local_addrs()[0], mode) };
+            let (s, _) = run(&cfg, &stop).unwrap();
+            check(&s);
+            assert_eq!(s.reordered, 0, "{datapath} {mode:?}: {s:?}");
+        }
+        let gso = node.stats().iter().fold(0, |n, w| n + w.gso.datagrams);
+        assert!(gso > 0, "{datapath}: no run went as one GSO send");
+    }
 }
 
 #[test]

@@ -232,6 +232,7 @@ struct File {
     io_uring_buffers: Option<u16>,
     busy_poll_us: Option<u32>,
     busy_poll_adaptive: Option<bool>,
+    gso: Option<bool>,
     #[serde(default)]
     relay: RelaySection,
     #[serde(default)]
@@ -435,6 +436,8 @@ pub struct Settings {
     pub busy_poll: Duration,
     /// It polls only while work comes within `busy_poll` of the last.
     pub busy_poll_adaptive: bool,
+    /// Runs of datagrams to one destination go as one send (UDP GSO).
+    pub gso: bool,
     /// The TURN core's configuration (each worker narrows `ports`).
     pub proto: proto::Config,
     /// Allocations on the node; 0 = no limit; `None`: as many as the relay
@@ -549,6 +552,7 @@ impl Settings {
             io_uring_buffers,
             busy_poll,
             busy_poll_adaptive: file.busy_poll_adaptive.unwrap_or(true),
+            gso: file.gso.unwrap_or(true),
             proto: proto::Config {
                 software,
                 default_lifetime: alloc.default_lifetime,

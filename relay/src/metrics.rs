@@ -187,6 +187,9 @@ fn datapath_counters(out: &mut Out<'_>, sum: &Sum) -> fmt::Result {
     let help = "Of those, the datagrams handed to the owner's inbox (counted by the sender)";
     out.counter("ip2p_short_circuit_handoffs", help, sum.proto.handed_off)?;
     out.counter("ip2p_send_errors", "Sends that failed (full buffers, unreachable peers)", sum.send_errors)?;
+    let help = "Sends that carried a run of datagrams to one destination as one (UDP GSO)";
+    out.counter("ip2p_gso_sends", help, sum.gso.sends)?;
+    out.counter("ip2p_gso_datagrams", "Datagrams sent in GSO sends", sum.gso.datagrams)?;
     out.counter("ip2p_truncated_packets", "Datagrams too large for a receive buffer", sum.truncated)?;
     out.counter("ip2p_buffer_exhaustion", "Times io_uring ran out of provided receive buffers", sum.out_of_buffers)
 }
@@ -230,6 +233,7 @@ struct Sum {
     send_errors: u64,
     truncated: u64,
     out_of_buffers: u64,
+    gso: crate::datapath::gso::GsoCounters,
 }
 
 impl Sum {
@@ -239,6 +243,8 @@ impl Sum {
         self.latency.add(&w.latency);
         self.streams.add(&w.streams);
         self.send_errors += w.send_errors;
+        self.gso.sends += w.gso.sends;
+        self.gso.datagrams += w.gso.datagrams;
         self.truncated += w.truncated;
         self.out_of_buffers += w.out_of_buffers;
     }

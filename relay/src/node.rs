@@ -172,6 +172,7 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             ready: Some(ready.clone()),
             io_uring_buffers: settings.io_uring_buffers,
             polling: datapath::Polling::new(settings.busy_poll, settings.busy_poll_adaptive),
+            gso: settings.gso,
             latency: datapath::RequestLatency::default(),
             handoffs: handoffs.clone(),
             mirror,
@@ -313,6 +314,7 @@ impl Node {
         changed("io_uring_buffers", old.io_uring_buffers != new.io_uring_buffers);
         changed("busy_poll_us", old.busy_poll != new.busy_poll);
         changed("busy_poll_adaptive", old.busy_poll_adaptive != new.busy_poll_adaptive);
+        changed("gso", old.gso != new.gso);
         changed("xdp", old.xdp != new.xdp);
         let binds = |s: &Settings| s.proto.relay_ips.clone().map(|f| f.iter().map(|r| r.bind).collect::<Vec<_>>());
         changed("relay.ips", binds(old) != binds(new));
@@ -353,6 +355,7 @@ impl Node {
         settings.io_uring_buffers = old.io_uring_buffers;
         settings.busy_poll = old.busy_poll;
         settings.busy_poll_adaptive = old.busy_poll_adaptive;
+        settings.gso = old.gso;
         settings.connections = old.connections.clone();
         settings.admin = old.admin;
         settings.tls.clone_from(&old.tls);

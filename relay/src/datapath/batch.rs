@@ -5,8 +5,9 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, sendmsg};
 
+use super::gso::{self, GsoCounters};
 use crate::proto::{PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER};
 
 /// Datagrams per syscall.
@@ -84,9 +85,12 @@ impl RecvBatch {
     }
 }
 
-/// Headers for sendmmsg.
+/// Headers for sendmmsg, and whether runs to one destination go as GSO
+/// sends.
 pub(crate) struct SendBatch {
     headers: MultiHeaders<SockaddrStorage>,
+    gso: bool,
+    pub(crate) gso_counters: GsoCounters,
 }
 
 impl std::fmt::Debug for SendBatch {
@@ -96,14 +100,62 @@ impl std::fmt::Debug for SendBatch {
 }
 
 impl SendBatch {
-    pub(crate) fn new() -> Self {
-        Self { headers: MultiHeaders::preallocate(BATCH, None) }
+    pub(crate) fn new(gso: bool) -> Self {
+        Self { headers: MultiHeaders::preallocate(BATCH, None), gso, gso_counters: GsoCounters::default() }
     }
 
-    /// Sends each `(destination, bytes)` on `fd`. A datagram the kernel
+    /// Sends each `(destination, bytes)` on `fd`, in order; a run to one
+    /// destination as one GSO send (see [`gso`]). A datagram the kernel
     /// refuses (full buffer, unreachable destination) is skipped and
     /// counted; the others still go. Returns the number that failed.
     pub(crate) fn send(&mut self, fd: BorrowedFd<'_>, msgs: &[(SocketAddr, &[u8])]) -> u64 {
+        if !self.gso {
+            return self.send_each(fd, msgs);
+        }
+        let (mut failed, mut singles, mut i) = (0, 0, 0);
+        while let Some(rest) = msgs.get(i..).filter(|r| !r.is_empty()) {
+            let n = gso::run(rest.iter().map(|(to, b)| (*to, b.len())));
+            if n < 2 {
+                i += 1;
+                continue;
+            }
+            failed += self.send_each(fd, msgs.get(singles..i).unwrap_or_default());
+            failed += self.send_run(fd, rest.get(..n).unwrap_or_default());
+            i += n;
+            singles = i;
+        }
+        failed + self.send_each(fd, msgs.get(singles..).unwrap_or_default())
+    }
+
+    /// One GSO send of a run (from [`gso::run`]).
+    fn send_run(&mut self, fd: BorrowedFd<'_>, run: &[(SocketAddr, &[u8])]) -> u64 {
+        let (Some(&(to, first)), Ok(size)) = (run.first(), u16::try_from(run.first().map_or(0, |m| m.1.len()))) else {
+            return self.send_each(fd, run);
+        };
+        debug_assert!(!first.is_empty());
+        let iov: [IoSlice<'_>; gso::MAX_SEGMENTS] =
+            std::array::from_fn(|i| IoSlice::new(run.get(i).map_or(&[], |(_, b)| b)));
+        let iov = iov.get(..run.len()).unwrap_or_default();
+        let cmsg = [ControlMessage::UdpGsoSegments(&size)];
+        let addr = SockaddrStorage::from(to);
+        match sendmsg(fd.as_raw_fd(), iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&addr)) {
+            Ok(_) => {
+                self.gso_counters.count(run.len());
+                0
+            }
+            Err(e) if gso::refused(e as i32) => {
+                if e == nix::errno::Errno::EIO {
+                    tracing::warn!("UDP GSO refused by the device (EIO): this worker sends datagram by datagram");
+                    self.gso = false;
+                }
+                self.send_each(fd, run)
+            }
+            Err(_) => run.len() as u64,
+        }
+    }
+
+    /// Sends each datagram on its own, `BATCH` per sendmmsg.
+    fn send_each(&mut self, fd: BorrowedFd<'_>, msgs: &[(SocketAddr, &[u8])]) -> u64 {
         let mut failed = 0;
         let mut rest = msgs;
         while !rest.is_empty() {
@@ -170,7 +222,7 @@ mod tests {
         let to = b.local_addr().unwrap();
         let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; usize::from(i) + 1]).collect();
         let msgs: Vec<_> = payloads.iter().map(|p| (to, p.as_slice())).collect();
-        assert_eq!(SendBatch::new().send(a.as_fd(), &msgs), 0);
+        assert_eq!(SendBatch::new(false).send(a.as_fd(), &msgs), 0);
         let mut rx = RecvBatch::new();
         let mut got = Vec::new();
         while got.len() < 40 {
@@ -187,5 +239,34 @@ mod tests {
             }
         }
         assert_eq!(got, payloads);
+    }
+
+    #[test]
+    fn runs_to_one_destination_go_as_one_gso_send_and_arrive_as_datagrams() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (b, c) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+        let (tb, tc) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        // A frame of 10 to b (the last shorter), 1 to c, a frame of 3 to b.
+        let mut sent: Vec<(SocketAddr, Vec<u8>)> =
+            (0..10u8).map(|i| (tb, vec![i; if i < 9 { 1000 } else { 300 }])).collect();
+        sent.push((tc, vec![42; 1000]));
+        sent.extend((0..3u8).map(|i| (tb, vec![100 + i; 500])));
+        let msgs: Vec<_> = sent.iter().map(|(to, p)| (*to, p.as_slice())).collect();
+        let mut tx = SendBatch::new(true);
+        assert_eq!(tx.send(a.as_fd(), &msgs), 0);
+        assert_eq!(tx.gso_counters, GsoCounters { sends: 2, datagrams: 13 });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        for (sock, n) in [(&b, 13), (&c, 1)] {
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+            for _ in 0..n {
+                let (len, from) = sock.recv_from(&mut buf).unwrap();
+                assert_eq!(from, a.local_addr().unwrap());
+                got.push((sock.local_addr().unwrap(), buf[..len].to_vec()));
+            }
+        }
+        let mut want = sent.clone();
+        want.sort_by_key(|(to, _)| *to == tc); // b's in order, then c's
+        assert_eq!(got, want);
     }
 }

@@ -157,7 +157,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     let wake_fd = worker.wake.as_fd().as_raw_fd();
     poll.registry().register(&mut SourceFd(&wake_fd), WAKE, Interest::READABLE)?;
     let registry = poll.registry().try_clone()?;
-    let (worker_id, tcp) = (worker.id, worker.tcp.clone());
+    let (worker_id, tcp, gso) = (worker.id, worker.tcp.clone(), worker.gso);
     let mut l = Loop {
         worker,
         listener_v6: listeners.iter().map(|l| l.local_addr().is_ok_and(|a| a.is_ipv6())).collect(),
@@ -175,7 +175,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
             data_connections: Vec::new(),
         },
         rx: RecvBatch::new(),
-        tx: SendBatch::new(),
+        tx: SendBatch::new(gso),
         pending: Vec::with_capacity(BATCH),
         handoffs: Vec::with_capacity(BATCH),
         send_errors: 0,
@@ -203,6 +203,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
                         truncated: l.truncated,
                         out_of_buffers: 0,
                         streams: l.clients.counters(),
+                        gso: l.tx.gso_counters,
                     };
                     if l.worker.commands(counters) {
                         return Ok(());

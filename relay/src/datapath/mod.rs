@@ -8,6 +8,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod epoll;
+pub mod gso;
 pub(crate) mod handoff;
 pub(crate) mod socket;
 pub(crate) mod stream;
@@ -56,6 +57,8 @@ pub struct WorkerStats {
     pub out_of_buffers: u64,
     /// TCP and TLS connections.
     pub streams: StreamCounters,
+    /// Runs of datagrams sent as one (UDP GSO).
+    pub gso: gso::GsoCounters,
     /// Allocations, permissions and channels held now.
     pub gauges: crate::proto::Gauges,
     /// How long STUN requests took to handle.
@@ -158,6 +161,8 @@ pub(crate) struct Worker {
     pub(crate) io_uring_buffers: u16,
     /// Whether it polls for work before sleeping (`busy_poll_us`).
     pub(crate) polling: Polling,
+    /// Whether runs of datagrams to one destination go as one send (`gso`).
+    pub(crate) gso: bool,
     pub(crate) latency: RequestLatency,
     /// The node's inboxes for packets between workers.
     pub(crate) handoffs: Arc<handoff::Handoffs>,
@@ -366,6 +371,7 @@ pub(crate) struct DatapathCounters {
     pub(crate) truncated: u64,
     pub(crate) out_of_buffers: u64,
     pub(crate) streams: StreamCounters,
+    pub(crate) gso: gso::GsoCounters,
 }
 
 impl Worker {
@@ -466,6 +472,7 @@ impl Worker {
             truncated: c.truncated,
             out_of_buffers: c.out_of_buffers,
             streams: c.streams,
+            gso: c.gso,
             gauges: self.server.gauges(now()),
             latency: self.latency,
             cpu: thread_cpu_time(),

@@ -31,9 +31,9 @@ use socket2::SockAddr;
 
 use self::bufring::{BGID, BufRing};
 use self::ops::{Op, decode, user_data};
-use self::sockets::{ConnIo, SendBuffer, SendSlot, UringSockets, send_bytes};
+use self::sockets::{ConnIo, GsoSend, SendBuffer, SendSlot, UringSockets, send_bytes};
 use super::stream::Clients;
-use super::{DatapathCounters, Worker, now};
+use super::{DatapathCounters, Worker, gso, now};
 use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Verdict, Via};
 use ip2p_wire::PacketKind;
 
@@ -130,6 +130,13 @@ struct Loop {
     out_of_buffers: u64,
     /// Requests dropped because every reply buffer was in flight.
     replies_exhausted: u64,
+    /// Datagrams to one destination held back to go as one GSO send
+    /// (with `gso`): the run's head (registered file, destination) and its
+    /// datagrams. Sent at the end of each round of completions.
+    run: Option<gso::Run<(u32, SocketAddr)>>,
+    run_parts: Vec<(SendBuffer, std::ops::Range<usize>)>,
+    gso: bool,
+    gso_counters: gso::GsoCounters,
 }
 
 /// Runs a worker until it is told to shut down.
@@ -177,7 +184,12 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         truncated: 0,
         out_of_buffers: 0,
         replies_exhausted: 0,
+        run: None,
+        run_parts: Vec::with_capacity(gso::MAX_SEGMENTS),
+        gso: false,
+        gso_counters: gso::GsoCounters::default(),
     };
+    l.gso = l.worker.gso;
     for i in 0..l.io.listeners {
         let i = u32::try_from(i).unwrap_or(u32::MAX);
         if !l.io.arm_recv(i, user_data(Op::RecvListener, 0, i)) {
@@ -215,6 +227,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         }
         l.completions = completions;
         l.handoffs_in();
+        l.flush_run();
         l.write_conns();
         l.bufs.publish();
         l.rearm_receives();
@@ -298,6 +311,7 @@ impl Loop {
                     truncated: self.truncated,
                     out_of_buffers: self.out_of_buffers,
                     streams: self.clients.counters(),
+                    gso: self.gso_counters,
                 });
                 while let Ok(event) = self.worker.tcp_events.try_recv() {
                     self.clients.tcp_event(event, &mut self.worker, &mut self.io);
@@ -434,7 +448,63 @@ impl Loop {
             Via::Listener(l) => Some(u32::from(l.index)),
             Via::Relay(t) => self.io.relays.get(t.0 as usize).and_then(Option::as_ref).and(self.io.relay_fixed(t)),
         };
-        let (Some(fixed), Some(slot)) = (fixed, self.free_sends.pop()) else {
+        let Some(fixed) = fixed else {
+            self.send_errors += 1;
+            return self.release(buffer);
+        };
+        if !self.gso {
+            return self.submit(fixed, to, buffer, range);
+        }
+        if let Some(run) = &mut self.run
+            && run.push(&(fixed, to), range.len())
+        {
+            self.run_parts.push((buffer, range));
+            return;
+        }
+        self.flush_run();
+        self.run = Some(gso::Run::new((fixed, to), range.len()));
+        self.run_parts.push((buffer, range));
+    }
+
+    /// Sends the datagrams held back for a run: one send, or one GSO send
+    /// of them all.
+    fn flush_run(&mut self) {
+        let Some(run) = self.run.take() else { return };
+        let (fixed, to) = run.to;
+        if self.run_parts.len() == 1 {
+            if let Some((buffer, range)) = self.run_parts.pop() {
+                self.submit(fixed, to, buffer, range);
+            }
+            return;
+        }
+        let parts = std::mem::replace(&mut self.run_parts, Vec::with_capacity(gso::MAX_SEGMENTS));
+        let Some(slot) = self.free_sends.pop() else {
+            self.send_errors += parts.len() as u64;
+            return parts.into_iter().for_each(|(buffer, _)| self.release(buffer));
+        };
+        let mut many = Box::new(GsoSend::new(fixed, to, u16::try_from(run.size()).unwrap_or(0), parts));
+        for (buffer, range) in &many.parts {
+            let bytes = send_bytes(&mut self.bufs, &self.replies, buffer, range.clone()).unwrap_or_default();
+            many.iov.push(libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() });
+        }
+        let Some(entry) = self.sends.get_mut(slot) else { return self.release(SendBuffer::Many(many)) };
+        let stored = entry.insert(SendSlot { to: SockAddr::from(to), buffer: SendBuffer::Many(many) });
+        let SendBuffer::Many(many) = &mut stored.buffer else { return };
+        let msg = many.header(&stored.to);
+        let sqe = opcode::SendMsg::new(Fixed(fixed), msg).build().user_data(user_data(
+            Op::Send,
+            0,
+            u32::try_from(slot).unwrap_or(u32::MAX),
+        ));
+        if !self.io.push(&sqe) {
+            self.sent(slot, -libc::EAGAIN);
+        }
+    }
+
+    /// Queues one send of `range` of `buffer` to `to` on registered file
+    /// `fixed`.
+    fn submit(&mut self, fixed: u32, to: SocketAddr, buffer: SendBuffer, range: std::ops::Range<usize>) {
+        let Some(slot) = self.free_sends.pop() else {
             self.send_errors += 1;
             return self.release(buffer);
         };
@@ -462,12 +532,32 @@ impl Loop {
     }
 
     fn sent(&mut self, slot: usize, result: i32) {
-        if result < 0 {
-            self.send_errors += 1;
+        let Some(done) = self.sends.get_mut(slot).and_then(Option::take) else { return };
+        self.free_sends.push(slot);
+        let SendBuffer::Many(many) = done.buffer else {
+            if result < 0 {
+                self.send_errors += 1;
+            }
+            return self.release(done.buffer);
+        };
+        let GsoSend { fixed, to, parts, .. } = *many;
+        if result >= 0 {
+            self.gso_counters.count(parts.len());
+        } else if gso::refused(-result) {
+            // The kernel refused GSO itself: datagram by datagram.
+            if -result == libc::EIO {
+                tracing::warn!("UDP GSO refused by the device (EIO): this worker sends datagram by datagram");
+                self.gso = false;
+            }
+            for (buffer, range) in parts {
+                self.submit(fixed, to, buffer, range);
+            }
+            return;
+        } else {
+            self.send_errors += parts.len() as u64;
         }
-        if let Some(done) = self.sends.get_mut(slot).and_then(Option::take) {
-            self.release(done.buffer);
-            self.free_sends.push(slot);
+        for (buffer, _) in parts {
+            self.release(buffer);
         }
     }
 
@@ -476,6 +566,11 @@ impl Loop {
             SendBuffer::Buffer(bid) => self.bufs.provide(bid),
             SendBuffer::Reply(r) => self.free_replies.push(r),
             SendBuffer::Handoff(b) => self.worker.handoffs.recycle(b),
+            SendBuffer::Many(many) => {
+                for (buffer, _) in many.parts {
+                    self.release(buffer);
+                }
+            }
         }
     }
 

@@ -25,6 +25,62 @@ pub(super) enum SendBuffer {
     Reply(usize),
     /// A packet from another worker (its buffer goes back to the pool).
     Handoff(Box<[u8]>),
+    /// Several datagrams sent as one (UDP GSO).
+    Many(Box<GsoSend>),
+}
+
+/// A GSO send in flight: its datagrams' buffers, and the message header
+/// the kernel reads (which points into it: boxed, it does not move).
+pub(super) struct GsoSend {
+    pub(super) fixed: u32,
+    pub(super) to: SocketAddr,
+    pub(super) parts: Vec<(SendBuffer, std::ops::Range<usize>)>,
+    pub(super) iov: Vec<libc::iovec>,
+    size: u16,
+    msg: libc::msghdr,
+    /// Room for one `UDP_SEGMENT` control message (aligned).
+    control: [u64; 4],
+}
+
+impl std::fmt::Debug for GsoSend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GsoSend").field("to", &self.to).field("datagrams", &self.parts.len()).finish_non_exhaustive()
+    }
+}
+
+impl GsoSend {
+    pub(super) fn new(fixed: u32, to: SocketAddr, size: u16, parts: Vec<(SendBuffer, std::ops::Range<usize>)>) -> Self {
+        let iov = Vec::with_capacity(parts.len());
+        // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control).
+        let msg = unsafe { std::mem::zeroed() };
+        Self { fixed, to, parts, iov, size, msg, control: [0; 4] }
+    }
+
+    /// The message header for a sendmsg of `iov` to `name` in segments of
+    /// `size` bytes. `name` and `self` must stay put until the send
+    /// completes.
+    pub(super) fn header(&mut self, name: &SockAddr) -> *const libc::msghdr {
+        self.msg.msg_name = name.as_ptr().cast_mut().cast();
+        self.msg.msg_namelen = name.len();
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.iov.len();
+        self.msg.msg_control = self.control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE and CMSG_LEN compute sizes only.
+        let (space, len) = unsafe { (libc::CMSG_SPACE(2), libc::CMSG_LEN(2)) };
+        self.msg.msg_controllen = space as usize;
+        debug_assert!(space as usize <= std::mem::size_of_val(&self.control));
+        // SAFETY: msg_control points at `control`, which has room for one
+        // control message with 2 bytes of data (checked above), so
+        // CMSG_FIRSTHDR is that buffer and CMSG_DATA lies within it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const self.msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = len as usize;
+            libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(self.size);
+        }
+        &raw const self.msg
+    }
 }
 
 /// `range` of the bytes in `buffer`.
@@ -38,6 +94,7 @@ pub(super) fn send_bytes<'a>(
         SendBuffer::Buffer(bid) => bufs.buffer(*bid).get(range),
         SendBuffer::Reply(r) => replies.get(*r).and_then(|b| b.get(range)),
         SendBuffer::Handoff(b) => b.get(range),
+        SendBuffer::Many(_) => None,
     }
 }
 
