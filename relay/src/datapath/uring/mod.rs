@@ -135,6 +135,10 @@ struct Loop {
     /// datagrams. Sent at the end of each round of completions.
     run: Option<gso::Run<(u32, SocketAddr)>>,
     run_parts: Vec<(SendBuffer, std::ops::Range<usize>)>,
+    /// GSO sends' state for reuse: the steady state allocates nothing.
+    /// Boxed: in flight, the kernel reads the header inside it.
+    #[allow(clippy::vec_box)]
+    gso_pool: Vec<Box<GsoSend>>,
     gso: bool,
     gso_counters: gso::GsoCounters,
 }
@@ -186,6 +190,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         replies_exhausted: 0,
         run: None,
         run_parts: Vec::with_capacity(gso::MAX_SEGMENTS),
+        gso_pool: Vec::new(),
         gso: false,
         gso_counters: gso::GsoCounters::default(),
     };
@@ -477,12 +482,15 @@ impl Loop {
             }
             return;
         }
-        let parts = std::mem::replace(&mut self.run_parts, Vec::with_capacity(gso::MAX_SEGMENTS));
         let Some(slot) = self.free_sends.pop() else {
-            self.send_errors += parts.len() as u64;
-            return parts.into_iter().for_each(|(buffer, _)| self.release(buffer));
+            self.send_errors += self.run_parts.len() as u64;
+            let parts = std::mem::take(&mut self.run_parts);
+            parts.into_iter().for_each(|(buffer, _)| self.release(buffer));
+            return;
         };
-        let mut many = Box::new(GsoSend::new(fixed, to, u16::try_from(run.size()).unwrap_or(0), parts));
+        let mut many = self.gso_pool.pop().unwrap_or_default();
+        many.start(fixed, to, u16::try_from(run.size()).unwrap_or(0));
+        many.parts.append(&mut self.run_parts);
         for (buffer, range) in &many.parts {
             let bytes = send_bytes(&mut self.bufs, &self.replies, buffer, range.clone()).unwrap_or_default();
             many.iov.push(libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() });
@@ -540,25 +548,34 @@ impl Loop {
             }
             return self.release(done.buffer);
         };
-        let GsoSend { fixed, to, parts, .. } = *many;
+        let resend = result < 0 && gso::refused(-result);
         if result >= 0 {
-            self.gso_counters.count(parts.len());
-        } else if gso::refused(-result) {
+            self.gso_counters.count(many.parts.len());
+        } else if resend {
             // The kernel refused GSO itself: datagram by datagram.
             if -result == libc::EIO {
                 tracing::warn!("UDP GSO refused by the device (EIO): this worker sends datagram by datagram");
                 self.gso = false;
             }
-            for (buffer, range) in parts {
-                self.submit(fixed, to, buffer, range);
-            }
-            return;
         } else {
-            self.send_errors += parts.len() as u64;
+            self.send_errors += many.parts.len() as u64;
         }
-        for (buffer, _) in parts {
-            self.release(buffer);
+        self.retire(many, resend);
+    }
+
+    /// A GSO send is done: its datagrams' buffers go back (or, with
+    /// `resend`, each datagram goes on its own), and its state to the pool.
+    fn retire(&mut self, mut many: Box<GsoSend>, resend: bool) {
+        let (fixed, to) = (many.fixed, many.to);
+        for (buffer, range) in many.parts.drain(..) {
+            if resend {
+                self.submit(fixed, to, buffer, range);
+            } else {
+                self.release(buffer);
+            }
         }
+        many.iov.clear();
+        self.gso_pool.push(many);
     }
 
     fn release(&mut self, buffer: SendBuffer) {
@@ -566,11 +583,7 @@ impl Loop {
             SendBuffer::Buffer(bid) => self.bufs.provide(bid),
             SendBuffer::Reply(r) => self.free_replies.push(r),
             SendBuffer::Handoff(b) => self.worker.handoffs.recycle(b),
-            SendBuffer::Many(many) => {
-                for (buffer, _) in many.parts {
-                    self.release(buffer);
-                }
-            }
+            SendBuffer::Many(many) => self.retire(many, false),
         }
     }
 

@@ -13,7 +13,7 @@ use socket2::SockAddr;
 use super::bufring::{BGID, BufRing};
 use super::ops::{Op, user_data};
 use crate::datapath::tcp_relay::TcpRelays;
-use crate::datapath::{DataConnection, RelaySockets};
+use crate::datapath::{DataConnection, RelaySockets, gso};
 use crate::proto::RelayToken;
 
 /// The buffer an in-flight send's bytes are in, kept until it completes.
@@ -48,12 +48,20 @@ impl std::fmt::Debug for GsoSend {
     }
 }
 
-impl GsoSend {
-    pub(super) fn new(fixed: u32, to: SocketAddr, size: u16, parts: Vec<(SendBuffer, std::ops::Range<usize>)>) -> Self {
-        let iov = Vec::with_capacity(parts.len());
+impl Default for GsoSend {
+    fn default() -> Self {
         // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control).
         let msg = unsafe { std::mem::zeroed() };
-        Self { fixed, to, parts, iov, size, msg, control: [0; 4] }
+        let (parts, iov) = (Vec::with_capacity(gso::MAX_SEGMENTS), Vec::with_capacity(gso::MAX_SEGMENTS));
+        Self { fixed: 0, to: SocketAddr::from(([0; 4], 0)), parts, iov, size: 0, msg, control: [0; 4] }
+    }
+}
+
+impl GsoSend {
+    /// Starts a send of segments of `size` bytes to `to` on registered file
+    /// `fixed` (its datagrams and their iovecs are pushed next).
+    pub(super) fn start(&mut self, fixed: u32, to: SocketAddr, size: u16) {
+        (self.fixed, self.to, self.size) = (fixed, to, size);
     }
 
     /// The message header for a sendmsg of `iov` to `name` in segments of
