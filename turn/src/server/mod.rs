@@ -70,9 +70,18 @@ enum Route {
     /// To an allocation of this worker.
     Here,
     /// To another worker's, delivered by this one as its view says.
-    Direct(Result<(ListenerId, SocketAddr, Option<u16>), DropReason>),
+    Direct(Result<Delivery, DropReason>),
     /// To the owner's inbox.
     Inbox(usize),
+}
+
+/// Who gets a datagram for a client, and how it is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Delivery {
+    listener: ListenerId,
+    client: SocketAddr,
+    /// Its channel to the datagram's sender, if any (else a Data indication).
+    channel: Option<u16>,
 }
 
 /// The core's log lines that clients cause, each limited on its own.
@@ -241,9 +250,11 @@ impl Server {
         let (me, limited) = (self.worker, self.config.bandwidth > 0);
         let route = self.shared.owners.with(relay, t.to.port(), |owner| match &owner.view {
             _ if owner.worker == me => Route::Here,
-            Some(view) if room && !limited => {
-                Route::Direct(view.framing(from, now).map(|channel| (view.listener, view.client, channel)))
-            }
+            Some(view) if room && !limited => Route::Direct(view.framing(from, now).map(|channel| Delivery {
+                listener: view.listener,
+                client: view.client,
+                channel,
+            })),
             _ => Route::Inbox(usize::from(owner.worker)),
         });
         let delivered = match route {
@@ -272,7 +283,7 @@ impl Server {
     /// worker would have.
     fn deliver(
         &mut self,
-        framing: Result<(ListenerId, SocketAddr, Option<u16>), DropReason>,
+        framing: Result<Delivery, DropReason>,
         from: SocketAddr,
         buf: &mut [u8],
         data: Range<usize>,
@@ -281,27 +292,9 @@ impl Server {
         if framing != Err(DropReason::NoAllocation) {
             self.stats.short_circuited += 1;
         }
-        let payload = data.len() as u64;
-        let framed = framing.and_then(|(listener, client, channel)| {
-            let range = match channel {
-                Some(number) => frame_channel_data(buf, data, number, listener.transport),
-                None => frame_indication(buf, data, Method::DATA, from, TransactionId(self.rng.random())),
-            };
-            // Only a datapath that broke the headroom contract fails here.
-            let range = range.map_err(|_| DropReason::Ignored)?;
-            Ok(Transmit { via: Via::Listener(listener), to: client, range })
-        });
-        match framed {
-            Ok(t) => {
-                self.stats.to_client_packets += 1;
-                self.stats.to_client_bytes += payload;
-                Ok(t)
-            }
-            Err(reason) => {
-                self.stats.dropped.count(reason);
-                Err(reason)
-            }
-        }
+        let payload = data.len();
+        let framed = framing.and_then(|to| self.frame_for(to, from, buf, data));
+        self.count_to_client(payload, framed)
     }
 
     /// When `t`, a client's packet on its way to a peer, is addressed to a
@@ -457,18 +450,9 @@ impl Server {
         buf: &mut [u8],
         data: Range<usize>,
     ) -> Result<Transmit, DropReason> {
-        let payload = data.len() as u64;
-        match self.peer_datagram(now, token, from, buf, data) {
-            Ok(t) => {
-                self.stats.to_client_packets += 1;
-                self.stats.to_client_bytes += payload;
-                Ok(t)
-            }
-            Err(reason) => {
-                self.stats.dropped.count(reason);
-                Err(reason)
-            }
-        }
+        let payload = data.len();
+        let framed = self.peer_datagram(now, token, from, buf, data);
+        self.count_to_client(payload, framed)
     }
 
     fn peer_datagram(
@@ -489,21 +473,54 @@ impl Server {
         if !alloc.permits(from.ip(), now) {
             return Err(DropReason::NoPermission);
         }
-        let (listener, client) = (alloc.listener, alloc.client);
-        let channel = alloc.channel_to(from, now).map(|c| c.number);
+        let to = Delivery {
+            listener: alloc.listener,
+            client: alloc.client,
+            channel: alloc.channel_to(from, now).map(|c| c.number),
+        };
         if !self.within_bandwidth(token.slot(), data.len(), now, false) {
             return Err(DropReason::RateLimit);
         }
-        let framed = match channel {
-            Some(number) => frame_channel_data(buf, data, number, listener.transport),
-            None => {
-                let tid = TransactionId(self.rng.random());
-                frame_indication(buf, data, Method::DATA, from, tid)
-            }
+        self.frame_for(to, from, buf, data)
+    }
+
+    /// Frames `buf[data]`, a datagram from `from`, in place for a client:
+    /// ChannelData on its channel to `from` if it has one, else a Data
+    /// indication.
+    fn frame_for(
+        &mut self,
+        to: Delivery,
+        from: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Result<Transmit, DropReason> {
+        let framed = match to.channel {
+            Some(number) => frame_channel_data(buf, data, number, to.listener.transport),
+            None => frame_indication(buf, data, Method::DATA, from, TransactionId(self.rng.random())),
         };
         // Only a datapath that broke the headroom contract fails here.
         let range = framed.map_err(|_| DropReason::Ignored)?;
-        Ok(Transmit { via: Via::Listener(listener), to: client, range })
+        Ok(Transmit { via: Via::Listener(to.listener), to: to.client, range })
+    }
+
+    /// Counts a datagram of `payload` bytes for a client: relayed, or
+    /// dropped and why.
+    fn count_to_client(
+        &mut self,
+        payload: usize,
+        framed: Result<Transmit, DropReason>,
+    ) -> Result<Transmit, DropReason> {
+        match framed {
+            Ok(t) => {
+                self.stats.to_client_packets += 1;
+                self.stats.to_client_bytes += payload as u64;
+                Ok(t)
+            }
+            Err(reason) => {
+                self.stats.dropped.count(reason);
+                Err(reason)
+            }
+        }
     }
 
     /// A short-circuited payload for this server, from this worker or from
