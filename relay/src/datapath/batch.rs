@@ -129,10 +129,8 @@ impl SendBatch {
 
     /// One GSO send of a run (from [`gso::run`]).
     fn send_run(&mut self, fd: BorrowedFd<'_>, run: &[(SocketAddr, &[u8])]) -> u64 {
-        let (Some(&(to, first)), Ok(size)) = (run.first(), u16::try_from(run.first().map_or(0, |m| m.1.len()))) else {
-            return self.send_each(fd, run);
-        };
-        debug_assert!(!first.is_empty());
+        let Some(&(to, first)) = run.first() else { return 0 };
+        let Ok(size) = u16::try_from(first.len()) else { return self.send_each(fd, run) };
         let iov: [IoSlice<'_>; gso::MAX_SEGMENTS] =
             std::array::from_fn(|i| IoSlice::new(run.get(i).map_or(&[], |(_, b)| b)));
         let iov = iov.get(..run.len()).unwrap_or_default();
@@ -143,13 +141,7 @@ impl SendBatch {
                 self.gso_counters.count(run.len());
                 0
             }
-            Err(e) if gso::refused(e as i32) => {
-                if e == nix::errno::Errno::EIO {
-                    tracing::warn!("UDP GSO refused by the device (EIO): this worker sends datagram by datagram");
-                    self.gso = false;
-                }
-                self.send_each(fd, run)
-            }
+            Err(e) if gso::fall_back(e as i32, &mut self.gso) => self.send_each(fd, run),
             Err(_) => run.len() as u64,
         }
     }

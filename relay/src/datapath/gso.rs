@@ -76,11 +76,16 @@ impl GsoCounters {
     }
 }
 
-/// Whether the kernel refused GSO itself for this send, rather than the
-/// datagrams' path (full buffers, no route): EIO (the device cannot
-/// checksum it), EINVAL (a segment over the path MTU), EOPNOTSUPP. The run
-/// then goes datagram by datagram, and EIO turns GSO off for the worker.
-pub(crate) fn refused(errno: i32) -> bool {
+/// A GSO send failed with `errno`: whether the kernel refused GSO itself
+/// rather than the datagrams' path (full buffers, no route), so that the
+/// run should go datagram by datagram: EIO (the device cannot checksum
+/// it), EINVAL (a segment over the path MTU), EOPNOTSUPP. EIO also turns
+/// GSO off (`enabled`) for the worker, with a log line.
+pub(crate) fn fall_back(errno: i32, enabled: &mut bool) -> bool {
+    if errno == libc::EIO && *enabled {
+        tracing::warn!("UDP GSO refused by the device (EIO): this worker sends datagram by datagram");
+        *enabled = false;
+    }
     matches!(errno, libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
 }
 

@@ -139,7 +139,6 @@ struct Loop {
     /// Boxed: in flight, the kernel reads the header inside it.
     #[allow(clippy::vec_box)]
     gso_pool: Vec<Box<GsoSend>>,
-    gso: bool,
     gso_counters: gso::GsoCounters,
 }
 
@@ -191,10 +190,8 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         run: None,
         run_parts: Vec::with_capacity(gso::MAX_SEGMENTS),
         gso_pool: Vec::new(),
-        gso: false,
         gso_counters: gso::GsoCounters::default(),
     };
-    l.gso = l.worker.gso;
     for i in 0..l.io.listeners {
         let i = u32::try_from(i).unwrap_or(u32::MAX);
         if !l.io.arm_recv(i, user_data(Op::RecvListener, 0, i)) {
@@ -457,7 +454,7 @@ impl Loop {
             self.send_errors += 1;
             return self.release(buffer);
         };
-        if !self.gso {
+        if !self.worker.gso {
             return self.submit(fixed, to, buffer, range);
         }
         if let Some(run) = &mut self.run
@@ -489,7 +486,7 @@ impl Loop {
             return;
         };
         let mut many = self.gso_pool.pop().unwrap_or_default();
-        many.start(fixed, to, u16::try_from(run.size()).unwrap_or(0));
+        (many.fixed, many.to) = (fixed, to);
         many.parts.append(&mut self.run_parts);
         for (buffer, range) in &many.parts {
             let bytes = send_bytes(&mut self.bufs, &self.replies, buffer, range.clone()).unwrap_or_default();
@@ -498,7 +495,7 @@ impl Loop {
         let Some(entry) = self.sends.get_mut(slot) else { return self.release(SendBuffer::Many(many)) };
         let stored = entry.insert(SendSlot { to: SockAddr::from(to), buffer: SendBuffer::Many(many) });
         let SendBuffer::Many(many) = &mut stored.buffer else { return };
-        let msg = many.header(&stored.to);
+        let msg = many.header(&stored.to, u16::try_from(run.size()).unwrap_or(0));
         let sqe = opcode::SendMsg::new(Fixed(fixed), msg).build().user_data(user_data(
             Op::Send,
             0,
@@ -548,16 +545,10 @@ impl Loop {
             }
             return self.release(done.buffer);
         };
-        let resend = result < 0 && gso::refused(-result);
+        let resend = result < 0 && gso::fall_back(-result, &mut self.worker.gso);
         if result >= 0 {
             self.gso_counters.count(many.parts.len());
-        } else if resend {
-            // The kernel refused GSO itself: datagram by datagram.
-            if -result == libc::EIO {
-                tracing::warn!("UDP GSO refused by the device (EIO): this worker sends datagram by datagram");
-                self.gso = false;
-            }
-        } else {
+        } else if !resend {
             self.send_errors += many.parts.len() as u64;
         }
         self.retire(many, resend);

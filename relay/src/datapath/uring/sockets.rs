@@ -36,7 +36,6 @@ pub(super) struct GsoSend {
     pub(super) to: SocketAddr,
     pub(super) parts: Vec<(SendBuffer, std::ops::Range<usize>)>,
     pub(super) iov: Vec<libc::iovec>,
-    size: u16,
     msg: libc::msghdr,
     /// Room for one `UDP_SEGMENT` control message (aligned).
     control: [u64; 4],
@@ -53,21 +52,15 @@ impl Default for GsoSend {
         // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control).
         let msg = unsafe { std::mem::zeroed() };
         let (parts, iov) = (Vec::with_capacity(gso::MAX_SEGMENTS), Vec::with_capacity(gso::MAX_SEGMENTS));
-        Self { fixed: 0, to: SocketAddr::from(([0; 4], 0)), parts, iov, size: 0, msg, control: [0; 4] }
+        Self { fixed: 0, to: SocketAddr::from(([0; 4], 0)), parts, iov, msg, control: [0; 4] }
     }
 }
 
 impl GsoSend {
-    /// Starts a send of segments of `size` bytes to `to` on registered file
-    /// `fixed` (its datagrams and their iovecs are pushed next).
-    pub(super) fn start(&mut self, fixed: u32, to: SocketAddr, size: u16) {
-        (self.fixed, self.to, self.size) = (fixed, to, size);
-    }
-
     /// The message header for a sendmsg of `iov` to `name` in segments of
     /// `size` bytes. `name` and `self` must stay put until the send
     /// completes.
-    pub(super) fn header(&mut self, name: &SockAddr) -> *const libc::msghdr {
+    pub(super) fn header(&mut self, name: &SockAddr, size: u16) -> *const libc::msghdr {
         self.msg.msg_name = name.as_ptr().cast_mut().cast();
         self.msg.msg_namelen = name.len();
         self.msg.msg_iov = self.iov.as_mut_ptr();
@@ -78,14 +71,15 @@ impl GsoSend {
         self.msg.msg_controllen = space as usize;
         debug_assert!(space as usize <= std::mem::size_of_val(&self.control));
         // SAFETY: msg_control points at `control`, which has room for one
-        // control message with 2 bytes of data (checked above), so
+        // control message with 2 bytes of data (CMSG_SPACE(2) is 24 bytes
+        // on Linux, `control` 32; asserted in debug builds), so
         // CMSG_FIRSTHDR is that buffer and CMSG_DATA lies within it.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&raw const self.msg);
             (*cmsg).cmsg_level = libc::SOL_UDP;
             (*cmsg).cmsg_type = libc::UDP_SEGMENT;
             (*cmsg).cmsg_len = len as usize;
-            libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(self.size);
+            libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(size);
         }
         &raw const self.msg
     }
