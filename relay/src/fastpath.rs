@@ -199,6 +199,7 @@ impl Mirror {
             relayed: p.relayed,
             peer: p.peer,
             channel: p.channel,
+            host: p.host,
             until: p.until,
             slot: NO_SLOT,
         };

@@ -194,6 +194,68 @@ fn relays_through_the_fast_path(dp: &'static str, v6: bool) {
     assert!(client.recv(Duration::from_millis(300)).unwrap().is_none(), "{dp}: delivered after deletion");
 }
 
+/// Sends `n` numbered ChannelData messages from `from` on `channel` and
+/// returns how many `to` received, in order, on `back` (its channel to the
+/// sender's relayed address).
+fn pair_stream(from: &mut Client, channel: u16, to: &mut Client, back: u16, n: u32) -> u32 {
+    roomy(to.socket().unwrap());
+    for i in 0..n {
+        from.send_channel(channel, &i.to_be_bytes()).unwrap();
+    }
+    let mut got = 0u32;
+    while let Some(r) = to.recv(Duration::from_millis(300)).unwrap() {
+        assert_eq!(r, Received::Channel { channel: back, data: got.to_be_bytes().to_vec() }, "in order");
+        got += 1;
+    }
+    got
+}
+
+/// Two clients of the node with channels to each other's relayed
+/// addresses (what two browsers that both fall back to this relay do):
+/// their ChannelData goes from one to the other in the program, never
+/// reaching the sockets, counted for both; when one allocation ends, the
+/// other's packets go to the sockets, which refuse them.
+fn pairs_take_the_fast_path(dp: &'static str) {
+    let lab = lab(&format!("pair-{dp}"));
+    let relay = Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, CONFIG) });
+    let server = "10.71.1.1:3478".parse().unwrap();
+    let (mut a, mut b) = lab.client.enter(move || {
+        (Client::new(server, "alice", "wonderland").unwrap(), Client::new(server, "alice", "wonderland").unwrap())
+    });
+    let (ra, rb) = (a.allocate(None).unwrap(), b.allocate(None).unwrap());
+    a.channel_bind(0x4000, rb).unwrap();
+    b.channel_bind(0x4ffe, ra).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(pair_stream(&mut a, 0x4000, &mut b, 0x4ffe, 10), 10, "{dp}: warm-up");
+    let counted = |path: &str| {
+        ["to_peer", "to_client"].map(|d| {
+            xdp_metric(&lab, &relay, &format!("ip2p_relayed_packets_total{{direction=\"{d}\",path=\"{path}\"}}"))
+        })
+    };
+    let (fast, socket) = (counted("xdp"), counted("socket"));
+    assert_eq!(pair_stream(&mut a, 0x4000, &mut b, 0x4ffe, 200), 200, "{dp}: A to B, nothing lost");
+    assert_eq!(pair_stream(&mut b, 0x4ffe, &mut a, 0x4000, 200), 200, "{dp}: B to A, nothing lost");
+    let (fast_after, socket_after) = (counted("xdp"), counted("socket"));
+    assert_eq!(
+        [fast_after[0] - fast[0], fast_after[1] - fast[1]],
+        [400.0, 400.0],
+        "{dp}: each packet sent by one allocation and delivered to the other, by the program"
+    );
+    assert_eq!(socket_after, socket, "{dp}: none by the sockets");
+
+    // B gone: A's packets meet the sockets, which know no such peer now.
+    b.refresh(Some(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let denied = || xdp_metric(&lab, &relay, r#"ip2p_dropped_packets_total{reason="denied_address"}"#);
+    let before = denied();
+    for i in 0..5u32 {
+        a.send_channel(0x4000, &i.to_be_bytes()).unwrap();
+    }
+    assert!(b.recv(Duration::from_millis(300)).unwrap().is_none(), "{dp}: delivered after B's deletion");
+    assert_eq!(denied() - before, 5.0, "{dp}: the socket path refused them");
+    assert_eq!(counted("xdp"), fast_after, "{dp}: the program carried none of them");
+}
+
 /// An allocation that lapses mid-stream: its packets stop at its end on
 /// both paths (the program sends what is past its deadline to the sockets,
 /// which find no allocation).
@@ -352,6 +414,7 @@ on_both_datapaths! {
     relays_back_out_the_same_interface: relays_back_out_the_same_interface();
     relays_through_the_fast_path: relays_through_the_fast_path(false);
     relays_ipv6_through_the_fast_path: relays_through_the_fast_path(true);
+    pairs_take_the_fast_path: pairs_take_the_fast_path();
     an_expiry_ends_the_fast_path: an_expiry_ends_the_fast_path();
     coturns_clients_use_the_fast_path: coturns_clients_use_the_fast_path();
 }

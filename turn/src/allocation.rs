@@ -240,13 +240,13 @@ impl Allocation {
     }
 
     /// Each live channel whose peer has a live permission, with the
-    /// earlier of their expiries; peers on the host's own addresses are
-    /// left out (the local short-circuit's).
-    pub(crate) fn channel_paths(&self, now: Instant) -> impl Iterator<Item = (&Channel, Instant)> {
+    /// earlier of their expiries and whether the peer is one of the host's
+    /// own addresses (the local short-circuit's).
+    pub(crate) fn channel_paths(&self, now: Instant) -> impl Iterator<Item = (&Channel, Instant, bool)> {
         self.channels.iter().filter(move |c| c.expires > now).filter_map(move |c| {
             let ip = canonical(c.peer.ip());
             let p = self.permissions.iter().find(|p| p.ip == ip && p.expires > now)?;
-            (!p.host).then_some((c, c.expires.min(p.expires)))
+            Some((c, c.expires.min(p.expires), p.host))
         })
     }
 

@@ -24,8 +24,12 @@ use crate::{ListenerId, RelayToken};
 /// ChannelData on `channel`, until `until`.
 ///
 /// Only paths the core would forward unconditionally are published: a UDP
-/// client, a UDP allocation, a peer that is not one of the host's own
-/// addresses (those are the local short-circuit's), and no bandwidth limit.
+/// client, a UDP allocation, and no bandwidth limit. A peer that is one of
+/// the host's own relayed addresses (`host`) is published only with the
+/// short-circuit on, and such a path is half of one: a packet on it goes
+/// straight to the other allocation's client only while that allocation
+/// holds the path back (its own channel to this relayed address); without
+/// it the core decides (a Data indication, or a drop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelPath {
     /// The relay socket (and so the allocation and address family).
@@ -41,6 +45,8 @@ pub struct ChannelPath {
     pub channel: u16,
     /// The peer.
     pub peer: SocketAddr,
+    /// The peer is a relayed address of this node.
+    pub host: bool,
     /// The earliest of the allocation's, the channel's and the
     /// permission's expiry.
     pub until: Instant,

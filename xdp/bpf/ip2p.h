@@ -21,6 +21,14 @@ struct flow_key {
 	__u8 pad;
 };
 
+/* flow_out.flags: the peer is another allocation's relayed address on
+ * this host (a pair of clients of this node). A client's packet on such a
+ * channel goes straight to the other allocation's client when that one has
+ * a live channel back (its own entry in from_peers, keyed by the two
+ * relayed addresses); otherwise, and for a datagram arriving from such a
+ * peer, the kernel decides. */
+#define FLOW_HOST 1
+
 /* What to make of a packet that matches: send it from `src` to `dst`,
  * stripping the ChannelData header (from a client) or prepending one with
  * `channel` (from a peer), until `deadline_ns` (CLOCK_MONOTONIC). An
@@ -33,7 +41,7 @@ struct flow_out {
 	__be16 src_port;
 	__be16 dst_port;
 	__be16 channel; /* 0: strip the header (to a peer) */
-	__u16 pad;
+	__u16 flags;    /* FLOW_HOST */
 	__u32 slot;
 	__u32 pad2;
 };
@@ -46,7 +54,7 @@ struct flow_counters {
 
 /* What the program did with packets that matched an entry (per CPU). */
 enum outcome {
-	OUT_TO_PEER = 0,   /* forwarded client -> peer */
+	OUT_TO_PEER = 0,   /* forwarded client -> peer (a pair: counted both ways) */
 	OUT_TO_CLIENT = 1, /* forwarded peer -> client */
 	OUT_EXPIRED = 2,   /* entry past its deadline: passed */
 	OUT_NO_ROUTE = 3,  /* FIB lookup failed or neighbour unknown: passed */

@@ -9,7 +9,12 @@
  *     allocation's relayed address to the peer;
  *   peer -> client: a UDP datagram to a relayed address from a peer in
  *     `from_peers` gains the ChannelData header and leaves from the listen
- *     address to the client.
+ *     address to the client;
+ *   client -> client: ChannelData from a client whose channel's peer is
+ *     another allocation's relayed address here (FLOW_HOST), when that
+ *     allocation has a live channel back, keeps its header with that
+ *     channel's number and leaves from the listen address to its client
+ *     (what the relay's short-circuit does in user space).
  *
  * Everything else goes to the kernel untouched (XDP_PASS): STUN, Send and
  * Data indications, unknown or expired entries, padded or malformed
@@ -43,6 +48,13 @@
 #define AF_INET6 10
 #define TTL 64
 #define CHANNEL_HEADER 4
+
+/* What happens to the ChannelData header. */
+enum mode {
+	TO_CLIENT, /* prepended */
+	TO_PEER,   /* stripped */
+	ACROSS,    /* its channel number replaced (client -> client) */
+};
 
 /* Sizes are set by the loader before the maps are created. */
 struct {
@@ -144,6 +156,27 @@ static __always_inline __u64 channel_header_words(__be16 channel, __u32 len)
 	return (__u16)channel + (__u16)bpf_htons(len);
 }
 
+/* Adds the checksum words of the ChannelData header that goes (to a peer),
+ * comes (to a client) or changes its number (between clients) to `removed`
+ * and `added`. Non-zero if the payload is not there after all. */
+static __always_inline int header_change(int mode, void *payload, void *end, __be16 channel, __u32 len,
+					 __u64 *removed, __u64 *added)
+{
+	if (mode == TO_CLIENT) {
+		*added += channel_header_words(channel, len);
+		return 0;
+	}
+	if (payload + CHANNEL_HEADER > end)
+		return 1;
+	if (mode == TO_PEER) {
+		*removed += words(payload, 2);
+	} else {
+		*removed += words(payload, 1);
+		*added += (__u16)channel;
+	}
+	return 0;
+}
+
 /* The entry for a ChannelData datagram from a client, or for a datagram
  * from a peer. A wildcard listener's entries have no local address. */
 static __always_inline struct flow_out *lookup(struct flow_key *key, int from_client)
@@ -194,58 +227,98 @@ static __always_inline int fib_failed(long rc)
 	return 1;
 }
 
-/* The live entry for a datagram whose key has its addresses and ports:
- * a client's ChannelData (`*to_peer` set) or a peer's datagram. NULL for
- * anything else, and for an entry past its deadline (counted). */
+/* The live entry for a datagram whose key has its addresses and ports, and
+ * what to do with its ChannelData header (`*mode`): a client's ChannelData
+ * to a peer, a peer's datagram, or a client's ChannelData to another
+ * allocation's client here (the entry returned is then that allocation's,
+ * and `*from_slot` the sender's counter slot). NULL for anything else, and
+ * for an entry past its deadline (counted). */
 static __always_inline struct flow_out *match(struct flow_key *key, __u8 *payload, void *end, __u32 len,
-					      int *to_peer)
+					      int *mode, __u32 *from_slot)
 {
 	__be16 channel = channel_of(payload, end, len);
 	struct flow_out *out = 0;
+	__u64 now;
 
 	if (channel) {
 		key->channel = channel;
 		out = lookup(key, 1);
 	}
-	*to_peer = out != 0;
+	*mode = out ? TO_PEER : TO_CLIENT;
 	if (!out) {
 		key->channel = 0;
 		out = lookup(key, 0);
 	}
-	if (out && bpf_ktime_get_ns() >= out->deadline_ns) {
-		count(OUT_EXPIRED, 0);
+	if (!out)
 		return 0;
-	}
+	now = bpf_ktime_get_ns();
+	if (now >= out->deadline_ns)
+		goto expired;
+	if (!(out->flags & FLOW_HOST))
+		return out;
+	/* A peer that is another relayed address here. Arriving from it on
+	 * the wire (not how the relay sends between its own addresses), the
+	 * kernel decides. */
+	if (*mode != TO_PEER)
+		return 0;
+	/* The other allocation's entry for datagrams from this one. */
+	*from_slot = out->slot;
+	__builtin_memcpy(key->local, out->dst, 16);
+	__builtin_memcpy(key->remote, out->src, 16);
+	key->local_port = out->dst_port;
+	key->remote_port = out->src_port;
+	key->channel = 0;
+	out = bpf_map_lookup_elem(&from_peers, key);
+	/* Without its channel back (a permission alone: a Data indication),
+	 * or with one that is not this pair's, the kernel decides. */
+	if (!out || !(out->flags & FLOW_HOST))
+		return 0;
+	if (now >= out->deadline_ns)
+		goto expired;
+	*mode = ACROSS;
 	return out;
+expired:
+	count(OUT_EXPIRED, 0);
+	return 0;
 }
 
 /* Moves the frame's start by the ChannelData header (dropped going to a
- * peer, made room for going to a client), writes the rewritten headers `n`
- * (`size` bytes) and the ChannelData header, counts, and sends it. */
-static __always_inline int emit(struct xdp_md *ctx, const void *n, __u32 size, struct flow_out *out, int to_peer,
-				__u32 len, __u32 new_len, __u32 ifindex)
+ * peer, made room for going to a client, kept between clients), writes the
+ * rewritten headers `n` (`size` bytes) and the ChannelData header, counts,
+ * and sends it. */
+static __always_inline int emit(struct xdp_md *ctx, const void *n, __u32 size, struct flow_out *out, int mode,
+				__u32 from_slot, __u32 len, __u32 ifindex)
 {
 	void *data, *end;
-	__u32 payload = to_peer ? new_len : len;
+	/* Payload bytes, as the socket path counts them. */
+	__u32 payload = mode == TO_CLIENT ? len : len - CHANNEL_HEADER;
+	__be16 *header;
 
-	if (bpf_xdp_adjust_head(ctx, to_peer ? CHANNEL_HEADER : -CHANNEL_HEADER))
+	if (mode != ACROSS && bpf_xdp_adjust_head(ctx, mode == TO_PEER ? CHANNEL_HEADER : -CHANNEL_HEADER))
 		return XDP_PASS;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	/* Always true (the frame had the headers and, going to a client, has
 	 * room for the ChannelData header now), but the verifier must see it. */
-	if (data + size + (to_peer ? 0 : CHANNEL_HEADER) > end)
+	if (data + size > end)
 		return XDP_ABORTED;
 	__builtin_memcpy(data, n, size);
-	if (!to_peer) {
-		__be16 *header = data + size;
-
+	if (mode != TO_PEER) {
+		header = data + size;
+		if ((void *)(header + 2) > end)
+			return XDP_ABORTED;
 		header[0] = out->channel;
-		header[1] = bpf_htons(len);
+		if (mode == TO_CLIENT)
+			header[1] = bpf_htons(len);
 	}
-	/* Payload bytes, as the socket path counts them. */
-	count(to_peer ? OUT_TO_PEER : OUT_TO_CLIENT, payload);
-	count_flow(out->slot, !to_peer, payload);
+	if (mode != TO_CLIENT) {
+		count(OUT_TO_PEER, payload);
+		count_flow(mode == ACROSS ? from_slot : out->slot, 0, payload);
+	}
+	if (mode != TO_PEER) {
+		count(OUT_TO_CLIENT, payload);
+		count_flow(out->slot, 1, payload);
+	}
 	return send(ctx, ifindex);
 }
 
@@ -258,10 +331,10 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	struct bpf_fib_lookup fib = {};
 	struct flow_out *out;
 	struct hdr4 n;
-	__u32 ip_len, len, new_len;
+	__u32 ip_len, len, new_len, from_slot = 0;
 	__u64 removed, added;
 	__be16 new_udp_len;
-	int to_peer;
+	int mode;
 
 	if ((void *)(h + 1) > end)
 		return XDP_PASS;
@@ -282,11 +355,11 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	__builtin_memcpy(key.remote, &h->ip.saddr, 4);
 	key.local_port = h->udp.dest;
 	key.remote_port = h->udp.source;
-	out = match(&key, (__u8 *)(h + 1), end, len, &to_peer);
+	out = match(&key, (__u8 *)(h + 1), end, len, &mode, &from_slot);
 	if (!out)
 		return XDP_PASS;
 
-	new_len = to_peer ? len - CHANNEL_HEADER : len + CHANNEL_HEADER;
+	new_len = mode == TO_PEER ? len - CHANNEL_HEADER : mode == TO_CLIENT ? len + CHANNEL_HEADER : len;
 	fib.family = AF_INET;
 	fib.tos = h->ip.tos;
 	fib.l4_protocol = IPPROTO_UDP;
@@ -318,17 +391,12 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 		 * the ChannelData header that goes or comes. */
 		removed = words(&h->ip.saddr, 4) + words(&h->udp, 3) + h->udp.len;
 		added = words(&n.ip.saddr, 4) + words(&n.udp, 3) + new_udp_len;
-		if (to_peer) {
-			if ((void *)(h + 1) + CHANNEL_HEADER > end)
-				return XDP_PASS;
-			removed += words(h + 1, 2);
-		}
-		else
-			added += channel_header_words(out->channel, len);
+		if (header_change(mode, h + 1, end, out->channel, len, &removed, &added))
+			return XDP_PASS;
 		n.udp.check = csum_update(h->udp.check, removed, added) ?: 0xffff;
 	}
 
-	return emit(ctx, &n, sizeof(n), out, to_peer, len, new_len, fib.ifindex);
+	return emit(ctx, &n, sizeof(n), out, mode, from_slot, len, fib.ifindex);
 }
 
 static __always_inline int relay_v6(struct xdp_md *ctx)
@@ -340,10 +408,10 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	struct bpf_fib_lookup fib = {};
 	struct flow_out *out;
 	struct hdr6 n;
-	__u32 len, new_len, flags = 0;
+	__u32 len, new_len, flags = 0, from_slot = 0;
 	__u64 removed, added;
 	__be16 new_udp_len;
-	int to_peer;
+	int mode;
 
 	if ((void *)(h + 1) > end)
 		return XDP_PASS;
@@ -362,11 +430,11 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	__builtin_memcpy(key.remote, &h->ip.saddr, 16);
 	key.local_port = h->udp.dest;
 	key.remote_port = h->udp.source;
-	out = match(&key, (__u8 *)(h + 1), end, len, &to_peer);
+	out = match(&key, (__u8 *)(h + 1), end, len, &mode, &from_slot);
 	if (!out)
 		return XDP_PASS;
 
-	new_len = to_peer ? len - CHANNEL_HEADER : len + CHANNEL_HEADER;
+	new_len = mode == TO_PEER ? len - CHANNEL_HEADER : mode == TO_CLIENT ? len + CHANNEL_HEADER : len;
 	fib.family = AF_INET6;
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = out->src_port;
@@ -393,16 +461,11 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	n.udp.len = new_udp_len;
 	removed = words(&h->ip.saddr, 16) + words(&h->udp, 3) + h->udp.len;
 	added = words(&n.ip.saddr, 16) + words(&n.udp, 3) + new_udp_len;
-	if (to_peer) {
-		if ((void *)(h + 1) + CHANNEL_HEADER > end)
-			return XDP_PASS;
-		removed += words(h + 1, 2);
-	} else {
-		added += channel_header_words(out->channel, len);
-	}
+	if (header_change(mode, h + 1, end, out->channel, len, &removed, &added))
+		return XDP_PASS;
 	n.udp.check = csum_update(h->udp.check, removed, added) ?: 0xffff;
 
-	return emit(ctx, &n, sizeof(n), out, to_peer, len, new_len, fib.ifindex);
+	return emit(ctx, &n, sizeof(n), out, mode, from_slot, len, fib.ifindex);
 }
 
 SEC("xdp")

@@ -41,12 +41,17 @@ pub struct FlowOut {
     pub dst_port: [u8; 2],
     /// Network byte order: the header to prepend; zero strips it.
     pub channel: [u8; 2],
-    /// Zero.
-    pub pad: u16,
+    /// [`FlowOut::HOST`] or zero.
+    pub flags: u16,
     /// Index into the per-allocation counters.
     pub slot: u32,
     /// Zero.
     pub pad2: u32,
+}
+
+impl FlowOut {
+    /// `FLOW_HOST`: the peer is another allocation's relayed address here.
+    pub const HOST: u16 = 1;
 }
 
 /// `struct flow_counters`: one allocation's fast-path traffic on one CPU.
@@ -128,6 +133,11 @@ pub struct Channel {
     pub peer: SocketAddr,
     /// The channel number (0x4000..=0x4FFF).
     pub channel: u16,
+    /// The peer is another allocation's relayed address on this node: the
+    /// program carries ChannelData on it straight to that allocation's
+    /// client when that one's channel back is installed too, and leaves
+    /// everything else to the sockets.
+    pub host: bool,
     /// When the entries die.
     pub until: Instant,
     /// The allocation's counter slot.
@@ -155,11 +165,25 @@ impl Channel {
     }
 
     pub(crate) fn out_to_peer(&self, deadline_ns: u64) -> FlowOut {
-        out(self.relayed, self.peer, 0, deadline_ns, self.slot)
+        self.out(self.relayed, self.peer, 0, deadline_ns)
     }
 
     pub(crate) fn out_to_client(&self, deadline_ns: u64) -> FlowOut {
-        out(self.listen, self.client, self.channel, deadline_ns, self.slot)
+        self.out(self.listen, self.client, self.channel, deadline_ns)
+    }
+
+    fn out(&self, src: SocketAddr, dst: SocketAddr, channel: u16, deadline_ns: u64) -> FlowOut {
+        FlowOut {
+            deadline_ns,
+            src: ip_bytes(src.ip()),
+            dst: ip_bytes(dst.ip()),
+            src_port: src.port().to_be_bytes(),
+            dst_port: dst.port().to_be_bytes(),
+            channel: channel.to_be_bytes(),
+            flags: if self.host { FlowOut::HOST } else { 0 },
+            slot: self.slot,
+            pad2: 0,
+        }
     }
 }
 
@@ -172,20 +196,6 @@ fn key(local: SocketAddr, remote: SocketAddr, channel: u16) -> FlowKey {
         channel: channel.to_be_bytes(),
         family: if local.is_ipv4() { 4 } else { 6 },
         pad: 0,
-    }
-}
-
-fn out(src: SocketAddr, dst: SocketAddr, channel: u16, deadline_ns: u64, slot: u32) -> FlowOut {
-    FlowOut {
-        deadline_ns,
-        src: ip_bytes(src.ip()),
-        dst: ip_bytes(dst.ip()),
-        src_port: src.port().to_be_bytes(),
-        dst_port: dst.port().to_be_bytes(),
-        channel: channel.to_be_bytes(),
-        pad: 0,
-        slot,
-        pad2: 0,
     }
 }
 
@@ -223,6 +233,7 @@ mod tests {
             relayed: "10.0.0.1:50000".parse().unwrap(),
             peer: "198.51.100.9:5000".parse().unwrap(),
             channel: 0x4001,
+            host: false,
             until: Instant::now(),
             slot: 3,
         };

@@ -75,9 +75,26 @@ fn channel(v6: bool, listen: &str) -> Channel {
         peer: addr(peer),
         // An RFC 5766 number for IPv6 (coturn's clients use them).
         channel: if v6 { 0x7aa1 } else { 0x4001 },
+        host: false,
         until: Instant::now() + Duration::from_secs(60),
         slot: 5,
     }
+}
+
+/// Two clients of this node with a channel to each other's relayed
+/// address (a pair, `host` set): A (the client of `channel`, another port)
+/// and B (at the peer's address).
+fn pair(v6: bool, listen: &str) -> (Channel, Channel) {
+    let c = channel(v6, listen);
+    let (a_client, b_client, b_relayed) = if v6 {
+        ("[fd09::2]:40001", "[fd09::3]:6000", "[fd09::1]:50001")
+    } else {
+        ("10.9.0.2:40001", "10.9.0.3:6000", "10.9.0.1:50001")
+    };
+    let a = Channel { client: addr(a_client), peer: addr(b_relayed), channel: 0x4003, host: true, ..c };
+    let b =
+        Channel { client: addr(b_client), relayed: addr(b_relayed), peer: a.relayed, channel: 0x4ffe, slot: 6, ..a };
+    (a, b)
 }
 
 fn sum(bytes: &[u8]) -> u32 {
@@ -219,6 +236,79 @@ fn keeps_a_missing_ipv4_checksum_missing() {
         assert_eq!(action, XDP_REDIRECT);
         assert_eq!(out, frame((RELAY_MAC, PEER_MAC), c.relayed, c.peer, b"abc", Shape { ttl: 64, ..none }));
     });
+}
+
+/// ChannelData between two clients of this node goes straight from one
+/// to the other with the receiver's channel number, counted for both
+/// allocations as the short-circuit counts it (sent by one, delivered to
+/// the other).
+fn between_clients(v6: bool, listen: &str) {
+    let (a, b) = pair(v6, listen);
+    let shown_listen = if v6 { addr("[fd09::1]:3478") } else { addr("10.9.0.1:3478") };
+    in_netns(|fast| {
+        let mut tables = fast.tables().expect("tables");
+        tables.install(&a).expect("install");
+        tables.install(&b).expect("install");
+        for payload in [&b"hello"[..], b"hello, peer!"] {
+            let sent = frame((CLIENT_MAC, RELAY_MAC), a.client, shown_listen, &channel_data(a.channel, payload), SENT);
+            let (action, out) = fast.test_run(&sent).expect("run");
+            assert_eq!(action, XDP_REDIRECT, "A -> B is forwarded");
+            let expected =
+                frame((RELAY_MAC, PEER_MAC), shown_listen, b.client, &channel_data(b.channel, payload), RELAYED);
+            assert_eq!(out, expected);
+
+            let sent = frame((PEER_MAC, RELAY_MAC), b.client, shown_listen, &channel_data(b.channel, payload), SENT);
+            let (action, out) = fast.test_run(&sent).expect("run");
+            assert_eq!(action, XDP_REDIRECT, "B -> A is forwarded");
+            let expected =
+                frame((RELAY_MAC, CLIENT_MAC), shown_listen, a.client, &channel_data(a.channel, payload), RELAYED);
+            assert_eq!(out, expected);
+        }
+        for slot in [a.slot, b.slot] {
+            let counted = tables.counters(slot).expect("counters");
+            assert_eq!(counted, FlowCounters { packets: [2, 2], bytes: [17, 17] }, "slot {slot}");
+        }
+        let outcomes = fast.outcomes().expect("outcomes");
+        assert_eq!((outcomes.to_peer.packets, outcomes.to_client.packets), (4, 4));
+    });
+}
+
+#[test]
+fn relays_between_two_clients_of_this_node() {
+    between_clients(false, "10.9.0.1:3478");
+    between_clients(true, "[fd09::1]:3478");
+    between_clients(false, "0.0.0.0:3478");
+}
+
+/// The pair's other half decides: without its channel back (a permission
+/// alone, answered with a Data indication), with it lapsed, or for a
+/// datagram arriving on the wire from one relayed address to another, the
+/// sockets do.
+#[test]
+fn a_pair_needs_both_halves_alive() {
+    for v6 in [false, true] {
+        let (a, mut b) = pair(v6, if v6 { "[fd09::1]:3478" } else { "10.9.0.1:3478" });
+        in_netns(|fast| {
+            let mut tables = fast.tables().expect("tables");
+            tables.install(&a).expect("install");
+            let sent = frame((CLIENT_MAC, RELAY_MAC), a.client, a.listen, &channel_data(a.channel, b"x"), SENT);
+            passes(fast, &sent, "no channel back");
+            // A channel back to some other peer is not this pair's.
+            tables.install(&Channel { peer: b.client, host: false, ..b }).expect("install");
+            passes(fast, &sent, "the other's channel is to someone else");
+            tables.remove(&Channel { peer: b.client, host: false, ..b });
+            b.until = Instant::now() + Duration::from_millis(50);
+            tables.install(&b).expect("install");
+            assert_eq!(fast.test_run(&sent).expect("run").0, XDP_REDIRECT, "both alive");
+            std::thread::sleep(Duration::from_millis(60));
+            passes(fast, &sent, "the channel back lapsed");
+            assert_eq!(fast.outcomes().expect("outcomes").expired.packets, 1);
+            let wire = frame((PEER_MAC, RELAY_MAC), a.relayed, b.relayed, b"spoofed?", SENT);
+            passes(fast, &wire, "from a relayed address on the wire");
+            tables.remove(&b);
+            passes(fast, &sent, "B gone");
+        });
+    }
 }
 
 fn passes(fast: &mut FastPath, sent: &[u8], why: &str) {
@@ -379,7 +469,10 @@ fn never_drops_never_corrupts() {
 
     let c4 = channel(false, "10.9.0.1:3478");
     let c6 = channel(true, "[fd09::1]:3478");
-    let seeds: Vec<Vec<u8>> = [c4, c6]
+    let (a4, b4) = pair(false, "10.9.0.1:3478");
+    let (a6, b6) = pair(true, "[fd09::1]:3478");
+    let installed = [c4, c6, a4, b4, a6, b6];
+    let seeds: Vec<Vec<u8>> = installed
         .iter()
         .flat_map(|c| {
             [
@@ -390,8 +483,9 @@ fn never_drops_never_corrupts() {
         .collect();
     in_netns(move |fast| {
         let mut tables = fast.tables().expect("tables");
-        tables.install(&c4).expect("install");
-        tables.install(&c6).expect("install");
+        for c in &installed {
+            tables.install(c).expect("install");
+        }
         let mutated =
             (0..seeds.len(), prop::collection::vec((0usize..120, any::<u8>()), 0..4), 0usize..140, any::<bool>())
                 .prop_map(move |(seed, flips, cut, truncate)| {
@@ -426,6 +520,9 @@ fn never_drops_never_corrupts() {
                         let (sent_payload, out_payload) = (&sent[header..], &out[header..]);
                         if out.len() < sent.len() {
                             prop_assert_eq!(out_payload, &sent_payload[4..]);
+                        } else if out.len() == sent.len() {
+                            // Between clients: only the channel number changes.
+                            prop_assert_eq!(&out_payload[2..], &sent_payload[2..]);
                         } else {
                             prop_assert_eq!(&out_payload[4..], sent_payload);
                         }

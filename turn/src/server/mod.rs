@@ -132,11 +132,11 @@ impl Server {
     /// allocations, permissions and channels stay as they are. The relay
     /// addresses and ports must not change (they need a restart).
     pub fn reconfigure(&mut self, config: Arc<Config>, now: Instant) {
-        let limited = |c: &Config| c.bandwidth > 0;
-        let changed = limited(&config) != limited(&self.config);
+        // What decides which paths are published.
+        let published = |c: &Config| (c.bandwidth > 0, c.short_circuit);
+        let changed = published(&config) != published(&self.config);
         self.config = config;
         if changed && self.config.events {
-            // Paths under a bandwidth limit are not published.
             for slot in 0..u32::try_from(self.slots.len()).unwrap_or(u32::MAX) {
                 self.publish_relays_gone(slot);
                 self.publish_paths(slot, now);

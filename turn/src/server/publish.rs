@@ -12,7 +12,9 @@ impl Server {
         self.events.pop_front()
     }
 
-    /// Queues the paths of allocation `slot` as they stand at `now`.
+    /// Queues the paths of allocation `slot` as they stand at `now`: none
+    /// under a bandwidth limit or for a stream client, and those to the
+    /// host's own relayed addresses only with the short-circuit on.
     pub(crate) fn publish_paths(&mut self, slot: u32, now: Instant) {
         if !self.config.events || self.config.bandwidth > 0 {
             return;
@@ -21,7 +23,12 @@ impl Server {
         if alloc.tcp || alloc.listener.transport != Transport::Datagram {
             return;
         }
-        for (channel, until) in alloc.channel_paths(now) {
+        for (channel, until, host) in alloc.channel_paths(now) {
+            // A peer of the host's own: only with the short-circuit on,
+            // which a fast path then takes too.
+            if host && !self.config.short_circuit {
+                continue;
+            }
             let family = crate::allocation::family_index(&channel.peer.ip());
             let Some(relay) = alloc.relays.get(family).copied().flatten() else { continue };
             self.events.push_back(Event::Path(ChannelPath {
@@ -31,6 +38,7 @@ impl Server {
                 relayed: relay.bound,
                 channel: channel.number,
                 peer: channel.peer,
+                host,
                 until: until.min(alloc.expires),
             }));
         }

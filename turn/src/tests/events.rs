@@ -39,6 +39,7 @@ fn a_path_carries_the_earliest_deadline_and_ends_with_its_allocation() {
             relayed,
             channel: 0x4000,
             peer: addr(PEER),
+            host: false,
             until,
         })
     };
@@ -99,13 +100,36 @@ fn only_paths_the_core_forwards_unconditionally_are_published() {
     assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
     assert_eq!(events(&mut h), []);
 
-    // A peer that is a relayed address of this node: the short-circuit's.
-    let mut h = with_events(|_| {});
+    // A peer that is a relayed address of this node, with the
+    // short-circuit off: the kernel carries it between the sockets.
+    let mut h = with_events(|c| c.short_circuit = false);
     h.allocate(CLIENT, &c);
     let other = h.allocate("127.0.0.1:40002", &c);
     let channel = [Attribute::ChannelNumber(ChannelNumber(0x4000)), Attribute::XorPeerAddress(XorPeerAddress(other))];
     assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &channel, &c).class(), Class::Success);
     assert_eq!(events(&mut h), []);
+}
+
+/// With the short-circuit on, a channel to another allocation's relayed
+/// address is published as a host path (half of a pair a fast path can
+/// carry), and a reload that turns the short-circuit off withdraws it.
+#[test]
+fn a_channel_between_two_allocations_here_is_a_host_path() {
+    let c = Harness::alice();
+    let mut h = with_events(|_| {});
+    let mine = h.allocate(CLIENT, &c);
+    let other = h.allocate("127.0.0.1:40002", &c);
+    let channel = [Attribute::ChannelNumber(ChannelNumber(0x4000)), Attribute::XorPeerAddress(XorPeerAddress(other))];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &channel, &c).class(), Class::Success);
+    let published = events(&mut h);
+    let [Event::Path(p)] = published[..] else { panic!("one path: {published:?}") };
+    assert!(p.host, "{p:?}");
+    assert_eq!((p.relayed, p.peer, p.channel), (mine, other, 0x4000));
+
+    h.server.reconfigure(Arc::new(Config { events: true, short_circuit: false, ..config() }), h.now);
+    let after = events(&mut h);
+    assert!(after.iter().all(|e| matches!(e, Event::RelayGone(_))), "withdrawn, not published again: {after:?}");
+    assert!(!after.is_empty());
 }
 
 #[test]
