@@ -15,9 +15,8 @@
 # program's own cost comes from kernel.bpf_stats_enabled.
 #
 # Servers get one worker / one relay thread pinned to SERVER_CPU; the bench
-# is pinned to BENCH_CPU. Pairs never take the fast path (two clients of one
-# node: the short-circuit stays in user space); they are measured to show
-# that nothing changes. Tunables (env): RATE, LOAD_RATE, DURATION,
+# is pinned to BENCH_CPU. Pairs take the fast path from client to client
+# (XDP_TX back out of the interface they came in by). Tunables (env): RATE, LOAD_RATE, DURATION,
 # CAP_START, CAP_STEP_DURATION, CAP_MAX_P99_US, SIZES, MODES, SESSIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,11 +75,22 @@ ip -n "$C" route add default via 10.71.1.1
 ip -n "$P" route add default via 10.71.2.1
 ip netns exec "$R" sysctl -qw net.ipv4.conf.all.forwarding=1
 # Complete checksums from the senders, as from a real NIC; and NAPI (GRO)
-# on the far ends, without which a veth drops what XDP sends into it.
+# on the far ends, without which a veth drops what XDP redirects into it.
 for l in "$C cr" "$P pr"; do
   set -- $l
   ip netns exec "$1" ethtool -K "$2" tx off gro on >/dev/null
 done
+# What XDP_TX sends back into a veth is delivered only when the far end
+# has an XDP program (the kernel's veth wakes the far end's NAPI after
+# XDP_TX only then; GRO is not enough): pairs through the fast path get a
+# pass-through program on the bench's end (its cost counts against ip2p;
+# the socket runs go without, since a program there would make the kernel
+# copy each packet the servers send).
+PASS_OBJ=$OUT/pass.o
+printf '%s\n' '#include <linux/bpf.h>' '#include <bpf/bpf_helpers.h>' \
+  'SEC("xdp") int pass(struct xdp_md *ctx) { return XDP_PASS; }' 'char LICENSE[] SEC("license") = "GPL";' \
+  | clang -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -x c -c - -o "$PASS_OBJ"
+far_end_pass() { ip -n "$C" link set dev cr xdpdrv "$@"; }
 sysctl -qw kernel.bpf_stats_enabled=1
 
 SERVER=10.71.1.1:3478
@@ -152,7 +162,9 @@ for size in $SIZES; do
     echo "== $mode, $size B"
     start_ip2p on; sleep 1
     grep -q "XDP fast path attached" "$OUT/ip2p-xdp-on.log" || { echo "the fast path did not attach:"; cat "$OUT/ip2p-xdp-on.log"; exit 1; }
+    [ "$mode" = pairs ] && far_end_pass obj "$PASS_OBJ" sec xdp
     scenario ip2p-xdp "$mode" "$size"; stop_server
+    [ "$mode" = pairs ] && far_end_pass off
     start_ip2p off; sleep 1; scenario ip2p "$mode" "$size"; stop_server
     start_coturn; sleep 1; scenario coturn "$mode" "$size"; stop_server
     scenario kernel "$mode" "$size"
