@@ -15,7 +15,7 @@ use ip2p_wire::{ErrorCode, IntegrityKind};
 
 use super::policy::canonical;
 use super::shared::View;
-use super::{Account, ListenerId};
+use super::{Account, ListenerId, MovedChannel, MovedPermission};
 
 /// RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds".
 pub(crate) const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -284,6 +284,31 @@ impl Allocation {
     }
 
     /// Creates or refreshes a channel binding checked by [`Self::can_bind`].
+    /// Its live permissions and channels with the lifetimes they have
+    /// left at `now`, as a handover carries them.
+    pub(crate) fn moving(&self, now: Instant) -> (Vec<MovedPermission>, Vec<MovedChannel>) {
+        let left = |until: Instant| until.saturating_duration_since(now);
+        let permissions = self.permissions.iter().filter(|p| p.expires > now);
+        let channels = self.channels.iter().filter(|c| c.expires > now);
+        (
+            permissions.map(|p| MovedPermission { ip: p.ip, lifetime: left(p.expires), host: p.host }).collect(),
+            channels.map(|c| MovedChannel { number: c.number, peer: c.peer, lifetime: left(c.expires) }).collect(),
+        )
+    }
+
+    /// Puts back at `now` what [`Self::moving`] gave (on a fresh
+    /// allocation), within the limits a request meets.
+    pub(crate) fn restore(&mut self, now: Instant, permissions: &[MovedPermission], channels: &[MovedChannel]) {
+        self.permissions = permissions
+            .iter()
+            .take(MAX_PERMISSIONS)
+            .map(|p| Permission { ip: canonical(p.ip), expires: now + p.lifetime, host: p.host })
+            .collect();
+        let channels = channels.iter().take(MAX_CHANNELS);
+        self.channels =
+            channels.map(|c| Channel { number: c.number, peer: c.peer, expires: now + c.lifetime }).collect();
+    }
+
     pub(crate) fn bind(&mut self, number: u16, peer: SocketAddr, now: Instant) {
         let expires = now + CHANNEL_LIFETIME;
         if let Some(c) = self.channels.iter_mut().find(|c| c.number == number && c.peer == peer) {

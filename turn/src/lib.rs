@@ -43,7 +43,7 @@ pub use self::packet::{
     DropReason, Handoff, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Transmit, Verdict, Via,
 };
 pub use self::policy::{Judgement, PeerPolicy};
-pub use self::server::{MAX_REALM, Server};
+pub use self::server::{AdoptError, Export, MAX_REALM, Moved, MovedChannel, MovedPermission, Server};
 pub use self::shared::{Account, Held, QuotaLimits, Quotas, Shared, client_prefix};
 pub use self::sockets::Sockets;
 pub use self::stats::{

@@ -374,6 +374,15 @@ impl Quotas {
         Ok(())
     }
 
+    /// Counts one allocation of `account` whatever the limits: one that
+    /// exists already (taken over from the previous process).
+    pub(crate) fn count(&self, account: &Account) {
+        let mut counts = self.counts();
+        *counts.users.entry(account.user.clone()).or_default() += 1;
+        *counts.prefixes.entry(account.prefix).or_default() += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Gives back one allocation of `account`.
     pub(crate) fn release(&self, account: &Account) {
         let mut counts = self.counts();

@@ -14,9 +14,12 @@ use ip2p_wire::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+mod moved;
 mod publish;
 mod request;
 mod tcp;
+
+pub use self::moved::{AdoptError, Export, Moved, MovedChannel, MovedPermission};
 
 pub use self::request::MAX_REALM;
 use crate::allocation::{self, Allocation};

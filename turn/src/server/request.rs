@@ -571,14 +571,14 @@ impl Server {
 
     /// A free slot for a new allocation; filled by [`Self::place`] or given
     /// back to `free`.
-    fn reserve_slot(&mut self) -> u32 {
+    pub(super) fn reserve_slot(&mut self) -> u32 {
         self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
         })
     }
 
-    fn place(&mut self, slot: u32, alloc: Allocation) {
+    pub(super) fn place(&mut self, slot: u32, alloc: Allocation) {
         self.by_client.insert((alloc.listener, alloc.client), slot);
         self.timers.set(alloc.expires, Timer::Allocation(slot));
         if let Some((token, until)) = alloc.reservation {

@@ -902,6 +902,7 @@ impl Harness {
 }
 
 mod events;
+mod moved;
 mod security;
 
 /// RFC 6062: TCP allocations, Connect, ConnectionAttempt, ConnectionBind.
