@@ -218,6 +218,15 @@ pub struct RunArgs {
     /// A file holding the bearer token /metrics and /status ask for. (config: admin.token_file)
     #[arg(long = "admin-token-file", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// The Unix socket this process takes handover requests on (an upgrade
+    /// without dropping calls), and asks at with --take-over. (config:
+    /// handover.socket)
+    #[arg(long = "handover-socket", value_name = "PATH")]
+    pub handover_socket: Option<PathBuf>,
+    /// Take over the node of the process listening at the handover socket:
+    /// its sockets and allocations, instead of binding afresh.
+    #[arg(long = "take-over")]
+    pub take_over: bool,
 }
 
 /// The config file. Every key is optional.
@@ -253,6 +262,14 @@ struct File {
     admin: AdminSection,
     #[serde(default)]
     xdp: XdpSection,
+    #[serde(default)]
+    handover: HandoverSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandoverSection {
+    socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -420,6 +437,10 @@ pub struct Settings {
     pub connections: Connections,
     /// How long SIGTERM waits for allocations to end (SIGINT a tenth).
     pub drain_timeout: Duration,
+    /// The Unix socket handover requests come to, if any.
+    pub handover_socket: Option<PathBuf>,
+    /// Start by taking over the node at `handover_socket`.
+    pub take_over: bool,
     /// The admin HTTP listener's address; `None` when turned off.
     pub admin: Option<SocketAddr>,
     /// The bearer token /metrics and /status ask for, if any.
@@ -538,12 +559,18 @@ impl Settings {
             Some(s) => Some(s),
             None => Some(concat!("ip2p ", env!("CARGO_PKG_VERSION")).to_owned()),
         };
+        let handover_socket = args.handover_socket.clone().or(file.handover.socket);
+        if args.take_over && handover_socket.is_none() {
+            return Err(err("handover.socket", "--take-over needs the socket to ask at (--handover-socket PATH)"));
+        }
         Ok(Self {
             listen,
             tls_listen,
             tls,
             connections,
             drain_timeout,
+            handover_socket,
+            take_over: args.take_over,
             admin,
             admin_token,
             workers,

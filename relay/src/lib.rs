@@ -13,6 +13,7 @@ pub mod admin;
 pub mod config;
 pub mod datapath;
 pub mod fastpath;
+pub mod handover;
 pub mod metrics;
 pub mod node;
 pub mod tls;

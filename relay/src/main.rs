@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use ip2p_relay::admin::Admin;
 use ip2p_relay::config::{Cli, Command, DEV_USER, DatapathKind, LogFormat, RunArgs, Settings};
+use ip2p_relay::handover;
 use ip2p_relay::node::{self, Node};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -105,7 +106,7 @@ fn init_config(file: &std::path::Path) -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    let settings = match Settings::load(args) {
+    let mut settings = match Settings::load(args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ip2p-relay: configuration error: {e}");
@@ -125,14 +126,47 @@ fn run(args: &RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let mut node = match node::start(&settings) {
+    let mut taken = None;
+    let started = match settings.handover_socket.clone().filter(|_| settings.take_over) {
+        Some(path) => match handover::take_over(&path) {
+            Ok(mut t) => {
+                let started = t.start(&mut settings);
+                taken = Some(t);
+                started
+            }
+            Err(e) => Err(std::io::Error::new(e.kind(), format!("cannot take over at {}: {e}", path.display()))),
+        },
+        None => node::start(&settings),
+    };
+    let mut node = match started {
         Ok(node) => node,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("ip2p-relay: {e}");
+            if let Some(t) = taken {
+                let _ = t.report(Err(&e.to_string()));
+            }
             return ExitCode::FAILURE;
         }
     };
+    let handover = match settings.handover_socket.as_deref().map(handover::listen).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("ip2p-relay: handover socket: {e} (handover.socket, --handover-socket PATH)");
+            if let Some(t) = taken {
+                let _ = t.report(Err(&e.to_string()));
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(t) = taken {
+        let (allocations, writer) = (t.allocations, t.writer.clone());
+        match t.report(Ok(())) {
+            Ok(()) => tracing::info!(allocations, from = %writer, "took over the previous process's node"),
+            Err(e) => tracing::warn!(error = %e, "the previous process did not hear that this one serves"),
+        }
+    }
     // The admin listener is a socket too: bound before READY=1.
     let admin = match settings.admin {
         Some(addr) => match Admin::start(addr, node.handle(), settings.admin_token.clone()) {
@@ -161,7 +195,7 @@ fn run(args: &RunArgs) -> ExitCode {
              use --users-file and --auth-secret-file (or the config file)"
         );
     }
-    if settings.nonce_secret_generated {
+    if settings.nonce_secret_generated && !settings.take_over {
         tracing::info!("auth.nonce_secret not set: using a random one (nonces end with this process)");
     }
     if settings.dev {
@@ -177,8 +211,11 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match serve(&mut node, &mut reload, &signal_fd) {
-        Ok(signal) => {
+    match serve(&mut node, &mut reload, &signal_fd, handover.as_ref()) {
+        Ok(Stop::HandedOver) => {
+            notify(&[NotifyState::Stopping]);
+        }
+        Ok(Stop::Signal(signal)) => {
             notify(&[NotifyState::Stopping]);
             // SIGTERM drains for drain.timeout, SIGINT for a tenth of it.
             let timeout = node.settings().drain_timeout;
@@ -203,14 +240,20 @@ fn run(args: &RunArgs) -> ExitCode {
 /// watchdog, pings it at half its interval, but only when every worker
 /// answered (a stuck worker stops the pings and systemd restarts the
 /// service); STATUS= is refreshed on the same beat.
-/// Returns the signal that said stop.
-fn serve(node: &mut Node, reload: &mut Reload<'_>, signal_fd: &SignalFd) -> nix::Result<Option<Signal>> {
+/// Returns why it stops: a signal, or a new process that took over.
+fn serve(
+    node: &mut Node,
+    reload: &mut Reload<'_>,
+    signal_fd: &SignalFd,
+    handover: Option<&std::os::fd::OwnedFd>,
+) -> nix::Result<Stop> {
     let mut usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
     let beat = watchdog.map_or(STATUS_EVERY, |w| (w / 2).max(Duration::from_millis(10)));
     let timeout = PollTimeout::try_from(beat).unwrap_or(PollTimeout::MAX);
     loop {
-        let mut fds = [PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
+        fds.extend(handover.map(|h| PollFd::new(h.as_fd(), PollFlags::POLLIN)));
         match poll(&mut fds, timeout) {
             Ok(0) => {
                 let alive = node.stats().len() == node.workers();
@@ -226,6 +269,18 @@ fn serve(node: &mut Node, reload: &mut Reload<'_>, signal_fd: &SignalFd) -> nix:
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e),
         }
+        let asked = fds.get(1).and_then(PollFd::revents).is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if let Some(h) = handover.filter(|_| asked) {
+            let secret = node.settings().proto.credentials.nonce_secret;
+            match handover::serve_one(h.as_fd(), &node.handle(), &secret) {
+                Ok(true) => return Ok(Stop::HandedOver),
+                Ok(false) => notify(&[NotifyState::Status(&status(node))]),
+                Err(e) => tracing::warn!(error = %e, "handover: cannot accept a request"),
+            }
+        }
+        if !fds.first().and_then(PollFd::revents).is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+            continue;
+        }
         let Some(info) = signal_fd.read_signal()? else { continue };
         match i32::try_from(info.ssi_signo).ok().and_then(|n| Signal::try_from(n).ok()) {
             Some(Signal::SIGHUP) => {
@@ -238,10 +293,18 @@ fn serve(node: &mut Node, reload: &mut Reload<'_>, signal_fd: &SignalFd) -> nix:
             }
             signal => {
                 tracing::info!(?signal, "shutting down");
-                return Ok(signal);
+                return Ok(Stop::Signal(signal));
             }
         }
     }
+}
+
+/// Why [`serve`] returned.
+enum Stop {
+    /// A signal to stop (drain first).
+    Signal(Option<Signal>),
+    /// A new process took the node over: exit at once.
+    HandedOver,
 }
 
 /// Drains: new allocations are refused while the existing ones keep

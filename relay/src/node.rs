@@ -95,8 +95,28 @@ fn port_share(lo: u16, hi: u16, workers: usize, i: usize) -> (u16, u16) {
 /// # Errors
 /// A socket that cannot be bound, or a thread that cannot be spawned.
 pub fn start(settings: &Settings) -> io::Result<Node> {
+    start_with(settings, None)
+}
+
+/// What a previous process handed over, per worker: its listening
+/// sockets and its allocations with their relay sockets.
+#[derive(Debug)]
+pub(crate) struct Inherited {
+    pub(crate) workers: Vec<(datapath::socket::WorkerSockets, Vec<datapath::Adopted>)>,
+}
+
+/// [`start`], or with the sockets and allocations of a previous process
+/// (`settings.workers` and the listen addresses must be theirs).
+pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> io::Result<Node> {
     let datapath = resolve_datapath(settings.datapath)?;
-    let sockets = datapath::socket::bind_listeners(&settings.listen, &settings.tls_listen, settings.workers)?;
+    let (sockets, mut adopted): (Vec<_>, Vec<_>) = match inherited {
+        Some(i) => i.workers.into_iter().unzip(),
+        None => {
+            let bound = datapath::socket::bind_listeners(&settings.listen, &settings.tls_listen, settings.workers)?;
+            let none = bound.iter().map(|_| Vec::new()).collect();
+            (bound, none)
+        }
+    };
     let local: Vec<SocketAddr> =
         sockets.first().map(|s| s.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
     let tls_local: Vec<SocketAddr> = sockets
@@ -176,6 +196,8 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
             latency: datapath::RequestLatency::default(),
             handoffs: handoffs.clone(),
             mirror,
+            adopted: adopted.get_mut(id).map(std::mem::take).unwrap_or_default(),
+            hand_over: None,
         };
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new().name(format!("ip2p-worker-{id}")).spawn(move || {
@@ -430,6 +452,40 @@ impl Node {
 }
 
 impl NodeHandle {
+    /// Stops every worker taking packets and collects what they give up
+    /// for a new process (a handover); the XDP fast path is detached (the
+    /// new process attaches its own). Without every worker's answer within
+    /// `timeout` the workers go on and this fails.
+    ///
+    /// # Errors
+    /// A worker did not answer in time.
+    pub(crate) fn freeze(&self, timeout: Duration) -> io::Result<Vec<datapath::Frozen>> {
+        let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
+        for w in self.workers.iter() {
+            w.send(Command::HandOver(tx.clone()));
+        }
+        drop(tx);
+        let deadline = now() + timeout;
+        let mut frozen: Vec<datapath::Frozen> =
+            (0..self.workers.len()).filter_map(|_| rx.recv_deadline(deadline).ok()).collect();
+        if frozen.len() != self.workers.len() {
+            self.resume();
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "a worker did not stop for the handover"));
+        }
+        frozen.sort_by_key(|f| f.worker);
+        if let Some(fast) = &self.xdp {
+            crate::fastpath::detach(fast);
+        }
+        Ok(frozen)
+    }
+
+    /// Workers go on after a handover that did not happen.
+    pub(crate) fn resume(&self) {
+        for w in self.workers.iter() {
+            w.send(Command::Resume);
+        }
+    }
+
     /// Starts draining: every worker refuses new allocations (300 with an
     /// alternate, or 508) and keeps the others.
     pub fn drain(&self) {

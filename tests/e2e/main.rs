@@ -40,6 +40,7 @@ mod cli;
 mod coturn;
 mod deploy;
 mod drain;
+mod handover;
 mod ipv6;
 mod limits;
 mod reload;

@@ -182,6 +182,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         truncated: 0,
     };
     let mut events = Events::with_capacity(1024);
+    l.worker.adopt(&mut l.socks);
     l.worker.report_ready();
     loop {
         let retry = l.accept_retry.map(|(at, _)| at);
@@ -198,14 +199,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         for event in &events {
             match event.token() {
                 WAKE => {
-                    let counters = DatapathCounters {
-                        send_errors: l.send_errors + l.clients.send_errors,
-                        truncated: l.truncated,
-                        out_of_buffers: 0,
-                        streams: l.clients.counters(),
-                        gso: l.tx.gso_counters,
-                    };
-                    if l.worker.commands(counters) {
+                    if l.worker.commands(l.counters()) {
                         return Ok(());
                     }
                     while let Ok(event) = l.worker.tcp_events.try_recv() {
@@ -220,10 +214,52 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         }
         l.handoffs_in();
         l.flush_conns();
+        if let Some(reply) = l.worker.hand_over.take()
+            && l.freeze(&reply)
+        {
+            return Ok(());
+        }
     }
 }
 
 impl Loop {
+    fn counters(&self) -> DatapathCounters {
+        DatapathCounters {
+            send_errors: self.send_errors + self.clients.send_errors,
+            truncated: self.truncated,
+            out_of_buffers: 0,
+            streams: self.clients.counters(),
+            gso: self.tx.gso_counters,
+        }
+    }
+
+    /// A handover: nothing is read from the sockets until the worker
+    /// resumes or stops (`true`). Polling is edge-triggered, so on resuming
+    /// every socket is read once for what came meanwhile.
+    fn freeze(&mut self, reply: &crossbeam_channel::Sender<super::Frozen>) -> bool {
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok();
+        let udp = self.listeners.iter().filter_map(|l| dup(l.as_fd())).collect();
+        let streams = self.streams.iter().filter_map(|(l, _)| dup(l.as_fd())).collect();
+        let counters = self.counters();
+        let relays = &self.socks.relays;
+        let relay = |t: RelayToken| relays.get(t.0 as usize)?.as_ref().and_then(|r| dup(r.socket.as_fd()));
+        if self.worker.freeze(reply, udp, streams, relay, counters) {
+            return true;
+        }
+        for i in 0..self.listeners.len() {
+            self.drain_listener(i);
+        }
+        for i in 0..self.socks.relays.len() {
+            if self.socks.relays.get(i).is_some_and(Option::is_some) {
+                self.drain_relay(i);
+            }
+        }
+        for i in 0..self.streams.len() {
+            self.accept(i);
+        }
+        false
+    }
+
     fn expire(&mut self) {
         let now = now();
         self.worker.server.handle_timeout(now, &mut self.socks);

@@ -15,6 +15,7 @@ pub(crate) mod stream;
 pub(crate) mod tcp_relay;
 pub(crate) mod uring;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -36,7 +37,32 @@ pub enum Command {
     Reconfigure(Arc<crate::proto::Config>),
     /// Refuse new allocations; keep the others (shutting down).
     Drain,
+    /// Stop taking packets from the sockets and give up the allocations
+    /// and the sockets' descriptors for a new process (a handover); then
+    /// wait for [`Command::Resume`] or [`Command::Shutdown`].
+    HandOver(Sender<Frozen>),
+    /// Go on serving after a handover that did not happen.
+    Resume,
 }
+
+/// What a worker gives up in a handover: its allocations (as the core
+/// exports them) and duplicates of its sockets' descriptors. The worker
+/// itself takes no more packets until told to resume or stop.
+#[derive(Debug)]
+pub struct Frozen {
+    pub(crate) worker: usize,
+    pub(crate) export: crate::proto::Export,
+    /// Its UDP listeners, by listener index.
+    pub(crate) udp: Vec<std::os::fd::OwnedFd>,
+    /// Its TCP and TLS listeners, by stream listener index.
+    pub(crate) streams: Vec<std::os::fd::OwnedFd>,
+    /// The relay sockets of the allocations in `export`.
+    pub(crate) relays: HashMap<RelayToken, std::os::fd::OwnedFd>,
+}
+
+/// An allocation a new worker takes over at start, with its relay sockets
+/// by family.
+pub(crate) type Adopted = (crate::proto::Moved, [Option<crate::proto::Held>; 2]);
 
 /// One worker's counters, as the node collects them.
 #[derive(Debug, Clone, Default)]
@@ -168,6 +194,11 @@ pub(crate) struct Worker {
     pub(crate) handoffs: Arc<handoff::Handoffs>,
     /// Its writer of the XDP fast path's tables, when the fast path runs.
     pub(crate) mirror: Option<crate::fastpath::Mirror>,
+    /// Allocations handed over by a previous process, taken over at start.
+    pub(crate) adopted: Vec<Adopted>,
+    /// A handover asked for, done by the datapath once it has stopped
+    /// taking packets.
+    pub(crate) hand_over: Option<Sender<Frozen>>,
 }
 
 /// Whether a worker polls for work instead of sleeping (`busy_poll_us`,
@@ -386,6 +417,8 @@ impl Worker {
                 }
                 Command::Reconfigure(config) => self.server.reconfigure(config, now()),
                 Command::Drain => self.server.drain(),
+                Command::HandOver(reply) => self.hand_over = Some(reply),
+                Command::Resume => {}
             }
         }
         false
@@ -454,6 +487,50 @@ impl Worker {
     /// The worker found work from outside (a datagram) at `now`.
     pub(crate) fn worked(&mut self, now: std::time::Instant) {
         self.polling.worked(now);
+    }
+
+    /// Takes over the allocations a previous process handed over (before
+    /// the worker reports ready); those that do not fit are logged and
+    /// their sockets closed.
+    pub(crate) fn adopt(&mut self, sockets: &mut impl crate::proto::Sockets) {
+        let now = now();
+        for (moved, held) in std::mem::take(&mut self.adopted) {
+            if let Err(e) = self.server.adopt(now, &moved, held, sockets) {
+                tracing::warn!(client = %moved.client, error = %e, "an allocation handed over could not be taken over");
+            }
+        }
+    }
+
+    /// A handover: gives the node this worker's allocations and
+    /// descriptors (the datapath has stopped taking packets), then waits.
+    /// `true` when the worker is to stop (the new process took over).
+    pub(crate) fn freeze(
+        &mut self,
+        reply: &Sender<Frozen>,
+        udp: Vec<std::os::fd::OwnedFd>,
+        streams: Vec<std::os::fd::OwnedFd>,
+        relay: impl Fn(RelayToken) -> Option<std::os::fd::OwnedFd>,
+        counters: DatapathCounters,
+    ) -> bool {
+        let export = self.server.export(now());
+        let tokens = export.moved.iter().flat_map(|(_, tokens)| tokens.iter().flatten().copied());
+        let relays = tokens.filter_map(|t| relay(t).map(|fd| (t, fd))).collect();
+        let frozen = Frozen { worker: self.id, export, udp, streams, relays };
+        if reply.send(frozen).is_err() {
+            return false;
+        }
+        loop {
+            match self.commands.recv() {
+                Ok(Command::Resume) => return false,
+                Ok(Command::Shutdown) | Err(_) => return true,
+                Ok(Command::Stats(reply)) => {
+                    let _ = reply.send(self.stats(counters));
+                }
+                Ok(Command::Reconfigure(config)) => self.server.reconfigure(config, now()),
+                Ok(Command::Drain) => self.server.drain(),
+                Ok(Command::HandOver(_)) => {}
+            }
+        }
     }
 
     /// Tells the node the worker runs.

@@ -204,6 +204,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         }
     }
     l.arm_wake();
+    l.worker.adopt(&mut l.io);
     l.worker.report_ready();
     loop {
         let delayed = l.delayed.iter().map(|(at, _)| *at).min();
@@ -233,6 +234,11 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         l.write_conns();
         l.bufs.publish();
         l.rearm_receives();
+        if let Some(reply) = l.worker.hand_over.take()
+            && l.freeze(&reply)?
+        {
+            return Ok(());
+        }
     }
 }
 
@@ -240,6 +246,79 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
 const HANDOFFS_PER_ROUND: usize = 1024;
 
 impl Loop {
+    fn counters(&self) -> DatapathCounters {
+        DatapathCounters {
+            send_errors: self.send_errors + self.replies_exhausted + self.clients.send_errors,
+            truncated: self.truncated,
+            out_of_buffers: self.out_of_buffers,
+            streams: self.clients.counters(),
+            gso: self.gso_counters,
+        }
+    }
+
+    /// A handover: the kernel must not hand this process another packet
+    /// or connection, so every receive on the listeners and relay sockets
+    /// and every accept is cancelled, and what they took before goes out
+    /// as usual. Then the worker waits; `true` when it is to stop. On
+    /// resuming, the receives are armed again at once.
+    fn freeze(&mut self, reply: &crossbeam_channel::Sender<super::Frozen>) -> io::Result<bool> {
+        const FREEZE: u32 = 1;
+        let mut targets: Vec<io_uring::types::CancelBuilder> = (0..self.io.listeners)
+            .filter_map(|i| u32::try_from(i).ok())
+            .map(|i| io_uring::types::CancelBuilder::fd(Fixed(i)).all())
+            .collect();
+        for (i, relay) in self.io.relays.iter().enumerate() {
+            let fixed = relay.as_ref().and(u32::try_from(i).ok()).and_then(|i| self.io.relay_fixed(RelayToken(i)));
+            targets.extend(fixed.map(|f| io_uring::types::CancelBuilder::fd(Fixed(f)).all()));
+        }
+        for (listener, _) in &self.streams {
+            targets.push(io_uring::types::CancelBuilder::fd(io_uring::types::Fd(listener.as_raw_fd())).all());
+        }
+        let mut pending = 0;
+        for target in targets {
+            let cancel = opcode::AsyncCancel2::new(target).build().user_data(user_data(Op::Cancel, FREEZE, 0));
+            while !self.io.push(&cancel) {
+                self.io.ring.submit()?;
+            }
+            pending += 1;
+        }
+        while pending > 0 {
+            self.io.ring.submit_and_wait(1)?;
+            let completions: Vec<_> =
+                self.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
+            for (data, result, flags) in completions {
+                if matches!(decode(data), (Some(Op::Cancel), FREEZE, _)) {
+                    pending -= 1;
+                } else if self.complete(data, result, flags) {
+                    return Ok(true);
+                }
+            }
+        }
+        self.handoffs_in();
+        self.flush_run();
+        self.write_conns();
+        self.bufs.publish();
+        self.io.ring.submit()?;
+
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok();
+        let udp = self._listeners.iter().filter_map(|l| dup(std::os::fd::AsFd::as_fd(l))).collect();
+        let streams = self.streams.iter().filter_map(|(l, _)| dup(std::os::fd::AsFd::as_fd(l))).collect();
+        let counters = self.counters();
+        let relays = &self.io.relays;
+        let relay =
+            |t: RelayToken| relays.get(t.0 as usize)?.as_ref().and_then(|r| dup(std::os::fd::AsFd::as_fd(&r.socket)));
+        if self.worker.freeze(reply, udp, streams, relay, counters) {
+            return Ok(true);
+        }
+        // The cancelled receives and accepts ended as failures: no back-off.
+        for (_, data) in std::mem::take(&mut self.delayed) {
+            self.failures.remove(&data);
+            self.rearm.push(data);
+        }
+        self.rearm_receives();
+        Ok(false)
+    }
+
     fn arm_wake(&mut self) {
         let fd = std::os::fd::AsFd::as_fd(&*self.worker.wake).as_raw_fd();
         let entry = opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
@@ -308,13 +387,7 @@ impl Loop {
                 if !cqueue::more(flags) {
                     self.arm_wake();
                 }
-                let stop = self.worker.commands(DatapathCounters {
-                    send_errors: self.send_errors + self.replies_exhausted + self.clients.send_errors,
-                    truncated: self.truncated,
-                    out_of_buffers: self.out_of_buffers,
-                    streams: self.clients.counters(),
-                    gso: self.gso_counters,
-                });
+                let stop = self.worker.commands(self.counters());
                 while let Ok(event) = self.worker.tcp_events.try_recv() {
                     self.clients.tcp_event(event, &mut self.worker, &mut self.io);
                 }

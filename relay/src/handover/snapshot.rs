@@ -1,0 +1,349 @@
+//! The handover snapshot: what moves from one process of the relay to the
+//! next besides the sockets themselves, as versioned JSON (documented in
+//! docs/operations.md, "Upgrading without dropping calls"). Sockets are
+//! named by their index in the transfer's descriptors.
+//!
+//! Version 1: the workers' listeners and UDP allocations of UDP clients.
+//! A reader takes its own version and every earlier one; a later version
+//! or anything malformed is refused as a whole.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ip2p_wire::IntegrityKind;
+use ip2p_wire::credentials::LongTermKey;
+use serde::{Deserialize, Serialize};
+
+use crate::proto::{Moved, MovedChannel, MovedPermission};
+
+/// The version this build writes (and the latest it reads).
+pub(crate) const VERSION: u32 = 1;
+
+/// Everything but the descriptors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Snapshot {
+    /// The format's version.
+    pub(crate) version: u32,
+    /// The writer's ip2p version, for the log.
+    pub(crate) writer: String,
+    /// The boot it was written in (`/proc/sys/kernel/random/boot_id`): its
+    /// clock is only meaningful within that boot.
+    pub(crate) boot_id: String,
+    /// CLOCK_MONOTONIC in nanoseconds when the lifetimes were read.
+    pub(crate) taken_at_ns: u64,
+    /// The nonce secret in use (hex), so that nonces handed out stay valid.
+    pub(crate) nonce_secret: String,
+    /// Per worker, in order: the reuseport groups keep each client on the
+    /// worker its allocation lives on.
+    pub(crate) workers: Vec<WorkerSnapshot>,
+}
+
+/// One worker's sockets and allocations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkerSnapshot {
+    /// Its UDP listener per listen address.
+    pub(crate) udp: Vec<SocketRef>,
+    /// Its TCP listener per listen address, then its TLS listeners.
+    pub(crate) streams: Vec<SocketRef>,
+    pub(crate) allocations: Vec<AllocationSnapshot>,
+}
+
+/// A socket of the transfer: the index of its descriptor, and the address
+/// it is bound to (checked on arrival).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SocketRef {
+    pub(crate) fd: usize,
+    pub(crate) addr: SocketAddr,
+}
+
+/// A UDP allocation of a UDP client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AllocationSnapshot {
+    /// The index of the UDP listener its client uses.
+    pub(crate) listener: u16,
+    pub(crate) client: SocketAddr,
+    /// By family, `[IPv4, IPv6]`.
+    pub(crate) relays: [Option<RelaySnapshot>; 2],
+    pub(crate) username: String,
+    /// Whom it counts against.
+    pub(crate) quota_user: String,
+    /// The long-term key, hex: 16 bytes (MD5) or 32 (SHA-256).
+    pub(crate) key: String,
+    pub(crate) integrity: Integrity,
+    /// The Allocate's transaction ID, hex.
+    pub(crate) txid: String,
+    pub(crate) dont_fragment: bool,
+    /// Lifetime left at `taken_at_ns`, in milliseconds.
+    pub(crate) lifetime_ms: u64,
+    pub(crate) permissions: Vec<PermissionSnapshot>,
+    pub(crate) channels: Vec<ChannelSnapshot>,
+}
+
+/// A relayed address: its socket (bound to `bound`) and what the client
+/// was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RelaySnapshot {
+    pub(crate) fd: usize,
+    pub(crate) bound: SocketAddr,
+    pub(crate) advertised: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Integrity {
+    Sha1,
+    Sha256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PermissionSnapshot {
+    pub(crate) ip: IpAddr,
+    pub(crate) lifetime_ms: u64,
+    /// One of the host's own addresses.
+    pub(crate) host: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChannelSnapshot {
+    pub(crate) number: u16,
+    pub(crate) peer: SocketAddr,
+    pub(crate) lifetime_ms: u64,
+}
+
+/// Why a snapshot cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SnapshotError {
+    /// Written by a later version of the format.
+    Version(u32),
+    /// From another boot of the machine.
+    Boot,
+    /// Not a snapshot, or a malformed one.
+    Malformed(String),
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Version(v) => write!(f, "snapshot format version {v} is newer than this build's ({VERSION})"),
+            Self::Boot => f.write_str("the snapshot is from another boot of this machine"),
+            Self::Malformed(e) => write!(f, "malformed snapshot: {e}"),
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Snapshot {
+    /// Reads a snapshot written by this version of the format or an
+    /// earlier one, in this boot.
+    ///
+    /// # Errors
+    /// A later version, another boot, or anything malformed.
+    pub(crate) fn parse(bytes: &[u8], boot_id: &str) -> Result<Self, SnapshotError> {
+        /// The version alone, readable whatever else a later format holds.
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
+        }
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        if probe.version > VERSION || probe.version == 0 {
+            return Err(SnapshotError::Version(probe.version));
+        }
+        let snapshot: Self = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        if snapshot.boot_id != boot_id {
+            return Err(SnapshotError::Boot);
+        }
+        Ok(snapshot)
+    }
+
+    /// The JSON form.
+    #[must_use]
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl AllocationSnapshot {
+    /// `moved`, whose relay sockets are descriptors `fds` (by family) of
+    /// the transfer.
+    pub(crate) fn new(moved: &Moved, fds: [Option<usize>; 2]) -> Self {
+        let relays = [0, 1].map(|family| {
+            let relay = moved.relays.get(family).copied().flatten();
+            let fd = fds.get(family).copied().flatten();
+            relay.zip(fd).map(|((bound, advertised), fd)| RelaySnapshot { fd, bound, advertised })
+        });
+        Self {
+            listener: moved.listener,
+            client: moved.client,
+            relays,
+            username: moved.username.clone(),
+            quota_user: moved.quota_user.clone(),
+            key: hex::encode(moved.key.as_bytes()),
+            integrity: match moved.integrity {
+                IntegrityKind::Sha1 => Integrity::Sha1,
+                IntegrityKind::Sha256 => Integrity::Sha256,
+            },
+            txid: hex::encode(moved.txid),
+            dont_fragment: moved.dont_fragment,
+            lifetime_ms: ms(moved.lifetime),
+            permissions: moved
+                .permissions
+                .iter()
+                .map(|p| PermissionSnapshot { ip: p.ip, lifetime_ms: ms(p.lifetime), host: p.host })
+                .collect(),
+            channels: moved
+                .channels
+                .iter()
+                .map(|c| ChannelSnapshot { number: c.number, peer: c.peer, lifetime_ms: ms(c.lifetime) })
+                .collect(),
+        }
+    }
+
+    /// The allocation as the core takes it, `elapsed` after the snapshot
+    /// was taken: `None` once its lifetime ran out meanwhile (its
+    /// permissions and channels that ran out are left out).
+    ///
+    /// # Errors
+    /// A key or transaction ID that is not what the format says.
+    pub(crate) fn moved(&self, elapsed: Duration) -> Result<Option<Moved>, SnapshotError> {
+        let left = |lifetime_ms: u64| Duration::from_millis(lifetime_ms).checked_sub(elapsed).filter(|d| !d.is_zero());
+        let Some(lifetime) = left(self.lifetime_ms) else { return Ok(None) };
+        let bad = |what: &str| SnapshotError::Malformed(format!("{what} of the allocation of {}", self.client));
+        let key = hex::decode(&self.key).map_err(|_| bad("key"))?;
+        let key = match key.len() {
+            16 => LongTermKey::Md5(key.try_into().map_err(|_| bad("key"))?),
+            32 => LongTermKey::Sha256(key.try_into().map_err(|_| bad("key"))?),
+            _ => return Err(bad("key")),
+        };
+        let txid: [u8; 12] =
+            hex::decode(&self.txid).ok().and_then(|t| t.try_into().ok()).ok_or_else(|| bad("transaction ID"))?;
+        Ok(Some(Moved {
+            listener: self.listener,
+            client: self.client,
+            relays: self.relays.map(|r| r.map(|r| (r.bound, r.advertised))),
+            username: self.username.clone(),
+            quota_user: self.quota_user.clone(),
+            key,
+            integrity: match self.integrity {
+                Integrity::Sha1 => IntegrityKind::Sha1,
+                Integrity::Sha256 => IntegrityKind::Sha256,
+            },
+            txid,
+            dont_fragment: self.dont_fragment,
+            lifetime,
+            permissions: self
+                .permissions
+                .iter()
+                .filter_map(|p| Some(MovedPermission { ip: p.ip, lifetime: left(p.lifetime_ms)?, host: p.host }))
+                .collect(),
+            channels: self
+                .channels
+                .iter()
+                .filter_map(|c| Some(MovedChannel { number: c.number, peer: c.peer, lifetime: left(c.lifetime_ms)? }))
+                .collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn moved() -> Moved {
+        Moved {
+            listener: 1,
+            client: "192.0.2.7:40000".parse().unwrap(),
+            relays: [
+                Some(("10.0.0.1:50000".parse().unwrap(), "203.0.113.1:50000".parse().unwrap())),
+                Some(("[fd00::1]:50002".parse().unwrap(), "[fd00::1]:50002".parse().unwrap())),
+            ],
+            username: "1700000000:alice".into(),
+            quota_user: "alice".into(),
+            key: LongTermKey::md5("alice", "ip2p", "secret"),
+            integrity: IntegrityKind::Sha256,
+            txid: [9; 12],
+            dont_fragment: true,
+            lifetime: Duration::from_secs(500),
+            permissions: vec![
+                MovedPermission {
+                    ip: "198.51.100.9".parse().unwrap(),
+                    lifetime: Duration::from_secs(200),
+                    host: false,
+                },
+                MovedPermission { ip: "10.0.0.1".parse().unwrap(), lifetime: Duration::from_secs(3), host: true },
+            ],
+            channels: vec![MovedChannel {
+                number: 0x4001,
+                peer: "198.51.100.9:5000".parse().unwrap(),
+                lifetime: Duration::from_secs(500),
+            }],
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            version: VERSION,
+            writer: "0.1.0".into(),
+            boot_id: "boot".into(),
+            taken_at_ns: 123,
+            nonce_secret: hex::encode([3u8; 32]),
+            workers: vec![WorkerSnapshot {
+                udp: vec![SocketRef { fd: 0, addr: "10.0.0.1:3478".parse().unwrap() }],
+                streams: vec![SocketRef { fd: 1, addr: "10.0.0.1:3478".parse().unwrap() }],
+                allocations: vec![AllocationSnapshot::new(&moved(), [Some(2), Some(3)])],
+            }],
+        }
+    }
+
+    #[test]
+    fn an_allocation_comes_back_as_it_went() {
+        let s = snapshot();
+        let back = Snapshot::parse(&s.to_bytes(), "boot").unwrap();
+        assert_eq!(back, s);
+        let a = &back.workers[0].allocations[0];
+        assert_eq!(a.relays.map(|r| r.map(|r| r.fd)), [Some(2), Some(3)]);
+        assert_eq!(a.moved(Duration::ZERO).unwrap(), Some(moved()));
+    }
+
+    /// Time spent in the handover comes off every lifetime; what ran out
+    /// meanwhile is left out.
+    #[test]
+    fn the_time_between_is_taken_off() {
+        let a = &snapshot().workers[0].allocations[0];
+        let m = a.moved(Duration::from_secs(4)).unwrap().unwrap();
+        assert_eq!(m.lifetime, Duration::from_secs(496));
+        assert_eq!(m.permissions.len(), 1, "the 3 s permission ran out");
+        assert_eq!(m.permissions[0].lifetime, Duration::from_secs(196));
+        assert_eq!(a.moved(Duration::from_secs(500)).unwrap(), None);
+    }
+
+    #[test]
+    fn later_versions_other_boots_and_garbage_are_refused() {
+        let mut s = snapshot();
+        s.version = VERSION + 1;
+        assert_eq!(Snapshot::parse(&s.to_bytes(), "boot"), Err(SnapshotError::Version(VERSION + 1)));
+        // A later version's new fields do not get in the way of saying so.
+        let later = br#"{"version": 2, "something_new": [1, 2, 3]}"#;
+        assert_eq!(Snapshot::parse(later, "boot"), Err(SnapshotError::Version(2)));
+        assert_eq!(Snapshot::parse(&snapshot().to_bytes(), "another boot"), Err(SnapshotError::Boot));
+        let bytes = snapshot().to_bytes();
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(matches!(Snapshot::parse(&bytes[..cut], "boot"), Err(SnapshotError::Malformed(_))), "cut at {cut}");
+        }
+        let flipped = String::from_utf8(bytes).unwrap().replace("\"listener\":1", "\"listener\":\"one\"");
+        assert!(matches!(Snapshot::parse(flipped.as_bytes(), "boot"), Err(SnapshotError::Malformed(_))));
+        let mut bad_key = snapshot();
+        bad_key.workers[0].allocations[0].key = "abcd".into();
+        assert!(matches!(bad_key.workers[0].allocations[0].moved(Duration::ZERO), Err(SnapshotError::Malformed(_))));
+    }
+}

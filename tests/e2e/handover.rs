@@ -1,0 +1,138 @@
+//! Handing a running node over to a new process of the relay (an upgrade
+//! without dropping calls): the new process takes the old one's sockets and
+//! allocations over the handover socket, the old one exits, and every
+//! client goes on with its relayed address, permissions, channels and
+//! nonce, without a new Allocate.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use ip2p_client::{Client, Received};
+use ip2p_tests::{Relay, RelayOptions, TempDir, peer, recv};
+
+/// A node of two workers whose nonce secret is its own (random): only the
+/// handover can keep the clients' nonces valid.
+fn config(socket: &std::path::Path) -> String {
+    format!(
+        "listen = [\"127.0.0.1:0\"]\nrealm = \"ip2p.test\"\nworkers = 2\n\
+         [auth]\nusers = [{{ name = \"alice\", password = \"wonderland\" }}]\n\
+         [peers]\nallow = [\"127.0.0.2/32\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [handover]\nsocket = \"{}\"\n",
+        socket.display()
+    )
+}
+
+/// One datagram each way between `client` (on `channel`) and `peer`.
+fn both_ways(client: &mut Client, channel: u16, relayed: SocketAddr, peer: &UdpSocket, tag: &str) {
+    client.send_channel(channel, tag.as_bytes()).unwrap();
+    assert_eq!(recv(peer), (tag.as_bytes().to_vec(), relayed), "{tag}: to the peer from the relayed address");
+    peer.send_to(tag.as_bytes(), relayed).unwrap();
+    let back = client.recv(Duration::from_secs(2)).unwrap();
+    assert_eq!(back, Some(Received::Channel { channel, data: tag.as_bytes().to_vec() }), "{tag}: to the client");
+}
+
+fn allocations_move_to_a_new_process(dp: &'static str) {
+    let dir = TempDir::new("handover");
+    let socket = dir.file("handover.sock", "");
+    let config = config(&socket);
+    let mut old = Relay::start(&RelayOptions::new(dp, &config));
+    let p = peer();
+    // Enough clients that both workers hold some.
+    let mut clients: Vec<(Client, SocketAddr, u16)> = (0..8u16)
+        .map(|i| {
+            let mut c = Client::new(old.addr, "alice", "wonderland").unwrap();
+            let relayed = c.allocate(None).unwrap();
+            c.channel_bind(0x4000 + i, p.local_addr().unwrap()).unwrap();
+            (c, relayed, 0x4000 + i)
+        })
+        .collect();
+    for (c, relayed, channel) in &mut clients {
+        both_ways(c, *channel, *relayed, &p, "before");
+    }
+
+    let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
+    assert_eq!(new.addr, old.addr, "{dp}: the same listener");
+    let took = new.seen().into_iter().find(|l| l.contains("took over the previous process's node"));
+    assert!(took.as_ref().is_some_and(|l| l.contains("allocations=8")), "{dp}: {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while old.alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!old.alive(), "{dp}: the old process exits once the new one serves");
+    assert_eq!(old.count("the new process serves; exiting"), 1, "{dp}: {:?}", old.seen());
+
+    // Every allocation works as before: same relayed address, same
+    // channel, no new Allocate or ChannelBind.
+    for (c, relayed, channel) in &mut clients {
+        both_ways(c, *channel, *relayed, &p, "after");
+    }
+    // A Refresh with the nonce the client holds: no 438.
+    for (c, _, _) in &mut clients {
+        assert_eq!(c.refresh(Some(600)).unwrap(), 600);
+    }
+    let m = new.metrics();
+    assert_eq!(m.get("ip2p_auth_failures_total{reason=\"stale_nonce\"}").copied(), Some(0.0), "{dp}");
+    assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(8.0), "{dp}");
+    assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}: none made anew");
+
+    // Deleting one frees it in the new process.
+    let (mut c, _, _) = clients.pop().unwrap();
+    c.refresh(Some(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(new.metrics().get("ip2p_allocations{transport=\"udp\"}").copied(), Some(7.0), "{dp}");
+}
+
+/// A new process that cannot take over (here: one that is not a relay,
+/// and one that asks and goes away) leaves the old one serving as before.
+fn a_failed_handover_leaves_the_old_process_serving(dp: &'static str) {
+    let dir = TempDir::new("handover-fail");
+    let socket = dir.file("handover.sock", "");
+    let mut old = Relay::start(&RelayOptions::new(dp, &config(&socket)));
+    let p = peer();
+    let mut c = Client::new(old.addr, "alice", "wonderland").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    c.channel_bind(0x4000, p.local_addr().unwrap()).unwrap();
+    both_ways(&mut c, 0x4000, relayed, &p, "before");
+
+    // Something that connects and says nothing useful, then goes away.
+    {
+        let s = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        nix::sys::socket::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            &nix::sys::socket::UnixAddr::new(&socket).unwrap(),
+        )
+        .unwrap();
+        nix::sys::socket::send(std::os::fd::AsRawFd::as_raw_fd(&s), b"hello?", nix::sys::socket::MsgFlags::empty())
+            .unwrap();
+    }
+    old.wait_for("handover:");
+    both_ways(&mut c, 0x4000, relayed, &p, "after a stray request");
+
+    // A new process told to fail after it received everything: the
+    // snapshot from "another boot" is refused, the old one resumes.
+    let out = std::process::Command::new(ip2p_tests::relay_bin())
+        .args(["--listen", "127.0.0.1:0", "--user", "alice:wonderland", "--admin", "off", "--datapath", dp])
+        .args(["--handover-socket", socket.to_str().unwrap(), "--take-over"])
+        .env("IP2P_TEST_BOOT_ID", "another boot")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{dp}: {err}");
+    assert!(err.contains("another boot"), "{dp}: {err}");
+    old.wait_for("did not take over; going on");
+    assert!(old.alive(), "{dp}");
+    both_ways(&mut c, 0x4000, relayed, &p, "after a failed takeover");
+    assert_eq!(c.refresh(Some(600)).unwrap(), 600);
+}
+
+on_both_datapaths! {
+    names:
+    allocations_move_to_a_new_process: allocations_move_to_a_new_process();
+    a_failed_handover_leaves_the_old_process_serving: a_failed_handover_leaves_the_old_process_serving();
+}
