@@ -109,6 +109,7 @@ pub(crate) struct Inherited {
 /// (`settings.workers` and the listen addresses must be theirs).
 pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> io::Result<Node> {
     let datapath = resolve_datapath(settings.datapath)?;
+    let adopting = inherited.is_some().then(Arc::default);
     let (sockets, mut adopted): (Vec<_>, Vec<_>) = match inherited {
         Some(i) => i.workers.into_iter().unzip(),
         None => {
@@ -197,6 +198,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
             handoffs: handoffs.clone(),
             mirror,
             adopted: adopted.get_mut(id).map(std::mem::take).unwrap_or_default(),
+            adopting: adopting.clone(),
             hand_over: None,
         };
         let cpu = cpus.get(id % cpus.len().max(1)).copied();

@@ -97,6 +97,11 @@ impl Handoffs {
     }
 
     /// The next packet for `worker`.
+    /// How many workers the node has.
+    pub(crate) fn workers(&self) -> usize {
+        self.inboxes.len()
+    }
+
     pub(crate) fn recv(&self, worker: usize) -> Option<Packet> {
         self.inboxes.get(worker)?.queue.pop()
     }

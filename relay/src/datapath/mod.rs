@@ -194,8 +194,12 @@ pub(crate) struct Worker {
     pub(crate) handoffs: Arc<handoff::Handoffs>,
     /// Its writer of the XDP fast path's tables, when the fast path runs.
     pub(crate) mirror: Option<crate::fastpath::Mirror>,
-    /// Allocations handed over by a previous process, taken over at start.
+    /// Allocations handed over by a previous process, taken over at start,
+    /// and how many workers have taken theirs over: none takes a packet
+    /// before all have (a packet for another worker's allocation not yet
+    /// taken over would find no such relayed address).
     pub(crate) adopted: Vec<Adopted>,
+    pub(crate) adopting: Option<Arc<std::sync::atomic::AtomicUsize>>,
     /// A handover asked for, done by the datapath once it has stopped
     /// taking packets.
     pub(crate) hand_over: Option<Sender<Frozen>>,
@@ -497,6 +501,16 @@ impl Worker {
         for (moved, held) in std::mem::take(&mut self.adopted) {
             if let Err(e) = self.server.adopt(now, &moved, held, sockets) {
                 tracing::warn!(client = %moved.client, error = %e, "an allocation handed over could not be taken over");
+            }
+        }
+        if let Some(adopting) = self.adopting.take() {
+            use std::sync::atomic::Ordering;
+            let workers = self.handoffs.workers();
+            adopting.fetch_add(1, Ordering::AcqRel);
+            // Bounded: a worker that failed to start never arrives.
+            let deadline = now + std::time::Duration::from_secs(5);
+            while adopting.load(Ordering::Acquire) < workers && self::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_micros(100));
             }
         }
     }
