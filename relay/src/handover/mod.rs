@@ -147,7 +147,12 @@ pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8
         }
     };
     let (snapshot, fds, moved, staying) = pack(frozen, nonce_secret);
-    tracing::info!(allocations = moved, staying, descriptors = fds.len(), "handover: handing over");
+    tracing::info!(allocations = moved, descriptors = fds.len(), "handover: handing over");
+    if staying > 0 {
+        // Their connections (and RFC 6062's) cannot move yet: they end
+        // with this process, and their clients allocate again.
+        tracing::warn!(allocations = staying, "handover: allocations of TCP and TLS clients do not move and end here");
+    }
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     let answer = transfer::send(conn.as_fd(), &snapshot.to_bytes(), &borrowed)
         .and_then(|()| timeouts(conn.as_fd(), START))
