@@ -19,6 +19,9 @@ use sd_notify::NotifyState;
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = STARTED_AS.set(exe);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(file, cli.run),
@@ -118,7 +121,7 @@ fn run(args: &RunArgs) -> ExitCode {
     // Signals go to this thread only: block them before workers inherit
     // the mask, then wait for them here.
     let mut signals = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR2] {
         signals.add(s);
     }
     if let Err(e) = signals.thread_block() {
@@ -273,8 +276,12 @@ fn serve(
         if let Some(h) = handover.filter(|_| asked) {
             let secret = node.settings().proto.credentials.nonce_secret;
             match handover::serve_one(h.as_fd(), &node.handle(), &secret) {
-                Ok(true) => return Ok(Stop::HandedOver),
-                Ok(false) => notify(&[NotifyState::Status(&status(node))]),
+                Ok(Some(pid)) => {
+                    // Under systemd the new process is the service now.
+                    notify(&[NotifyState::MainPid(pid)]);
+                    return Ok(Stop::HandedOver);
+                }
+                Ok(None) => notify(&[NotifyState::Status(&status(node))]),
                 Err(e) => tracing::warn!(error = %e, "handover: cannot accept a request"),
             }
         }
@@ -283,6 +290,7 @@ fn serve(
         }
         let Some(info) = signal_fd.read_signal()? else { continue };
         match i32::try_from(info.ssi_signo).ok().and_then(|n| Signal::try_from(n).ok()) {
+            Some(Signal::SIGUSR2) => upgrade(node.settings()),
             Some(Signal::SIGHUP) => {
                 // systemd 253 and later want the time with RELOADING=1.
                 let mut reloading = vec![NotifyState::Reloading];
@@ -298,6 +306,41 @@ fn serve(
         }
     }
 }
+
+/// SIGUSR2: starts this program (the file it was started from, which an
+/// upgrade may have replaced) again with the same arguments and
+/// `--take-over`; the new process asks at the handover socket, and this
+/// one hands over to it there (or goes on if it fails).
+fn upgrade(settings: &Settings) {
+    let Some(path) = settings.handover_socket.as_ref() else {
+        tracing::warn!("SIGUSR2: no handover.socket configured, nothing to hand over to");
+        return;
+    };
+    let Some(program) = STARTED_AS.get() else { return };
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if !args.iter().any(|a| a == "--take-over") {
+        args.push("--take-over".into());
+    }
+    match std::process::Command::new(program).args(&args).spawn() {
+        Ok(mut child) => {
+            tracing::info!(program = %program.display(), pid = child.id(), socket = %path.display(), "SIGUSR2: started a new process to take over");
+            // Reaped whatever becomes of it; it outlives this process if
+            // it takes over.
+            std::thread::spawn(move || {
+                if let Ok(status) = child.wait()
+                    && !status.success()
+                {
+                    tracing::warn!(%status, "the new process did not take over");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(program = %program.display(), error = %e, "SIGUSR2: cannot start a new process"),
+    }
+}
+
+/// The program file this process was started from, read at start: after
+/// an upgrade replaced it, `/proc/self/exe` names the deleted old file.
+static STARTED_AS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Why [`serve`] returned.
 enum Stop {

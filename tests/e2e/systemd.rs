@@ -110,3 +110,58 @@ fn the_relay_speaks_sd_notify() {
     assert!(child.wait().unwrap().success());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// An upgrade under systemd: SIGUSR2 makes the relay start its program
+/// again with `--take-over`; the new process takes the node over at the
+/// handover socket, the old one tells systemd the new one is the service
+/// now (MAINPID, which NotifyAccess=main allows the main process) and
+/// exits 0, and the client's allocation goes on in the new process.
+#[test]
+fn sigusr2_upgrades_in_place_and_hands_the_service_to_the_new_process() {
+    let dir = temp_dir("upgrade");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let handover = dir.join("handover.sock");
+    let mut child = Command::new(bin())
+        .args(["--listen", "127.0.0.1:0", "--workers", "2", "--user", "u:p", "--allow-peer", "127.0.0.2"])
+        .args(["--admin", "off", "--handover-socket", handover.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    expect(&socket, "READY=1", &mut seen);
+    let log = Log::of(&mut child);
+    let addr = log.listen_addr();
+    let peer = ip2p_tests::peer();
+    let mut c = Client::new(addr, "u", "p").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    c.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).unwrap();
+    let main = expect(&socket, "MAINPID=", &mut seen);
+    let new_pid: i32 = main.lines().find_map(|l| l.strip_prefix("MAINPID=")).unwrap().parse().unwrap();
+    assert_ne!(new_pid, pid.as_raw());
+    let new = nix::unistd::Pid::from_raw(new_pid);
+    // Ended by its PID whatever happens below (this test started it).
+    struct Kill(nix::unistd::Pid);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _new_process = Kill(new);
+    assert!(child.wait().unwrap().success(), "the old process exits 0");
+    // The new process serves the allocation the old one made.
+    c.send_channel(0x4000, b"after").unwrap();
+    assert_eq!(ip2p_tests::recv(&peer), (b"after".to_vec(), relayed));
+    assert_eq!(c.refresh(Some(600)).unwrap(), 600);
+    // And it speaks to systemd as the service (STATUS on its beat).
+    nix::sys::signal::kill(new, nix::sys::signal::Signal::SIGHUP).unwrap();
+    expect(&socket, "RELOADING=1", &mut seen);
+    drop(log);
+    std::fs::remove_dir_all(dir).unwrap();
+}

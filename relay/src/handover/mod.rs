@@ -109,33 +109,36 @@ fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
 
 /// Serves one handover request waiting on `listener`: stops the node's
 /// workers, sends the new process the sockets and the allocations, and
-/// waits for it to say it serves. `Ok(true)`: it does, and this process
-/// is to exit at once (no drain: the sockets are the new process's now).
-/// `Ok(false)`: it did not; the workers go on as before.
+/// waits for it to say it serves. `Ok(Some(pid))`: it does (process
+/// `pid`), and this process is to exit at once (no drain: the sockets are
+/// the new process's now). `Ok(None)`: it did not; the workers go on as
+/// before.
 ///
 /// # Errors
 /// No request could be accepted.
-pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8; 32]) -> io::Result<bool> {
+pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8; 32]) -> io::Result<Option<u32>> {
     let conn = sock::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
     let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
+    let peer = sock::getsockopt(&conn, sock::sockopt::PeerCredentials)?;
+    let pid = u32::try_from(peer.pid()).unwrap_or(0);
     timeouts(conn.as_fd(), STEP)?;
     let reads = match recv_message(conn.as_fd()) {
         Ok(Message::TakeOver { reads }) => reads,
         Ok(other) => {
             tracing::warn!(?other, "handover: not a request to take over; ignored");
-            return Ok(false);
+            return Ok(None);
         }
         Err(e) => {
             tracing::warn!(error = %e, "handover: no request came; ignored");
-            return Ok(false);
+            return Ok(None);
         }
     };
     if reads < snapshot::VERSION {
         let why = format!("it reads snapshot version {reads}, this process writes {}", snapshot::VERSION);
         tracing::warn!(%why, "handover refused");
         let _ = send_message(conn.as_fd(), &Message::Failed { why });
-        return Ok(false);
+        return Ok(None);
     }
     let started = std::time::Instant::now();
     let frozen = match node.freeze(STEP) {
@@ -143,7 +146,7 @@ pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8
         Err(e) => {
             tracing::warn!(error = %e, "handover: workers did not stop; going on");
             let _ = send_message(conn.as_fd(), &Message::Failed { why: e.to_string() });
-            return Ok(false);
+            return Ok(None);
         }
     };
     let (snapshot, fds, moved, staying) = pack(frozen, nonce_secret);
@@ -160,8 +163,8 @@ pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8
     match answer {
         Ok(Message::Ready) => {
             let paused_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            tracing::info!(allocations = moved, paused_ms, "handover: the new process serves; exiting");
-            Ok(true)
+            tracing::info!(allocations = moved, paused_ms, pid, "handover: the new process serves; exiting");
+            Ok(Some(pid))
         }
         other => {
             let why = match other {
@@ -171,7 +174,7 @@ pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8
             };
             tracing::warn!(%why, "handover: the new process did not take over; going on");
             node.resume();
-            Ok(false)
+            Ok(None)
         }
     }
 }
