@@ -17,7 +17,7 @@ for f in usr/local/bin/ip2p-relay etc/systemd/system/ip2p-relay.service \
          etc/sysctl.d/60-ip2p-relay.conf etc/ip2p/relay.example.toml; do
     [ -f "$stage/$f" ] || fail "make install did not install /$f"
 done
-grep -q '^ExecStart=/usr/local/bin/ip2p-relay --config /etc/ip2p/relay.toml$' \
+grep -q '^ExecStart=/usr/local/bin/ip2p-relay --config /etc/ip2p/relay.toml --handover-socket /run/ip2p-relay/handover.sock$' \
     "$stage/etc/systemd/system/ip2p-relay.service" || fail "unit does not run the installed binary"
 # The example's secrets are placeholders: check-config must refuse them.
 if out=$("$stage/usr/local/bin/ip2p-relay" check-config "$stage/etc/ip2p/relay.example.toml" 2>&1); then
@@ -44,6 +44,8 @@ echo "== the unit's commands, as its user"
 pre=$(sed -n 's/^ExecStartPre=//p' "$unit")
 start=$(sed -n 's/^ExecStart=//p' "$unit")
 setpriv --reuid=ip2p-relay --regid=ip2p-relay --init-groups $pre >/dev/null || fail "ExecStartPre: $pre"
+# What RuntimeDirectory= makes under systemd: the handover socket's place.
+install -d -o ip2p-relay -g ip2p-relay -m 0755 /run/ip2p-relay
 sock=$(mktemp -u /tmp/ip2p-notify-XXXXXX)
 python3 - "$sock" "$start" <<'PY' || fail "the service did not start, serve and drain as its unit says"
 import os, signal, socket, subprocess, sys, time, urllib.request
@@ -62,10 +64,30 @@ for path_ in ("/readyz", "/healthz", "/status"):
     with urllib.request.urlopen("http://127.0.0.1:9478" + path_, timeout=5) as r:
         assert r.status == 200, (path_, r.status)
 print("  admin: /readyz /healthz /status answer 200")
-os.kill(relay.pid, signal.SIGTERM)
-code = relay.wait(timeout=40)
-assert code == 0, f"exit {code}"
-print("  SIGTERM: drained and exited 0")
+# An upgrade in place, as `systemctl kill -s USR2 --kill-whom=main` does it.
+os.kill(relay.pid, signal.SIGUSR2)
+seen = ""
+while "MAINPID=" not in seen:
+    seen += notify.recv(4096).decode() + "\n"
+new = int(next(l for l in seen.split() if l.startswith("MAINPID="))[len("MAINPID="):])
+code = relay.wait(timeout=10)
+assert code == 0, f"the old process exited {code}"
+try:
+    with urllib.request.urlopen("http://127.0.0.1:9478/readyz", timeout=5) as r:
+        assert r.status == 200, r.status
+    print(f"  SIGUSR2: handed over to {new} (MAINPID), which serves; the old one exited 0")
+    os.kill(new, signal.SIGTERM)
+    deadline = time.time() + 40
+    while os.path.exists(f"/proc/{new}") and time.time() < deadline:
+        with open(f"/proc/{new}/stat") as f:
+            if f.read().split(")")[-1].split()[0] == "Z":
+                break
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{new}") or open(f"/proc/{new}/stat").read().split(")")[-1].split()[0] == "Z"
+    print("  SIGTERM: the new process drained and exited")
+finally:
+    if os.path.exists(f"/proc/{new}"):
+        os.kill(new, signal.SIGKILL)
 PY
 rm -f "$sock"
 

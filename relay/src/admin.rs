@@ -42,6 +42,8 @@ pub struct Admin {
     addr: SocketAddr,
     waker: std::sync::Arc<Waker>,
     thread: Option<JoinHandle<()>>,
+    /// Its listening socket again, for a handover.
+    handover: std::os::fd::OwnedFd,
 }
 
 impl Admin {
@@ -53,7 +55,17 @@ impl Admin {
     pub fn start(addr: SocketAddr, node: NodeHandle, token: Option<String>) -> io::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?;
+        Self::serve(listener, node, token)
+    }
+
+    /// [`Admin::start`] on a listener already bound (one a previous
+    /// process handed over).
+    ///
+    /// # Errors
+    /// The listener cannot be polled, or the thread cannot be spawned.
+    pub fn serve(listener: std::net::TcpListener, node: NodeHandle, token: Option<String>) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
+        let handover = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
         let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKE)?);
@@ -61,7 +73,13 @@ impl Admin {
             Server { poll, listener: TcpListener::from_std(listener), conns: HashMap::new(), next: 0, node, token };
         server.poll.registry().register(&mut server.listener, LISTENER, Interest::READABLE)?;
         let thread = std::thread::Builder::new().name("ip2p-admin".into()).spawn(move || server.run())?;
-        Ok(Self { addr, waker, thread: Some(thread) })
+        Ok(Self { addr, waker, thread: Some(thread), handover })
+    }
+
+    /// Its listening socket, for a handover.
+    #[must_use]
+    pub fn listener(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.handover)
     }
 
     /// The address it serves on (the port resolved when 0 was asked).

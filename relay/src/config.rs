@@ -1164,6 +1164,23 @@ mod tests {
     }
 
     #[test]
+    fn the_handover_socket_comes_from_the_file_or_a_flag_and_take_over_needs_it() {
+        let text = "listen = [\"127.0.0.1:3478\"]\n[auth]\nusers = [{ name = \"a\", password = \"b\" }]\n";
+        let s = Settings::from_toml(text, &RunArgs::default()).unwrap();
+        assert_eq!((s.handover_socket, s.take_over), (None, false));
+        let with = format!("{text}[handover]\nsocket = \"/run/x/h.sock\"\n");
+        let s = Settings::from_toml(&with, &RunArgs::default()).unwrap();
+        assert_eq!(s.handover_socket.as_deref(), Some(std::path::Path::new("/run/x/h.sock")));
+        let flag = RunArgs { handover_socket: Some("/tmp/other.sock".into()), take_over: true, ..RunArgs::default() };
+        let s = Settings::from_toml(&with, &flag).unwrap();
+        assert_eq!((s.handover_socket.as_deref(), s.take_over), (Some(std::path::Path::new("/tmp/other.sock")), true));
+        let alone = RunArgs { take_over: true, ..RunArgs::default() };
+        assert_eq!(Settings::from_toml(text, &alone).unwrap_err().key, "handover.socket");
+        let typo = format!("{text}[handover]\nsockets = \"/run/x/h.sock\"\n");
+        assert!(Settings::from_toml(&typo, &RunArgs::default()).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let text = r#"
             listen = ["127.0.0.1:3478"]

@@ -152,16 +152,48 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // What can fail comes before a previous process is told this one
+    // serves (it exits then): the admin listener (the previous process's
+    // when it had one here) and the handover socket.
+    let failed = |taken: Option<handover::TakenOver>, what: &str, e: &std::io::Error| {
+        tracing::error!(error = %e, "cannot start");
+        eprintln!("ip2p-relay: {e} ({what})");
+        if let Some(t) = taken {
+            let _ = t.report(Err(&e.to_string()));
+        }
+        ExitCode::FAILURE
+    };
+    let inherited_admin = taken.as_mut().and_then(|t| t.admin.take());
+    let admin = match settings.admin {
+        Some(addr) => {
+            let same = |l: &std::net::TcpListener| {
+                l.local_addr().is_ok_and(|a| a.ip() == addr.ip() && (a.port() == addr.port() || addr.port() == 0))
+            };
+            let token = settings.admin_token.clone();
+            let started = match inherited_admin.filter(same) {
+                Some(listener) => Admin::serve(listener, node.handle(), token),
+                None => Admin::start(addr, node.handle(), token),
+            };
+            match started {
+                Ok(admin) => {
+                    tracing::info!(admin = %admin.local_addr(), token = settings.admin_token.is_some(), "admin listener: /metrics /healthz /readyz /status");
+                    if !addr.ip().is_loopback() && settings.admin_token.is_none() {
+                        tracing::warn!(
+                            admin = %addr,
+                            "the admin listener is not on loopback and has no token: anyone who reaches it reads \
+                             /metrics and /status (users, addresses); set admin.token_file (docs/security.md)"
+                        );
+                    }
+                    Some(admin)
+                }
+                Err(e) => return failed(taken, "admin.listen, --admin ADDR:PORT or off", &e),
+            }
+        }
+        None => None,
+    };
     let handover = match settings.handover_socket.as_deref().map(handover::listen).transpose() {
         Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("ip2p-relay: handover socket: {e} (handover.socket, --handover-socket PATH)");
-            if let Some(t) = taken {
-                let _ = t.report(Err(&e.to_string()));
-            }
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return failed(taken, "handover.socket, --handover-socket PATH", &e),
     };
     if let Some(t) = taken {
         let (allocations, writer) = (t.allocations, t.writer.clone());
@@ -170,28 +202,6 @@ fn run(args: &RunArgs) -> ExitCode {
             Err(e) => tracing::warn!(error = %e, "the previous process did not hear that this one serves"),
         }
     }
-    // The admin listener is a socket too: bound before READY=1.
-    let admin = match settings.admin {
-        Some(addr) => match Admin::start(addr, node.handle(), settings.admin_token.clone()) {
-            Ok(admin) => {
-                tracing::info!(admin = %admin.local_addr(), token = settings.admin_token.is_some(), "admin listener: /metrics /healthz /readyz /status");
-                if !addr.ip().is_loopback() && settings.admin_token.is_none() {
-                    tracing::warn!(
-                        admin = %addr,
-                        "the admin listener is not on loopback and has no token: anyone who reaches it reads \
-                         /metrics and /status (users, addresses); set admin.token_file (docs/security.md)"
-                    );
-                }
-                Some(admin)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                eprintln!("ip2p-relay: {e} (admin.listen, --admin ADDR:PORT or off)");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
     if !settings.dev && (!args.users.is_empty() || !args.auth_secrets.is_empty()) {
         tracing::warn!(
             "credentials given with --user or --auth-secret are visible to every local user in the process list; \
@@ -214,7 +224,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match serve(&mut node, &mut reload, &signal_fd, handover.as_ref()) {
+    match serve(&mut node, &mut reload, &signal_fd, handover.as_ref(), admin.as_ref().map(Admin::listener)) {
         Ok(Stop::HandedOver) => {
             notify(&[NotifyState::Stopping]);
         }
@@ -249,6 +259,7 @@ fn serve(
     reload: &mut Reload<'_>,
     signal_fd: &SignalFd,
     handover: Option<&std::os::fd::OwnedFd>,
+    admin: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> nix::Result<Stop> {
     let mut usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
@@ -275,7 +286,7 @@ fn serve(
         let asked = fds.get(1).and_then(PollFd::revents).is_some_and(|r| r.contains(PollFlags::POLLIN));
         if let Some(h) = handover.filter(|_| asked) {
             let secret = node.settings().proto.credentials.nonce_secret;
-            match handover::serve_one(h.as_fd(), &node.handle(), &secret) {
+            match handover::serve_one(h.as_fd(), &node.handle(), &secret, admin) {
                 Ok(Some(pid)) => {
                     // Under systemd the new process is the service now.
                     notify(&[NotifyState::MainPid(pid)]);

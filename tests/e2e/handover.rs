@@ -52,8 +52,9 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
 
     let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
     assert_eq!(new.addr, old.addr, "{dp}: the same listener");
-    let took = new.seen().into_iter().find(|l| l.contains("took over the previous process's node"));
-    assert!(took.as_ref().is_some_and(|l| l.contains("allocations=8")), "{dp}: {took:?}");
+    assert_eq!(new.admin, old.admin, "{dp}: the same admin listener, handed over too");
+    let took = new.wait_for("took over the previous process's node");
+    assert!(took.contains("allocations=8"), "{dp}: {took}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while old.alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

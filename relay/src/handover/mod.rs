@@ -116,7 +116,12 @@ fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
 ///
 /// # Errors
 /// No request could be accepted.
-pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8; 32]) -> io::Result<Option<u32>> {
+pub fn serve_one(
+    listener: BorrowedFd<'_>,
+    node: &NodeHandle,
+    nonce_secret: &[u8; 32],
+    admin: Option<BorrowedFd<'_>>,
+) -> io::Result<Option<u32>> {
     let conn = sock::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
     let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
@@ -149,7 +154,8 @@ pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8
             return Ok(None);
         }
     };
-    let (snapshot, fds, moved, staying) = pack(frozen, nonce_secret);
+    let admin = admin.and_then(|fd| fd.try_clone_to_owned().ok());
+    let (snapshot, fds, moved, staying) = pack(frozen, nonce_secret, admin);
     tracing::info!(allocations = moved, descriptors = fds.len(), "handover: handing over");
     if staying > 0 {
         // Their connections (and RFC 6062's) cannot move yet: they end
@@ -181,7 +187,11 @@ pub fn serve_one(listener: BorrowedFd<'_>, node: &NodeHandle, nonce_secret: &[u8
 
 /// The snapshot of what the workers gave up, and the descriptors it
 /// names; with how many allocations move and how many stay.
-fn pack(frozen: Vec<crate::datapath::Frozen>, nonce_secret: &[u8; 32]) -> (Snapshot, Vec<OwnedFd>, usize, usize) {
+fn pack(
+    frozen: Vec<crate::datapath::Frozen>,
+    nonce_secret: &[u8; 32],
+    admin: Option<OwnedFd>,
+) -> (Snapshot, Vec<OwnedFd>, usize, usize) {
     let mut fds = Vec::new();
     let (mut moved, mut staying) = (0, 0);
     let refer = |fd: OwnedFd, fds: &mut Vec<OwnedFd>| {
@@ -209,7 +219,9 @@ fn pack(frozen: Vec<crate::datapath::Frozen>, nonce_secret: &[u8; 32]) -> (Snaps
         }
         workers.push(WorkerSnapshot { udp, streams, allocations });
     }
+    let admin = admin.and_then(|fd| refer(fd, &mut fds));
     let snapshot = Snapshot {
+        admin,
         version: snapshot::VERSION,
         writer: env!("CARGO_PKG_VERSION").to_owned(),
         boot_id: boot_id(),
@@ -234,6 +246,8 @@ pub struct TakenOver {
     pub tls_listen: Vec<SocketAddr>,
     /// Allocations taken over.
     pub allocations: usize,
+    /// The old process's admin HTTP listener, if it had one.
+    pub admin: Option<std::net::TcpListener>,
     /// The old process's ip2p version.
     pub writer: String,
 }
@@ -252,14 +266,14 @@ pub fn take_over(path: &Path) -> io::Result<TakenOver> {
     send_message(conn.as_fd(), &Message::TakeOver { reads: snapshot::VERSION })?;
     let (bytes, fds) = transfer::recv(conn.as_fd(), MAX_BYTES, MAX_FDS)?;
     match unpack(&bytes, fds) {
-        Ok((inherited, nonce_secret, allocations, writer)) => {
+        Ok((inherited, nonce_secret, allocations, writer, admin)) => {
             let first = inherited.workers.first().map(|(w, _)| w);
             let listen: Vec<SocketAddr> =
                 first.map(|w| w.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
             let tls_listen = first
                 .map(|w| w.streams.iter().skip(listen.len()).filter_map(|s| s.local_addr().ok()).collect())
                 .unwrap_or_default();
-            Ok(TakenOver { conn, inherited, nonce_secret, listen, tls_listen, allocations, writer })
+            Ok(TakenOver { conn, inherited, nonce_secret, listen, tls_listen, allocations, admin, writer })
         }
         Err(e) => {
             let _ = send_message(conn.as_fd(), &Message::Failed { why: e.to_string() });
@@ -311,9 +325,12 @@ impl TakenOver {
     }
 }
 
+/// What a transfer holds.
+type Unpacked = (Inherited, [u8; 32], usize, String, Option<std::net::TcpListener>);
+
 /// The sockets and allocations of a transfer, the nonce secret, how many
-/// allocations, and the writer's version.
-fn unpack(bytes: &[u8], fds: Vec<OwnedFd>) -> io::Result<(Inherited, [u8; 32], usize, String)> {
+/// allocations, the writer's version, and the admin listener.
+fn unpack(bytes: &[u8], fds: Vec<OwnedFd>) -> io::Result<Unpacked> {
     let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let s = Snapshot::parse(bytes, &boot_id()).map_err(|e| invalid(e.to_string()))?;
     let elapsed = Duration::from_nanos(monotonic_ns().saturating_sub(s.taken_at_ns));
@@ -358,5 +375,6 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>) -> io::Result<(Inherited, [u8; 32], u
     if workers.is_empty() {
         return Err(invalid("a snapshot without workers".into()));
     }
-    Ok((Inherited { workers }, nonce_secret, allocations, s.writer))
+    let admin = s.admin.as_ref().map(|r| take(r).map(std::net::TcpListener::from)).transpose()?;
+    Ok((Inherited { workers }, nonce_secret, allocations, s.writer, admin))
 }

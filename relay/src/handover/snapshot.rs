@@ -37,6 +37,9 @@ pub(crate) struct Snapshot {
     /// Per worker, in order: the reuseport groups keep each client on the
     /// worker its allocation lives on.
     pub(crate) workers: Vec<WorkerSnapshot>,
+    /// The admin HTTP listener, if it has one.
+    #[serde(default)]
+    pub(crate) admin: Option<SocketRef>,
 }
 
 /// One worker's sockets and allocations.
@@ -302,6 +305,7 @@ mod tests {
                 streams: vec![SocketRef { fd: 1, addr: "10.0.0.1:3478".parse().unwrap() }],
                 allocations: vec![AllocationSnapshot::new(&moved(), [Some(2), Some(3)])],
             }],
+            admin: Some(SocketRef { fd: 4, addr: "127.0.0.1:9478".parse().unwrap() }),
         }
     }
 

@@ -25,6 +25,10 @@ impl Loop {
 
     /// A connection came in on stream listener `index` (`result` is its fd).
     pub(super) fn accepted(&mut self, index: usize, result: i32) {
+        if result == -libc::ECANCELED {
+            // Cancelled for a handover: re-armed if the worker resumes.
+            return;
+        }
         if result < 0 {
             // The accept is re-armed after a back-off (see `ended`).
             let e = io::Error::from_raw_os_error(-result);
