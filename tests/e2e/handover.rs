@@ -127,6 +127,77 @@ fn traffic_goes_on_through_the_switch(dp: &'static str) {
     assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}");
 }
 
+/// coturn's `turnutils_uclient` (4 clients, channels, 150 messages each
+/// 20 ms apart to `turnutils_peer`, an echo) through the switch: every
+/// message comes back, and its allocations were among those handed over.
+fn coturns_client_through_the_switch(dp: &'static str) {
+    let dir = TempDir::new("handover-uclient");
+    let socket = dir.file("handover.sock", "");
+    let config = config(&socket);
+    let mut old = Relay::start(&RelayOptions::new(dp, &config));
+    let port = UdpSocket::bind("127.0.0.2:0").unwrap().local_addr().unwrap().port().to_string();
+    // Output to a file: a pipe nobody reads while it runs could fill.
+    let log = dir.file("uclient.log", "");
+    let tool = |name: &str| {
+        let mut c = std::process::Command::new(name);
+        let file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        c.stdout(file.try_clone().unwrap()).stderr(file).stdin(std::process::Stdio::null());
+        c
+    };
+    /// Ended by its PID when the test ends, whatever happens.
+    struct Ends(std::process::Child);
+    impl Drop for Ends {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut peer = tool("turnutils_peer");
+    let _peer = Ends(peer.args(["-L", "127.0.0.2", "-p", &port]).spawn().expect("turnutils_peer (coturn)"));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut uclient = tool("turnutils_uclient");
+    uclient.args(["-p", &old.addr.port().to_string(), "-n", "150", "-l", "170", "-z", "20", "-m", "4"]).args([
+        "-u",
+        "alice",
+        "-w",
+        "wonderland",
+        "-e",
+        "127.0.0.2",
+        "-r",
+        &port,
+        "127.0.0.1",
+    ]);
+    let mut client = Ends(uclient.spawn().unwrap());
+    // Once its clients have allocated and have been sending for a while.
+    let udp = "ip2p_allocations{transport=\"udp\"}";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while old.metrics().get(udp).copied().unwrap_or(0.0) < 4.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sending = "ip2p_relayed_packets_total{direction=\"to_peer\",path=\"socket\"}";
+    while old.metrics().get(sending).copied().unwrap_or(0.0) < 40.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
+    let handed = old.wait_for("handover: handing over");
+    let moved: u32 = handed.split("allocations=").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    assert!(moved >= 4, "{dp}: {handed}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.0.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::fs::read_to_string(&log).unwrap();
+    let totals = out.lines().rev().find_map(|l| {
+        let rest = l.split("tot_send_msgs=").nth(1)?;
+        let (sent, rest) = rest.split_once(", tot_recv_msgs=")?;
+        Some((sent.trim().parse::<u64>().ok()?, rest.trim().parse::<u64>().ok()?))
+    });
+    assert!(totals.is_some_and(|(s, r)| s >= 600 && s == r), "{dp}: {totals:?}\n{out}");
+    assert!(out.contains("Total lost packets 0 (0.000000%)"), "{dp}: loss reported:\n{out}");
+    assert!(!old.alive(), "{dp}");
+    drop(new);
+}
+
 /// A new process that cannot take over (here: one that is not a relay,
 /// and one that asks and goes away) leaves the old one serving as before.
 fn a_failed_handover_leaves_the_old_process_serving(dp: &'static str) {
@@ -181,4 +252,5 @@ on_both_datapaths! {
     allocations_move_to_a_new_process: allocations_move_to_a_new_process();
     a_failed_handover_leaves_the_old_process_serving: a_failed_handover_leaves_the_old_process_serving();
     traffic_goes_on_through_the_switch: traffic_goes_on_through_the_switch();
+    coturns_client_through_the_switch: coturns_client_through_the_switch();
 }
