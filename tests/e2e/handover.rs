@@ -49,6 +49,9 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     for (c, relayed, channel) in &mut clients {
         both_ways(c, *channel, *relayed, &p, "before");
     }
+    // A client over TCP: its connection cannot move yet.
+    let mut tcp = Client::tcp(old.addr, "alice", "wonderland").unwrap();
+    tcp.allocate(None).unwrap();
 
     let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
     assert_eq!(new.addr, old.addr, "{dp}: the same listener");
@@ -61,6 +64,12 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     }
     assert!(!old.alive(), "{dp}: the old process exits once the new one serves");
     assert_eq!(old.count("the new process serves; exiting"), 1, "{dp}: {:?}", old.seen());
+    let staying = old.seen().into_iter().find(|l| l.contains("do not move and end here"));
+    assert!(staying.as_ref().is_some_and(|l| l.contains("allocations=1")), "{dp}: {staying:?}");
+    assert!(tcp.closed_by_server(Duration::from_secs(2)).unwrap(), "{dp}: the TCP client's connection ended");
+    // The TCP listener moved: a new connection is served by the new process.
+    let mut again = Client::tcp(new.addr, "alice", "wonderland").unwrap();
+    again.allocate(None).unwrap();
 
     // Every allocation works as before: same relayed address, same
     // channel, no new Allocate or ChannelBind.
@@ -73,14 +82,14 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     }
     let m = new.metrics();
     assert_eq!(m.get("ip2p_auth_failures_total{reason=\"stale_nonce\"}").copied(), Some(0.0), "{dp}");
-    assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(8.0), "{dp}");
-    assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}: none made anew");
+    assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(9.0), "{dp}: 8 moved, 1 anew over TCP");
+    assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(1.0), "{dp}: only the TCP client's anew");
 
     // Deleting one frees it in the new process.
     let (mut c, _, _) = clients.pop().unwrap();
     c.refresh(Some(0)).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(new.metrics().get("ip2p_allocations{transport=\"udp\"}").copied(), Some(7.0), "{dp}");
+    assert_eq!(new.metrics().get("ip2p_allocations{transport=\"udp\"}").copied(), Some(8.0), "{dp}");
 }
 
 /// Pairs of clients relaying continuously through the switch (ip2p-bench,
@@ -244,6 +253,21 @@ fn a_failed_handover_leaves_the_old_process_serving(dp: &'static str) {
     old.wait_for("did not take over; going on");
     assert!(old.alive(), "{dp}");
     both_ways(&mut c, 0x4000, relayed, &p, "after a failed takeover");
+    assert_eq!(c.refresh(Some(600)).unwrap(), 600);
+
+    // A new process that dies once it holds everything: the old one
+    // resumes when the connection ends, without waiting out a timeout.
+    let started = Instant::now();
+    let out = std::process::Command::new(ip2p_tests::relay_bin())
+        .args(["--listen", "127.0.0.1:0", "--user", "alice:wonderland", "--admin", "off", "--datapath", dp])
+        .args(["--handover-socket", socket.to_str().unwrap(), "--take-over"])
+        .env("IP2P_TEST_DIE_IN_HANDOVER", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{dp}");
+    old.wait_for("did not take over; going on");
+    assert!(started.elapsed() < Duration::from_secs(5), "{dp}: {:?}", started.elapsed());
+    both_ways(&mut c, 0x4000, relayed, &p, "after a new process died");
     assert_eq!(c.refresh(Some(600)).unwrap(), 600);
 }
 

@@ -265,6 +265,10 @@ pub fn take_over(path: &Path) -> io::Result<TakenOver> {
     timeouts(conn.as_fd(), STEP)?;
     send_message(conn.as_fd(), &Message::TakeOver { reads: snapshot::VERSION })?;
     let (bytes, fds) = transfer::recv(conn.as_fd(), MAX_BYTES, MAX_FDS)?;
+    if std::env::var_os("IP2P_TEST_DIE_IN_HANDOVER").is_some() {
+        // The tests' stand-in for a new process that crashes here.
+        std::process::exit(70);
+    }
     match unpack(&bytes, fds) {
         Ok((inherited, nonce_secret, allocations, writer, admin)) => {
             let first = inherited.workers.first().map(|(w, _)| w);
