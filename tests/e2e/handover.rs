@@ -49,6 +49,22 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     for (c, relayed, channel) in &mut clients {
         both_ways(c, *channel, *relayed, &p, "before");
     }
+    // One with a permission alone: Send and Data indications.
+    let mut sender = Client::new(old.addr, "alice", "wonderland").unwrap();
+    let sender_relayed = sender.allocate(None).unwrap();
+    sender.create_permission(&[p.local_addr().unwrap()]).unwrap();
+    let indications = |c: &mut Client, tag: &str| {
+        c.send_indication(p.local_addr().unwrap(), tag.as_bytes()).unwrap();
+        assert_eq!(recv(&p), (tag.as_bytes().to_vec(), sender_relayed), "{tag}: Send");
+        p.send_to(tag.as_bytes(), sender_relayed).unwrap();
+        let back = c.recv(Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            back,
+            Some(Received::Data { peer: p.local_addr().unwrap(), data: tag.as_bytes().to_vec() }),
+            "{tag}"
+        );
+    };
+    indications(&mut sender, "before");
     // A client over TCP: its connection cannot move yet.
     let mut tcp = Client::tcp(old.addr, "alice", "wonderland").unwrap();
     tcp.allocate(None).unwrap();
@@ -57,7 +73,7 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     assert_eq!(new.addr, old.addr, "{dp}: the same listener");
     assert_eq!(new.admin, old.admin, "{dp}: the same admin listener, handed over too");
     let took = new.wait_for("took over the previous process's node");
-    assert!(took.contains("allocations=8"), "{dp}: {took}");
+    assert!(took.contains("allocations=9"), "{dp}: {took}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while old.alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -76,20 +92,29 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     for (c, relayed, channel) in &mut clients {
         both_ways(c, *channel, *relayed, &p, "after");
     }
-    // A Refresh with the nonce the client holds: no 438.
-    for (c, _, _) in &mut clients {
+    indications(&mut sender, "after");
+    // Refresh, ChannelBind and CreatePermission with the nonce each client
+    // holds: no 438.
+    for (c, relayed, channel) in &mut clients {
         assert_eq!(c.refresh(Some(600)).unwrap(), 600);
+        c.channel_bind(*channel + 0x100, p.local_addr().unwrap()).unwrap_err();
+        let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+        c.channel_bind(*channel + 0x100, other.local_addr().unwrap()).unwrap();
+        c.send_channel(*channel + 0x100, b"new channel").unwrap();
+        other.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(recv(&other), (b"new channel".to_vec(), *relayed), "{dp}: a channel bound after the switch");
     }
+    sender.create_permission(&[p.local_addr().unwrap()]).unwrap();
     let m = new.metrics();
     assert_eq!(m.get("ip2p_auth_failures_total{reason=\"stale_nonce\"}").copied(), Some(0.0), "{dp}");
-    assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(9.0), "{dp}: 8 moved, 1 anew over TCP");
+    assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(10.0), "{dp}: 9 moved, 1 anew over TCP");
     assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(1.0), "{dp}: only the TCP client's anew");
 
     // Deleting one frees it in the new process.
     let (mut c, _, _) = clients.pop().unwrap();
     c.refresh(Some(0)).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(new.metrics().get("ip2p_allocations{transport=\"udp\"}").copied(), Some(8.0), "{dp}");
+    assert_eq!(new.metrics().get("ip2p_allocations{transport=\"udp\"}").copied(), Some(9.0), "{dp}");
 }
 
 /// Pairs of clients relaying continuously through the switch (ip2p-bench,
