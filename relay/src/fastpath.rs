@@ -147,6 +147,31 @@ pub fn detach(fast: &Shared) {
     }
 }
 
+/// Detaches the program for a handover (the new process attaches its
+/// own), and returns how to attach it again if the handover fails.
+pub(crate) fn detach_for_handover(fast: &Shared) -> Vec<String> {
+    let Ok(mut f) = fast.lock() else { return Vec::new() };
+    let interfaces = f.interfaces().map(str::to_owned).collect();
+    f.detach();
+    tracing::info!("XDP fast path detached for the handover");
+    interfaces
+}
+
+/// Attaches the program again to `interfaces` after a handover that did
+/// not happen (`generic`: the generic hook).
+pub(crate) fn reattach(fast: &Shared, interfaces: &[String], generic: bool) {
+    let Ok(mut f) = fast.lock() else { return };
+    let mode = if generic { Mode::Generic } else { Mode::Native };
+    for ifname in interfaces {
+        match f.attach(ifname, mode) {
+            Ok(()) => tracing::info!(interface = %ifname, "XDP fast path attached again"),
+            Err(e) => {
+                tracing::warn!(interface = %ifname, reason = %attach_failed(ifname, &e), "XDP fast path not attached again")
+            }
+        }
+    }
+}
+
 /// One worker's writer of the tables: keeps, per relay socket, the channels
 /// it installed, so that an allocation's end removes them all.
 #[derive(Debug)]

@@ -38,8 +38,11 @@ pub struct NodeHandle {
     datapath: DatapathKind,
     started: std::time::Instant,
     draining: Arc<std::sync::atomic::AtomicBool>,
-    /// The XDP fast path, when it runs.
+    /// The XDP fast path, when it runs; whether on the generic hook; and
+    /// the interfaces it was detached from for a handover in progress.
     xdp: Option<crate::fastpath::Shared>,
+    xdp_generic: bool,
+    xdp_detached: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A worker's command queue and the eventfd that wakes it.
@@ -230,6 +233,8 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         started: now(),
         draining: Arc::default(),
         xdp,
+        xdp_generic: settings.xdp.generic,
+        xdp_detached: Arc::default(),
     };
     let mut node = Node { threads, handle, settings: settings.clone() };
     // A worker that cannot run fails the start: no half-working node.
@@ -475,14 +480,22 @@ impl NodeHandle {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "a worker did not stop for the handover"));
         }
         frozen.sort_by_key(|f| f.worker);
-        if let Some(fast) = &self.xdp {
-            crate::fastpath::detach(fast);
+        if let Some(fast) = &self.xdp
+            && let Ok(mut detached) = self.xdp_detached.lock()
+        {
+            *detached = crate::fastpath::detach_for_handover(fast);
         }
         Ok(frozen)
     }
 
-    /// Workers go on after a handover that did not happen.
+    /// Workers go on after a handover that did not happen (and the XDP
+    /// fast path is attached again).
     pub(crate) fn resume(&self) {
+        if let Some(fast) = &self.xdp
+            && let Ok(mut detached) = self.xdp_detached.lock()
+        {
+            crate::fastpath::reattach(fast, &std::mem::take(&mut *detached), self.xdp_generic);
+        }
         for w in self.workers.iter() {
             w.send(Command::Resume);
         }

@@ -256,6 +256,57 @@ fn pairs_take_the_fast_path(dp: &'static str) {
     assert_eq!(counted("xdp"), fast_after, "{dp}: the program carried none of them");
 }
 
+/// A handover with the fast path on: the old process detaches its program
+/// at the switch and the new one attaches its own, with the tables filled
+/// from the allocations it took over, so the channel is the program's
+/// again at once; a handover that fails attaches the old program again.
+fn the_fast_path_survives_a_handover(dp: &'static str) {
+    let lab = lab(&format!("ho-{dp}"));
+    let dir = ip2p_tests::TempDir::new("xdp-handover");
+    let socket = dir.file("handover.sock", "");
+    let config = format!("{CONFIG}[handover]\nsocket = \"{}\"\n", socket.display());
+    let opts = RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, &config) };
+    let mut old = Relay::start(&opts);
+    let mut client =
+        lab.client.enter(|| Client::new("10.71.1.1:3478".parse().unwrap(), "alice", "wonderland").unwrap());
+    let peer = lab.peer.enter(|| UdpSocket::bind("10.71.2.2:0").unwrap());
+    let relayed = client.allocate(None).unwrap();
+    client.refresh(Some(60)).unwrap();
+    client.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+    assert_eq!(stream(&mut client, 0x4000, &peer, relayed, 10), (10, 10), "{dp}: warm-up");
+
+    // Refused ("another boot"): the old process attaches its program again.
+    let bin = ip2p_tests::relay_bin();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.relay.0, bin.to_str().unwrap(), "--listen", "10.71.1.1:3478"])
+        .args(["--user", "alice:wonderland", "--admin", "off", "--datapath", dp, "--take-over"])
+        .args(["--handover-socket", socket.to_str().unwrap()])
+        .env("IP2P_TEST_BOOT_ID", "another boot")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{dp}");
+    old.wait_for("did not take over; going on");
+    old.wait_for("XDP fast path attached again");
+    old.wait_for("XDP fast path attached again");
+    assert!(has_xdp(&lab.relay, "rc") && has_xdp(&lab.relay, "rp"), "{dp}");
+
+    let new = Relay::start(&RelayOptions {
+        netns: Some(lab.relay.0.clone()),
+        ..RelayOptions::new(dp, &config).arg("--take-over")
+    });
+    new.wait_for("took over the previous process's node");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while old.alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!old.alive(), "{dp}");
+    assert!(has_xdp(&lab.relay, "rc") && has_xdp(&lab.relay, "rp"), "{dp}: the new process's program");
+    let fast =
+        |d: &str| xdp_metric(&lab, &new, &format!("ip2p_relayed_packets_total{{direction=\"{d}\",path=\"xdp\"}}"));
+    assert_eq!(stream(&mut client, 0x4000, &peer, relayed, 100), (100, 100), "{dp}: after the handover");
+    assert_eq!((fast("to_peer"), fast("to_client")), (100.0, 100.0), "{dp}: by the new process's program");
+}
+
 /// An allocation that lapses mid-stream: its packets stop at its end on
 /// both paths (the program sends what is past its deadline to the sockets,
 /// which find no allocation).
@@ -414,6 +465,7 @@ on_both_datapaths! {
     relays_back_out_the_same_interface: relays_back_out_the_same_interface();
     relays_through_the_fast_path: relays_through_the_fast_path(false);
     relays_ipv6_through_the_fast_path: relays_through_the_fast_path(true);
+    the_fast_path_survives_a_handover: the_fast_path_survives_a_handover();
     pairs_take_the_fast_path: pairs_take_the_fast_path();
     an_expiry_ends_the_fast_path: an_expiry_ends_the_fast_path();
     coturns_clients_use_the_fast_path: coturns_clients_use_the_fast_path();
