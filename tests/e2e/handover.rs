@@ -264,14 +264,18 @@ fn a_failed_handover_leaves_the_old_process_serving(dp: &'static str) {
     old.wait_for("handover:");
     both_ways(&mut c, 0x4000, relayed, &p, "after a stray request");
 
-    // A new process told to fail after it received everything: the
-    // snapshot from "another boot" is refused, the old one resumes.
-    let out = std::process::Command::new(ip2p_tests::relay_bin())
-        .args(["--listen", "127.0.0.1:0", "--user", "alice:wonderland", "--admin", "off", "--datapath", dp])
-        .args(["--handover-socket", socket.to_str().unwrap(), "--take-over"])
-        .env("IP2P_TEST_BOOT_ID", "another boot")
-        .output()
-        .unwrap();
+    // A new process that takes over at `socket` with `env` set, to its end.
+    let take_over = |env: (&str, &str)| {
+        std::process::Command::new(ip2p_tests::relay_bin())
+            .args(["--listen", "127.0.0.1:0", "--user", "alice:wonderland", "--admin", "off", "--datapath", dp])
+            .args(["--handover-socket", socket.to_str().unwrap(), "--take-over"])
+            .env(env.0, env.1)
+            .output()
+            .unwrap()
+    };
+    // One told to fail after it received everything: the snapshot from
+    // "another boot" is refused, the old one resumes.
+    let out = take_over(("IP2P_TEST_BOOT_ID", "another boot"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{dp}: {err}");
     assert!(err.contains("another boot"), "{dp}: {err}");
@@ -283,12 +287,7 @@ fn a_failed_handover_leaves_the_old_process_serving(dp: &'static str) {
     // A new process that dies once it holds everything: the old one
     // resumes when the connection ends, without waiting out a timeout.
     let started = Instant::now();
-    let out = std::process::Command::new(ip2p_tests::relay_bin())
-        .args(["--listen", "127.0.0.1:0", "--user", "alice:wonderland", "--admin", "off", "--datapath", dp])
-        .args(["--handover-socket", socket.to_str().unwrap(), "--take-over"])
-        .env("IP2P_TEST_DIE_IN_HANDOVER", "1")
-        .output()
-        .unwrap();
+    let out = take_over(("IP2P_TEST_DIE_IN_HANDOVER", "1"));
     assert!(!out.status.success(), "{dp}");
     old.wait_for("did not take over; going on");
     assert!(started.elapsed() < Duration::from_secs(5), "{dp}: {:?}", started.elapsed());
