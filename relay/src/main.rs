@@ -137,7 +137,10 @@ fn run(args: &RunArgs) -> ExitCode {
                 taken = Some(t);
                 started
             }
-            Err(e) => Err(std::io::Error::new(e.kind(), format!("cannot take over at {}: {e}", path.display()))),
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot take over at {}: {e} (does a relay with this handover.socket run?)", path.display()),
+            )),
         },
         None => node::start(&settings),
     };

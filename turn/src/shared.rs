@@ -368,16 +368,17 @@ impl Quotas {
         if counts.prefixes.get(&account.prefix).copied().unwrap_or(0) >= limit(limits.per_prefix) {
             return Err(OverQuota::Prefix);
         }
-        *counts.users.entry(account.user.clone()).or_default() += 1;
-        *counts.prefixes.entry(account.prefix).or_default() += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
+        self.add(&mut counts, account);
         Ok(())
     }
 
     /// Counts one allocation of `account` whatever the limits: one that
     /// exists already (taken over from the previous process).
     pub(crate) fn count(&self, account: &Account) {
-        let mut counts = self.counts();
+        self.add(&mut self.counts(), account);
+    }
+
+    fn add(&self, counts: &mut Counts, account: &Account) {
         *counts.users.entry(account.user.clone()).or_default() += 1;
         *counts.prefixes.entry(account.prefix).or_default() += 1;
         self.total.fetch_add(1, Ordering::Relaxed);

@@ -414,16 +414,24 @@ impl Worker {
     pub(crate) fn commands(&mut self, counters: DatapathCounters) -> bool {
         let _ = self.wake.read();
         while let Ok(command) = self.commands.try_recv() {
-            match command {
-                Command::Shutdown => return true,
-                Command::Stats(reply) => {
-                    let _ = reply.send(self.stats(counters));
-                }
-                Command::Reconfigure(config) => self.server.reconfigure(config, now()),
-                Command::Drain => self.server.drain(),
-                Command::HandOver(reply) => self.hand_over = Some(reply),
-                Command::Resume => {}
+            if self.command(command, counters) {
+                return true;
             }
+        }
+        false
+    }
+
+    /// Carries out one command; `true` when the worker is to stop.
+    fn command(&mut self, command: Command, counters: DatapathCounters) -> bool {
+        match command {
+            Command::Shutdown => return true,
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats(counters));
+            }
+            Command::Reconfigure(config) => self.server.reconfigure(config, now()),
+            Command::Drain => self.server.drain(),
+            Command::HandOver(reply) => self.hand_over = Some(reply),
+            Command::Resume => {}
         }
         false
     }
@@ -536,13 +544,12 @@ impl Worker {
         loop {
             match self.commands.recv() {
                 Ok(Command::Resume) => return false,
-                Ok(Command::Shutdown) | Err(_) => return true,
-                Ok(Command::Stats(reply)) => {
-                    let _ = reply.send(self.stats(counters));
+                Ok(command) => {
+                    if self.command(command, counters) {
+                        return true;
+                    }
                 }
-                Ok(Command::Reconfigure(config)) => self.server.reconfigure(config, now()),
-                Ok(Command::Drain) => self.server.drain(),
-                Ok(Command::HandOver(_)) => {}
+                Err(_) => return true,
             }
         }
     }
