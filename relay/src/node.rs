@@ -101,11 +101,19 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
     start_with(settings, None)
 }
 
-/// What a previous process handed over, per worker: its listening
-/// sockets and its allocations with their relay sockets.
+/// What a previous process handed over, per worker.
 #[derive(Debug)]
 pub(crate) struct Inherited {
-    pub(crate) workers: Vec<(datapath::socket::WorkerSockets, Vec<datapath::Adopted>)>,
+    pub(crate) workers: Vec<InheritedWorker>,
+}
+
+/// One worker's listening sockets, its allocations with their relay
+/// sockets, and its TCP client connections.
+#[derive(Debug)]
+pub(crate) struct InheritedWorker {
+    pub(crate) sockets: datapath::socket::WorkerSockets,
+    pub(crate) allocations: Vec<datapath::Adopted>,
+    pub(crate) conns: Vec<datapath::stream::MovedConn>,
 }
 
 /// [`start`], or with the sockets and allocations of a previous process
@@ -114,10 +122,10 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
     let datapath = resolve_datapath(settings.datapath)?;
     let adopting = inherited.is_some().then(Arc::default);
     let (sockets, mut adopted): (Vec<_>, Vec<_>) = match inherited {
-        Some(i) => i.workers.into_iter().unzip(),
+        Some(i) => i.workers.into_iter().map(|w| (w.sockets, (w.allocations, w.conns))).unzip(),
         None => {
             let bound = datapath::socket::bind_listeners(&settings.listen, &settings.tls_listen, settings.workers)?;
-            let none = bound.iter().map(|_| Vec::new()).collect();
+            let none = bound.iter().map(|_| (Vec::new(), Vec::new())).collect();
             (bound, none)
         }
     };
@@ -200,7 +208,8 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
             latency: datapath::RequestLatency::default(),
             handoffs: handoffs.clone(),
             mirror,
-            adopted: adopted.get_mut(id).map(std::mem::take).unwrap_or_default(),
+            adopted: adopted.get_mut(id).map(|(a, _)| std::mem::take(a)).unwrap_or_default(),
+            adopted_conns: adopted.get_mut(id).map(|(_, c)| std::mem::take(c)).unwrap_or_default(),
             adopting: adopting.clone(),
             hand_over: None,
         };

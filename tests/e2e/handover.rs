@@ -2,7 +2,7 @@
 //! without dropping calls): the new process takes the old one's sockets and
 //! allocations over the handover socket, the old one exits, and every
 //! client goes on with its relayed address, permissions, channels and
-//! nonce, without a new Allocate.
+//! nonce, without a new Allocate, over UDP and TCP.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -65,15 +65,30 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
         );
     };
     indications(&mut sender, "before");
-    // A client over TCP: its connection cannot move yet.
+    // A client over TCP: its connection moves with its allocation, half a
+    // frame sent before the switch and the rest after.
     let mut tcp = Client::tcp(old.addr, "alice", "wonderland").unwrap();
-    tcp.allocate(None).unwrap();
+    let tcp_relayed = tcp.allocate(None).unwrap();
+    tcp.channel_bind(0x4000, p.local_addr().unwrap()).unwrap();
+    both_ways(&mut tcp, 0x4000, tcp_relayed, &p, "before");
+    let split = {
+        let mut f = vec![0u8; 64];
+        let n = ip2p_wire::write_channel_data(&mut f, 0x4000, b"split across the switch", ip2p_wire::Transport::Stream)
+            .unwrap();
+        f.truncate(n);
+        f
+    };
+    tcp.send_raw(&split[..10]).unwrap();
+    // An RFC 6062 TCP allocation cannot move (its peer connections
+    // cannot): it ends with the old process.
+    let mut tcp_allocation = Client::tcp(old.addr, "alice", "wonderland").unwrap();
+    tcp_allocation.allocate_tcp().unwrap();
 
     let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
     assert_eq!(new.addr, old.addr, "{dp}: the same listener");
     assert_eq!(new.admin, old.admin, "{dp}: the same admin listener, handed over too");
     let took = new.wait_for("took over the previous process's node");
-    assert!(took.contains("allocations=9"), "{dp}: {took}");
+    assert!(took.contains("allocations=10"), "{dp}: {took}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while old.alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -82,7 +97,15 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     assert_eq!(old.count("the new process serves; exiting"), 1, "{dp}: {:?}", old.seen());
     let staying = old.seen().into_iter().find(|l| l.contains("do not move and end here"));
     assert!(staying.as_ref().is_some_and(|l| l.contains("allocations=1")), "{dp}: {staying:?}");
-    assert!(tcp.closed_by_server(Duration::from_secs(2)).unwrap(), "{dp}: the TCP client's connection ended");
+    assert!(
+        tcp_allocation.closed_by_server(Duration::from_secs(2)).unwrap(),
+        "{dp}: the TCP allocation's control connection ended"
+    );
+    // The TCP client's connection moved, mid-frame.
+    tcp.send_raw(&split[10..]).unwrap();
+    assert_eq!(recv(&p), (b"split across the switch".to_vec(), tcp_relayed), "{dp}: the split frame");
+    both_ways(&mut tcp, 0x4000, tcp_relayed, &p, "after");
+    assert_eq!(tcp.refresh(Some(600)).unwrap(), 600, "{dp}: the TCP client's nonce is still good");
     // The TCP listener moved: a new connection is served by the new process.
     let mut again = Client::tcp(new.addr, "alice", "wonderland").unwrap();
     again.allocate(None).unwrap();
@@ -107,12 +130,17 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     sender.create_permission(&[p.local_addr().unwrap()]).unwrap();
     let m = new.metrics();
     assert_eq!(m.get("ip2p_auth_failures_total{reason=\"stale_nonce\"}").copied(), Some(0.0), "{dp}");
-    assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(10.0), "{dp}: 9 moved, 1 anew over TCP");
+    assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(11.0), "{dp}: 10 moved, 1 anew over TCP");
+    assert_eq!(m.get("ip2p_allocations{transport=\"tcp\"}").copied(), Some(0.0), "{dp}: the RFC 6062 one ended");
     assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(1.0), "{dp}: only the TCP client's anew");
 
     // Deleting one frees it in the new process.
     let (mut c, _, _) = clients.pop().unwrap();
     c.refresh(Some(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(new.metrics().get("ip2p_allocations{transport=\"udp\"}").copied(), Some(10.0), "{dp}");
+    // So does closing a moved connection.
+    drop(tcp);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(new.metrics().get("ip2p_allocations{transport=\"udp\"}").copied(), Some(9.0), "{dp}");
 }
@@ -159,6 +187,75 @@ fn traffic_goes_on_through_the_switch(dp: &'static str) {
     let m = new.metrics();
     assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(0.0), "{dp}");
     assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}");
+}
+
+/// A client over TCP relaying both ways at 1,000 messages a second
+/// through the switch: its connection moves with what it had half-sent
+/// and unsent, and every message arrives once, in order, both ways.
+fn a_tcp_client_relays_through_the_switch(dp: &'static str) {
+    const N: usize = 1500;
+    let dir = TempDir::new("handover-tcp");
+    let socket = dir.file("handover.sock", "");
+    let config = config(&socket);
+    let mut old = Relay::start(&RelayOptions::new(dp, &config));
+    let p = std::sync::Arc::new(peer());
+    let mut c = Client::tcp(old.addr, "alice", "wonderland").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    c.channel_bind(0x4000, p.local_addr().unwrap()).unwrap();
+    let client = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for i in 0..N {
+            c.send_channel(0x4000, format!("c{i}").as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+            while i % 10 == 9
+                && let Some(r) = c.recv(Duration::from_millis(1)).unwrap()
+            {
+                got.push(r);
+            }
+        }
+        while got.len() < N
+            && let Some(r) = c.recv(Duration::from_secs(2)).unwrap()
+        {
+            got.push(r);
+        }
+        (got, c)
+    });
+    let sender = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            for i in 0..N {
+                p.send_to(format!("p{i}").as_bytes(), relayed).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
+    let took = new.wait_for("took over the previous process's node");
+    assert!(took.contains("allocations=1"), "{dp}: {took}");
+    let mut to_peer = Vec::new();
+    while to_peer.len() < N {
+        p.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 64];
+        let Ok((n, from)) = p.recv_from(&mut buf) else { break };
+        assert_eq!(from, relayed, "{dp}");
+        to_peer.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    sender.join().unwrap();
+    let (to_client, mut c) = client.join().unwrap();
+    assert!(!old.alive(), "{dp}: the old process is gone");
+    let want = |tag: &str| (0..N).map(|i| format!("{tag}{i}")).collect::<Vec<_>>();
+    assert_eq!(to_peer, want("c"), "{dp}: client to peer");
+    let to_client: Vec<String> = to_client
+        .into_iter()
+        .map(|r| match r {
+            Received::Channel { channel: 0x4000, data } => String::from_utf8(data).unwrap(),
+            other => panic!("{dp}: {other:?}"),
+        })
+        .collect();
+    assert_eq!(to_client, want("p"), "{dp}: peer to client");
+    assert_eq!(c.refresh(Some(600)).unwrap(), 600, "{dp}");
+    assert_eq!(new.metrics().get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}");
 }
 
 /// coturn's `turnutils_uclient` (4 clients, channels, 150 messages each
@@ -301,4 +398,5 @@ on_both_datapaths! {
     a_failed_handover_leaves_the_old_process_serving: a_failed_handover_leaves_the_old_process_serving();
     traffic_goes_on_through_the_switch: traffic_goes_on_through_the_switch();
     coturns_client_through_the_switch: coturns_client_through_the_switch();
+    a_tcp_client_relays_through_the_switch: a_tcp_client_relays_through_the_switch();
 }

@@ -183,6 +183,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     };
     let mut events = Events::with_capacity(1024);
     l.worker.adopt(&mut l.socks);
+    l.adopt_conns();
     l.worker.report_ready();
     loop {
         let retry = l.accept_retry.map(|(at, _)| at);
@@ -243,8 +244,13 @@ impl Loop {
         let counters = self.counters();
         let relays = &self.socks.relays;
         let relay = |t: RelayToken| relays.get(t.0 as usize)?.as_ref().and_then(|r| dup(r.socket.as_fd()));
-        if self.worker.freeze(reply, udp, streams, relay, counters) {
+        let conns = self.clients.moving(|io| io.as_ref().map(AsFd::as_fd));
+        if self.worker.freeze(reply, udp, streams, relay, conns, counters) {
             return true;
+        }
+        let live: Vec<usize> = self.clients.conns.live().map(|(slot, _)| slot).collect();
+        for slot in live {
+            self.drain_conn(slot);
         }
         for i in 0..self.listeners.len() {
             self.drain_listener(i);
@@ -258,6 +264,28 @@ impl Loop {
             self.accept(i);
         }
         false
+    }
+
+    /// Takes over the connections a previous process handed over, and
+    /// reads what came on them meanwhile.
+    fn adopt_conns(&mut self) {
+        for m in std::mem::take(&mut self.worker.adopted_conns) {
+            let socket = std::net::TcpStream::from(m.fd);
+            // (An io_uring datapath's connections may be blocking.)
+            let _ = socket.set_nonblocking(true);
+            let mut socket = TcpStream::from_std(socket);
+            let Some(slot) = self.clients.adopt(&self.worker, m.state, None) else { continue };
+            let token = Token(CONN_BASE + slot);
+            if let Err(e) = self.socks.registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE) {
+                tracing::warn!(error = %e, "cannot poll a connection handed over");
+                self.close(slot, "cannot poll it");
+                continue;
+            }
+            if let Some(c) = self.clients.conns.get_mut(slot) {
+                c.io = Some(socket);
+            }
+            self.drain_conn(slot);
+        }
     }
 
     fn expire(&mut self) {

@@ -58,6 +58,9 @@ pub struct Frozen {
     pub(crate) streams: Vec<std::os::fd::OwnedFd>,
     /// The relay sockets of the allocations in `export`.
     pub(crate) relays: HashMap<RelayToken, std::os::fd::OwnedFd>,
+    /// Its plain TCP client connections: those with an allocation in
+    /// `export`, and those with none yet.
+    pub(crate) conns: Vec<stream::MovedConn>,
 }
 
 /// An allocation a new worker takes over at start, with its relay sockets
@@ -199,6 +202,8 @@ pub(crate) struct Worker {
     /// before all have (a packet for another worker's allocation not yet
     /// taken over would find no such relayed address).
     pub(crate) adopted: Vec<Adopted>,
+    /// Connections handed over by a previous process.
+    pub(crate) adopted_conns: Vec<stream::MovedConn>,
     pub(crate) adopting: Option<Arc<std::sync::atomic::AtomicUsize>>,
     /// A handover asked for, done by the datapath once it has stopped
     /// taking packets.
@@ -532,12 +537,28 @@ impl Worker {
         udp: Vec<std::os::fd::OwnedFd>,
         streams: Vec<std::os::fd::OwnedFd>,
         relay: impl Fn(RelayToken) -> Option<std::os::fd::OwnedFd>,
+        mut conns: Vec<stream::MovedConn>,
         counters: DatapathCounters,
     ) -> bool {
-        let export = self.server.export(now());
+        let mut export = self.server.export(now());
+        // A stream client's allocation moves with its connection, or not at
+        // all (TLS); a connection moves with its allocation, or with none
+        // yet (not an RFC 6062 one's, which stays).
+        let before = export.moved.len();
+        let moving: std::collections::HashSet<_> = conns.iter().map(|c| (c.state.listener, c.state.peer)).collect();
+        export.moved.retain(|(m, _)| {
+            m.listener.transport == ip2p_wire::Transport::Datagram || moving.contains(&(m.listener.index, m.client))
+        });
+        export.staying += before - export.moved.len();
+        let stream_clients: std::collections::HashSet<_> =
+            export.moved.iter().map(|(m, _)| (m.listener, m.client)).collect();
+        conns.retain(|c| {
+            let key = (crate::proto::ListenerId::stream(c.state.listener), c.state.peer);
+            !self.server.has_allocation(key.0, key.1) || stream_clients.contains(&key)
+        });
         let tokens = export.moved.iter().flat_map(|(_, tokens)| tokens.iter().flatten().copied());
         let relays = tokens.filter_map(|t| relay(t).map(|fd| (t, fd))).collect();
-        let frozen = Frozen { worker: self.id, export, udp, streams, relays };
+        let frozen = Frozen { worker: self.id, export, udp, streams, relays, conns };
         if reply.send(frozen).is_err() {
             return false;
         }

@@ -264,6 +264,33 @@ impl Stream {
         (self.tls, unsent)
     }
 
+    /// A plain stream's state as it moves to the next process (a
+    /// handover): the start of a frame split across reads, and the bytes
+    /// not yet written. `None` for TLS, whose session cannot move.
+    pub(crate) fn moving(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        if self.tls.is_some() {
+            return None;
+        }
+        let mut unsent = self.flushing.get(self.flushed..).unwrap_or_default().to_vec();
+        unsent.extend_from_slice(&self.queued);
+        Some((self.partial.clone(), unsent))
+    }
+
+    /// A plain stream moved from the previous process, as [`Self::moving`]
+    /// gave it (the unsent bytes may exceed this process's bound for a
+    /// while): `None` when `partial` is not the start of a frame.
+    pub(crate) fn moved(limit: usize, partial: Vec<u8>, unsent: Vec<u8>) -> Option<Self> {
+        if !partial.is_empty()
+            && !matches!(frame(&partial), Ok(Framed::Incomplete { needed }) if partial.len() + needed <= MAX_FRAME)
+        {
+            return None;
+        }
+        let mut s = Self::new(limit);
+        s.partial = partial;
+        s.queued = unsent;
+        Some(s)
+    }
+
     /// Writes what is queued to `w` until it would block.
     pub(crate) fn flush_to(&mut self, w: &mut impl Write) -> io::Result<()> {
         while let Some(bytes) = self.next_write() {
@@ -443,11 +470,36 @@ impl<T> Conns<T> {
         self.by_peer.len()
     }
 
+    /// The connections not closing, with their slots.
+    pub(crate) fn live(&self) -> impl Iterator<Item = (usize, &Conn<T>)> {
+        self.slots.iter().enumerate().filter_map(|(i, c)| c.as_ref().filter(|c| !c.closing).map(|c| (i, c)))
+    }
+
     /// Slots of the connections past their deadline.
     pub(crate) fn overdue(&self, now: Instant) -> Vec<usize> {
         let live = self.slots.iter().enumerate().filter_map(|(i, c)| Some((i, c.as_ref()?)));
         live.filter(|(_, c)| !c.closing && c.deadline <= now).map(|(i, _)| i).collect()
     }
+}
+
+/// A plain TCP client connection as it moves to the next process (a
+/// handover): a duplicate of its descriptor and its stream's state.
+#[derive(Debug)]
+pub(crate) struct MovedConn {
+    pub(crate) fd: std::os::fd::OwnedFd,
+    pub(crate) state: ConnState,
+}
+
+/// What moves of a connection besides its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConnState {
+    /// The index of its stream listener.
+    pub(crate) listener: u16,
+    pub(crate) peer: SocketAddr,
+    /// The start of a frame split across reads.
+    pub(crate) partial: Vec<u8>,
+    /// Bytes not yet written to it.
+    pub(crate) unsent: Vec<u8>,
 }
 
 /// A worker's client connections, driven the same way on both
@@ -516,6 +568,40 @@ impl<T> Clients<T> {
         self.counters.accepted += 1;
         let ticket = Some(ticket);
         Some(self.conns.insert(Conn { listener, peer, stream, io, ticket, deadline: now() + wait, closing: false }))
+    }
+
+    /// The connections that can move to the next process: plain TCP ones
+    /// (a TLS session cannot move), with a duplicate of the descriptor
+    /// `fd` gives for their socket. Nothing changes here.
+    pub(crate) fn moving(&self, fd: impl Fn(&T) -> Option<std::os::fd::BorrowedFd<'_>>) -> Vec<MovedConn> {
+        let mut out = Vec::new();
+        for (_, c) in self.conns.live() {
+            let Some((partial, unsent)) = c.stream.moving() else { continue };
+            let Some(fd) = fd(&c.io).and_then(|fd| fd.try_clone_to_owned().ok()) else { continue };
+            let state = ConnState { listener: c.listener.index, peer: c.peer, partial, unsent };
+            out.push(MovedConn { fd, state });
+        }
+        out
+    }
+
+    /// A connection moved from the previous process, whose socket the
+    /// datapath holds as `io`: its slot, or `None` when its state is not a
+    /// stream's (logged; dropping `io` closes it). It counts against the
+    /// limits even past them: it exists.
+    pub(crate) fn adopt(&mut self, worker: &Worker, m: ConnState, io: T) -> Option<usize> {
+        let Some(mut stream) = Stream::moved(worker.limits.send_buffer, m.partial, m.unsent) else {
+            tracing::warn!(client = %m.peer, "a connection handed over has a malformed frame pending; closed");
+            return None;
+        };
+        let listener = ListenerId::stream(m.listener);
+        if worker.server.has_allocation(listener, m.peer) {
+            stream.trust();
+        }
+        let ticket = Some(worker.limits.count(m.peer.ip()));
+        let deadline = now() + worker.limits.idle;
+        let slot = self.conns.insert(Conn { listener, peer: m.peer, stream, io, ticket, deadline, closing: false });
+        self.dirty.push(slot);
+        Some(slot)
     }
 
     /// An accept failed with `e`. Out of descriptors, the connections
@@ -703,6 +789,16 @@ impl ConnLimits {
         Some(ConnTicket { limits: self.clone(), prefix })
     }
 
+    /// Counts a connection that exists already (one handed over), past
+    /// the limits if need be.
+    pub(crate) fn count(self: &Arc<Self>, ip: IpAddr) -> ConnTicket {
+        let prefix = client_prefix(ip);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *per_ip.entry(prefix).or_insert(0) += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        ConnTicket { limits: self.clone(), prefix }
+    }
+
     /// Connections counted now.
     pub(crate) fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
@@ -821,6 +917,27 @@ mod tests {
         assert_eq!(s.next_write().unwrap(), b"def");
         s.wrote(3);
         assert!(s.next_write().is_none());
+    }
+
+    /// A handover: the next process's stream goes on mid-frame, and sends
+    /// what this one had not.
+    #[test]
+    fn a_stream_moves_mid_frame_with_its_unsent_bytes() {
+        let a = channel(0x4000, &[5; 100]);
+        let mut s = Stream::new(1 << 16);
+        s.trust();
+        assert_eq!(frames_of(&mut s, &[&a[..30]]).unwrap(), Vec::<Vec<u8>>::new());
+        assert!(s.send(b"reply"));
+        let (partial, unsent) = s.moving().unwrap();
+        assert_eq!((partial.len(), unsent.as_slice()), (30, &b"reply"[..]));
+        let mut next = Stream::moved(1 << 16, partial, unsent).unwrap();
+        assert_eq!(frames_of(&mut next, &[&a[30..]]).unwrap(), vec![a.clone()]);
+        let mut out = Vec::new();
+        next.flush_to(&mut out).unwrap();
+        assert_eq!(out, b"reply");
+        // Not the start of a frame: refused.
+        assert!(Stream::moved(1 << 16, vec![0xFF; 8], Vec::new()).is_none());
+        assert!(Stream::moved(1 << 16, a.clone(), Vec::new()).is_none(), "a whole frame is never left pending");
     }
 
     #[test]

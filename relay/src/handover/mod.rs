@@ -18,9 +18,10 @@ use std::time::Duration;
 use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType, UnixAddr};
 use serde::{Deserialize, Serialize};
 
-use self::snapshot::{AllocationSnapshot, Snapshot, SocketRef, WorkerSnapshot};
+use self::snapshot::{AllocationSnapshot, ConnectionSnapshot, Snapshot, SocketRef, WorkerSnapshot};
 use crate::datapath::socket::WorkerSockets;
-use crate::node::{Inherited, NodeHandle};
+use crate::datapath::stream::MovedConn;
+use crate::node::{Inherited, InheritedWorker, NodeHandle};
 use crate::proto::Held;
 
 /// How long either side waits for the other at each step.
@@ -158,9 +159,12 @@ pub fn serve_one(
     let (snapshot, fds, moved, staying) = pack(frozen, nonce_secret, admin);
     tracing::info!(allocations = moved, descriptors = fds.len(), "handover: handing over");
     if staying > 0 {
-        // Their connections (and RFC 6062's) cannot move yet: they end
-        // with this process, and their clients allocate again.
-        tracing::warn!(allocations = staying, "handover: allocations of TCP and TLS clients do not move and end here");
+        // A TLS session cannot move, nor RFC 6062's peer connections: they
+        // end with this process, and their clients allocate again.
+        tracing::warn!(
+            allocations = staying,
+            "handover: allocations of TLS clients and TCP allocations (RFC 6062) do not move and end here"
+        );
     }
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     let answer = transfer::send(conn.as_fd(), &snapshot.to_bytes(), &borrowed)
@@ -217,7 +221,14 @@ fn pack(
             moved += 1;
             allocations.push(AllocationSnapshot::new(&m, refs));
         }
-        workers.push(WorkerSnapshot { udp, streams, allocations });
+        let mut connections = Vec::new();
+        for MovedConn { fd, state } in w.conns {
+            if let Ok(local) = local_addr(&fd) {
+                fds.push(fd);
+                connections.push(ConnectionSnapshot::new(&state, fds.len() - 1, local));
+            }
+        }
+        workers.push(WorkerSnapshot { udp, streams, allocations, connections });
     }
     let admin = admin.and_then(|fd| refer(fd, &mut fds));
     let snapshot = Snapshot {
@@ -271,7 +282,7 @@ pub fn take_over(path: &Path) -> io::Result<TakenOver> {
     }
     match unpack(&bytes, fds) {
         Ok((inherited, nonce_secret, allocations, writer, admin)) => {
-            let first = inherited.workers.first().map(|(w, _)| w);
+            let first = inherited.workers.first().map(|w| &w.sockets);
             let listen: Vec<SocketAddr> =
                 first.map(|w| w.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
             let tls_listen = first
@@ -359,6 +370,25 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>) -> io::Result<Unpacked> {
         let udp = w.udp.iter().map(|r| take(r).map(std::net::UdpSocket::from)).collect::<io::Result<Vec<_>>>()?;
         let streams =
             w.streams.iter().map(|r| take(r).map(std::net::TcpListener::from)).collect::<io::Result<Vec<_>>>()?;
+        // Connections first: a client's allocation moves only with its
+        // connection, and one that closed meanwhile is left behind.
+        let mut conns = Vec::new();
+        for c in &w.connections {
+            let fd = take(&SocketRef { fd: c.fd, addr: c.local });
+            let fd = match fd {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(e),
+                Err(_) => continue,
+            };
+            match socket2::SockRef::from(&fd).peer_addr().map(|a| a.as_socket()) {
+                Ok(Some(peer)) if peer == c.peer => {}
+                Ok(_) => return Err(invalid(format!("descriptor {} is not connected to {}", c.fd, c.peer))),
+                // Closed by its client meanwhile.
+                Err(_) => continue,
+            }
+            conns.push(MovedConn { fd, state: c.state().map_err(|e| invalid(e.to_string()))? });
+        }
+        let connected: std::collections::HashSet<_> = conns.iter().map(|c| (c.state.listener, c.state.peer)).collect();
         let mut adopted = Vec::new();
         for a in &w.allocations {
             let mut held = [None, None];
@@ -368,13 +398,18 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>) -> io::Result<Unpacked> {
                     *h = Some(Held { addr: r.bound, socket: Some(std::net::UdpSocket::from(fd)) });
                 }
             }
-            // Run out meanwhile: its sockets close here.
-            if let Some(moved) = a.moved(elapsed).map_err(|e| invalid(e.to_string()))? {
-                allocations += 1;
-                adopted.push((moved, held));
+            // Run out meanwhile, or its connection closed: its sockets
+            // close here.
+            let Some(moved) = a.moved(elapsed).map_err(|e| invalid(e.to_string()))? else { continue };
+            let stream = moved.listener.transport == ip2p_wire::Transport::Stream;
+            if stream && !connected.contains(&(moved.listener.index, moved.client)) {
+                continue;
             }
+            allocations += 1;
+            adopted.push((moved, held));
         }
-        workers.push((WorkerSockets { udp, streams }, adopted));
+        let sockets = WorkerSockets { udp, streams };
+        workers.push(InheritedWorker { sockets, allocations: adopted, conns });
     }
     if workers.is_empty() {
         return Err(invalid("a snapshot without workers".into()));

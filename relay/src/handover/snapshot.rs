@@ -4,8 +4,11 @@
 //! named by their index in the transfer's descriptors.
 //!
 //! Version 1: the workers' listeners and UDP allocations of UDP clients.
-//! A reader takes its own version and every earlier one; a later version
-//! or anything malformed is refused as a whole.
+//! Version 2: also plain TCP client connections (`connections`, with the
+//! bytes of a split frame and those unsent) and the UDP allocations made
+//! over them (`transport`). A version 1 snapshot reads as one with
+//! neither. A reader takes its own version and every earlier one; a later
+//! version or anything malformed is refused as a whole.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -14,10 +17,11 @@ use ip2p_wire::IntegrityKind;
 use ip2p_wire::credentials::LongTermKey;
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{Moved, MovedChannel, MovedPermission};
+use crate::datapath::stream::ConnState;
+use crate::proto::{ListenerId, Moved, MovedChannel, MovedPermission};
 
 /// The version this build writes (and the latest it reads).
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// Everything but the descriptors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +55,54 @@ pub(crate) struct WorkerSnapshot {
     /// Its TCP listener per listen address, then its TLS listeners.
     pub(crate) streams: Vec<SocketRef>,
     pub(crate) allocations: Vec<AllocationSnapshot>,
+    /// Its plain TCP client connections (version 2).
+    #[serde(default)]
+    pub(crate) connections: Vec<ConnectionSnapshot>,
+}
+
+/// A TCP client connection: its socket, and its stream's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConnectionSnapshot {
+    /// Its descriptor, and its local address (checked on arrival).
+    pub(crate) fd: usize,
+    pub(crate) local: SocketAddr,
+    /// The index of its stream listener.
+    pub(crate) listener: u16,
+    /// The client's address (checked on arrival).
+    pub(crate) peer: SocketAddr,
+    /// The start of a frame split across reads, hex.
+    pub(crate) partial: String,
+    /// Bytes not yet written to the client, hex.
+    pub(crate) unsent: String,
+}
+
+impl ConnectionSnapshot {
+    /// `state`, on descriptor `fd` of the transfer bound to `local`.
+    pub(crate) fn new(state: &ConnState, fd: usize, local: SocketAddr) -> Self {
+        Self {
+            fd,
+            local,
+            listener: state.listener,
+            peer: state.peer,
+            partial: hex::encode(&state.partial),
+            unsent: hex::encode(&state.unsent),
+        }
+    }
+
+    /// The stream's state.
+    ///
+    /// # Errors
+    /// Bytes that are not hex.
+    pub(crate) fn state(&self) -> Result<ConnState, SnapshotError> {
+        let bad = |what: &str| SnapshotError::Malformed(format!("{what} of the connection of {}", self.peer));
+        Ok(ConnState {
+            listener: self.listener,
+            peer: self.peer,
+            partial: hex::decode(&self.partial).map_err(|_| bad("split frame"))?,
+            unsent: hex::decode(&self.unsent).map_err(|_| bad("unsent bytes"))?,
+        })
+    }
 }
 
 /// A socket of the transfer: the index of its descriptor, and the address
@@ -66,8 +118,12 @@ pub(crate) struct SocketRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AllocationSnapshot {
-    /// The index of the UDP listener its client uses.
+    /// The index of the listener its client uses: a UDP one, or with
+    /// `transport` "tcp" a stream one.
     pub(crate) listener: u16,
+    /// How its client reaches the relay (version 2; "udp" in version 1).
+    #[serde(default)]
+    pub(crate) transport: ClientTransport,
     pub(crate) client: SocketAddr,
     /// By family, `[IPv4, IPv6]`.
     pub(crate) relays: [Option<RelaySnapshot>; 2],
@@ -94,6 +150,16 @@ pub(crate) struct RelaySnapshot {
     pub(crate) fd: usize,
     pub(crate) bound: SocketAddr,
     pub(crate) advertised: SocketAddr,
+}
+
+/// A client's transport to the relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ClientTransport {
+    #[default]
+    Udp,
+    /// Over a plain TCP connection, among the worker's `connections`.
+    Tcp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,7 +251,11 @@ impl AllocationSnapshot {
             relay.zip(fd).map(|((bound, advertised), fd)| RelaySnapshot { fd, bound, advertised })
         });
         Self {
-            listener: moved.listener,
+            listener: moved.listener.index,
+            transport: match moved.listener.transport {
+                ip2p_wire::Transport::Datagram => ClientTransport::Udp,
+                ip2p_wire::Transport::Stream => ClientTransport::Tcp,
+            },
             client: moved.client,
             relays,
             username: moved.username.clone(),
@@ -230,7 +300,10 @@ impl AllocationSnapshot {
         let txid: [u8; 12] =
             hex::decode(&self.txid).ok().and_then(|t| t.try_into().ok()).ok_or_else(|| bad("transaction ID"))?;
         Ok(Some(Moved {
-            listener: self.listener,
+            listener: match self.transport {
+                ClientTransport::Udp => ListenerId::udp(self.listener),
+                ClientTransport::Tcp => ListenerId::stream(self.listener),
+            },
             client: self.client,
             relays: self.relays.map(|r| r.map(|r| (r.bound, r.advertised))),
             username: self.username.clone(),
@@ -264,7 +337,7 @@ mod tests {
 
     fn moved() -> Moved {
         Moved {
-            listener: 1,
+            listener: ListenerId::stream(1),
             client: "192.0.2.7:40000".parse().unwrap(),
             relays: [
                 Some(("10.0.0.1:50000".parse().unwrap(), "203.0.113.1:50000".parse().unwrap())),
@@ -304,6 +377,16 @@ mod tests {
                 udp: vec![SocketRef { fd: 0, addr: "10.0.0.1:3478".parse().unwrap() }],
                 streams: vec![SocketRef { fd: 1, addr: "10.0.0.1:3478".parse().unwrap() }],
                 allocations: vec![AllocationSnapshot::new(&moved(), [Some(2), Some(3)])],
+                connections: vec![ConnectionSnapshot::new(
+                    &ConnState {
+                        listener: 1,
+                        peer: "192.0.2.7:40000".parse().unwrap(),
+                        partial: vec![0x40, 0x00],
+                        unsent: b"unsent".to_vec(),
+                    },
+                    5,
+                    "10.0.0.1:3478".parse().unwrap(),
+                )],
             }],
             admin: Some(SocketRef { fd: 4, addr: "127.0.0.1:9478".parse().unwrap() }),
         }
@@ -331,14 +414,51 @@ mod tests {
         assert_eq!(a.moved(Duration::from_secs(500)).unwrap(), None);
     }
 
+    /// A snapshot as version 1 of the format wrote it (kept as it was
+    /// written): read by every later version, as UDP clients only.
+    #[test]
+    fn version_1_is_still_read() {
+        let s = Snapshot::parse(include_bytes!("testdata/v1.json"), "boot").unwrap();
+        assert_eq!((s.version, s.workers.len()), (1, 1));
+        let w = &s.workers[0];
+        assert!(w.connections.is_empty());
+        let m = w.allocations[0].moved(Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!(m.listener, ListenerId::udp(0));
+        assert_eq!(m.client, "192.0.2.7:40000".parse().unwrap());
+        assert_eq!(m.relays[0], Some(("10.0.0.1:50000".parse().unwrap(), "203.0.113.1:50000".parse().unwrap())));
+        assert_eq!(
+            m.key,
+            LongTermKey::Md5(hex::decode("000102030405060708090a0b0c0d0e0f").unwrap().try_into().unwrap())
+        );
+        assert_eq!((m.integrity, m.txid, m.lifetime), (IntegrityKind::Sha1, [9; 12], Duration::from_secs(499)));
+        assert_eq!(m.permissions.len(), 1);
+        assert_eq!(m.channels[0].number, 0x4001);
+        assert_eq!(s.admin.map(|a| a.fd), Some(3));
+    }
+
+    #[test]
+    fn a_connection_comes_back_as_it_went() {
+        let s = snapshot();
+        let c = &Snapshot::parse(&s.to_bytes(), "boot").unwrap().workers[0].connections[0];
+        let state = c.state().unwrap();
+        assert_eq!(
+            (state.listener, state.partial.as_slice(), state.unsent.as_slice()),
+            (1, &[0x40, 0][..], &b"unsent"[..])
+        );
+        assert_eq!(s.workers[0].allocations[0].moved(Duration::ZERO).unwrap().unwrap().listener, ListenerId::stream(1));
+        let mut bad = c.clone();
+        bad.unsent = "not hex".into();
+        assert!(matches!(bad.state(), Err(SnapshotError::Malformed(_))));
+    }
+
     #[test]
     fn later_versions_other_boots_and_garbage_are_refused() {
         let mut s = snapshot();
         s.version = VERSION + 1;
         assert_eq!(Snapshot::parse(&s.to_bytes(), "boot"), Err(SnapshotError::Version(VERSION + 1)));
         // A later version's new fields do not get in the way of saying so.
-        let later = br#"{"version": 2, "something_new": [1, 2, 3]}"#;
-        assert_eq!(Snapshot::parse(later, "boot"), Err(SnapshotError::Version(2)));
+        let later = format!(r#"{{"version": {}, "something_new": [1, 2, 3]}}"#, VERSION + 1);
+        assert_eq!(Snapshot::parse(later.as_bytes(), "boot"), Err(SnapshotError::Version(VERSION + 1)));
         assert_eq!(Snapshot::parse(&snapshot().to_bytes(), "another boot"), Err(SnapshotError::Boot));
         let bytes = snapshot().to_bytes();
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {

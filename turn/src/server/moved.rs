@@ -8,18 +8,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ip2p_wire::credentials::LongTermKey;
-use ip2p_wire::{IntegrityKind, TransactionId, Transport};
+use ip2p_wire::{IntegrityKind, TransactionId};
 
 use super::Server;
 use crate::allocation::{Allocation, Relay};
 use crate::{Account, Held, ListenerId, RelayToken, Sockets};
 
-/// One UDP allocation of a UDP client as it moves. Lifetimes are what was
-/// left when it was exported.
+/// One UDP allocation as it moves, of a client over UDP or TCP (whose
+/// connection the caller moves). Lifetimes are what was left when it was
+/// exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
-    /// The index of the UDP listener its client uses.
-    pub listener: u16,
+    /// The listener its client uses.
+    pub listener: ListenerId,
     /// The client's address.
     pub client: SocketAddr,
     /// Relayed addresses by family (`[IPv4, IPv6]`): as bound, and as
@@ -72,10 +73,12 @@ pub struct MovedChannel {
 #[derive(Debug, Default)]
 pub struct Export {
     /// The allocations that move, each with the relay tokens of its
-    /// sockets by family (what the caller passes along with it).
+    /// sockets by family (what the caller passes along with it). Those of
+    /// clients over a stream move only with their connection: the caller
+    /// counts those it cannot move (TLS) with `staying`.
     pub moved: Vec<(Moved, [Option<RelayToken>; 2])>,
-    /// Allocations that cannot move this way (TCP allocations and clients
-    /// over TCP or TLS): they end with this process.
+    /// Allocations that cannot move (RFC 6062's TCP allocations, whose
+    /// peer connections cannot): they end with this process.
     pub staying: usize,
 }
 
@@ -109,14 +112,14 @@ impl Server {
         let mut out = Export::default();
         for (slot, alloc) in self.slots.iter().enumerate() {
             let Some(alloc) = alloc else { continue };
-            if alloc.tcp || alloc.listener.transport != Transport::Datagram || alloc.expires <= now {
+            if alloc.tcp || alloc.expires <= now {
                 out.staying += usize::from(alloc.expires > now);
                 continue;
             }
             let (permissions, channels) = alloc.moving(now);
             let relay = |family: usize| alloc.relays.get(family).copied().flatten();
             let moved = Moved {
-                listener: alloc.listener.index,
+                listener: alloc.listener,
                 client: alloc.client,
                 relays: [0, 1].map(|family| relay(family).map(|r| (r.bound, r.advertised))),
                 username: alloc.username.to_string(),
@@ -151,7 +154,7 @@ impl Server {
         held: [Option<Held>; 2],
         sockets: &mut impl Sockets,
     ) -> Result<(), AdoptError> {
-        let listener = ListenerId::udp(moved.listener);
+        let listener = moved.listener;
         if self.by_client.contains_key(&(listener, moved.client)) {
             return Err(AdoptError::Duplicate);
         }

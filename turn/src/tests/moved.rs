@@ -89,12 +89,21 @@ fn the_lifetime_left_is_kept() {
 
 #[test]
 fn what_cannot_move_stays_and_what_does_not_fit_is_refused_whole() {
-    // A client over TCP: its connection cannot move with the core's state.
+    // A client over TCP: its UDP allocation moves (its connection with the
+    // datapath); an RFC 6062 TCP allocation stays (its peer connections
+    // cannot move).
     let mut h = Harness::new();
     h.listener = ListenerId::stream(0);
     h.allocate(CLIENT, &Harness::alice());
+    let tcp = Attribute::RequestedTransport(ip2p_wire::attr::RequestedTransport::TCP);
+    let r = h.authed("127.0.0.1:40001", Method::ALLOCATE, &[tcp], &Harness::alice());
+    assert_eq!(r.class(), Class::Success);
     let export = h.server.export(h.now);
-    assert_eq!((export.moved.len(), export.staying), (0, 1));
+    assert_eq!((export.moved.len(), export.staying), (1, 1));
+    assert_eq!(export.moved[0].0.listener, ListenerId::stream(0));
+    let next = take_over(&h);
+    assert!(next.server.has_allocation(ListenerId::stream(0), addr(CLIENT)));
+    assert!(!next.server.has_allocation(ListenerId::udp(0), addr(CLIENT)));
 
     let mut h = Harness::new();
     h.allocate(CLIENT, &Harness::alice());

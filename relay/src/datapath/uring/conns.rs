@@ -74,6 +74,13 @@ impl Loop {
         if !cqueue::more(flags) {
             conn.io.receiving = false;
         }
+        if result == -libc::ECANCELED && !conn.closing {
+            // Cancelled for a handover: armed again if the worker resumes.
+            if let Some(bid) = buffer {
+                self.bufs.provide(bid);
+            }
+            return;
+        }
         if conn.closing {
             if let Some(bid) = buffer {
                 self.bufs.provide(bid);
@@ -115,6 +122,10 @@ impl Loop {
     pub(super) fn conn_sent(&mut self, slot: usize, generation: u32, result: i32) {
         let Some(conn) = self.clients.conns.get_mut(slot).filter(|c| c.io.generation == generation) else { return };
         conn.io.sending = false;
+        if result == -libc::ECANCELED && !conn.closing {
+            // Cancelled for a handover: its bytes are still unsent.
+            return;
+        }
         let written = usize::try_from(result).ok().filter(|&n| n > 0);
         if let Some(n) = written {
             // Even while closing: a handed-over connection's unsent bytes
@@ -128,6 +139,27 @@ impl Loop {
             Some(_) => self.clients.dirty.push(slot),
             None => self.close(slot, "write failed"),
         }
+    }
+
+    /// Takes over the connections a previous process handed over: their
+    /// receives are armed, and what they had unsent goes out.
+    pub(super) fn adopt_conns(&mut self) {
+        for m in std::mem::take(&mut self.worker.adopted_conns) {
+            self.next_conn_generation = self.next_conn_generation.wrapping_add(1) & 0x00FF_FFFF;
+            let socket = TcpStream::from(m.fd);
+            let io = ConnIo {
+                socket,
+                generation: self.next_conn_generation,
+                receiving: false,
+                sending: false,
+                data_connection: None,
+            };
+            let Some(slot) = self.clients.adopt(&self.worker, m.state, io) else { continue };
+            if !self.arm_conn(slot) {
+                self.close(slot, "cannot queue its receive");
+            }
+        }
+        self.write_conns();
     }
 
     /// Starts a send on each connection with bytes queued and none in flight.

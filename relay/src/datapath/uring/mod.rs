@@ -205,6 +205,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     }
     l.arm_wake();
     l.worker.adopt(&mut l.io);
+    l.adopt_conns();
     l.worker.report_ready();
     loop {
         let delayed = l.delayed.iter().map(|(at, _)| *at).min();
@@ -274,29 +275,39 @@ impl Loop {
         for (listener, _) in &self.streams {
             targets.push(io_uring::types::CancelBuilder::fd(io_uring::types::Fd(listener.as_raw_fd())).all());
         }
-        let mut pending = 0;
-        for target in targets {
-            let cancel = opcode::AsyncCancel2::new(target).build().user_data(user_data(Op::Cancel, FREEZE, 0));
-            while !self.io.push(&cancel) {
-                self.io.ring.submit()?;
+        // The connections' receives and sends too: a connection moves with
+        // its unsent bytes, so none may be in flight. A round's completions
+        // may close a connection, which writes the others': more rounds.
+        for _ in 0..8 {
+            let busy = self.clients.conns.live().filter(|(_, c)| c.io.receiving || c.io.sending);
+            let fds: Vec<_> = busy.map(|(_, c)| c.io.socket.as_raw_fd()).collect();
+            targets.extend(fds.into_iter().map(|fd| io_uring::types::CancelBuilder::fd(io_uring::types::Fd(fd)).all()));
+            if targets.is_empty() {
+                break;
             }
-            pending += 1;
-        }
-        while pending > 0 {
-            self.io.ring.submit_and_wait(1)?;
-            let completions: Vec<_> =
-                self.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
-            for (data, result, flags) in completions {
-                if matches!(decode(data), (Some(Op::Cancel), FREEZE, _)) {
-                    pending -= 1;
-                } else if self.complete(data, result, flags) {
-                    return Ok(true);
+            let mut pending = 0;
+            for target in std::mem::take(&mut targets) {
+                let cancel = opcode::AsyncCancel2::new(target).build().user_data(user_data(Op::Cancel, FREEZE, 0));
+                while !self.io.push(&cancel) {
+                    self.io.ring.submit()?;
+                }
+                pending += 1;
+            }
+            while pending > 0 {
+                self.io.ring.submit_and_wait(1)?;
+                let completions: Vec<_> =
+                    self.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
+                for (data, result, flags) in completions {
+                    if matches!(decode(data), (Some(Op::Cancel), FREEZE, _)) {
+                        pending -= 1;
+                    } else if self.complete(data, result, flags) {
+                        return Ok(true);
+                    }
                 }
             }
         }
         self.handoffs_in();
         self.flush_run();
-        self.write_conns();
         self.bufs.publish();
         self.io.ring.submit()?;
 
@@ -307,8 +318,15 @@ impl Loop {
         let relays = &self.io.relays;
         let relay =
             |t: RelayToken| relays.get(t.0 as usize)?.as_ref().and_then(|r| dup(std::os::fd::AsFd::as_fd(&r.socket)));
-        if self.worker.freeze(reply, udp, streams, relay, counters) {
+        // Any send still in flight (cancelling failed) keeps its connection.
+        let conns = self.clients.moving(|io| (!io.sending).then(|| std::os::fd::AsFd::as_fd(&io.socket)));
+        if self.worker.freeze(reply, udp, streams, relay, conns, counters) {
             return Ok(true);
+        }
+        let live: Vec<_> = self.clients.conns.live().map(|(slot, c)| (slot, c.io.generation)).collect();
+        for (slot, generation) in live {
+            self.rearm.push(user_data(Op::RecvConn, generation, u32::try_from(slot).unwrap_or(u32::MAX)));
+            self.clients.dirty.push(slot);
         }
         // The cancelled receives and accepts ended as failures: no back-off.
         for (_, data) in std::mem::take(&mut self.delayed) {
