@@ -41,14 +41,19 @@ run:
 # headers for the XDP program; tests/deps.sh: coturn's client tools and
 # systemd-analyze with apt-get, aioice into .venv). The end-to-end binary
 # runs four tests at a time: they mostly wait on sockets, timers and
-# coturn's clients, not on the CPU. Last, the relay built without the XDP
+# coturn's clients, not on the CPU. A second build of the relay with
+# another version string (ip2p-relay-next) takes over from the first in the
+# handover tests. Last, the relay built without the XDP
 # program must still run.
 test:
 	xdp/toolchain.sh
 	tests/deps.sh
 	$(CARGO) test --workspace --locked --exclude ip2p-tests
+	IP2P_VERSION=0.0.0-next $(CARGO) build --locked -p ip2p-relay --bin ip2p-relay
+	cp target/debug/ip2p-relay target/debug/ip2p-relay-next
 	$(CARGO) build --locked -p ip2p-relay --bin ip2p-relay
-	IP2P_RELAY_BIN=$(CURDIR)/target/debug/ip2p-relay $(CARGO) test --locked -p ip2p-tests -- --test-threads=4
+	IP2P_RELAY_BIN=$(CURDIR)/target/debug/ip2p-relay IP2P_RELAY_NEXT_BIN=$(CURDIR)/target/debug/ip2p-relay-next \
+		$(CARGO) test --locked -p ip2p-tests -- --test-threads=4
 	xdp/test-without-program.sh
 
 test-no-xdp:

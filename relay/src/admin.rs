@@ -282,7 +282,7 @@ fn status(node: &NodeHandle) -> serde_json::Value {
         connections += w.streams.open;
     }
     serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::VERSION,
         "uptime_seconds": node.uptime().as_secs(),
         "state": if node.draining() { "draining" } else { "ready" },
         "datapath": match node.datapath() {

@@ -88,7 +88,7 @@ pub enum LogFormat {
 
 /// `ip2p-relay`: a STUN/TURN relay.
 #[derive(Debug, Parser)]
-#[command(name = "ip2p-relay", version, about = "A STUN/TURN relay (RFC 8489, RFC 8656)")]
+#[command(name = "ip2p-relay", version = crate::VERSION, about = "A STUN/TURN relay (RFC 8489, RFC 8656)")]
 pub struct Cli {
     /// A subcommand; without one the relay runs.
     #[command(subcommand)]
@@ -557,7 +557,7 @@ impl Settings {
             // RFC 8489 §14.14: fewer than 128 characters.
             Some(s) if s.chars().count() >= 128 => return Err(err("software", "must be fewer than 128 characters")),
             Some(s) => Some(s),
-            None => Some(concat!("ip2p ", env!("CARGO_PKG_VERSION")).to_owned()),
+            None => Some(format!("ip2p {}", crate::VERSION)),
         };
         let handover_socket = args.handover_socket.clone().or(file.handover.socket);
         if args.take_over && handover_socket.is_none() {

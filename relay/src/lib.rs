@@ -19,3 +19,11 @@ pub mod node;
 pub mod tls;
 
 pub use ip2p_turn as proto;
+
+/// This build's version: the package's, or `IP2P_VERSION` at build time
+/// (a distribution's own, or the tests' second build for a handover
+/// between versions).
+pub const VERSION: &str = match option_env!("IP2P_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};

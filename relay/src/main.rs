@@ -137,10 +137,15 @@ fn run(args: &RunArgs) -> ExitCode {
                 taken = Some(t);
                 started
             }
-            Err(e) => Err(std::io::Error::new(
-                e.kind(),
-                format!("cannot take over at {}: {e} (does a relay with this handover.socket run?)", path.display()),
-            )),
+            Err(e) => {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                        " (does a relay with this handover.socket run?)"
+                    }
+                    _ => " (the running relay goes on serving)",
+                };
+                Err(std::io::Error::new(e.kind(), format!("cannot take over at {}: {e}{hint}", path.display())))
+            }
         },
         None => node::start(&settings),
     };
@@ -201,7 +206,9 @@ fn run(args: &RunArgs) -> ExitCode {
     if let Some(t) = taken {
         let (allocations, writer) = (t.allocations, t.writer.clone());
         match t.report(Ok(())) {
-            Ok(()) => tracing::info!(allocations, from = %writer, "took over the previous process's node"),
+            Ok(()) => {
+                tracing::info!(allocations, from = %writer, version = ip2p_relay::VERSION, "took over the previous process's node")
+            }
             Err(e) => tracing::warn!(error = %e, "the previous process did not hear that this one serves"),
         }
     }

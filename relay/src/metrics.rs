@@ -52,7 +52,7 @@ impl Collector for NodeCollector {
         out.gauge_family(
             "ip2p_build_info",
             "Version and datapath in use",
-            &[(&[("version", env!("CARGO_PKG_VERSION")), ("datapath", datapath)], 1)],
+            &[(&[("version", crate::VERSION), ("datapath", datapath)], 1)],
         )?;
         out.gauge("ip2p_uptime_seconds", "Seconds since the node started", node.uptime().as_secs_f64())?;
         out.gauge(

@@ -145,6 +145,61 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     assert_eq!(new.metrics().get("ip2p_allocations{transport=\"udp\"}").copied(), Some(9.0), "{dp}");
 }
 
+/// A handover to the relay built with another version string, and back
+/// (a downgrade): clients over UDP and TCP go on through both, and each new
+/// process says which version it took over from.
+fn another_version_takes_over_and_back(dp: &'static str) {
+    let dir = TempDir::new("handover-version");
+    let socket = dir.file("handover.sock", "");
+    let config = config(&socket);
+    let mut old = Relay::start(&RelayOptions::new(dp, &config));
+    let p = peer();
+    let mut udp = Client::new(old.addr, "alice", "wonderland").unwrap();
+    let udp_relayed = udp.allocate(None).unwrap();
+    udp.channel_bind(0x4000, p.local_addr().unwrap()).unwrap();
+    let mut tcp = Client::tcp(old.addr, "alice", "wonderland").unwrap();
+    let tcp_relayed = tcp.allocate(None).unwrap();
+    tcp.channel_bind(0x4001, p.local_addr().unwrap()).unwrap();
+    let mut check = |tag: &str| {
+        both_ways(&mut udp, 0x4000, udp_relayed, &p, tag);
+        both_ways(&mut tcp, 0x4001, tcp_relayed, &p, tag);
+    };
+    check("before");
+    let version = |r: &Relay| {
+        let m = r.metrics();
+        let info = m.keys().find(|k| k.starts_with("ip2p_build_info")).cloned().unwrap_or_default();
+        info.split("version=\"").nth(1).and_then(|v| v.split('"').next()).unwrap_or_default().to_owned()
+    };
+    assert_eq!(version(&old), ip2p_relay::VERSION, "{dp}");
+    assert_ne!(ip2p_relay::VERSION, ip2p_tests::NEXT_VERSION);
+
+    let next_opts = RelayOptions::new(dp, &config).arg("--take-over");
+    let mut next = Relay::start(&RelayOptions { bin: Some(ip2p_tests::next_relay_bin()), ..next_opts });
+    let took = next.wait_for("took over the previous process's node");
+    assert!(took.contains(&format!("from={}", ip2p_relay::VERSION)), "{dp}: {took}");
+    assert!(took.contains("allocations=2"), "{dp}: {took}");
+    assert_eq!(version(&next), ip2p_tests::NEXT_VERSION, "{dp}");
+    let gone = |r: &mut Relay| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        !r.alive()
+    };
+    assert!(gone(&mut old), "{dp}");
+    check("on the next version");
+
+    let back = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
+    let took = back.wait_for("took over the previous process's node");
+    assert!(took.contains(&format!("from={}", ip2p_tests::NEXT_VERSION)), "{dp}: {took}");
+    assert!(gone(&mut next), "{dp}");
+    assert_eq!(version(&back), ip2p_relay::VERSION, "{dp}");
+    check("back");
+    assert_eq!(udp.refresh(Some(600)).unwrap(), 600, "{dp}");
+    assert_eq!(tcp.refresh(Some(600)).unwrap(), 600, "{dp}");
+    assert_eq!(back.metrics().get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}");
+}
+
 /// Pairs of clients relaying continuously through the switch (ip2p-bench,
 /// 8 sessions at 4,000 packets/s, each to another's relayed address, so
 /// most cross workers): nothing is lost, none arrives twice or out of
@@ -392,6 +447,44 @@ fn a_failed_handover_leaves_the_old_process_serving(dp: &'static str) {
     assert_eq!(c.refresh(Some(600)).unwrap(), 600);
 }
 
+/// A snapshot damaged on the way (cut in half) and one written by a later
+/// version of the format: the new process says why and exits, nothing of
+/// it serves, and the old process goes on with its clients.
+fn a_bad_snapshot_is_refused_whole(dp: &'static str) {
+    for (mangle, why) in [("truncate", "malformed snapshot"), ("future", "is newer than this build's")] {
+        let dir = TempDir::new("handover-bad");
+        let socket = dir.file("handover.sock", "");
+        let config = config(&socket);
+        let mut old = Relay::start(&RelayOptions::new(dp, &config).env("IP2P_TEST_MANGLE_SNAPSHOT", mangle));
+        let p = peer();
+        let mut c = Client::new(old.addr, "alice", "wonderland").unwrap();
+        let relayed = c.allocate(None).unwrap();
+        c.channel_bind(0x4000, p.local_addr().unwrap()).unwrap();
+        let mut tcp = Client::tcp(old.addr, "alice", "wonderland").unwrap();
+        let tcp_relayed = tcp.allocate(None).unwrap();
+        tcp.channel_bind(0x4001, p.local_addr().unwrap()).unwrap();
+        both_ways(&mut c, 0x4000, relayed, &p, "before");
+
+        let started = Instant::now();
+        let out = std::process::Command::new(ip2p_tests::relay_bin())
+            .args(["--config", dir.file("relay.toml", &config).to_str().unwrap(), "--datapath", dp, "--take-over"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{dp} {mangle}: {err}");
+        assert!(err.contains(why) && err.contains("goes on serving"), "{dp} {mangle}: {err}");
+        assert!(!err.contains("ip2p-relay started"), "{dp} {mangle}: nothing half-started: {err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{dp} {mangle}: {:?}", started.elapsed());
+        old.wait_for("did not take over; going on");
+        assert!(old.alive(), "{dp} {mangle}");
+        both_ways(&mut c, 0x4000, relayed, &p, "after");
+        both_ways(&mut tcp, 0x4001, tcp_relayed, &p, "after");
+        assert_eq!(c.refresh(Some(600)).unwrap(), 600, "{dp} {mangle}");
+        assert_eq!(tcp.refresh(Some(600)).unwrap(), 600, "{dp} {mangle}");
+    }
+}
+
 on_both_datapaths! {
     names:
     allocations_move_to_a_new_process: allocations_move_to_a_new_process();
@@ -399,4 +492,6 @@ on_both_datapaths! {
     traffic_goes_on_through_the_switch: traffic_goes_on_through_the_switch();
     coturns_client_through_the_switch: coturns_client_through_the_switch();
     a_tcp_client_relays_through_the_switch: a_tcp_client_relays_through_the_switch();
+    another_version_takes_over_and_back: another_version_takes_over_and_back();
+    a_bad_snapshot_is_refused_whole: a_bad_snapshot_is_refused_whole();
 }

@@ -45,6 +45,35 @@ pub fn relay_bin() -> PathBuf {
     .clone()
 }
 
+/// The version string of [`next_relay_bin`].
+pub const NEXT_VERSION: &str = "0.0.0-next";
+
+/// The relay built once more with another version string
+/// ([`NEXT_VERSION`]), for a handover between versions: `make test`
+/// builds it first (`IP2P_RELAY_NEXT_BIN`); otherwise it is built here, in
+/// a target directory of its own.
+pub fn next_relay_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("IP2P_RELAY_NEXT_BIN") {
+            return PathBuf::from(bin);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let target = root.join("target/next");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "ip2p-relay", "--bin", "ip2p-relay", "--target-dir"])
+            .arg(&target)
+            .env("IP2P_VERSION", NEXT_VERSION)
+            .current_dir(root)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build ip2p-relay {NEXT_VERSION}");
+        target.join("debug/ip2p-relay")
+    })
+    .clone()
+}
+
 /// The settings `toml` gives on datapath `dp`, as the binary reads them.
 pub fn settings(dp: DatapathKind, toml: &str) -> Settings {
     let args = RunArgs { datapath: Some(dp), ..RunArgs::default() };
@@ -118,13 +147,31 @@ pub struct RelayOptions {
     pub fd_limit: Option<u32>,
     /// The network namespace to run it in, if any (see [`Netns`]).
     pub netns: Option<String>,
+    /// Another binary than [`relay_bin`].
+    pub bin: Option<PathBuf>,
+    /// Environment variables to set.
+    pub env: Vec<(String, String)>,
 }
 
 impl RelayOptions {
     /// A relay on `datapath` with `config`, two workers, the admin API on
     /// loopback.
     pub fn new(datapath: &'static str, config: &str) -> Self {
-        Self { datapath, config: config.to_owned(), args: Vec::new(), fd_limit: None, netns: None }
+        Self {
+            datapath,
+            config: config.to_owned(),
+            args: Vec::new(),
+            fd_limit: None,
+            netns: None,
+            bin: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// With environment variable `key` set to `value`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn arg(mut self, a: &str) -> Self {
@@ -138,7 +185,7 @@ impl Relay {
     pub fn start(opts: &RelayOptions) -> Self {
         let dir = TempDir::new("relay");
         let config = dir.file("relay.toml", &opts.config);
-        let bin = relay_bin();
+        let bin = opts.bin.clone().unwrap_or_else(relay_bin);
         let mut command = match (&opts.netns, opts.fd_limit) {
             (Some(ns), _) => {
                 let mut c = Command::new("ip");
@@ -157,6 +204,7 @@ impl Relay {
             .args(&opts.args)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();

@@ -167,7 +167,7 @@ pub fn serve_one(
         );
     }
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-    let answer = transfer::send(conn.as_fd(), &snapshot.to_bytes(), &borrowed)
+    let answer = transfer::send(conn.as_fd(), &bytes_to_send(snapshot), &borrowed)
         .and_then(|()| timeouts(conn.as_fd(), START))
         .and_then(|()| recv_message(conn.as_fd()));
     match answer {
@@ -186,6 +186,24 @@ pub fn serve_one(
             node.resume();
             Ok(None)
         }
+    }
+}
+
+/// The snapshot's bytes. (`IP2P_TEST_MANGLE_SNAPSHOT` stands in for a
+/// snapshot damaged on the way, `truncate`, or written by a later
+/// version of the format, `future`, in the tests of a refused one.)
+fn bytes_to_send(mut snapshot: Snapshot) -> Vec<u8> {
+    match std::env::var("IP2P_TEST_MANGLE_SNAPSHOT").as_deref() {
+        Ok("future") => {
+            snapshot.version += 1;
+            snapshot.to_bytes()
+        }
+        Ok("truncate") => {
+            let mut bytes = snapshot.to_bytes();
+            bytes.truncate(bytes.len() / 2);
+            bytes
+        }
+        _ => snapshot.to_bytes(),
     }
 }
 
@@ -234,7 +252,7 @@ fn pack(
     let snapshot = Snapshot {
         admin,
         version: snapshot::VERSION,
-        writer: env!("CARGO_PKG_VERSION").to_owned(),
+        writer: crate::VERSION.to_owned(),
         boot_id: boot_id(),
         taken_at_ns: monotonic_ns(),
         nonce_secret: hex::encode(nonce_secret),
