@@ -44,7 +44,7 @@ impl Collector for NodeCollector {
         for w in &workers {
             sum.add(w);
         }
-        let mut out = Out(encoder);
+        let mut out = Out(encoder, node.counted_before());
         let datapath = match node.datapath() {
             DatapathKind::IoUring => "io_uring",
             _ => "epoll",
@@ -80,7 +80,7 @@ impl Collector for NodeCollector {
 
 /// Relayed traffic by direction and path: the sockets (the workers' count)
 /// or the XDP fast path (the program's, when it runs).
-fn relayed(out: &mut Out<'_>, p: &Stats, xdp: Option<&Outcomes>) -> fmt::Result {
+fn relayed(out: &mut Out<'_, '_>, p: &Stats, xdp: Option<&Outcomes>) -> fmt::Result {
     let (mut packets, mut bytes) = (
         vec![
             (&[("direction", "to_peer"), ("path", "socket")][..], p.to_peer_packets),
@@ -111,7 +111,7 @@ fn relayed(out: &mut Out<'_>, p: &Stats, xdp: Option<&Outcomes>) -> fmt::Result 
     )
 }
 
-fn requests(out: &mut Out<'_>, responses: &Responses, latency: &RequestLatency) -> fmt::Result {
+fn requests(out: &mut Out<'_, '_>, responses: &Responses, latency: &RequestLatency) -> fmt::Result {
     let rows: Vec<([(&str, &str); 2], u64)> =
         responses.iter().filter(|(_, _, n)| *n > 0).map(|(m, r, n)| ([("method", m), ("result", r)], n)).collect();
     let rows: Vec<(&[(&str, &str)], u64)> = rows.iter().map(|(l, n)| (&l[..], *n)).collect();
@@ -128,7 +128,7 @@ fn requests(out: &mut Out<'_>, responses: &Responses, latency: &RequestLatency) 
     m.encode_histogram::<NoLabelSet>(latency.sum.as_secs_f64(), latency.count(), &buckets, None)
 }
 
-fn allocations(out: &mut Out<'_>, p: &Stats, g: &Gauges, refused: &AllocationRefusals) -> fmt::Result {
+fn allocations(out: &mut Out<'_, '_>, p: &Stats, g: &Gauges, refused: &AllocationRefusals) -> fmt::Result {
     out.gauge_family(
         "ip2p_allocations",
         "Live allocations, by relay transport",
@@ -143,7 +143,7 @@ fn allocations(out: &mut Out<'_>, p: &Stats, g: &Gauges, refused: &AllocationRef
 
 /// What the node's limits hold against: the resources a client could try
 /// to exhaust, each beside its bound.
-fn limits(out: &mut Out<'_>, node: &NodeHandle, g: &Gauges) -> fmt::Result {
+fn limits(out: &mut Out<'_, '_>, node: &NodeHandle, g: &Gauges) -> fmt::Result {
     let quotas = node.quota_limits();
     out.gauge("ip2p_allocations_limit", "Allocations the node allows (0: no limit)", quotas.total as f64)?;
     out.gauge(
@@ -171,14 +171,14 @@ fn open_files() -> (usize, u64) {
     (open, limit)
 }
 
-fn failures(out: &mut Out<'_>, auth: &AuthFailures, dropped: &Drops) -> fmt::Result {
+fn failures(out: &mut Out<'_, '_>, auth: &AuthFailures, dropped: &Drops) -> fmt::Result {
     out.reasons("ip2p_auth_failures", "Requests that failed authentication, by reason", &auth.by_reason())?;
     out.reasons("ip2p_dropped_packets", "Packets dropped, by reason", &dropped.by_reason())?;
     let help = "Unauthenticated requests left unanswered by response rate limiting (per source prefix)";
     out.counter("ip2p_response_rate_limited", help, dropped.response_rate_limit)
 }
 
-fn datapath_counters(out: &mut Out<'_>, sum: &Sum) -> fmt::Result {
+fn datapath_counters(out: &mut Out<'_, '_>, sum: &Sum) -> fmt::Result {
     out.counter("ip2p_requests", "STUN requests received", sum.proto.requests)?;
     let help = "Datagrams handed straight to another allocation of this node (also counted as relayed)";
     out.counter("ip2p_short_circuit_packets", help, sum.proto.short_circuited)?;
@@ -194,7 +194,7 @@ fn datapath_counters(out: &mut Out<'_>, sum: &Sum) -> fmt::Result {
     out.counter("ip2p_buffer_exhaustion", "Times io_uring ran out of provided receive buffers", sum.out_of_buffers)
 }
 
-fn connections(out: &mut Out<'_>, s: &StreamCounters) -> fmt::Result {
+fn connections(out: &mut Out<'_, '_>, s: &StreamCounters) -> fmt::Result {
     out.gauge("ip2p_connections", "Open TCP and TLS client connections", s.open as f64)?;
     out.counter("ip2p_connections_accepted", "TCP and TLS client connections accepted", s.accepted)?;
     out.counter("ip2p_connections_refused", "Connections refused at a connection limit", s.refused)?;
@@ -206,7 +206,7 @@ fn connections(out: &mut Out<'_>, s: &StreamCounters) -> fmt::Result {
     out.counter("ip2p_backlog_drops", "Frames to a slow TCP/TLS client dropped (send backlog full)", s.dropped_backlog)
 }
 
-fn per_worker(out: &mut Out<'_>, workers: &[WorkerStats]) -> fmt::Result {
+fn per_worker(out: &mut Out<'_, '_>, workers: &[WorkerStats]) -> fmt::Result {
     let ids: Vec<String> = workers.iter().map(|w| w.worker.to_string()).collect();
     let labels: Vec<[(&str, &str); 1]> = ids.iter().map(|id| [("worker", id.as_str())]).collect();
     let rows = |f: &dyn Fn(&WorkerStats) -> u64| -> Vec<(&[(&str, &str)], u64)> {
@@ -250,14 +250,48 @@ impl Sum {
     }
 }
 
-/// The collector's encoder with the few shapes used here.
-struct Out<'a>(DescriptorEncoder<'a>);
+/// The node's counters as `/metrics` shows them, by sample: what a
+/// handover passes on, so that the next process counts on from there
+/// (as the same node, for whoever graphs its rates).
+pub(crate) fn counters(node: &NodeHandle) -> crate::node::Counters {
+    let mut out = crate::node::Counters::new();
+    let Ok(text) = render(node) else { return out };
+    let mut counter = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            counter = rest.strip_suffix(" counter").map(|name| format!("{name}_total"));
+            continue;
+        }
+        let (Some(name), Some((sample, value))) = (&counter, line.rsplit_once(' ')) else { continue };
+        let labels = sample.strip_prefix(name.as_str());
+        if labels.is_some_and(|l| l.is_empty() || l.starts_with('{'))
+            && let Ok(value) = value.parse()
+        {
+            out.insert(sample.to_owned(), value);
+        }
+    }
+    out
+}
+
+/// A counter sample's name as the text format writes it.
+fn sample(name: &str, labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return format!("{name}_total");
+    }
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{name}_total{{{}}}", labels.join(","))
+}
+
+/// The collector's encoder with the few shapes used here, and the counts
+/// of the processes before this one, added to every counter.
+struct Out<'a, 'b>(DescriptorEncoder<'a>, &'b crate::node::Counters);
 
 type Rows<'r, 'l> = [(&'r [(&'l str, &'l str)], u64)];
 
-impl Out<'_> {
+impl Out<'_, '_> {
     fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
-        let c = ConstCounter::new(value);
+        let before = self.1.get(&sample(name, &[])).copied().unwrap_or(0);
+        let c = ConstCounter::new(value.saturating_add(before));
         c.encode(self.0.encode_descriptor(name, help, None, c.metric_type())?)
     }
 
@@ -269,7 +303,8 @@ impl Out<'_> {
     fn counter_family(&mut self, name: &str, help: &str, rows: &Rows<'_, '_>) -> fmt::Result {
         let mut m = self.0.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (labels, value) in rows {
-            ConstCounter::new(*value).encode(m.encode_family(labels)?)?;
+            let before = self.1.get(&sample(name, labels)).copied().unwrap_or(0);
+            ConstCounter::new(value.saturating_add(before)).encode(m.encode_family(labels)?)?;
         }
         Ok(())
     }

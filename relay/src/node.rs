@@ -43,7 +43,13 @@ pub struct NodeHandle {
     xdp: Option<crate::fastpath::Shared>,
     xdp_generic: bool,
     xdp_detached: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The counters of the processes before this one, by sample as
+    /// `/metrics` names them: this node's count on from there.
+    counted_before: Arc<Counters>,
 }
+
+/// Counter samples by name and labels (`ip2p_x_total{a="b"}`).
+pub(crate) type Counters = std::collections::BTreeMap<String, u64>;
 
 /// A worker's command queue and the eventfd that wakes it.
 #[derive(Debug)]
@@ -105,6 +111,8 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
 #[derive(Debug)]
 pub(crate) struct Inherited {
     pub(crate) workers: Vec<InheritedWorker>,
+    /// The previous process's counters.
+    pub(crate) counters: Counters,
 }
 
 /// One worker's listening sockets, its allocations with their relay
@@ -121,6 +129,7 @@ pub(crate) struct InheritedWorker {
 pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> io::Result<Node> {
     let datapath = resolve_datapath(settings.datapath)?;
     let adopting = inherited.is_some().then(Arc::default);
+    let counted_before = Arc::new(inherited.as_ref().map(|i| i.counters.clone()).unwrap_or_default());
     let (sockets, mut adopted): (Vec<_>, Vec<_>) = match inherited {
         Some(i) => i.workers.into_iter().map(|w| (w.sockets, (w.allocations, w.conns))).unzip(),
         None => {
@@ -244,6 +253,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         xdp,
         xdp_generic: settings.xdp.generic,
         xdp_detached: Arc::default(),
+        counted_before,
     };
     let mut node = Node { threads, handle, settings: settings.clone() };
     // A worker that cannot run fails the start: no half-working node.
@@ -468,6 +478,11 @@ impl Node {
 }
 
 impl NodeHandle {
+    /// The counters of the processes before this one (a handover).
+    pub(crate) fn counted_before(&self) -> &Counters {
+        &self.counted_before
+    }
+
     /// Stops every worker taking packets and collects what they give up
     /// for a new process (a handover); the XDP fast path is detached (the
     /// new process attaches its own). Without every worker's answer within

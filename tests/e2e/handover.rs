@@ -84,6 +84,8 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     let mut tcp_allocation = Client::tcp(old.addr, "alice", "wonderland").unwrap();
     tcp_allocation.allocate_tcp().unwrap();
 
+    let created_before = old.metrics().get("ip2p_allocations_created_total").copied().unwrap_or(0.0);
+    assert_eq!(created_before, 11.0, "{dp}");
     let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
     assert_eq!(new.addr, old.addr, "{dp}: the same listener");
     assert_eq!(new.admin, old.admin, "{dp}: the same admin listener, handed over too");
@@ -132,7 +134,11 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     assert_eq!(m.get("ip2p_auth_failures_total{reason=\"stale_nonce\"}").copied(), Some(0.0), "{dp}");
     assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(11.0), "{dp}: 10 moved, 1 anew over TCP");
     assert_eq!(m.get("ip2p_allocations{transport=\"tcp\"}").copied(), Some(0.0), "{dp}: the RFC 6062 one ended");
-    assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(1.0), "{dp}: only the TCP client's anew");
+    assert_eq!(
+        m.get("ip2p_allocations_created_total").copied(),
+        Some(created_before + 1.0),
+        "{dp}: only the TCP client's anew, counted on from the old process's"
+    );
 
     // Deleting one frees it in the new process.
     let (mut c, _, _) = clients.pop().unwrap();
@@ -197,7 +203,7 @@ fn another_version_takes_over_and_back(dp: &'static str) {
     check("back");
     assert_eq!(udp.refresh(Some(600)).unwrap(), 600, "{dp}");
     assert_eq!(tcp.refresh(Some(600)).unwrap(), 600, "{dp}");
-    assert_eq!(back.metrics().get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}");
+    assert_eq!(back.metrics().get("ip2p_allocations_created_total").copied(), Some(2.0), "{dp}: counted on twice");
 }
 
 /// Pairs of clients relaying continuously through the switch (ip2p-bench,
@@ -237,11 +243,14 @@ fn traffic_goes_on_through_the_switch(dp: &'static str) {
     let paused = old.seen().into_iter().find(|l| l.contains("paused_ms="));
     assert!(s.sent >= 10_000, "{dp}: {s:?}");
     assert_eq!((s.lost, s.duplicates, s.reordered), (0, 0, 0), "{dp}: {s:?}; {paused:?}");
-    // The bench deleted its allocations at the end: in the new process,
-    // which made none of them.
+    // The bench deleted its allocations at the end: in the new process.
+    // Its counters go on from the old one's: the 8 allocations the old
+    // one made, and every packet either relayed.
     let m = new.metrics();
     assert_eq!(m.get("ip2p_allocations{transport=\"udp\"}").copied(), Some(0.0), "{dp}");
-    assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}");
+    assert_eq!(m.get("ip2p_allocations_created_total").copied(), Some(8.0), "{dp}");
+    let relayed: f64 = m.iter().filter(|(k, _)| k.starts_with("ip2p_relayed_packets_total")).map(|(_, v)| v).sum();
+    assert!(relayed >= s.received as f64, "{dp}: {relayed} relayed, {} received", s.received);
 }
 
 /// A client over TCP relaying both ways at 1,000 messages a second
@@ -310,7 +319,7 @@ fn a_tcp_client_relays_through_the_switch(dp: &'static str) {
         .collect();
     assert_eq!(to_client, want("p"), "{dp}: peer to client");
     assert_eq!(c.refresh(Some(600)).unwrap(), 600, "{dp}");
-    assert_eq!(new.metrics().get("ip2p_allocations_created_total").copied(), Some(0.0), "{dp}");
+    assert_eq!(new.metrics().get("ip2p_allocations_created_total").copied(), Some(1.0), "{dp}");
 }
 
 /// coturn's `turnutils_uclient` (4 clients, channels, 150 messages each

@@ -156,7 +156,9 @@ pub fn serve_one(
         }
     };
     let admin = admin.and_then(|fd| fd.try_clone_to_owned().ok());
-    let (snapshot, fds, moved, staying) = pack(frozen, nonce_secret, admin);
+    let (mut snapshot, fds, moved, staying) = pack(frozen, nonce_secret, admin);
+    // The frozen workers still answer for their counters.
+    snapshot.counters = crate::metrics::counters(node);
     tracing::info!(allocations = moved, descriptors = fds.len(), "handover: handing over");
     if staying > 0 {
         // A TLS session cannot move, nor RFC 6062's peer connections: they
@@ -257,6 +259,7 @@ fn pack(
         taken_at_ns: monotonic_ns(),
         nonce_secret: hex::encode(nonce_secret),
         workers,
+        counters: crate::node::Counters::new(),
     };
     (snapshot, fds, moved, staying)
 }
@@ -341,7 +344,8 @@ impl TakenOver {
         } else if settings.proto.credentials.nonce_secret != self.nonce_secret {
             tracing::warn!("auth.nonce_secret changed: clients get a new nonce (438) at their next request");
         }
-        crate::node::start_with(settings, Some(Inherited { workers }))
+        let counters = std::mem::take(&mut self.inherited.counters);
+        crate::node::start_with(settings, Some(Inherited { workers, counters }))
     }
 
     /// Tells the old process whether this one serves now (it exits) or
@@ -433,5 +437,5 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>) -> io::Result<Unpacked> {
         return Err(invalid("a snapshot without workers".into()));
     }
     let admin = s.admin.as_ref().map(|r| take(r).map(std::net::TcpListener::from)).transpose()?;
-    Ok((Inherited { workers }, nonce_secret, allocations, s.writer, admin))
+    Ok((Inherited { workers, counters: s.counters }, nonce_secret, allocations, s.writer, admin))
 }

@@ -44,6 +44,10 @@ pub(crate) struct Snapshot {
     /// The admin HTTP listener, if it has one.
     #[serde(default)]
     pub(crate) admin: Option<SocketRef>,
+    /// The writer's counters by sample as `/metrics` shows them
+    /// (`ip2p_x_total{a="b"}`): the reader counts on from there (version 2).
+    #[serde(default)]
+    pub(crate) counters: crate::node::Counters,
 }
 
 /// One worker's sockets and allocations.
@@ -389,6 +393,7 @@ mod tests {
                 )],
             }],
             admin: Some(SocketRef { fd: 4, addr: "127.0.0.1:9478".parse().unwrap() }),
+            counters: [("ip2p_relayed_packets_total{direction=\"to_peer\",path=\"socket\"}".to_owned(), 7)].into(),
         }
     }
 
