@@ -270,6 +270,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct HandoverSection {
     socket: Option<PathBuf>,
+    fd_store: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -441,6 +442,9 @@ pub struct Settings {
     pub handover_socket: Option<PathBuf>,
     /// Start by taking over the node at `handover_socket`.
     pub take_over: bool,
+    /// On `systemctl restart`, hand the node over through systemd's file
+    /// descriptor store instead of draining.
+    pub fd_store: bool,
     /// The admin HTTP listener's address; `None` when turned off.
     pub admin: Option<SocketAddr>,
     /// The bearer token /metrics and /status ask for, if any.
@@ -571,6 +575,7 @@ impl Settings {
             drain_timeout,
             handover_socket,
             take_over: args.take_over,
+            fd_store: file.handover.fd_store.unwrap_or(true),
             admin,
             admin_token,
             workers,
@@ -1178,6 +1183,9 @@ mod tests {
         assert_eq!(Settings::from_toml(text, &alone).unwrap_err().key, "handover.socket");
         let typo = format!("{text}[handover]\nsockets = \"/run/x/h.sock\"\n");
         assert!(Settings::from_toml(&typo, &RunArgs::default()).is_err(), "unknown keys are refused");
+        assert!(Settings::from_toml(text, &RunArgs::default()).unwrap().fd_store, "on by default");
+        let off = format!("{text}[handover]\nfd_store = false\n");
+        assert!(!Settings::from_toml(&off, &RunArgs::default()).unwrap().fd_store);
     }
 
     #[test]

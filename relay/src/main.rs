@@ -130,8 +130,22 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 
     let mut taken = None;
-    let started = match settings.handover_socket.clone().filter(|_| settings.take_over) {
-        Some(path) => match handover::take_over(&path) {
+    // What systemd's file descriptor store holds from a restart comes
+    // first; unusable, it is let go of and the node starts afresh.
+    let stored = handover::fdstore::take_over().and_then(|t| {
+        t.inspect_err(|e| {
+            tracing::error!(error = %e, "cannot take over the node in systemd's file descriptor store; starting afresh");
+        })
+        .ok()
+    });
+    let asked = settings.handover_socket.clone().filter(|_| settings.take_over && stored.is_none());
+    let started = match (stored, asked) {
+        (Some(mut t), _) => {
+            let started = t.start(&mut settings);
+            taken = Some(t);
+            started
+        }
+        (None, Some(path)) => match handover::take_over(&path) {
             Ok(mut t) => {
                 let started = t.start(&mut settings);
                 taken = Some(t);
@@ -147,7 +161,7 @@ fn run(args: &RunArgs) -> ExitCode {
                 Err(std::io::Error::new(e.kind(), format!("cannot take over at {}: {e}{hint}", path.display())))
             }
         },
-        None => node::start(&settings),
+        (None, None) => node::start(&settings),
     };
     let mut node = match started {
         Ok(node) => node,
@@ -240,9 +254,20 @@ fn run(args: &RunArgs) -> ExitCode {
         }
         Ok(Stop::Signal(signal)) => {
             notify(&[NotifyState::Stopping]);
-            // SIGTERM drains for drain.timeout, SIGINT for a tenth of it.
-            let timeout = node.settings().drain_timeout;
-            drain(&node, if signal == Some(Signal::SIGINT) { timeout / 10 } else { timeout }, &signal_fd);
+            // A `systemctl restart` hands over through systemd's store; a
+            // stop (or a store that refused) drains: SIGTERM for
+            // drain.timeout, SIGINT for a tenth of it.
+            let store = (signal == Some(Signal::SIGTERM) && node.settings().fd_store)
+                .then(handover::fdstore::restarting)
+                .flatten();
+            let secret = node.settings().proto.credentials.nonce_secret;
+            let admin_fd = admin.as_ref().map(Admin::listener);
+            let stored =
+                store.is_some_and(|max| handover::fdstore::store(&node.handle(), max, &secret, admin_fd).is_ok());
+            if !stored {
+                let timeout = node.settings().drain_timeout;
+                drain(&node, if signal == Some(Signal::SIGINT) { timeout / 10 } else { timeout }, &signal_fd);
+            }
         }
         Err(e) => {
             notify(&[NotifyState::Stopping]);

@@ -165,3 +165,201 @@ fn sigusr2_upgrades_in_place_and_hands_the_service_to_the_new_process() {
     drop(log);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Receives what the relay stores in "systemd's" file descriptor store
+/// until the snapshot comes: each descriptor with its name.
+fn stored(socket: &UnixDatagram, seen: &mut Vec<String>) -> Vec<(String, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut out = Vec::new();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    loop {
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+            .unwrap_or_else(|e| panic!("no snapshot stored ({e}); got {seen:?}"));
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SAFETY: descriptors just received, owned by nothing else.
+                fds.extend(received.into_iter().map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        let n = msg.bytes;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(text.clone());
+        if text.lines().any(|l| l == "FDSTORE=1") {
+            let name = text.lines().find_map(|l| l.strip_prefix("FDNAME=")).unwrap().to_owned();
+            assert_eq!(fds.len(), 1, "{text}");
+            out.extend(fds.into_iter().map(|fd| (name.clone(), fd)));
+            if name == "ip2p-handover-snapshot" {
+                return out;
+            }
+        }
+    }
+}
+
+/// A process standing in for systemd's restart: it gets `fds` as
+/// LISTEN_FDS (from 3 on, named), and runs the relay with `args`.
+fn start_with_fds(fds: &[(String, std::os::fd::OwnedFd)], args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    use std::fmt::Write;
+    // Far above 3 + n first, then into place, the originals closed.
+    let high: Vec<std::os::fd::OwnedFd> = fds
+        .iter()
+        .map(|(_, fd)| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD(1000)).unwrap())
+        .map(|raw| unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) })
+        .collect();
+    let mut script = String::from("export LISTEN_PID=$$\n");
+    for (i, fd) in high.iter().enumerate() {
+        writeln!(
+            script,
+            "exec {}<&{} {}<&-",
+            3 + i,
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            std::os::fd::AsRawFd::as_raw_fd(fd)
+        )
+        .unwrap();
+    }
+    script.push_str("exec \"$0\" \"$@\"\n");
+    let names: Vec<&str> = fds.iter().map(|(n, _)| n.as_str()).collect();
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(bin())
+        .args(args)
+        .env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(high);
+    child
+}
+
+/// `systemctl restart` with the file descriptor store, the test standing
+/// in for systemd (its notification socket takes the descriptors; a
+/// `systemctl` of the test's answers that the job is a restart, and the
+/// relay runs in a cgroup named as a service): the relay stores its
+/// sockets and snapshot and exits at once, and the next process, given
+/// them as systemd gives them, serves the UDP and TCP clients on. A
+/// damaged snapshot starts the node afresh; a stop drains and stores
+/// nothing. Both datapaths.
+#[test]
+fn a_restart_hands_over_through_the_file_descriptor_store() {
+    for (dp, mangle) in [("epoll", ""), ("io_uring", ""), ("epoll", "truncate")] {
+        let dir = temp_dir(&format!("fdstore-{dp}-{mangle}"));
+        let socket_path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&socket_path).unwrap();
+        let unit = format!("ip2p-test-{}-{dp}{mangle}.service", std::process::id());
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let systemctl = dir.join("bin/systemctl");
+        std::fs::write(
+            &systemctl,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n list-jobs) echo \"7 {unit} $(cat {job}) running\" ;;\n show) echo 64 ;;\nesac\n",
+                job = dir.join("job").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&systemctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("job"), "restart").unwrap();
+        let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+        // The cgroup systemd would have made for the unit.
+        let cgroup = PathBuf::from("/sys/fs/cgroup/systemd").join(&unit);
+        std::fs::create_dir_all(&cgroup).expect("systemd's cgroup hierarchy (name=systemd) to make a unit's cgroup in");
+        struct Cgroup(PathBuf);
+        impl Drop for Cgroup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _cgroup = Cgroup(cgroup.clone());
+        let args = ["--listen", "127.0.0.1:0", "--workers", "2", "--user", "u:p", "--allow-peer", "127.0.0.2"];
+        let args: Vec<&str> = args.iter().copied().chain(["--admin", "off", "--datapath", dp]).collect();
+        let env = [("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("PATH", path.as_str()), ("NO_COLOR", "1")];
+        let mut old = Command::new(bin())
+            .args(&args)
+            .envs(env)
+            .env("IP2P_TEST_MANGLE_SNAPSHOT", mangle)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut seen = Vec::new();
+        expect(&socket, "READY=1", &mut seen);
+        std::fs::write(cgroup.join("cgroup.procs"), old.id().to_string()).unwrap();
+        let log = Log::of(&mut old);
+        let addr = log.listen_addr();
+        let peer = ip2p_tests::peer();
+        let mut udp = Client::new(addr, "u", "p").unwrap();
+        let udp_relayed = udp.allocate(None).unwrap();
+        udp.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+        let mut tcp = Client::tcp(addr, "u", "p").unwrap();
+        let tcp_relayed = tcp.allocate(None).unwrap();
+        tcp.channel_bind(0x4001, peer.local_addr().unwrap()).unwrap();
+
+        let started = Instant::now();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(old.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let fds = stored(&socket, &mut seen);
+        assert!(old.wait().unwrap().success(), "{dp}: the old process exits 0");
+        assert!(started.elapsed() < Duration::from_secs(10), "{dp}: no drain: {:?}", started.elapsed());
+        log.wait_for("stored in systemd's file descriptor store; exiting");
+        // 2 workers' UDP and TCP listeners, 2 relay sockets, the TCP
+        // client's connection, the snapshot.
+        assert_eq!(fds.len(), 8, "{dp}: {:?}", fds.iter().map(|(n, _)| n).collect::<Vec<_>>());
+
+        let mut new = start_with_fds(&fds, &args, &env);
+        drop(fds);
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let new_log = Log::of(&mut new);
+        let mut new = Kill(new);
+        std::fs::write(cgroup.join("cgroup.procs"), new.0.id().to_string()).unwrap();
+        expect(&socket, "READY=1", &mut seen);
+        // The store lets go of every descriptor it held.
+        let removed = |seen: &Vec<String>| seen.iter().filter(|m| m.lines().any(|l| l == "FDSTOREREMOVE=1")).count();
+        while removed(&seen) < 8 {
+            expect(&socket, "FDSTOREREMOVE=1", &mut seen);
+        }
+        if mangle.is_empty() {
+            assert_eq!(new_log.listen_addr(), addr, "{dp}");
+            let took = new_log.wait_for("took over the previous process's node");
+            assert!(took.contains("allocations=2"), "{dp}: {took}");
+            for (c, channel, relayed) in [(&mut udp, 0x4000, udp_relayed), (&mut tcp, 0x4001, tcp_relayed)] {
+                c.send_channel(channel, b"after the restart").unwrap();
+                assert_eq!(ip2p_tests::recv(&peer), (b"after the restart".to_vec(), relayed), "{dp}");
+                assert_eq!(c.refresh(Some(600)).unwrap(), 600, "{dp}");
+            }
+        } else {
+            new_log.wait_for("starting afresh");
+            assert!(udp.refresh(Some(600)).is_err(), "{dp}: the allocation is gone");
+            let mut again = Client::new(new_log.listen_addr(), "u", "p").unwrap();
+            again.allocate(None).unwrap();
+        }
+
+        // A stop: nothing stored, it drains (its allocations hold it).
+        std::fs::write(dir.join("job"), "stop").unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(new.0.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        new_log.wait_for("draining");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(new.0.try_wait().unwrap().is_none(), "{dp}: still draining");
+        socket.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            assert!(!String::from_utf8_lossy(&buf[..n]).contains("FDSTORE=1"), "{dp}: a stop stores nothing");
+        }
+        drop(new);
+        drop(log);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -6,6 +6,7 @@
 //! and exits once the new one says it serves, or goes on if it does not.
 //! Packets that arrive meanwhile wait in the sockets' receive queues.
 
+pub mod fdstore;
 pub(crate) mod snapshot;
 pub(crate) mod transfer;
 
@@ -147,27 +148,13 @@ pub fn serve_one(
         return Ok(None);
     }
     let started = std::time::Instant::now();
-    let frozen = match node.freeze(STEP) {
-        Ok(f) => f,
+    let (snapshot, fds, moved) = match give_up(node, nonce_secret, admin) {
+        Ok(given) => given,
         Err(e) => {
-            tracing::warn!(error = %e, "handover: workers did not stop; going on");
             let _ = send_message(conn.as_fd(), &Message::Failed { why: e.to_string() });
             return Ok(None);
         }
     };
-    let admin = admin.and_then(|fd| fd.try_clone_to_owned().ok());
-    let (mut snapshot, fds, moved, staying) = pack(frozen, nonce_secret, admin);
-    // The frozen workers still answer for their counters.
-    snapshot.counters = crate::metrics::counters(node);
-    tracing::info!(allocations = moved, descriptors = fds.len(), "handover: handing over");
-    if staying > 0 {
-        // A TLS session cannot move, nor RFC 6062's peer connections: they
-        // end with this process, and their clients allocate again.
-        tracing::warn!(
-            allocations = staying,
-            "handover: allocations of TLS clients and TCP allocations (RFC 6062) do not move and end here"
-        );
-    }
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     let answer = transfer::send(conn.as_fd(), &bytes_to_send(snapshot), &borrowed)
         .and_then(|()| timeouts(conn.as_fd(), START))
@@ -189,6 +176,35 @@ pub fn serve_one(
             Ok(None)
         }
     }
+}
+
+/// Stops the node's workers and collects what moves: the snapshot, the
+/// descriptors it names, and how many allocations move (logged, with
+/// those that cannot). The workers wait, frozen, until told to resume.
+///
+/// # Errors
+/// A worker did not stop in time (the workers go on).
+fn give_up(
+    node: &NodeHandle,
+    nonce_secret: &[u8; 32],
+    admin: Option<BorrowedFd<'_>>,
+) -> io::Result<(Snapshot, Vec<OwnedFd>, usize)> {
+    let frozen =
+        node.freeze(STEP).inspect_err(|e| tracing::warn!(error = %e, "handover: workers did not stop; going on"))?;
+    let admin = admin.and_then(|fd| fd.try_clone_to_owned().ok());
+    let (mut snapshot, fds, moved, staying) = pack(frozen, nonce_secret, admin);
+    // The frozen workers still answer for their counters.
+    snapshot.counters = crate::metrics::counters(node);
+    tracing::info!(allocations = moved, descriptors = fds.len(), "handover: handing over");
+    if staying > 0 {
+        // A TLS session cannot move, nor RFC 6062's peer connections: they
+        // end with this process, and their clients allocate again.
+        tracing::warn!(
+            allocations = staying,
+            "handover: allocations of TLS clients and TCP allocations (RFC 6062) do not move and end here"
+        );
+    }
+    Ok((snapshot, fds, moved))
 }
 
 /// The snapshot's bytes. (`IP2P_TEST_MANGLE_SNAPSHOT` stands in for a
@@ -268,7 +284,10 @@ fn pack(
 #[derive(Debug)]
 pub struct TakenOver {
     /// The connection to the old process, for [`TakenOver::report`].
-    conn: OwnedFd,
+    conn: Option<OwnedFd>,
+    /// Or the names of what systemd's file descriptor store held, removed
+    /// from it by [`TakenOver::report`].
+    stored: Vec<String>,
     pub(crate) inherited: Inherited,
     /// The old process's nonce secret.
     pub nonce_secret: [u8; 32],
@@ -301,16 +320,8 @@ pub fn take_over(path: &Path) -> io::Result<TakenOver> {
         // The tests' stand-in for a new process that crashes here.
         std::process::exit(70);
     }
-    match unpack(&bytes, fds) {
-        Ok((inherited, nonce_secret, allocations, writer, admin)) => {
-            let first = inherited.workers.first().map(|w| &w.sockets);
-            let listen: Vec<SocketAddr> =
-                first.map(|w| w.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
-            let tls_listen = first
-                .map(|w| w.streams.iter().skip(listen.len()).filter_map(|s| s.local_addr().ok()).collect())
-                .unwrap_or_default();
-            Ok(TakenOver { conn, inherited, nonce_secret, listen, tls_listen, allocations, admin, writer })
-        }
+    match unpack(&bytes, fds.into_iter().map(Some).collect()) {
+        Ok(unpacked) => Ok(TakenOver::new(Some(conn), Vec::new(), unpacked)),
         Err(e) => {
             let _ = send_message(conn.as_fd(), &Message::Failed { why: e.to_string() });
             Err(e)
@@ -319,6 +330,17 @@ pub fn take_over(path: &Path) -> io::Result<TakenOver> {
 }
 
 impl TakenOver {
+    fn new(conn: Option<OwnedFd>, stored: Vec<String>, unpacked: Unpacked) -> Self {
+        let (inherited, nonce_secret, allocations, writer, admin) = unpacked;
+        let first = inherited.workers.first().map(|w| &w.sockets);
+        let listen: Vec<SocketAddr> =
+            first.map(|w| w.udp.iter().filter_map(|s| s.local_addr().ok()).collect()).unwrap_or_default();
+        let tls_listen = first
+            .map(|w| w.streams.iter().skip(listen.len()).filter_map(|s| s.local_addr().ok()).collect())
+            .unwrap_or_default();
+        Self { conn, stored, inherited, nonce_secret, listen, tls_listen, allocations, admin, writer }
+    }
+
     /// Starts the node on what was taken over. The old process's workers,
     /// listen addresses and (unless one is configured) nonce secret win
     /// over the configuration's: its clients are on them.
@@ -354,11 +376,15 @@ impl TakenOver {
     /// # Errors
     /// The old process is gone.
     pub fn report(self, started: Result<(), &str>) -> io::Result<()> {
+        // systemd's store lets go of its copies either way: they would
+        // keep the sockets open, and a later start must not find them.
+        fdstore::remove(&self.stored);
+        let Some(conn) = &self.conn else { return Ok(()) };
         let m = match started {
             Ok(()) => Message::Ready,
             Err(why) => Message::Failed { why: why.to_owned() },
         };
-        send_message(self.conn.as_fd(), &m)
+        send_message(conn.as_fd(), &m)
     }
 }
 
@@ -367,7 +393,7 @@ type Unpacked = (Inherited, [u8; 32], usize, String, Option<std::net::TcpListene
 
 /// The sockets and allocations of a transfer, the nonce secret, how many
 /// allocations, the writer's version, and the admin listener.
-fn unpack(bytes: &[u8], fds: Vec<OwnedFd>) -> io::Result<Unpacked> {
+fn unpack(bytes: &[u8], mut fds: Vec<Option<OwnedFd>>) -> io::Result<Unpacked> {
     let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let s = Snapshot::parse(bytes, &boot_id()).map_err(|e| invalid(e.to_string()))?;
     let elapsed = Duration::from_nanos(monotonic_ns().saturating_sub(s.taken_at_ns));
@@ -375,7 +401,6 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>) -> io::Result<Unpacked> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| invalid("malformed snapshot: nonce secret".into()))?;
-    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     // Each descriptor once, bound where the snapshot says.
     let mut take = |r: &SocketRef| -> io::Result<OwnedFd> {
         let fd =
