@@ -190,6 +190,10 @@ fn stored(socket: &UnixDatagram, seen: &mut Vec<String>) -> Vec<(String, std::os
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         seen.push(text.clone());
         if text.lines().any(|l| l == "FDSTORE=1") {
+            assert!(
+                text.lines().any(|l| l == "FDPOLL=0"),
+                "systemd must not drop a socket with an error queued: {text}"
+            );
             let name = text.lines().find_map(|l| l.strip_prefix("FDNAME=")).unwrap().to_owned();
             assert_eq!(fds.len(), 1, "{text}");
             out.extend(fds.into_iter().map(|fd| (name.clone(), fd)));

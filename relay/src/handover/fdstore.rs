@@ -104,19 +104,23 @@ pub fn store(
         return Err(e);
     }
     let mut names = Vec::new();
+    // FDPOLL=0: an ICMP error queued on a relay socket (POLLERR) must not
+    // make systemd drop it from the store.
+    fn store(name: &str) -> [NotifyState<'_>; 3] {
+        [NotifyState::FdStore, NotifyState::FdName(name), NotifyState::Custom("FDPOLL=0")]
+    }
     let stored = || -> io::Result<()> {
         for (i, fd) in fds.iter().enumerate() {
             names.push(format!("{PREFIX}{i}"));
             let name = names.last().map_or("", String::as_str);
-            sd_notify::notify_with_fds(false, &[NotifyState::FdStore, NotifyState::FdName(name)], &[fd.as_fd()])?;
+            sd_notify::notify_with_fds(false, &store(name), &[fd.as_fd()])?;
         }
         let memfd = nix::sys::memfd::memfd_create(c"ip2p-handover", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
         let mut file = std::fs::File::from(memfd);
         file.write_all(&super::bytes_to_send(snapshot))?;
         file.rewind()?;
         names.push(SNAPSHOT.to_owned());
-        let state = [NotifyState::FdStore, NotifyState::FdName(SNAPSHOT)];
-        sd_notify::notify_with_fds(false, &state, &[file.as_fd()])
+        sd_notify::notify_with_fds(false, &store(SNAPSHOT), &[file.as_fd()])
     };
     if let Err(e) = stored() {
         tracing::warn!(error = %e, "handover: systemd's file descriptor store refused; going on");
