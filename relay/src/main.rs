@@ -221,7 +221,7 @@ fn run(args: &RunArgs) -> ExitCode {
         let (allocations, writer) = (t.allocations, t.writer.clone());
         match t.report(Ok(())) {
             Ok(()) => {
-                tracing::info!(allocations, from = %writer, version = ip2p_relay::VERSION, "took over the previous process's node")
+                tracing::info!(allocations, from = %writer, version = %ip2p_relay::VERSION, "took over the previous process's node")
             }
             Err(e) => tracing::warn!(error = %e, "the previous process did not hear that this one serves"),
         }

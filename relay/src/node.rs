@@ -270,7 +270,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
             }
         }
     }
-    tracing::info!(listen = ?node.local_addrs(), tls = ?node.tls_addrs(), workers = settings.workers, datapath = ?datapath, version = crate::VERSION, "ip2p-relay started");
+    tracing::info!(listen = ?node.local_addrs(), tls = ?node.tls_addrs(), workers = settings.workers, datapath = ?datapath, version = %crate::VERSION, "ip2p-relay started");
     Ok(node)
 }
 

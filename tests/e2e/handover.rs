@@ -206,10 +206,10 @@ fn another_version_takes_over_and_back(dp: &'static str) {
     assert_eq!(back.metrics().get("ip2p_allocations_created_total").copied(), Some(2.0), "{dp}: counted on twice");
 }
 
-/// Pairs of clients relaying continuously through the switch (ip2p-bench,
-/// 8 sessions at 4,000 packets/s, each to another's relayed address, so
-/// most cross workers): nothing is lost, none arrives twice or out of
-/// order. The packets that come while neither process reads wait in the
+/// Pairs of clients relaying continuously through the switch to the build
+/// with another version string (ip2p-bench, 8 sessions at 4,000
+/// packets/s, each to another's relayed address, so most cross workers):
+/// nothing is lost, none arrives twice or out of order. The packets that come while neither process reads wait in the
 /// sockets' queues.
 fn traffic_goes_on_through_the_switch(dp: &'static str) {
     use ip2p_bench::run::{Credentials, Mode, RunConfig, run};
@@ -237,7 +237,10 @@ fn traffic_goes_on_through_the_switch(dp: &'static str) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bench = std::thread::spawn(move || run(&cfg, &stop).unwrap().0);
     std::thread::sleep(Duration::from_millis(1500));
-    let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
+    // To the build with another version string: what an upgrade is.
+    let next = RelayOptions::new(dp, &config).arg("--take-over");
+    let new = Relay::start(&RelayOptions { bin: Some(ip2p_tests::next_relay_bin()), ..next });
+    new.wait_for(&format!("version={}", ip2p_tests::NEXT_VERSION));
     let s = bench.join().unwrap();
     assert!(!old.alive(), "{dp}: the old process is gone");
     let paused = old.seen().into_iter().find(|l| l.contains("paused_ms="));
