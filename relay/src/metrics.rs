@@ -288,10 +288,18 @@ struct Out<'a, 'b>(DescriptorEncoder<'a>, &'b crate::node::Counters);
 
 type Rows<'r, 'l> = [(&'r [(&'l str, &'l str)], u64)];
 
+/// What the processes before this one counted for a sample (nothing to
+/// look up unless the node was handed over).
+fn before(counted: &crate::node::Counters, name: &str, labels: &[(&str, &str)]) -> u64 {
+    if counted.is_empty() {
+        return 0;
+    }
+    counted.get(&sample(name, labels)).copied().unwrap_or(0)
+}
+
 impl Out<'_, '_> {
     fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
-        let before = self.1.get(&sample(name, &[])).copied().unwrap_or(0);
-        let c = ConstCounter::new(value.saturating_add(before));
+        let c = ConstCounter::new(value.saturating_add(before(self.1, name, &[])));
         c.encode(self.0.encode_descriptor(name, help, None, c.metric_type())?)
     }
 
@@ -303,8 +311,8 @@ impl Out<'_, '_> {
     fn counter_family(&mut self, name: &str, help: &str, rows: &Rows<'_, '_>) -> fmt::Result {
         let mut m = self.0.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (labels, value) in rows {
-            let before = self.1.get(&sample(name, labels)).copied().unwrap_or(0);
-            ConstCounter::new(value.saturating_add(before)).encode(m.encode_family(labels)?)?;
+            let counted = before(self.1, name, labels);
+            ConstCounter::new(value.saturating_add(counted)).encode(m.encode_family(labels)?)?;
         }
         Ok(())
     }

@@ -91,11 +91,7 @@ fn allocations_move_to_a_new_process(dp: &'static str) {
     assert_eq!(new.admin, old.admin, "{dp}: the same admin listener, handed over too");
     let took = new.wait_for("took over the previous process's node");
     assert!(took.contains("allocations=10"), "{dp}: {took}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while old.alive() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!old.alive(), "{dp}: the old process exits once the new one serves");
+    assert!(old.exits(), "{dp}: the old process exits once the new one serves");
     assert_eq!(old.count("the new process serves; exiting"), 1, "{dp}: {:?}", old.seen());
     let staying = old.seen().into_iter().find(|l| l.contains("do not move and end here"));
     assert!(staying.as_ref().is_some_and(|l| l.contains("allocations=1")), "{dp}: {staying:?}");
@@ -184,22 +180,15 @@ fn another_version_takes_over_and_back(dp: &'static str) {
     let took = next.wait_for("took over the previous process's node");
     assert!(took.contains(&format!("from={}", ip2p_relay::VERSION)), "{dp}: {took}");
     assert!(took.contains("allocations=2"), "{dp}: {took}");
-    let gone = |r: &mut Relay| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while r.alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        !r.alive()
-    };
     // (Until the old process exits it shares the admin listener too.)
-    assert!(gone(&mut old), "{dp}");
+    assert!(old.exits(), "{dp}");
     assert_eq!(version(&next), ip2p_tests::NEXT_VERSION, "{dp}");
     check("on the next version");
 
     let back = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
     let took = back.wait_for("took over the previous process's node");
     assert!(took.contains(&format!("from={}", ip2p_tests::NEXT_VERSION)), "{dp}: {took}");
-    assert!(gone(&mut next), "{dp}");
+    assert!(next.exits(), "{dp}");
     assert_eq!(version(&back), ip2p_relay::VERSION, "{dp}");
     check("back");
     assert_eq!(udp.refresh(Some(600)).unwrap(), 600, "{dp}");
@@ -210,8 +199,8 @@ fn another_version_takes_over_and_back(dp: &'static str) {
 /// Pairs of clients relaying continuously through the switch to the build
 /// with another version string (ip2p-bench, 8 sessions at 4,000
 /// packets/s, each to another's relayed address, so most cross workers):
-/// nothing is lost, none arrives twice or out of order. The packets that come while neither process reads wait in the
-/// sockets' queues.
+/// nothing is lost, none arrives twice or out of order. The packets that
+/// come while neither process reads wait in the sockets' queues.
 fn traffic_goes_on_through_the_switch(dp: &'static str) {
     use ip2p_bench::run::{Credentials, Mode, RunConfig, run};
     let dir = TempDir::new("handover-load");

@@ -309,6 +309,15 @@ impl Relay {
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// Whether the process exits within 5 s (a handover's old process).
+    pub fn exits(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        !self.alive()
+    }
 }
 
 impl Drop for Relay {

@@ -597,7 +597,7 @@ impl<T> Clients<T> {
         if worker.server.has_allocation(listener, m.peer) {
             stream.trust();
         }
-        let ticket = Some(worker.limits.count(m.peer.ip()));
+        let ticket = worker.limits.count(m.peer.ip());
         let deadline = now() + worker.limits.idle;
         let slot = self.conns.insert(Conn { listener, peer: m.peer, stream, io, ticket, deadline, closing: false });
         self.dirty.push(slot);
@@ -775,28 +775,30 @@ impl ConnLimits {
     /// Counts a new connection of the client at `ip`; `None` (and nothing
     /// counted) when a limit is reached.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnTicket> {
+        self.add(ip, self.max_total, self.max_per_ip)
+    }
+
+    /// Counts a connection that exists already (one handed over), past
+    /// the limits if need be: always `Some`.
+    pub(crate) fn count(self: &Arc<Self>, ip: IpAddr) -> Option<ConnTicket> {
+        self.add(ip, usize::MAX, u32::MAX)
+    }
+
+    /// Counts a connection of the client at `ip` if the node has fewer
+    /// than `max_total` and its address fewer than `max_per_ip`.
+    fn add(self: &Arc<Self>, ip: IpAddr, max_total: usize, max_per_ip: u32) -> Option<ConnTicket> {
         let prefix = client_prefix(ip);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.total.load(Ordering::Relaxed) >= self.max_total {
+        if self.total.load(Ordering::Relaxed) >= max_total {
             return None;
         }
         let n = per_ip.entry(prefix).or_insert(0);
-        if *n >= self.max_per_ip {
+        if *n >= max_per_ip {
             return None;
         }
         *n += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
         Some(ConnTicket { limits: self.clone(), prefix })
-    }
-
-    /// Counts a connection that exists already (one handed over), past
-    /// the limits if need be.
-    pub(crate) fn count(self: &Arc<Self>, ip: IpAddr) -> ConnTicket {
-        let prefix = client_prefix(ip);
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *per_ip.entry(prefix).or_insert(0) += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
-        ConnTicket { limits: self.clone(), prefix }
     }
 
     /// Connections counted now.

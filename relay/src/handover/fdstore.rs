@@ -98,7 +98,10 @@ pub fn store(
 ) -> io::Result<usize> {
     let (snapshot, fds, moved) = super::give_up(node, nonce_secret, admin)?;
     if fds.len() >= max {
-        let e = io::Error::other(format!("{} descriptors and the snapshot, FileDescriptorStoreMax={max}", fds.len()));
+        let e = io::Error::other(format!(
+            "{} descriptors and the snapshot do not fit in FileDescriptorStoreMax={max}",
+            fds.len()
+        ));
         tracing::warn!(error = %e, "handover: systemd's file descriptor store is too small; draining instead");
         node.resume();
         return Err(e);
@@ -178,7 +181,6 @@ pub fn take_over() -> Option<io::Result<TakenOver>> {
         }
         names.push(name);
     }
-    names.dedup();
     let result = snapshot.ok_or_else(|| invalid("no snapshot in the store")).and_then(|fd| {
         let mut bytes = Vec::new();
         let mut file = std::fs::File::from(fd);
