@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # What the tests need that cargo does not bring, installed when missing:
-# coturn's client tools, systemd-analyze and iproute2's `ip` for network
-# namespaces (Debian packages, apt-get), and
+# coturn's client tools, systemd-analyze, iproute2's `ip` for network
+# namespaces and a headless Chromium for the self-test page (Debian
+# packages, apt-get), Prometheus's promtool for the alert rules (taken out
+# of Debian's prometheus package into target/promtool, so that no
+# Prometheus server is installed or started), and
 # Python's aioice in a project-local virtual environment (.venv, ignored by
 # git) that the interop tests use. `make test` runs it first.
 set -euo pipefail
@@ -11,16 +14,30 @@ missing=()
 command -v turnutils_uclient >/dev/null || missing+=(coturn)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || missing+=(chromium-headless-shell)
+sudo=()
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then
+  sudo=(sudo)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "tests need ${missing[*]}: apt-get install them as root" >&2; exit 1; }
-    sudo=(sudo)
+  if [ "$(id -u)" -ne 0 ] && [ ${#sudo[@]} -eq 0 ]; then
+    echo "tests need ${missing[*]}: apt-get install them as root" >&2
+    exit 1
   fi
   echo "installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x target/promtool/usr/bin/promtool ]; then
+  echo "fetching promtool (Debian's prometheus package, unpacked into target/promtool)"
+  scratch=$(mktemp -d)
+  (cd "$scratch" && { apt-get download prometheus >/dev/null 2>&1 ||
+    { "${sudo[@]}" apt-get update -qq && apt-get download prometheus >/dev/null; }; })
+  mkdir -p target/promtool
+  dpkg-deb -x "$scratch"/prometheus_*.deb target/promtool
+  rm -rf "$scratch"
 fi
 
 if ! .venv/bin/python3 -c 'import aioice' 2>/dev/null; then

@@ -8,10 +8,13 @@
 //! relay: at most [`MAX_CONNECTIONS`] connections (more are closed at
 //! once), requests of at most [`MAX_REQUEST`] bytes with no body, a
 //! deadline to read a request and one to write the answer, one request
-//! per connection. `/metrics` and `/status` name users and addresses:
-//! with `admin.token` set they answer only `Authorization: Bearer <token>`;
-//! `/healthz` and `/readyz` say only ok or not and stay open for probes.
-//! It binds to loopback by default.
+//! per connection. `/metrics` and `/status` name users and addresses, and
+//! `/selftest` (a page that tests the relay from the browser that opens
+//! it, with `/selftest/config` and `/selftest/credential` behind it) mints
+//! TURN credentials: with `admin.token` set they answer only the token, as
+//! `Authorization: Bearer <token>` or, for browsers, HTTP Basic with the
+//! token as password; `/healthz` and `/readyz` say only ok or not and stay
+//! open for probes. It binds to loopback by default.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -33,6 +36,17 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client may take to read the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The self-test page, embedded: it loads nothing from anywhere else.
+const SELFTEST_PAGE: &str = include_str!("selftest.html");
+/// What the self-test page may do in a browser: its own inline script and
+/// style, and fetches to this listener; nothing else, in no frame.
+const SELFTEST_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                            connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// How long a credential minted for the self-test lives, at most.
+const SELFTEST_CREDENTIAL_SECONDS: u64 = 300;
+/// The user part of a minted credential's username (quotas count it).
+const SELFTEST_USER: &str = "ip2p-selftest";
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKE: Token = Token(usize::MAX - 1);
@@ -237,11 +251,28 @@ impl Server {
             return Some(plain(405, "only GET\n", &[("Allow", "GET, HEAD")]));
         }
         let path = path.split('?').next().unwrap_or_default();
-        let private = matches!(path, "/metrics" | "/status");
+        let selftest = path == "/selftest" || path.starts_with("/selftest/");
+        // Without a token, a page at any name that resolves to this
+        // listener (DNS rebinding) would be same-origin with the self-test
+        // and could mint credentials: the self-test answers only to an
+        // address or localhost then.
+        if selftest && self.token.is_none() && !header("host").is_none_or(is_local_host) {
+            return Some(plain(
+                403,
+                "open the self-test at this listener's address or localhost (or set admin.token)\n",
+                &[],
+            ));
+        }
+        let private = selftest || matches!(path, "/metrics" | "/status");
         if private && !self.authorized(header("authorization")) {
-            return Some(plain(401, "a bearer token is needed\n", &[("WWW-Authenticate", "Bearer realm=\"ip2p\"")]));
+            // Browsers ask a person for Basic credentials; API clients send
+            // the bearer token.
+            let challenge =
+                if selftest { "Basic realm=\"ip2p admin\", charset=\"UTF-8\"" } else { "Bearer realm=\"ip2p\"" };
+            return Some(plain(401, "the admin token is needed\n", &[("WWW-Authenticate", challenge)]));
         }
         let node = &self.node;
+        let no_store = [("Cache-Control", "no-store")];
         let response = match path {
             "/metrics" => match crate::metrics::render(node) {
                 Ok(body) => ok(crate::metrics::CONTENT_TYPE, body.into_bytes()),
@@ -254,7 +285,28 @@ impl Server {
             "/readyz" if node.draining() => plain(503, "draining\n", &[]),
             "/readyz" => plain(200, "ready\n", &[]),
             "/status" => ok("application/json", status(node).to_string().into_bytes()),
-            _ => plain(404, "not found; try /metrics, /healthz, /readyz or /status\n", &[]),
+            "/selftest" => response(
+                200,
+                "OK",
+                "text/html; charset=utf-8",
+                &[
+                    ("Content-Security-Policy", SELFTEST_CSP),
+                    ("Cache-Control", "no-store"),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Referrer-Policy", "no-referrer"),
+                ],
+                SELFTEST_PAGE.as_bytes().to_vec(),
+            ),
+            "/selftest/config" => {
+                response(200, "OK", "application/json", &no_store, selftest_config(node).to_string().into_bytes())
+            }
+            "/selftest/credential" => match mint(&node.credentials(), unix_now()) {
+                Some(minted) => response(200, "OK", "application/json", &no_store, minted.to_string().into_bytes()),
+                None => {
+                    plain(404, "no TURN REST secret is configured (auth.secrets): nothing to mint with\n", &no_store)
+                }
+            },
+            _ => plain(404, "not found; try /metrics, /healthz, /readyz, /status or /selftest\n", &[]),
         };
         Some(if method == "HEAD" { head_only(response) } else { response })
     }
@@ -263,13 +315,86 @@ impl Server {
     /// or it presents the token (compared in constant time).
     fn authorized(&self, authorization: Option<&[u8]>) -> bool {
         let Some(token) = &self.token else { return true };
-        let presented = authorization.and_then(|v| v.strip_prefix(b"Bearer ")).unwrap_or_default();
-        ip2p_wire::credentials::constant_time_eq(presented, token.as_bytes())
+        let presented = authorization.and_then(presented_token).unwrap_or_default();
+        ip2p_wire::credentials::constant_time_eq(&presented, token.as_bytes())
     }
 }
 
 fn now() -> Instant {
     Instant::now()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The token in an Authorization header: `Bearer <token>`, or `Basic`
+/// with any user name and the token as password (what a browser sends).
+fn presented_token(authorization: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    if let Some(token) = authorization.strip_prefix(b"Bearer ") {
+        return Some(token.to_vec());
+    }
+    let encoded = authorization.strip_prefix(b"Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    decoded.get(colon + 1..).map(<[u8]>::to_vec)
+}
+
+/// Whether a Host header names this machine by address or as localhost.
+fn is_local_host(host: &[u8]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(ip, _)| ip),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// `/selftest/config`: the TURN servers the page tests by default (this
+/// node's first listener of each transport; `host` null where it listens
+/// on every address) and whether it can mint a credential.
+fn selftest_config(node: &NodeHandle) -> serde_json::Value {
+    let credentials = node.credentials();
+    let server = |transport: &str, addr: Option<&SocketAddr>| {
+        addr.map(|a| {
+            let host = match a.ip() {
+                ip if ip.is_unspecified() => None,
+                std::net::IpAddr::V6(ip) => Some(format!("[{ip}]")),
+                std::net::IpAddr::V4(ip) => Some(ip.to_string()),
+            };
+            serde_json::json!({ "transport": transport, "host": host, "port": a.port() })
+        })
+    };
+    let servers: Vec<_> = [
+        server("udp", node.listen().first()),
+        server("tcp", node.listen().first()),
+        server("tls", node.tls_listen().first()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    serde_json::json!({
+        "realm": credentials.realm,
+        "mint": !credentials.rest_secrets.is_empty(),
+        "servers": servers,
+    })
+}
+
+/// A TURN REST credential for the self-test, signed with the first
+/// configured secret: `<expiry>:ip2p-selftest` and base64(HMAC-SHA1), valid
+/// for [`SELFTEST_CREDENTIAL_SECONDS`] (or the shorter most the node
+/// accepts). `None` without a secret.
+fn mint(credentials: &ip2p_turn::Credentials, unix_now: u64) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let secret = credentials.rest_secrets.first()?;
+    let ttl = SELFTEST_CREDENTIAL_SECONDS.min(credentials.max_rest_lifetime);
+    let username = format!("{}:{SELFTEST_USER}", unix_now.saturating_add(ttl));
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret).ok()?;
+    mac.update(username.as_bytes());
+    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    Some(serde_json::json!({ "username": username, "credential": credential, "ttl_seconds": ttl }))
 }
 
 /// `/status`: what a person asks a node first.
@@ -328,6 +453,7 @@ fn plain(code: u16, body: &str, headers: &[(&str, &str)]) -> Vec<u8> {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Content Too Large",

@@ -46,6 +46,12 @@ pub struct NodeHandle {
     /// The counters of the processes before this one, by sample as
     /// `/metrics` names them: this node's count on from there.
     counted_before: Arc<Counters>,
+    /// The realm and REST secrets as the configuration last said, for the
+    /// admin listener's self-test to mint a credential with.
+    credentials: Arc<std::sync::Mutex<Arc<ip2p_turn::Credentials>>>,
+    /// Relay ports the node can hand out: its port range on each relay
+    /// address.
+    relay_ports: usize,
 }
 
 /// Counter samples by name and labels (`ip2p_x_total{a="b"}`).
@@ -254,6 +260,9 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         xdp_generic: settings.xdp.generic,
         xdp_detached: Arc::default(),
         counted_before,
+        credentials: Arc::new(std::sync::Mutex::new(Arc::new(settings.proto.credentials.clone()))),
+        relay_ports: (usize::from(hi) + 1 - usize::from(lo))
+            * settings.proto.relay_ips.iter().map(Vec::len).sum::<usize>(),
     };
     let mut node = Node { threads, handle, settings: settings.clone() };
     // A worker that cannot run fails the start: no half-working node.
@@ -395,6 +404,8 @@ impl Node {
             w.send(Command::Reconfigure(Arc::new(config)));
         }
         self.handle.shared.quotas.set_limits(quota_limits(new));
+        *self.handle.credentials.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(new.proto.credentials.clone());
         settings.proto.ports = old.proto.ports.clone();
         settings.listen.clone_from(&old.listen);
         settings.tls_listen.clone_from(&old.tls_listen);
@@ -591,6 +602,24 @@ impl NodeHandle {
     #[must_use]
     pub fn allocations(&self) -> usize {
         self.shared.quotas.total()
+    }
+
+    /// The credentials requests are checked against now (after reloads).
+    #[must_use]
+    pub fn credentials(&self) -> Arc<ip2p_turn::Credentials> {
+        Arc::clone(&self.credentials.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Relay ports the node can hand out (its range on each relay address).
+    #[must_use]
+    pub fn relay_ports(&self) -> usize {
+        self.relay_ports
+    }
+
+    /// The most TCP and TLS connections counted at once.
+    #[must_use]
+    pub fn connections_limit(&self) -> usize {
+        self.limits.max_total
     }
 
     /// EVEN-PORT reservations held now.

@@ -45,6 +45,7 @@ mod ipv6;
 mod limits;
 mod reload;
 mod security;
+mod selftest;
 mod stream;
 mod systemd;
 mod tcp_allocations;
