@@ -155,6 +155,16 @@ fn limits(out: &mut Out<'_, '_>, node: &NodeHandle, g: &Gauges) -> fmt::Result {
     let help = "TCP and TLS connections counted against the connection limits (clients, RFC 6062 peers and data)";
     out.gauge("ip2p_connections_counted", help, node.connections() as f64)?;
     out.gauge(
+        "ip2p_connections_limit",
+        "The most TCP and TLS connections counted at once",
+        node.connections_limit() as f64,
+    )?;
+    out.gauge(
+        "ip2p_relay_ports",
+        "Relay ports the node can hand out (its port range on each relay address)",
+        node.relay_ports() as f64,
+    )?;
+    out.gauge(
         "ip2p_timers",
         "Entries in the workers' timer tables (one per allocation and reservation)",
         g.timers as f64,
