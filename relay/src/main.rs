@@ -198,7 +198,7 @@ fn run(args: &RunArgs) -> ExitCode {
             };
             match started {
                 Ok(admin) => {
-                    tracing::info!(admin = %admin.local_addr(), token = settings.admin_token.is_some(), "admin listener: /metrics /healthz /readyz /status");
+                    tracing::info!(admin = %admin.local_addr(), token = settings.admin_token.is_some(), "admin listener: /metrics /healthz /readyz /status /selftest");
                     if !addr.ip().is_loopback() && settings.admin_token.is_none() {
                         tracing::warn!(
                             admin = %addr,
@@ -520,6 +520,9 @@ fn print_dev_banner(settings: &Settings, local: &[std::net::SocketAddr], admin: 
     println!("  try:      turnutils_uclient -p {port} -u {} -w {} -r {realm} -y 127.0.0.1", DEV_USER.0, DEV_USER.1);
     println!("  WebRTC:   {{ urls: \"turn:{addr}\", username: \"{}\", credential: \"{}\" }}", DEV_USER.0, DEV_USER.1);
     if let Some(admin) = admin {
+        println!(
+            "  selftest: http://{admin}/selftest (in a browser: relay candidates and a data channel through the relay)"
+        );
         println!("  metrics:  http://{admin}/metrics (also /status, /healthz, /readyz)");
     }
     println!("Ctrl-C stops it.");

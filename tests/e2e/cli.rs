@@ -115,6 +115,20 @@ fn dev_mode_serves_and_stops_on_sigterm() {
     assert_eq!(c.binding().unwrap(), c.local_addr().unwrap());
     c.allocate(None).unwrap();
 
+    // The banner names the self-test page, which the admin listener serves.
+    let selftest = lines
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("Ctrl-C"))
+        .find_map(|l| l.trim().strip_prefix("selftest: ").map(str::to_owned))
+        .expect("the banner names no self-test page");
+    let (admin, path) = selftest.strip_prefix("http://").unwrap().split_once('/').unwrap();
+    let (code, page) = ip2p_tests::http(
+        admin.split(' ').next().unwrap().parse().unwrap(),
+        &format!("GET /{} HTTP/1.1\r\nHost: {admin}\r\n\r\n", path.split(' ').next().unwrap()),
+    );
+    assert_eq!(code, 200, "{selftest}: {page}");
+    assert!(page.contains("<title>ip2p relay self-test</title>"), "{page}");
+
     // SIGTERM drains (tests/drain.rs): with no allocation left, it exits at once.
     c.refresh(Some(0)).unwrap();
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
