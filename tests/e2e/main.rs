@@ -43,6 +43,7 @@ mod drain;
 mod handover;
 mod ipv6;
 mod limits;
+mod operator;
 mod reload;
 mod security;
 mod selftest;

@@ -66,7 +66,7 @@ impl Browser {
                 "--allow-loopback-in-peer-connection",
                 "--hide-scrollbars",
                 &format!("--window-size={width},{height}"),
-                &format!("--user-data-dir={}", profile.0.display()),
+                &format!("--user-data-dir={}", profile.path().display()),
                 "about:blank",
             ])
             .process_group(0) // its helper processes go with it

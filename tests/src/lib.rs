@@ -105,6 +105,12 @@ impl TempDir {
         Self(dir)
     }
 
+    /// The directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     /// Writes `text` to `name` in the directory; returns its path.
     pub fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
