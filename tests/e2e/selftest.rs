@@ -1,6 +1,6 @@
 //! The admin listener's self-test page (`/selftest`), opened in a real
 //! headless Chromium: its WebRTC stack gathers relay candidates from the
-//! relay and opens a data channel through it over UDP and over TCP, and a
+//! relay and opens a data channel through it over UDP, TCP and TLS, and a
 //! wrong password fails with the TURN error the page shows. Also what
 //! guards the page: the admin token (Bearer or Basic), the Host check
 //! without a token, the credential it mints. On each datapath.
@@ -23,12 +23,18 @@ const TOKEN: &str = "admin-token-0123456789abcdef";
 /// A node on loopback with a static user (alice) and, with `rest`, a REST
 /// secret; its admin listener with `token`, if any.
 fn start(dp: DatapathKind, rest: bool, token: Option<&str>) -> (Node, Admin) {
+    start_with(dp, rest, token, "")
+}
+
+/// [`start`], with more of the config (a `[tls]` table).
+fn start_with(dp: DatapathKind, rest: bool, token: Option<&str>, more: &str) -> (Node, Admin) {
     let secrets = if rest { format!("secrets = [\"{SECRET}\"]") } else { String::new() };
     let text = format!(
         r#"
         listen = ["127.0.0.1:0"]
         realm = "selftest.test"
         workers = 2
+        {more}
         [auth]
         users = [{{ name = "alice", password = "wonderland" }}]
         {secrets}
@@ -43,9 +49,10 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
-/// The page open in a browser, its listeners loaded.
-fn open(admin: &Admin, token: Option<&str>) -> Browser {
-    let mut browser = Browser::start(1000, 640);
+/// The page open in a browser (trusting the TLS key `trust` hashes, if
+/// any), its listeners loaded.
+fn open(admin: &Admin, token: Option<&str>, trust: Option<&str>) -> Browser {
+    let mut browser = Browser::start(1000, 720, trust);
     if let Some(token) = token {
         browser.set_headers(json!({ "Authorization": basic("operator", token) }));
     }
@@ -64,18 +71,22 @@ fn run(browser: &mut Browser) -> Vec<Value> {
 /// With the node's listeners and a credential the node mints: relay
 /// candidates over the transport each URL names, a data channel open
 /// through the relay, a round-trip time. The relay counted the
-/// allocations (two peer connections per URL).
-fn relays_over_udp_and_tcp(dp: DatapathKind) {
-    let (node, admin) = start(dp, true, Some(TOKEN));
-    let mut browser = open(&admin, Some(TOKEN));
-    let port = node.local_addrs()[0].port();
+/// allocations (two peer connections per URL). The browser trusts the
+/// test certificate's key (for the address, not its name).
+fn relays_over_udp_tcp_and_tls(dp: DatapathKind) {
+    let pki = ip2p_tests::support::Pki::new("selftest");
+    let (node, admin) = start_with(dp, true, Some(TOKEN), &pki.tls_table("127.0.0.1:0"));
+    let mut browser = open(&admin, Some(TOKEN), Some(&pki.leaf_spki_sha256));
+    let (port, tls) = (node.local_addrs()[0].port(), node.tls_addrs()[0].port());
     let urls = browser.eval("document.getElementById('urls').value");
-    assert_eq!(urls, json!(format!("turn:127.0.0.1:{port}?transport=udp\nturn:127.0.0.1:{port}?transport=tcp")));
+    let expected = format!(
+        "turn:127.0.0.1:{port}?transport=udp\nturn:127.0.0.1:{port}?transport=tcp\nturns:127.0.0.1:{tls}?transport=tcp"
+    );
+    assert_eq!(urls, json!(expected));
     assert_eq!(browser.eval("document.getElementById('mint').checked"), json!(true));
     let results = run(&mut browser);
-    assert_eq!(results.len(), 2, "{results:?}");
-    for (result, transport) in results.iter().zip(["udp", "tcp"]) {
-        assert!(result["url"].as_str().unwrap().ends_with(&format!("transport={transport}")), "{result}");
+    assert_eq!(results.len(), 3, "{results:?}");
+    for (result, transport) in results.iter().zip(["udp", "tcp", "tls"]) {
         assert_eq!(result["connected"], json!(true), "over {transport}: {result}");
         assert!(result["error"].is_null(), "over {transport}: {result}");
         let relays: Vec<&Value> =
@@ -92,9 +103,9 @@ fn relays_over_udp_and_tcp(dp: DatapathKind) {
         assert!(rtt > 0.0 && rtt < 1000.0, "round trip over {transport}: {rtt} ms");
     }
     let text = browser.eval("document.body.innerText").as_str().unwrap().to_owned();
-    assert!(text.contains("2 of 2 working (as "), "{text}");
+    assert!(text.contains("3 of 3 working (as "), "{text}");
     let metrics = ip2p_tests::metrics(admin.local_addr(), Some(TOKEN));
-    assert!(metrics["ip2p_allocations_created_total"] >= 4.0, "{metrics:?}");
+    assert!(metrics["ip2p_allocations_created_total"] >= 6.0, "{metrics:?}");
     // The picture in docs/operations.md comes from here.
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
@@ -106,7 +117,7 @@ fn relays_over_udp_and_tcp(dp: DatapathKind) {
 /// and the page names the TURN error (401) for each transport.
 fn a_wrong_password_fails_clearly(dp: DatapathKind) {
     let (_node, admin) = start(dp, false, None);
-    let mut browser = open(&admin, None);
+    let mut browser = open(&admin, None, None);
     // No REST secret: nothing to mint with, so the box is off.
     assert_eq!(browser.eval("document.getElementById('mint').disabled"), json!(true));
     browser.eval("document.getElementById('username').value = 'alice'");
@@ -129,7 +140,7 @@ fn a_wrong_password_fails_clearly(dp: DatapathKind) {
 }
 
 on_both_datapaths! {
-    relays_over_udp_and_tcp: relays_over_udp_and_tcp();
+    relays_over_udp_tcp_and_tls: relays_over_udp_tcp_and_tls();
     a_wrong_password_fails_clearly: a_wrong_password_fails_clearly();
 }
 

@@ -35,12 +35,14 @@ pub struct Browser {
 impl Browser {
     /// Starts a headless browser with one blank page `width`×`height`
     /// pixels. WebRTC may use loopback interfaces (the relays under test
-    /// listen there).
+    /// listen there). With `trust`, a TLS certificate whose public key has
+    /// that hash (base64 SHA-256 of its SubjectPublicKeyInfo) is accepted
+    /// whoever signed it, for whichever name.
     ///
     /// # Panics
     /// No browser is installed, or it does not answer.
     #[must_use]
-    pub fn start(width: u32, height: u32) -> Self {
+    pub fn start(width: u32, height: u32, trust: Option<&str>) -> Self {
         let profile = TempDir::new("chromium");
         let (commands_read, commands_write) = nix::unistd::pipe().unwrap();
         let (answers_read, answers_write) = nix::unistd::pipe().unwrap();
@@ -69,6 +71,7 @@ impl Browser {
                 &format!("--user-data-dir={}", profile.path().display()),
                 "about:blank",
             ])
+            .args(trust.map(|spki| format!("--ignore-certificate-errors-spki-list={spki}")))
             .process_group(0) // its helper processes go with it
             .stdin(Stdio::null())
             .stdout(Stdio::null())

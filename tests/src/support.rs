@@ -9,6 +9,9 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 #[derive(Debug)]
 pub struct Pki {
     pub roots: rustls::RootCertStore,
+    /// base64(SHA-256) of the leaf's SubjectPublicKeyInfo: what a browser
+    /// is told to trust (`--ignore-certificate-errors-spki-list`).
+    pub leaf_spki_sha256: String,
     dir: PathBuf,
 }
 
@@ -19,7 +22,7 @@ impl Pki {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ip2p-test-{}-{name}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut pki = Self { roots: rustls::RootCertStore::empty(), dir };
+        let mut pki = Self { roots: rustls::RootCertStore::empty(), leaf_spki_sha256: String::new(), dir };
         pki.issue();
         pki
     }
@@ -33,6 +36,8 @@ impl Pki {
         let leaf = CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &ca).unwrap();
         std::fs::write(self.cert(), leaf.pem()).unwrap();
         std::fs::write(self.key(), key.serialize_pem()).unwrap();
+        let spki = <sha2::Sha256 as sha2::Digest>::digest(rcgen::PublicKeyData::subject_public_key_info(&key));
+        self.leaf_spki_sha256 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, spki);
         self.roots = rustls::RootCertStore::empty();
         self.roots.add(ca.der().clone()).unwrap();
     }
