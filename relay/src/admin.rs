@@ -345,7 +345,10 @@ fn presented_token(authorization: &[u8]) -> Option<Vec<u8>> {
 fn is_local_host(host: &[u8]) -> bool {
     let Ok(host) = std::str::from_utf8(host) else { return false };
     let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map_or(v6, |(ip, _)| ip),
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        },
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
@@ -484,4 +487,58 @@ fn head_only(mut response: Vec<u8>) -> Vec<u8> {
         response.truncate(end + 4);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_is_local_when_it_is_an_address_or_localhost() {
+        for host in ["127.0.0.1", "127.0.0.1:9478", "[::1]:9478", "[::1]", "localhost", "LocalHost:80", "10.0.0.7:1"] {
+            assert!(is_local_host(host.as_bytes()), "{host}");
+        }
+        let names =
+            ["relay.example.org", "localhost.example.org:80", "127.0.0.1.nip.io", "", "[::1", "[::1]x", "\u{ff}"];
+        for host in names {
+            assert!(!is_local_host(host.as_bytes()), "{host}");
+        }
+        assert!(!is_local_host(b"\xff\xfe"));
+    }
+
+    #[test]
+    fn the_token_comes_as_bearer_or_as_a_basic_password() {
+        assert_eq!(presented_token(b"Bearer t0ken").as_deref(), Some(&b"t0ken"[..]));
+        // base64("operator:t0ken"), and a password with a colon in it.
+        assert_eq!(presented_token(b"Basic b3BlcmF0b3I6dDBrZW4=").as_deref(), Some(&b"t0ken"[..]));
+        assert_eq!(presented_token(b"Basic OmE6Yg==").as_deref(), Some(&b"a:b"[..]));
+        for bad in [&b"Basic dDBrZW4="[..], b"Basic !!!", b"Basic ", b"basic b3BlcmF0b3I6dDBrZW4=", b"Digest x", b""] {
+            assert_eq!(presented_token(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_minted_credential_is_what_the_rest_api_verifies() {
+        use base64::Engine as _;
+        use hmac::{KeyInit, Mac};
+        let mut credentials = ip2p_turn::Credentials {
+            realm: "r".into(),
+            users: HashMap::new(),
+            rest_secrets: vec![b"first-secret".to_vec(), b"second".to_vec()],
+            nonce_secret: [0; 32],
+            nonce_lifetime: 600,
+            max_rest_lifetime: 86_400,
+        };
+        let minted = mint(&credentials, 1_000).unwrap();
+        assert_eq!(minted["username"], "1300:ip2p-selftest");
+        let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(b"first-secret").unwrap();
+        mac.update(b"1300:ip2p-selftest");
+        let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(minted["credential"], expected.as_str());
+        // Never longer than the node accepts; nothing without a secret.
+        credentials.max_rest_lifetime = 60;
+        assert_eq!(mint(&credentials, 1_000).unwrap()["username"], "1060:ip2p-selftest");
+        credentials.rest_secrets.clear();
+        assert!(mint(&credentials, 1_000).is_none());
+    }
 }
