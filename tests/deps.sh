@@ -2,9 +2,9 @@
 # What the tests need that cargo does not bring, installed when missing:
 # coturn's client tools, systemd-analyze, iproute2's `ip` for network
 # namespaces and a headless Chromium for the self-test page (Debian
-# packages, apt-get), Prometheus's promtool for the alert rules (taken out
-# of Debian's prometheus package into target/promtool, so that no
-# Prometheus server is installed or started), and
+# packages, apt-get), Prometheus and promtool for the dashboard and alert
+# rules (taken out of Debian's prometheus package into target/promtool, so
+# that no Prometheus service is installed or started), and
 # Python's aioice in a project-local virtual environment (.venv, ignored by
 # git) that the interop tests use. `make test` runs it first.
 set -euo pipefail

@@ -3,13 +3,16 @@
 //! (`deploy/prometheus/ip2p-relay.rules.yml`). Every metric either queries
 //! must exist in a live `/metrics` scrape of a relay started here; every
 //! expression must parse (promtool); each alert must fire when it should
-//! and not otherwise (promtool's unit tests beside the rules). On each
-//! datapath.
+//! and not otherwise (promtool's unit tests beside the rules); and a real
+//! Prometheus scraping a relay answers every dashboard query with data and
+//! evaluates every rule without error. On each datapath.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use ip2p_relay::admin::Admin;
 use ip2p_relay::config::DatapathKind;
@@ -323,7 +326,141 @@ fn the_alert_rules_check_and_read_live_metrics(dp: DatapathKind) {
     }
 }
 
+/// A Prometheus server (Debian's, from the package promtool came from)
+/// scraping one relay's admin listener every second as the job
+/// `ip2p-relay`, with the alert rules loaded; killed when dropped.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    _dir: ip2p_tests::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Self {
+        let binary = promtool().with_file_name("prometheus");
+        assert!(binary.exists(), "no {}: tests/deps.sh (make test) fetches it", binary.display());
+        let dir = ip2p_tests::TempDir::new("prometheus");
+        let rules = std::fs::read_to_string(format!("{DEPLOY}/prometheus/ip2p-relay.rules.yml")).unwrap();
+        dir.file("ip2p-relay.rules.yml", &rules);
+        let config = dir.file(
+            "prometheus.yml",
+            &format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                 rule_files: [ip2p-relay.rules.yml]\n\
+                 scrape_configs:\n  - job_name: ip2p-relay\n    static_configs: [{{ targets: [\"{target}\"] }}]\n"
+            ),
+        );
+        let child = Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .args(["--web.listen-address=127.0.0.1:0", "--log.level=warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The port the OS chose, from the socket table.
+        let pid = format!("pid={},", child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let out = Command::new("ss").args(["-ltnpH"]).output().unwrap();
+            let listening = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.contains(&pid))
+                .and_then(|l| l.split_whitespace().nth(3).and_then(|a| a.parse().ok()));
+            if let Some(addr) = listening {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "Prometheus does not listen after 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Self { child, addr, _dir: dir }
+    }
+
+    /// An instant query's result (the vector), once Prometheus answers.
+    fn query(&self, expr: &str) -> Vec<Value> {
+        let encoded: String = expr
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (code, body) = ip2p_tests::http(self.addr, &format!("GET /api/v1/query?query={encoded} HTTP/1.0\r\n\r\n"));
+        assert_eq!(code, 200, "{expr}: {body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["status"], "success", "{expr}: {body}");
+        answer["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// The rules as Prometheus last evaluated them.
+    fn rules(&self) -> Vec<Value> {
+        let (code, body) = ip2p_tests::http(self.addr, "GET /api/v1/rules HTTP/1.0\r\n\r\n");
+        assert_eq!(code, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        answer["data"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap().clone())
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Prometheus scrapes a relay that has served a client: every query of
+/// the dashboard answers with data (the variables given values), and every
+/// alert rule evaluates without error, none firing on a healthy node.
+fn prometheus_answers_the_dashboard_and_evaluates_the_rules(dp: DatapathKind) {
+    let (_node, admin, _) = live_metric_names(dp);
+    let prometheus = Prometheus::start(admin.local_addr());
+    // Enough scrapes for a rate over 5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prometheus.query("count_over_time(ip2p_uptime_seconds[10s]) >= 5").is_empty() {
+        assert!(Instant::now() < deadline, "Prometheus has not scraped the relay 5 times in 30 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{DEPLOY}/grafana/ip2p-relay.json")).unwrap()).unwrap();
+    let (exprs, variables) = dashboard_expressions(&dashboard);
+    for expr in &exprs {
+        let expr = expr.replace("$__rate_interval", "5s").replace("$instance", ".*");
+        assert!(!prometheus.query(&expr).is_empty(), "no data for the dashboard's {expr}");
+    }
+    for metric in &variables {
+        let instances = prometheus.query(&format!("count by (instance) ({metric})"));
+        assert_eq!(instances.len(), 1, "{instances:?}");
+        assert_eq!(instances[0]["metric"]["instance"], admin.local_addr().to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rules = loop {
+        let rules = prometheus.rules();
+        if rules.iter().all(|r| r["lastEvaluation"].as_str().is_some_and(|t| !t.starts_with("0001"))) {
+            break rules;
+        }
+        assert!(Instant::now() < deadline, "the rules are not evaluated after 10 s: {rules:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        rules.len(),
+        std::fs::read_to_string(format!("{DEPLOY}/prometheus/ip2p-relay.rules.yml"))
+            .unwrap()
+            .matches("- alert: ")
+            .count()
+    );
+    for rule in &rules {
+        assert_eq!(rule["health"], "ok", "{}: {}", rule["name"], rule["lastError"]);
+        assert_eq!(rule["state"], "inactive", "{} on a healthy node: {rule}", rule["name"]);
+    }
+}
+
 on_both_datapaths! {
     the_dashboard_reads_live_metrics: the_dashboard_reads_live_metrics();
     the_alert_rules_check_and_read_live_metrics: the_alert_rules_check_and_read_live_metrics();
+    prometheus_answers_the_dashboard_and_evaluates_the_rules: prometheus_answers_the_dashboard_and_evaluates_the_rules();
 }
