@@ -389,14 +389,10 @@ fn selftest_config(node: &NodeHandle) -> serde_json::Value {
 /// for [`SELFTEST_CREDENTIAL_SECONDS`] (or the shorter most the node
 /// accepts). `None` without a secret.
 fn mint(credentials: &ip2p_turn::Credentials, unix_now: u64) -> Option<serde_json::Value> {
-    use base64::Engine as _;
-    use hmac::{KeyInit, Mac};
     let secret = credentials.rest_secrets.first()?;
     let ttl = SELFTEST_CREDENTIAL_SECONDS.min(credentials.max_rest_lifetime);
     let username = format!("{}:{SELFTEST_USER}", unix_now.saturating_add(ttl));
-    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret).ok()?;
-    mac.update(username.as_bytes());
-    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let credential = ip2p_turn::auth::rest_password(secret, &username);
     Some(serde_json::json!({ "username": username, "credential": credential, "ttl_seconds": ttl }))
 }
 

@@ -209,14 +209,22 @@ impl Credentials {
             .rest_secrets
             .iter()
             .find_map(|secret| {
-                let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret).ok()?;
-                mac.update(username.as_bytes());
-                let password = STANDARD.encode(mac.finalize().into_bytes());
+                let password = rest_password(secret, username);
                 LongTermKey::derive(algorithm, username, &self.realm, &password).and_then(&verify)
             })
             .ok_or(Refusal::Unauthenticated(AuthFailure::BadIntegrity))?;
         Ok((key, user))
     }
+}
+
+/// The TURN REST API password of `username` under `secret`:
+/// base64(HMAC-SHA1(secret, username)).
+#[must_use]
+#[allow(clippy::expect_used)] // HMAC accepts a key of any length
+pub fn rest_password(secret: &[u8], username: &str) -> String {
+    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(username.as_bytes());
+    STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// The password algorithm a request uses (RFC 8489 §9.2.4): MD5 when it
