@@ -269,7 +269,11 @@ impl Server {
             // the bearer token.
             let challenge =
                 if selftest { "Basic realm=\"ip2p admin\", charset=\"UTF-8\"" } else { "Bearer realm=\"ip2p\"" };
-            return Some(plain(401, "the admin token is needed\n", &[("WWW-Authenticate", challenge)]));
+            return Some(plain(
+                401,
+                "the admin token is needed: Authorization: Bearer <token>, or Basic with the token as password\n",
+                &[("WWW-Authenticate", challenge)],
+            ));
         }
         let node = &self.node;
         let no_store = [("Cache-Control", "no-store")];

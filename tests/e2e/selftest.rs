@@ -145,13 +145,7 @@ on_both_datapaths! {
 }
 
 fn request(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    std::io::Write::write_all(&mut s, format!("GET {path} HTTP/1.1\r\n{headers}\r\n").as_bytes()).unwrap();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (code, head.to_owned(), body.to_owned())
+    ip2p_tests::http_with_head(addr, &format!("GET {path} HTTP/1.1\r\n{headers}\r\n"))
 }
 
 /// With a token, the page and what is behind it ask for it: a browser is

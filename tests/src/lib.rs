@@ -391,14 +391,20 @@ pub fn ip(args: &[&str]) {
 
 /// An HTTP request to the admin API: its status code and body.
 pub fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let (code, _, body) = http_with_head(addr, request);
+    (code, body)
+}
+
+/// [`http`], with the response's head (status line and headers) too.
+pub fn http_with_head(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (code, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (code, head.to_owned(), body.to_owned())
 }
 
 /// GET `path`, with a bearer token if given.
