@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod connect;
 mod error;
 mod link;
 mod transaction;

@@ -496,7 +496,7 @@ impl<'a> PasswordAlgorithm<'a> {
         let ([a0, a1, l0, l1], rest) = value.split_first_chunk::<4>()?;
         let len = usize::from(u16::from_be_bytes([*l0, *l1]));
         let params = rest.get(..len)?;
-        let rest = rest.get(crate::pad4(len).min(rest.len())..)?;
+        let rest = rest.get(crate::header::pad4(len).min(rest.len())..)?;
         Some((Self { algorithm: AlgorithmId(u16::from_be_bytes([*a0, *a1])), params }, rest))
     }
 
@@ -575,7 +575,7 @@ impl<'a> Attr<'a> for PasswordAlgorithms<'a> {
     fn value_len(&self) -> usize {
         match self.0 {
             List::Wire(w) => w.len(),
-            List::Items(i) => i.iter().map(|a| 4 + crate::pad4(a.params.len())).sum(),
+            List::Items(i) => i.iter().map(|a| 4 + crate::header::pad4(a.params.len())).sum(),
         }
     }
     fn encode(&self, out: &mut [u8], _: &TransactionId) {
@@ -586,7 +586,7 @@ impl<'a> Attr<'a> for PasswordAlgorithms<'a> {
             List::Items(items) => {
                 for alg in items {
                     alg.encode_into(&mut o);
-                    let padding = crate::pad4(alg.params.len()) - alg.params.len();
+                    let padding = crate::header::pad4(alg.params.len()) - alg.params.len();
                     o.put([0; 3].get(..padding).unwrap_or_default());
                 }
             }

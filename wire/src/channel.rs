@@ -7,7 +7,7 @@ use zerocopy::network_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::Error;
-use crate::pad4;
+use crate::header::pad4;
 
 /// Size of the ChannelData header.
 pub const CHANNEL_HEADER_LEN: usize = 4;

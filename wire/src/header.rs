@@ -168,6 +168,13 @@ impl MessageType {
     }
 }
 
+/// `n` rounded up to a multiple of 4: attribute and stream padding.
+#[inline]
+#[must_use]
+pub const fn pad4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,7 +53,7 @@ pub use channel::{
     write_channel_data,
 };
 pub use error::{Error, ErrorCode};
-pub use header::{Class, HEADER_LEN, Header, MAGIC_COOKIE, MessageType, Method, TransactionId};
+pub use header::{Class, HEADER_LEN, Header, MAGIC_COOKIE, MessageType, Method, TransactionId, pad4};
 pub use message::{FINGERPRINT_XOR, IntegrityKind, Message, RawAttributes, fingerprint};
 pub use writer::{MessageWriter, frame_indication, indication_overhead};
 
@@ -81,11 +81,4 @@ pub fn classify(packet: &[u8]) -> PacketKind {
         Some(0x40..=0x7F) => PacketKind::ChannelData,
         _ => PacketKind::Other,
     }
-}
-
-/// `n` rounded up to a multiple of 4: attribute and stream padding.
-#[inline]
-#[must_use]
-pub const fn pad4(n: usize) -> usize {
-    (n + 3) & !3
 }

@@ -7,8 +7,8 @@ use zerocopy::FromBytes;
 
 use crate::attr::{Attr, AttrType, Attribute, RawAttribute};
 use crate::error::Error;
+use crate::header::pad4;
 use crate::header::{Class, HEADER_LEN, Header, MAGIC_COOKIE, MessageType, Method, TransactionId};
-use crate::pad4;
 
 /// XOR-ed into the CRC-32 of a message to make its FINGERPRINT (RFC 8489 §14.7).
 pub const FINGERPRINT_XOR: u32 = 0x5354_554e;

@@ -9,11 +9,12 @@ use sha2::Sha256;
 use zerocopy::IntoBytes;
 use zerocopy::network_endian::{U16, U32};
 
+use crate::addr;
 use crate::attr::{Attr, AttrType, Attribute, XorPeerAddress};
 use crate::error::Error;
+use crate::header::pad4;
 use crate::header::{Class, HEADER_LEN, Header, MAGIC_COOKIE, MessageType, Method, TransactionId};
 use crate::message::fingerprint;
-use crate::{addr, pad4};
 
 /// The largest attribute section the 16-bit length field can describe
 /// (a multiple of 4).
