@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use ip2p_turn::testing::FakeSockets;
 use ip2p_turn::{
     Config, Credentials, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, QuotaLimits, Quotas, REPLY_BUFFER,
-    RelayIp, RelayToken, Server, Shared, Transmit, UserSecret, Verdict, Via,
+    RelayIp, RelayToken, Server, NodeState, Transmit, UserSecret, Verdict, Via,
 };
 use ip2p_wire::attr::{
     ChannelNumber, EvenPort, Lifetime, Nonce, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken,
@@ -138,7 +138,7 @@ struct ClientState {
 
 struct Harness {
     server: Server,
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     sockets: FakeSockets,
     now: Instant,
     reply: Vec<u8>,
@@ -209,7 +209,7 @@ impl Harness {
         };
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let shared = Arc::new(Shared::new(Quotas::new(QuotaLimits { total: 12, per_user: 6, per_prefix: 8 })));
+        let shared = Arc::new(NodeState::new(Quotas::new(QuotaLimits { total: 12, per_user: 6, per_prefix: 8 })));
         let server = Server::new(Arc::new(config), shared.clone(), now, UNIX0, 7);
         Self {
             server,
@@ -285,7 +285,7 @@ impl Harness {
                 assert!(t.range.end <= buf.len());
                 self.check_destination(&t);
             }
-            Verdict::Handoff(h) => {
+            Verdict::ToOwner(h) => {
                 assert!(h.transmit.range.end <= buf.len());
                 self.check_destination(&h.transmit);
                 // Through the inbox, as a datapath passes it on.
@@ -293,7 +293,7 @@ impl Harness {
                 let mut inbox = vec![0u8; PEER_HEADROOM + n + PEER_TAILROOM];
                 inbox[PEER_HEADROOM..PEER_HEADROOM + n].copy_from_slice(&buf[h.transmit.range.clone()]);
                 let data = PEER_HEADROOM..PEER_HEADROOM + n;
-                if let Ok(out) = self.server.handoff(self.now, h.transmit.to, h.from, &mut inbox, data) {
+                if let Ok(out) = self.server.handle_inbox(self.now, h.transmit.to, h.from, &mut inbox, data) {
                     assert!(out.range.end <= inbox.len());
                 }
             }

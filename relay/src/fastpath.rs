@@ -15,7 +15,7 @@ use ip2p_xdp::{Capacity, Channel, FastPath, Mode, Outcomes, Tables};
 use crate::config::{Settings, XdpMode};
 
 /// The loaded program, shared by the node (attach, detach, metrics).
-pub type Shared = Arc<Mutex<FastPath>>;
+pub type Loaded = Arc<Mutex<FastPath>>;
 
 /// Per-allocation counter slots (each worker gets an equal share).
 const SLOTS: u32 = 16_384;
@@ -25,7 +25,7 @@ const SLOTS: u32 = 16_384;
 ///
 /// # Errors
 /// With `on`: the program cannot load, or an interface refuses it.
-pub fn start(settings: &Settings) -> io::Result<Option<Shared>> {
+pub fn start(settings: &Settings) -> io::Result<Option<Loaded>> {
     let xdp = &settings.xdp;
     if xdp.mode == XdpMode::Off {
         return Ok(None);
@@ -49,7 +49,7 @@ pub fn start(settings: &Settings) -> io::Result<Option<Shared>> {
         tracing::warn!(reason = why, "XDP fast path off");
         return Ok(None);
     }
-    let v6 = !settings.proto.relay_ips[1].is_empty();
+    let v6 = !settings.turn.relay_ips[1].is_empty();
     for ifname in &interfaces {
         let attached =
             forwarding(ifname, v6).and_then(|()| fast.attach(ifname, mode).map_err(|e| attach_failed(ifname, &e)));
@@ -109,7 +109,7 @@ fn forwarding(ifname: &str, v6: bool) -> Result<(), String> {
 /// listener, every interface that is up but loopback.
 fn serving_interfaces(settings: &Settings) -> Vec<String> {
     let mut ips: Vec<IpAddr> = settings.listen.iter().map(SocketAddr::ip).collect();
-    ips.extend(settings.proto.relay_ips.iter().flatten().map(|r| r.bind));
+    ips.extend(settings.turn.relay_ips.iter().flatten().map(|r| r.bind));
     let wildcard = ips.iter().any(IpAddr::is_unspecified);
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
     let mut names = Vec::new();
@@ -134,13 +134,13 @@ fn serving_interfaces(settings: &Settings) -> Vec<String> {
 }
 
 /// What the program did, for `/metrics`.
-pub fn outcomes(fast: &Shared) -> Option<Outcomes> {
+pub fn outcomes(fast: &Loaded) -> Option<Outcomes> {
     fast.lock().ok()?.outcomes().ok()
 }
 
 /// Detaches the program everywhere (a draining node's remaining traffic
 /// goes through the sockets, which finish the job as they always do).
-pub fn detach(fast: &Shared) {
+pub fn detach(fast: &Loaded) {
     if let Ok(mut f) = fast.lock() {
         f.detach();
         tracing::info!("XDP fast path detached");
@@ -149,7 +149,7 @@ pub fn detach(fast: &Shared) {
 
 /// Detaches the program for a handover (the new process attaches its
 /// own), and returns how to attach it again if the handover fails.
-pub(crate) fn detach_for_handover(fast: &Shared) -> Vec<String> {
+pub(crate) fn detach_for_handover(fast: &Loaded) -> Vec<String> {
     let Ok(mut f) = fast.lock() else { return Vec::new() };
     let interfaces = f.interfaces().map(str::to_owned).collect();
     f.detach();
@@ -159,7 +159,7 @@ pub(crate) fn detach_for_handover(fast: &Shared) -> Vec<String> {
 
 /// Attaches the program again to `interfaces` after a handover that did
 /// not happen (`generic`: the generic hook).
-pub(crate) fn reattach(fast: &Shared, interfaces: &[String], generic: bool) {
+pub(crate) fn reattach(fast: &Loaded, interfaces: &[String], generic: bool) {
     let Ok(mut f) = fast.lock() else { return };
     let mode = if generic { Mode::Generic } else { Mode::Native };
     for ifname in interfaces {
@@ -198,7 +198,7 @@ const NO_SLOT: u32 = u32::MAX;
 
 impl Mirror {
     /// Worker `worker` of `workers`, serving `listen`.
-    pub(crate) fn new(fast: &Shared, worker: usize, workers: usize, listen: Vec<SocketAddr>) -> io::Result<Self> {
+    pub(crate) fn new(fast: &Loaded, worker: usize, workers: usize, listen: Vec<SocketAddr>) -> io::Result<Self> {
         let tables = fast.lock().map_err(|_| io::Error::other("fast path lock"))?.tables().map_err(io::Error::other)?;
         let share = SLOTS / u32::try_from(workers.max(1)).unwrap_or(1);
         let first = share * u32::try_from(worker).unwrap_or(0);

@@ -13,9 +13,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::config::DatapathKind;
-use crate::datapath::{LATENCY_BUCKETS, RequestLatency, StreamCounters, WorkerStats};
+use crate::datapath::stats::{LATENCY_BUCKETS, RequestLatency, StreamCounters, WorkerStats};
 use crate::node::NodeHandle;
-use crate::proto::{AllocationRefusals, AuthFailures, Drops, Gauges, Responses, Stats};
+use ip2p_turn::{AllocationRefusals, AuthFailures, Drops, Gauges, Responses, Stats};
 use ip2p_xdp::Outcomes;
 
 /// The content type of [`render`]'s text.
@@ -62,16 +62,16 @@ impl Collector for NodeCollector {
         )?;
         out.gauge("ip2p_workers", "Worker threads", node.workers() as f64)?;
         out.gauge("ip2p_workers_responding", "Workers that answered this scrape", workers.len() as f64)?;
-        relayed(&mut out, &sum.proto, node.xdp_outcomes().as_ref())?;
+        relayed(&mut out, &sum.turn, node.xdp_outcomes().as_ref())?;
         out.gauge(
             "ip2p_xdp_interfaces",
             "Interfaces the XDP fast path is attached to",
             node.xdp_interfaces().len() as f64,
         )?;
-        requests(&mut out, &sum.proto.responses, &sum.latency)?;
-        allocations(&mut out, &sum.proto, &sum.gauges, &sum.proto.allocations_refused)?;
+        requests(&mut out, &sum.turn.responses, &sum.latency)?;
+        allocations(&mut out, &sum.turn, &sum.gauges, &sum.turn.allocations_refused)?;
         limits(&mut out, node, &sum.gauges)?;
-        failures(&mut out, &sum.proto.auth_failures, &sum.proto.dropped)?;
+        failures(&mut out, &sum.turn.auth_failures, &sum.turn.dropped)?;
         datapath_counters(&mut out, &sum)?;
         connections(&mut out, &sum.streams)?;
         per_worker(&mut out, &workers)
@@ -189,13 +189,13 @@ fn failures(out: &mut Out<'_, '_>, auth: &AuthFailures, dropped: &Drops) -> fmt:
 }
 
 fn datapath_counters(out: &mut Out<'_, '_>, sum: &Sum) -> fmt::Result {
-    out.counter("ip2p_requests", "STUN requests received", sum.proto.requests)?;
+    out.counter("ip2p_requests", "STUN requests received", sum.turn.requests)?;
     let help = "Datagrams handed straight to another allocation of this node (also counted as relayed)";
-    out.counter("ip2p_short_circuit_packets", help, sum.proto.short_circuited)?;
+    out.counter("ip2p_short_circuit_packets", help, sum.turn.short_circuited)?;
     let help = "Short-circuited datagrams for another worker's allocation (counted by the sender)";
-    out.counter("ip2p_short_circuit_crossed", help, sum.proto.crossed)?;
+    out.counter("ip2p_short_circuit_crossed", help, sum.turn.crossed)?;
     let help = "Of those, the datagrams handed to the owner's inbox (counted by the sender)";
-    out.counter("ip2p_short_circuit_handoffs", help, sum.proto.handed_off)?;
+    out.counter("ip2p_short_circuit_handoffs", help, sum.turn.to_owner)?;
     out.counter("ip2p_send_errors", "Sends that failed (full buffers, unreachable peers)", sum.send_errors)?;
     let help = "Sends that carried a run of datagrams to one destination as one (UDP GSO)";
     out.counter("ip2p_gso_sends", help, sum.gso.sends)?;
@@ -223,7 +223,7 @@ fn per_worker(out: &mut Out<'_, '_>, workers: &[WorkerStats]) -> fmt::Result {
         labels.iter().zip(workers).map(|(l, w)| (&l[..], f(w))).collect()
     };
     out.gauge_family("ip2p_worker_allocations", "Live allocations per worker", &rows(&|w| w.allocations as u64))?;
-    let packets = rows(&|w| w.proto.to_peer_packets + w.proto.to_client_packets);
+    let packets = rows(&|w| w.turn.to_peer_packets + w.turn.to_client_packets);
     out.counter_family("ip2p_worker_relayed_packets", "Datagrams relayed per worker (both ways)", &packets)?;
     let help = "CPU time used per worker thread: its load";
     let mut m = out.0.encode_descriptor("ip2p_worker_cpu_seconds", help, None, MetricType::Counter)?;
@@ -236,7 +236,7 @@ fn per_worker(out: &mut Out<'_, '_>, workers: &[WorkerStats]) -> fmt::Result {
 /// Every worker's counters added up.
 #[derive(Debug, Default)]
 struct Sum {
-    proto: Stats,
+    turn: Stats,
     gauges: Gauges,
     latency: RequestLatency,
     streams: StreamCounters,
@@ -248,7 +248,7 @@ struct Sum {
 
 impl Sum {
     fn add(&mut self, w: &WorkerStats) {
-        self.proto.add(&w.proto);
+        self.turn.add(&w.turn);
         self.gauges.add(&w.gauges);
         self.latency.add(&w.latency);
         self.streams.add(&w.streams);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ip2p_client::{Client, Received};
 use ip2p_relay::config::{DatapathKind, Settings};
-use ip2p_relay::datapath::StreamCounters;
+use ip2p_relay::datapath::stats::StreamCounters;
 use ip2p_relay::node::{self, Node};
 use ip2p_tests::support::Pki;
 use ip2p_tests::{peer, recv};
@@ -256,8 +256,8 @@ fn stream_clients_short_circuit_to_udp_clients(dp: DatapathKind) {
         }
     }
     let stats = node.stats();
-    let short: u64 = stats.iter().map(|s| s.proto.short_circuited).sum();
-    let relayed: u64 = stats.iter().map(|s| s.proto.to_peer_packets).sum();
+    let short: u64 = stats.iter().map(|s| s.turn.short_circuited).sum();
+    let relayed: u64 = stats.iter().map(|s| s.turn.to_peer_packets).sum();
     assert_eq!((short, relayed), (sent, sent));
 }
 

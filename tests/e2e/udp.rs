@@ -124,7 +124,7 @@ fn expiry_closes_the_allocation(dp: DatapathKind) {
     // The relay socket is gone: nothing comes back through it.
     p.send_to(b"late", relayed).unwrap();
     assert_eq!(c.recv(Duration::from_millis(200)).unwrap(), None);
-    assert!(node.stats().iter().map(|s| s.proto.allocations_expired).sum::<u64>() >= 1);
+    assert!(node.stats().iter().map(|s| s.turn.allocations_expired).sum::<u64>() >= 1);
 }
 
 fn credentials_and_nonces(dp: DatapathKind) {
@@ -151,12 +151,11 @@ fn credentials_and_nonces(dp: DatapathKind) {
     mac.update(old.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     assert_eq!(Client::new(server(&node), old, &password).unwrap().allocate(None).unwrap_err().code(), Some(401));
-    let mut failures = ip2p_relay::proto::AuthFailures::default();
+    let mut failures = ip2p_turn::AuthFailures::default();
     for s in node.stats() {
-        failures.add(&s.proto.auth_failures);
+        failures.add(&s.turn.auth_failures);
     }
-    let expected =
-        ip2p_relay::proto::AuthFailures { bad_integrity: 1, stale_nonce: 1, expired: 1, ..Default::default() };
+    let expected = ip2p_turn::AuthFailures { bad_integrity: 1, stale_nonce: 1, expired: 1, ..Default::default() };
     assert_eq!(failures, expected, "the wrong password, the stale nonce, the expired username");
 }
 
@@ -184,7 +183,7 @@ fn unpermitted_peers_are_dropped_and_counted(dp: DatapathKind) {
     let relayed = c.allocate(None).unwrap();
     p.send_to(b"unsolicited", relayed).unwrap();
     assert_eq!(c.recv(Duration::from_millis(300)).unwrap(), None);
-    let dropped: u64 = node.stats().iter().map(|s| s.proto.dropped.no_permission).sum();
+    let dropped: u64 = node.stats().iter().map(|s| s.turn.dropped.no_permission).sum();
     assert_eq!(dropped, 1);
 }
 
@@ -205,7 +204,7 @@ fn bandwidth_limit_drops_the_excess(dp: DatapathKind) {
     while p.recv_from(&mut buf).is_ok() {
         received += 1;
     }
-    let dropped: u64 = node.stats().iter().map(|s| s.proto.dropped.rate_limit).sum();
+    let dropped: u64 = node.stats().iter().map(|s| s.turn.dropped.rate_limit).sum();
     // Five in the burst; a sixth if sending took over 200 ms.
     assert!((5..=6).contains(&received), "{received} passed");
     assert_eq!(received + dropped, 20);
@@ -262,9 +261,9 @@ fn client_pairs_on_one_node(dp: DatapathKind, workers: usize, extra: &str) {
         }
     }
     let stats = node.stats();
-    let short: u64 = stats.iter().map(|s| s.proto.short_circuited).sum();
-    let relayed: u64 = stats.iter().map(|s| s.proto.to_peer_packets).sum();
-    let delivered: u64 = stats.iter().map(|s| s.proto.to_client_packets).sum();
+    let short: u64 = stats.iter().map(|s| s.turn.short_circuited).sum();
+    let relayed: u64 = stats.iter().map(|s| s.turn.to_peer_packets).sum();
+    let delivered: u64 = stats.iter().map(|s| s.turn.to_client_packets).sum();
     assert_eq!(relayed, pairs.len() as u64 * 21);
     assert_eq!((short, delivered), (relayed, relayed), "every packet short-circuited and delivered");
     if extra.contains("127.0.0.2") {
@@ -293,7 +292,7 @@ fn a_pair_across_workers(node: &Node) -> (Client, Client, SocketAddr, SocketAddr
 fn across_workers_the_destination_decides(dp: DatapathKind, bandwidth: bool) {
     let node = start(dp, if bandwidth { "[allocation]\nbandwidth = 5000" } else { "" });
     let (mut a, mut b, ra, rb) = a_pair_across_workers(&node);
-    let sum = |f: fn(&ip2p_relay::proto::Stats) -> u64| node.stats().iter().map(|s| f(&s.proto)).sum::<u64>();
+    let sum = |f: fn(&ip2p_turn::Stats) -> u64| node.stats().iter().map(|s| f(&s.turn)).sum::<u64>();
     a.channel_bind(0x4000, rb).unwrap();
     let quiet = Duration::from_millis(200);
     // No permission on B's side: nothing arrives.
@@ -316,7 +315,7 @@ fn across_workers_the_destination_decides(dp: DatapathKind, bandwidth: bool) {
         }
         assert_eq!(b.recv(quiet).unwrap(), None);
         assert_eq!(sum(|s| s.dropped.rate_limit), 3);
-        assert_eq!(sum(|s| s.handed_off), 6, "under a limit the owner decides every crossing");
+        assert_eq!(sum(|s| s.to_owner), 6, "under a limit the owner decides every crossing");
         return;
     }
     // A permission: Data indications from A's relayed address.
@@ -331,7 +330,7 @@ fn across_workers_the_destination_decides(dp: DatapathKind, bandwidth: bool) {
     }
     // Counted once each way, as crossings, none through an inbox.
     assert_eq!((sum(|s| s.to_peer_packets), sum(|s| s.to_client_packets)), (14, 11));
-    assert_eq!((sum(|s| s.short_circuited), sum(|s| s.crossed), sum(|s| s.handed_off)), (14, 14, 0));
+    assert_eq!((sum(|s| s.short_circuited), sum(|s| s.crossed), sum(|s| s.to_owner)), (14, 14, 0));
     assert_eq!(sum(|s| s.to_client_bytes), 4 + 3000);
 }
 

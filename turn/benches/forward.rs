@@ -12,7 +12,8 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ip2p_turn::testing::{FakeSockets, REALM, UNIX0, config, t0};
 use ip2p_turn::{
-    ListenerId, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Shared, Transmit, Verdict, Via,
+    ListenerId, NodeState, PEER_HEADROOM, PEER_TAILROOM, Quotas, REPLY_BUFFER, RelayToken, Server, Transmit, Verdict,
+    Via,
 };
 use ip2p_wire::attr::{ChannelNumber, Nonce, Realm, RequestedTransport, Username, XorPeerAddress, XorRelayedAddress};
 use ip2p_wire::credentials::LongTermKey;
@@ -36,7 +37,7 @@ impl Bench {
         let mut cfg = config();
         cfg.ports = 10000..=60000;
         let now = t0();
-        let shared = Arc::new(Shared::new(Quotas::default()));
+        let shared = Arc::new(NodeState::new(Quotas::default()));
         let server = Server::new(Arc::new(cfg), shared, now, UNIX0, 7);
         let key = LongTermKey::md5("alice", REALM, "wonderland");
         Self { server, now, reply: vec![0; REPLY_BUFFER], key, tid: 0, sockets: FakeSockets::default() }

@@ -15,7 +15,9 @@ use ip2p_wire::{ErrorCode, IntegrityKind};
 
 use super::policy::canonical;
 use super::shared::View;
-use super::{Account, ListenerId, MovedChannel, MovedPermission};
+use crate::moved::{MovedChannel, MovedPermission};
+use crate::packet::ListenerId;
+use crate::shared::Account;
 
 /// RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds".
 pub(crate) const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);

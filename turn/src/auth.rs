@@ -16,6 +16,11 @@ use sha2::Sha256;
 
 use super::stats::AuthFailure;
 
+/// The longest REALM: the 401 to the smallest well-formed Allocate (28
+/// bytes: a header and REQUESTED-TRANSPORT) is 80 bytes plus the realm's
+/// padded length, and must stay within four times it.
+pub const MAX_REALM: usize = 32;
+
 /// The algorithms offered in PASSWORD-ALGORITHMS, in order of preference.
 pub(crate) const OFFERED_ALGORITHMS: [PasswordAlgorithm<'static>; 2] =
     [PasswordAlgorithm::new(AlgorithmId::SHA256), PasswordAlgorithm::new(AlgorithmId::MD5)];

@@ -5,8 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-#[cfg(doc)]
-use crate::Server;
 use crate::auth::Credentials;
 use crate::policy::PeerPolicy;
 
@@ -67,7 +65,7 @@ pub struct Config {
     /// without any they get 508.
     pub alternates: Vec<SocketAddr>,
     /// The local short-circuit between allocations of this node (see
-    /// [`Server::handle_client`]).
+    /// [`Server::handle_client`](crate::Server::handle_client)).
     pub short_circuit: bool,
     /// Payload bytes a second each allocation may relay in each direction
     /// (a second's worth may come in a burst); 0 = no limit. Past it,
@@ -77,7 +75,7 @@ pub struct Config {
     /// (/24, /56); 0 = no limit. Past it, requests go unanswered.
     pub unauthenticated_rate: u32,
     /// Queue an [`crate::Event`] for every change to the forwarding state
-    /// (see [`Server::poll_event`]); whoever turns it on must poll them.
+    /// (see [`Server::poll_event`](crate::Server::poll_event)); whoever turns it on must poll them.
     pub events: bool,
 }
 

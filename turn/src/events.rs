@@ -1,7 +1,7 @@
 //! What changed in the forwarding state, for whoever mirrors it outside
 //! the core (a kernel fast path's tables; a handover's snapshot). With
 //! [`crate::Config::events`] on, the core queues an [`Event`] for every
-//! change, and the datapath takes them with [`Server::poll_event`] after
+//! change, and the datapath takes them with [`Server::poll_event`](crate::Server::poll_event) after
 //! each batch. Off (the default), nothing is queued.
 //!
 //! A mirror holds [`ChannelPath`]s: the packets the core would relay
@@ -14,8 +14,6 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-#[cfg(doc)]
-use crate::Server;
 use crate::{ListenerId, RelayToken};
 
 /// One channel the core relays both ways without a question: ChannelData

@@ -23,6 +23,7 @@ pub mod auth;
 mod config;
 mod events;
 pub mod loglimit;
+mod moved;
 mod packet;
 pub mod policy;
 mod ratelimit;
@@ -36,15 +37,17 @@ pub mod testing;
 mod tests;
 mod timer;
 
-pub use self::auth::{Credentials, UserSecret};
+pub use self::auth::{Credentials, MAX_REALM, UserSecret};
 pub use self::config::{ChannelNumbers, Config, MAX_RELAY_IPS, RelayIp};
 pub use self::events::{ChannelPath, Event};
+pub use self::moved::{Adoptable, Moved, MovedChannel, MovedPermission, MovedRelay};
 pub use self::packet::{
-    DropReason, Handoff, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Transmit, Verdict, Via,
+    DropReason, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, ToOwner, Transmit, Verdict, Via,
 };
 pub use self::policy::{Judgement, PeerPolicy};
-pub use self::server::{AdoptError, Export, MAX_REALM, Moved, MovedChannel, MovedPermission, Server};
-pub use self::shared::{Account, Held, QuotaLimits, Quotas, Shared, client_prefix};
+pub use self::server::Server;
+pub use self::server::export::{AdoptError, Export};
+pub use self::shared::{Account, Held, NodeState, QuotaLimits, Quotas, client_prefix};
 pub use self::sockets::Sockets;
 pub use self::stats::{
     AllocationRefusals, AuthFailure, AuthFailures, Drops, Gauges, METHODS, RESULTS, Responses, Stats,

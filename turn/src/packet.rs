@@ -6,9 +6,6 @@ use std::ops::Range;
 
 use ip2p_wire::Transport;
 
-#[cfg(doc)]
-use crate::{Server, Stats};
-
 /// Bytes a datapath must leave free in front of a peer's datagram: the
 /// largest header the relay writes there (a Data indication for an IPv6
 /// peer is 48 bytes; ChannelData needs 4).
@@ -57,6 +54,14 @@ impl RelayToken {
         Self(slot << 1 | u32::from(family == 1))
     }
 
+    /// The token as an index into a datapath's table of relay sockets:
+    /// dense, since slots are reused (two entries per allocation, one per
+    /// family).
+    #[must_use]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
     pub(crate) fn slot(self) -> usize {
         (self.0 >> 1) as usize
     }
@@ -101,9 +106,10 @@ pub enum Verdict {
     Forward(Transmit),
     /// Send a range of the reply buffer (a STUN response).
     Reply(Transmit),
-    /// Pass the payload to another worker's inbox (or this worker's own,
-    /// when it has no room around it to be framed where it lies).
-    Handoff(Handoff),
+    /// Pass the payload to the inbox of the worker that owns its
+    /// destination (another's, or this worker's own when the payload has
+    /// no room around it to be framed where it lies).
+    ToOwner(ToOwner),
     /// Send nothing now: the request is answered later (RFC 6062 Connect,
     /// once the connection to the peer is made or has failed).
     Deferred,
@@ -112,9 +118,9 @@ pub enum Verdict {
 }
 
 /// A payload on its way from one relayed address of this node to another,
-/// through a worker's inbox and [`Server::handoff`].
+/// through the owning worker's inbox and [`Server::handle_inbox`](crate::Server::handle_inbox).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Handoff {
+pub struct ToOwner {
     /// The worker that owns the destination.
     pub worker: usize,
     /// The sender's relayed address, which the payload comes from.
@@ -125,7 +131,7 @@ pub struct Handoff {
     pub transmit: Transmit,
 }
 
-/// Why a packet was dropped: each is a counter in [`Stats`].
+/// Why a packet was dropped: each is a counter in [`Stats`](crate::Stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
     /// Neither STUN nor ChannelData, or a STUN message that fails the basic

@@ -15,7 +15,7 @@ use crate::{DropReason, ListenerId};
 
 /// What the workers of one node share.
 #[derive(Debug, Default)]
-pub struct Shared {
+pub struct NodeState {
     /// Allocation limits.
     pub quotas: Quotas,
     pub(crate) reservations: Reservations,
@@ -26,8 +26,8 @@ pub struct Shared {
     pub(crate) tcp_relays: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
-impl Shared {
-    /// Shared state with these quotas.
+impl NodeState {
+    /// A node's shared state with these quotas.
     #[must_use]
     pub fn new(quotas: Quotas) -> Self {
         Self { quotas, ..Self::default() }
@@ -56,7 +56,7 @@ pub(crate) struct Owner {
 
 /// A copy of one UDP allocation's state as the short-circuit reads it:
 /// who gets a packet from one of the host's relayed addresses and how it is
-/// framed. The same decisions as [`crate::Server::handoff`] makes on the
+/// framed. The same decisions as [`crate::Server::handle_inbox`] makes on the
 /// owner's side.
 #[derive(Debug)]
 pub(crate) struct View {
@@ -175,7 +175,7 @@ impl ReservationTable {
     }
 }
 
-impl Shared {
+impl NodeState {
     /// Adds (or removes) a TCP allocation's relayed addresses.
     pub(crate) fn index_tcp(&self, addrs: [SocketAddr; 2], add: bool) {
         let mut live = self.tcp_relays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -4,8 +4,6 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-#[cfg(doc)]
-use crate::Server;
 use crate::packet::{ListenerId, RelayToken};
 use crate::shared::Held;
 
@@ -38,14 +36,14 @@ pub trait Sockets {
     /// RFC 6062: listens on `addr` (TCP) for relay `token`'s peers, for an
     /// allocation of `username` whose client is at `client` (its peer
     /// connections count against that client's connection limits). Its
-    /// connections are announced with [`Server::tcp_incoming`].
+    /// connections are announced with [`Server::tcp_incoming`](crate::Server::tcp_incoming).
     ///
     /// # Errors
     /// As [`Sockets::open_relay`].
     fn open_tcp_relay(&mut self, token: RelayToken, addr: SocketAddr, username: &str, client: IpAddr)
     -> io::Result<()>;
     /// RFC 6062 §5.2: connects from relay `token`'s address `from` to
-    /// `peer`; the outcome comes back through [`Server::tcp_connected`].
+    /// `peer`; the outcome comes back through [`Server::tcp_connected`](crate::Server::tcp_connected).
     fn tcp_connect(&mut self, token: RelayToken, from: SocketAddr, peer: SocketAddr);
     /// Whether relay `token` has a connection with `peer` (waiting for its
     /// ConnectionBind, or bound).

@@ -23,12 +23,12 @@ pub struct Stats {
     /// Of the datagrams a client sent to another allocation of this node,
     /// those for another worker's allocation, counted by the sender: the
     /// short-circuit's crossings between workers (the sender delivers most
-    /// itself; the rest go through the owner's inbox: `handed_off`).
+    /// itself; the rest go through the owner's inbox: `to_owner`).
     pub crossed: u64,
     /// Of those crossings, the datagrams handed to the owner's inbox (a
     /// stream client, a bandwidth limit, a frame with no room around it),
     /// counted by the sender.
-    pub handed_off: u64,
+    pub to_owner: u64,
     /// Payload bytes relayed peer → client.
     pub to_client_bytes: u64,
     /// STUN requests received (answered or not).
@@ -56,7 +56,7 @@ impl Stats {
         self.to_client_packets += o.to_client_packets;
         self.short_circuited += o.short_circuited;
         self.crossed += o.crossed;
-        self.handed_off += o.handed_off;
+        self.to_owner += o.to_owner;
         self.to_client_bytes += o.to_client_bytes;
         self.requests += o.requests;
         self.responses.add(&o.responses);

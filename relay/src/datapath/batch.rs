@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, sendmsg};
 
 use super::gso::{self, GsoCounters};
-use crate::proto::{PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER};
+use ip2p_turn::{PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER};
 
 /// Datagrams per syscall.
 pub(crate) const BATCH: usize = 32;

@@ -19,10 +19,14 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
-use super::stream::Clients;
+use super::clients::Clients;
+use super::moving::{Frozen, MovedConn};
+use super::relay_sockets::{DataConnection, RelaySockets};
+use super::stats::DatapathCounters;
 use super::tcp_relay::TcpRelays;
-use super::{DataConnection, DatapathCounters, RelaySockets, Worker, backoff, now};
-use crate::proto::{ListenerId, PEER_HEADROOM, RelayToken, Transmit, Verdict, Via};
+use super::worker::{Worker, WorkerSetup};
+use super::{backoff, now};
+use ip2p_turn::{ListenerId, PEER_HEADROOM, RelayToken, Transmit, Verdict, Via};
 
 const WAKE: Token = Token(usize::MAX);
 /// Tokens: UDP listeners from 0, stream listeners from `STREAM_BASE`,
@@ -31,7 +35,7 @@ const STREAM_BASE: usize = 1 << 15;
 const RELAY_BASE: usize = 1 << 16;
 const CONN_BASE: usize = 1 << 40;
 /// Most batches of packets from other workers relayed per round.
-const HANDOFF_BATCHES: usize = 32;
+const INBOX_BATCHES: usize = 32;
 
 /// What the core opens and closes through [`Sockets`]: UDP relay sockets,
 /// indexed by [`RelayToken`] and registered with the poll, and TCP relays.
@@ -53,17 +57,17 @@ struct RelaySocket {
     generation: u32,
 }
 
-super::relay_sockets!(EpollSockets);
+super::relay_sockets::impl_sockets!(EpollSockets);
 
 impl RelaySockets for EpollSockets {
     fn send_now(&self, token: RelayToken, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let relay = self.relays.get(token.0 as usize).and_then(Option::as_ref);
+        let relay = self.relays.get(token.index()).and_then(Option::as_ref);
         relay.ok_or(io::ErrorKind::NotFound)?.socket.send_to(bytes, to)
     }
 
     fn install(&mut self, token: RelayToken, socket: std::net::UdpSocket) -> io::Result<()> {
         let mut socket = UdpSocket::from_std(socket);
-        let index = token.0 as usize;
+        let index = token.index();
         self.registry.register(&mut socket, Token(RELAY_BASE + index), Interest::READABLE)?;
         if self.relays.len() <= index {
             self.relays.resize_with(index + 1, || None);
@@ -76,7 +80,7 @@ impl RelaySockets for EpollSockets {
     }
 
     fn uninstall(&mut self, token: RelayToken) -> bool {
-        let Some(mut relay) = self.relays.get_mut(token.0 as usize).and_then(Option::take) else { return false };
+        let Some(mut relay) = self.relays.get_mut(token.index()).and_then(Option::take) else { return false };
         let _ = self.registry.deregister(&mut relay.socket);
         true
     }
@@ -98,7 +102,7 @@ enum Source {
     /// Reply buffer `k` of the batch.
     Reply(usize),
     /// Packet `k` from another worker.
-    Handoff(usize),
+    Inbox(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -131,29 +135,33 @@ struct Loop {
     /// says nothing more about a backlog it already reported), and how many
     /// failures in a row.
     accept_retry: Option<(Instant, u32)>,
-    socks: EpollSockets,
+    sockets: EpollSockets,
     rx: RecvBatch,
     tx: SendBatch,
     pending: Vec<Pending>,
     /// Buffers of packets from other workers in the batch.
-    handoffs: Vec<Box<[u8]>>,
+    from_inbox: Vec<Box<[u8]>>,
     send_errors: u64,
     truncated: u64,
 }
 
 /// Runs a worker until it is told to shut down.
-pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
+pub(crate) fn run(setup: WorkerSetup) -> io::Result<()> {
+    let WorkerSetup { worker, listeners, streams, adoption, ready, .. } = setup;
     let mut poll = Poll::new()?;
-    let mut listeners: Vec<UdpSocket> = worker.listeners.drain(..).map(UdpSocket::from_std).collect();
+    let mut listeners: Vec<UdpSocket> = listeners.into_iter().map(UdpSocket::from_std).collect();
     for (i, l) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
     }
-    let mut streams = Vec::new();
-    for (i, l) in worker.streams.drain(..).enumerate() {
-        let mut socket = TcpListener::from_std(l.socket);
-        poll.registry().register(&mut socket, Token(STREAM_BASE + i), Interest::READABLE)?;
-        streams.push((socket, l.tls));
-    }
+    let streams = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut socket = TcpListener::from_std(l.socket);
+            poll.registry().register(&mut socket, Token(STREAM_BASE + i), Interest::READABLE)?;
+            Ok((socket, l.tls))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let wake_fd = worker.wake.as_fd().as_raw_fd();
     poll.registry().register(&mut SourceFd(&wake_fd), WAKE, Interest::READABLE)?;
     let registry = poll.registry().try_clone()?;
@@ -166,25 +174,25 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         clients: Clients::new(now()),
         read_buf: vec![0; 65_536].into_boxed_slice(),
         accept_retry: None,
-        socks: EpollSockets {
+        sockets: EpollSockets {
             registry,
             relays: Vec::new(),
             next_generation: 0,
             worker: worker_id,
-            tcp: tcp.clone(),
+            tcp,
             data_connections: Vec::new(),
         },
         rx: RecvBatch::new(),
         tx: SendBatch::new(gso),
         pending: Vec::with_capacity(BATCH),
-        handoffs: Vec::with_capacity(BATCH),
+        from_inbox: Vec::with_capacity(BATCH),
         send_errors: 0,
         truncated: 0,
     };
     let mut events = Events::with_capacity(1024);
-    l.worker.adopt(&mut l.socks);
-    l.adopt_conns();
-    l.worker.report_ready();
+    l.worker.adopt(adoption.allocations, adoption.arrived, &mut l.sockets);
+    l.adopt_conns(adoption.conns);
+    let _ = ready.send(Ok(()));
     loop {
         let retry = l.accept_retry.map(|(at, _)| at);
         let deadline = [l.worker.server.poll_timeout(), l.clients.deadline(), retry].into_iter().flatten().min();
@@ -204,7 +212,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
                         return Ok(());
                     }
                     while let Ok(event) = l.worker.tcp_events.try_recv() {
-                        l.clients.tcp_event(event, &mut l.worker, &mut l.socks);
+                        l.clients.tcp_event(event, &mut l.worker, &mut l.sockets);
                     }
                 }
                 Token(i) if i < STREAM_BASE => l.drain_listener(i),
@@ -213,9 +221,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
                 Token(i) => l.drain_conn(i - CONN_BASE),
             }
         }
-        l.handoffs_in();
+        l.relay_inbox();
         l.flush_conns();
-        if let Some(reply) = l.worker.hand_over.take()
+        if let Some(reply) = l.worker.freeze.take()
             && l.freeze(&reply)
         {
             return Ok(());
@@ -237,13 +245,13 @@ impl Loop {
     /// A handover: nothing is read from the sockets until the worker
     /// resumes or stops (`true`). Polling is edge-triggered, so on resuming
     /// every socket is read once for what came meanwhile.
-    fn freeze(&mut self, reply: &crossbeam_channel::Sender<super::Frozen>) -> bool {
+    fn freeze(&mut self, reply: &crossbeam_channel::Sender<Frozen>) -> bool {
         let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok();
         let udp = self.listeners.iter().filter_map(|l| dup(l.as_fd())).collect();
         let streams = self.streams.iter().filter_map(|(l, _)| dup(l.as_fd())).collect();
         let counters = self.counters();
-        let relays = &self.socks.relays;
-        let relay = |t: RelayToken| relays.get(t.0 as usize)?.as_ref().and_then(|r| dup(r.socket.as_fd()));
+        let relays = &self.sockets.relays;
+        let relay = |t: RelayToken| relays.get(t.index())?.as_ref().and_then(|r| dup(r.socket.as_fd()));
         let conns = self.clients.moving(|io| io.as_ref().map(AsFd::as_fd));
         if self.worker.freeze(reply, udp, streams, relay, conns, counters) {
             return true;
@@ -255,8 +263,8 @@ impl Loop {
         for i in 0..self.listeners.len() {
             self.drain_listener(i);
         }
-        for i in 0..self.socks.relays.len() {
-            if self.socks.relays.get(i).is_some_and(Option::is_some) {
+        for i in 0..self.sockets.relays.len() {
+            if self.sockets.relays.get(i).is_some_and(Option::is_some) {
                 self.drain_relay(i);
             }
         }
@@ -268,15 +276,16 @@ impl Loop {
 
     /// Takes over the connections a previous process handed over, and
     /// reads what came on them meanwhile.
-    fn adopt_conns(&mut self) {
-        for m in std::mem::take(&mut self.worker.adopted_conns) {
+    fn adopt_conns(&mut self, conns: Vec<MovedConn>) {
+        for m in conns {
             let socket = std::net::TcpStream::from(m.fd);
             // (An io_uring datapath's connections may be blocking.)
             let _ = socket.set_nonblocking(true);
             let mut socket = TcpStream::from_std(socket);
             let Some(slot) = self.clients.adopt(&self.worker, m.state, None) else { continue };
             let token = Token(CONN_BASE + slot);
-            if let Err(e) = self.socks.registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) = self.sockets.registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
+            {
                 tracing::warn!(error = %e, "cannot poll a connection handed over");
                 self.close(slot, "cannot poll it");
                 continue;
@@ -290,7 +299,7 @@ impl Loop {
 
     fn expire(&mut self) {
         let now = now();
-        self.worker.server.handle_timeout(now, &mut self.socks);
+        self.worker.server.handle_timeout(now, &mut self.sockets);
         if let Some((at, _)) = self.accept_retry
             && at <= now
         {
@@ -326,7 +335,8 @@ impl Loop {
             let Some(slot) = self.clients.admit(&self.worker, listener, tls.as_ref(), peer, None) else { continue };
             let _ = stream.set_nodelay(true);
             let token = Token(CONN_BASE + slot);
-            if let Err(e) = self.socks.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) = self.sockets.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
                 tracing::warn!(error = %e, "cannot poll a connection");
                 self.clients.conns.remove(slot);
                 continue;
@@ -356,11 +366,11 @@ impl Loop {
                 }
             };
             let bytes = self.read_buf.get_mut(..n).unwrap_or_default();
-            if self.clients.received(slot, bytes, &mut self.worker, &mut self.socks).is_err() {
+            if self.clients.received(slot, bytes, &mut self.worker, &mut self.sockets).is_err() {
                 closed = Some("protocol error");
                 break;
             }
-            if !self.socks.data_connections.is_empty() {
+            if !self.sockets.data_connections.is_empty() {
                 // A ConnectionBind: the rest of this stream is raw data.
                 break;
             }
@@ -376,16 +386,16 @@ impl Loop {
     /// Gives the connections a ConnectionBind claimed, with their TLS state
     /// and unsent bytes (the response), to the TCP relays.
     fn splice_data_connections(&mut self) {
-        for h in std::mem::take(&mut self.socks.data_connections) {
+        for h in std::mem::take(&mut self.sockets.data_connections) {
             let Some((slot, _)) = self.clients.conns.find(h.listener, h.client) else { continue };
             let Some(mut conn) = self.clients.conns.remove(slot) else { continue };
             let Some(mut socket) = conn.io.take() else { continue };
-            let _ = self.socks.registry.deregister(&mut socket);
+            let _ = self.sockets.registry.deregister(&mut socket);
             let (tls, unsent) = conn.stream.into_parts();
             let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(socket));
             let _ = socket.set_nonblocking(false);
             // It still counts against its client's limits, as a data connection.
-            self.socks.tcp.splice(h.id, socket, tls, unsent, conn.ticket.take());
+            self.sockets.tcp.splice(h.id, socket, tls, unsent, conn.ticket.take());
         }
     }
 
@@ -406,9 +416,9 @@ impl Loop {
     fn close(&mut self, slot: usize, why: &str) {
         let Some(mut conn) = self.clients.conns.remove(slot) else { return };
         if let Some(socket) = conn.io.as_mut() {
-            let _ = self.socks.registry.deregister(socket);
+            let _ = self.sockets.registry.deregister(socket);
         }
-        self.worker.server.client_closed(now(), conn.listener, conn.peer, &mut self.socks);
+        self.worker.server.client_closed(now(), conn.listener, conn.peer, &mut self.sockets);
         tracing::debug!(client = %conn.peer, why, "connection closed");
     }
 
@@ -446,13 +456,13 @@ impl Loop {
                 };
                 let packet = PEER_HEADROOM..PEER_HEADROOM + m.len;
                 let listener = ListenerId::udp(listener_id);
-                let verdict = self.worker.handle_client(now, listener, m.from, buf, packet, reply, &mut self.socks);
-                let (relays, pending) = (&self.socks.relays, &mut self.pending);
+                let verdict = self.worker.handle_client(now, listener, m.from, buf, packet, reply, &mut self.sockets);
+                let (relays, pending) = (&self.sockets.relays, &mut self.pending);
                 match verdict {
                     Verdict::Forward(t) => queue(pending, relays, t, Source::Received(k)),
                     Verdict::Reply(t) => queue(pending, relays, t, Source::Reply(k)),
-                    Verdict::Handoff(h) => {
-                        if let Some(t) = self.worker.hand_off(h, buf) {
+                    Verdict::ToOwner(h) => {
+                        if let Some(t) = self.worker.to_owner(h, buf) {
                             queue(pending, relays, t, Source::Received(k));
                         }
                     }
@@ -471,7 +481,7 @@ impl Loop {
             return;
         };
         loop {
-            let Some(Some(relay)) = self.socks.relays.get(index) else {
+            let Some(Some(relay)) = self.sockets.relays.get(index) else {
                 return;
             };
             let v6 = token.family_is_v6();
@@ -498,7 +508,7 @@ impl Loop {
                 };
                 let data = PEER_HEADROOM..PEER_HEADROOM + m.len;
                 if let Ok(t) = self.worker.server.handle_peer(now, token, m.from, buf, data) {
-                    queue(&mut self.pending, &self.socks.relays, t, Source::Received(k));
+                    queue(&mut self.pending, &self.sockets.relays, t, Source::Received(k));
                 }
             }
             self.flush();
@@ -510,26 +520,26 @@ impl Loop {
 
     /// Relays what other workers passed to this one's allocations, a batch
     /// at a time.
-    fn handoffs_in(&mut self) {
+    fn relay_inbox(&mut self) {
         let id = self.worker.id;
-        for _ in 0..HANDOFF_BATCHES {
+        for _ in 0..INBOX_BATCHES {
             let now = now();
-            while self.handoffs.len() < BATCH {
-                let Some(mut p) = self.worker.handoffs.recv(id) else { break };
-                match self.worker.server.handoff(now, p.to, p.from, &mut p.buf, p.data) {
+            while self.from_inbox.len() < BATCH {
+                let Some(mut p) = self.worker.inboxes.recv(id) else { break };
+                match self.worker.server.handle_inbox(now, p.to, p.from, &mut p.buf, p.data) {
                     Ok(t) => {
-                        queue(&mut self.pending, &self.socks.relays, t, Source::Handoff(self.handoffs.len()));
-                        self.handoffs.push(p.buf);
+                        queue(&mut self.pending, &self.sockets.relays, t, Source::Inbox(self.from_inbox.len()));
+                        self.from_inbox.push(p.buf);
                     }
-                    Err(_) => self.worker.handoffs.recycle(p.buf),
+                    Err(_) => self.worker.inboxes.recycle(p.buf),
                 }
             }
-            if self.handoffs.is_empty() {
+            if self.from_inbox.is_empty() {
                 return;
             }
             self.flush();
-            for buf in self.handoffs.drain(..) {
-                self.worker.handoffs.recycle(buf);
+            for buf in self.from_inbox.drain(..) {
+                self.worker.inboxes.recycle(buf);
             }
         }
     }
@@ -551,7 +561,7 @@ impl Loop {
                 && l.transport == ip2p_wire::Transport::Stream
             {
                 for p in group {
-                    self.clients.send(l, p.to, bytes(&self.rx, &self.handoffs, p).unwrap_or_default());
+                    self.clients.send(l, p.to, bytes(&self.rx, &self.from_inbox, p).unwrap_or_default());
                 }
                 start = end;
                 continue;
@@ -560,9 +570,9 @@ impl Loop {
                 Via::Listener(l) => self.listeners.get(usize::from(l.index)),
                 // Only the socket the send was queued for, not a successor.
                 Via::Relay(t) => self
-                    .socks
+                    .sockets
                     .relays
-                    .get(t.0 as usize)
+                    .get(t.index())
                     .and_then(Option::as_ref)
                     .filter(|r| r.generation == key.1)
                     .map(|r| &r.socket),
@@ -571,7 +581,7 @@ impl Loop {
                 let mut msgs: [(SocketAddr, &[u8]); BATCH] = [(SocketAddr::from(([0; 4], 0)), &[]); BATCH];
                 let mut n = 0;
                 for (slot, p) in msgs.iter_mut().zip(group) {
-                    let bytes = bytes(&self.rx, &self.handoffs, p);
+                    let bytes = bytes(&self.rx, &self.from_inbox, p);
                     *slot = (p.to, bytes.unwrap_or_default());
                     n += 1;
                 }
@@ -584,18 +594,18 @@ impl Loop {
 }
 
 /// A pending datagram's bytes.
-fn bytes<'a>(rx: &'a RecvBatch, handoffs: &'a [Box<[u8]>], p: &Pending) -> Option<&'a [u8]> {
+fn bytes<'a>(rx: &'a RecvBatch, from_inbox: &'a [Box<[u8]>], p: &Pending) -> Option<&'a [u8]> {
     let buf = match p.source {
         Source::Received(k) => rx.bufs.get(k),
         Source::Reply(k) => rx.replies.get(k),
-        Source::Handoff(k) => handoffs.get(k),
+        Source::Inbox(k) => from_inbox.get(k),
     };
     buf.and_then(|b| b.get(p.range.clone()))
 }
 
 fn queue(pending: &mut Vec<Pending>, relays: &[Option<RelaySocket>], t: Transmit, source: Source) {
     let generation = match t.via {
-        Via::Relay(token) => relays.get(token.0 as usize).and_then(Option::as_ref).map_or(0, |r| r.generation),
+        Via::Relay(token) => relays.get(token.index()).and_then(Option::as_ref).map_or(0, |r| r.generation),
         Via::Listener(_) => 0,
     };
     pending.push(Pending { via: t.via, generation, to: t.to, source, range: t.range });

@@ -3,7 +3,7 @@
 //! When a client's packet is addressed to a relayed address another worker
 //! owns (or this worker's own, for a stream client's frame, which has no
 //! room around it to be framed where it lies), the core answers
-//! `Verdict::Handoff`: its payload is copied once into a pooled buffer and
+//! `Verdict::ToOwner`: its payload is copied once into a pooled buffer and
 //! pushed onto that worker's inbox (a bounded crossbeam queue). The receiver frames it
 //! in place and sends it to its client from that buffer, then returns the
 //! buffer to the pool, so the steady state allocates nothing. The sender
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 use crossbeam_queue::ArrayQueue;
 use nix::sys::eventfd::EventFd;
 
-use crate::proto::{PEER_HEADROOM, PEER_TAILROOM};
+use ip2p_turn::{PEER_HEADROOM, PEER_TAILROOM};
 
 /// One pooled buffer: headroom, the payload, tailroom. Larger payloads
 /// take the way through the kernel.
@@ -50,18 +50,18 @@ struct Inbox {
 }
 
 /// Every worker's inbox and the buffer pool.
-pub(crate) struct Handoffs {
+pub(crate) struct Inboxes {
     inboxes: Box<[Inbox]>,
     pool: ArrayQueue<Box<[u8]>>,
 }
 
-impl std::fmt::Debug for Handoffs {
+impl std::fmt::Debug for Inboxes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handoffs").field("workers", &self.inboxes.len()).finish_non_exhaustive()
+        f.debug_struct("Inboxes").field("workers", &self.inboxes.len()).finish_non_exhaustive()
     }
 }
 
-impl Handoffs {
+impl Inboxes {
     /// Inboxes for workers woken by these eventfds, in worker order.
     pub(crate) fn new(wakes: &[Arc<EventFd>]) -> Self {
         let inboxes = wakes
@@ -138,15 +138,15 @@ mod tests {
 
     use super::*;
 
-    fn handoffs(n: usize) -> (Handoffs, Vec<Arc<EventFd>>) {
+    fn inboxes(n: usize) -> (Inboxes, Vec<Arc<EventFd>>) {
         let wakes: Vec<_> =
             (0..n).map(|_| Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).expect("eventfd"))).collect();
-        (Handoffs::new(&wakes), wakes)
+        (Inboxes::new(&wakes), wakes)
     }
 
     #[test]
     fn a_parked_worker_is_woken_once_and_an_awake_one_not_at_all() {
-        let (h, wakes) = handoffs(2);
+        let (h, wakes) = inboxes(2);
         let (a, b) = ("127.0.0.1:50000".parse().expect("addr"), "127.0.0.1:50002".parse().expect("addr"));
         assert!(h.send(1, a, b, b"awake"));
         assert!(wakes[1].read().is_err(), "no wake-up for a worker that is not parked");
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn what_does_not_fit_is_refused_for_the_kernel_path() {
-        let (h, _wakes) = handoffs(1);
+        let (h, _wakes) = inboxes(1);
         let a: SocketAddr = "127.0.0.1:50000".parse().expect("addr");
         assert!(!h.send(0, a, a, &[0; MAX_PAYLOAD + 1]));
         assert!(h.send(0, a, a, &[7; MAX_PAYLOAD]));

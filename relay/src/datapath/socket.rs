@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::proto::Held;
+use ip2p_turn::Held;
 
 /// Receive and send buffer size asked of the kernel for listening sockets:
 /// every client's traffic arrives on them (the kernel caps it at

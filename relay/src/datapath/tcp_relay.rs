@@ -23,9 +23,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::EventFd;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::conn_limits::{ConnLimits, ConnTicket};
 use super::now;
-use super::stream::{ConnLimits, ConnTicket};
-use crate::proto::RelayToken;
+use ip2p_turn::RelayToken;
 
 /// RFC 6062 §5.2, §5.3: a peer connection waits 30 seconds for its
 /// ConnectionBind.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use super::TakenOver;
+use super::pack::{MAX_BYTES, MAX_FDS, Unpacked, bytes_to_send, give_up, unpack};
 use crate::node::NodeHandle;
 
 /// Each descriptor's name: this and its index in the snapshot.
@@ -96,7 +96,7 @@ pub fn store(
     nonce_secret: &[u8; 32],
     admin: Option<BorrowedFd<'_>>,
 ) -> io::Result<usize> {
-    let (snapshot, fds, moved) = super::give_up(node, nonce_secret, admin)?;
+    let (snapshot, fds, moved) = give_up(node, nonce_secret, admin)?;
     if fds.len() >= max {
         let e = io::Error::other(format!(
             "{} descriptors and the snapshot do not fit in FileDescriptorStoreMax={max}",
@@ -120,7 +120,7 @@ pub fn store(
         }
         let memfd = nix::sys::memfd::memfd_create(c"ip2p-handover", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
         let mut file = std::fs::File::from(memfd);
-        file.write_all(&super::bytes_to_send(snapshot))?;
+        file.write_all(&bytes_to_send(snapshot))?;
         file.rewind()?;
         names.push(SNAPSHOT.to_owned());
         sd_notify::notify_with_fds(false, &store(SNAPSHOT), &[file.as_fd()])
@@ -140,19 +140,18 @@ pub fn store(
 }
 
 /// Removes the descriptors named `names` from systemd's store.
-pub(crate) fn remove(names: &[String]) {
+pub(super) fn remove(names: &[String]) {
     for name in names {
         let _ = sd_notify::notify(false, &[NotifyState::FdStoreRemove, NotifyState::FdName(name)]);
     }
 }
 
-/// The node a previous process left in systemd's store, if this process
-/// was given one at start. `Some(Err)`: it was unusable (a snapshot
-/// damaged or from a later version, descriptors missing because the store
-/// was too small); its descriptors are closed and removed from the store,
-/// and the node starts afresh.
+/// What systemd's store passed to this process at start, if it holds a
+/// node a previous process left there: the names of what it held (to
+/// remove from it once taken over), and the node unpacked, or why it is
+/// unusable.
 #[must_use]
-pub fn take_over() -> Option<io::Result<TakenOver>> {
+pub(super) fn take() -> Option<(Vec<String>, io::Result<Unpacked>)> {
     let passed: Vec<_> = sd_notify::listen_fds_with_names(true).ok()?.collect();
     if !passed.iter().any(|(_, name)| name.starts_with(PREFIX)) {
         return None;
@@ -167,8 +166,7 @@ pub fn take_over() -> Option<io::Result<TakenOver>> {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         if name == SNAPSHOT {
             snapshot = Some(fd);
-        } else if let Some(i) =
-            name.strip_prefix(PREFIX).and_then(|i| i.parse::<usize>().ok()).filter(|&i| i < super::MAX_FDS)
+        } else if let Some(i) = name.strip_prefix(PREFIX).and_then(|i| i.parse::<usize>().ok()).filter(|&i| i < MAX_FDS)
         {
             if fds.len() <= i {
                 fds.resize_with(i + 1, || None);
@@ -181,18 +179,12 @@ pub fn take_over() -> Option<io::Result<TakenOver>> {
         }
         names.push(name);
     }
-    let result = snapshot.ok_or_else(|| invalid("no snapshot in the store")).and_then(|fd| {
+    let unpacked = snapshot.ok_or_else(|| invalid("no snapshot in the store")).and_then(|fd| {
         let mut bytes = Vec::new();
         let mut file = std::fs::File::from(fd);
         file.rewind()?;
-        file.take(super::MAX_BYTES as u64).read_to_end(&mut bytes)?;
-        super::unpack(&bytes, fds)
+        file.take(MAX_BYTES as u64).read_to_end(&mut bytes)?;
+        unpack(&bytes, fds)
     });
-    match result {
-        Ok(unpacked) => Some(Ok(TakenOver::new(None, names, unpacked))),
-        Err(e) => {
-            remove(&names);
-            Some(Err(e))
-        }
-    }
+    Some((names, unpacked))
 }

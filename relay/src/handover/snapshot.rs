@@ -10,15 +10,12 @@
 //! neither. A reader takes its own version and every earlier one; a later
 //! version or anything malformed is refused as a whole.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::SocketAddr;
 
-use ip2p_wire::IntegrityKind;
-use ip2p_wire::credentials::LongTermKey;
 use serde::{Deserialize, Serialize};
 
-use crate::datapath::stream::ConnState;
-use crate::proto::{ListenerId, Moved, MovedChannel, MovedPermission};
+use crate::datapath::moving::ConnState;
+use ip2p_turn::Moved;
 
 /// The version this build writes (and the latest it reads).
 pub(crate) const VERSION: u32 = 2;
@@ -58,7 +55,9 @@ pub(crate) struct WorkerSnapshot {
     pub(crate) udp: Vec<SocketRef>,
     /// Its TCP listener per listen address, then its TLS listeners.
     pub(crate) streams: Vec<SocketRef>,
-    pub(crate) allocations: Vec<AllocationSnapshot>,
+    /// Its allocations, each relay socket named by its descriptor's index
+    /// (`fd`), lifetimes as left at `taken_at_ns`.
+    pub(crate) allocations: Vec<Moved<usize>>,
     /// Its plain TCP client connections (version 2).
     #[serde(default)]
     pub(crate) connections: Vec<ConnectionSnapshot>,
@@ -118,78 +117,6 @@ pub(crate) struct SocketRef {
     pub(crate) addr: SocketAddr,
 }
 
-/// A UDP allocation of a UDP client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AllocationSnapshot {
-    /// The index of the listener its client uses: a UDP one, or with
-    /// `transport` "tcp" a stream one.
-    pub(crate) listener: u16,
-    /// How its client reaches the relay (version 2; "udp" in version 1).
-    #[serde(default)]
-    pub(crate) transport: ClientTransport,
-    pub(crate) client: SocketAddr,
-    /// By family, `[IPv4, IPv6]`.
-    pub(crate) relays: [Option<RelaySnapshot>; 2],
-    pub(crate) username: String,
-    /// Whom it counts against.
-    pub(crate) quota_user: String,
-    /// The long-term key, hex: 16 bytes (MD5) or 32 (SHA-256).
-    pub(crate) key: String,
-    pub(crate) integrity: Integrity,
-    /// The Allocate's transaction ID, hex.
-    pub(crate) txid: String,
-    pub(crate) dont_fragment: bool,
-    /// Lifetime left at `taken_at_ns`, in milliseconds.
-    pub(crate) lifetime_ms: u64,
-    pub(crate) permissions: Vec<PermissionSnapshot>,
-    pub(crate) channels: Vec<ChannelSnapshot>,
-}
-
-/// A relayed address: its socket (bound to `bound`) and what the client
-/// was told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RelaySnapshot {
-    pub(crate) fd: usize,
-    pub(crate) bound: SocketAddr,
-    pub(crate) advertised: SocketAddr,
-}
-
-/// A client's transport to the relay.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum ClientTransport {
-    #[default]
-    Udp,
-    /// Over a plain TCP connection, among the worker's `connections`.
-    Tcp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Integrity {
-    Sha1,
-    Sha256,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PermissionSnapshot {
-    pub(crate) ip: IpAddr,
-    pub(crate) lifetime_ms: u64,
-    /// One of the host's own addresses.
-    pub(crate) host: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ChannelSnapshot {
-    pub(crate) number: u16,
-    pub(crate) peer: SocketAddr,
-    pub(crate) lifetime_ms: u64,
-}
-
 /// Why a snapshot cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SnapshotError {
@@ -209,10 +136,6 @@ impl std::fmt::Display for SnapshotError {
             Self::Malformed(e) => write!(f, "malformed snapshot: {e}"),
         }
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Snapshot {
@@ -245,108 +168,26 @@ impl Snapshot {
     }
 }
 
-impl AllocationSnapshot {
-    /// `moved`, whose relay sockets are descriptors `fds` (by family) of
-    /// the transfer.
-    pub(crate) fn new(moved: &Moved, fds: [Option<usize>; 2]) -> Self {
-        let relays = [0, 1].map(|family| {
-            let relay = moved.relays.get(family).copied().flatten();
-            let fd = fds.get(family).copied().flatten();
-            relay.zip(fd).map(|((bound, advertised), fd)| RelaySnapshot { fd, bound, advertised })
-        });
-        Self {
-            listener: moved.listener.index,
-            transport: match moved.listener.transport {
-                ip2p_wire::Transport::Datagram => ClientTransport::Udp,
-                ip2p_wire::Transport::Stream => ClientTransport::Tcp,
-            },
-            client: moved.client,
-            relays,
-            username: moved.username.clone(),
-            quota_user: moved.quota_user.clone(),
-            key: hex::encode(moved.key.as_bytes()),
-            integrity: match moved.integrity {
-                IntegrityKind::Sha1 => Integrity::Sha1,
-                IntegrityKind::Sha256 => Integrity::Sha256,
-            },
-            txid: hex::encode(moved.txid),
-            dont_fragment: moved.dont_fragment,
-            lifetime_ms: ms(moved.lifetime),
-            permissions: moved
-                .permissions
-                .iter()
-                .map(|p| PermissionSnapshot { ip: p.ip, lifetime_ms: ms(p.lifetime), host: p.host })
-                .collect(),
-            channels: moved
-                .channels
-                .iter()
-                .map(|c| ChannelSnapshot { number: c.number, peer: c.peer, lifetime_ms: ms(c.lifetime) })
-                .collect(),
-        }
-    }
-
-    /// The allocation as the core takes it, `elapsed` after the snapshot
-    /// was taken: `None` once its lifetime ran out meanwhile (its
-    /// permissions and channels that ran out are left out).
-    ///
-    /// # Errors
-    /// A key or transaction ID that is not what the format says.
-    pub(crate) fn moved(&self, elapsed: Duration) -> Result<Option<Moved>, SnapshotError> {
-        let left = |lifetime_ms: u64| Duration::from_millis(lifetime_ms).checked_sub(elapsed).filter(|d| !d.is_zero());
-        let Some(lifetime) = left(self.lifetime_ms) else { return Ok(None) };
-        let bad = |what: &str| SnapshotError::Malformed(format!("{what} of the allocation of {}", self.client));
-        let key = hex::decode(&self.key).map_err(|_| bad("key"))?;
-        let key = match key.len() {
-            16 => LongTermKey::Md5(key.try_into().map_err(|_| bad("key"))?),
-            32 => LongTermKey::Sha256(key.try_into().map_err(|_| bad("key"))?),
-            _ => return Err(bad("key")),
-        };
-        let txid: [u8; 12] =
-            hex::decode(&self.txid).ok().and_then(|t| t.try_into().ok()).ok_or_else(|| bad("transaction ID"))?;
-        Ok(Some(Moved {
-            listener: match self.transport {
-                ClientTransport::Udp => ListenerId::udp(self.listener),
-                ClientTransport::Tcp => ListenerId::stream(self.listener),
-            },
-            client: self.client,
-            relays: self.relays.map(|r| r.map(|r| (r.bound, r.advertised))),
-            username: self.username.clone(),
-            quota_user: self.quota_user.clone(),
-            key,
-            integrity: match self.integrity {
-                Integrity::Sha1 => IntegrityKind::Sha1,
-                Integrity::Sha256 => IntegrityKind::Sha256,
-            },
-            txid,
-            dont_fragment: self.dont_fragment,
-            lifetime,
-            permissions: self
-                .permissions
-                .iter()
-                .filter_map(|p| Some(MovedPermission { ip: p.ip, lifetime: left(p.lifetime_ms)?, host: p.host }))
-                .collect(),
-            channels: self
-                .channels
-                .iter()
-                .filter_map(|c| Some(MovedChannel { number: c.number, peer: c.peer, lifetime: left(c.lifetime_ms)? }))
-                .collect(),
-        }))
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use std::time::Duration;
+
+    use ip2p_turn::{ListenerId, MovedChannel, MovedPermission, MovedRelay};
+    use ip2p_wire::IntegrityKind;
+    use ip2p_wire::credentials::LongTermKey;
+
     use super::*;
 
-    fn moved() -> Moved {
+    fn relay(fd: usize, bound: &str, advertised: &str) -> Option<MovedRelay<usize>> {
+        Some(MovedRelay { socket: fd, bound: bound.parse().unwrap(), advertised: advertised.parse().unwrap() })
+    }
+
+    fn moved() -> Moved<usize> {
         Moved {
             listener: ListenerId::stream(1),
             client: "192.0.2.7:40000".parse().unwrap(),
-            relays: [
-                Some(("10.0.0.1:50000".parse().unwrap(), "203.0.113.1:50000".parse().unwrap())),
-                Some(("[fd00::1]:50002".parse().unwrap(), "[fd00::1]:50002".parse().unwrap())),
-            ],
+            relays: [relay(2, "10.0.0.1:50000", "203.0.113.1:50000"), relay(3, "[fd00::1]:50002", "[fd00::1]:50002")],
             username: "1700000000:alice".into(),
             quota_user: "alice".into(),
             key: LongTermKey::md5("alice", "ip2p", "secret"),
@@ -380,7 +221,7 @@ mod tests {
             workers: vec![WorkerSnapshot {
                 udp: vec![SocketRef { fd: 0, addr: "10.0.0.1:3478".parse().unwrap() }],
                 streams: vec![SocketRef { fd: 1, addr: "10.0.0.1:3478".parse().unwrap() }],
-                allocations: vec![AllocationSnapshot::new(&moved(), [Some(2), Some(3)])],
+                allocations: vec![moved()],
                 connections: vec![ConnectionSnapshot::new(
                     &ConnState {
                         listener: 1,
@@ -403,20 +244,8 @@ mod tests {
         let back = Snapshot::parse(&s.to_bytes(), "boot").unwrap();
         assert_eq!(back, s);
         let a = &back.workers[0].allocations[0];
-        assert_eq!(a.relays.map(|r| r.map(|r| r.fd)), [Some(2), Some(3)]);
-        assert_eq!(a.moved(Duration::ZERO).unwrap(), Some(moved()));
-    }
-
-    /// Time spent in the handover comes off every lifetime; what ran out
-    /// meanwhile is left out.
-    #[test]
-    fn the_time_between_is_taken_off() {
-        let a = &snapshot().workers[0].allocations[0];
-        let m = a.moved(Duration::from_secs(4)).unwrap().unwrap();
-        assert_eq!(m.lifetime, Duration::from_secs(496));
-        assert_eq!(m.permissions.len(), 1, "the 3 s permission ran out");
-        assert_eq!(m.permissions[0].lifetime, Duration::from_secs(196));
-        assert_eq!(a.moved(Duration::from_secs(500)).unwrap(), None);
+        assert_eq!(a.relays.map(|r| r.map(|r| r.socket)), [Some(2), Some(3)]);
+        assert_eq!(a, &moved());
     }
 
     /// A snapshot as version 1 of the format wrote it (kept as it was
@@ -427,10 +256,10 @@ mod tests {
         assert_eq!((s.version, s.workers.len()), (1, 1));
         let w = &s.workers[0];
         assert!(w.connections.is_empty());
-        let m = w.allocations[0].moved(Duration::from_secs(1)).unwrap().unwrap();
+        let m = w.allocations[0].clone().aged(Duration::from_secs(1)).unwrap();
         assert_eq!(m.listener, ListenerId::udp(0));
         assert_eq!(m.client, "192.0.2.7:40000".parse().unwrap());
-        assert_eq!(m.relays[0], Some(("10.0.0.1:50000".parse().unwrap(), "203.0.113.1:50000".parse().unwrap())));
+        assert_eq!(m.relays, [relay(2, "10.0.0.1:50000", "203.0.113.1:50000"), None]);
         assert_eq!(
             m.key,
             LongTermKey::Md5(hex::decode("000102030405060708090a0b0c0d0e0f").unwrap().try_into().unwrap())
@@ -450,7 +279,6 @@ mod tests {
             (state.listener, state.partial.as_slice(), state.unsent.as_slice()),
             (1, &[0x40, 0][..], &b"unsent"[..])
         );
-        assert_eq!(s.workers[0].allocations[0].moved(Duration::ZERO).unwrap().unwrap().listener, ListenerId::stream(1));
         let mut bad = c.clone();
         bad.unsent = "not hex".into();
         assert!(matches!(bad.state(), Err(SnapshotError::Malformed(_))));
@@ -469,10 +297,16 @@ mod tests {
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
             assert!(matches!(Snapshot::parse(&bytes[..cut], "boot"), Err(SnapshotError::Malformed(_))), "cut at {cut}");
         }
-        let flipped = String::from_utf8(bytes).unwrap().replace("\"listener\":1", "\"listener\":\"one\"");
-        assert!(matches!(Snapshot::parse(flipped.as_bytes(), "boot"), Err(SnapshotError::Malformed(_))));
-        let mut bad_key = snapshot();
-        bad_key.workers[0].allocations[0].key = "abcd".into();
-        assert!(matches!(bad_key.workers[0].allocations[0].moved(Duration::ZERO), Err(SnapshotError::Malformed(_))));
+        let text = String::from_utf8(bytes).unwrap();
+        for (from, to) in [
+            ("\"listener\":1", "\"listener\":\"one\""),
+            ("\"key\":\"", "\"key\":\"abcd"),
+            ("\"integrity\":\"sha256\"", "\"integrity\":\"md5\""),
+            ("\"txid\":\"", "\"txid\":\"00"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            assert!(matches!(Snapshot::parse(bad.as_bytes(), "boot"), Err(SnapshotError::Malformed(_))), "{to}");
+        }
     }
 }

@@ -1,82 +1,27 @@
-//! Allocations that move to the next process of the relay (a handover):
-//! what a worker's core gives up, as plain data with the lifetimes left
-//! at that moment, and how the next process's core takes them back. The
-//! caller carries each allocation's relay sockets (their descriptors) and
-//! gives them back as [`Held`] sockets.
+//! A handover, in the core: [`Server::export`] gives up every allocation
+//! that can move as [`Moved`] data, [`Server::adopt`] takes one back in
+//! the next process, on the relay sockets the caller carried over.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Instant;
 
-use ip2p_wire::credentials::LongTermKey;
-use ip2p_wire::{IntegrityKind, TransactionId};
+use ip2p_wire::TransactionId;
 
 use super::Server;
 use crate::allocation::{Allocation, Relay};
-use crate::{Account, Held, ListenerId, RelayToken, Sockets};
-
-/// One UDP allocation as it moves, of a client over UDP or TCP (whose
-/// connection the caller moves). Lifetimes are what was left when it was
-/// exported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Moved {
-    /// The listener its client uses.
-    pub listener: ListenerId,
-    /// The client's address.
-    pub client: SocketAddr,
-    /// Relayed addresses by family (`[IPv4, IPv6]`): as bound, and as
-    /// advertised to the client.
-    pub relays: [Option<(SocketAddr, SocketAddr)>; 2],
-    /// The USERNAME it was made with.
-    pub username: String,
-    /// Whom it counts against (a REST username's user part).
-    pub quota_user: String,
-    /// The long-term key its requests are checked with.
-    pub key: LongTermKey,
-    /// MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256.
-    pub integrity: IntegrityKind,
-    /// The Allocate transaction that made it (a retransmission of it gets
-    /// its success response again).
-    pub txid: [u8; 12],
-    /// DONT-FRAGMENT was asked for.
-    pub dont_fragment: bool,
-    /// Lifetime left.
-    pub lifetime: Duration,
-    /// Live permissions.
-    pub permissions: Vec<MovedPermission>,
-    /// Live channels.
-    pub channels: Vec<MovedChannel>,
-}
-
-/// A permission as it moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MovedPermission {
-    /// The peer IP it covers.
-    pub ip: IpAddr,
-    /// Lifetime left.
-    pub lifetime: Duration,
-    /// The IP is one of the host's own (the short-circuit's).
-    pub host: bool,
-}
-
-/// A channel as it moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MovedChannel {
-    /// The channel number.
-    pub number: u16,
-    /// The peer bound to it.
-    pub peer: SocketAddr,
-    /// Lifetime left.
-    pub lifetime: Duration,
-}
+use crate::moved::{Adoptable, Moved, MovedRelay};
+use crate::packet::RelayToken;
+use crate::shared::Account;
+use crate::sockets::Sockets;
 
 /// What a worker gives up in a handover.
 #[derive(Debug, Default)]
 pub struct Export {
-    /// The allocations that move, each with the relay tokens of its
-    /// sockets by family (what the caller passes along with it). Those of
-    /// clients over a stream move only with their connection: the caller
-    /// counts those it cannot move (TLS) with `staying`.
-    pub moved: Vec<(Moved, [Option<RelayToken>; 2])>,
+    /// The allocations that move, each relay socket named by its token
+    /// (the caller passes the socket along). Those of clients over a
+    /// stream move only with their connection: the caller counts those it
+    /// cannot move (TLS) with `staying`.
+    pub moved: Vec<Moved<RelayToken>>,
     /// Allocations that cannot move (RFC 6062's TCP allocations, whose
     /// peer connections cannot): they end with this process.
     pub staying: usize,
@@ -117,11 +62,15 @@ impl Server {
                 continue;
             }
             let (permissions, channels) = alloc.moving(now);
-            let relay = |family: usize| alloc.relays.get(family).copied().flatten();
-            let moved = Moved {
+            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+            let relay = |family: usize| {
+                let r = alloc.relays.get(family).copied().flatten()?;
+                Some(MovedRelay { socket: RelayToken::new(slot, family), bound: r.bound, advertised: r.advertised })
+            };
+            out.moved.push(Moved {
                 listener: alloc.listener,
                 client: alloc.client,
-                relays: [0, 1].map(|family| relay(family).map(|r| (r.bound, r.advertised))),
+                relays: [relay(0), relay(1)],
                 username: alloc.username.to_string(),
                 quota_user: alloc.account.user.to_string(),
                 key: alloc.key.clone(),
@@ -131,51 +80,41 @@ impl Server {
                 lifetime: alloc.expires.saturating_duration_since(now),
                 permissions,
                 channels,
-            };
-            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
-            let tokens = [0, 1].map(|family| relay(family).map(|_| RelayToken::new(slot, family)));
-            out.moved.push((moved, tokens));
+            });
         }
         out
     }
 
-    /// Takes over `moved` at `now`, on its relay sockets `held` (by
-    /// family, as [`Server::export`] gave the tokens). It counts against
-    /// the quotas as before, even past a limit lowered since: it exists.
+    /// Takes over `moved` at `now`, on the relay sockets it holds. It
+    /// counts against the quotas as before, even past a limit lowered
+    /// since: it exists.
     ///
     /// # Errors
     /// A relayed address that is not a relay address here, a client that
-    /// already has an allocation, or a socket that is missing or cannot be
-    /// set up. Nothing of it stays then; the held sockets are closed.
-    pub fn adopt(
-        &mut self,
-        now: Instant,
-        moved: &Moved,
-        held: [Option<Held>; 2],
-        sockets: &mut impl Sockets,
-    ) -> Result<(), AdoptError> {
+    /// already has an allocation, or a socket that cannot be set up.
+    /// Nothing of it stays then; its sockets are closed.
+    pub fn adopt(&mut self, now: Instant, moved: Adoptable, sockets: &mut impl Sockets) -> Result<(), AdoptError> {
         let listener = moved.listener;
         if self.by_client.contains_key(&(listener, moved.client)) {
             return Err(AdoptError::Duplicate);
         }
-        for (bound, _) in moved.relays.iter().flatten() {
-            if self.config.relay_bound_to(bound.ip()).is_none() || self.ports.contains(bound) {
-                return Err(AdoptError::RelayAddress(*bound));
+        for r in moved.relays.iter().flatten() {
+            if self.config.relay_bound_to(r.bound.ip()).is_none() || self.ports.contains(&r.bound) {
+                return Err(AdoptError::RelayAddress(r.bound));
             }
         }
         let slot = self.reserve_slot();
         let mut relays: [Option<Relay>; 2] = [None, None];
-        let mut opened = Vec::new();
-        for (family, ((relay, held), out)) in moved.relays.iter().zip(held).zip(relays.iter_mut()).enumerate() {
-            let Some((bound, advertised)) = *relay else { continue };
+        let mut opened: Vec<(RelayToken, SocketAddr)> = Vec::new();
+        for (family, (relay, out)) in moved.relays.into_iter().zip(relays.iter_mut()).enumerate() {
+            let Some(MovedRelay { socket, bound, advertised }) = relay else { continue };
             let token = RelayToken::new(slot, family);
-            let result = match held {
-                Some(held) if held.addr == bound => {
-                    sockets.adopt_relay(token, held, moved.dont_fragment).map_err(|e| AdoptError::Socket(e.to_string()))
-                }
-                _ => Err(AdoptError::Socket(format!("no socket for {bound}"))),
+            let adopted = if socket.addr == bound {
+                sockets.adopt_relay(token, socket, moved.dont_fragment).map_err(|e| AdoptError::Socket(e.to_string()))
+            } else {
+                Err(AdoptError::Socket(format!("the socket for {bound} is bound to {}", socket.addr)))
             };
-            if let Err(e) = result {
+            if let Err(e) = adopted {
                 for (token, bound) in opened {
                     sockets.close_relay(token);
                     self.ports.remove(&bound);
@@ -196,7 +135,7 @@ impl Server {
             relays,
             moved.username.as_str().into(),
             account,
-            moved.key.clone(),
+            moved.key,
             moved.integrity,
             TransactionId(moved.txid),
             moved.dont_fragment,

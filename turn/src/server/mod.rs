@@ -14,14 +14,14 @@ use ip2p_wire::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-mod moved;
+mod allocate;
+pub(crate) mod export;
 mod publish;
+mod relay_ports;
 mod request;
+mod respond;
 mod tcp;
 
-pub use self::moved::{AdoptError, Export, Moved, MovedChannel, MovedPermission};
-
-pub use self::request::MAX_REALM;
 use crate::allocation::{self, Allocation};
 use crate::loglimit::LogLimit;
 use crate::policy::Judgement;
@@ -29,15 +29,15 @@ use crate::ratelimit::ResponseLimiter;
 use crate::shared::Owner;
 use crate::timer::{Timer, Timers};
 use crate::{
-    Config, DropReason, Event, Gauges, Handoff, ListenerId, PEER_HEADROOM, PEER_TAILROOM, RelayToken, Shared, Sockets,
-    Stats, Transmit, Verdict, Via,
+    Config, DropReason, Event, Gauges, ListenerId, NodeState, PEER_HEADROOM, PEER_TAILROOM, RelayToken, Sockets, Stats,
+    ToOwner, Transmit, Verdict, Via,
 };
 
 /// The TURN server of one worker.
 #[derive(Debug)]
 pub struct Server {
     config: Arc<Config>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<NodeState>,
     /// Which worker of the node this is (the short-circuit's owners).
     worker: u16,
     /// `now` at construction and the unix time it stands for: unix time for
@@ -99,7 +99,7 @@ impl Server {
     /// A server whose clock reads `now` at unix time `unix_now`, with
     /// randomness (relay ports, transaction IDs) from `seed`.
     #[must_use]
-    pub fn new(config: Arc<Config>, shared: Arc<Shared>, now: Instant, unix_now: u64, seed: u64) -> Self {
+    pub fn new(config: Arc<Config>, shared: Arc<NodeState>, now: Instant, unix_now: u64, seed: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         Self {
             config,
@@ -263,12 +263,12 @@ impl Server {
         let delivered = match route {
             // Gone since the policy looked: the port is just the host's.
             None => return Verdict::Forward(t),
-            Some(Route::Here) if room => self.handoff(now, t.to, from, buf, t.range),
-            Some(Route::Here) => return Verdict::Handoff(Handoff { worker: usize::from(me), from, transmit: t }),
+            Some(Route::Here) if room => self.handle_inbox(now, t.to, from, buf, t.range),
+            Some(Route::Here) => return Verdict::ToOwner(ToOwner { worker: usize::from(me), from, transmit: t }),
             Some(Route::Inbox(worker)) => {
                 self.stats.crossed += 1;
-                self.stats.handed_off += 1;
-                return Verdict::Handoff(Handoff { worker, from, transmit: t });
+                self.stats.to_owner += 1;
+                return Verdict::ToOwner(ToOwner { worker, from, transmit: t });
             }
             Some(Route::Direct(framing)) => {
                 self.stats.crossed += 1;
@@ -291,7 +291,7 @@ impl Server {
         buf: &mut [u8],
         data: Range<usize>,
     ) -> Result<Transmit, DropReason> {
-        // Counted as the owner counts a handoff: once the allocation is found.
+        // Counted as the owner counts a payload from its inbox: once the allocation is found.
         if framing != Err(DropReason::NoAllocation) {
             self.stats.short_circuited += 1;
         }
@@ -527,14 +527,14 @@ impl Server {
     }
 
     /// A short-circuited payload for this server, from this worker or from
-    /// another one's inbox ([`Verdict::Handoff`]): from the relayed address
+    /// another one's inbox ([`Verdict::ToOwner`]): from the relayed address
     /// `from` to this server's relayed address `to`, in `buf[data]` with the
     /// same room around it as for [`Server::handle_peer`], which decides as
     /// for a peer's datagram.
     ///
     /// # Errors
     /// The reason the payload is dropped.
-    pub fn handoff(
+    pub fn handle_inbox(
         &mut self,
         now: Instant,
         to: SocketAddr,

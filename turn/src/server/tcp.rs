@@ -10,7 +10,7 @@ use std::time::Instant;
 use ip2p_wire::attr::{ConnectionId, XorPeerAddress};
 use ip2p_wire::{Class, ErrorCode, Message, MessageType, MessageWriter, Method, TransactionId};
 
-use super::request::{Respond, integrity};
+use super::respond::{Respond, integrity};
 use crate::allocation::PendingConnect;
 use crate::auth::Authed;
 use crate::{Judgement, ListenerId, RelayToken, Server, Sockets, Transmit, Via};

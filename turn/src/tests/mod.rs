@@ -82,7 +82,7 @@ impl Harness {
     fn with(config: Config, quotas: Quotas) -> Self {
         let now = t0();
         Self {
-            server: Server::new(Arc::new(config), Arc::new(Shared::new(quotas)), now, UNIX0, 42),
+            server: Server::new(Arc::new(config), Arc::new(NodeState::new(quotas)), now, UNIX0, 42),
             listener: ListenerId::udp(0),
             sockets: FakeSockets::default(),
             now,
@@ -1031,7 +1031,7 @@ fn the_draft_additional_address_family_code_is_accepted() {
     let mut h = Harness::new();
     let mut config = config();
     config.relay_ips[1] = vec![RelayIp { bind: "::1".parse().unwrap(), external: None }];
-    h.server = Server::new(Arc::new(config), Arc::new(Shared::new(Quotas::default())), h.now, UNIX0, 42);
+    h.server = Server::new(Arc::new(config), Arc::new(NodeState::new(Quotas::default())), h.now, UNIX0, 42);
     let c = Harness::alice();
     let legacy = Attribute::Unknown(ip2p_wire::RawAttribute { typ: ip2p_wire::AttrType(0x8032), value: &[2, 0, 0, 0] });
     let r = h.authed(CLIENT, Method::ALLOCATE, &[Attribute::RequestedTransport(RequestedTransport::UDP), legacy], &c);
@@ -1064,7 +1064,7 @@ fn a_draining_server_sends_new_allocations_elsewhere_and_keeps_the_others() {
 impl Harness {
     /// A client's datagram as the UDP datapaths present it, with room
     /// around it: the verdict, with ranges into the returned buffer. After
-    /// a handoff the buffer holds the payload as the datapath passes it on
+    /// a payload for the owner the buffer holds the payload as the datapath passes it on
     /// (after [`PEER_HEADROOM`]).
     fn send_through_node(&mut self, from: &str, packet: &[u8]) -> (Verdict, Vec<u8>) {
         let h = PEER_HEADROOM;
@@ -1074,8 +1074,8 @@ impl Harness {
         let range = h..h + packet.len();
         let v =
             self.server.handle_client(now, listener, addr(from), &mut buf, range, &mut self.reply, &mut self.sockets);
-        if let Verdict::Handoff(handoff) = &v {
-            let payload = buf[handoff.transmit.range.clone()].to_vec();
+        if let Verdict::ToOwner(to_owner) = &v {
+            let payload = buf[to_owner.transmit.range.clone()].to_vec();
             buf = vec![0u8; h + payload.len() + PEER_TAILROOM];
             buf[h..h + payload.len()].copy_from_slice(&payload);
         }
@@ -1125,11 +1125,11 @@ fn the_local_short_circuit_enforces_permissions_and_channels_both_ways() {
     assert_eq!((framed.channel(), framed.data()), (0x4000, &b"yo"[..]));
     // Without room around the payload (a stream's frame), it goes to this
     // worker's own inbox, and from there to B as before.
-    let Verdict::Handoff(Handoff { worker, from, transmit }) = h.send(CLIENT, &a_to_b) else { panic!() };
+    let Verdict::ToOwner(ToOwner { worker, from, transmit }) = h.send(CLIENT, &a_to_b) else { panic!() };
     assert_eq!((worker, from, transmit.to, transmit.range), (0, ra, rb, 4..6));
     let mut buf = vec![0u8; PEER_HEADROOM + 2 + PEER_TAILROOM];
     buf[PEER_HEADROOM..PEER_HEADROOM + 2].copy_from_slice(b"hi");
-    let t = h.server.handoff(h.now, rb, from, &mut buf, PEER_HEADROOM..PEER_HEADROOM + 2).unwrap();
+    let t = h.server.handle_inbox(h.now, rb, from, &mut buf, PEER_HEADROOM..PEER_HEADROOM + 2).unwrap();
     assert_eq!(ChannelData::parse(&buf[t.range]).unwrap().channel(), 0x4001);
 
     // Expiry: A refreshes its permission, B does not; after 300 s A's
@@ -1162,7 +1162,7 @@ fn the_local_short_circuit_enforces_permissions_and_channels_both_ways() {
 /// Two workers of one node, owning half of the test's ports each, with
 /// `tweak` applied to both configurations.
 fn two_workers_with(tweak: impl Fn(&mut Config)) -> (Harness, Harness) {
-    let shared = Arc::new(Shared::new(Quotas::default()));
+    let shared = Arc::new(NodeState::new(Quotas::default()));
     // One clock for the node.
     let now = crate::testing::t0();
     let worker = |id: u16, ports| {
@@ -1186,10 +1186,10 @@ fn two_workers() -> (Harness, Harness) {
 /// into the returned buffer).
 fn across(a: &mut Harness, b: &mut Harness, from: &str, packet: &[u8]) -> (Result<Transmit, DropReason>, Vec<u8>) {
     let (v, mut buf) = a.send_through_node(from, packet);
-    let Verdict::Handoff(Handoff { worker, from, transmit }) = v else { panic!("not handed over: {v:?}") };
+    let Verdict::ToOwner(ToOwner { worker, from, transmit }) = v else { panic!("not handed over: {v:?}") };
     assert_eq!(worker, 1);
     let data = PEER_HEADROOM..buf.len() - PEER_TAILROOM;
-    (b.server.handoff(b.now, transmit.to, from, &mut buf, data), buf)
+    (b.server.handle_inbox(b.now, transmit.to, from, &mut buf, data), buf)
 }
 
 /// A client of worker `a` sends `packet` to a relayed address of another
@@ -1251,7 +1251,7 @@ fn the_short_circuit_across_workers_obeys_the_owners_state_without_the_owner() {
     // was never asked.
     let (sa, sb) = (a.server.stats().clone(), b.server.stats().clone());
     assert_eq!((sa.to_peer_packets, sa.to_client_packets, sa.short_circuited), (5, 3, 5));
-    assert_eq!((sa.crossed, sa.handed_off, sa.dropped.no_permission), (5, 0, 2));
+    assert_eq!((sa.crossed, sa.to_owner, sa.dropped.no_permission), (5, 0, 2));
     assert_eq!((sb.to_peer_packets, sb.to_client_packets, sb.short_circuited, sb.dropped.no_permission), (0, 0, 0, 0));
 
     // Once B's allocation is gone, A finds no live relayed address there
@@ -1314,7 +1314,7 @@ fn what_needs_the_owner_goes_through_its_inbox() {
     assert!(across(&mut a, &mut b, CLIENT, &a_to_b).0.is_ok());
     a.advance(1); // A's bucket refills; B's does not (its clock stands still)
     assert_eq!(across(&mut a, &mut b, CLIENT, &a_to_b).0, Err(DropReason::RateLimit));
-    assert_eq!((a.server.stats().crossed, a.server.stats().handed_off), (2, 2));
+    assert_eq!((a.server.stats().crossed, a.server.stats().to_owner), (2, 2));
     assert_eq!(b.server.stats().dropped.rate_limit, 1);
 
     // A stream client: only its owner holds its connection.

@@ -11,15 +11,12 @@ fn take_over(h: &Harness) -> Harness {
     let mut next = Harness::new();
     next.now = h.now;
     next.nonces = h.nonces.clone();
-    let export = h.server.export(h.now);
-    for (moved, _) in &export.moved {
-        let held = moved.relays.map(|r| {
-            r.map(|(bound, _)| {
-                next.sockets.held.push(bound);
-                Held { addr: bound, socket: None }
-            })
+    for moved in h.server.export(h.now).moved {
+        let moved = moved.try_map(|_, bound| {
+            next.sockets.held.push(bound);
+            Ok::<_, ()>(Held { addr: bound, socket: None })
         });
-        next.server.adopt(next.now, moved, held, &mut next.sockets).unwrap();
+        next.server.adopt(next.now, moved.unwrap(), &mut next.sockets).unwrap();
     }
     next
 }
@@ -42,9 +39,9 @@ fn an_allocation_moves_with_its_permissions_channels_and_lifetime() {
 
     let export = h.server.export(h.now);
     assert_eq!((export.moved.len(), export.staying), (1, 0));
-    let (moved, tokens) = &export.moved[0];
-    assert_eq!(moved.relays[0], Some((relayed, relayed)));
-    assert_eq!(tokens[0], Some(h.only_token()));
+    let moved = &export.moved[0];
+    let relay = MovedRelay { socket: h.only_token(), bound: relayed, advertised: relayed };
+    assert_eq!(moved.relays, [Some(relay), None]);
     assert_eq!(moved.lifetime, Duration::from_secs(500));
     assert_eq!(moved.permissions[0].lifetime, Duration::from_secs(200));
     assert_eq!(moved.channels[0].lifetime, Duration::from_secs(500));
@@ -100,32 +97,78 @@ fn what_cannot_move_stays_and_what_does_not_fit_is_refused_whole() {
     assert_eq!(r.class(), Class::Success);
     let export = h.server.export(h.now);
     assert_eq!((export.moved.len(), export.staying), (1, 1));
-    assert_eq!(export.moved[0].0.listener, ListenerId::stream(0));
+    assert_eq!(export.moved[0].listener, ListenerId::stream(0));
     let next = take_over(&h);
     assert!(next.server.has_allocation(ListenerId::stream(0), addr(CLIENT)));
     assert!(!next.server.has_allocation(ListenerId::udp(0), addr(CLIENT)));
 
     let mut h = Harness::new();
     h.allocate(CLIENT, &Harness::alice());
-    let export = h.server.export(h.now);
-    let (moved, _) = &export.moved[0];
-    let bound = moved.relays[0].unwrap().0;
+    let moved = h.server.export(h.now).moved.remove(0);
+    let bound = moved.relays[0].unwrap().bound;
+    let held = |addr| moved.clone().try_map(|_, _| Ok::<_, ()>(Held { addr, socket: None })).unwrap();
     let mut next = Harness::new();
     // A relay address this process does not have.
-    let mut elsewhere = moved.clone();
     let other: SocketAddr = "127.0.0.9:50001".parse().unwrap();
-    elsewhere.relays[0] = Some((other, other));
-    let held = [Some(Held { addr: other, socket: None }), None];
-    let r = next.server.adopt(next.now, &elsewhere, held, &mut next.sockets);
+    let mut elsewhere = held(other);
+    elsewhere.relays[0] = elsewhere.relays[0].take().map(|r| MovedRelay { bound: other, advertised: other, ..r });
+    let r = next.server.adopt(next.now, elsewhere, &mut next.sockets);
     assert_eq!(r, Err(AdoptError::RelayAddress(other)));
-    // No socket for it.
-    let r = next.server.adopt(next.now, moved, [None, None], &mut next.sockets);
+    // A socket bound to another address than the relay's.
+    let r = next.server.adopt(next.now, held(other), &mut next.sockets);
     assert!(matches!(r, Err(AdoptError::Socket(_))), "{r:?}");
     assert_eq!((next.server.allocations(), next.server.shared.quotas.total()), (0, 0), "nothing half-adopted");
     // Once, not twice.
     next.sockets.held.push(bound);
-    next.server.adopt(next.now, moved, [Some(Held { addr: bound, socket: None }), None], &mut next.sockets).unwrap();
-    let r = next.server.adopt(next.now, moved, [Some(Held { addr: bound, socket: None }), None], &mut next.sockets);
+    next.server.adopt(next.now, held(bound), &mut next.sockets).unwrap();
+    let r = next.server.adopt(next.now, held(bound), &mut next.sockets);
     assert_eq!(r, Err(AdoptError::Duplicate));
     assert_eq!(next.server.allocations(), 1);
+}
+
+/// Time spent between export and adoption comes off every lifetime; what
+/// ran out meanwhile is left out.
+#[test]
+fn an_allocation_ages_on_the_way() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let bind = [Attribute::ChannelNumber(ChannelNumber(0x4000)), peer_attr(PEER)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind, &c).class(), Class::Success);
+    h.advance(100);
+    let moved = h.server.export(h.now).moved.remove(0);
+    let aged = moved.clone().aged(Duration::from_secs(250)).unwrap();
+    assert_eq!(aged.lifetime, Duration::from_secs(250));
+    assert!(aged.permissions.is_empty(), "the 200 s permission ran out");
+    assert_eq!(aged.channels[0].lifetime, Duration::from_secs(250));
+    assert_eq!(moved.aged(Duration::from_secs(500)), None, "the allocation ran out");
+}
+
+/// With the `serde` feature a moved allocation is written in the relay's
+/// handover snapshot format (docs/operations.md), and read back whole.
+#[test]
+fn a_moved_allocation_is_written_in_the_snapshot_format() {
+    let mut h = Harness::new();
+    h.listener = ListenerId::stream(1);
+    let c = Harness::alice();
+    let relayed = h.allocate(CLIENT, &c);
+    let bind = [Attribute::ChannelNumber(ChannelNumber(0x4000)), peer_attr(PEER)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind, &c).class(), Class::Success);
+    let moved = h.server.export(h.now).moved.remove(0).try_map(|_, _| Ok::<_, ()>(7usize)).unwrap();
+    let json: serde_json::Value = serde_json::to_value(&moved).unwrap();
+    assert_eq!((json["listener"].as_u64(), json["transport"].as_str()), (Some(1), Some("tcp")));
+    assert_eq!(json["relays"][0]["fd"], 7);
+    assert_eq!(json["relays"][0]["bound"], relayed.to_string());
+    assert_eq!(json["relays"][1], serde_json::Value::Null);
+    assert_eq!((json["lifetime_ms"].as_u64(), json["integrity"].as_str()), (Some(600_000), Some("sha1")));
+    assert_eq!(json["key"].as_str().map(str::len), Some(32), "MD5: 16 bytes in hex");
+    assert_eq!(json["txid"].as_str().map(str::len), Some(24));
+    assert_eq!(json["permissions"][0]["lifetime_ms"], 300_000);
+    assert_eq!(json["channels"][0]["number"], 0x4000);
+    let back: Moved<usize> = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, moved);
+    // A snapshot of version 1 had no `transport`: a UDP client.
+    let mut v1 = json;
+    v1.as_object_mut().unwrap().remove("transport");
+    assert_eq!(serde_json::from_value::<Moved<usize>>(v1).unwrap().listener, ListenerId::udp(1));
 }

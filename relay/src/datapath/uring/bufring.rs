@@ -8,11 +8,19 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
-use super::BUF_SIZE;
-use crate::proto::PEER_TAILROOM;
+use ip2p_turn::{PEER_HEADROOM, PEER_TAILROOM};
 
 /// The buffer group of the provided-buffer ring.
 pub(super) const BGID: u16 = 0;
+/// Bytes the kernel reserves for the source address in each received
+/// buffer. With the 16-byte `io_uring_recvmsg_out` header the payload
+/// starts at byte 80: headroom for the largest header the relay writes.
+pub(super) const NAME_LEN: u32 = 64;
+const PAYLOAD_OFFSET: usize = 16 + NAME_LEN as usize;
+/// One receive buffer: header, name, the largest UDP payload, tailroom.
+pub(super) const BUF_SIZE: usize = PAYLOAD_OFFSET + 65_535 + PEER_TAILROOM;
+
+const _: () = assert!(PAYLOAD_OFFSET >= PEER_HEADROOM);
 
 /// The provided-buffer ring and the buffers it hands out.
 pub(super) struct BufRing {

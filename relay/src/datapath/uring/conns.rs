@@ -13,14 +13,15 @@ use super::bufring::BGID;
 use super::ops::{Op, user_data};
 use super::sockets::ConnIo;
 use super::{Loop, now};
-use crate::proto::ListenerId;
+use crate::datapath::moving::MovedConn;
+use ip2p_turn::ListenerId;
 
 impl Loop {
     pub(super) fn arm_accept(&mut self, index: usize) -> bool {
         let Some((listener, _)) = self.streams.get(index) else { return false };
         let fd = listener.as_raw_fd();
         let data = user_data(Op::Accept, 0, u32::try_from(index).unwrap_or(u32::MAX));
-        self.io.push(&opcode::AcceptMulti::new(Fd(fd)).build().user_data(data))
+        self.sockets.push(&opcode::AcceptMulti::new(Fd(fd)).build().user_data(data))
     }
 
     /// A connection came in on stream listener `index` (`result` is its fd).
@@ -57,7 +58,7 @@ impl Loop {
         let Some(conn) = self.clients.conns.get_mut(slot) else { return false };
         let data = user_data(Op::RecvConn, conn.io.generation, u32::try_from(slot).unwrap_or(u32::MAX));
         let entry = opcode::RecvMulti::new(Fd(conn.io.socket.as_raw_fd()), BGID).build().user_data(data);
-        conn.io.receiving = self.io.push(&entry);
+        conn.io.receiving = self.sockets.push(&entry);
         conn.io.receiving
     }
 
@@ -91,7 +92,7 @@ impl Loop {
         match (buffer, result) {
             (Some(bid), 1..) => {
                 let bytes = self.bufs.buffer(bid).get_mut(..usize::try_from(result).unwrap_or(0)).unwrap_or_default();
-                if self.clients.received(slot, bytes, &mut self.worker, &mut self.io).is_err() {
+                if self.clients.received(slot, bytes, &mut self.worker, &mut self.sockets).is_err() {
                     closed = Some("protocol error");
                 }
                 self.bufs.provide(bid);
@@ -110,7 +111,7 @@ impl Loop {
             self.write_conns();
             return self.close(slot, why);
         }
-        if !self.io.data_connections.is_empty() {
+        if !self.sockets.data_connections.is_empty() {
             return self.splice_data_connections();
         }
         let receiving = self.clients.conns.get_mut(slot).is_some_and(|c| c.io.receiving);
@@ -143,8 +144,8 @@ impl Loop {
 
     /// Takes over the connections a previous process handed over: their
     /// receives are armed, and what they had unsent goes out.
-    pub(super) fn adopt_conns(&mut self) {
-        for m in std::mem::take(&mut self.worker.adopted_conns) {
+    pub(super) fn adopt_conns(&mut self, conns: Vec<MovedConn>) {
+        for m in conns {
             self.next_conn_generation = self.next_conn_generation.wrapping_add(1) & 0x00FF_FFFF;
             let socket = TcpStream::from(m.fd);
             let io = ConnIo {
@@ -176,7 +177,7 @@ impl Loop {
             // The bytes stay put until the completion: see `Stream::next_write`.
             let entry =
                 opcode::Send::new(Fd(fd), bytes.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build().user_data(data);
-            if self.io.push(&entry) {
+            if self.sockets.push(&entry) {
                 conn.io.sending = true;
             }
         }
@@ -187,14 +188,15 @@ impl Loop {
     /// once nothing of theirs is in flight [`Self::finish_close`] passes
     /// them on with their TLS state and unsent bytes (the response).
     pub(super) fn splice_data_connections(&mut self) {
-        for h in std::mem::take(&mut self.io.data_connections) {
+        for h in std::mem::take(&mut self.sockets.data_connections) {
             let Some((slot, conn)) = self.clients.conns.find(h.listener, h.client) else { continue };
             conn.io.data_connection = Some(h.id);
             let recv = user_data(Op::RecvConn, conn.io.generation, u32::try_from(slot).unwrap_or(u32::MAX));
             let receiving = conn.io.receiving;
             self.clients.conns.detach(slot);
             if receiving {
-                let _ = self.io.push(&opcode::AsyncCancel::new(recv).build().user_data(user_data(Op::Cancel, 0, 0)));
+                let _ =
+                    self.sockets.push(&opcode::AsyncCancel::new(recv).build().user_data(user_data(Op::Cancel, 0, 0)));
             }
             self.finish_close(slot);
         }
@@ -212,7 +214,7 @@ impl Loop {
         // Its place in the limits goes now, not when its last operation ends.
         conn.ticket = None;
         self.clients.conns.detach(slot);
-        self.worker.server.client_closed(now(), listener, peer, &mut self.io);
+        self.worker.server.client_closed(now(), listener, peer, &mut self.sockets);
         tracing::debug!(client = %peer, why, "connection closed");
         self.finish_close(slot);
     }
@@ -225,7 +227,7 @@ impl Loop {
         if let Some(id) = conn.io.data_connection {
             let (tls, unsent) = conn.stream.into_parts();
             let _ = conn.io.socket.set_nonblocking(false);
-            self.io.tcp.splice(id, conn.io.socket, tls, unsent, conn.ticket);
+            self.sockets.tcp.splice(id, conn.io.socket, tls, unsent, conn.ticket);
         }
     }
 }

@@ -14,12 +14,14 @@
 //! `kernel.io_uring_disabled`, gVisor, old kernels) [`probe`] says why and
 //! the node uses epoll.
 //!
-//! The module's parts: `bufring` (the provided-buffer ring, where most of
-//! the `unsafe` is), `ops` (what a completion is about), `sockets` (the
-//! ring and the relay sockets lent to the core), this file (the loop and
-//! UDP), `conns` (TCP and TLS connections). Every `unsafe` block of the
-//! relay is in this folder but one: the setsockopt for DONT-FRAGMENT in
-//! `socket.rs` (neither nix nor socket2 wraps it).
+//! The module's parts: `bufring` (the provided-buffer ring and the layout
+//! of a receive buffer, where most of the `unsafe` is), `ops` (what a
+//! completion is about), `sockets` (the ring and the relay sockets lent to
+//! the core), this file (the loop and UDP), `conns` (TCP and TLS
+//! connections). Every `unsafe` block of the relay's datapaths is in this
+//! folder but one, the setsockopt for DONT-FRAGMENT in `socket.rs`
+//! (neither nix nor socket2 wraps it); the others of the relay take
+//! ownership of descriptors a handover receives (`handover/`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, UdpSocket};
@@ -29,12 +31,15 @@ use io_uring::types::{Fixed, RecvMsgOut};
 use io_uring::{IoUring, Probe, cqueue, opcode};
 use socket2::SockAddr;
 
-use self::bufring::{BGID, BufRing};
+use self::bufring::{BGID, BufRing, NAME_LEN};
 use self::ops::{Op, decode, user_data};
 use self::sockets::{ConnIo, GsoSend, SendBuffer, SendSlot, UringSockets, send_bytes};
-use super::stream::Clients;
-use super::{DatapathCounters, Worker, gso, now};
-use crate::proto::{ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, Verdict, Via};
+use super::clients::Clients;
+use super::moving::Frozen;
+use super::stats::DatapathCounters;
+use super::worker::{Worker, WorkerSetup};
+use super::{gso, now};
+use ip2p_turn::{ListenerId, REPLY_BUFFER, RelayToken, Verdict, Via};
 use ip2p_wire::PacketKind;
 
 mod bufring;
@@ -44,22 +49,11 @@ mod sockets;
 
 /// Submission queue entries.
 const ENTRIES: u32 = 4096;
-/// Provided receive buffers by default (a power of two).
-pub(crate) const DEFAULT_BUFFERS: u16 = 512;
-/// Bytes the kernel reserves for the source address in each received
-/// buffer. With the 16-byte `io_uring_recvmsg_out` header the payload
-/// starts at byte 80: headroom for the largest header the relay writes.
-const NAME_LEN: u32 = 64;
-const PAYLOAD_OFFSET: usize = 16 + NAME_LEN as usize;
-/// One receive buffer: header, name, the largest UDP payload, tailroom.
-pub(super) const BUF_SIZE: usize = PAYLOAD_OFFSET + 65_535 + PEER_TAILROOM;
 /// Reply buffers for STUN responses in flight.
 const REPLIES: usize = 256;
 /// Most registered file slots (listeners first, then relay sockets by
 /// token); the kernel also caps them at the fd limit.
 const MAX_FIXED_FILES: u32 = 1 << 17;
-
-const _: () = assert!(PAYLOAD_OFFSET >= PEER_HEADROOM);
 
 /// Checks that this kernel and process can run the io_uring datapath.
 ///
@@ -103,13 +97,13 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
         .build(entries)
 }
 
-/// The loop's state. Field order matters: `io` (the ring) drops before
-/// `bufs` (the memory it may still reference).
+/// The loop's state. Field order matters: `sockets` (the ring) drops
+/// before `bufs` (the memory it may still reference).
 struct Loop {
-    io: UringSockets,
+    sockets: UringSockets,
     bufs: BufRing,
     worker: Worker,
-    _listeners: Vec<UdpSocket>,
+    listeners: Vec<UdpSocket>,
     streams: Vec<(TcpListener, Option<std::sync::Arc<rustls::ServerConfig>>)>,
     clients: Clients<ConnIo>,
     next_conn_generation: u32,
@@ -143,14 +137,14 @@ struct Loop {
 }
 
 /// Runs a worker until it is told to shut down.
-pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
-    let mut bufs = BufRing::new(worker.io_uring_buffers)?;
+pub(crate) fn run(setup: WorkerSetup) -> io::Result<()> {
+    let WorkerSetup { worker, listeners, streams, io_uring_buffers, adoption, ready } = setup;
+    let mut bufs = BufRing::new(io_uring_buffers)?;
     let ring = build_ring(ENTRIES)?;
     bufs.register(&ring)?;
     let fixed_files = fixed_file_slots();
     ring.submitter().register_files_sparse(fixed_files)?;
-    let listeners: Vec<UdpSocket> = std::mem::take(&mut worker.listeners);
-    let streams = worker.streams.drain(..).map(|l| (l.socket, l.tls)).collect();
+    let streams = streams.into_iter().map(|l| (l.socket, l.tls)).collect();
     let fds: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
     ring.submitter().register_files_update(0, &fds)?;
     // SAFETY: an all-zero msghdr is valid (no iovecs, no name).
@@ -158,7 +152,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
     msghdr.msg_namelen = NAME_LEN;
     let capacity = usize::from(bufs.count) + REPLIES;
     let mut l = Loop {
-        io: UringSockets {
+        sockets: UringSockets {
             ring,
             listeners: listeners.len(),
             relays: Vec::new(),
@@ -171,7 +165,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         },
         bufs,
         worker,
-        _listeners: listeners,
+        listeners,
         streams,
         clients: Clients::new(now()),
         next_conn_generation: 0,
@@ -192,9 +186,9 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         gso_pool: Vec::new(),
         gso_counters: gso::GsoCounters::default(),
     };
-    for i in 0..l.io.listeners {
+    for i in 0..l.sockets.listeners {
         let i = u32::try_from(i).unwrap_or(u32::MAX);
-        if !l.io.arm_recv(i, user_data(Op::RecvListener, 0, i)) {
+        if !l.sockets.arm_recv(i, user_data(Op::RecvListener, 0, i)) {
             return Err(io::Error::other("cannot queue the listeners' receives"));
         }
     }
@@ -204,20 +198,20 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
         }
     }
     l.arm_wake();
-    l.worker.adopt(&mut l.io);
-    l.adopt_conns();
-    l.worker.report_ready();
+    l.worker.adopt(adoption.allocations, adoption.arrived, &mut l.sockets);
+    l.adopt_conns(adoption.conns);
+    let _ = ready.send(Ok(()));
     loop {
         let delayed = l.delayed.iter().map(|(at, _)| *at).min();
         let deadline = [l.worker.server.poll_timeout(), l.clients.deadline(), delayed].into_iter().flatten().min();
-        l.worker.idle(deadline, |timeout| l.io.enter(timeout))?;
+        l.worker.idle(deadline, |timeout| l.sockets.enter(timeout))?;
         let now = now();
-        l.worker.server.handle_timeout(now, &mut l.io);
+        l.worker.server.handle_timeout(now, &mut l.sockets);
         for slot in l.clients.sweep(now, &l.worker) {
             l.close(slot, "idle");
         }
         l.completions.clear();
-        l.completions.extend(l.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        l.completions.extend(l.sockets.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
         // Work that came from outside: a received datagram (a send's
         // completion is this worker's own doing, right after the fact).
         if l.completions.iter().any(|&(_, _, flags)| cqueue::buffer_select(flags).is_some()) {
@@ -230,12 +224,12 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
             }
         }
         l.completions = completions;
-        l.handoffs_in();
+        l.relay_inbox();
         l.flush_run();
         l.write_conns();
         l.bufs.publish();
         l.rearm_receives();
-        if let Some(reply) = l.worker.hand_over.take()
+        if let Some(reply) = l.worker.freeze.take()
             && l.freeze(&reply)?
         {
             return Ok(());
@@ -244,7 +238,7 @@ pub(crate) fn run(mut worker: Worker) -> io::Result<()> {
 }
 
 /// Most packets from other workers relayed per round of the loop.
-const HANDOFFS_PER_ROUND: usize = 1024;
+const INBOX_PER_ROUND: usize = 1024;
 
 impl Loop {
     fn counters(&self) -> DatapathCounters {
@@ -262,14 +256,14 @@ impl Loop {
     /// and every accept is cancelled, and what they took before goes out
     /// as usual. Then the worker waits; `true` when it is to stop. On
     /// resuming, the receives are armed again at once.
-    fn freeze(&mut self, reply: &crossbeam_channel::Sender<super::Frozen>) -> io::Result<bool> {
+    fn freeze(&mut self, reply: &crossbeam_channel::Sender<Frozen>) -> io::Result<bool> {
         const FREEZE: u32 = 1;
-        let mut targets: Vec<io_uring::types::CancelBuilder> = (0..self.io.listeners)
+        let mut targets: Vec<io_uring::types::CancelBuilder> = (0..self.sockets.listeners)
             .filter_map(|i| u32::try_from(i).ok())
             .map(|i| io_uring::types::CancelBuilder::fd(Fixed(i)).all())
             .collect();
-        for (i, relay) in self.io.relays.iter().enumerate() {
-            let fixed = relay.as_ref().and(u32::try_from(i).ok()).and_then(|i| self.io.relay_fixed(RelayToken(i)));
+        for (i, relay) in self.sockets.relays.iter().enumerate() {
+            let fixed = relay.as_ref().and(u32::try_from(i).ok()).and_then(|i| self.sockets.relay_fixed(RelayToken(i)));
             targets.extend(fixed.map(|f| io_uring::types::CancelBuilder::fd(Fixed(f)).all()));
         }
         for (listener, _) in &self.streams {
@@ -288,15 +282,15 @@ impl Loop {
             let mut pending = 0;
             for target in std::mem::take(&mut targets) {
                 let cancel = opcode::AsyncCancel2::new(target).build().user_data(user_data(Op::Cancel, FREEZE, 0));
-                while !self.io.push(&cancel) {
-                    self.io.ring.submit()?;
+                while !self.sockets.push(&cancel) {
+                    self.sockets.ring.submit()?;
                 }
                 pending += 1;
             }
             while pending > 0 {
-                self.io.ring.submit_and_wait(1)?;
+                self.sockets.ring.submit_and_wait(1)?;
                 let completions: Vec<_> =
-                    self.io.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
+                    self.sockets.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).collect();
                 for (data, result, flags) in completions {
                     if matches!(decode(data), (Some(Op::Cancel), FREEZE, _)) {
                         pending -= 1;
@@ -306,18 +300,18 @@ impl Loop {
                 }
             }
         }
-        self.handoffs_in();
+        self.relay_inbox();
         self.flush_run();
         self.bufs.publish();
-        self.io.ring.submit()?;
+        self.sockets.ring.submit()?;
 
         let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok();
-        let udp = self._listeners.iter().filter_map(|l| dup(std::os::fd::AsFd::as_fd(l))).collect();
+        let udp = self.listeners.iter().filter_map(|l| dup(std::os::fd::AsFd::as_fd(l))).collect();
         let streams = self.streams.iter().filter_map(|(l, _)| dup(std::os::fd::AsFd::as_fd(l))).collect();
         let counters = self.counters();
-        let relays = &self.io.relays;
+        let relays = &self.sockets.relays;
         let relay =
-            |t: RelayToken| relays.get(t.0 as usize)?.as_ref().and_then(|r| dup(std::os::fd::AsFd::as_fd(&r.socket)));
+            |t: RelayToken| relays.get(t.index())?.as_ref().and_then(|r| dup(std::os::fd::AsFd::as_fd(&r.socket)));
         // Any send still in flight (cancelling failed) keeps its connection.
         let conns = self.clients.moving(|io| (!io.sending).then(|| std::os::fd::AsFd::as_fd(&io.socket)));
         if self.worker.freeze(reply, udp, streams, relay, conns, counters) {
@@ -343,7 +337,7 @@ impl Loop {
             .multi(true)
             .build()
             .user_data(user_data(Op::Wake, 0, 0));
-        if !self.io.push(&entry) {
+        if !self.sockets.push(&entry) {
             // Try again at the end of this round of completions.
             self.rearm.push(user_data(Op::Wake, 0, 0));
         }
@@ -387,7 +381,7 @@ impl Loop {
                 self.received(buffer, result, |l, bid, from, payload| l.client_datagram(index, bid, from, payload));
             }
             Some(Op::RecvRelay) => {
-                let current = self.io.relays.get(index as usize).and_then(Option::as_ref).map(|r| r.generation);
+                let current = self.sockets.relays.get(index as usize).and_then(Option::as_ref).map(|r| r.generation);
                 if current != Some(generation) {
                     // A closed relay socket: give the buffer back, nothing else.
                     if let Some(bid) = buffer {
@@ -407,7 +401,7 @@ impl Loop {
                 }
                 let stop = self.worker.commands(self.counters());
                 while let Ok(event) = self.worker.tcp_events.try_recv() {
-                    self.clients.tcp_event(event, &mut self.worker, &mut self.io);
+                    self.clients.tcp_event(event, &mut self.worker, &mut self.sockets);
                 }
                 return stop;
             }
@@ -444,7 +438,7 @@ impl Loop {
         };
         let len = usize::try_from(result).unwrap_or(0);
         let parsed = {
-            let msghdr = &*self.io.msghdr;
+            let msghdr = &*self.sockets.msghdr;
             let buf = self.bufs.buffer(bid);
             let base = buf.as_ptr() as usize;
             RecvMsgOut::parse(buf.get(..len).unwrap_or_default(), msghdr).ok().and_then(|out| {
@@ -486,7 +480,7 @@ impl Loop {
         let listener = ListenerId::udp(listener);
         // The payload has the buffer's headroom before it: enough to frame
         // it for another allocation of this worker.
-        match self.worker.handle_client(now(), listener, from, buf, payload, reply, &mut self.io) {
+        match self.worker.handle_client(now(), listener, from, buf, payload, reply, &mut self.sockets) {
             Verdict::Forward(t) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
             Verdict::Reply(t) => {
                 self.bufs.provide(bid);
@@ -495,7 +489,7 @@ impl Loop {
                     None => self.send_errors += 1,
                 }
             }
-            Verdict::Handoff(h) => match self.worker.hand_off(h, self.bufs.buffer(bid)) {
+            Verdict::ToOwner(h) => match self.worker.to_owner(h, self.bufs.buffer(bid)) {
                 Some(t) => self.send(t.via, t.to, SendBuffer::Buffer(bid), t.range),
                 None => self.bufs.provide(bid),
             },
@@ -504,17 +498,17 @@ impl Loop {
     }
 
     /// Relays what other workers passed to this one's allocations.
-    fn handoffs_in(&mut self) {
+    fn relay_inbox(&mut self) {
         let now = now();
-        for _ in 0..HANDOFFS_PER_ROUND {
+        for _ in 0..INBOX_PER_ROUND {
             // With every send slot in flight, the rest wait in the inbox.
             if self.free_sends.is_empty() {
                 return;
             }
-            let Some(mut p) = self.worker.handoffs.recv(self.worker.id) else { return };
-            match self.worker.server.handoff(now, p.to, p.from, &mut p.buf, p.data) {
-                Ok(t) => self.send(t.via, t.to, SendBuffer::Handoff(p.buf), t.range),
-                Err(_) => self.worker.handoffs.recycle(p.buf),
+            let Some(mut p) = self.worker.inboxes.recv(self.worker.id) else { return };
+            match self.worker.server.handle_inbox(now, p.to, p.from, &mut p.buf, p.data) {
+                Ok(t) => self.send(t.via, t.to, SendBuffer::Inbox(p.buf), t.range),
+                Err(_) => self.worker.inboxes.recycle(p.buf),
             }
         }
     }
@@ -539,7 +533,9 @@ impl Loop {
         }
         let fixed = match via {
             Via::Listener(l) => Some(u32::from(l.index)),
-            Via::Relay(t) => self.io.relays.get(t.0 as usize).and_then(Option::as_ref).and(self.io.relay_fixed(t)),
+            Via::Relay(t) => {
+                self.sockets.relays.get(t.index()).and_then(Option::as_ref).and(self.sockets.relay_fixed(t))
+            }
         };
         let Some(fixed) = fixed else {
             self.send_errors += 1;
@@ -592,7 +588,7 @@ impl Loop {
             0,
             u32::try_from(slot).unwrap_or(u32::MAX),
         ));
-        if !self.io.push(&sqe) {
+        if !self.sockets.push(&sqe) {
             self.sent(slot, -libc::EAGAIN);
         }
     }
@@ -621,7 +617,7 @@ impl Loop {
             .dest_addr_len(stored.to.len())
             .build()
             .user_data(user_data(Op::Send, 0, u32::try_from(slot).unwrap_or(u32::MAX)));
-        if !self.io.push(&sqe) {
+        if !self.sockets.push(&sqe) {
             self.send_errors += 1;
             self.sent(slot, 0);
         }
@@ -664,7 +660,7 @@ impl Loop {
         match buffer {
             SendBuffer::Buffer(bid) => self.bufs.provide(bid),
             SendBuffer::Reply(r) => self.free_replies.push(r),
-            SendBuffer::Handoff(b) => self.worker.handoffs.recycle(b),
+            SendBuffer::Inbox(b) => self.worker.inboxes.recycle(b),
             SendBuffer::Many(many) => self.retire(many, false),
         }
     }
@@ -707,13 +703,13 @@ impl Loop {
             let fixed = match op {
                 Some(Op::RecvListener) => Some(index),
                 Some(Op::RecvRelay) => {
-                    let live = self.io.relays.get(index as usize).and_then(Option::as_ref);
-                    live.filter(|r| r.generation == generation).and(self.io.relay_fixed(RelayToken(index)))
+                    let live = self.sockets.relays.get(index as usize).and_then(Option::as_ref);
+                    live.filter(|r| r.generation == generation).and(self.sockets.relay_fixed(RelayToken(index)))
                 }
                 _ => None,
             };
             if let Some(fixed) = fixed
-                && !self.io.arm_recv(fixed, data)
+                && !self.sockets.arm_recv(fixed, data)
             {
                 self.rearm.push(data);
             }

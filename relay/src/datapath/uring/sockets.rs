@@ -12,9 +12,10 @@ use socket2::SockAddr;
 
 use super::bufring::{BGID, BufRing};
 use super::ops::{Op, user_data};
+use crate::datapath::gso;
+use crate::datapath::relay_sockets::{DataConnection, RelaySockets};
 use crate::datapath::tcp_relay::TcpRelays;
-use crate::datapath::{DataConnection, RelaySockets, gso};
-use crate::proto::RelayToken;
+use ip2p_turn::RelayToken;
 
 /// The buffer an in-flight send's bytes are in, kept until it completes.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ pub(super) enum SendBuffer {
     /// A reply buffer.
     Reply(usize),
     /// A packet from another worker (its buffer goes back to the pool).
-    Handoff(Box<[u8]>),
+    Inbox(Box<[u8]>),
     /// Several datagrams sent as one (UDP GSO).
     Many(Box<GsoSend>),
 }
@@ -95,7 +96,7 @@ pub(super) fn send_bytes<'a>(
     match buffer {
         SendBuffer::Buffer(bid) => bufs.buffer(*bid).get(range),
         SendBuffer::Reply(r) => replies.get(*r).and_then(|b| b.get(range)),
-        SendBuffer::Handoff(b) => b.get(range),
+        SendBuffer::Inbox(b) => b.get(range),
         SendBuffer::Many(_) => None,
     }
 }
@@ -186,11 +187,11 @@ impl UringSockets {
     }
 }
 
-crate::datapath::relay_sockets!(UringSockets);
+crate::datapath::relay_sockets::impl_sockets!(UringSockets);
 
 impl RelaySockets for UringSockets {
     fn send_now(&self, token: RelayToken, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let relay = self.relays.get(token.0 as usize).and_then(Option::as_ref);
+        let relay = self.relays.get(token.index()).and_then(Option::as_ref);
         relay.ok_or(io::ErrorKind::NotFound)?.socket.send_to(bytes, to)
     }
 
@@ -199,7 +200,7 @@ impl RelaySockets for UringSockets {
         self.ring.submitter().register_files_update(fixed, &[socket.as_raw_fd()])?;
         self.next_generation = self.next_generation.wrapping_add(1) & 0x00FF_FFFF;
         let generation = self.next_generation;
-        let index = token.0 as usize;
+        let index = token.index();
         if self.relays.len() <= index {
             self.relays.resize_with(index + 1, || None);
         }
@@ -225,7 +226,7 @@ impl RelaySockets for UringSockets {
     }
 
     fn uninstall(&mut self, token: RelayToken) -> bool {
-        let Some(socket) = self.relays.get_mut(token.0 as usize).and_then(Option::take) else {
+        let Some(socket) = self.relays.get_mut(token.index()).and_then(Option::take) else {
             return false;
         };
         let recv = user_data(Op::RecvRelay, socket.generation, token.0);

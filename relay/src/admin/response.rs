@@ -1,0 +1,52 @@
+//! Writing an HTTP answer: status line, headers, body, one request per
+//! connection.
+
+/// A 200 with `body`.
+pub(super) fn ok(content_type: &str, body: Vec<u8>) -> Vec<u8> {
+    response(200, "OK", content_type, &[], body)
+}
+
+/// A plain-text answer.
+pub(super) fn plain(code: u16, body: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    };
+    response(code, reason, "text/plain; charset=utf-8", headers, body.as_bytes().to_vec())
+}
+
+pub(super) fn response(
+    code: u16,
+    reason: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The head of a response (for HEAD), its Content-Length kept.
+pub(super) fn head_only(mut response: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+    response
+}

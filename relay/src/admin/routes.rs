@@ -1,0 +1,172 @@
+//! Which request gets what, and who may see it. `/metrics` and `/status`
+//! name users and addresses, and the self-test mints TURN credentials:
+//! with `admin.token` set they answer only the token; `/healthz` and
+//! `/readyz` stay open for probes.
+
+use super::pages::{SELFTEST_CSP, SELFTEST_PAGE, mint, selftest_config, status};
+use super::response::{head_only, ok, plain, response};
+use crate::node::NodeHandle;
+
+/// What the routes answer from: the node, and the token private pages
+/// ask for.
+pub(super) struct Routes {
+    pub(super) node: NodeHandle,
+    pub(super) token: Option<String>,
+}
+
+impl Routes {
+    /// The answer to `request` once it is whole, `None` while it is not.
+    pub(super) fn answer(&self, request: &[u8]) -> Option<Vec<u8>> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let (method, path) = match parsed.parse(request) {
+            Ok(httparse::Status::Partial) => return None,
+            Ok(httparse::Status::Complete(_)) => (parsed.method.unwrap_or(""), parsed.path.unwrap_or("")),
+            Err(httparse::Error::TooManyHeaders) => return Some(plain(431, "too many headers\n", &[])),
+            Err(_) => return Some(plain(400, "bad request\n", &[])),
+        };
+        let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+        if header("transfer-encoding").is_some() || header("content-length").is_some_and(|v| v != b"0") {
+            return Some(plain(413, "requests have no body here\n", &[]));
+        }
+        if method != "GET" && method != "HEAD" {
+            return Some(plain(405, "only GET\n", &[("Allow", "GET, HEAD")]));
+        }
+        let path = path.split('?').next().unwrap_or_default();
+        let response = self.refusal(path, header("host"), header("authorization")).unwrap_or_else(|| self.page(path));
+        Some(if method == "HEAD" { head_only(response) } else { response })
+    }
+
+    /// Why a request for `path` may not see it, if it may not.
+    fn refusal(&self, path: &str, host: Option<&[u8]>, authorization: Option<&[u8]>) -> Option<Vec<u8>> {
+        let selftest = path == "/selftest" || path.starts_with("/selftest/");
+        // Without a token, a page at any name that resolves to this
+        // listener (DNS rebinding) would be same-origin with the self-test
+        // and could mint credentials: the self-test answers only to an
+        // address or localhost then.
+        if selftest && self.token.is_none() && !host.is_none_or(is_local_host) {
+            return Some(plain(
+                403,
+                "open the self-test at this listener's address or localhost (or set admin.token)\n",
+                &[],
+            ));
+        }
+        let private = selftest || matches!(path, "/metrics" | "/status");
+        if !private || self.authorized(authorization) {
+            return None;
+        }
+        // Browsers ask a person for Basic credentials; API clients send the
+        // bearer token.
+        let challenge =
+            if selftest { "Basic realm=\"ip2p admin\", charset=\"UTF-8\"" } else { "Bearer realm=\"ip2p\"" };
+        Some(plain(
+            401,
+            "the admin token is needed: Authorization: Bearer <token>, or Basic with the token as password\n",
+            &[("WWW-Authenticate", challenge)],
+        ))
+    }
+
+    /// The page at `path`, for a request that may see it.
+    fn page(&self, path: &str) -> Vec<u8> {
+        let node = &self.node;
+        let no_store = [("Cache-Control", "no-store")];
+        match path {
+            "/metrics" => match crate::metrics::render(node) {
+                Ok(body) => ok(crate::metrics::CONTENT_TYPE, body.into_bytes()),
+                Err(_) => plain(500, "cannot encode the metrics\n", &[]),
+            },
+            // Alive: every worker answers (a stuck worker is worth a restart).
+            "/healthz" if node.stats().len() == node.workers() => plain(200, "ok\n", &[]),
+            "/healthz" => plain(503, "a worker does not answer\n", &[]),
+            // Ready for new clients: not draining.
+            "/readyz" if node.draining() => plain(503, "draining\n", &[]),
+            "/readyz" => plain(200, "ready\n", &[]),
+            "/status" => ok("application/json", status(node).to_string().into_bytes()),
+            "/selftest" => response(
+                200,
+                "OK",
+                "text/html; charset=utf-8",
+                &[
+                    ("Content-Security-Policy", SELFTEST_CSP),
+                    ("Cache-Control", "no-store"),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Referrer-Policy", "no-referrer"),
+                ],
+                SELFTEST_PAGE.as_bytes().to_vec(),
+            ),
+            "/selftest/config" => {
+                response(200, "OK", "application/json", &no_store, selftest_config(node).to_string().into_bytes())
+            }
+            "/selftest/credential" => match mint(&node.credentials(), crate::unix_now()) {
+                Some(minted) => response(200, "OK", "application/json", &no_store, minted.to_string().into_bytes()),
+                None => {
+                    plain(404, "no TURN REST secret is configured (auth.secrets): nothing to mint with\n", &no_store)
+                }
+            },
+            _ => plain(404, "not found; try /metrics, /healthz, /readyz, /status or /selftest\n", &[]),
+        }
+    }
+
+    /// Whether the request may see private pages: no token is configured,
+    /// or it presents the token (compared in constant time).
+    fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let presented = authorization.and_then(presented_token).unwrap_or_default();
+        ip2p_wire::credentials::constant_time_eq(&presented, token.as_bytes())
+    }
+}
+
+/// The token in an Authorization header: `Bearer <token>`, or `Basic`
+/// with any user name and the token as password (what a browser sends).
+fn presented_token(authorization: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    if let Some(token) = authorization.strip_prefix(b"Bearer ") {
+        return Some(token.to_vec());
+    }
+    let encoded = authorization.strip_prefix(b"Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    decoded.get(colon + 1..).map(<[u8]>::to_vec)
+}
+
+/// Whether a Host header names this machine by address or as localhost.
+fn is_local_host(host: &[u8]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_is_local_when_it_is_an_address_or_localhost() {
+        for host in ["127.0.0.1", "127.0.0.1:9478", "[::1]:9478", "[::1]", "localhost", "LocalHost:80", "10.0.0.7:1"] {
+            assert!(is_local_host(host.as_bytes()), "{host}");
+        }
+        let names =
+            ["relay.example.org", "localhost.example.org:80", "127.0.0.1.nip.io", "", "[::1", "[::1]x", "\u{ff}"];
+        for host in names {
+            assert!(!is_local_host(host.as_bytes()), "{host}");
+        }
+        assert!(!is_local_host(b"\xff\xfe"));
+    }
+
+    #[test]
+    fn the_token_comes_as_bearer_or_as_a_basic_password() {
+        assert_eq!(presented_token(b"Bearer t0ken").as_deref(), Some(&b"t0ken"[..]));
+        // base64("operator:t0ken"), and a password with a colon in it.
+        assert_eq!(presented_token(b"Basic b3BlcmF0b3I6dDBrZW4=").as_deref(), Some(&b"t0ken"[..]));
+        assert_eq!(presented_token(b"Basic OmE6Yg==").as_deref(), Some(&b"a:b"[..]));
+        for bad in [&b"Basic dDBrZW4="[..], b"Basic !!!", b"Basic ", b"basic b3BlcmF0b3I6dDBrZW4=", b"Digest x", b""] {
+            assert_eq!(presented_token(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

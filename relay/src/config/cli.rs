@@ -1,0 +1,124 @@
+//! The command line: subcommands and the flags of a running relay, each
+//! of which overrides its config key (`ip2p-relay --help`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::settings::{DatapathKind, XdpMode};
+
+/// `ip2p-relay`: a STUN/TURN relay.
+#[derive(Debug, Parser)]
+#[command(name = "ip2p-relay", version = crate::VERSION, about = "A STUN/TURN relay (RFC 8489, RFC 8656)")]
+pub struct Cli {
+    /// A subcommand; without one the relay runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The relay's options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file (and any flags given with it), print the
+    /// resolved settings, and exit: 0 if valid, 1 if not.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Write a first config to FILE (never over an existing one): loopback
+    /// only, with a random REST secret and nonce secret. Packages run it on
+    /// install so the service starts, and serves nobody else, until edited.
+    InitConfig {
+        /// Where to write it (e.g. /etc/ip2p/relay.toml).
+        file: PathBuf,
+    },
+}
+
+/// Options of a running relay. Each flag overrides its config key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Development defaults: listen on 127.0.0.1:3478, a demo user whose
+    /// credentials are printed, loopback peers allowed.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address to serve STUN/TURN on, over UDP and TCP (repeatable). (config: listen)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Address to serve TURN over TLS on (repeatable; needs --cert and --key). (config: tls.listen)
+    #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// TLS certificate chain, PEM. (config: tls.cert)
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// TLS private key, PEM. (config: tls.key)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The REALM. (config: realm)
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// A static user (repeatable). Visible to every local user in the
+    /// process list: prefer --users-file. (config: auth.users)
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    pub users: Vec<String>,
+    /// A file of static users, one NAME:PASSWORD a line. (config: auth.users_file)
+    #[arg(long = "users-file", value_name = "FILE")]
+    pub users_file: Option<PathBuf>,
+    /// A TURN REST API shared secret (repeatable, for rotation). Visible to
+    /// every local user in the process list: prefer --auth-secret-file.
+    /// (config: auth.secrets)
+    #[arg(long = "auth-secret", value_name = "SECRET")]
+    pub auth_secrets: Vec<String>,
+    /// A file of TURN REST API shared secrets, one a line. (config: auth.secrets_file)
+    #[arg(long = "auth-secret-file", value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// Allow relaying to a range the defaults deny (repeatable). (config: peers.allow)
+    #[arg(long = "allow-peer", value_name = "CIDR")]
+    pub allow_peers: Vec<String>,
+    /// Deny relaying to a range (repeatable). (config: peers.deny)
+    #[arg(long = "deny-peer", value_name = "CIDR")]
+    pub deny_peers: Vec<String>,
+    /// Local address relay sockets bind to; up to 8 per family. (config: relay.ips)
+    #[arg(long = "relay-ip", value_name = "IP")]
+    pub relay_ips: Vec<IpAddr>,
+    /// Public address to advertise behind 1:1 NAT, paired in order with the relay addresses of its family. (config: relay.external_ips)
+    #[arg(long = "external-ip", value_name = "IP")]
+    pub external_ips: Vec<IpAddr>,
+    /// Relay port range. (config: relay.ports)
+    #[arg(long = "relay-ports", value_name = "LOW-HIGH")]
+    pub relay_ports: Option<String>,
+    /// Worker threads; 0 = one per core. (config: workers)
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Datapath. (config: datapath)
+    #[arg(long, value_enum)]
+    pub datapath: Option<DatapathKind>,
+    /// The XDP fast path: off, auto or on. (config: xdp.mode)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub xdp: Option<XdpMode>,
+    /// An interface to attach the XDP fast path to (repeatable). (config: xdp.interfaces)
+    #[arg(long = "xdp-interface", value_name = "IFNAME")]
+    pub xdp_interfaces: Vec<String>,
+    /// Admin HTTP listener (/metrics, /healthz, /readyz, /status), or `off`;
+    /// default 127.0.0.1:9478. (config: admin.listen)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin: Option<String>,
+    /// A file holding the bearer token /metrics and /status ask for. (config: admin.token_file)
+    #[arg(long = "admin-token-file", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The Unix socket this process takes handover requests on (an upgrade
+    /// without dropping calls), and asks at with --take-over. (config:
+    /// handover.socket)
+    #[arg(long = "handover-socket", value_name = "PATH")]
+    pub handover_socket: Option<PathBuf>,
+    /// Take over the node of the process listening at the handover socket:
+    /// its sockets and allocations, instead of binding afresh.
+    #[arg(long = "take-over")]
+    pub take_over: bool,
+}

@@ -1,0 +1,237 @@
+//! What other threads (the admin listener, a handover, the lifecycle)
+//! may ask of a running node: counters and state, drain, freeze and
+//! resume. Commands reach a worker through its queue and eventfd; nothing
+//! here waits on the packet path.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use nix::sys::eventfd::EventFd;
+
+use crate::config::DatapathKind;
+use crate::datapath::conn_limits::ConnLimits;
+use crate::datapath::moving::Frozen;
+use crate::datapath::now;
+use crate::datapath::stats::WorkerStats;
+use crate::datapath::worker::Command;
+use ip2p_turn::{Credentials, NodeState, QuotaLimits};
+
+/// What other threads (the admin listener) may ask of a running node:
+/// counters, state, drain. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    pub(super) workers: Arc<[WorkerLink]>,
+    pub(super) shared: Arc<NodeState>,
+    pub(super) limits: Arc<ConnLimits>,
+    /// The addresses served: UDP and TCP, and TLS (ports resolved).
+    pub(super) listen: Arc<[SocketAddr]>,
+    pub(super) tls_listen: Arc<[SocketAddr]>,
+    pub(super) datapath: DatapathKind,
+    pub(super) started: Instant,
+    pub(super) draining: Arc<AtomicBool>,
+    /// The XDP fast path, when it runs; whether on the generic hook; and
+    /// the interfaces it was detached from for a handover in progress.
+    pub(super) xdp: Option<crate::fastpath::Loaded>,
+    pub(super) xdp_generic: bool,
+    pub(super) xdp_detached: Arc<Mutex<Vec<String>>>,
+    /// The counters of the processes before this one, by sample as
+    /// `/metrics` names them: this node's count on from there.
+    pub(super) counted_before: Arc<Counters>,
+    /// The realm and REST secrets as the configuration last said, for the
+    /// admin listener's self-test to mint a credential with.
+    pub(super) credentials: Arc<Mutex<Arc<Credentials>>>,
+    /// Relay ports the node can hand out: its port range on each relay
+    /// address.
+    pub(super) relay_ports: usize,
+}
+
+/// Counter samples by name and labels (`ip2p_x_total{a="b"}`).
+pub(crate) type Counters = std::collections::BTreeMap<String, u64>;
+
+/// A worker's command queue and the eventfd that wakes it.
+#[derive(Debug)]
+pub(super) struct WorkerLink {
+    pub(super) commands: Sender<Command>,
+    pub(super) wake: Arc<EventFd>,
+}
+
+impl WorkerLink {
+    pub(super) fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+}
+
+impl NodeHandle {
+    /// The counters of the processes before this one (a handover).
+    pub(crate) fn counted_before(&self) -> &Counters {
+        &self.counted_before
+    }
+
+    /// Stops every worker taking packets and collects what they give up
+    /// for a new process (a handover); the XDP fast path is detached (the
+    /// new process attaches its own). Without every worker's answer within
+    /// `timeout` the workers go on and this fails.
+    ///
+    /// # Errors
+    /// A worker did not answer in time.
+    pub(crate) fn freeze(&self, timeout: Duration) -> io::Result<Vec<Frozen>> {
+        let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
+        for w in self.workers.iter() {
+            w.send(Command::Freeze(tx.clone()));
+        }
+        drop(tx);
+        let deadline = now() + timeout;
+        let mut frozen: Vec<Frozen> = (0..self.workers.len()).filter_map(|_| rx.recv_deadline(deadline).ok()).collect();
+        if frozen.len() != self.workers.len() {
+            self.resume();
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "a worker did not stop for the handover"));
+        }
+        frozen.sort_by_key(|f| f.worker);
+        if let Some(fast) = &self.xdp
+            && let Ok(mut detached) = self.xdp_detached.lock()
+        {
+            *detached = crate::fastpath::detach_for_handover(fast);
+        }
+        Ok(frozen)
+    }
+
+    /// Workers go on after a handover that did not happen (and the XDP
+    /// fast path is attached again).
+    pub(crate) fn resume(&self) {
+        if let Some(fast) = &self.xdp
+            && let Ok(mut detached) = self.xdp_detached.lock()
+        {
+            crate::fastpath::reattach(fast, &std::mem::take(&mut *detached), self.xdp_generic);
+        }
+        for w in self.workers.iter() {
+            w.send(Command::Resume);
+        }
+    }
+
+    /// Starts draining: every worker refuses new allocations (300 with an
+    /// alternate, or 508) and keeps the others.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        for w in self.workers.iter() {
+            w.send(Command::Drain);
+        }
+        if let Some(fast) = &self.xdp {
+            crate::fastpath::detach(fast);
+        }
+    }
+
+    /// What the XDP fast path did, when it runs.
+    #[must_use]
+    pub fn xdp_outcomes(&self) -> Option<ip2p_xdp::Outcomes> {
+        self.xdp.as_ref().and_then(crate::fastpath::outcomes)
+    }
+
+    /// The interfaces the XDP fast path is attached to.
+    #[must_use]
+    pub fn xdp_interfaces(&self) -> Vec<String> {
+        let Some(fast) = &self.xdp else { return Vec::new() };
+        fast.lock().map(|f| f.interfaces().map(str::to_owned).collect()).unwrap_or_default()
+    }
+
+    /// Whether the node drains (and so is not ready for new clients).
+    #[must_use]
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Worker threads.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The datapath in use.
+    #[must_use]
+    pub fn datapath(&self) -> DatapathKind {
+        self.datapath
+    }
+
+    /// The addresses served over UDP and TCP.
+    #[must_use]
+    pub fn listen(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// The addresses served over TLS.
+    #[must_use]
+    pub fn tls_listen(&self) -> &[SocketAddr] {
+        &self.tls_listen
+    }
+
+    /// Time since the node started.
+    #[must_use]
+    pub fn uptime(&self) -> Duration {
+        now().saturating_duration_since(self.started)
+    }
+
+    /// Live allocations on the node (EVEN-PORT reservations count as
+    /// allocations until claimed).
+    #[must_use]
+    pub fn allocations(&self) -> usize {
+        self.shared.quotas.total()
+    }
+
+    /// The credentials requests are checked against now (after reloads).
+    #[must_use]
+    pub fn credentials(&self) -> Arc<Credentials> {
+        Arc::clone(&self.credentials.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Relay ports the node can hand out (its range on each relay address).
+    #[must_use]
+    pub fn relay_ports(&self) -> usize {
+        self.relay_ports
+    }
+
+    /// The most TCP and TLS connections counted at once.
+    #[must_use]
+    pub fn connections_limit(&self) -> usize {
+        self.limits.max_total
+    }
+
+    /// EVEN-PORT reservations held now.
+    #[must_use]
+    pub fn reservations(&self) -> usize {
+        self.shared.reservations()
+    }
+
+    /// The allocation limits in force.
+    #[must_use]
+    pub fn quota_limits(&self) -> QuotaLimits {
+        self.shared.quotas.limits()
+    }
+
+    /// TCP and TLS connections counted against the connection limits: the
+    /// clients', and RFC 6062's peer and data connections.
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.limits.total()
+    }
+
+    /// Every worker's counters, asked of each worker (a worker that does
+    /// not answer within 2 s is missing from the list).
+    #[must_use]
+    pub fn stats(&self) -> Vec<WorkerStats> {
+        let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
+        for w in self.workers.iter() {
+            w.send(Command::Stats(tx.clone()));
+        }
+        drop(tx);
+        let deadline = now() + Duration::from_secs(2);
+        let mut all: Vec<WorkerStats> =
+            (0..self.workers.len()).filter_map(|_| rx.recv_deadline(deadline).ok()).collect();
+        all.sort_by_key(|s| s.worker);
+        all
+    }
+}
