@@ -3,7 +3,7 @@
 //! allocation's paths end, and never for a path the core would not
 //! forward unconditionally.
 
-use super::*;
+use super::harness::*;
 
 fn with_events(change: impl FnOnce(&mut Config)) -> Harness {
     let mut cfg = config();

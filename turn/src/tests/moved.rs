@@ -3,7 +3,7 @@
 //! addresses, permissions, channels, lifetimes and credentials; what cannot
 //! move says so, and what does not fit is refused whole.
 
-use super::*;
+use super::harness::*;
 
 /// `h`'s allocations adopted by a new core at the same moment, with the
 /// nonces `h`'s clients hold.

@@ -2,7 +2,7 @@
 //! unbounded state, an amplifier, a long-lived credential. Each test fails
 //! on the core before these rules.
 
-use super::*;
+use super::harness::*;
 
 /// A REST credential for `name` (`<expiry>:<user>`) under the test secret.
 fn rest(name: &str) -> Creds {
