@@ -1,15 +1,19 @@
 //! ip2p-turn: the TURN server as a sans-I/O state machine (RFC 8489,
 //! RFC 8656, RFC 6062).
 //!
-//! No sockets, no clock, no threads. The datapath hands in what arrived
+//! No I/O, no clock, no threads of its own. The datapath hands in what arrived
 //! (`now`, which listener or relay socket, from whom, the buffer and where
 //! the packet lies in it) and makes one call per packet. A client's packet
 //! gets back one [`Verdict`]: send a range of its buffer (relayed data,
 //! framed in place), send the reply written into the scratch buffer, hand
 //! the payload to another worker, answer later, or drop (counted). A peer's
 //! datagram is forwarded to its client, framed in place, or dropped. Relay
-//! sockets are opened and closed through the [`Sockets`] trait. Expiry runs
-//! from [`Server::poll_timeout`] and [`Server::handle_timeout`].
+//! sockets are opened and closed through the [`Sockets`] trait (an EVEN-PORT
+//! reservation keeps the socket it was lent, [`Held`], until claimed).
+//! Expiry runs from [`Server::poll_timeout`] and [`Server::handle_timeout`].
+//! The workers of a node share its quotas, reservations and the
+//! short-circuit's view ([`NodeState`]) through atomics, locks taken when an
+//! allocation changes (never per relayed packet) and `ArcSwap`.
 //!
 //! The forwarding paths (ChannelData and Send from a client, a datagram
 //! from a peer) cost one hash lookup (client) or one slab index (peer),

@@ -7,7 +7,8 @@
 //! with nothing else (a Rust program needs bpf-linker and a matching LLVM),
 //! and aya loads it with no C library at run time (libbpf-rs needs libelf
 //! and a C build), so the relay builds everywhere and the fast path is
-//! simply absent (`PROGRAM` is `None`) where clang is.
+//! simply absent (`PROGRAM` is `None`) where clang or libbpf's headers are
+//! not (`xdp/toolchain.sh` installs both).
 
 mod tables;
 

@@ -20,8 +20,9 @@
 //! the core), this file (the loop and UDP), `conns` (TCP and TLS
 //! connections). Every `unsafe` block of the relay's datapaths is in this
 //! folder but one, the setsockopt for DONT-FRAGMENT in `socket.rs`
-//! (neither nix nor socket2 wraps it); the others of the relay take
-//! ownership of descriptors a handover receives (`handover/`).
+//! (neither nix nor socket2 wraps it); the relay's three others take
+//! ownership of the descriptors a handover accepts, receives or is passed
+//! (`handover/`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, UdpSocket};
