@@ -3,27 +3,21 @@
 //! SIGHUP reloading the TLS certificate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ip2p_client::Client;
-use ip2p_tests::bin;
-use ip2p_tests::support::{Log, Pki};
-
-fn temp_config(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("ip2p-cli-{}-{name}.toml", std::process::id()));
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use ip2p_tests::support::Pki;
+use ip2p_tests::{Relay, RelayOptions, TempDir, relay_bin};
+use nix::sys::signal::Signal;
 
 #[test]
 fn check_config_refuses_the_examples_placeholders_and_accepts_it_without() {
     let example = include_str!("../../deploy/ip2p-relay.example.toml");
-    let as_is = temp_config("example", example);
-    let out = Command::new(bin()).args(["check-config", as_is.to_str().unwrap()]).output().unwrap();
+    let dir = TempDir::new("cli-example");
+    let as_is = dir.file("example.toml", example);
+    let out = Command::new(relay_bin()).args(["check-config", as_is.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "the placeholders must be refused");
     assert!(stderr.contains("auth.users[0]") && stderr.contains("placeholder"), "{stderr}");
@@ -34,46 +28,43 @@ fn check_config_refuses_the_examples_placeholders_and_accepts_it_without() {
             "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
             "8f1d2c3b4a5968778695a4b3c2d1e0f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
         );
-    let fixed = temp_config("example-fixed", &real);
-    let out = Command::new(bin()).args(["check-config", fixed.to_str().unwrap()]).output().unwrap();
+    let fixed = dir.file("fixed.toml", &real);
+    let out = Command::new(relay_bin()).args(["check-config", fixed.to_str().unwrap()]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("valid") && stdout.contains("49152..=65535"), "{stdout}");
-    for path in [as_is, fixed] {
-        std::fs::remove_file(path).unwrap();
-    }
 }
 
 #[test]
 fn bad_configs_are_refused_naming_the_key() {
-    let bad = temp_config(
-        "bad",
+    let dir = TempDir::new("cli-bad");
+    let bad = dir.file(
+        "bad.toml",
         "listen = [\"127.0.0.1:3478\"]\n[relay]\nports = \"9-1\"\n[auth]\nsecrets = [\"a-rest-secret-for-tests\"]\n",
     );
-    let out = Command::new(bin()).args(["check-config", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(relay_bin()).args(["check-config", bad.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("relay.ports"), "{stderr}");
 
-    let out = Command::new(bin()).args(["--config", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(relay_bin()).args(["--config", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad config never starts the server");
     assert!(String::from_utf8_lossy(&out.stderr).contains("relay.ports"));
 
-    let out = Command::new(bin()).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    let out = Command::new(relay_bin()).args(["--listen", "127.0.0.1:0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials"));
 
-    let out = Command::new(bin()).args(["--dev", "--relay-ports", "1-0"]).output().unwrap();
+    let out = Command::new(relay_bin()).args(["--dev", "--relay-ports", "1-0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("relay.ports"));
-    std::fs::remove_file(bad).unwrap();
 }
 
 #[test]
 fn a_taken_port_fails_the_start() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(bin()).args(["--dev", "--listen", &addr]).stdout(Stdio::null()).output().unwrap();
+    let out = Command::new(relay_bin()).args(["--dev", "--listen", &addr]).stdout(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
@@ -82,32 +73,34 @@ fn a_taken_port_fails_the_start() {
 fn a_taken_admin_port_fails_the_start_and_a_bad_one_is_a_config_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(bin()).args(["--dev", "--listen", "127.0.0.1:0", "--admin", &addr]).output().unwrap();
+    let out = Command::new(relay_bin()).args(["--dev", "--listen", "127.0.0.1:0", "--admin", &addr]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("admin listener {addr}")), "{stderr}");
-    let out = Command::new(bin()).args(["--dev", "--admin", "localhost"]).output().unwrap();
+    let out = Command::new(relay_bin()).args(["--dev", "--admin", "localhost"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--admin: expected ADDR:PORT"));
 }
 
 #[test]
 fn dev_mode_serves_and_stops_on_sigterm() {
-    let mut child = Command::new(bin())
-        .args(["--dev", "--listen", "127.0.0.1:0", "--workers", "1", "--admin", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = lines.next().unwrap().unwrap();
+    let mut relay = Relay::start(&RelayOptions::flags(&[
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--admin",
+        "127.0.0.1:0",
+    ]));
+    let banner = relay.stdout_line();
     let addr: SocketAddr = banner
         .split_once(" on ")
         .and_then(|(_, rest)| rest.split(',').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {banner:?}"));
-    let user = lines.next().unwrap().unwrap();
-    let password = lines.next().unwrap().unwrap();
+    assert_eq!(addr, relay.addr);
+    let (user, password) = (relay.stdout_line(), relay.stdout_line());
     let user = user.split_whitespace().last().unwrap();
     let password = password.split_whitespace().last().unwrap();
 
@@ -116,8 +109,7 @@ fn dev_mode_serves_and_stops_on_sigterm() {
     c.allocate(None).unwrap();
 
     // The banner names the self-test page, which the admin listener serves.
-    let selftest = lines
-        .map_while(Result::ok)
+    let selftest = std::iter::repeat_with(|| relay.stdout_line())
         .take_while(|l| !l.starts_with("Ctrl-C"))
         .find_map(|l| l.trim().strip_prefix("selftest: ").map(str::to_owned))
         .expect("the banner names no self-test page");
@@ -131,85 +123,69 @@ fn dev_mode_serves_and_stops_on_sigterm() {
 
     // SIGTERM drains (tests/drain.rs): with no allocation left, it exits at once.
     c.refresh(Some(0)).unwrap();
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
+    relay.signal(Signal::SIGTERM);
+    assert!(relay.exit_within(Duration::from_secs(5)).success());
 }
 
 #[test]
 fn sighup_reloads_the_tls_certificate() {
     let mut pki = Pki::new("cli-sighup");
     let (cert, key) = (pki.cert(), pki.key());
-    let mut child = Command::new(bin())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--user",
-            "u:p",
-            "--admin",
-            "off",
-        ])
-        .args(["--allow-peer", "127.0.0.2", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Log::of(&mut child);
-    let wait_for = |what: &str| log.wait_for(what);
-    let started = wait_for("started");
-    let tls_part = started.split("tls=").nth(1).unwrap();
-    let addr: SocketAddr = tls_part.trim_start_matches('[').split(']').next().unwrap().parse().unwrap();
+    let mut relay = Relay::start(&RelayOptions::flags(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--user",
+        "u:p",
+        "--admin",
+        "off",
+        "--allow-peer",
+        "127.0.0.2",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]));
+    let addr = relay.tls_addrs[0];
     Client::tls(addr, "localhost", pki.roots.clone(), "u", "p").unwrap().allocate(None).unwrap();
 
     pki.issue();
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    wait_for("TLS certificate reloaded");
+    relay.signal(Signal::SIGHUP);
+    relay.wait_for("TLS certificate reloaded");
     Client::tls(addr, "localhost", pki.roots.clone(), "u", "p").unwrap().allocate(None).unwrap();
 
     std::fs::write(pki.key(), "garbage").unwrap();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    relay.signal(Signal::SIGHUP);
     // A key that does not load makes the whole new configuration invalid.
-    wait_for("reload refused");
+    relay.wait_for("reload refused");
     Client::tls(addr, "localhost", pki.roots.clone(), "u", "p").unwrap().allocate(None).unwrap();
 
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success());
+    relay.signal(Signal::SIGTERM);
+    assert!(relay.exit_within(Duration::from_secs(10)).success());
 }
 
 #[test]
 fn init_config_writes_a_valid_private_config_once() {
     use std::os::unix::fs::PermissionsExt;
-    let path = std::env::temp_dir().join(format!("ip2p-init-{}.toml", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let out = Command::new(bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    let dir = TempDir::new("cli-init");
+    let path = dir.path().join("relay.toml");
+    let out = Command::new(relay_bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640, "it holds secrets");
     let text = std::fs::read_to_string(&path).unwrap();
-    let out = Command::new(bin()).args(["check-config", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(relay_bin()).args(["check-config", path.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("127.0.0.1:3478") && shown.contains("1 REST secrets"), "{shown}");
     // Never over an existing file.
-    let out = Command::new(bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(relay_bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     // Each install gets its own secrets.
     std::fs::remove_file(&path).unwrap();
-    Command::new(bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
+    Command::new(relay_bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
     assert_ne!(std::fs::read_to_string(&path).unwrap(), text);
-    std::fs::remove_file(&path).unwrap();
 }

@@ -5,8 +5,9 @@
 //! to drain.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use ip2p_tests::bin;
 use std::process::Command;
+
+use ip2p_tests::{TempDir, relay_bin};
 
 const MANIFEST: &str = include_str!("../../deploy/kubernetes/ip2p-relay.yaml");
 
@@ -31,19 +32,20 @@ fn the_daemonset_config_refuses_placeholders_and_validates_with_its_flags() {
     let config = block("relay.toml");
     assert!(config.len() > 5, "no relay.toml in the Secret");
     // The Secret's files where the pod mounts them: a directory of ours.
-    let dir = std::env::temp_dir().join(format!("ip2p-k8s-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = config.join("\n").replace("/etc/ip2p/", &format!("{}/", dir.display()));
-    let path = dir.join("relay.toml");
-    std::fs::write(&path, text).unwrap();
+    let dir = TempDir::new("k8s");
+    let text = config.join("\n").replace("/etc/ip2p/", &format!("{}/", dir.path().display()));
+    let path = dir.file("relay.toml", &text);
     let check = || {
         // What the DaemonSet passes, with a documentation address for the node.
         assert!(MANIFEST.contains("- --relay-ip=$(HOST_IP)"));
-        Command::new(bin()).args(["--relay-ip", "192.0.2.7", "check-config", path.to_str().unwrap()]).output().unwrap()
+        Command::new(relay_bin())
+            .args(["--relay-ip", "192.0.2.7", "check-config", path.to_str().unwrap()])
+            .output()
+            .unwrap()
     };
     let secrets = ["rest-secret", "nonce-secret", "admin-token"];
     for name in secrets {
-        std::fs::write(dir.join(name), value(MANIFEST, &format!("{name}:")).trim_matches('"')).unwrap();
+        dir.file(name, value(MANIFEST, &format!("{name}:")).trim_matches('"'));
     }
     let out = check();
     assert!(!out.status.success(), "the manifest's placeholders must be refused");
@@ -53,10 +55,9 @@ fn the_daemonset_config_refuses_placeholders_and_validates_with_its_flags() {
         let hex: String = (0..32)
             .map(|i| format!("{:02x}", (i * 37 + real.len() * 11 + real.as_bytes()[0] as usize) % 251))
             .collect();
-        std::fs::write(dir.join(name), hex).unwrap();
+        dir.file(name, &hex);
     }
     let out = check();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Draining ends before Kubernetes kills the pod.

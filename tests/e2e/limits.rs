@@ -3,24 +3,17 @@
 //! each datapath, under a low `ulimit -n`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use ip2p_client::Client;
-use ip2p_tests::bin;
-use ip2p_tests::support::Log;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use ip2p_tests::{Relay, RelayOptions};
+use nix::sys::signal::Signal;
 
-fn out_of_descriptors(datapath: &str) {
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -n 96 && exec \"$0\" \"$@\"", bin()])
-        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--user", "u:p", "--datapath", datapath, "--admin", "off"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let server = Log::of(&mut child).listen_addr();
+fn out_of_descriptors(datapath: &'static str) {
+    let args = ["--listen", "127.0.0.1:0", "--workers", "1", "--user", "u:p", "--admin", "off"];
+    let opts = RelayOptions { datapath: Some(datapath), fd_limit: Some(96), ..RelayOptions::flags(&args) };
+    let mut relay = Relay::start(&opts);
+    let server = relay.addr;
     let mut clients = Vec::new();
     let mut refused = None;
     for _ in 0..200 {
@@ -44,8 +37,8 @@ fn out_of_descriptors(datapath: &str) {
     for mut c in clients {
         c.refresh(Some(0)).unwrap();
     }
-    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success(), "{datapath}: the relay did not exit cleanly");
+    relay.signal(Signal::SIGTERM);
+    assert!(relay.exit_within(Duration::from_secs(10)).success(), "{datapath}: the relay did not exit cleanly");
 }
 
 #[test]

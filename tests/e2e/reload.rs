@@ -4,16 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ip2p_client::Client;
-use ip2p_tests::bin;
-use ip2p_tests::support::Log;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use ip2p_tests::{Relay, RelayOptions};
+use nix::sys::signal::Signal;
 
 fn config(password: &str, peers: &str, workers: usize) -> String {
     format!(
@@ -33,19 +30,10 @@ fn config(password: &str, peers: &str, workers: usize) -> String {
 
 #[test]
 fn sighup_reloads_users_and_policy_without_losing_a_packet() {
-    let path = std::env::temp_dir().join(format!("ip2p-reload-{}.toml", std::process::id()));
-    std::fs::write(&path, config("first", r#"allow = ["127.0.0.2/32"]"#, 2)).unwrap();
-    let mut child = Command::new(bin())
-        .args(["--config", path.to_str().unwrap(), "--admin", "off"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Log::of(&mut child);
-    let wait_for = |what: &str| log.wait_for(what);
-    let server = log.listen_addr();
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let first = config("first", r#"allow = ["127.0.0.2/32"]"#, 2);
+    let mut relay = Relay::start(&RelayOptions { config: Some(first), ..RelayOptions::flags(&["--admin", "off"]) });
+    let server = relay.addr;
+    let path = relay.config_path().to_owned();
 
     // An allocation relaying to a peer, a packet every millisecond.
     let mut c = Client::new(server, "alice", "first").unwrap();
@@ -92,8 +80,8 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
         ),
     )
     .unwrap();
-    kill(pid, Signal::SIGHUP).unwrap();
-    let reloaded = wait_for("configuration reloaded");
+    relay.signal(Signal::SIGHUP);
+    let reloaded = relay.wait_for("configuration reloaded");
     assert!(reloaded.contains("workers"), "the worker count needs a restart: {reloaded}");
     std::thread::sleep(Duration::from_millis(200));
 
@@ -106,8 +94,8 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
 
     // A broken file is refused; the running configuration stays.
     std::fs::write(&path, "listen = [").unwrap();
-    kill(pid, Signal::SIGHUP).unwrap();
-    wait_for("reload refused");
+    relay.signal(Signal::SIGHUP);
+    relay.wait_for("reload refused");
     Client::new(server, "alice", "second").unwrap().allocate(None).unwrap();
 
     stop.store(true, Ordering::Relaxed);
@@ -116,7 +104,6 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
     assert!(sent > 300, "only {sent} packets sent");
     assert_eq!(got, sent, "packets lost across the reloads");
 
-    kill(pid, Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success());
-    std::fs::remove_file(path).unwrap();
+    relay.signal(Signal::SIGTERM);
+    assert!(relay.exit_within(Duration::from_secs(10)).success());
 }

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ip2p_client::{Client, Received};
+use ip2p_relay::unix_now;
 use ip2p_tests::{Netns, Relay, RelayOptions, TempDir, code, exchange, get, metrics, relay_bin, request, udp};
 use ip2p_wire::attr::{ChannelNumber, RequestedTransport, XorPeerAddress};
 use ip2p_wire::{AddressFamily, AttrType, Attribute, Message, Method};
@@ -37,10 +38,6 @@ fn rest_password(username: &str) -> String {
     let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// Every non-loopback address of this host's interfaces.

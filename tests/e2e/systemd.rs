@@ -6,32 +6,26 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ip2p_client::Client;
-use ip2p_tests::bin;
-use ip2p_tests::support::Log;
+use ip2p_tests::{Relay, RelayOptions, TempDir, relay_bin};
+use nix::sys::signal::Signal;
 
 const UNIT: &str = include_str!("../../deploy/systemd/ip2p-relay.service");
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ip2p-systemd-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    let dir = temp_dir("verify");
+    let dir = TempDir::new("systemd-verify");
     // The unit as installed, pointing at this build and a real config.
-    let config = dir.join("relay.toml");
-    std::fs::write(&config, "listen = [\"127.0.0.1:3478\"]\n[auth]\nsecrets = [\"a-rest-secret-for-tests\"]\n")
-        .unwrap();
-    let unit =
-        UNIT.replace("/usr/local/bin/ip2p-relay", bin()).replace("/etc/ip2p/relay.toml", config.to_str().unwrap());
-    let path = dir.join("ip2p-relay.service");
-    std::fs::write(&path, unit).unwrap();
+    let config =
+        dir.file("relay.toml", "listen = [\"127.0.0.1:3478\"]\n[auth]\nsecrets = [\"a-rest-secret-for-tests\"]\n");
+    let bin = relay_bin();
+    let unit = UNIT
+        .replace("/usr/local/bin/ip2p-relay", bin.to_str().unwrap())
+        .replace("/etc/ip2p/relay.toml", config.to_str().unwrap());
+    let path = dir.file("ip2p-relay.service", &unit);
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no", path.to_str().unwrap()])
         .output()
@@ -40,7 +34,6 @@ fn the_unit_passes_systemd_analyze_verify() {
     // Without a running systemd it may note that; nothing about the unit.
     let about_unit: Vec<&str> = text.lines().filter(|l| l.contains("ip2p-relay.service")).collect();
     assert!(out.status.success() && about_unit.is_empty(), "{text}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Receives notifications until one contains `what` (or fails after 10 s).
@@ -62,53 +55,36 @@ fn expect(socket: &UnixDatagram, what: &str, seen: &mut Vec<String>) -> String {
 
 #[test]
 fn the_relay_speaks_sd_notify() {
-    let dir = temp_dir("notify");
-    let socket_path = dir.join("notify.sock");
+    let dir = TempDir::new("systemd-notify");
+    let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     // systemd sets WATCHDOG_PID to the service's pid: the shell's `$$`,
     // which `exec` hands to the relay.
-    let mut child = Command::new("sh")
-        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", bin()])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--user",
-            "u:p",
-            "--allow-peer",
-            "127.0.0.2",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "200000")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = ["--listen", "127.0.0.1:0", "--workers", "2", "--user", "u:p", "--allow-peer", "127.0.0.2"];
+    let opts = RelayOptions { shell: Some("export WATCHDOG_PID=$$".into()), ..RelayOptions::flags(&args) }
+        .arg("--admin")
+        .arg("127.0.0.1:0")
+        .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
+        .env("WATCHDOG_USEC", "200000");
+    let mut relay = Relay::start(&opts);
     let mut seen = Vec::new();
     let ready = expect(&socket, "READY=1", &mut seen);
     assert!(ready.contains("STATUS=0 allocations, 2 workers, "), "{ready}");
-    // READY means serving: read the port from the log and allocate at once.
-    let addr = Log::of(&mut child).listen_addr();
-    let mut c = Client::new(addr, "u", "p").unwrap();
+    // READY means serving: allocate at once.
+    let mut c = Client::new(relay.addr, "u", "p").unwrap();
     c.allocate(None).unwrap();
     // The watchdog is pinged (at half of WATCHDOG_USEC) and STATUS follows.
     expect(&socket, "WATCHDOG=1", &mut seen);
     expect(&socket, "STATUS=1 allocations, 2 workers", &mut seen);
     // A reload is framed by RELOADING=1 and READY=1.
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    relay.signal(Signal::SIGHUP);
     expect(&socket, "RELOADING=1", &mut seen);
     expect(&socket, "READY=1", &mut seen);
     // SIGTERM drains (tests/drain.rs): the allocation goes first.
     c.refresh(Some(0)).unwrap();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    relay.signal(Signal::SIGTERM);
     expect(&socket, "STOPPING=1", &mut seen);
-    assert!(child.wait().unwrap().success());
-    std::fs::remove_dir_all(dir).unwrap();
+    assert!(relay.exit_within(Duration::from_secs(10)).success());
 }
 
 /// An upgrade under systemd: SIGUSR2 makes the relay start its program
@@ -118,33 +94,30 @@ fn the_relay_speaks_sd_notify() {
 /// exits 0, and the client's allocation goes on in the new process.
 #[test]
 fn sigusr2_upgrades_in_place_and_hands_the_service_to_the_new_process() {
-    let dir = temp_dir("upgrade");
-    let socket_path = dir.join("notify.sock");
+    let dir = TempDir::new("systemd-upgrade");
+    let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let handover = dir.join("handover.sock");
-    let mut child = Command::new(bin())
-        .args(["--listen", "127.0.0.1:0", "--workers", "2", "--user", "u:p", "--allow-peer", "127.0.0.2"])
-        .args(["--admin", "off", "--handover-socket", handover.to_str().unwrap()])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let handover = dir.path().join("handover.sock");
+    let args = ["--listen", "127.0.0.1:0", "--workers", "2", "--user", "u:p", "--allow-peer", "127.0.0.2"];
+    let opts = RelayOptions::flags(&args)
+        .arg("--admin")
+        .arg("off")
+        .arg("--handover-socket")
+        .arg(handover.to_str().unwrap())
+        .env("NOTIFY_SOCKET", socket_path.to_str().unwrap());
+    let mut relay = Relay::start(&opts);
     let mut seen = Vec::new();
     expect(&socket, "READY=1", &mut seen);
-    let log = Log::of(&mut child);
-    let addr = log.listen_addr();
+    let addr = relay.addr;
     let peer = ip2p_tests::peer();
     let mut c = Client::new(addr, "u", "p").unwrap();
     let relayed = c.allocate(None).unwrap();
     c.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).unwrap();
+    relay.signal(Signal::SIGUSR2);
     let main = expect(&socket, "MAINPID=", &mut seen);
     let new_pid: i32 = main.lines().find_map(|l| l.strip_prefix("MAINPID=")).unwrap().parse().unwrap();
-    assert_ne!(new_pid, pid.as_raw());
+    assert_ne!(new_pid, relay.pid());
     let new = nix::unistd::Pid::from_raw(new_pid);
     // Ended by its PID whatever happens below (this test started it).
     struct Kill(nix::unistd::Pid);
@@ -154,16 +127,14 @@ fn sigusr2_upgrades_in_place_and_hands_the_service_to_the_new_process() {
         }
     }
     let _new_process = Kill(new);
-    assert!(child.wait().unwrap().success(), "the old process exits 0");
+    assert!(relay.exit_within(Duration::from_secs(10)).success(), "the old process exits 0");
     // The new process serves the allocation the old one made.
     c.send_channel(0x4000, b"after").unwrap();
     assert_eq!(ip2p_tests::recv(&peer), (b"after".to_vec(), relayed));
     assert_eq!(c.refresh(Some(600)).unwrap(), 600);
     // And it speaks to systemd as the service (STATUS on its beat).
-    nix::sys::signal::kill(new, nix::sys::signal::Signal::SIGHUP).unwrap();
+    nix::sys::signal::kill(new, Signal::SIGHUP).unwrap();
     expect(&socket, "RELOADING=1", &mut seen);
-    drop(log);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Receives what the relay stores in "systemd's" file descriptor store
@@ -205,42 +176,26 @@ fn stored(socket: &UnixDatagram, seen: &mut Vec<String>) -> Vec<(String, std::os
 }
 
 /// A process standing in for systemd's restart: it gets `fds` as
-/// LISTEN_FDS (from 3 on, named), and runs the relay with `args`.
-fn start_with_fds(fds: &[(String, std::os::fd::OwnedFd)], args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+/// LISTEN_FDS (from 3 on, named), and runs the relay as `opts` say.
+fn start_with_fds(fds: &[(String, std::os::fd::OwnedFd)], opts: RelayOptions) -> Relay {
     use std::fmt::Write;
-    // Far above 3 + n first, then into place, the originals closed.
+    use std::os::fd::AsRawFd;
+    // Far above 3 + n first (not closed on exec), then into place, the
+    // copies closed.
     let high: Vec<std::os::fd::OwnedFd> = fds
         .iter()
         .map(|(_, fd)| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD(1000)).unwrap())
         .map(|raw| unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) })
         .collect();
-    let mut script = String::from("export LISTEN_PID=$$\n");
+    let mut script = String::from("export LISTEN_PID=$$");
     for (i, fd) in high.iter().enumerate() {
-        writeln!(
-            script,
-            "exec {}<&{} {}<&-",
-            3 + i,
-            std::os::fd::AsRawFd::as_raw_fd(fd),
-            std::os::fd::AsRawFd::as_raw_fd(fd)
-        )
-        .unwrap();
+        write!(script, "\nexec {}<&{} {}<&-", 3 + i, fd.as_raw_fd(), fd.as_raw_fd()).unwrap();
     }
-    script.push_str("exec \"$0\" \"$@\"\n");
     let names: Vec<&str> = fds.iter().map(|(n, _)| n.as_str()).collect();
-    let child = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .arg(bin())
-        .args(args)
-        .env("LISTEN_FDS", fds.len().to_string())
-        .env("LISTEN_FDNAMES", names.join(":"))
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(high);
-    child
+    let opts = RelayOptions { shell: Some(script), ..opts }
+        .env("LISTEN_FDS", &fds.len().to_string())
+        .env("LISTEN_FDNAMES", &names.join(":"));
+    Relay::start(&opts)
 }
 
 /// `systemctl restart` with the file descriptor store, the test standing
@@ -254,23 +209,23 @@ fn start_with_fds(fds: &[(String, std::os::fd::OwnedFd)], args: &[&str], env: &[
 #[test]
 fn a_restart_hands_over_through_the_file_descriptor_store() {
     for (dp, mangle) in [("epoll", ""), ("io_uring", ""), ("epoll", "truncate")] {
-        let dir = temp_dir(&format!("fdstore-{dp}-{mangle}"));
-        let socket_path = dir.join("notify.sock");
+        let dir = TempDir::new(&format!("fdstore-{dp}-{mangle}"));
+        let socket_path = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&socket_path).unwrap();
         let unit = format!("ip2p-test-{}-{dp}{mangle}.service", std::process::id());
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        let systemctl = dir.join("bin/systemctl");
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        let systemctl = dir.path().join("bin/systemctl");
         std::fs::write(
             &systemctl,
             format!(
                 "#!/bin/sh\ncase \"$1\" in\n list-jobs) echo \"7 {unit} $(cat {job}) running\" ;;\n show) echo 64 ;;\nesac\n",
-                job = dir.join("job").display()
+                job = dir.path().join("job").display()
             ),
         )
         .unwrap();
         std::fs::set_permissions(&systemctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::write(dir.join("job"), "restart").unwrap();
-        let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+        let job = dir.file("job", "restart");
+        let path = format!("{}:{}", dir.path().join("bin").display(), std::env::var("PATH").unwrap_or_default());
         // The cgroup systemd would have made for the unit.
         let cgroup = PathBuf::from("/sys/fs/cgroup/systemd").join(&unit);
         std::fs::create_dir_all(&cgroup).expect("systemd's cgroup hierarchy (name=systemd) to make a unit's cgroup in");
@@ -282,21 +237,16 @@ fn a_restart_hands_over_through_the_file_descriptor_store() {
         }
         let _cgroup = Cgroup(cgroup.clone());
         let args = ["--listen", "127.0.0.1:0", "--workers", "2", "--user", "u:p", "--allow-peer", "127.0.0.2"];
-        let args: Vec<&str> = args.iter().copied().chain(["--admin", "off", "--datapath", dp]).collect();
-        let env = [("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("PATH", path.as_str()), ("NO_COLOR", "1")];
-        let mut old = Command::new(bin())
-            .args(&args)
-            .envs(env)
-            .env("IP2P_TEST_MANGLE_SNAPSHOT", mangle)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let opts = RelayOptions { datapath: Some(dp), ..RelayOptions::flags(&args) }
+            .arg("--admin")
+            .arg("off")
+            .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
+            .env("PATH", &path);
+        let mut old = Relay::start(&opts.clone().env("IP2P_TEST_MANGLE_SNAPSHOT", mangle));
         let mut seen = Vec::new();
         expect(&socket, "READY=1", &mut seen);
-        std::fs::write(cgroup.join("cgroup.procs"), old.id().to_string()).unwrap();
-        let log = Log::of(&mut old);
-        let addr = log.listen_addr();
+        std::fs::write(cgroup.join("cgroup.procs"), old.pid().to_string()).unwrap();
+        let addr = old.addr;
         let peer = ip2p_tests::peer();
         let mut udp = Client::new(addr, "u", "p").unwrap();
         let udp_relayed = udp.allocate(None).unwrap();
@@ -306,28 +256,18 @@ fn a_restart_hands_over_through_the_file_descriptor_store() {
         tcp.channel_bind(0x4001, peer.local_addr().unwrap()).unwrap();
 
         let started = Instant::now();
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(old.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        old.signal(Signal::SIGTERM);
         let fds = stored(&socket, &mut seen);
-        assert!(old.wait().unwrap().success(), "{dp}: the old process exits 0");
+        assert!(old.exit_within(Duration::from_secs(10)).success(), "{dp}: the old process exits 0");
         assert!(started.elapsed() < Duration::from_secs(10), "{dp}: no drain: {:?}", started.elapsed());
-        log.wait_for("stored in systemd's file descriptor store; exiting");
+        old.wait_for("stored in systemd's file descriptor store; exiting");
         // 2 workers' UDP and TCP listeners, 2 relay sockets, the TCP
         // client's connection, the snapshot.
         assert_eq!(fds.len(), 8, "{dp}: {:?}", fds.iter().map(|(n, _)| n).collect::<Vec<_>>());
 
-        let mut new = start_with_fds(&fds, &args, &env);
+        let mut new = start_with_fds(&fds, opts);
         drop(fds);
-        struct Kill(std::process::Child);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let new_log = Log::of(&mut new);
-        let mut new = Kill(new);
-        std::fs::write(cgroup.join("cgroup.procs"), new.0.id().to_string()).unwrap();
+        std::fs::write(cgroup.join("cgroup.procs"), new.pid().to_string()).unwrap();
         expect(&socket, "READY=1", &mut seen);
         // The store lets go of every descriptor it held.
         let removed = |seen: &Vec<String>| seen.iter().filter(|m| m.lines().any(|l| l == "FDSTOREREMOVE=1")).count();
@@ -335,8 +275,8 @@ fn a_restart_hands_over_through_the_file_descriptor_store() {
             expect(&socket, "FDSTOREREMOVE=1", &mut seen);
         }
         if mangle.is_empty() {
-            assert_eq!(new_log.listen_addr(), addr, "{dp}");
-            let took = new_log.wait_for("took over the previous process's node");
+            assert_eq!(new.addr, addr, "{dp}");
+            let took = new.wait_for("took over the previous process's node");
             assert!(took.contains("allocations=2"), "{dp}: {took}");
             for (c, channel, relayed) in [(&mut udp, 0x4000, udp_relayed), (&mut tcp, 0x4001, tcp_relayed)] {
                 c.send_channel(channel, b"after the restart").unwrap();
@@ -344,26 +284,22 @@ fn a_restart_hands_over_through_the_file_descriptor_store() {
                 assert_eq!(c.refresh(Some(600)).unwrap(), 600, "{dp}");
             }
         } else {
-            new_log.wait_for("starting afresh");
+            assert_eq!(new.count("starting afresh"), 1, "{dp}");
             assert!(udp.refresh(Some(600)).is_err(), "{dp}: the allocation is gone");
-            let mut again = Client::new(new_log.listen_addr(), "u", "p").unwrap();
+            let mut again = Client::new(new.addr, "u", "p").unwrap();
             again.allocate(None).unwrap();
         }
 
         // A stop: nothing stored, it drains (its allocations hold it).
-        std::fs::write(dir.join("job"), "stop").unwrap();
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(new.0.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        new_log.wait_for("draining");
+        std::fs::write(&job, "stop").unwrap();
+        new.signal(Signal::SIGTERM);
+        new.wait_for("draining");
         std::thread::sleep(Duration::from_millis(300));
-        assert!(new.0.try_wait().unwrap().is_none(), "{dp}: still draining");
+        assert!(new.alive(), "{dp}: still draining");
         socket.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 4096];
         while let Ok(n) = socket.recv(&mut buf) {
             assert!(!String::from_utf8_lossy(&buf[..n]).contains("FDSTORE=1"), "{dp}: a stop stores nothing");
         }
-        drop(new);
-        drop(log);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! The end-to-end tests' harness: the relay binary started as an operator
-//! would start it (flags, a config file, a low fd limit), its log read line
-//! by line, its process measured from /proc, its admin API scraped, and
-//! raw STUN packets built with ip2p-wire to send at it.
+//! would start it (flags, a config file, a low fd limit, a shell standing
+//! in for systemd) by [`Relay::start`], its log read line by line, its
+//! process measured from /proc, its admin API scraped, and raw STUN
+//! packets built with ip2p-wire to send at it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::HashMap;
@@ -86,12 +87,6 @@ pub fn start_node(dp: DatapathKind, toml: &str) -> Node {
     node::start(&settings(dp, toml)).unwrap()
 }
 
-/// [`relay_bin`] as text, for commands and shell scripts.
-pub fn bin() -> &'static str {
-    static TEXT: OnceLock<String> = OnceLock::new();
-    TEXT.get_or_init(|| relay_bin().to_str().unwrap().to_owned())
-}
-
 /// A file in a fresh directory of this test's, removed with it.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);
@@ -125,33 +120,46 @@ impl Drop for TempDir {
     }
 }
 
-/// A running relay process: stopped (SIGTERM, then SIGKILL) when dropped.
+/// A running relay process, and its log (its stderr, read line by line
+/// for the process's whole life, so the relay never blocks on a full
+/// pipe). Killed when dropped, if it still runs.
 #[derive(Debug)]
 pub struct Relay {
     child: Child,
     lines: Mutex<Receiver<String>>,
+    /// What it prints on stdout (the banner of `--dev`), line by line.
+    stdout: Mutex<Receiver<String>>,
     /// Every line read so far.
     seen: Mutex<Vec<String>>,
     /// The first listen address (UDP and TCP).
     pub addr: SocketAddr,
     /// Every listen address, in the config's order (ports resolved).
     pub addrs: Vec<SocketAddr>,
+    /// The TLS listen addresses.
+    pub tls_addrs: Vec<SocketAddr>,
     /// The admin listener, when it has one.
     pub admin: Option<SocketAddr>,
+    /// The config file, when it was started with one.
+    config: Option<PathBuf>,
     _dir: TempDir,
 }
 
-/// How to start a relay.
-#[derive(Debug, Clone)]
+/// How to start a relay: the config file and flags it is given, and how
+/// its process is started.
+#[derive(Debug, Clone, Default)]
 pub struct RelayOptions {
-    /// "epoll" or "io_uring".
-    pub datapath: &'static str,
-    /// The config file's text (a listen address on loopback is added).
-    pub config: String,
-    /// Extra flags.
+    /// `--datapath`: "epoll" or "io_uring"; `None`: the binary's choice.
+    pub datapath: Option<&'static str>,
+    /// The config file's text (`--config`); `None`: flags alone.
+    pub config: Option<String>,
+    /// Flags, after `--config` and `--datapath`.
     pub args: Vec<String>,
     /// `ulimit -n` to start it under, if any.
     pub fd_limit: Option<u32>,
+    /// Shell lines run in its process before the relay is exec'd there
+    /// (what a test stands in for: `WATCHDOG_PID=$$`, descriptors moved
+    /// into place as systemd passes them).
+    pub shell: Option<String>,
     /// The network namespace to run it in, if any (see [`Netns`]).
     pub netns: Option<String>,
     /// Another binary than [`relay_bin`].
@@ -161,18 +169,14 @@ pub struct RelayOptions {
 }
 
 impl RelayOptions {
-    /// A relay on `datapath` with `config`, two workers, the admin API on
-    /// loopback.
+    /// A relay on `datapath` with `config` as its config file.
     pub fn new(datapath: &'static str, config: &str) -> Self {
-        Self {
-            datapath,
-            config: config.to_owned(),
-            args: Vec::new(),
-            fd_limit: None,
-            netns: None,
-            bin: None,
-            env: Vec::new(),
-        }
+        Self { datapath: Some(datapath), config: Some(config.to_owned()), ..Self::default() }
+    }
+
+    /// A relay given flags alone.
+    pub fn flags(args: &[&str]) -> Self {
+        Self { args: args.iter().map(|&a| a.to_owned()).collect(), ..Self::default() }
     }
 
     /// With environment variable `key` set to `value`.
@@ -181,62 +185,86 @@ impl RelayOptions {
         self
     }
 
+    /// With one more flag.
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_owned());
         self
     }
+
+    /// Whether the relay is to log an admin listener: `--admin` says, or
+    /// the config's `[admin]` table, or by default it has one.
+    fn admin(&self) -> bool {
+        if let Some(i) = self.args.iter().rposition(|a| a == "--admin") {
+            return self.args.get(i + 1).is_some_and(|a| a != "off");
+        }
+        self.config.as_deref().is_none_or(|c| !c.contains("[admin]") || !c.contains("listen = \"off\""))
+    }
+
+    /// The command that starts it, with `config` as its config file.
+    fn command(&self, config: Option<&Path>) -> Command {
+        let bin = self.bin.clone().unwrap_or_else(relay_bin);
+        let mut script = self.shell.clone().unwrap_or_default();
+        if let Some(n) = self.fd_limit {
+            script.push_str(&format!("\nulimit -n {n}"));
+        }
+        // ip netns exec NS, then bash -c SCRIPT when there is one, then the relay.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns.as_str()].map(Into::into));
+        }
+        if !script.is_empty() {
+            argv.extend(["bash".into(), "-c".into(), format!("{script}\nexec \"$0\" \"$@\"").into()]);
+        }
+        argv.push(bin.into_os_string());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        if let Some(datapath) = self.datapath {
+            command.args(["--datapath", datapath]);
+        }
+        command
+            .args(&self.args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
 }
 
 impl Relay {
-    /// Starts the binary and waits for its start line.
+    /// Starts the binary and waits for its start line (and its admin
+    /// listener's, when it has one).
     pub fn start(opts: &RelayOptions) -> Self {
         let dir = TempDir::new("relay");
-        let config = dir.file("relay.toml", &opts.config);
-        let bin = opts.bin.clone().unwrap_or_else(relay_bin);
-        let mut command = match (&opts.netns, opts.fd_limit) {
-            (Some(ns), _) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns.as_str(), bin.to_str().unwrap()]);
-                c
-            }
-            (None, Some(n)) => {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin.to_str().unwrap()]);
-                c
-            }
-            (None, None) => Command::new(&bin),
-        };
-        command
-            .args(["--config", config.to_str().unwrap(), "--datapath", opts.datapath])
-            .args(&opts.args)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let config = opts.config.as_ref().map(|text| dir.file("relay.toml", text));
+        let mut child = opts.command(config.as_deref()).spawn().unwrap();
+        let lines = read_lines(child.stderr.take().unwrap());
+        let stdout = read_lines(child.stdout.take().unwrap());
         let mut relay = Self {
             child,
-            lines: Mutex::new(rx),
+            lines: Mutex::new(lines),
+            stdout: Mutex::new(stdout),
             seen: Mutex::new(Vec::new()),
             addr: "0.0.0.0:0".parse().unwrap(),
             addrs: Vec::new(),
+            tls_addrs: Vec::new(),
             admin: None,
+            config,
             _dir: dir,
         };
         let started = relay.wait_for("ip2p-relay started");
-        let list = started.split("listen=[").nth(1).and_then(|l| l.split("] ").next()).unwrap();
-        relay.addrs = list.split(", ").map(|a| a.parse().unwrap()).collect();
+        let list = |key: &str| -> Vec<SocketAddr> {
+            let list = started.split(key).nth(1).and_then(|l| l.split(']').next()).unwrap_or_default();
+            list.split(", ").filter(|a| !a.is_empty()).map(|a| a.parse().unwrap()).collect()
+        };
+        relay.addrs = list("listen=[");
+        relay.tls_addrs = list("tls=[");
         relay.addr = relay.addrs[0];
-        let off = opts.config.contains("listen = \"off\"") || opts.args.iter().any(|a| a == "off");
-        if opts.config.contains("[admin]") && !off {
+        if opts.admin() {
             let line = relay.wait_for("admin listener");
             relay.admin = Some(field(&line, "admin=").parse().unwrap());
         }
@@ -246,6 +274,17 @@ impl Relay {
     /// The process ID.
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// Sends the process `signal`.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// The config file it was started with (a test may change it and
+    /// reload).
+    pub fn config_path(&self) -> &Path {
+        self.config.as_deref().expect("started without a config file")
     }
 
     /// The next line containing `what`, within 10 s.
@@ -262,6 +301,12 @@ impl Relay {
                 return line;
             }
         }
+    }
+
+    /// The next line it prints on stdout, within 10 s.
+    pub fn stdout_line(&self) -> String {
+        let stdout = self.stdout.lock().unwrap();
+        stdout.recv_timeout(Duration::from_secs(10)).expect("nothing more on stdout")
     }
 
     /// Every line logged so far (reading what is waiting).
@@ -317,6 +362,18 @@ impl Relay {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// How the process exited, which it must within `limit`.
+    pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process exits within 5 s (a handover's old process).
     pub fn exits(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -329,10 +386,22 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid());
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        // Only a process not yet reaped is signalled: a PID once waited
+        // for may be another's now.
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The lines of `from`, read on a thread of their own to its end.
+fn read_lines(from: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// The text after `key` up to `]`, `,` or a space, in a log line.

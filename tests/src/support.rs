@@ -1,9 +1,10 @@
-//! Test helpers the suite's modules share: a test PKI and a relay
-//! process's log.
+//! A test PKI: a CA and a certificate for `localhost`, in files.
 
 use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+use crate::TempDir;
 
 /// A test CA and a certificate for `localhost` it signed, written to files.
 #[derive(Debug)]
@@ -12,16 +13,12 @@ pub struct Pki {
     /// base64(SHA-256) of the leaf's SubjectPublicKeyInfo: what a browser
     /// is told to trust (`--ignore-certificate-errors-spki-list`).
     pub leaf_spki_sha256: String,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Pki {
     pub fn new(name: &str) -> Self {
-        // Unique per call: tests on both datapaths use the same names.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("ip2p-test-{}-{name}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(name);
         let mut pki = Self { roots: rustls::RootCertStore::empty(), leaf_spki_sha256: String::new(), dir };
         pki.issue();
         pki
@@ -43,7 +40,7 @@ impl Pki {
     }
 
     pub fn cert(&self) -> PathBuf {
-        self.dir.join("cert.pem")
+        self.dir.path().join("cert.pem")
     }
 
     /// The `[tls]` table serving this certificate on `listen`.
@@ -56,50 +53,6 @@ impl Pki {
     }
 
     pub fn key(&self) -> PathBuf {
-        self.dir.join("key.pem")
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A relay process's log (its stderr), line by line. A thread reads it for
-/// the process's whole life, so the relay never blocks on a full pipe.
-#[derive(Debug)]
-pub struct Log(std::sync::mpsc::Receiver<String>);
-
-impl Log {
-    /// Takes `child`'s piped stderr.
-    pub fn of(child: &mut std::process::Child) -> Self {
-        use std::io::BufRead;
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self(rx)
-    }
-
-    /// The next line containing `what`, within 10 s.
-    pub fn wait_for(&self, what: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self.0.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {what:?}"));
-            if line.contains(what) {
-                return line;
-            }
-        }
-    }
-
-    /// Waits for the start line and returns the first listen address.
-    pub fn listen_addr(&self) -> std::net::SocketAddr {
-        let line = self.wait_for("started");
-        line.split("listen=[").nth(1).unwrap().split([']', ',']).next().unwrap().parse().unwrap()
+        self.dir.path().join("key.pem")
     }
 }
