@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use ip2p_turn::testing::FakeSockets;
 use ip2p_turn::{
-    Config, Credentials, ListenerId, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, QuotaLimits, Quotas, REPLY_BUFFER,
-    RelayIp, RelayToken, Server, NodeState, Transmit, UserSecret, Verdict, Via,
+    Config, Credentials, ListenerId, NodeState, PEER_HEADROOM, PEER_TAILROOM, PeerPolicy, QuotaLimits, Quotas,
+    REPLY_BUFFER, RelayIp, RelayToken, Server, Transmit, UserSecret, Verdict, Via,
 };
 use ip2p_wire::attr::{
     ChannelNumber, EvenPort, Lifetime, Nonce, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken,
