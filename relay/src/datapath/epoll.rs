@@ -223,7 +223,7 @@ pub(crate) fn run(setup: WorkerSetup) -> io::Result<()> {
         }
         l.relay_inbox();
         l.flush_conns();
-        if let Some(reply) = l.worker.freeze.take()
+        if let Some(reply) = l.worker.freeze_request.take()
             && l.freeze(&reply)
         {
             return Ok(());

@@ -94,7 +94,7 @@ pub(crate) struct Worker {
     pub(crate) mirror: Option<crate::fastpath::Mirror>,
     /// A handover asked for ([`Command::Freeze`]), done by the datapath
     /// once it has stopped taking packets.
-    pub(crate) freeze: Option<Sender<Frozen>>,
+    pub(crate) freeze_request: Option<Sender<Frozen>>,
 }
 
 impl Worker {
@@ -118,7 +118,7 @@ impl Worker {
             }
             Command::Reconfigure(config) => self.server.reconfigure(config, now()),
             Command::Drain => self.server.drain(),
-            Command::Freeze(reply) => self.freeze = Some(reply),
+            Command::Freeze(reply) => self.freeze_request = Some(reply),
             Command::Resume => {}
         }
         false

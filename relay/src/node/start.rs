@@ -242,7 +242,7 @@ fn worker(
         latency: RequestLatency::default(),
         inboxes: common.inboxes.clone(),
         mirror,
-        freeze: None,
+        freeze_request: None,
     }
 }
 

@@ -230,7 +230,7 @@ pub(crate) fn run(setup: WorkerSetup) -> io::Result<()> {
         l.write_conns();
         l.bufs.publish();
         l.rearm_receives();
-        if let Some(reply) = l.worker.freeze.take()
+        if let Some(reply) = l.worker.freeze_request.take()
             && l.freeze(&reply)?
         {
             return Ok(());
