@@ -213,7 +213,8 @@ impl RelayOptions {
             argv.extend(["ip", "netns", "exec", ns.as_str()].map(Into::into));
         }
         if !script.is_empty() {
-            argv.extend(["bash".into(), "-c".into(), format!("{script}\nexec \"$0\" \"$@\"").into()]);
+            // Any line that fails stops it before the relay starts.
+            argv.extend(["bash".into(), "-c".into(), format!("set -e\n{script}\nexec \"$0\" \"$@\"").into()]);
         }
         argv.push(bin.into_os_string());
         let mut command = Command::new(&argv[0]);
