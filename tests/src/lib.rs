@@ -259,7 +259,8 @@ impl Relay {
         };
         let started = relay.wait_for("ip2p-relay started");
         let list = |key: &str| -> Vec<SocketAddr> {
-            let list = started.split(key).nth(1).and_then(|l| l.split(']').next()).unwrap_or_default();
+            // `[127.0.0.1:3478, [::1]:3478] `: the list ends at the bracket before a space.
+            let list = started.split(key).nth(1).and_then(|l| l.split("] ").next()).unwrap_or_default();
             list.split(", ").filter(|a| !a.is_empty()).map(|a| a.parse().unwrap()).collect()
         };
         relay.addrs = list("listen=[");
