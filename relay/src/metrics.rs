@@ -136,6 +136,11 @@ fn allocations(out: &mut Out<'_, '_>, p: &Stats, g: &Gauges, refused: &Allocatio
     )?;
     out.counter("ip2p_allocations_created", "Allocations created", p.allocations_created)?;
     out.counter("ip2p_allocations_expired", "Allocations that expired without being deleted", p.allocations_expired)?;
+    out.counter(
+        "ip2p_peers_revoked",
+        "Live permissions and channels ended because the peer policy or the host's addresses changed",
+        p.revoked,
+    )?;
     out.reasons("ip2p_allocations_refused", "Allocate requests refused, by reason", &refused.by_reason())?;
     out.gauge("ip2p_permissions", "Live permissions", g.permissions as f64)?;
     out.gauge("ip2p_channels", "Live channel bindings", g.channels as f64)

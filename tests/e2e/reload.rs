@@ -68,18 +68,9 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
     });
     std::thread::sleep(Duration::from_millis(200));
 
-    // The new file: alice's password changes, the policy opens 127/8 but
-    // closes 127.0.0.3, and a restart-only key changes.
-    std::fs::write(
-        &path,
-        config(
-            "second",
-            r#"allow = ["127.0.0.0/8"]
-        deny = ["127.0.0.3/32"]"#,
-            1,
-        ),
-    )
-    .unwrap();
+    // The new file: alice's password changes, the policy opens 127.0.0.4
+    // too, and a restart-only key changes.
+    std::fs::write(&path, config("second", r#"allow = ["127.0.0.2/32", "127.0.0.4/32"]"#, 1)).unwrap();
     relay.signal(Signal::SIGHUP);
     let reloaded = relay.wait_for("configuration reloaded");
     assert!(reloaded.contains("workers"), "the worker count needs a restart: {reloaded}");
@@ -89,7 +80,7 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
     assert_eq!(Client::new(server, "alice", "first").unwrap().allocate(None).unwrap_err().code(), Some(401));
     let mut fresh = Client::new(server, "alice", "second").unwrap();
     fresh.allocate(None).unwrap();
-    fresh.create_permission(&["127.0.0.2:9".parse().unwrap()]).unwrap();
+    fresh.create_permission(&["127.0.0.2:9".parse().unwrap(), "127.0.0.4:9".parse().unwrap()]).unwrap();
     assert_eq!(fresh.create_permission(&["127.0.0.3:9".parse().unwrap()]).unwrap_err().code(), Some(403));
 
     // A broken file is refused; the running configuration stays.
@@ -106,4 +97,34 @@ fn sighup_reloads_users_and_policy_without_losing_a_packet() {
 
     relay.signal(Signal::SIGTERM);
     assert!(relay.exit_within(Duration::from_secs(10)).success());
+}
+
+/// A reload that denies a peer ends the live permission and channel to it
+/// at once, both ways, instead of letting them relay until they lapse.
+fn a_reload_that_denies_a_live_peer_ends_its_traffic_at_once(dp: &'static str) {
+    let first = config("first", r#"allow = ["127.0.0.2/32"]"#, 2);
+    let opts = RelayOptions { args: vec!["--admin".into(), "127.0.0.1:0".into()], ..RelayOptions::new(dp, &first) };
+    let relay = Relay::start(&opts);
+    let mut c = Client::new(relay.addr, "alice", "first").unwrap();
+    let relayed = c.allocate(None).unwrap();
+    let peer = UdpSocket::bind("127.0.0.2:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    c.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+    c.send_channel(0x4000, b"before").unwrap();
+    assert_eq!(peer.recv_from(&mut [0u8; 64]).unwrap(), (6, relayed), "{dp}");
+
+    let denied = config("first", "allow = [\"127.0.0.2/32\"]\n        deny = [\"127.0.0.2/32\"]", 2);
+    std::fs::write(relay.config_path(), denied).unwrap();
+    relay.signal(Signal::SIGHUP);
+    relay.wait_for("configuration reloaded");
+    c.send_channel(0x4000, b"after").unwrap();
+    assert!(peer.recv_from(&mut [0u8; 64]).is_err(), "{dp}: the denied peer still gets packets");
+    peer.send_to(b"back", relayed).unwrap();
+    assert_eq!(c.recv(Duration::from_millis(500)).unwrap(), None, "{dp}: and still reaches the client");
+    assert_eq!(relay.metrics()["ip2p_peers_revoked_total"], 2.0, "{dp}: a permission and a channel");
+}
+
+on_both_datapaths! {
+    names:
+    a_reload_that_denies_a_live_peer_ends_its_traffic_at_once: a_reload_that_denies_a_live_peer_ends_its_traffic_at_once();
 }

@@ -13,7 +13,7 @@ use ip2p_wire::TransactionId;
 use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{ErrorCode, IntegrityKind};
 
-use super::policy::canonical;
+use super::policy::{Judgement, canonical};
 use super::shared::View;
 use crate::moved::{MovedChannel, MovedPermission};
 use crate::packet::ListenerId;
@@ -309,6 +309,28 @@ impl Allocation {
         let channels = channels.iter().take(MAX_CHANNELS);
         self.channels =
             channels.map(|c| Channel { number: c.number, peer: c.peer, expires: now + c.lifetime }).collect();
+    }
+
+    /// Judges its live permissions and channels again with `judge` (the
+    /// policy or the host's addresses changed): each stays only if its
+    /// peer is judged as when it was made, a peer elsewhere or one of the
+    /// host's (a relayed address there); a peer now denied, or one that
+    /// became the host's, loses its permission and channels. Returns how
+    /// many it dropped.
+    pub(crate) fn rejudge(&mut self, now: Instant, judge: impl Fn(IpAddr) -> Judgement) -> u64 {
+        self.permissions.retain(|p| p.expires > now);
+        self.channels.retain(|c| c.expires > now);
+        let before = self.permissions.len() + self.channels.len();
+        let keep = |ip: IpAddr, host: bool| match judge(ip) {
+            Judgement::Allowed => !host,
+            Judgement::Host => host,
+            Judgement::Denied => false,
+        };
+        let permissions = std::mem::take(&mut self.permissions);
+        let host = |ip: IpAddr| permissions.iter().any(|p| p.host && p.ip == canonical(ip));
+        self.channels.retain(|c| keep(c.peer.ip(), host(c.peer.ip())));
+        self.permissions = permissions.into_iter().filter(|p| keep(p.ip, p.host)).collect();
+        (before - self.permissions.len() - self.channels.len()) as u64
     }
 
     pub(crate) fn bind(&mut self, number: u16, peer: SocketAddr, now: Instant) {

@@ -26,6 +26,7 @@ mod allocation;
 pub mod auth;
 mod config;
 mod events;
+mod local;
 pub mod loglimit;
 mod moved;
 mod packet;
@@ -44,6 +45,7 @@ mod timer;
 pub use self::auth::{Credentials, MAX_REALM, UserSecret};
 pub use self::config::{ChannelNumbers, Config, MAX_RELAY_IPS, RelayIp};
 pub use self::events::{ChannelPath, Event};
+pub use self::local::{LocalAddrs, LocalRanges};
 pub use self::moved::{Adoptable, Moved, MovedChannel, MovedPermission, MovedRelay};
 pub use self::packet::{
     DropReason, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, ToOwner, Transmit, Verdict, Via,

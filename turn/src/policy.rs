@@ -15,16 +15,22 @@
 //!   spelling of an address escapes the rule for it;
 //! - IPv4-mapped addresses are always denied: a relay socket of either
 //!   family cannot send to one;
-//! - the host's own addresses (every local interface address, the listen,
-//!   relay and external addresses, and 0.0.0.0 and ::) are [`Judgement::Host`]:
-//!   whatever the lists say, the server allows one only at the relayed
-//!   address of a live allocation of this node (the short-circuit between
-//!   two of its clients), never at a listener, the admin port or any other
-//!   local service.
+//! - the host's own addresses are [`Judgement::Host`]: the node's listen,
+//!   relay, external and admin addresses, 0.0.0.0 and ::, every address
+//!   the kernel delivers locally ([`LocalRanges`], kept current by the
+//!   node), and all of loopback (127.0.0.0/8 and ::1: any of them reaches
+//!   every service bound to 0.0.0.0). Whatever the lists say, the server
+//!   allows one only at the relayed address of a live allocation of this
+//!   node (the short-circuit between two of its clients), never at a
+//!   listener, the admin port or any other local service. One exception:
+//!   a loopback address the operator named on its own
+//!   ([`PeerPolicy::loopback_peers`], tests' and `--dev`'s echo peer).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::local::LocalRanges;
 
 /// Special-purpose IPv4 ranges that are not globally reachable (IANA's
 /// IPv4 Special-Purpose Address Registry), and multicast: denied by default.
@@ -95,17 +101,21 @@ pub struct PeerPolicy {
     pub allow: Vec<IpNet>,
     /// Ranges denied even if public. The deny list wins over the allow list.
     pub deny: Vec<IpNet>,
-    /// The host's own addresses: local interface addresses, the listen,
-    /// relay and external addresses. 0.0.0.0 and :: count as the host's
-    /// without being listed.
+    /// The node's own addresses: listen, relay, external and admin. 0.0.0.0
+    /// and :: count as the host's without being listed, and so does every
+    /// address the kernel delivers locally (given to [`Self::judge`]).
     pub host: Vec<IpAddr>,
+    /// Loopback addresses that are peers nonetheless: each named on its
+    /// own in the allow list, none of them in `host`.
+    pub loopback_peers: Vec<IpAddr>,
 }
 
 impl PeerPolicy {
-    /// How a peer at `ip` is judged (the port matters only for
-    /// [`Judgement::Host`], which the server settles).
+    /// How a peer at `ip` is judged on a host whose kernel delivers `local`
+    /// locally (the port matters only for [`Judgement::Host`], which the
+    /// server settles).
     #[must_use]
-    pub fn judge(&self, ip: IpAddr) -> Judgement {
+    pub fn judge(&self, ip: IpAddr, local: &LocalRanges) -> Judgement {
         if let IpAddr::V6(v6) = ip
             && v6.to_ipv4_mapped().is_some()
         {
@@ -121,9 +131,16 @@ impl PeerPolicy {
         if ip.is_unspecified() || self.host.contains(&ip) {
             return Judgement::Host;
         }
+        if self.loopback_peers.contains(&ip) {
+            return Judgement::Allowed;
+        }
+        let host = |ip: IpAddr| ip.is_loopback() || local.contains(ip) || self.host.contains(&ip);
+        if host(ip) {
+            return Judgement::Host;
+        }
         // An address that embeds one of the host's: whatever reaches it, it
         // is not a relayed address of ours.
-        if embedded.iter().flatten().any(|v4| self.host.contains(&IpAddr::V4(*v4))) {
+        if embedded.iter().flatten().any(|v4| host(IpAddr::V4(*v4))) {
             return Judgement::Denied;
         }
         if forms().any(|f| is_special(f) && !self.allow.iter().any(|net| net.contains(&f))) {
@@ -185,7 +202,6 @@ mod tests {
     fn special_ranges_are_denied_by_default() {
         let p = PeerPolicy::default();
         for s in [
-            "127.0.0.1",
             "10.1.2.3",
             "172.31.255.255",
             "192.168.1.1",
@@ -197,7 +213,6 @@ mod tests {
             "240.0.0.1",
             "192.0.2.5",
             "198.18.0.1",
-            "::1",
             "fe80::1",
             "fd00::1",
             "ff02::1",
@@ -214,15 +229,15 @@ mod tests {
             "2001:2::1",
             "100::1",
         ] {
-            assert_eq!(p.judge(ip(s)), Judgement::Denied, "{s} should be denied");
+            assert_eq!(p.judge(ip(s), &LocalRanges::default()), Judgement::Denied, "{s} should be denied");
         }
         for s in
             ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "2002:808:808::", "64:ff9b::808:808", "2001:1::2", "2001:20::1"]
         {
-            assert_eq!(p.judge(ip(s)), Judgement::Allowed, "{s} should be allowed");
+            assert_eq!(p.judge(ip(s), &LocalRanges::default()), Judgement::Allowed, "{s} should be allowed");
         }
-        for s in ["0.0.0.0", "::"] {
-            assert_eq!(p.judge(ip(s)), Judgement::Host, "{s} reaches this host");
+        for s in ["0.0.0.0", "::", "127.0.0.1", "127.1.2.3", "::1"] {
+            assert_eq!(p.judge(ip(s), &LocalRanges::default()), Judgement::Host, "{s} reaches this host");
         }
     }
 
@@ -230,21 +245,49 @@ mod tests {
     fn every_rule_applies_to_every_embedded_form() {
         let deny = PeerPolicy { deny: vec!["8.8.8.0/24".parse().unwrap()], ..PeerPolicy::default() };
         for s in ["8.8.8.8", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::", "::8.8.8.8"] {
-            assert_eq!(deny.judge(ip(s)), Judgement::Denied, "{s} embeds 8.8.8.8");
+            assert_eq!(deny.judge(ip(s), &LocalRanges::default()), Judgement::Denied, "{s} embeds 8.8.8.8");
         }
         // Teredo: the server is in bits 32-63, the client inverted in the last 32.
         let mut teredo = PeerPolicy { allow: vec!["2001::/32".parse().unwrap()], ..deny.clone() };
-        assert_eq!(teredo.judge(ip("2001:0:808:808::fefe:fefe")), Judgement::Denied, "Teredo server 8.8.8.8");
-        assert_eq!(teredo.judge(ip("2001:0:101:101::f7f7:f7f7")), Judgement::Denied, "Teredo client 8.8.8.8");
-        assert_eq!(teredo.judge(ip("2001:0:101:101::fefe:fefe")), Judgement::Allowed, "server and client 1.1.1.1");
-        assert_eq!(teredo.judge(ip("2001:0:101:101::80ff:fffe")), Judgement::Denied, "client 127.0.0.1");
+        assert_eq!(
+            teredo.judge(ip("2001:0:808:808::fefe:fefe"), &LocalRanges::default()),
+            Judgement::Denied,
+            "Teredo server 8.8.8.8"
+        );
+        assert_eq!(
+            teredo.judge(ip("2001:0:101:101::f7f7:f7f7"), &LocalRanges::default()),
+            Judgement::Denied,
+            "Teredo client 8.8.8.8"
+        );
+        assert_eq!(
+            teredo.judge(ip("2001:0:101:101::fefe:fefe"), &LocalRanges::default()),
+            Judgement::Allowed,
+            "server and client 1.1.1.1"
+        );
+        assert_eq!(
+            teredo.judge(ip("2001:0:101:101::80ff:fffe"), &LocalRanges::default()),
+            Judgement::Denied,
+            "client 127.0.0.1"
+        );
         // Re-opening a v6 range does not re-open the IPv4 behind it.
         teredo.allow = vec!["64:ff9b:1::/48".parse().unwrap()];
-        assert_eq!(teredo.judge(ip("64:ff9b:1::a00:1")), Judgement::Denied, "/96 position: 10.0.0.1");
-        assert_eq!(teredo.judge(ip("64:ff9b:1:a00:0:100::")), Judgement::Denied, "/48 position: 10.0.0.1");
-        assert_eq!(teredo.judge(ip("64:ff9b:1::101:101")), Judgement::Denied, "/48 position reads 0.0.0.0");
+        assert_eq!(
+            teredo.judge(ip("64:ff9b:1::a00:1"), &LocalRanges::default()),
+            Judgement::Denied,
+            "/96 position: 10.0.0.1"
+        );
+        assert_eq!(
+            teredo.judge(ip("64:ff9b:1:a00:0:100::"), &LocalRanges::default()),
+            Judgement::Denied,
+            "/48 position: 10.0.0.1"
+        );
+        assert_eq!(
+            teredo.judge(ip("64:ff9b:1::101:101"), &LocalRanges::default()),
+            Judgement::Denied,
+            "/48 position reads 0.0.0.0"
+        );
         teredo.allow.push("0.0.0.0/8".parse().unwrap());
-        assert_eq!(teredo.judge(ip("64:ff9b:1::101:101")), Judgement::Allowed);
+        assert_eq!(teredo.judge(ip("64:ff9b:1::101:101"), &LocalRanges::default()), Judgement::Allowed);
     }
 
     #[test]
@@ -252,14 +295,22 @@ mod tests {
         let p = PeerPolicy {
             allow: vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap(), "::/0".parse().unwrap()],
             deny: vec!["10.9.0.0/16".parse().unwrap(), "8.8.8.0/24".parse().unwrap()],
-            host: vec![],
+            ..PeerPolicy::default()
         };
-        assert_eq!(p.judge(ip("127.0.0.1")), Judgement::Allowed);
-        assert_eq!(p.judge(ip("::ffff:127.0.0.1")), Judgement::Denied, "no socket sends to a mapped address");
-        assert_eq!(p.judge(ip("10.1.1.1")), Judgement::Allowed);
-        assert_eq!(p.judge(ip("10.9.1.1")), Judgement::Denied, "deny wins over allow");
-        assert_eq!(p.judge(ip("8.8.8.8")), Judgement::Denied);
-        assert_eq!(p.judge(ip("::ffff:8.8.4.4")), Judgement::Denied, "allow ::/0 does not open mapped");
+        assert_eq!(p.judge(ip("127.0.0.1"), &LocalRanges::default()), Judgement::Host, "loopback is the host");
+        assert_eq!(
+            p.judge(ip("::ffff:127.0.0.1"), &LocalRanges::default()),
+            Judgement::Denied,
+            "no socket sends to a mapped address"
+        );
+        assert_eq!(p.judge(ip("10.1.1.1"), &LocalRanges::default()), Judgement::Allowed);
+        assert_eq!(p.judge(ip("10.9.1.1"), &LocalRanges::default()), Judgement::Denied, "deny wins over allow");
+        assert_eq!(p.judge(ip("8.8.8.8"), &LocalRanges::default()), Judgement::Denied);
+        assert_eq!(
+            p.judge(ip("::ffff:8.8.4.4"), &LocalRanges::default()),
+            Judgement::Denied,
+            "allow ::/0 does not open mapped"
+        );
     }
 
     #[test]
@@ -268,13 +319,34 @@ mod tests {
             allow: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
             deny: vec![],
             host: vec![ip("192.0.2.7"), ip("127.0.0.1"), ip("2001:db8::7")],
+            loopback_peers: vec![ip("127.0.0.1")],
         };
         for s in ["192.0.2.7", "127.0.0.1", "2001:db8::7", "0.0.0.0", "::"] {
-            assert_eq!(p.judge(ip(s)), Judgement::Host, "{s}");
+            assert_eq!(p.judge(ip(s), &LocalRanges::default()), Judgement::Host, "{s}");
         }
         for s in ["::ffff:127.0.0.1", "::7f00:1", "64:ff9b::7f00:1", "2002:c000:207::", "::ffff:192.0.2.7"] {
-            assert_eq!(p.judge(ip(s)), Judgement::Denied, "{s} embeds a host address");
+            assert_eq!(p.judge(ip(s), &LocalRanges::default()), Judgement::Denied, "{s} embeds a host address");
         }
-        assert_eq!(p.judge(ip("127.0.0.2")), Judgement::Allowed, "allowed, and not an interface address");
+        assert_eq!(p.judge(ip("127.0.0.2"), &LocalRanges::default()), Judgement::Host, "all of 127/8 is the host");
+    }
+
+    #[test]
+    fn what_the_kernel_delivers_locally_is_the_host_and_a_loopback_peer_named_alone_is_not() {
+        let local = LocalRanges::new(["203.0.113.0/24", "2001:db8:1::/128"].map(|n| n.parse().unwrap()));
+        let p = PeerPolicy {
+            allow: vec!["127.0.0.0/8".parse().unwrap(), "::/0".parse().unwrap()],
+            loopback_peers: vec![ip("127.0.0.2")],
+            ..PeerPolicy::default()
+        };
+        for s in ["203.0.113.9", "2001:db8:1::", "127.0.0.3", "::1"] {
+            assert_eq!(p.judge(ip(s), &local), Judgement::Host, "{s}");
+        }
+        for s in ["2002:cb00:7109::", "64:ff9b::cb00:7109", "::7f00:2", "64:ff9b::7f00:2"] {
+            assert_eq!(p.judge(ip(s), &local), Judgement::Denied, "{s} embeds a local address");
+        }
+        assert_eq!(p.judge(ip("127.0.0.2"), &local), Judgement::Allowed, "named on its own");
+        assert_eq!(p.judge(ip("2001:db8:1::1"), &local), Judgement::Allowed, "outside the local route");
+        let denied = PeerPolicy { deny: vec!["127.0.0.2/32".parse().unwrap()], ..p };
+        assert_eq!(denied.judge(ip("127.0.0.2"), &local), Judgement::Denied, "the deny list still wins");
     }
 }

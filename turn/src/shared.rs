@@ -24,6 +24,8 @@ pub struct NodeState {
     /// allocations: peers a Connect may reach on this host. Touched at
     /// allocation and Connect time only.
     pub(crate) tcp_relays: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// What the kernel delivers locally: never a peer.
+    pub local: crate::LocalAddrs,
 }
 
 impl NodeState {

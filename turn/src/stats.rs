@@ -39,6 +39,9 @@ pub struct Stats {
     pub allocations_created: u64,
     /// Allocations that expired (not deleted by the client).
     pub allocations_expired: u64,
+    /// Live permissions and channels ended because the peer policy or the
+    /// host's addresses changed (a reload, a handover, an address added).
+    pub revoked: u64,
     /// Allocate requests refused, by reason (authentication failures are
     /// in `auth_failures`).
     pub allocations_refused: AllocationRefusals,
@@ -62,6 +65,7 @@ impl Stats {
         self.responses.add(&o.responses);
         self.allocations_created += o.allocations_created;
         self.allocations_expired += o.allocations_expired;
+        self.revoked += o.revoked;
         self.allocations_refused.add(&o.allocations_refused);
         self.auth_failures.add(&o.auth_failures);
         self.dropped.add(&o.dropped);

@@ -132,6 +132,7 @@ pub fn config() -> Config {
             allow: vec!["127.0.0.2/32".parse().unwrap(), "::1/128".parse().unwrap()],
             deny: vec![],
             host: vec![],
+            loopback_peers: vec!["127.0.0.2".parse().unwrap(), "::1".parse().unwrap()],
         },
         alternates: vec![],
         bandwidth: 0,

@@ -89,6 +89,6 @@ pub const LOG_LEVEL: &str = "info";
 
 /// The demo credentials of `--dev`.
 pub const DEV_USER: (&str, &str) = ("demo", "demo-password");
-/// `peers.allow` with `--dev`: loopback (the host's own addresses stay
-/// refused but at relayed addresses; the dev banner's echo is 127.0.0.2).
-pub const DEV_PEERS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+/// `peers.allow` with `--dev`: the banner's echo peer, 127.0.0.2, alone
+/// (the rest of loopback is the host's, as everywhere).
+pub const DEV_PEERS: [&str; 1] = ["127.0.0.2/32"];

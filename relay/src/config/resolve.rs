@@ -52,6 +52,8 @@ impl Settings {
             return Err(err("drain.alternates", format!("{bad} is not an address clients can use")));
         }
         let (admin, admin_token) = admin(args, file.admin)?;
+        let served: Vec<SocketAddr> = listen.iter().chain(&tls_listen).chain(&admin).copied().collect();
+        loopback_only(dev, &served)?;
         let xdp = xdp(args, file.xdp)?;
         let alloc = allocation(&file.allocation)?;
         let handover_socket = args.handover_socket.clone().or(file.handover.socket);
@@ -84,8 +86,14 @@ impl Settings {
                 max_rest_lifetime: auth.max_rest_lifetime,
             },
         };
-        let served: Vec<IpAddr> = listen.iter().chain(&tls_listen).chain(&admin).map(SocketAddr::ip).collect();
-        turn.policy = peers(args, file.peers, dev, host_addresses(&turn.relay_ips, &served))?;
+        let served: Vec<SocketAddr> = listen.iter().chain(&tls_listen).chain(&admin).copied().collect();
+        if dev && let Some(open) = served.iter().find(|a| !a.ip().is_loopback()) {
+            return Err(err(
+                "listen",
+                format!("--dev listens on loopback only: {open} would serve its printed password to the network"),
+            ));
+        }
+        turn.policy = peers(args, file.peers, dev, own_addresses(&turn.relay_ips, &served))?;
         Ok(Self {
             listen,
             tls_listen,
@@ -327,46 +335,55 @@ fn pair_externals(relay_ips: &mut [Vec<RelayIp>; 2], externals: &[IpAddr]) -> Re
     Ok(())
 }
 
+/// With `--dev` (a fixed, printed password), every address served must be
+/// a loopback address.
+fn loopback_only(dev: bool, served: &[SocketAddr]) -> Result<(), ConfigError> {
+    match served.iter().find(|a| !a.ip().is_loopback()) {
+        Some(open) if dev => {
+            Err(err("listen", format!("--dev serves on loopback only: on {open} its printed password is anyone's")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `[peers]` and `--allow-peer`, `--deny-peer` (with `--dev` and no allow
-/// list, loopback), around `host`: the host's own addresses.
-fn peers(
-    args: &RunArgs,
-    file: super::file::PeersSection,
-    dev: bool,
-    host: Vec<IpAddr>,
-) -> Result<PeerPolicy, ConfigError> {
+/// list, its echo peer 127.0.0.2), around `own`: the node's own addresses.
+fn peers(args: &RunArgs, file: super::file::PeersSection, dev: bool, own: Own) -> Result<PeerPolicy, ConfigError> {
     let mut allow = parse_nets("peers.allow", &pick(&args.allow_peers, Some(file.allow), Vec::new))?;
     if dev && allow.is_empty() {
         allow = parse_nets("peers.allow", &defaults::DEV_PEERS.map(str::to_owned))?;
     }
     let deny = parse_nets("peers.deny", &pick(&args.deny_peers, Some(file.deny), Vec::new))?;
-    Ok(PeerPolicy { allow, deny, host })
+    // A loopback address named on its own is a peer, unless the node
+    // serves on it (or on every address of its family).
+    let loopback_peers = allow
+        .iter()
+        .filter(|net| net.prefix_len() == net.max_prefix_len() && net.addr().is_loopback())
+        .map(ipnet::IpNet::addr)
+        .filter(|ip| !own.addresses.contains(ip) && !own.wildcard.contains(&ip.is_ipv4()))
+        .collect();
+    Ok(PeerPolicy { allow, deny, host: own.addresses, loopback_peers })
 }
 
-/// The host's addresses: what no client may reach through the relay but
-/// at a live relayed address. Every interface's, the relay addresses (as
-/// bound and as advertised) and the addresses served (`served`).
-fn host_addresses(relay_ips: &[Vec<RelayIp>; 2], served: &[IpAddr]) -> Vec<IpAddr> {
-    let mut host = interface_addresses();
-    host.extend(relay_ips.iter().flatten().flat_map(|r| [Some(r.bind), r.external]).flatten());
-    host.extend(served);
-    host.retain(|ip| !ip.is_unspecified());
-    host.sort();
-    host.dedup();
-    host
+/// The node's own addresses: no client reaches them through it but at a
+/// live relayed address.
+struct Own {
+    /// The relay addresses (as bound and as advertised) and the addresses
+    /// served on.
+    addresses: Vec<IpAddr>,
+    /// The families served on every address (`true`: IPv4).
+    wildcard: Vec<bool>,
 }
 
-/// Every address of this host's interfaces (loopback included).
-fn interface_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
-    addrs
-        .filter_map(|a| {
-            let a = a.address?;
-            a.as_sockaddr_in()
-                .map(|v4| IpAddr::V4(v4.ip()))
-                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-        })
-        .collect()
+/// [`Own`] of a node with these relay addresses serving on `served`.
+fn own_addresses(relay_ips: &[Vec<RelayIp>; 2], served: &[SocketAddr]) -> Own {
+    let relays = relay_ips.iter().flatten().flat_map(|r| [Some(r.bind), r.external]).flatten();
+    let mut addresses: Vec<IpAddr> = relays.chain(served.iter().map(SocketAddr::ip)).collect();
+    let wildcard = addresses.iter().filter(|ip| ip.is_unspecified()).map(IpAddr::is_ipv4).collect();
+    addresses.retain(|ip| !ip.is_unspecified());
+    addresses.sort();
+    addresses.dedup();
+    Own { addresses, wildcard }
 }
 
 /// `[xdp]` and `--xdp`, `--xdp-interface`.

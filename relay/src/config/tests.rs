@@ -231,7 +231,38 @@ fn dev_mode_works_with_nothing_else() {
     let s = Settings::from_toml("", &args(|a| a.dev = true)).unwrap();
     assert_eq!(s.listen, ["127.0.0.1:3478".parse().unwrap()]);
     assert!(s.turn.credentials.users.contains_key(DEV_USER.0));
-    assert_eq!(s.turn.policy.judge("127.0.0.2".parse().unwrap()), ip2p_turn::Judgement::Allowed);
-    assert_eq!(s.turn.policy.judge("127.0.0.1".parse().unwrap()), ip2p_turn::Judgement::Host);
+    let local = ip2p_turn::LocalRanges::default();
+    assert_eq!(s.turn.policy.judge("127.0.0.2".parse().unwrap(), &local), ip2p_turn::Judgement::Allowed);
+    for host in ["127.0.0.1", "127.0.0.3", "::1"] {
+        assert_eq!(s.turn.policy.judge(host.parse().unwrap(), &local), ip2p_turn::Judgement::Host, "{host}");
+    }
     assert!(s.nonce_secret_generated);
+}
+
+#[test]
+fn dev_mode_listens_on_loopback_only() {
+    let dev = args(|a| a.dev = true);
+    for (text, open) in [
+        ("listen = [\"0.0.0.0:3478\"]", "0.0.0.0:3478"),
+        ("listen = [\"127.0.0.1:3478\", \"[::]:3478\"]", "[::]:3478"),
+        ("[admin]\nlisten = \"192.0.2.1:9000\"", "192.0.2.1:9000"),
+    ] {
+        let e = Settings::from_toml(text, &dev).unwrap_err();
+        assert_eq!(e.key, "listen", "{text}");
+        assert!(e.message.contains(open) && e.message.contains("password"), "{e}");
+    }
+    assert!(Settings::from_toml("listen = [\"[::1]:3478\"]", &dev).is_ok());
+}
+
+#[test]
+fn a_loopback_peer_named_alone_is_a_peer_unless_the_node_serves_there() {
+    let base = args(|a| a.users = vec!["u:p".into()]);
+    let peers = |text: &str| Settings::from_toml(text, &base).unwrap().turn.policy.loopback_peers;
+    let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+    let allow = "[peers]\nallow = [\"127.0.0.2/32\", \"127.0.0.3\", \"127.0.0.0/8\", \"::1/128\", \"10.0.0.1/32\"]";
+    let served =
+        format!("listen = [\"127.0.0.1:3478\", \"[::1]:3478\"]\n[relay]\nips = [\"127.0.0.1\", \"::1\"]\n{allow}");
+    assert_eq!(peers(&served), [ip("127.0.0.2"), ip("127.0.0.3")], "a range or the node's own address is not");
+    let wildcard = format!("listen = [\"0.0.0.0:3478\"]\n[relay]\nips = [\"192.0.2.1\"]\n{allow}");
+    assert_eq!(peers(&wildcard), [ip("::1")], "127.0.0.2:3478 would be the listener");
 }

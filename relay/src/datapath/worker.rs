@@ -34,6 +34,9 @@ pub(crate) enum Command {
     Stats(Sender<WorkerStats>),
     /// Use this configuration from now on (a reload).
     Reconfigure(Arc<ip2p_turn::Config>),
+    /// Judge every live permission and channel again (the host's
+    /// addresses changed).
+    Rejudge,
     /// Refuse new allocations; keep the others (shutting down).
     Drain,
     /// Stop taking packets from the sockets and give up the allocations
@@ -117,6 +120,7 @@ impl Worker {
                 let _ = reply.send(self.stats(counters));
             }
             Command::Reconfigure(config) => self.server.reconfigure(config, now()),
+            Command::Rejudge => self.server.rejudge(now()),
             Command::Drain => self.server.drain(),
             Command::Freeze(reply) => self.freeze_request = Some(reply),
             Command::Resume => {}

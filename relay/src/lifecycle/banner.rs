@@ -20,6 +20,13 @@ pub(super) fn show(args: &RunArgs, settings: &Settings, started: &Started) {
     if settings.nonce_secret_generated && !settings.take_over {
         tracing::info!("auth.nonce_secret not set: using a random one (nonces end with this process)");
     }
+    for peer in &settings.turn.policy.loopback_peers {
+        tracing::warn!(
+            %peer,
+            "a loopback address is allowed as a peer: every service of this host listening on it, or on every \
+             address, is open to the relay's clients"
+        );
+    }
     if settings.dev {
         dev(settings, started.node.local_addrs(), started.admin.as_ref().map(Admin::local_addr));
     }
@@ -33,7 +40,7 @@ fn dev(settings: &Settings, local: &[SocketAddr], admin: Option<SocketAddr>) {
     println!("ip2p-relay (development mode) on {addr}, realm {realm:?}");
     println!("  user:     {user}");
     println!("  password: {password}");
-    println!("  peers:    loopback (127.0.0.0/8, ::1) except this host's own addresses: try an echo on 127.0.0.2");
+    println!("  peers:    127.0.0.2 only (the rest of loopback is this host's): try an echo there");
     let port = local.first().map_or(3478, SocketAddr::port);
     println!("  try:      turnutils_uclient -p {port} -u {user} -w {password} -r {realm} -y 127.0.0.1");
     println!("  WebRTC:   {{ urls: \"turn:{addr}\", username: \"{user}\", credential: \"{password}\" }}");

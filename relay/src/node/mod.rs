@@ -4,11 +4,13 @@
 //! The parts: `start` (the start-up sequence: bind, build, spawn, await),
 //! `running` (a running [`Node`] and its reload), `handle` (what other
 //! threads may ask of it, [`NodeHandle`]), `resources` (descriptors, CPUs,
-//! port shares). This file only declares them.
+//! port shares), `local` (the host's own addresses from the kernel, kept
+//! current). This file only declares them.
 
 #![warn(clippy::too_many_lines)]
 
 mod handle;
+mod local;
 mod resources;
 mod running;
 mod start;

@@ -19,6 +19,8 @@ pub struct Node {
     pub(super) handle: NodeHandle,
     /// What the node runs with: a reload is compared against it.
     pub(super) settings: Settings,
+    /// Stops the watch on the host's addresses.
+    pub(super) local_watch: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Node {
@@ -122,6 +124,9 @@ impl Node {
     }
 
     pub(super) fn stop(&mut self) -> io::Result<()> {
+        if let Some(stop) = &self.local_watch {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         for w in self.handle.workers.iter() {
             w.send(Command::Shutdown);
         }

@@ -13,6 +13,7 @@ use crossbeam_channel::Receiver;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::handle::{Counters, NodeHandle, WorkerLink};
+use super::local;
 use super::resources::{allowed_cpus, pin_to_cpu, quota_limits, raise_fd_limit, relay_ports, worker_config};
 use super::running::Node;
 use crate::config::{DatapathKind, Settings};
@@ -76,7 +77,9 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         "allocation limits (0: none)"
     );
     let xdp = crate::fastpath::start(settings)?;
-    let (common, wirings) = Common::new(settings, sockets.len(), NodeState::new(Quotas::new(quotas)))?;
+    let state = NodeState::new(Quotas::new(quotas));
+    let local_watch = watch_local_addresses(&state);
+    let (common, wirings) = Common::new(settings, sockets.len(), state)?;
     let cpus = allowed_cpus();
     let (mut threads, mut links, mut readiness) = (Vec::new(), Vec::new(), Vec::new());
     for (id, ((listeners, adoption), wiring)) in sockets.into_iter().zip(adoptions).zip(wirings).enumerate() {
@@ -114,8 +117,40 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         credentials: Arc::new(Mutex::new(Arc::new(settings.turn.credentials.clone()))),
         relay_ports: relay_ports(settings),
     };
-    let node = Node { threads, handle, settings: settings.clone() };
+    let local_watch = match local_watch {
+        Some(watch) => {
+            let stop = watch.stopper();
+            let workers = handle.workers.clone();
+            watch.spawn(Arc::downgrade(&handle.shared), move || {
+                workers.iter().for_each(|w| w.send(Command::Rejudge));
+            })?;
+            Some(stop)
+        }
+        None => None,
+    };
+    let node = Node { threads, handle, settings: settings.clone(), local_watch };
     started(node, &readiness)
+}
+
+/// Reads the host's addresses into `state`, and returns the watch that
+/// keeps them current; without rtnetlink (a sandbox), the interface
+/// addresses at start, with a warning.
+fn watch_local_addresses(state: &NodeState) -> Option<local::LocalWatch> {
+    match local::LocalWatch::open().and_then(|w| Ok((w.read()?, w))) {
+        Ok((ranges, watch)) => {
+            state.local.set(ranges);
+            Some(watch)
+        }
+        Err(e) => {
+            state.local.set(local::interface_addresses());
+            tracing::warn!(
+                error = %e,
+                "rtnetlink unavailable: the host's addresses are its interfaces' at start; one added later is not \
+                 refused as a peer until a restart"
+            );
+            None
+        }
+    }
 }
 
 /// Which datapath to run: `auto` picks io_uring when it works here, and

@@ -143,6 +143,8 @@ impl Server {
         );
         alloc.restore(now, &moved.permissions, &moved.channels);
         self.place(slot, alloc);
+        // Judged here, by this node's policy, not as the snapshot says.
+        self.rejudge_slot(slot, now);
         self.publish_paths(slot, now);
         Ok(())
     }

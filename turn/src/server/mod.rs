@@ -132,7 +132,8 @@ impl Server {
 
     /// Takes a new configuration at `now` (a reload): credentials, peer
     /// policy, lifetimes and the rest apply to requests from now on;
-    /// allocations, permissions and channels stay as they are. The relay
+    /// allocations stay, and their permissions and channels stay as far as
+    /// the new peer policy allows them ([`Self::rejudge`]). The relay
     /// addresses and ports must not change (they need a restart).
     pub fn reconfigure(&mut self, config: Arc<Config>, now: Instant) {
         // What decides which paths are published.
@@ -145,6 +146,7 @@ impl Server {
                 self.publish_paths(slot, now);
             }
         }
+        self.rejudge(now);
     }
 
     /// Starts draining: new Allocates are refused (300 with
@@ -628,7 +630,30 @@ impl Server {
         if self.config.relay_bound_to(ip).is_some() || self.config.relay_advertised_as(ip).is_some() {
             return Judgement::Host;
         }
-        self.config.policy.judge(ip)
+        self.config.policy.judge(ip, &self.shared.local.load())
+    }
+
+    /// Judges every live permission and channel again at `now` (after a
+    /// reload, a handover, or a change of the host's addresses): what the
+    /// policy now denies ends at once, on every path that mirrors it.
+    pub fn rejudge(&mut self, now: Instant) {
+        for slot in 0..u32::try_from(self.slots.len()).unwrap_or(u32::MAX) {
+            self.rejudge_slot(slot, now);
+        }
+    }
+
+    /// [`Self::rejudge`] for allocation `slot`.
+    pub(crate) fn rejudge_slot(&mut self, slot: u32, now: Instant) {
+        let Some(mut alloc) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        let dropped = alloc.rejudge(now, |ip| self.judge(ip));
+        if let Some(place) = self.slots.get_mut(slot as usize) {
+            *place = Some(alloc);
+        }
+        self.stats.revoked += dropped;
+        if dropped > 0 {
+            self.publish_relays_gone(slot);
+            self.changed(slot, now);
+        }
     }
 
     /// Whether `addr` is the advertised relayed address of a live UDP

@@ -6,6 +6,7 @@ mod credentials;
 mod events;
 mod harness;
 mod moved;
+mod rejudge;
 mod relaying;
 mod requests;
 mod security;
