@@ -158,3 +158,63 @@ fn metrics_on_epoll() {
 fn metrics_on_io_uring() {
     metrics_match_what_a_client_did(DatapathKind::IoUring);
 }
+
+/// A node with a REST secret (something to mint credentials with) and
+/// its admin listener at `addr`.
+fn minting(addr: &str, token: Option<&str>) -> (Node, Admin) {
+    let text = r#"
+        listen = ["127.0.0.1:0"]
+        realm = "ip2p.test"
+        workers = 1
+        [auth]
+        secrets = ["an-e2e-rest-secret-of-some-length"]
+        "#;
+    let node = node::start(&ip2p_tests::settings(DatapathKind::Epoll, text)).unwrap();
+    let admin = Admin::start(addr.parse().unwrap(), node.handle(), token.map(str::to_owned)).unwrap();
+    (node, admin)
+}
+
+/// Off loopback without a token, the listener mints no credential and
+/// shows no session, whatever the Host header says; it serves the probes
+/// and /metrics. With a token it serves the rest to the token.
+#[test]
+fn off_loopback_without_a_token_only_probes_and_metrics_are_served() {
+    let (_node, admin) = minting("0.0.0.0:0", None);
+    let addr = SocketAddr::from(([127, 0, 0, 1], admin.local_addr().port()));
+    for host in ["", "Host: 127.0.0.1\r\n", "Host: localhost\r\n", "Host: 1.2.3.4\r\n", "Host: [::1]\r\n"] {
+        for path in ["/selftest/credential", "/selftest/config", "/selftest", "/status"] {
+            let (code, body) = http(addr, &format!("GET {path} HTTP/1.0\r\n{host}\r\n"));
+            assert_eq!(code, 403, "{path} {host:?}: {body}");
+            assert!(body.contains("admin.token_file") && !body.contains("password"), "{body}");
+        }
+    }
+    assert_eq!(get(addr, "/metrics", None).0, 200);
+    assert_eq!(get(addr, "/healthz", None).0, 200);
+    assert_eq!(get(addr, "/readyz", None).0, 200);
+
+    let (_node, admin) = minting("0.0.0.0:0", Some("an-admin-token-0123456789"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], admin.local_addr().port()));
+    assert_eq!(get(addr, "/selftest/credential", None).0, 401);
+    assert_eq!(get(addr, "/selftest/credential", Some("an-admin-token-0123456789")).0, 200);
+}
+
+/// Connections held open to the API (the cap's worth and more, renewed)
+/// do not fail a liveness probe: probes have connections of their own.
+#[test]
+fn idle_connections_cannot_fail_a_probe() {
+    let (_node, admin) = minting("127.0.0.1:0", None);
+    let addr = admin.local_addr();
+    let cap = ip2p_relay::admin::MAX_CONNECTIONS + ip2p_relay::admin::PROBE_CONNECTIONS;
+    let mut held: Vec<std::net::TcpStream> = (0..cap).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    for round in 0..20 {
+        // The attacker renews a few connections each round.
+        held.drain(..4);
+        held.extend((0..8).map(|_| std::net::TcpStream::connect(addr).unwrap()));
+        assert_eq!(get(addr, "/healthz", None), (200, "ok\n".into()), "round {round}");
+        assert_eq!(get(addr, "/readyz", None).0, 200, "round {round}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The rest of the API waits its turn: past the cap it is "busy".
+    let (code, _) = get(addr, "/metrics", None);
+    assert!(code == 503 || code == 200, "{code}");
+}

@@ -187,8 +187,15 @@ fn without_a_token_only_an_address_or_localhost_opens_it() {
     for host in [addr.to_string(), "localhost".into(), format!("LOCALHOST:{}", addr.port()), "[::1]:9478".into()] {
         assert_eq!(request(addr, "/selftest", &format!("Host: {host}\r\n")).0, 200, "Host {host}");
     }
-    // The other pages do not care: Prometheus may scrape by any name.
-    assert_eq!(request(addr, "/metrics", "Host: relay.example.org\r\n").0, 200);
+    // Nor do /metrics and /status (they name users and addresses); the
+    // probes, which say only ok, answer any name.
+    for path in ["/metrics", "/status"] {
+        assert_eq!(request(addr, path, "Host: relay.example.org\r\n").0, 403, "{path}");
+        assert_eq!(request(addr, path, "Host: localhost\r\n").0, 200, "{path}");
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(request(addr, path, "Host: relay.example.org\r\n").0, 200, "{path}");
+    }
 }
 
 /// The page is whole in itself: no script, style, image or font from

@@ -481,7 +481,7 @@ pub fn http_with_head(addr: SocketAddr, request: &str) -> (u16, String, String) 
 /// GET `path`, with a bearer token if given.
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"))
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n"))
 }
 
 /// The samples of `/metrics`: `name{labels}` → value.

@@ -1,7 +1,10 @@
 //! The admin listener's HTTP/1.1 loop, on a thread of its own: at most
-//! [`MAX_CONNECTIONS`] connections (more are closed at once), requests of
-//! at most [`MAX_REQUEST`] bytes, a deadline to read a request and one to
-//! write the answer, one request per connection.
+//! [`MAX_CONNECTIONS`] connections, requests of at most [`MAX_REQUEST`]
+//! bytes, a deadline to read a request and one to write the answer, one
+//! request per connection. Past the cap, [`PROBE_CONNECTIONS`] more are
+//! kept for `/healthz` and `/readyz` alone, each with a short deadline and
+//! the oldest still silent giving way to a new one: connections held open
+//! to the API cannot fail a liveness probe.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -17,6 +20,11 @@ use crate::node::NodeHandle;
 
 /// Connections served at once; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections past [`MAX_CONNECTIONS`] kept for probes.
+pub const PROBE_CONNECTIONS: usize = 8;
+/// How long a connection of the probes' budget may take to send its
+/// request (a probe sends it at once).
+const PROBE_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest request (request line and headers).
 pub const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client may take to send its request.
@@ -34,6 +42,8 @@ struct Conn {
     /// The answer, once there is one, and how much of it went.
     response: Option<(Vec<u8>, usize)>,
     deadline: Instant,
+    /// Accepted past the cap: answers probes only.
+    probe_only: bool,
 }
 
 pub(super) struct HttpLoop {
@@ -54,7 +64,8 @@ impl HttpLoop {
     ) -> io::Result<(Self, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        let routes = Routes { node, token };
+        let exposed = !listener.local_addr()?.ip().is_loopback();
+        let routes = Routes { node, token, exposed };
         let mut http = Self { poll, listener: TcpListener::from_std(listener), conns: HashMap::new(), next: 0, routes };
         http.poll.registry().register(&mut http.listener, LISTENER, Interest::READABLE)?;
         Ok((http, waker))
@@ -97,15 +108,32 @@ impl HttpLoop {
                     return;
                 }
             };
-            if self.conns.len() >= MAX_CONNECTIONS {
+            let probe_only = self.conns.values().filter(|c| !c.probe_only).count() >= MAX_CONNECTIONS;
+            if probe_only && !self.room_for_a_probe() {
                 continue; // closed at once
             }
             self.next = self.next.wrapping_add(1) % (usize::MAX - 2);
             let id = self.next;
             if self.poll.registry().register(&mut stream, Token(id), Interest::READABLE | Interest::WRITABLE).is_ok() {
-                let conn = Conn { stream, request: Vec::new(), response: None, deadline: now() + READ_TIMEOUT };
+                let wait = if probe_only { PROBE_READ_TIMEOUT } else { READ_TIMEOUT };
+                let conn = Conn { stream, request: Vec::new(), response: None, deadline: now() + wait, probe_only };
                 self.conns.insert(id, conn);
             }
+        }
+    }
+
+    /// Whether the probes' budget has room for one more connection, made
+    /// by closing the oldest of its connections that has not sent a whole
+    /// request yet when it is full.
+    fn room_for_a_probe(&mut self) -> bool {
+        let probes = self.conns.values().filter(|c| c.probe_only).count();
+        if probes < PROBE_CONNECTIONS {
+            return true;
+        }
+        let silent = self.conns.iter().filter(|(_, c)| c.probe_only && c.response.is_none());
+        match silent.min_by_key(|(_, c)| c.deadline).map(|(id, _)| *id) {
+            Some(oldest) => self.conns.remove(&oldest).is_some(),
+            None => false,
         }
     }
 
@@ -132,7 +160,7 @@ impl HttpLoop {
                             conn.response = Some((plain(431, "request too large\n", &[]), 0));
                             break;
                         }
-                        if let Some(response) = self.routes.answer(&conn.request) {
+                        if let Some(response) = self.routes.answer(&conn.request, conn.probe_only) {
                             conn.response = Some((response, 0));
                             break;
                         }

@@ -14,7 +14,10 @@
 //! TURN credentials: with `admin.token` set they answer only the token, as
 //! `Authorization: Bearer <token>` or, for browsers, HTTP Basic with the
 //! token as password; `/healthz` and `/readyz` say only ok or not and stay
-//! open for probes. It binds to loopback by default.
+//! open for probes, on a connection budget of their own. Without a token
+//! the pages answer only requests for an address or localhost, and off
+//! loopback only `/metrics` is served of them. It binds to loopback by
+//! default.
 //!
 //! The parts: this file (the listener's handle, [`Admin`]), `http` (the
 //! event loop and its limits), `routes` (which request gets what, and who
@@ -35,7 +38,7 @@ use std::thread::JoinHandle;
 use mio::Waker;
 
 use self::http::HttpLoop;
-pub use self::http::{MAX_CONNECTIONS, MAX_REQUEST};
+pub use self::http::{MAX_CONNECTIONS, MAX_REQUEST, PROBE_CONNECTIONS};
 use crate::node::NodeHandle;
 
 /// A running admin listener; stops when dropped.

@@ -1,7 +1,11 @@
 //! Which request gets what, and who may see it. `/metrics` and `/status`
 //! name users and addresses, and the self-test mints TURN credentials:
 //! with `admin.token` set they answer only the token; `/healthz` and
-//! `/readyz` stay open for probes.
+//! `/readyz` stay open for probes (they say only ok or not). Without a
+//! token, every other page answers only a request for this listener's
+//! address or localhost (no DNS rebinding), and a listener off loopback
+//! serves `/metrics` alone of them: nothing there mints a credential or
+//! shows a session.
 
 use super::pages::{SELFTEST_CSP, SELFTEST_PAGE, mint, selftest_config, status};
 use super::response::{head_only, ok, plain, response};
@@ -12,11 +16,21 @@ use crate::node::NodeHandle;
 pub(super) struct Routes {
     pub(super) node: NodeHandle,
     pub(super) token: Option<String>,
+    /// The listener is not on loopback.
+    pub(super) exposed: bool,
+}
+
+/// The pages that say only whether the node is alive or ready: open to
+/// anyone, from any Host, on the probes' own connection budget.
+pub(super) fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
 }
 
 impl Routes {
-    /// The answer to `request` once it is whole, `None` while it is not.
-    pub(super) fn answer(&self, request: &[u8]) -> Option<Vec<u8>> {
+    /// The answer to `request` once it is whole, `None` while it is not;
+    /// on a connection of the probes' budget (`probe_only`), only probes
+    /// are answered.
+    pub(super) fn answer(&self, request: &[u8], probe_only: bool) -> Option<Vec<u8>> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Request::new(&mut headers);
         let (method, path) = match parsed.parse(request) {
@@ -33,6 +47,9 @@ impl Routes {
             return Some(plain(405, "only GET\n", &[("Allow", "GET, HEAD")]));
         }
         let path = path.split('?').next().unwrap_or_default();
+        if probe_only && !is_probe(path) {
+            return Some(plain(503, "busy: only /healthz and /readyz are answered now\n", &[("Retry-After", "1")]));
+        }
         let response = self.refusal(path, header("host"), header("authorization")).unwrap_or_else(|| self.page(path));
         Some(if method == "HEAD" { head_only(response) } else { response })
     }
@@ -40,16 +57,28 @@ impl Routes {
     /// Why a request for `path` may not see it, if it may not.
     fn refusal(&self, path: &str, host: Option<&[u8]>, authorization: Option<&[u8]>) -> Option<Vec<u8>> {
         let selftest = path == "/selftest" || path.starts_with("/selftest/");
-        // Without a token, a page at any name that resolves to this
-        // listener (DNS rebinding) would be same-origin with the self-test
-        // and could mint credentials: the self-test answers only to an
-        // address or localhost then.
-        if selftest && self.token.is_none() && !host.is_none_or(is_local_host) {
-            return Some(plain(
-                403,
-                "open the self-test at this listener's address or localhost (or set admin.token)\n",
-                &[],
-            ));
+        if self.token.is_none() && !is_probe(path) {
+            // Without a token, a page at any name that resolves to this
+            // listener (DNS rebinding) would be same-origin with it and
+            // could read /status or mint credentials: only a request for
+            // an address or localhost is answered.
+            if !host.is_none_or(is_local_host) {
+                return Some(plain(
+                    403,
+                    "without admin.token, ask for this listener by its address or localhost\n",
+                    &[],
+                ));
+            }
+            // Off loopback without a token: nothing that mints a
+            // credential or shows a session.
+            if self.exposed && path != "/metrics" {
+                return Some(plain(
+                    403,
+                    "this listener is not on loopback and has no admin.token: it serves /healthz, /readyz and \
+                     /metrics only; set admin.token_file for the rest\n",
+                    &[],
+                ));
+            }
         }
         let private = selftest || matches!(path, "/metrics" | "/status");
         if !private || self.authorized(authorization) {

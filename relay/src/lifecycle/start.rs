@@ -99,8 +99,9 @@ fn admin(settings: &Settings, node: &Node, inherited: Option<TcpListener>) -> io
     if !addr.ip().is_loopback() && !has_token {
         tracing::warn!(
             admin = %addr,
-            "the admin listener is not on loopback and has no token: anyone who reaches it reads \
-             /metrics and /status (users, addresses); set admin.token_file (docs/security.md)"
+            "the admin listener is not on loopback and has no token: it serves /healthz, /readyz and /metrics \
+             only (anyone who reaches it reads the metrics), no /status and no /selftest (it would mint TURN \
+             credentials); set admin.token_file (docs/security.md)"
         );
     }
     Ok(Some(admin))
