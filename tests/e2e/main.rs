@@ -41,6 +41,7 @@ mod coturn;
 mod deploy;
 mod drain;
 mod handover;
+mod handover_trust;
 mod host_addresses;
 mod ipv6;
 mod limits;

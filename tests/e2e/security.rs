@@ -116,7 +116,7 @@ fn no_way_into_the_host(dp: &'static str) {
 /// 2. Every rule applies to the IPv4 address inside an IPv6 one; mapped
 ///    peers (which no socket sends to) and Teredo are refused.
 fn embedded_ipv4_forms(dp: &'static str) {
-    let extra = "[relay]\nips = [\"127.0.0.1\", \"::1\"]\n[peers]\nallow = [\"127.0.0.0/8\"]\ndeny = [\"8.8.8.0/24\"]";
+    let extra = "[relay]\nips = [\"127.0.0.1\", \"::1\"]\n[peers]\nallow = [\"127.0.0.2/32\"]\ndeny = [\"8.8.8.0/24\"]";
     let relay = Relay::start(&RelayOptions::new(dp, &config("", extra)));
     let mut v4 = Client::new(relay.addr, "alice", "wonderland").unwrap();
     v4.allocate(None).unwrap();

@@ -200,7 +200,8 @@ fn start_with_fds(fds: &[(String, std::os::fd::OwnedFd)], opts: RelayOptions) ->
 
 /// `systemctl restart` with the file descriptor store, the test standing
 /// in for systemd (its notification socket takes the descriptors; a
-/// `systemctl` of the test's answers that the job is a restart, and the
+/// `systemctl` of the test's, given as `IP2P_TEST_SYSTEMCTL` since the
+/// relay calls /usr/bin/systemctl, answers that the job is a restart, and the
 /// relay runs in a cgroup named as a service): the relay stores its
 /// sockets and snapshot and exits at once, and the next process, given
 /// them as systemd gives them, serves the UDP and TCP clients on. A
@@ -225,7 +226,6 @@ fn a_restart_hands_over_through_the_file_descriptor_store() {
         .unwrap();
         std::fs::set_permissions(&systemctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let job = dir.file("job", "restart");
-        let path = format!("{}:{}", dir.path().join("bin").display(), std::env::var("PATH").unwrap_or_default());
         // The cgroup systemd would have made for the unit.
         let cgroup = PathBuf::from("/sys/fs/cgroup/systemd").join(&unit);
         std::fs::create_dir_all(&cgroup).expect("systemd's cgroup hierarchy (name=systemd) to make a unit's cgroup in");
@@ -241,7 +241,7 @@ fn a_restart_hands_over_through_the_file_descriptor_store() {
             .arg("--admin")
             .arg("off")
             .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
-            .env("PATH", &path);
+            .env("IP2P_TEST_SYSTEMCTL", systemctl.to_str().unwrap());
         let mut old = Relay::start(&opts.clone().env("IP2P_TEST_MANGLE_SNAPSHOT", mangle));
         let mut seen = Vec::new();
         expect(&socket, "READY=1", &mut seen);

@@ -299,16 +299,21 @@ impl Allocation {
     }
 
     /// Puts back at `now` what [`Self::moving`] gave (on a fresh
-    /// allocation), within the limits a request meets.
+    /// allocation), within the limits a request meets (lifetimes no longer
+    /// than a request gives).
     pub(crate) fn restore(&mut self, now: Instant, permissions: &[MovedPermission], channels: &[MovedChannel]) {
-        self.permissions = permissions
-            .iter()
-            .take(MAX_PERMISSIONS)
-            .map(|p| Permission { ip: canonical(p.ip), expires: now + p.lifetime, host: p.host })
-            .collect();
-        let channels = channels.iter().take(MAX_CHANNELS);
-        self.channels =
-            channels.map(|c| Channel { number: c.number, peer: c.peer, expires: now + c.lifetime }).collect();
+        let permission = |p: &MovedPermission| Permission {
+            ip: canonical(p.ip),
+            expires: now + p.lifetime.min(PERMISSION_LIFETIME),
+            host: p.host,
+        };
+        self.permissions = permissions.iter().take(MAX_PERMISSIONS).map(permission).collect();
+        let channel = |c: &MovedChannel| Channel {
+            number: c.number,
+            peer: c.peer,
+            expires: now + c.lifetime.min(CHANNEL_LIFETIME),
+        };
+        self.channels = channels.iter().take(MAX_CHANNELS).map(channel).collect();
     }
 
     /// Judges its live permissions and channels again with `judge` (the

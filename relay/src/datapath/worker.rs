@@ -200,11 +200,16 @@ impl Worker {
         sockets: &mut impl Sockets,
     ) {
         let now = now();
+        let revoked = self.server.stats().revoked;
         for moved in allocations {
             let client = moved.client;
             if let Err(e) = self.server.adopt(now, moved, sockets) {
                 tracing::warn!(%client, error = %e, "an allocation handed over could not be taken over");
             }
+        }
+        let revoked = self.server.stats().revoked - revoked;
+        if revoked > 0 {
+            tracing::warn!(revoked, "permissions and channels handed over that this node's peer policy denies: ended");
         }
         let Some(arrived) = arrived else { return };
         let workers = self.inboxes.workers();

@@ -1,7 +1,9 @@
 //! The handover's conversation over a Unix socket (SOCK_SEQPACKET): the
 //! new process asks the old one to hand over ([`ask`]), the old one
-//! freezes its workers and sends its sockets with the snapshot
-//! ([`serve_one`]), and the new one says whether it serves ([`tell`]).
+//! takes the request ([`accept`]), checks who asks, freezes its workers
+//! and sends its sockets with the snapshot ([`serve`], on a thread of its
+//! own), and the new one says whether it serves ([`tell`]). Each end
+//! deals only with a process of its own user or root.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -51,6 +53,22 @@ fn timeouts(conn: BorrowedFd<'_>, wait: Duration) -> io::Result<()> {
     Ok(())
 }
 
+/// The process at the other end of `conn`, if it runs as this process's
+/// user or as root: only such a process may give this one its sockets or
+/// take them (the socket file is the owner's alone; this is the second
+/// wall, against a file made reachable by mistake).
+fn trusted_peer(conn: BorrowedFd<'_>) -> io::Result<u32> {
+    let peer = sock::getsockopt(&conn, sock::sockopt::PeerCredentials)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if peer.uid() != me && peer.uid() != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the process at the other end (pid {}) runs as uid {}, not {me} or root", peer.pid(), peer.uid()),
+        ));
+    }
+    Ok(u32::try_from(peer.pid()).unwrap_or(0))
+}
+
 /// The Unix socket a running process takes handover requests on, at
 /// `path` (a stale file there is replaced), for its owner only.
 ///
@@ -70,61 +88,81 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Serves one handover request waiting on `listener`: stops the node's
-/// workers, sends the new process the sockets and the allocations, and
-/// waits for it to say it serves. `Ok(Some(pid))`: it does (process
-/// `pid`), and this process is to exit at once (no drain: the sockets are
-/// the new process's now). `Ok(None)`: it did not; the workers go on as
-/// before.
+/// Takes the handover request waiting on `listener`: its connection,
+/// for [`serve`].
 ///
 /// # Errors
 /// No request could be accepted.
-pub fn serve_one(
-    listener: BorrowedFd<'_>,
-    node: &NodeHandle,
-    nonce_secret: &[u8; 32],
-    admin: Option<BorrowedFd<'_>>,
-) -> io::Result<Option<u32>> {
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let conn = sock::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
-    let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
-    let peer = sock::getsockopt(&conn, sock::sockopt::PeerCredentials)?;
-    let pid = u32::try_from(peer.pid()).unwrap_or(0);
-    timeouts(conn.as_fd(), STEP)?;
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) })
+}
+
+/// Serves the handover request on `conn` (blocking: each step waits
+/// 10 s at most, the new process's start 30 s): stops the node's
+/// workers, sends the new process the sockets and the allocations, and
+/// waits for it to say it serves. `Some(pid)`: it does (process `pid`),
+/// and this process is to exit at once (no drain: the sockets are the new
+/// process's now). `None`: it did not, or was refused; the workers go on
+/// as before.
+pub fn serve(conn: &OwnedFd, node: &NodeHandle, nonce_secret: &[u8; 32], admin: Option<OwnedFd>) -> Option<u32> {
+    let pid = match trusted_peer(conn.as_fd()) {
+        Ok(pid) => pid,
+        Err(e) => {
+            tracing::warn!(error = %e, "handover refused");
+            return None;
+        }
+    };
+    if let Err(e) = timeouts(conn.as_fd(), STEP) {
+        tracing::warn!(error = %e, "handover: cannot set the connection's timeouts; ignored");
+        return None;
+    }
     let reads = match recv_message(conn.as_fd()) {
         Ok(Message::TakeOver { reads }) => reads,
         Ok(other) => {
             tracing::warn!(?other, "handover: not a request to take over; ignored");
-            return Ok(None);
+            return None;
         }
         Err(e) => {
             tracing::warn!(error = %e, "handover: no request came; ignored");
-            return Ok(None);
+            return None;
         }
     };
     if reads < snapshot::VERSION {
         let why = format!("it reads snapshot version {reads}, this process writes {}", snapshot::VERSION);
         tracing::warn!(%why, "handover refused");
         let _ = send_message(conn.as_fd(), &Message::Failed { why });
-        return Ok(None);
+        return None;
     }
+    hand_over(conn.as_fd(), node, nonce_secret, admin, pid)
+}
+
+/// The handover itself, once asked for: freeze, send, wait for the word.
+fn hand_over(
+    conn: BorrowedFd<'_>,
+    node: &NodeHandle,
+    nonce_secret: &[u8; 32],
+    admin: Option<OwnedFd>,
+    pid: u32,
+) -> Option<u32> {
     let started = std::time::Instant::now();
     let (snapshot, fds, moved) = match give_up(node, nonce_secret, admin) {
         Ok(given) => given,
         Err(e) => {
-            let _ = send_message(conn.as_fd(), &Message::Failed { why: e.to_string() });
-            return Ok(None);
+            let _ = send_message(conn, &Message::Failed { why: e.to_string() });
+            return None;
         }
     };
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-    let answer = transfer::send(conn.as_fd(), &bytes_to_send(snapshot), &borrowed)
-        .and_then(|()| timeouts(conn.as_fd(), START))
-        .and_then(|()| recv_message(conn.as_fd()));
+    let answer = transfer::send(conn, &bytes_to_send(snapshot), &borrowed)
+        .and_then(|()| timeouts(conn, START))
+        .and_then(|()| recv_message(conn));
     match answer {
         Ok(Message::Ready) => {
             let paused_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             tracing::info!(allocations = moved, paused_ms, pid, "handover: the new process serves; exiting");
-            Ok(Some(pid))
+            Some(pid)
         }
         other => {
             let why = match other {
@@ -134,7 +172,7 @@ pub fn serve_one(
             };
             tracing::warn!(%why, "handover: the new process did not take over; going on");
             node.resume();
-            Ok(None)
+            None
         }
     }
 }
@@ -150,6 +188,7 @@ pub fn serve_one(
 pub(super) fn ask(path: &Path) -> io::Result<(OwnedFd, Unpacked)> {
     let conn = sock::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)?;
     sock::connect(conn.as_raw_fd(), &UnixAddr::new(path)?)?;
+    trusted_peer(conn.as_fd())?;
     timeouts(conn.as_fd(), STEP)?;
     send_message(conn.as_fd(), &Message::TakeOver { reads: snapshot::VERSION })?;
     let (bytes, fds) = transfer::recv(conn.as_fd(), MAX_BYTES, MAX_FDS)?;

@@ -30,7 +30,7 @@ const SNAPSHOT: &str = "ip2p-handover-snapshot";
 pub fn restarting() -> Option<usize> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let unit = own_unit()?;
-    let jobs = output_within(Command::new("systemctl").args(["list-jobs", "--no-legend", "--full"]), 3)?;
+    let jobs = output_within(systemctl().args(["list-jobs", "--no-legend", "--full"]), 3)?;
     let restart = jobs.lines().any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         fields.get(1) == Some(&unit.as_str()) && fields.get(2) == Some(&"restart")
@@ -39,7 +39,7 @@ pub fn restarting() -> Option<usize> {
     if !restart {
         return None;
     }
-    let mut show = Command::new("systemctl");
+    let mut show = systemctl();
     show.args(["show", "--property", "FileDescriptorStoreMax", "--value", &unit]);
     let max = output_within(&mut show, 3)?.trim().parse().ok().filter(|&max| max > 0);
     if max.is_none() {
@@ -47,6 +47,15 @@ pub fn restarting() -> Option<usize> {
     }
     max
 }
+
+/// `systemctl`, by its absolute path: not whatever PATH finds first.
+/// (`IP2P_TEST_SYSTEMCTL` stands in for it in the tests of a restart.)
+fn systemctl() -> Command {
+    Command::new(std::env::var_os("IP2P_TEST_SYSTEMCTL").unwrap_or_else(|| SYSTEMCTL.into()))
+}
+
+/// Where Debian and every merged-/usr distribution have it.
+const SYSTEMCTL: &str = "/usr/bin/systemctl";
 
 /// The service unit this process runs in, from its cgroup (the unified
 /// hierarchy's, or on a hybrid one systemd's own).
@@ -96,6 +105,7 @@ pub fn store(
     nonce_secret: &[u8; 32],
     admin: Option<BorrowedFd<'_>>,
 ) -> io::Result<usize> {
+    let admin = admin.and_then(|fd| fd.try_clone_to_owned().ok());
     let (snapshot, fds, moved) = give_up(node, nonce_secret, admin)?;
     if fds.len() >= max {
         let e = io::Error::other(format!(

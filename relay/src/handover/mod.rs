@@ -23,5 +23,5 @@ pub(crate) mod snapshot;
 mod taken;
 pub(crate) mod transfer;
 
-pub use self::exchange::{listen, serve_one};
+pub use self::exchange::{accept, listen, serve};
 pub use self::taken::TakenOver;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use super::snapshot::{self, ConnectionSnapshot, Snapshot, SocketRef, WorkerSnapshot};
@@ -54,12 +54,11 @@ fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
 pub(super) fn give_up(
     node: &NodeHandle,
     nonce_secret: &[u8; 32],
-    admin: Option<BorrowedFd<'_>>,
+    admin: Option<OwnedFd>,
 ) -> io::Result<(Snapshot, Vec<OwnedFd>, usize)> {
     let frozen = node
         .freeze(FREEZE_WITHIN)
         .inspect_err(|e| tracing::warn!(error = %e, "handover: workers did not stop; going on"))?;
-    let admin = admin.and_then(|fd| fd.try_clone_to_owned().ok());
     let (mut snapshot, fds, moved, staying) = pack(frozen, nonce_secret, admin);
     // The frozen workers still answer for their counters.
     snapshot.counters = crate::metrics::counters(node);
@@ -170,7 +169,8 @@ pub(super) fn unpack(bytes: &[u8], fds: Vec<Option<OwnedFd>>) -> io::Result<Unpa
     if workers.is_empty() {
         return Err(invalid("a snapshot without workers".into()));
     }
-    let admin = s.admin.as_ref().map(|r| transfer.take(r).map(std::net::TcpListener::from)).transpose()?;
+    let admin =
+        s.admin.as_ref().map(|r| transfer.take(r, Kind::Listener).map(std::net::TcpListener::from)).transpose()?;
     Ok((Inherited { workers, counters: s.counters }, nonce_secret, allocations, s.writer, admin))
 }
 
@@ -181,14 +181,36 @@ fn invalid(why: String) -> io::Error {
 /// The descriptors of a transfer, each taken once.
 struct Transfer(Vec<Option<OwnedFd>>);
 
+/// What a descriptor of a transfer must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A UDP socket (a listener or a relay socket).
+    Udp,
+    /// A listening TCP socket.
+    Listener,
+    /// A connected TCP socket.
+    Connection,
+}
+
 impl Transfer {
-    /// The descriptor `r` names, bound where it says.
-    fn take(&mut self, r: &SocketRef) -> io::Result<OwnedFd> {
+    /// The descriptor `r` names: a socket of `kind`, bound where `r` says
+    /// (and so of its address family).
+    fn take(&mut self, r: &SocketRef, kind: Kind) -> io::Result<OwnedFd> {
         let fd = self
             .0
             .get_mut(r.fd)
             .and_then(Option::take)
             .ok_or_else(|| invalid(format!("descriptor {} missing", r.fd)))?;
+        let socket = socket2::SockRef::from(&fd);
+        let is = (socket.r#type(), socket.is_listener());
+        let fits = match kind {
+            Kind::Udp => matches!(is, (Ok(socket2::Type::DGRAM), _)),
+            Kind::Listener => matches!(is, (Ok(socket2::Type::STREAM), Ok(true))),
+            Kind::Connection => matches!(is, (Ok(socket2::Type::STREAM), Ok(false))),
+        };
+        if !fits {
+            return Err(invalid(format!("descriptor {} is not a {kind:?} socket", r.fd)));
+        }
         let addr = local_addr(&fd)?;
         if addr != r.addr {
             return Err(invalid(format!("descriptor {} is bound to {addr}, not {}", r.fd, r.addr)));
@@ -199,9 +221,13 @@ impl Transfer {
     /// A worker's sockets, connections and allocations, `elapsed` after
     /// the snapshot was taken.
     fn worker(&mut self, w: WorkerSnapshot, elapsed: Duration) -> io::Result<InheritedWorker> {
-        let udp = w.udp.iter().map(|r| self.take(r).map(std::net::UdpSocket::from)).collect::<io::Result<Vec<_>>>()?;
-        let streams =
-            w.streams.iter().map(|r| self.take(r).map(std::net::TcpListener::from)).collect::<io::Result<Vec<_>>>()?;
+        let udp = w
+            .udp
+            .iter()
+            .map(|r| self.take(r, Kind::Udp).map(std::net::UdpSocket::from))
+            .collect::<io::Result<Vec<_>>>()?;
+        let streams = w.streams.iter().map(|r| self.take(r, Kind::Listener).map(std::net::TcpListener::from));
+        let streams = streams.collect::<io::Result<Vec<_>>>()?;
         // Connections first: a client's allocation moves only with its
         // connection, and one that closed meanwhile is left behind.
         let conns = self.connections(&w.connections)?;
@@ -209,7 +235,7 @@ impl Transfer {
         let mut allocations = Vec::new();
         for a in w.allocations {
             let held = a.try_map(|fd, bound| {
-                let socket = self.take(&SocketRef { fd, addr: bound })?;
+                let socket = self.take(&SocketRef { fd, addr: bound }, Kind::Udp)?;
                 Ok::<_, io::Error>(Held { addr: bound, socket: Some(std::net::UdpSocket::from(socket)) })
             })?;
             // Run out meanwhile, or its connection closed: its sockets
@@ -228,7 +254,7 @@ impl Transfer {
     fn connections(&mut self, connections: &[ConnectionSnapshot]) -> io::Result<Vec<MovedConn>> {
         let mut conns = Vec::new();
         for c in connections {
-            let fd = match self.take(&SocketRef { fd: c.fd, addr: c.local }) {
+            let fd = match self.take(&SocketRef { fd: c.fd, addr: c.local }, Kind::Connection) {
                 Ok(fd) => fd,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(e),
                 Err(_) => continue,
@@ -242,5 +268,44 @@ impl Transfer {
             conns.push(MovedConn { fd, state: c.state().map_err(|e| invalid(e.to_string()))? });
         }
         Ok(conns)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::{TcpListener, UdpSocket};
+
+    use super::*;
+
+    /// A snapshot of one worker with `udp` as its UDP listener and
+    /// `stream` as its TCP listener, descriptors 0 and 1.
+    fn transfer(udp: OwnedFd, stream: OwnedFd, addr: SocketAddr) -> io::Result<Unpacked> {
+        let worker = WorkerSnapshot {
+            udp: vec![SocketRef { fd: 0, addr }],
+            streams: vec![SocketRef { fd: 1, addr }],
+            allocations: Vec::new(),
+            connections: Vec::new(),
+        };
+        let (mut s, _, _, _) = pack(Vec::new(), &[7; 32], None);
+        s.workers.push(worker);
+        unpack(&s.to_bytes(), vec![Some(udp), Some(stream)])
+    }
+
+    #[test]
+    fn descriptors_of_the_wrong_kind_are_refused() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let udp = UdpSocket::bind(addr).unwrap();
+        let fd = |s: &dyn std::os::fd::AsFd| s.as_fd().try_clone_to_owned().unwrap();
+        assert!(transfer(fd(&udp), fd(&tcp), addr).is_ok(), "the right kinds");
+        let swapped = transfer(fd(&tcp), fd(&udp), addr).unwrap_err();
+        assert!(swapped.to_string().contains("descriptor 0 is not a Udp socket"), "{swapped}");
+        let (pipe, _writer) = nix::unistd::pipe().unwrap();
+        let not_a_socket = transfer(fd(&udp), pipe, addr).unwrap_err();
+        assert!(not_a_socket.to_string().contains("descriptor 1 is not a Listener socket"), "{not_a_socket}");
+        let connected = std::net::TcpStream::connect(addr).unwrap();
+        let connection = transfer(fd(&udp), fd(&connected), addr).unwrap_err();
+        assert!(connection.to_string().contains("descriptor 1 is not a Listener socket"), "{connection}");
     }
 }

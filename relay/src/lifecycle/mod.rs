@@ -6,12 +6,13 @@
 //! The parts, in the order they run: `logging`, `start` (the node, the
 //! admin listener, the handover socket, the previous process told),
 //! `banner`, `serve` (signals, the watchdog, SIGHUP through `reload`,
-//! SIGUSR2 and handover requests), `stop`; `notify` speaks to systemd
-//! throughout.
+//! SIGUSR2 and handover requests, each served off the main thread by
+//! `handing`), `stop`; `notify` speaks to systemd throughout.
 
 #![warn(clippy::too_many_lines)]
 
 mod banner;
+mod handing;
 mod logging;
 mod notify;
 mod reload;

@@ -3,7 +3,7 @@
 //! over, SIGTERM and SIGINT stop; with a systemd watchdog it is pinged at
 //! half its interval, but only while every worker answers.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,11 +12,11 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use sd_notify::NotifyState;
 
+use super::handing::Handing;
 use super::notify::{notify, status};
 use super::reload::Reload;
 use crate::admin::Admin;
 use crate::config::Settings;
-use crate::handover;
 use crate::node::Node;
 
 /// How often STATUS= is refreshed when no watchdog asks for more.
@@ -56,12 +56,18 @@ pub(super) fn serve(
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
     let beat = watchdog.map_or(STATUS_EVERY, |w| (w / 2).max(Duration::from_millis(10)));
     let timeout = PollTimeout::try_from(beat).unwrap_or(PollTimeout::MAX);
+    // A handover being served, and a signal to stop that waits for it.
+    let mut handing: Option<Handing> = None;
+    let mut stop_after: Option<Signal> = None;
     loop {
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        fds.extend(handover.map(|h| PollFd::new(h.as_fd(), PollFlags::POLLIN)));
+        match &handing {
+            Some(h) => fds.push(PollFd::new(h.fd(), PollFlags::POLLIN)),
+            None => fds.extend(handover.map(|h| PollFd::new(h.as_fd(), PollFlags::POLLIN))),
+        }
         match poll(&mut fds, timeout) {
             Ok(0) => {
-                beat_once(node, watchdog.is_some());
+                beat_once(node, watchdog.is_some(), handing.is_some());
                 continue;
             }
             Ok(_) => {}
@@ -72,32 +78,44 @@ pub(super) fn serve(
             }
         }
         let ready = |i: usize| fds.get(i).and_then(PollFd::revents).is_some_and(|r| r.contains(PollFlags::POLLIN));
-        let (signalled, asked) = (ready(0), ready(1));
-        if let Some(h) = handover.filter(|_| asked)
-            && hand_over(node, h.as_fd(), admin.map(Admin::listener))
-        {
-            return Stop::HandedOver;
+        let (signalled, other) = (ready(0), ready(1));
+        drop(fds);
+        if other {
+            match handing.take() {
+                Some(mut h) => match h.outcome() {
+                    Some(Some(pid)) => {
+                        notify(&[NotifyState::MainPid(pid)]);
+                        return Stop::HandedOver;
+                    }
+                    Some(None) => {
+                        notify(&[NotifyState::Status(&status(node))]);
+                        if let Some(signal) = stop_after.take() {
+                            return Stop::Signal(Some(signal), signals);
+                        }
+                    }
+                    None => handing = Some(h),
+                },
+                None => handing = handover.and_then(|h| start_handing(h, node, admin)),
+            }
         }
         if !signalled {
             continue;
         }
-        let info = match signals.read_signal() {
-            Ok(Some(info)) => info,
+        let signal = match signals.read_signal() {
+            Ok(Some(info)) => i32::try_from(info.ssi_signo).ok().and_then(|n| Signal::try_from(n).ok()),
             Ok(None) => continue,
             Err(e) => {
                 tracing::error!(error = %e, "reading a signal failed; shutting down");
                 return Stop::Failed;
             }
         };
-        match i32::try_from(info.ssi_signo).ok().and_then(|n| Signal::try_from(n).ok()) {
+        match signal {
+            Some(Signal::SIGUSR2) if handing.is_some() => tracing::warn!("SIGUSR2: a handover is in progress"),
             Some(Signal::SIGUSR2) => upgrade(node.settings(), program.as_ref()),
-            Some(Signal::SIGHUP) => {
-                // systemd 253 and later want the time with RELOADING=1.
-                let mut reloading = vec![NotifyState::Reloading];
-                reloading.extend(NotifyState::monotonic_usec_now().ok());
-                notify(&reloading);
-                reload.run(node);
-                notify(&[NotifyState::Ready, NotifyState::Status(&status(node))]);
+            Some(Signal::SIGHUP) => reloaded(node, &mut reload),
+            signal if handing.is_some() => {
+                tracing::info!(?signal, "stopping once the handover in progress ends");
+                stop_after = signal;
             }
             signal => {
                 tracing::info!(?signal, "shutting down");
@@ -107,37 +125,36 @@ pub(super) fn serve(
     }
 }
 
+/// SIGHUP: the configuration read again, with systemd told.
+fn reloaded(node: &mut Node, reload: &mut Reload<'_>) {
+    // systemd 253 and later want the time with RELOADING=1.
+    let mut reloading = vec![NotifyState::Reloading];
+    reloading.extend(NotifyState::monotonic_usec_now().ok());
+    notify(&reloading);
+    reload.run(node);
+    notify(&[NotifyState::Ready, NotifyState::Status(&status(node))]);
+}
+
+/// Serves the handover request waiting at `listener` on a thread of its
+/// own, if it can be taken.
+fn start_handing(listener: &OwnedFd, node: &Node, admin: Option<&Admin>) -> Option<Handing> {
+    Handing::start(listener.as_fd(), node, admin)
+        .inspect_err(|e| tracing::warn!(error = %e, "handover: cannot accept a request"))
+        .ok()
+}
+
 /// The beat: the watchdog pinged when every worker answered (a stuck
-/// worker stops the pings and systemd restarts the service), and STATUS=
-/// refreshed.
-fn beat_once(node: &Node, watchdog: bool) {
-    let alive = node.stats().len() == node.workers();
+/// worker stops the pings and systemd restarts the service), or while a
+/// handover runs (its workers are frozen, for a bounded time), and
+/// STATUS= refreshed.
+fn beat_once(node: &Node, watchdog: bool, handing: bool) {
+    let alive = handing || node.stats().len() == node.workers();
     if watchdog && alive {
         notify(&[NotifyState::Watchdog]);
     } else if !alive {
         tracing::error!("a worker did not answer: withholding the watchdog ping");
     }
     notify(&[NotifyState::Status(&status(node))]);
-}
-
-/// Serves a handover request waiting at `listener`; `true` when the new
-/// process serves now (under systemd it is the service from here on).
-fn hand_over(node: &Node, listener: BorrowedFd<'_>, admin: Option<BorrowedFd<'_>>) -> bool {
-    let secret = node.settings().turn.credentials.nonce_secret;
-    match handover::serve_one(listener, &node.handle(), &secret, admin) {
-        Ok(Some(pid)) => {
-            notify(&[NotifyState::MainPid(pid)]);
-            true
-        }
-        Ok(None) => {
-            notify(&[NotifyState::Status(&status(node))]);
-            false
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "handover: cannot accept a request");
-            false
-        }
-    }
 }
 
 /// SIGUSR2: starts `program` (the file this process was started from,

@@ -8,11 +8,14 @@ use std::time::Instant;
 use ip2p_wire::TransactionId;
 
 use super::Server;
-use crate::allocation::{Allocation, Relay};
+use crate::allocation::{self, Allocation, Relay};
 use crate::moved::{Adoptable, Moved, MovedRelay};
 use crate::packet::RelayToken;
 use crate::shared::Account;
 use crate::sockets::Sockets;
+
+/// The longest USERNAME a request carries (RFC 8489 §14.3).
+const MAX_USERNAME: usize = 508;
 
 /// What a worker gives up in a handover.
 #[derive(Debug, Default)]
@@ -36,6 +39,9 @@ pub enum AdoptError {
     Duplicate,
     /// A relay socket is missing, or could not be set up.
     Socket(String),
+    /// A value no core makes (a count past its limit, a channel number
+    /// outside the range, a relayed address of the wrong family...).
+    Invalid(String),
 }
 
 impl std::fmt::Display for AdoptError {
@@ -44,6 +50,7 @@ impl std::fmt::Display for AdoptError {
             Self::RelayAddress(a) => write!(f, "relayed address {a} is not a relay address here"),
             Self::Duplicate => f.write_str("the client already has an allocation here"),
             Self::Socket(e) => write!(f, "relay socket: {e}"),
+            Self::Invalid(e) => write!(f, "not an allocation this relay makes: {e}"),
         }
     }
 }
@@ -94,6 +101,7 @@ impl Server {
     /// already has an allocation, or a socket that cannot be set up.
     /// Nothing of it stays then; its sockets are closed.
     pub fn adopt(&mut self, now: Instant, moved: Adoptable, sockets: &mut impl Sockets) -> Result<(), AdoptError> {
+        self.check(&moved)?;
         let listener = moved.listener;
         if self.by_client.contains_key(&(listener, moved.client)) {
             return Err(AdoptError::Duplicate);
@@ -139,13 +147,45 @@ impl Server {
             moved.integrity,
             TransactionId(moved.txid),
             moved.dont_fragment,
-            now + moved.lifetime,
+            // Lifetimes as this node's limits allow (the permissions' and
+            // channels' are clamped by `restore`).
+            now + moved.lifetime.min(self.config.max_lifetime),
         );
         alloc.restore(now, &moved.permissions, &moved.channels);
         self.place(slot, alloc);
         // Judged here, by this node's policy, not as the snapshot says.
         self.rejudge_slot(slot, now);
         self.publish_paths(slot, now);
+        Ok(())
+    }
+}
+
+impl Server {
+    /// Whether `moved` holds only what a core makes: the limits of
+    /// permissions and channels, channel numbers this node accepts, each
+    /// relayed address of its family, a user name a request could carry.
+    fn check(&self, moved: &Adoptable) -> Result<(), AdoptError> {
+        let invalid = |what: String| Err(AdoptError::Invalid(what));
+        if moved.permissions.len() > allocation::MAX_PERMISSIONS || moved.channels.len() > allocation::MAX_CHANNELS {
+            return invalid(format!("{} permissions, {} channels", moved.permissions.len(), moved.channels.len()));
+        }
+        if let Some(c) = moved.channels.iter().find(|c| !self.config.channel_numbers.allows(c.number)) {
+            return invalid(format!("channel number {:#x}", c.number));
+        }
+        if moved.relays.iter().all(Option::is_none) {
+            return invalid("no relayed address".into());
+        }
+        for (family, relay) in moved.relays.iter().enumerate() {
+            if let Some(r) = relay
+                && (allocation::family_index(&r.bound.ip()) != family
+                    || allocation::family_index(&r.advertised.ip()) != family)
+            {
+                return invalid(format!("relayed address {} as family {family}", r.bound));
+            }
+        }
+        if moved.username.len() > MAX_USERNAME || moved.quota_user.len() > moved.username.len() {
+            return invalid("user name".into());
+        }
         Ok(())
     }
 }

@@ -113,3 +113,45 @@ fn a_handover_into_a_stricter_node_keeps_only_what_its_policy_allows() {
     assert_eq!(next.send(CLIENT, &channel_data(0x4000, b"x")), Verdict::Drop(DropReason::NoChannel));
     assert_eq!(next.server.stats().revoked, 2);
 }
+
+/// What a crafted snapshot may hold: lifetimes past any limit are cut to
+/// this node's, counts and channel numbers no core makes are refused.
+#[test]
+fn an_adopted_allocation_is_held_to_this_nodes_limits() {
+    let (h, _) = bound_to(config(), PEER);
+    let adopt = |change: &dyn Fn(&mut Moved<Held>)| {
+        let mut next = Harness::with(config(), Quotas::default());
+        next.now = h.now;
+        let moved = h.server.export(h.now).moved.remove(0);
+        let mut moved = moved
+            .try_map(|_, bound| {
+                next.sockets.held.push(bound);
+                Ok::<_, ()>(Held { addr: bound, socket: None })
+            })
+            .unwrap();
+        change(&mut moved);
+        let result = next.server.adopt(next.now, moved, &mut next.sockets);
+        (next, result)
+    };
+    let (mut next, result) = adopt(&|m| {
+        m.lifetime = Duration::from_millis(u64::MAX);
+        m.channels[0].lifetime = Duration::from_millis(u64::MAX);
+        m.permissions[0].lifetime = Duration::from_millis(u64::MAX);
+    });
+    result.unwrap();
+    next.advance(3600);
+    assert_eq!(next.server.allocations(), 0, "lived past max_lifetime");
+
+    for (what, change) in [
+        ("channel number", &(|m: &mut Moved<Held>| m.channels[0].number = 0x3fff) as &dyn Fn(&mut Moved<Held>)),
+        ("channels", &|m| m.channels = vec![m.channels[0]; 257]),
+        ("permissions", &|m| m.permissions = vec![m.permissions[0]; 257]),
+        ("family", &|m| m.relays.swap(0, 1)),
+        ("user name", &|m| m.username = "u".repeat(600)),
+    ] {
+        let (next, result) = adopt(change);
+        assert!(matches!(result, Err(AdoptError::Invalid(_))), "{what}: {result:?}");
+        assert_eq!(next.server.allocations(), 0, "{what}");
+        assert!(next.sockets.open.is_empty(), "{what}: a socket stays open");
+    }
+}
