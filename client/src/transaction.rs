@@ -10,8 +10,12 @@ use ip2p_wire::credentials::LongTermKey;
 use ip2p_wire::{Attribute, Class, Message, MessageType, MessageWriter, Method, TransactionId, Transport};
 
 impl Client {
-    /// An authenticated request with the current nonce.
-    pub(crate) fn signed(&mut self, method: Method, attrs: &[Attribute<'_>]) -> io::Result<Vec<u8>> {
+    /// An authenticated request with the current nonce, not sent: what
+    /// tools that replay or time requests send themselves.
+    ///
+    /// # Errors
+    /// The client has not authenticated yet, or the attributes do not fit.
+    pub fn signed(&mut self, method: Method, attrs: &[Attribute<'_>]) -> io::Result<Vec<u8>> {
         let key = self.key.clone().ok_or_else(|| io::Error::other("not authenticated yet"))?;
         let tid = self.tid();
         let mut out = vec![0u8; 1024];

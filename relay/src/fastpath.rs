@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ip2p_turn::{ChannelPath, Event, RelayToken};
 use ip2p_xdp::{Capacity, Channel, FastPath, Mode, Outcomes, Tables};
@@ -106,7 +107,9 @@ fn forwarding(ifname: &str, v6: bool) -> Result<(), String> {
 }
 
 /// The interfaces holding a listen or relay address; with a wildcard
-/// listener, every interface that is up but loopback.
+/// listener, also every physical NIC that is up (one with a device behind
+/// it): never a bridge, a veth of another namespace or a tunnel unless
+/// named in `xdp.interfaces`.
 fn serving_interfaces(settings: &Settings) -> Vec<String> {
     let mut ips: Vec<IpAddr> = settings.listen.iter().map(SocketAddr::ip).collect();
     ips.extend(settings.turn.relay_ips.iter().flatten().map(|r| r.bind));
@@ -125,12 +128,18 @@ fn serving_interfaces(settings: &Settings) -> Vec<String> {
                 .map(|v4| IpAddr::V4(v4.ip()))
                 .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
         });
-        let serves = ip.is_some_and(|ip| wildcard || ips.contains(&ip));
+        let serves = ip.is_some_and(|ip| ips.contains(&ip)) || (wildcard && physical(&a.interface_name));
         if serves && !names.contains(&a.interface_name) {
             names.push(a.interface_name);
         }
     }
     names
+}
+
+/// Whether interface `name` is a NIC (a device behind it), not a bridge,
+/// veth, tunnel or other virtual interface.
+fn physical(name: &str) -> bool {
+    !name.contains('/') && std::path::Path::new("/sys/class/net").join(name).join("device").exists()
 }
 
 /// What the program did, for `/metrics`.
@@ -173,7 +182,9 @@ pub(crate) fn reattach(fast: &Loaded, interfaces: &[String], generic: bool) {
 }
 
 /// One worker's writer of the tables: keeps, per relay socket, the channels
-/// it installed, so that an allocation's end removes them all.
+/// it installed, so that an allocation's end removes them all, and removes
+/// those that lapsed (every [`SWEEP_EVERY`], and when their allocation
+/// needs the room): dead entries never fill the tables.
 #[derive(Debug)]
 pub(crate) struct Mirror {
     tables: Tables,
@@ -182,9 +193,21 @@ pub(crate) struct Mirror {
     relays: HashMap<RelayToken, Relay>,
     /// Counter slots not in use.
     free: Vec<u32>,
-    /// Entries the tables refused (full); those channels stay on the
-    /// socket path.
-    refused: u64,
+    counts: MirrorCounts,
+    /// When lapsed entries are next removed.
+    next_sweep: Instant,
+}
+
+/// What a worker's mirror holds and did, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MirrorCounts {
+    /// Channels installed (two table entries each).
+    pub channels: u64,
+    /// Channels the tables refused (full, or their allocation at its
+    /// limit): they stay on the socket path.
+    pub refused: u64,
+    /// Lapsed channels removed.
+    pub lapsed: u64,
 }
 
 #[derive(Debug)]
@@ -195,6 +218,11 @@ struct Relay {
 
 /// Slot for "no per-allocation counters" (out of the array's range).
 const NO_SLOT: u32 = u32::MAX;
+/// How often lapsed entries are removed.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Most channels one relay socket holds in the tables: the core's limit of
+/// live channels per allocation; lapsed ones make room.
+const MAX_CHANNELS_PER_RELAY: usize = 256;
 
 impl Mirror {
     /// Worker `worker` of `workers`, serving `listen`.
@@ -202,7 +230,14 @@ impl Mirror {
         let tables = fast.lock().map_err(|_| io::Error::other("fast path lock"))?.tables().map_err(io::Error::other)?;
         let share = SLOTS / u32::try_from(workers.max(1)).unwrap_or(1);
         let first = share * u32::try_from(worker).unwrap_or(0);
-        Ok(Self { tables, listen, relays: HashMap::new(), free: (first..first + share).rev().collect(), refused: 0 })
+        Ok(Self {
+            tables,
+            listen,
+            relays: HashMap::new(),
+            free: (first..first + share).rev().collect(),
+            counts: MirrorCounts::default(),
+            next_sweep: Instant::now() + SWEEP_EVERY,
+        })
     }
 
     /// Writes one event of the core into the tables.
@@ -214,6 +249,32 @@ impl Mirror {
             // allocations as always.
             Event::Draining => {}
         }
+    }
+
+    /// What it holds and did.
+    pub(crate) fn counts(&self) -> MirrorCounts {
+        self.counts
+    }
+
+    /// When it next wants to remove lapsed entries (`None`: it holds none).
+    pub(crate) fn next_sweep(&self) -> Option<Instant> {
+        (self.counts.channels > 0).then_some(self.next_sweep)
+    }
+
+    /// Removes the entries that lapsed by `now`, when it is time to.
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        for relay in self.relays.values_mut() {
+            self.counts.lapsed += lapse(&mut self.tables, relay, now);
+        }
+        self.recount();
+    }
+
+    fn recount(&mut self) {
+        self.counts.channels = self.relays.values().map(|r| r.channels.len() as u64).sum();
     }
 
     fn path(&mut self, p: &ChannelPath) {
@@ -251,7 +312,11 @@ impl Mirror {
             }
             !replaced
         });
-        match tables.install(&c) {
+        if relay.channels.len() >= MAX_CHANNELS_PER_RELAY {
+            self.counts.lapsed += lapse(tables, relay, Instant::now());
+        }
+        let installed = if relay.channels.len() < MAX_CHANNELS_PER_RELAY { tables.install(&c) } else { Err(full()) };
+        match installed {
             Ok(()) => {
                 tracing::debug!(client = %c.client, channel = c.channel, peer = %c.peer, relayed = %c.relayed, "XDP entry");
                 relay.channels.push(c);
@@ -260,12 +325,13 @@ impl Mirror {
                 // Nothing of it stays behind that the mirror no longer
                 // knows of (a refresh of an entry whose keys it shared).
                 tables.remove(&c);
-                self.refused += 1;
-                if self.refused.is_power_of_two() {
-                    tracing::warn!(error = %e, refused = self.refused, "XDP table full: channels stay on the socket path");
+                self.counts.refused += 1;
+                if self.counts.refused.is_power_of_two() {
+                    tracing::warn!(error = %e, refused = self.counts.refused, "XDP table full: channels stay on the socket path");
                 }
             }
         }
+        self.recount();
     }
 
     fn gone(&mut self, token: RelayToken) {
@@ -286,5 +352,77 @@ impl Mirror {
             }
             self.free.push(relay.slot);
         }
+        self.recount();
+    }
+}
+
+/// Removes `relay`'s entries that lapsed by `now`; how many.
+fn lapse(tables: &mut Tables, relay: &mut Relay, now: Instant) -> u64 {
+    let before = relay.channels.len();
+    relay.channels.retain(|c| {
+        let live = c.until > now;
+        if !live {
+            tables.remove(c);
+        }
+        live
+    });
+    (before - relay.channels.len()) as u64
+}
+
+/// An allocation at its limit of channels in the tables.
+fn full() -> ip2p_xdp::Error {
+    ip2p_xdp::Error::other("installing", "the allocation's channels are at their limit")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use ip2p_turn::ListenerId;
+
+    fn path(relay: usize, i: u16, until: Instant) -> Event {
+        Event::Path(ChannelPath {
+            relay: RelayToken(u32::try_from(relay).unwrap() << 1),
+            listener: ListenerId::udp(0),
+            client: SocketAddr::from(([192, 0, 2, 7], 40_000 + u16::try_from(relay).unwrap())),
+            relayed: SocketAddr::from(([10, 0, 0, 1], 50_000 + u16::try_from(relay).unwrap())),
+            channel: 0x4000 + i,
+            peer: SocketAddr::from(([198, 51, 100, 9], 1000 + i)),
+            host: false,
+            until,
+        })
+    }
+
+    /// Tables of 300 channels; four rounds of 256 channels that lapse in
+    /// a live allocation: each round fits, and none is left behind. And one
+    /// allocation never holds more than its 256.
+    #[test]
+    fn lapsed_channels_leave_the_tables_and_an_allocation_holds_its_share() {
+        let fast = FastPath::load(Capacity { channels: 300, slots: 4 }).expect("the XDP program (run as root)");
+        let fast: Loaded = Arc::new(Mutex::new(fast));
+        let mut mirror = Mirror::new(&fast, 0, 1, vec!["10.0.0.1:3478".parse().unwrap()]).unwrap();
+        let tables = fast.lock().unwrap().tables().unwrap();
+        for round in 0..4 {
+            let until = Instant::now() + Duration::from_millis(20);
+            for i in 0..256 {
+                mirror.apply(path(round, i, until));
+            }
+            assert_eq!(tables.len(), (256, 256), "round {round}");
+            std::thread::sleep(Duration::from_millis(30));
+            // Its next sweep, whenever that falls.
+            mirror.sweep(mirror.next_sweep().unwrap());
+            assert_eq!(tables.len(), (0, 0), "round {round}: dead entries left");
+        }
+        let counts = mirror.counts();
+        assert_eq!((counts.channels, counts.refused, counts.lapsed), (0, 0, 1024));
+
+        let later = Instant::now() + Duration::from_secs(60);
+        for i in 0..300 {
+            mirror.apply(path(9, i, later));
+        }
+        let counts = mirror.counts();
+        assert_eq!((counts.channels, counts.refused), (256, 44), "one allocation, 256 at most");
+        mirror.apply(Event::RelayGone(RelayToken(9 << 1)));
+        assert_eq!(tables.len(), (0, 0));
     }
 }

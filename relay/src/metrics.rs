@@ -68,6 +68,7 @@ impl Collector for NodeCollector {
             "Interfaces the XDP fast path is attached to",
             node.xdp_interfaces().len() as f64,
         )?;
+        xdp_tables(&mut out, node.xdp_capacity(), &sum.xdp)?;
         requests(&mut out, &sum.turn.responses, &sum.latency)?;
         allocations(&mut out, &sum.turn, &sum.gauges, &sum.turn.allocations_refused)?;
         limits(&mut out, node, &sum.gauges)?;
@@ -107,8 +108,24 @@ fn relayed(out: &mut Out<'_, '_>, p: &Stats, xdp: Option<&Outcomes>) -> fmt::Res
             (&[("reason", "expired")], x.expired.packets),
             (&[("reason", "no_route")], x.no_route.packets),
             (&[("reason", "too_big")], x.too_big.packets),
+            (&[("reason", "spoofed")], x.spoofed.packets),
         ],
     )
+}
+
+/// How full the XDP tables are, and what they refused.
+fn xdp_tables(out: &mut Out<'_, '_>, capacity: u32, x: &crate::fastpath::MirrorCounts) -> fmt::Result {
+    if capacity == 0 {
+        return Ok(());
+    }
+    out.gauge("ip2p_xdp_table_entries", "Channels in the XDP tables (an entry each way)", x.channels as f64)?;
+    out.gauge("ip2p_xdp_table_capacity", "Channels the XDP tables hold at most (xdp.channels)", f64::from(capacity))?;
+    out.counter(
+        "ip2p_xdp_table_full",
+        "Channels the XDP tables refused (full, or their allocation at its limit): they stay on the sockets",
+        x.refused,
+    )?;
+    out.counter("ip2p_xdp_entries_lapsed", "Lapsed channels removed from the XDP tables", x.lapsed)
 }
 
 fn requests(out: &mut Out<'_, '_>, responses: &Responses, latency: &RequestLatency) -> fmt::Result {
@@ -249,6 +266,7 @@ struct Sum {
     truncated: u64,
     out_of_buffers: u64,
     gso: crate::datapath::gso::GsoCounters,
+    xdp: crate::fastpath::MirrorCounts,
 }
 
 impl Sum {
@@ -262,6 +280,9 @@ impl Sum {
         self.gso.datagrams += w.gso.datagrams;
         self.truncated += w.truncated;
         self.out_of_buffers += w.out_of_buffers;
+        self.xdp.channels += w.xdp.channels;
+        self.xdp.refused += w.xdp.refused;
+        self.xdp.lapsed += w.xdp.lapsed;
     }
 }
 

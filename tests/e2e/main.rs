@@ -54,3 +54,4 @@ mod systemd;
 mod tcp_allocations;
 mod udp;
 mod xdp;
+mod xdp_safety;

@@ -14,10 +14,10 @@ use ip2p_tests::{Netns, Relay, RelayOptions, metrics};
 use ip2p_xdp::{Capacity, FastPath, Mode};
 
 /// The three hosts and the programs on the far ends of the veth pairs.
-struct Lab {
-    relay: Netns,
-    client: Netns,
-    peer: Netns,
+pub(super) struct Lab {
+    pub(super) relay: Netns,
+    pub(super) client: Netns,
+    pub(super) peer: Netns,
     /// Pass-through programs on the client's and the peer's ends: a veth
     /// delivers what XDP sends into it only to a peer with a program.
     _pass: Vec<FastPath>,
@@ -25,7 +25,7 @@ struct Lab {
 
 /// client 10.71.1.2 — 10.71.1.1 relay 10.71.2.1 — 10.71.2.2 (and .3) peer,
 /// and the same in IPv6: fd71:1::2 — fd71:1::1 relay fd71:2::1 — fd71:2::2 (::3).
-fn lab(tag: &str) -> Lab {
+pub(super) fn lab(tag: &str) -> Lab {
     let (relay, client, peer) =
         (Netns::new(&format!("xr-{tag}")), Netns::new(&format!("xc-{tag}")), Netns::new(&format!("xp-{tag}")));
     relay.run(&["link", "add", "rc", "type", "veth", "peer", "name", "cr", "netns", &client.0]);
@@ -69,12 +69,12 @@ fn lab(tag: &str) -> Lab {
     Lab { relay, client, peer, _pass: pass }
 }
 
-fn sh(ns: &Netns, cmd: &str) {
+pub(super) fn sh(ns: &Netns, cmd: &str) {
     let status = std::process::Command::new("ip").args(["netns", "exec", &ns.0, "sh", "-c", cmd]).status().unwrap();
     assert!(status.success(), "{cmd} in {}", ns.0);
 }
 
-const CONFIG: &str = r#"
+pub(super) const CONFIG: &str = r#"
 listen = ["10.71.1.1:3478", "[fd71:1::1]:3478"]
 realm = "ip2p.test"
 workers = 2
@@ -92,7 +92,7 @@ listen = "127.0.0.1:0"
 mode = "on"
 "#;
 
-fn xdp_metric(lab: &Lab, relay: &Relay, key: &str) -> f64 {
+pub(super) fn xdp_metric(lab: &Lab, relay: &Relay, key: &str) -> f64 {
     let admin = relay.admin.unwrap();
     let m = lab.relay.enter(move || metrics(admin, None));
     m.get(key).copied().unwrap_or(0.0)

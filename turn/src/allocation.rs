@@ -93,6 +93,8 @@ pub(crate) struct Channel {
     pub(crate) number: u16,
     pub(crate) peer: SocketAddr,
     expires: Instant,
+    /// The deadline its path was last published with (events), if it was.
+    published: Option<Instant>,
 }
 
 /// Why a channel cannot be bound (RFC 8656 §12.2).
@@ -135,6 +137,16 @@ pub(crate) struct Allocation {
     pub(crate) to_client: Bucket,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
+}
+
+/// Which of an allocation's paths a change concerns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Paths<'a> {
+    /// Every one (a new allocation, or its paths withdrawn and published anew).
+    All,
+    /// Those to these peer IPs (CreatePermission, ChannelBind: their
+    /// permission's deadline moved).
+    To(&'a [IpAddr]),
 }
 
 /// Index into `relays` for an address family.
@@ -241,21 +253,53 @@ impl Allocation {
         (permissions, self.channels.iter().filter(|c| c.expires > now).count())
     }
 
-    /// Each live channel whose peer has a live permission, with the
-    /// earlier of their expiries and whether the peer is one of the host's
-    /// own addresses (the local short-circuit's).
-    pub(crate) fn channel_paths(&self, now: Instant) -> impl Iterator<Item = (&Channel, Instant, bool)> {
-        self.channels.iter().filter(move |c| c.expires > now).filter_map(move |c| {
+    /// The paths of its live channels whose peer has a live permission
+    /// that `which` names and whose deadline (the earlier of the channel's
+    /// and the permission's expiry) is new, or later by more than `slack`
+    /// than the one last published: the channel, that deadline and whether
+    /// the peer is one of the host's own addresses. Each is marked
+    /// published with it. A replayed refresh thus publishes nothing, and
+    /// one request costs a scan of the channels it names.
+    pub(crate) fn paths_to_publish(
+        &mut self,
+        now: Instant,
+        which: Paths<'_>,
+        slack: Duration,
+    ) -> Vec<(Channel, Instant, bool)> {
+        let permissions = &self.permissions;
+        let mut out = Vec::new();
+        for c in self.channels.iter_mut().filter(|c| c.expires > now) {
             let ip = canonical(c.peer.ip());
-            let p = self.permissions.iter().find(|p| p.ip == ip && p.expires > now)?;
-            Some((c, c.expires.min(p.expires), p.host))
-        })
+            let named = match which {
+                Paths::All => true,
+                Paths::To(ips) => ips.iter().any(|i| canonical(*i) == ip),
+            };
+            if !named {
+                continue;
+            }
+            let Some(p) = permissions.iter().find(|p| p.ip == ip && p.expires > now) else { continue };
+            let until = c.expires.min(p.expires);
+            if c.published.is_some_and(|last| until <= last + slack) {
+                continue;
+            }
+            c.published = Some(until);
+            out.push((*c, until, p.host));
+        }
+        out
+    }
+
+    /// Forgets what was published of its paths (they were all withdrawn).
+    pub(crate) fn unpublished(&mut self) {
+        for c in &mut self.channels {
+            c.published = None;
+        }
     }
 
     /// What another worker needs to deliver a short-circuited packet from
     /// one of the host's relayed addresses (see [`crate::shared::View`]).
     pub(crate) fn view(&self) -> View {
-        let host = |ip: IpAddr| self.permissions.iter().any(|p| p.host && p.ip == canonical(ip));
+        let hosts: Vec<IpAddr> = self.permissions.iter().filter(|p| p.host).map(|p| p.ip).collect();
+        let host = |ip: IpAddr| !hosts.is_empty() && hosts.contains(&canonical(ip));
         View {
             listener: self.listener,
             client: self.client,
@@ -312,6 +356,7 @@ impl Allocation {
             number: c.number,
             peer: c.peer,
             expires: now + c.lifetime.min(CHANNEL_LIFETIME),
+            published: None,
         };
         self.channels = channels.iter().take(MAX_CHANNELS).map(channel).collect();
     }
@@ -346,7 +391,7 @@ impl Allocation {
         }
         // An expired binding of this number or peer is gone for good.
         self.channels.retain(|c| c.expires > now && c.number != number && c.peer != peer);
-        self.channels.push(Channel { number, peer, expires });
+        self.channels.push(Channel { number, peer, expires, published: None });
     }
 }
 

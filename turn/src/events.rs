@@ -5,11 +5,15 @@
 //! each batch. Off (the default), nothing is queued.
 //!
 //! A mirror holds [`ChannelPath`]s: the packets the core would relay
-//! without a question. Each carries its deadline, so the core says nothing
-//! when a channel or permission lapses: past its deadline an entry is dead
-//! and its packets go to the core, which decides as always. The core says
-//! when a path is new or its deadline moved (ChannelBind, CreatePermission,
-//! Refresh), and when an allocation's paths end before their time.
+//! without a question. Each carries its deadline (its channel's and its
+//! permission's), so the core says nothing when a channel or permission
+//! lapses: past its deadline an entry is dead and its packets go to the
+//! core, which decides as always (a mirror removes dead entries on its own
+//! time). The core says when a path is new or its deadline moved on by more
+//! than a few seconds (ChannelBind, CreatePermission: a replayed request
+//! says nothing new), and when an allocation's paths end, whether at its
+//! expiry or before (a Refresh moves no path: the allocation's end is
+//! said when it comes).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -45,8 +49,8 @@ pub struct ChannelPath {
     pub peer: SocketAddr,
     /// The peer is a relayed address of this node.
     pub host: bool,
-    /// The earliest of the allocation's, the channel's and the
-    /// permission's expiry.
+    /// The earlier of the channel's and the permission's expiry (the
+    /// allocation's end is an [`Event::RelayGone`]).
     pub until: Instant,
 }
 

@@ -59,7 +59,8 @@ enum outcome {
 	OUT_EXPIRED = 2,   /* entry past its deadline: passed */
 	OUT_NO_ROUTE = 3,  /* FIB lookup failed or neighbour unknown: passed */
 	OUT_TOO_BIG = 4,   /* over the egress MTU: passed */
-	OUT_MAX = 5,
+	OUT_SPOOFED = 5,   /* its source is not reached back by its interface: passed */
+	OUT_MAX = 6,
 };
 
 struct outcome_count {

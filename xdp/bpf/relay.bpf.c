@@ -18,14 +18,23 @@
  *
  * Everything else goes to the kernel untouched (XDP_PASS): STUN, Send and
  * Data indications, unknown or expired entries, padded or malformed
- * ChannelData, IP options, IPv6 extension headers, fragments, packets over
- * the egress MTU, and anything the FIB cannot route. It never drops: the
- * relay ports can overlap the host's ephemeral ports.
+ * ChannelData, IP options, IPv6 extension headers, fragments, a UDP
+ * datagram without a checksum, packets over the egress MTU, anything the
+ * FIB cannot route, and a packet whose source the FIB would not reach back
+ * through the interface it came in by (strict reverse-path filtering, as
+ * the kernel's rp_filter=1 does: a spoofed source is the kernel's to
+ * judge). It never drops: the relay ports can overlap the host's ephemeral
+ * ports.
+ *
+ * A relayed packet is the relay's own: it carries the sender's ECN bits
+ * but not its DSCP (nor, for IPv6, its flow label), and the route it takes
+ * does not depend on them.
  *
  * The worker that owns an allocation writes its entries (src/tables.rs);
- * the deadline in each entry is the earliest of the allocation's, the
- * channel's and the permission's expiry, so a lapsed entry sends its
- * packets to user space, which expires the state as it always does.
+ * the deadline in each entry is the earlier of the channel's and the
+ * permission's expiry, so a lapsed entry sends its packets to user space,
+ * which expires the state as it always does; the allocation's end removes
+ * its entries, and the worker removes lapsed ones.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -322,6 +331,39 @@ static __always_inline int emit(struct xdp_md *ctx, const void *n, __u32 size, s
 	return send(ctx, ifindex);
 }
 
+/* Strict reverse-path filtering: the FIB's route back to the packet's
+ * source `saddr` (from `daddr`) leaves by the interface the packet came in
+ * by (a route whose neighbour is not resolved yet still says which). No
+ * route back counts as no route; another interface, as spoofed. With
+ * multipath routes the one nexthop the lookup picks must be the ingress's:
+ * stricter than the kernel, and what it refuses the sockets still take. */
+static __always_inline int source_ok(struct xdp_md *ctx, int family, const void *saddr, const void *daddr)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = family;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.ifindex = ctx->ingress_ifindex;
+	if (family == AF_INET) {
+		__builtin_memcpy(&fib.ipv4_dst, saddr, 4);
+		__builtin_memcpy(&fib.ipv4_src, daddr, 4);
+	} else {
+		__builtin_memcpy(fib.ipv6_dst, saddr, 16);
+		__builtin_memcpy(fib.ipv6_src, daddr, 16);
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(OUT_NO_ROUTE, 0);
+		return 0;
+	}
+	if (fib.ifindex != ctx->ingress_ifindex) {
+		count(OUT_SPOOFED, 0);
+		return 0;
+	}
+	return 1;
+}
+
 static __always_inline int relay_v4(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -348,6 +390,9 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	ip_len = bpf_ntohs(h->ip.tot_len);
 	if ((void *)&h->ip + ip_len != end || bpf_ntohs(h->udp.len) != ip_len - sizeof(struct iphdr))
 		return XDP_PASS;
+	/* Without a checksum nothing vouches for the payload: the kernel's. */
+	if (!h->udp.check)
+		return XDP_PASS;
 	len = ip_len - sizeof(struct iphdr) - sizeof(struct udphdr);
 
 	key.family = 4;
@@ -356,12 +401,11 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	key.local_port = h->udp.dest;
 	key.remote_port = h->udp.source;
 	out = match(&key, (__u8 *)(h + 1), end, len, &mode, &from_slot);
-	if (!out)
+	if (!out || !source_ok(ctx, AF_INET, &h->ip.saddr, &h->ip.daddr))
 		return XDP_PASS;
 
 	new_len = mode == TO_PEER ? len - CHANNEL_HEADER : mode == TO_CLIENT ? len + CHANNEL_HEADER : len;
 	fib.family = AF_INET;
-	fib.tos = h->ip.tos;
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = out->src_port;
 	fib.dport = out->dst_port;
@@ -380,21 +424,21 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	/* fib.tot_len now holds the MTU (a union with mtu_result). */
 	n.ip.tot_len = bpf_htons(new_len + sizeof(struct iphdr) + sizeof(struct udphdr));
 	n.ip.ttl = TTL;
+	/* ECN goes on; the sender's DSCP does not. */
+	n.ip.tos = h->ip.tos & 0x03;
 	n.ip.check = 0;
 	n.ip.check = ~fold(words(&n.ip, sizeof(struct iphdr) / 2));
 	n.udp.source = out->src_port;
 	n.udp.dest = out->dst_port;
 	new_udp_len = bpf_htons(new_len + sizeof(struct udphdr));
 	n.udp.len = new_udp_len;
-	if (h->udp.check) {
-		/* Pseudo-header addresses and length, ports, length again, and
-		 * the ChannelData header that goes or comes. */
-		removed = words(&h->ip.saddr, 4) + words(&h->udp, 3) + h->udp.len;
-		added = words(&n.ip.saddr, 4) + words(&n.udp, 3) + new_udp_len;
-		if (header_change(mode, h + 1, end, out->channel, len, &removed, &added))
-			return XDP_PASS;
-		n.udp.check = csum_update(h->udp.check, removed, added) ?: 0xffff;
-	}
+	/* Pseudo-header addresses and length, ports, length again, and the
+	 * ChannelData header that goes or comes. */
+	removed = words(&h->ip.saddr, 4) + words(&h->udp, 3) + h->udp.len;
+	added = words(&n.ip.saddr, 4) + words(&n.udp, 3) + new_udp_len;
+	if (header_change(mode, h + 1, end, out->channel, len, &removed, &added))
+		return XDP_PASS;
+	n.udp.check = csum_update(h->udp.check, removed, added) ?: 0xffff;
 
 	return emit(ctx, &n, sizeof(n), out, mode, from_slot, len, fib.ifindex);
 }
@@ -431,7 +475,7 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	key.local_port = h->udp.dest;
 	key.remote_port = h->udp.source;
 	out = match(&key, (__u8 *)(h + 1), end, len, &mode, &from_slot);
-	if (!out)
+	if (!out || !source_ok(ctx, AF_INET6, &h->ip.saddr, &h->ip.daddr))
 		return XDP_PASS;
 
 	new_len = mode == TO_PEER ? len - CHANNEL_HEADER : mode == TO_CLIENT ? len + CHANNEL_HEADER : len;
@@ -456,6 +500,12 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	new_udp_len = bpf_htons(new_len + sizeof(struct udphdr));
 	n.ip.payload_len = new_udp_len;
 	n.ip.hop_limit = TTL;
+	/* The traffic class's ECN bits (bits 4-5 of flow_lbl[0]) go on; its
+	 * DSCP and the flow label do not. */
+	n.ip.priority = 0;
+	n.ip.flow_lbl[0] = h->ip.flow_lbl[0] & 0x30;
+	n.ip.flow_lbl[1] = 0;
+	n.ip.flow_lbl[2] = 0;
 	n.udp.source = out->src_port;
 	n.udp.dest = out->dst_port;
 	n.udp.len = new_udp_len;

@@ -42,6 +42,12 @@ impl Error {
         Self { what, detail: detail.to_string(), errno: None }
     }
 
+    /// A failure of step `what`, for callers' own reasons.
+    #[must_use]
+    pub fn other(what: &'static str, detail: impl fmt::Display) -> Self {
+        Self::new(what, detail)
+    }
+
     /// The kernel's errno, when the failure was a system call's.
     #[must_use]
     pub fn errno(&self) -> Option<i32> {
@@ -189,15 +195,20 @@ impl FastPath {
     }
 
     /// Runs the relay program once on `frame` through BPF_PROG_TEST_RUN (in
-    /// the calling thread's network namespace, arriving on its loopback):
-    /// the XDP action and the frame as the program left it.
+    /// the calling thread's network namespace, arriving on interface
+    /// `ifindex`): the XDP action and the frame as the program left it.
     ///
     /// # Errors
     /// The kernel refused the run.
-    pub fn test_run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>), Error> {
+    pub fn test_run(&mut self, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>), Error> {
         let prog: &mut Xdp = program(&mut self.ebpf, RELAY)?;
         let mut out = vec![0u8; frame.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let size = u32::try_from(frame.len()).map_err(|e| Error::new("BPF_PROG_TEST_RUN", e))?;
+        let ctx: Vec<u8> = [0, size, 0, ifindex, 0, 0].iter().flat_map(|v: &u32| v.to_ne_bytes()).collect();
         let mut opts = TestRunOptions::new();
+        opts.ctx_in = Some(&ctx);
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut out);
         let result = prog.test_run(opts).map_err(|e| Error::new("BPF_PROG_TEST_RUN", e))?;
@@ -317,6 +328,13 @@ impl Tables {
     pub fn remove(&mut self, c: &Channel) {
         let _ = self.from_clients.remove(&c.client_key());
         let _ = self.from_peers.remove(&c.peer_key());
+    }
+
+    /// How many entries each table holds, `(from clients, from peers)`: a
+    /// walk over the kernel's maps, for tests and tools.
+    #[must_use]
+    pub fn len(&self) -> (usize, usize) {
+        (self.from_clients.keys().count(), self.from_peers.keys().count())
     }
 
     /// Slot `slot`'s counters, summed over CPUs.

@@ -98,11 +98,14 @@ pub struct Outcomes {
     pub no_route: OutcomeCount,
     /// Passed: larger than the egress MTU.
     pub too_big: OutcomeCount,
+    /// Passed: the route back to its source does not leave by the interface
+    /// it came in by (strict reverse-path filtering).
+    pub spoofed: OutcomeCount,
 }
 
 impl Outcomes {
     /// How many outcomes the program counts (`OUT_MAX`).
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
 
     pub(crate) fn set(&mut self, index: u32, count: OutcomeCount) {
         let field = match index {
@@ -110,7 +113,8 @@ impl Outcomes {
             1 => &mut self.to_client,
             2 => &mut self.expired,
             3 => &mut self.no_route,
-            _ => &mut self.too_big,
+            4 => &mut self.too_big,
+            _ => &mut self.spoofed,
         };
         *field = count;
     }

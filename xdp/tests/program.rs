@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ip2p_xdp::{Capacity, Channel, FastPath, FlowCounters};
 
 const XDP_PASS: u32 = 2;
-const XDP_REDIRECT: u32 = 4;
+const XDP_TX: u32 = 3;
 
 const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xc1];
@@ -115,9 +115,13 @@ struct Shape {
     /// IPv4 flags and fragment offset.
     frag: u16,
     udp_checksum: bool,
+    /// IPv4 TOS, IPv6 traffic class.
+    tos: u8,
+    /// IPv6 flow label.
+    flow: u32,
 }
 
-const SENT: Shape = Shape { ttl: 61, frag: 0x4000, udp_checksum: true };
+const SENT: Shape = Shape { ttl: 61, frag: 0x4000, udp_checksum: true, tos: 0, flow: 0 };
 const RELAYED: Shape = Shape { ttl: 64, ..SENT };
 
 /// An Ethernet frame with one UDP datagram, every checksum computed here.
@@ -131,7 +135,7 @@ fn frame(macs: ([u8; 6], [u8; 6]), src: SocketAddr, dst: SocketAddr, payload: &[
     udp.extend(payload);
     let (mut f, pseudo) = match (src, dst) {
         (SocketAddr::V4(s), SocketAddr::V4(d)) => {
-            let mut ip = vec![0x45, 0];
+            let mut ip = vec![0x45, shape.tos];
             ip.extend((20 + udp_len).to_be_bytes());
             ip.extend([0x12, 0x34]);
             ip.extend(shape.frag.to_be_bytes());
@@ -146,7 +150,8 @@ fn frame(macs: ([u8; 6], [u8; 6]), src: SocketAddr, dst: SocketAddr, payload: &[
             (ip, pseudo)
         }
         (SocketAddr::V6(s), SocketAddr::V6(d)) => {
-            let mut ip = vec![0x60, 0, 0, 0];
+            let first = 0x6000_0000 | u32::from(shape.tos) << 20 | (shape.flow & 0xf_ffff);
+            let mut ip = first.to_be_bytes().to_vec();
             ip.extend(udp_len.to_be_bytes());
             ip.extend([17, shape.ttl]);
             ip.extend(s.ip().octets());
@@ -188,13 +193,13 @@ fn both_directions(v6: bool, listen: &str) {
         // Odd and even payload lengths: the checksum's trailing byte.
         for payload in [&b"hello"[..], b"hello, peer!"] {
             let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, shown_listen, &channel_data(c.channel, payload), SENT);
-            let (action, out) = fast.test_run(&sent).expect("run");
-            assert_eq!(action, XDP_REDIRECT, "client -> peer is forwarded (to r0, from lo)");
+            let (action, out) = run(fast, &sent).expect("run");
+            assert_eq!(action, XDP_TX, "client -> peer is forwarded (back out of r0)");
             assert_eq!(out, frame((RELAY_MAC, PEER_MAC), c.relayed, c.peer, payload, RELAYED));
 
             let sent = frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, payload, SENT);
-            let (action, out) = fast.test_run(&sent).expect("run");
-            assert_eq!(action, XDP_REDIRECT, "peer -> client is forwarded");
+            let (action, out) = run(fast, &sent).expect("run");
+            assert_eq!(action, XDP_TX, "peer -> client is forwarded");
             let expected =
                 frame((RELAY_MAC, CLIENT_MAC), shown_listen, c.client, &channel_data(c.channel, payload), RELAYED);
             assert_eq!(out, expected);
@@ -224,17 +229,61 @@ fn relays_through_a_wildcard_listener() {
     both_directions(true, "[::]:3478");
 }
 
-/// IPv4 without a UDP checksum stays without one.
+/// IPv4 without a UDP checksum: nothing vouches for the payload, the
+/// kernel judges it.
 #[test]
-fn keeps_a_missing_ipv4_checksum_missing() {
+fn an_ipv4_datagram_without_a_checksum_goes_to_the_kernel() {
     let c = channel(false, "10.9.0.1:3478");
     in_netns(|fast| {
         fast.tables().expect("tables").install(&c).expect("install");
         let none = Shape { udp_checksum: false, ..SENT };
-        let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(0x4001, b"abc"), none);
-        let (action, out) = fast.test_run(&sent).expect("run");
-        assert_eq!(action, XDP_REDIRECT);
-        assert_eq!(out, frame((RELAY_MAC, PEER_MAC), c.relayed, c.peer, b"abc", Shape { ttl: 64, ..none }));
+        passes(
+            fast,
+            &frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(0x4001, b"abc"), none),
+            "to a peer",
+        );
+        passes(fast, &frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, b"abc", none), "to a client");
+    });
+}
+
+/// A relayed packet is the relay's: the sender's ECN bits go on, its DSCP
+/// and IPv6 flow label do not (they would mark the relay's traffic as the
+/// client chose, past the relay's network).
+#[test]
+fn ecn_goes_on_dscp_and_the_flow_label_do_not() {
+    for v6 in [false, true] {
+        let c = channel(v6, if v6 { "[fd09::1]:3478" } else { "10.9.0.1:3478" });
+        in_netns(|fast| {
+            fast.tables().expect("tables").install(&c).expect("install");
+            // DSCP 46 (EF) with ECT(1), and a flow label.
+            let marked = Shape { tos: 0xb9, flow: 0x1_2345, ..SENT };
+            let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(c.channel, b"x"), marked);
+            let (action, out) = run(fast, &sent).expect("run");
+            assert_eq!(action, XDP_TX, "v6 {v6}");
+            let relayed = Shape { ttl: 64, tos: 0x01, flow: 0, ..marked };
+            assert_eq!(out, frame((RELAY_MAC, PEER_MAC), c.relayed, c.peer, b"x", relayed), "v6 {v6}");
+        });
+    }
+}
+
+/// A datagram whose source the relay's routes reach back through another
+/// interface (a spoofed source, which strict rp_filter would drop) is the
+/// kernel's to judge; so is one whose source has no route back.
+#[test]
+fn a_source_not_reached_back_by_its_interface_goes_to_the_kernel() {
+    let mut c = channel(false, "10.9.0.1:3478");
+    in_netns(|fast| {
+        sh("ip link add s0 type veth peer name s1 && ip addr add 10.8.0.1/24 dev s0 \
+            && ip link set s0 up && ip link set s1 up");
+        let mut tables = fast.tables().expect("tables");
+        for client in ["10.8.0.2:40000", "10.66.0.2:40000"] {
+            c.client = addr(client);
+            tables.install(&c).expect("install");
+            let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(c.channel, b"x"), SENT);
+            passes(fast, &sent, client);
+        }
+        let outcomes = fast.outcomes().expect("outcomes");
+        assert_eq!((outcomes.spoofed.packets, outcomes.no_route.packets, outcomes.to_peer.packets), (1, 1, 0));
     });
 }
 
@@ -251,15 +300,15 @@ fn between_clients(v6: bool, listen: &str) {
         tables.install(&b).expect("install");
         for payload in [&b"hello"[..], b"hello, peer!"] {
             let sent = frame((CLIENT_MAC, RELAY_MAC), a.client, shown_listen, &channel_data(a.channel, payload), SENT);
-            let (action, out) = fast.test_run(&sent).expect("run");
-            assert_eq!(action, XDP_REDIRECT, "A -> B is forwarded");
+            let (action, out) = run(fast, &sent).expect("run");
+            assert_eq!(action, XDP_TX, "A -> B is forwarded");
             let expected =
                 frame((RELAY_MAC, PEER_MAC), shown_listen, b.client, &channel_data(b.channel, payload), RELAYED);
             assert_eq!(out, expected);
 
             let sent = frame((PEER_MAC, RELAY_MAC), b.client, shown_listen, &channel_data(b.channel, payload), SENT);
-            let (action, out) = fast.test_run(&sent).expect("run");
-            assert_eq!(action, XDP_REDIRECT, "B -> A is forwarded");
+            let (action, out) = run(fast, &sent).expect("run");
+            assert_eq!(action, XDP_TX, "B -> A is forwarded");
             let expected =
                 frame((RELAY_MAC, CLIENT_MAC), shown_listen, a.client, &channel_data(a.channel, payload), RELAYED);
             assert_eq!(out, expected);
@@ -299,7 +348,7 @@ fn a_pair_needs_both_halves_alive() {
             tables.remove(&Channel { peer: b.client, host: false, ..b });
             b.until = Instant::now() + Duration::from_millis(50);
             tables.install(&b).expect("install");
-            assert_eq!(fast.test_run(&sent).expect("run").0, XDP_REDIRECT, "both alive");
+            assert_eq!(run(fast, &sent).expect("run").0, XDP_TX, "both alive");
             std::thread::sleep(Duration::from_millis(60));
             passes(fast, &sent, "the channel back lapsed");
             assert_eq!(fast.outcomes().expect("outcomes").expired.packets, 1);
@@ -311,8 +360,14 @@ fn a_pair_needs_both_halves_alive() {
     }
 }
 
+/// Runs the program on `frame` arriving on r0.
+fn run(fast: &mut FastPath, frame: &[u8]) -> Result<(u32, Vec<u8>), ip2p_xdp::Error> {
+    let r0 = nix::net::if_::if_nametoindex("r0").expect("r0");
+    fast.test_run(frame, r0)
+}
+
 fn passes(fast: &mut FastPath, sent: &[u8], why: &str) {
-    let (action, out) = fast.test_run(sent).expect("run");
+    let (action, out) = run(fast, sent).expect("run");
     assert_eq!(action, XDP_PASS, "{why}: passed to the kernel");
     assert_eq!(out, sent, "{why}: untouched");
 }
@@ -369,9 +424,8 @@ fn leaves_everything_else_to_the_kernel() {
             let big = vec![0x55; 1500 - ip_overhead];
             passes(fast, &frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, &big, SENT), "over the MTU with the header");
             let fits = vec![0x55; 1500 - ip_overhead - 4];
-            let (action, _) =
-                fast.test_run(&frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, &fits, SENT)).expect("run");
-            assert_eq!(action, XDP_REDIRECT, "exactly the MTU with the header");
+            let (action, _) = run(fast, &frame((PEER_MAC, RELAY_MAC), c.peer, c.relayed, &fits, SENT)).expect("run");
+            assert_eq!(action, XDP_TX, "exactly the MTU with the header");
             let outcomes = fast.outcomes().expect("outcomes");
             assert_eq!(outcomes.too_big.packets, 1);
         });
@@ -386,14 +440,14 @@ fn an_entry_past_its_deadline_goes_to_the_kernel() {
         c.until = Instant::now() + Duration::from_millis(50);
         tables.install(&c).expect("install");
         let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(0x4001, b"x"), SENT);
-        assert_eq!(fast.test_run(&sent).expect("run").0, XDP_REDIRECT, "alive");
+        assert_eq!(run(fast, &sent).expect("run").0, XDP_TX, "alive");
         std::thread::sleep(Duration::from_millis(60));
         passes(fast, &sent, "expired");
         assert_eq!(fast.outcomes().expect("outcomes").expired.packets, 1);
         // A refresh moves the deadline: forwarded again.
         c.until = Instant::now() + Duration::from_secs(60);
         tables.install(&c).expect("refresh");
-        assert_eq!(fast.test_run(&sent).expect("run").0, XDP_REDIRECT, "refreshed");
+        assert_eq!(run(fast, &sent).expect("run").0, XDP_TX, "refreshed");
         // Removed: the kernel's again.
         tables.remove(&c);
         passes(fast, &sent, "removed");
@@ -414,6 +468,7 @@ fn no_route_goes_to_the_kernel() {
         c.peer = addr("10.9.0.3:5000");
         fast.tables().expect("tables").install(&c).expect("install");
         passes(fast, &sent, "forwarding off");
+        // Off, the route back to the client is not looked up either.
         assert_eq!(fast.outcomes().expect("outcomes").no_route.packets, 2);
     });
 }
@@ -506,10 +561,10 @@ fn never_drops_never_corrupts() {
         let fast = std::cell::RefCell::new(fast);
         runner
             .run(&mutated, |sent| {
-                let (action, out) = fast.borrow_mut().test_run(&sent).expect("run");
+                let (action, out) = run(&mut fast.borrow_mut(), &sent).expect("run");
                 match action {
                     XDP_PASS => prop_assert_eq!(&out, &sent, "passed, but changed"),
-                    3 | XDP_REDIRECT => {
+                    XDP_TX | 4 => {
                         let (sent_ip, sent_udp) = checks(&sent);
                         let (out_ip, out_udp) = checks(&out);
                         prop_assert!(sent_ip, "relayed a frame whose IP header or lengths are wrong");

@@ -94,7 +94,12 @@ pub(super) fn status(node: &NodeHandle) -> serde_json::Value {
             "interfaces": node.xdp_interfaces(),
             "relayed_packets": { "to_peer": o.to_peer.packets, "to_client": o.to_client.packets },
             "relayed_bytes": { "to_peer": o.to_peer.bytes, "to_client": o.to_client.bytes },
-            "passed_packets": { "expired": o.expired.packets, "no_route": o.no_route.packets, "too_big": o.too_big.packets },
+            "passed_packets": {
+                "expired": o.expired.packets,
+                "no_route": o.no_route.packets,
+                "too_big": o.too_big.packets,
+                "spoofed": o.spoofed.packets,
+            },
         })),
         "per_worker": workers.iter().map(|w| serde_json::json!({
             "worker": w.worker,

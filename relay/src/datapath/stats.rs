@@ -28,6 +28,8 @@ pub struct WorkerStats {
     pub gso: gso::GsoCounters,
     /// Allocations, permissions and channels held now.
     pub gauges: Gauges,
+    /// The XDP tables as this worker keeps them.
+    pub xdp: crate::fastpath::MirrorCounts,
     /// How long STUN requests took to handle.
     pub latency: RequestLatency,
     /// CPU time the worker thread has used.

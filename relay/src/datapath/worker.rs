@@ -168,12 +168,19 @@ impl Worker {
     /// busy polling, nor while packets from other workers wait in its
     /// inbox; otherwise it is parked meanwhile, so that senders wake it.
     pub(crate) fn idle<R>(&mut self, deadline: Option<Instant>, wait: impl FnOnce(Option<Duration>) -> R) -> R {
+        let now = now();
+        let mut deadline = deadline;
         if let Some(mirror) = &mut self.mirror {
             while let Some(event) = self.server.poll_event() {
                 mirror.apply(event);
             }
+            // Lapsed entries go on time, whether or not packets come.
+            mirror.sweep(now);
+            deadline = match (deadline, mirror.next_sweep()) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
         }
-        let now = now();
         let timeout = if self.polling.polls(now) || !self.inboxes.park(self.id) {
             Some(Duration::ZERO)
         } else {
@@ -278,6 +285,7 @@ impl Worker {
             streams: c.streams,
             gso: c.gso,
             gauges: self.server.gauges(now()),
+            xdp: self.mirror.as_ref().map(crate::fastpath::Mirror::counts).unwrap_or_default(),
             latency: self.latency,
             cpu: thread_cpu_time(),
         }

@@ -37,6 +37,8 @@ pub struct NodeHandle {
     /// the interfaces it was detached from for a handover in progress.
     pub(super) xdp: Option<crate::fastpath::Loaded>,
     pub(super) xdp_generic: bool,
+    /// The XDP tables' size (channels), when the fast path runs.
+    pub(super) xdp_channels: u32,
     pub(super) xdp_detached: Arc<Mutex<Vec<String>>>,
     /// The counters of the processes before this one, by sample as
     /// `/metrics` names them: this node's count on from there.
@@ -130,6 +132,12 @@ impl NodeHandle {
     #[must_use]
     pub fn xdp_outcomes(&self) -> Option<ip2p_xdp::Outcomes> {
         self.xdp.as_ref().and_then(crate::fastpath::outcomes)
+    }
+
+    /// How many channels the XDP tables hold at most (0: no fast path).
+    #[must_use]
+    pub fn xdp_capacity(&self) -> u32 {
+        if self.xdp.is_some() { self.xdp_channels } else { 0 }
     }
 
     /// The interfaces the XDP fast path is attached to.

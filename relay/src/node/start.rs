@@ -112,6 +112,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         draining: Arc::default(),
         xdp,
         xdp_generic: settings.xdp.generic,
+        xdp_channels: settings.xdp.channels,
         xdp_detached: Arc::default(),
         counted_before: Arc::new(counted_before),
         credentials: Arc::new(Mutex::new(Arc::new(settings.turn.credentials.clone()))),

@@ -155,7 +155,7 @@ impl Server {
         self.place(slot, alloc);
         // Judged here, by this node's policy, not as the snapshot says.
         self.rejudge_slot(slot, now);
-        self.publish_paths(slot, now);
+        self.publish_paths(slot, now, allocation::Paths::All);
         Ok(())
     }
 }

@@ -143,7 +143,7 @@ impl Server {
         if changed && self.config.events {
             for slot in 0..u32::try_from(self.slots.len()).unwrap_or(u32::MAX) {
                 self.publish_relays_gone(slot);
-                self.publish_paths(slot, now);
+                self.publish_paths(slot, now, allocation::Paths::All);
             }
         }
         self.rejudge(now);
@@ -589,9 +589,10 @@ impl Server {
         self.shared.owners.set(index, relay.bound.port(), Owner { worker: self.worker, view });
     }
 
-    /// Allocation `slot`'s lifetime, permissions or channels changed:
-    /// republishes what mirrors them (the others' view, the events).
-    pub(crate) fn changed(&mut self, slot: u32, now: Instant) {
+    /// Allocation `slot`'s lifetime, permissions or channels changed (its
+    /// paths `which` among them): republishes what mirrors them (the
+    /// others' view, the events).
+    pub(crate) fn changed(&mut self, slot: u32, now: Instant, which: allocation::Paths<'_>) {
         if let Some(Some(alloc)) = self.slots.get(slot as usize)
             && !alloc.tcp
         {
@@ -599,7 +600,7 @@ impl Server {
                 self.publish_owner(slot as usize, relay);
             }
         }
-        self.publish_paths(slot, now);
+        self.publish_paths(slot, now, which);
     }
 
     fn unindex(&mut self, relay: allocation::Relay) {
@@ -652,7 +653,7 @@ impl Server {
         self.stats.revoked += dropped;
         if dropped > 0 {
             self.publish_relays_gone(slot);
-            self.changed(slot, now);
+            self.changed(slot, now, allocation::Paths::All);
         }
     }
 

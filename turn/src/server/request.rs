@@ -4,7 +4,7 @@
 //! code that section names. Allocate is `allocate.rs`; answers are
 //! written by `respond.rs`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ip2p_wire::attr::{
@@ -14,7 +14,7 @@ use ip2p_wire::{AddressFamily, AttrType, Class, ErrorCode, Message, Method};
 
 use super::Server;
 use super::respond::{Integrity, integrity};
-use crate::allocation::BindError;
+use crate::allocation::{BindError, Paths};
 use crate::auth::Authed;
 use crate::packet::{DropReason, ListenerId};
 use crate::policy::Judgement;
@@ -176,7 +176,8 @@ impl Server {
             self.timers.reset(alloc.expires, expires, Timer::Allocation(slot));
             alloc.expires = expires;
         }
-        self.changed(slot, now);
+        // The paths' deadlines are their channels' and permissions': none moved.
+        self.changed(slot, now, Paths::To(&[]));
         Ok(Some(u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX)))
     }
 
@@ -208,7 +209,8 @@ impl Server {
         for (ip, host) in peers().zip(hosts) {
             alloc.permit(ip, host, now);
         }
-        self.changed(slot, now);
+        let permitted: Vec<IpAddr> = peers().collect();
+        self.changed(slot, now, Paths::To(&permitted));
         Ok(None)
     }
 
@@ -241,7 +243,8 @@ impl Server {
         let alloc = self.slots.get_mut(slot as usize).and_then(Option::as_mut).ok_or(ErrorCode::ALLOCATION_MISMATCH)?;
         alloc.bind(number, peer, now);
         alloc.permit(peer.ip(), host, now);
-        self.changed(slot, now);
+        // Its permission's other channels' deadlines moved too.
+        self.changed(slot, now, Paths::To(&[peer.ip()]));
         Ok(None)
     }
 

@@ -21,9 +21,10 @@ fn bind(n: u16, peer: &str) -> [Attribute<'static>; 2] {
 }
 
 #[test]
-fn a_path_carries_the_earliest_deadline_and_ends_with_its_allocation() {
-    // Allocations live 60 s here: shorter than the permission (300 s) and
-    // the channel (600 s), so they bound the path at first.
+fn a_path_carries_its_channels_and_permissions_deadline_and_ends_with_its_allocation() {
+    // Allocations live 60 s here, but their end withdraws their paths
+    // (RelayGone): a path's deadline is its permission's (300 s) and its
+    // channel's (600 s), so a Refresh moves none.
     let mut h = with_events(|c| c.default_lifetime = Duration::from_secs(60));
     let c = Harness::alice();
     let relayed = h.allocate(CLIENT, &c);
@@ -31,39 +32,67 @@ fn a_path_carries_the_earliest_deadline_and_ends_with_its_allocation() {
     assert_eq!(events(&mut h), [], "no channel, no path");
     assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
     let relay = *h.sockets.open.keys().next().unwrap();
-    let path = |until| {
+    let path = |channel, peer, until| {
         Event::Path(ChannelPath {
             relay,
             listener: ListenerId::udp(0),
             client: addr(CLIENT),
             relayed,
-            channel: 0x4000,
-            peer: addr(PEER),
+            channel,
+            peer: addr(peer),
             host: false,
             until,
         })
     };
-    assert_eq!(events(&mut h), [path(t0 + Duration::from_secs(60))]);
+    let secs = |s| t0 + Duration::from_secs(s);
+    assert_eq!(events(&mut h), [path(0x4000, PEER, secs(300))], "the permission's");
 
-    // A refresh moves the allocation's deadline, and with it the path's.
-    h.now += Duration::from_secs(30);
+    h.now = secs(30);
     assert_eq!(h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(3600))], &c).class(), Class::Success);
-    assert_eq!(events(&mut h), [path(t0 + Duration::from_secs(300))], "now the permission's");
-    // CreatePermission renews the permission: the channel's 600 s is next.
-    h.now += Duration::from_secs(200);
+    assert_eq!(events(&mut h), [], "a Refresh moves no path");
+    // CreatePermission renews the permission: the path moves on.
+    h.now = secs(200);
     assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).class(), Class::Success);
-    assert_eq!(events(&mut h), [path(t0 + Duration::from_secs(530))]);
-    // A second channel publishes the allocation's paths as they stand.
+    assert_eq!(events(&mut h), [path(0x4000, PEER, secs(500))]);
+    // Replayed within 10 s of it: nothing to write again.
+    for at in [201, 205, 209] {
+        h.now = secs(at);
+        assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).class(), Class::Success);
+        assert_eq!(events(&mut h), [], "at {at} s");
+    }
+    h.now = secs(215);
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).class(), Class::Success);
+    assert_eq!(events(&mut h), [path(0x4000, PEER, secs(515))], "more than 10 s later");
+    // A second channel to the same peer IP publishes itself alone.
     assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4001, "127.0.0.2:7001"), &c).class(), Class::Success);
-    let both = events(&mut h);
-    assert_eq!(both.len(), 2);
-    assert!(both.contains(&path(t0 + Duration::from_secs(530))));
+    assert_eq!(events(&mut h), [path(0x4001, "127.0.0.2:7001", secs(515))]);
 
     // Deleted: every path of its relay ends; draining says so too.
     assert_eq!(h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
     assert_eq!(events(&mut h), [Event::RelayGone(relay)]);
     h.server.drain();
     assert_eq!(events(&mut h), [Event::Draining]);
+}
+
+/// A client with 256 channels replaying its signed Refresh, or a
+/// CreatePermission for one of its peers, makes no work for a mirror.
+#[test]
+fn replayed_requests_with_many_channels_publish_nothing() {
+    let mut h = with_events(|c| c.policy.allow.push("198.51.100.0/24".parse().unwrap()));
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    for i in 0..256u16 {
+        let peer = format!("198.51.100.{}:{}", i % 4, 1000 + i);
+        assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000 + i, &peer), &c).class(), Class::Success);
+    }
+    assert_eq!(events(&mut h).len(), 256);
+    for _ in 0..100 {
+        h.now += Duration::from_millis(1);
+        assert_eq!(h.authed(CLIENT, Method::REFRESH, &[], &c).class(), Class::Success);
+        let permission = [peer_attr("198.51.100.1:1")];
+        assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &permission, &c).class(), Class::Success);
+    }
+    assert_eq!(events(&mut h), []);
 }
 
 #[test]
