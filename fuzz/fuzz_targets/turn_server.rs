@@ -192,6 +192,7 @@ impl Harness {
                 allow: vec!["198.18.0.0/15".parse().unwrap()],
                 deny: vec!["8.8.8.0/24".parse().unwrap()],
                 host: vec![IpAddr::from(RELAY_V4), "192.0.2.9".parse().unwrap()],
+                loopback_peers: vec![],
             },
             alternates: vec!["192.0.2.2:3478".parse().unwrap()],
             bandwidth: 4000, // low enough that sessions run into it
