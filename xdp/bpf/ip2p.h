@@ -33,7 +33,9 @@ struct flow_key {
  * stripping the ChannelData header (from a client) or prepending one with
  * `channel` (from a peer), until `deadline_ns` (CLOCK_MONOTONIC). An
  * all-zero `src` asks the kernel's FIB for the source address (a wildcard
- * listener). `slot` indexes the per-allocation counters. */
+ * listener). `slot` indexes the per-allocation counters. `in_ifindex` and
+ * `in_checked_ns` are the program's own: the interface the FIB last found
+ * the sender behind, and when (the loader writes zeros). */
 struct flow_out {
 	__u64 deadline_ns;
 	__u8 src[16];
@@ -43,7 +45,8 @@ struct flow_out {
 	__be16 channel; /* 0: strip the header (to a peer) */
 	__u16 flags;    /* FLOW_HOST */
 	__u32 slot;
-	__u32 pad2;
+	__u32 in_ifindex;
+	__u64 in_checked_ns;
 };
 
 /* Packets and bytes (UDP payload as sent) per direction. */

@@ -236,14 +236,58 @@ static __always_inline int fib_failed(long rc)
 	return 1;
 }
 
+/* How long the program trusts its last finding of the interface a sender
+ * is behind before it asks the FIB again. */
+#define RECHECK_NS 1000000000ULL
+
+/* Strict reverse-path filtering: the FIB's route back to the packet's
+ * source `saddr` (from `daddr`) leaves by the interface the packet came in
+ * by (a route whose neighbour is not resolved yet still says which). No
+ * route back counts as no route; another interface, as spoofed. With
+ * multipath routes the one nexthop the lookup picks must be the ingress's:
+ * stricter than the kernel, and what it refuses the sockets still take.
+ * The finding is kept in the sender's entry `out` for RECHECK_NS: a
+ * packet from the same interface within it costs no lookup. */
+static __always_inline int source_ok(struct xdp_md *ctx, struct flow_out *out, __u64 now, struct flow_key *key)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if (out->in_ifindex == ctx->ingress_ifindex && now - out->in_checked_ns < RECHECK_NS)
+		return 1;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.ifindex = ctx->ingress_ifindex;
+	if (key->family == 4) {
+		fib.family = AF_INET;
+		__builtin_memcpy(&fib.ipv4_dst, key->remote, 4);
+		__builtin_memcpy(&fib.ipv4_src, key->local, 4);
+	} else {
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_dst, key->remote, 16);
+		__builtin_memcpy(fib.ipv6_src, key->local, 16);
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(OUT_NO_ROUTE, 0);
+		return 0;
+	}
+	if (fib.ifindex != ctx->ingress_ifindex) {
+		count(OUT_SPOOFED, 0);
+		return 0;
+	}
+	out->in_ifindex = ctx->ingress_ifindex;
+	out->in_checked_ns = now;
+	return 1;
+}
+
 /* The live entry for a datagram whose key has its addresses and ports, and
  * what to do with its ChannelData header (`*mode`): a client's ChannelData
  * to a peer, a peer's datagram, or a client's ChannelData to another
  * allocation's client here (the entry returned is then that allocation's,
  * and `*from_slot` the sender's counter slot). NULL for anything else, and
  * for an entry past its deadline (counted). */
-static __always_inline struct flow_out *match(struct flow_key *key, __u8 *payload, void *end, __u32 len,
-					      int *mode, __u32 *from_slot)
+static __always_inline struct flow_out *match(struct xdp_md *ctx, struct flow_key *key, __u8 *payload, void *end,
+					      __u32 len, int *mode, __u32 *from_slot)
 {
 	__be16 channel = channel_of(payload, end, len);
 	struct flow_out *out = 0;
@@ -263,6 +307,9 @@ static __always_inline struct flow_out *match(struct flow_key *key, __u8 *payloa
 	now = bpf_ktime_get_ns();
 	if (now >= out->deadline_ns)
 		goto expired;
+	/* The sender's source, judged (and the finding kept) in its own entry. */
+	if (!source_ok(ctx, out, now, key))
+		return 0;
 	if (!(out->flags & FLOW_HOST))
 		return out;
 	/* A peer that is another relayed address here. Arriving from it on
@@ -331,39 +378,6 @@ static __always_inline int emit(struct xdp_md *ctx, const void *n, __u32 size, s
 	return send(ctx, ifindex);
 }
 
-/* Strict reverse-path filtering: the FIB's route back to the packet's
- * source `saddr` (from `daddr`) leaves by the interface the packet came in
- * by (a route whose neighbour is not resolved yet still says which). No
- * route back counts as no route; another interface, as spoofed. With
- * multipath routes the one nexthop the lookup picks must be the ingress's:
- * stricter than the kernel, and what it refuses the sockets still take. */
-static __always_inline int source_ok(struct xdp_md *ctx, int family, const void *saddr, const void *daddr)
-{
-	struct bpf_fib_lookup fib = {};
-	long rc;
-
-	fib.family = family;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.ifindex = ctx->ingress_ifindex;
-	if (family == AF_INET) {
-		__builtin_memcpy(&fib.ipv4_dst, saddr, 4);
-		__builtin_memcpy(&fib.ipv4_src, daddr, 4);
-	} else {
-		__builtin_memcpy(fib.ipv6_dst, saddr, 16);
-		__builtin_memcpy(fib.ipv6_src, daddr, 16);
-	}
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
-		count(OUT_NO_ROUTE, 0);
-		return 0;
-	}
-	if (fib.ifindex != ctx->ingress_ifindex) {
-		count(OUT_SPOOFED, 0);
-		return 0;
-	}
-	return 1;
-}
-
 static __always_inline int relay_v4(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -400,8 +414,8 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	__builtin_memcpy(key.remote, &h->ip.saddr, 4);
 	key.local_port = h->udp.dest;
 	key.remote_port = h->udp.source;
-	out = match(&key, (__u8 *)(h + 1), end, len, &mode, &from_slot);
-	if (!out || !source_ok(ctx, AF_INET, &h->ip.saddr, &h->ip.daddr))
+	out = match(ctx, &key, (__u8 *)(h + 1), end, len, &mode, &from_slot);
+	if (!out)
 		return XDP_PASS;
 
 	new_len = mode == TO_PEER ? len - CHANNEL_HEADER : mode == TO_CLIENT ? len + CHANNEL_HEADER : len;
@@ -474,8 +488,8 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	__builtin_memcpy(key.remote, &h->ip.saddr, 16);
 	key.local_port = h->udp.dest;
 	key.remote_port = h->udp.source;
-	out = match(&key, (__u8 *)(h + 1), end, len, &mode, &from_slot);
-	if (!out || !source_ok(ctx, AF_INET6, &h->ip.saddr, &h->ip.daddr))
+	out = match(ctx, &key, (__u8 *)(h + 1), end, len, &mode, &from_slot);
+	if (!out)
 		return XDP_PASS;
 
 	new_len = mode == TO_PEER ? len - CHANNEL_HEADER : mode == TO_CLIENT ? len + CHANNEL_HEADER : len;

@@ -45,8 +45,11 @@ pub struct FlowOut {
     pub flags: u16,
     /// Index into the per-allocation counters.
     pub slot: u32,
-    /// Zero.
-    pub pad2: u32,
+    /// The program's: the interface the sender was last found behind
+    /// (zero: not yet).
+    pub in_ifindex: u32,
+    /// The program's: when, CLOCK_MONOTONIC nanoseconds.
+    pub in_checked_ns: u64,
 }
 
 impl FlowOut {
@@ -186,7 +189,8 @@ impl Channel {
             channel: channel.to_be_bytes(),
             flags: if self.host { FlowOut::HOST } else { 0 },
             slot: self.slot,
-            pad2: 0,
+            in_ifindex: 0,
+            in_checked_ns: 0,
         }
     }
 }
@@ -224,7 +228,7 @@ mod tests {
     #[test]
     fn layouts_match_the_c_header() {
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowOut>(), 56);
+        assert_eq!(size_of::<FlowOut>(), 64);
         assert_eq!(size_of::<FlowCounters>(), 32);
         assert_eq!(size_of::<OutcomeCount>(), 16);
     }

@@ -287,6 +287,29 @@ fn a_source_not_reached_back_by_its_interface_goes_to_the_kernel() {
     });
 }
 
+/// The sender's interface, once found, is trusted for a second: packets
+/// on another interface are looked up at once, and a route that moves is
+/// seen within the second.
+#[test]
+fn the_source_check_is_kept_for_a_second() {
+    let c = channel(false, "10.9.0.1:3478");
+    in_netns(|fast| {
+        sh("ip link add s0 type veth peer name s1 && ip addr add 10.8.0.1/24 dev s0 \
+            && ip link set s0 up && ip link set s1 up");
+        fast.tables().expect("tables").install(&c).expect("install");
+        let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(c.channel, b"x"), SENT);
+        assert_eq!(run(fast, &sent).expect("run").0, XDP_TX, "behind r0, where it came in");
+        let s0 = nix::net::if_::if_nametoindex("s0").expect("s0");
+        assert_eq!(fast.test_run(&sent, s0).expect("run").0, XDP_PASS, "the same source on s0: looked up, spoofed");
+        // The client moves behind s0: within the second the finding holds.
+        sh("ip route add 10.9.0.2/32 dev s0");
+        assert_eq!(run(fast, &sent).expect("run").0, XDP_TX, "kept");
+        std::thread::sleep(Duration::from_millis(1100));
+        passes(fast, &sent, "looked up again: now spoofed on r0");
+        assert_eq!(fast.outcomes().expect("outcomes").spoofed.packets, 2);
+    });
+}
+
 /// ChannelData between two clients of this node goes straight from one
 /// to the other with the receiver's channel number, counted for both
 /// allocations as the short-circuit counts it (sent by one, delivered to
