@@ -126,6 +126,15 @@ enum Op {
     },
     FailNextBind,
     Drain,
+    /// The host gains (or loses, with `None`) an address: the core judges
+    /// its live permissions again.
+    HostAddress {
+        peer: Option<Peer>,
+    },
+    /// A reload, denying the outside peers' range or not.
+    Reload {
+        deny_outside: bool,
+    },
 }
 
 /// What the harness knows of a client.
@@ -139,6 +148,9 @@ struct ClientState {
 struct Harness {
     server: Server,
     shared: Arc<NodeState>,
+    config: Config,
+    /// An address the host gained: never a destination but at a relayed port.
+    local: Option<IpAddr>,
     sockets: FakeSockets,
     now: Instant,
     reply: Vec<u8>,
@@ -211,10 +223,12 @@ impl Harness {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let shared = Arc::new(NodeState::new(Quotas::new(QuotaLimits { total: 12, per_user: 6, per_prefix: 8 })));
-        let server = Server::new(Arc::new(config), shared.clone(), now, UNIX0, 7);
+        let server = Server::new(Arc::new(config.clone()), shared.clone(), now, UNIX0, 7);
         Self {
             server,
             shared,
+            config,
+            local: None,
             sockets: FakeSockets::default(),
             now,
             reply: vec![0; REPLY_BUFFER],
@@ -331,6 +345,7 @@ impl Harness {
             let host = t.to.ip() == IpAddr::from(RELAY_V4) || t.to.ip().is_loopback() || t.to.ip().is_unspecified();
             assert!(!host || PORTS.contains(&t.to.port()), "relayed to {} on this host", t.to);
             assert!(t.to.ip() != "192.0.2.9".parse::<IpAddr>().unwrap(), "relayed to a host address");
+            assert!(self.local != Some(t.to.ip()), "relayed to {} after the host gained it", t.to);
         }
     }
 
@@ -487,6 +502,21 @@ impl Harness {
             }
             Op::FailNextBind => self.sockets.fail_next_bind = true,
             Op::Drain => self.server.drain(),
+            Op::HostAddress { peer } => {
+                // Not the relay's own address: a peer there is relayed to
+                // at its relayed ports only, which the check allows anyway.
+                self.local = peer.map(|p| self.peer_addr(p).ip()).filter(|ip| *ip != IpAddr::from(RELAY_V4));
+                let nets = self.local.map(ipnet::IpNet::from);
+                self.shared.local.set(ip2p_turn::LocalRanges::new(nets));
+                self.server.rejudge(self.now);
+            }
+            Op::Reload { deny_outside } => {
+                let mut config = self.config.clone();
+                if deny_outside {
+                    config.policy.deny.push("198.18.0.0/16".parse().unwrap());
+                }
+                self.server.reconfigure(Arc::new(config), self.now);
+            }
         }
         self.check_invariants();
     }

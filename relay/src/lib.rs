@@ -19,6 +19,8 @@ pub mod admin;
 pub mod config;
 pub mod datapath;
 pub mod fastpath;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handover;
 pub mod lifecycle;
 pub mod metrics;

@@ -30,7 +30,9 @@ struct Slot {
 /// at once.
 #[derive(Debug)]
 pub(crate) struct ResponseLimiter {
-    slots: Box<[Slot]>,
+    /// Made at the first unauthenticated answer (a worker that never gives
+    /// one, and every short-lived core of the tests, holds none).
+    slots: Vec<Slot>,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -38,10 +40,7 @@ impl ResponseLimiter {
     /// A table whose prefix hash is keyed by `seed` (a node's own random
     /// value, so that no one can aim at another prefix's slot).
     pub(crate) fn new(seed: u64) -> Self {
-        Self {
-            slots: vec![Slot::default(); SLOTS].into_boxed_slice(),
-            hasher: foldhash::fast::FixedState::with_seed(seed),
-        }
+        Self { slots: Vec::new(), hasher: foldhash::fast::FixedState::with_seed(seed) }
     }
 
     /// Whether a response to `ip` may go at `now`, at `rate` a second per
@@ -52,6 +51,9 @@ impl ResponseLimiter {
         }
         let key = self.key(ip);
         let capacity = u64::from(rate) * MILLI;
+        if self.slots.is_empty() {
+            self.slots = vec![Slot::default(); SLOTS];
+        }
         let Some(slot) = self.slots.get_mut(usize::try_from(key).unwrap_or(0) & (SLOTS - 1)) else { return true };
         if slot.key != key {
             *slot = Slot { key, tokens: capacity, at: Some(now) };

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
@@ -42,9 +42,19 @@ impl NodeState {
 /// relayed address. Written by the owner when it opens and closes a relay
 /// and when the allocation's lifetime, permissions or channels change;
 /// read without a lock (and without touching a shared count) for each
-/// packet addressed to a relay address. A table (64k entries) is made when
-/// its address is first used.
-pub(crate) struct Owners([std::sync::OnceLock<Box<[ArcSwapOption<Owner>]>>; 2 * super::MAX_RELAY_IPS]);
+/// packet addressed to a relay address. Each address's ports are pages of
+/// [`PAGE`], a page made when one of its ports is first used: a node with
+/// a narrow port range holds (and at its end drops, each entry checking
+/// for readers) a few hundred entries, not 64k an address.
+pub(crate) struct Owners([OnceLock<Box<[OnceLock<Page>]>>; 2 * super::MAX_RELAY_IPS]);
+
+/// The owners of [`PAGE`] consecutive ports.
+type Page = Box<[ArcSwapOption<Owner>]>;
+
+/// Ports per page of the owners table.
+const PAGE: usize = 64;
+/// Pages per relay address.
+const PAGES: usize = (u16::MAX as usize + 1) / PAGE;
 
 /// The owner of one relay port.
 #[derive(Debug)]
@@ -90,7 +100,7 @@ impl View {
 
 impl Default for Owners {
     fn default() -> Self {
-        Self(std::array::from_fn(|_| std::sync::OnceLock::new()))
+        Self(std::array::from_fn(|_| OnceLock::new()))
     }
 }
 
@@ -102,15 +112,18 @@ impl std::fmt::Debug for Owners {
 
 impl Owners {
     fn entry(&self, relay: usize, port: u16) -> Option<&ArcSwapOption<Owner>> {
-        self.0.get(relay)?.get()?.get(usize::from(port))
+        let page = self.0.get(relay)?.get()?.get(usize::from(port) / PAGE)?;
+        page.get()?.get(usize::from(port) % PAGE)
     }
 
     /// `owner` now owns `port` of relay address `relay` (its index in the
     /// configuration), or publishes its new view of it.
     pub(crate) fn set(&self, relay: usize, port: u16, owner: Owner) {
-        let Some(table) = self.0.get(relay) else { return };
-        let table = table.get_or_init(|| (0..=u16::MAX).map(|_| ArcSwapOption::empty()).collect());
-        if let Some(e) = table.get(usize::from(port)) {
+        let Some(pages) = self.0.get(relay) else { return };
+        let pages = pages.get_or_init(|| (0..PAGES).map(|_| OnceLock::new()).collect());
+        let Some(page) = pages.get(usize::from(port) / PAGE) else { return };
+        let page = page.get_or_init(|| (0..PAGE).map(|_| ArcSwapOption::empty()).collect());
+        if let Some(e) = page.get(usize::from(port) % PAGE) {
             e.store(Some(Arc::new(owner)));
         }
     }

@@ -65,7 +65,7 @@ impl HttpLoop {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let exposed = !listener.local_addr()?.ip().is_loopback();
-        let routes = Routes { node, token, exposed };
+        let routes = Routes { node, gate: super::routes::Gate { token, exposed } };
         let mut http = Self { poll, listener: TcpListener::from_std(listener), conns: HashMap::new(), next: 0, routes };
         http.poll.registry().register(&mut http.listener, LISTENER, Interest::READABLE)?;
         Ok((http, waker))

@@ -29,7 +29,7 @@
 mod http;
 mod pages;
 mod response;
-mod routes;
+pub(crate) mod routes;
 
 use std::io;
 use std::net::SocketAddr;

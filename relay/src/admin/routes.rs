@@ -11,13 +11,27 @@ use super::pages::{SELFTEST_CSP, SELFTEST_PAGE, mint, selftest_config, status};
 use super::response::{head_only, ok, plain, response};
 use crate::node::NodeHandle;
 
-/// What the routes answer from: the node, and the token private pages
-/// ask for.
+/// What the routes answer from: the node, and who may see what.
 pub(super) struct Routes {
     pub(super) node: NodeHandle,
-    pub(super) token: Option<String>,
+    pub(super) gate: Gate,
+}
+
+/// Who may see what: the token private pages ask for, and whether the
+/// listener is off loopback. What it decides needs no node: a request
+/// that passes it is answered with a page.
+pub(crate) struct Gate {
+    pub(crate) token: Option<String>,
     /// The listener is not on loopback.
-    pub(super) exposed: bool,
+    pub(crate) exposed: bool,
+}
+
+/// What the gate made of a request.
+pub(crate) enum Judged<'a> {
+    /// This answer, whatever the node holds (an error, a refusal).
+    Answer(Vec<u8>),
+    /// The page at `path` (for HEAD, its head alone).
+    Page { path: &'a str, head: bool },
 }
 
 /// The pages that say only whether the node is alive or ready: open to
@@ -31,68 +45,11 @@ impl Routes {
     /// on a connection of the probes' budget (`probe_only`), only probes
     /// are answered.
     pub(super) fn answer(&self, request: &[u8], probe_only: bool) -> Option<Vec<u8>> {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Request::new(&mut headers);
-        let (method, path) = match parsed.parse(request) {
-            Ok(httparse::Status::Partial) => return None,
-            Ok(httparse::Status::Complete(_)) => (parsed.method.unwrap_or(""), parsed.path.unwrap_or("")),
-            Err(httparse::Error::TooManyHeaders) => return Some(plain(431, "too many headers\n", &[])),
-            Err(_) => return Some(plain(400, "bad request\n", &[])),
-        };
-        let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
-        if header("transfer-encoding").is_some() || header("content-length").is_some_and(|v| v != b"0") {
-            return Some(plain(413, "requests have no body here\n", &[]));
-        }
-        if method != "GET" && method != "HEAD" {
-            return Some(plain(405, "only GET\n", &[("Allow", "GET, HEAD")]));
-        }
-        let path = path.split('?').next().unwrap_or_default();
-        if probe_only && !is_probe(path) {
-            return Some(plain(503, "busy: only /healthz and /readyz are answered now\n", &[("Retry-After", "1")]));
-        }
-        let response = self.refusal(path, header("host"), header("authorization")).unwrap_or_else(|| self.page(path));
-        Some(if method == "HEAD" { head_only(response) } else { response })
-    }
-
-    /// Why a request for `path` may not see it, if it may not.
-    fn refusal(&self, path: &str, host: Option<&[u8]>, authorization: Option<&[u8]>) -> Option<Vec<u8>> {
-        let selftest = path == "/selftest" || path.starts_with("/selftest/");
-        if self.token.is_none() && !is_probe(path) {
-            // Without a token, a page at any name that resolves to this
-            // listener (DNS rebinding) would be same-origin with it and
-            // could read /status or mint credentials: only a request for
-            // an address or localhost is answered.
-            if !host.is_none_or(is_local_host) {
-                return Some(plain(
-                    403,
-                    "without admin.token, ask for this listener by its address or localhost\n",
-                    &[],
-                ));
-            }
-            // Off loopback without a token: nothing that mints a
-            // credential or shows a session.
-            if self.exposed && path != "/metrics" {
-                return Some(plain(
-                    403,
-                    "this listener is not on loopback and has no admin.token: it serves /healthz, /readyz and \
-                     /metrics only; set admin.token_file for the rest\n",
-                    &[],
-                ));
-            }
-        }
-        let private = selftest || matches!(path, "/metrics" | "/status");
-        if !private || self.authorized(authorization) {
-            return None;
-        }
-        // Browsers ask a person for Basic credentials; API clients send the
-        // bearer token.
-        let challenge =
-            if selftest { "Basic realm=\"ip2p admin\", charset=\"UTF-8\"" } else { "Bearer realm=\"ip2p\"" };
-        Some(plain(
-            401,
-            "the admin token is needed: Authorization: Bearer <token>, or Basic with the token as password\n",
-            &[("WWW-Authenticate", challenge)],
-        ))
+        Some(match self.gate.judge(request, probe_only)? {
+            Judged::Answer(answer) => answer,
+            Judged::Page { path, head: true } => head_only(self.page(path)),
+            Judged::Page { path, head: false } => self.page(path),
+        })
     }
 
     /// The page at `path`, for a request that may see it.
@@ -134,6 +91,79 @@ impl Routes {
             },
             _ => plain(404, "not found; try /metrics, /healthz, /readyz, /status or /selftest\n", &[]),
         }
+    }
+}
+
+impl Gate {
+    /// What `request` gets, once it is whole (`None` while it is not).
+    pub(crate) fn judge<'a>(&self, request: &'a [u8], probe_only: bool) -> Option<Judged<'a>> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let (method, path) = match parsed.parse(request) {
+            Ok(httparse::Status::Partial) => return None,
+            Ok(httparse::Status::Complete(_)) => (parsed.method.unwrap_or(""), parsed.path.unwrap_or("")),
+            Err(httparse::Error::TooManyHeaders) => return Some(Judged::Answer(plain(431, "too many headers\n", &[]))),
+            Err(_) => return Some(Judged::Answer(plain(400, "bad request\n", &[]))),
+        };
+        let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+        if header("transfer-encoding").is_some() || header("content-length").is_some_and(|v| v != b"0") {
+            return Some(Judged::Answer(plain(413, "requests have no body here\n", &[])));
+        }
+        if method != "GET" && method != "HEAD" {
+            return Some(Judged::Answer(plain(405, "only GET\n", &[("Allow", "GET, HEAD")])));
+        }
+        let path = path.split('?').next().unwrap_or_default();
+        if probe_only && !is_probe(path) {
+            let busy = plain(503, "busy: only /healthz and /readyz are answered now\n", &[("Retry-After", "1")]);
+            return Some(Judged::Answer(busy));
+        }
+        let head = method == "HEAD";
+        Some(match self.refusal(path, header("host"), header("authorization")) {
+            Some(refusal) if head => Judged::Answer(head_only(refusal)),
+            Some(refusal) => Judged::Answer(refusal),
+            None => Judged::Page { path, head },
+        })
+    }
+
+    /// Why a request for `path` may not see it, if it may not.
+    fn refusal(&self, path: &str, host: Option<&[u8]>, authorization: Option<&[u8]>) -> Option<Vec<u8>> {
+        let selftest = path == "/selftest" || path.starts_with("/selftest/");
+        if self.token.is_none() && !is_probe(path) {
+            // Without a token, a page at any name that resolves to this
+            // listener (DNS rebinding) would be same-origin with it and
+            // could read /status or mint credentials: only a request for
+            // an address or localhost is answered.
+            if !host.is_none_or(is_local_host) {
+                return Some(plain(
+                    403,
+                    "without admin.token, ask for this listener by its address or localhost\n",
+                    &[],
+                ));
+            }
+            // Off loopback without a token: nothing that mints a
+            // credential or shows a session.
+            if self.exposed && path != "/metrics" {
+                return Some(plain(
+                    403,
+                    "this listener is not on loopback and has no admin.token: it serves /healthz, /readyz and \
+                     /metrics only; set admin.token_file for the rest\n",
+                    &[],
+                ));
+            }
+        }
+        let private = selftest || matches!(path, "/metrics" | "/status");
+        if !private || self.authorized(authorization) {
+            return None;
+        }
+        // Browsers ask a person for Basic credentials; API clients send the
+        // bearer token.
+        let challenge =
+            if selftest { "Basic realm=\"ip2p admin\", charset=\"UTF-8\"" } else { "Bearer realm=\"ip2p\"" };
+        Some(plain(
+            401,
+            "the admin token is needed: Authorization: Bearer <token>, or Basic with the token as password\n",
+            &[("WWW-Authenticate", challenge)],
+        ))
     }
 
     /// Whether the request may see private pages: no token is configured,

@@ -25,7 +25,7 @@ const START: Duration = Duration::from_secs(30);
 /// What the new process says first, and last.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Message {
+pub(crate) enum Message {
     /// "Hand over to me": the latest snapshot version it reads.
     TakeOver { reads: u32 },
     /// It serves now: the old process may go.
@@ -40,7 +40,12 @@ fn send_message(conn: BorrowedFd<'_>, m: &Message) -> io::Result<()> {
 
 fn recv_message(conn: BorrowedFd<'_>) -> io::Result<Message> {
     let (bytes, _) = transfer::recv(conn, 64 * 1024, 0)?;
-    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    parse_message(&bytes)
+}
+
+/// A message of the counterpart's.
+pub(crate) fn parse_message(bytes: &[u8]) -> io::Result<Message> {
+    serde_json::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 fn timeouts(conn: BorrowedFd<'_>, wait: Duration) -> io::Result<()> {

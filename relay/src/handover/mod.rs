@@ -16,7 +16,7 @@
 
 #![warn(clippy::too_many_lines)]
 
-mod exchange;
+pub(crate) mod exchange;
 pub mod fdstore;
 mod pack;
 pub(crate) mod snapshot;

@@ -1,0 +1,45 @@
+//! Entry points for the fuzz targets (`fuzz/`): what the control plane
+//! reads from outside the process, each one call that must never panic,
+//! whatever the bytes. Not an API. (A broken invariant here panics: that
+//! is how a fuzzer reports it.)
+#![allow(clippy::expect_used)]
+
+use ip2p_turn::Moved;
+
+use crate::admin::routes::{Gate, Judged};
+use crate::handover::snapshot::Snapshot;
+
+/// An admin request as the listener judges it before any page is made: the
+/// status code of its answer, `Some(0)` for a page the node would serve,
+/// `None` while the request is not whole.
+#[must_use]
+pub fn admin_request(request: &[u8], token: Option<&str>, exposed: bool, probe_only: bool) -> Option<u16> {
+    let gate = Gate { token: token.map(str::to_owned), exposed };
+    Some(match gate.judge(request, probe_only)? {
+        Judged::Answer(answer) => {
+            let status = answer.get(9..12).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse().ok());
+            status.expect("every answer has a status line")
+        }
+        Judged::Page { path, .. } => {
+            assert!(!path.contains('?'), "the query is not part of the path");
+            0
+        }
+    })
+}
+
+/// A handover snapshot as a new process reads it (written in boot
+/// `fuzz`): the allocations it names, with each connection's state and the
+/// counterpart's messages decoded too; `None` when it is refused.
+#[must_use]
+pub fn handover_snapshot(bytes: &[u8]) -> Option<Vec<Moved<usize>>> {
+    let _ = crate::handover::exchange::parse_message(bytes);
+    let snapshot = Snapshot::parse(bytes, "fuzz").ok()?;
+    let mut allocations = Vec::new();
+    for w in snapshot.workers {
+        for c in &w.connections {
+            let _ = c.state();
+        }
+        allocations.extend(w.allocations);
+    }
+    Some(allocations)
+}
