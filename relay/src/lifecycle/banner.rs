@@ -20,15 +20,30 @@ pub(super) fn show(args: &RunArgs, settings: &Settings, started: &Started) {
     if settings.nonce_secret_generated && !settings.take_over {
         tracing::info!("auth.nonce_secret not set: using a random one (nonces end with this process)");
     }
-    for peer in &settings.turn.policy.loopback_peers {
+    loopback_peers(settings);
+    if settings.dev {
+        dev(settings, started.node.local_addrs(), started.admin.as_ref().map(Admin::local_addr));
+    }
+}
+
+/// A warning for each loopback address allowed as a peer, and for each
+/// named in `peers.allow` that stays refused (the node serves there).
+fn loopback_peers(settings: &Settings) {
+    let policy = &settings.turn.policy;
+    for peer in &policy.loopback_peers {
         tracing::warn!(
             %peer,
             "a loopback address is allowed as a peer: every service of this host listening on it, or on every \
              address, is open to the relay's clients"
         );
     }
-    if settings.dev {
-        dev(settings, started.node.local_addrs(), started.admin.as_ref().map(Admin::local_addr));
+    let named = policy.allow.iter().filter(|n| n.prefix_len() == n.max_prefix_len() && n.addr().is_loopback());
+    for refused in named.map(ipnet::IpNet::addr).filter(|ip| !policy.loopback_peers.contains(ip)) {
+        tracing::warn!(
+            peer = %refused,
+            "peers.allow names a loopback address the node serves on (or listens on every address of its \
+             family): it stays refused as a peer"
+        );
     }
 }
 
