@@ -2,7 +2,9 @@
 //! `xdp.rs`: a spoofed source is the kernel's to judge (strict
 //! rp_filter), a wildcard listener does not attach the program to every
 //! interface of the host, and a client replaying a signed Refresh with 256
-//! channels bound costs the relay no more with the fast path than without.
+//! channels bound costs the relay no more with the fast path than without;
+//! and the forward policy the package ships keeps the host (forwarding on,
+//! as the fast path needs) from routing, not the fast path from relaying.
 //! Each fails on the relay of commit 86b1f26. (Lapsed entries leaving the
 //! tables is `relay/src/fastpath.rs`'s test; DSCP, ECN and checksums are
 //! the program's, `xdp/tests/program.rs`.)
@@ -139,9 +141,54 @@ fn a_replayed_refresh_costs_no_more_with_the_fast_path(dp: &'static str) {
     assert!(on <= off * 1.5, "{dp}: {on:.1} ms of CPU with the fast path against {off:.1} ms without");
 }
 
+/// The forward policy the package ships: with it loaded, the relay's host
+/// (forwarding on, which the fast path needs) routes nothing for the
+/// client, while the fast path relays as before.
+fn the_shipped_forward_policy_stops_routing_not_the_fast_path(dp: &'static str) {
+    let lab = lab(&format!("nofwd-{dp}"));
+    let relay =
+        Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, &config("on")) });
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let peer = lab.peer.enter(|| UdpSocket::bind("10.71.2.2:0").unwrap());
+    peer.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    // Straight to the peer, the relay's host as the client's router.
+    let direct = lab.client.enter(|| UdpSocket::bind("10.71.1.2:0").unwrap());
+    let routed = |tag: &[u8]| {
+        direct.send_to(tag, peer_addr).unwrap();
+        let mut buf = [0u8; 64];
+        peer.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec()).ok()
+    };
+    assert_eq!(routed(b"routed"), Some(b"routed".to_vec()), "{dp}: forwarding on, the host routes");
+
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nftables/ip2p-relay-no-forwarding.nft");
+    sh(&lab.relay, &format!("nft -f {policy}"));
+    assert_eq!(routed(b"routed again"), None, "{dp}: the host still routes with the policy loaded");
+
+    let mut client = lab.client.enter(move || {
+        let mut c = Client::new(server, "alice", "wonderland").unwrap();
+        c.allocate(None).unwrap();
+        c.channel_bind(0x4000, peer_addr).unwrap();
+        c
+    });
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    for _ in 0..50 {
+        client.send_channel(0x4000, b"relayed").unwrap();
+    }
+    while let Ok((n, _)) = peer.recv_from(&mut buf) {
+        assert_eq!(&buf[..n], b"relayed");
+        got += 1;
+    }
+    assert_eq!(got, 50, "{dp}: relayed with the policy loaded");
+    let fast = xdp_metric(&lab, &relay, r#"ip2p_relayed_packets_total{direction="to_peer",path="xdp"}"#);
+    assert!(fast >= 40.0, "{dp}: {fast} of them by the fast path (the first ones wait for the peer's MAC)");
+}
+
 on_both_datapaths! {
     names:
     a_spoofed_source_is_left_to_the_kernel: a_spoofed_source_is_left_to_the_kernel();
     a_wildcard_listener_attaches_only_where_it_relays: a_wildcard_listener_attaches_only_where_it_relays();
     a_replayed_refresh_costs_no_more_with_the_fast_path: a_replayed_refresh_costs_no_more_with_the_fast_path();
+    the_shipped_forward_policy_stops_routing_not_the_fast_path: the_shipped_forward_policy_stops_routing_not_the_fast_path();
 }
