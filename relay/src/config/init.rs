@@ -25,6 +25,13 @@ nonce_secret = "{}"
 [admin]
 # /metrics, /healthz, /readyz and /status.
 listen = "{admin}"
+
+[xdp]
+# The XDP fast path where the kernel, the driver and the service's
+# capabilities allow it, else the sockets, saying why once
+# (/usr/share/doc/ip2p-relay/xdp.md: the unit needs a drop-in for it, and
+# the interfaces forwarding on).
+mode = "auto"
 "#,
         hex::encode(rest_secret),
         hex::encode(nonce_secret),
