@@ -183,8 +183,8 @@ pub(crate) fn reattach(fast: &Loaded, interfaces: &[String], generic: bool) {
 
 /// One worker's writer of the tables: keeps, per relay socket, the channels
 /// it installed, so that an allocation's end removes them all, and removes
-/// those that lapsed (every [`SWEEP_EVERY`], and when their allocation
-/// needs the room): dead entries never fill the tables.
+/// those that lapsed (every [`SWEEP_EVERY`], and an allocation's own when
+/// a path of it changes): dead entries never fill the tables.
 #[derive(Debug)]
 pub(crate) struct Mirror {
     tables: Tables,
@@ -312,9 +312,8 @@ impl Mirror {
             }
             !replaced
         });
-        if relay.channels.len() >= MAX_CHANNELS_PER_RELAY {
-            self.counts.lapsed += lapse(tables, relay, Instant::now());
-        }
+        // Its lapsed ones go first, whenever it changes.
+        self.counts.lapsed += lapse(tables, relay, Instant::now());
         let installed = if relay.channels.len() < MAX_CHANNELS_PER_RELAY { tables.install(&c) } else { Err(full()) };
         match installed {
             Ok(()) => {
