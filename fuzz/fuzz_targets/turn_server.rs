@@ -42,6 +42,7 @@ const REALM: &str = "fuzz";
 const UNIX0: u64 = 1_800_000_000;
 const PORTS: std::ops::RangeInclusive<u16> = 50000..=50015;
 const RELAY_V4: [u8; 4] = [127, 0, 0, 1];
+const RELAY_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::LOCALHOST;
 const LISTEN_PORT: u16 = 3478;
 
 /// Whom an operation is about.
@@ -196,7 +197,7 @@ impl Harness {
             max_lifetime: Duration::from_secs(3600),
             relay_ips: [
                 vec![RelayIp { bind: IpAddr::from(RELAY_V4), external: None }],
-                vec![RelayIp { bind: "::1".parse().unwrap(), external: None }],
+                vec![RelayIp { bind: IpAddr::V6(RELAY_V6), external: None }],
             ],
             ports: PORTS,
             channel_numbers: Default::default(),
@@ -503,9 +504,10 @@ impl Harness {
             Op::FailNextBind => self.sockets.fail_next_bind = true,
             Op::Drain => self.server.drain(),
             Op::HostAddress { peer } => {
-                // Not the relay's own address: a peer there is relayed to
-                // at its relayed ports only, which the check allows anyway.
-                self.local = peer.map(|p| self.peer_addr(p).ip()).filter(|ip| *ip != IpAddr::from(RELAY_V4));
+                // Not one of the relay addresses: a peer there is relayed
+                // to at its relayed ports only, which the check allows.
+                let relay_ip = |ip: &IpAddr| *ip == IpAddr::from(RELAY_V4) || *ip == IpAddr::from(RELAY_V6);
+                self.local = peer.map(|p| self.peer_addr(p).ip()).filter(|ip| !relay_ip(ip));
                 let nets = self.local.map(ipnet::IpNet::from);
                 self.shared.local.set(ip2p_turn::LocalRanges::new(nets));
                 self.server.rejudge(self.now);
