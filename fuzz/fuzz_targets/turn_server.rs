@@ -347,6 +347,7 @@ impl Harness {
             assert!(!host || PORTS.contains(&t.to.port()), "relayed to {} on this host", t.to);
             assert!(t.to.ip() != "192.0.2.9".parse::<IpAddr>().unwrap(), "relayed to a host address");
             assert!(self.local != Some(t.to.ip()), "relayed to {} after the host gained it", t.to);
+            assert!(!matches!(t.to.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()), "relayed to {}", t.to);
         }
     }
 

@@ -374,6 +374,11 @@ impl Server {
         let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(data)))) = (msg.get(), msg.get()) else {
             return Err(DropReason::Ignored);
         };
+        // An IPv4-mapped peer is refused as everywhere (no relay socket
+        // sends to one), even when its IPv4 address has a permission.
+        if crate::policy::canonical(peer.ip()) != peer.ip() {
+            return Err(DropReason::DeniedAddress);
+        }
         if alloc.tcp {
             // RFC 6062: a TCP allocation carries data on data connections only.
             return Err(DropReason::Ignored);

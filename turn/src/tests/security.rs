@@ -231,3 +231,20 @@ fn a_rest_credential_cannot_claim_to_live_too_long() {
     }
     assert_eq!(h.server.stats().auth_failures.too_long_lived, 3);
 }
+
+/// An IPv4-mapped peer (`::ffff:a.b.c.d`) is refused in a Send indication
+/// too, even when the IPv4 address has a permission: no relay socket
+/// sends to one, and nothing the core forwards names one.
+#[test]
+fn a_send_to_a_mapped_peer_is_refused_even_with_a_permission() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr(PEER)], &c).class(), Class::Success);
+    let tid = h.tid();
+    let send = h.build_send(tid, "[::ffff:127.0.0.2]:7000", b"x");
+    assert_eq!(h.send(CLIENT, &send), Verdict::Drop(DropReason::DeniedAddress));
+    let tid = h.tid();
+    let send = h.build_send(tid, PEER, b"x");
+    assert!(matches!(h.send(CLIENT, &send), Verdict::Forward(_)), "the IPv4 form goes");
+}
