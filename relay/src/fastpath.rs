@@ -201,13 +201,22 @@ pub(crate) struct Mirror {
 /// What a worker's mirror holds and did, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MirrorCounts {
-    /// Channels installed (two table entries each).
+    /// Channels installed (two table entries each), counted when asked.
     pub channels: u64,
     /// Channels the tables refused (full, or their allocation at its
     /// limit): they stay on the socket path.
     pub refused: u64,
     /// Lapsed channels removed.
     pub lapsed: u64,
+}
+
+impl MirrorCounts {
+    /// Adds another worker's.
+    pub fn add(&mut self, o: &Self) {
+        self.channels += o.channels;
+        self.refused += o.refused;
+        self.lapsed += o.lapsed;
+    }
 }
 
 #[derive(Debug)]
@@ -253,12 +262,13 @@ impl Mirror {
 
     /// What it holds and did.
     pub(crate) fn counts(&self) -> MirrorCounts {
-        self.counts
+        let channels = self.relays.values().map(|r| r.channels.len() as u64).sum();
+        MirrorCounts { channels, ..self.counts }
     }
 
     /// When it next wants to remove lapsed entries (`None`: it holds none).
     pub(crate) fn next_sweep(&self) -> Option<Instant> {
-        (self.counts.channels > 0).then_some(self.next_sweep)
+        (!self.relays.is_empty()).then_some(self.next_sweep)
     }
 
     /// Removes the entries that lapsed by `now`, when it is time to.
@@ -270,11 +280,6 @@ impl Mirror {
         for relay in self.relays.values_mut() {
             self.counts.lapsed += lapse(&mut self.tables, relay, now);
         }
-        self.recount();
-    }
-
-    fn recount(&mut self) {
-        self.counts.channels = self.relays.values().map(|r| r.channels.len() as u64).sum();
     }
 
     fn path(&mut self, p: &ChannelPath) {
@@ -314,7 +319,11 @@ impl Mirror {
         });
         // Its lapsed ones go first, whenever it changes.
         self.counts.lapsed += lapse(tables, relay, Instant::now());
-        let installed = if relay.channels.len() < MAX_CHANNELS_PER_RELAY { tables.install(&c) } else { Err(full()) };
+        let installed = if relay.channels.len() < MAX_CHANNELS_PER_RELAY {
+            tables.install(&c).map_err(|e| e.to_string())
+        } else {
+            Err("the allocation's channels are at their limit".to_owned())
+        };
         match installed {
             Ok(()) => {
                 tracing::debug!(client = %c.client, channel = c.channel, peer = %c.peer, relayed = %c.relayed, "XDP entry");
@@ -330,7 +339,6 @@ impl Mirror {
                 }
             }
         }
-        self.recount();
     }
 
     fn gone(&mut self, token: RelayToken) {
@@ -351,7 +359,6 @@ impl Mirror {
             }
             self.free.push(relay.slot);
         }
-        self.recount();
     }
 }
 
@@ -366,11 +373,6 @@ fn lapse(tables: &mut Tables, relay: &mut Relay, now: Instant) -> u64 {
         live
     });
     (before - relay.channels.len()) as u64
-}
-
-/// An allocation at its limit of channels in the tables.
-fn full() -> ip2p_xdp::Error {
-    ip2p_xdp::Error::other("installing", "the allocation's channels are at their limit")
 }
 
 #[cfg(test)]

@@ -280,9 +280,7 @@ impl Sum {
         self.gso.datagrams += w.gso.datagrams;
         self.truncated += w.truncated;
         self.out_of_buffers += w.out_of_buffers;
-        self.xdp.channels += w.xdp.channels;
-        self.xdp.refused += w.xdp.refused;
-        self.xdp.lapsed += w.xdp.lapsed;
+        self.xdp.add(&w.xdp);
     }
 }
 

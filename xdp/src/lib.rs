@@ -42,12 +42,6 @@ impl Error {
         Self { what, detail: detail.to_string(), errno: None }
     }
 
-    /// A failure of step `what`, for callers' own reasons.
-    #[must_use]
-    pub fn other(what: &'static str, detail: impl fmt::Display) -> Self {
-        Self::new(what, detail)
-    }
-
     /// The kernel's errno, when the failure was a system call's.
     #[must_use]
     pub fn errno(&self) -> Option<i32> {

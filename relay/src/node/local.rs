@@ -128,11 +128,8 @@ fn dump_local(socket: &Socket, family: AddressFamily, nets: &mut Vec<IpNet>) -> 
         buf.clear();
         buf.resize(64 * 1024, 0);
         let n = socket.recv(&mut &mut buf[..], 0)?;
-        let mut rest = buf.get(..n).unwrap_or_default();
-        while !rest.is_empty() {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            match msg.payload {
+        for msg in messages(buf.get(..n).unwrap_or_default()) {
+            match msg?.payload {
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) => {
                     let code = e.code.map_or(0, |c| -c.get());
@@ -141,10 +138,28 @@ fn dump_local(socket: &Socket, family: AddressFamily, nets: &mut Vec<IpNet>) -> 
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => nets.extend(local_net(&r)),
                 _ => {}
             }
-            let len = (msg.header.length as usize).max(16);
-            rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
         }
     }
+}
+
+/// The messages of one netlink datagram, in order; a malformed one ends it.
+fn messages(mut bytes: &[u8]) -> impl Iterator<Item = io::Result<NetlinkMessage<RouteNetlinkMessage>>> + '_ {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+            Ok(msg) => {
+                let len = (msg.header.length as usize).max(16);
+                bytes = bytes.get(len.next_multiple_of(4)..).unwrap_or_default();
+                Some(Ok(msg))
+            }
+            Err(e) => {
+                bytes = &[];
+                Some(Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))
+            }
+        }
+    })
 }
 
 /// The prefix a route delivers locally, if it is one of the local table's
@@ -175,26 +190,17 @@ fn table(route: &RouteMessage) -> u32 {
 /// Whether a datagram of notifications says anything about the host's
 /// addresses: an address came or went, or a route of the local table
 /// changed. What cannot be read counts as a change.
-fn announces_change(mut bytes: &[u8]) -> bool {
-    while !bytes.is_empty() {
-        let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else { return true };
-        let relevant = match &msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_)) => {
-                true
-            }
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r)) => {
-                table(r) == u32::from(RT_TABLE_LOCAL)
-            }
-            NetlinkPayload::Overrun(_) => true,
-            _ => false,
-        };
-        if relevant {
-            return true;
+fn announces_change(bytes: &[u8]) -> bool {
+    messages(bytes).any(|msg| match msg.map(|m| m.payload) {
+        Err(_) | Ok(NetlinkPayload::Overrun(_)) => true,
+        Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_))) => {
+            true
         }
-        let len = (msg.header.length as usize).max(16);
-        bytes = bytes.get(len.next_multiple_of(4)..).unwrap_or_default();
-    }
-    false
+        Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r))) => {
+            table(&r) == u32::from(RT_TABLE_LOCAL)
+        }
+        Ok(_) => false,
+    })
 }
 
 /// Every address of this host's interfaces: what is known of the host when

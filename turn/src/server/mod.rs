@@ -598,6 +598,13 @@ impl Server {
     /// paths `which` among them): republishes what mirrors them (the
     /// others' view, the events).
     pub(crate) fn changed(&mut self, slot: u32, now: Instant, which: allocation::Paths<'_>) {
+        self.publish_view(slot);
+        self.publish_paths(slot, now, which);
+    }
+
+    /// Republishes allocation `slot`'s view for the other workers'
+    /// short-circuit (its lifetime, permissions or channels changed).
+    pub(crate) fn publish_view(&self, slot: u32) {
         if let Some(Some(alloc)) = self.slots.get(slot as usize)
             && !alloc.tcp
         {
@@ -605,7 +612,6 @@ impl Server {
                 self.publish_owner(slot as usize, relay);
             }
         }
-        self.publish_paths(slot, now, which);
     }
 
     fn unindex(&mut self, relay: allocation::Relay) {

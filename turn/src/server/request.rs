@@ -176,8 +176,9 @@ impl Server {
             self.timers.reset(alloc.expires, expires, Timer::Allocation(slot));
             alloc.expires = expires;
         }
-        // The paths' deadlines are their channels' and permissions': none moved.
-        self.changed(slot, now, Paths::To(&[]));
+        // The paths' deadlines are their channels' and permissions': none
+        // moved, only the short-circuit's view of the allocation.
+        self.publish_view(slot);
         Ok(Some(u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX)))
     }
 
