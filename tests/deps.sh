@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need that cargo does not bring, installed when missing:
 # coturn's client tools, systemd-analyze, iproute2's `ip` for network
-# namespaces, nftables (the shipped forward policy) and a headless Chromium for the self-test page (Debian
+# namespaces and a headless Chromium for the self-test page (Debian
 # packages, apt-get), Prometheus and promtool for the dashboard and alert
 # rules (taken out of Debian's prometheus package into target/promtool, so
 # that no Prometheus service is installed or started), and
@@ -14,7 +14,6 @@ missing=()
 command -v turnutils_uclient >/dev/null || missing+=(coturn)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v ip >/dev/null || missing+=(iproute2)
-command -v nft >/dev/null || missing+=(nftables)
 command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || missing+=(chromium-headless-shell)
 sudo=()
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then

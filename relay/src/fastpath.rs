@@ -50,11 +50,8 @@ pub fn start(settings: &Settings) -> io::Result<Option<Loaded>> {
         tracing::warn!(reason = why, "XDP fast path off");
         return Ok(None);
     }
-    let v6 = !settings.turn.relay_ips[1].is_empty();
     for ifname in &interfaces {
-        let attached =
-            forwarding(ifname, v6).and_then(|()| fast.attach(ifname, mode).map_err(|e| attach_failed(ifname, &e)));
-        match attached {
+        match fast.attach(ifname, mode).map_err(|e| attach_failed(ifname, &e)) {
             Ok(()) => tracing::info!(interface = %ifname, mode = ?mode, "XDP fast path attached"),
             Err(why) if strict => {
                 return Err(io::Error::other(format!("xdp = on, but not on {ifname}: {why}")));
@@ -64,6 +61,13 @@ pub fn start(settings: &Settings) -> io::Result<Option<Loaded>> {
     }
     if fast.interfaces().next().is_none() {
         tracing::warn!("XDP fast path off: attached to no interface");
+        return Ok(None);
+    }
+    if let Err(why) = loopback_forwards(!settings.turn.relay_ips[1].is_empty()) {
+        if strict {
+            return Err(io::Error::other(format!("xdp = on: {why}")));
+        }
+        tracing::warn!(reason = %why, "XDP fast path off");
         return Ok(None);
     }
     Ok(Some(Arc::new(Mutex::new(fast))))
@@ -83,25 +87,31 @@ fn attach_failed(ifname: &str, e: &ip2p_xdp::Error) -> String {
     }
 }
 
-/// The kernel's FIB lookup for XDP answers only on interfaces that forward
-/// (`net.ipv4.conf.IF.forwarding`); without it every packet would pass.
-fn forwarding(ifname: &str, v6: bool) -> Result<(), String> {
-    let on = |family: &str| {
-        std::fs::read_to_string(format!("/proc/sys/net/{family}/conf/{ifname}/forwarding"))
-            .map(|v| v.trim() != "0")
-            .map_err(|e| format!("no such interface ({e})"))
+/// The kernel's FIB lookup for XDP answers only for an interface with
+/// forwarding on, and the program's lookups name lo (xdp/bpf/relay.bpf.c):
+/// turned on here if it is off. Forwarding on lo routes nothing (what
+/// arrives on lo is the host's own), so no interface packets arrive by
+/// needs it and the host stays no router.
+fn loopback_forwards(v6: bool) -> Result<(), String> {
+    let ensure = |family: &str| -> Result<(), String> {
+        let path = format!("/proc/sys/net/{family}/conf/lo/forwarding");
+        let on = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        if on.trim() != "0" {
+            return Ok(());
+        }
+        std::fs::write(&path, "1").map_err(|e| {
+            format!(
+                "the kernel's FIB lookup for XDP needs forwarding on lo, and it is off \
+                 (sysctl -w net.{family}.conf.lo.forwarding=1, or the package's sysctl.d file; \
+                 writing it here: {e})"
+            )
+        })?;
+        tracing::info!(setting = %format!("net.{family}.conf.lo.forwarding=1"), "set for the XDP fast path's FIB lookups");
+        Ok(())
     };
-    if !on("ipv4")? {
-        return Err(format!(
-            "IPv4 forwarding is off here, and the kernel's FIB lookup for XDP needs it \
-             (sysctl net.ipv4.conf.{ifname}.forwarding=1)"
-        ));
-    }
-    if v6 && !on("ipv6")? {
-        tracing::warn!(
-            interface = %ifname,
-            "IPv6 forwarding is off: IPv6 channels stay on the socket path (sysctl net.ipv6.conf.{ifname}.forwarding=1)"
-        );
+    ensure("ipv4")?;
+    if v6 && let Err(why) = ensure("ipv6") {
+        tracing::warn!(reason = %why, "IPv6 channels stay on the socket path");
     }
     Ok(())
 }

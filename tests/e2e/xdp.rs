@@ -51,7 +51,9 @@ pub(super) fn lab(tag: &str) -> Lab {
     peer.run(&["route", "add", "default", "via", "10.71.2.1"]);
     client.run(&["-6", "route", "add", "default", "via", "fd71:1::1"]);
     peer.run(&["-6", "route", "add", "default", "via", "fd71:2::1"]);
-    sh(&relay, "sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1");
+    // No forwarding (a namespace may inherit it on): the relay turns it on
+    // for lo, which its FIB lookups name, and for nothing else.
+    sh(&relay, "sysctl -qw net.ipv4.conf.all.forwarding=0 net.ipv6.conf.all.forwarding=0");
     // Senders' checksums complete (no offload), as a real NIC receives them.
     sh(&client, "ethtool -K cr tx off >/dev/null");
     sh(&peer, "ethtool -K pr tx off >/dev/null");
@@ -387,7 +389,7 @@ fn relays_back_out_the_same_interface(dp: &'static str) {
     }
     relay_ns.run(&["link", "set", "rx", "up"]);
     hosts.run(&["link", "set", "xr", "up"]);
-    sh(&relay_ns, "sysctl -qw net.ipv4.conf.all.forwarding=1");
+    sh(&relay_ns, "sysctl -qw net.ipv4.conf.all.forwarding=0");
     sh(&hosts, "ethtool -K xr tx off >/dev/null");
     let _pass = hosts.enter(|| {
         let mut f = FastPath::load(Capacity { channels: 1, slots: 1 }).expect("the XDP program");

@@ -3,9 +3,9 @@
 //! rp_filter), a wildcard listener does not attach the program to every
 //! interface of the host, and a client replaying a signed Refresh with 256
 //! channels bound costs the relay no more with the fast path than without;
-//! and the forward policy the package ships keeps the host (forwarding on,
-//! as the fast path needs) from routing, not the fast path from relaying.
-//! Each fails on the relay of commit 86b1f26. (Lapsed entries leaving the
+//! and the fast path needs no forwarding where packets arrive, so the
+//! relay's host routes nothing for its clients. Each fails on the relay of
+//! commit 86b1f26. (Lapsed entries leaving the
 //! tables is `relay/src/fastpath.rs`'s test; DSCP, ECN and checksums are
 //! the program's, `xdp/tests/program.rs`.)
 
@@ -141,29 +141,35 @@ fn a_replayed_refresh_costs_no_more_with_the_fast_path(dp: &'static str) {
     assert!(on <= off * 1.5, "{dp}: {on:.1} ms of CPU with the fast path against {off:.1} ms without");
 }
 
-/// The forward policy the package ships: with it loaded, the relay's host
-/// (forwarding on, which the fast path needs) routes nothing for the
-/// client, while the fast path relays as before.
-fn the_shipped_forward_policy_stops_routing_not_the_fast_path(dp: &'static str) {
+/// Forwarding off on every interface (the lab's), the relay turns it on
+/// for lo alone, which its FIB lookups name: the host routes nothing for
+/// the client, and the fast path relays.
+fn the_host_routes_nothing_and_the_fast_path_relays(dp: &'static str) {
     let lab = lab(&format!("nofwd-{dp}"));
     let relay =
         Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, &config("on")) });
+    let forwarding = |conf: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.relay.0, "sysctl", "-n", conf])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for conf in ["net.ipv4.conf.lo.forwarding", "net.ipv6.conf.lo.forwarding"] {
+        assert_eq!(forwarding(conf), "1", "{dp}: {conf}");
+    }
+    for conf in ["net.ipv4.conf.rc.forwarding", "net.ipv4.conf.rp.forwarding", "net.ipv6.conf.all.forwarding"] {
+        assert_eq!(forwarding(conf), "0", "{dp}: {conf}");
+    }
     let server: SocketAddr = SERVER.parse().unwrap();
     let peer = lab.peer.enter(|| UdpSocket::bind("10.71.2.2:0").unwrap());
     peer.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let peer_addr = peer.local_addr().unwrap();
     // Straight to the peer, the relay's host as the client's router.
     let direct = lab.client.enter(|| UdpSocket::bind("10.71.1.2:0").unwrap());
-    let routed = |tag: &[u8]| {
-        direct.send_to(tag, peer_addr).unwrap();
-        let mut buf = [0u8; 64];
-        peer.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec()).ok()
-    };
-    assert_eq!(routed(b"routed"), Some(b"routed".to_vec()), "{dp}: forwarding on, the host routes");
-
-    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nftables/ip2p-relay-no-forwarding.nft");
-    sh(&lab.relay, &format!("nft -f {policy}"));
-    assert_eq!(routed(b"routed again"), None, "{dp}: the host still routes with the policy loaded");
+    direct.send_to(b"routed", peer_addr).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(peer.recv_from(&mut buf).is_err(), "{dp}: the host routed for the client");
 
     let mut client = lab.client.enter(move || {
         let mut c = Client::new(server, "alice", "wonderland").unwrap();
@@ -171,9 +177,11 @@ fn the_shipped_forward_policy_stops_routing_not_the_fast_path(dp: &'static str) 
         c.channel_bind(0x4000, peer_addr).unwrap();
         c
     });
+    // The first one by the sockets, which resolve the peer's MAC.
+    client.send_channel(0x4000, b"first").unwrap();
+    assert!(peer.recv_from(&mut buf).is_ok(), "{dp}: the first datagram");
     let by_xdp = || xdp_metric(&lab, &relay, r#"ip2p_relayed_packets_total{direction="to_peer",path="xdp"}"#);
     let before = by_xdp();
-    let mut buf = [0u8; 64];
     let mut got = 0;
     for _ in 0..50 {
         client.send_channel(0x4000, b"relayed").unwrap();
@@ -182,9 +190,32 @@ fn the_shipped_forward_policy_stops_routing_not_the_fast_path(dp: &'static str) 
         assert_eq!(&buf[..n], b"relayed");
         got += 1;
     }
-    assert_eq!(got, 50, "{dp}: relayed with the policy loaded");
-    // The host knew the peer's MAC already (it routed to it above).
+    assert_eq!(got, 50, "{dp}: relayed");
     assert_eq!(by_xdp() - before, 50.0, "{dp}: all by the fast path");
+}
+
+/// Where the relay may not turn forwarding on for lo (a read-only
+/// /proc/sys, as under the shipped unit), `auto` stays on the sockets and
+/// names the setting; no interface's forwarding is touched.
+fn without_forwarding_on_lo_auto_stays_on_the_sockets(dp: &'static str) {
+    let lab = lab(&format!("rosys-{dp}"));
+    let relay = Relay::start(&RelayOptions {
+        netns: Some(lab.relay.0.clone()),
+        shell: Some("mount -o bind,ro /proc/sys /proc/sys".into()),
+        ..RelayOptions::new(dp, &config("auto"))
+    });
+    let seen = relay.seen();
+    let off = seen.iter().find(|l| l.contains("XDP fast path off")).unwrap_or_else(|| panic!("{dp}: {seen:?}"));
+    assert!(off.contains("net.ipv4.conf.lo.forwarding=1"), "{dp}: {off}");
+    let mut client = lab.client.enter(|| Client::new(SERVER.parse().unwrap(), "alice", "wonderland").unwrap());
+    let peer = lab.peer.enter(|| UdpSocket::bind("10.71.2.2:0").unwrap());
+    peer.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    client.allocate(None).unwrap();
+    client.channel_bind(0x4000, peer.local_addr().unwrap()).unwrap();
+    client.send_channel(0x4000, b"by the sockets").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = peer.recv_from(&mut buf).expect("relayed by the sockets");
+    assert_eq!(&buf[..n], b"by the sockets");
 }
 
 /// The configuration the package writes (`init-config`) asks for the fast
@@ -244,6 +275,7 @@ on_both_datapaths! {
     a_spoofed_source_is_left_to_the_kernel: a_spoofed_source_is_left_to_the_kernel();
     a_wildcard_listener_attaches_only_where_it_relays: a_wildcard_listener_attaches_only_where_it_relays();
     a_replayed_refresh_costs_no_more_with_the_fast_path: a_replayed_refresh_costs_no_more_with_the_fast_path();
-    the_shipped_forward_policy_stops_routing_not_the_fast_path: the_shipped_forward_policy_stops_routing_not_the_fast_path();
+    the_host_routes_nothing_and_the_fast_path_relays: the_host_routes_nothing_and_the_fast_path_relays();
     the_packaged_default_takes_the_fast_path: the_packaged_default_takes_the_fast_path();
+    without_forwarding_on_lo_auto_stays_on_the_sockets: without_forwarding_on_lo_auto_stays_on_the_sockets();
 }

@@ -65,6 +65,15 @@ enum mode {
 	ACROSS,    /* its channel number replaced (client -> client) */
 };
 
+/* Every FIB lookup names loopback as the packet's way in, as the kernel
+ * does for a packet the host sends itself (a relayed packet is the
+ * relay's own): policy rules for local traffic apply, and the lookup
+ * answers because forwarding is on for lo, the one interface the kernel's
+ * lookup for XDP needs it on (lo routes nothing: what arrives there is
+ * the host's). The interfaces packets really arrive by need not forward,
+ * so the host routes nothing for its neighbours. */
+#define LOOPBACK_IFINDEX 1
+
 /* Sizes are set by the loader before the maps are created. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -256,7 +265,7 @@ static __always_inline int source_ok(struct xdp_md *ctx, struct flow_out *out, _
 	if (out->in_ifindex == ctx->ingress_ifindex && now - out->in_checked_ns < RECHECK_NS)
 		return 1;
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.ifindex = ctx->ingress_ifindex;
+	fib.ifindex = LOOPBACK_IFINDEX;
 	if (key->family == 4) {
 		fib.family = AF_INET;
 		__builtin_memcpy(&fib.ipv4_dst, key->remote, 4);
@@ -424,7 +433,7 @@ static __always_inline int relay_v4(struct xdp_md *ctx)
 	fib.sport = out->src_port;
 	fib.dport = out->dst_port;
 	fib.tot_len = new_len + sizeof(struct iphdr) + sizeof(struct udphdr);
-	fib.ifindex = ctx->ingress_ifindex;
+	fib.ifindex = LOOPBACK_IFINDEX;
 	__builtin_memcpy(&fib.ipv4_src, out->src, 4);
 	__builtin_memcpy(&fib.ipv4_dst, out->dst, 4);
 	if (fib_failed(bpf_fib_lookup(ctx, &fib, sizeof(fib), fib.ipv4_src ? 0 : BPF_FIB_LOOKUP_SRC)))
@@ -498,7 +507,7 @@ static __always_inline int relay_v6(struct xdp_md *ctx)
 	fib.sport = out->src_port;
 	fib.dport = out->dst_port;
 	fib.tot_len = new_len + sizeof(struct ipv6hdr) + sizeof(struct udphdr);
-	fib.ifindex = ctx->ingress_ifindex;
+	fib.ifindex = LOOPBACK_IFINDEX;
 	__builtin_memcpy(fib.ipv6_src, out->src, 16);
 	__builtin_memcpy(fib.ipv6_dst, out->dst, 16);
 	if (!(fib.ipv6_src[0] | fib.ipv6_src[1] | fib.ipv6_src[2] | fib.ipv6_src[3]))

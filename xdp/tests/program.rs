@@ -34,9 +34,10 @@ fn sh(cmd: &str) {
 }
 
 /// Runs `f` on a thread in a new network namespace holding the relay's
-/// interface: r0 (10.9.0.1/24, fd09::1/64, forwarding on, which the kernel's
-/// FIB lookup for XDP requires), with the client at .2/::2 and the peer at
-/// .3/::3 as permanent neighbours. The namespace goes with the thread.
+/// interface: r0 (10.9.0.1/24, fd09::1/64), with forwarding off everywhere
+/// but on lo (which the program's FIB lookups name), the client at .2/::2
+/// and the peer at .3/::3 as permanent neighbours. The namespace goes with
+/// the thread.
 fn in_netns<T: Send>(f: impl FnOnce(&mut FastPath) -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -45,7 +46,8 @@ fn in_netns<T: Send>(f: impl FnOnce(&mut FastPath) -> T + Send) -> T {
                 && ip link add r0 address 02:00:00:00:00:01 type veth peer name r1 \
                 && ip addr add 10.9.0.1/24 dev r0 && ip -6 addr add fd09::1/64 dev r0 nodad \
                 && ip link set r0 up && ip link set r1 up \
-                && sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1 \
+                && sysctl -qw net.ipv4.conf.all.forwarding=0 net.ipv6.conf.all.forwarding=0 \
+                && sysctl -qw net.ipv4.conf.lo.forwarding=1 net.ipv6.conf.lo.forwarding=1 \
                 && ip neigh replace 10.9.0.2 lladdr 02:00:00:00:00:c1 dev r0 nud permanent \
                 && ip neigh replace 10.9.0.3 lladdr 02:00:00:00:00:e1 dev r0 nud permanent \
                 && ip neigh replace fd09::2 lladdr 02:00:00:00:00:c1 dev r0 nud permanent \
@@ -477,8 +479,8 @@ fn an_entry_past_its_deadline_goes_to_the_kernel() {
     });
 }
 
-/// Without a route (or with forwarding off, which the kernel's FIB lookup
-/// for XDP needs) the packet goes the socket way.
+/// Without a route (or with forwarding off on lo, which the kernel's FIB
+/// lookup for XDP needs) the packet goes the socket way.
 #[test]
 fn no_route_goes_to_the_kernel() {
     let mut c = channel(false, "10.9.0.1:3478");
@@ -487,10 +489,10 @@ fn no_route_goes_to_the_kernel() {
         fast.tables().expect("tables").install(&c).expect("install");
         let sent = frame((CLIENT_MAC, RELAY_MAC), c.client, c.listen, &channel_data(0x4001, b"x"), SENT);
         passes(fast, &sent, "no route to the peer");
-        sh("sysctl -qw net.ipv4.conf.all.forwarding=0");
+        sh("sysctl -qw net.ipv4.conf.lo.forwarding=0");
         c.peer = addr("10.9.0.3:5000");
         fast.tables().expect("tables").install(&c).expect("install");
-        passes(fast, &sent, "forwarding off");
+        passes(fast, &sent, "forwarding off on lo");
         // Off, the route back to the client is not looked up either.
         assert_eq!(fast.outcomes().expect("outcomes").no_route.packets, 2);
     });

@@ -29,8 +29,7 @@ listen = "{admin}"
 [xdp]
 # The XDP fast path where the kernel, the driver and the service's
 # capabilities allow it, else the sockets, saying why once
-# (/usr/share/doc/ip2p-relay/xdp.md: the unit needs a drop-in for it, and
-# the interfaces forwarding on).
+# (/usr/share/doc/ip2p-relay/xdp.md: the unit needs a drop-in for it).
 mode = "auto"
 "#,
         hex::encode(rest_secret),
