@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ip2p_turn::{ChannelPath, Event, RelayToken};
+use ip2p_turn::{ChannelPath, Event, RelayToken, SessionId, Usage};
 use ip2p_xdp::{Capacity, Channel, FastPath, Mode, Outcomes, Tables};
 
 use crate::config::{Settings, XdpMode};
@@ -231,7 +231,11 @@ impl MirrorCounts {
 
 #[derive(Debug)]
 struct Relay {
+    /// Its counters' slot: every packet the program relays for it is
+    /// counted there (a relay without one keeps its channels on the sockets).
     slot: u32,
+    /// The session whose counters they are.
+    session: SessionId,
     channels: Vec<Channel>,
 }
 
@@ -259,14 +263,30 @@ impl Mirror {
         })
     }
 
-    /// Writes one event of the core into the tables.
-    pub(crate) fn apply(&mut self, event: Event) {
+    /// Writes one event of the core into the tables. When a relay leaves
+    /// them: what the program carried for it, to be credited to its session.
+    pub(crate) fn apply(&mut self, event: Event) -> Option<(RelayToken, SessionId, Usage)> {
         match event {
             Event::Path(p) => self.path(&p),
-            Event::RelayGone(token) => self.gone(token),
+            Event::RelayGone(token) => return self.gone(token),
             // The node detaches the program; the entries die with their
             // allocations as always.
             Event::Draining => {}
+        }
+        None
+    }
+
+    /// What the program carried for relay socket `token` of session
+    /// `session` so far (read from the per-CPU counters: no cost to the
+    /// program).
+    pub(crate) fn usage(&self, token: RelayToken, session: SessionId) -> Usage {
+        let Some(relay) = self.relays.get(&token).filter(|r| r.session == session) else { return Usage::default() };
+        let Ok(c) = self.tables.counters(relay.slot) else { return Usage::default() };
+        Usage {
+            packets_to_peers: c.packets[0],
+            bytes_to_peers: c.bytes[0],
+            packets_from_peers: c.packets[1],
+            bytes_from_peers: c.bytes[1],
         }
     }
 
@@ -310,11 +330,13 @@ impl Mirror {
         let relay = match self.relays.entry(p.relay) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let slot = self.free.pop().unwrap_or(NO_SLOT);
-                if slot != NO_SLOT {
-                    let _ = self.tables.reset(slot);
-                }
-                e.insert(Relay { slot, channels: Vec::new() })
+                let Some(slot) = self.free.pop() else {
+                    // Uncounted, it would relay unbilled: the sockets count.
+                    self.counts.refused += 1;
+                    return;
+                };
+                let _ = self.tables.reset(slot);
+                e.insert(Relay { slot, session: p.session, channels: Vec::new() })
             }
         };
         c.slot = relay.slot;
@@ -351,24 +373,14 @@ impl Mirror {
         }
     }
 
-    fn gone(&mut self, token: RelayToken) {
-        let Some(relay) = self.relays.remove(&token) else { return };
+    fn gone(&mut self, token: RelayToken) -> Option<(RelayToken, SessionId, Usage)> {
+        let usage = self.usage(token, self.relays.get(&token)?.session);
+        let relay = self.relays.remove(&token)?;
         for c in &relay.channels {
             self.tables.remove(c);
         }
-        if relay.slot != NO_SLOT {
-            if let Ok(c) = self.tables.counters(relay.slot) {
-                tracing::debug!(
-                    relay = token.0,
-                    to_peer_packets = c.packets[0],
-                    to_peer_bytes = c.bytes[0],
-                    to_client_packets = c.packets[1],
-                    to_client_bytes = c.bytes[1],
-                    "XDP traffic of an ended allocation"
-                );
-            }
-            self.free.push(relay.slot);
-        }
+        self.free.push(relay.slot);
+        Some((token, relay.session, usage))
     }
 }
 
@@ -401,6 +413,7 @@ mod tests {
             peer: SocketAddr::from(([198, 51, 100, 9], 1000 + i)),
             host: false,
             until,
+            session: ip2p_turn::SessionId(relay as u64),
         })
     }
 

@@ -20,8 +20,10 @@ pub fn admin_request(request: &[u8], token: Option<&str>, exposed: bool, probe_o
             let status = answer.get(9..12).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse().ok());
             status.expect("every answer has a status line")
         }
-        Judged::Page { path, .. } => {
+        Judged::Page { path, query, .. } => {
             assert!(!path.contains('?'), "the query is not part of the path");
+            // The API's filters, read as a list would read them.
+            let _ = crate::admin::api_filter(query);
             0
         }
     })

@@ -49,6 +49,7 @@ mod operator;
 mod reload;
 mod security;
 mod selftest;
+mod sessions;
 mod stream;
 mod systemd;
 mod tcp_allocations;

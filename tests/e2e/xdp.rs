@@ -181,6 +181,13 @@ fn relays_through_the_fast_path(dp: &'static str, v6: bool) {
         serde_json::from_str(&lab.relay.enter(move || ip2p_tests::get(admin, "/status", None)).1).unwrap();
     assert_eq!(status["xdp"]["interfaces"].as_array().map(Vec::len), Some(2), "{dp}: {status}");
     assert_eq!(status["xdp"]["relayed_packets"]["to_client"], after[1], "{dp}: /status agrees with /metrics");
+    // The session counts what the fast path carried with what the sockets
+    // did, exactly: 210 datagrams of 4 bytes each way.
+    let sessions = lab.relay.enter(move || ip2p_tests::get(admin, "/api/v1/sessions", None)).1;
+    let sessions: serde_json::Value = serde_json::from_str(&sessions).unwrap();
+    let s = &sessions["sessions"][0];
+    let counts = ["packets_to_peers", "bytes_to_peers", "packets_from_peers", "bytes_from_peers"].map(|k| &s[k]);
+    assert_eq!(counts, [210, 840, 210, 840], "{dp}: {s}");
 
     // Refreshed past the first lifetime (3 s): still the fast path's.
     client.refresh(Some(30)).unwrap();

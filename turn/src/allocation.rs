@@ -7,6 +7,7 @@
 //! per permission or channel.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip2p_wire::TransactionId;
@@ -17,6 +18,7 @@ use super::policy::{Judgement, canonical};
 use super::shared::View;
 use crate::moved::{MovedChannel, MovedPermission};
 use crate::packet::ListenerId;
+use crate::session::{Crossed, SessionId, Usage};
 use crate::shared::Account;
 
 /// RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds".
@@ -135,6 +137,14 @@ pub(crate) struct Allocation {
     /// limits it (`allocation.bandwidth`).
     pub(crate) to_peer: Bucket,
     pub(crate) to_client: Bucket,
+    /// Its session: id, start (unix seconds), and what it relayed.
+    pub(crate) session: SessionId,
+    pub(crate) started: u64,
+    pub(crate) usage: Usage,
+    /// What other workers delivered to its client themselves.
+    pub(crate) crossed: Arc<Crossed>,
+    /// Why it ends at its expiry, set when something ends it early.
+    pub(crate) ended: Option<&'static str>,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
 }
@@ -170,6 +180,7 @@ impl Allocation {
         txid: TransactionId,
         dont_fragment: bool,
         expires: Instant,
+        session: (SessionId, u64),
     ) -> Self {
         Self {
             listener,
@@ -188,9 +199,32 @@ impl Allocation {
             connects: Vec::new(),
             to_peer: Bucket::default(),
             to_client: Bucket::default(),
+            session: session.0,
+            started: session.1,
+            usage: Usage::default(),
+            crossed: Arc::default(),
+            ended: None,
             permissions: Vec::new(),
             channels: Vec::new(),
         }
+    }
+
+    /// Its session as it moves to the next process.
+    pub(crate) fn moving_session(&self) -> crate::MovedSession {
+        let u = self.usage();
+        crate::MovedSession {
+            id: self.session.0,
+            started: self.started,
+            packets_to_peers: u.packets_to_peers,
+            bytes_to_peers: u.bytes_to_peers,
+            packets_from_peers: u.packets_from_peers,
+            bytes_from_peers: u.bytes_from_peers,
+        }
+    }
+
+    /// What it relayed, its own count and the other workers'.
+    pub(crate) fn usage(&self) -> Usage {
+        self.usage.plus(self.crossed.usage())
     }
 
     /// The relay that can reach `peer`: the one of the same family. An
@@ -304,6 +338,7 @@ impl Allocation {
             listener: self.listener,
             client: self.client,
             expires: self.expires,
+            crossed: Arc::clone(&self.crossed),
             permissions: self.permissions.iter().filter(|p| p.host).map(|p| (p.ip, p.expires)).collect(),
             channels: self
                 .channels
@@ -414,6 +449,7 @@ mod tests {
             TransactionId([0; 12]),
             false,
             now + Duration::from_secs(600),
+            (SessionId(1), 0),
         )
     }
 

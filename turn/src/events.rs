@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::{ListenerId, RelayToken};
+use crate::{ListenerId, RelayToken, SessionId};
 
 /// One channel the core relays both ways without a question: ChannelData
 /// from `client` on `channel` goes to `peer` from `relayed` (its payload
@@ -52,6 +52,9 @@ pub struct ChannelPath {
     /// The earlier of the channel's and the permission's expiry (the
     /// allocation's end is an [`Event::RelayGone`]).
     pub until: Instant,
+    /// The allocation's session: what a mirror counts, it credits to it
+    /// ([`crate::Server::credit`]).
+    pub session: SessionId,
 }
 
 /// A change to the forwarding state.

@@ -33,6 +33,7 @@ mod packet;
 pub mod policy;
 mod ratelimit;
 mod server;
+mod session;
 mod shared;
 mod sockets;
 pub(crate) mod stats;
@@ -46,13 +47,14 @@ pub use self::auth::{Credentials, MAX_REALM, UserSecret};
 pub use self::config::{ChannelNumbers, Config, MAX_RELAY_IPS, RelayIp};
 pub use self::events::{ChannelPath, Event};
 pub use self::local::{LocalAddrs, LocalRanges};
-pub use self::moved::{Adoptable, Moved, MovedChannel, MovedPermission, MovedRelay};
+pub use self::moved::{Adoptable, Moved, MovedChannel, MovedPermission, MovedRelay, MovedSession};
 pub use self::packet::{
     DropReason, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, ToOwner, Transmit, Verdict, Via,
 };
 pub use self::policy::{Judgement, PeerPolicy};
 pub use self::server::Server;
 pub use self::server::export::{AdoptError, Export};
+pub use self::session::{Session, SessionId, Usage};
 pub use self::shared::{Account, Held, NodeState, QuotaLimits, Quotas, client_prefix};
 pub use self::sockets::Sockets;
 pub use self::stats::{

@@ -52,6 +52,29 @@ pub struct Moved<S> {
     pub permissions: Vec<MovedPermission>,
     /// Live channels.
     pub channels: Vec<MovedChannel>,
+    /// Its session's id, start and counts (snapshot version 3; an earlier
+    /// one's allocations begin a new session).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub session: Option<MovedSession>,
+}
+
+/// A session as it moves: the next process goes on with the same id and
+/// counts on from these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields))]
+pub struct MovedSession {
+    /// Its id.
+    pub id: u64,
+    /// When it began, unix seconds.
+    pub started: u64,
+    /// Datagrams and payload bytes to peers and from them, so far.
+    pub packets_to_peers: u64,
+    /// See `packets_to_peers`.
+    pub bytes_to_peers: u64,
+    /// See `packets_to_peers`.
+    pub packets_from_peers: u64,
+    /// See `packets_to_peers`.
+    pub bytes_from_peers: u64,
 }
 
 /// A relayed address: its socket, the address it is bound to, and the
@@ -94,6 +117,17 @@ pub struct MovedChannel {
     pub lifetime: Duration,
 }
 
+impl From<MovedSession> for crate::session::Usage {
+    fn from(m: crate::MovedSession) -> Self {
+        Self {
+            packets_to_peers: m.packets_to_peers,
+            bytes_to_peers: m.bytes_to_peers,
+            packets_from_peers: m.packets_from_peers,
+            bytes_from_peers: m.bytes_from_peers,
+        }
+    }
+}
+
 /// An allocation the next core adopts, on its relay sockets.
 pub type Adoptable = Moved<Held>;
 
@@ -124,6 +158,7 @@ impl<S> Moved<S> {
             lifetime: self.lifetime,
             permissions: self.permissions,
             channels: self.channels,
+            session: self.session,
         })
     }
 

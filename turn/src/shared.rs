@@ -79,6 +79,8 @@ pub(crate) struct View {
     pub(crate) permissions: Box<[(IpAddr, Instant)]>,
     /// Channels to the host's own addresses (peer, number, expiry).
     pub(crate) channels: Box<[(SocketAddr, u16, Instant)]>,
+    /// Where a sender counts what it delivers.
+    pub(crate) crossed: Arc<crate::session::Crossed>,
 }
 
 impl View {

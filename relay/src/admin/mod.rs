@@ -21,11 +21,14 @@
 //!
 //! The parts: this file (the listener's handle, [`Admin`]), `http` (the
 //! event loop and its limits), `routes` (which request gets what, and who
-//! may see it), `pages` (`/status` and the self-test's JSON), `response`
-//! (writing an HTTP answer).
+//! may see it), `pages` (`/status` and the self-test's JSON), `api` (the
+//! sessions API under `/api/v1`), `response` (writing an HTTP answer).
 
 #![warn(clippy::too_many_lines)]
 
+mod api;
+#[doc(hidden)]
+pub(crate) use self::api::parse_filter as api_filter;
 mod http;
 mod pages;
 mod response;

@@ -8,7 +8,12 @@ pub(super) fn ok(content_type: &str, body: Vec<u8>) -> Vec<u8> {
 
 /// A plain-text answer.
 pub(super) fn plain(code: u16, body: &str, headers: &[(&str, &str)]) -> Vec<u8> {
-    let reason = match code {
+    response(code, reason(code), "text/plain; charset=utf-8", headers, body.as_bytes().to_vec())
+}
+
+/// The reason phrase of `code` (of those the listener answers).
+pub(super) fn reason(code: u16) -> &'static str {
+    match code {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -19,8 +24,7 @@ pub(super) fn plain(code: u16, body: &str, headers: &[(&str, &str)]) -> Vec<u8> 
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
-    };
-    response(code, reason, "text/plain; charset=utf-8", headers, body.as_bytes().to_vec())
+    }
 }
 
 pub(super) fn response(

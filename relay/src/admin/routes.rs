@@ -1,5 +1,6 @@
-//! Which request gets what, and who may see it. `/metrics` and `/status`
-//! name users and addresses, and the self-test mints TURN credentials:
+//! Which request gets what, and who may see it. `/metrics`, `/status` and
+//! the API (`/api/v1/`) name users and addresses (and the API ends
+//! sessions), and the self-test mints TURN credentials:
 //! with `admin.token` set they answer only the token; `/healthz` and
 //! `/readyz` stay open for probes (they say only ok or not). Without a
 //! token, every other page answers only a request for this listener's
@@ -30,9 +31,13 @@ pub(crate) struct Gate {
 pub(crate) enum Judged<'a> {
     /// This answer, whatever the node holds (an error, a refusal).
     Answer(Vec<u8>),
-    /// The page at `path` (for HEAD, its head alone).
-    Page { path: &'a str, head: bool },
+    /// The page at `path` with `query`, for `method` (for HEAD, the head
+    /// of GET's answer alone).
+    Page { method: &'a str, path: &'a str, query: &'a str },
 }
+
+/// Where the API lives (`api.rs`).
+const API: &str = "/api/v1/";
 
 /// The pages that say only whether the node is alive or ready: open to
 /// anyone, from any Host, on the probes' own connection budget.
@@ -47,14 +52,17 @@ impl Routes {
     pub(super) fn answer(&self, request: &[u8], probe_only: bool) -> Option<Vec<u8>> {
         Some(match self.gate.judge(request, probe_only)? {
             Judged::Answer(answer) => answer,
-            Judged::Page { path, head: true } => head_only(self.page(path)),
-            Judged::Page { path, head: false } => self.page(path),
+            Judged::Page { method: "HEAD", path, query } => head_only(self.page("HEAD", path, query)),
+            Judged::Page { method, path, query } => self.page(method, path, query),
         })
     }
 
     /// The page at `path`, for a request that may see it.
-    fn page(&self, path: &str) -> Vec<u8> {
+    fn page(&self, method: &str, path: &str, query: &str) -> Vec<u8> {
         let node = &self.node;
+        if let Some(api) = path.strip_prefix(API) {
+            return super::api::answer(node, method, api, query);
+        }
         let no_store = [("Cache-Control", "no-store")];
         match path {
             "/metrics" => match crate::metrics::render(node) {
@@ -109,19 +117,21 @@ impl Gate {
         if header("transfer-encoding").is_some() || header("content-length").is_some_and(|v| v != b"0") {
             return Some(Judged::Answer(plain(413, "requests have no body here\n", &[])));
         }
-        if method != "GET" && method != "HEAD" {
-            return Some(Judged::Answer(plain(405, "only GET\n", &[("Allow", "GET, HEAD")])));
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let api = path.starts_with(API);
+        let allowed = matches!(method, "GET" | "HEAD") || (api && method == "DELETE");
+        if !allowed {
+            let allow = if api { "GET, HEAD, DELETE" } else { "GET, HEAD" };
+            return Some(Judged::Answer(plain(405, "only GET (and DELETE in the API)\n", &[("Allow", allow)])));
         }
-        let path = path.split('?').next().unwrap_or_default();
         if probe_only && !is_probe(path) {
             let busy = plain(503, "busy: only /healthz and /readyz are answered now\n", &[("Retry-After", "1")]);
             return Some(Judged::Answer(busy));
         }
-        let head = method == "HEAD";
         Some(match self.refusal(path, header("host"), header("authorization")) {
-            Some(refusal) if head => Judged::Answer(head_only(refusal)),
+            Some(refusal) if method == "HEAD" => Judged::Answer(head_only(refusal)),
             Some(refusal) => Judged::Answer(refusal),
-            None => Judged::Page { path, head },
+            None => Judged::Page { method, path, query },
         })
     }
 
@@ -151,7 +161,7 @@ impl Gate {
                 ));
             }
         }
-        let private = selftest || matches!(path, "/metrics" | "/status");
+        let private = selftest || path.starts_with(API) || matches!(path, "/metrics" | "/status");
         if !private || self.authorized(authorization) {
             return None;
         }

@@ -23,7 +23,7 @@ use super::now;
 use super::polling::Polling;
 use super::stats::{DatapathCounters, RequestLatency, WorkerStats, thread_cpu_time};
 use super::tcp_relay::{TcpEvent, TcpRelays};
-use ip2p_turn::{Adoptable, ListenerId, RelayToken, Server, Sockets, ToOwner, Transmit, Verdict};
+use ip2p_turn::{Adoptable, ListenerId, RelayToken, Server, Session, SessionId, Sockets, ToOwner, Transmit, Verdict};
 
 /// A command from the node to a worker.
 #[derive(Debug)]
@@ -45,6 +45,10 @@ pub(crate) enum Command {
     Freeze(Sender<Frozen>),
     /// Go on serving after a handover that did not happen.
     Resume,
+    /// Send its live sessions.
+    Sessions(Sender<Vec<Session>>),
+    /// End a session, saying whether it was this worker's.
+    EndSession(SessionId, Sender<bool>),
 }
 
 /// A TCP listener, serving TLS when it has a TLS configuration.
@@ -124,6 +128,12 @@ impl Worker {
             Command::Drain => self.server.drain(),
             Command::Freeze(reply) => self.freeze_request = Some(reply),
             Command::Resume => {}
+            Command::Sessions(reply) => {
+                let _ = reply.send(self.sessions());
+            }
+            Command::EndSession(id, reply) => {
+                let _ = reply.send(self.server.end_session(now(), id));
+            }
         }
         false
     }
@@ -172,7 +182,11 @@ impl Worker {
         let mut deadline = deadline;
         if let Some(mirror) = &mut self.mirror {
             while let Some(event) = self.server.poll_event() {
-                mirror.apply(event);
+                // What the program carried for a relay it lets go of is
+                // the session's (a withdrawal's, republished afresh).
+                if let Some((token, session, usage)) = mirror.apply(event) {
+                    self.server.credit(token, session, usage);
+                }
             }
             // Lapsed entries go on time, whether or not packets come.
             mirror.sweep(now);
@@ -241,6 +255,21 @@ impl Worker {
         counters: DatapathCounters,
     ) -> bool {
         let mut export = self.server.export(now());
+        // The fast path's counts go with their sessions (the next process
+        // counts on in maps of its own).
+        if let Some(mirror) = &self.mirror {
+            for m in &mut export.moved {
+                let Some(s) = &mut m.session else { continue };
+                let id = ip2p_turn::SessionId(s.id);
+                for r in m.relays.iter().flatten() {
+                    let u = mirror.usage(r.socket, id);
+                    s.packets_to_peers += u.packets_to_peers;
+                    s.bytes_to_peers += u.bytes_to_peers;
+                    s.packets_from_peers += u.packets_from_peers;
+                    s.bytes_from_peers += u.bytes_from_peers;
+                }
+            }
+        }
         // A stream client's allocation moves with its connection, or not at
         // all (TLS); a connection moves with its allocation, or with none
         // yet (not an RFC 6062 one's, which stays).
@@ -272,6 +301,19 @@ impl Worker {
                 Err(_) => return true,
             }
         }
+    }
+
+    /// Its live sessions, with what the fast path carried for them.
+    fn sessions(&self) -> Vec<Session> {
+        let mut sessions = self.server.sessions(now());
+        if let Some(mirror) = &self.mirror {
+            for s in &mut sessions {
+                for &token in &s.relays {
+                    s.usage = s.usage.plus(mirror.usage(token, s.id));
+                }
+            }
+        }
+        sessions
     }
 
     fn stats(&self, c: DatapathCounters) -> WorkerStats {

@@ -7,7 +7,9 @@
 //! Version 2: also plain TCP client connections (`connections`, with the
 //! bytes of a split frame and those unsent) and the UDP allocations made
 //! over them (`transport`). A version 1 snapshot reads as one with
-//! neither. A reader takes its own version and every earlier one; a later
+//! neither. Version 3: each allocation's `session` (id, start, counts),
+//! which the reader goes on with; an earlier version's allocations begin
+//! new sessions. A reader takes its own version and every earlier one; a later
 //! version or anything malformed is refused as a whole.
 
 use std::net::SocketAddr;
@@ -18,7 +20,7 @@ use crate::datapath::moving::ConnState;
 use ip2p_turn::Moved;
 
 /// The version this build writes (and the latest it reads).
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 
 /// Everything but the descriptors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +210,14 @@ mod tests {
                 peer: "198.51.100.9:5000".parse().unwrap(),
                 lifetime: Duration::from_secs(500),
             }],
+            session: Some(ip2p_turn::MovedSession {
+                id: u64::MAX - 7,
+                started: 1_700_000_000,
+                packets_to_peers: 3,
+                bytes_to_peers: 1_000,
+                packets_from_peers: 4,
+                bytes_from_peers: 10_000_000_000,
+            }),
         }
     }
 

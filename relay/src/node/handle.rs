@@ -18,7 +18,7 @@ use crate::datapath::moving::Frozen;
 use crate::datapath::now;
 use crate::datapath::stats::WorkerStats;
 use crate::datapath::worker::Command;
-use ip2p_turn::{Credentials, NodeState, QuotaLimits};
+use ip2p_turn::{Credentials, ListenerId, NodeState, QuotaLimits, Session, SessionId};
 
 /// What other threads (the admin listener) may ask of a running node:
 /// counters, state, drain. Cheap to clone.
@@ -231,15 +231,46 @@ impl NodeHandle {
     /// not answer within 2 s is missing from the list).
     #[must_use]
     pub fn stats(&self) -> Vec<WorkerStats> {
+        let mut all = self.ask_all(Command::Stats);
+        all.sort_by_key(|s| s.worker);
+        all
+    }
+
+    /// Each worker's answer to the command `ask` makes, as they come (a
+    /// worker that does not answer within 2 s is missing).
+    fn ask_all<T>(&self, ask: impl Fn(crossbeam_channel::Sender<T>) -> Command) -> Vec<T> {
         let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
         for w in self.workers.iter() {
-            w.send(Command::Stats(tx.clone()));
+            w.send(ask(tx.clone()));
         }
         drop(tx);
         let deadline = now() + Duration::from_secs(2);
-        let mut all: Vec<WorkerStats> =
-            (0..self.workers.len()).filter_map(|_| rx.recv_deadline(deadline).ok()).collect();
-        all.sort_by_key(|s| s.worker);
-        all
+        (0..self.workers.len()).filter_map(|_| rx.recv_deadline(deadline).ok()).collect()
+    }
+
+    /// Every worker's live sessions (a worker that does not answer within
+    /// 2 s is missing), with the XDP fast path's counts.
+    #[must_use]
+    pub fn sessions(&self) -> Vec<Session> {
+        self.ask_all(Command::Sessions).into_iter().flatten().collect()
+    }
+
+    /// Ends session `id` now, on whichever worker holds it: whether one
+    /// did (`None`: a worker did not answer within 2 s, and none did).
+    #[must_use]
+    pub fn end_session(&self, id: SessionId) -> Option<bool> {
+        let answers = self.ask_all(|reply| Command::EndSession(id, reply));
+        if answers.contains(&true) { Some(true) } else { (answers.len() == self.workers.len()).then_some(false) }
+    }
+
+    /// How a session's client reaches the node: "udp", "tcp" or "tls"
+    /// (the stream listeners are the TCP ones, then the TLS ones).
+    #[must_use]
+    pub fn transport(&self, listener: ListenerId) -> &'static str {
+        match listener.transport {
+            ip2p_wire::Transport::Datagram => "udp",
+            ip2p_wire::Transport::Stream if usize::from(listener.index) < self.listen.len() => "tcp",
+            ip2p_wire::Transport::Stream => "tls",
+        }
     }
 }

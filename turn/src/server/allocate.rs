@@ -155,6 +155,7 @@ impl Server {
             *msg.transaction_id(),
             req.dont_fragment,
             now + lifetime,
+            self.new_session(now),
         );
         alloc.partial = partial;
         alloc.reservation = reservation;

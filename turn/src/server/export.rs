@@ -11,6 +11,7 @@ use super::Server;
 use crate::allocation::{self, Allocation, Relay};
 use crate::moved::{Adoptable, Moved, MovedRelay};
 use crate::packet::RelayToken;
+use crate::session::{SessionId, Usage};
 use crate::shared::Account;
 use crate::sockets::Sockets;
 
@@ -87,6 +88,7 @@ impl Server {
                 lifetime: alloc.expires.saturating_duration_since(now),
                 permissions,
                 channels,
+                session: Some(alloc.moving_session()),
             });
         }
         out
@@ -150,7 +152,12 @@ impl Server {
             // Lifetimes as this node's limits allow (the permissions' and
             // channels' are clamped by `restore`).
             now + moved.lifetime.min(self.config.max_lifetime),
+            match moved.session {
+                Some(s) => (SessionId(s.id), s.started),
+                None => self.new_session(now),
+            },
         );
+        alloc.usage = moved.session.map(Usage::from).unwrap_or_default();
         alloc.restore(now, &moved.permissions, &moved.channels);
         self.place(slot, alloc);
         // Judged here, by this node's policy, not as the snapshot says.

@@ -15,19 +15,22 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 mod allocate;
+mod ending;
 pub(crate) mod export;
 mod publish;
 mod relay_ports;
 mod request;
 mod respond;
+mod sessions;
 mod tcp;
 
 use crate::allocation::{self, Allocation};
 use crate::loglimit::LogLimit;
 use crate::policy::Judgement;
 use crate::ratelimit::ResponseLimiter;
+use crate::session::SessionId;
 use crate::shared::Owner;
-use crate::timer::{Timer, Timers};
+use crate::timer::Timers;
 use crate::{
     Config, DropReason, Event, Gauges, ListenerId, NodeState, PEER_HEADROOM, PEER_TAILROOM, RelayToken, Sockets, Stats,
     ToOwner, Transmit, Verdict, Via,
@@ -188,6 +191,11 @@ impl Server {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
     }
 
+    /// A new session's id and start (unix seconds) at `now`.
+    fn new_session(&mut self, now: Instant) -> (SessionId, u64) {
+        (SessionId(self.rng.random()), self.unix(now))
+    }
+
     /// Handles a client's packet, `buf[packet]`, which arrived on
     /// `listener` from `from`, and says what to send. A reply is written
     /// into `reply` (at least [`crate::REPLY_BUFFER`] bytes). Relayed data is
@@ -229,7 +237,16 @@ impl Server {
                 t.range = packet.start + t.range.start..packet.start + t.range.end;
                 self.stats.to_peer_packets += 1;
                 self.stats.to_peer_bytes += t.range.len() as u64;
-                self.short_circuit(now, t, buf)
+                let (via, len) = (t.via, t.range.len());
+                let verdict = self.short_circuit(now, t, buf);
+                // The session's count: what was not dropped here (what
+                // goes to another worker's inbox counts as sent).
+                if let (Via::Relay(token), false) = (via, matches!(verdict, Verdict::Drop(_)))
+                    && let Some(Some(alloc)) = self.slots.get_mut(token.slot())
+                {
+                    alloc.usage.count_to_peers(len);
+                }
+                verdict
             }
             Err(reason) => self.dropped(reason),
         }
@@ -255,10 +272,9 @@ impl Server {
         let (me, limited) = (self.worker, self.config.bandwidth > 0);
         let route = self.shared.owners.with(relay, t.to.port(), |owner| match &owner.view {
             _ if owner.worker == me => Route::Here,
-            Some(view) if room && !limited => Route::Direct(view.framing(from, now).map(|channel| Delivery {
-                listener: view.listener,
-                client: view.client,
-                channel,
+            Some(view) if room && !limited => Route::Direct(view.framing(from, now).map(|channel| {
+                view.crossed.count(t.range.len());
+                Delivery { listener: view.listener, client: view.client, channel }
             })),
             _ => Route::Inbox(usize::from(owner.worker)),
         });
@@ -462,6 +478,11 @@ impl Server {
     ) -> Result<Transmit, DropReason> {
         let payload = data.len();
         let framed = self.peer_datagram(now, token, from, buf, data);
+        if framed.is_ok()
+            && let Some(Some(alloc)) = self.slots.get_mut(token.slot())
+        {
+            alloc.usage.count_from_peers(payload);
+        }
         self.count_to_client(payload, framed)
     }
 
@@ -692,64 +713,5 @@ impl Server {
     #[must_use]
     pub fn has_allocation(&self, listener: ListenerId, from: SocketAddr) -> bool {
         self.by_client.contains_key(&(listener, from))
-    }
-
-    /// The stream connection `from` on `listener` closed: its allocation,
-    /// if any, goes with it (RFC 8656 §3.1: the allocation is tied to the
-    /// 5-tuple, and a TCP 5-tuple ends with its connection).
-    pub fn client_closed(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, sockets: &mut impl Sockets) {
-        if let Some(&slot) = self.by_client.get(&(listener, from)) {
-            self.remove(now, slot, sockets, "connection closed");
-        }
-    }
-
-    /// When [`Self::handle_timeout`] next has work, if ever.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
-    }
-
-    /// Expires allocations whose lifetime ended by `now`, closing their
-    /// relay sockets, and releases reservations that lapsed.
-    pub fn handle_timeout(&mut self, now: Instant, sockets: &mut impl Sockets) {
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                Timer::Allocation(slot) => {
-                    self.stats.allocations_expired += 1;
-                    self.remove(now, slot, sockets, "expired");
-                }
-                // Lapsed: its port goes back (if no one claimed it). The
-                // allocation keeps the token for a retransmitted Allocate's
-                // answer; cancelling it again when it goes does nothing.
-                Timer::Reservation(token) => self.shared.cancel_reservation(&token),
-            }
-        }
-    }
-
-    /// Deletes an allocation: its relay sockets, ports, its reservation if
-    /// no one claimed it, its timer and its quota.
-    fn remove(&mut self, now: Instant, slot: u32, sockets: &mut impl Sockets, why: &str) {
-        self.index_relays(slot, false);
-        self.publish_relays_gone(slot);
-        let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
-            return;
-        };
-        self.by_client.remove(&(alloc.listener, alloc.client));
-        self.timers.cancel(alloc.expires, Timer::Allocation(slot));
-        if let Some((token, until)) = alloc.reservation {
-            self.timers.cancel(until, Timer::Reservation(token));
-            self.shared.cancel_reservation(&token);
-        }
-        for (family, relay) in alloc.relays.iter().enumerate() {
-            if let Some(relay) = relay {
-                sockets.close_relay(RelayToken::new(slot, family));
-                self.ports.remove(&relay.bound);
-            }
-        }
-        self.shared.quotas.release(&alloc.account);
-        self.free.push(slot);
-        if let Some(unlogged) = self.logs.deleted.admit(now) {
-            tracing::info!(client = %alloc.client, user = %alloc.username, why, unlogged, "allocation deleted");
-        }
     }
 }

@@ -34,7 +34,7 @@ impl Server {
         if alloc.tcp || alloc.listener.transport != Transport::Datagram {
             return;
         }
-        let (listener, client, relays) = (alloc.listener, alloc.client, alloc.relays);
+        let (listener, client, relays, session) = (alloc.listener, alloc.client, alloc.relays, alloc.session);
         for (channel, until, host) in alloc.paths_to_publish(now, which, REPUBLISH_AFTER) {
             // A peer of the host's own: only with the short-circuit on,
             // which a fast path then takes too.
@@ -52,6 +52,7 @@ impl Server {
                 peer: channel.peer,
                 host,
                 until,
+                session,
             }));
         }
     }

@@ -32,6 +32,7 @@ fn a_path_carries_its_channels_and_permissions_deadline_and_ends_with_its_alloca
     assert_eq!(events(&mut h), [], "no channel, no path");
     assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind(0x4000, PEER), &c).class(), Class::Success);
     let relay = *h.sockets.open.keys().next().unwrap();
+    let session = h.server.sessions(h.now)[0].id;
     let path = |channel, peer, until| {
         Event::Path(ChannelPath {
             relay,
@@ -42,6 +43,7 @@ fn a_path_carries_its_channels_and_permissions_deadline_and_ends_with_its_alloca
             peer: addr(peer),
             host: false,
             until,
+            session,
         })
     };
     let secs = |s| t0 + Duration::from_secs(s);

@@ -10,5 +10,6 @@ mod rejudge;
 mod relaying;
 mod requests;
 mod security;
+mod sessions;
 mod short_circuit;
 mod tcp_allocations;

@@ -172,3 +172,40 @@ fn a_moved_allocation_is_written_in_the_snapshot_format() {
     v1.as_object_mut().unwrap().remove("transport");
     assert_eq!(serde_json::from_value::<Moved<usize>>(v1).unwrap().listener, ListenerId::udp(1));
 }
+
+/// The next process goes on with the same session: its id, start and
+/// counts; what was moved without them (an earlier snapshot) begins anew.
+#[test]
+fn a_session_moves_with_its_id_start_and_counts() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let bind = [Attribute::ChannelNumber(ChannelNumber(0x4000)), peer_attr(PEER)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind, &c).class(), Class::Success);
+    assert!(matches!(h.send(CLIENT, &channel_data(0x4000, b"abc")), Verdict::Forward(_)));
+    h.advance(10);
+    let before = h.server.sessions(h.now).remove(0);
+    let mut next = take_over(&h);
+    let after = next.server.sessions(next.now).remove(0);
+    assert_eq!((after.id, after.started, after.usage), (before.id, before.started, before.usage));
+    assert!(matches!(next.send(CLIENT, &channel_data(0x4000, b"de")), Verdict::Forward(_)));
+    assert_eq!(next.server.sessions(next.now)[0].usage.bytes_to_peers, 5, "counted on");
+
+    let mut moved = h
+        .server
+        .export(h.now)
+        .moved
+        .remove(0)
+        .try_map(|_, bound| Ok::<_, ()>(Held { addr: bound, socket: None }))
+        .unwrap();
+    moved.session = None;
+    let mut fresh = Harness::new();
+    fresh.now = h.now;
+    fresh.sockets.held.extend(moved.relays.iter().flatten().map(|r| r.bound));
+    fresh.server.adopt(fresh.now, moved, &mut fresh.sockets).unwrap();
+    let s = fresh.server.sessions(fresh.now).remove(0);
+    assert_ne!(s.id, before.id);
+    // This harness's clock began a moment after the first one's.
+    assert!((UNIX0 + 9..=UNIX0 + 10).contains(&s.started), "{}", s.started);
+    assert_eq!(s.usage, Usage::default());
+}

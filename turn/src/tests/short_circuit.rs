@@ -174,6 +174,16 @@ fn the_short_circuit_across_workers_obeys_the_owners_state_without_the_owner() {
     assert_eq!((sa.to_peer_packets, sa.to_client_packets, sa.short_circuited), (5, 3, 5));
     assert_eq!((sa.crossed, sa.to_owner, sa.dropped.no_permission), (5, 0, 2));
     assert_eq!((sb.to_peer_packets, sb.to_client_packets, sb.short_circuited, sb.dropped.no_permission), (0, 0, 0, 0));
+    // Each session counts what reached the other: A's sent, B's received
+    // (counted by A into B's view).
+    let three = |to: bool| Usage {
+        packets_to_peers: if to { 3 } else { 0 },
+        bytes_to_peers: if to { 6 } else { 0 },
+        packets_from_peers: if to { 0 } else { 3 },
+        bytes_from_peers: if to { 0 } else { 6 },
+    };
+    assert_eq!(a.server.sessions(a.now)[0].usage, three(true));
+    assert_eq!(b.server.sessions(b.now)[0].usage, three(false));
 
     // Once B's allocation is gone, A finds no live relayed address there
     // and sends nothing (the port is the host's, whatever binds it next).

@@ -1,0 +1,176 @@
+//! The admin API under `/api/v1` (docs/operations.md, "Sessions"):
+//! the node's sessions, listed, one by id, and ended. JSON out; every
+//! error is JSON with a message (`{"error": "..."}`).
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use super::response::response;
+use crate::node::NodeHandle;
+use ip2p_turn::{Session, SessionId};
+
+/// The answer to `method` on `path` (under `/api/v1/`) with `query`.
+pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str) -> Vec<u8> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match (method, &segments[..]) {
+        ("GET" | "HEAD", ["sessions"]) => match Filter::parse(query) {
+            Ok(filter) => list(node, &filter),
+            Err(why) => error(400, &why, &[]),
+        },
+        ("GET" | "HEAD", ["sessions", id]) => match find(node, id) {
+            Some(s) => json_ok(&session_json(node, &s)),
+            None => no_session(id),
+        },
+        ("DELETE", ["sessions", id]) => end(node, id),
+        (_, ["sessions"]) => error(405, "sessions: GET only", &[("Allow", "GET, HEAD")]),
+        (_, ["sessions", _]) => error(405, "a session: GET or DELETE", &[("Allow", "GET, HEAD, DELETE")]),
+        _ => error(404, &format!("no such API: /api/v1/{path}; there is /api/v1/sessions"), &[]),
+    }
+}
+
+/// `GET /api/v1/sessions`: the live sessions that pass `filter`.
+fn list(node: &NodeHandle, filter: &Filter) -> Vec<u8> {
+    let mut sessions: Vec<Session> = node.sessions().into_iter().filter(|s| filter.passes(node, s)).collect();
+    sessions.sort_by_key(|s| (s.started, s.id));
+    let sessions: Vec<Value> = sessions.iter().map(|s| session_json(node, s)).collect();
+    json_ok(&json!({ "sessions": sessions }))
+}
+
+/// `DELETE /api/v1/sessions/{id}`: ends it now; answers with the session
+/// as it was just before.
+fn end(node: &NodeHandle, id: &str) -> Vec<u8> {
+    let Some(session) = find(node, id) else { return no_session(id) };
+    match node.end_session(session.id) {
+        Some(true) => {
+            tracing::info!(session = %session.id, user = %session.user, client = %session.client, "session ended by the operator");
+            json_ok(&session_json(node, &session))
+        }
+        // Ended on its own meanwhile.
+        Some(false) => no_session(id),
+        None => error(503, "a worker did not answer; try again", &[("Retry-After", "1")]),
+    }
+}
+
+fn find(node: &NodeHandle, id: &str) -> Option<Session> {
+    let id = SessionId::parse(id)?;
+    node.sessions().into_iter().find(|s| s.id == id)
+}
+
+fn no_session(id: &str) -> Vec<u8> {
+    // The id as asked, within reason, for the message.
+    let shown: String = id.chars().take(32).collect();
+    error(404, &format!("no live session {shown:?}"), &[])
+}
+
+/// A session as the API shows it.
+fn session_json(node: &NodeHandle, s: &Session) -> Value {
+    json!({
+        "id": s.id.to_string(),
+        "user": s.user,
+        "username": s.username,
+        "realm": node.credentials().realm,
+        "client": s.client.to_string(),
+        "transport": node.transport(s.listener),
+        "relayed": s.relayed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "relay_transport": if s.tcp { "tcp" } else { "udp" },
+        "started": s.started,
+        "expires": s.expires,
+        "permissions": s.permissions,
+        "channels": s.channels,
+        "packets_to_peers": s.usage.packets_to_peers,
+        "bytes_to_peers": s.usage.bytes_to_peers,
+        "packets_from_peers": s.usage.packets_from_peers,
+        "bytes_from_peers": s.usage.bytes_from_peers,
+    })
+}
+
+/// Which sessions a list shows: those of `user`, of the client IP
+/// `client`, over `transport` (each when given).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Filter {
+    user: Option<String>,
+    client: Option<IpAddr>,
+    transport: Option<String>,
+}
+
+impl Filter {
+    /// The query string's filters; an unknown or repeated one, or a value
+    /// that cannot match, is an error (saying which).
+    fn parse(query: &str) -> Result<Self, String> {
+        let mut filter = Self::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let repeated = match &*key {
+                "user" => filter.user.replace(value.into_owned()).is_some(),
+                "client" => {
+                    let ip = value.parse().map_err(|_| format!("client: {value:?} is not an IP address"))?;
+                    filter.client.replace(ip).is_some()
+                }
+                "transport" if matches!(&*value, "udp" | "tcp" | "tls") => {
+                    filter.transport.replace(value.into_owned()).is_some()
+                }
+                "transport" => return Err(format!("transport: {value:?} is none of udp, tcp, tls")),
+                other => {
+                    let shown: String = other.chars().take(32).collect();
+                    return Err(format!("unknown filter {shown:?}; the filters are user, client, transport"));
+                }
+            };
+            if repeated {
+                return Err(format!("{key} given twice"));
+            }
+        }
+        Ok(filter)
+    }
+
+    fn passes(&self, node: &NodeHandle, s: &Session) -> bool {
+        self.user.as_ref().is_none_or(|u| *u == s.user)
+            && self.client.is_none_or(|ip| ip == s.client.ip())
+            && self.transport.as_ref().is_none_or(|t| t == node.transport(s.listener))
+    }
+}
+
+/// A list's query string read as its filters (for the fuzz target): why
+/// it is refused, if it is.
+///
+/// # Errors
+/// What a list would answer 400 with.
+pub(crate) fn parse_filter(query: &str) -> Result<(), String> {
+    Filter::parse(query).map(|_| ())
+}
+
+fn json_ok(value: &Value) -> Vec<u8> {
+    response(200, "OK", "application/json", &[("Cache-Control", "no-store")], value.to_string().into_bytes())
+}
+
+/// An error as JSON: `{"error": message}`.
+pub(super) fn error(code: u16, message: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let reason = super::response::reason(code);
+    let body = json!({ "error": message }).to_string().into_bytes();
+    response(code, reason, "application/json", headers, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_read_exactly_and_refused_clearly() {
+        assert_eq!(Filter::parse(""), Ok(Filter::default()));
+        let f = Filter::parse("user=web%20user&client=192.0.2.7&transport=tls").unwrap();
+        assert_eq!(f.user.as_deref(), Some("web user"));
+        assert_eq!(f.client, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(f.transport.as_deref(), Some("tls"));
+        assert_eq!(Filter::parse("client=%3A%3A1").unwrap().client, Some("::1".parse().unwrap()));
+        for (bad, says) in [
+            ("client=example.org", "not an IP"),
+            ("transport=dtls", "none of udp"),
+            ("users=alice", "unknown filter"),
+            ("user=a&user=b", "twice"),
+        ] {
+            let why = Filter::parse(bad).unwrap_err();
+            assert!(why.contains(says), "{bad}: {why}");
+        }
+        let long = format!("{}=1", "k".repeat(10_000));
+        assert!(Filter::parse(&long).unwrap_err().len() < 100, "the message stays short");
+    }
+}

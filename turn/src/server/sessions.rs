@@ -1,0 +1,72 @@
+//! The operator's view of the allocations: each as a [`Session`], and
+//! ending one at once.
+
+use std::time::Instant;
+
+use super::Server;
+use crate::RelayToken;
+use crate::session::{Session, SessionId, Usage};
+use crate::timer::Timer;
+
+impl Server {
+    /// Every live allocation of this worker as a session at `now` (a walk
+    /// over them, for the admin API, never on the packet path).
+    #[must_use]
+    pub fn sessions(&self, now: Instant) -> Vec<Session> {
+        let mut out = Vec::with_capacity(self.by_client.len());
+        for (slot, alloc) in self.slots.iter().enumerate() {
+            let Some(alloc) = alloc.as_ref().filter(|a| a.expires > now) else { continue };
+            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+            let (permissions, channels) = alloc.live(now);
+            let relays = alloc.relays.iter().enumerate().filter_map(|(family, r)| Some((family, (*r)?)));
+            let (tokens, relayed) = relays.map(|(family, r)| (RelayToken::new(slot, family), r.advertised)).unzip();
+            out.push(Session {
+                id: alloc.session,
+                user: alloc.account.user.to_string(),
+                username: alloc.username.to_string(),
+                listener: alloc.listener,
+                client: alloc.client,
+                relayed,
+                relays: tokens,
+                tcp: alloc.tcp,
+                started: alloc.started,
+                expires: self.unix(alloc.expires),
+                permissions,
+                channels,
+                usage: alloc.usage(),
+            });
+        }
+        out
+    }
+
+    /// Adds `usage`, what a mirror of relay socket `token` carried for
+    /// session `id` (the XDP fast path), to the session's own count, when
+    /// the mirror lets go of it. `false` when the session has ended.
+    pub fn credit(&mut self, token: RelayToken, id: SessionId, usage: Usage) -> bool {
+        let Some(Some(alloc)) = self.slots.get_mut(token.slot()) else { return false };
+        if alloc.session != id {
+            return false;
+        }
+        alloc.usage = alloc.usage.plus(usage);
+        true
+    }
+
+    /// Ends session `id` at `now` as its expiry would (relay sockets
+    /// closed, ports freed, quota released) the next time this worker
+    /// looks at its timers, at once: its client's requests find no
+    /// allocation from here on (a Refresh gets 437). `false` when no live
+    /// session of this worker has that id.
+    pub fn end_session(&mut self, now: Instant, id: SessionId) -> bool {
+        let found = self.slots.iter().position(|a| a.as_ref().is_some_and(|a| a.session == id && a.expires > now));
+        let Some((slot, alloc)) = found.and_then(|s| Some((s, self.slots.get_mut(s)?.as_mut()?))) else {
+            return false;
+        };
+        let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+        self.by_client.remove(&(alloc.listener, alloc.client));
+        self.timers.reset(alloc.expires, now, Timer::Allocation(slot));
+        alloc.expires = now;
+        alloc.ended = Some("killed");
+        self.publish_view(slot);
+        true
+    }
+}

@@ -1,0 +1,100 @@
+//! Sessions: each allocation's id, owner and what it relayed each way,
+//! counted exactly on every path through the core, and ending one at the
+//! operator's word.
+
+use super::harness::*;
+
+fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 4 + data.len() + 3];
+    let len = write_channel_data(&mut buf, channel, data, Transport::Datagram).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+/// Alice's allocation with a channel 0x4000 to PEER.
+fn bound() -> (Harness, Creds) {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    let bind = [Attribute::ChannelNumber(ChannelNumber(0x4000)), peer_attr(PEER)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind, &c).class(), Class::Success);
+    (h, c)
+}
+
+#[test]
+fn a_session_counts_payload_bytes_each_way_and_nothing_dropped() {
+    let (mut h, _) = bound();
+    for data in [&b"hello"[..], b"0123456789", b"x"] {
+        assert!(matches!(h.send(CLIENT, &channel_data(0x4000, data)), Verdict::Forward(_)));
+    }
+    let tid = h.tid();
+    let send = h.build_send(tid, PEER, b"7 bytes");
+    assert!(matches!(h.send(CLIENT, &send), Verdict::Forward(_)));
+    // Dropped: no channel, no permission.
+    assert!(matches!(h.send(CLIENT, &channel_data(0x4001, b"lost")), Verdict::Drop(_)));
+    let send = h.build_send(tid, "127.0.0.9:1", b"lost");
+    assert!(matches!(h.send(CLIENT, &send), Verdict::Drop(_)));
+    let relay = h.only_token();
+    assert!(h.peer_sends(relay, PEER, &[1; 8]).0.is_ok());
+    assert!(h.peer_sends(relay, "127.0.0.2:9", &[2; 100]).0.is_ok(), "another port of the permitted IP");
+    assert!(h.peer_sends(relay, "127.0.0.9:7000", b"lost").0.is_err());
+
+    let sessions = h.server.sessions(h.now);
+    let [s] = &sessions[..] else { panic!("{sessions:?}") };
+    let usage = Usage { packets_to_peers: 4, bytes_to_peers: 23, packets_from_peers: 2, bytes_from_peers: 108 };
+    assert_eq!(s.usage, usage);
+    assert_eq!((s.user.as_str(), s.username.as_str(), s.client), ("alice", "alice", addr(CLIENT)));
+    assert_eq!((s.permissions, s.channels, s.started), (1, 1, UNIX0));
+    assert_eq!(s.expires, UNIX0 + 600);
+    assert_eq!(s.relays, [relay]);
+    h.advance(30);
+    assert_eq!(h.server.sessions(h.now)[0].id, s.id, "an id for the session's life");
+}
+
+#[test]
+fn each_allocation_is_a_session_of_its_own() {
+    let mut h = Harness::new();
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    h.allocate("127.0.0.1:40001", &c);
+    let sessions = h.server.sessions(h.now);
+    assert_eq!(sessions.len(), 2);
+    assert_ne!(sessions[0].id, sessions[1].id);
+}
+
+#[test]
+fn an_ended_session_is_gone_for_its_client_at_once_and_its_port_is_freed() {
+    let (mut h, c) = bound();
+    let relay = h.only_token();
+    let id = h.server.sessions(h.now)[0].id;
+    assert!(!h.server.end_session(h.now, SessionId(id.0 ^ 1)), "no such session");
+    assert!(h.server.end_session(h.now, id));
+    assert!(!h.server.end_session(h.now, id), "ended once");
+    assert_eq!(h.send(CLIENT, &channel_data(0x4000, b"x")), Verdict::Drop(DropReason::NoAllocation));
+    let refresh = h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(600))], &c);
+    assert_eq!(refresh.code(), Some(437));
+    assert!(h.server.sessions(h.now).is_empty());
+    // The worker's next look at its timers closes the socket.
+    assert_eq!(h.server.poll_timeout(), Some(h.now));
+    h.advance(0);
+    assert!(h.sockets.open.is_empty(), "its relay socket closed");
+    assert!(h.peer_sends(relay, PEER, b"late").0.is_err());
+    assert_eq!(h.server.stats().allocations_expired, 0, "killed, not expired");
+    assert_eq!(h.server.shared.quotas.total(), 0);
+    // The client may begin again.
+    h.allocate(CLIENT, &c);
+    assert_eq!(h.server.sessions(h.now).len(), 1);
+}
+
+#[test]
+fn a_new_allocation_on_the_five_tuple_of_an_ended_one_stays() {
+    let (mut h, c) = bound();
+    let id = h.server.sessions(h.now)[0].id;
+    assert!(h.server.end_session(h.now, id));
+    h.allocate(CLIENT, &c);
+    h.advance(0);
+    let sessions = h.server.sessions(h.now);
+    assert_eq!(sessions.len(), 1, "the new one");
+    assert_ne!(sessions[0].id, id);
+    assert!(matches!(h.authed(CLIENT, Method::REFRESH, &[], &c).class(), Class::Success));
+}
