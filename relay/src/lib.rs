@@ -26,6 +26,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod node;
 pub mod tls;
+pub mod usage;
 
 /// This build's version: the package's, or `IP2P_VERSION` at build time
 /// (a distribution's own, or the tests' second build for a handover

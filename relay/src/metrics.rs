@@ -69,6 +69,7 @@ impl Collector for NodeCollector {
             node.xdp_interfaces().len() as f64,
         )?;
         xdp_tables(&mut out, node.xdp_capacity(), &sum.xdp)?;
+        usage_log(&mut out, node.usage_counts().as_deref())?;
         requests(&mut out, &sum.turn.responses, &sum.latency)?;
         allocations(&mut out, &sum.turn, &sum.gauges, &sum.turn.allocations_refused)?;
         limits(&mut out, node, &sum.gauges)?;
@@ -126,6 +127,24 @@ fn xdp_tables(out: &mut Out<'_, '_>, capacity: u32, x: &crate::fastpath::MirrorC
         x.refused,
     )?;
     out.counter("ip2p_xdp_entries_lapsed", "Lapsed channels removed from the XDP tables", x.lapsed)
+}
+
+/// What the usage log wrote, left out and lost, when it runs.
+fn usage_log(out: &mut Out<'_, '_>, counts: Option<&crate::usage::UsageCounts>) -> fmt::Result {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(c) = counts else { return Ok(()) };
+    let [start, interim, stop] = [0, 1, 2].map(|i| c.written.get(i).map_or(0, |n| n.load(Relaxed)));
+    out.counter_family(
+        "ip2p_usage_records",
+        "Usage records written, by event",
+        &[(&[("event", "start")], start), (&[("event", "interim")], interim), (&[("event", "stop")], stop)],
+    )?;
+    out.counter(
+        "ip2p_usage_records_coalesced",
+        "Interim usage records left out while the writer was behind (the next carries the totals)",
+        c.coalesced.load(Relaxed),
+    )?;
+    out.counter("ip2p_usage_write_errors", "Usage records the file refused (lost)", c.failed.load(Relaxed))
 }
 
 fn requests(out: &mut Out<'_, '_>, responses: &Responses, latency: &RequestLatency) -> fmt::Result {

@@ -54,5 +54,6 @@ mod stream;
 mod systemd;
 mod tcp_allocations;
 mod udp;
+mod usage;
 mod xdp;
 mod xdp_safety;

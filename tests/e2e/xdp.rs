@@ -134,7 +134,10 @@ fn stream(client: &mut Client, channel: u16, peer: &UdpSocket, relayed: SocketAd
 
 fn relays_through_the_fast_path(dp: &'static str, v6: bool) {
     let lab = lab(&format!("fast{}-{dp}", if v6 { "6" } else { "" }));
-    let relay = Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, CONFIG) });
+    let dir = ip2p_tests::TempDir::new("xdp-usage");
+    let usage = dir.path().join("usage.jsonl");
+    let config = format!("{CONFIG}[usage]\nfile = \"{}\"\n", usage.display());
+    let relay = Relay::start(&RelayOptions { netns: Some(lab.relay.0.clone()), ..RelayOptions::new(dp, &config) });
     assert_eq!(relay.count("XDP fast path attached"), 2, "{dp}: both interfaces: {:?}", relay.seen());
     let (server, peer_at, stranger_at) = if v6 {
         ("[fd71:1::1]:3478", "[fd71:2::2]:0", "[fd71:2::3]:0")
@@ -201,6 +204,10 @@ fn relays_through_the_fast_path(dp: &'static str, v6: bool) {
     std::thread::sleep(Duration::from_millis(100));
     peer.send_to(b"late", relayed).unwrap();
     assert!(client.recv(Duration::from_millis(300)).unwrap().is_none(), "{dp}: delivered after deletion");
+    // Its stop record counts all of it, the fast path's too.
+    let stop = super::usage::wait_record(&[&usage], "stop", None);
+    let counts = ["packets_to_peers", "bytes_to_peers", "packets_from_peers", "bytes_from_peers"].map(|k| &stop[k]);
+    assert_eq!(counts, [260, 1040, 260, 1040], "{dp}: {stop}");
 }
 
 /// Sends `n` numbered ChannelData messages from `from` on `channel` and

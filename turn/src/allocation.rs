@@ -144,7 +144,7 @@ pub(crate) struct Allocation {
     /// What other workers delivered to its client themselves.
     pub(crate) crossed: Arc<Crossed>,
     /// Why it ends at its expiry, set when something ends it early.
-    pub(crate) ended: Option<&'static str>,
+    pub(crate) ended: Option<crate::session::End>,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
 }

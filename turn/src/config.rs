@@ -77,6 +77,10 @@ pub struct Config {
     /// Queue an [`crate::Event`] for every change to the forwarding state
     /// (see [`Server::poll_event`](crate::Server::poll_event)); whoever turns it on must poll them.
     pub events: bool,
+    /// Queue a [`crate::SessionEvent`] when a session begins and ends (see
+    /// [`Server::poll_session_event`](crate::Server::poll_session_event));
+    /// whoever turns it on must poll them.
+    pub session_events: bool,
 }
 
 /// The most relay addresses per family.

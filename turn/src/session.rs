@@ -96,6 +96,55 @@ impl Crossed {
     }
 }
 
+/// Why a session ended (a usage record's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Its lifetime ran out.
+    Expired,
+    /// Its client deleted it (a Refresh with lifetime 0).
+    Deleted,
+    /// Its client's TCP or TLS connection closed.
+    Closed,
+    /// The operator ended it (the admin API).
+    Killed,
+    /// Its user's credentials were revoked.
+    Revoked,
+    /// Its TURN REST credential expired (`auth.strict_expiry`).
+    CredentialExpired,
+    /// The node drained, then stopped with it still live.
+    Drained,
+    /// The node stopped with it still live.
+    ShutDown,
+}
+
+impl End {
+    /// The reason as a usage record names it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Deleted => "deleted",
+            Self::Closed => "closed",
+            Self::Killed => "killed",
+            Self::Revoked => "revoked",
+            Self::CredentialExpired => "credential_expired",
+            Self::Drained => "drained",
+            Self::ShutDown => "shutdown",
+        }
+    }
+}
+
+/// A session began or ended (with [`crate::Config::session_events`]; see
+/// [`crate::Server::poll_session_event`]). A handover neither ends nor
+/// begins one: the next process goes on with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A new allocation.
+    Started(Session),
+    /// An allocation ended, with what it relayed through the core.
+    Ended(Session, End),
+}
+
 /// One session as the core knows it at a moment (the datapath adds what
 /// only it knows: the XDP fast path's counts, TLS or not).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -138,6 +138,7 @@ pub fn config() -> Config {
         bandwidth: 0,
         unauthenticated_rate: 0,
         events: false,
+        session_events: false,
         short_circuit: true,
         credentials: Credentials {
             realm: REALM.into(),

@@ -63,26 +63,9 @@ fn no_session(id: &str) -> Vec<u8> {
     error(404, &format!("no live session {shown:?}"), &[])
 }
 
-/// A session as the API shows it.
+/// A session as the API shows it (as its usage records do).
 fn session_json(node: &NodeHandle, s: &Session) -> Value {
-    json!({
-        "id": s.id.to_string(),
-        "user": s.user,
-        "username": s.username,
-        "realm": node.credentials().realm,
-        "client": s.client.to_string(),
-        "transport": node.transport(s.listener),
-        "relayed": s.relayed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "relay_transport": if s.tcp { "tcp" } else { "udp" },
-        "started": s.started,
-        "expires": s.expires,
-        "permissions": s.permissions,
-        "channels": s.channels,
-        "packets_to_peers": s.usage.packets_to_peers,
-        "bytes_to_peers": s.usage.bytes_to_peers,
-        "packets_from_peers": s.usage.packets_from_peers,
-        "bytes_from_peers": s.usage.bytes_from_peers,
-    })
+    crate::usage::session_json(s, &node.credentials().realm, node.transport(s.listener))
 }
 
 /// Which sessions a list shows: those of `user`, of the client IP

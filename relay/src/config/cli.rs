@@ -117,6 +117,14 @@ pub struct RunArgs {
     /// handover.socket)
     #[arg(long = "handover-socket", value_name = "PATH")]
     pub handover_socket: Option<PathBuf>,
+    /// Write usage records (JSON lines: a session's start, interim and
+    /// stop) to this file. (config: usage.file)
+    #[arg(long = "usage-file", value_name = "PATH")]
+    pub usage_file: Option<PathBuf>,
+    /// Seconds between a live session's interim records, 1 to 86400;
+    /// default 60. (config: usage.interval)
+    #[arg(long = "usage-interval", value_name = "SECONDS")]
+    pub usage_interval: Option<u64>,
     /// Take over the node of the process listening at the handover socket:
     /// its sockets and allocations, instead of binding afresh.
     #[arg(long = "take-over")]

@@ -92,3 +92,6 @@ pub const DEV_USER: (&str, &str) = ("demo", "demo-password");
 /// `peers.allow` with `--dev`: the banner's echo peer, 127.0.0.2, alone
 /// (the rest of loopback is the host's, as everywhere).
 pub const DEV_PEERS: [&str; 1] = ["127.0.0.2/32"];
+
+/// Between a live session's interim usage records.
+pub(super) const USAGE_INTERVAL: Duration = Duration::from_secs(60);

@@ -44,6 +44,15 @@ pub(super) struct File {
     pub(super) xdp: XdpSection,
     #[serde(default)]
     pub(super) handover: HandoverSection,
+    #[serde(default)]
+    pub(super) usage: UsageSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UsageSection {
+    pub(super) file: Option<PathBuf>,
+    pub(super) interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,4 +24,4 @@ mod tests;
 
 pub use self::cli::{Cli, Command, RunArgs};
 pub use self::init::{initial_config, write_initial};
-pub use self::settings::{ConfigError, Connections, DatapathKind, Engine, LogFormat, Settings, Xdp, XdpMode};
+pub use self::settings::{ConfigError, Connections, DatapathKind, Engine, LogFormat, Settings, Usage, Xdp, XdpMode};

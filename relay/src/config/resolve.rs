@@ -11,9 +11,10 @@ use super::check::{check_secret, parse_nets, parse_ports, pick, ranged, read_lin
 use super::cli::RunArgs;
 use super::defaults::{self, MIN_SECRET};
 use super::file::{
-    self, AdminSection, AllocationSection, ConnectionsSection, File, RelaySection, TlsSection, XdpAttach, XdpSection,
+    self, AdminSection, AllocationSection, ConnectionsSection, File, RelaySection, TlsSection, UsageSection, XdpAttach,
+    XdpSection,
 };
-use super::settings::{ConfigError, Connections, Engine, Settings, Xdp, err};
+use super::settings::{ConfigError, Connections, Engine, Settings, Usage, Xdp, err};
 
 impl Settings {
     /// Reads the config file named by `args` (if any) and applies the flags.
@@ -60,6 +61,7 @@ impl Settings {
         if args.take_over && handover_socket.is_none() {
             return Err(err("handover.socket", "--take-over needs the socket to ask at (--handover-socket PATH)"));
         }
+        let usage = usage(args, file.usage)?;
         let log_level = file.log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
         tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| err("log.level", e.to_string()))?;
         let auth = auth(args, &file.auth, dev)?;
@@ -76,6 +78,7 @@ impl Settings {
             unauthenticated_rate: auth.unauthenticated_rate,
             // The XDP tables mirror the forwarding state.
             events: xdp.mode != super::XdpMode::Off,
+            session_events: usage.is_some(),
             short_circuit: file.relay.short_circuit.unwrap_or(defaults::SHORT_CIRCUIT),
             credentials: Credentials {
                 realm: realm(args.realm.clone().or(file.realm))?,
@@ -115,8 +118,15 @@ impl Settings {
             log_format: file.log.format.unwrap_or_default(),
             nonce_secret_generated: auth.nonce_secret_generated,
             dev,
+            usage,
         })
     }
+}
+
+/// `[usage]`: the file and the interval, when records are written.
+fn usage(args: &RunArgs, file: UsageSection) -> Result<Option<Usage>, ConfigError> {
+    let interval = secs("usage.interval", args.usage_interval.or(file.interval), defaults::USAGE_INTERVAL, 1, 86_400)?;
+    Ok(args.usage_file.clone().or(file.file).map(|file| Usage { file, interval }))
 }
 
 /// `tls.listen`, and the certificate and key when there are TLS listeners.

@@ -55,6 +55,17 @@ pub struct Settings {
     pub nonce_secret_generated: bool,
     /// Development mode: print the demo credentials.
     pub dev: bool,
+    /// Usage records, when written.
+    pub usage: Option<Usage>,
+}
+
+/// Where usage records go and how often a live session's is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// The file (appended to; reopened on SIGHUP).
+    pub file: PathBuf,
+    /// Between a live session's interim records.
+    pub interval: Duration,
 }
 
 /// The keys that shape the workers: how many, which datapath, and how

@@ -23,6 +23,7 @@ pub mod gso;
 pub(crate) mod inbox;
 pub(crate) mod moving;
 pub(crate) mod polling;
+pub(crate) mod records;
 pub(crate) mod relay_sockets;
 pub(crate) mod socket;
 pub mod stats;

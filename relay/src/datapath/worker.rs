@@ -102,6 +102,8 @@ pub(crate) struct Worker {
     /// A handover asked for ([`Command::Freeze`]), done by the datapath
     /// once it has stopped taking packets.
     pub(crate) freeze_request: Option<Sender<Frozen>>,
+    /// Its usage records, when the node writes them.
+    pub(crate) records: Option<crate::usage::Records>,
 }
 
 impl Worker {
@@ -119,7 +121,10 @@ impl Worker {
     /// Carries out one command; `true` when the worker is to stop.
     fn command(&mut self, command: Command, counters: DatapathCounters) -> bool {
         match command {
-            Command::Shutdown => return true,
+            Command::Shutdown => {
+                self.stop_sessions();
+                return true;
+            }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats(counters));
             }
@@ -180,12 +185,16 @@ impl Worker {
     pub(crate) fn idle<R>(&mut self, deadline: Option<Instant>, wait: impl FnOnce(Option<Duration>) -> R) -> R {
         let now = now();
         let mut deadline = deadline;
+        let mut uncredited = Vec::new();
         if let Some(mirror) = &mut self.mirror {
             while let Some(event) = self.server.poll_event() {
                 // What the program carried for a relay it lets go of is
-                // the session's (a withdrawal's, republished afresh).
-                if let Some((token, session, usage)) = mirror.apply(event) {
-                    self.server.credit(token, session, usage);
+                // the session's (a withdrawal's, republished afresh), or
+                // its stop record's.
+                if let Some((token, session, usage)) = mirror.apply(event)
+                    && !self.server.credit(token, session, usage)
+                {
+                    uncredited.push((session, usage));
                 }
             }
             // Lapsed entries go on time, whether or not packets come.
@@ -194,6 +203,9 @@ impl Worker {
                 (Some(d), Some(s)) => Some(d.min(s)),
                 (d, s) => d.or(s),
             };
+        }
+        if let Some(next) = self.record_sessions(now, &uncredited) {
+            deadline = Some(deadline.map_or(next, |d| d.min(next)));
         }
         let timeout = if self.polling.polls(now) || !self.inboxes.park(self.id) {
             Some(Duration::ZERO)
@@ -293,6 +305,8 @@ impl Worker {
         loop {
             match self.commands.recv() {
                 Ok(Command::Resume) => return false,
+                // Handed over: its sessions go on in the new process.
+                Ok(Command::Shutdown) => return true,
                 Ok(command) => {
                     if self.command(command, counters) {
                         return true;
@@ -304,7 +318,7 @@ impl Worker {
     }
 
     /// Its live sessions, with what the fast path carried for them.
-    fn sessions(&self) -> Vec<Session> {
+    pub(crate) fn sessions(&self) -> Vec<Session> {
         let mut sessions = self.server.sessions(now());
         if let Some(mirror) = &self.mirror {
             for s in &mut sessions {

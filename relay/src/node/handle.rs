@@ -49,6 +49,8 @@ pub struct NodeHandle {
     /// Relay ports the node can hand out: its port range on each relay
     /// address.
     pub(super) relay_ports: usize,
+    /// What the usage log did, when records are written.
+    pub(super) usage: Option<Arc<crate::usage::UsageCounts>>,
 }
 
 /// Counter samples by name and labels (`ip2p_x_total{a="b"}`).
@@ -267,10 +269,12 @@ impl NodeHandle {
     /// (the stream listeners are the TCP ones, then the TLS ones).
     #[must_use]
     pub fn transport(&self, listener: ListenerId) -> &'static str {
-        match listener.transport {
-            ip2p_wire::Transport::Datagram => "udp",
-            ip2p_wire::Transport::Stream if usize::from(listener.index) < self.listen.len() => "tcp",
-            ip2p_wire::Transport::Stream => "tls",
-        }
+        crate::usage::transport(listener, self.listen.len())
+    }
+
+    /// What the usage log did, when records are written.
+    #[must_use]
+    pub fn usage_counts(&self) -> Option<Arc<crate::usage::UsageCounts>> {
+        self.usage.clone()
     }
 }

@@ -21,6 +21,9 @@ pub struct Node {
     pub(super) settings: Settings,
     /// Stops the watch on the host's addresses.
     pub(super) local_watch: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The usage log's writer, when records are written: it ends after
+    /// the workers, having written what they queued.
+    pub(super) usage: Option<crate::usage::UsageLog>,
 }
 
 impl Node {
@@ -48,6 +51,11 @@ impl Node {
         // running relay addresses and each worker's port share.
         let mut settings = new.clone();
         settings.turn.events = self.handle.xdp.is_some();
+        settings.turn.session_events = self.usage.is_some();
+        // SIGHUP: logrotate renamed the file.
+        if let Some(usage) = &self.usage {
+            usage.reopen();
+        }
         settings.turn.relay_ips.clone_from(&old.turn.relay_ips);
         settings.turn.policy.host.clone_from(&old.turn.policy.host);
         settings.turn.ports = old.turn.ports.clone();
@@ -70,6 +78,7 @@ impl Node {
         settings.connections = old.connections.clone();
         settings.admin = old.admin;
         settings.tls.clone_from(&old.tls);
+        settings.usage.clone_from(&old.usage);
         self.settings = settings;
         restart
     }
@@ -139,6 +148,8 @@ impl Node {
                 }
             }
         }
+        // The workers queued their last records: written before it ends.
+        drop(self.usage.take());
         result
     }
 }
@@ -172,6 +183,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("connections", old.connections != new.connections),
         ("admin.listen", old.admin != new.admin),
         ("tls.cert", files(old) != files(new)),
+        ("usage", old.usage != new.usage),
     ];
     keys.into_iter().filter(|(_, changed)| *changed).map(|(key, _)| key).collect()
 }

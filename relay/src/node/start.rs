@@ -79,7 +79,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
     let xdp = crate::fastpath::start(settings)?;
     let state = NodeState::new(Quotas::new(quotas));
     let local_watch = watch_local_addresses(&state);
-    let (common, wirings) = Common::new(settings, sockets.len(), state)?;
+    let (mut common, wirings) = Common::new(settings, sockets.len(), state)?;
     let cpus = allowed_cpus();
     let (mut threads, mut links, mut readiness) = (Vec::new(), Vec::new(), Vec::new());
     for (id, ((listeners, adoption), wiring)) in sockets.into_iter().zip(adoptions).zip(wirings).enumerate() {
@@ -117,6 +117,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         counted_before: Arc::new(counted_before),
         credentials: Arc::new(Mutex::new(Arc::new(settings.turn.credentials.clone()))),
         relay_ports: relay_ports(settings),
+        usage: common.usage.as_ref().map(crate::usage::UsageLog::counts),
     };
     let local_watch = match local_watch {
         Some(watch) => {
@@ -129,7 +130,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         }
         None => None,
     };
-    let node = Node { threads, handle, settings: settings.clone(), local_watch };
+    let node = Node { threads, handle, settings: settings.clone(), local_watch, usage: common.usage.take() };
     started(node, &readiness)
 }
 
@@ -219,6 +220,8 @@ struct Common {
     shared: Arc<NodeState>,
     tcp: Arc<TcpRelays>,
     inboxes: Arc<Inboxes>,
+    /// The usage log, when records are written.
+    usage: Option<crate::usage::UsageLog>,
 }
 
 /// A worker's end of the node's channels to it.
@@ -241,7 +244,12 @@ impl Common {
             wirings.push(Wiring { wake, tcp_events });
         }
         let wakes: Vec<Arc<EventFd>> = wirings.iter().map(|w| w.wake.clone()).collect();
+        let usage = match &settings.usage {
+            Some(u) => Some(crate::usage::UsageLog::open(&u.file, settings.listen.len())?),
+            None => None,
+        };
         let common = Self {
+            usage,
             tcp: TcpRelays::new(notifiers, limits.clone()),
             limits,
             shared: Arc::new(shared),
@@ -279,6 +287,11 @@ fn worker(
         inboxes: common.inboxes.clone(),
         mirror,
         freeze_request: None,
+        records: common.usage.as_ref().zip(settings.usage.as_ref()).map(|(log, u)| crate::usage::Records {
+            sink: log.sink(),
+            interval: u.interval,
+            next: now() + u.interval,
+        }),
     }
 }
 

@@ -171,6 +171,7 @@ impl Server {
             );
         }
         self.place(slot, alloc);
+        self.publish_session(slot, now, None);
         self.stats.allocations_created += 1;
         self.allocate_success(now, reply, msg, slot)
     }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Server;
+use crate::session::End;
 use crate::timer::Timer;
 use crate::{ListenerId, RelayToken, Sockets};
 
@@ -15,7 +16,7 @@ impl Server {
     /// 5-tuple, and a TCP 5-tuple ends with its connection).
     pub fn client_closed(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, sockets: &mut impl Sockets) {
         if let Some(&slot) = self.by_client.get(&(listener, from)) {
-            self.remove(now, slot, sockets, "connection closed");
+            self.remove(now, slot, sockets, End::Closed);
         }
     }
 
@@ -33,7 +34,7 @@ impl Server {
                 Timer::Allocation(slot) => {
                     let ended = self.slots.get(slot as usize).and_then(|a| a.as_ref()?.ended);
                     self.stats.allocations_expired += u64::from(ended.is_none());
-                    self.remove(now, slot, sockets, ended.unwrap_or("expired"));
+                    self.remove(now, slot, sockets, ended.unwrap_or(End::Expired));
                 }
                 // Lapsed: its port goes back (if no one claimed it). The
                 // allocation keeps the token for a retransmitted Allocate's
@@ -45,7 +46,8 @@ impl Server {
 
     /// Deletes an allocation: its relay sockets, ports, its reservation if
     /// no one claimed it, its timer and its quota.
-    pub(super) fn remove(&mut self, now: Instant, slot: u32, sockets: &mut impl Sockets, why: &str) {
+    pub(super) fn remove(&mut self, now: Instant, slot: u32, sockets: &mut impl Sockets, end: End) {
+        self.publish_session(slot, now, Some(end));
         self.index_relays(slot, false);
         self.publish_relays_gone(slot);
         let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
@@ -70,6 +72,7 @@ impl Server {
         self.shared.quotas.release(&alloc.account);
         self.free.push(slot);
         if let Some(unlogged) = self.logs.deleted.admit(now) {
+            let why = end.as_str();
             tracing::info!(client = %alloc.client, user = %alloc.username, why, unlogged, "allocation deleted");
         }
     }

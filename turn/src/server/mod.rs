@@ -67,6 +67,9 @@ pub struct Server {
     /// Changes to the forwarding state not yet polled (only with
     /// `config.events`).
     pub(crate) events: VecDeque<Event>,
+    /// Sessions that began or ended, not yet polled (only with
+    /// `config.session_events`).
+    session_events: VecDeque<crate::session::SessionEvent>,
     /// The node is shutting down: no new allocations.
     draining: bool,
 }
@@ -121,6 +124,7 @@ impl Server {
             local: HashMap::default(),
             stats: Stats::default(),
             events: VecDeque::new(),
+            session_events: VecDeque::new(),
             draining: false,
         }
     }
@@ -158,6 +162,18 @@ impl Server {
     pub fn drain(&mut self) {
         self.draining = true;
         self.publish(Event::Draining);
+    }
+
+    /// The configuration it runs with (the last reload's).
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether it drains (refuses new allocations).
+    #[must_use]
+    pub fn draining(&self) -> bool {
+        self.draining
     }
 
     /// The counters.

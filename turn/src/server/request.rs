@@ -166,7 +166,7 @@ impl Server {
             match family {
                 // Deleting one family of a dual allocation keeps the other.
                 Some(f) if dual => self.close_family(slot, f, sockets),
-                _ => self.remove(now, slot, sockets, "deleted by client"),
+                _ => self.remove(now, slot, sockets, crate::session::End::Deleted),
             }
             return Ok(Some(0));
         }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::Server;
 use crate::RelayToken;
-use crate::session::{Session, SessionId, Usage};
+use crate::session::{End, Session, SessionEvent, SessionId, Usage};
 use crate::timer::Timer;
 
 impl Server {
@@ -13,30 +13,61 @@ impl Server {
     /// over them, for the admin API, never on the packet path).
     #[must_use]
     pub fn sessions(&self, now: Instant) -> Vec<Session> {
-        let mut out = Vec::with_capacity(self.by_client.len());
-        for (slot, alloc) in self.slots.iter().enumerate() {
-            let Some(alloc) = alloc.as_ref().filter(|a| a.expires > now) else { continue };
-            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
-            let (permissions, channels) = alloc.live(now);
-            let relays = alloc.relays.iter().enumerate().filter_map(|(family, r)| Some((family, (*r)?)));
-            let (tokens, relayed) = relays.map(|(family, r)| (RelayToken::new(slot, family), r.advertised)).unzip();
-            out.push(Session {
-                id: alloc.session,
-                user: alloc.account.user.to_string(),
-                username: alloc.username.to_string(),
-                listener: alloc.listener,
-                client: alloc.client,
-                relayed,
-                relays: tokens,
-                tcp: alloc.tcp,
-                started: alloc.started,
-                expires: self.unix(alloc.expires),
-                permissions,
-                channels,
-                usage: alloc.usage(),
-            });
+        let live = self.slots.iter().enumerate().filter(|(_, a)| a.as_ref().is_some_and(|a| a.expires > now));
+        live.filter_map(|(slot, _)| self.session_at(u32::try_from(slot).ok()?, now)).collect()
+    }
+
+    /// Allocation `slot` as a session at `now`.
+    pub(super) fn session_at(&self, slot: u32, now: Instant) -> Option<Session> {
+        let alloc = self.slots.get(slot as usize)?.as_ref()?;
+        let (permissions, channels) = alloc.live(now);
+        let relays = alloc.relays.iter().enumerate().filter_map(|(family, r)| Some((family, (*r)?)));
+        let (tokens, relayed) = relays.map(|(family, r)| (RelayToken::new(slot, family), r.advertised)).unzip();
+        Some(Session {
+            id: alloc.session,
+            user: alloc.account.user.to_string(),
+            username: alloc.username.to_string(),
+            listener: alloc.listener,
+            client: alloc.client,
+            relayed,
+            relays: tokens,
+            tcp: alloc.tcp,
+            started: alloc.started,
+            expires: self.unix(alloc.expires),
+            permissions,
+            channels,
+            usage: alloc.usage(),
+        })
+    }
+
+    /// Queues that allocation `slot` began or (with `end`) is ending, when
+    /// session events are on.
+    pub(super) fn publish_session(&mut self, slot: u32, now: Instant, end: Option<End>) {
+        if !self.config.session_events {
+            return;
         }
-        out
+        let Some(session) = self.session_at(slot, now) else { return };
+        self.session_events.push_back(match end {
+            None => SessionEvent::Started(session),
+            Some(end) => SessionEvent::Ended(session, end),
+        });
+    }
+
+    /// The next session that began or ended, oldest first (with
+    /// [`crate::Config::session_events`]; the caller must take them).
+    pub fn poll_session_event(&mut self) -> Option<SessionEvent> {
+        self.session_events.pop_front()
+    }
+
+    /// Ends every live session at `now`, queueing its end as `end` (the
+    /// node stops): what a usage log then records. Their sockets are the
+    /// datapath's to close.
+    pub fn end_all(&mut self, now: Instant, end: End) {
+        for slot in 0..u32::try_from(self.slots.len()).unwrap_or(u32::MAX) {
+            if self.slots.get(slot as usize).is_some_and(|a| a.as_ref().is_some_and(|a| a.expires > now)) {
+                self.publish_session(slot, now, Some(end));
+            }
+        }
     }
 
     /// Adds `usage`, what a mirror of relay socket `token` carried for
@@ -65,7 +96,7 @@ impl Server {
         self.by_client.remove(&(alloc.listener, alloc.client));
         self.timers.reset(alloc.expires, now, Timer::Allocation(slot));
         alloc.expires = now;
-        alloc.ended = Some("killed");
+        alloc.ended = Some(End::Killed);
         self.publish_view(slot);
         true
     }

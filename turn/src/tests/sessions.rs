@@ -98,3 +98,46 @@ fn a_new_allocation_on_the_five_tuple_of_an_ended_one_stays() {
     assert_ne!(sessions[0].id, id);
     assert!(matches!(h.authed(CLIENT, Method::REFRESH, &[], &c).class(), Class::Success));
 }
+
+fn session_events(h: &mut Harness) -> Vec<SessionEvent> {
+    std::iter::from_fn(|| h.server.poll_session_event()).collect()
+}
+
+#[test]
+fn each_session_begins_and_ends_once_with_its_reason_and_counts() {
+    let mut h = Harness::with(Config { session_events: true, ..config() }, Quotas::default());
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    h.allocate("127.0.0.1:40001", &c);
+    h.allocate("127.0.0.1:40002", &c);
+    let started = session_events(&mut h);
+    let ids: Vec<SessionId> = started
+        .iter()
+        .map(|e| match e {
+            SessionEvent::Started(s) => s.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 3);
+    // Deleted by its client, with what it relayed.
+    let bind = [Attribute::ChannelNumber(ChannelNumber(0x4000)), peer_attr(PEER)];
+    assert_eq!(h.authed(CLIENT, Method::CHANNEL_BIND, &bind, &c).class(), Class::Success);
+    assert!(matches!(h.send(CLIENT, &channel_data(0x4000, b"abcd")), Verdict::Forward(_)));
+    assert_eq!(h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(0))], &c).class(), Class::Success);
+    let ended = session_events(&mut h);
+    let [SessionEvent::Ended(s, End::Deleted)] = &ended[..] else { panic!("{ended:?}") };
+    assert_eq!((s.id, s.usage.bytes_to_peers), (ids[0], 4));
+    // Ended by the operator: its end comes when the socket closes.
+    assert!(h.server.end_session(h.now, ids[1]));
+    h.advance(0);
+    assert!(matches!(&session_events(&mut h)[..], [SessionEvent::Ended(s, End::Killed)] if s.id == ids[1]));
+    // The node stops: the last one ends so, once.
+    h.server.end_all(h.now, End::ShutDown);
+    assert!(matches!(&session_events(&mut h)[..], [SessionEvent::Ended(s, End::ShutDown)] if s.id == ids[2]));
+    // Expiry.
+    let mut h = Harness::with(Config { session_events: true, ..config() }, Quotas::default());
+    h.allocate(CLIENT, &c);
+    let _ = session_events(&mut h);
+    h.advance(601);
+    assert!(matches!(&session_events(&mut h)[..], [SessionEvent::Ended(_, End::Expired)]));
+}

@@ -1,0 +1,60 @@
+//! A worker's part of the usage records (`crate::usage`): the core's
+//! session starts and ends, each with what the XDP fast path carried for
+//! it, and every `usage.interval` an interim record of each live session.
+
+use std::time::Instant;
+
+use ip2p_turn::{End, SessionEvent, SessionId, Usage};
+
+use super::worker::Worker;
+use crate::usage::Kind;
+
+impl Worker {
+    /// Writes what the core says of its sessions since the last round (at
+    /// `now`), and the interim round when it is due: when it next is.
+    /// `uncredited`: what the fast path carried for sessions that ended
+    /// before their relay left its tables.
+    pub(crate) fn record_sessions(&mut self, now: Instant, uncredited: &[(SessionId, Usage)]) -> Option<Instant> {
+        let records = self.records.as_ref()?;
+        let time = crate::unix_now();
+        let realm = self.server.config().credentials.realm.clone();
+        while let Some(event) = self.server.poll_session_event() {
+            match event {
+                SessionEvent::Started(s) => records.sink.record(Kind::Start, &s, &realm, time),
+                SessionEvent::Ended(mut s, end) => {
+                    for (_, usage) in uncredited.iter().filter(|(id, _)| *id == s.id) {
+                        s.usage = s.usage.plus(*usage);
+                    }
+                    // Ended live (the node stops): its relays are still
+                    // in the tables.
+                    if let Some(mirror) = &self.mirror {
+                        for &token in &s.relays {
+                            s.usage = s.usage.plus(mirror.usage(token, s.id));
+                        }
+                    }
+                    records.sink.record(Kind::Stop(end.as_str()), &s, &realm, time);
+                }
+            }
+        }
+        if now >= records.next {
+            for s in self.sessions() {
+                records.sink.record(Kind::Interim, &s, &realm, time);
+            }
+            let records = self.records.as_mut()?;
+            records.next = now + records.interval;
+        }
+        self.records.as_ref().map(|r| r.next)
+    }
+
+    /// The node stops (not for a handover: those sessions go on): every
+    /// live session's stop record, as `drained` when it drained first.
+    pub(crate) fn stop_sessions(&mut self) {
+        if self.records.is_none() {
+            return;
+        }
+        let end = if self.server.draining() { End::Drained } else { End::ShutDown };
+        let now = super::now();
+        self.server.end_all(now, end);
+        let _ = self.record_sessions(now, &[]);
+    }
+}

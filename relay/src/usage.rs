@@ -1,0 +1,352 @@
+//! Usage records (docs/operations.md, "Usage records"): a JSON line when
+//! a session starts, every `usage.interval` while it lives, and when it
+//! stops, written to `usage.file` by a thread of its own, never a
+//! worker's: a slow disk never blocks relaying.
+//!
+//! Workers hand records to the writer through an unbounded queue, so no
+//! start or stop record is lost while the process lives (there is one of
+//! each per session); interim records carry running totals, so under
+//! pressure (more than [`MAX_QUEUED_INTERIMS`] waiting) a new one is left
+//! out and counted as coalesced: the next says the same and more. The
+//! writer flushes whenever the queue is empty (a record reaches the file
+//! within a second of its event) and reopens the file on SIGHUP
+//! (logrotate's rename, then a reload).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use ip2p_turn::{ListenerId, Session};
+use serde_json::json;
+
+/// Interim records waiting for the writer before new ones are coalesced.
+pub const MAX_QUEUED_INTERIMS: usize = 65_536;
+
+/// What the log did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct UsageCounts {
+    /// Records written, by event: start, interim, stop.
+    pub written: [AtomicU64; 3],
+    /// Interim records left out under pressure.
+    pub coalesced: AtomicU64,
+    /// Records that could not be written (and were lost).
+    pub failed: AtomicU64,
+    queued_interims: AtomicUsize,
+}
+
+/// A record's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Start,
+    Interim,
+    Stop(&'static str),
+}
+
+impl Kind {
+    const fn index(self) -> usize {
+        match self {
+            Self::Start => 0,
+            Self::Interim => 1,
+            Self::Stop(_) => 2,
+        }
+    }
+}
+
+enum Message {
+    Record(Kind, String),
+    Reopen,
+}
+
+/// The usage log: its writer thread, which ends (having written every
+/// record queued) once the log and every worker's sink are dropped.
+#[derive(Debug)]
+pub struct UsageLog {
+    sink: UsageSink,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Where a worker sends its records. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct UsageSink {
+    tx: Sender<Message>,
+    counts: Arc<UsageCounts>,
+    /// Stream listeners below this index are TCP, the others TLS.
+    plain_streams: usize,
+}
+
+/// A worker's usage records: where they go, and when its next interim
+/// round is due (`datapath/records.rs`).
+#[derive(Debug)]
+pub(crate) struct Records {
+    pub(crate) sink: UsageSink,
+    pub(crate) interval: std::time::Duration,
+    pub(crate) next: std::time::Instant,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Record(..) => "Record",
+            Self::Reopen => "Reopen",
+        })
+    }
+}
+
+impl UsageLog {
+    /// Opens `path` for appending (created if missing, readable by its
+    /// owner and group alone) and starts the writer. `plain_streams`: the
+    /// node's TCP listeners, before its TLS ones.
+    ///
+    /// # Errors
+    /// The file cannot be opened, or the thread cannot be spawned.
+    pub fn open(path: &Path, plain_streams: usize) -> io::Result<Self> {
+        let file = open(path).map_err(|e| io::Error::new(e.kind(), format!("usage.file {}: {e}", path.display())))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let counts = Arc::new(UsageCounts::default());
+        let writer = Writer { path: path.to_owned(), out: BufWriter::new(file), counts: Arc::clone(&counts) };
+        let thread = std::thread::Builder::new().name("ip2p-usage".into()).spawn(move || writer.run(&rx))?;
+        Ok(Self { sink: UsageSink { tx, counts, plain_streams }, thread: Some(thread) })
+    }
+
+    /// A sink for a worker.
+    pub(crate) fn sink(&self) -> UsageSink {
+        self.sink.clone()
+    }
+
+    /// What it did.
+    #[must_use]
+    pub fn counts(&self) -> Arc<UsageCounts> {
+        Arc::clone(&self.sink.counts)
+    }
+
+    /// Reopens the file by its path, after what is queued now (SIGHUP).
+    pub fn reopen(&self) {
+        let _ = self.sink.tx.send(Message::Reopen);
+    }
+}
+
+impl Drop for UsageLog {
+    fn drop(&mut self) {
+        // The writer ends when the workers' sinks are gone too.
+        let (tx, _) = crossbeam_channel::unbounded();
+        drop(std::mem::replace(&mut self.sink.tx, tx));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl UsageSink {
+    /// Queues the record of `kind` for session `s` (its counters as they
+    /// stand), at unix time `time`; an interim one only while the queue
+    /// has room.
+    pub(crate) fn record(&self, kind: Kind, s: &Session, realm: &str, time: u64) {
+        if kind == Kind::Interim {
+            let queued = self.counts.queued_interims.fetch_add(1, Ordering::Relaxed);
+            if queued >= MAX_QUEUED_INTERIMS {
+                self.counts.queued_interims.fetch_sub(1, Ordering::Relaxed);
+                self.counts.coalesced.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let line = line(kind, s, realm, self.transport(s.listener), time);
+        let _ = self.tx.send(Message::Record(kind, line));
+    }
+
+    fn transport(&self, listener: ListenerId) -> &'static str {
+        transport(listener, self.plain_streams)
+    }
+}
+
+/// How a client on `listener` reaches the node: "udp", "tcp" or "tls"
+/// (the stream listeners are the TCP ones, `plain` of them, then TLS).
+pub(crate) fn transport(listener: ListenerId, plain: usize) -> &'static str {
+    match listener.transport {
+        ip2p_wire::Transport::Datagram => "udp",
+        ip2p_wire::Transport::Stream if usize::from(listener.index) < plain => "tcp",
+        ip2p_wire::Transport::Stream => "tls",
+    }
+}
+
+/// A session as the API and the records show it (`realm`, `transport`
+/// given).
+pub(crate) fn session_json(s: &Session, realm: &str, transport: &str) -> serde_json::Value {
+    json!({
+        "id": s.id.to_string(),
+        "user": s.user,
+        "username": s.username,
+        "realm": realm,
+        "client": s.client.to_string(),
+        "transport": transport,
+        "relayed": s.relayed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "relay_transport": if s.tcp { "tcp" } else { "udp" },
+        "started": s.started,
+        "expires": s.expires,
+        "permissions": s.permissions,
+        "channels": s.channels,
+        "packets_to_peers": s.usage.packets_to_peers,
+        "bytes_to_peers": s.usage.bytes_to_peers,
+        "packets_from_peers": s.usage.packets_from_peers,
+        "bytes_from_peers": s.usage.bytes_from_peers,
+    })
+}
+
+/// One record: the session's fields, `event`, `time` and (a stop's)
+/// `reason`, as one flat JSON object on a line.
+fn line(kind: Kind, s: &Session, realm: &str, transport: &str, time: u64) -> String {
+    let mut record = session_json(s, realm, transport);
+    let (event, reason) = match kind {
+        Kind::Start => ("start", None),
+        Kind::Interim => ("interim", None),
+        Kind::Stop(reason) => ("stop", Some(reason)),
+    };
+    if let Some(map) = record.as_object_mut() {
+        map.insert("event".into(), event.into());
+        map.insert("time".into(), time.into());
+        if let Some(reason) = reason {
+            map.insert("reason".into(), reason.into());
+        }
+    }
+    let mut line = record.to_string();
+    line.push('\n');
+    line
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().append(true).create(true).mode(0o640).open(path)
+}
+
+struct Writer {
+    path: PathBuf,
+    out: BufWriter<File>,
+    counts: Arc<UsageCounts>,
+}
+
+impl Writer {
+    fn run(mut self, rx: &Receiver<Message>) {
+        while let Ok(message) = rx.recv() {
+            match message {
+                Message::Record(kind, line) => self.write(kind, &line),
+                Message::Reopen => self.reopen(),
+            }
+            if rx.is_empty() {
+                self.flush();
+            }
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, kind: Kind, line: &str) {
+        if kind == Kind::Interim {
+            self.counts.queued_interims.fetch_sub(1, Ordering::Relaxed);
+        }
+        match self.out.write_all(line.as_bytes()) {
+            Ok(()) => {
+                if let Some(n) = self.counts.written.get(kind.index()) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.failed(&e);
+        }
+    }
+
+    fn failed(&self, e: &io::Error) {
+        let failed = self.counts.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        if failed.is_power_of_two() {
+            tracing::warn!(file = %self.path.display(), error = %e, failed, "usage records not written");
+        }
+    }
+
+    /// The file again by its path (logrotate renamed it); on failure the
+    /// old one stays.
+    fn reopen(&mut self) {
+        self.flush();
+        match open(&self.path) {
+            Ok(file) => self.out = BufWriter::new(file),
+            Err(e) => tracing::warn!(file = %self.path.display(), error = %e, "usage file not reopened"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use ip2p_turn::{SessionId, Usage};
+
+    fn session() -> Session {
+        Session {
+            id: SessionId(0xabc),
+            user: "alice".into(),
+            username: "1767225600:alice".into(),
+            listener: ListenerId::stream(1),
+            client: "192.0.2.7:40000".parse().unwrap(),
+            relayed: vec!["203.0.113.1:50000".parse().unwrap()],
+            relays: Vec::new(),
+            tcp: false,
+            started: 1_767_222_000,
+            expires: 1_767_222_600,
+            permissions: 1,
+            channels: 2,
+            usage: Usage { packets_to_peers: 1, bytes_to_peers: 2, packets_from_peers: 3, bytes_from_peers: 4 },
+        }
+    }
+
+    #[test]
+    fn a_record_is_one_flat_json_object_on_a_line() {
+        let line = line(Kind::Stop("killed"), &session(), "example.org", "tls", 1_767_222_100);
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "stop");
+        assert_eq!(v["reason"], "killed");
+        assert_eq!(v["time"], 1_767_222_100);
+        assert_eq!(v["id"], "0000000000000abc");
+        assert_eq!(
+            (&v["user"], &v["username"], &v["transport"]),
+            (&"alice".into(), &"1767225600:alice".into(), &"tls".into())
+        );
+        assert_eq!(v["bytes_from_peers"], 4);
+        assert!(v.as_object().unwrap().values().all(|f| !f.is_object()), "flat");
+        let start: serde_json::Value =
+            serde_json::from_str(&super::line(Kind::Start, &session(), "r", "udp", 1)).unwrap();
+        assert!(start.get("reason").is_none());
+    }
+
+    #[test]
+    fn interim_records_coalesce_under_pressure_and_stops_never_do() {
+        let dir = std::env::temp_dir().join(format!("ip2p-usage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("usage.jsonl");
+        let log = UsageLog::open(&path, 1).unwrap();
+        let sink = log.sink();
+        // As if the writer were stuck: the queue already full.
+        log.sink.counts.queued_interims.store(MAX_QUEUED_INTERIMS, Ordering::Relaxed);
+        sink.record(Kind::Interim, &session(), "r", 1);
+        sink.record(Kind::Stop("expired"), &session(), "r", 2);
+        let counts = log.counts();
+        assert_eq!(counts.coalesced.load(Ordering::Relaxed), 1);
+        log.sink.counts.queued_interims.store(0, Ordering::Relaxed);
+        sink.record(Kind::Interim, &session(), "r", 3);
+        drop(sink);
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(events, ["stop", "interim"]);
+        assert_eq!(counts.written.iter().map(|n| n.load(Ordering::Relaxed)).collect::<Vec<_>>(), [0, 1, 1]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
