@@ -188,14 +188,21 @@ fn off_loopback_without_a_token_only_probes_and_metrics_are_served() {
             assert!(body.contains("admin.token_file") && !body.contains("password"), "{body}");
         }
     }
+    let mint = r#"{"user": "web-user"}"#;
+    let (code, body) = ip2p_tests::post(addr, "/api/v1/credentials", mint, None);
+    assert!(code == 403 && !body.contains("credential\""), "{code} {body}");
+    assert_eq!(get(addr, "/api/v1/sessions", None).0, 403);
     assert_eq!(get(addr, "/metrics", None).0, 200);
     assert_eq!(get(addr, "/healthz", None).0, 200);
     assert_eq!(get(addr, "/readyz", None).0, 200);
 
-    let (_node, admin) = minting("0.0.0.0:0", Some("an-admin-token-0123456789"));
+    let token = "an-admin-token-0123456789";
+    let (_node, admin) = minting("0.0.0.0:0", Some(token));
     let addr = SocketAddr::from(([127, 0, 0, 1], admin.local_addr().port()));
     assert_eq!(get(addr, "/selftest/credential", None).0, 401);
-    assert_eq!(get(addr, "/selftest/credential", Some("an-admin-token-0123456789")).0, 200);
+    assert_eq!(get(addr, "/selftest/credential", Some(token)).0, 200);
+    assert_eq!(ip2p_tests::post(addr, "/api/v1/credentials", mint, None).0, 401);
+    assert_eq!(ip2p_tests::post(addr, "/api/v1/credentials", mint, Some(token)).0, 200);
 }
 
 /// Connections held open to the API (the cap's worth and more, renewed)

@@ -40,6 +40,7 @@ mod cli;
 mod coturn;
 mod deploy;
 mod drain;
+mod grants;
 mod handover;
 mod handover_trust;
 mod host_addresses;

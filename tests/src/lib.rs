@@ -484,6 +484,19 @@ pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n"))
 }
 
+/// POST `body` (JSON) to `path`, with a bearer token if given.
+pub fn post(addr: SocketAddr, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n");
+    http(addr, &format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()))
+}
+
+/// DELETE `path`, with a bearer token if given.
+pub fn delete(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    http(addr, &format!("DELETE {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n"))
+}
+
 /// The samples of `/metrics`: `name{labels}` → value.
 pub fn metrics(addr: SocketAddr, token: Option<&str>) -> HashMap<String, f64> {
     let (code, body) = get(addr, "/metrics", token);

@@ -145,6 +145,10 @@ pub(crate) struct Allocation {
     pub(crate) crossed: Arc<Crossed>,
     /// Why it ends at its expiry, set when something ends it early.
     pub(crate) ended: Option<crate::session::End>,
+    /// Its TURN REST credential's expiry (unix seconds), with
+    /// `strict_expiry`; and whether that is what its expiry is.
+    pub(crate) credential_expiry: Option<u64>,
+    pub(crate) ends_with_credential: bool,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
 }
@@ -204,6 +208,8 @@ impl Allocation {
             usage: Usage::default(),
             crossed: Arc::default(),
             ended: None,
+            credential_expiry: None,
+            ends_with_credential: false,
             permissions: Vec::new(),
             channels: Vec::new(),
         }
@@ -219,6 +225,7 @@ impl Allocation {
             bytes_to_peers: u.bytes_to_peers,
             packets_from_peers: u.packets_from_peers,
             bytes_from_peers: u.bytes_from_peers,
+            credential_expiry: self.credential_expiry,
         }
     }
 

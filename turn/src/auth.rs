@@ -73,6 +73,8 @@ pub(crate) struct Authed {
     pub(crate) quota_user: Box<str>,
     pub(crate) key: LongTermKey,
     pub(crate) integrity: IntegrityKind,
+    /// A TURN REST username's expiry (unix seconds).
+    pub(crate) expiry: Option<u64>,
 }
 
 /// Why a request failed authentication; each maps to one answer.
@@ -176,29 +178,31 @@ impl Credentials {
         }
         let verify = |key: LongTermKey| msg.verify_integrity(key.as_bytes()).ok().map(|_| key);
         let bad = Refusal::Unauthenticated(AuthFailure::BadIntegrity);
-        let (key, quota_user) = match self.users.get(username) {
+        let (key, quota_user, expiry) = match self.users.get(username) {
             Some(UserSecret::Password(password)) => {
-                (LongTermKey::derive(algorithm, username, &self.realm, password).and_then(verify).ok_or(bad)?, username)
+                let key =
+                    LongTermKey::derive(algorithm, username, &self.realm, password).and_then(verify).ok_or(bad)?;
+                (key, username, None)
             }
             Some(UserSecret::Md5Key(key)) if algorithm == AlgorithmId::MD5 => {
-                (verify(LongTermKey::Md5(*key)).ok_or(bad)?, username)
+                (verify(LongTermKey::Md5(*key)).ok_or(bad)?, username, None)
             }
             Some(UserSecret::Md5Key(_)) => return Err(bad),
             None => self.rest_key(username, algorithm, unix_now, verify)?,
         };
-        Ok(Authed { username: username.into(), quota_user: quota_user.into(), key, integrity })
+        Ok(Authed { username: username.into(), quota_user: quota_user.into(), key, integrity, expiry })
     }
 
     /// TURN REST API: the username is `<unix-expiry>:<user>` and the
     /// password base64(HMAC-SHA1(secret, username)); any configured secret
-    /// may have signed it. Returns the key and the user part.
+    /// may have signed it. Returns the key, the user part and the expiry.
     fn rest_key<'u>(
         &self,
         username: &'u str,
         algorithm: AlgorithmId,
         unix_now: u64,
         verify: impl Fn(LongTermKey) -> Option<LongTermKey>,
-    ) -> Result<(LongTermKey, &'u str), Refusal> {
+    ) -> Result<(LongTermKey, &'u str, Option<u64>), Refusal> {
         let unknown = Refusal::Unauthenticated(AuthFailure::UnknownUser);
         let parts = username.split_once(':').and_then(|(expiry, user)| Some((expiry.parse::<u64>().ok()?, user)));
         let Some((expiry, user)) = parts.filter(|_| !self.rest_secrets.is_empty()) else {
@@ -218,7 +222,7 @@ impl Credentials {
                 LongTermKey::derive(algorithm, username, &self.realm, &password).and_then(&verify)
             })
             .ok_or(Refusal::Unauthenticated(AuthFailure::BadIntegrity))?;
-        Ok((key, user))
+        Ok((key, user, Some(expiry)))
     }
 }
 

@@ -81,6 +81,9 @@ pub struct Config {
     /// [`Server::poll_session_event`](crate::Server::poll_session_event));
     /// whoever turns it on must poll them.
     pub session_events: bool,
+    /// A session opened with a TURN REST credential ends when the
+    /// credential expires, whatever lifetime it asks for.
+    pub strict_expiry: bool,
 }
 
 /// The most relay addresses per family.

@@ -32,6 +32,7 @@ mod moved;
 mod packet;
 pub mod policy;
 mod ratelimit;
+pub mod revocations;
 mod server;
 mod session;
 mod shared;
@@ -52,6 +53,7 @@ pub use self::packet::{
     DropReason, ListenerId, PEER_HEADROOM, PEER_TAILROOM, REPLY_BUFFER, RelayToken, ToOwner, Transmit, Verdict, Via,
 };
 pub use self::policy::{Judgement, PeerPolicy};
+pub use self::revocations::{MAX_REVOCATIONS, Revocations};
 pub use self::server::Server;
 pub use self::server::export::{AdoptError, Export};
 pub use self::session::{End, Session, SessionEvent, SessionId, Usage};

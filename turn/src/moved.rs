@@ -75,6 +75,10 @@ pub struct MovedSession {
     pub packets_from_peers: u64,
     /// See `packets_to_peers`.
     pub bytes_from_peers: u64,
+    /// Its TURN REST credential's expiry, when it ends with it
+    /// (`auth.strict_expiry`).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub credential_expiry: Option<u64>,
 }
 
 /// A relayed address: its socket, the address it is bound to, and the

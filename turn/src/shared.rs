@@ -26,6 +26,8 @@ pub struct NodeState {
     pub(crate) tcp_relays: Mutex<std::collections::HashSet<SocketAddr>>,
     /// What the kernel delivers locally: never a peer.
     pub local: crate::LocalAddrs,
+    /// Users whose credentials are refused for now.
+    pub revocations: crate::Revocations,
 }
 
 impl NodeState {

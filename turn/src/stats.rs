@@ -108,7 +108,8 @@ reasons!(AuthFailures {
     too_long_lived,
     bad_integrity,
     stale_nonce,
-    wrong_user
+    wrong_user,
+    revoked
 });
 reasons!(AllocationRefusals { invalid, mismatch, node_full, user_quota, ip_quota, no_relay_port, draining });
 reasons!(Drops {
@@ -219,6 +220,8 @@ pub enum AuthFailure {
     StaleNonce,
     /// A request on an allocation by another user: 441.
     WrongUser,
+    /// The user's credentials are revoked (the admin API): 401.
+    Revoked,
 }
 
 /// Authentication failures by reason.
@@ -240,6 +243,8 @@ pub struct AuthFailures {
     pub stale_nonce: u64,
     /// See [`AuthFailure`].
     pub wrong_user: u64,
+    /// See [`AuthFailure`].
+    pub revoked: u64,
 }
 
 impl AuthFailures {
@@ -253,6 +258,7 @@ impl AuthFailures {
             AuthFailure::BadIntegrity => &mut self.bad_integrity,
             AuthFailure::StaleNonce => &mut self.stale_nonce,
             AuthFailure::WrongUser => &mut self.wrong_user,
+            AuthFailure::Revoked => &mut self.revoked,
         } += 1;
     }
 

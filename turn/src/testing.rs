@@ -139,6 +139,7 @@ pub fn config() -> Config {
         unauthenticated_rate: 0,
         events: false,
         session_events: false,
+        strict_expiry: false,
         short_circuit: true,
         credentials: Credentials {
             realm: REALM.into(),

@@ -1,19 +1,28 @@
 //! The admin API under `/api/v1` (docs/operations.md, "Sessions"):
-//! the node's sessions, listed, one by id, and ended. JSON out; every
-//! error is JSON with a message (`{"error": "..."}`).
+//! the node's sessions, listed, one by id, and ended; revocations and
+//! credentials (`grants.rs`). JSON in and out; every error is JSON with a
+//! message (`{"error": "..."}`).
 
 use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use super::response::response;
+use super::response::{error, json_ok};
 use crate::node::NodeHandle;
 use ip2p_turn::{Session, SessionId};
 
-/// The answer to `method` on `path` (under `/api/v1/`) with `query`.
-pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str) -> Vec<u8> {
+/// The answer to `method` on `path` (under `/api/v1/`) with `query` and
+/// `body`.
+pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str, body: &[u8]) -> Vec<u8> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match (method, &segments[..]) {
+        ("POST", ["revocations"]) => super::grants::revoke(node, body),
+        ("GET" | "HEAD", ["revocations"]) => super::grants::revocations(node),
+        ("DELETE", ["revocations", user]) => super::grants::lift(node, user),
+        ("POST", ["credentials"]) => super::grants::mint(node, body),
+        (_, ["revocations"]) => error(405, "revocations: GET or POST", &[("Allow", "GET, HEAD, POST")]),
+        (_, ["revocations", _]) => error(405, "a revocation: DELETE", &[("Allow", "DELETE")]),
+        (_, ["credentials"]) => error(405, "credentials: POST", &[("Allow", "POST")]),
         ("GET" | "HEAD", ["sessions"]) => match Filter::parse(query) {
             Ok(filter) => list(node, &filter),
             Err(why) => error(400, &why, &[]),
@@ -25,7 +34,10 @@ pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str) -
         ("DELETE", ["sessions", id]) => end(node, id),
         (_, ["sessions"]) => error(405, "sessions: GET only", &[("Allow", "GET, HEAD")]),
         (_, ["sessions", _]) => error(405, "a session: GET or DELETE", &[("Allow", "GET, HEAD, DELETE")]),
-        _ => error(404, &format!("no such API: /api/v1/{path}; there is /api/v1/sessions"), &[]),
+        _ => {
+            let shown: String = path.chars().take(64).collect();
+            error(404, &format!("no such API: /api/v1/{shown}; there are sessions, revocations, credentials"), &[])
+        }
     }
 }
 
@@ -119,17 +131,6 @@ impl Filter {
 /// What a list would answer 400 with.
 pub(crate) fn parse_filter(query: &str) -> Result<(), String> {
     Filter::parse(query).map(|_| ())
-}
-
-fn json_ok(value: &Value) -> Vec<u8> {
-    response(200, "OK", "application/json", &[("Cache-Control", "no-store")], value.to_string().into_bytes())
-}
-
-/// An error as JSON: `{"error": message}`.
-pub(super) fn error(code: u16, message: &str, headers: &[(&str, &str)]) -> Vec<u8> {
-    let reason = super::response::reason(code);
-    let body = json!({ "error": message }).to_string().into_bytes();
-    response(code, reason, "application/json", headers, body)
 }
 
 #[cfg(test)]

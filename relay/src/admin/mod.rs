@@ -27,6 +27,7 @@
 #![warn(clippy::too_many_lines)]
 
 mod api;
+mod grants;
 #[doc(hidden)]
 pub(crate) use self::api::parse_filter as api_filter;
 mod http;

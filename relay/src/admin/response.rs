@@ -1,6 +1,8 @@
 //! Writing an HTTP answer: status line, headers, body, one request per
 //! connection.
 
+use serde_json::{Value, json};
+
 /// A 200 with `body`.
 pub(super) fn ok(content_type: &str, body: Vec<u8>) -> Vec<u8> {
     response(200, "OK", content_type, &[], body)
@@ -20,9 +22,12 @@ pub(super) fn reason(code: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
+        507 => "Insufficient Storage",
         _ => "Internal Server Error",
     }
 }
@@ -53,4 +58,16 @@ pub(super) fn head_only(mut response: Vec<u8>) -> Vec<u8> {
         response.truncate(end + 4);
     }
     response
+}
+
+/// A 200 with `value` as JSON, not to be cached.
+pub(super) fn json_ok(value: &Value) -> Vec<u8> {
+    response(200, "OK", "application/json", &[("Cache-Control", "no-store")], value.to_string().into_bytes())
+}
+
+/// An error as JSON: `{"error": message}`.
+pub(super) fn error(code: u16, message: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let reason = reason(code);
+    let body = json!({ "error": message }).to_string().into_bytes();
+    response(code, reason, "application/json", headers, body)
 }

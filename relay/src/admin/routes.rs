@@ -32,9 +32,12 @@ pub(crate) enum Judged<'a> {
     /// This answer, whatever the node holds (an error, a refusal).
     Answer(Vec<u8>),
     /// The page at `path` with `query`, for `method` (for HEAD, the head
-    /// of GET's answer alone).
-    Page { method: &'a str, path: &'a str, query: &'a str },
+    /// of GET's answer alone), and the request's body (a POST's).
+    Page { method: &'a str, path: &'a str, query: &'a str, body: &'a [u8] },
 }
+
+/// The largest body a request may carry (a POST to the API).
+pub(crate) const MAX_BODY: usize = 4096;
 
 /// Where the API lives (`api.rs`).
 const API: &str = "/api/v1/";
@@ -52,16 +55,16 @@ impl Routes {
     pub(super) fn answer(&self, request: &[u8], probe_only: bool) -> Option<Vec<u8>> {
         Some(match self.gate.judge(request, probe_only)? {
             Judged::Answer(answer) => answer,
-            Judged::Page { method: "HEAD", path, query } => head_only(self.page("HEAD", path, query)),
-            Judged::Page { method, path, query } => self.page(method, path, query),
+            Judged::Page { method: "HEAD", path, query, .. } => head_only(self.page("HEAD", path, query, &[])),
+            Judged::Page { method, path, query, body } => self.page(method, path, query, body),
         })
     }
 
     /// The page at `path`, for a request that may see it.
-    fn page(&self, method: &str, path: &str, query: &str) -> Vec<u8> {
+    fn page(&self, method: &str, path: &str, query: &str, body: &[u8]) -> Vec<u8> {
         let node = &self.node;
         if let Some(api) = path.strip_prefix(API) {
-            return super::api::answer(node, method, api, query);
+            return super::api::answer(node, method, api, query, body);
         }
         let no_store = [("Cache-Control", "no-store")];
         match path {
@@ -107,23 +110,29 @@ impl Gate {
     pub(crate) fn judge<'a>(&self, request: &'a [u8], probe_only: bool) -> Option<Judged<'a>> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Request::new(&mut headers);
-        let (method, path) = match parsed.parse(request) {
+        let (method, path, head_len) = match parsed.parse(request) {
             Ok(httparse::Status::Partial) => return None,
-            Ok(httparse::Status::Complete(_)) => (parsed.method.unwrap_or(""), parsed.path.unwrap_or("")),
+            Ok(httparse::Status::Complete(n)) => (parsed.method.unwrap_or(""), parsed.path.unwrap_or(""), n),
             Err(httparse::Error::TooManyHeaders) => return Some(Judged::Answer(plain(431, "too many headers\n", &[]))),
             Err(_) => return Some(Judged::Answer(plain(400, "bad request\n", &[]))),
         };
         let header = |name: &str| parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
-        if header("transfer-encoding").is_some() || header("content-length").is_some_and(|v| v != b"0") {
-            return Some(Judged::Answer(plain(413, "requests have no body here\n", &[])));
-        }
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let api = path.starts_with(API);
-        let allowed = matches!(method, "GET" | "HEAD") || (api && method == "DELETE");
+        let allowed = matches!(method, "GET" | "HEAD") || (api && matches!(method, "DELETE" | "POST"));
         if !allowed {
-            let allow = if api { "GET, HEAD, DELETE" } else { "GET, HEAD" };
-            return Some(Judged::Answer(plain(405, "only GET (and DELETE in the API)\n", &[("Allow", allow)])));
+            let allow = if api { "GET, HEAD, POST, DELETE" } else { "GET, HEAD" };
+            return Some(Judged::Answer(plain(
+                405,
+                "only GET (and POST and DELETE in the API)\n",
+                &[("Allow", allow)],
+            )));
         }
+        let body = match body(method, request, head_len, header("content-length"), header("transfer-encoding")) {
+            Ok(Some(body)) => body,
+            Ok(None) => return None,
+            Err(refusal) => return Some(Judged::Answer(refusal)),
+        };
         if probe_only && !is_probe(path) {
             let busy = plain(503, "busy: only /healthz and /readyz are answered now\n", &[("Retry-After", "1")]);
             return Some(Judged::Answer(busy));
@@ -131,7 +140,7 @@ impl Gate {
         Some(match self.refusal(path, header("host"), header("authorization")) {
             Some(refusal) if method == "HEAD" => Judged::Answer(head_only(refusal)),
             Some(refusal) => Judged::Answer(refusal),
-            None => Judged::Page { method, path, query },
+            None => Judged::Page { method, path, query, body },
         })
     }
 
@@ -183,6 +192,34 @@ impl Gate {
         let presented = authorization.and_then(presented_token).unwrap_or_default();
         ip2p_wire::credentials::constant_time_eq(&presented, token.as_bytes())
     }
+}
+
+/// A request's body: none but a POST's, which says its length
+/// (`Content-Length`, at most [`MAX_BODY`]); `Ok(None)` while it is not
+/// whole, `Err` with the answer refusing it.
+fn body<'a>(
+    method: &str,
+    request: &'a [u8],
+    head_len: usize,
+    length: Option<&[u8]>,
+    chunked: Option<&[u8]>,
+) -> Result<Option<&'a [u8]>, Vec<u8>> {
+    if chunked.is_some() {
+        return Err(plain(411, "send a body with Content-Length\n", &[]));
+    }
+    let length = match length.map(|v| std::str::from_utf8(v).ok().and_then(|v| v.trim().parse::<usize>().ok())) {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => return Err(plain(400, "bad Content-Length\n", &[])),
+    };
+    if length > 0 && method != "POST" {
+        return Err(plain(413, "only a POST has a body here\n", &[]));
+    }
+    if length > MAX_BODY {
+        return Err(plain(413, &format!("a body of at most {MAX_BODY} bytes\n"), &[]));
+    }
+    let end = head_len.saturating_add(length);
+    Ok(request.get(head_len..end))
 }
 
 /// The token in an Authorization header: `Bearer <token>`, or `Basic`

@@ -78,6 +78,11 @@ pub struct RunArgs {
     /// A file of TURN REST API shared secrets, one a line. (config: auth.secrets_file)
     #[arg(long = "auth-secret-file", value_name = "FILE")]
     pub auth_secret_file: Option<PathBuf>,
+    /// End a session opened with a TURN REST credential when the
+    /// credential expires, whatever lifetime it refreshed to. (config:
+    /// auth.strict_expiry)
+    #[arg(long = "strict-expiry")]
+    pub strict_expiry: bool,
     /// Allow relaying to a range the defaults deny (repeatable). (config: peers.allow)
     #[arg(long = "allow-peer", value_name = "CIDR")]
     pub allow_peers: Vec<String>,

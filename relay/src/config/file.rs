@@ -147,6 +147,7 @@ pub(super) struct AuthSection {
     pub(super) nonce_lifetime: Option<u64>,
     pub(super) max_credential_lifetime: Option<u64>,
     pub(super) unauthenticated_rate: Option<u32>,
+    pub(super) strict_expiry: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

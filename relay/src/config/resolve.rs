@@ -79,6 +79,7 @@ impl Settings {
             // The XDP tables mirror the forwarding state.
             events: xdp.mode != super::XdpMode::Off,
             session_events: usage.is_some(),
+            strict_expiry: args.strict_expiry || file.auth.strict_expiry.unwrap_or(false),
             short_circuit: file.relay.short_circuit.unwrap_or(defaults::SHORT_CIRCUIT),
             credentials: Credentials {
                 realm: realm(args.realm.clone().or(file.realm))?,

@@ -49,6 +49,8 @@ pub(crate) enum Command {
     Sessions(Sender<Vec<Session>>),
     /// End a session, saying whether it was this worker's.
     EndSession(SessionId, Sender<bool>),
+    /// End every session of a user (revoked), saying how many.
+    Revoke(Box<str>, Sender<usize>),
 }
 
 /// A TCP listener, serving TLS when it has a TLS configuration.
@@ -138,6 +140,9 @@ impl Worker {
             }
             Command::EndSession(id, reply) => {
                 let _ = reply.send(self.server.end_session(now(), id));
+            }
+            Command::Revoke(user, reply) => {
+                let _ = reply.send(self.server.end_sessions_of(now(), &user, ip2p_turn::End::Revoked));
             }
         }
         false

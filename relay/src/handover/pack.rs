@@ -62,6 +62,12 @@ pub(super) fn give_up(
     let (mut snapshot, fds, moved, staying) = pack(frozen, nonce_secret, admin);
     // The frozen workers still answer for their counters.
     snapshot.counters = crate::metrics::counters(node);
+    snapshot.revocations = node
+        .revocations()
+        .live(crate::unix_now())
+        .into_iter()
+        .map(|(user, until)| super::snapshot::Revocation { user, until })
+        .collect();
     tracing::info!(allocations = moved, descriptors = fds.len(), "handover: handing over");
     if staying > 0 {
         // A TLS session cannot move, nor RFC 6062's peer connections: they
@@ -142,6 +148,7 @@ fn pack(
         nonce_secret: hex::encode(nonce_secret),
         workers,
         counters: Counters::new(),
+        revocations: Vec::new(),
     };
     (snapshot, fds, moved, staying)
 }
@@ -171,7 +178,8 @@ pub(super) fn unpack(bytes: &[u8], fds: Vec<Option<OwnedFd>>) -> io::Result<Unpa
     }
     let admin =
         s.admin.as_ref().map(|r| transfer.take(r, Kind::Listener).map(std::net::TcpListener::from)).transpose()?;
-    Ok((Inherited { workers, counters: s.counters }, nonce_secret, allocations, s.writer, admin))
+    let revocations = s.revocations.into_iter().map(|r| (r.user, r.until)).collect();
+    Ok((Inherited { workers, counters: s.counters, revocations }, nonce_secret, allocations, s.writer, admin))
 }
 
 fn invalid(why: String) -> io::Error {

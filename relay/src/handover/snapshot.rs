@@ -9,7 +9,7 @@
 //! over them (`transport`). A version 1 snapshot reads as one with
 //! neither. Version 3: each allocation's `session` (id, start, counts),
 //! which the reader goes on with; an earlier version's allocations begin
-//! new sessions. A reader takes its own version and every earlier one; a later
+//! new sessions; and the node's `revocations`. A reader takes its own version and every earlier one; a later
 //! version or anything malformed is refused as a whole.
 
 use std::net::SocketAddr;
@@ -47,6 +47,17 @@ pub(crate) struct Snapshot {
     /// (`ip2p_x_total{a="b"}`): the reader counts on from there (version 2).
     #[serde(default)]
     pub(crate) counters: crate::node::Counters,
+    /// The node's revocations (version 3), kept by the reader.
+    #[serde(default)]
+    pub(crate) revocations: Vec<Revocation>,
+}
+
+/// A user whose credentials are refused until `until` (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Revocation {
+    pub(crate) user: String,
+    pub(crate) until: u64,
 }
 
 /// One worker's sockets and allocations.
@@ -217,6 +228,7 @@ mod tests {
                 bytes_to_peers: 1_000,
                 packets_from_peers: 4,
                 bytes_from_peers: 10_000_000_000,
+                credential_expiry: Some(1_700_000_000),
             }),
         }
     }
@@ -245,6 +257,7 @@ mod tests {
             }],
             admin: Some(SocketRef { fd: 4, addr: "127.0.0.1:9478".parse().unwrap() }),
             counters: [("ip2p_relayed_packets_total{direction=\"to_peer\",path=\"socket\"}".to_owned(), 7)].into(),
+            revocations: vec![Revocation { user: "mallory".into(), until: 1_800_000_000 }],
         }
     }
 

@@ -104,7 +104,8 @@ impl TakenOver {
             tracing::warn!("auth.nonce_secret changed: clients get a new nonce (438) at their next request");
         }
         let counters = std::mem::take(&mut self.inherited.counters);
-        crate::node::start_with(settings, Some(Inherited { workers, counters }))
+        let revocations = std::mem::take(&mut self.inherited.revocations);
+        crate::node::start_with(settings, Some(Inherited { workers, counters, revocations }))
     }
 
     /// Tells the old process whether this one serves now (it exits) or

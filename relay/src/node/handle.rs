@@ -51,6 +51,8 @@ pub struct NodeHandle {
     pub(super) relay_ports: usize,
     /// What the usage log did, when records are written.
     pub(super) usage: Option<Arc<crate::usage::UsageCounts>>,
+    /// The relay addresses by family, as configured (restart only).
+    pub(super) relay_ips: Arc<[Vec<ip2p_turn::RelayIp>; 2]>,
 }
 
 /// Counter samples by name and labels (`ip2p_x_total{a="b"}`).
@@ -276,5 +278,38 @@ impl NodeHandle {
     #[must_use]
     pub fn usage_counts(&self) -> Option<Arc<crate::usage::UsageCounts>> {
         self.usage.clone()
+    }
+
+    /// Revokes `user` until unix time `until`: its credentials are refused
+    /// from now on and its live sessions end; how many did (`None`: a
+    /// worker did not answer).
+    ///
+    /// # Errors
+    /// The node holds as many revocations as it may.
+    pub fn revoke(&self, user: &str, until: u64) -> Result<Option<usize>, ip2p_turn::revocations::Full> {
+        self.shared.revocations.add(user, until, crate::unix_now())?;
+        let ended = self.ask_all(|reply| Command::Revoke(user.into(), reply));
+        Ok((ended.len() == self.workers.len()).then(|| ended.iter().sum()))
+    }
+
+    /// The node's revocations: the shared set.
+    #[must_use]
+    pub fn revocations(&self) -> &ip2p_turn::Revocations {
+        &self.shared.revocations
+    }
+
+    /// The address clients use for `ip`, a listen address's IP: the
+    /// external address of the relay address it is (1:1 NAT), or for a
+    /// wildcard the first relay address of its family (as advertised).
+    #[must_use]
+    pub fn advertised(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
+        let family = usize::from(ip.is_ipv6());
+        let relays = self.relay_ips.get(family).map(Vec::as_slice).unwrap_or_default();
+        let shown = |r: &ip2p_turn::RelayIp| r.external.unwrap_or(r.bind);
+        match relays.iter().find(|r| r.bind == ip) {
+            Some(r) => shown(r),
+            None if ip.is_unspecified() => relays.first().map_or(ip, shown),
+            None => ip,
+        }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Inherited {
     pub(crate) workers: Vec<InheritedWorker>,
     /// The previous process's counters.
     pub(crate) counters: Counters,
+    /// Its revocations: users and until when.
+    pub(crate) revocations: Vec<(String, u64)>,
 }
 
 /// One worker's listening sockets, its allocations with their relay
@@ -62,8 +64,12 @@ pub fn start(settings: &Settings) -> io::Result<Node> {
 /// (`settings.engine.workers` and the listen addresses must be theirs).
 pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> io::Result<Node> {
     let datapath = resolve_datapath(settings.engine.datapath)?;
+    let mut revocations = Vec::new();
     let (sockets, adoptions, counted_before) = match inherited {
-        Some(i) => inherit(i),
+        Some(mut i) => {
+            revocations = std::mem::take(&mut i.revocations);
+            inherit(i)
+        }
         None => fresh(settings)?,
     };
     let (listen, tls_listen) = served(sockets.first(), settings.listen.len());
@@ -78,6 +84,9 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
     );
     let xdp = crate::fastpath::start(settings)?;
     let state = NodeState::new(Quotas::new(quotas));
+    for (user, until) in revocations {
+        let _ = state.revocations.add(&user, until, unix_now());
+    }
     let local_watch = watch_local_addresses(&state);
     let (mut common, wirings) = Common::new(settings, sockets.len(), state)?;
     let cpus = allowed_cpus();
@@ -118,6 +127,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         credentials: Arc::new(Mutex::new(Arc::new(settings.turn.credentials.clone()))),
         relay_ports: relay_ports(settings),
         usage: common.usage.as_ref().map(crate::usage::UsageLog::counts),
+        relay_ips: Arc::new(settings.turn.relay_ips.clone()),
     };
     let local_watch = match local_watch {
         Some(watch) => {

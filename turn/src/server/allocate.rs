@@ -143,7 +143,8 @@ impl Server {
                 }
             }
         }
-        let lifetime = self.lifetime(req.lifetime);
+        let credential = authed.expiry.filter(|_| self.config.strict_expiry);
+        let (lifetime, by_credential) = self.within_credential(self.lifetime(req.lifetime), credential, now);
         let mut alloc = Allocation::new(
             listener,
             from,
@@ -158,6 +159,8 @@ impl Server {
             self.new_session(now),
         );
         alloc.partial = partial;
+        alloc.credential_expiry = credential;
+        alloc.ends_with_credential = by_credential;
         alloc.reservation = reservation;
         alloc.tcp = req.tcp;
         if let Some(unlogged) = self.logs.created.admit(now) {

@@ -32,9 +32,12 @@ impl Server {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Allocation(slot) => {
-                    let ended = self.slots.get(slot as usize).and_then(|a| a.as_ref()?.ended);
+                    let alloc = self.slots.get(slot as usize).and_then(Option::as_ref);
+                    let ended = alloc.and_then(|a| a.ended);
+                    let by_credential = alloc.is_some_and(|a| a.ends_with_credential);
                     self.stats.allocations_expired += u64::from(ended.is_none());
-                    self.remove(now, slot, sockets, ended.unwrap_or(End::Expired));
+                    let end = ended.unwrap_or(if by_credential { End::CredentialExpired } else { End::Expired });
+                    self.remove(now, slot, sockets, end);
                 }
                 // Lapsed: its port goes back (if no one claimed it). The
                 // allocation keeps the token for a retransmitted Allocate's

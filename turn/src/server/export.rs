@@ -158,7 +158,13 @@ impl Server {
             },
         );
         alloc.usage = moved.session.map(Usage::from).unwrap_or_default();
+        alloc.credential_expiry = moved.session.and_then(|s| s.credential_expiry);
         alloc.restore(now, &moved.permissions, &moved.channels);
+        // Held to its credential here too, with this node's strictness.
+        let left = alloc.expires.saturating_duration_since(now);
+        let (lifetime, by_credential) = self.within_credential(left, alloc.credential_expiry, now);
+        alloc.expires = now + lifetime;
+        alloc.ends_with_credential = by_credential;
         self.place(slot, alloc);
         // Judged here, by this node's policy, not as the snapshot says.
         self.rejudge_slot(slot, now);

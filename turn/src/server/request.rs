@@ -15,7 +15,7 @@ use ip2p_wire::{AddressFamily, AttrType, Class, ErrorCode, Message, Method};
 use super::Server;
 use super::respond::{Integrity, integrity};
 use crate::allocation::{BindError, Paths};
-use crate::auth::Authed;
+use crate::auth::{Authed, Refusal};
 use crate::packet::{DropReason, ListenerId};
 use crate::policy::Judgement;
 use crate::sockets::Sockets;
@@ -61,7 +61,13 @@ impl Server {
             | Method::CONNECTION_BIND => {
                 // RFC 8656 §5: every TURN request uses the long-term credentials.
                 let unix = self.unix(now);
-                match self.config.credentials.check(msg, from, unix) {
+                let checked = self.config.credentials.check(msg, from, unix).and_then(|authed| {
+                    if self.shared.revocations.revoked(&authed.quota_user, unix) {
+                        return Err(Refusal::Unauthenticated(AuthFailure::Revoked));
+                    }
+                    Ok(authed)
+                });
+                match checked {
                     Err(refusal) => {
                         unverified(self)?;
                         self.refuse(reply, msg, from, unix, refusal)
@@ -170,11 +176,12 @@ impl Server {
             }
             return Ok(Some(0));
         }
-        let lifetime = self.lifetime(requested);
+        let (lifetime, by_credential) = self.within_credential(self.lifetime(requested), alloc.credential_expiry, now);
         let expires = now + lifetime;
         if let Some(alloc) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
             self.timers.reset(alloc.expires, expires, Timer::Allocation(slot));
             alloc.expires = expires;
+            alloc.ends_with_credential = by_credential;
         }
         // The paths' deadlines are their channels' and permissions': none
         // moved, only the short-circuit's view of the allocation.
@@ -253,6 +260,19 @@ impl Server {
     pub(super) fn lifetime(&self, requested: Option<u32>) -> Duration {
         let requested = requested.map_or(Duration::ZERO, |s| Duration::from_secs(u64::from(s)));
         requested.min(self.config.max_lifetime).max(self.config.default_lifetime)
+    }
+
+    /// `lifetime` cut to end at `credential`'s expiry (unix seconds) at
+    /// `now`, with `strict_expiry`; and whether it was.
+    pub(super) fn within_credential(
+        &self,
+        lifetime: Duration,
+        credential: Option<u64>,
+        now: Instant,
+    ) -> (Duration, bool) {
+        let Some(expiry) = credential.filter(|_| self.config.strict_expiry) else { return (lifetime, false) };
+        let left = Duration::from_secs(expiry.saturating_sub(self.unix(now)).max(1));
+        if left < lifetime { (left, true) } else { (lifetime, false) }
     }
 
     /// RFC 8489 §6.3.1: a request with comprehension-required attributes we

@@ -89,14 +89,33 @@ impl Server {
     /// session of this worker has that id.
     pub fn end_session(&mut self, now: Instant, id: SessionId) -> bool {
         let found = self.slots.iter().position(|a| a.as_ref().is_some_and(|a| a.session == id && a.expires > now));
-        let Some((slot, alloc)) = found.and_then(|s| Some((s, self.slots.get_mut(s)?.as_mut()?))) else {
-            return false;
+        found.is_some_and(|slot| self.end_early(u32::try_from(slot).unwrap_or(u32::MAX), now, End::Killed))
+    }
+
+    /// Ends every live session of `user` (the user part of a REST
+    /// username) as [`Self::end_session`] does, for `end`: how many.
+    pub fn end_sessions_of(&mut self, now: Instant, user: &str, end: End) -> usize {
+        let of_user = |a: &Option<crate::allocation::Allocation>| {
+            a.as_ref().is_some_and(|a| &*a.account.user == user && a.expires > now)
         };
-        let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+        let slots: Vec<u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| of_user(a))
+            .filter_map(|(s, _)| u32::try_from(s).ok())
+            .collect();
+        slots.into_iter().filter(|&slot| self.end_early(slot, now, end)).count()
+    }
+
+    /// Ends allocation `slot` at `now` for `end`: out of its client's
+    /// reach at once, its sockets closed at the next look at the timers.
+    fn end_early(&mut self, slot: u32, now: Instant, end: End) -> bool {
+        let Some(Some(alloc)) = self.slots.get_mut(slot as usize) else { return false };
         self.by_client.remove(&(alloc.listener, alloc.client));
         self.timers.reset(alloc.expires, now, Timer::Allocation(slot));
         alloc.expires = now;
-        alloc.ended = Some(End::Killed);
+        alloc.ended = Some(end);
         self.publish_view(slot);
         true
     }

@@ -141,3 +141,63 @@ fn each_session_begins_and_ends_once_with_its_reason_and_counts() {
     h.advance(601);
     assert!(matches!(&session_events(&mut h)[..], [SessionEvent::Ended(_, End::Expired)]));
 }
+
+/// A TURN REST credential of `user` valid until `expiry` (unix seconds),
+/// signed with the test configuration's secret.
+fn rest(user: &str, expiry: u64) -> Creds {
+    let username = format!("{expiry}:{user}");
+    let password = crate::auth::rest_password(b"new secret", &username);
+    creds(&username, &password)
+}
+
+#[test]
+fn a_revoked_user_is_refused_until_the_revocation_ends_or_is_lifted() {
+    let mut h = Harness::new();
+    let web = rest("web-user", UNIX0 + 3600);
+    h.allocate(CLIENT, &web);
+    h.allocate("127.0.0.1:40001", &Harness::alice());
+    h.server.shared.revocations.add("web-user", UNIX0 + 100, UNIX0).unwrap();
+    assert_eq!(h.server.end_sessions_of(h.now, "web-user", End::Revoked), 1, "alice's stays");
+    h.advance(0);
+    assert_eq!(h.server.sessions(h.now).len(), 1);
+    // A fresh credential of the same user: refused, as is every request.
+    let fresh = rest("web-user", UNIX0 + 7200);
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP)];
+    assert_eq!(h.authed("127.0.0.1:40002", Method::ALLOCATE, &udp, &fresh).code(), Some(401));
+    assert_eq!(h.server.stats().auth_failures.revoked, 1);
+    // Until it ends.
+    h.advance(100);
+    h.allocate("127.0.0.1:40002", &fresh);
+    // Or is lifted.
+    h.server.shared.revocations.add("web-user", UNIX0 + 1000, UNIX0).unwrap();
+    assert_eq!(h.authed("127.0.0.1:40003", Method::ALLOCATE, &udp, &fresh).code(), Some(401));
+    assert!(h.server.shared.revocations.remove("web-user"));
+    h.allocate("127.0.0.1:40003", &fresh);
+}
+
+#[test]
+fn with_strict_expiry_a_session_ends_with_its_credential() {
+    let mut h = Harness::with(Config { strict_expiry: true, session_events: true, ..config() }, Quotas::default());
+    let web = rest("web-user", UNIX0 + 100);
+    let udp = [Attribute::RequestedTransport(RequestedTransport::UDP), Attribute::Lifetime(Lifetime(600))];
+    let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &web);
+    assert_eq!(r.lifetime(), Some(100), "cut to the credential's expiry");
+    h.advance(30);
+    let r = h.authed(CLIENT, Method::REFRESH, &[Attribute::Lifetime(Lifetime(600))], &web);
+    assert_eq!(r.lifetime(), Some(70));
+    // A static user's allocation is not held to anything.
+    h.allocate("127.0.0.1:40001", &Harness::alice());
+    let _ = session_events(&mut h);
+    h.advance(70);
+    let ended = session_events(&mut h);
+    assert!(
+        matches!(&ended[..], [SessionEvent::Ended(s, End::CredentialExpired)] if s.user == "web-user"),
+        "{ended:?}"
+    );
+    assert_eq!(h.server.sessions(h.now).len(), 1);
+
+    // Without it, the lifetime asked for.
+    let mut h = Harness::new();
+    let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &web);
+    assert_eq!(r.lifetime(), Some(600));
+}
