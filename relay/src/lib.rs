@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod datapath;
 pub mod fastpath;
 #[doc(hidden)]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ip2p_relay::config::{Cli, Command, Settings};
+use ip2p_relay::ctl::Call;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,6 +34,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Sessions { user }) => ctl(&cli.run, &Call::Sessions { user }),
+        Some(Command::Kill { id }) => ctl(&cli.run, &Call::Kill { id }),
+        Some(Command::Revoke { user, duration }) => ctl(&cli.run, &Call::Revoke { user, seconds: duration }),
+        Some(Command::Credentials { user, ttl }) => ctl(&cli.run, &Call::Credentials { user, ttl }),
         None => ip2p_relay::lifecycle::run(&cli.run),
+    }
+}
+
+/// An operator's call to the running node: what it answered, or why not.
+fn ctl(args: &ip2p_relay::config::RunArgs, call: &Call) -> ExitCode {
+    match ip2p_relay::ctl::run(args, call) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ip2p-relay: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -189,3 +189,56 @@ fn init_config_writes_a_valid_private_config_once() {
     Command::new(relay_bin()).args(["init-config", path.to_str().unwrap()]).output().unwrap();
     assert_ne!(std::fs::read_to_string(&path).unwrap(), text);
 }
+
+fn ctl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(relay_bin()).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// The operator's subcommands against a running node: by its config file
+/// (the admin listener and its token) and by `--admin`.
+#[test]
+fn sessions_kill_revoke_and_credentials_from_the_command_line() {
+    let dir = TempDir::new("cli-ctl");
+    let token = dir.file("admin-token", "a-token-of-sixteen-bytes-or-more\n");
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\nrealm = \"ip2p.test\"\nworkers = 1\n\
+         [auth]\nsecrets = [\"an-e2e-rest-secret-of-some-length\"]\nusers = [{{ name = \"alice\", password = \"wonderland\" }}]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    let relay = Relay::start(&RelayOptions::new("epoll", &config));
+    let admin = relay.admin.unwrap().to_string();
+    let by_flags = ["--admin", admin.as_str(), "--admin-token-file", token.to_str().unwrap()];
+    let mut alice = Client::new(relay.addr, "alice", "wonderland").unwrap();
+    alice.allocate(None).unwrap();
+
+    let (ok, out, err) = ctl(&[&by_flags[..], &["sessions", "--user", "alice"]].concat());
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.contains("alice")).unwrap_or_else(|| panic!("{out}"));
+    let id = line.split_whitespace().next().unwrap().to_owned();
+    assert!(out.contains("1 sessions"), "{out}");
+    // Without the token: refused, saying so.
+    let (ok, _, err) = ctl(&["--admin", &admin, "sessions"]);
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, out, err) = ctl(&[&by_flags[..], &["kill", &id]].concat());
+    assert!(ok && out.contains(&id), "{out} {err}");
+    let (ok, _, err) = ctl(&[&by_flags[..], &["kill", &id]].concat());
+    assert!(!ok && err.contains("404"), "{err}");
+
+    let (ok, out, err) = ctl(&[&by_flags[..], &["credentials", "web-user", "--ttl", "60"]].concat());
+    assert!(ok, "{err}");
+    let minted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let server = &minted["iceServers"][0];
+    let (user, pass) = (server["username"].as_str().unwrap(), server["credential"].as_str().unwrap());
+    let mut web = Client::new(relay.addr, user, pass).unwrap();
+    web.allocate(None).unwrap();
+    let (ok, out, err) = ctl(&[&by_flags[..], &["revoke", "web-user", "--for", "10m"]].concat());
+    assert!(ok && out.contains("1 sessions ended"), "{out} {err}");
+    assert!(Client::new(relay.addr, user, pass).unwrap().allocate(None).is_err(), "revoked");
+    let (ok, _, err) = ctl(&[&by_flags[..], &["revoke", "web-user", "--for", "1w"]].concat());
+    assert!(!ok && err.contains("1w"), "{err}");
+    // Nothing listens: said clearly.
+    let (ok, _, err) = ctl(&["--admin", "127.0.0.1:1", "sessions"]);
+    assert!(!ok && err.contains("127.0.0.1:1"), "{err}");
+}

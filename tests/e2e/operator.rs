@@ -382,7 +382,16 @@ impl Prometheus {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let (code, body) = ip2p_tests::http(self.addr, &format!("GET /api/v1/query?query={encoded} HTTP/1.0\r\n\r\n"));
+        // 503 while its storage is not ready yet (a loaded machine).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (code, body) = loop {
+            let (code, body) =
+                ip2p_tests::http(self.addr, &format!("GET /api/v1/query?query={encoded} HTTP/1.0\r\n\r\n"));
+            if code != 503 || Instant::now() > deadline {
+                break (code, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert_eq!(code, 200, "{expr}: {body}");
         let answer: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(answer["status"], "success", "{expr}: {body}");

@@ -36,6 +36,38 @@ pub enum Command {
         /// Where to write it (e.g. /etc/ip2p/relay.toml).
         file: PathBuf,
     },
+    /// List the running node's sessions: its admin listener as --config
+    /// (admin.listen, admin.token_file) or --admin and --admin-token-file
+    /// name it.
+    Sessions {
+        /// Only this user's (a REST username's user part).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// End a session of the running node now.
+    Kill {
+        /// The session's id (`sessions` shows it).
+        id: String,
+    },
+    /// Revoke a user on the running node: its sessions end, and its
+    /// credentials are refused until the revocation ends.
+    Revoke {
+        /// The user (a REST username's user part).
+        user: String,
+        /// For how long: seconds, or with s, m, h or d (default: the
+        /// node's longest credential lifetime).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<u64>,
+    },
+    /// Mint a TURN REST credential for a user on the running node, with
+    /// its URLs (an RTCIceServer list, as JSON).
+    Credentials {
+        /// The user.
+        user: String,
+        /// Seconds it is valid (default: the node's longest).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
 }
 
 /// Options of a running relay. Each flag overrides its config key.
@@ -134,4 +166,41 @@ pub struct RunArgs {
     /// its sockets and allocations, instead of binding afresh.
     #[arg(long = "take-over")]
     pub take_over: bool,
+}
+
+/// A duration as `--for` takes it: seconds, or a number with `s`, `m`,
+/// `h` or `d`.
+///
+/// # Errors
+/// Anything else.
+pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
+    let (n, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{s}: a number of seconds, or with s, m, h or d")),
+    };
+    let n: u64 = n.parse().map_err(|_| format!("{s}: a number of seconds, or with s, m, h or d"))?;
+    n.checked_mul(scale).filter(|&n| n > 0).ok_or_else(|| format!("{s}: out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        for bad in ["", "0", "h", "1w", "-1", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }
