@@ -120,6 +120,17 @@ fn dev_mode_serves_and_stops_on_sigterm() {
     );
     assert_eq!(code, 200, "{selftest}: {page}");
     assert!(page.contains("<title>ip2p relay self-test</title>"), "{page}");
+    // It mints its credential: nothing to type.
+    let admin: SocketAddr = admin.split(' ').next().unwrap().parse().unwrap();
+    let (code, minted) =
+        ip2p_tests::post(admin, "/api/v1/credentials", r#"{"user": "ip2p-selftest", "ttl": 300}"#, None);
+    assert_eq!(code, 200, "{minted}");
+    let minted: serde_json::Value = serde_json::from_str(&minted).unwrap();
+    let server = &minted["iceServers"][0];
+    let mut selftest =
+        Client::new(addr, server["username"].as_str().unwrap(), server["credential"].as_str().unwrap()).unwrap();
+    selftest.allocate(None).unwrap();
+    selftest.refresh(Some(0)).unwrap();
 
     // SIGTERM drains (tests/drain.rs): with no allocation left, it exits at once.
     c.refresh(Some(0)).unwrap();

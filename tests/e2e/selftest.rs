@@ -14,7 +14,7 @@ use ip2p_relay::admin::Admin;
 use ip2p_relay::config::DatapathKind;
 use ip2p_relay::node::Node;
 use ip2p_tests::browser::Browser;
-use ip2p_tests::{get, http};
+use ip2p_tests::{get, http, post};
 use serde_json::{Value, json};
 
 const SECRET: &str = "selftest-rest-secret-0123456789";
@@ -155,7 +155,10 @@ fn request(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String)
 fn the_page_asks_for_the_admin_token() {
     let (_node, admin) = start(DatapathKind::Epoll, true, Some(TOKEN));
     let addr = admin.local_addr();
-    for path in ["/selftest", "/selftest/config", "/selftest/credential"] {
+    let mint = r#"{"user": "ip2p-selftest", "ttl": 300}"#;
+    assert_eq!(post(addr, "/api/v1/credentials", mint, None).0, 401);
+    assert_eq!(post(addr, "/api/v1/credentials", mint, Some(TOKEN)).0, 200);
+    for path in ["/selftest", "/selftest/config"] {
         let (code, head, _) = request(addr, path, "Host: relay.example.org\r\n");
         assert_eq!(code, 401, "{path}");
         assert!(head.contains("WWW-Authenticate: Basic realm=\"ip2p admin\""), "{path}: {head}");
@@ -178,11 +181,14 @@ fn without_a_token_only_an_address_or_localhost_opens_it() {
     let (_node, admin) = start(DatapathKind::Epoll, true, None);
     let addr = admin.local_addr();
     for host in ["attacker.example", "attacker.example:80", "127.0.0.1.attacker.example"] {
-        for path in ["/selftest", "/selftest/config", "/selftest/credential"] {
+        for path in ["/selftest", "/selftest/config"] {
             let (code, _, body) = request(addr, path, &format!("Host: {host}\r\n"));
             assert_eq!(code, 403, "Host {host} {path}");
             assert!(!body.contains("credential"), "{body}");
         }
+        let head = format!("POST /api/v1/credentials HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}");
+        let (code, body) = http(addr, &head);
+        assert!(code == 403 && !body.contains("credential"), "Host {host}: {code} {body}");
     }
     for host in [addr.to_string(), "localhost".into(), format!("LOCALHOST:{}", addr.port()), "[::1]:9478".into()] {
         assert_eq!(request(addr, "/selftest", &format!("Host: {host}\r\n")).0, 200, "Host {host}");
@@ -219,24 +225,25 @@ fn the_page_loads_nothing_from_elsewhere() {
 #[test]
 fn the_minted_credential_allocates() {
     let (node, admin) = start(DatapathKind::Epoll, true, None);
-    let (code, body) = http(admin.local_addr(), "GET /selftest/credential HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let (code, body) =
+        post(admin.local_addr(), "/api/v1/credentials", r#"{"user": "ip2p-selftest", "ttl": 300}"#, None);
     assert_eq!(code, 200, "{body}");
-    let minted: Value = serde_json::from_str(&body).unwrap();
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let minted = &answer["iceServers"][0];
     let username = minted["username"].as_str().unwrap();
     let (expiry, user) = username.split_once(':').unwrap();
     assert_eq!(user, "ip2p-selftest");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let expiry: u64 = expiry.parse().unwrap();
     assert!(expiry > now && expiry <= now + 301, "expires at {expiry}, now {now}");
-    assert_eq!(minted["ttl_seconds"], json!(300));
     let mut client = Client::new(node.local_addrs()[0], username, minted["credential"].as_str().unwrap()).unwrap();
     client.allocate(None).unwrap();
     let mut wrong = Client::new(node.local_addrs()[0], username, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
     assert!(wrong.allocate(None).is_err());
 
     let (_node, admin) = start(DatapathKind::Epoll, false, None);
-    let (code, body) = http(admin.local_addr(), "GET /selftest/credential HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-    assert_eq!(code, 404);
+    let (code, body) = post(admin.local_addr(), "/api/v1/credentials", r#"{"user": "ip2p-selftest"}"#, None);
+    assert_eq!(code, 409);
     assert!(body.contains("no TURN REST secret"), "{body}");
     let (code, body) = http(admin.local_addr(), "GET /selftest/config HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     assert_eq!(code, 200);

@@ -90,7 +90,7 @@ pub(super) fn lift(node: &NodeHandle, encoded: &str) -> Vec<u8> {
 /// `POST /api/v1/credentials`: `{"user": NAME, "ttl": SECONDS}` → an
 /// RTCIceServer list with a TURN REST credential of `user` (signed with
 /// the first secret) valid for `ttl` (default and most: the node's
-/// longest credential lifetime).
+/// longest credential lifetime; longer is cut to it).
 pub(super) fn mint(node: &NodeHandle, body: &[u8]) -> Vec<u8> {
     let mint = match parse::<Mint>(body) {
         Ok(m) => m,
@@ -103,10 +103,11 @@ pub(super) fn mint(node: &NodeHandle, body: &[u8]) -> Vec<u8> {
     let Some(secret) = credentials.rest_secrets.first() else {
         return error(409, "no TURN REST secret is configured (auth.secrets): nothing to sign with", &[]);
     };
+    // At most what the node accepts (auth.max_credential_lifetime).
     let most = credentials.max_rest_lifetime;
-    let ttl = mint.ttl.unwrap_or(most);
-    if ttl == 0 || ttl > most {
-        return error(400, &format!("ttl: 1 to {most} seconds (auth.max_credential_lifetime)"), &[]);
+    let ttl = mint.ttl.unwrap_or(most).min(most);
+    if ttl == 0 {
+        return error(400, "ttl: at least 1 second", &[]);
     }
     let username = format!("{}:{}", crate::unix_now().saturating_add(ttl), mint.user);
     let credential = ip2p_turn::auth::rest_password(secret, &username);

@@ -10,7 +10,7 @@
 //! deadline to read a request and one to write the answer, one request
 //! per connection. `/metrics` and `/status` name users and addresses, and
 //! `/selftest` (a page that tests the relay from the browser that opens
-//! it, with `/selftest/config` and `/selftest/credential` behind it) mints
+//! it, with `/selftest/config` and the credentials API behind it) mints
 //! TURN credentials: with `admin.token` set they answer only the token, as
 //! `Authorization: Bearer <token>` or, for browsers, HTTP Basic with the
 //! token as password; `/healthz` and `/readyz` say only ok or not and stay

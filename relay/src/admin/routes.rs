@@ -8,7 +8,7 @@
 //! serves `/metrics` alone of them: nothing there mints a credential or
 //! shows a session.
 
-use super::pages::{SELFTEST_CSP, SELFTEST_PAGE, mint, selftest_config, status};
+use super::pages::{SELFTEST_CSP, SELFTEST_PAGE, selftest_config, status};
 use super::response::{head_only, ok, plain, response};
 use crate::node::NodeHandle;
 
@@ -94,12 +94,6 @@ impl Routes {
             "/selftest/config" => {
                 response(200, "OK", "application/json", &no_store, selftest_config(node).to_string().into_bytes())
             }
-            "/selftest/credential" => match mint(&node.credentials(), crate::unix_now()) {
-                Some(minted) => response(200, "OK", "application/json", &no_store, minted.to_string().into_bytes()),
-                None => {
-                    plain(404, "no TURN REST secret is configured (auth.secrets): nothing to mint with\n", &no_store)
-                }
-            },
             _ => plain(404, "not found; try /metrics, /healthz, /readyz, /status or /selftest\n", &[]),
         }
     }
