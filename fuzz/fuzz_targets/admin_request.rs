@@ -36,7 +36,9 @@ fuzz_target!(|input: Input<'_>| {
     if !probe && !input.token && input.exposed {
         assert_eq!(path, "/metrics", "off loopback without a token");
     }
-    let private = matches!(path, "/metrics" | "/status" | "/selftest") || path.starts_with("/selftest/");
+    let private = matches!(path, "/metrics" | "/status" | "/selftest")
+        || path.starts_with("/selftest/")
+        || path.starts_with("/api/v1/");
     if input.token && private {
         assert!(presents_token(&text), "a private page without the token: {text:?}");
     }

@@ -20,10 +20,13 @@ pub fn admin_request(request: &[u8], token: Option<&str>, exposed: bool, probe_o
             let status = answer.get(9..12).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse().ok());
             status.expect("every answer has a status line")
         }
-        Judged::Page { path, query, .. } => {
+        Judged::Page { method, path, query, body } => {
             assert!(!path.contains('?'), "the query is not part of the path");
-            // The API's filters, read as a list would read them.
-            let _ = crate::admin::api_filter(query);
+            assert!(body.is_empty() || method == "POST", "a body for a {method}");
+            assert!(body.len() <= crate::admin::routes::MAX_BODY);
+            // What the API reads of it: the filters, a body as each POST
+            // reads it, a path segment as a user name.
+            crate::admin::api_inputs(query, body, path);
             0
         }
     })

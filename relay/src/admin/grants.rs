@@ -73,9 +73,24 @@ pub(super) fn revocations(node: &NodeHandle) -> Vec<u8> {
     json_ok(&json!({ "revocations": list }))
 }
 
+/// A user name from a path segment (percent-encoded UTF-8).
+pub(super) fn decode_user(encoded: &str) -> Option<std::borrow::Cow<'_, str>> {
+    percent_encoding::percent_decode_str(encoded).decode_utf8().ok()
+}
+
+/// `body` read as each POST reads it (for the fuzz target).
+pub(super) fn read_bodies(body: &[u8]) {
+    if let Ok(r) = parse::<Revoke>(body) {
+        let _ = check_user(&r.user);
+    }
+    if let Ok(m) = parse::<Mint>(body) {
+        let _ = check_user(&m.user);
+    }
+}
+
 /// `DELETE /api/v1/revocations/{user}` (the name percent-encoded).
 pub(super) fn lift(node: &NodeHandle, encoded: &str) -> Vec<u8> {
-    let Ok(user) = percent_encoding::percent_decode_str(encoded).decode_utf8() else {
+    let Some(user) = decode_user(encoded) else {
         return error(400, "the user name is not UTF-8", &[]);
     };
     if node.revocations().remove(&user) {

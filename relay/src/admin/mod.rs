@@ -28,8 +28,14 @@
 
 mod api;
 mod grants;
-#[doc(hidden)]
-pub(crate) use self::api::parse_filter as api_filter;
+/// What the API reads of a request, each as its route reads it (for the
+/// fuzz target): the list's filters, a body as each POST reads it, the
+/// last path segment as a user name.
+pub(crate) fn api_inputs(query: &str, body: &[u8], path: &str) {
+    let _ = api::parse_filter(query);
+    grants::read_bodies(body);
+    let _ = grants::decode_user(path.rsplit('/').next().unwrap_or_default());
+}
 mod http;
 mod pages;
 mod response;
