@@ -98,6 +98,11 @@ fn connect_to_a_tcp_peer(dp: DatapathKind, tls: bool) {
     assert!(data.closed_by_server(WAIT).unwrap(), "the data connection outlived its peer");
     // The control connection and its allocation are still there.
     assert_eq!(control.refresh(None).unwrap(), 600);
+    // Its session counts the application's bytes each way (TLS taken
+    // off), the ended data connection's included.
+    let sessions = node.handle().sessions();
+    let s = sessions.iter().find(|s| s.tcp).unwrap();
+    assert_eq!((s.usage.bytes_to_peers, s.usage.bytes_from_peers), (1_000_010, 1_000_012), "{dp:?} tls {tls}");
 }
 
 /// A TCP connection to `to` from the peer's address, 127.0.0.2 (the

@@ -25,13 +25,10 @@ impl Worker {
                     for (_, usage) in uncredited.iter().filter(|(id, _)| *id == s.id) {
                         s.usage = s.usage.plus(*usage);
                     }
-                    // Ended live (the node stops): its relays are still
-                    // in the tables.
-                    if let Some(mirror) = &self.mirror {
-                        for &token in &s.relays {
-                            s.usage = s.usage.plus(mirror.usage(token, s.id));
-                        }
-                    }
+                    // Ended live (the node stops): its relays are still in
+                    // the tables; a TCP allocation's data connections'
+                    // totals are kept until its relay is used again.
+                    s.usage = s.usage.plus(self.beside_the_core(&s));
                     records.sink.record(Kind::Stop(end.as_str()), &s, &realm, time);
                 }
             }

@@ -25,7 +25,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::conn_limits::{ConnLimits, ConnTicket};
 use super::now;
-use ip2p_turn::RelayToken;
+use ip2p_turn::{RelayToken, Usage};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// RFC 6062 §5.2, §5.3: a peer connection waits 30 seconds for its
 /// ConnectionBind.
@@ -86,6 +87,8 @@ struct Active {
     owner: Owner,
     peer: SocketAddr,
     handles: [TcpStream; 2],
+    /// What its splice moved: the allocation's session counts it.
+    moved: Arc<Moved>,
     /// The peer connection's and the data connection's places in the
     /// connection limits, given back when the pair ends.
     _tickets: (ConnTicket, Option<ConnTicket>),
@@ -109,6 +112,27 @@ struct Table {
     connecting: HashSet<(Owner, SocketAddr)>,
     waiting: HashMap<u32, Waiting>,
     active: HashMap<u32, Active>,
+    /// Bytes moved by an owner's data connections that ended, while it
+    /// lives; then its last total, until the next listener of that owner.
+    moved: HashMap<Owner, Usage>,
+}
+
+/// Payload bytes a data connection moved each way (the application's
+/// bytes, TLS taken off): a stream has no datagrams to count.
+#[derive(Debug, Default)]
+struct Moved {
+    to_peer: AtomicU64,
+    from_peer: AtomicU64,
+}
+
+impl Moved {
+    fn usage(&self) -> Usage {
+        Usage {
+            bytes_to_peers: self.to_peer.load(Ordering::Relaxed),
+            bytes_from_peers: self.from_peer.load(Ordering::Relaxed),
+            ..Usage::default()
+        }
+    }
 }
 
 /// How a worker is told of events.
@@ -170,6 +194,7 @@ impl TcpRelays {
             let mut table = self.lock();
             table.next_listener += 1;
             let id = table.next_listener;
+            table.moved.remove(&owner);
             table.listening.insert(owner, Listening { id, username: username.into(), client, handle });
             id
         };
@@ -312,20 +337,44 @@ impl TcpRelays {
             return; // timed out or its allocation went: `client` closes
         };
         let (Ok(h1), Ok(h2)) = (client.try_clone(), w.stream.try_clone()) else { return };
-        let active = Active { owner: w.owner, peer: w.peer, handles: [h1, h2], _tickets: (w.ticket, ticket) };
+        let moved = Arc::new(Moved::default());
+        let active = Active {
+            owner: w.owner,
+            peer: w.peer,
+            handles: [h1, h2],
+            moved: moved.clone(),
+            _tickets: (w.ticket, ticket),
+        };
         table.active.insert(id, active);
         drop(table);
         let relays = self.clone();
         let peer = w.stream;
         let spawned = std::thread::Builder::new().name("ip2p-tcp-data".into()).spawn(move || {
-            if let Err(e) = Splice::new(client, tls, unsent, peer).run() {
+            if let Err(e) = Splice::new(client, tls, unsent, peer, moved).run() {
                 tracing::debug!(id, error = %e, "TCP data connection ended");
             }
-            relays.lock().active.remove(&id);
+            relays.retire(id);
         });
         if spawned.is_err() {
             self.end(id);
         }
+    }
+
+    /// Data connection `id` ended: what it moved stays its owner's.
+    fn retire(&self, id: u32) {
+        let mut table = self.lock();
+        if let Some(a) = table.active.remove(&id) {
+            let total = table.moved.entry(a.owner).or_default();
+            *total = total.plus(a.moved.usage());
+        }
+    }
+
+    /// What `owner`'s data connections moved so far (those that ended
+    /// included; after the allocation ended, its last total).
+    pub(crate) fn usage(&self, owner: Owner) -> Usage {
+        let table = self.lock();
+        let live = table.active.values().filter(|a| a.owner == owner).map(|a| a.moved.usage());
+        live.fold(table.moved.get(&owner).copied().unwrap_or_default(), Usage::plus)
     }
 
     fn end(&self, id: u32) {
@@ -386,6 +435,7 @@ struct Splice {
     client: TcpStream,
     tls: Option<Box<rustls::ServerConnection>>,
     peer: TcpStream,
+    moved: Arc<Moved>,
     /// Bytes for the client (ciphertext on TLS).
     to_client: Vec<u8>,
     to_peer: Vec<u8>,
@@ -394,8 +444,14 @@ struct Splice {
 }
 
 impl Splice {
-    fn new(client: TcpStream, tls: Option<Box<rustls::ServerConnection>>, unsent: Vec<u8>, peer: TcpStream) -> Self {
-        Self { client, tls, peer, to_client: unsent, to_peer: Vec::new(), client_open: true, peer_open: true }
+    fn new(
+        client: TcpStream,
+        tls: Option<Box<rustls::ServerConnection>>,
+        unsent: Vec<u8>,
+        peer: TcpStream,
+        moved: Arc<Moved>,
+    ) -> Self {
+        Self { client, tls, peer, moved, to_client: unsent, to_peer: Vec::new(), client_open: true, peer_open: true }
     }
 
     /// Moves bytes until one side closes and what it sent has reached the
@@ -465,6 +521,7 @@ impl Splice {
         };
         let bytes = buf.get(..n).unwrap_or_default();
         let Some(tls) = &mut self.tls else {
+            self.moved.to_peer.fetch_add(n as u64, Ordering::Relaxed);
             self.to_peer.extend_from_slice(bytes);
             return Ok(());
         };
@@ -479,7 +536,10 @@ impl Splice {
                         self.client_open = false;
                         break;
                     }
-                    Ok(n) => self.to_peer.extend_from_slice(plain.get(..n).unwrap_or_default()),
+                    Ok(n) => {
+                        self.moved.to_peer.fetch_add(n as u64, Ordering::Relaxed);
+                        self.to_peer.extend_from_slice(plain.get(..n).unwrap_or_default());
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
                 }
@@ -502,6 +562,7 @@ impl Splice {
             Err(e) => return Err(e),
         };
         let bytes = buf.get(..n).unwrap_or_default();
+        self.moved.from_peer.fetch_add(n as u64, Ordering::Relaxed);
         match &mut self.tls {
             None => self.to_client.extend_from_slice(bytes),
             Some(tls) => {

@@ -325,14 +325,25 @@ impl Worker {
     /// Its live sessions, with what the fast path carried for them.
     pub(crate) fn sessions(&self) -> Vec<Session> {
         let mut sessions = self.server.sessions(now());
-        if let Some(mirror) = &self.mirror {
-            for s in &mut sessions {
-                for &token in &s.relays {
-                    s.usage = s.usage.plus(mirror.usage(token, s.id));
-                }
-            }
+        for s in &mut sessions {
+            s.usage = s.usage.plus(self.beside_the_core(s));
         }
         sessions
+    }
+
+    /// What session `s` moved outside the core: its channels on the XDP
+    /// fast path, and an RFC 6062 allocation's data connections.
+    pub(crate) fn beside_the_core(&self, s: &Session) -> ip2p_turn::Usage {
+        let mut usage = ip2p_turn::Usage::default();
+        for &token in &s.relays {
+            if let Some(mirror) = &self.mirror {
+                usage = usage.plus(mirror.usage(token, s.id));
+            }
+            if s.tcp {
+                usage = usage.plus(self.tcp.usage((self.id, token)));
+            }
+        }
+        usage
     }
 
     fn stats(&self, c: DatapathCounters) -> WorkerStats {
