@@ -6,7 +6,9 @@
 # Servers get one worker / one relay thread (then each its defaults), pinned
 # to SERVER_CPU; the bench is pinned to BENCH_CPU. Tunables (env):
 # RATE (latency runs, pkt/s), LOAD_RATE (a second CPU measurement, pkt/s),
-# DURATION (s), CAP_START, CAP_STEP_DURATION (s), SIZES, MODES, and
+# DURATION (s), CAP_START, CAP_STEP_DURATION (s), SIZES, MODES, BASELINE
+# (another ip2p-relay binary, an earlier build, measured in the same run
+# beside this one as "before": latency and CPU per packet), and
 # TOPOLOGY: "loopback" (default: everything on this host's loopback, where
 # a sender pays for its receiver's softirq work) or "veth" (root: the bench
 # and the servers in network namespaces of the script's own, joined by a
@@ -29,6 +31,7 @@ SIZES=${SIZES:-"100 1200"}
 MODES=${MODES:-"pairs echo"}
 SESSIONS=${SESSIONS:-20}
 TOPOLOGY=${TOPOLOGY:-loopback}
+BASELINE=${BASELINE:-}
 OUT=${OUT:-target/bench-compare$([ "$TOPOLOGY" = veth ] && echo -veth || true)}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/*.hgrm "$OUT"/*.svg "$OUT"/errors.log
@@ -57,9 +60,9 @@ cleanup() {
 trap cleanup EXIT
 source bench/topology.sh
 
-start_ip2p() { # workers
+start_ip2p() { # workers [binary]
   local port; port=$(free_port "${IN_R[@]}")
-  "${IN_R[@]}" taskset -c "$SERVER_CPU" "$RELAY" --config bench/relay-bench.toml --workers "$1" --listen "$SERVER_IP:$port" \
+  "${IN_R[@]}" taskset -c "$SERVER_CPU" "${2:-$RELAY}" --config bench/relay-bench.toml --workers "$1" --listen "$SERVER_IP:$port" \
     --allow-peer "$PEER_IP/32" --user demo:demo-password --realm ip2p --admin off >"$OUT/ip2p.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_PORT=$port
 }
@@ -136,7 +139,7 @@ capacity() {
 echo "ip2p-bench compare: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
 echo "topology: $TOPOLOGY$([ "$TOPOLOGY" = veth ] && echo " (bench and servers in network namespaces joined by a veth pair)"); servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; latency runs at $RATE pkt/s, $SESSIONS sessions, ${DURATION}s (epoll engine)"
 echo "capacity: highest rate with loss <= 0.1% and p99 <= $CAP_MAX_P99_US us, from $CAP_START pkt/s in steps of x1.25, a step failing only if both of 2 runs fail (io_uring engine)"
-echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)"
+echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)$([ -n "$BASELINE" ] && echo ", before: $BASELINE")"
 for size in $SIZES; do
   for mode in $MODES; do
     echo "== $mode, $size B"
@@ -145,6 +148,12 @@ for size in $SIZES; do
     load ip2p "$mode" "$size"
     capacity ip2p "$mode" "$size"
     stop_server
+    if [ -n "$BASELINE" ]; then
+      start_ip2p 1 "$BASELINE"; wait_ready
+      latency before "$mode" "$size"
+      load before "$mode" "$size"
+      stop_server
+    fi
     start_coturn 1; wait_ready
     latency coturn "$mode" "$size"
     load coturn "$mode" "$size"

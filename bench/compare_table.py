@@ -57,7 +57,7 @@ for path in glob.glob(os.path.join(out, "latency-*-*.json")):
 print(f"{'scenario':<16} {'server':<8} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'loss %':>7} "
       f"{'cpu us/pkt':>10} {'at ' + str(load_rate // 1000) + 'k':>8} {'added p50':>9} {'capacity pkt/s':>15}")
 facts = {}
-order = {"ip2p": 0, "coturn": 1, "forwarder": 2, "direct": 3}
+order = {"ip2p": 0, "before": 1, "coturn": 2, "forwarder": 3, "direct": 4}
 for (mode, size, name) in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2], 9))):
     s = rows[(mode, size, name)]
     l = s["latency_us"]
@@ -93,6 +93,11 @@ for (mode, size) in sorted({(m, z) for (m, z, _n) in facts}):
         line += (f"; ip2p / forwarder: capacity {ratio(i[3], f[3])}, cpu/pkt {ratio(i[1], f[1])} "
                  f"(at {load_rate // 1000}k {ratio(i[5], f[5])}), relay-added p50 {ratio(i[2], f[2])}; "
                  f"forwarder / coturn relay-added p50 {ratio(f[2], c[2])}")
+    b = facts.get((mode, size, "before"))
+    if b:
+        # BASELINE: an earlier build of ip2p in the same run.
+        line += (f"; ip2p / before: cpu/pkt {ratio(i[1], b[1])} (at {load_rate // 1000}k {ratio(i[5], b[5])}), "
+                 f"p50 {ratio(i[0]['p50'], b[0]['p50'])}")
     if d and not d[4]:
         # A direct capacity the bench itself capped is no ceiling to divide by.
         line += f"; capacity/direct ip2p {ratio(i[3], d[3])}, coturn {ratio(c[3], d[3])}"
