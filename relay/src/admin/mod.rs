@@ -1,28 +1,30 @@
 //! The admin HTTP listener: `/metrics` for Prometheus, `/healthz` and
 //! `/readyz` for service managers and load balancers, `/status` as JSON for
-//! people.
+//! people, the API under `/api/v1` for operators and applications.
 //!
 //! It is a small HTTP/1.1 server on one thread of its own (never a
 //! worker's), an event loop over non-blocking sockets with httparse for
 //! the requests, because it must stay up under abuse without costing the
 //! relay: at most [`MAX_CONNECTIONS`] connections (more are closed at
-//! once), requests of at most [`MAX_REQUEST`] bytes with no body, a
-//! deadline to read a request and one to write the answer, one request
-//! per connection. `/metrics` and `/status` name users and addresses, and
-//! `/selftest` (a page that tests the relay from the browser that opens
-//! it, with `/selftest/config` and the credentials API behind it) mints
-//! TURN credentials: with `admin.token` set they answer only the token, as
-//! `Authorization: Bearer <token>` or, for browsers, HTTP Basic with the
-//! token as password; `/healthz` and `/readyz` say only ok or not and stay
-//! open for probes, on a connection budget of their own. Without a token
-//! the pages answer only requests for an address or localhost, and off
-//! loopback only `/metrics` is served of them. It binds to loopback by
-//! default.
+//! once), requests of at most [`MAX_REQUEST`] bytes with no body but a
+//! POST's to the API (at most 4 KiB), a deadline to read a request and one
+//! to write the answer, one request per connection. `/metrics`, `/status`
+//! and the API name users and addresses, the API ends sessions, revokes
+//! users and mints TURN credentials, and `/selftest` (a page that tests
+//! the relay from the browser that opens it, with `/selftest/config` and
+//! the credentials API behind it) uses it: with `admin.token` set they
+//! answer only the token, as `Authorization: Bearer <token>` or, for
+//! browsers, HTTP Basic with the token as password; `/healthz` and
+//! `/readyz` say only ok or not and stay open for probes, on a connection
+//! budget of their own. Without a token the pages answer only requests for
+//! an address or localhost, and off loopback only `/metrics` is served of
+//! them. It binds to loopback by default.
 //!
 //! The parts: this file (the listener's handle, [`Admin`]), `http` (the
 //! event loop and its limits), `routes` (which request gets what, and who
 //! may see it), `pages` (`/status` and the self-test's JSON), `api` (the
-//! sessions API under `/api/v1`), `response` (writing an HTTP answer).
+//! sessions API under `/api/v1`), `grants` (revocations and credentials),
+//! `response` (writing an HTTP answer).
 
 #![warn(clippy::too_many_lines)]
 
