@@ -57,7 +57,8 @@ impl Kind {
 }
 
 enum Message {
-    Record(Kind, String),
+    /// A record to format and write (formatted off the worker).
+    Record(Kind, Box<Session>, Arc<str>, &'static str, u64),
     Reopen,
 }
 
@@ -84,7 +85,10 @@ pub(crate) struct UsageSink {
 pub(crate) struct Records {
     pub(crate) sink: UsageSink,
     pub(crate) interval: std::time::Duration,
+    /// When the next interim pass begins.
     pub(crate) next: std::time::Instant,
+    /// The next slot of a pass under way.
+    pub(crate) cursor: Option<u32>,
 }
 
 impl std::fmt::Debug for Message {
@@ -95,6 +99,10 @@ impl std::fmt::Debug for Message {
         })
     }
 }
+
+/// Sessions a worker writes interim records for per loop round: a pass
+/// over many thousands is spread over rounds, never one long stall.
+pub(crate) const INTERIM_BATCH: u32 = 256;
 
 impl UsageLog {
     /// Opens `path` for appending (created if missing, readable by its
@@ -142,9 +150,9 @@ impl Drop for UsageLog {
 
 impl UsageSink {
     /// Queues the record of `kind` for session `s` (its counters as they
-    /// stand), at unix time `time`; an interim one only while the queue
-    /// has room.
-    pub(crate) fn record(&self, kind: Kind, s: &Session, realm: &str, time: u64) {
+    /// stand) of `realm`, at unix time `time`; an interim one only while
+    /// the queue has room. The writer formats it.
+    pub(crate) fn record(&self, kind: Kind, s: Session, realm: &Arc<str>, time: u64) {
         if kind == Kind::Interim {
             let queued = self.counts.queued_interims.fetch_add(1, Ordering::Relaxed);
             if queued >= MAX_QUEUED_INTERIMS {
@@ -153,8 +161,8 @@ impl UsageSink {
                 return;
             }
         }
-        let line = line(kind, s, realm, self.transport(s.listener), time);
-        let _ = self.tx.send(Message::Record(kind, line));
+        let transport = self.transport(s.listener);
+        let _ = self.tx.send(Message::Record(kind, Box::new(s), Arc::clone(realm), transport, time));
     }
 
     fn transport(&self, listener: ListenerId) -> &'static str {
@@ -231,7 +239,9 @@ impl Writer {
     fn run(mut self, rx: &Receiver<Message>) {
         while let Ok(message) = rx.recv() {
             match message {
-                Message::Record(kind, line) => self.write(kind, &line),
+                Message::Record(kind, s, realm, transport, time) => {
+                    self.write(kind, &line(kind, &s, &realm, transport, time));
+                }
                 Message::Reopen => self.reopen(),
             }
             if rx.is_empty() {
@@ -330,14 +340,15 @@ mod tests {
         let path = dir.join("usage.jsonl");
         let log = UsageLog::open(&path, 1).unwrap();
         let sink = log.sink();
+        let realm: Arc<str> = "r".into();
         // As if the writer were stuck: the queue already full.
         log.sink.counts.queued_interims.store(MAX_QUEUED_INTERIMS, Ordering::Relaxed);
-        sink.record(Kind::Interim, &session(), "r", 1);
-        sink.record(Kind::Stop("expired"), &session(), "r", 2);
+        sink.record(Kind::Interim, session(), &realm, 1);
+        sink.record(Kind::Stop("expired"), session(), &realm, 2);
         let counts = log.counts();
         assert_eq!(counts.coalesced.load(Ordering::Relaxed), 1);
         log.sink.counts.queued_interims.store(0, Ordering::Relaxed);
-        sink.record(Kind::Interim, &session(), "r", 3);
+        sink.record(Kind::Interim, session(), &realm, 3);
         drop(sink);
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -161,6 +161,32 @@ fn a_handover_writes_no_stop_and_goes_on(dp: &'static str) {
     assert_eq!(starts_and_stops, ["start", "stop"], "{dp}: the handover wrote none");
 }
 
+/// More sessions than a worker writes interim records for in one loop
+/// round: the pass goes on over rounds and covers each.
+fn an_interim_pass_covers_every_session(dp: &'static str) {
+    let dir = TempDir::new("usage-many");
+    let file = dir.path().join("usage.jsonl");
+    let relay = Relay::start(&RelayOptions::new(dp, &config(&file, "[allocation]\nuser_quota = 0\nip_quota = 0\n")));
+    let clients: Vec<Client> = (0..600)
+        .map(|_| {
+            let mut c = Client::new(relay.addr, "alice", "wonderland").unwrap();
+            c.allocate(None).unwrap();
+            c
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = records(&[&file]);
+        let interim: std::collections::HashSet<&str> =
+            all.iter().filter(|r| r["event"] == "interim").filter_map(|r| r["id"].as_str()).collect();
+        if interim.len() == clients.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{dp}: interim records for {} of {} sessions", interim.len(), clients.len());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn bad_settings_are_refused(dp: &'static str) {
     for (args, says) in [
         (vec!["--usage-file", "/tmp/x", "--usage-interval", "0"], "usage.interval"),
@@ -182,4 +208,5 @@ on_both_datapaths! {
     reasons_and_a_logrotate: reasons_and_a_logrotate();
     a_handover_writes_no_stop_and_goes_on: a_handover_writes_no_stop_and_goes_on();
     bad_settings_are_refused: bad_settings_are_refused();
+    an_interim_pass_covers_every_session: an_interim_pass_covers_every_session();
 }

@@ -1,26 +1,30 @@
 //! A worker's part of the usage records (`crate::usage`): the core's
-//! session starts and ends, each with what the XDP fast path carried for
-//! it, and every `usage.interval` an interim record of each live session.
+//! session starts and ends, each with what the XDP fast path and RFC 6062
+//! data connections carried for it, and every `usage.interval` an interim
+//! record of each live session, [`crate::usage::INTERIM_BATCH`] sessions a
+//! loop round. The records are formatted and written by the log's thread.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use ip2p_turn::{End, SessionEvent, SessionId, Usage};
 
 use super::worker::Worker;
-use crate::usage::Kind;
+use crate::usage::{INTERIM_BATCH, Kind};
 
 impl Worker {
-    /// Writes what the core says of its sessions since the last round (at
-    /// `now`), and the interim round when it is due: when it next is.
+    /// Hands over what the core says of its sessions since the last round
+    /// (at `now`), and the next slice of an interim pass when one is due
+    /// or under way: when it next has work (`now` while a pass runs).
     /// `uncredited`: what the fast path carried for sessions that ended
     /// before their relay left its tables.
     pub(crate) fn record_sessions(&mut self, now: Instant, uncredited: &[(SessionId, Usage)]) -> Option<Instant> {
         let records = self.records.as_ref()?;
         let time = crate::unix_now();
-        let realm = self.server.config().credentials.realm.clone();
+        let realm: Arc<str> = self.server.config().credentials.realm.as_str().into();
         while let Some(event) = self.server.poll_session_event() {
             match event {
-                SessionEvent::Started(s) => records.sink.record(Kind::Start, &s, &realm, time),
+                SessionEvent::Started(s) => records.sink.record(Kind::Start, s, &realm, time),
                 SessionEvent::Ended(mut s, end) => {
                     for (_, usage) in uncredited.iter().filter(|(id, _)| *id == s.id) {
                         s.usage = s.usage.plus(*usage);
@@ -29,18 +33,28 @@ impl Worker {
                     // the tables; a TCP allocation's data connections'
                     // totals are kept until its relay is used again.
                     s.usage = s.usage.plus(self.beside_the_core(&s));
-                    records.sink.record(Kind::Stop(end.as_str()), &s, &realm, time);
+                    records.sink.record(Kind::Stop(end.as_str()), s, &realm, time);
                 }
             }
         }
-        if now >= records.next {
-            for s in self.sessions() {
-                records.sink.record(Kind::Interim, &s, &realm, time);
+        let cursor = match records.cursor {
+            Some(c) => c,
+            None if now >= records.next => 0,
+            None => return Some(records.next),
+        };
+        let end = cursor.saturating_add(INTERIM_BATCH).min(self.server.session_slots());
+        for slot in cursor..end {
+            if let Some(mut s) = self.server.live_session(slot, now) {
+                s.usage = s.usage.plus(self.beside_the_core(&s));
+                records.sink.record(Kind::Interim, s, &realm, time);
             }
-            let records = self.records.as_mut()?;
+        }
+        let records = self.records.as_mut()?;
+        if cursor == 0 {
             records.next = now + records.interval;
         }
-        self.records.as_ref().map(|r| r.next)
+        records.cursor = (end < self.server.session_slots()).then_some(end);
+        Some(if records.cursor.is_some() { now } else { records.next })
     }
 
     /// The node stops (not for a handover: those sessions go on): every

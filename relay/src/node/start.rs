@@ -301,6 +301,7 @@ fn worker(
             sink: log.sink(),
             interval: u.interval,
             next: now() + u.interval,
+            cursor: None,
         }),
     }
 }

@@ -17,6 +17,21 @@ impl Server {
         live.filter_map(|(slot, _)| self.session_at(u32::try_from(slot).ok()?, now)).collect()
     }
 
+    /// Slots a walk over the sessions covers (`0..n`, for
+    /// [`Self::live_session`]).
+    #[must_use]
+    pub fn session_slots(&self) -> u32 {
+        u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The live session in slot `slot` at `now`, if any: a walk over them
+    /// a slice at a time.
+    #[must_use]
+    pub fn live_session(&self, slot: u32, now: Instant) -> Option<Session> {
+        self.slots.get(slot as usize)?.as_ref().filter(|a| a.expires > now)?;
+        self.session_at(slot, now)
+    }
+
     /// Allocation `slot` as a session at `now`.
     pub(super) fn session_at(&self, slot: u32, now: Instant) -> Option<Session> {
         let alloc = self.slots.get(slot as usize)?.as_ref()?;
