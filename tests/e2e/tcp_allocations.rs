@@ -100,7 +100,7 @@ fn connect_to_a_tcp_peer(dp: DatapathKind, tls: bool) {
     assert_eq!(control.refresh(None).unwrap(), 600);
     // Its session counts the application's bytes each way (TLS taken
     // off), the ended data connection's included.
-    let sessions = node.handle().sessions();
+    let sessions = node.handle().sessions(&Default::default());
     let s = sessions.iter().find(|s| s.tcp).unwrap();
     assert_eq!((s.usage.bytes_to_peers, s.usage.bytes_from_peers), (1_000_010, 1_000_012), "{dp:?} tls {tls}");
 }

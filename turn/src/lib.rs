@@ -56,7 +56,7 @@ pub use self::policy::{Judgement, PeerPolicy};
 pub use self::revocations::{MAX_REVOCATIONS, Revocations};
 pub use self::server::Server;
 pub use self::server::export::{AdoptError, Export};
-pub use self::session::{End, Session, SessionEvent, SessionId, Usage};
+pub use self::session::{End, Session, SessionEvent, SessionId, SessionQuery, Usage};
 pub use self::shared::{Account, Held, NodeState, QuotaLimits, Quotas, client_prefix};
 pub use self::sockets::Sockets;
 pub use self::stats::{

@@ -96,6 +96,19 @@ impl Crossed {
     }
 }
 
+/// Which sessions a walk returns: those of `user`, of client IP
+/// `client`, with id `id` (each when given). Judged before a session is
+/// built: a narrow query costs a worker a walk over its slots, no more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionQuery {
+    /// Whom it counts against.
+    pub user: Option<String>,
+    /// The client's IP.
+    pub client: Option<std::net::IpAddr>,
+    /// Its id.
+    pub id: Option<SessionId>,
+}
+
 /// Why a session ended (a usage record's `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {

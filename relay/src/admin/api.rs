@@ -43,7 +43,8 @@ pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str, b
 
 /// `GET /api/v1/sessions`: the live sessions that pass `filter`.
 fn list(node: &NodeHandle, filter: &Filter) -> Vec<u8> {
-    let mut sessions: Vec<Session> = node.sessions().into_iter().filter(|s| filter.passes(node, s)).collect();
+    let query = ip2p_turn::SessionQuery { user: filter.user.clone(), client: filter.client, id: None };
+    let mut sessions: Vec<Session> = node.sessions(&query).into_iter().filter(|s| filter.passes(node, s)).collect();
     sessions.sort_by_key(|s| (s.started, s.id));
     let sessions: Vec<Value> = sessions.iter().map(|s| session_json(node, s)).collect();
     json_ok(&json!({ "sessions": sessions }))
@@ -66,7 +67,7 @@ fn end(node: &NodeHandle, id: &str) -> Vec<u8> {
 
 fn find(node: &NodeHandle, id: &str) -> Option<Session> {
     let id = SessionId::parse(id)?;
-    node.sessions().into_iter().find(|s| s.id == id)
+    node.sessions(&ip2p_turn::SessionQuery { id: Some(id), ..Default::default() }).into_iter().next()
 }
 
 fn no_session(id: &str) -> Vec<u8> {

@@ -45,8 +45,8 @@ pub(crate) enum Command {
     Freeze(Sender<Frozen>),
     /// Go on serving after a handover that did not happen.
     Resume,
-    /// Send its live sessions.
-    Sessions(Sender<Vec<Session>>),
+    /// Send its live sessions that the query asks for.
+    Sessions(ip2p_turn::SessionQuery, Sender<Vec<Session>>),
     /// End a session, saying whether it was this worker's.
     EndSession(SessionId, Sender<bool>),
     /// End every session of a user (revoked), saying how many.
@@ -135,8 +135,8 @@ impl Worker {
             Command::Drain => self.server.drain(),
             Command::Freeze(reply) => self.freeze_request = Some(reply),
             Command::Resume => {}
-            Command::Sessions(reply) => {
-                let _ = reply.send(self.sessions());
+            Command::Sessions(query, reply) => {
+                let _ = reply.send(self.sessions(&query));
             }
             Command::EndSession(id, reply) => {
                 let _ = reply.send(self.server.end_session(now(), id));
@@ -323,8 +323,8 @@ impl Worker {
     }
 
     /// Its live sessions, with what the fast path carried for them.
-    pub(crate) fn sessions(&self) -> Vec<Session> {
-        let mut sessions = self.server.sessions(now());
+    pub(crate) fn sessions(&self, query: &ip2p_turn::SessionQuery) -> Vec<Session> {
+        let mut sessions = self.server.sessions_where(now(), query);
         for s in &mut sessions {
             s.usage = s.usage.plus(self.beside_the_core(s));
         }

@@ -252,11 +252,12 @@ impl NodeHandle {
         (0..self.workers.len()).filter_map(|_| rx.recv_deadline(deadline).ok()).collect()
     }
 
-    /// Every worker's live sessions (a worker that does not answer within
-    /// 2 s is missing), with the XDP fast path's counts.
+    /// Every worker's live sessions that `query` asks for (a worker that
+    /// does not answer within 2 s is missing), with the XDP fast path's
+    /// counts.
     #[must_use]
-    pub fn sessions(&self) -> Vec<Session> {
-        self.ask_all(Command::Sessions).into_iter().flatten().collect()
+    pub fn sessions(&self, query: &ip2p_turn::SessionQuery) -> Vec<Session> {
+        self.ask_all(|reply| Command::Sessions(query.clone(), reply)).into_iter().flatten().collect()
     }
 
     /// Ends session `id` now, on whichever worker holds it: whether one

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::Server;
 use crate::RelayToken;
-use crate::session::{End, Session, SessionEvent, SessionId, Usage};
+use crate::session::{End, Session, SessionEvent, SessionId, SessionQuery, Usage};
 use crate::timer::Timer;
 
 impl Server {
@@ -13,7 +13,19 @@ impl Server {
     /// over them, for the admin API, never on the packet path).
     #[must_use]
     pub fn sessions(&self, now: Instant) -> Vec<Session> {
-        let live = self.slots.iter().enumerate().filter(|(_, a)| a.as_ref().is_some_and(|a| a.expires > now));
+        self.sessions_where(now, &SessionQuery::default())
+    }
+
+    /// The live sessions `query` asks for at `now`.
+    #[must_use]
+    pub fn sessions_where(&self, now: Instant, query: &SessionQuery) -> Vec<Session> {
+        let wanted = |a: &crate::allocation::Allocation| {
+            a.expires > now
+                && query.id.is_none_or(|id| a.session == id)
+                && query.user.as_deref().is_none_or(|u| *a.account.user == *u)
+                && query.client.is_none_or(|ip| a.client.ip() == ip)
+        };
+        let live = self.slots.iter().enumerate().filter(|(_, a)| a.as_ref().is_some_and(wanted));
         live.filter_map(|(slot, _)| self.session_at(u32::try_from(slot).ok()?, now)).collect()
     }
 

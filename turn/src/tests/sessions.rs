@@ -201,3 +201,21 @@ fn with_strict_expiry_a_session_ends_with_its_credential() {
     let r = h.authed(CLIENT, Method::ALLOCATE, &udp, &web);
     assert_eq!(r.lifetime(), Some(600));
 }
+
+#[test]
+fn a_query_picks_sessions_by_user_client_and_id() {
+    let mut h = Harness::new();
+    h.allocate(CLIENT, &Harness::alice());
+    h.allocate("127.0.0.5:40001", &Harness::alice());
+    h.allocate("127.0.0.1:40002", &rest("web-user", UNIX0 + 3600));
+    let ids = |q: SessionQuery| h.server.sessions_where(h.now, &q).iter().map(|s| s.user.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(SessionQuery::default()).len(), 3);
+    assert_eq!(ids(SessionQuery { user: Some("web-user".into()), ..Default::default() }), ["web-user"]);
+    let local = SessionQuery { client: Some("127.0.0.1".parse().unwrap()), ..Default::default() };
+    assert_eq!(ids(local).len(), 2);
+    let one = h.server.sessions(h.now)[1].id;
+    let by_id = h.server.sessions_where(h.now, &SessionQuery { id: Some(one), ..Default::default() });
+    assert_eq!(by_id.iter().map(|s| s.id).collect::<Vec<_>>(), [one]);
+    let none = SessionQuery { user: Some("alice".into()), client: Some("127.0.0.9".parse().unwrap()), id: None };
+    assert!(ids(none).is_empty());
+}
