@@ -25,13 +25,16 @@ const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 /// samples or families of (`_total` for counters, `_bucket`, `_sum` and
 /// `_count` for histograms).
 fn live_metric_names(dp: DatapathKind) -> (Node, Admin, BTreeSet<String>) {
-    let text = r#"
-        listen = ["127.0.0.1:0"]
-        workers = 2
-        [auth]
-        users = [{ name = "alice", password = "wonderland" }]
-        "#;
-    let node = ip2p_tests::start_node(dp, text);
+    // With usage records, for their metrics (the file outlives its
+    // directory's removal while the node writes it).
+    let dir = ip2p_tests::TempDir::new("operator-usage");
+    let text = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 2\n\
+         [auth]\nusers = [{{ name = \"alice\", password = \"wonderland\" }}]\n\
+         [usage]\nfile = \"{}\"\n",
+        dir.path().join("usage.jsonl").display()
+    );
+    let node = ip2p_tests::start_node(dp, &text);
     let admin = Admin::start("127.0.0.1:0".parse().unwrap(), node.handle(), None).unwrap();
     let mut client = ip2p_client::Client::new(node.local_addrs()[0], "alice", "wonderland").unwrap();
     client.allocate(None).unwrap();
