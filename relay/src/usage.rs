@@ -8,12 +8,13 @@
 //! each per session); interim records carry running totals, so under
 //! pressure (more than [`MAX_QUEUED_INTERIMS`] waiting) a new one is left
 //! out and counted as coalesced: the next says the same and more. The
-//! writer flushes whenever the queue is empty (a record reaches the file
-//! within a second of its event) and reopens the file on SIGHUP
-//! (logrotate's rename, then a reload).
+//! writer appends whole lines, gathered while more wait (up to 64 KiB a
+//! write), whenever the queue is empty (a record reaches the file within a
+//! second of its event), and reopens the file on SIGHUP (logrotate's
+//! rename, then a reload).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -115,7 +116,7 @@ impl UsageLog {
         let file = open(path).map_err(|e| io::Error::new(e.kind(), format!("usage.file {}: {e}", path.display())))?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let counts = Arc::new(UsageCounts::default());
-        let writer = Writer { path: path.to_owned(), out: BufWriter::new(file), counts: Arc::clone(&counts) };
+        let writer = Writer::new(path, file, Arc::clone(&counts));
         let thread = std::thread::Builder::new().name("ip2p-usage".into()).spawn(move || writer.run(&rx))?;
         Ok(Self { sink: UsageSink { tx, counts, plain_streams }, thread: Some(thread) })
     }
@@ -229,52 +230,74 @@ fn open(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new().append(true).create(true).mode(0o640).open(path)
 }
 
+/// Bytes of whole records gathered before they go to the file in one
+/// write.
+const BATCH: usize = 64 * 1024;
+
+/// The log's thread: records go to the file as whole lines only, each
+/// batch in one append, so two processes writing it at once (the moment
+/// of a handover) never interleave inside a line.
 struct Writer {
     path: PathBuf,
-    out: BufWriter<File>,
+    file: File,
+    /// Whole lines not written yet, and how many records of each kind.
+    pending: Vec<u8>,
+    pending_records: [u64; 3],
     counts: Arc<UsageCounts>,
 }
 
 impl Writer {
+    fn new(path: &Path, file: File, counts: Arc<UsageCounts>) -> Self {
+        Self { path: path.to_owned(), file, pending: Vec::with_capacity(BATCH), pending_records: [0; 3], counts }
+    }
+
     fn run(mut self, rx: &Receiver<Message>) {
         while let Ok(message) = rx.recv() {
             match message {
                 Message::Record(kind, s, realm, transport, time) => {
-                    self.write(kind, &line(kind, &s, &realm, transport, time));
+                    self.add(kind, &line(kind, &s, &realm, transport, time));
                 }
                 Message::Reopen => self.reopen(),
             }
-            if rx.is_empty() {
+            if rx.is_empty() || self.pending.len() >= BATCH {
                 self.flush();
             }
         }
         self.flush();
     }
 
-    fn write(&mut self, kind: Kind, line: &str) {
+    fn add(&mut self, kind: Kind, line: &str) {
         if kind == Kind::Interim {
             self.counts.queued_interims.fetch_sub(1, Ordering::Relaxed);
         }
-        match self.out.write_all(line.as_bytes()) {
+        self.pending.extend_from_slice(line.as_bytes());
+        if let Some(n) = self.pending_records.get_mut(kind.index()) {
+            *n += 1;
+        }
+    }
+
+    /// Writes what is gathered; counts it written, or lost.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.pending_records);
+        match self.file.write_all(&self.pending) {
             Ok(()) => {
-                if let Some(n) = self.counts.written.get(kind.index()) {
-                    n.fetch_add(1, Ordering::Relaxed);
+                for (n, written) in records.iter().zip(&self.counts.written) {
+                    written.fetch_add(*n, Ordering::Relaxed);
                 }
             }
-            Err(e) => self.failed(&e),
+            Err(e) => self.failed(records.iter().sum(), &e),
         }
+        self.pending.clear();
     }
 
-    fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            self.failed(&e);
-        }
-    }
-
-    fn failed(&self, e: &io::Error) {
-        let failed = self.counts.failed.fetch_add(1, Ordering::Relaxed) + 1;
-        if failed.is_power_of_two() {
-            tracing::warn!(file = %self.path.display(), error = %e, failed, "usage records not written");
+    fn failed(&self, records: u64, e: &io::Error) {
+        let before = self.counts.failed.fetch_add(records, Ordering::Relaxed);
+        // Logged at the first, then each time the count passes a power of two.
+        if before == 0 || (before + records).ilog2() > before.ilog2() {
+            tracing::warn!(file = %self.path.display(), error = %e, failed = before + records, "usage records not written");
         }
     }
 
@@ -283,7 +306,7 @@ impl Writer {
     fn reopen(&mut self) {
         self.flush();
         match open(&self.path) {
-            Ok(file) => self.out = BufWriter::new(file),
+            Ok(file) => self.file = file,
             Err(e) => tracing::warn!(file = %self.path.display(), error = %e, "usage file not reopened"),
         }
     }
@@ -331,6 +354,20 @@ mod tests {
         let start: serde_json::Value =
             serde_json::from_str(&super::line(Kind::Start, &session(), "r", "udp", 1)).unwrap();
         assert!(start.get("reason").is_none());
+    }
+
+    #[test]
+    fn records_the_file_refuses_are_counted_lost() {
+        // Every write to /dev/full fails with ENOSPC.
+        let log = UsageLog::open(Path::new("/dev/full"), 1).unwrap();
+        let realm: Arc<str> = "r".into();
+        for kind in [Kind::Start, Kind::Stop("expired")] {
+            log.sink().record(kind, session(), &realm, 1);
+        }
+        let counts = log.counts();
+        drop(log);
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 2);
+        assert!(counts.written.iter().all(|n| n.load(Ordering::Relaxed) == 0));
     }
 
     #[test]
