@@ -17,7 +17,10 @@
 # Servers get one worker / one relay thread pinned to SERVER_CPU; the bench
 # is pinned to BENCH_CPU. Pairs take the fast path from client to client
 # (XDP_TX back out of the interface they came in by). Tunables (env): RATE, LOAD_RATE, DURATION,
-# CAP_START, CAP_STEP_DURATION, CAP_MAX_P99_US, SIZES, MODES, SESSIONS.
+# CAP_START, CAP_STEP_DURATION, CAP_MAX_P99_US, SIZES, MODES, SESSIONS, and
+# BASELINE: another ip2p-relay binary (an earlier build) measured in the
+# same run, with the fast path on ("before-xdp") and off ("before"), at the
+# fixed rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +34,7 @@ CAP_MAX_P99_US=${CAP_MAX_P99_US:-5000}
 SIZES=${SIZES:-"100 1200"}
 MODES=${MODES:-"echo pairs"}
 SESSIONS=${SESSIONS:-20}
+BASELINE=${BASELINE:-}
 OUT=${OUT:-target/bench-xdp}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/errors.log "$OUT"/*.bpf
@@ -94,8 +98,8 @@ far_end_pass() { ip -n "$C" link set dev cr xdpdrv "$@"; }
 sysctl -qw kernel.bpf_stats_enabled=1
 
 SERVER=10.71.1.1:3478
-start_ip2p() { # xdp mode
-  ip netns exec "$R" taskset -c "$SERVER_CPU" "$RELAY" --config bench/relay-bench.toml --workers 1 --listen "$SERVER" \
+start_ip2p() { # xdp mode [binary]
+  ip netns exec "$R" taskset -c "$SERVER_CPU" "${2:-$RELAY}" --config bench/relay-bench.toml --workers 1 --listen "$SERVER" \
     --relay-ip 10.71.2.1 --allow-peer 10.71.2.0/24 --user demo:demo-password --realm ip2p --admin off \
     --datapath io_uring --xdp "$1" >"$OUT/ip2p-xdp-$1.log" 2>&1 &
   SERVER_PID=$!; PIDS+=("$SERVER_PID")
@@ -156,7 +160,7 @@ scenario() { # name mode size
 
 echo "ip2p-bench xdp: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
 echo "namespaces over veth; servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; fixed rates $RATE and $LOAD_RATE pkt/s, $SESSIONS sessions, ${DURATION}s"
-echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)"
+echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)$([ -n "$BASELINE" ] && echo ", before: $BASELINE")"
 for size in $SIZES; do
   for mode in $MODES; do
     echo "== $mode, $size B"
@@ -166,6 +170,14 @@ for size in $SIZES; do
     scenario ip2p-xdp "$mode" "$size"; stop_server
     [ "$mode" = pairs ] && far_end_pass off
     start_ip2p off; sleep 1; scenario ip2p "$mode" "$size"; stop_server
+    if [ -n "$BASELINE" ]; then
+      start_ip2p on "$BASELINE"; sleep 1
+      [ "$mode" = pairs ] && far_end_pass obj "$PASS_OBJ" sec xdp
+      bench before-xdp "$mode" "$size" "$RATE" latency; bench before-xdp "$mode" "$size" "$LOAD_RATE" load; stop_server
+      [ "$mode" = pairs ] && far_end_pass off
+      start_ip2p off "$BASELINE"; sleep 1
+      bench before "$mode" "$size" "$RATE" latency; bench before "$mode" "$size" "$LOAD_RATE" load; stop_server
+    fi
     start_coturn; sleep 1; scenario coturn "$mode" "$size"; stop_server
     scenario kernel "$mode" "$size"
   done

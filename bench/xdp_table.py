@@ -4,7 +4,7 @@ import json, os, sys
 
 out = sys.argv[1]
 max_p99 = float(sys.argv[2]) if len(sys.argv) > 2 else 5000.0
-SERVERS = ["ip2p-xdp", "ip2p", "coturn", "kernel"]
+SERVERS = ["ip2p-xdp", "before-xdp", "ip2p", "before", "coturn", "kernel"]
 
 
 def load(path):
@@ -65,6 +65,10 @@ for mode in modes:
             print(f"{mode + ' ' + size + 'B':13} {name:10} {s['latency_us']['p50']:7.1f} {s['latency_us']['p99']:7.1f} "
                   f"{s['loss_percent']:6.3f}   {fmt(c and c[0]):>12} {fmt(c and c[1]):>12}   | {fmt(cl and cl[0]):>22} | "
                   f"{fmt(program_ns('load', name, mode, size), '.0f'):>11} | {fmt(cap, '.0f')}{' (bench)' if bench_limited else ''}")
+        for now_name, before_name in (("ip2p-xdp", "before-xdp"), ("ip2p", "before")):
+            n, b = base.get(now_name), base.get(before_name)
+            if n and b and n[2] and b[2]:
+                print(f"{'':13} {now_name} / {before_name} at load (machine-bench cpu/pkt): {n[2][0] / b[2][0]:.3f}x")
         x, i, t = base.get("ip2p-xdp"), base.get("ip2p"), base.get("coturn")
         if x and i and t and x[2] and i[2] and t[2]:
             print(f"{'':13} ratios at load (machine-bench): ip2p socket / ip2p xdp {i[2][0] / x[2][0]:.2f}x, "
