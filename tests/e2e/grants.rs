@@ -83,6 +83,21 @@ fn credentials_an_application_can_use(dp: &'static str) {
     let huge = format!(r#"{{"user": "{}"}}"#, "u".repeat(5000));
     assert_eq!(post(admin, "/api/v1/credentials", &huge, None).0, 413, "{dp}");
     assert_eq!(get(admin, "/api/v1/credentials", None).0, 405, "{dp}");
+    // TLS listeners give turns: URLs; a relay address behind 1:1 NAT is
+    // named by its external address.
+    let pki = ip2p_tests::support::Pki::new(&format!("grants-{dp}"));
+    let nat =
+        format!("{}\n[relay]\nips = [\"127.0.0.1\"]\nexternal_ips = [\"203.0.113.9\"]\n", pki.tls_table("127.0.0.1:0"));
+    let natted = Relay::start(&RelayOptions::new(dp, &config("").replace("[peers]", &format!("{nat}[peers]"))));
+    let urls = mint(natted.admin.unwrap(), "web-user", 60)["urls"].clone();
+    let (port, tls) = (natted.addr.port(), natted.tls_addrs[0].port());
+    let expected = serde_json::json!([
+        format!("stun:203.0.113.9:{port}"),
+        format!("turn:203.0.113.9:{port}?transport=udp"),
+        format!("turn:203.0.113.9:{port}?transport=tcp"),
+        format!("turns:203.0.113.9:{tls}?transport=tcp"),
+    ]);
+    assert_eq!(urls, expected, "{dp}");
     // Without a REST secret, nothing to sign with.
     let plain = Relay::start(&RelayOptions::new(dp, &config("").replace(&format!("secrets = [\"{SECRET}\"]\n"), "")));
     let (code, body) = post(plain.admin.unwrap(), "/api/v1/credentials", r#"{"user": "a"}"#, None);
