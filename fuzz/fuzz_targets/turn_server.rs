@@ -136,6 +136,16 @@ enum Op {
     Reload {
         deny_outside: bool,
     },
+    /// The operator ends a client's session.
+    Kill {
+        client: u8,
+    },
+    /// The operator revokes a user (the static one or the REST one) for a
+    /// while, or lifts it.
+    Revoke {
+        web: bool,
+        secs: Option<u16>,
+    },
 }
 
 /// What the harness knows of a client.
@@ -154,9 +164,15 @@ struct Harness {
     local: Option<IpAddr>,
     sockets: FakeSockets,
     now: Instant,
+    /// `now` at the start: unix time UNIX0.
+    start: Instant,
     reply: Vec<u8>,
     clients: HashMap<u8, ClientState>,
     tid: u32,
+    /// Sessions begun and not ended, as the session events say.
+    live_sessions: std::collections::HashSet<ip2p_turn::SessionId>,
+    /// Every id a session has had (ids are unique on the node).
+    seen_sessions: std::collections::HashSet<ip2p_turn::SessionId>,
 }
 
 /// The users: a static one and REST usernames with a few expiries (all of
@@ -212,6 +228,8 @@ impl Harness {
             short_circuit: true,
             unauthenticated_rate: 50,
             events: true,
+            session_events: true,
+            strict_expiry: true,
             credentials: Credentials {
                 realm: REALM.into(),
                 users,
@@ -232,9 +250,12 @@ impl Harness {
             local: None,
             sockets: FakeSockets::default(),
             now,
+            start: now,
             reply: vec![0; REPLY_BUFFER],
             clients: HashMap::new(),
             tid: 0,
+            live_sessions: Default::default(),
+            seen_sessions: Default::default(),
         }
     }
 
@@ -372,6 +393,21 @@ impl Harness {
             g.timers
         );
         assert!(self.shared.quotas.total() >= self.server.allocations());
+        // Each session begins once with a new id and ends once.
+        while let Some(event) = self.server.poll_session_event() {
+            match event {
+                ip2p_turn::SessionEvent::Started(s) => {
+                    assert!(self.seen_sessions.insert(s.id), "a session id used twice: {}", s.id);
+                    self.live_sessions.insert(s.id);
+                }
+                ip2p_turn::SessionEvent::Ended(s, _) => {
+                    assert!(self.live_sessions.remove(&s.id), "a session ended that was not live: {}", s.id);
+                }
+            }
+        }
+        let listed = self.server.sessions(self.now);
+        assert!(listed.iter().all(|s| self.live_sessions.contains(&s.id)), "a listed session never began");
+        assert_eq!(listed.len(), self.server.allocations(), "sessions against allocations");
     }
 
     fn apply(&mut self, op: Op) {
@@ -513,6 +549,32 @@ impl Harness {
                 self.shared.local.set(ip2p_turn::LocalRanges::new(nets));
                 self.server.rejudge(self.now);
             }
+            Op::Kill { client } => {
+                let (_, from) = client_addr(client);
+                let id = self.server.sessions(self.now).iter().find(|s| s.client == from).map(|s| s.id);
+                if let Some(id) = id {
+                    assert!(self.server.end_session(self.now, id));
+                    assert!(!self.server.end_session(self.now, id), "ended twice");
+                }
+                // Its timer is due now: the worker's next turn reaps it.
+                self.server.handle_timeout(self.now, &mut self.sockets);
+            }
+            Op::Revoke { web, secs } => {
+                let user = if web { "web" } else { "alice" };
+                match secs {
+                    Some(s) => {
+                        let unix = UNIX0 + self.now.saturating_duration_since(self.start).as_secs();
+                        let _ = self.shared.revocations.add(user, unix + u64::from(s % 1000) + 1, unix);
+                        self.server.end_sessions_of(self.now, user, ip2p_turn::End::Revoked);
+                        let q = ip2p_turn::SessionQuery { user: Some(user.into()), ..Default::default() };
+                        assert!(self.server.sessions_where(self.now, &q).is_empty(), "a revoked user's session lives");
+                        self.server.handle_timeout(self.now, &mut self.sockets);
+                    }
+                    None => {
+                        self.shared.revocations.remove(user);
+                    }
+                }
+            }
             Op::Reload { deny_outside } => {
                 let mut config = self.config.clone();
                 if deny_outside {
@@ -535,6 +597,12 @@ impl Harness {
         assert_eq!(self.shared.quotas.total(), 0, "quota leaked");
         assert!(self.sockets.open.is_empty() && self.sockets.tcp.is_empty(), "relay sockets left open");
         assert_eq!(self.server.gauges(self.now).timers, 0, "timers left");
+        while let Some(event) = self.server.poll_session_event() {
+            if let ip2p_turn::SessionEvent::Ended(s, _) = event {
+                self.live_sessions.remove(&s.id);
+            }
+        }
+        assert!(self.live_sessions.is_empty(), "sessions that never ended: {:?}", self.live_sessions);
     }
 }
 
