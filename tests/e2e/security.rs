@@ -213,11 +213,15 @@ fn bounded_by_default(dp: &'static str) {
     assert!(bob.is_ok(), "{dp}: {bob:?}\n{}", relay.seen().join("\n"));
     // EVEN-PORT reservations go with their allocation.
     let fds = relay.fds();
-    let mut c = Client::new(relay.addr, "bob", "builder").unwrap();
+    // Each cycle on a socket of its own, kept to the end: a retransmitted
+    // Refresh(0) of a closed one must not reach the next one's allocation
+    // on a reused port (a loaded machine retransmits).
+    let mut done = Vec::new();
     for _ in 0..150 {
+        let mut c = Client::new(relay.addr, "bob", "builder").unwrap();
         c.allocate_even_pair().unwrap();
         c.refresh(Some(0)).unwrap();
-        c = Client::new(relay.addr, "bob", "builder").unwrap();
+        done.push(c);
     }
     let m = relay.metrics();
     assert_eq!(m["ip2p_reservations"], 0.0, "{dp}");
