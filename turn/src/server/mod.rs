@@ -72,6 +72,9 @@ pub struct Server {
     session_events: VecDeque<crate::session::SessionEvent>,
     /// The node is shutting down: no new allocations.
     draining: bool,
+    /// The generation of the host's addresses its permissions were last
+    /// judged by.
+    judged_at: u64,
 }
 
 /// Where a short-circuited packet goes.
@@ -107,6 +110,7 @@ impl Server {
     #[must_use]
     pub fn new(config: Arc<Config>, shared: Arc<NodeState>, now: Instant, unix_now: u64, seed: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
+        let judged_at = shared.local.generation();
         Self {
             config,
             shared,
@@ -126,6 +130,7 @@ impl Server {
             events: VecDeque::new(),
             session_events: VecDeque::new(),
             draining: false,
+            judged_at,
         }
     }
 
@@ -686,8 +691,19 @@ impl Server {
     /// reload, a handover, or a change of the host's addresses): what the
     /// policy now denies ends at once, on every path that mirrors it.
     pub fn rejudge(&mut self, now: Instant) {
+        self.judged_at = self.shared.local.generation();
         for slot in 0..u32::try_from(self.slots.len()).unwrap_or(u32::MAX) {
             self.rejudge_slot(slot, now);
+        }
+    }
+
+    /// [`Self::rejudge`] when the host's addresses changed since this
+    /// worker last judged: a request judged by the new ones (a 403) leaves
+    /// no permission of the old ones behind it, though the node's command
+    /// to judge again may come later in the batch.
+    pub(crate) fn rejudge_if_stale(&mut self, now: Instant) {
+        if self.shared.local.generation() != self.judged_at {
+            self.rejudge(now);
         }
     }
 

@@ -39,6 +39,7 @@ impl Server {
         sockets: &mut impl Sockets,
     ) -> Result<Option<usize>, DropReason> {
         let method = msg.method();
+        self.rejudge_if_stale(now);
         // Whoever sent an unauthenticated request may not be who its source
         // says: answers to them are rate limited per source prefix.
         let unverified = |s: &mut Self| {

@@ -80,6 +80,22 @@ fn an_address_the_host_gains_is_no_peer_once_judged_again() {
     assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr("8.8.8.8:53")], &c).class(), Class::Success);
 }
 
+/// A request that sees the host's new addresses (its peer refused with
+/// 403) judges the live permissions by them too, before the node's
+/// command to judge again reaches this worker: nothing is relayed there
+/// after the refusal.
+#[test]
+fn a_request_judged_by_new_host_addresses_ends_the_old_permissions_first() {
+    let mut cfg = config();
+    cfg.policy.allow = vec!["0.0.0.0/0".parse().unwrap()];
+    let (mut h, c) = bound_to(cfg, "8.8.8.8:53");
+    h.server.shared.local.set(LocalRanges::new(["8.8.8.8/32".parse().unwrap()]));
+    // No rejudge() yet: the command is still on its way.
+    assert_eq!(h.authed(CLIENT, Method::CREATE_PERMISSION, &[peer_attr("8.8.8.8:53")], &c).code(), Some(403));
+    assert_eq!(h.send(CLIENT, &channel_data(0x4000, b"GET /")), Verdict::Drop(DropReason::NoChannel));
+    assert_eq!(h.server.stats().revoked, 2);
+}
+
 #[test]
 fn a_peer_of_the_hosts_own_stays_through_a_rejudging() {
     // Two clients of this node talking through their relayed addresses.
