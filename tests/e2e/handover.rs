@@ -407,11 +407,14 @@ fn a_failed_handover_leaves_the_old_process_serving(dp: &'static str) {
             None,
         )
         .unwrap();
-        nix::sys::socket::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&s),
-            &nix::sys::socket::UnixAddr::new(&socket).unwrap(),
-        )
-        .unwrap();
+        // The handover socket listens a moment after the admin listener
+        // (what `Relay::start` waits for): refused until then.
+        let addr = nix::sys::socket::UnixAddr::new(&socket).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr) {
+            assert!(e == nix::errno::Errno::ECONNREFUSED && Instant::now() < deadline, "{dp}: {e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         nix::sys::socket::send(std::os::fd::AsRawFd::as_raw_fd(&s), b"hello?", nix::sys::socket::MsgFlags::empty())
             .unwrap();
     }
