@@ -118,10 +118,10 @@ impl Filter {
         Ok(filter)
     }
 
+    /// Whether `s`, which the workers picked by user and client, is of
+    /// the transport asked for (which names the relay's listeners).
     fn passes(&self, node: &NodeHandle, s: &Session) -> bool {
-        self.user.as_ref().is_none_or(|u| *u == s.user)
-            && self.client.is_none_or(|ip| ip == s.client.ip())
-            && self.transport.as_ref().is_none_or(|t| t == node.transport(s.listener))
+        self.transport.as_ref().is_none_or(|t| t == node.transport(s.listener))
     }
 }
 
