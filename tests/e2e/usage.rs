@@ -1,8 +1,8 @@
 //! Usage records (`usage.file`): each session's start, interim and stop
 //! records with exact counts and the reason it ended; nothing lost across
 //! a logrotate (rename, SIGHUP), a graceful stop or a handover (which
-//! writes no stop: the sessions go on in the new process, with their ids
-//! and counts). The XDP fast path's share is `xdp.rs`'s.
+//! writes no stop for the sessions that go on in the new process, with
+//! their ids and counts, and `handover` for those that cannot move). The XDP fast path's share is `xdp.rs`'s.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -134,11 +134,15 @@ fn reasons_and_a_logrotate(dp: &'static str) {
     assert_eq!(reasons, ["killed", "drained", "drained"], "{dp}");
 }
 
+/// A session that moves writes no stop at the handover and goes on; one
+/// that cannot (a TLS client's) ends with the old process, as `handover`.
 fn a_handover_writes_no_stop_and_goes_on(dp: &'static str) {
     let dir = TempDir::new("usage-handover");
     let file = dir.path().join("usage.jsonl");
     let socket = dir.path().join("handover.sock");
-    let config = config(&file, &format!("[handover]\nsocket = \"{}\"\n", socket.display()));
+    let pki = ip2p_tests::support::Pki::new(&format!("usage-handover-{dp}"));
+    let extra = format!("{}\n[handover]\nsocket = \"{}\"\n", pki.tls_table("127.0.0.1:0"), socket.display());
+    let config = config(&file, &extra);
     let mut old = Relay::start(&RelayOptions::new(dp, &config));
     let p = peer();
     let mut alice = Client::new(old.addr, "alice", "wonderland").unwrap();
@@ -146,9 +150,24 @@ fn a_handover_writes_no_stop_and_goes_on(dp: &'static str) {
     alice.channel_bind(0x4000, p.local_addr().unwrap()).unwrap();
     let before = exchange(&mut alice, 0x4000, relayed, &p, &[10]);
     let id = wait_record(&[&file], "start", None)["id"].as_str().unwrap().to_owned();
+    let mut tls = Client::tls(old.tls_addrs[0], "localhost", pki.roots.clone(), "alice", "wonderland").unwrap();
+    tls.allocate(None).unwrap();
+    tls.create_permission(&[p.local_addr().unwrap()]).unwrap();
+    tls.send_indication(p.local_addr().unwrap(), b"over tls").unwrap();
+    assert_eq!(recv(&p).0, b"over tls");
+    let starts = || records(&[&file]).into_iter().filter(|r| r["event"] == "start").count();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while starts() < 2 {
+        assert!(Instant::now() < deadline, "{dp}: {:?}", records(&[&file]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tls_id = records(&[&file]).into_iter().find(|r| r["transport"] == "tls").unwrap()["id"].clone();
+
     let new = Relay::start(&RelayOptions::new(dp, &config).arg("--take-over"));
     new.wait_for("took over the previous process's node");
     assert!(old.exits(), "{dp}");
+    let ended = wait_record(&[&file], "stop", tls_id.as_str());
+    assert_eq!((&ended["reason"], &ended["bytes_to_peers"]), (&"handover".into(), &8.into()), "{dp}: {ended}");
     let after = exchange(&mut alice, 0x4000, relayed, &p, &[20]);
     alice.send_indication(p.local_addr().unwrap(), b"x").unwrap();
     assert_eq!(recv(&p).0, b"x");
@@ -156,9 +175,12 @@ fn a_handover_writes_no_stop_and_goes_on(dp: &'static str) {
     let stop = wait_record(&[&file], "stop", Some(&id));
     assert_eq!((&stop["reason"], &stop["bytes_to_peers"]), (&"deleted".into(), &(before + after + 1).into()), "{dp}");
     let all = records(&[&file]);
-    let starts_and_stops: Vec<&str> =
-        all.iter().filter(|r| r["event"] != "interim").filter_map(|r| r["event"].as_str()).collect();
-    assert_eq!(starts_and_stops, ["start", "stop"], "{dp}: the handover wrote none");
+    let of_alice: Vec<&str> = all
+        .iter()
+        .filter(|r| r["event"] != "interim" && r["id"] == id.as_str())
+        .filter_map(|r| r["event"].as_str())
+        .collect();
+    assert_eq!(of_alice, ["start", "stop"], "{dp}: the handover wrote none for the session that moved");
 }
 
 /// More sessions than a worker writes interim records for in one loop

@@ -128,6 +128,9 @@ pub enum End {
     Drained,
     /// The node stopped with it still live.
     ShutDown,
+    /// A handover ended it: a TLS client's connection and an RFC 6062
+    /// allocation's peer connections cannot move to the next process.
+    HandedOver,
 }
 
 impl End {
@@ -143,13 +146,14 @@ impl End {
             Self::CredentialExpired => "credential_expired",
             Self::Drained => "drained",
             Self::ShutDown => "shutdown",
+            Self::HandedOver => "handover",
         }
     }
 }
 
 /// A session began or ended (with [`crate::Config::session_events`]; see
 /// [`crate::Server::poll_session_event`]). A handover neither ends nor
-/// begins one: the next process goes on with it.
+/// begins one that moves: the next process goes on with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     /// A new allocation.

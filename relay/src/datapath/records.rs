@@ -4,6 +4,7 @@
 //! record of each live session, [`crate::usage::INTERIM_BATCH`] sessions a
 //! loop round. The records are formatted and written by the log's thread.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,15 +58,25 @@ impl Worker {
         Some(if records.cursor.is_some() { now } else { records.next })
     }
 
-    /// The node stops (not for a handover: those sessions go on): every
-    /// live session's stop record, as `drained` when it drained first.
+    /// The node stops: every live session's stop record, as `drained`
+    /// when it drained first.
     pub(crate) fn stop_sessions(&mut self) {
+        let end = if self.server.draining() { End::Drained } else { End::ShutDown };
+        self.end_sessions(end, |_| false);
+    }
+
+    /// Handed over: the stop records of the sessions not `going_on` in the
+    /// next process (a TLS client's, an RFC 6062 allocation's).
+    pub(crate) fn hand_over_sessions(&mut self, going_on: &HashSet<u64>) {
+        self.end_sessions(End::HandedOver, |id| going_on.contains(&id.0));
+    }
+
+    fn end_sessions(&mut self, end: End, going_on: impl Fn(SessionId) -> bool) {
         if self.records.is_none() {
             return;
         }
-        let end = if self.server.draining() { End::Drained } else { End::ShutDown };
         let now = super::now();
-        self.server.end_all(now, end);
+        self.server.end_all(now, end, going_on);
         let _ = self.record_sessions(now, &[]);
     }
 }

@@ -5,7 +5,7 @@
 //! builds and a datapath's loop consumes at start; the [`Worker`] is what
 //! runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
@@ -302,7 +302,12 @@ impl Worker {
             !self.server.has_allocation(key.0, key.1) || stream_clients.contains(&key)
         });
         let tokens = export.moved.iter().flat_map(|m| m.relays.iter().flatten().map(|r| r.socket));
-        let relays = tokens.filter_map(|t| relay(t).map(|fd| (t, fd))).collect();
+        let relays: HashMap<_, _> = tokens.filter_map(|t| relay(t).map(|fd| (t, fd))).collect();
+        // An allocation whose relay socket did not come stays.
+        let before = export.moved.len();
+        export.moved.retain(|m| m.relays.iter().flatten().all(|r| relays.contains_key(&r.socket)));
+        export.staying += before - export.moved.len();
+        let going_on: HashSet<u64> = export.moved.iter().filter_map(|m| m.session.map(|s| s.id)).collect();
         let frozen = Frozen { worker: self.id, export, udp, streams, relays, conns };
         if reply.send(frozen).is_err() {
             return false;
@@ -310,8 +315,12 @@ impl Worker {
         loop {
             match self.commands.recv() {
                 Ok(Command::Resume) => return false,
-                // Handed over: its sessions go on in the new process.
-                Ok(Command::Shutdown) => return true,
+                // Handed over: the sessions that moved go on in the new
+                // process, the others end here.
+                Ok(Command::Shutdown) => {
+                    self.hand_over_sessions(&going_on);
+                    return true;
+                }
                 Ok(command) => {
                     if self.command(command, counters) {
                         return true;

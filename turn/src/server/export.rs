@@ -11,7 +11,7 @@ use super::Server;
 use crate::allocation::{self, Allocation, Relay};
 use crate::moved::{Adoptable, Moved, MovedRelay};
 use crate::packet::RelayToken;
-use crate::session::{SessionId, Usage};
+use crate::session::{End, Session, SessionEvent, SessionId, Usage};
 use crate::shared::Account;
 use crate::sockets::Sockets;
 
@@ -102,7 +102,41 @@ impl Server {
     /// A relayed address that is not a relay address here, a client that
     /// already has an allocation, or a socket that cannot be set up.
     /// Nothing of it stays then; its sockets are closed.
+    /// A session that cannot be taken over ends here, as
+    /// [`End::HandedOver`] (when session events are on).
     pub fn adopt(&mut self, now: Instant, moved: Adoptable, sockets: &mut impl Sockets) -> Result<(), AdoptError> {
+        let session = self.config.session_events.then(|| self.unadopted(now, &moved)).flatten();
+        let adopted = self.take_over(now, moved, sockets);
+        if adopted.is_err()
+            && let Some(s) = session
+        {
+            self.session_events.push_back(SessionEvent::Ended(s, End::HandedOver));
+        }
+        adopted
+    }
+
+    /// The session `moved` carries, as it ends at `now` when it cannot be
+    /// taken over (none from a snapshot without sessions: it began none).
+    fn unadopted(&self, now: Instant, moved: &Adoptable) -> Option<Session> {
+        let s = moved.session?;
+        Some(Session {
+            id: SessionId(s.id),
+            user: moved.quota_user.clone(),
+            username: moved.username.clone(),
+            listener: moved.listener,
+            client: moved.client,
+            relayed: moved.relays.iter().flatten().map(|r| r.advertised).collect(),
+            relays: Vec::new(),
+            tcp: false,
+            started: s.started,
+            expires: self.unix(now + moved.lifetime),
+            permissions: moved.permissions.len(),
+            channels: moved.channels.len(),
+            usage: Usage::from(s),
+        })
+    }
+
+    fn take_over(&mut self, now: Instant, moved: Adoptable, sockets: &mut impl Sockets) -> Result<(), AdoptError> {
         self.check(&moved)?;
         let listener = moved.listener;
         if self.by_client.contains_key(&(listener, moved.client)) {

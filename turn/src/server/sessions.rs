@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::Server;
 use crate::RelayToken;
+use crate::allocation::Allocation;
 use crate::session::{End, Session, SessionEvent, SessionId, SessionQuery, Usage};
 use crate::timer::Timer;
 
@@ -86,12 +87,14 @@ impl Server {
         self.session_events.pop_front()
     }
 
-    /// Ends every live session at `now`, queueing its end as `end` (the
-    /// node stops): what a usage log then records. Their sockets are the
-    /// datapath's to close.
-    pub fn end_all(&mut self, now: Instant, end: End) {
+    /// Ends every live session at `now` but those `going_on` (elsewhere:
+    /// a handover moved them), queueing its end as `end` (the node stops):
+    /// what a usage log then records. Their sockets are the datapath's to
+    /// close.
+    pub fn end_all(&mut self, now: Instant, end: End, going_on: impl Fn(SessionId) -> bool) {
         for slot in 0..u32::try_from(self.slots.len()).unwrap_or(u32::MAX) {
-            if self.slots.get(slot as usize).is_some_and(|a| a.as_ref().is_some_and(|a| a.expires > now)) {
+            let ends = |a: &Allocation| a.expires > now && !going_on(a.session);
+            if self.slots.get(slot as usize).is_some_and(|a| a.as_ref().is_some_and(ends)) {
                 self.publish_session(slot, now, Some(end));
             }
         }

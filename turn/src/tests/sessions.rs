@@ -132,7 +132,7 @@ fn each_session_begins_and_ends_once_with_its_reason_and_counts() {
     h.advance(0);
     assert!(matches!(&session_events(&mut h)[..], [SessionEvent::Ended(s, End::Killed)] if s.id == ids[1]));
     // The node stops: the last one ends so, once.
-    h.server.end_all(h.now, End::ShutDown);
+    h.server.end_all(h.now, End::ShutDown, |_| false);
     assert!(matches!(&session_events(&mut h)[..], [SessionEvent::Ended(s, End::ShutDown)] if s.id == ids[2]));
     // Expiry.
     let mut h = Harness::with(Config { session_events: true, ..config() }, Quotas::default());
@@ -218,4 +218,33 @@ fn a_query_picks_sessions_by_user_client_and_id() {
     assert_eq!(by_id.iter().map(|s| s.id).collect::<Vec<_>>(), [one]);
     let none = SessionQuery { user: Some("alice".into()), client: Some("127.0.0.9".parse().unwrap()), id: None };
     assert!(ids(none).is_empty());
+}
+
+#[test]
+fn a_session_a_handover_cannot_move_ends_so_and_one_that_moves_does_not() {
+    let events = Config { session_events: true, ..config() };
+    let mut h = Harness::with(events.clone(), Quotas::default());
+    let c = Harness::alice();
+    h.allocate(CLIENT, &c);
+    h.allocate("127.0.0.1:40001", &c);
+    let _ = session_events(&mut h);
+    let mut export = h.server.export(h.now).moved;
+    let ids: Vec<u64> = export.iter().map(|m| m.session.unwrap().id).collect();
+    // The first moved; the other (say its client was on TLS) did not.
+    h.server.end_all(h.now, End::HandedOver, |id| id.0 == ids[0]);
+    let ended = session_events(&mut h);
+    assert!(matches!(&ended[..], [SessionEvent::Ended(s, End::HandedOver)] if s.id.0 == ids[1]), "{ended:?}");
+
+    // One the next process cannot take over ends there, with its counts.
+    let mut moved = export.remove(0);
+    moved.session.as_mut().unwrap().bytes_to_peers = 1234;
+    let other: SocketAddr = "127.0.0.9:50001".parse().unwrap();
+    let mut moved = moved.try_map(|_, _| Ok::<_, ()>(Held { addr: other, socket: None })).unwrap();
+    moved.relays[0] = moved.relays[0].take().map(|r| MovedRelay { bound: other, advertised: other, ..r });
+    let mut next = Harness::with(events, Quotas::default());
+    assert!(next.server.adopt(next.now, moved, &mut next.sockets).is_err());
+    let ended = session_events(&mut next);
+    let [SessionEvent::Ended(s, End::HandedOver)] = &ended[..] else { panic!("{ended:?}") };
+    assert_eq!((s.id.0, s.user.as_str(), s.relayed.as_slice()), (ids[0], "alice", &[other][..]));
+    assert_eq!(s.usage.bytes_to_peers, 1234);
 }
