@@ -302,7 +302,11 @@ pub struct MessageIntegritySha256<'a>(pub &'a [u8]);
 impl<'a> Attr<'a> for MessageIntegritySha256<'a> {
     const TYPE: AttrType = AttrType::MESSAGE_INTEGRITY_SHA256;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, Error> {
-        if (16..=32).contains(&value.len()) && value.len() % 4 == 0 { Ok(Self(value)) } else { invalid(Self::TYPE) }
+        if (16..=32).contains(&value.len()) && value.len().is_multiple_of(4) {
+            Ok(Self(value))
+        } else {
+            invalid(Self::TYPE)
+        }
     }
     fn value_len(&self) -> usize {
         self.0.len()
@@ -446,7 +450,7 @@ impl Eq for UnknownAttributes<'_> {}
 impl<'a> Attr<'a> for UnknownAttributes<'a> {
     const TYPE: AttrType = AttrType::UNKNOWN_ATTRIBUTES;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, Error> {
-        if value.len() % 2 == 0 { Ok(Self(List::Wire(value))) } else { invalid(Self::TYPE) }
+        if value.len().is_multiple_of(2) { Ok(Self(List::Wire(value))) } else { invalid(Self::TYPE) }
     }
     fn value_len(&self) -> usize {
         match self.0 {

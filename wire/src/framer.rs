@@ -61,10 +61,10 @@ pub fn frame(buf: &[u8]) -> Result<Framed<'_>, Error> {
             if length % 4 != 0 {
                 return Err(Error::NotStun);
             }
-            if let Some(cookie) = buf.get(4..8) {
-                if cookie != MAGIC_COOKIE.to_be_bytes() {
-                    return Err(Error::NotStun);
-                }
+            if let Some(cookie) = buf.get(4..8)
+                && cookie != MAGIC_COOKIE.to_be_bytes()
+            {
+                return Err(Error::NotStun);
             }
             HEADER_LEN + length
         }
