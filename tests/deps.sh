@@ -14,6 +14,7 @@ missing=()
 command -v turnutils_uclient >/dev/null || missing+=(coturn)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || missing+=(chromium-headless-shell)
 sudo=()
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then

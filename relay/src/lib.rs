@@ -20,6 +20,7 @@ pub mod config;
 pub mod ctl;
 pub mod datapath;
 pub mod fastpath;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handover;

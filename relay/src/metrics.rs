@@ -70,6 +70,7 @@ impl Collector for NodeCollector {
         )?;
         xdp_tables(&mut out, node.xdp_capacity(), &sum.xdp)?;
         usage_log(&mut out, node.usage_counts().as_deref())?;
+        fleet(&mut out, node.fleet().map(AsRef::as_ref))?;
         requests(&mut out, &sum.turn.responses, &sum.latency)?;
         allocations(&mut out, &sum.turn, &sum.gauges, &sum.turn.allocations_refused)?;
         limits(&mut out, node, &sum.gauges)?;
@@ -145,6 +146,27 @@ fn usage_log(out: &mut Out<'_, '_>, counts: Option<&crate::usage::UsageCounts>) 
         c.coalesced.load(Relaxed),
     )?;
     out.counter("ip2p_usage_write_errors", "Usage records the file refused (lost)", c.failed.load(Relaxed))
+}
+
+/// The fleet, when the node is in one: whether its store answers, the
+/// live nodes this node sees, and what went wrong with the store.
+fn fleet(out: &mut Out<'_, '_>, fleet: Option<&crate::fleet::FleetState>) -> fmt::Result {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(f) = fleet else { return Ok(()) };
+    let up = f64::from(u8::from(f.store_up()));
+    out.gauge("ip2p_fleet_store_up", "1 while the fleet's store (Redis) answers", up)?;
+    out.gauge("ip2p_fleet_nodes", "Live nodes in the fleet's registry, as last read", f.view().nodes.len() as f64)?;
+    let c = f.counts();
+    out.counter(
+        "ip2p_fleet_store_errors",
+        "Calls to the fleet's store that failed (refused, timed out, an answer not understood)",
+        c.store_errors.load(Relaxed),
+    )?;
+    out.counter(
+        "ip2p_fleet_records_ignored",
+        "Node records read from the registry and ignored (not a record a node writes)",
+        c.records_ignored.load(Relaxed),
+    )
 }
 
 fn requests(out: &mut Out<'_, '_>, responses: &Responses, latency: &RequestLatency) -> fmt::Result {

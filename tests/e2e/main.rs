@@ -40,6 +40,7 @@ mod cli;
 mod coturn;
 mod deploy;
 mod drain;
+mod fleet;
 mod grants;
 mod handover;
 mod handover_trust;

@@ -19,6 +19,7 @@ use ip2p_relay::node::{self, Node};
 use ip2p_wire::{Attribute, Class, Message, MessageType, MessageWriter, Method, TransactionId};
 
 pub mod browser;
+pub mod redis;
 pub mod support;
 
 /// The relay binary of this build, built first if it is not (or not up to

@@ -20,6 +20,8 @@ pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str, b
         ("GET" | "HEAD", ["revocations"]) => super::grants::revocations(node),
         ("DELETE", ["revocations", user]) => super::grants::lift(node, user),
         ("POST", ["credentials"]) => super::grants::mint(node, body),
+        ("GET" | "HEAD", ["fleet"]) => super::fleet::nodes(node),
+        (_, ["fleet"]) => error(405, "fleet: GET only", &[("Allow", "GET, HEAD")]),
         (_, ["revocations"]) => error(405, "revocations: GET or POST", &[("Allow", "GET, HEAD, POST")]),
         (_, ["revocations", _]) => error(405, "a revocation: DELETE", &[("Allow", "DELETE")]),
         (_, ["credentials"]) => error(405, "credentials: POST", &[("Allow", "POST")]),
@@ -36,7 +38,11 @@ pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str, b
         (_, ["sessions", _]) => error(405, "a session: GET or DELETE", &[("Allow", "GET, HEAD, DELETE")]),
         _ => {
             let shown: String = path.chars().take(64).collect();
-            error(404, &format!("no such API: /api/v1/{shown}; there are sessions, revocations, credentials"), &[])
+            error(
+                404,
+                &format!("no such API: /api/v1/{shown}; there are sessions, revocations, credentials, fleet"),
+                &[],
+            )
         }
     }
 }

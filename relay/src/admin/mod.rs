@@ -24,11 +24,12 @@
 //! event loop and its limits), `routes` (which request gets what, and who
 //! may see it), `pages` (`/status` and the self-test's JSON), `api` (the
 //! sessions API under `/api/v1`), `grants` (revocations and credentials),
-//! `response` (writing an HTTP answer).
+//! `fleet` (the fleet's nodes), `response` (writing an HTTP answer).
 
 #![warn(clippy::too_many_lines)]
 
 mod api;
+mod fleet;
 mod grants;
 /// What the API reads of a request, each as its route reads it (for the
 /// fuzz target): the list's filters, a body as each POST reads it, the

@@ -95,7 +95,7 @@ pub(super) fn weak_key(key: &[u8]) -> bool {
     let mut steps = key.windows(2).map(step);
     let constant = steps.next().is_none_or(|first| steps.all(|s| s == first));
     let (a, b) = key.split_at(key.len() / 2);
-    constant || (key.len() % 2 == 0 && a == b)
+    constant || (key.len().is_multiple_of(2) && a == b)
 }
 
 /// `LOW-HIGH` with `1 <= LOW <= HIGH`.

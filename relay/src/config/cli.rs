@@ -162,6 +162,16 @@ pub struct RunArgs {
     /// default 60. (config: usage.interval)
     #[arg(long = "usage-interval", value_name = "SECONDS")]
     pub usage_interval: Option<u64>,
+    /// Join the fleet whose Redis is at this URL (redis://HOST:PORT, or
+    /// rediss:// for TLS). (config: fleet.redis)
+    #[arg(long = "fleet-redis", value_name = "URL")]
+    pub fleet_redis: Option<String>,
+    /// This node's id in the fleet; default the host name. (config: fleet.node)
+    #[arg(long = "fleet-node", value_name = "NAME")]
+    pub fleet_node: Option<String>,
+    /// This node's region in the fleet; default `default`. (config: fleet.region)
+    #[arg(long = "fleet-region", value_name = "NAME")]
+    pub fleet_region: Option<String>,
     /// Take over the node of the process listening at the handover socket:
     /// its sockets and allocations, instead of binding afresh.
     #[arg(long = "take-over")]

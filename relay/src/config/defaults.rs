@@ -95,3 +95,11 @@ pub const DEV_PEERS: [&str; 1] = ["127.0.0.2/32"];
 
 /// Between a live session's interim usage records.
 pub(super) const USAGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// `fleet.name`.
+pub(super) const FLEET_NAME: &str = "ip2p";
+/// `fleet.region`.
+pub(super) const FLEET_REGION: &str = "default";
+/// `fleet.redirect_above`: a node this full sends new allocations to a
+/// less loaded one.
+pub(super) const FLEET_REDIRECT_ABOVE: f64 = 0.9;

@@ -46,6 +46,20 @@ pub(super) struct File {
     pub(super) handover: HandoverSection,
     #[serde(default)]
     pub(super) usage: UsageSection,
+    #[serde(default)]
+    pub(super) fleet: FleetSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FleetSection {
+    pub(super) redis: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) node: Option<String>,
+    pub(super) region: Option<String>,
+    pub(super) advertise: Option<String>,
+    pub(super) redirect_above: Option<f64>,
+    pub(super) when_store_down: Option<super::settings::StoreDown>,
 }
 
 #[derive(Debug, Default, Deserialize)]

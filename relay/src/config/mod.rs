@@ -15,6 +15,7 @@ mod check;
 mod cli;
 pub mod defaults;
 mod file;
+mod fleet;
 mod init;
 mod resolve;
 mod settings;
@@ -24,4 +25,6 @@ mod tests;
 
 pub use self::cli::{Cli, Command, RunArgs};
 pub use self::init::{initial_config, write_initial};
-pub use self::settings::{ConfigError, Connections, DatapathKind, Engine, LogFormat, Settings, Usage, Xdp, XdpMode};
+pub use self::settings::{
+    ConfigError, Connections, DatapathKind, Engine, Fleet, LogFormat, Settings, StoreDown, Usage, Xdp, XdpMode,
+};

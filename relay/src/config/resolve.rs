@@ -62,8 +62,7 @@ impl Settings {
             return Err(err("handover.socket", "--take-over needs the socket to ask at (--handover-socket PATH)"));
         }
         let usage = usage(args, file.usage)?;
-        let log_level = file.log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
-        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| err("log.level", e.to_string()))?;
+        let log_level = log_level(file.log.level)?;
         let auth = auth(args, &file.auth, dev)?;
         let mut turn = ip2p_turn::Config {
             software: software(file.software)?,
@@ -120,8 +119,16 @@ impl Settings {
             nonce_secret_generated: auth.nonce_secret_generated,
             dev,
             usage,
+            fleet: super::fleet::fleet(args, file.fleet)?,
         })
     }
+}
+
+/// `log.level`: a `tracing` filter.
+fn log_level(level: Option<String>) -> Result<String, ConfigError> {
+    let level = level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
+    tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| err("log.level", e.to_string()))?;
+    Ok(level)
 }
 
 /// `[usage]`: the file and the interval, when records are written.

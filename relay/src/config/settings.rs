@@ -57,6 +57,40 @@ pub struct Settings {
     pub dev: bool,
     /// Usage records, when written.
     pub usage: Option<Usage>,
+    /// The fleet the node joins, if any.
+    pub fleet: Option<Fleet>,
+}
+
+/// The fleet a node joins (`[fleet]`): nodes sharing one Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// The Redis URL (it may hold a password: never logged).
+    pub redis: String,
+    /// The fleet's name: its keys' prefix in Redis.
+    pub name: String,
+    /// This node's id in the fleet.
+    pub node: String,
+    /// Its region.
+    pub region: String,
+    /// The host name or address clients are told for it, when not its
+    /// addresses.
+    pub advertise: Option<String>,
+    /// The share of its capacity above which it sends new allocations to
+    /// a less loaded node.
+    pub redirect_above: f64,
+    /// What new allocations get while Redis cannot be reached.
+    pub when_store_down: StoreDown,
+}
+
+/// New allocations while the fleet's store is down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreDown {
+    /// Admitted under the node's own limits.
+    #[default]
+    Local,
+    /// Refused with 508.
+    Refuse,
 }
 
 /// Where usage records go and how often a live session's is written.

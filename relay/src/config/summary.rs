@@ -56,6 +56,10 @@ impl Settings {
             let token = if self.admin_token.is_some() { "with a token" } else { "no token" };
             line("admin", format!("{admin} ({token})"));
         }
+        if let Some(f) = &self.fleet {
+            let url = super::fleet::shown_url(&f.redis);
+            line("fleet", format!("{} as node {} in region {}, store {url}", f.name, f.node, f.region));
+        }
         if self.nonce_secret_generated {
             line("note", "auth.nonce_secret is not set: nonces will not survive a restart".to_owned());
         }

@@ -266,3 +266,40 @@ fn a_loopback_peer_named_alone_is_a_peer_unless_the_node_serves_there() {
     let wildcard = format!("listen = [\"0.0.0.0:3478\"]\n[relay]\nips = [\"192.0.2.1\"]\n{allow}");
     assert_eq!(peers(&wildcard), [ip("::1")], "127.0.0.2:3478 would be the listener");
 }
+
+#[test]
+fn a_fleet_needs_its_store_and_takes_its_defaults() {
+    let text = "listen = [\"127.0.0.1:3478\"]\n[auth]\nusers = [{ name = \"a\", password = \"b\" }]\n";
+    assert_eq!(Settings::from_toml(text, &RunArgs::default()).unwrap().fleet, None);
+    let with = format!("{text}[fleet]\nredis = \"redis://127.0.0.1:6379\"\n");
+    let fleet = Settings::from_toml(&with, &RunArgs::default()).unwrap().fleet.unwrap();
+    assert_eq!((fleet.name.as_str(), fleet.region.as_str(), fleet.redirect_above), ("ip2p", "default", 0.9));
+    assert_eq!(fleet.node, nix::unistd::gethostname().unwrap().into_string().unwrap());
+    assert_eq!(fleet.when_store_down, super::StoreDown::Local);
+    let flags = args(|a| {
+        a.fleet_redis = Some("rediss://:pw@127.0.0.1:6380".into());
+        a.fleet_node = Some("n-1".into());
+        a.fleet_region = Some("eu".into());
+    });
+    let fleet = Settings::from_toml(text, &flags).unwrap().fleet.unwrap();
+    assert_eq!((fleet.node.as_str(), fleet.region.as_str()), ("n-1", "eu"));
+    for (keys, key) in [
+        ("node = \"a\"", "fleet.node"),
+        ("redis = \"redis://x:1\"\nname = \"\"", "fleet.name"),
+        ("redis = \"redis://x:1\"\nregion = \"a/b\"", "fleet.region"),
+        ("redis = \"redis://x:1\"\nadvertise = \"0.0.0.0\"", "fleet.advertise"),
+        ("redis = \"redis://x:1\"\nredirect_above = 0.0", "fleet.redirect_above"),
+        ("redis = \"tcp://x:1\"", "fleet.redis"),
+    ] {
+        let e = Settings::from_toml(&format!("{text}[fleet]\n{keys}\n"), &RunArgs::default()).unwrap_err();
+        assert_eq!(e.key, key, "{keys}: {e}");
+    }
+    let e = Settings::from_toml(
+        &format!("{text}[fleet]\nredis = \"redis://:hunter2@x:1/notanumber\"\n"),
+        &RunArgs::default(),
+    )
+    .unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "the password is never shown: {e}");
+    assert_eq!(super::fleet::shown_url("redis://:hunter2@x:1/0"), "redis://x:1/0");
+    assert_eq!(super::fleet::shown_url("redis://x:1"), "redis://x:1");
+}

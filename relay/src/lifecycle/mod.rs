@@ -58,5 +58,5 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let mut node = started.node;
     let reload = reload::Reload::new(args, &settings, log_filter);
     let stop = serve::serve(&mut node, reload, signals, started.handover.as_ref(), started.admin.as_ref(), program);
-    stop::stop(node, stop, started.admin)
+    stop::stop(node, stop, started.admin, started.fleet)
 }

@@ -10,9 +10,11 @@ use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::admin::Admin;
 use crate::config::Settings;
+use crate::fleet::Agent;
 use crate::handover::{self, TakenOver};
 use crate::node::{self, Node};
 
@@ -22,6 +24,8 @@ pub(super) struct Started {
     pub(super) admin: Option<Admin>,
     /// The socket handover requests come to, if configured.
     pub(super) handover: Option<OwnedFd>,
+    /// The fleet's agent, when the node is in one.
+    pub(super) fleet: Option<Agent>,
 }
 
 /// Starts everything, or says why not (logged, and printed for whoever
@@ -38,6 +42,8 @@ pub(super) fn start(settings: &mut Settings) -> Result<Started, ExitCode> {
         .map(handover::listen)
         .transpose()
         .map_err(|e| failed(taken.take(), &e, Some("handover.socket, --handover-socket PATH")))?;
+    let fleet = node.handle().fleet().map(|state| Agent::start(Arc::clone(state), node.handle()));
+    let fleet = fleet.transpose().map_err(|e| failed(taken.take(), &e, Some("fleet.redis, --fleet-redis URL")))?;
     if let Some(t) = taken {
         let (allocations, writer) = (t.allocations, t.writer.clone());
         match t.report(Ok(())) {
@@ -47,7 +53,7 @@ pub(super) fn start(settings: &mut Settings) -> Result<Started, ExitCode> {
             Err(e) => tracing::warn!(error = %e, "the previous process did not hear that this one serves"),
         }
     }
-    Ok(Started { node, admin, handover })
+    Ok(Started { node, admin, handover, fleet })
 }
 
 /// The node: what systemd's file descriptor store holds from a restart

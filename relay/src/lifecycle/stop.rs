@@ -15,21 +15,28 @@ use sd_notify::NotifyState;
 use super::notify::{notify, status};
 use super::serve::Stop;
 use crate::admin::Admin;
+use crate::fleet::Agent;
 use crate::handover::fdstore;
 use crate::node::Node;
 
-/// Stops as `stop` says, then the admin listener and the workers; what
-/// the process exits with.
-pub(super) fn stop(node: Node, stop: Stop, admin: Option<Admin>) -> ExitCode {
+/// Stops as `stop` says, then the admin listener, the fleet's agent (the
+/// node leaves the registry unless another process goes on as it) and
+/// the workers; what the process exits with.
+pub(super) fn stop(node: Node, stop: Stop, admin: Option<Admin>, fleet: Option<Agent>) -> ExitCode {
     notify(&[NotifyState::Stopping]);
+    let mut leave = !matches!(stop, Stop::HandedOver);
     if let Stop::Signal(signal, signals) = stop {
         let stored = signal == Some(Signal::SIGTERM) && node.settings().fd_store && store(&node, admin.as_ref());
         if !stored {
             let timeout = node.settings().drain_timeout;
             drain(&node, if signal == Some(Signal::SIGINT) { timeout / 10 } else { timeout }, &signals);
         }
+        leave = !stored;
     }
     drop(admin);
+    if let Some(fleet) = fleet {
+        fleet.stop(leave);
+    }
     match node.shutdown() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -53,6 +53,8 @@ pub struct NodeHandle {
     pub(super) usage: Option<Arc<crate::usage::UsageCounts>>,
     /// The relay addresses by family, as configured (restart only).
     pub(super) relay_ips: Arc<[Vec<ip2p_turn::RelayIp>; 2]>,
+    /// The fleet it is in, if any.
+    pub(super) fleet: Option<Arc<crate::fleet::FleetState>>,
 }
 
 /// Counter samples by name and labels (`ip2p_x_total{a="b"}`).
@@ -185,6 +187,12 @@ impl NodeHandle {
     #[must_use]
     pub fn uptime(&self) -> Duration {
         now().saturating_duration_since(self.started)
+    }
+
+    /// The fleet the node is in, if any.
+    #[must_use]
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::FleetState>> {
+        self.fleet.as_ref()
     }
 
     /// Live allocations on the node (EVEN-PORT reservations count as

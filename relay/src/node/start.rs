@@ -128,6 +128,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         relay_ports: relay_ports(settings),
         usage: common.usage.as_ref().map(crate::usage::UsageLog::counts),
         relay_ips: Arc::new(settings.turn.relay_ips.clone()),
+        fleet: settings.fleet.clone().map(|f| Arc::new(crate::fleet::FleetState::new(f))),
     };
     let local_watch = match local_watch {
         Some(watch) => {

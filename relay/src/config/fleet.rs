@@ -1,0 +1,102 @@
+//! `[fleet]`: the Redis the node joins a fleet through, and its name,
+//! node id, region and advertised host there. Without `fleet.redis` the
+//! node runs alone and nothing else of the section may be set.
+
+use super::cli::RunArgs;
+use super::defaults;
+use super::file::FleetSection;
+use super::settings::{ConfigError, Fleet, err};
+
+/// The fleet the node joins, when `fleet.redis` (or `--fleet-redis`) is
+/// set.
+pub(super) fn fleet(args: &RunArgs, file: FleetSection) -> Result<Option<Fleet>, ConfigError> {
+    let Some(redis) = args.fleet_redis.clone().or(file.redis) else {
+        let set = [
+            ("fleet.name", file.name.is_some()),
+            ("fleet.node", file.node.is_some() || args.fleet_node.is_some()),
+            ("fleet.region", file.region.is_some() || args.fleet_region.is_some()),
+            ("fleet.advertise", file.advertise.is_some()),
+            ("fleet.redirect_above", file.redirect_above.is_some()),
+            ("fleet.when_store_down", file.when_store_down.is_some()),
+        ];
+        return match set.into_iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(err(key, "needs fleet.redis (--fleet-redis URL): without it the node runs alone")),
+            None => Ok(None),
+        };
+    };
+    check_url(&redis)?;
+    let node = match args.fleet_node.clone().or(file.node) {
+        Some(node) => node,
+        None => hostname()?,
+    };
+    let redirect_above = file.redirect_above.unwrap_or(defaults::FLEET_REDIRECT_ABOVE);
+    if !(redirect_above > 0.0 && redirect_above <= 1.0) {
+        return Err(err(
+            "fleet.redirect_above",
+            format!("{redirect_above}: a share of the capacity, above 0 and at most 1"),
+        ));
+    }
+    let fleet = Fleet {
+        redis,
+        name: name("fleet.name", file.name.unwrap_or_else(|| defaults::FLEET_NAME.into()))?,
+        node: name("fleet.node", node)?,
+        region: name(
+            "fleet.region",
+            args.fleet_region.clone().or(file.region).unwrap_or_else(|| defaults::FLEET_REGION.into()),
+        )?,
+        advertise: file.advertise.map(advertise).transpose()?,
+        redirect_above,
+        when_store_down: file.when_store_down.unwrap_or_default(),
+    };
+    Ok(Some(fleet))
+}
+
+/// A URL the Redis client reads (`redis://`, `rediss://` for TLS,
+/// `redis+unix://`), without saying its password in the error.
+fn check_url(url: &str) -> Result<(), ConfigError> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
+        return Err(err("fleet.redis", "a redis://HOST:PORT URL (rediss:// for TLS, redis+unix:///PATH)"));
+    }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| err("fleet.redis", format!("not a URL the Redis client reads: {:?}", e.kind())))
+}
+
+/// A fleet, node or region name: 1 to 64 letters, digits, `.`, `-`, `_`
+/// (it is part of Redis keys and of the records others read).
+fn name(key: &str, value: String) -> Result<String, ConfigError> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if value.is_empty() || value.len() > 64 || !value.chars().all(ok) {
+        return Err(err(key, format!("{value:?}: 1 to 64 letters, digits, '.', '-' or '_'")));
+    }
+    Ok(value)
+}
+
+/// The host name or address clients are to use for this node.
+fn advertise(value: String) -> Result<String, ConfigError> {
+    let host = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
+    let ok = match value.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_unspecified(),
+        Err(_) => !value.is_empty() && value.len() <= 253 && value.chars().all(host) && !value.starts_with(['-', '.']),
+    };
+    if !ok {
+        return Err(err("fleet.advertise", format!("{value:?}: a host name or an address clients can use")));
+    }
+    Ok(value)
+}
+
+/// The host's name, the default node id.
+fn hostname() -> Result<String, ConfigError> {
+    let name = nix::unistd::gethostname().map_err(|e| err("fleet.node", format!("no host name to default to: {e}")))?;
+    name.into_string().map_err(|_| err("fleet.node", "the host name is not UTF-8: set fleet.node"))
+}
+
+/// The store's URL without its password, for logs and `check-config`.
+#[must_use]
+pub(super) fn shown_url(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
+        _ => url.to_owned(),
+    }
+}

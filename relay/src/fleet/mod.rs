@@ -1,0 +1,98 @@
+//! The fleet: relay nodes sharing one Redis (`[fleet]`). Each node writes
+//! what it owns there (its record in the registry, every second, with a
+//! time to live) and reads the others' on the same beat; nothing on the
+//! packet path ever waits on the store.
+//!
+//! The parts: this file ([`FleetState`], what the node's other threads
+//! read: the live nodes, whether the store answers), `agent` (the thread
+//! that talks to the store), `store` (the connection and the scripts run
+//! there), `record` (a node's record, checked when read).
+
+mod agent;
+mod record;
+mod store;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+pub use self::agent::Agent;
+pub use self::record::NodeRecord;
+use crate::config::Fleet;
+
+/// How often a node writes its record and reads the others'.
+pub const BEAT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a record lives unless written again: a node that stops
+/// writing (it died) leaves the registry this long after its last beat.
+pub const RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What the node's threads know of the fleet: its settings, the live
+/// nodes as last read, whether the store answers, and counters.
+#[derive(Debug)]
+pub struct FleetState {
+    settings: Fleet,
+    view: Mutex<Arc<View>>,
+    store_up: AtomicBool,
+    counts: FleetCounts,
+}
+
+/// The live nodes as read from the registry at `at` (this node's among
+/// them once it published).
+#[derive(Debug, Default)]
+pub struct View {
+    /// The live nodes, by id.
+    pub nodes: Vec<NodeRecord>,
+    /// When they were read; `None` before the first read.
+    pub at: Option<Instant>,
+}
+
+/// What the fleet's agent did (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct FleetCounts {
+    /// Calls to the store that failed (refused, timed out, garbage).
+    pub store_errors: AtomicU64,
+    /// Records read from the store and ignored as not sane.
+    pub records_ignored: AtomicU64,
+}
+
+impl FleetState {
+    /// The state of a node joining `settings`' fleet (the store not
+    /// reached yet).
+    #[must_use]
+    pub fn new(settings: Fleet) -> Self {
+        Self {
+            settings,
+            view: Mutex::new(Arc::new(View::default())),
+            store_up: AtomicBool::new(false),
+            counts: FleetCounts::default(),
+        }
+    }
+
+    /// The fleet's settings.
+    #[must_use]
+    pub fn settings(&self) -> &Fleet {
+        &self.settings
+    }
+
+    /// The live nodes as last read.
+    #[must_use]
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn set_view(&self, view: View) {
+        *self.view.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(view);
+    }
+
+    /// Whether the store answered the last call.
+    #[must_use]
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed)
+    }
+
+    /// What the agent did.
+    #[must_use]
+    pub fn counts(&self) -> &FleetCounts {
+        &self.counts
+    }
+}

@@ -1,0 +1,116 @@
+//! The fleet's store: one connection to Redis with short timeouts, made
+//! again when it breaks, and the scripts the node runs there. Every key of
+//! a fleet carries its name as a hash tag (`ip2p:{NAME}:...`), so a
+//! Cluster keeps one fleet on one slot and each script's keys together.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::{Connection, RedisResult, Script};
+
+/// How long a connect, a command or an answer may take before the store
+/// counts as down.
+pub(super) const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Publishes the node's record and returns every live node's: the dead
+/// (their time in the live set past) are removed on the way. KEYS: the
+/// live set (id by expiry, ms of the store's clock), the records (id to
+/// JSON); ARGV: the id, the record, its time to live (ms).
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  if id ~= ARGV[1] then redis.call('HDEL', KEYS[2], id) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+return redis.call('HMGET', KEYS[2], unpack(live))
+",
+    )
+});
+
+/// Removes the node from the registry. KEYS as `PUBLISH`; ARGV: the id.
+static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+",
+    )
+});
+
+/// The names of a fleet's keys.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(fleet: &str) -> Self {
+        Self { prefix: format!("ip2p:{{{fleet}}}:") }
+    }
+
+    /// The live nodes, each scored by when its record expires.
+    pub(super) fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
+    /// The nodes' records by id.
+    pub(super) fn records(&self) -> String {
+        format!("{}records", self.prefix)
+    }
+}
+
+/// A connection to the fleet's Redis, made when needed.
+pub(super) struct Store {
+    client: redis::Client,
+    con: Option<Connection>,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("keys", &self.keys).field("connected", &self.con.is_some()).finish()
+    }
+}
+
+impl Store {
+    /// A store at `url` for fleet `name` (not connected yet).
+    pub(super) fn new(url: &str, name: &str) -> RedisResult<Self> {
+        Ok(Self { client: redis::Client::open(url)?, con: None, keys: Keys::new(name) })
+    }
+
+    /// Runs `f` on the connection (made first when there is none); an
+    /// error drops the connection, so the next call makes a new one.
+    fn with<T>(&mut self, f: impl FnOnce(&mut Connection, &Keys) -> RedisResult<T>) -> RedisResult<T> {
+        if self.con.is_none() {
+            let con = self.client.get_connection_with_timeout(TIMEOUT)?;
+            con.set_read_timeout(Some(TIMEOUT))?;
+            con.set_write_timeout(Some(TIMEOUT))?;
+            self.con = Some(con);
+        }
+        let con = self.con.as_mut().ok_or_else(|| redis::RedisError::from(std::io::Error::other("no connection")))?;
+        let result = f(con, &self.keys);
+        if result.is_err() {
+            self.con = None;
+        }
+        result
+    }
+
+    /// Publishes `record` (JSON) as node `id`'s for `ttl`; every live
+    /// node's record as stored (`None` for one missing).
+    pub(super) fn publish(&mut self, id: &str, record: &str, ttl: Duration) -> RedisResult<Vec<Option<String>>> {
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.with(|con, keys| PUBLISH.key(keys.nodes()).key(keys.records()).arg(id).arg(record).arg(ttl).invoke(con))
+    }
+
+    /// Takes node `id` out of the registry.
+    pub(super) fn leave(&mut self, id: &str) -> RedisResult<()> {
+        self.with(|con, keys| LEAVE.key(keys.nodes()).key(keys.records()).arg(id).invoke::<i64>(con).map(|_| ()))
+    }
+}
