@@ -91,6 +91,7 @@ impl Client {
             relayed: None,
             mapped: None,
             lifetime: None,
+            alternate: None,
             next_tid: rand::random(),
             buf: vec![0; 65_536],
         }

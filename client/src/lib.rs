@@ -67,6 +67,9 @@ pub struct Client {
     pub mapped: Option<SocketAddr>,
     /// The lifetime the server granted last.
     pub lifetime: Option<u32>,
+    /// The ALTERNATE-SERVER of the last 300 Try Alternate (RFC 8489 §10):
+    /// where to ask again.
+    pub alternate: Option<SocketAddr>,
     next_tid: u64,
     buf: Vec<u8>,
 }

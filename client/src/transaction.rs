@@ -103,6 +103,9 @@ impl Client {
             let error =
                 msg.get::<ErrorCodeAttr>().ok().flatten().ok_or(ClientError::Protocol("error without ERROR-CODE"))?;
             let (code, reason) = (error.code.code(), error.reason.to_owned());
+            if code == 300 {
+                self.alternate = msg.get::<ip2p_wire::attr::AlternateServer>().ok().flatten().map(|a| a.0);
+            }
             let challenged = code == 438 || (code == 401 && self.key.is_none());
             if challenged
                 && let (Ok(Some(Realm(realm))), Ok(Some(Nonce(nonce)))) = (msg.get::<Realm>(), msg.get::<Nonce>())

@@ -52,6 +52,7 @@ mod reload;
 mod security;
 mod selftest;
 mod sessions;
+mod steering;
 mod stream;
 mod systemd;
 mod tcp_allocations;

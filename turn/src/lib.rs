@@ -38,6 +38,7 @@ mod session;
 mod shared;
 mod sockets;
 pub(crate) mod stats;
+mod steering;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -62,3 +63,4 @@ pub use self::sockets::Sockets;
 pub use self::stats::{
     AllocationRefusals, AuthFailure, AuthFailures, Drops, Gauges, METHODS, RESULTS, Responses, Stats,
 };
+pub use self::steering::{Steer, Steering};

@@ -28,6 +28,8 @@ pub struct NodeState {
     pub local: crate::LocalAddrs,
     /// Users whose credentials are refused for now.
     pub revocations: crate::Revocations,
+    /// Where new allocations go instead (a fleet's choice).
+    pub steering: crate::Steering,
 }
 
 impl NodeState {

@@ -111,7 +111,16 @@ reasons!(AuthFailures {
     wrong_user,
     revoked
 });
-reasons!(AllocationRefusals { invalid, mismatch, node_full, user_quota, ip_quota, no_relay_port, draining });
+reasons!(AllocationRefusals {
+    invalid,
+    mismatch,
+    node_full,
+    user_quota,
+    ip_quota,
+    no_relay_port,
+    draining,
+    redirected
+});
 reasons!(Drops {
     not_turn,
     bad_fingerprint,
@@ -286,6 +295,8 @@ pub struct AllocationRefusals {
     pub no_relay_port: u64,
     /// The node is draining: 300 or 508.
     pub draining: u64,
+    /// The node is at its fleet's threshold: 300 to a less loaded node.
+    pub redirected: u64,
 }
 
 /// Packets dropped, by reason.

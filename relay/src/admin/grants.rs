@@ -27,6 +27,8 @@ struct Revoke {
 struct Mint {
     user: String,
     ttl: Option<u64>,
+    /// In a fleet: the region whose nodes to name (default this node's).
+    region: Option<String>,
 }
 
 /// A JSON body as `T`, or the 400 saying why not.
@@ -124,10 +126,35 @@ pub(super) fn mint(node: &NodeHandle, body: &[u8]) -> Vec<u8> {
     if ttl == 0 {
         return error(400, "ttl: at least 1 second", &[]);
     }
+    if let Some(region) = &mint.region
+        && (region.is_empty()
+            || region.len() > 64
+            || !region.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+    {
+        return error(400, "region: 1 to 64 letters, digits, '.', '-' or '_'", &[]);
+    }
     let username = format!("{}:{}", crate::unix_now().saturating_add(ttl), mint.user);
     let credential = ip2p_turn::auth::rest_password(secret, &username);
-    let urls = urls(node);
-    json_ok(&json!({ "iceServers": [{ "urls": urls, "username": username, "credential": credential }] }))
+    let servers: Vec<Value> = servers(node, mint.region.as_deref())
+        .into_iter()
+        .map(|urls| json!({ "urls": urls, "username": username, "credential": credential }))
+        .collect();
+    json_ok(&json!({ "iceServers": servers }))
+}
+
+/// The URLs of the nodes to name, best first: in a fleet whose store
+/// answers, the best two of `region` (default this node's region); else
+/// this node's.
+fn servers(node: &NodeHandle, region: Option<&str>) -> Vec<Vec<String>> {
+    if let Some(fleet) = node.fleet().filter(|f| f.store_up()) {
+        let view = fleet.view();
+        let settings = fleet.settings();
+        let best = crate::fleet::best_nodes(&view.nodes, region.unwrap_or(&settings.region), settings.redirect_above);
+        if !best.is_empty() {
+            return best.into_iter().map(|n| n.urls.clone()).collect();
+        }
+    }
+    vec![urls(node)]
 }
 
 /// The node's URLs: `stun:` and `turn:` over UDP and TCP on each listen

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::record::{self, NodeRecord};
+use super::steering;
 use super::store::Store;
 use super::{BEAT, FleetState, RECORD_TTL, View};
 use crate::node::NodeHandle;
@@ -107,10 +108,16 @@ impl Beat {
         match self.store.publish(&own.id, &json, RECORD_TTL) {
             Ok(stored) => {
                 let nodes = self.read(stored);
+                let tls_from = u16::try_from(self.node.listen().len()).unwrap_or(u16::MAX);
+                self.node.steer(steering::steer(&nodes, &self.state.settings, &own, tls_from));
                 self.state.set_view(View { nodes, at: Some(now) });
                 self.up();
             }
-            Err(e) => self.down(&e),
+            Err(e) => {
+                // What was read may be stale: no node is sent anywhere.
+                self.node.steer(ip2p_turn::Steer::default());
+                self.down(&e);
+            }
         }
     }
 

@@ -6,10 +6,12 @@
 //! The parts: this file ([`FleetState`], what the node's other threads
 //! read: the live nodes, whether the store answers), `agent` (the thread
 //! that talks to the store), `store` (the connection and the scripts run
-//! there), `record` (a node's record, checked when read).
+//! there), `record` (a node's record, checked when read), `steering`
+//! (which nodes credentials name, where a full node sends an Allocate).
 
 mod agent;
 mod record;
+mod steering;
 mod store;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +20,7 @@ use std::time::Instant;
 
 pub use self::agent::Agent;
 pub use self::record::NodeRecord;
+pub use self::steering::best_nodes;
 use crate::config::Fleet;
 
 /// How often a node writes its record and reads the others'.

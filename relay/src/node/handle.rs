@@ -189,6 +189,12 @@ impl NodeHandle {
         now().saturating_duration_since(self.started)
     }
 
+    /// Where the workers send new allocations from now on (the fleet's
+    /// choice).
+    pub(crate) fn steer(&self, steer: ip2p_turn::Steer) {
+        self.shared.steering.set(steer);
+    }
+
     /// The fleet the node is in, if any.
     #[must_use]
     pub fn fleet(&self) -> Option<&Arc<crate::fleet::FleetState>> {

@@ -66,9 +66,10 @@ impl Server {
             self.stats.allocations_refused.invalid += 1;
             return Some(len);
         }
+        let steer = self.shared.steering.get();
         if self.draining {
             self.stats.allocations_refused.draining += 1;
-            return self.refuse_while_draining(from, msg, &authed, reply);
+            return self.refuse_while_draining(steer.alternate(listener, from), from, msg, &authed, reply);
         }
         let req = match self.check_allocate(listener, msg) {
             Ok(req) => req,
@@ -77,6 +78,15 @@ impl Server {
                 return self.error(reply, msg, code, integrity(&authed));
             }
         };
+        // A node at its fleet's threshold sends the client to a less loaded
+        // one (RFC 8656 §10 and RFC 8489 §10: 300 Try Alternate).
+        if steer.above > 0
+            && self.shared.quotas.total() >= steer.above
+            && let Some(alternate) = steer.alternate(listener, from)
+        {
+            self.stats.allocations_refused.redirected += 1;
+            return self.try_alternate(alternate, msg, &authed, reply);
+        }
         // One for the allocation, and one for the port it reserves.
         let account = Account::new(&authed.quota_user, from.ip());
         let quota = self.shared.quotas.acquire(&account).and_then(|()| {
@@ -179,10 +189,12 @@ impl Server {
         self.allocate_success(now, reply, msg, slot)
     }
 
-    /// A draining node's answer to a new Allocate: 300 Try Alternate with
-    /// an alternate of the client's family (RFC 8489 §10), else 508.
+    /// A draining node's answer to a new Allocate: 300 Try Alternate to
+    /// the fleet's choice, else to a configured alternate of the client's
+    /// family (RFC 8489 §10), else 508.
     fn refuse_while_draining(
         &mut self,
+        chosen: Option<SocketAddr>,
         from: SocketAddr,
         msg: &Message<'_>,
         authed: &Authed,
@@ -190,10 +202,21 @@ impl Server {
     ) -> Option<usize> {
         let same_family = |a: &&SocketAddr| a.is_ipv4() == from.is_ipv4();
         let candidates: Vec<SocketAddr> = self.config.alternates.iter().filter(same_family).copied().collect();
-        let Some(&alternate) = candidates.get(rand::Rng::random_range(&mut self.rng, 0..candidates.len().max(1)))
-        else {
-            return self.error(reply, msg, ErrorCode::INSUFFICIENT_CAPACITY, integrity(authed));
-        };
+        let configured = candidates.get(rand::Rng::random_range(&mut self.rng, 0..candidates.len().max(1)));
+        match chosen.or(configured.copied()) {
+            Some(alternate) => self.try_alternate(alternate, msg, authed, reply),
+            None => self.error(reply, msg, ErrorCode::INSUFFICIENT_CAPACITY, integrity(authed)),
+        }
+    }
+
+    /// 300 Try Alternate with ALTERNATE-SERVER `alternate`.
+    fn try_alternate(
+        &mut self,
+        alternate: SocketAddr,
+        msg: &Message<'_>,
+        authed: &Authed,
+        reply: &mut [u8],
+    ) -> Option<usize> {
         self.respond(reply, msg, Class::Error, integrity(authed), |w| {
             w.add(&ErrorCodeAttr::new(ErrorCode::TRY_ALTERNATE))?;
             w.add(&ip2p_wire::attr::AlternateServer(alternate))?;

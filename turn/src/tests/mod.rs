@@ -12,4 +12,5 @@ mod requests;
 mod security;
 mod sessions;
 mod short_circuit;
+mod steering;
 mod tcp_allocations;
