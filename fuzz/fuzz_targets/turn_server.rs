@@ -146,6 +146,11 @@ enum Op {
         web: bool,
         secs: Option<u16>,
     },
+    /// The fleet's word on a parked Allocate (with fleet-wide quotas).
+    Word {
+        which: u8,
+        word: u8,
+    },
 }
 
 /// What the harness knows of a client.
@@ -173,6 +178,11 @@ struct Harness {
     live_sessions: std::collections::HashSet<ip2p_turn::SessionId>,
     /// Every id a session has had (ids are unique on the node).
     seen_sessions: std::collections::HashSet<ip2p_turn::SessionId>,
+    /// Allocates waiting for the fleet's word, with their client.
+    asked: Vec<(ip2p_turn::AdmissionRequest, u8)>,
+    /// What the fleet's store counts for each user: the admissions it
+    /// granted and the journal's changes (it must match the node's count).
+    fleet: HashMap<Box<str>, i64>,
 }
 
 /// The users: a static one and REST usernames with a few expiries (all of
@@ -204,7 +214,8 @@ fn client_addr(c: u8) -> (ListenerId, SocketAddr) {
 }
 
 impl Harness {
-    fn new() -> Self {
+    /// A node; with `fleet`, its Allocates wait for the fleet's word.
+    fn new(fleet: bool) -> Self {
         let mut users = HashMap::new();
         users.insert("alice".to_owned(), UserSecret::Password("wonderland".into()));
         let config = Config {
@@ -230,6 +241,7 @@ impl Harness {
             events: true,
             session_events: true,
             strict_expiry: true,
+            admission: fleet.then_some(ip2p_turn::Fallback::Local),
             credentials: Credentials {
                 realm: REALM.into(),
                 users,
@@ -242,6 +254,8 @@ impl Harness {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let shared = Arc::new(NodeState::new(Quotas::new(QuotaLimits { total: 12, per_user: 6, per_prefix: 8 })));
+        // What a fleet's store would be told (kept in a fleet or not).
+        shared.quotas.keep_journal();
         let server = Server::new(Arc::new(config.clone()), shared.clone(), now, UNIX0, 7);
         Self {
             server,
@@ -256,6 +270,8 @@ impl Harness {
             tid: 0,
             live_sessions: Default::default(),
             seen_sessions: Default::default(),
+            asked: Vec::new(),
+            fleet: HashMap::new(),
         }
     }
 
@@ -337,27 +353,56 @@ impl Harness {
             Verdict::Reply(t) => {
                 assert!(t.range.end <= self.reply.len());
                 let reply = self.reply[t.range].to_vec();
-                let msg = Message::parse(&reply).expect("every reply parses");
-                if msg.integrity_kind().is_none() {
-                    assert!(
-                        reply.len() <= 4 * packet.len(),
-                        "{} bytes answer {} unauthenticated",
-                        reply.len(),
-                        packet.len()
-                    );
-                }
-                let state = self.clients.entry(c).or_default();
-                if let Ok(Some(Nonce(n))) = msg.get::<Nonce>() {
-                    state.nonce = Some(n.to_owned());
-                }
-                if msg.method() == Method::ALLOCATE && msg.class() == Class::Success {
-                    state.relayed = msg.get_all::<XorRelayedAddress>().flatten().map(|a| a.0).collect();
-                    state.token = msg.get::<ReservationToken>().ok().flatten().map(|t| *t.0);
-                }
+                self.took_reply(c, packet.len(), &reply);
             }
             Verdict::Deferred | Verdict::Drop(_) => {}
         }
+        while let Some(asked) = self.server.poll_admission() {
+            self.asked.push((asked, c));
+        }
         self.check_invariants();
+    }
+
+    /// What client `c` learns from `reply` to its `asked` bytes.
+    fn took_reply(&mut self, c: u8, asked: usize, reply: &[u8]) {
+        let msg = Message::parse(reply).expect("every reply parses");
+        if msg.integrity_kind().is_none() {
+            assert!(reply.len() <= 4 * asked, "{} bytes answer {asked} unauthenticated", reply.len());
+        }
+        let state = self.clients.entry(c).or_default();
+        if let Ok(Some(Nonce(n))) = msg.get::<Nonce>() {
+            state.nonce = Some(n.to_owned());
+        }
+        if msg.method() == Method::ALLOCATE && msg.class() == Class::Success {
+            state.relayed = msg.get_all::<XorRelayedAddress>().flatten().map(|a| a.0).collect();
+            state.token = msg.get::<ReservationToken>().ok().flatten().map(|t| *t.0);
+        }
+    }
+
+    /// Gives the `i`th parked Allocate the fleet's `word`, as a datapath
+    /// brings it, and counts what the store would.
+    fn word(&mut self, i: usize, word: ip2p_turn::Admission) {
+        if self.asked.is_empty() {
+            return;
+        }
+        let (asked, c) = self.asked.remove(i % self.asked.len());
+        if word == ip2p_turn::Admission::Admitted {
+            *self.fleet.entry(asked.user.clone()).or_default() += i64::from(asked.count);
+        }
+        let answer = self.server.admitted(self.now, asked.ticket, word, &mut self.reply, &mut self.sockets);
+        if let Some(t) = answer {
+            assert_eq!((t.via, t.to), (Via::Listener(client_addr(c).0), client_addr(c).1));
+            let reply = self.reply[t.range].to_vec();
+            self.took_reply(c, 1024, &reply);
+        }
+    }
+
+    /// The parked Allocates past their wait get the fallback.
+    fn overdue(&mut self) {
+        while let Some(ticket) = self.server.overdue_admission(self.now) {
+            let i = self.asked.iter().position(|(a, _)| a.ticket == ticket).expect("an overdue ticket was asked");
+            self.word(i, ip2p_turn::Admission::Unknown);
+        }
     }
 
     /// Nothing leaves for this host but towards a relayed address: never
@@ -408,6 +453,16 @@ impl Harness {
         let listed = self.server.sessions(self.now);
         assert!(listed.iter().all(|s| self.live_sessions.contains(&s.id)), "a listed session never began");
         assert_eq!(listed.len(), self.server.allocations(), "sessions against allocations");
+        // The fleet's count of each user is the node's.
+        let journal = self.shared.quotas.take_journal();
+        assert!(!journal.lost);
+        for (account, change) in journal.changes {
+            *self.fleet.entry(account.user).or_default() += i64::from(change);
+        }
+        self.fleet.retain(|_, n| *n != 0);
+        let (users, _) = self.shared.quotas.counts_now();
+        let local: HashMap<Box<str>, i64> = users.into_iter().map(|(u, n)| (u, i64::try_from(n).unwrap())).collect();
+        assert_eq!(self.fleet, local, "the fleet's count against the node's");
     }
 
     fn apply(&mut self, op: Op) {
@@ -537,6 +592,7 @@ impl Harness {
             Op::Advance { secs } => {
                 self.now += Duration::from_secs(u64::from(secs % 900));
                 self.server.handle_timeout(self.now, &mut self.sockets);
+                self.overdue();
             }
             Op::FailNextBind => self.sockets.fail_next_bind = true,
             Op::Drain => self.server.drain(),
@@ -575,6 +631,11 @@ impl Harness {
                     }
                 }
             }
+            Op::Word { which, word } => {
+                use ip2p_turn::Admission::*;
+                let word = [Admitted, OverUser, OverPrefix, Unknown][usize::from(word % 4)];
+                self.word(usize::from(which), word);
+            }
             Op::Reload { deny_outside } => {
                 let mut config = self.config.clone();
                 if deny_outside {
@@ -588,6 +649,9 @@ impl Harness {
 
     /// Every lifetime passes: nothing may be left.
     fn finish(mut self) {
+        while !self.asked.is_empty() {
+            self.word(0, ip2p_turn::Admission::Unknown);
+        }
         for _ in 0..3 {
             self.now += Duration::from_secs(7200);
             self.server.handle_timeout(self.now, &mut self.sockets);
@@ -606,8 +670,9 @@ impl Harness {
     }
 }
 
-fuzz_target!(|ops: Vec<Op>| {
-    let mut h = Harness::new();
+fuzz_target!(|input: (bool, Vec<Op>)| {
+    let (fleet, ops) = input;
+    let mut h = Harness::new(fleet);
     for op in ops.into_iter().take(200) {
         h.apply(op);
     }

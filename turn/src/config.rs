@@ -84,6 +84,13 @@ pub struct Config {
     /// A session opened with a TURN REST credential ends when the
     /// credential expires, whatever lifetime it asks for.
     pub strict_expiry: bool,
+    /// Fleet-wide quotas: a new allocation waits for a fleet's word on
+    /// the user and prefix quotas (see
+    /// [`Server::poll_admission`](crate::Server::poll_admission)), with
+    /// what decides when the fleet cannot say; whoever turns it on must
+    /// poll the requests and answer each. `None`: the node's own quotas
+    /// alone.
+    pub admission: Option<crate::admission::Fallback>,
 }
 
 /// The most relay addresses per family.

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admission;
 mod allocation;
 pub mod auth;
 mod config;
@@ -45,6 +46,7 @@ pub mod testing;
 mod tests;
 mod timer;
 
+pub use self::admission::{ADMISSION_WAIT, Admission, AdmissionRequest, Fallback, MAX_PARKED};
 pub use self::auth::{Credentials, MAX_REALM, UserSecret};
 pub use self::config::{ChannelNumbers, Config, MAX_RELAY_IPS, RelayIp};
 pub use self::events::{ChannelPath, Event};
@@ -58,7 +60,7 @@ pub use self::revocations::{MAX_REVOCATIONS, Revocations};
 pub use self::server::Server;
 pub use self::server::export::{AdoptError, Export};
 pub use self::session::{End, Session, SessionEvent, SessionId, SessionQuery, Usage};
-pub use self::shared::{Account, Held, NodeState, QuotaLimits, Quotas, client_prefix};
+pub use self::shared::{Account, CountsNow, Held, Journal, NodeState, QuotaLimits, Quotas, client_prefix};
 pub use self::sockets::Sockets;
 pub use self::stats::{
     AllocationRefusals, AuthFailure, AuthFailures, Drops, Gauges, METHODS, RESULTS, Responses, Stats,

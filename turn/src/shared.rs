@@ -315,6 +315,37 @@ pub struct Quotas {
 struct Counts {
     users: HashMap<Box<str>, usize>,
     prefixes: HashMap<IpAddr, usize>,
+    /// The changes a fleet has not counted yet, when one counts with us.
+    journal: Option<Journal>,
+}
+
+/// The changes to the counts a fleet's store must apply to match this
+/// node's (see [`Quotas::keep_journal`]).
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// Each change: an account's count up or down.
+    pub changes: Vec<(Account, i32)>,
+    /// Changes were left out (the journal was full): the store needs the
+    /// whole counts again ([`Quotas::counts_now`]).
+    pub lost: bool,
+}
+
+/// Every user's count and every prefix's count (see
+/// [`Quotas::counts_now`]).
+pub type CountsNow = (Vec<(Box<str>, usize)>, Vec<(IpAddr, usize)>);
+
+/// The most changes a journal holds before it says it lost some.
+const MAX_JOURNAL: usize = 100_000;
+
+impl Counts {
+    fn note(&mut self, account: &Account, change: i32) {
+        let Some(j) = &mut self.journal else { return };
+        if j.changes.len() >= MAX_JOURNAL {
+            j.lost = true;
+        } else {
+            j.changes.push((account.clone(), change));
+        }
+    }
 }
 
 /// Which limit refused an allocation.
@@ -375,7 +406,8 @@ impl Quotas {
     }
 
     /// Takes one allocation for `account`, or says which limit refuses it.
-    pub(crate) fn acquire(&self, account: &Account) -> Result<(), OverQuota> {
+    /// `counted`: a fleet counted it already (else the journal notes it).
+    pub(crate) fn acquire(&self, account: &Account, counted: bool) -> Result<(), OverQuota> {
         let limits = *self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let limit = |max: usize| if max == 0 { usize::MAX } else { max };
         // Counted even without limits, so that one can be set live.
@@ -390,11 +422,16 @@ impl Quotas {
             return Err(OverQuota::Prefix);
         }
         self.add(&mut counts, account);
+        if !counted {
+            counts.note(account, 1);
+        }
         Ok(())
     }
 
     /// Counts one allocation of `account` whatever the limits: one that
-    /// exists already (taken over from the previous process).
+    /// exists already (taken over from the previous process; a fleet's
+    /// store has it, and is given the whole counts when this node
+    /// connects).
     pub(crate) fn count(&self, account: &Account) {
         self.add(&mut self.counts(), account);
     }
@@ -407,8 +444,20 @@ impl Quotas {
 
     /// Gives back one allocation of `account`.
     pub(crate) fn release(&self, account: &Account) {
+        self.take_back(account, true);
+    }
+
+    /// Undoes [`Self::acquire`] with the same `counted`.
+    pub(crate) fn unacquire(&self, account: &Account, counted: bool) {
+        self.take_back(account, !counted);
+    }
+
+    fn take_back(&self, account: &Account, note: bool) {
         let mut counts = self.counts();
-        let Counts { users, prefixes } = &mut *counts;
+        if note {
+            counts.note(account, -1);
+        }
+        let Counts { users, prefixes, .. } = &mut *counts;
         if let Some(n) = users.get_mut(&account.user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -422,6 +471,37 @@ impl Quotas {
             }
         }
         let _ = self.total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// A fleet counted `n` allocations of `account` that this node did not
+    /// make after all: the journal gives them back.
+    pub(crate) fn unadmit(&self, account: &Account, n: u8) {
+        self.counts().note(account, -i32::from(n));
+    }
+
+    /// From now on, note every change a fleet's store has not counted
+    /// (a node in a fleet; see [`Self::take_journal`]).
+    pub fn keep_journal(&self) {
+        self.counts().journal.get_or_insert_with(Journal::default);
+    }
+
+    /// The changes noted since the last call (or [`Self::counts_now`]).
+    #[must_use]
+    pub fn take_journal(&self) -> Journal {
+        self.counts().journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Every user's and prefix's count now, the journal emptied at the
+    /// same moment: what a fleet's store is to hold for this node.
+    #[must_use]
+    pub fn counts_now(&self) -> CountsNow {
+        let mut counts = self.counts();
+        if let Some(j) = &mut counts.journal {
+            *j = Journal::default();
+        }
+        let users = counts.users.iter().map(|(u, n)| (u.clone(), *n)).collect();
+        let prefixes = counts.prefixes.iter().map(|(p, n)| (*p, *n)).collect();
+        (users, prefixes)
     }
 }
 
@@ -437,22 +517,22 @@ mod tests {
     fn limits_total_per_user_and_per_prefix() {
         let q = Quotas::new(QuotaLimits { total: 4, per_user: 2, per_prefix: 3 });
         let a = account("a", "192.0.2.1");
-        assert_eq!(q.acquire(&a), Ok(()));
-        assert_eq!(q.acquire(&a), Ok(()));
-        assert_eq!(q.acquire(&a), Err(OverQuota::User));
-        assert_eq!(q.acquire(&account("b", "192.0.2.1")), Ok(()));
-        assert_eq!(q.acquire(&account("c", "192.0.2.1")), Err(OverQuota::Prefix), "3 from one address");
-        assert_eq!(q.acquire(&account("c", "192.0.2.2")), Ok(()));
-        assert_eq!(q.acquire(&account("d", "192.0.2.3")), Err(OverQuota::Node));
+        assert_eq!(q.acquire(&a, false), Ok(()));
+        assert_eq!(q.acquire(&a, false), Ok(()));
+        assert_eq!(q.acquire(&a, false), Err(OverQuota::User));
+        assert_eq!(q.acquire(&account("b", "192.0.2.1"), false), Ok(()));
+        assert_eq!(q.acquire(&account("c", "192.0.2.1"), false), Err(OverQuota::Prefix), "3 from one address");
+        assert_eq!(q.acquire(&account("c", "192.0.2.2"), false), Ok(()));
+        assert_eq!(q.acquire(&account("d", "192.0.2.3"), false), Err(OverQuota::Node));
         assert_eq!(q.total(), 4);
         q.release(&a);
-        assert_eq!(q.acquire(&account("d", "192.0.2.3")), Ok(()));
+        assert_eq!(q.acquire(&account("d", "192.0.2.3"), false), Ok(()));
         // A reload's new limits count what is held already.
         q.set_limits(QuotaLimits { total: 0, per_user: 1, per_prefix: 0 });
-        assert_eq!(q.acquire(&a), Err(OverQuota::User));
+        assert_eq!(q.acquire(&a, false), Err(OverQuota::User));
         q.set_limits(QuotaLimits::default());
         for _ in 0..1000 {
-            assert_eq!(q.acquire(&a), Ok(()));
+            assert_eq!(q.acquire(&a, false), Ok(()));
         }
         assert_eq!(q.of_user("a"), 1001);
     }
@@ -460,10 +540,31 @@ mod tests {
     #[test]
     fn an_ipv6_client_counts_by_its_64() {
         let q = Quotas::new(QuotaLimits { total: 0, per_user: 0, per_prefix: 2 });
-        assert_eq!(q.acquire(&account("a", "2001:db8:1:2::1")), Ok(()));
-        assert_eq!(q.acquire(&account("b", "2001:db8:1:2:ffff::9")), Ok(()));
-        assert_eq!(q.acquire(&account("c", "2001:db8:1:2:aaaa::1")), Err(OverQuota::Prefix));
-        assert_eq!(q.acquire(&account("c", "2001:db8:1:3::1")), Ok(()), "another /64");
+        assert_eq!(q.acquire(&account("a", "2001:db8:1:2::1"), false), Ok(()));
+        assert_eq!(q.acquire(&account("b", "2001:db8:1:2:ffff::9"), false), Ok(()));
+        assert_eq!(q.acquire(&account("c", "2001:db8:1:2:aaaa::1"), false), Err(OverQuota::Prefix));
+        assert_eq!(q.acquire(&account("c", "2001:db8:1:3::1"), false), Ok(()), "another /64");
         assert_eq!(client_prefix("::ffff:192.0.2.9".parse().unwrap()), "192.0.2.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_journal_notes_what_a_fleet_has_not_counted() {
+        let q = Quotas::new(QuotaLimits::default());
+        let a = account("a", "192.0.2.1");
+        assert_eq!(q.acquire(&a, false), Ok(()));
+        assert!(q.take_journal().changes.is_empty(), "none kept outside a fleet");
+        q.keep_journal();
+        assert_eq!(q.acquire(&a, false), Ok(()));
+        assert_eq!(q.acquire(&a, true), Ok(()), "counted by the fleet already");
+        q.unacquire(&a, true);
+        q.release(&a);
+        q.unadmit(&a, 2);
+        let changes: Vec<i32> = q.take_journal().changes.iter().map(|(_, n)| *n).collect();
+        assert_eq!(changes, [1, -1, -2]);
+        assert!(q.take_journal().changes.is_empty());
+        assert_eq!(q.acquire(&a, false), Ok(()));
+        let (users, prefixes) = q.counts_now();
+        assert_eq!((users, prefixes.len()), (vec![("a".into(), 2)], 1));
+        assert!(q.take_journal().changes.is_empty(), "emptied with the counts");
     }
 }

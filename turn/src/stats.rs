@@ -297,6 +297,9 @@ pub struct AllocationRefusals {
     pub draining: u64,
     /// The node is at its fleet's threshold: 300 to a less loaded node.
     pub redirected: u64,
+    /// The fleet's store could not say, and `fleet.when_store_down` is
+    /// `refuse`: 508.
+    pub store_down: u64,
 }
 
 /// Packets dropped, by reason.

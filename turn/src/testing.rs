@@ -140,6 +140,7 @@ pub fn config() -> Config {
         events: false,
         session_events: false,
         strict_expiry: false,
+        admission: None,
         short_circuit: true,
         credentials: Credentials {
             realm: REALM.into(),

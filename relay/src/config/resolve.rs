@@ -79,6 +79,7 @@ impl Settings {
             events: xdp.mode != super::XdpMode::Off,
             session_events: usage.is_some(),
             strict_expiry: args.strict_expiry || file.auth.strict_expiry.unwrap_or(false),
+            admission: None,
             short_circuit: file.relay.short_circuit.unwrap_or(defaults::SHORT_CIRCUIT),
             credentials: Credentials {
                 realm: realm(args.realm.clone().or(file.realm))?,
@@ -89,14 +90,10 @@ impl Settings {
                 max_rest_lifetime: auth.max_rest_lifetime,
             },
         };
-        let served: Vec<SocketAddr> = listen.iter().chain(&tls_listen).chain(&admin).copied().collect();
-        if dev && let Some(open) = served.iter().find(|a| !a.ip().is_loopback()) {
-            return Err(err(
-                "listen",
-                format!("--dev listens on loopback only: {open} would serve its printed password to the network"),
-            ));
-        }
         turn.policy = peers(args, file.peers, dev, own_addresses(&turn.relay_ips, &served))?;
+        let fleet = super::fleet::fleet(args, file.fleet)?;
+        // TODO(next commit): the workers take the admissions to the fleet.
+        let _ = fleet.as_ref().map(|f| f.when_store_down.fallback());
         Ok(Self {
             listen,
             tls_listen,
@@ -119,7 +116,7 @@ impl Settings {
             nonce_secret_generated: auth.nonce_secret_generated,
             dev,
             usage,
-            fleet: super::fleet::fleet(args, file.fleet)?,
+            fleet,
         })
     }
 }

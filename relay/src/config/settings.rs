@@ -82,6 +82,17 @@ pub struct Fleet {
     pub when_store_down: StoreDown,
 }
 
+impl StoreDown {
+    /// What the core does when the fleet cannot say.
+    #[must_use]
+    pub const fn fallback(self) -> ip2p_turn::Fallback {
+        match self {
+            Self::Local => ip2p_turn::Fallback::Local,
+            Self::Refuse => ip2p_turn::Fallback::Refuse,
+        }
+    }
+}
+
 /// New allocations while the fleet's store is down.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,8 +12,10 @@ use ip2p_wire::attr::{
 use ip2p_wire::{AddressFamily, AttrType, Class, ErrorCode, Message};
 
 use super::Server;
+use super::admit::Word;
 use super::relay_ports::PortChoice;
 use super::respond::integrity;
+use crate::admission::{Admission, Fallback};
 use crate::allocation::Allocation;
 use crate::auth::Authed;
 use crate::packet::ListenerId;
@@ -89,14 +91,40 @@ impl Server {
         }
         // One for the allocation, and one for the port it reserves.
         let account = Account::new(&authed.quota_user, from.ip());
-        let quota = self.shared.quotas.acquire(&account).and_then(|()| {
-            if req.reserve_next {
-                self.shared.quotas.acquire(&account).inspect_err(|_| self.shared.quotas.release(&account))
-            } else {
-                Ok(())
+        let count = if req.reserve_next { 2 } else { 1 };
+        let word = match self.fleet_word(now, listener, from, msg, &account, count) {
+            Word::Wait => {
+                self.admissions.waiting = true;
+                return None;
             }
-        });
+            Word::Go(word) => word,
+        };
+        if word == Some(Admission::Unknown) && self.config.admission == Some(Fallback::Refuse) {
+            self.stats.allocations_refused.store_down += 1;
+            return self.error(reply, msg, ErrorCode::INSUFFICIENT_CAPACITY, integrity(&authed));
+        }
+        let fleet_refused = match word {
+            Some(Admission::OverUser) => Some(OverQuota::User),
+            Some(Admission::OverPrefix) => Some(OverQuota::Prefix),
+            _ => None,
+        };
+        // Counted by the fleet already: what is not made here goes back.
+        let counted = word == Some(Admission::Admitted);
+        let quota = match fleet_refused {
+            Some(over) => Err(over),
+            None => self.shared.quotas.acquire(&account, counted).and_then(|()| {
+                if req.reserve_next {
+                    let second = self.shared.quotas.acquire(&account, counted);
+                    second.inspect_err(|_| self.shared.quotas.unacquire(&account, counted))
+                } else {
+                    Ok(())
+                }
+            }),
+        };
         if let Err(over) = quota {
+            if counted {
+                self.shared.quotas.unadmit(&account, count);
+            }
             let refused = &mut self.stats.allocations_refused;
             *match over {
                 OverQuota::Node => &mut refused.node_full,

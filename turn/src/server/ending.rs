@@ -15,6 +15,7 @@ impl Server {
     /// if any, goes with it (RFC 8656 §3.1: the allocation is tied to the
     /// 5-tuple, and a TCP 5-tuple ends with its connection).
     pub fn client_closed(&mut self, now: Instant, listener: ListenerId, from: SocketAddr, sockets: &mut impl Sockets) {
+        self.forget_parked(listener, from);
         if let Some(&slot) = self.by_client.get(&(listener, from)) {
             self.remove(now, slot, sockets, End::Closed);
         }
@@ -23,7 +24,8 @@ impl Server {
     /// When [`Self::handle_timeout`] next has work, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        // A parked Allocate is judged by the fallback when overdue.
+        [self.timers.next(), self.admissions.deadline()].into_iter().flatten().min()
     }
 
     /// Expires allocations whose lifetime ended by `now`, closing their

@@ -14,6 +14,7 @@ use ip2p_wire::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+mod admit;
 mod allocate;
 mod ending;
 pub(crate) mod export;
@@ -75,6 +76,8 @@ pub struct Server {
     /// The generation of the host's addresses its permissions were last
     /// judged by.
     judged_at: u64,
+    /// Allocates waiting for the fleet's word (`config.admission`).
+    pub(crate) admissions: crate::admission::Admissions,
 }
 
 /// Where a short-circuited packet goes.
@@ -131,6 +134,7 @@ impl Server {
             session_events: VecDeque::new(),
             draining: false,
             judged_at,
+            admissions: crate::admission::Admissions::default(),
         }
     }
 

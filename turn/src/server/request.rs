@@ -74,7 +74,12 @@ impl Server {
                         self.refuse(reply, msg, from, unix, refusal)
                     }
                     Ok(authed) if method == Method::ALLOCATE => {
-                        self.allocate(now, listener, from, msg, authed, reply, sockets)
+                        let written = self.allocate(now, listener, from, msg, authed, reply, sockets);
+                        // Parked for the fleet's word: answered later.
+                        if std::mem::take(&mut self.admissions.waiting) {
+                            return Ok(None);
+                        }
+                        written
                     }
                     Ok(authed) if method == Method::CONNECTION_BIND => {
                         self.connection_bind(listener, from, msg, &authed, reply, sockets)

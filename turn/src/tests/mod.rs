@@ -2,6 +2,7 @@
 //! fake sockets, a virtual clock, and a minimal client that does the
 //! long-term credential dance.
 
+mod admission;
 mod credentials;
 mod events;
 mod harness;
