@@ -166,6 +166,17 @@ fn fleet(out: &mut Out<'_, '_>, fleet: Option<&crate::fleet::FleetState>) -> fmt
         "ip2p_fleet_records_ignored",
         "Node records read from the registry and ignored (not a record a node writes)",
         c.records_ignored.load(Relaxed),
+    )?;
+    let [admitted, over_user, over_prefix, unknown] = c.words.each_ref().map(|n| n.load(Relaxed));
+    out.counter_family(
+        "ip2p_fleet_admissions",
+        "The fleet's words on new allocations (fleet-wide quotas): admitted, over_user, over_prefix, unknown (the store could not say)",
+        &[
+            (&[("word", "admitted")], admitted),
+            (&[("word", "over_user")], over_user),
+            (&[("word", "over_prefix")], over_prefix),
+            (&[("word", "unknown")], unknown),
+        ],
     )
 }
 

@@ -150,7 +150,9 @@ fn a_revocation_ends_sessions_and_refuses_until_lifted(dp: &'static str) {
         Client::new(relay.addr, "alice", "wonderland").unwrap().allocate(None),
         Err(ClientError::Rejected(401, _))
     ));
-    std::thread::sleep(Duration::from_millis(2100));
+    // Whole unix seconds: `until` has passed once the clock reads it,
+    // at most 3 s from now.
+    std::thread::sleep(Duration::from_millis(3050));
     Client::new(relay.addr, "alice", "wonderland").unwrap().allocate(None).unwrap();
     for body in [r#"{"user": "x", "until": 1}"#, r#"{"until": 99999999999}"#, "not json"] {
         assert_eq!(post(admin, "/api/v1/revocations", body, None).0, 400, "{dp}: {body}");

@@ -41,6 +41,7 @@ mod coturn;
 mod deploy;
 mod drain;
 mod fleet;
+mod fleet_quotas;
 mod grants;
 mod handover;
 mod handover_trust;

@@ -119,7 +119,8 @@ reasons!(AllocationRefusals {
     ip_quota,
     no_relay_port,
     draining,
-    redirected
+    redirected,
+    store_down
 });
 reasons!(Drops {
     not_turn,

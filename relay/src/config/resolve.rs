@@ -92,8 +92,7 @@ impl Settings {
         };
         turn.policy = peers(args, file.peers, dev, own_addresses(&turn.relay_ips, &served))?;
         let fleet = super::fleet::fleet(args, file.fleet)?;
-        // TODO(next commit): the workers take the admissions to the fleet.
-        let _ = fleet.as_ref().map(|f| f.when_store_down.fallback());
+        turn.admission = fleet.as_ref().map(|f| f.when_store_down.fallback());
         Ok(Self {
             listen,
             tls_listen,

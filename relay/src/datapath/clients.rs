@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -364,6 +365,33 @@ impl<T> Clients<T> {
             self.dirty.push(slot);
         } else {
             self.counters.dropped_backlog += 1;
+        }
+    }
+
+    /// The fleet's words on parked Allocates, and the fallback's on those
+    /// overdue: each runs again and its answer goes to its client, on its
+    /// connection or from its UDP listener (`udp`, by index).
+    pub(crate) fn answer_admissions<U: AsFd>(&mut self, worker: &mut Worker, udp: &[U], sockets: &mut impl Sockets) {
+        worker.ask_fleet();
+        let now = now();
+        loop {
+            let overdue = || worker.server.overdue_admission(now).map(|t| (t, ip2p_turn::Admission::Unknown));
+            let Some((ticket, word)) = worker.words.pop().or_else(overdue) else { return };
+            let Some(t) = worker.server.admitted(now, ticket, word, &mut self.reply, sockets) else { continue };
+            let (Via::Listener(listener), Some(bytes)) = (t.via, self.reply.get(t.range)) else { continue };
+            if listener.transport == ip2p_wire::Transport::Stream {
+                let bytes = bytes.to_vec();
+                self.send(listener, t.to, &bytes);
+                continue;
+            }
+            let to = nix::sys::socket::SockaddrStorage::from(t.to);
+            let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+            let sent = udp
+                .get(usize::from(listener.index))
+                .map(|s| nix::sys::socket::sendto(s.as_fd().as_raw_fd(), bytes, &to, flags));
+            if !matches!(sent, Some(Ok(_))) {
+                self.send_errors += 1;
+            }
         }
     }
 

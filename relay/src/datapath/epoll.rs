@@ -222,6 +222,7 @@ pub(crate) fn run(setup: WorkerSetup) -> io::Result<()> {
             }
         }
         l.relay_inbox();
+        l.clients.answer_admissions(&mut l.worker, &l.listeners, &mut l.sockets);
         l.flush_conns();
         if let Some(reply) = l.worker.freeze_request.take()
             && l.freeze(&reply)

@@ -51,6 +51,8 @@ pub(crate) enum Command {
     EndSession(SessionId, Sender<bool>),
     /// End every session of a user (revoked), saying how many.
     Revoke(Box<str>, Sender<usize>),
+    /// The fleet's word on a parked Allocate.
+    Admitted(u64, ip2p_turn::Admission),
 }
 
 /// A TCP listener, serving TLS when it has a TLS configuration.
@@ -106,6 +108,10 @@ pub(crate) struct Worker {
     pub(crate) freeze_request: Option<Sender<Frozen>>,
     /// Its usage records, when the node writes them.
     pub(crate) records: Option<crate::usage::Records>,
+    /// Where its Allocates' admission requests go, in a fleet.
+    pub(crate) fleet: Option<Sender<crate::fleet::Asked>>,
+    /// The fleet's words on its parked Allocates, as they came.
+    pub(crate) words: Vec<(u64, ip2p_turn::Admission)>,
 }
 
 impl Worker {
@@ -144,8 +150,21 @@ impl Worker {
             Command::Revoke(user, reply) => {
                 let _ = reply.send(self.server.end_sessions_of(now(), &user, ip2p_turn::End::Revoked));
             }
+            Command::Admitted(ticket, word) => self.words.push((ticket, word)),
         }
         false
+    }
+
+    /// Takes its parked Allocates' requests to the fleet; those it cannot
+    /// (not in a fleet, the queue full) get the fallback's word at once.
+    pub(crate) fn ask_fleet(&mut self) {
+        while let Some(request) = self.server.poll_admission() {
+            let ticket = request.ticket;
+            let asked = crate::fleet::Asked { worker: self.id, request };
+            if self.fleet.as_ref().is_none_or(|f| f.try_send(asked).is_err()) {
+                self.words.push((ticket, ip2p_turn::Admission::Unknown));
+            }
+        }
     }
 
     /// Hands a client's packet, `buf[packet]`, to the core, timing it

@@ -8,12 +8,16 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
+use ip2p_turn::Admission;
 
 use super::record::{self, NodeRecord};
 use super::steering;
 use super::store::Store;
-use super::{BEAT, FleetState, RECORD_TTL, View};
+use super::{Asked, BEAT, FleetState, RECORD_TTL, View};
+
+/// Admission requests answered in one round trip at most.
+const MAX_BATCH: usize = 255;
 use crate::node::NodeHandle;
 
 /// The running agent; [`Agent::stop`] ends it.
@@ -78,20 +82,74 @@ impl Beat {
     }
 
     fn run(mut self, stopped: &Receiver<bool>) {
-        let id = self.state.settings.node.clone();
+        let asked = self.state.asked.1.clone();
+        let mut next = Instant::now();
         loop {
-            let next = Instant::now() + BEAT;
-            self.beat();
-            match stopped.recv_deadline(next) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(leave) => {
-                    if leave && let Err(e) = self.store.leave(&id) {
+            if Instant::now() >= next {
+                self.beat();
+                next = Instant::now() + BEAT;
+            }
+            self.sync();
+            crossbeam_channel::select! {
+                recv(asked) -> first => {
+                    if let Ok(first) = first {
+                        self.admit(first, &asked);
+                    }
+                }
+                recv(stopped) -> leave => {
+                    if leave.unwrap_or(false) && let Err(e) = self.store.leave(&self.state.settings.node) {
                         tracing::warn!(error = %e, "fleet: could not leave the registry; the record expires by itself");
                     }
                     return;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                default(next.saturating_duration_since(Instant::now())) => {}
             }
+        }
+    }
+
+    /// The fleet's word on `first` and on what else waits, in one round
+    /// trip; [`Admission::Unknown`] for all while the store is down.
+    fn admit(&mut self, first: Asked, asked: &Receiver<Asked>) {
+        let mut batch = vec![first];
+        batch.extend(asked.try_iter().take(MAX_BATCH));
+        let requests: Vec<&ip2p_turn::AdmissionRequest> = batch.iter().map(|a| &a.request).collect();
+        let mut words = vec![Admission::Unknown; batch.len()];
+        if self.state.store_up() {
+            match self.store.admit(&self.state.settings.node, &requests, self.node.quota_limits()) {
+                Ok(answered) if answered.len() == words.len() => words = answered,
+                Ok(_) => {}
+                Err(e) => self.down(&e),
+            }
+        }
+        for (a, word) in batch.iter().zip(words) {
+            self.state.counts.count_word(word);
+            self.node.admitted(a.worker, a.request.ticket, word);
+        }
+    }
+
+    /// Brings the store's counts of this node up to date: the whole counts
+    /// on a new connection (or when the journal lost changes), else the
+    /// journal's changes. While the store is down the journal is dropped:
+    /// the next connection writes the whole counts.
+    fn sync(&mut self) {
+        let quotas = self.node.quotas();
+        if !self.state.store_up() {
+            let _ = quotas.take_journal();
+            return;
+        }
+        let node = self.state.settings.node.clone();
+        let journal = if self.store.fresh { None } else { Some(quotas.take_journal()) };
+        let result = match journal {
+            Some(j) if j.lost => self.store.rewrite(&node, quotas.counts_now()),
+            Some(j) if j.changes.is_empty() => return,
+            Some(j) => self.store.apply(&node, j),
+            None => {
+                self.store.fresh = false;
+                self.store.rewrite(&node, quotas.counts_now())
+            }
+        };
+        if let Err(e) = result {
+            self.down(&e);
         }
     }
 

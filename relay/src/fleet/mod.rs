@@ -10,6 +10,7 @@
 //! (which nodes credentials name, where a full node sends an Allocate).
 
 mod agent;
+mod quota;
 mod record;
 mod steering;
 mod store;
@@ -17,6 +18,8 @@ mod store;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
 
 pub use self::agent::Agent;
 pub use self::record::NodeRecord;
@@ -37,7 +40,22 @@ pub struct FleetState {
     view: Mutex<Arc<View>>,
     store_up: AtomicBool,
     counts: FleetCounts,
+    /// The workers' admission requests, to the agent.
+    asked: (Sender<Asked>, Receiver<Asked>),
 }
+
+/// A worker's parked Allocate, for the fleet's word.
+#[derive(Debug)]
+pub struct Asked {
+    /// The worker to answer.
+    pub worker: usize,
+    /// What to count.
+    pub request: ip2p_turn::AdmissionRequest,
+}
+
+/// Admission requests queued for the agent at most (past them a worker
+/// answers with the fallback at once).
+const MAX_ASKED: usize = 4096;
 
 /// The live nodes as read from the registry at `at` (this node's among
 /// them once it published).
@@ -56,6 +74,23 @@ pub struct FleetCounts {
     pub store_errors: AtomicU64,
     /// Records read from the store and ignored as not sane.
     pub records_ignored: AtomicU64,
+    /// The fleet's words on Allocates: admitted, over the user's quota,
+    /// over the prefix's, unknown (the store could not say).
+    pub words: [AtomicU64; 4],
+}
+
+impl FleetCounts {
+    fn count_word(&self, word: ip2p_turn::Admission) {
+        let i = match word {
+            ip2p_turn::Admission::Admitted => 0,
+            ip2p_turn::Admission::OverUser => 1,
+            ip2p_turn::Admission::OverPrefix => 2,
+            ip2p_turn::Admission::Unknown => 3,
+        };
+        if let Some(n) = self.words.get(i) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl FleetState {
@@ -68,7 +103,13 @@ impl FleetState {
             view: Mutex::new(Arc::new(View::default())),
             store_up: AtomicBool::new(false),
             counts: FleetCounts::default(),
+            asked: crossbeam_channel::bounded(MAX_ASKED),
         }
+    }
+
+    /// Where a worker sends its admission requests.
+    pub(crate) fn asking(&self) -> Sender<Asked> {
+        self.asked.0.clone()
     }
 
     /// The fleet's settings.

@@ -55,6 +55,11 @@ impl Keys {
         Self { prefix: format!("ip2p:{{{fleet}}}:") }
     }
 
+    /// What every key of the fleet begins with.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The live nodes, each scored by when its record expires.
     pub(super) fn nodes(&self) -> String {
         format!("{}nodes", self.prefix)
@@ -71,6 +76,9 @@ pub(super) struct Store {
     client: redis::Client,
     con: Option<Connection>,
     keys: Keys,
+    /// A new connection was made: the node's counts must be written whole
+    /// (the store may have lost them).
+    pub(super) fresh: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -82,16 +90,21 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// A store at `url` for fleet `name` (not connected yet).
     pub(super) fn new(url: &str, name: &str) -> RedisResult<Self> {
-        Ok(Self { client: redis::Client::open(url)?, con: None, keys: Keys::new(name) })
+        Ok(Self { client: redis::Client::open(url)?, con: None, keys: Keys::new(name), fresh: false })
     }
 
     /// Runs `f` on the connection (made first when there is none); an
     /// error drops the connection, so the next call makes a new one.
-    fn with<T>(&mut self, f: impl FnOnce(&mut Connection, &Keys) -> RedisResult<T>) -> RedisResult<T> {
+    pub(super) fn with<T>(&mut self, f: impl FnOnce(&mut Connection, &Keys) -> RedisResult<T>) -> RedisResult<T> {
         if self.con.is_none() {
-            let con = self.client.get_connection_with_timeout(TIMEOUT)?;
+            let mut con = self.client.get_connection_with_timeout(TIMEOUT)?;
             con.set_read_timeout(Some(TIMEOUT))?;
             con.set_write_timeout(Some(TIMEOUT))?;
+            // Pipelines call the quota scripts by their hash.
+            for script in [&*super::quota::ADMIT, &*super::quota::APPLY, &*super::quota::REWRITE] {
+                script.load(&mut con)?;
+            }
+            self.fresh = true;
             self.con = Some(con);
         }
         let con = self.con.as_mut().ok_or_else(|| redis::RedisError::from(std::io::Error::other("no connection")))?;

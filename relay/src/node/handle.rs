@@ -195,6 +195,14 @@ impl NodeHandle {
         self.shared.steering.set(steer);
     }
 
+    /// Tells worker `worker` the fleet's `word` on its parked Allocate
+    /// `ticket`.
+    pub(crate) fn admitted(&self, worker: usize, ticket: u64, word: ip2p_turn::Admission) {
+        if let Some(w) = self.workers.get(worker) {
+            w.send(Command::Admitted(ticket, word));
+        }
+    }
+
     /// The fleet the node is in, if any.
     #[must_use]
     pub fn fleet(&self) -> Option<&Arc<crate::fleet::FleetState>> {
@@ -230,6 +238,11 @@ impl NodeHandle {
     #[must_use]
     pub fn reservations(&self) -> usize {
         self.shared.reservations()
+    }
+
+    /// The node's allocation counts.
+    pub(crate) fn quotas(&self) -> &ip2p_turn::Quotas {
+        &self.shared.quotas
     }
 
     /// The allocation limits in force.

@@ -128,7 +128,7 @@ pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> i
         relay_ports: relay_ports(settings),
         usage: common.usage.as_ref().map(crate::usage::UsageLog::counts),
         relay_ips: Arc::new(settings.turn.relay_ips.clone()),
-        fleet: settings.fleet.clone().map(|f| Arc::new(crate::fleet::FleetState::new(f))),
+        fleet: common.fleet.clone(),
     };
     let local_watch = match local_watch {
         Some(watch) => {
@@ -233,6 +233,8 @@ struct Common {
     inboxes: Arc<Inboxes>,
     /// The usage log, when records are written.
     usage: Option<crate::usage::UsageLog>,
+    /// The fleet the node joins, if any.
+    fleet: Option<Arc<crate::fleet::FleetState>>,
 }
 
 /// A worker's end of the node's channels to it.
@@ -259,8 +261,14 @@ impl Common {
             Some(u) => Some(crate::usage::UsageLog::open(&u.file, settings.listen.len())?),
             None => None,
         };
+        let fleet = settings.fleet.clone().map(|f| Arc::new(crate::fleet::FleetState::new(f)));
+        if fleet.is_some() {
+            // What the fleet's store has not counted yet, for its agent.
+            shared.quotas.keep_journal();
+        }
         let common = Self {
             usage,
+            fleet,
             tcp: TcpRelays::new(notifiers, limits.clone()),
             limits,
             shared: Arc::new(shared),
@@ -298,6 +306,8 @@ fn worker(
         inboxes: common.inboxes.clone(),
         mirror,
         freeze_request: None,
+        fleet: common.fleet.as_ref().map(|f| f.asking()),
+        words: Vec::new(),
         records: common.usage.as_ref().zip(settings.usage.as_ref()).map(|(log, u)| crate::usage::Records {
             sink: log.sink(),
             interval: u.interval,

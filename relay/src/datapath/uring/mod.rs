@@ -226,6 +226,7 @@ pub(crate) fn run(setup: WorkerSetup) -> io::Result<()> {
         }
         l.completions = completions;
         l.relay_inbox();
+        l.clients.answer_admissions(&mut l.worker, &l.listeners, &mut l.sockets);
         l.flush_run();
         l.write_conns();
         l.bufs.publish();
