@@ -42,6 +42,7 @@ mod deploy;
 mod drain;
 mod fleet;
 mod fleet_quotas;
+mod fleet_sessions;
 mod grants;
 mod handover;
 mod handover_trust;

@@ -47,8 +47,12 @@ pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str, b
     }
 }
 
-/// `GET /api/v1/sessions`: the live sessions that pass `filter`.
+/// `GET /api/v1/sessions`: the live sessions that pass `filter`; with
+/// `scope=fleet`, every node's (each with its node's id).
 fn list(node: &NodeHandle, filter: &Filter) -> Vec<u8> {
+    if filter.fleet {
+        return super::fleet::sessions(node, filter.user.clone(), filter.client, filter.transport.as_deref());
+    }
     let query = ip2p_turn::SessionQuery { user: filter.user.clone(), client: filter.client, id: None };
     let mut sessions: Vec<Session> = node.sessions(&query).into_iter().filter(|s| filter.passes(node, s)).collect();
     sessions.sort_by_key(|s| (s.started, s.id));
@@ -59,7 +63,13 @@ fn list(node: &NodeHandle, filter: &Filter) -> Vec<u8> {
 /// `DELETE /api/v1/sessions/{id}`: ends it now; answers with the session
 /// as it was just before.
 fn end(node: &NodeHandle, id: &str) -> Vec<u8> {
-    let Some(session) = find(node, id) else { return no_session(id) };
+    let Some(session) = find(node, id) else {
+        // Another node's, perhaps.
+        return match node.fleet() {
+            Some(_) if SessionId::parse(id).is_some() => super::fleet::kill(node, id).unwrap_or_else(|| no_session(id)),
+            _ => no_session(id),
+        };
+    };
     match node.end_session(session.id) {
         Some(true) => {
             tracing::info!(session = %session.id, user = %session.user, client = %session.client, "session ended by the operator");
@@ -76,7 +86,7 @@ fn find(node: &NodeHandle, id: &str) -> Option<Session> {
     node.sessions(&ip2p_turn::SessionQuery { id: Some(id), ..Default::default() }).into_iter().next()
 }
 
-fn no_session(id: &str) -> Vec<u8> {
+pub(super) fn no_session(id: &str) -> Vec<u8> {
     // The id as asked, within reason, for the message.
     let shown: String = id.chars().take(32).collect();
     error(404, &format!("no live session {shown:?}"), &[])
@@ -88,12 +98,14 @@ fn session_json(node: &NodeHandle, s: &Session) -> Value {
 }
 
 /// Which sessions a list shows: those of `user`, of the client IP
-/// `client`, over `transport` (each when given).
+/// `client`, over `transport` (each when given); of the whole fleet
+/// (`scope=fleet`) or this node's.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Filter {
     user: Option<String>,
     client: Option<IpAddr>,
     transport: Option<String>,
+    fleet: bool,
 }
 
 impl Filter {
@@ -112,9 +124,13 @@ impl Filter {
                     filter.transport.replace(value.into_owned()).is_some()
                 }
                 "transport" => return Err(format!("transport: {value:?} is none of udp, tcp, tls")),
+                "scope" if matches!(&*value, "node" | "fleet") => {
+                    std::mem::replace(&mut filter.fleet, value == "fleet")
+                }
+                "scope" => return Err(format!("scope: {value:?} is neither node nor fleet")),
                 other => {
                     let shown: String = other.chars().take(32).collect();
-                    return Err(format!("unknown filter {shown:?}; the filters are user, client, transport"));
+                    return Err(format!("unknown filter {shown:?}; the filters are user, client, transport, scope"));
                 }
             };
             if repeated {

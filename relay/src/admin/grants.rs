@@ -62,7 +62,14 @@ pub(super) fn revoke(node: &NodeHandle, body: &[u8]) -> Vec<u8> {
     match node.revoke(&revoke.user, until) {
         Ok(ended) => {
             tracing::info!(user = %revoke.user, until, ended = ?ended, "user revoked");
-            json_ok(&json!({ "user": revoke.user, "until": until, "sessions_ended": ended }))
+            // In a fleet, on every node too (this one's answer counts
+            // the sessions it ended itself).
+            let fleet = node.fleet().map(|f| f.revoke(&revoke.user, until));
+            if let Some(Err(e)) = &fleet {
+                tracing::warn!(user = %revoke.user, error = %e, "revoked on this node only");
+            }
+            let in_fleet = fleet.map(|r| r.is_ok());
+            json_ok(&json!({ "user": revoke.user, "until": until, "sessions_ended": ended, "fleet": in_fleet }))
         }
         Err(_) => error(507, &format!("the node holds {} revocations already", ip2p_turn::MAX_REVOCATIONS), &[]),
     }
@@ -95,7 +102,11 @@ pub(super) fn lift(node: &NodeHandle, encoded: &str) -> Vec<u8> {
     let Some(user) = decode_user(encoded) else {
         return error(400, "the user name is not UTF-8", &[]);
     };
-    if node.revocations().remove(&user) {
+    let in_fleet = node.fleet().map(|f| f.lift(&user));
+    if let Some(Err(e)) = &in_fleet {
+        tracing::warn!(user = %user, error = %e, "revocation lifted on this node only");
+    }
+    if node.revocations().remove(&user) || in_fleet.is_some_and(|r| r.is_ok()) {
         tracing::info!(user = %user, "revocation lifted");
         json_ok(&json!({ "user": user }))
     } else {

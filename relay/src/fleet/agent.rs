@@ -25,6 +25,8 @@ use crate::node::NodeHandle;
 pub struct Agent {
     stop: Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    /// The control channel's listener.
+    listener: super::control::Listener,
 }
 
 impl Agent {
@@ -35,16 +37,18 @@ impl Agent {
     pub fn start(state: Arc<FleetState>, node: NodeHandle) -> std::io::Result<Self> {
         let store = Store::new(&state.settings.redis, &state.settings.name)
             .map_err(|e| std::io::Error::other(format!("fleet.redis: {e}")))?;
+        let listener = super::control::Listener::start(Arc::clone(&state), node.clone())?;
         let (stop, stopped) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name("ip2p-fleet".into())
             .spawn(move || Beat::new(state, node, store).run(&stopped))?;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self { stop, thread: Some(thread), listener })
     }
 
     /// Stops the agent; with `leave`, it takes the node out of the
     /// registry first (not when a new process goes on as this node).
     pub fn stop(mut self, leave: bool) {
+        self.listener.stop();
         let _ = self.stop.send(leave);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -54,6 +58,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        self.listener.stop();
         let _ = self.stop.try_send(false);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

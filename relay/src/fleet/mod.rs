@@ -10,8 +10,10 @@
 //! (which nodes credentials name, where a full node sends an Allocate).
 
 mod agent;
+mod control;
 mod quota;
 mod record;
+mod remote;
 mod steering;
 mod store;
 
@@ -22,7 +24,9 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 pub use self::agent::Agent;
+pub use self::control::MAX_LISTED;
 pub use self::record::NodeRecord;
+pub use self::remote::GATHER;
 pub use self::steering::best_nodes;
 use crate::config::Fleet;
 
@@ -42,6 +46,8 @@ pub struct FleetState {
     counts: FleetCounts,
     /// The workers' admission requests, to the agent.
     asked: (Sender<Asked>, Receiver<Asked>),
+    /// The admin API's connection to the store.
+    api: Mutex<Option<store::Store>>,
 }
 
 /// A worker's parked Allocate, for the fleet's word.
@@ -104,6 +110,7 @@ impl FleetState {
             store_up: AtomicBool::new(false),
             counts: FleetCounts::default(),
             asked: crossbeam_channel::bounded(MAX_ASKED),
+            api: Mutex::new(None),
         }
     }
 
@@ -139,4 +146,16 @@ impl FleetState {
     pub fn counts(&self) -> &FleetCounts {
         &self.counts
     }
+}
+
+/// The revocations in force in `fleet` now, read before the node serves
+/// (none, with a warning, when the store cannot be reached: the listener
+/// applies them once it can).
+#[must_use]
+pub fn revocations_in_force(fleet: &Fleet) -> Vec<(String, u64)> {
+    let read = store::Store::new(&fleet.redis, &fleet.name).and_then(|mut s| s.revocations(crate::unix_now()));
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "fleet: cannot read the fleet's revocations before serving; applying them once the store answers");
+        Vec::new()
+    })
 }

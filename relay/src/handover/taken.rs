@@ -105,7 +105,7 @@ impl TakenOver {
         }
         let counters = std::mem::take(&mut self.inherited.counters);
         let revocations = std::mem::take(&mut self.inherited.revocations);
-        crate::node::start_with(settings, Some(Inherited { workers, counters, revocations }))
+        crate::node::start_with(settings, Some(Inherited { workers, counters, revocations }), Vec::new())
     }
 
     /// Tells the old process whether this one serves now (it exits) or

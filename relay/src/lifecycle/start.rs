@@ -71,7 +71,9 @@ fn start_node(settings: &mut Settings) -> (io::Result<Node>, Option<TakenOver>) 
         return (t.start(settings), Some(t));
     }
     let Some(path) = settings.handover_socket.clone().filter(|_| settings.take_over) else {
-        return (node::start(settings), None);
+        // A fleet's revocations are in force from the first packet.
+        let revoked = settings.fleet.as_ref().map(crate::fleet::revocations_in_force).unwrap_or_default();
+        return (node::start_revoking(settings, revoked), None);
     };
     match TakenOver::from_process(&path) {
         Ok(mut t) => (t.start(settings), Some(t)),

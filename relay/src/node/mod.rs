@@ -18,5 +18,5 @@ mod start;
 pub(crate) use self::handle::Counters;
 pub use self::handle::NodeHandle;
 pub use self::running::Node;
-pub use self::start::start;
 pub(crate) use self::start::{Inherited, InheritedWorker, start_with};
+pub use self::start::{start, start_revoking};

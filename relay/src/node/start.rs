@@ -57,17 +57,29 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 /// # Errors
 /// A socket that cannot be bound, or a thread that cannot be spawned.
 pub fn start(settings: &Settings) -> io::Result<Node> {
-    start_with(settings, None)
+    start_with(settings, None, Vec::new())
+}
+
+/// [`start`] with `revocations` (user, until) in force from the first
+/// packet: a fleet's, read before the node serves.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_revoking(settings: &Settings, revocations: Vec<(String, u64)>) -> io::Result<Node> {
+    start_with(settings, None, revocations)
 }
 
 /// [`start`], or with the sockets and allocations of a previous process
 /// (`settings.engine.workers` and the listen addresses must be theirs).
-pub(crate) fn start_with(settings: &Settings, inherited: Option<Inherited>) -> io::Result<Node> {
+pub(crate) fn start_with(
+    settings: &Settings,
+    inherited: Option<Inherited>,
+    mut revocations: Vec<(String, u64)>,
+) -> io::Result<Node> {
     let datapath = resolve_datapath(settings.engine.datapath)?;
-    let mut revocations = Vec::new();
     let (sockets, adoptions, counted_before) = match inherited {
         Some(mut i) => {
-            revocations = std::mem::take(&mut i.revocations);
+            revocations.append(&mut i.revocations);
             inherit(i)
         }
         None => fresh(settings)?,

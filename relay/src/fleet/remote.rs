@@ -1,0 +1,94 @@
+//! What the admin API asks of the whole fleet, through the store: on its
+//! own connection (never the agent's), each call within the store's
+//! timeouts, a gathering of answers within [`GATHER`].
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::FleetState;
+use super::control::Control;
+use super::store::Store;
+
+/// How long a fleet-wide question waits for the nodes' answers.
+pub const GATHER: Duration = Duration::from_millis(1500);
+
+impl FleetState {
+    /// Runs `f` on the API's connection to the store (made when needed).
+    fn api<T>(&self, f: impl FnOnce(&mut Store) -> redis::RedisResult<T>) -> Result<T, String> {
+        let mut api = self.api.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if api.is_none() {
+            *api = Some(Store::new(&self.settings.redis, &self.settings.name).map_err(|e| e.to_string())?);
+        }
+        let store = api.as_mut().ok_or("no store")?;
+        f(store).map_err(|e| format!("the fleet's store: {e}"))
+    }
+
+    /// Revokes `user` until `until` in the whole fleet: kept in the store
+    /// and sent to every node.
+    ///
+    /// # Errors
+    /// The store did not take it.
+    pub fn revoke(&self, user: &str, until: u64) -> Result<(), String> {
+        self.api(|s| s.send(&Control::Revoke { user: user.into(), until })).map(|_| ())
+    }
+
+    /// Lifts `user`'s revocation in the whole fleet.
+    ///
+    /// # Errors
+    /// The store did not take it.
+    pub fn lift(&self, user: &str) -> Result<(), String> {
+        self.api(|s| s.send(&Control::Lift { user: user.into() })).map(|_| ())
+    }
+
+    /// Every node's sessions (of `user`, from `client`), each with its
+    /// node's id; and the ids of the nodes that answered.
+    ///
+    /// # Errors
+    /// The store did not take the question.
+    pub fn sessions(
+        &self,
+        user: Option<String>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(Vec<Value>, Vec<String>), String> {
+        let reply = self.reply_key();
+        let question = Control::Sessions { reply: reply.clone(), user, client };
+        let answers = self.api(|s| {
+            let listening = s.send(&question)?;
+            s.answers(&reply, listening, Instant::now() + GATHER)
+        })?;
+        let mut sessions = Vec::new();
+        let mut nodes = Vec::new();
+        for mut a in answers {
+            nodes.extend(a.get("node").and_then(Value::as_str).map(str::to_owned));
+            if let Some(Value::Array(listed)) = a.get_mut("sessions").map(Value::take) {
+                sessions.extend(listed);
+            }
+        }
+        nodes.sort();
+        Ok((sessions, nodes))
+    }
+
+    /// Ends session `id` wherever it lives: the session as it was, with
+    /// its node's id, when a node had it.
+    ///
+    /// # Errors
+    /// The store did not take the question.
+    pub fn kill(&self, id: &str) -> Result<Option<Value>, String> {
+        let reply = self.reply_key();
+        let question = Control::Kill { reply: reply.clone(), id: id.into() };
+        let answers = self.api(|s| {
+            s.send(&question)?;
+            s.answers(&reply, 1, Instant::now() + GATHER)
+        })?;
+        Ok(answers
+            .into_iter()
+            .find(|a| a.get("ended") == Some(&Value::Bool(true)))
+            .and_then(|mut a| a.get_mut("session").map(Value::take)))
+    }
+
+    /// A reply list of its own for one question.
+    fn reply_key(&self) -> String {
+        format!("{}{:016x}", super::store::Keys::new(&self.settings.name).reply_prefix(), rand::random::<u64>())
+    }
+}
