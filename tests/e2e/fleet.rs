@@ -57,6 +57,8 @@ fn the_registry_lists_live_nodes_and_drops_a_dead_one(dp: &'static str) {
     let b = node(dp, &redis, "b", "");
     let c = node(dp, &redis, "c", "");
     until_listed(a.admin.unwrap(), &["a", "b", "c"], Duration::from_secs(5));
+    // Each node's view is its own last read: b's may come a beat later.
+    until_listed(b.admin.unwrap(), &["a", "b", "c"], Duration::from_secs(2));
     let listed = fleet(b.admin.unwrap());
     assert_eq!((&listed["fleet"], &listed["node"], &listed["store_up"]), (&"ip2p".into(), &"b".into(), &true.into()));
     let c_record = listed["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "c").unwrap().clone();
