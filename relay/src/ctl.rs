@@ -40,6 +40,21 @@ pub enum Call {
         /// Seconds it is valid (default: the node's longest).
         ttl: Option<u64>,
     },
+    /// The fleet's stored users: list them, or set or remove one.
+    FleetUser(FleetChange),
+    /// The fleet's stored REST secrets: list them, or add or remove one.
+    FleetSecret(FleetChange),
+}
+
+/// What a fleet call changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetChange {
+    /// Nothing: list.
+    List,
+    /// Sets a user (name, password), or adds a secret (the secret).
+    Set(String, String),
+    /// Removes a user (name) or a secret (fingerprint).
+    Remove(String),
 }
 
 /// Carries out `call` against the node `args` names; what to print, or
@@ -63,6 +78,18 @@ pub fn run(args: &RunArgs, call: &Call) -> Result<String, String> {
         Call::Credentials { user, ttl } => {
             ("POST", "/api/v1/credentials".to_owned(), Some(serde_json::json!({ "user": user, "ttl": ttl })))
         }
+        Call::FleetUser(change) | Call::FleetSecret(change) => {
+            let kind = if matches!(call, Call::FleetUser(_)) { "users" } else { "secrets" };
+            let path = format!("/api/v1/fleet/{kind}");
+            match change {
+                FleetChange::List => ("GET", path, None),
+                FleetChange::Set(user, password) if kind == "users" => {
+                    ("POST", path, Some(serde_json::json!({ "user": user, "password": password })))
+                }
+                FleetChange::Set(_, secret) => ("POST", path, Some(serde_json::json!({ "secret": secret }))),
+                FleetChange::Remove(which) => ("DELETE", format!("{path}/{}", encode(which)), None),
+            }
+        }
     };
     let answer = exchange(addr, token.as_deref(), method, &path, body.as_ref())
         .map_err(|e| format!("the admin listener at {addr}: {e}"))?;
@@ -74,7 +101,7 @@ pub fn run(args: &RunArgs, call: &Call) -> Result<String, String> {
             at(&answer, "until"),
             at(&answer, "sessions_ended").as_u64().map_or_else(|| "?".into(), |n| n.to_string())
         ),
-        Call::Credentials { .. } => format!("{answer:#}\n"),
+        Call::Credentials { .. } | Call::FleetUser(_) | Call::FleetSecret(_) => format!("{answer:#}\n"),
     })
 }
 

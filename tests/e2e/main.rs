@@ -41,6 +41,7 @@ mod coturn;
 mod deploy;
 mod drain;
 mod fleet;
+mod fleet_auth;
 mod fleet_quotas;
 mod fleet_sessions;
 mod grants;

@@ -26,7 +26,7 @@ pub(crate) const OFFERED_ALGORITHMS: [PasswordAlgorithm<'static>; 2] =
     [PasswordAlgorithm::new(AlgorithmId::SHA256), PasswordAlgorithm::new(AlgorithmId::MD5)];
 
 /// What a static user's password is stored as.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum UserSecret {
     /// The password itself: both MD5 and SHA-256 keys can be derived.
     Password(String),

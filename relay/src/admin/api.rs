@@ -22,6 +22,7 @@ pub(super) fn answer(node: &NodeHandle, method: &str, path: &str, query: &str, b
         ("POST", ["credentials"]) => super::grants::mint(node, body),
         ("GET" | "HEAD", ["fleet"]) => super::fleet::nodes(node),
         (_, ["fleet"]) => error(405, "fleet: GET only", &[("Allow", "GET, HEAD")]),
+        (_, ["fleet", rest @ ..]) => super::fleet::auth(node, method, rest, body),
         (_, ["revocations"]) => error(405, "revocations: GET or POST", &[("Allow", "GET, HEAD, POST")]),
         (_, ["revocations", _]) => error(405, "a revocation: DELETE", &[("Allow", "DELETE")]),
         (_, ["credentials"]) => error(405, "credentials: POST", &[("Allow", "POST")]),

@@ -68,6 +68,30 @@ pub enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// A static user for every node of the running node's fleet, stored
+    /// in its Redis as an MD5 key (docs/fleet.md); with neither option,
+    /// list the stored users.
+    FleetUser {
+        /// The user.
+        user: Option<String>,
+        /// A file holding its password (set or replace the user).
+        #[arg(long = "password-file", value_name = "FILE", requires = "user")]
+        password_file: Option<PathBuf>,
+        /// Remove the user from the store.
+        #[arg(long, requires = "user", conflicts_with = "password_file")]
+        remove: bool,
+    },
+    /// TURN REST secrets for every node of the running node's fleet: with
+    /// neither option, list their fingerprints (the first signs).
+    FleetSecret {
+        /// A file holding a new secret: it signs from now on, the others
+        /// still verify.
+        #[arg(long = "add-file", value_name = "FILE")]
+        add_file: Option<PathBuf>,
+        /// Remove the secret of this fingerprint.
+        #[arg(long, value_name = "FINGERPRINT", conflicts_with = "add_file")]
+        remove: Option<String>,
+    },
 }
 
 /// Options of a running relay. Each flag overrides its config key.

@@ -175,6 +175,10 @@ impl Beat {
                 self.node.steer(steering::steer(&nodes, &self.state.settings, &own, tls_from));
                 self.state.set_view(View { nodes, at: Some(now) });
                 self.up();
+                // Should a message on the control channel have been missed.
+                if let Err(e) = super::auth::refresh(&mut self.store, &self.state, &self.node) {
+                    self.down(&e);
+                }
             }
             Err(e) => {
                 // What was read may be stale: no node is sent anywhere.

@@ -38,6 +38,8 @@ pub(super) enum Control {
     Sessions { reply: String, user: Option<String>, client: Option<IpAddr> },
     /// End session `id` if it is this node's; say so to `reply`.
     Kill { reply: String, id: String },
+    /// The stored users and REST secrets changed: read them again.
+    Auth,
 }
 
 impl Control {
@@ -50,6 +52,7 @@ impl Control {
             Self::Revoke { user: u, .. } | Self::Lift { user: u } => user(u),
             Self::Sessions { reply: r, user: u, .. } => reply(r) && u.as_deref().is_none_or(user),
             Self::Kill { reply: r, id } => reply(r) && id.len() <= 16,
+            Self::Auth => true,
         }
     }
 }
@@ -98,7 +101,7 @@ impl Store {
                 Control::Lift { user } => {
                     pipe.cmd("HDEL").arg(keys.revocations()).arg(user).ignore();
                 }
-                Control::Sessions { .. } | Control::Kill { .. } => {}
+                Control::Sessions { .. } | Control::Kill { .. } | Control::Auth => {}
             }
             pipe.cmd("PUBLISH").arg(keys.control()).arg(text);
             let (listening,): (usize,) = pipe.query(con)?;
@@ -202,6 +205,7 @@ fn subscribed(
     for (user, until) in store.revocations(crate::unix_now())? {
         let _ = node.revoke(&user, until);
     }
+    super::auth::refresh(store, state, node)?;
     while !stop.load(Ordering::Relaxed) {
         let message = match pubsub.get_message() {
             Ok(m) => m,
@@ -232,6 +236,7 @@ fn carry_out(control: Control, store: &mut Store, state: &FleetState, node: &Nod
             node.revocations().remove(&user);
             Ok(())
         }
+        Control::Auth => super::auth::refresh(store, state, node),
         Control::Sessions { reply, user, client } => {
             let query = ip2p_turn::SessionQuery { user, client, id: None };
             let mut sessions = node.sessions(&query);

@@ -10,6 +10,7 @@
 //! (which nodes credentials name, where a full node sends an Allocate).
 
 mod agent;
+mod auth;
 mod control;
 mod quota;
 mod record;
@@ -24,6 +25,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 pub use self::agent::Agent;
+pub use self::auth::FleetAuth;
 pub use self::control::MAX_LISTED;
 pub use self::record::NodeRecord;
 pub use self::remote::GATHER;
@@ -48,6 +50,8 @@ pub struct FleetState {
     asked: (Sender<Asked>, Receiver<Asked>),
     /// The admin API's connection to the store.
     api: Mutex<Option<store::Store>>,
+    /// The version of the store's users and secrets the node runs with.
+    auth_version: AtomicU64,
 }
 
 /// A worker's parked Allocate, for the fleet's word.
@@ -111,6 +115,7 @@ impl FleetState {
             counts: FleetCounts::default(),
             asked: crossbeam_channel::bounded(MAX_ASKED),
             api: Mutex::new(None),
+            auth_version: AtomicU64::new(0),
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::FleetState;
+use super::auth::AuthChange;
 use super::control::Control;
 use super::store::Store;
 
@@ -90,5 +91,58 @@ impl FleetState {
     /// A reply list of its own for one question.
     fn reply_key(&self) -> String {
         format!("{}{:016x}", super::store::Keys::new(&self.settings.name).reply_prefix(), rand::random::<u64>())
+    }
+}
+
+impl FleetState {
+    /// Stores `user` with MD5 long-term key `key` for every node.
+    ///
+    /// # Errors
+    /// The store did not take it.
+    pub fn set_user(&self, user: &str, key: [u8; 16]) -> Result<(), String> {
+        let stored = format!("key:{}", hex::encode(key));
+        self.api(|s| s.change_auth(&AuthChange::SetUser(user, stored))).map(|_| ())
+    }
+
+    /// Removes `user` from the store; whether it was there.
+    ///
+    /// # Errors
+    /// The store did not take it.
+    pub fn remove_user(&self, user: &str) -> Result<bool, String> {
+        self.api(|s| s.change_auth(&AuthChange::RemoveUser(user)))
+    }
+
+    /// Puts REST secret `secret` first in the store (it signs from now
+    /// on); its fingerprint.
+    ///
+    /// # Errors
+    /// The store did not take it.
+    pub fn add_secret(&self, secret: &str) -> Result<String, String> {
+        self.api(|s| s.change_auth(&AuthChange::AddSecret(secret)))?;
+        Ok(super::auth::fingerprint(secret.as_bytes()))
+    }
+
+    /// Removes the stored REST secret of `fingerprint`; whether there was
+    /// one.
+    ///
+    /// # Errors
+    /// The store did not take it.
+    pub fn remove_secret(&self, fingerprint: &str) -> Result<bool, String> {
+        let (_, secrets) = self.api(Store::auth_listed)?;
+        let Some(secret) = secrets.into_iter().find(|s| super::auth::fingerprint(s.as_bytes()) == fingerprint) else {
+            return Ok(false);
+        };
+        self.api(|s| s.change_auth(&AuthChange::RemoveSecret(secret)))
+    }
+
+    /// The stored users' names, and the stored secrets' fingerprints in
+    /// order (the first signs).
+    ///
+    /// # Errors
+    /// The store did not answer.
+    pub fn auth_listed(&self) -> Result<(Vec<String>, Vec<String>), String> {
+        let (mut users, secrets) = self.api(Store::auth_listed)?;
+        users.sort();
+        Ok((users, secrets.iter().map(|s| super::auth::fingerprint(s.as_bytes())).collect()))
     }
 }

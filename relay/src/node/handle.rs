@@ -55,6 +55,8 @@ pub struct NodeHandle {
     pub(super) relay_ips: Arc<[Vec<ip2p_turn::RelayIp>; 2]>,
     /// The fleet it is in, if any.
     pub(super) fleet: Option<Arc<crate::fleet::FleetState>>,
+    /// What the workers' configuration is made of.
+    pub(super) live: Arc<Mutex<super::live::Live>>,
 }
 
 /// Counter samples by name and labels (`ip2p_x_total{a="b"}`).

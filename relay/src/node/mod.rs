@@ -10,6 +10,7 @@
 #![warn(clippy::too_many_lines)]
 
 mod handle;
+mod live;
 mod local;
 mod resources;
 mod running;

@@ -3,11 +3,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::handle::NodeHandle;
-use super::resources::{quota_limits, worker_config};
+use super::resources::quota_limits;
 use crate::config::{DatapathKind, Settings};
 use crate::datapath::stats::WorkerStats;
 use crate::datapath::worker::Command;
@@ -63,13 +63,9 @@ impl Node {
             // A fresh random one would make every client's nonce stale.
             settings.turn.credentials.nonce_secret = old.turn.credentials.nonce_secret;
         }
-        let workers = &self.handle.workers;
-        for (id, w) in workers.iter().enumerate() {
-            w.send(Command::Reconfigure(Arc::new(worker_config(&settings, id, workers.len()))));
-        }
+        // The workers' configuration, with what a fleet adds.
+        self.handle.run_with(settings.clone());
         self.handle.shared.quotas.set_limits(quota_limits(new));
-        *self.handle.credentials.lock().unwrap_or_else(PoisonError::into_inner) =
-            Arc::new(new.turn.credentials.clone());
         // What needs a restart keeps its running value.
         settings.xdp.clone_from(&old.xdp);
         settings.listen.clone_from(&old.listen);
