@@ -145,7 +145,14 @@ fn usage_log(out: &mut Out<'_, '_>, counts: Option<&crate::usage::UsageCounts>) 
         "Interim usage records left out while the writer was behind (the next carries the totals)",
         c.coalesced.load(Relaxed),
     )?;
-    out.counter("ip2p_usage_write_errors", "Usage records the file refused (lost)", c.failed.load(Relaxed))
+    out.counter("ip2p_usage_write_errors", "Usage records the file refused (lost)", c.failed.load(Relaxed))?;
+    let Some(stream) = &c.stream else { return Ok(()) };
+    out.counter("ip2p_usage_stream_records", "Usage records put in the fleet's stream", stream.sent.load(Relaxed))?;
+    out.counter(
+        "ip2p_usage_stream_lost",
+        "Usage records the fleet's stream lost: more waited for the store than it keeps, or the node stopped first",
+        stream.lost.load(Relaxed),
+    )
 }
 
 /// The fleet, when the node is in one: whether its store answers, the

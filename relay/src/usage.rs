@@ -37,6 +37,8 @@ pub struct UsageCounts {
     /// Records that could not be written (and were lost).
     pub failed: AtomicU64,
     queued_interims: AtomicUsize,
+    /// What the fleet's stream did, when records go there too.
+    pub stream: Option<Arc<crate::fleet::StreamCounts>>,
 }
 
 /// A record's kind.
@@ -107,16 +109,24 @@ pub(crate) const INTERIM_BATCH: u32 = 256;
 
 impl UsageLog {
     /// Opens `path` for appending (created if missing, readable by its
-    /// owner and group alone) and starts the writer. `plain_streams`: the
-    /// node's TCP listeners, before its TLS ones.
+    /// owner and group alone), if given, and starts the writer, which
+    /// also gives every record to `stream`, if given. `plain_streams`:
+    /// the node's TCP listeners, before its TLS ones.
     ///
     /// # Errors
     /// The file cannot be opened, or the thread cannot be spawned.
-    pub fn open(path: &Path, plain_streams: usize) -> io::Result<Self> {
-        let file = open(path).map_err(|e| io::Error::new(e.kind(), format!("usage.file {}: {e}", path.display())))?;
+    pub fn open(
+        path: Option<&Path>,
+        plain_streams: usize,
+        stream: Option<crate::fleet::UsageStream>,
+    ) -> io::Result<Self> {
+        let file = match path {
+            Some(p) => Some(open(p).map_err(|e| io::Error::new(e.kind(), format!("usage.file {}: {e}", p.display())))?),
+            None => None,
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
-        let counts = Arc::new(UsageCounts::default());
-        let writer = Writer::new(path, file, Arc::clone(&counts));
+        let counts = Arc::new(UsageCounts { stream: stream.as_ref().map(|s| s.counts()), ..UsageCounts::default() });
+        let writer = Writer::new(path, file, Arc::clone(&counts), stream);
         let thread = std::thread::Builder::new().name("ip2p-usage".into()).spawn(move || writer.run(&rx))?;
         Ok(Self { sink: UsageSink { tx, counts, plain_streams }, thread: Some(thread) })
     }
@@ -205,8 +215,9 @@ pub(crate) fn session_json(s: &Session, realm: &str, transport: &str) -> serde_j
 }
 
 /// One record: the session's fields, `event`, `time` and (a stop's)
-/// `reason`, as one flat JSON object on a line.
-fn line(kind: Kind, s: &Session, realm: &str, transport: &str, time: u64) -> String {
+/// `reason`, as one flat JSON object (a line of the file, without its
+/// newline).
+fn record(kind: Kind, s: &Session, realm: &str, transport: &str, time: u64) -> String {
     let mut record = session_json(s, realm, transport);
     let (event, reason) = match kind {
         Kind::Start => ("start", None),
@@ -220,9 +231,7 @@ fn line(kind: Kind, s: &Session, realm: &str, transport: &str, time: u64) -> Str
             map.insert("reason".into(), reason.into());
         }
     }
-    let mut line = record.to_string();
-    line.push('\n');
-    line
+    record.to_string()
 }
 
 fn open(path: &Path) -> io::Result<File> {
@@ -239,7 +248,10 @@ const BATCH: usize = 64 * 1024;
 /// of a handover) never interleave inside a line.
 struct Writer {
     path: PathBuf,
-    file: File,
+    /// The file, when records are written to one.
+    file: Option<File>,
+    /// The fleet's stream, when records go there too.
+    stream: Option<crate::fleet::UsageStream>,
     /// Whole lines not written yet, and how many records of each kind.
     pending: Vec<u8>,
     pending_records: [u64; 3],
@@ -247,15 +259,26 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(path: &Path, file: File, counts: Arc<UsageCounts>) -> Self {
-        Self { path: path.to_owned(), file, pending: Vec::with_capacity(BATCH), pending_records: [0; 3], counts }
+    fn new(
+        path: Option<&Path>,
+        file: Option<File>,
+        counts: Arc<UsageCounts>,
+        stream: Option<crate::fleet::UsageStream>,
+    ) -> Self {
+        let path = path.map(Path::to_owned).unwrap_or_default();
+        Self { path, file, stream, pending: Vec::with_capacity(BATCH), pending_records: [0; 3], counts }
     }
 
     fn run(mut self, rx: &Receiver<Message>) {
         while let Ok(message) = rx.recv() {
             match message {
                 Message::Record(kind, s, realm, transport, time) => {
-                    self.add(kind, &line(kind, &s, &realm, transport, time));
+                    let mut line = record(kind, &s, &realm, transport, time);
+                    if let Some(stream) = &self.stream {
+                        stream.send(line.clone());
+                    }
+                    line.push('\n');
+                    self.add(kind, &line);
                 }
                 Message::Reopen => self.reopen(),
             }
@@ -282,7 +305,11 @@ impl Writer {
             return;
         }
         let records = std::mem::take(&mut self.pending_records);
-        match self.file.write_all(&self.pending) {
+        let Some(file) = &mut self.file else {
+            self.pending.clear();
+            return;
+        };
+        match file.write_all(&self.pending) {
             Ok(()) => {
                 for (n, written) in records.iter().zip(&self.counts.written) {
                     written.fetch_add(*n, Ordering::Relaxed);
@@ -305,8 +332,11 @@ impl Writer {
     /// old one stays.
     fn reopen(&mut self) {
         self.flush();
+        if self.file.is_none() {
+            return;
+        }
         match open(&self.path) {
-            Ok(file) => self.file = file,
+            Ok(file) => self.file = Some(file),
             Err(e) => tracing::warn!(file = %self.path.display(), error = %e, "usage file not reopened"),
         }
     }
@@ -338,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_record_is_one_flat_json_object_on_a_line() {
-        let line = line(Kind::Stop("killed"), &session(), "example.org", "tls", 1_767_222_100);
+        let line = record(Kind::Stop("killed"), &session(), "example.org", "tls", 1_767_222_100) + "\n";
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "stop");
@@ -352,14 +382,14 @@ mod tests {
         assert_eq!(v["bytes_from_peers"], 4);
         assert!(v.as_object().unwrap().values().all(|f| !f.is_object()), "flat");
         let start: serde_json::Value =
-            serde_json::from_str(&super::line(Kind::Start, &session(), "r", "udp", 1)).unwrap();
+            serde_json::from_str(&super::record(Kind::Start, &session(), "r", "udp", 1)).unwrap();
         assert!(start.get("reason").is_none());
     }
 
     #[test]
     fn records_the_file_refuses_are_counted_lost() {
         // Every write to /dev/full fails with ENOSPC.
-        let log = UsageLog::open(Path::new("/dev/full"), 1).unwrap();
+        let log = UsageLog::open(Some(Path::new("/dev/full")), 1, None).unwrap();
         let realm: Arc<str> = "r".into();
         for kind in [Kind::Start, Kind::Stop("expired")] {
             log.sink().record(kind, session(), &realm, 1);
@@ -375,7 +405,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ip2p-usage-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("usage.jsonl");
-        let log = UsageLog::open(&path, 1).unwrap();
+        let log = UsageLog::open(Some(&path), 1, None).unwrap();
         let sink = log.sink();
         let realm: Arc<str> = "r".into();
         // As if the writer were stuck: the queue already full.

@@ -44,6 +44,7 @@ mod fleet;
 mod fleet_auth;
 mod fleet_quotas;
 mod fleet_sessions;
+mod fleet_usage;
 mod grants;
 mod handover;
 mod handover_trust;

@@ -103,3 +103,5 @@ pub(super) const FLEET_REGION: &str = "default";
 /// `fleet.redirect_above`: a node this full sends new allocations to a
 /// less loaded one.
 pub(super) const FLEET_REDIRECT_ABOVE: f64 = 0.9;
+/// `fleet.usage_stream`: the usage records' stream keeps about this many.
+pub(super) const FLEET_USAGE_STREAM: u64 = 1_000_000;

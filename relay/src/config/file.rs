@@ -60,6 +60,7 @@ pub(super) struct FleetSection {
     pub(super) advertise: Option<String>,
     pub(super) redirect_above: Option<f64>,
     pub(super) when_store_down: Option<super::settings::StoreDown>,
+    pub(super) usage_stream: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

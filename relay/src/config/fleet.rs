@@ -2,6 +2,7 @@
 //! node id, region and advertised host there. Without `fleet.redis` the
 //! node runs alone and nothing else of the section may be set.
 
+use super::check::ranged;
 use super::cli::RunArgs;
 use super::defaults;
 use super::file::FleetSection;
@@ -18,6 +19,7 @@ pub(super) fn fleet(args: &RunArgs, file: FleetSection) -> Result<Option<Fleet>,
             ("fleet.advertise", file.advertise.is_some()),
             ("fleet.redirect_above", file.redirect_above.is_some()),
             ("fleet.when_store_down", file.when_store_down.is_some()),
+            ("fleet.usage_stream", file.usage_stream.is_some()),
         ];
         return match set.into_iter().find(|(_, set)| *set) {
             Some((key, _)) => Err(err(key, "needs fleet.redis (--fleet-redis URL): without it the node runs alone")),
@@ -47,6 +49,13 @@ pub(super) fn fleet(args: &RunArgs, file: FleetSection) -> Result<Option<Fleet>,
         advertise: file.advertise.map(advertise).transpose()?,
         redirect_above,
         when_store_down: file.when_store_down.unwrap_or_default(),
+        usage_stream: ranged(
+            "fleet.usage_stream",
+            file.usage_stream.unwrap_or(defaults::FLEET_USAGE_STREAM),
+            0,
+            100_000_000,
+            "records",
+        )?,
     };
     Ok(Some(fleet))
 }

@@ -77,7 +77,7 @@ impl Settings {
             unauthenticated_rate: auth.unauthenticated_rate,
             // The XDP tables mirror the forwarding state.
             events: xdp.mode != super::XdpMode::Off,
-            session_events: usage.is_some(),
+            session_events: false,
             strict_expiry: args.strict_expiry || file.auth.strict_expiry.unwrap_or(false),
             admission: None,
             short_circuit: file.relay.short_circuit.unwrap_or(defaults::SHORT_CIRCUIT),
@@ -93,6 +93,9 @@ impl Settings {
         turn.policy = peers(args, file.peers, dev, own_addresses(&turn.relay_ips, &served))?;
         let fleet = super::fleet::fleet(args, file.fleet)?;
         turn.admission = fleet.as_ref().map(|f| f.when_store_down.fallback());
+        // Records for the file, or for the fleet's stream.
+        let usage = (usage.file.is_some() || fleet.as_ref().is_some_and(|f| f.usage_stream > 0)).then_some(usage);
+        turn.session_events = usage.is_some();
         Ok(Self {
             listen,
             tls_listen,
@@ -127,10 +130,10 @@ fn log_level(level: Option<String>) -> Result<String, ConfigError> {
     Ok(level)
 }
 
-/// `[usage]`: the file and the interval, when records are written.
-fn usage(args: &RunArgs, file: UsageSection) -> Result<Option<Usage>, ConfigError> {
+/// `[usage]`: the file, if any, and the interval.
+fn usage(args: &RunArgs, file: UsageSection) -> Result<Usage, ConfigError> {
     let interval = secs("usage.interval", args.usage_interval.or(file.interval), defaults::USAGE_INTERVAL, 1, 86_400)?;
-    Ok(args.usage_file.clone().or(file.file).map(|file| Usage { file, interval }))
+    Ok(Usage { file: args.usage_file.clone().or(file.file), interval })
 }
 
 /// `tls.listen`, and the certificate and key when there are TLS listeners.

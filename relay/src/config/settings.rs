@@ -80,6 +80,9 @@ pub struct Fleet {
     pub redirect_above: f64,
     /// What new allocations get while Redis cannot be reached.
     pub when_store_down: StoreDown,
+    /// The usage records' stream in Redis holds about this many (0: no
+    /// stream).
+    pub usage_stream: u64,
 }
 
 impl StoreDown {
@@ -107,8 +110,9 @@ pub enum StoreDown {
 /// Where usage records go and how often a live session's is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
-    /// The file (appended to; reopened on SIGHUP).
-    pub file: PathBuf,
+    /// The file (appended to; reopened on SIGHUP), if any (a fleet's
+    /// stream may take the records alone).
+    pub file: Option<PathBuf>,
     /// Between a live session's interim records.
     pub interval: Duration,
 }

@@ -17,6 +17,7 @@ mod record;
 mod remote;
 mod steering;
 mod store;
+mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +31,7 @@ pub use self::control::MAX_LISTED;
 pub use self::record::NodeRecord;
 pub use self::remote::GATHER;
 pub use self::steering::best_nodes;
+pub use self::stream::{MAX_WAITING, StreamCounts, UsageStream};
 use crate::config::Fleet;
 
 /// How often a node writes its record and reads the others'.

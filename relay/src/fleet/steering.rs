@@ -86,6 +86,7 @@ mod tests {
             advertise: None,
             redirect_above: 0.9,
             when_store_down: crate::config::StoreDown::Local,
+            usage_stream: 0,
         }
     }
 

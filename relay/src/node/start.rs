@@ -271,7 +271,11 @@ impl Common {
         }
         let wakes: Vec<Arc<EventFd>> = wirings.iter().map(|w| w.wake.clone()).collect();
         let usage = match &settings.usage {
-            Some(u) => Some(crate::usage::UsageLog::open(&u.file, settings.listen.len())?),
+            Some(u) => {
+                let fleet = settings.fleet.as_ref().filter(|f| f.usage_stream > 0);
+                let stream = fleet.map(crate::fleet::UsageStream::start).transpose()?;
+                Some(crate::usage::UsageLog::open(u.file.as_deref(), settings.listen.len(), stream)?)
+            }
             None => None,
         };
         let fleet = settings.fleet.clone().map(|f| Arc::new(crate::fleet::FleetState::new(f)));
