@@ -12,17 +12,21 @@ use serde_json::Value;
 
 pub(super) const SECRET: &str = "fleet-test-secret-0123456789";
 
-/// A node `id` of the fleet on `redis`, with `extra` appended to its
-/// `[fleet]` section.
-pub(super) fn node(dp: &'static str, redis: &Redis, id: &str, extra: &str) -> Relay {
-    let config = format!(
+/// The configuration of node `id` of the fleet at `url`, with `extra`
+/// appended to its `[fleet]` section.
+pub(super) fn config(url: &str, id: &str, extra: &str) -> String {
+    format!(
         "listen = [\"127.0.0.1:0\"]\nrealm = \"ip2p.test\"\nworkers = 1\n\
          [auth]\nusers = [{{ name = \"alice\", password = \"wonderland\" }}]\nsecrets = [\"{SECRET}\"]\n\
          [peers]\nallow = [\"127.0.0.2/32\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [fleet]\nredis = \"{}\"\nnode = \"{id}\"\nregion = \"test\"\n{extra}",
-        redis.url()
-    );
-    Relay::start(&RelayOptions::new(dp, &config))
+         [fleet]\nredis = \"{url}\"\nnode = \"{id}\"\nregion = \"test\"\n{extra}"
+    )
+}
+
+/// A node `id` of the fleet on `redis`, with `extra` appended to its
+/// `[fleet]` section.
+pub(super) fn node(dp: &'static str, redis: &Redis, id: &str, extra: &str) -> Relay {
+    Relay::start(&RelayOptions::new(dp, &config(&redis.url(), id, extra)))
 }
 
 /// `GET /api/v1/fleet` on `admin`.

@@ -42,6 +42,7 @@ mod deploy;
 mod drain;
 mod fleet;
 mod fleet_auth;
+mod fleet_faults;
 mod fleet_quotas;
 mod fleet_sessions;
 mod fleet_usage;

@@ -74,6 +74,13 @@ pub(super) fn status(node: &NodeHandle) -> serde_json::Value {
         "permissions": gauges.permissions,
         "channels": gauges.channels,
         "connections": connections,
+        "fleet": node.fleet().map(|f| serde_json::json!({
+            "name": f.settings().name,
+            "node": f.settings().node,
+            "region": f.settings().region,
+            "store_up": f.store_up(),
+            "nodes": f.view().nodes.len(),
+        })),
         "xdp": node.xdp_outcomes().map(|o| serde_json::json!({
             "interfaces": node.xdp_interfaces(),
             "relayed_packets": { "to_peer": o.to_peer.packets, "to_client": o.to_client.packets },
