@@ -162,7 +162,24 @@ fn fleet(out: &mut Out<'_, '_>, fleet: Option<&crate::fleet::FleetState>) -> fmt
     let Some(f) = fleet else { return Ok(()) };
     let up = f64::from(u8::from(f.store_up()));
     out.gauge("ip2p_fleet_store_up", "1 while the fleet's store (Redis) answers", up)?;
-    out.gauge("ip2p_fleet_nodes", "Live nodes in the fleet's registry, as last read", f.view().nodes.len() as f64)?;
+    let view = f.view();
+    out.gauge("ip2p_fleet_nodes", "Live nodes in the fleet's registry, as last read", view.nodes.len() as f64)?;
+    // Each region's allocations and capacity (its nodes not draining), as
+    // this node last read them.
+    let mut regions: std::collections::BTreeMap<&str, (u64, u64)> = std::collections::BTreeMap::new();
+    for n in view.nodes.iter().filter(|n| !n.draining) {
+        let r = regions.entry(n.region.as_str()).or_default();
+        r.0 += n.allocations;
+        r.1 += n.capacity;
+    }
+    let labels: Vec<[(&str, &str); 1]> = regions.keys().map(|r| [("region", *r)]).collect();
+    let rows = |pick: fn(&(u64, u64)) -> u64| -> Vec<(&[(&str, &str)], u64)> {
+        labels.iter().zip(regions.values()).map(|(l, v)| (&l[..], pick(v))).collect()
+    };
+    let help = "Allocations on the region's nodes that are not draining, as this node last read them";
+    out.gauge_family("ip2p_fleet_region_allocations", help, &rows(|v| v.0))?;
+    let help = "Allocations the region's nodes that are not draining take at most, as this node last read them";
+    out.gauge_family("ip2p_fleet_region_capacity", help, &rows(|v| v.1))?;
     let c = f.counts();
     out.counter(
         "ip2p_fleet_store_errors",

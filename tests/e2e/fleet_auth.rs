@@ -68,6 +68,13 @@ fn a_user_and_a_secret_set_on_one_node_hold_on_every_node(dp: &'static str) {
     a.signal(nix::sys::signal::Signal::SIGHUP);
     a.wait_for("configuration reloaded");
     allocates(&a, "dave", "in-the-store", true, Duration::ZERO);
+    // A store restarted without its data: the nodes keep what they have.
+    drop(a);
+    let mut redis = redis;
+    redis.stop();
+    assert!(redis.spawn());
+    c.wait_for("the store has no users or secrets any more");
+    allocates(&c, "dave", "in-the-store", true, Duration::ZERO);
 }
 
 on_both_datapaths! {

@@ -26,7 +26,7 @@ fn until_store(relay: &Relay, up: bool) {
 fn a_refused_password_or_garbage_is_a_log_line_and_a_metric(dp: &'static str) {
     // A Redis that wants a password the URL does not give.
     let redis = Redis::start();
-    let _ = redis.cli(&["CONFIG", "SET", "requirepass", "sesame"]);
+    let _ = redis.cli(&["CONFIG", "SET", "requirepass", "s3same/0pen-1234567z"]);
     let refused = node(dp, &redis, "a", "");
     let line = refused.wait_for("fleet: the store does not answer");
     assert!(line.to_lowercase().contains("auth"), "{dp}: {line}");
@@ -34,10 +34,13 @@ fn a_refused_password_or_garbage_is_a_log_line_and_a_metric(dp: &'static str) {
     let status: Value = serde_json::from_str(&get(refused.admin.unwrap(), "/status", None).1).unwrap();
     assert_eq!(status["fleet"]["store_up"], false, "{status}");
     Client::new(refused.addr, "alice", "wonderland").unwrap().allocate(None).unwrap();
-    // With it, joined.
-    let url = format!("redis://:sesame@127.0.0.1:{}", redis.port);
-    let joined = Relay::start(&RelayOptions::new(dp, &config(&url, "b", "")));
+    // With it (from a file, as a Secret holds it), joined.
+    let dir = TempDir::new("fleet-password");
+    let password = dir.file("password", "s3same/0pen-1234567z\n");
+    let extra = format!("password_file = \"{}\"\n", password.display());
+    let joined = Relay::start(&RelayOptions::new(dp, &config(&redis.url(), "b", &extra)));
     until_store(&joined, true);
+    assert!(!joined.seen().join("\n").contains("s3same"), "{dp}: the password is never logged");
     // A server that answers anything with garbage.
     let garbage = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("redis://{}", garbage.local_addr().unwrap());

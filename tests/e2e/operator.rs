@@ -21,20 +21,30 @@ use serde_json::Value;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 
-/// A relay that has served a client, and the names its `/metrics` has
-/// samples or families of (`_total` for counters, `_bucket`, `_sum` and
-/// `_count` for histograms).
-fn live_metric_names(dp: DatapathKind) -> (Node, Admin, BTreeSet<String>) {
+/// A relay that has served a client, in a fleet of its own on a real
+/// redis-server (so the fleet's metrics are there too), and the names its
+/// `/metrics` has samples or families of (`_total` for counters,
+/// `_bucket`, `_sum` and `_count` for histograms).
+fn live_metric_names(dp: DatapathKind) -> (Node, Admin, BTreeSet<String>, InFleet) {
     // With usage records, for their metrics (the file outlives its
     // directory's removal while the node writes it).
     let dir = ip2p_tests::TempDir::new("operator-usage");
+    let redis = ip2p_tests::redis::Redis::start();
     let text = format!(
         "listen = [\"127.0.0.1:0\"]\nworkers = 2\n\
          [auth]\nusers = [{{ name = \"alice\", password = \"wonderland\" }}]\n\
-         [usage]\nfile = \"{}\"\n",
-        dir.path().join("usage.jsonl").display()
+         [usage]\nfile = \"{}\"\n[fleet]\nredis = \"{}\"\nnode = \"operator\"\n",
+        dir.path().join("usage.jsonl").display(),
+        redis.url()
     );
     let node = ip2p_tests::start_node(dp, &text);
+    let state = node.handle().fleet().cloned().unwrap();
+    let agent = ip2p_relay::fleet::Agent::start(state.clone(), node.handle()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state.view().nodes.is_empty() {
+        assert!(Instant::now() < deadline, "the node never read the registry");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let admin = Admin::start("127.0.0.1:0".parse().unwrap(), node.handle(), None).unwrap();
     let mut client = ip2p_client::Client::new(node.local_addrs()[0], "alice", "wonderland").unwrap();
     client.allocate(None).unwrap();
@@ -55,8 +65,11 @@ fn live_metric_names(dp: DatapathKind) -> (Node, Admin, BTreeSet<String>) {
         }
     }
     assert!(names.contains("ip2p_relayed_packets_total"), "{names:?}");
-    (node, admin, names)
+    (node, admin, names, InFleet(agent, redis))
 }
+
+/// What keeps the relay in its fleet: its agent, then its Redis.
+struct InFleet(#[allow(dead_code)] ip2p_relay::fleet::Agent, #[allow(dead_code)] ip2p_tests::redis::Redis);
 
 /// The metric names a PromQL expression reads: what is left once strings,
 /// label matchers and ranges are dropped, that is neither a function, nor
@@ -201,7 +214,7 @@ fn the_dashboard_reads_live_metrics(dp: DatapathKind) {
         }
     }
     let (exprs, variables) = dashboard_expressions(&dashboard);
-    let (_node, _admin, live) = live_metric_names(dp);
+    let (_node, _admin, live, _fleet) = live_metric_names(dp);
     let mut read = BTreeSet::new();
     for expr in &exprs {
         let names = metric_names(expr);
@@ -231,6 +244,11 @@ fn the_dashboard_reads_live_metrics(dp: DatapathKind) {
         "ip2p_relay_ports",
         "ip2p_allocations_counted",
         "ip2p_draining",
+        "ip2p_fleet_store_up",
+        "ip2p_fleet_nodes",
+        "ip2p_fleet_region_allocations",
+        "ip2p_fleet_region_capacity",
+        "ip2p_fleet_admissions_total",
     ] {
         assert!(read.contains(watched), "the dashboard does not show {watched}");
     }
@@ -314,7 +332,7 @@ fn the_alert_rules_check_and_read_live_metrics(dp: DatapathKind) {
         assert!(tests.contains(&format!("alertname: {alert}\n")), "{alert} has no unit test");
     }
 
-    let (_node, _admin, live) = live_metric_names(dp);
+    let (_node, _admin, live, _fleet) = live_metric_names(dp);
     let exprs = rule_expressions(&rules);
     assert_eq!(exprs.len(), alerts);
     for expr in &exprs {
@@ -426,7 +444,7 @@ impl Drop for Prometheus {
 /// the dashboard answers with data (the variables given values), and every
 /// alert rule evaluates without error, none firing on a healthy node.
 fn prometheus_answers_the_dashboard_and_evaluates_the_rules(dp: DatapathKind) {
-    let (_node, admin, _) = live_metric_names(dp);
+    let (_node, admin, _, _fleet) = live_metric_names(dp);
     let prometheus = Prometheus::start(admin.local_addr());
     // Enough scrapes for a rate over 5 s.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -61,6 +61,7 @@ pub(super) struct FleetSection {
     pub(super) redirect_above: Option<f64>,
     pub(super) when_store_down: Option<super::settings::StoreDown>,
     pub(super) usage_stream: Option<u64>,
+    pub(super) password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

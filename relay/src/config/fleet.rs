@@ -2,7 +2,7 @@
 //! node id, region and advertised host there. Without `fleet.redis` the
 //! node runs alone and nothing else of the section may be set.
 
-use super::check::ranged;
+use super::check::{check_secret, ranged, read_lines};
 use super::cli::RunArgs;
 use super::defaults;
 use super::file::FleetSection;
@@ -20,11 +20,16 @@ pub(super) fn fleet(args: &RunArgs, file: FleetSection) -> Result<Option<Fleet>,
             ("fleet.redirect_above", file.redirect_above.is_some()),
             ("fleet.when_store_down", file.when_store_down.is_some()),
             ("fleet.usage_stream", file.usage_stream.is_some()),
+            ("fleet.password_file", file.password_file.is_some()),
         ];
         return match set.into_iter().find(|(_, set)| *set) {
             Some((key, _)) => Err(err(key, "needs fleet.redis (--fleet-redis URL): without it the node runs alone")),
             None => Ok(None),
         };
+    };
+    let redis = match &file.password_file {
+        Some(path) => with_password(&redis, path)?,
+        None => redis,
     };
     check_url(&redis)?;
     let node = match args.fleet_node.clone().or(file.node) {
@@ -70,6 +75,19 @@ fn check_url(url: &str) -> Result<(), ConfigError> {
     redis::IntoConnectionInfo::into_connection_info(url)
         .map(|_| ())
         .map_err(|e| err("fleet.redis", format!("not a URL the Redis client reads: {:?}", e.kind())))
+}
+
+/// `url` with the password in `path` (its first line), which must be a
+/// real secret: a Secret's file instead of a password in the URL.
+fn with_password(url: &str, path: &std::path::Path) -> Result<String, ConfigError> {
+    let key = "fleet.password_file";
+    let password = read_lines(key, path)?.into_iter().next().ok_or_else(|| err(key, "the file is empty"))?;
+    check_secret(key, &password, defaults::MIN_SECRET)?;
+    let Some((scheme, rest)) = url.split_once("://").filter(|(_, rest)| !rest.contains('@')) else {
+        return Err(err(key, "fleet.redis names a password already"));
+    };
+    let encoded = percent_encoding::utf8_percent_encode(&password, percent_encoding::NON_ALPHANUMERIC);
+    Ok(format!("{scheme}://:{encoded}@{rest}"))
 }
 
 /// A fleet, node or region name: 1 to 64 letters, digits, `.`, `-`, `_`

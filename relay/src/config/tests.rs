@@ -301,5 +301,23 @@ fn a_fleet_needs_its_store_and_takes_its_defaults() {
     .unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "the password is never shown: {e}");
     assert_eq!(super::fleet::shown_url("redis://:hunter2@x:1/0"), "redis://x:1/0");
+    // A password from a file, a real one only.
+    let dir = std::env::temp_dir().join(format!("ip2p-fleet-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let real = file("real", "9f8e7d6c5b4a39281716/x y\n");
+    let with = format!("{text}[fleet]\nredis = \"redis://x:1\"\npassword_file = \"{real}\"\n");
+    let fleet = Settings::from_toml(&with, &RunArgs::default()).unwrap().fleet.unwrap();
+    assert_eq!(fleet.redis, "redis://:9f8e7d6c5b4a39281716%2Fx%20y@x:1");
+    let placeholder = file("placeholder", "replace-with-your-redis-password\n");
+    let with = format!("{text}[fleet]\nredis = \"redis://x:1\"\npassword_file = \"{placeholder}\"\n");
+    assert_eq!(Settings::from_toml(&with, &RunArgs::default()).unwrap_err().key, "fleet.password_file");
+    let twice = format!("{text}[fleet]\nredis = \"redis://:a@x:1\"\npassword_file = \"{real}\"\n");
+    assert_eq!(Settings::from_toml(&twice, &RunArgs::default()).unwrap_err().key, "fleet.password_file");
+    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(super::fleet::shown_url("redis://x:1"), "redis://x:1");
 }

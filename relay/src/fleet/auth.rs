@@ -94,9 +94,21 @@ impl Store {
 /// request on).
 pub(super) fn refresh(store: &mut Store, state: &FleetState, node: &NodeHandle) -> RedisResult<()> {
     let version = store.auth_version()?;
-    if version == state.auth_version.load(Ordering::Relaxed) {
+    let running = state.auth_version.load(Ordering::Relaxed);
+    if version == running {
         return Ok(());
     }
+    if version == 0 {
+        // The store lost them (a Redis restarted without its data): the
+        // node keeps what it has rather than refuse every stored user.
+        if !state.auth_lost.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "fleet: the store has no users or secrets any more (restarted empty?); keeping the ones in memory: write them again"
+            );
+        }
+        return Ok(());
+    }
+    state.auth_lost.store(false, Ordering::Relaxed);
     let (version, users, secrets) = store.auth()?;
     let mut auth = FleetAuth::default();
     for (user, stored) in users {

@@ -54,6 +54,8 @@ pub struct FleetState {
     api: Mutex<Option<store::Store>>,
     /// The version of the store's users and secrets the node runs with.
     auth_version: AtomicU64,
+    /// The store lost its users and secrets (said once).
+    auth_lost: AtomicBool,
 }
 
 /// A worker's parked Allocate, for the fleet's word.
@@ -118,6 +120,7 @@ impl FleetState {
             asked: crossbeam_channel::bounded(MAX_ASKED),
             api: Mutex::new(None),
             auth_version: AtomicU64::new(0),
+            auth_lost: AtomicBool::new(false),
         }
     }
 
