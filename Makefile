@@ -8,7 +8,7 @@ FUZZ_TARGETS := message reencode channel_data framer turn_server handover_snapsh
 FUZZ_NO_ASAN := turn_server
 SOAK_SECONDS ?= 60
 
-.PHONY: help build run test lint fuzz soak bench bench-compare bench-allocs bench-scaling bench-xdp test-no-xdp install deb test-packaging clean
+.PHONY: help build run test lint fuzz soak bench bench-compare bench-allocs bench-scaling bench-xdp bench-fleet test-no-xdp install deb test-packaging clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-allocs   100,000 concurrent allocations on one node (root: fd limit)"
 	@echo "make bench-scaling  1 worker against 2: CPU per packet, split, short-circuit"
 	@echo "make bench-xdp      the XDP fast path on and off, coturn, kernel routing, between namespaces (root)"
+	@echo "make bench-fleet    three nodes and a local Redis: Allocate rate and latency with the fleet off and on"
 	@echo "make install  binary, systemd unit, sysctl file and config under /etc/ip2p (root)"
 	@echo "make deb      a Debian package (target/debian/*.deb) with cargo-deb"
 	@echo "make test-packaging  make install into a scratch root, and the .deb installed for real (root; CI)"
@@ -117,6 +118,11 @@ bench-allocs:
 
 bench-scaling:
 	bench/scaling.sh
+
+# Three nodes and a local redis-server: allocations a second and Allocate
+# latency with the fleet off and on, and revocation to the last session.
+bench-fleet:
+	bench/fleet.sh
 
 # The binary to $(PREFIX)/bin, the unit to /etc/systemd/system (pointing at
 # that binary), the sysctl file, and /etc/ip2p with the example config and,

@@ -30,6 +30,13 @@ pub struct AllocSummary {
     pub seconds: f64,
     /// Successful allocations per second.
     pub per_second: f64,
+    /// The Allocate exchange of a successful allocation (the 401 challenge
+    /// and the authenticated request), microseconds: median.
+    pub latency_p50_us: u64,
+    /// 99th percentile.
+    pub latency_p99_us: u64,
+    /// Slowest.
+    pub latency_max_us: u64,
 }
 
 /// What an allocation run does.
@@ -62,14 +69,19 @@ pub fn allocs(
     let ipv6_granted = AtomicUsize::new(0);
     let failures = Mutex::new(BTreeMap::<String, usize>::new());
     let held = Mutex::new(Vec::<Client>::with_capacity(count));
+    let took = Mutex::new(Vec::<u64>::with_capacity(count));
     let start = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..concurrency.clamp(1, 1024) {
             scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) && next.fetch_add(1, Ordering::Relaxed) < count {
                     let (user, password) = credentials.for_session();
+                    let asked = Instant::now();
                     let outcome = Client::new(server, &user, &password).map_err(ClientError::Io).and_then(|mut c| {
-                        if c.allocate_families(family, false)?.first().is_some_and(SocketAddr::is_ipv6) {
+                        let relayed = c.allocate_families(family, false)?;
+                        let us = u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        took.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(us);
+                        if relayed.first().is_some_and(SocketAddr::is_ipv6) {
                             ipv6_granted.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(c)
@@ -115,6 +127,7 @@ pub fn allocs(
         }
     });
     std::thread::sleep(Duration::from_millis(10));
+    let mut took = took.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     Ok(AllocSummary {
         attempted: count.min(next.load(Ordering::Relaxed)),
         succeeded,
@@ -122,5 +135,17 @@ pub fn allocs(
         failures: failures.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
         seconds,
         per_second: succeeded as f64 / seconds,
+        latency_p50_us: percentile(&mut took, 0.5),
+        latency_p99_us: percentile(&mut took, 0.99),
+        latency_max_us: percentile(&mut took, 1.0),
     })
+}
+
+/// The `q` quantile of `values` (0 when there are none).
+fn percentile(values: &mut [u64], q: f64) -> u64 {
+    values.sort_unstable();
+    let last = values.len().saturating_sub(1);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let at = ((last as f64) * q).round() as usize;
+    values.get(at.min(last)).copied().unwrap_or(0)
 }

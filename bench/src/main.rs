@@ -304,6 +304,7 @@ fn allocs(
         "allocations: {} of {} in {:.2} s: {:.0}/s; held at once: {} ({} IPv6); failures: {:?}",
         s.succeeded, s.attempted, s.seconds, s.per_second, s.succeeded, s.relayed_ipv6, s.failures
     );
+    println!("allocate latency: p50 {} us, p99 {} us, max {} us", s.latency_p50_us, s.latency_p99_us, s.latency_max_us);
     if let Some(path) = json {
         write(path, &serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?)?;
     }
