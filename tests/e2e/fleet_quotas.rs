@@ -93,6 +93,10 @@ fn with_the_store_down_new_allocations_follow_when_store_down(dp: &'static str) 
         assert!(Instant::now() < deadline, "{dp}: the counts not written again");
         std::thread::sleep(Duration::from_millis(50));
     }
+    while refuse.metrics()["ip2p_fleet_store_up"] != 1.0 {
+        assert!(Instant::now() < deadline, "{dp}: refuse never saw the store again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     match allocate(&refuse) {
         Err(ClientError::Rejected(486, _)) => {}
         other => panic!("{dp}: counted across the fleet again: {other:?}"),

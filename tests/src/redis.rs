@@ -53,11 +53,16 @@ impl Redis {
                 self.child = None;
                 return false;
             }
-            if self.try_cli(&["PING"]).is_some_and(|o| o.trim() == "PONG") {
+            // The server that answers must be ours: another test's may
+            // hold the port (ours then fails to bind and exits).
+            let pid = self.child.as_ref().map(Child::id);
+            let info = self.try_cli(&["INFO", "server"]).unwrap_or_default();
+            if pid.is_some_and(|p| info.lines().any(|l| l.trim() == format!("process_id:{p}"))) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.stop();
         false
     }
 
