@@ -9,7 +9,9 @@
 # - the time from a revocation on one node to the last of the user's
 #   sessions ending on the other two (from the nodes' own log timestamps).
 # Tunables (env): COUNT allocations per node per run (3000), CONCURRENCY
-# per node (16), REPS (3), HOLD sessions per node for the revocation (50).
+# per node (16), LATENCY allocations one at a time on one node for the
+# latency without queueing (1000), REPS (3), HOLD sessions per node for the
+# revocation (50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,7 @@ COUNT=${COUNT:-3000}
 CONCURRENCY=${CONCURRENCY:-16}
 REPS=${REPS:-3}
 HOLD=${HOLD:-50}
+LATENCY=${LATENCY:-1000}
 OUT=${OUT:-target/bench-fleet}
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -27,7 +30,26 @@ RELAY=target/release/ip2p-relay
 BENCH=target/release/ip2p-bench
 SECRET=bench-fleet-secret-0123456789
 
-free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, getattr(socket, sys.argv[1])); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"; }
+# A loopback port free for $1 (SOCK_STREAM), or for both UDP and TCP
+# (SOCK_DGRAM: a relay's listen port serves both).
+free_port() {
+  python3 - "$1" <<'PY'
+import socket, sys
+for _ in range(100):
+    s = socket.socket(socket.AF_INET, getattr(socket, sys.argv[1]))
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    if sys.argv[1] == "SOCK_DGRAM":
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        t.close()
+    print(port)
+    break
+PY
+}
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
@@ -50,7 +72,7 @@ start_nodes() {
     admin=$(free_port SOCK_STREAM)
     {
       printf 'listen = ["127.0.0.1:%s"]\nrealm = "ip2p"\nworkers = 1\n' "$port"
-      printf '[auth]\nsecrets = ["%s"]\n[allocation]\nuser_quota = 1000000\nip_quota = 0\n' "$SECRET"
+      printf '[auth]\nsecrets = ["%s"]\nunauthenticated_rate = 0\n[allocation]\nuser_quota = 1000000\nip_quota = 0\n' "$SECRET"
       printf '[relay]\nips = ["127.0.0.1"]\nports = "20000-60000"\n[admin]\nlisten = "127.0.0.1:%s"\n' "$admin"
       printf '[drain]\ntimeout = 0\n[log]\nlevel = "info"\n'
       if [ "$1" = on ]; then
@@ -96,6 +118,9 @@ for rep in $(seq "$REPS"); do
   for mode in off on; do
     start_nodes "$mode"
     allocs "$mode-$rep"
+    # One at a time: what an Allocate costs without queueing behind others.
+    "$BENCH" allocs --server "${ADDR[n1]}" --auth-secret "$SECRET" --count "$LATENCY" --concurrency 1 \
+      --json "$OUT/latency-$mode-$rep.json" >"$OUT/latency-$mode-$rep.log" 2>&1
     stop_nodes
   done
 done
@@ -120,4 +145,4 @@ for rep in $(seq "$REPS"); do
 done
 stop_nodes
 
-python3 bench/fleet_table.py "$OUT" "$REPS" "$COUNT" "$CONCURRENCY" "$HOLD" | tee "$OUT/summary.txt"
+python3 bench/fleet_table.py "$OUT" "$REPS" "$COUNT" "$CONCURRENCY" "$HOLD" "$LATENCY" | tee "$OUT/summary.txt"

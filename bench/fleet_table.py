@@ -10,7 +10,7 @@ import statistics
 import sys
 from datetime import datetime
 
-out, reps, count, concurrency, hold = sys.argv[1], *map(int, sys.argv[2:])
+out, reps, count, concurrency, hold, latency = sys.argv[1], *map(int, sys.argv[2:])
 
 
 def run(mode, rep):
@@ -35,8 +35,18 @@ for mode, rs in rows.items():
     each = "; ".join(f"{r['rate']:.0f}, {r['p50']:.0f}, {r['p99']:.0f}" for r in rs)
     print(f"{mode:<6} {med[mode]['rate']:>24.0f} {med[mode]['p50']:>16.0f} {med[mode]['p99']:>8.0f} {failed:>7}   {each}")
 print()
-print(f"the fleet adds {med['on']['p50'] - med['off']['p50']:.0f} us at p50 and {med['on']['p99'] - med['off']['p99']:.0f} us at p99 "
-      f"to an Allocate; allocations/s on/off: {med['on']['rate'] / med['off']['rate']:.2f}")
+print(f"under that load the fleet adds {med['on']['p50'] - med['off']['p50']:.0f} us at p50 to an Allocate; "
+      f"allocations/s on/off: {med['on']['rate'] / med['off']['rate']:.2f}")
+print()
+print(f"one at a time ({latency} Allocates on n1, the others idle): the Allocate exchange in us")
+print(f"{'fleet':<6} {'p50':>8} {'p99':>8} {'max':>8}   runs (p50, p99)")
+lat = {}
+for mode in ("off", "on"):
+    rs = [json.load(open(f"{out}/latency-{mode}-{rep}.json")) for rep in range(1, reps + 1)]
+    lat[mode] = {k: statistics.median(r[f"latency_{k}_us"] for r in rs) for k in ("p50", "p99", "max")}
+    each = "; ".join(f"{r['latency_p50_us']}, {r['latency_p99_us']}" for r in rs)
+    print(f"{mode:<6} {lat[mode]['p50']:>8.0f} {lat[mode]['p99']:>8.0f} {lat[mode]['max']:>8.0f}   {each}")
+print(f"the fleet adds {lat['on']['p50'] - lat['off']['p50']:.0f} us at p50 and {lat['on']['p99'] - lat['off']['p99']:.0f} us at p99")
 
 # Revocations: n1's API line, and each node's "revoked in the fleet" line.
 stamp = re.compile(r"^(\S+Z)\s")
