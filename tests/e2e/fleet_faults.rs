@@ -137,9 +137,63 @@ fn a_handover_keeps_the_node_in_the_fleet(dp: &'static str) {
     }
 }
 
+/// The store found through a Sentinel, and a failover: the nodes follow
+/// the new master by themselves.
+fn a_sentinel_names_the_store_and_a_failover_moves_the_fleet(dp: &'static str) {
+    let mut master = Redis::start();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = Redis::sentinel(&master, "ip2p-store");
+    let url = format!("redis+sentinel://127.0.0.1:{}/ip2p-store", sentinel.port);
+    let a = Relay::start(&RelayOptions::new(dp, &config(&url, "a", "")));
+    until_listed(a.admin.unwrap(), &["a"], Duration::from_secs(5));
+    assert!(master.cli(&["HGET", "ip2p:{ip2p}:records", "a"]).contains(r#""id":"a""#), "{dp}: on the master");
+    master.stop();
+    a.wait_for("fleet: the store does not answer");
+    // The Sentinel promotes the replica; the node finds it and writes there.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !replica.cli(&["HGET", "ip2p:{ip2p}:records", "a"]).contains(r#""id":"a""#)
+        || !replica.cli(&["ROLE"]).starts_with("master")
+    {
+        assert!(Instant::now() < deadline, "{dp}: no failover seen: {}", replica.cli(&["ROLE"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    until_store(&a, true);
+    Client::new(a.addr, "alice", "wonderland").unwrap().allocate(None).unwrap();
+}
+
+/// A store over TLS (`rediss://`), its certificate checked against
+/// `fleet.ca_file`: joined; without the CA, refused (a log line).
+fn a_store_over_tls_is_checked_against_its_ca(dp: &'static str) {
+    let pki = ip2p_tests::support::Pki::new(&format!("fleet-tls-{dp}"));
+    let tls_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let (cert, key) = (pki.cert().display().to_string(), pki.key().display().to_string());
+    let ca = pki.ca().display().to_string();
+    let redis = Redis::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://localhost:{tls_port}");
+    let trusted = Relay::start(&RelayOptions::new(dp, &config(&url, "a", &format!("ca_file = \"{ca}\"\n"))));
+    until_store(&trusted, true);
+    assert!(redis.cli(&["HGET", "ip2p:{ip2p}:records", "a"]).contains(r#""id":"a""#), "{dp}");
+    let untrusted = Relay::start(&RelayOptions::new(dp, &config(&url, "b", "")));
+    let line = untrusted.wait_for("fleet: the store does not answer");
+    assert!(line.to_lowercase().contains("certificate") || line.to_lowercase().contains("tls"), "{dp}: {line}");
+}
+
 on_both_datapaths! {
     names:
     a_refused_password_or_garbage_is_a_log_line_and_a_metric: a_refused_password_or_garbage_is_a_log_line_and_a_metric();
     the_store_stopping_loses_no_packet: the_store_stopping_loses_no_packet();
     a_handover_keeps_the_node_in_the_fleet: a_handover_keeps_the_node_in_the_fleet();
+    a_sentinel_names_the_store_and_a_failover_moves_the_fleet: a_sentinel_names_the_store_and_a_failover_moves_the_fleet();
+    a_store_over_tls_is_checked_against_its_ca: a_store_over_tls_is_checked_against_its_ca();
 }

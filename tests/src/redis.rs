@@ -18,17 +18,30 @@ pub struct Redis {
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
     dir: TempDir,
+    /// Its arguments beyond the address and port.
+    args: Vec<String>,
+    /// A Sentinel's configuration, which it rewrites: kept while it runs.
+    config: Option<TempDir>,
 }
 
 impl Redis {
     /// Starts one on a free loopback port and waits until it answers.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Redis::start`] with more arguments (`--replicaof`, a Sentinel's
+    /// configuration file and `--sentinel`...).
+    #[must_use]
+    pub fn start_with(args: &[&str]) -> Self {
         for _ in 0..20 {
             // A port the OS just handed out and let go of: another process
             // may take it first, then redis-server fails and we go again.
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut redis = Self { child: None, port, dir: TempDir::new(&format!("redis-{port}")) };
+            let args = args.iter().map(|a| (*a).to_owned()).collect();
+            let dir = TempDir::new(&format!("redis-{port}"));
+            let mut redis = Self { child: None, port, dir, args, config: None };
             if redis.spawn() {
                 return redis;
             }
@@ -36,12 +49,39 @@ impl Redis {
         panic!("redis-server did not start (is it installed? tests/deps.sh installs it)");
     }
 
+    /// A Sentinel of its own watching `master` as `name` (quorum 1, down
+    /// after 500 ms).
+    #[must_use]
+    pub fn sentinel(master: &Redis, name: &str) -> Self {
+        let dir = TempDir::new("sentinel-config");
+        let config = dir.file(
+            "sentinel.conf",
+            &format!(
+                "sentinel monitor {name} 127.0.0.1 {} 1\nsentinel down-after-milliseconds {name} 500\n\
+                 sentinel failover-timeout {name} 2000\n",
+                master.port
+            ),
+        );
+        let config = config.display().to_string();
+        let mut sentinel = Self::start_with(&[&config, "--sentinel"]);
+        sentinel.config = Some(dir);
+        sentinel
+    }
+
     /// Starts the server on its port again (after [`Redis::stop`]): empty,
     /// as after a restart that lost its data. Whether it answers.
     pub fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+        let sentinel = self.args.iter().any(|a| a == "--sentinel");
+        let mut command = Command::new("redis-server");
+        // A Sentinel's configuration file comes first.
+        command.args(self.args.iter().take_while(|a| !a.starts_with("--")));
+        command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()]);
+        if !sentinel {
+            command.args(["--save", "", "--appendonly", "no"]);
+        }
+        let child = command
             .args(["--dir", &self.dir.path().display().to_string(), "--protected-mode", "yes"])
+            .args(self.args.iter().skip_while(|a| !a.starts_with("--")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -32,6 +32,7 @@ impl Pki {
         let key = KeyPair::generate().unwrap();
         let leaf = CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &ca).unwrap();
         std::fs::write(self.cert(), leaf.pem()).unwrap();
+        std::fs::write(self.ca(), ca.pem()).unwrap();
         std::fs::write(self.key(), key.serialize_pem()).unwrap();
         let spki = <sha2::Sha256 as sha2::Digest>::digest(rcgen::PublicKeyData::subject_public_key_info(&key));
         self.leaf_spki_sha256 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, spki);
@@ -50,6 +51,11 @@ impl Pki {
             self.cert().display(),
             self.key().display()
         )
+    }
+
+    /// The CA's certificate (PEM), which signs the leaf.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     pub fn key(&self) -> PathBuf {

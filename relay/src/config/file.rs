@@ -62,6 +62,7 @@ pub(super) struct FleetSection {
     pub(super) when_store_down: Option<super::settings::StoreDown>,
     pub(super) usage_stream: Option<u64>,
     pub(super) password_file: Option<PathBuf>,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,7 @@ pub(super) fn fleet(args: &RunArgs, file: FleetSection) -> Result<Option<Fleet>,
             ("fleet.when_store_down", file.when_store_down.is_some()),
             ("fleet.usage_stream", file.usage_stream.is_some()),
             ("fleet.password_file", file.password_file.is_some()),
+            ("fleet.ca_file", file.ca_file.is_some()),
         ];
         return match set.into_iter().find(|(_, set)| *set) {
             Some((key, _)) => Err(err(key, "needs fleet.redis (--fleet-redis URL): without it the node runs alone")),
@@ -32,6 +33,7 @@ pub(super) fn fleet(args: &RunArgs, file: FleetSection) -> Result<Option<Fleet>,
         None => redis,
     };
     check_url(&redis)?;
+    let ca = file.ca_file.as_deref().map(|path| ca(&redis, path)).transpose()?;
     let node = match args.fleet_node.clone().or(file.node) {
         Some(node) => node,
         None => hostname()?,
@@ -61,6 +63,7 @@ pub(super) fn fleet(args: &RunArgs, file: FleetSection) -> Result<Option<Fleet>,
             100_000_000,
             "records",
         )?,
+        ca,
     };
     Ok(Some(fleet))
 }
@@ -69,8 +72,17 @@ pub(super) fn fleet(args: &RunArgs, file: FleetSection) -> Result<Option<Fleet>,
 /// `redis+unix://`), without saying its password in the error.
 fn check_url(url: &str) -> Result<(), ConfigError> {
     let scheme = url.split_once("://").map(|(s, _)| s);
+    if scheme == Some("redis+sentinel") {
+        return match sentinel_parts(url) {
+            Some(_) => Ok(()),
+            None => Err(err("fleet.redis", "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER")),
+        };
+    }
     if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
-        return Err(err("fleet.redis", "a redis://HOST:PORT URL (rediss:// for TLS, redis+unix:///PATH)"));
+        return Err(err(
+            "fleet.redis",
+            "a redis://HOST:PORT URL (rediss:// for TLS, redis+unix:///PATH, redis+sentinel://HOST:PORT,.../MASTER)",
+        ));
     }
     redis::IntoConnectionInfo::into_connection_info(url)
         .map(|_| ())
@@ -88,6 +100,19 @@ fn with_password(url: &str, path: &std::path::Path) -> Result<String, ConfigErro
     };
     let encoded = percent_encoding::utf8_percent_encode(&password, percent_encoding::NON_ALPHANUMERIC);
     Ok(format!("{scheme}://:{encoded}@{rest}"))
+}
+
+/// The CA certificates in `path` (PEM), for a `rediss://` store.
+fn ca(url: &str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let key = "fleet.ca_file";
+    if !url.starts_with("rediss://") {
+        return Err(err(key, "only for a rediss:// store"));
+    }
+    let pem = std::fs::read(path).map_err(|e| err(key, format!("cannot read {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(err(key, format!("{}: no PEM certificate in it", path.display())));
+    }
+    Ok(pem)
 }
 
 /// A fleet, node or region name: 1 to 64 letters, digits, `.`, `-`, `_`
@@ -126,4 +151,23 @@ pub(super) fn shown_url(url: &str) -> String {
         (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
         _ => url.to_owned(),
     }
+}
+
+/// A Sentinel URL's (`redis+sentinel://[:PASSWORD@]HOST:PORT[,...]/MASTER`)
+/// password (percent-decoded), Sentinels and master.
+#[must_use]
+pub fn sentinel_parts(url: &str) -> Option<(Option<String>, Vec<String>, String)> {
+    let rest = url.strip_prefix("redis+sentinel://")?;
+    let (password, rest) = match rest.rsplit_once('@') {
+        Some((user_info, rest)) => {
+            let password = user_info.split_once(':').map_or(user_info, |(_, p)| p);
+            (Some(percent_encoding::percent_decode_str(password).decode_utf8().ok()?.into_owned()), rest)
+        }
+        None => (None, rest),
+    };
+    let (hosts, master) = rest.split_once('/')?;
+    let sentinels: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect();
+    let master = master.trim_end_matches('/');
+    (!sentinels.is_empty() && !master.is_empty() && !master.contains('/'))
+        .then(|| (password, sentinels, master.to_owned()))
 }

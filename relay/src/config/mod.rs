@@ -24,6 +24,7 @@ mod summary;
 mod tests;
 
 pub use self::cli::{Cli, Command, RunArgs};
+pub use self::fleet::sentinel_parts;
 pub use self::init::{initial_config, write_initial};
 pub use self::settings::{
     ConfigError, Connections, DatapathKind, Engine, Fleet, LogFormat, Settings, StoreDown, Usage, Xdp, XdpMode,

@@ -83,6 +83,9 @@ pub struct Fleet {
     /// The usage records' stream in Redis holds about this many (0: no
     /// stream).
     pub usage_stream: u64,
+    /// The CA certificates (PEM) a `rediss://` store's certificate is
+    /// checked against, when not the system's.
+    pub ca: Option<Vec<u8>>,
 }
 
 impl StoreDown {

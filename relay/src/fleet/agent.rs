@@ -35,8 +35,7 @@ impl Agent {
     /// # Errors
     /// The store's URL cannot be used, or the thread cannot be spawned.
     pub fn start(state: Arc<FleetState>, node: NodeHandle) -> std::io::Result<Self> {
-        let store = Store::new(&state.settings.redis, &state.settings.name)
-            .map_err(|e| std::io::Error::other(format!("fleet.redis: {e}")))?;
+        let store = Store::new(&state.settings).map_err(|e| std::io::Error::other(format!("fleet.redis: {e}")))?;
         let listener = super::control::Listener::start(Arc::clone(&state), node.clone())?;
         let (stop, stopped) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()

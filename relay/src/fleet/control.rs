@@ -152,10 +152,9 @@ pub(super) struct Listener {
 impl Listener {
     /// Starts `node`'s listener in `state`'s fleet.
     pub(super) fn start(state: Arc<FleetState>, node: NodeHandle) -> std::io::Result<Self> {
-        let client = redis::Client::open(state.settings.redis.as_str())
+        let client = super::target::Target::parse(&state.settings)
             .map_err(|e| std::io::Error::other(format!("fleet.redis: {e}")))?;
-        let store = Store::new(&state.settings.redis, &state.settings.name)
-            .map_err(|e| std::io::Error::other(format!("fleet.redis: {e}")))?;
+        let store = Store::new(&state.settings).map_err(|e| std::io::Error::other(format!("fleet.redis: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -179,7 +178,7 @@ impl std::fmt::Debug for Listener {
 }
 
 /// Subscribes (again after any failure, a second later) until `stop`.
-fn listen(client: &redis::Client, mut store: Store, state: &FleetState, node: &NodeHandle, stop: &AtomicBool) {
+fn listen(client: &super::target::Target, mut store: Store, state: &FleetState, node: &NodeHandle, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = subscribed(client, &mut store, state, node, stop) {
             tracing::debug!(error = %e, "fleet: the control channel broke; subscribing again");
@@ -191,14 +190,14 @@ fn listen(client: &redis::Client, mut store: Store, state: &FleetState, node: &N
 /// One subscription: the revocations in force applied first, then each
 /// message as it comes.
 fn subscribed(
-    client: &redis::Client,
+    client: &super::target::Target,
     store: &mut Store,
     state: &FleetState,
     node: &NodeHandle,
     stop: &AtomicBool,
 ) -> RedisResult<()> {
     let keys = Keys::new(&state.settings.name);
-    let mut con = client.get_connection_with_timeout(TIMEOUT)?;
+    let mut con = client.client()?.get_connection_with_timeout(TIMEOUT)?;
     con.set_read_timeout(Some(Duration::from_millis(250)))?;
     let mut pubsub = con.as_pubsub();
     pubsub.subscribe(keys.control())?;

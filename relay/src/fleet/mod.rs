@@ -18,6 +18,7 @@ mod remote;
 mod steering;
 mod store;
 mod stream;
+mod target;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -163,7 +164,7 @@ impl FleetState {
 /// applies them once it can).
 #[must_use]
 pub fn revocations_in_force(fleet: &Fleet) -> Vec<(String, u64)> {
-    let read = store::Store::new(&fleet.redis, &fleet.name).and_then(|mut s| s.revocations(crate::unix_now()));
+    let read = store::Store::new(fleet).and_then(|mut s| s.revocations(crate::unix_now()));
     read.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "fleet: cannot read the fleet's revocations before serving; applying them once the store answers");
         Vec::new()

@@ -19,7 +19,7 @@ impl FleetState {
     fn api<T>(&self, f: impl FnOnce(&mut Store) -> redis::RedisResult<T>) -> Result<T, String> {
         let mut api = self.api.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if api.is_none() {
-            *api = Some(Store::new(&self.settings.redis, &self.settings.name).map_err(|e| e.to_string())?);
+            *api = Some(Store::new(&self.settings).map_err(|e| e.to_string())?);
         }
         let store = api.as_mut().ok_or("no store")?;
         f(store).map_err(|e| format!("the fleet's store: {e}"))

@@ -87,6 +87,7 @@ mod tests {
             redirect_above: 0.9,
             when_store_down: crate::config::StoreDown::Local,
             usage_stream: 0,
+            ca: None,
         }
     }
 

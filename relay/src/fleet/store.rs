@@ -73,7 +73,7 @@ impl Keys {
 
 /// A connection to the fleet's Redis, made when needed.
 pub(super) struct Store {
-    client: redis::Client,
+    target: super::target::Target,
     con: Option<Connection>,
     keys: Keys,
     /// A new connection was made: the node's counts must be written whole
@@ -88,16 +88,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A store at `url` for fleet `name` (not connected yet).
-    pub(super) fn new(url: &str, name: &str) -> RedisResult<Self> {
-        Ok(Self { client: redis::Client::open(url)?, con: None, keys: Keys::new(name), fresh: false })
+    /// The store of `fleet` (not connected yet).
+    pub(super) fn new(fleet: &crate::config::Fleet) -> RedisResult<Self> {
+        let target = super::target::Target::parse(fleet)?;
+        Ok(Self { target, con: None, keys: Keys::new(&fleet.name), fresh: false })
     }
 
     /// Runs `f` on the connection (made first when there is none); an
     /// error drops the connection, so the next call makes a new one.
     pub(super) fn with<T>(&mut self, f: impl FnOnce(&mut Connection, &Keys) -> RedisResult<T>) -> RedisResult<T> {
         if self.con.is_none() {
-            let mut con = self.client.get_connection_with_timeout(TIMEOUT)?;
+            let mut con = self.target.client()?.get_connection_with_timeout(TIMEOUT)?;
             con.set_read_timeout(Some(TIMEOUT))?;
             con.set_write_timeout(Some(TIMEOUT))?;
             // Pipelines call the quota scripts by their hash.

@@ -49,8 +49,7 @@ impl UsageStream {
     /// # Errors
     /// The store's URL cannot be used, or the thread cannot be spawned.
     pub fn start(fleet: &Fleet) -> std::io::Result<Self> {
-        let store =
-            Store::new(&fleet.redis, &fleet.name).map_err(|e| std::io::Error::other(format!("fleet.redis: {e}")))?;
+        let store = Store::new(fleet).map_err(|e| std::io::Error::other(format!("fleet.redis: {e}")))?;
         let (tx, rx) = crossbeam_channel::bounded(MAX_WAITING);
         let counts = Arc::new(StreamCounts::default());
         let sender =
