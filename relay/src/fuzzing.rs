@@ -48,3 +48,11 @@ pub fn handover_snapshot(bytes: &[u8]) -> Option<Vec<Moved<usize>>> {
     }
     Some(allocations)
 }
+
+/// What a fleet node reads from its store (control messages, node
+/// records, stored secrets, answers, Sentinel URLs), from `bytes` as text.
+pub fn fleet_store(bytes: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        crate::fleet::read_from_store(text);
+    }
+}

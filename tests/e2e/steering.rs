@@ -47,7 +47,8 @@ fn credentials(admin: SocketAddr, body: &str) -> Value {
 
 fn credentials_name_the_least_loaded_nodes(dp: &'static str) {
     let redis = Redis::start();
-    let (a, b, c) = (node(dp, &redis, "a", ""), node(dp, &redis, "b", ""), node(dp, &redis, "c", ""));
+    let advertised = "advertise = \"c.relay.example.org\"\n";
+    let (a, b, c) = (node(dp, &redis, "a", ""), node(dp, &redis, "b", ""), node(dp, &redis, "c", advertised));
     let _on_a = allocated(&a, 2);
     let _on_c = allocated(&c, 1);
     // What a's last read says (each node's view is its own).
@@ -59,7 +60,9 @@ fn credentials_name_the_least_loaded_nodes(dp: &'static str) {
     let named = |i: usize| servers[i]["urls"].as_array().unwrap().clone();
     assert_eq!(servers.len(), 2, "{answer}");
     assert!(named(0).contains(&format!("turn:{}?transport=udp", b.addr).into()), "{dp}: b first: {answer}");
-    assert!(named(1).contains(&format!("turn:{}?transport=udp", c.addr).into()), "{dp}: c next: {answer}");
+    // c's by the name it advertises.
+    let c_url = format!("turn:c.relay.example.org:{}?transport=udp", c.addr.port());
+    assert!(named(1).contains(&c_url.into()), "{dp}: c next: {answer}");
     // The credential is good on the node named.
     let user = servers[0]["username"].as_str().unwrap();
     let mut client = Client::new(b.addr, user, servers[0]["credential"].as_str().unwrap()).unwrap();

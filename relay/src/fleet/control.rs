@@ -45,7 +45,7 @@ pub(super) enum Control {
 impl Control {
     /// Whether a message read from the store is one a node sends: a user
     /// name a request could carry, a reply list of this fleet's.
-    fn is_sane(&self, keys: &Keys) -> bool {
+    pub(super) fn is_sane(&self, keys: &Keys) -> bool {
         let user = |u: &str| !u.is_empty() && u.len() <= 508 && !u.chars().any(char::is_control);
         let reply = |r: &str| r.len() <= 128 && r.starts_with(&keys.reply_prefix());
         match self {

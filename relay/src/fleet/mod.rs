@@ -170,3 +170,24 @@ pub fn revocations_in_force(fleet: &Fleet) -> Vec<(String, u64)> {
         Vec::new()
     })
 }
+
+/// What the node reads from the store, each as it reads it (for the fuzz
+/// target): `text` as a control message, a node record, a stored user's
+/// secret, the answers to a sessions question, and a Sentinel URL.
+pub(crate) fn read_from_store(text: &str) {
+    let keys = store::Keys::new("fuzz");
+    if let Ok(c) = serde_json::from_str::<control::Control>(text) {
+        let _ = c.is_sane(&keys);
+    }
+    if let Ok(r) = serde_json::from_str::<NodeRecord>(text)
+        && r.is_sane()
+    {
+        assert!(r.load() >= 0.0, "a sane record's load: {r:?}");
+        let _ = steering::best_nodes(std::slice::from_ref(&r), &r.region, 0.9);
+    }
+    let _ = auth::parse_secret(text);
+    if let Ok(serde_json::Value::Array(answers)) = serde_json::from_str(text) {
+        let _ = remote::gather(answers);
+    }
+    let _ = crate::config::sentinel_parts(text);
+}

@@ -58,16 +58,7 @@ impl FleetState {
             let listening = s.send(&question)?;
             s.answers(&reply, listening, Instant::now() + GATHER)
         })?;
-        let mut sessions = Vec::new();
-        let mut nodes = Vec::new();
-        for mut a in answers {
-            nodes.extend(a.get("node").and_then(Value::as_str).map(str::to_owned));
-            if let Some(Value::Array(listed)) = a.get_mut("sessions").map(Value::take) {
-                sessions.extend(listed);
-            }
-        }
-        nodes.sort();
-        Ok((sessions, nodes))
+        Ok(gather(answers))
     }
 
     /// Ends session `id` wherever it lives: the session as it was, with
@@ -145,4 +136,19 @@ impl FleetState {
         users.sort();
         Ok((users, secrets.iter().map(|s| super::auth::fingerprint(s.as_bytes())).collect()))
     }
+}
+
+/// The nodes' answers to a sessions question: every session listed, and
+/// the ids of the nodes that answered (whatever the answers hold).
+pub(super) fn gather(answers: Vec<Value>) -> (Vec<Value>, Vec<String>) {
+    let mut sessions = Vec::new();
+    let mut nodes = Vec::new();
+    for mut a in answers {
+        nodes.extend(a.get("node").and_then(Value::as_str).map(str::to_owned));
+        if let Some(Value::Array(listed)) = a.get_mut("sessions").map(Value::take) {
+            sessions.extend(listed);
+        }
+    }
+    nodes.sort();
+    (sessions, nodes)
 }
