@@ -24,7 +24,11 @@ fn credential(admin: SocketAddr, user: &str) -> (String, String) {
 
 fn allocated(relay: &Relay, (user, password): &(String, String)) -> Client {
     let mut c = Client::new(relay.addr, user, password).unwrap();
-    c.allocate(None).unwrap();
+    if let Err(e) = c.allocate(None) {
+        let m = relay.metrics();
+        let failures: Vec<_> = m.iter().filter(|(k, v)| k.contains("auth_failures") && **v > 0.0).collect();
+        panic!("{user}: {e}: {failures:?}");
+    }
     c
 }
 
@@ -67,7 +71,8 @@ fn any_node_lists_and_ends_every_nodes_sessions(dp: &'static str) {
         Err(ClientError::Rejected(437, _)) => {}
         other => panic!("{dp}: the ended session's Refresh: {other:?}"),
     }
-    assert_eq!(delete(a.admin.unwrap(), &format!("/api/v1/sessions/{id}"), None).0, 404, "{dp}: gone everywhere");
+    let (code, body) = delete(a.admin.unwrap(), &format!("/api/v1/sessions/{id}"), None);
+    assert_eq!(code, 404, "{dp}: gone everywhere: {body}");
     let (code, body) = get(a.admin.unwrap(), "/api/v1/sessions?scope=galaxy", None);
     assert!(code == 400 && body.contains("scope"), "{body}");
 }

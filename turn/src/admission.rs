@@ -22,16 +22,6 @@ pub const MAX_PARKED: usize = 1024;
 /// judges it (the store's calls time out well before).
 pub const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 
-/// What an Allocate gets when the fleet cannot say (its store is down, or
-/// too slow, or the worker holds too many parked requests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
-    /// The node's own limits decide.
-    Local,
-    /// 508 Insufficient Capacity.
-    Refuse,
-}
-
 /// The fleet's word on one allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -41,7 +31,7 @@ pub enum Admission {
     OverUser,
     /// The client address's fleet-wide quota is reached: 486.
     OverPrefix,
-    /// The fleet could not say: the [`Fallback`] decides.
+    /// The fleet could not say: the [`crate::Fallback`] decides.
     Unknown,
 }
 

@@ -25,6 +25,10 @@ pub const MAX_REALM: usize = 32;
 pub(crate) const OFFERED_ALGORITHMS: [PasswordAlgorithm<'static>; 2] =
     [PasswordAlgorithm::new(AlgorithmId::SHA256), PasswordAlgorithm::new(AlgorithmId::MD5)];
 
+/// Seconds a TURN REST credential's expiry may lie past the longest
+/// lifetime (clocks of the nodes and servers that mint them differ).
+pub const REST_CLOCK_SLACK: u64 = 60;
+
 /// What a static user's password is stored as.
 #[derive(Clone, PartialEq, Eq)]
 pub enum UserSecret {
@@ -211,7 +215,10 @@ impl Credentials {
         if expiry < unix_now {
             return Err(Refusal::Unauthenticated(AuthFailure::Expired));
         }
-        if expiry - unix_now > self.max_rest_lifetime {
+        // A minute's grace: the credential may come from another node (or
+        // the application's server) whose clock is a little ahead, minted
+        // for the longest lifetime.
+        if expiry - unix_now > self.max_rest_lifetime.saturating_add(REST_CLOCK_SLACK) {
             return Err(Refusal::Unauthenticated(AuthFailure::TooLongLived));
         }
         let key = self

@@ -90,7 +90,17 @@ pub struct Config {
     /// what decides when the fleet cannot say; whoever turns it on must
     /// poll the requests and answer each. `None`: the node's own quotas
     /// alone.
-    pub admission: Option<crate::admission::Fallback>,
+    pub admission: Option<Fallback>,
+}
+
+/// What an Allocate gets when the fleet cannot say (its store is down, or
+/// too slow, or the worker holds too many parked requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The node's own limits decide.
+    Local,
+    /// 508 Insufficient Capacity.
+    Refuse,
 }
 
 /// The most relay addresses per family.

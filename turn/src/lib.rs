@@ -46,9 +46,9 @@ pub mod testing;
 mod tests;
 mod timer;
 
-pub use self::admission::{ADMISSION_WAIT, Admission, AdmissionRequest, Fallback, MAX_PARKED};
+pub use self::admission::{ADMISSION_WAIT, Admission, AdmissionRequest, MAX_PARKED};
 pub use self::auth::{Credentials, MAX_REALM, UserSecret};
-pub use self::config::{ChannelNumbers, Config, MAX_RELAY_IPS, RelayIp};
+pub use self::config::{ChannelNumbers, Config, Fallback, MAX_RELAY_IPS, RelayIp};
 pub use self::events::{ChannelPath, Event};
 pub use self::local::{LocalAddrs, LocalRanges};
 pub use self::moved::{Adoptable, Moved, MovedChannel, MovedPermission, MovedRelay, MovedSession};

@@ -11,10 +11,11 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use ip2p_turn::Admission;
 
-use super::record::{self, NodeRecord};
+use super::own;
+use super::record::NodeRecord;
+use super::state::{Asked, BEAT, FleetState, RECORD_TTL, View};
 use super::steering;
 use super::store::Store;
-use super::{Asked, BEAT, FleetState, RECORD_TTL, View};
 
 /// Admission requests answered in one round trip at most.
 const MAX_BATCH: usize = 255;
@@ -81,7 +82,7 @@ struct Beat {
 impl Beat {
     fn new(state: Arc<FleetState>, node: NodeHandle, store: Store) -> Self {
         let started = crate::unix_now().saturating_sub(node.uptime().as_secs());
-        let last = (Instant::now(), record::relayed(&node));
+        let last = (Instant::now(), own::relayed(&node));
         Self { state, node, store, started, last, down_logged: false }
     }
 
@@ -160,12 +161,12 @@ impl Beat {
     /// Writes this node's record and reads the live nodes'.
     fn beat(&mut self) {
         let now = Instant::now();
-        let relayed = record::relayed(&self.node);
+        let relayed = own::relayed(&self.node);
         let ms = u64::try_from(now.saturating_duration_since(self.last.0).as_millis()).unwrap_or(u64::MAX).max(1);
         let rate = |now: u64, then: u64| now.saturating_sub(then).saturating_mul(1000) / ms;
         let traffic = (rate(relayed.0, self.last.1.0), rate(relayed.1, self.last.1.1));
         self.last = (now, relayed);
-        let own = record::own(&self.node, &self.state.settings, self.started, traffic);
+        let own = own::own(&self.node, &self.state.settings, self.started, traffic);
         let Ok(json) = serde_json::to_string(&own) else { return };
         match self.store.publish(&own.id, &json, RECORD_TTL) {
             Ok(stored) => {

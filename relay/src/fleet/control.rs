@@ -17,7 +17,7 @@ use redis::RedisResult;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::FleetState;
+use super::state::FleetState;
 use super::store::{Keys, Store, TIMEOUT};
 use crate::node::NodeHandle;
 
@@ -134,7 +134,7 @@ impl Store {
                 break;
             }
             // Each wait shorter than the connection's read timeout.
-            let wait = left.min(TIMEOUT.mul_f32(0.8)).as_secs_f64().max(0.01);
+            let wait = left.min(TIMEOUT / 2).as_secs_f64().max(0.01);
             let popped: Option<(String, String)> =
                 self.with(|con, _| redis::cmd("BLPOP").arg(reply).arg(wait).query(con))?;
             answers.extend(popped.and_then(|(_, text)| serde_json::from_str(&text).ok()));
@@ -272,6 +272,54 @@ fn with_node(mut session: Value, node: &str) -> Value {
         fields.insert("node".into(), json!(node));
     }
     session
+}
+
+/// The revocations in force in `fleet` now, read before the node serves
+/// (none, with a warning, when the store cannot be reached: the listener
+/// applies them once it can).
+#[must_use]
+pub fn revocations_in_force(fleet: &crate::config::Fleet) -> Vec<(String, u64)> {
+    let read = Store::new(fleet).and_then(|mut s| s.revocations(crate::unix_now()));
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "fleet: cannot read the fleet's revocations before serving; applying them once the store answers");
+        Vec::new()
+    })
+}
+
+/// What the node reads from the store, each as it reads it (for the fuzz
+/// target): `text` as a control message, a node record, a stored user's
+/// secret, the answers to a sessions question, and a Sentinel URL.
+pub(crate) fn read_from_store(text: &str) {
+    let keys = Keys::new("fuzz");
+    if let Ok(c) = serde_json::from_str::<Control>(text) {
+        let _ = c.is_sane(&keys);
+    }
+    if let Ok(r) = serde_json::from_str::<super::record::NodeRecord>(text)
+        && r.is_sane()
+    {
+        assert!(r.load() >= 0.0, "a sane record's load: {r:?}");
+        let _ = super::steering::best_nodes(std::slice::from_ref(&r), &r.region, 0.9);
+    }
+    let _ = super::users::parse_secret(text);
+    if let Ok(serde_json::Value::Array(answers)) = serde_json::from_str(text) {
+        let _ = gather(answers);
+    }
+    let _ = crate::config::sentinel_parts(text);
+}
+
+/// The nodes' answers to a sessions question: every session listed, and
+/// the ids of the nodes that answered (whatever the answers hold).
+pub(super) fn gather(answers: Vec<Value>) -> (Vec<Value>, Vec<String>) {
+    let mut sessions = Vec::new();
+    let mut nodes = Vec::new();
+    for mut a in answers {
+        nodes.extend(a.get("node").and_then(Value::as_str).map(str::to_owned));
+        if let Some(Value::Array(listed)) = a.get_mut("sessions").map(Value::take) {
+            sessions.extend(listed);
+        }
+    }
+    nodes.sort();
+    (sessions, nodes)
 }
 
 #[cfg(test)]

@@ -3,191 +3,38 @@
 //! time to live) and reads the others' on the same beat; nothing on the
 //! packet path ever waits on the store.
 //!
-//! The parts: this file ([`FleetState`], what the node's other threads
+//! The parts: `state` ([`FleetState`], what the node's other threads
 //! read: the live nodes, whether the store answers), `agent` (the thread
-//! that talks to the store), `store` (the connection and the scripts run
-//! there), `record` (a node's record, checked when read), `steering`
-//! (which nodes credentials name, where a full node sends an Allocate).
+//! that talks to the store), `own` (this node's record), `store` (the
+//! connection), `scripts` (what runs in Redis), `target` (where the store
+//! is), `record` (a node's record, checked when read), `steering` (which
+//! nodes credentials name, where a full node sends an Allocate), `quota`
+//! (fleet-wide quotas), `control` (what one node asks of all), `remote`
+//! (the admin API's fleet-wide questions), `users` and `auth` (users and
+//! REST secrets in the store), `stream` (usage records to Redis). This
+//! file only declares them and what the fleet offers.
 
 mod agent;
 mod auth;
 mod control;
+mod own;
 mod quota;
 mod record;
 mod remote;
+mod scripts;
+mod state;
 mod steering;
 mod store;
 mod stream;
 mod target;
-
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
-
-use crossbeam_channel::{Receiver, Sender};
+mod users;
 
 pub use self::agent::Agent;
-pub use self::auth::FleetAuth;
-pub use self::control::MAX_LISTED;
+pub(crate) use self::control::read_from_store;
+pub use self::control::{MAX_LISTED, revocations_in_force};
 pub use self::record::NodeRecord;
 pub use self::remote::GATHER;
+pub use self::state::{Asked, BEAT, FleetCounts, FleetState, RECORD_TTL, View};
 pub use self::steering::best_nodes;
 pub use self::stream::{MAX_WAITING, StreamCounts, UsageStream};
-use crate::config::Fleet;
-
-/// How often a node writes its record and reads the others'.
-pub const BEAT: std::time::Duration = std::time::Duration::from_secs(1);
-/// How long a record lives unless written again: a node that stops
-/// writing (it died) leaves the registry this long after its last beat.
-pub const RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// What the node's threads know of the fleet: its settings, the live
-/// nodes as last read, whether the store answers, and counters.
-#[derive(Debug)]
-pub struct FleetState {
-    settings: Fleet,
-    view: Mutex<Arc<View>>,
-    store_up: AtomicBool,
-    counts: FleetCounts,
-    /// The workers' admission requests, to the agent.
-    asked: (Sender<Asked>, Receiver<Asked>),
-    /// The admin API's connection to the store.
-    api: Mutex<Option<store::Store>>,
-    /// The version of the store's users and secrets the node runs with.
-    auth_version: AtomicU64,
-    /// The store lost its users and secrets (said once).
-    auth_lost: AtomicBool,
-}
-
-/// A worker's parked Allocate, for the fleet's word.
-#[derive(Debug)]
-pub struct Asked {
-    /// The worker to answer.
-    pub worker: usize,
-    /// What to count.
-    pub request: ip2p_turn::AdmissionRequest,
-}
-
-/// Admission requests queued for the agent at most (past them a worker
-/// answers with the fallback at once).
-const MAX_ASKED: usize = 4096;
-
-/// The live nodes as read from the registry at `at` (this node's among
-/// them once it published).
-#[derive(Debug, Default)]
-pub struct View {
-    /// The live nodes, by id.
-    pub nodes: Vec<NodeRecord>,
-    /// When they were read; `None` before the first read.
-    pub at: Option<Instant>,
-}
-
-/// What the fleet's agent did (for `/metrics`).
-#[derive(Debug, Default)]
-pub struct FleetCounts {
-    /// Calls to the store that failed (refused, timed out, garbage).
-    pub store_errors: AtomicU64,
-    /// Records read from the store and ignored as not sane.
-    pub records_ignored: AtomicU64,
-    /// The fleet's words on Allocates: admitted, over the user's quota,
-    /// over the prefix's, unknown (the store could not say).
-    pub words: [AtomicU64; 4],
-}
-
-impl FleetCounts {
-    fn count_word(&self, word: ip2p_turn::Admission) {
-        let i = match word {
-            ip2p_turn::Admission::Admitted => 0,
-            ip2p_turn::Admission::OverUser => 1,
-            ip2p_turn::Admission::OverPrefix => 2,
-            ip2p_turn::Admission::Unknown => 3,
-        };
-        if let Some(n) = self.words.get(i) {
-            n.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl FleetState {
-    /// The state of a node joining `settings`' fleet (the store not
-    /// reached yet).
-    #[must_use]
-    pub fn new(settings: Fleet) -> Self {
-        Self {
-            settings,
-            view: Mutex::new(Arc::new(View::default())),
-            store_up: AtomicBool::new(false),
-            counts: FleetCounts::default(),
-            asked: crossbeam_channel::bounded(MAX_ASKED),
-            api: Mutex::new(None),
-            auth_version: AtomicU64::new(0),
-            auth_lost: AtomicBool::new(false),
-        }
-    }
-
-    /// Where a worker sends its admission requests.
-    pub(crate) fn asking(&self) -> Sender<Asked> {
-        self.asked.0.clone()
-    }
-
-    /// The fleet's settings.
-    #[must_use]
-    pub fn settings(&self) -> &Fleet {
-        &self.settings
-    }
-
-    /// The live nodes as last read.
-    #[must_use]
-    pub fn view(&self) -> Arc<View> {
-        Arc::clone(&self.view.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn set_view(&self, view: View) {
-        *self.view.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(view);
-    }
-
-    /// Whether the store answered the last call.
-    #[must_use]
-    pub fn store_up(&self) -> bool {
-        self.store_up.load(Ordering::Relaxed)
-    }
-
-    /// What the agent did.
-    #[must_use]
-    pub fn counts(&self) -> &FleetCounts {
-        &self.counts
-    }
-}
-
-/// The revocations in force in `fleet` now, read before the node serves
-/// (none, with a warning, when the store cannot be reached: the listener
-/// applies them once it can).
-#[must_use]
-pub fn revocations_in_force(fleet: &Fleet) -> Vec<(String, u64)> {
-    let read = store::Store::new(fleet).and_then(|mut s| s.revocations(crate::unix_now()));
-    read.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "fleet: cannot read the fleet's revocations before serving; applying them once the store answers");
-        Vec::new()
-    })
-}
-
-/// What the node reads from the store, each as it reads it (for the fuzz
-/// target): `text` as a control message, a node record, a stored user's
-/// secret, the answers to a sessions question, and a Sentinel URL.
-pub(crate) fn read_from_store(text: &str) {
-    let keys = store::Keys::new("fuzz");
-    if let Ok(c) = serde_json::from_str::<control::Control>(text) {
-        let _ = c.is_sane(&keys);
-    }
-    if let Ok(r) = serde_json::from_str::<NodeRecord>(text)
-        && r.is_sane()
-    {
-        assert!(r.load() >= 0.0, "a sane record's load: {r:?}");
-        let _ = steering::best_nodes(std::slice::from_ref(&r), &r.region, 0.9);
-    }
-    let _ = auth::parse_secret(text);
-    if let Ok(serde_json::Value::Array(answers)) = serde_json::from_str(text) {
-        let _ = remote::gather(answers);
-    }
-    let _ = crate::config::sentinel_parts(text);
-}
+pub use self::users::FleetAuth;

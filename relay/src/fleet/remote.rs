@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::FleetState;
 use super::auth::AuthChange;
 use super::control::Control;
+use super::state::FleetState;
 use super::store::Store;
 
 /// How long a fleet-wide question waits for the nodes' answers.
@@ -58,7 +58,7 @@ impl FleetState {
             let listening = s.send(&question)?;
             s.answers(&reply, listening, Instant::now() + GATHER)
         })?;
-        Ok(gather(answers))
+        Ok(super::control::gather(answers))
     }
 
     /// Ends session `id` wherever it lives: the session as it was, with
@@ -110,7 +110,7 @@ impl FleetState {
     /// The store did not take it.
     pub fn add_secret(&self, secret: &str) -> Result<String, String> {
         self.api(|s| s.change_auth(&AuthChange::AddSecret(secret)))?;
-        Ok(super::auth::fingerprint(secret.as_bytes()))
+        Ok(super::users::fingerprint(secret.as_bytes()))
     }
 
     /// Removes the stored REST secret of `fingerprint`; whether there was
@@ -120,7 +120,7 @@ impl FleetState {
     /// The store did not take it.
     pub fn remove_secret(&self, fingerprint: &str) -> Result<bool, String> {
         let (_, secrets) = self.api(Store::auth_listed)?;
-        let Some(secret) = secrets.into_iter().find(|s| super::auth::fingerprint(s.as_bytes()) == fingerprint) else {
+        let Some(secret) = secrets.into_iter().find(|s| super::users::fingerprint(s.as_bytes()) == fingerprint) else {
             return Ok(false);
         };
         self.api(|s| s.change_auth(&AuthChange::RemoveSecret(secret)))
@@ -134,21 +134,6 @@ impl FleetState {
     pub fn auth_listed(&self) -> Result<(Vec<String>, Vec<String>), String> {
         let (mut users, secrets) = self.api(Store::auth_listed)?;
         users.sort();
-        Ok((users, secrets.iter().map(|s| super::auth::fingerprint(s.as_bytes())).collect()))
+        Ok((users, secrets.iter().map(|s| super::users::fingerprint(s.as_bytes())).collect()))
     }
-}
-
-/// The nodes' answers to a sessions question: every session listed, and
-/// the ids of the nodes that answered (whatever the answers hold).
-pub(super) fn gather(answers: Vec<Value>) -> (Vec<Value>, Vec<String>) {
-    let mut sessions = Vec::new();
-    let mut nodes = Vec::new();
-    for mut a in answers {
-        nodes.extend(a.get("node").and_then(Value::as_str).map(str::to_owned));
-        if let Some(Value::Array(listed)) = a.get_mut("sessions").map(Value::take) {
-            sessions.extend(listed);
-        }
-    }
-    nodes.sort();
-    (sessions, nodes)
 }

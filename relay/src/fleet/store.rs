@@ -3,46 +3,15 @@
 //! a fleet carries its name as a hash tag (`ip2p:{NAME}:...`), so a
 //! Cluster keeps one fleet on one slot and each script's keys together.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{Connection, RedisResult, Script};
+use redis::{Connection, RedisResult};
+
+use super::scripts::{ADMIT, APPLY, LEAVE, PUBLISH, REWRITE};
 
 /// How long a connect, a command or an answer may take before the store
 /// counts as down.
 pub(super) const TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Publishes the node's record and returns every live node's: the dead
-/// (their time in the live set past) are removed on the way. KEYS: the
-/// live set (id by expiry, ms of the store's clock), the records (id to
-/// JSON); ARGV: the id, the record, its time to live (ms).
-static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-  if id ~= ARGV[1] then redis.call('HDEL', KEYS[2], id) end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
-return redis.call('HMGET', KEYS[2], unpack(live))
-",
-    )
-});
-
-/// Removes the node from the registry. KEYS as `PUBLISH`; ARGV: the id.
-static LEAVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
-",
-    )
-});
 
 /// The names of a fleet's keys.
 #[derive(Debug, Clone)]
@@ -102,7 +71,7 @@ impl Store {
             con.set_read_timeout(Some(TIMEOUT))?;
             con.set_write_timeout(Some(TIMEOUT))?;
             // Pipelines call the quota scripts by their hash.
-            for script in [&*super::quota::ADMIT, &*super::quota::APPLY, &*super::quota::REWRITE] {
+            for script in [&*ADMIT, &*APPLY, &*REWRITE] {
                 script.load(&mut con)?;
             }
             self.fresh = true;

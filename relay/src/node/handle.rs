@@ -56,7 +56,20 @@ pub struct NodeHandle {
     /// The fleet it is in, if any.
     pub(super) fleet: Option<Arc<crate::fleet::FleetState>>,
     /// What the workers' configuration is made of.
-    pub(super) live: Arc<Mutex<super::live::Live>>,
+    pub(super) live: Arc<Mutex<Live>>,
+}
+
+/// The parts of the workers' configuration.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(super) settings: crate::config::Settings,
+    pub(super) fleet_auth: Option<crate::fleet::FleetAuth>,
+}
+
+impl Live {
+    pub(super) fn new(settings: crate::config::Settings) -> Self {
+        Self { settings, fleet_auth: None }
+    }
 }
 
 /// Counter samples by name and labels (`ip2p_x_total{a="b"}`).

@@ -5,24 +5,11 @@
 
 use std::sync::{Arc, PoisonError};
 
-use super::handle::NodeHandle;
+use super::handle::{Live, NodeHandle};
 use super::resources::worker_config;
 use crate::config::Settings;
 use crate::datapath::worker::Command;
 use crate::fleet::FleetAuth;
-
-/// The parts of the workers' configuration.
-#[derive(Debug)]
-pub(crate) struct Live {
-    pub(super) settings: Settings,
-    fleet_auth: Option<FleetAuth>,
-}
-
-impl Live {
-    pub(super) fn new(settings: Settings) -> Self {
-        Self { settings, fleet_auth: None }
-    }
-}
 
 impl NodeHandle {
     /// The workers run with `settings` (a reload's), with what the fleet

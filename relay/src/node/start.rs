@@ -141,7 +141,7 @@ pub(crate) fn start_with(
         usage: common.usage.as_ref().map(crate::usage::UsageLog::counts),
         relay_ips: Arc::new(settings.turn.relay_ips.clone()),
         fleet: common.fleet.clone(),
-        live: Arc::new(Mutex::new(super::live::Live::new(settings.clone()))),
+        live: Arc::new(Mutex::new(super::handle::Live::new(settings.clone()))),
     };
     let local_watch = match local_watch {
         Some(watch) => {
