@@ -372,6 +372,10 @@ impl<T> Clients<T> {
     /// overdue: each runs again and its answer goes to its client, on its
     /// connection or from its UDP listener (`udp`, by index).
     pub(crate) fn answer_admissions<U: AsFd>(&mut self, worker: &mut Worker, udp: &[U], sockets: &mut impl Sockets) {
+        // A loop round's cost outside a fleet: these two checks.
+        if worker.words.is_empty() && !worker.server.admissions_pending() {
+            return;
+        }
         worker.ask_fleet();
         let now = now();
         loop {

@@ -64,6 +64,13 @@ impl Server {
         Word::Wait
     }
 
+    /// Whether Allocates wait for the fleet's word, or requests for the
+    /// store: nothing to do for a datapath otherwise.
+    #[must_use]
+    pub fn admissions_pending(&self) -> bool {
+        !self.admissions.parked.is_empty() || !self.admissions.requests.is_empty()
+    }
+
     /// The next allocation to take to the fleet's store, if any (with
     /// [`crate::Config::admission`]: the caller must take them, and answer
     /// each with [`Self::admitted`]).
