@@ -188,7 +188,7 @@ fn fleet(out: &mut Out<'_, '_>, fleet: Option<&crate::fleet::FleetState>) -> fmt
     )?;
     out.counter(
         "ip2p_fleet_records_ignored",
-        "Node records read from the registry and ignored (not a record a node writes)",
+        "What the node read from the fleet's store and ignored: node records, control messages and stored users that no node writes",
         c.records_ignored.load(Relaxed),
     )?;
     let [admitted, over_user, over_prefix, unknown] = c.words.each_ref().map(|n| n.load(Relaxed));

@@ -65,7 +65,8 @@ pub struct View {
 pub struct FleetCounts {
     /// Calls to the store that failed (refused, timed out, garbage).
     pub store_errors: AtomicU64,
-    /// Records read from the store and ignored as not sane.
+    /// Node records, control messages and stored users read from the
+    /// store and ignored as not sane.
     pub records_ignored: AtomicU64,
     /// The fleet's words on Allocates: admitted, over the user's quota,
     /// over the prefix's, unknown (the store could not say).
