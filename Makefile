@@ -2,7 +2,7 @@ SHELL := /bin/bash
 # ip2p: everyday commands. `make help` lists them.
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := message reencode channel_data framer turn_server handover_snapshot admin_request fleet_store
+FUZZ_TARGETS := message reencode channel_data framer turn_server handover_snapshot admin_request fleet_store proxy_header
 # The stateful core target runs without AddressSanitizer: the crates it
 # drives forbid unsafe code, and ASan cost it 5x its executions a second.
 FUZZ_NO_ASAN := turn_server

@@ -56,3 +56,11 @@ pub fn fleet_store(bytes: &[u8]) {
         crate::fleet::read_from_store(text);
     }
 }
+
+/// A connection's first bytes read as a PROXY protocol header (v1 or v2):
+/// never a panic, and a header never longer than the bytes or the bound.
+pub fn proxy_header(bytes: &[u8]) {
+    if let crate::datapath::proxy::Parsed::Header(_, len) = crate::datapath::proxy::parse(bytes) {
+        assert!(len <= bytes.len() && len <= crate::datapath::proxy::MAX_HEADER, "{len} of {}", bytes.len());
+    }
+}

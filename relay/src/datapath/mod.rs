@@ -11,8 +11,9 @@
 //! `stream` and `conn_limits` (TCP and TLS connections, written once),
 //! `relay_sockets` (the core's sockets, written once), `tcp_relay` (RFC
 //! 6062 on threads of their own), `inbox` (packets between workers),
-//! `moving` (what a handover moves), `stats`, `polling`, `gso`, `batch`
-//! and `socket` (socket options and binding). This file only declares
+//! `moving` (what a handover moves), `proxy` (the PROXY protocol's
+//! header a load balancer puts in front of a connection), `stats`,
+//! `polling`, `gso`, `batch` and `socket` (socket options and binding). This file only declares
 //! them, with the clock and the back-off they all use.
 
 pub(crate) mod batch;
@@ -23,6 +24,7 @@ pub mod gso;
 pub(crate) mod inbox;
 pub(crate) mod moving;
 pub(crate) mod polling;
+pub(crate) mod proxy;
 pub(crate) mod records;
 pub(crate) mod relay_sockets;
 pub(crate) mod socket;
