@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # What the tests need that cargo does not bring, installed when missing:
 # coturn's client tools, systemd-analyze, iproute2's `ip` for network
-# namespaces and a headless Chromium for the self-test page (Debian
-# packages, apt-get), Prometheus and promtool for the dashboard and alert
+# namespaces, a headless Chromium for the self-test page, redis-server for
+# the fleet, HAProxy and nginx (with its stream module) as load balancers
+# in front of the relay (Debian packages, apt-get; their services are not
+# started: the tests start their own), Prometheus and promtool for the dashboard and alert
 # rules (taken out of Debian's prometheus package into target/promtool, so
 # that no Prometheus service is installed or started), and
 # Python's aioice in a project-local virtual environment (.venv, ignored by
@@ -15,6 +17,9 @@ command -v turnutils_uclient >/dev/null || missing+=(coturn)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v nginx >/dev/null || missing+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || missing+=(chromium-headless-shell)
 sudo=()
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then
@@ -28,6 +33,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get update -qq
+  # Packages with a service (nginx, haproxy) would start it on ports of
+  # their own: forbid that for the install (policy-rc.d), unless the host
+  # has its own policy.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod +x "$policy"
+    trap '"${sudo[@]}" rm -f "$policy"' EXIT
+  fi
   "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 

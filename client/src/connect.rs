@@ -28,8 +28,17 @@ impl Client {
     /// # Errors
     /// The connection fails.
     pub fn tcp(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+        Self::over_tcp(TcpStream::connect_timeout(&server, Duration::from_secs(5))?, username, password)
+    }
+
+    /// A client over a TCP connection the caller made (from an address
+    /// of its choosing).
+    ///
+    /// # Errors
+    /// The connection has no peer.
+    pub fn over_tcp(stream: TcpStream, username: &str, password: &str) -> io::Result<Self> {
         stream.set_nodelay(true)?;
+        let server = stream.peer_addr()?;
         Ok(Self::with_link(Link::Tcp(stream), server, username, password))
     }
 
@@ -45,14 +54,7 @@ impl Client {
         username: &str,
         password: &str,
     ) -> io::Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        Self::tls_with_config(server, name, Arc::new(config), username, password)
+        Self::tls_with_config(server, name, Self::tls_config(roots)?, username, password)
     }
 
     /// A client over TLS with a TLS configuration of the caller's.
@@ -66,9 +68,24 @@ impl Client {
         username: &str,
         password: &str,
     ) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+        Self::tls_over(stream, name, config, username, password)
+    }
+
+    /// A client over TLS on a TCP connection the caller made.
+    ///
+    /// # Errors
+    /// The handshake fails.
+    pub fn tls_over(
+        stream: TcpStream,
+        name: &str,
+        config: Arc<rustls::ClientConfig>,
+        username: &str,
+        password: &str,
+    ) -> io::Result<Self> {
+        let server = stream.peer_addr()?;
         let name = rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(io::Error::other)?;
         let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
-        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut tls = rustls::StreamOwned::new(conn, stream);
@@ -76,6 +93,22 @@ impl Client {
             tls.conn.complete_io(&mut tls.sock)?;
         }
         Ok(Self::with_link(Link::Tls(Box::new(tls)), server, username, password))
+    }
+
+    /// The TLS configuration [`Self::tls`] uses: trusting `roots`,
+    /// offering ALPN `stun.turn`.
+    ///
+    /// # Errors
+    /// The TLS provider offers no safe protocol version.
+    pub fn tls_config(roots: rustls::RootCertStore) -> io::Result<Arc<rustls::ClientConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(Arc::new(config))
     }
 
     fn with_link(link: Link, server: SocketAddr, username: &str, password: &str) -> Self {

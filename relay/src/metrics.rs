@@ -311,7 +311,17 @@ fn connections(out: &mut Out<'_, '_>, s: &StreamCounters) -> fmt::Result {
         "Connections closed by the relay, by reason",
         &[("framing", s.closed_framing), ("tls", s.closed_tls), ("idle", s.closed_idle)],
     )?;
-    out.counter("ip2p_backlog_drops", "Frames to a slow TCP/TLS client dropped (send backlog full)", s.dropped_backlog)
+    out.counter(
+        "ip2p_backlog_drops",
+        "Frames to a slow TCP/TLS client dropped (send backlog full)",
+        s.dropped_backlog,
+    )?;
+    out.counter("ip2p_proxy_headers_accepted", "PROXY headers read from load balancers", s.proxy_accepted)?;
+    out.reasons(
+        "ip2p_proxy_headers_refused",
+        "Connections closed for their PROXY header, by reason",
+        &[("untrusted", s.proxy_untrusted), ("invalid", s.proxy_invalid), ("timeout", s.proxy_timeout)],
+    )
 }
 
 fn per_worker(out: &mut Out<'_, '_>, workers: &[WorkerStats]) -> fmt::Result {

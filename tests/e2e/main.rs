@@ -53,6 +53,7 @@ mod host_addresses;
 mod ipv6;
 mod limits;
 mod operator;
+mod proxy_protocol;
 mod reload;
 mod security;
 mod selftest;

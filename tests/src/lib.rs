@@ -18,6 +18,7 @@ use ip2p_relay::config::{DatapathKind, RunArgs, Settings};
 use ip2p_relay::node::{self, Node};
 use ip2p_wire::{Attribute, Class, Message, MessageType, MessageWriter, Method, TransactionId};
 
+pub mod balancer;
 pub mod browser;
 pub mod redis;
 pub mod support;

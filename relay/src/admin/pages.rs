@@ -47,11 +47,12 @@ pub(super) fn selftest_config(node: &NodeHandle) -> serde_json::Value {
 pub(super) fn status(node: &NodeHandle) -> serde_json::Value {
     let workers = node.stats();
     let mut gauges = ip2p_turn::Gauges::default();
-    let mut connections = 0;
+    let mut streams = crate::datapath::stats::StreamCounters::default();
     for w in &workers {
         gauges.add(&w.gauges);
-        connections += w.streams.open;
+        streams.add(&w.streams);
     }
+    let last = workers.iter().filter_map(|w| w.streams.last_proxied).max_by_key(|l| l.at);
     serde_json::json!({
         "version": crate::VERSION,
         "uptime_seconds": node.uptime().as_secs(),
@@ -73,7 +74,23 @@ pub(super) fn status(node: &NodeHandle) -> serde_json::Value {
         "reservations": node.reservations(),
         "permissions": gauges.permissions,
         "channels": gauges.channels,
-        "connections": connections,
+        "connections": streams.open,
+        // Whom clients behind a load balancer are seen as: the latest
+        // client a PROXY header named (and the balancer).
+        "proxy_protocol": {
+            "from": node.proxy_protocol_from().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "headers_accepted": streams.proxy_accepted,
+            "refused": {
+                "untrusted": streams.proxy_untrusted,
+                "invalid": streams.proxy_invalid,
+                "timeout": streams.proxy_timeout,
+            },
+            "last": last.map(|l| serde_json::json!({
+                "client": l.client.to_string(),
+                "balancer": l.balancer.to_string(),
+                "at": l.at,
+            })),
+        },
         "fleet": node.fleet().map(|f| serde_json::json!({
             "name": f.settings().name,
             "node": f.settings().node,

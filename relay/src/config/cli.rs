@@ -142,6 +142,11 @@ pub struct RunArgs {
     /// Allow relaying to a range the defaults deny (repeatable). (config: peers.allow)
     #[arg(long = "allow-peer", value_name = "CIDR")]
     pub allow_peers: Vec<String>,
+    /// A load balancer whose TCP and TLS connections begin with a PROXY
+    /// protocol header, v1 or v2 (repeatable; CIDR or address). (config:
+    /// connections.proxy_protocol_from)
+    #[arg(long = "proxy-protocol-from", value_name = "CIDR")]
+    pub proxy_protocol_from: Vec<String>,
     /// Deny relaying to a range (repeatable). (config: peers.deny)
     #[arg(long = "deny-peer", value_name = "CIDR")]
     pub deny_peers: Vec<String>,

@@ -127,6 +127,7 @@ pub(super) struct ConnectionsSection {
     pub(super) idle_timeout: Option<u64>,
     pub(super) tls_handshake_timeout: Option<u64>,
     pub(super) send_buffer: Option<usize>,
+    pub(super) proxy_protocol_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

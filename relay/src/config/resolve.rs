@@ -100,7 +100,7 @@ impl Settings {
             listen,
             tls_listen,
             tls,
-            connections: connections(&file.connections)?,
+            connections: connections(args, &file.connections)?,
             drain_timeout,
             handover_socket,
             take_over: args.take_over,
@@ -155,7 +155,8 @@ fn tls(args: &RunArgs, file: TlsSection) -> Result<(Vec<SocketAddr>, Option<crat
 }
 
 /// `[connections]`.
-fn connections(c: &ConnectionsSection) -> Result<Connections, ConfigError> {
+fn connections(args: &RunArgs, c: &ConnectionsSection) -> Result<Connections, ConfigError> {
+    let proxy_from = pick(&args.proxy_protocol_from, c.proxy_protocol_from.clone(), Vec::new);
     Ok(Connections {
         max: ranged("connections.max", c.max.unwrap_or(defaults::CONNECTIONS), 1, 1_000_000, "connections")?,
         max_per_ip: ranged(
@@ -180,6 +181,7 @@ fn connections(c: &ConnectionsSection) -> Result<Connections, ConfigError> {
             64 << 20,
             "bytes (it must hold a largest frame)",
         )?,
+        proxy_protocol_from: parse_nets("connections.proxy_protocol_from", &proxy_from)?,
     })
 }
 

@@ -152,6 +152,9 @@ pub struct Connections {
     /// Unsent bytes held per connection; past it, packets to that client
     /// are dropped (and counted).
     pub send_buffer: usize,
+    /// Load balancers whose TCP and TLS connections begin with a PROXY
+    /// protocol header naming the client (none: no connection may).
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 /// The XDP fast path's settings (`[xdp]`).

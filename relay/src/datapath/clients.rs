@@ -16,8 +16,9 @@ use ip2p_turn::{ListenerId, REPLY_BUFFER, Sockets, Verdict, Via};
 use super::conn_limits::{ConnLimits, ConnTicket};
 use super::moving::{ConnState, MovedConn};
 use super::now;
+use super::opening::{HEADER_WAIT, Opening, Refusal, Step};
 use super::relay_sockets::RelaySockets;
-use super::stats::StreamCounters;
+use super::stats::{LastProxied, StreamCounters};
 use super::stream::{Stream, StreamError, TLS_CHUNK};
 use super::tcp_relay::TcpEvent;
 use super::worker::Worker;
@@ -95,6 +96,10 @@ impl StreamLogs {
     }
 }
 
+/// Where a connection's stream begins once its opening is done: so many
+/// bytes into what it received, or in bytes of its own.
+type StreamStart = (usize, Option<Vec<u8>>);
+
 /// A worker's connection: where it came in, its stream, the datapath's
 /// handle `T` for its socket, and when it must have allocated by.
 #[derive(Debug)]
@@ -111,6 +116,8 @@ pub(crate) struct Conn<T> {
     pub(crate) deadline: Instant,
     /// Detached: closing, waiting for its operations in flight.
     pub(crate) closing: bool,
+    /// Its first bytes: a balancer's PROXY header, or none.
+    pub(crate) opening: Opening,
 }
 
 /// A worker's connections, by slot and by 5-tuple.
@@ -167,6 +174,20 @@ impl<T> Conns<T> {
             }
             conn.closing = true;
         }
+    }
+
+    /// Gives connection `slot` the client address its balancer named;
+    /// `false` when that client has a connection on the listener already.
+    pub(crate) fn rekey(&mut self, slot: usize, peer: SocketAddr) -> bool {
+        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else { return false };
+        let key = (conn.listener, peer);
+        if self.by_peer.contains_key(&key) {
+            return false;
+        }
+        self.by_peer.remove(&(conn.listener, conn.peer));
+        conn.peer = peer;
+        self.by_peer.insert(key, slot);
+        true
     }
 
     pub(crate) fn remove(&mut self, slot: usize) -> Option<Conn<T>> {
@@ -256,16 +277,18 @@ impl<T> Clients<T> {
             return None;
         };
         self.counters.accepted += 1;
-        let ticket = Some(ticket);
-        Some(self.conns.insert(Conn { listener, peer, stream, io, ticket, deadline: now() + wait, closing: false }))
+        let proxied = worker.limits.proxied(peer.ip());
+        let deadline = now() + if proxied { HEADER_WAIT } else { wait };
+        let (ticket, opening) = (Some(ticket), Opening::new(proxied));
+        Some(self.conns.insert(Conn { listener, peer, stream, io, ticket, deadline, closing: false, opening }))
     }
 
     /// The connections that can move to the next process: plain TCP ones
-    /// (a TLS session cannot move), with a duplicate of the descriptor
+    /// (a TLS session cannot move) past their PROXY header, with a duplicate of the descriptor
     /// `fd` gives for their socket. Nothing changes here.
     pub(crate) fn moving(&self, fd: impl Fn(&T) -> Option<std::os::fd::BorrowedFd<'_>>) -> Vec<MovedConn> {
         let mut out = Vec::new();
-        for (_, c) in self.conns.live() {
+        for (_, c) in self.conns.live().filter(|(_, c)| !c.opening.awaiting_header()) {
             let Some((partial, unsent)) = c.stream.moving() else { continue };
             let Some(fd) = fd(&c.io).and_then(|fd| fd.try_clone_to_owned().ok()) else { continue };
             let state = ConnState { listener: c.listener.index, peer: c.peer, partial, unsent };
@@ -289,7 +312,9 @@ impl<T> Clients<T> {
         }
         let ticket = worker.limits.count(m.peer.ip());
         let deadline = now() + worker.limits.idle;
-        let slot = self.conns.insert(Conn { listener, peer: m.peer, stream, io, ticket, deadline, closing: false });
+        let opening = Opening::Open;
+        let slot =
+            self.conns.insert(Conn { listener, peer: m.peer, stream, io, ticket, deadline, closing: false, opening });
         self.dirty.push(slot);
         Some(slot)
     }
@@ -305,11 +330,75 @@ impl<T> Clients<T> {
         }
     }
 
-    /// Connection `slot` received `bytes`: each whole frame goes through
-    /// the core; replies queue on the connection, data for a peer leaves at
+    /// Connection `slot` received `bytes`: first its opening (a
+    /// balancer's PROXY header), then each whole frame goes through the
+    /// core; replies queue on the connection, data for a peer leaves at
     /// once from its relay socket. `Err` when the connection must close
     /// (a protocol error, counted and logged).
     pub(crate) fn received<S: RelaySockets + Sockets>(
+        &mut self,
+        slot: usize,
+        bytes: &mut [u8],
+        worker: &mut Worker,
+        sockets: &mut S,
+    ) -> Result<(), ()> {
+        if self.conns.get_mut(slot).is_none_or(|c| matches!(c.opening, Opening::Open)) {
+            return self.frames(slot, bytes, worker, sockets);
+        }
+        match self.open(slot, bytes, worker)? {
+            None => Ok(()),
+            Some((skip, None)) => self.frames(slot, bytes.get_mut(skip..).unwrap_or_default(), worker, sockets),
+            Some((_, Some(mut rest))) => self.frames(slot, &mut rest, worker, sockets),
+        }
+    }
+
+    /// A connection's first bytes: where its stream's bytes begin in
+    /// `bytes` (or the bytes themselves), `None` while a balancer's header
+    /// is incomplete, `Err` when it must close (counted, logged). A
+    /// balancer's header makes the client it names the connection's peer.
+    fn open(&mut self, slot: usize, bytes: &[u8], worker: &Worker) -> Result<Option<StreamStart>, ()> {
+        let Some(conn) = self.conns.get_mut(slot) else { return Ok(None) };
+        let (balancer, from_balancer) = (conn.peer, conn.opening.awaiting_header());
+        let refusal = match conn.opening.step(bytes) {
+            Step::Wait => return Ok(None),
+            Step::Open { skip, rest, .. } if !from_balancer => return Ok(Some((skip, rest))),
+            Step::Refuse(why) => why,
+            Step::Open { proxied, skip, rest } => {
+                let client = proxied.as_ref().map_or(balancer, |p| p.client);
+                let now = now();
+                conn.deadline =
+                    now + if conn.stream.handshaking() { worker.limits.handshake } else { worker.limits.idle };
+                if let Some(ticket) = conn.ticket.as_mut()
+                    && !worker.limits.attribute(ticket, client.ip())
+                {
+                    self.counters.refused += 1;
+                    return Err(());
+                }
+                if client != balancer && !self.conns.rekey(slot, client) {
+                    Refusal::Invalid("a client with a connection on this listener already")
+                } else {
+                    self.counters.proxy_accepted += 1;
+                    self.counters.last_proxied = Some(LastProxied { client, balancer, at: crate::unix_now() });
+                    let (alpn, sni) = proxied.map(|p| (p.alpn, p.authority)).unwrap_or_default();
+                    let alpn = alpn.map(|a| String::from_utf8_lossy(&a).into_owned());
+                    tracing::debug!(%client, %balancer, ?alpn, ?sni, "a connection through a load balancer");
+                    return Ok(Some((skip, rest)));
+                }
+            }
+        };
+        match refusal {
+            Refusal::Untrusted => self.counters.proxy_untrusted += 1,
+            Refusal::Invalid(_) => self.counters.proxy_invalid += 1,
+        }
+        if let Some(unlogged) = self.logs.closed.admit(now()) {
+            tracing::info!(client = %balancer, error = %refusal, unlogged, "closing a connection");
+        }
+        Err(())
+    }
+
+    /// A connection's stream received `bytes`: each whole frame goes
+    /// through the core.
+    fn frames<S: RelaySockets + Sockets>(
         &mut self,
         slot: usize,
         bytes: &mut [u8],
@@ -428,15 +517,21 @@ impl<T> Clients<T> {
         }
         self.next_sweep = now + SWEEP;
         let mut idle = self.conns.overdue(now);
+        let mut headerless = 0;
         idle.retain(|&slot| {
             let Some(conn) = self.conns.get_mut(slot) else { return false };
+            if conn.opening.awaiting_header() {
+                headerless += 1;
+                return true;
+            }
             if !conn.stream.handshaking() && worker.server.has_allocation(conn.listener, conn.peer) {
                 conn.deadline = now + worker.limits.idle;
                 return false;
             }
             true
         });
-        self.counters.closed_idle += idle.len() as u64;
+        self.counters.proxy_timeout += headerless;
+        self.counters.closed_idle += idle.len() as u64 - headerless;
         worker.tcp.sweep(now);
         idle
     }

@@ -23,6 +23,7 @@ pub(crate) mod epoll;
 pub mod gso;
 pub(crate) mod inbox;
 pub(crate) mod moving;
+pub(crate) mod opening;
 pub(crate) mod polling;
 pub(crate) mod proxy;
 pub(crate) mod records;

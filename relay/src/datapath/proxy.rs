@@ -51,6 +51,15 @@ pub(crate) enum Parsed {
     Invalid(&'static str),
 }
 
+/// Whether `buf` begins like a header of either version (it may be too
+/// short to say more).
+pub(crate) fn begins_like_one(buf: &[u8]) -> bool {
+    let like = |prefix: &[u8]| {
+        !buf.is_empty() && buf.get(..buf.len().min(prefix.len())) == prefix.get(..buf.len().min(prefix.len()))
+    };
+    like(&V2_SIGNATURE) || like(V1_PREFIX)
+}
+
 /// Reads a header at the start of `buf`.
 pub(crate) fn parse(buf: &[u8]) -> Parsed {
     let n = buf.len().min(V2_SIGNATURE.len());

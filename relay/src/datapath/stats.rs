@@ -93,6 +93,32 @@ pub struct StreamCounters {
     pub closed_idle: u64,
     /// Frames to a client dropped because its send backlog was full.
     pub dropped_backlog: u64,
+    /// PROXY headers that named a load balancer's client (or said LOCAL).
+    pub proxy_accepted: u64,
+    /// Connections closed for a PROXY header from a source not trusted to
+    /// send one.
+    pub proxy_untrusted: u64,
+    /// A balancer's connections closed for a malformed PROXY header (or
+    /// none).
+    pub proxy_invalid: u64,
+    /// A balancer's connections closed for not completing their PROXY
+    /// header in time.
+    pub proxy_timeout: u64,
+    /// The latest connection through a load balancer (not a counter: the
+    /// node shows the latest of its workers').
+    pub last_proxied: Option<LastProxied>,
+}
+
+/// A connection through a load balancer: whom its PROXY header named, the
+/// balancer, and when (seconds since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastProxied {
+    /// The client, as the header named it.
+    pub client: std::net::SocketAddr,
+    /// The balancer's own address.
+    pub balancer: std::net::SocketAddr,
+    /// When the header came.
+    pub at: u64,
 }
 
 ip2p_turn::add_fields!(StreamCounters {
@@ -102,7 +128,11 @@ ip2p_turn::add_fields!(StreamCounters {
     closed_framing,
     closed_tls,
     closed_idle,
-    dropped_backlog
+    dropped_backlog,
+    proxy_accepted,
+    proxy_untrusted,
+    proxy_invalid,
+    proxy_timeout
 });
 
 /// Counters only a datapath sees.

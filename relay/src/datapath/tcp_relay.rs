@@ -600,7 +600,8 @@ mod tests {
     fn relays() -> (Arc<TcpRelays>, crossbeam_channel::Receiver<TcpEvent>) {
         let (events, rx) = crossbeam_channel::unbounded();
         let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
-        let limits = Arc::new(ConnLimits::new(1000, 1000, Duration::from_secs(1), Duration::from_secs(1), 1 << 16));
+        let limits =
+            Arc::new(ConnLimits::new(1000, 1000, Duration::from_secs(1), Duration::from_secs(1), 1 << 16, Vec::new()));
         (TcpRelays::new(vec![Notifier { events, wake }], limits), rx)
     }
 

@@ -249,6 +249,12 @@ impl NodeHandle {
         self.limits.max_total
     }
 
+    /// The load balancers trusted to send a PROXY header.
+    #[must_use]
+    pub fn proxy_protocol_from(&self) -> &[ipnet::IpNet] {
+        &self.limits.proxy_from
+    }
+
     /// EVEN-PORT reservations held now.
     #[must_use]
     pub fn reservations(&self) -> usize {

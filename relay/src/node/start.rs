@@ -259,8 +259,8 @@ struct Wiring {
 impl Common {
     fn new(settings: &Settings, workers: usize, shared: NodeState) -> io::Result<(Self, Vec<Wiring>)> {
         let c = &settings.connections;
-        let limits =
-            Arc::new(ConnLimits::new(c.max, c.max_per_ip, c.idle_timeout, c.tls_handshake_timeout, c.send_buffer));
+        let (idle, handshake, proxy_from) = (c.idle_timeout, c.tls_handshake_timeout, c.proxy_protocol_from.clone());
+        let limits = Arc::new(ConnLimits::new(c.max, c.max_per_ip, idle, handshake, c.send_buffer, proxy_from));
         let mut wirings = Vec::new();
         let mut notifiers = Vec::new();
         for _ in 0..workers {
