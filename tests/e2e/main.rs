@@ -35,6 +35,7 @@ macro_rules! on_both_datapaths {
 }
 
 mod admin;
+mod beside_https;
 mod aioice;
 mod cli;
 mod coturn;

@@ -99,6 +99,9 @@ fn relays_over_udp_tcp_and_tls(dp: DatapathKind) {
                 "peer {peer} has no relay candidate over {transport}: {result}"
             );
         }
+        // The sessions API names the client as the relay saw it: here.
+        let seen = result["seen"].as_array().unwrap();
+        assert!(!seen.is_empty() && seen.iter().all(|s| s.as_str().unwrap().starts_with("127.0.0.1:")), "{result}");
         let rtt = result["rttMs"].as_f64().unwrap();
         assert!(rtt > 0.0 && rtt < 1000.0, "round trip over {transport}: {rtt} ms");
     }

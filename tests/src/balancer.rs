@@ -84,6 +84,12 @@ impl Balancer {
         false
     }
 
+    /// The directory it keeps its files in.
+    #[must_use]
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// What it logged.
     #[must_use]
     pub fn log(&self) -> String {

@@ -17,6 +17,10 @@ impl Settings {
         if !self.tls_listen.is_empty() {
             line("tls listen", format!("{:?}", self.tls_listen));
         }
+        if !self.connections.proxy_protocol_from.is_empty() {
+            let nets: Vec<String> = self.connections.proxy_protocol_from.iter().map(ToString::to_string).collect();
+            line("proxy from", format!("{} (their TCP/TLS connections carry a PROXY header)", nets.join(", ")));
+        }
         line("workers", format!("{} ({:?} datapath)", self.engine.workers, self.engine.datapath));
         if self.xdp.mode != XdpMode::Off {
             let on = if self.xdp.interfaces.is_empty() {

@@ -36,6 +36,24 @@ fn the_example_config_refuses_its_placeholders_and_is_valid_without_them() {
     assert!(s.tls.is_none() && s.tls_listen.is_empty());
     assert_eq!(s.connections.max_per_ip, 64);
     assert_eq!(s.connections.send_buffer, 262_144);
+    assert!(s.connections.proxy_protocol_from.is_empty(), "no balancer is trusted unless named");
+}
+
+#[test]
+fn balancers_come_from_the_file_or_the_flags() {
+    let text = r#"
+        listen = ["127.0.0.1:3478"]
+        [auth]
+        users = [{ name = "a", password = "b" }]
+        [connections]
+        proxy_protocol_from = ["10.1.0.0/16", "192.0.2.7"]
+    "#;
+    let s = Settings::from_toml(text, &RunArgs::default()).unwrap();
+    let nets: Vec<String> = s.connections.proxy_protocol_from.iter().map(ToString::to_string).collect();
+    assert_eq!(nets, ["10.1.0.0/16", "192.0.2.7/32"]);
+    let a = args(|a| a.proxy_protocol_from = vec!["2001:db8::/48".into()]);
+    let s = Settings::from_toml(text, &a).unwrap();
+    assert_eq!(s.connections.proxy_protocol_from, ["2001:db8::/48".parse::<ipnet::IpNet>().unwrap()]);
 }
 
 #[test]
@@ -138,6 +156,7 @@ fn errors_name_the_key() {
         ("[relay]\nexternal_ips = [\"::1\"]", "relay.external_ips"),
         ("[allocation]\nmax_lifetime = 10", "allocation.max_lifetime"),
         ("[peers]\nallow = [\"300.1.1.1/8\"]", "peers.allow"),
+        ("[connections]\nproxy_protocol_from = [\"balancer\"]", "connections.proxy_protocol_from"),
         ("[auth]\nnonce_secret = \"abc\"", "auth.nonce_secret"),
         ("[auth]\nusers = [{ name = \"a\" }]", "auth.users[0]"),
         ("[auth]\nusers = [{ name = \"a\", key = \"zz\" }]", "auth.users[0]"),
