@@ -59,8 +59,27 @@ pub fn fleet_store(bytes: &[u8]) {
 
 /// A connection's first bytes read as a PROXY protocol header (v1 or v2):
 /// never a panic, and a header never longer than the bytes or the bound.
+/// Then the same bytes in pieces (the first byte says how long each is)
+/// through a balancer's connection's opening: what it holds stays under
+/// the bound, and what it hands the stream is the rest of the bytes.
 pub fn proxy_header(bytes: &[u8]) {
-    if let crate::datapath::proxy::Parsed::Header(_, len) = crate::datapath::proxy::parse(bytes) {
-        assert!(len <= bytes.len() && len <= crate::datapath::proxy::MAX_HEADER, "{len} of {}", bytes.len());
+    use crate::datapath::opening::{Opening, Step};
+    use crate::datapath::proxy::{MAX_HEADER, Parsed, parse};
+    if let Parsed::Header(_, len) = parse(bytes) {
+        assert!(len <= bytes.len() && len <= MAX_HEADER, "{len} of {}", bytes.len());
+    }
+    let Some((&piece, bytes)) = bytes.split_first() else { return };
+    let mut opening = Opening::new(true);
+    for (i, chunk) in bytes.chunks(usize::from(piece).max(1)).enumerate() {
+        match opening.step(chunk) {
+            Step::Wait => assert!(matches!(&opening, Opening::Header(held) if held.len() < MAX_HEADER)),
+            Step::Refuse(_) => return,
+            Step::Open { skip, rest, .. } => {
+                let seen = i * usize::from(piece).max(1) + chunk.len();
+                let stream = rest.map_or(chunk.len() - skip.min(chunk.len()), |r| r.len());
+                assert!(skip <= chunk.len() && stream <= seen, "{skip} {stream} {seen}");
+                return;
+            }
+        }
     }
 }
