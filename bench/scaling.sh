@@ -112,11 +112,12 @@ handoffs = delta("ip2p_short_circuit_handoffs_total")
 crossed = delta("ip2p_short_circuit_crossed_total") if "ip2p_short_circuit_crossed_total" in m1 else handoffs
 share = f"{100 * short / relayed:.0f}% of {relayed}" if mode == "pairs" and relayed else "-"
 cross = f"{100 * crossed / short:.0f}%/{100 * handoffs / short:.0f}%" if mode == "pairs" and short else "-"
-m = re.search(r"(\d+) pkt/s received", cap)
+m = re.search(r"^capacity: (\d+) pkt/s", cap, re.M)
 capacity = ""
 if cap:
-    bench = "fell behind" in cap
-    capacity = (m.group(1) + (" (bench)" if bench else "")) if m else ("bench-bound" if bench else "failed")
+    bench = "bench-bound" in cap
+    capacity = (m.group(1) + (" (bench)" if bench else "")) if m else "none"
+
 behind = "" if run["valid"] else " (bench behind)"
 p50 = run["latency_us"]["p50"]
 print(f"{mode:<6} {workers:<9} {rate:>9} {cpu:>11.2f} {p50:>8.1f} {split:>14} {share:>16} {cross:>10} {capacity:>15}{behind}")

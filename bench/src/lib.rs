@@ -8,6 +8,7 @@
 //! - [`engine`]: the I/O of bench threads: io_uring or epoll.
 //! - [`forward`]: a bare UDP forwarder, the baseline for a relay.
 //! - [`plot`]: latency percentile plots of several runs, as SVG.
+//! - [`search`]: the capacity search, robust to a noisy machine.
 
 // Schedules and rates are float arithmetic on nanoseconds and counts, all
 // far below 2^53: the casts back to integers are exact where it matters.
@@ -19,5 +20,6 @@ pub mod forward;
 pub mod plot;
 pub mod run;
 pub mod schedule;
+pub mod search;
 pub mod stamp;
 pub mod stats;

@@ -539,6 +539,7 @@ pub fn run(cfg: &RunConfig, stop: &Arc<AtomicBool>) -> io::Result<(Summary, Hist
         packets_per_second: unique as f64 / secs,
         mbit_per_second: unique as f64 * cfg.size.max(STAMP_LEN) as f64 * 8.0 / secs / 1e6,
         latency_us: Percentiles::of(&latency),
+        send_lag_p50_us: lag.value_at_quantile(0.5) as f64 / 1000.0,
         send_lag_p99_us: lag_p99,
         send_lag_max_us: lag.max() as f64 / 1000.0,
         // Latency counts from when a packet was due: a bench late by more

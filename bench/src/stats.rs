@@ -75,6 +75,10 @@ pub struct Summary {
     pub mbit_per_second: f64,
     /// Latency percentiles in microseconds.
     pub latency_us: Percentiles,
+    /// How late the sender was against its schedule (median, µs): past
+    /// [`crate::run::MAX_VALID_LAG_US`], the generator could not keep up
+    /// with the rate at all.
+    pub send_lag_p50_us: f64,
     /// How late the sender was against its schedule (p99 and max, µs).
     pub send_lag_p99_us: f64,
     /// See `send_lag_p99_us`.

@@ -35,8 +35,8 @@ macro_rules! on_both_datapaths {
 }
 
 mod admin;
-mod beside_https;
 mod aioice;
+mod beside_https;
 mod cli;
 mod coturn;
 mod deploy;
