@@ -12,7 +12,11 @@
 # TOPOLOGY: "loopback" (default: everything on this host's loopback, where
 # a sender pays for its receiver's softirq work) or "veth" (root: the bench
 # and the servers in network namespaces of the script's own, joined by a
-# veth pair, so receive work is charged as a real NIC's is).
+# veth pair, so receive work is charged as a real NIC's is), REPEATS
+# (rounds of every scenario, servers in turn within a round: the table
+# shows each figure's median and range) and RERUNS (more runs of a
+# fixed-rate run the generator could not keep on schedule, before it is
+# left out with the reason printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +36,8 @@ MODES=${MODES:-"pairs echo"}
 SESSIONS=${SESSIONS:-20}
 TOPOLOGY=${TOPOLOGY:-loopback}
 BASELINE=${BASELINE:-}
+REPEATS=${REPEATS:-3}
+RERUNS=${RERUNS:-2}
 OUT=${OUT:-target/bench-compare$([ "$TOPOLOGY" = veth ] && echo -veth || true)}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/*.hgrm "$OUT"/*.svg "$OUT"/errors.log
@@ -102,47 +108,50 @@ via() {
   esac
 }
 
-# latency <name> <mode> <size>: one fixed-rate run; records server CPU.
+# fixed <run> <name> <mode> <size> <engine> <rate> [more bench args]: one
+# fixed-rate run of round ROUND (<run>-<name>-<mode>-<size>.r<ROUND>.json),
+# with the server's CPU; run again, up to RERUNS more times, while the
+# generator could not keep its schedule (the run is then not valid).
+fixed() {
+  local run=$1 name=$2 mode=$3 size=$4 engine=$5 rate=$6 try c0 c1; shift 6
+  local stem=$OUT/$run-$name-$mode-$size.r$ROUND server=()
+  [ "$name" = direct ] || server=(--server "$SERVER_IP:$SERVER_PORT")
+  for try in $(seq 0 "$RERUNS"); do
+    c0=$([ "$name" = direct ] && echo 0 || cpu_ticks "$SERVER_PID")
+    bench latency --engine "$engine" "${server[@]}" $(via "$name" "$mode") --size "$size" --rate "$rate" \
+      --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B at $rate #$ROUND" --json "$stem.json" "$@" | sed -n 2p
+    c1=$([ "$name" = direct ] && echo 0 || cpu_ticks "$SERVER_PID")
+    echo "$(( c1 - c0 )) $(getconf CLK_TCK)" >"$stem.cpu"
+    if grep -q '"valid": true' "$stem.json" 2>/dev/null; then return 0; fi
+    if [ "$try" -lt "$RERUNS" ]; then echo "  (the generator fell behind its schedule: running it again)"; fi
+  done
+}
+
+# latency <name> <mode> <size>: the fixed-rate latency run (epoll engine).
 latency() {
-  local name=$1 mode=$2 size=$3 json="$OUT/latency-$1-$2-$3.json"
-  if [ "$name" = direct ]; then
-    bench latency --engine epoll $(via direct "$mode") --size "$size" --rate "$RATE" --sessions "$SESSIONS" --duration "$DURATION" \
-      --label "direct $mode ${size}B" --json "$json" --hgrm "$OUT/$mode-$size-direct.hgrm" | sed -n 2p
-    return
-  fi
-  local c0 c1; c0=$(cpu_ticks "$SERVER_PID")
-  bench latency --engine epoll --server "$SERVER_IP:$SERVER_PORT" $(via "$name" "$mode") --size "$size" --rate "$RATE" \
-    --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B" --json "$json" \
-    --hgrm "$OUT/$mode-$size-$name.hgrm" | sed -n 2p
-  c1=$(cpu_ticks "$SERVER_PID")
-  echo "$(( c1 - c0 )) $(getconf CLK_TCK)" >"$OUT/latency-$name-$mode-$size.cpu"
+  fixed latency "$1" "$2" "$3" epoll "$RATE" --hgrm "$OUT/$2-$3-$1.r$ROUND.hgrm"
 }
 
 # load <name> <mode> <size>: server CPU per packet at LOAD_RATE.
 load() {
-  local name=$1 mode=$2 size=$3 c0 c1
-  c0=$(cpu_ticks "$SERVER_PID")
-  bench latency --engine io-uring --server "$SERVER_IP:$SERVER_PORT" $(via "$name" "$mode") --size "$size" --rate "$LOAD_RATE" \
-    --sessions "$SESSIONS" --duration "$DURATION" --label "$name $mode ${size}B at $LOAD_RATE" \
-    --json "$OUT/load-$name-$mode-$size.json" | sed -n 2p
-  c1=$(cpu_ticks "$SERVER_PID")
-  echo "$(( c1 - c0 )) $(getconf CLK_TCK)" >"$OUT/load-$name-$mode-$size.cpu"
+  fixed load "$1" "$2" "$3" io-uring "$LOAD_RATE"
 }
 
 capacity() {
   local name=$1 mode=$2 size=$3 server=$SERVER_IP:${SERVER_PORT:-0}
   bench capacity --engine io-uring --server "$server" $(via "$name" "$mode") --size "$size" --rate "$CAP_START" \
     --sessions "$SESSIONS" --duration "$CAP_STEP_DURATION" --warmup 0.5 --label "$name" --max-p99-us "$CAP_MAX_P99_US" \
-    --json "$OUT/capacity-$name-$mode-$size.json" | tail -n 1
+    --json "$OUT/capacity-$name-$mode-$size.r$ROUND.json" | tail -n 1
 }
 
 echo "ip2p-bench compare: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
 echo "topology: $TOPOLOGY$([ "$TOPOLOGY" = veth ] && echo " (bench and servers in network namespaces joined by a veth pair)"); servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; latency runs at $RATE pkt/s, $SESSIONS sessions, ${DURATION}s (epoll engine)"
-echo "capacity: highest rate with loss <= 0.1% and p99 <= $CAP_MAX_P99_US us, from $CAP_START pkt/s in steps of x1.25, a step failing only if both of 2 runs fail (io_uring engine)"
+echo "capacity: highest rate with loss <= 0.1% and p99 <= $CAP_MAX_P99_US us, searched from $CAP_START pkt/s (x1.5 up, then bisected to 2%; a step holds if any of 3 runs holds), each step ${CAP_STEP_DURATION}s and 20000 packets at least (io_uring engine); $REPEATS rounds"
 echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)$([ -n "$BASELINE" ] && echo ", before: $BASELINE")"
 for size in $SIZES; do
   for mode in $MODES; do
-    echo "== $mode, $size B"
+   for ROUND in $(seq 1 "$REPEATS"); do
+    echo "== $mode, $size B, round $ROUND of $REPEATS"
     start_ip2p 1; wait_ready
     latency ip2p "$mode" "$size"
     load ip2p "$mode" "$size"
@@ -168,14 +177,20 @@ for size in $SIZES; do
     fi
     latency direct "$mode" "$size"
     capacity direct "$mode" "$size"
-    plots=(); for n in ip2p coturn forwarder direct; do [ -f "$OUT/$mode-$size-$n.hgrm" ] && plots+=("$OUT/$mode-$size-$n.hgrm"); done
+   done
+    # The first round's percentiles, each server's, in one plot.
+    plots=(); for n in ip2p coturn forwarder direct; do
+      [ -f "$OUT/$mode-$size-$n.r1.hgrm" ] && { cp "$OUT/$mode-$size-$n.r1.hgrm" "$OUT/$n.hgrm"; plots+=("$OUT/$n.hgrm"); }
+    done
     "$BENCH" plot --title "$mode, $size B payloads, $RATE pkt/s" --out "$OUT/latency-$mode-$size.svg" "${plots[@]}"
   done
 done
 echo "== defaults (ip2p: one worker per CPU, coturn: its default relay threads), pairs, 100 B"
 SERVER_CPU=$(seq -s, 0 $(( $(nproc) - 1 )))
-start_ip2p 0; wait_ready; latency ip2p-default pairs 100; stop_server
-start_coturn ""; wait_ready; latency coturn-default pairs 100; stop_server
+for ROUND in $(seq 1 "$REPEATS"); do
+  start_ip2p 0; wait_ready; latency ip2p-default pairs 100; stop_server
+  start_coturn ""; wait_ready; latency coturn-default pairs 100; stop_server
+done
 echo
-python3 bench/compare_table.py "$OUT" "$CAP_MAX_P99_US" "$LOAD_RATE"
+python3 bench/compare_table.py "$OUT" "$LOAD_RATE"
 echo "latency plots: $OUT/latency-*.svg"

@@ -1,79 +1,77 @@
 #!/usr/bin/env python3
-"""Builds make bench-compare's table from the JSON summaries ip2p-bench wrote."""
-import glob, json, os, sys
+"""Builds make bench-compare's table from the JSON summaries ip2p-bench
+wrote: each figure the median of the scenario's runs with their range;
+runs the generator could not keep on schedule left out, and said so."""
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from repeats import RATIO_NOTE, Figure, capacities, ratio, valid_runs  # noqa: E402
 
 out = sys.argv[1]
-max_p99 = float(sys.argv[2]) if len(sys.argv) > 2 else 1000.0
-load_rate = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+load_rate = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+ORDER = {"ip2p": 0, "before": 1, "coturn": 2, "forwarder": 3, "direct": 4}
 
-def load(path):
-    with open(path) as f:
-        return json.load(f)
 
-def cpu_per_packet(name, mode, size, received, run="latency"):
-    path = os.path.join(out, f"{run}-{name}-{mode}-{size}.cpu")
+def cpu_per_packet(stem, received):
+    """Server CPU us per packet delivered end to end, of one run. Through
+    coturn each crosses the relay twice; through ip2p's short-circuit
+    (pairs) once."""
+    path = stem + ".cpu"
     if not os.path.exists(path) or not received:
         return None
     ticks, hz = map(float, open(path).read().split())
-    # Per packet delivered end to end. Through coturn each crosses the relay
-    # twice; through ip2p's short-circuit (pairs) once.
-    return ticks / hz * 1e6 / received
+    return ticks / hz * 1e6 / received if ticks else None
 
-def capacity(name, mode, size):
-    path = os.path.join(out, f"capacity-{name}-{mode}-{size}.json")
-    if not os.path.exists(path):
-        return None, None
-    # ip2p-bench capacity --json: the search's figure (null: none held)
-    # and whether the generator, not the server, bounded it.
-    found = load(path)
-    return found["capacity"], found["bench_bound"]
 
-def cpu_under_load(name, mode, size):
-    """CPU per packet at the load rate, and whether that run lost more than 0.1%."""
-    path = os.path.join(out, f"load-{name}-{mode}-{size}.json")
-    if not os.path.exists(path):
-        return None, False
-    s = load(path)
-    return cpu_per_packet(name, mode, size, s["received"], "load"), s["loss_percent"] > 0.1
+def fixed(run, name, mode, size):
+    """A server's fixed-rate runs, as figures; None if none ran."""
+    kept, behind = valid_runs(out, f"{run}-{name}-{mode}-{size}")
+    if not kept and not behind:
+        return None
+    return {
+        "p50": Figure(s["latency_us"]["p50"] for _, s in kept),
+        "p99": Figure(s["latency_us"]["p99"] for _, s in kept),
+        "p99_9": Figure(s["latency_us"]["p99_9"] for _, s in kept),
+        "loss": Figure(s["loss_percent"] for _, s in kept),
+        "lossy": any(s["loss_percent"] > 0.1 for _, s in kept),
+        "cpu": Figure(cpu_per_packet(p[: -len(".json")], s["received"]) for p, s in kept),
+        "behind": behind,
+    }
 
-def ratio(a, b):
-    return f"{a / b:.2f}" if a and b else "-"
 
-def parse_name(path):
-    """latency-NAME-MODE-SIZE.json -> (name, mode, size); None for the defaults runs."""
-    parts = os.path.basename(path)[:-5].split("-")
-    return None if len(parts) != 4 else tuple(parts[1:])
+scenarios = set()
+for path in glob.glob(os.path.join(out, "latency-*.r*.json")):
+    parts = os.path.basename(path).split(".")[0].split("-")
+    if len(parts) == 4:
+        scenarios.add((parts[2], int(parts[3]), parts[1]))
 
-rows = {}
-for path in glob.glob(os.path.join(out, "latency-*-*.json")):
-    parsed = parse_name(path)
-    if parsed is None:
-        continue
-    name, mode, size = parsed
-    s = load(path)
-    rows[(mode, int(size), name)] = s
-
-print(f"{'scenario':<16} {'server':<8} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'loss %':>7} "
-      f"{'cpu us/pkt':>10} {'at ' + str(load_rate // 1000) + 'k':>8} {'added p50':>9} {'capacity pkt/s':>15}")
-facts = {}
-order = {"ip2p": 0, "before": 1, "coturn": 2, "forwarder": 3, "direct": 4}
-for (mode, size, name) in sorted(rows, key=lambda k: (k[0], k[1], order.get(k[2], 9))):
-    s = rows[(mode, size, name)]
-    l = s["latency_us"]
-    direct = rows.get((mode, size, "direct"))
-    added = l["p50"] - direct["latency_us"]["p50"] if direct and name != "direct" else None
-    cpu = cpu_per_packet(name, mode, size, s["received"])
-    cap, bench_limited = capacity(name, mode, size)
-    loaded, lossy = cpu_under_load(name, mode, size)
-    facts[(mode, size, name)] = (l, cpu, added, cap, bench_limited, loaded)
-    loaded_text = "-" if loaded is None else f"{loaded:.2f}{'*' if lossy else ''}"
-    if cap is None:
-        cap_text = "bench behind" if bench_limited else "-"
-    else:
-        cap_text = f"{cap:.0f}{' (bench)' if bench_limited else ''}"
-    print(f"{mode + ' ' + str(size) + 'B':<16} {name:<8} {l['p50']:>8.1f} {l['p99']:>8.1f} {l['p99_9']:>9.1f} "
-          f"{s['loss_percent']:>7.3f} {('-' if cpu is None else f'{cpu:.2f}'):>10} {loaded_text:>8} "
-          f"{('-' if added is None else f'{added:.1f}'):>9} {cap_text:>15}{'' if s['valid'] else '  INVALID'}")
+print(f"{'scenario':<12} {'server':<9} {'p50 us':>20} {'p99 us':>22} {'p99.9 us':>24} {'loss %':>20} "
+      f"{'cpu us/pkt':>18} {'at ' + str(load_rate // 1000) + 'k':>18} {'added p50':>9} capacity pkt/s")
+facts, notes = {}, []
+for (mode, size, name) in sorted(scenarios, key=lambda k: (k[0], k[1], ORDER.get(k[2], 9))):
+    at = fixed("latency", name, mode, size)
+    loaded = fixed("load", name, mode, size)
+    direct = fixed("latency", "direct", mode, size)
+    added = Figure([at["p50"].median - direct["p50"].median]) if direct and name != "direct" and at["p50"] else Figure([])
+    cap, bench_bound, none = capacities(out, f"capacity-{name}-{mode}-{size}")
+    facts[(mode, size, name)] = (at, loaded, added, cap, bench_bound)
+    ceiling, _, _ = capacities(out, f"capacity-direct-{mode}-{size}")
+    cap_text = cap.fmt(".0f")
+    if bench_bound or (name != "direct" and cap.overlaps(ceiling)):
+        cap_text += " (bench)"
+    if none:
+        cap_text += f" ({len(none)} searches found none)"
+        notes += [f"{name} {mode} {size}B: {line}" for line in none]
+    behind = at["behind"] + (loaded["behind"] if loaded else 0)
+    if behind:
+        notes.append(f"{name} {mode} {size}B: {behind} fixed-rate runs fell behind their schedule after reruns: "
+                     "left out (their figures are the bench's)")
+    loaded_text = "-" if not loaded else loaded["cpu"].fmt(".2f") + ("*" if loaded["lossy"] else "")
+    print(f"{mode + ' ' + str(size) + 'B':<12} {name:<9} {at['p50'].fmt():>20} {at['p99'].fmt():>22} "
+          f"{at['p99_9'].fmt():>24} {at['loss'].fmt('.3f'):>20} {at['cpu'].fmt('.2f'):>18} {loaded_text:>18} "
+          f"{added.fmt():>9} {cap_text}")
 
 print()
 print("ratios ip2p / coturn (below 1 is better for latency and CPU, above 1 for capacity)")
@@ -83,29 +81,35 @@ for (mode, size) in sorted({(m, z) for (m, z, _n) in facts}):
     i, c, d = (facts.get((mode, size, n)) for n in ("ip2p", "coturn", "direct"))
     if not i or not c:
         continue
+    load_ratio = ratio(i[1]["cpu"], c[1]["cpu"]) if i[1] and c[1] else "-"
     line = (f"  {mode} {size}B: p50 {ratio(i[0]['p50'], c[0]['p50'])}, p99 {ratio(i[0]['p99'], c[0]['p99'])}, "
-            f"relay-added p50 {ratio(i[2], c[2])}, cpu/pkt {ratio(i[1], c[1])} (at {load_rate // 1000}k {ratio(i[5], c[5])}), "
-            f"capacity {ratio(i[3], c[3])}")
+            f"relay-added p50 {ratio(i[2], c[2])}, cpu/pkt {ratio(i[0]['cpu'], c[0]['cpu'])} "
+            f"(at {load_rate // 1000}k {load_ratio}), capacity {ratio(i[3], c[3])}")
     f = facts.get((mode, size, "forwarder"))
     if f:
         # The bare forwarder: the kernel's cost of the same two crossings.
-        line += (f"; ip2p / forwarder: capacity {ratio(i[3], f[3])}, cpu/pkt {ratio(i[1], f[1])} "
-                 f"(at {load_rate // 1000}k {ratio(i[5], f[5])}), relay-added p50 {ratio(i[2], f[2])}; "
-                 f"forwarder / coturn relay-added p50 {ratio(f[2], c[2])}")
+        line += (f"; ip2p / forwarder: capacity {ratio(i[3], f[3])}, cpu/pkt {ratio(i[0]['cpu'], f[0]['cpu'])}, "
+                 f"relay-added p50 {ratio(i[2], f[2])}; forwarder / coturn relay-added p50 {ratio(f[2], c[2])}")
     b = facts.get((mode, size, "before"))
     if b:
         # BASELINE: an earlier build of ip2p in the same run.
-        line += (f"; ip2p / before: cpu/pkt {ratio(i[1], b[1])} (at {load_rate // 1000}k {ratio(i[5], b[5])}), "
-                 f"p50 {ratio(i[0]['p50'], b[0]['p50'])}")
-    if d and not d[4]:
+        line += f"; ip2p / before: cpu/pkt {ratio(i[0]['cpu'], b[0]['cpu'])}, p50 {ratio(i[0]['p50'], b[0]['p50'])}"
+    if d and d[3] and not d[4]:
         # A direct capacity the bench itself capped is no ceiling to divide by.
         line += f"; capacity/direct ip2p {ratio(i[3], d[3])}, coturn {ratio(c[3], d[3])}"
     print(line)
-for path in sorted(glob.glob(os.path.join(out, "latency-*-default-*.json"))):
-    s = load(path)
-    print(f"  {s['label']}: p50 {s['latency_us']['p50']:.1f} us, p99 {s['latency_us']['p99']:.1f} us, loss {s['loss_percent']:.3f}%")
+for name in ("ip2p-default", "coturn-default"):
+    kept, behind = valid_runs(out, f"latency-{name}-pairs-100")
+    if kept or behind:
+        p50 = Figure(s["latency_us"]["p50"] for _, s in kept)
+        p99 = Figure(s["latency_us"]["p99"] for _, s in kept)
+        print(f"  {name} pairs 100B: p50 {p50.fmt()} us, p99 {p99.fmt()} us"
+              + (f" ({behind} runs behind schedule left out)" if behind else ""))
+print(RATIO_NOTE)
 print("cpu us/pkt: server CPU time (all threads, from /proc) per packet delivered, at the latency run's rate "
       "(pairs: client to client, crossing coturn twice and ip2p's short-circuit once; echo: to the peer and back, two crossings); "
-      f"at {load_rate // 1000}k: the same at {load_rate} pkt/s (* when that run lost over 0.1%); "
-      "added p50: relay p50 minus direct p50; (bench): capacity search stopped because the bench fell behind; "
-      "bench behind: it fell behind its schedule at the first rate")
+      f"at {load_rate // 1000}k: the same at {load_rate} pkt/s (* when a run lost over 0.1%); "
+      "added p50: relay p50 minus direct p50 (medians); (bench): the capacity is the generator's ceiling "
+      "(it fell behind, or the figure is within the direct path's range), not the server's")
+for note in notes:
+    print("note: " + note)

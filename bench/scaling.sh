@@ -10,7 +10,10 @@
 # (another build to measure), RELAY_TOML (top-level keys for the relay, as
 # "busy_poll_us = 20"), and TOPOLOGY ("loopback", or "veth": the
 # bench and the relay in network namespaces joined by a veth pair, where
-# receive work is charged as with a real NIC; root).
+# receive work is charged as with a real NIC; root), REPEATS (rounds: the
+# table shows each figure's median and range) and RERUNS (more runs of a
+# fixed-rate run the generator could not keep on schedule, before it is
+# left out with the reason printed).
 #
 # Workers are pinned to the last CPUs, the bench to the first, apart when
 # there are enough cores (workers + 1); on a 2-core machine 2 workers share
@@ -31,6 +34,8 @@ SIZE=${SIZE:-100}
 BURST=${BURST:-1}
 MODES=${MODES:-"pairs echo"}
 TOPOLOGY=${TOPOLOGY:-loopback}
+REPEATS=${REPEATS:-3}
+RERUNS=${RERUNS:-2}
 OUT=${OUT:-target/bench-scaling$([ "$TOPOLOGY" = veth ] && echo -veth || true)}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/errors.log
@@ -56,15 +61,16 @@ echo_at=(); [ "$TOPOLOGY" = veth ] && echo_at=(--echo-at "$PEER_IP:0")
 
 echo "ip2p-bench scaling: $(date -u +%Y-%m-%dT%H:%MZ), $CPUS CPUs, kernel $(uname -r); topology $TOPOLOGY; $SESSIONS sessions, $SIZE B in bursts of $BURST, ${DURATION}s per rate${RELAY_TOML:+; relay: $RELAY_TOML}"
 echo "workers on the last CPUs, the bench on the first (shared when there are not workers + 1 CPUs)"
-printf '%-6s %-9s %9s %11s %8s %14s %16s %10s %15s\n' mode workers "pkt/s/w" "cpu us/pkt" "p50 us" "worker split" "short-circuited" crossed "capacity pkt/s"
 # Pairs on several workers also run without the short-circuit: the
 # packets between workers then cross the kernel.
 { printf '%b\n' "${RELAY_TOML:-}"; cat bench/relay-bench.toml; } >"$OUT/relay.toml"
 { cat "$OUT/relay.toml"; printf '[relay]\nshort_circuit = false\n'; } >"$OUT/no-short-circuit.toml"
+rm -f "$OUT/rows.jsonl"
 for mode in $MODES; do
   for workers in $WORKERS; do
     runs="on"; [ "$mode" = pairs ] && [ "$workers" -gt 1 ] && runs="on off"
     for sc in $runs; do
+     for ROUND in $(seq 1 "$REPEATS"); do
       config=(--config "$OUT/relay.toml"); [ "$sc" = off ] && config=(--config "$OUT/no-short-circuit.toml")
       port=$(free_port "${IN_R[@]}"); ADMIN=127.0.0.1:$(free_port "${IN_R[@]}")
       "${IN_R[@]}" taskset -c "$(worker_cpus "$workers")" "$RELAY" "${config[@]}" --workers "$workers" \
@@ -72,61 +78,34 @@ for mode in $MODES; do
         >"$OUT/relay.log" 2>&1 &
       pid=$!; PIDS+=("$pid"); sleep 1
       label=$workers; [ "$sc" = off ] && label="$workers sc off"
+      echo "== $mode, $label workers, round $ROUND of $REPEATS"
       for rate in $RATES; do
         total=$((rate * workers))
-        before=$(admin status); c0=$(cpu_ticks "$pid"); m0=$(admin metrics)
-        json="$OUT/latency-$mode-$workers-$sc-$rate.json"
-        "${IN_B[@]}" taskset -c "$(bench_cpus "$workers")" "$BENCH" latency --server "$SERVER_IP:$port" --mode "$mode" \
-          "${echo_at[@]}" --size "$SIZE" --burst "$BURST" --rate "$total" --sessions "$SESSIONS" --duration "$DURATION" --json "$json" \
-          >/dev/null 2>>"$OUT/errors.log" || echo "latency run failed ($mode, $label, $rate)"
-        c1=$(cpu_ticks "$pid"); after=$(admin status); m1=$(admin metrics)
+        json="$OUT/latency-$mode-$workers-$sc-$rate.r$ROUND.json"
+        # A run the generator could not keep on schedule goes again.
+        for try in $(seq 0 "$RERUNS"); do
+          before=$(admin status); c0=$(cpu_ticks "$pid"); m0=$(admin metrics)
+          "${IN_B[@]}" taskset -c "$(bench_cpus "$workers")" "$BENCH" latency --server "$SERVER_IP:$port" --mode "$mode" \
+            "${echo_at[@]}" --size "$SIZE" --burst "$BURST" --rate "$total" --sessions "$SESSIONS" --duration "$DURATION" --json "$json" \
+            >/dev/null 2>>"$OUT/errors.log" || echo "latency run failed ($mode, $label, $rate)"
+          c1=$(cpu_ticks "$pid"); after=$(admin status); m1=$(admin metrics)
+          if grep -q '"valid": true' "$json" 2>/dev/null; then break; fi
+          if [ "$try" -lt "$RERUNS" ]; then echo "  ($rate pkt/s per worker: the generator fell behind its schedule: running it again)"; fi
+        done
         cap=""
         if [ "$rate" = "${RATES##* }" ]; then
           cap=$("${IN_B[@]}" taskset -c "$(bench_cpus "$workers")" "$BENCH" capacity --server "$SERVER_IP:$port" --mode "$mode" \
             "${echo_at[@]}" --size "$SIZE" --burst "$BURST" --rate "$((20000 * workers))" --sessions "$SESSIONS" --duration 2 --warmup 0.5 \
-            --max-p99-us 5000 2>>"$OUT/errors.log") || cap="failed"
+            --max-p99-us 5000 2>>"$OUT/errors.log" | tail -n 1) || cap="capacity: none (the search failed: see $OUT/errors.log)"
+          echo "  $cap"
         fi
-        python3 - "$json" "$((c1 - c0))" "$(getconf CLK_TCK)" "$before" "$after" "$m0" "$m1" "$mode" "$label" "$rate" "$cap" <<'EOF'
-import json, re, sys
-path, ticks, hz, before, after, m0, m1, mode, workers, rate, cap = sys.argv[1:]
-try:
-    run = json.load(open(path))
-except (OSError, ValueError):
-    print(f"{mode:<6} {workers:<9} {rate:>9} {'failed':>11}")
-    sys.exit(0)
-delivered = max(run["received"], 1)
-cpu = 1e6 * int(ticks) / int(hz) / delivered
-w0 = {w["worker"]: w["cpu_seconds"] for w in json.loads(before)["per_worker"]}
-w1 = {w["worker"]: w["cpu_seconds"] for w in json.loads(after)["per_worker"]}
-used = [w1[k] - w0.get(k, 0) for k in sorted(w1)]
-split = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used) + " %"
-def metric(text, name):
-    m = re.search(rf"^{name} (\d+)", text, re.M)
-    return int(m.group(1)) if m else 0
-def delta(name):
-    return metric(m1, name) - metric(m0, name)
-relayed = delta('ip2p_relayed_packets_total\\{direction="to_peer",path="socket"\\}')
-short = delta("ip2p_short_circuit_packets_total")
-handoffs = delta("ip2p_short_circuit_handoffs_total")
-# Before the direct crossing every crossing was a handoff.
-crossed = delta("ip2p_short_circuit_crossed_total") if "ip2p_short_circuit_crossed_total" in m1 else handoffs
-share = f"{100 * short / relayed:.0f}% of {relayed}" if mode == "pairs" and relayed else "-"
-cross = f"{100 * crossed / short:.0f}%/{100 * handoffs / short:.0f}%" if mode == "pairs" and short else "-"
-m = re.search(r"^capacity: (\d+) pkt/s", cap, re.M)
-capacity = ""
-if cap:
-    bench = "bench-bound" in cap
-    capacity = (m.group(1) + (" (bench)" if bench else "")) if m else "none"
-
-behind = "" if run["valid"] else " (bench behind)"
-p50 = run["latency_us"]["p50"]
-print(f"{mode:<6} {workers:<9} {rate:>9} {cpu:>11.2f} {p50:>8.1f} {split:>14} {share:>16} {cross:>10} {capacity:>15}{behind}")
-EOF
+        python3 bench/scaling_row.py "$json" "$((c1 - c0))" "$(getconf CLK_TCK)" "$before" "$after" "$m0" "$m1" \
+          "$mode" "$label" "$rate" "$cap" >>"$OUT/rows.jsonl"
       done
       kill "$pid"; wait "$pid" 2>/dev/null || true
+     done
     done
   done
 done
-echo "pkt/s/w: the fixed rate per worker (the bench sends workers x that); cpu us/pkt: relay CPU (all threads, /proc) per packet delivered; p50: median latency through the relay"
-echo "worker split: each worker's share of the workers' CPU (from /status); crossed: short-circuited packets for another worker's allocation / of them through its inbox"
-echo "capacity: at the last rate's row, the highest rate with loss <= 0.1% and p99 <= 5 ms; (bench behind): the bench fell behind its schedule"
+echo
+python3 bench/scaling_table.py "$OUT/rows.jsonl"

@@ -16,11 +16,15 @@
 #
 # Servers get one worker / one relay thread pinned to SERVER_CPU; the bench
 # is pinned to BENCH_CPU. Pairs take the fast path from client to client
-# (XDP_TX back out of the interface they came in by). Tunables (env): RATE, LOAD_RATE, DURATION,
-# CAP_START, CAP_STEP_DURATION, CAP_MAX_P99_US, SIZES, MODES, SESSIONS, and
-# BASELINE: another ip2p-relay binary (an earlier build) measured in the
-# same run, with the fast path on ("before-xdp") and off ("before"), at the
-# fixed rates.
+# (XDP_TX back out of the interface they came in by). Each scenario runs
+# REPEATS times (servers in turn within each round), and the table shows
+# each figure's median with its range; a fixed-rate run the generator could
+# not keep on schedule is run again (up to RERUNS more times), then left out
+# with the reason printed. Tunables (env): RATE, LOAD_RATE, DURATION,
+# CAP_START, CAP_STEP_DURATION, CAP_MAX_P99_US, SIZES, MODES, SESSIONS,
+# REPEATS, RERUNS, and BASELINE: another ip2p-relay binary (an earlier
+# build) measured in the same run, with the fast path on ("before-xdp") and
+# off ("before"), at the fixed rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +39,8 @@ SIZES=${SIZES:-"100 1200"}
 MODES=${MODES:-"echo pairs"}
 SESSIONS=${SESSIONS:-20}
 BASELINE=${BASELINE:-}
+REPEATS=${REPEATS:-3}
+RERUNS=${RERUNS:-2}
 OUT=${OUT:-target/bench-xdp}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.cpu "$OUT"/errors.log "$OUT"/*.bpf
@@ -126,21 +132,27 @@ except Exception:
     print(0, 0)'; }
 
 # bench <server name> <mode> <size> <rate> <run>: one fixed-rate run from
-# namespace C, its echo peers in P; writes the summary and the CPU split.
+# namespace C, its echo peers in P; writes the summary and the CPU split as
+# <run>-<name>-<mode>-<size>.r<round>. A run the generator could not keep
+# on schedule (not valid) goes again, up to RERUNS more times.
 bench() {
-  local name=$1 mode=$2 size=$3 rate=$4 run=$5 m
+  local name=$1 mode=$2 size=$3 rate=$4 run=$5 m stem try
+  stem=$OUT/$run-$name-$mode-$size.r$ROUND
   m=$mode; [ "$name" = kernel ] && { [ "$mode" = echo ] && m=direct-echo || m=direct; }
-  local b0 s0 f0 b1 s1 f1
-  b0=$(busy); s0=$(ticks); f0=$(prog_stats)
-  ip netns exec "$C" taskset -c "$BENCH_CPU" sh -c '"$@" 2>>'"$OUT"'/errors.log; s=$?; awk "{print \$16+\$17}" /proc/$$/stat >'"$OUT/$run-$name-$mode-$size"'.bench; exit $s' sh \
-    "$BENCH" latency --engine io-uring --server "$SERVER" --mode "$m" --echo-at 10.71.2.2:40000 --echo-netns "$P" \
-    --size "$size" --rate "$rate" --sessions "$SESSIONS" --duration "$DURATION" --warmup "$WARMUP" \
-    --label "$name $mode ${size}B at $rate" --json "$OUT/$run-$name-$mode-$size.json" | sed -n 2p \
-    || echo "FAILED: $name $mode $size (see $OUT/errors.log)"
-  b1=$(busy); s1=$(ticks); f1=$(prog_stats)
-  echo "$b0 $b1 $(nproc) $((s1 - s0)) $(cat "$OUT/$run-$name-$mode-$size.bench") $(getconf CLK_TCK) $rate $(( DURATION + WARMUP ))" \
-    >"$OUT/$run-$name-$mode-$size.cpu"
-  echo "$f0 $f1" >"$OUT/$run-$name-$mode-$size.bpf"
+  for try in $(seq 0 "$RERUNS"); do
+    local b0 s0 f0 b1 s1 f1
+    b0=$(busy); s0=$(ticks); f0=$(prog_stats)
+    ip netns exec "$C" taskset -c "$BENCH_CPU" sh -c '"$@" 2>>'"$OUT"'/errors.log; s=$?; awk "{print \$16+\$17}" /proc/$$/stat >'"$stem"'.bench; exit $s' sh \
+      "$BENCH" latency --engine io-uring --server "$SERVER" --mode "$m" --echo-at 10.71.2.2:40000 --echo-netns "$P" \
+      --size "$size" --rate "$rate" --sessions "$SESSIONS" --duration "$DURATION" --warmup "$WARMUP" \
+      --label "$name $mode ${size}B at $rate #$ROUND" --json "$stem.json" | sed -n 2p \
+      || echo "FAILED: $name $mode $size (see $OUT/errors.log)"
+    b1=$(busy); s1=$(ticks); f1=$(prog_stats)
+    echo "$b0 $b1 $(nproc) $((s1 - s0)) $(cat "$stem.bench") $(getconf CLK_TCK) $rate $(( DURATION + WARMUP ))" >"$stem.cpu"
+    echo "$f0 $f1" >"$stem.bpf"
+    if grep -q '"valid": true' "$stem.json" 2>/dev/null; then return 0; fi
+    if [ "$try" -lt "$RERUNS" ]; then echo "  (the generator fell behind its schedule: running it again)"; fi
+  done
 }
 
 capacity() {
@@ -149,7 +161,7 @@ capacity() {
   ip netns exec "$C" taskset -c "$BENCH_CPU" "$BENCH" capacity --engine io-uring --server "$SERVER" --mode "$m" \
     --echo-at 10.71.2.2:40000 --echo-netns "$P" --size "$size" --rate "$CAP_START" --sessions "$SESSIONS" \
     --duration "$CAP_STEP_DURATION" --warmup 0.5 --label "$name" --max-p99-us "$CAP_MAX_P99_US" \
-    --json "$OUT/capacity-$name-$mode-$size.json" 2>>"$OUT/errors.log" | tail -n 1 || echo "FAILED: capacity $name"
+    --json "$OUT/capacity-$name-$mode-$size.r$ROUND.json" 2>>"$OUT/errors.log" | tail -n 1 || echo "FAILED: capacity $name"
 }
 
 scenario() { # name mode size
@@ -159,11 +171,13 @@ scenario() { # name mode size
 }
 
 echo "ip2p-bench xdp: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
-echo "namespaces over veth; servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; fixed rates $RATE and $LOAD_RATE pkt/s, $SESSIONS sessions, ${DURATION}s"
+echo "namespaces over veth; servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; fixed rates $RATE and $LOAD_RATE pkt/s, $SESSIONS sessions, ${DURATION}s; $REPEATS rounds"
+echo "capacity: the highest rate with loss <= 0.1% and p99 <= $CAP_MAX_P99_US us, searched from $CAP_START pkt/s (x1.5 up, then bisected to 2%; a step holds if any of 3 runs holds), each step ${CAP_STEP_DURATION}s and 20000 packets at least"
 echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)$([ -n "$BASELINE" ] && echo ", before: $BASELINE")"
 for size in $SIZES; do
   for mode in $MODES; do
-    echo "== $mode, $size B"
+   for ROUND in $(seq 1 "$REPEATS"); do
+    echo "== $mode, $size B, round $ROUND of $REPEATS"
     start_ip2p on; sleep 1
     grep -q "XDP fast path attached" "$OUT/ip2p-xdp-on.log" || { echo "the fast path did not attach:"; cat "$OUT/ip2p-xdp-on.log"; exit 1; }
     [ "$mode" = pairs ] && far_end_pass obj "$PASS_OBJ" sec xdp
@@ -180,7 +194,8 @@ for size in $SIZES; do
     fi
     start_coturn; sleep 1; scenario coturn "$mode" "$size"; stop_server
     scenario kernel "$mode" "$size"
+   done
   done
 done
 echo
-python3 bench/xdp_table.py "$OUT" "$CAP_MAX_P99_US"
+python3 bench/xdp_table.py "$OUT"

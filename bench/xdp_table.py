@@ -1,77 +1,101 @@
 #!/usr/bin/env python3
-"""Builds make bench-xdp's table from what bench/xdp.sh wrote."""
-import json, os, sys
+"""Builds make bench-xdp's table from what bench/xdp.sh wrote: each figure
+the median of the scenario's runs with their range; runs the generator
+could not keep on schedule left out, and said so."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from repeats import RATIO_NOTE, Figure, capacities, ratio, valid_runs  # noqa: E402
 
 out = sys.argv[1]
-max_p99 = float(sys.argv[2]) if len(sys.argv) > 2 else 5000.0
 SERVERS = ["ip2p-xdp", "before-xdp", "ip2p", "before", "coturn", "kernel"]
 
 
-def load(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def cpu(run, name, mode, size):
-    """(machine less bench, relay process, machine) CPU us per packet sent."""
-    path = os.path.join(out, f"{run}-{name}-{mode}-{size}.cpu")
+def cpu(stem):
+    """(machine less bench, relay process) CPU us per packet sent, of one run."""
+    path = stem + ".cpu"
     if not os.path.exists(path):
         return None
     t0, i0, t1, i1, cpus, server, bench, hz, rate, secs = map(float, open(path).read().split())
     machine = cpus * (t1 - t0) / 1e9 * hz - (i1 - i0)
     packets = rate * secs
-    per = lambda ticks: ticks / hz * 1e6 / packets
-    return per(machine - bench), per(server), per(machine)
+    return (machine - bench) / hz * 1e6 / packets, server / hz * 1e6 / packets
 
 
-def program_ns(run, name, mode, size):
-    path = os.path.join(out, f"{run}-{name}-{mode}-{size}.bpf")
+def program_ns(stem):
+    path = stem + ".bpf"
     if not os.path.exists(path):
         return None
     t0, n0, t1, n1 = map(float, open(path).read().split())
     return (t1 - t0) / (n1 - n0) if n1 > n0 else None
 
 
-def capacity(name, mode, size):
-    path = os.path.join(out, f"capacity-{name}-{mode}-{size}.json")
-    if not os.path.exists(path):
-        return None, False
-    # ip2p-bench capacity --json: the search's figure (null: none held)
-    # and whether the generator, not the server, bounded it.
-    found = load(path)
-    return found["capacity"], found["bench_bound"]
+def fixed(run, name, mode, size):
+    """A server's fixed-rate runs at one rate, as figures; None if none ran."""
+    kept, behind = valid_runs(out, f"{run}-{name}-{mode}-{size}")
+    if not kept and not behind:
+        return None
+    stems = [p[: -len(".json")] for p, _ in kept]
+    cpus = [c for c in map(cpu, stems) if c]
+    return {
+        "p50": Figure(s["latency_us"]["p50"] for _, s in kept),
+        "p99": Figure(s["latency_us"]["p99"] for _, s in kept),
+        "loss": Figure(s["loss_percent"] for _, s in kept),
+        "cpu": Figure(c[0] for c in cpus),
+        "proc": Figure(c[1] for c in cpus),
+        "prog": Figure(map(program_ns, stems)),
+        "behind": behind,
+        "runs": len(kept) + behind,
+    }
 
 
-def fmt(v, spec=".2f"):
-    return "-" if v is None else format(v, spec)
-
-
-rows = []
-sizes = sorted({f.split("-")[-1].split(".")[0] for f in os.listdir(out) if f.startswith("latency-") and f.endswith(".json")}, key=int)
-modes = [m for m in ["echo", "pairs"] if any(f"-{m}-" in f for f in os.listdir(out))]
-print("scenario      server      p50 us  p99 us  loss %   cpu us/pkt at {0}: machine-bench  relay proc   | at load: machine-bench | prog ns/run | capacity pkt/s".format("rate"))
+files = os.listdir(out)
+sizes = sorted({f.split("-")[-1].split(".")[0] for f in files if f.startswith("latency-") and f.endswith(".json")}, key=int)
+modes = [m for m in ["echo", "pairs"] if any(f"-{m}-" in f for f in files)]
+print(f"{'scenario':<12} {'server':<10} {'p50 us':>20} {'p99 us':>22} {'loss %':>20} {'cpu us/pkt machine-bench':>25} "
+      f"{'relay proc':>19} | {'at load: machine-bench':>22} | {'prog ns/run':>16} | capacity pkt/s")
+notes = []
 for mode in modes:
     for size in sizes:
-        base = {}
+        seen = {}
+        ceiling, _, _ = capacities(out, f"capacity-kernel-{mode}-{size}")
         for name in SERVERS:
-            path = os.path.join(out, f"latency-{name}-{mode}-{size}.json")
-            if not os.path.exists(path):
+            at, loaded = fixed("latency", name, mode, size), fixed("load", name, mode, size)
+            if not at:
                 continue
-            s = load(path)
-            c = cpu("latency", name, mode, size)
-            cl = cpu("load", name, mode, size)
-            cap, bench_limited = capacity(name, mode, size)
-            base[name] = (s, c, cl)
-            print(f"{mode + ' ' + size + 'B':13} {name:10} {s['latency_us']['p50']:7.1f} {s['latency_us']['p99']:7.1f} "
-                  f"{s['loss_percent']:6.3f}   {fmt(c and c[0]):>12} {fmt(c and c[1]):>12}   | {fmt(cl and cl[0]):>22} | "
-                  f"{fmt(program_ns('load', name, mode, size), '.0f'):>11} | {fmt(cap, '.0f')}{' (bench)' if bench_limited else ''}")
-        for now_name, before_name in (("ip2p-xdp", "before-xdp"), ("ip2p", "before")):
-            n, b = base.get(now_name), base.get(before_name)
-            if n and b and n[2] and b[2]:
-                print(f"{'':13} {now_name} / {before_name} at load (machine-bench cpu/pkt): {n[2][0] / b[2][0]:.3f}x")
-        x, i, t = base.get("ip2p-xdp"), base.get("ip2p"), base.get("coturn")
-        if x and i and t and x[2] and i[2] and t[2]:
-            print(f"{'':13} ratios at load (machine-bench): ip2p socket / ip2p xdp {i[2][0] / x[2][0]:.2f}x, "
-                  f"coturn / ip2p xdp {t[2][0] / x[2][0]:.2f}x; relay-added p50 (latency run) "
-                  f"xdp {x[0]['latency_us']['p50'] - base['kernel'][0]['latency_us']['p50']:.1f} us, "
-                  f"socket {i[0]['latency_us']['p50'] - base['kernel'][0]['latency_us']['p50']:.1f} us" if "kernel" in base else "")
+            cap, bench_bound, none = capacities(out, f"capacity-{name}-{mode}-{size}")
+            seen[name] = (at, loaded, cap)
+            cap_text = cap.fmt(".0f")
+            if bench_bound or (name != "kernel" and cap.overlaps(ceiling)):
+                cap_text += " (bench)"
+            if none:
+                cap_text += f" ({len(none)} searches found none)"
+                notes += [f"{name} {mode} {size}B: {line}" for line in none]
+            behind = at["behind"] + (loaded["behind"] if loaded else 0)
+            if behind:
+                notes.append(f"{name} {mode} {size}B: {behind} fixed-rate runs fell behind their schedule after "
+                             "reruns: left out (their figures are the bench's)")
+            print(f"{mode + ' ' + size + 'B':<12} {name:<10} {at['p50'].fmt():>20} {at['p99'].fmt():>22} "
+                  f"{at['loss'].fmt('.3f'):>20} {at['cpu'].fmt('.2f'):>25} {at['proc'].fmt('.2f'):>19} | "
+                  f"{(loaded['cpu'].fmt('.2f') if loaded else '-'):>22} | "
+                  f"{(loaded['prog'].fmt('.0f') if loaded else '-'):>16} | {cap_text}")
+        for now, before in (("ip2p-xdp", "before-xdp"), ("ip2p", "before")):
+            n, b = seen.get(now), seen.get(before)
+            if n and b and n[1] and b[1]:
+                print(f"{'':12} {now} / {before} at load (machine-bench cpu/pkt): {ratio(n[1]['cpu'], b[1]['cpu'])}")
+        x, i, t, k = (seen.get(n) for n in ("ip2p-xdp", "ip2p", "coturn", "kernel"))
+        if x and i and t and x[1] and i[1] and t[1]:
+            line = (f"{'':12} ratios at load (machine-bench cpu/pkt): ip2p socket / ip2p xdp {ratio(i[1]['cpu'], x[1]['cpu'])}, "
+                    f"coturn / ip2p xdp {ratio(t[1]['cpu'], x[1]['cpu'])}; p50 (latency runs): ip2p xdp / kernel "
+                    f"{ratio(x[0]['p50'], k[0]['p50']) if k else '-'}, ip2p socket / coturn {ratio(i[0]['p50'], t[0]['p50'])}; "
+                    f"capacity: ip2p xdp / coturn {ratio(x[2], t[2])}, ip2p socket / coturn {ratio(i[2], t[2])}")
+            print(line)
+        if ceiling:
+            print(f"{'':12} the generator's ceiling here: the kernel path's capacity, {ceiling.fmt('.0f')} pkt/s; "
+                  "a figure within its range (bench) is the bench's limit, not the server's")
+print(RATIO_NOTE)
+print("cpu us/pkt: machine CPU (all CPUs, softirq included) less the bench's own, per packet sent; relay proc: the "
+      "server process alone; prog ns/run: the XDP program's own time per run (kernel.bpf_stats_enabled)")
+for note in notes:
+    print("note: " + note)

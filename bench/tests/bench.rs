@@ -101,6 +101,33 @@ fn pairs_and_echo_through_ip2p_on_both_engines() {
     assert_eq!(node.allocations(), 0, "the bench deletes its allocations");
 }
 
+/// The capacity search driving real runs through ip2p ends in its one
+/// line, which says what its JSON holds. (At these gentle rates every step
+/// holds on a quiet machine, up to the highest rate allowed; a busy one
+/// may hold the generator back, which the line then says.)
+#[test]
+fn a_capacity_search_through_ip2p_ends_in_one_line() {
+    use ip2p_bench::search::{Bounds, Outcome, Plan, search};
+    let node = ip2p();
+    let stop = Arc::new(AtomicBool::new(false));
+    let plan = Plan { start: 1000.0, max_rate: 4000.0, growth: 2.0, attempts: 2, ..Plan::default() };
+    let bounds = Bounds { max_loss: 1.0, max_p99_us: 50_000.0 };
+    let probe = |rate: f64, _| -> Result<_, std::io::Error> {
+        let cfg = RunConfig { rate, duration: Duration::from_millis(500), ..config(node.local_addrs()[0], Mode::Echo) };
+        Ok(Some(run(&cfg, &stop)?.0))
+    };
+    let found = search(&plan, &bounds, probe, |_| {}).unwrap();
+    let Outcome::Found { rate, ref above, .. } = found.outcome else { panic!("{found:?}") };
+    assert!(rate <= 4000.0 && found.steps.first().is_some_and(|s| s.rate == 1000.0), "{found:?}");
+    let line = found.line(&bounds, &plan);
+    assert!(line.starts_with(&format!("capacity: {rate:.0} pkt/s (")), "{line}");
+    assert_eq!(above.is_none(), line.contains("the highest rate tried"), "{line}");
+    let json = found.json(&bounds, &plan);
+    assert_eq!(json["capacity"], rate);
+    assert_eq!(json["steps"].as_array().unwrap().len(), found.steps.len());
+    assert_eq!(node.allocations(), 0, "each step deletes its allocations");
+}
+
 #[test]
 fn direct_modes_need_no_server() {
     let stop = Arc::new(AtomicBool::new(false));
