@@ -5,13 +5,18 @@
 //! any run holds. The search first finds a rate that holds (going down
 //! from the start if need be), then grows the rate until a step fails,
 //! then narrows the bracket to [`Plan::resolution`] by geometric
-//! bisection: the answer is not a point of a coarse grid. A step the
+//! bisection: the answer is not a point of a coarse grid. (A step that
+//! loses twenty times what the bound allows fails at once: no stall does
+//! that.) A step the
 //! generator could not keep up with says so: the limit is the bench's.
 
 use std::fmt;
 
 use crate::run::MAX_VALID_LAG_US;
 use crate::stats::Summary;
+
+/// Loss this many times the bound fails a step at once.
+const GROSS_LOSS: f64 = 20.0;
 
 /// What a step must stay within.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -210,7 +215,13 @@ pub fn search<E>(
             if verdict == Verdict::Holds {
                 return Ok(Some((verdict, received)));
             }
+            // Loss far past the bound is the server's, not a stall's (a
+            // 40 ms stall loses 2% of a 2 s step): no use running it again.
+            let gross = matches!(verdict, Verdict::Loss(l) if l > GROSS_LOSS * bounds.max_loss.max(0.01));
             last = Some((verdict, received));
+            if gross {
+                break;
+            }
         }
         Ok(last)
     };
@@ -390,6 +401,11 @@ mod tests {
         assert!(near(found, 80_000.0), "{found}");
         assert!(matches!(s.outcome, Outcome::Found { above: Some((_, Verdict::Loss(l))), .. } if l == 0.5));
         assert!(runs < 40, "bounded: {runs} runs");
+        // 0.5% is five times the bound: run three times; 100% loss once.
+        let failing: Vec<f64> = s.steps.iter().filter(|st| st.rate > 80_000.0).map(|st| st.rate).collect();
+        assert!(!failing.is_empty() && failing.iter().all(|r| failing.iter().filter(|x| *x == r).count() == 3));
+        let gross = Sim::new(10_000.0).search(&Plan { start: 40_000.0, ..Plan::default() });
+        assert_eq!(gross.steps.iter().filter(|st| st.rate == 40_000.0).count(), 1, "75% loss fails at once");
     }
 
     #[test]
