@@ -146,7 +146,7 @@ capacity() {
 
 echo "ip2p-bench compare: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
 echo "topology: $TOPOLOGY$([ "$TOPOLOGY" = veth ] && echo " (bench and servers in network namespaces joined by a veth pair)"); servers pinned to CPU $SERVER_CPU, bench to CPU $BENCH_CPU; latency runs at $RATE pkt/s, $SESSIONS sessions, ${DURATION}s (epoll engine)"
-echo "capacity: highest rate with loss <= 0.1% and p99 <= $CAP_MAX_P99_US us, searched from $CAP_START pkt/s (x1.5 up, then bisected to 2%; a step holds if any of 3 runs holds), each step ${CAP_STEP_DURATION}s and 20000 packets at least (io_uring engine); $REPEATS rounds"
+echo "capacity: highest rate with loss <= 0.1% and p99 <= $CAP_MAX_P99_US us, searched from $CAP_START pkt/s ±10% (x1.5 up, then bisected to 2%; a step holds if any of 3 runs holds), each step ${CAP_STEP_DURATION}s and 20000 packets at least (io_uring engine); $REPEATS rounds"
 echo "coturn $(turnserver --version 2>/dev/null | head -1), ip2p $($RELAY --version | cut -d' ' -f2)$([ -n "$BASELINE" ] && echo ", before: $BASELINE")"
 for size in $SIZES; do
   for mode in $MODES; do

@@ -145,7 +145,9 @@ struct Load {
     /// Sending sessions (allocations).
     #[arg(long, default_value_t = 10)]
     sessions: usize,
-    /// Packets per second over all sessions (the starting rate for capacity).
+    /// Packets per second over all sessions (for capacity, the starting
+    /// rate, moved by up to 10% either way at random so that two searches
+    /// do not walk the same grid of rates).
     #[arg(long, default_value_t = 10_000.0)]
     rate: f64,
     /// Payload bytes (at least 24).
@@ -274,7 +276,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Latency(load) => latency(&load, &stop),
         Command::Capacity { load, max_rate, step, resolution, min_packets, max_loss, max_p99_us, attempts } => {
-            let plan = Plan { start: load.rate, max_rate, growth: step, attempts, resolution, halvings: 6 };
+            let plan = Plan { start: load.rate * jitter(), max_rate, growth: step, attempts, resolution, halvings: 6 };
             capacity(&load, &plan, &Bounds { max_loss, max_p99_us }, min_packets, &stop)
         }
         Command::Plot { out, title, files } => plot(&out, &title, &files),
@@ -362,6 +364,14 @@ fn latency(load: &Load, stop: &Arc<AtomicBool>) -> Result<(), String> {
         write(path, &percentile_file(&hist))?;
     }
     Ok(())
+}
+
+/// A factor in [0.9, 1.1), from the clock's nanoseconds: where a capacity
+/// search starts, so that two servers' searches do not share a grid of
+/// rates (and a figure by accident).
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    0.9 + 0.2 * f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
 /// The capacity search (`search.rs`): each step's row with its verdict,
