@@ -7,7 +7,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from repeats import RATIO_NOTE, Figure, capacities, ratio, valid_runs  # noqa: E402
+from repeats import RATIO_NOTE, Figure, capacity_cell, note_behind, ratio, valid_runs  # noqa: E402
 
 out = sys.argv[1]
 load_rate = int(sys.argv[2]) if len(sys.argv) > 2 else 0
@@ -55,19 +55,9 @@ for (mode, size, name) in sorted(scenarios, key=lambda k: (k[0], k[1], ORDER.get
     loaded = fixed("load", name, mode, size)
     direct = fixed("latency", "direct", mode, size)
     added = Figure([at["p50"].median - direct["p50"].median]) if direct and name != "direct" and at["p50"] else Figure([])
-    cap, bench_bound, none = capacities(out, f"capacity-{name}-{mode}-{size}")
+    cap_text, cap, bench_bound = capacity_cell(out, name, mode, size, "direct", notes)
     facts[(mode, size, name)] = (at, loaded, added, cap, bench_bound)
-    ceiling, _, _ = capacities(out, f"capacity-direct-{mode}-{size}")
-    cap_text = cap.fmt(".0f")
-    if bench_bound or (name != "direct" and cap.overlaps(ceiling)):
-        cap_text += " (bench)"
-    if none:
-        cap_text += f" ({len(none)} searches found none)"
-        notes += [f"{name} {mode} {size}B: {line}" for line in none]
-    behind = at["behind"] + (loaded["behind"] if loaded else 0)
-    if behind:
-        notes.append(f"{name} {mode} {size}B: {behind} fixed-rate runs fell behind their schedule after reruns: "
-                     "left out (their figures are the bench's)")
+    note_behind(notes, name, mode, size, at, loaded)
     loaded_text = "-" if not loaded else loaded["cpu"].fmt(".2f") + ("*" if loaded["lossy"] else "")
     print(f"{mode + ' ' + str(size) + 'B':<12} {name:<9} {at['p50'].fmt():>20} {at['p99'].fmt():>22} "
           f"{at['p99_9'].fmt():>24} {at['loss'].fmt('.3f'):>20} {at['cpu'].fmt('.2f'):>18} {loaded_text:>18} "

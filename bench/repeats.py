@@ -91,3 +91,29 @@ def capacities(out, stem):
             found.append(c["capacity"])
         bench_bound = bench_bound or bool(c.get("bench_bound"))
     return Figure(found), bench_bound, none
+
+
+def capacity_cell(out, name, mode, size, floor, notes):
+    """A server's capacity cell: its figure, marked (bench) when the
+    generator bound it or it lies within the range of `floor`, the path
+    with no relay (the generator's ceiling); searches that found none are
+    counted, their lines added to `notes`. Also the figure and whether the
+    bench bound it."""
+    cap, bench_bound, none = capacities(out, f"capacity-{name}-{mode}-{size}")
+    ceiling, _, _ = capacities(out, f"capacity-{floor}-{mode}-{size}")
+    text = cap.fmt(".0f")
+    if bench_bound or (name != floor and cap.overlaps(ceiling)):
+        text += " (bench)"
+    if none:
+        text += f" ({len(none)} searches found none)"
+        notes += [f"{name} {mode} {size}B: {line}" for line in none]
+    return text, cap, bench_bound
+
+
+def note_behind(notes, name, mode, size, *fixed):
+    """Adds to `notes` how many of a server's fixed-rate runs (`fixed`: the
+    runs' figures, or None) stayed behind their schedule after reruns."""
+    behind = sum(f["behind"] for f in fixed if f)
+    if behind:
+        notes.append(f"{name} {mode} {size}B: {behind} fixed-rate runs fell behind their schedule after reruns: "
+                     "left out (their figures are the bench's)")

@@ -6,7 +6,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from repeats import RATIO_NOTE, Figure, capacities, ratio, valid_runs  # noqa: E402
+from repeats import RATIO_NOTE, Figure, capacities, capacity_cell, note_behind, ratio, valid_runs  # noqa: E402
 
 out = sys.argv[1]
 SERVERS = ["ip2p-xdp", "before-xdp", "ip2p", "before", "coturn", "kernel"]
@@ -64,18 +64,9 @@ for mode in modes:
             at, loaded = fixed("latency", name, mode, size), fixed("load", name, mode, size)
             if not at:
                 continue
-            cap, bench_bound, none = capacities(out, f"capacity-{name}-{mode}-{size}")
+            cap_text, cap, _ = capacity_cell(out, name, mode, size, "kernel", notes)
             seen[name] = (at, loaded, cap)
-            cap_text = cap.fmt(".0f")
-            if bench_bound or (name != "kernel" and cap.overlaps(ceiling)):
-                cap_text += " (bench)"
-            if none:
-                cap_text += f" ({len(none)} searches found none)"
-                notes += [f"{name} {mode} {size}B: {line}" for line in none]
-            behind = at["behind"] + (loaded["behind"] if loaded else 0)
-            if behind:
-                notes.append(f"{name} {mode} {size}B: {behind} fixed-rate runs fell behind their schedule after "
-                             "reruns: left out (their figures are the bench's)")
+            note_behind(notes, name, mode, size, at, loaded)
             print(f"{mode + ' ' + size + 'B':<12} {name:<10} {at['p50'].fmt():>20} {at['p99'].fmt():>22} "
                   f"{at['loss'].fmt('.3f'):>20} {at['cpu'].fmt('.2f'):>25} {at['proc'].fmt('.2f'):>19} | "
                   f"{(loaded['cpu'].fmt('.2f') if loaded else '-'):>22} | "
