@@ -47,11 +47,13 @@ run:
 # runs four tests at a time: they mostly wait on sockets, timers and
 # coturn's clients, not on the CPU. A second build of the relay with
 # another version string (ip2p-relay-next) takes over from the first in the
-# handover tests. Last, the relay built without the XDP
+# handover tests. The bench tables' arithmetic has Python tests
+# (bench/*_test.py). Last, the relay built without the XDP
 # program must still run.
 test:
 	xdp/toolchain.sh
 	tests/deps.sh
+	python3 -m unittest discover -s bench -p '*_test.py'
 	$(CARGO) test --workspace --locked --exclude ip2p-tests
 	IP2P_VERSION=0.0.0-next $(CARGO) build --locked -p ip2p-relay --bin ip2p-relay
 	cp target/debug/ip2p-relay target/debug/ip2p-relay-next

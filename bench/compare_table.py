@@ -7,7 +7,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from repeats import RATIO_NOTE, Figure, capacity_cell, note_behind, ratio, valid_runs  # noqa: E402
+from repeats import RATIO_NOTE, Figure, capacity_cell, counted, note_behind, ratio, valid_runs  # noqa: E402
 
 out = sys.argv[1]
 load_rate = int(sys.argv[2]) if len(sys.argv) > 2 else 0
@@ -94,7 +94,7 @@ for name in ("ip2p-default", "coturn-default"):
         p50 = Figure(s["latency_us"]["p50"] for _, s in kept)
         p99 = Figure(s["latency_us"]["p99"] for _, s in kept)
         print(f"  {name} pairs 100B: p50 {p50.fmt()} us, p99 {p99.fmt()} us"
-              + (f" ({behind} runs behind schedule left out)" if behind else ""))
+              + (f" ({counted(behind, 'run')} behind schedule left out)" if behind else ""))
 print(RATIO_NOTE)
 print("cpu us/pkt: server CPU time (all threads, from /proc) per packet delivered, at the latency run's rate "
       "(pairs: client to client, crossing coturn twice and ip2p's short-circuit once; echo: to the peer and back, two crossings); "

@@ -105,9 +105,14 @@ def capacity_cell(out, name, mode, size, floor, notes):
     if bench_bound or (name != floor and cap.overlaps(ceiling)):
         text += " (bench)"
     if none:
-        text += f" ({len(none)} searches found none)"
+        text += f" ({counted(len(none), 'search', 'searches')} found none)"
         notes += [f"{name} {mode} {size}B: {line}" for line in none]
     return text, cap, bench_bound
+
+
+def counted(n, one, many=None):
+    """'1 run', '2 runs': a count with its noun."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def note_behind(notes, name, mode, size, *fixed):
@@ -115,5 +120,5 @@ def note_behind(notes, name, mode, size, *fixed):
     runs' figures, or None) stayed behind their schedule after reruns."""
     behind = sum(f["behind"] for f in fixed if f)
     if behind:
-        notes.append(f"{name} {mode} {size}B: {behind} fixed-rate runs fell behind their schedule after reruns: "
-                     "left out (their figures are the bench's)")
+        notes.append(f"{name} {mode} {size}B: {counted(behind, 'fixed-rate run')} stayed behind schedule after reruns: "
+                     "left out (the bench's figures, not the server's)")

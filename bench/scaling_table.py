@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from repeats import RATIO_NOTE, Figure, ratio  # noqa: E402
+from repeats import RATIO_NOTE, Figure, counted, ratio  # noqa: E402
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 groups = {}
@@ -39,7 +39,7 @@ for (mode, workers, rate), runs in groups.items():
         capacity = found.fmt(".0f") + (" (bench)" if any(r["bench_bound"] for r in searches) else "")
         none = [r["capacity_line"] for r in searches if r["capacity"] is None]
         if none:
-            capacity += f" ({len(none)} searches found none)"
+            capacity += f" ({counted(len(none), 'search', 'searches')} found none)"
             notes += [f"{mode}, {workers} workers: {line}" for line in none]
     print(f"{mode:<6} {workers:<9} {rate:>8} {per_packet.fmt('.2f'):>20} {p50.fmt():>22} {split:>16} "
           f"{short.fmt('.0f'):>18} {crossing:>17} {capacity}")
