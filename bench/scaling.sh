@@ -13,7 +13,9 @@
 # receive work is charged as with a real NIC; root), REPEATS (rounds: the
 # table shows each figure's median and range) and RERUNS (more runs of a
 # fixed-rate run the generator could not keep on schedule, before it is
-# left out with the reason printed).
+# left out with the reason printed; none where the bench shares the
+# workers' CPUs, where no run can keep it: the table then shows the runs'
+# figures marked "(behind)" and leaves them out of the ratios).
 #
 # Workers are pinned to the last CPUs, the bench to the first, apart when
 # there are enough cores (workers + 1); on a 2-core machine 2 workers share
@@ -82,15 +84,17 @@ for mode in $MODES; do
       for rate in $RATES; do
         total=$((rate * workers))
         json="$OUT/latency-$mode-$workers-$sc-$rate.r$ROUND.json"
-        # A run the generator could not keep on schedule goes again.
-        for try in $(seq 0 "$RERUNS"); do
+        # A run the generator could not keep on schedule goes again, unless
+        # the bench shares the workers' CPUs: then none can.
+        reruns=$RERUNS; [ "$CPUS" -gt "$workers" ] || reruns=0
+        for try in $(seq 0 "$reruns"); do
           before=$(admin status); c0=$(cpu_ticks "$pid"); m0=$(admin metrics)
           "${IN_B[@]}" taskset -c "$(bench_cpus "$workers")" "$BENCH" latency --server "$SERVER_IP:$port" --mode "$mode" \
             "${echo_at[@]}" --size "$SIZE" --burst "$BURST" --rate "$total" --sessions "$SESSIONS" --duration "$DURATION" --json "$json" \
             >/dev/null 2>>"$OUT/errors.log" || echo "latency run failed ($mode, $label, $rate)"
           c1=$(cpu_ticks "$pid"); after=$(admin status); m1=$(admin metrics)
           if grep -q '"valid": true' "$json" 2>/dev/null; then break; fi
-          if [ "$try" -lt "$RERUNS" ]; then echo "  ($rate pkt/s per worker: the generator fell behind its schedule: running it again)"; fi
+          if [ "$try" -lt "$reruns" ]; then echo "  ($rate pkt/s per worker: the generator fell behind its schedule: running it again)"; fi
         done
         cap=""
         if [ "$rate" = "${RATES##* }" ]; then

@@ -1,4 +1,5 @@
-"""The bench tables' arithmetic (bench/repeats.py, bench/two_runs.py) on
+"""The bench tables' arithmetic (bench/repeats.py, bench/two_runs.py,
+bench/scaling_table.py) on
 made-up runs: medians and ranges, when a ratio is marked `~`, when a
 capacity is the bench's, and when two runs of a script agree.
 
@@ -8,6 +9,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -88,9 +91,42 @@ class TwoRuns(unittest.TestCase):
         self.assertEqual(code, 0)
         self.assertIn("run 1's median outside", line)
 
+    def test_overlapping_ranges_with_both_medians_outside(self):
+        code, line = self.compare([40000, 45000, 52000], [50000, 55000, 60000])
+        self.assertEqual(code, 0)
+        self.assertIn("both medians outside", line)
+
     def test_runs_that_disagree(self):
         self.assertEqual(self.compare([50000, 51000, 52000], [60000, 61000, 62000])[0], 1)
         self.assertEqual(self.compare([50000, None, 52000], [50000, 51000, 52000])[0], 1)
+
+
+class Scaling(unittest.TestCase):
+    def table(self, rows):
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+            f.flush()
+            script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scaling_table.py")
+            return subprocess.run([sys.executable, script, f.name], capture_output=True, text=True, check=True).stdout
+
+    @staticmethod
+    def row(workers, cpu, valid):
+        return {"mode": "pairs", "workers": workers, "rate": 20000, "capacity_line": None, "valid": valid,
+                "cpu_us_per_packet": cpu, "p50_us": 40.0, "split": [100.0], "short_circuited": 100.0,
+                "crossed": 0.0, "handed_off": 0.0, "capacity": None, "bench_bound": False}
+
+    def test_runs_behind_schedule_are_left_out(self):
+        out = self.table([self.row("1", 20.0, True), self.row("1", 22.0, True), self.row("1", 90.0, False),
+                          self.row("2", 10.0, True)])
+        self.assertIn("21.00 [20.00-22.00]", out)
+        self.assertIn("2 workers against 1 at 20000 pkt/s/w: cpu/pkt 0.48", out)
+        self.assertIn("1 of 3 runs fell behind", out)
+
+    def test_a_row_where_every_run_fell_behind_is_marked_and_not_in_the_ratios(self):
+        out = self.table([self.row("1", 20.0, True), self.row("2", 18.0, False), self.row("2", 19.0, False)])
+        self.assertIn("18.50 [18.00-19.00]", out)
+        self.assertIn("(behind)", out)
+        self.assertNotIn("against 1", out)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,10 @@ def main(first, second):
             verdict = "no: the ranges do not overlap"
             ok = False
         else:
-            outside = [name for name, f, g in (("run 1", a, b), ("run 2", b, a)) if not within(f, g)]
-            verdict = "yes" + (f" (ranges overlap; {' and '.join(outside)}'s median outside the other's range)"
+            outside = [name for name, f, g in (("run 1's median", a, b), ("run 2's median", b, a)) if not within(f, g)]
+            if len(outside) == 2:
+                outside = ["both medians"]
+            verdict = "yes" + (f" (ranges overlap; {outside[0]} outside the other's range)"
                                if outside else " (each median within the other's range)")
         print(f"{stem.removeprefix('capacity-'):<36} {a.fmt('.0f'):>26} {b.fmt('.0f'):>26}  {verdict}")
     return 0 if ok else 1
