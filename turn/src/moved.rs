@@ -179,7 +179,7 @@ impl<S> Moved<S> {
 }
 
 /// How the fields that are not plain JSON values are written: the
-/// format of the relay's handover snapshot (docs/operations.md).
+/// format of the relay's handover snapshot (docs/upgrades.md).
 #[cfg(feature = "serde")]
 mod format {
     use serde::de::Error as _;

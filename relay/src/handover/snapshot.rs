@@ -1,6 +1,6 @@
 //! The handover snapshot: what moves from one process of the relay to the
 //! next besides the sockets themselves, as versioned JSON (documented in
-//! docs/operations.md, "Upgrading without dropping calls"). Sockets are
+//! docs/upgrades.md, "The snapshot"). Sockets are
 //! named by their index in the transfer's descriptors.
 //!
 //! Version 1: the workers' listeners and UDP allocations of UDP clients.

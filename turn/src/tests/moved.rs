@@ -145,7 +145,7 @@ fn an_allocation_ages_on_the_way() {
 }
 
 /// With the `serde` feature a moved allocation is written in the relay's
-/// handover snapshot format (docs/operations.md), and read back whole.
+/// handover snapshot format (docs/upgrades.md), and read back whole.
 #[test]
 fn a_moved_allocation_is_written_in_the_snapshot_format() {
     let mut h = Harness::new();
