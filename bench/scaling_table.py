@@ -25,9 +25,9 @@ for (mode, workers, rate), runs in groups.items():
     # the workers' CPUs, none can), the runs' figures are shown, marked,
     # and kept out of the ratios: the relay's CPU per packet still means
     # something, the rate and latency are partly the bench's.
-    late = not kept and [r for r in runs if not r.get("failed")]
+    late = not kept and any(not r.get("failed") for r in runs)
     if late:
-        kept = late
+        kept = [r for r in runs if not r.get("failed")]
         every = "the one run" if len(runs) == 1 else f"all {len(runs)} runs"
         notes.append(f"{mode}, {workers} workers, {rate} pkt/s/w: {every} fell behind schedule: "
                      "figures marked (behind), not in the ratios")

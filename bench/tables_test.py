@@ -1,7 +1,7 @@
 """The bench tables' arithmetic (bench/repeats.py, bench/two_runs.py,
-bench/scaling_table.py) on
-made-up runs: medians and ranges, when a ratio is marked `~`, when a
-capacity is the bench's, and when two runs of a script agree.
+bench/scaling_table.py) on made-up runs: medians and ranges, when a ratio
+is marked `~`, when a capacity is the bench's, and when two runs of a
+script agree.
 
     python3 -m unittest discover -s bench -p '*_test.py'
 """
@@ -99,6 +99,9 @@ class TwoRuns(unittest.TestCase):
     def test_runs_that_disagree(self):
         self.assertEqual(self.compare([50000, 51000, 52000], [60000, 61000, 62000])[0], 1)
         self.assertEqual(self.compare([50000, None, 52000], [50000, 51000, 52000])[0], 1)
+        code, line = self.compare([50000, 51000, 52000], [])
+        self.assertEqual(code, 1)
+        self.assertIn("no: not measured in run 2", line)
 
 
 class Scaling(unittest.TestCase):

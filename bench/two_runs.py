@@ -32,7 +32,11 @@ def main(first, second):
     print(f"{'scenario':<36} {'run 1':>26} {'run 2':>26}  agree")
     for stem in sorted(stems(first) | stems(second)):
         (a, _, none_a), (b, _, none_b) = capacities(first, stem), capacities(second, stem)
-        if none_a or none_b or not a or not b:
+        missing = [name for name, f, none in (("run 1", a, none_a), ("run 2", b, none_b)) if not f and not none]
+        if missing:
+            verdict = f"no: not measured in {' and '.join(missing)}"
+            ok = False
+        elif none_a or none_b:
             verdict = f"no: {len(none_a)} + {len(none_b)} searches found none"
             ok = False
         elif not a.overlaps(b):

@@ -366,12 +366,11 @@ fn latency(load: &Load, stop: &Arc<AtomicBool>) -> Result<(), String> {
     Ok(())
 }
 
-/// A factor in [0.9, 1.1), from the clock's nanoseconds: where a capacity
-/// search starts, so that two servers' searches do not share a grid of
-/// rates (and a figure by accident).
+/// A random factor in [0.9, 1.1): where a capacity search starts, so that
+/// two servers' searches do not share a grid of rates (and a figure by
+/// accident).
 fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    0.9 + 0.2 * f64::from(nanos % 1_000_000) / 1_000_000.0
+    rand::random_range(0.9..1.1)
 }
 
 /// The capacity search (`search.rs`): each step's row with its verdict,
